@@ -1,0 +1,97 @@
+//! How an OS module talks to the computer: `ssh`, `winrm`, or `none`
+//! (network probes only). The OS profile picks one; a provisioner never uses
+//! these.
+
+pub mod ssh;
+pub mod winrm;
+
+use std::time::Duration;
+
+/// What a remote command left behind.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOutput {
+    /// Exit status on the remote side.
+    pub status: i32,
+    /// Standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Standard error (lossy UTF-8).
+    pub stderr: String,
+}
+
+/// Why a channel operation failed, classified for the module boundary.
+#[derive(Debug)]
+pub enum ChannelError {
+    /// Not answering (yet): refused, reset, no route, connect timeout. Keep
+    /// waiting within the step; retry when the step times out.
+    Unreachable(anyhow::Error),
+    /// Credentials rejected: fatal, a reload will not fix a wrong key.
+    Auth(anyhow::Error),
+    /// The host key does not match what is pinned: fatal.
+    HostKey(anyhow::Error),
+    /// A command ran past its timeout: retry.
+    Timeout(anyhow::Error),
+    /// Answered, but not as the protocol says: retry.
+    Protocol(anyhow::Error),
+}
+
+impl ChannelError {
+    /// True when loading the image again cannot help.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ChannelError::Auth(_) | ChannelError::HostKey(_))
+    }
+
+    /// The error inside.
+    pub fn into_inner(self) -> anyhow::Error {
+        match self {
+            ChannelError::Unreachable(e)
+            | ChannelError::Auth(e)
+            | ChannelError::HostKey(e)
+            | ChannelError::Timeout(e)
+            | ChannelError::Protocol(e) => e,
+        }
+    }
+
+    /// Short class name for events.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ChannelError::Unreachable(_) => "unreachable",
+            ChannelError::Auth(_) => "auth",
+            ChannelError::HostKey(_) => "host-key",
+            ChannelError::Timeout(_) => "timeout",
+            ChannelError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelError::Unreachable(e)
+            | ChannelError::Auth(e)
+            | ChannelError::HostKey(e)
+            | ChannelError::Timeout(e)
+            | ChannelError::Protocol(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// A way to log in to the computer's OS and run commands there.
+pub trait Channel {
+    /// Connects if needed, authenticates, and runs a no-op: Ok means the OS
+    /// accepts us now.
+    fn login(&mut self, timeout: Duration) -> Result<(), ChannelError>;
+
+    /// Runs one command given as an argument vector. The channel turns it
+    /// into what the remote side needs (one quoted line for an SSH remote
+    /// shell; command plus arguments for WinRM) and reconnects if the
+    /// previous connection dropped.
+    fn run(&mut self, argv: &[String], timeout: Duration) -> Result<CommandOutput, ChannelError>;
+
+    /// Writes `data` to `path` on the computer with Unix `mode` where that
+    /// applies; secrets travel this way, never in a command line.
+    fn upload(&mut self, data: &[u8], path: &str, mode: i32, timeout: Duration)
+    -> Result<(), ChannelError>;
+
+    /// Drops the connection; the next call connects again.
+    fn disconnect(&mut self);
+}

@@ -1,0 +1,1 @@
+//! SSH channel (ssh2). Filled in by the SSH work.

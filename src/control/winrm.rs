@@ -1,0 +1,1 @@
+//! WinRM channel (WS-Management over ureq). Filled in by the WinRM work.
