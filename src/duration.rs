@@ -20,13 +20,17 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{s}` needs a unit: ms, s, m, h or d"))?;
         if num_end == 0 {
-            return Err(format!("`{s}` is not a duration like \"90s\", \"45m\" or \"2h\""));
+            return Err(format!(
+                "`{s}` is not a duration like \"90s\", \"45m\" or \"2h\""
+            ));
         }
         let n: f64 = rest[..num_end]
             .parse()
             .map_err(|_| format!("`{s}` is not a duration like \"90s\", \"45m\" or \"2h\""))?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let mult = match rest[..unit_end].trim() {
             "ms" => 0.001,
             "s" | "sec" | "secs" => 1.0,
@@ -54,7 +58,7 @@ pub fn fmt(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         if ms < 1000 {
             return format!("{ms}ms");
         }

@@ -65,7 +65,11 @@ impl std::fmt::Display for ExecError {
         match self {
             ExecError::Spawn(e) => write!(f, "could not start: {e}"),
             ExecError::Timeout { after, .. } => {
-                write!(f, "timed out after {} and was killed", crate::duration::fmt(*after))
+                write!(
+                    f,
+                    "timed out after {} and was killed",
+                    crate::duration::fmt(*after)
+                )
             }
             ExecError::Interrupted(i) => write!(f, "{i}"),
         }
@@ -126,7 +130,11 @@ impl Cmd {
         };
         let mut c = Command::new(prog);
         c.args(args)
-            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -164,7 +172,10 @@ impl Cmd {
                     stderr: join(err),
                     elapsed: start.elapsed(),
                 };
-                return Err(ExecError::Timeout { after: self.timeout, partial });
+                return Err(ExecError::Timeout {
+                    after: self.timeout,
+                    partial,
+                });
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
@@ -174,13 +185,20 @@ impl Cmd {
         let code = status
             .map(|st| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
             .unwrap_or(-1);
-        Ok(Output { code, stdout: join(out), stderr: join(err), elapsed: start.elapsed() })
+        Ok(Output {
+            code,
+            stdout: join(out),
+            stderr: join(err),
+            elapsed: start.elapsed(),
+        })
     }
 
     /// Runs it and fails unless it exits 0; the error names the command and
     /// carries its output.
     pub fn run_ok(&self) -> Result<Output> {
-        let o = self.run().with_context(|| format!("running `{}`", self.display()))?;
+        let o = self
+            .run()
+            .with_context(|| format!("running `{}`", self.display()))?;
         if !o.success() {
             bail!("`{}` exited {}: {}", self.display(), o.code, o.text());
         }
@@ -244,9 +262,12 @@ mod tests {
 
     #[test]
     fn captures_output_and_exit_code() {
-        let o = Cmd::new(&["sh", "-c", "echo out; echo err >&2; exit 3"], Duration::from_secs(5))
-            .run()
-            .expect("sh runs");
+        let o = Cmd::new(
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            Duration::from_secs(5),
+        )
+        .run()
+        .expect("sh runs");
         assert_eq!(o.code, 3);
         assert_eq!(o.stdout.trim(), "out");
         assert_eq!(o.stderr.trim(), "err");

@@ -89,8 +89,13 @@ pub trait Channel {
 
     /// Writes `data` to `path` on the computer with Unix `mode` where that
     /// applies; secrets travel this way, never in a command line.
-    fn upload(&mut self, data: &[u8], path: &str, mode: i32, timeout: Duration)
-    -> Result<(), ChannelError>;
+    fn upload(
+        &mut self,
+        data: &[u8],
+        path: &str,
+        mode: i32,
+        timeout: Duration,
+    ) -> Result<(), ChannelError>;
 
     /// Drops the connection; the next call connects again.
     fn disconnect(&mut self);

@@ -1,0 +1,115 @@
+//! The command line (clap derive). Only definitions live here; `main`
+//! parses, builds and runs.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Get one computer ready for one reservation: a provisioning module loads
+/// the image, then an OS module waits for the OS and configures it.
+///
+/// Exit codes: 0 done, 75 retry (load the image again), 1 fatal (don't),
+/// 64 usage error, 73 computer locked by another run, 78 configuration
+/// error, 130/143 interrupted by SIGINT/SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "reimage", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "REIMAGE_CONFIG",
+        default_value = "/etc/reimage/reimage.toml",
+        value_name = "PATH"
+    )]
+    pub config: PathBuf,
+
+    /// State directory: locks, event logs, last-run records (default: the
+    /// config's state_dir, else /var/lib/reimage).
+    #[arg(long, global = true, env = "REIMAGE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Write events as JSON lines on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Only warnings, results and errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also show status changes and command output.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole attempt loop: load, then post-load; on retry load again.
+    ///
+    /// Exits 0 when the OS module says ready, 1 when a module says fatal or
+    /// every attempt asked for a retry.
+    Provision(ProvisionArgs),
+    /// Run the provisioning module once: load the image and start the computer.
+    ///
+    /// Exits 0 loaded, 75 retry, 1 fatal.
+    Load(StepArgs),
+    /// Run the OS module once: wait for the OS, check it, configure it.
+    ///
+    /// Exits 0 ready, 75 retry, 1 fatal.
+    #[command(name = "post-load")]
+    PostLoad(StepArgs),
+    /// Validate the configuration; with a computer and image, print the plan:
+    /// provisioner, OS profile, and each wait step with its timeout at every
+    /// attempt.
+    Check(CheckArgs),
+}
+
+/// `reimage provision`.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Computer name from [computers.NAME].
+    pub computer: String,
+    /// Image name from [images.NAME].
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// Attempts (default: the image's max_attempts, else the config's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempts: Option<u32>,
+    /// Reservation id, passed to modules and recorded in events.
+    #[arg(long, value_name = "ID")]
+    pub reservation: Option<String>,
+}
+
+/// `reimage load` and `reimage post-load`.
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// Computer name from [computers.NAME].
+    pub computer: String,
+    /// Image name from [images.NAME].
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// This attempt's number (modules stretch timeouts on later attempts).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempt: u32,
+    /// Attempts in all (on the last one a module answers fatal, not retry).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub of: Option<u32>,
+    /// Reservation id, passed to modules and recorded in events.
+    #[arg(long, value_name = "ID")]
+    pub reservation: Option<String>,
+}
+
+/// `reimage check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Computer to plan for (needs --image).
+    #[arg(requires = "image")]
+    pub computer: Option<String>,
+    /// Image to plan for (needs a computer).
+    #[arg(long, value_name = "IMAGE", requires = "computer")]
+    pub image: Option<String>,
+}

@@ -1,0 +1,524 @@
+//! The configuration file's shape (serde), and the checks serde cannot make.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ConfigError, Loaded, builtin};
+use crate::duration;
+use crate::provision::ProvisionerConfig;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where locks, event logs and last-run records live.
+    pub state_dir: Option<PathBuf>,
+    /// Attempts per provision run, unless the image says otherwise.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Attempt k multiplies every load and wait timeout by growth^(k-1).
+    #[serde(default = "default_growth")]
+    pub timeout_growth: f64,
+    /// `[provisioners.NAME]`: how images get onto computers.
+    #[serde(default)]
+    pub provisioners: BTreeMap<String, ProvisionerConfig>,
+    /// `[os.NAME]`: OS profiles, each starting from a built-in one.
+    #[serde(default)]
+    pub os: BTreeMap<String, OsConfig>,
+    /// `[images.NAME]`.
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageConfig>,
+    /// `[computers.NAME]`.
+    #[serde(default)]
+    pub computers: BTreeMap<String, ComputerConfig>,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+
+fn default_growth() -> f64 {
+    1.5
+}
+
+/// `[computers.NAME]`: one computer reimage can load.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ComputerConfig {
+    /// Where the OS module reaches it (IP address or DNS name).
+    pub address: String,
+    /// Its name in the provisioner (xCAT node, VM name); default: the
+    /// computer's name.
+    pub node: Option<String>,
+    /// Provisioner that loads this computer; wins over the image's.
+    pub provisioner: Option<String>,
+    /// Port of the OS channel on `address` (SSH or WinRM), when it is not the
+    /// profile's (e.g. a forwarded port of a local VM).
+    pub port: Option<u16>,
+    /// MAC address, for provisioners that define the machine.
+    pub mac: Option<String>,
+}
+
+/// `[images.NAME]`: what gets loaded and which OS profile brings it up.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// OS profile name: one of `[os.*]` or a built-in (linux, windows-6, ...).
+    pub os: String,
+    /// Provisioner name, used when the computer names none.
+    pub provisioner: Option<String>,
+    /// What the provisioner loads: an xCAT osimage, a vSphere template, a
+    /// base disk path, an argument to a command.
+    pub source: Option<String>,
+    /// Attempts for this image, overriding the top-level `max_attempts`.
+    pub max_attempts: Option<u32>,
+    /// The image was generalized with Sysprep: longer first boot, a reboot.
+    #[serde(default)]
+    pub sysprep: bool,
+    /// The image runs as a virtual machine: shorter waits.
+    #[serde(default)]
+    pub r#virtual: bool,
+    /// Command whose output proves the loaded image is the one asked for.
+    pub image_check: Option<ImageCheck>,
+    /// Local scripts run on the computer after first-boot configuration.
+    #[serde(default)]
+    pub post_load: Vec<PathBuf>,
+    /// Timeout of each post-load script.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub post_load_timeout: Option<Duration>,
+    /// Direct boot (qemu): kernel file.
+    pub kernel: Option<PathBuf>,
+    /// Direct boot (qemu): initrd file.
+    pub initrd: Option<PathBuf>,
+    /// Direct boot (qemu): kernel command line; placeholders allowed.
+    pub cmdline: Option<String>,
+    /// libvirt: domain XML template file.
+    pub domain_xml: Option<PathBuf>,
+    /// Memory of a VM in MiB.
+    pub memory: Option<u32>,
+    /// Virtual CPUs of a VM.
+    pub cpus: Option<u32>,
+}
+
+/// `image_check = { command = [...], expect = "regex" }`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ImageCheck {
+    /// Run on the computer once its channel answers.
+    pub command: Vec<String>,
+    /// Regex its standard output must match.
+    pub expect: String,
+}
+
+/// Which family of OS a profile brings up.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// No OS knowledge: network probes and the steps you list.
+    Generic,
+    /// Linux over SSH.
+    Linux,
+    /// Windows XP / Server 2003.
+    #[serde(rename = "windows-5")]
+    Windows5,
+    /// Windows Vista / 2008 / 7 / 2008 R2 / 8 / 2012.
+    #[serde(rename = "windows-6")]
+    Windows6,
+    /// Windows 10 / 11 / Server 2016 and later.
+    #[serde(rename = "windows-10")]
+    Windows10,
+}
+
+impl Family {
+    /// The name used in the config and in `reimage check`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Generic => "generic",
+            Family::Linux => "linux",
+            Family::Windows5 => "windows-5",
+            Family::Windows6 => "windows-6",
+            Family::Windows10 => "windows-10",
+        }
+    }
+
+    /// True for the Windows families.
+    pub fn is_windows(self) -> bool {
+        matches!(
+            self,
+            Family::Windows5 | Family::Windows6 | Family::Windows10
+        )
+    }
+}
+
+/// How the OS module talks to the computer.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelKind {
+    /// SSH (key or password file).
+    Ssh,
+    /// WS-Management (WinRM).
+    Winrm,
+    /// Network probes only.
+    None,
+}
+
+impl ChannelKind {
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelKind::Ssh => "ssh",
+            ChannelKind::Winrm => "winrm",
+            ChannelKind::None => "none",
+        }
+    }
+}
+
+/// What to do with the computer's SSH host key.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeys {
+    /// known_hosts must already match.
+    Strict,
+    /// Add unknown hosts, refuse changed keys.
+    AcceptNew,
+    /// A freshly loaded computer has new keys: replace once per load, then pin.
+    ReplaceAfterLoad,
+}
+
+/// `[os.NAME]`: an OS profile. Every key is optional; what is not set comes
+/// from the built-in profile of the same `family` (or the same name).
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OsConfig {
+    /// linux | windows-5 | windows-6 | windows-10 | generic.
+    pub family: Option<Family>,
+    /// ssh | winrm | none.
+    pub channel: Option<ChannelKind>,
+    /// Login user.
+    pub user: Option<String>,
+    /// SSH private key file (ssh-agent when unset and no password file).
+    pub key_file: Option<PathBuf>,
+    /// File whose first line is the password (SSH or WinRM).
+    pub password_file: Option<PathBuf>,
+    /// Channel port (22, 5985, 5986).
+    pub port: Option<u16>,
+    /// SSH host-key policy.
+    pub host_keys: Option<HostKeys>,
+    /// known_hosts file (default: STATE_DIR/known_hosts).
+    pub known_hosts: Option<PathBuf>,
+    /// Run the family's first-boot configuration.
+    pub first_boot: Option<bool>,
+    /// Wait for cloud-init to finish (linux).
+    pub cloud_init: Option<bool>,
+    /// WinRM over HTTPS.
+    pub https: Option<bool>,
+    /// CA file for WinRM HTTPS.
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS verification for WinRM (explicit, warned).
+    pub insecure: Option<bool>,
+    /// File with the Administrator password to set (windows first boot).
+    pub admin_password_file: Option<PathBuf>,
+    /// The wait sequence, replacing the built-in one.
+    pub steps: Option<Vec<StepConfig>>,
+    /// Timeouts of steps by step name, over the sequence.
+    #[serde(default)]
+    pub timeouts: BTreeMap<String, DurationValue>,
+    /// How long the computer must keep answering before it is ready.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub stable_for: Option<Duration>,
+    /// Connect timeout of one channel attempt.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub connect_timeout: Option<Duration>,
+    /// Timeout of one first-boot command.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub command_timeout: Option<Duration>,
+}
+
+/// A duration in a map value position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        duration::de(d).map(DurationValue)
+    }
+}
+
+/// What a wait step waits for.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitKind {
+    /// ICMP echo answered (system `ping`).
+    Ping,
+    /// TCP connect succeeds.
+    Port,
+    /// TCP connect and a first line matching `regex`.
+    Banner,
+    /// The channel authenticates and runs a no-op.
+    Login,
+    /// A command over the channel until its output matches `regex` (or it
+    /// exits 0 when no regex is given).
+    Command,
+    /// The computer goes down and comes back with a new boot id.
+    Reboot,
+    /// Just wait.
+    Sleep,
+}
+
+impl WaitKind {
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitKind::Ping => "ping",
+            WaitKind::Port => "port",
+            WaitKind::Banner => "banner",
+            WaitKind::Login => "login",
+            WaitKind::Command => "command",
+            WaitKind::Reboot => "reboot",
+            WaitKind::Sleep => "sleep",
+        }
+    }
+
+    /// True for steps that need a channel other than `none`.
+    pub fn needs_channel(self) -> bool {
+        matches!(self, WaitKind::Login | WaitKind::Command | WaitKind::Reboot)
+    }
+}
+
+/// One step of a wait sequence: `{ wait = "port", port = 22, timeout = "10m" }`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// What it waits for.
+    pub wait: WaitKind,
+    /// Name in events and `timeouts` (default: the wait kind).
+    pub name: Option<String>,
+    /// TCP port (port, banner; default: the channel's).
+    pub port: Option<u16>,
+    /// Give up after this long (grows with the attempt).
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub timeout: Option<Duration>,
+    /// Give up when nothing changed for this long.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub stall_timeout: Option<Duration>,
+    /// banner / command: regex to match.
+    pub regex: Option<String>,
+    /// command: the argument vector; reboot: what triggers the reboot.
+    pub command: Option<Vec<String>>,
+    /// sleep: how long.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub duration: Option<Duration>,
+    /// When the step times out and the provisioner can reset power: reset
+    /// and wait this much longer (Windows 6.x, as Apache VCL does).
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub reset_on_timeout: Option<Duration>,
+}
+
+impl StepConfig {
+    /// A step of kind `wait` with a timeout.
+    pub fn new(wait: WaitKind, timeout: Duration) -> StepConfig {
+        StepConfig {
+            wait,
+            name: None,
+            port: None,
+            timeout: Some(timeout),
+            stall_timeout: None,
+            regex: None,
+            command: None,
+            duration: None,
+            reset_on_timeout: None,
+        }
+    }
+
+    /// Name in events and `timeouts`.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.wait.name())
+    }
+
+    /// Its timeout at attempt 1 (sleep: its duration).
+    pub fn base_timeout(&self) -> Duration {
+        match self.wait {
+            WaitKind::Sleep => self.duration.or(self.timeout).unwrap_or_default(),
+            _ => self.timeout.unwrap_or(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// Checks that need the whole file: references between tables, step fields,
+/// regexes; each error names file:line:column.
+pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
+    let c = &l.config;
+    if c.max_attempts == 0 {
+        return Err(l.error_at(&["max_attempts"], "max_attempts must be 1 or more"));
+    }
+    if !(c.timeout_growth.is_finite() && c.timeout_growth >= 1.0) {
+        return Err(l.error_at(&["timeout_growth"], "timeout_growth must be 1.0 or more"));
+    }
+    for (name, p) in &c.provisioners {
+        p.validate().map_err(|e| {
+            l.error_at(
+                &["provisioners", name, "kind"],
+                format!("provisioner `{name}`: {e}"),
+            )
+        })?;
+    }
+    for (name, os) in &c.os {
+        validate_os(l, name, os)?;
+    }
+    for (name, img) in &c.images {
+        if max_zero(img.max_attempts) {
+            return Err(l.error_at(
+                &["images", name, "max_attempts"],
+                "max_attempts must be 1 or more",
+            ));
+        }
+        if !c.os.contains_key(&img.os) && builtin::family_of(&img.os).is_none() {
+            return Err(l.error_at(
+                &["images", name, "os"],
+                format!(
+                    "image `{name}` names OS profile `{}`, which is neither an [os.{}] table nor a built-in profile ({})",
+                    img.os,
+                    img.os,
+                    builtin::FAMILIES.join(", ")
+                ),
+            ));
+        }
+        if let Some(p) = &img.provisioner {
+            check_provisioner(
+                l,
+                c,
+                p,
+                &["images", name, "provisioner"],
+                &format!("image `{name}`"),
+            )?;
+        }
+        if let Some(chk) = &img.image_check {
+            if chk.command.is_empty() {
+                return Err(l.error_at(
+                    &["images", name, "image_check"],
+                    "image_check.command is empty",
+                ));
+            }
+            regex::Regex::new(&chk.expect).map_err(|e| {
+                l.error_at(
+                    &["images", name, "image_check"],
+                    format!("image_check.expect is not a valid regex: {e}"),
+                )
+            })?;
+        }
+    }
+    for (name, comp) in &c.computers {
+        if comp.address.trim().is_empty() {
+            return Err(l.error_at(
+                &["computers", name, "address"],
+                format!("computer `{name}` has an empty address"),
+            ));
+        }
+        if let Some(p) = &comp.provisioner {
+            check_provisioner(
+                l,
+                c,
+                p,
+                &["computers", name, "provisioner"],
+                &format!("computer `{name}`"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn max_zero(v: Option<u32>) -> bool {
+    v == Some(0)
+}
+
+fn check_provisioner(
+    l: &Loaded,
+    c: &Config,
+    p: &str,
+    at: &[&str],
+    who: &str,
+) -> Result<(), ConfigError> {
+    if c.provisioners.contains_key(p) || crate::provision::BUILTIN.contains(&p) {
+        return Ok(());
+    }
+    let known: Vec<&str> = c
+        .provisioners
+        .keys()
+        .map(String::as_str)
+        .chain(crate::provision::BUILTIN.iter().copied())
+        .collect();
+    Err(l.error_at(
+        at,
+        format!(
+            "{who} names provisioner `{p}`, which is not defined (known: {})",
+            known.join(", ")
+        ),
+    ))
+}
+
+fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError> {
+    if os.family.is_none() && builtin::family_of(name).is_none() && os.steps.is_none() {
+        return Err(l.error_at(
+            &["os", name],
+            format!(
+                "OS profile `{name}` needs `family` ({}) or its own `steps`",
+                builtin::FAMILIES.join(", ")
+            ),
+        ));
+    }
+    if let Some(steps) = &os.steps {
+        let channel = os.channel.or_else(|| {
+            builtin::family_of(name)
+                .or(os.family)
+                .map(builtin::default_channel)
+        });
+        for (i, s) in steps.iter().enumerate() {
+            let idx = i.to_string();
+            let at = |k: &'static str| -> Vec<String> {
+                vec![
+                    "os".into(),
+                    name.into(),
+                    "steps".into(),
+                    idx.clone(),
+                    k.into(),
+                ]
+            };
+            let err = |k: &'static str, msg: String| {
+                let p = at(k);
+                let refs: Vec<&str> = p.iter().map(String::as_str).collect();
+                l.error_at(&refs, format!("os `{name}` step {}: {msg}", i + 1))
+            };
+            if s.wait.needs_channel() && channel.unwrap_or(ChannelKind::None) == ChannelKind::None {
+                return Err(err(
+                    "wait",
+                    format!(
+                        "a `{}` step needs channel = \"ssh\" or \"winrm\"",
+                        s.wait.name()
+                    ),
+                ));
+            }
+            if s.wait == WaitKind::Command && s.command.as_ref().is_none_or(|c| c.is_empty()) {
+                return Err(err(
+                    "wait",
+                    "a `command` step needs command = [\"prog\", \"arg\", ...]".into(),
+                ));
+            }
+            if s.wait == WaitKind::Banner && s.regex.is_none() {
+                return Err(err("wait", "a `banner` step needs regex = \"...\"".into()));
+            }
+            if s.wait == WaitKind::Sleep && s.duration.is_none() && s.timeout.is_none() {
+                return Err(err(
+                    "wait",
+                    "a `sleep` step needs duration = \"30s\"".into(),
+                ));
+            }
+            if let Some(r) = &s.regex {
+                regex::Regex::new(r)
+                    .map_err(|e| err("regex", format!("not a valid regex: {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! OS modules: wait for the loaded computer's OS to come up, prove it is the
+//! image that was asked for, and do its first configuration. The family
+//! (linux, windows-5/6/10, generic) decides the wait sequence, the boot-id
+//! command and the first-boot actions; the sequence itself is data.
+
+mod channel;
+mod linux;
+mod sequence;
+pub mod wait;
+mod windows;
+
+use std::time::Duration;
+
+use crate::attempt::Attempt;
+use crate::config::{Family, Plan};
+use crate::control::Channel;
+use crate::outcome::Outcome;
+use crate::provision::Provisioner;
+use crate::report::Reporter;
+use crate::state::StateDir;
+
+/// Brings up the OS on a loaded computer.
+pub trait OsModule {
+    /// Called before the provisioner loads: remembers the running OS's boot
+    /// id, when it answers quickly, so post-load can tell the new OS from the
+    /// old one.
+    fn before_load(&self, _plan: &Plan, _state: &StateDir, _report: &Reporter) {}
+
+    /// Waits for the OS, checks it, configures it. `power` is the
+    /// provisioner, for profiles that reset power on a failed wait.
+    fn post_load(
+        &self,
+        plan: &Plan,
+        attempt: Attempt,
+        power: &dyn Provisioner,
+        state: &StateDir,
+        report: &Reporter,
+    ) -> Outcome;
+}
+
+/// The OS module of the plan's profile.
+pub fn build(plan: &Plan) -> Box<dyn OsModule> {
+    Box::new(Module {
+        family: plan.profile.family,
+    })
+}
+
+/// The command that prints the OS's boot id: a new value on every boot.
+pub fn boot_id_command(f: Family) -> Vec<String> {
+    let v: &[&str] = if f.is_windows() {
+        &[
+            "powershell",
+            "-NoProfile",
+            "-NonInteractive",
+            "-Command",
+            "(Get-CimInstance Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')",
+        ]
+    } else {
+        &["cat", "/proc/sys/kernel/random/boot_id"]
+    };
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Reads the boot id over `ch`.
+pub fn boot_id(
+    ch: &mut dyn Channel,
+    f: Family,
+    timeout: Duration,
+) -> Result<String, crate::control::ChannelError> {
+    let out = ch.run(&boot_id_command(f), timeout)?;
+    let id = out.stdout.trim().to_string();
+    if out.status != 0 || id.is_empty() {
+        return Err(crate::control::ChannelError::Protocol(anyhow::anyhow!(
+            "boot id command exited {}: {}",
+            out.status,
+            out.stderr.trim()
+        )));
+    }
+    Ok(id)
+}
+
+struct Module {
+    family: Family,
+}
+
+impl OsModule for Module {
+    fn before_load(&self, plan: &Plan, state: &StateDir, report: &Reporter) {
+        let id = match channel::open(plan) {
+            Ok(Some(mut ch)) => {
+                let t = plan.profile.connect_timeout.min(Duration::from_secs(5));
+                let id = ch
+                    .login(t)
+                    .ok()
+                    .and_then(|_| boot_id(ch.as_mut(), self.family, t).ok());
+                ch.disconnect();
+                id
+            }
+            _ => None,
+        };
+        match &id {
+            Some(id) => report.info(&format!("boot id before load: {id}")),
+            None => report
+                .info("no boot id before load (computer not answering): boot-id check skipped"),
+        }
+        if let Err(e) = state.write_boot_id(&plan.computer.name, id.as_deref()) {
+            report.warn(&format!("cannot record the boot id: {e:#}"));
+        }
+    }
+
+    fn post_load(
+        &self,
+        plan: &Plan,
+        attempt: Attempt,
+        power: &dyn Provisioner,
+        state: &StateDir,
+        report: &Reporter,
+    ) -> Outcome {
+        let mut ch = match channel::open(plan) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fatal(e),
+        };
+        let before = state.read_boot_id(&plan.computer.name);
+        let mut seq = sequence::Sequence {
+            plan,
+            attempt,
+            power,
+            report,
+            channel: ch.as_deref_mut(),
+            boot_before: before,
+        };
+        let r = seq.run().and_then(|_| seq.check_image()).and_then(|_| {
+            if !plan.profile.first_boot {
+                return Ok(());
+            }
+            let Some(ch) = seq.channel.as_deref_mut() else {
+                return Ok(());
+            };
+            match self.family {
+                Family::Linux => linux::first_boot(plan, attempt, ch, report),
+                f if f.is_windows() => windows::first_boot(plan, attempt, ch, report),
+                _ => Ok(()),
+            }
+        });
+        if let Some(c) = ch.as_deref_mut() {
+            c.disconnect();
+        }
+        match r {
+            Ok(()) => Outcome::Done,
+            Err(o) => o.fatal_if_last(attempt.is_last()),
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Runs a profile's wait sequence step by step, each with its own timeout
+//! (grown for the attempt), then the stability window and the image check.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::wait::{self, Limits, Pace, Poll, Waited};
+use crate::attempt::Attempt;
+use crate::config::{Plan, StepConfig, WaitKind};
+use crate::control::{Channel, ChannelError};
+use crate::duration;
+use crate::outcome::Outcome;
+use crate::probe::{self, Seen};
+use crate::provision::Provisioner;
+use crate::report::Reporter;
+
+/// How often the sequence may start over when the computer goes away during
+/// the stability window (a Sysprep reboot after the first answer).
+const MAX_RESTARTS: u32 = 3;
+
+/// One post-load run of a wait sequence.
+pub struct Sequence<'a> {
+    pub plan: &'a Plan,
+    pub attempt: Attempt,
+    pub power: &'a dyn Provisioner,
+    pub report: &'a Reporter,
+    pub channel: Option<&'a mut (dyn Channel + 'static)>,
+    /// Boot id seen before the load, if one was.
+    pub boot_before: Option<String>,
+}
+
+fn channel_poll(e: ChannelError) -> Poll {
+    if e.is_fatal() {
+        Poll::Fatal(e.into_inner())
+    } else {
+        Poll::NotYet(format!("{}: {e}", e.class()))
+    }
+}
+
+impl Sequence<'_> {
+    fn port_of(&self, s: &StepConfig) -> u16 {
+        s.port
+            .or(self.plan.computer.port)
+            .unwrap_or(self.plan.profile.port)
+    }
+
+    fn who(&self) -> String {
+        format!("{}", self.plan.computer.name)
+    }
+
+    /// Runs the steps, then the stability window; starts over (skipping
+    /// sleeps) if the computer stops answering inside the window.
+    pub fn run(&mut self) -> Result<(), Outcome> {
+        let steps = self.plan.profile.steps.clone();
+        let mut restarts = 0;
+        let mut skip_sleep = false;
+        loop {
+            for s in &steps {
+                if skip_sleep && s.wait == WaitKind::Sleep {
+                    continue;
+                }
+                self.step(s)?;
+            }
+            match self.stable()? {
+                true => return Ok(()),
+                false if restarts < MAX_RESTARTS => {
+                    restarts += 1;
+                    skip_sleep = true;
+                    self.report.info("the computer stopped answering inside the stability window: waiting again from the start");
+                }
+                false => {
+                    return Err(Outcome::Retry(anyhow::anyhow!(
+                        "{}: kept going away after answering ({MAX_RESTARTS} times)",
+                        self.who()
+                    )));
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, s: &StepConfig) -> Result<(), Outcome> {
+        let timeout = self.attempt.scale(s.base_timeout());
+        let stall = s.stall_timeout.map(|d| self.attempt.scale(d));
+        self.report.step(s.name(), Some(timeout));
+        let mut w = self.wait_for(s, Limits { timeout, stall });
+        if let (Waited::TimedOut(_), Some(extra)) = (&w, s.reset_on_timeout) {
+            match self.power.power_reset(self.plan, self.report) {
+                Some(Outcome::Done) => {
+                    let extra = self.attempt.scale(extra);
+                    self.report.step_end(
+                        false,
+                        &format!(
+                            "not ready after {}: power was reset",
+                            duration::fmt(timeout)
+                        ),
+                    );
+                    self.report
+                        .step(&format!("{}-after-reset", s.name()), Some(extra));
+                    w = self.wait_for(
+                        s,
+                        Limits {
+                            timeout: extra,
+                            stall,
+                        },
+                    );
+                }
+                Some(o) => {
+                    self.report.warn(&format!(
+                        "power reset failed: {}",
+                        o.error().map(|e| format!("{e:#}")).unwrap_or_default()
+                    ));
+                }
+                None => self
+                    .report
+                    .info("the provisioner cannot reset power: no second wait"),
+            }
+        }
+        let what = format!("{} step `{}`", self.who(), s.name());
+        match w {
+            Waited::Ready(msg, took) => {
+                self.report
+                    .step_end(true, &format!("{msg} after {}", duration::fmt(took)));
+                Ok(())
+            }
+            Waited::Interrupted(i) => Err(Outcome::Fatal(anyhow::Error::new(i).context(what))),
+            Waited::Fatal(e) => {
+                let m = format!("{e:#}");
+                self.report.step_end(false, &m);
+                Err(Outcome::Fatal(e.context(what)))
+            }
+            other => {
+                let m = wait::describe(&other, &what, timeout);
+                self.report.step_end(false, &m);
+                Err(Outcome::Retry(anyhow::anyhow!(m)))
+            }
+        }
+    }
+
+    fn wait_for(&mut self, s: &StepConfig, limits: Limits) -> Waited {
+        let plan = self.plan;
+        let connect = plan.profile.connect_timeout;
+        match s.wait {
+            WaitKind::Sleep => {
+                let t0 = Instant::now();
+                match wait::poll(
+                    self.report,
+                    Limits {
+                        timeout: limits.timeout + Duration::from_secs(1),
+                        stall: None,
+                    },
+                    Pace::COSTLY,
+                    |_| {
+                        if t0.elapsed() >= limits.timeout {
+                            Poll::Ready(format!("slept {}", duration::fmt(limits.timeout)))
+                        } else {
+                            Poll::NotYet("sleeping".into())
+                        }
+                    },
+                ) {
+                    w @ (Waited::Ready(..) | Waited::Interrupted(_)) => w,
+                    _ => Waited::Ready("slept".into(), t0.elapsed()),
+                }
+            }
+            WaitKind::Port | WaitKind::Banner => {
+                let port = self.port_of(s);
+                let addr = match probe::resolve(&plan.computer.address, port) {
+                    Ok(a) => a,
+                    // DNS may come later; a name that never resolves times out.
+                    Err(e) => return self.wait_resolve(&plan.computer.address, port, e, limits),
+                };
+                let re = s.regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
+                let probe: Arc<dyn Fn() -> Poll + Send + Sync> = Arc::new(move || {
+                    let seen = match &re {
+                        Some(re) => probe::banner(addr, re, connect),
+                        None => probe::port(addr, connect),
+                    };
+                    match seen {
+                        Seen::Up(m) => Poll::Ready(m),
+                        Seen::Down(m) => Poll::NotYet(format!("port {port}: {m}")),
+                    }
+                });
+                wait::overlapped(self.report, limits, Pace::CHEAP, 8, probe)
+            }
+            WaitKind::Ping => {
+                let host = plan.computer.address.clone();
+                let probe: Arc<dyn Fn() -> Poll + Send + Sync> =
+                    Arc::new(move || match probe::ping(&host, connect) {
+                        Seen::Up(m) => Poll::Ready(m),
+                        Seen::Down(m) => Poll::NotYet(m),
+                    });
+                wait::overlapped(self.report, limits, Pace::COSTLY, 4, probe)
+            }
+            WaitKind::Login => self.wait_login(limits),
+            WaitKind::Command => self.wait_command(s, limits),
+            WaitKind::Reboot => self.wait_reboot(s, limits),
+        }
+    }
+
+    fn wait_resolve(&self, host: &str, port: u16, first: String, limits: Limits) -> Waited {
+        let mut last = first;
+        let host = host.to_string();
+        let w = wait::poll(
+            self.report,
+            limits,
+            Pace::COSTLY,
+            |_| match probe::resolve(&host, port) {
+                Ok(_) => Poll::Ready("resolves".into()),
+                Err(e) => {
+                    last = e.clone();
+                    Poll::NotYet(e)
+                }
+            },
+        );
+        match w {
+            Waited::Ready(..) => Waited::TimedOut(format!("{last} (resolved late: wait again)")),
+            w => w,
+        }
+    }
+
+    fn wait_login(&mut self, limits: Limits) -> Waited {
+        let family = self.plan.profile.family;
+        let cmd_t = self.plan.profile.command_timeout;
+        let before = self.boot_before.clone();
+        let Some(ch) = self.channel.as_deref_mut() else {
+            return Waited::Fatal(anyhow::anyhow!("a login step needs a channel"));
+        };
+        wait::poll(self.report, limits, Pace::COSTLY, |left| {
+            let t = left.min(cmd_t).max(Duration::from_secs(1));
+            if let Err(e) = ch.login(t) {
+                ch.disconnect();
+                return channel_poll(e);
+            }
+            let Some(old) = &before else {
+                return Poll::Ready("logged in".into());
+            };
+            match super::boot_id(ch, family, t) {
+                Ok(id) if &id == old => {
+                    ch.disconnect();
+                    Poll::NotYet(format!(
+                        "the old OS answered (boot id {id} unchanged since before the load)"
+                    ))
+                }
+                Ok(id) => Poll::Ready(format!("logged in; new boot id {id}")),
+                Err(e) => channel_poll(e),
+            }
+        })
+    }
+
+    fn wait_command(&mut self, s: &StepConfig, limits: Limits) -> Waited {
+        let argv = s.command.clone().unwrap_or_default();
+        let re = s.regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
+        let cmd_t = self.plan.profile.command_timeout;
+        let Some(ch) = self.channel.as_deref_mut() else {
+            return Waited::Fatal(anyhow::anyhow!("a command step needs a channel"));
+        };
+        wait::poll(self.report, limits, Pace::COSTLY, |left| {
+            let t = left.min(cmd_t).max(Duration::from_secs(1));
+            match ch.run(&argv, t) {
+                Ok(out) => {
+                    let ok = match &re {
+                        Some(re) => re.is_match(&out.stdout),
+                        None => out.status == 0,
+                    };
+                    let last = out
+                        .stdout
+                        .lines()
+                        .chain(out.stderr.lines())
+                        .filter(|l| !l.trim().is_empty())
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    if ok {
+                        Poll::Ready(format!("`{}` says: {last}", argv.join(" ")))
+                    } else {
+                        Poll::NotYet(format!("exit {}: {last}", out.status))
+                    }
+                }
+                Err(e) => {
+                    ch.disconnect();
+                    channel_poll(e)
+                }
+            }
+        })
+    }
+
+    fn wait_reboot(&mut self, s: &StepConfig, limits: Limits) -> Waited {
+        let family = self.plan.profile.family;
+        let cmd_t = self
+            .plan
+            .profile
+            .command_timeout
+            .min(Duration::from_secs(30));
+        let report = self.report;
+        let Some(ch) = self.channel.as_deref_mut() else {
+            return Waited::Fatal(anyhow::anyhow!("a reboot step needs a channel"));
+        };
+        let old = match super::boot_id(ch, family, cmd_t) {
+            Ok(id) => Some(id),
+            Err(e) if e.is_fatal() => return Waited::Fatal(e.into_inner()),
+            Err(_) => None,
+        };
+        if let Some(trigger) = &s.command {
+            report.info(&format!("triggering the reboot: {}", trigger.join(" ")));
+            // The connection drops while the command runs; that is expected.
+            let _ = ch.run(trigger, Duration::from_secs(10));
+        }
+        ch.disconnect();
+        let mut went_down = false;
+        wait::poll(report, limits, Pace::COSTLY, |left| {
+            let t = left.min(cmd_t).max(Duration::from_secs(1));
+            let r = ch.login(t).and_then(|_| super::boot_id(ch, family, t));
+            match (r, &old) {
+                (Ok(id), Some(o)) if &id != o => Poll::Ready(format!("back with new boot id {id}")),
+                (Ok(id), None) if went_down => Poll::Ready(format!("back up (boot id {id})")),
+                (Ok(id), _) => {
+                    ch.disconnect();
+                    Poll::NotYet(format!("not rebooted yet (boot id {id})"))
+                }
+                (Err(e), _) => {
+                    ch.disconnect();
+                    if e.is_fatal() {
+                        return Poll::Fatal(e.into_inner());
+                    }
+                    went_down = true;
+                    Poll::NotYet(format!("down: {e}"))
+                }
+            }
+        })
+    }
+
+    /// Keeps checking that the computer answers for `stable_for`. Ok(false)
+    /// when it stopped answering inside the window.
+    fn stable(&mut self) -> Result<bool, Outcome> {
+        let window = self.plan.profile.stable_for;
+        if window.is_zero() {
+            return Ok(true);
+        }
+        self.report.step("stable", Some(window));
+        let start = Instant::now();
+        let port = self.plan.computer.port.unwrap_or(self.plan.profile.port);
+        let connect = self.plan.profile.connect_timeout;
+        let addr = probe::resolve(&self.plan.computer.address, port).ok();
+        while start.elapsed() < window {
+            crate::signal::check().map_err(|i| Outcome::Fatal(i.into()))?;
+            let ok = match self.channel.as_deref_mut() {
+                Some(ch) => match ch.login(connect) {
+                    Ok(()) => true,
+                    Err(e) if e.is_fatal() => return Err(Outcome::Fatal(e.into_inner())),
+                    Err(_) => {
+                        ch.disconnect();
+                        false
+                    }
+                },
+                None => addr.is_some_and(|a| matches!(probe::port(a, connect), Seen::Up(_))),
+            };
+            if !ok {
+                self.report.step_end(
+                    false,
+                    &format!("stopped answering after {}", duration::fmt(start.elapsed())),
+                );
+                return Ok(false);
+            }
+            self.report.progress(&format!(
+                "answering for {}",
+                duration::fmt(Duration::from_secs(start.elapsed().as_secs()))
+            ));
+            std::thread::sleep(
+                Duration::from_millis(500).min(window.saturating_sub(start.elapsed())),
+            );
+        }
+        self.report.step_end(
+            true,
+            &format!("kept answering for {}", duration::fmt(window)),
+        );
+        Ok(true)
+    }
+
+    /// Runs the image's `image_check` and compares its output.
+    pub fn check_image(&mut self) -> Result<(), Outcome> {
+        let Some(chk) = self.plan.image.config.image_check.clone() else {
+            return Ok(());
+        };
+        let who = self.who();
+        let Some(ch) = self.channel.as_deref_mut() else {
+            return Err(Outcome::Fatal(anyhow::anyhow!(
+                "{who}: image_check needs channel = \"ssh\" or \"winrm\""
+            )));
+        };
+        self.report
+            .step("image-check", Some(self.plan.profile.command_timeout));
+        let re = regex::Regex::new(&chk.expect).map_err(|e| Outcome::Fatal(e.into()))?;
+        let out = ch
+            .run(&chk.command, self.plan.profile.command_timeout)
+            .map_err(|e| {
+                let fatal = e.is_fatal();
+                let err = e
+                    .into_inner()
+                    .context(format!("{who}: image_check `{}`", chk.command.join(" ")));
+                if fatal {
+                    Outcome::Fatal(err)
+                } else {
+                    Outcome::Retry(err)
+                }
+            })?;
+        if re.is_match(&out.stdout) {
+            self.report
+                .step_end(true, &format!("image says `{}`", out.stdout.trim()));
+            Ok(())
+        } else {
+            let m = format!(
+                "{who}: the computer answered but is not image `{}`: `{}` printed `{}`, expected /{}/",
+                self.plan.image.name,
+                chk.command.join(" "),
+                out.stdout.trim(),
+                chk.expect
+            );
+            self.report.step_end(false, &m);
+            Err(Outcome::Retry(anyhow::anyhow!(m)))
+        }
+    }
+}

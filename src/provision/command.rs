@@ -1,0 +1,181 @@
+//! `command`: any external command whose exit code follows the contract
+//! (0 loaded, 75 retry, anything else fatal). This is how MAAS, Ironic,
+//! Foreman or a site script plug in.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+use super::{Provisioner, expand, placeholders};
+use crate::attempt::Attempt;
+use crate::config::Plan;
+use crate::duration;
+use crate::exec::{Cmd, ExecError};
+use crate::outcome::Outcome;
+use crate::report::Reporter;
+
+/// `[provisioners.NAME] kind = "command"`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// The load command as an argument vector, with placeholders.
+    pub load: Vec<String>,
+    /// Killed (whole process group) after this long; the result is retry.
+    #[serde(default = "default_timeout", deserialize_with = "duration::de")]
+    pub timeout: Duration,
+    /// Optional power-reset command, for OS profiles that reset on a failed
+    /// wait.
+    pub power_reset: Option<Vec<String>>,
+    /// Timeout of the power-reset command.
+    #[serde(default = "default_reset_timeout", deserialize_with = "duration::de")]
+    pub power_reset_timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_reset_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl CommandConfig {
+    /// Checks serde cannot make.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.load.is_empty() || self.load[0].trim().is_empty() {
+            return Err("`load` must be a non-empty argument vector, e.g. [\"/usr/local/bin/reload\", \"{node}\"]".into());
+        }
+        if matches!(&self.power_reset, Some(v) if v.is_empty()) {
+            return Err("`power_reset` must be a non-empty argument vector".into());
+        }
+        Ok(())
+    }
+
+    /// Lines for `reimage check`.
+    pub fn describe(&self, plan: &Plan) -> Vec<String> {
+        let a = Attempt::new(1, plan.max_attempts, plan.growth);
+        let argv: Vec<String> = self
+            .load
+            .iter()
+            .map(|s| expand(s, &placeholders(plan, a)))
+            .collect();
+        vec![
+            format!("load command: {}", argv.join(" ")),
+            format!("load timeout: {}", per_attempt(self.timeout, plan)),
+            format!(
+                "power reset: {}",
+                self.power_reset
+                    .as_ref()
+                    .map(|v| v.join(" "))
+                    .unwrap_or_else(|| "not configured".into())
+            ),
+        ]
+    }
+}
+
+/// "30m, 45m, 1h7m30s": a timeout at every attempt.
+pub fn per_attempt(base: Duration, plan: &Plan) -> String {
+    (1..=plan.max_attempts)
+        .map(|k| duration::fmt(crate::attempt::scale(base, k, plan.growth)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The command provisioner.
+pub struct CommandProvisioner {
+    config: CommandConfig,
+}
+
+impl CommandProvisioner {
+    /// A command provisioner.
+    pub fn new(config: CommandConfig) -> CommandProvisioner {
+        CommandProvisioner { config }
+    }
+
+    fn run(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        plan: &Plan,
+        attempt: Attempt,
+        report: &Reporter,
+        what: &str,
+    ) -> Outcome {
+        let values = placeholders(plan, attempt);
+        let argv: Vec<String> = argv.iter().map(|s| expand(s, &values)).collect();
+        let mut cmd = Cmd::new(&argv, timeout);
+        for (k, v) in &values {
+            cmd = cmd.env(format!("REIMAGE_{}", k.to_uppercase()), v.clone());
+        }
+        report.info(&format!(
+            "{what}: running `{}` (timeout {})",
+            cmd.display(),
+            duration::fmt(timeout)
+        ));
+        let shown = cmd.display();
+        match cmd.run() {
+            Ok(out) => {
+                report.output(&shown, &out);
+                let err =
+                    || anyhow::anyhow!("`{shown}` exited {}: {}", out.code, tail(&out.text()));
+                match out.code {
+                    0 => Outcome::Done,
+                    75 => Outcome::Retry(err().context(format!(
+                        "{what} of {} asked for a retry",
+                        plan.computer.name
+                    ))),
+                    _ => Outcome::Fatal(
+                        err().context(format!("{what} of {} failed", plan.computer.name)),
+                    ),
+                }
+            }
+            Err(ExecError::Timeout { after, partial }) => {
+                report.output(&shown, &partial);
+                Outcome::Retry(anyhow::anyhow!(
+                    "{what} of {}: `{shown}` ran past its timeout of {} and was killed",
+                    plan.computer.name,
+                    duration::fmt(after)
+                ))
+            }
+            Err(ExecError::Spawn(e)) => Outcome::Fatal(anyhow::anyhow!(
+                "{what} of {}: cannot start `{shown}`: {e} (check the `load` path in the provisioner)",
+                plan.computer.name
+            )),
+            Err(e @ ExecError::Interrupted(_)) => {
+                Outcome::Fatal(anyhow::anyhow!("{what} of {}: {e}", plan.computer.name))
+            }
+        }
+    }
+}
+
+/// The last few lines of a command's output, for an error message.
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let start = lines.len().saturating_sub(5);
+    lines[start..].join(" | ")
+}
+
+impl Provisioner for CommandProvisioner {
+    fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
+        self.run(
+            &self.config.load,
+            attempt.scale(self.config.timeout),
+            plan,
+            attempt,
+            report,
+            "load",
+        )
+    }
+
+    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
+        let argv = self.config.power_reset.as_ref()?;
+        let a = Attempt::new(1, plan.max_attempts, plan.growth);
+        Some(self.run(
+            argv,
+            self.config.power_reset_timeout,
+            plan,
+            a,
+            report,
+            "power reset",
+        ))
+    }
+}

@@ -1,0 +1,420 @@
+//! One stream of events (attempt, phase, step, progress, output, result):
+//! an indicatif spinner on a terminal, plain timestamped lines on stderr
+//! otherwise, JSON lines on stdout with `--json`, and always an append-only
+//! JSON-lines event log per computer.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::duration;
+use crate::exec::Output;
+
+/// How events reach the person or program that ran reimage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Spinner with step, attempt, elapsed and remaining time (stderr is a TTY).
+    Tty,
+    /// Plain timestamped lines on stderr.
+    Plain,
+    /// JSON lines on stdout; stderr only for the final error.
+    Json,
+}
+
+/// One event, as written to the event log and to stdout with `--json`.
+#[derive(Debug, Serialize, Clone)]
+pub struct Event {
+    /// UTC time, RFC 3339.
+    pub time: String,
+    /// attempt | phase | step | progress | step-end | output | info | warn | result | run.
+    pub kind: &'static str,
+    /// Computer name.
+    pub computer: String,
+    /// Image name.
+    pub image: String,
+    /// Reservation id, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
+    /// Attempt number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Attempts in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub of: Option<u32>,
+    /// load | post-load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Wait step or action name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// done | retry | fatal (results), ok | failed (steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Human-readable text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Milliseconds since the step (or phase) started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    /// Step timeout in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Exit code of a command (output events) or of the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+}
+
+struct Inner {
+    attempt: Option<(u32, u32)>,
+    phase: Option<String>,
+    step: Option<(String, Instant, Option<Duration>)>,
+    last_progress: String,
+    log: Option<File>,
+    bar: Option<ProgressBar>,
+}
+
+/// The reporter every module writes to.
+pub struct Reporter {
+    mode: Mode,
+    quiet: bool,
+    verbose: bool,
+    computer: String,
+    image: String,
+    reservation: Option<String>,
+    inner: Mutex<Inner>,
+}
+
+impl Reporter {
+    /// A reporter for one computer and image; `json` picks JSON lines, else a
+    /// spinner when stderr is a terminal, else plain lines.
+    pub fn new(
+        computer: &str,
+        image: &str,
+        reservation: Option<String>,
+        json: bool,
+        quiet: bool,
+        verbose: bool,
+    ) -> Reporter {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() && !quiet {
+            Mode::Tty
+        } else {
+            Mode::Plain
+        };
+        Reporter {
+            mode,
+            quiet,
+            verbose,
+            computer: computer.into(),
+            image: image.into(),
+            reservation,
+            inner: Mutex::new(Inner {
+                attempt: None,
+                phase: None,
+                step: None,
+                last_progress: String::new(),
+                log: None,
+                bar: None,
+            }),
+        }
+    }
+
+    /// Appends every later event to the event log at `path`.
+    pub fn log_to(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        self.lock().log = Some(f);
+        Ok(())
+    }
+
+    /// The output mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn base(&self, inner: &Inner, kind: &'static str) -> Event {
+        Event {
+            time: rfc3339(SystemTime::now()),
+            kind,
+            computer: self.computer.clone(),
+            image: self.image.clone(),
+            reservation: self.reservation.clone(),
+            attempt: inner.attempt.map(|a| a.0),
+            of: inner.attempt.map(|a| a.1),
+            phase: inner.phase.clone(),
+            step: inner.step.as_ref().map(|s| s.0.clone()),
+            result: None,
+            message: None,
+            elapsed_ms: inner
+                .step
+                .as_ref()
+                .map(|s| s.1.elapsed().as_millis() as u64),
+            timeout_ms: inner
+                .step
+                .as_ref()
+                .and_then(|s| s.2)
+                .map(|d| d.as_millis() as u64),
+            code: None,
+        }
+    }
+
+    fn emit(&self, inner: &mut Inner, e: Event, show: bool) {
+        if let Ok(line) = serde_json::to_string(&e) {
+            if let Some(f) = inner.log.as_mut() {
+                // One write per line keeps concurrent appends whole.
+                let _ = f.write_all(format!("{line}\n").as_bytes());
+            }
+            if self.mode == Mode::Json {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+        if !show || self.mode == Mode::Json || (self.quiet && !matches!(e.kind, "warn" | "result"))
+        {
+            return;
+        }
+        let text = plain(&e);
+        match (&self.mode, inner.bar.as_ref()) {
+            (Mode::Tty, Some(bar)) => bar.println(text),
+            _ => eprintln!("{} {text}", e.time),
+        }
+    }
+
+    /// Attempt `k` of `n` starts.
+    pub fn attempt(&self, k: u32, n: u32) {
+        let mut i = self.lock();
+        i.attempt = Some((k, n));
+        i.phase = None;
+        i.step = None;
+        let mut e = self.base(&i, "attempt");
+        e.message = Some(format!("attempt {k} of {n}"));
+        self.emit(&mut i, e, true);
+    }
+
+    /// A phase (load, post-load) starts.
+    pub fn phase(&self, name: &str) {
+        let mut i = self.lock();
+        i.phase = Some(name.into());
+        i.step = None;
+        let mut e = self.base(&i, "phase");
+        e.message = Some(format!("{name} starts"));
+        self.emit(&mut i, e, true);
+        if self.mode == Mode::Tty && i.bar.is_none() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            i.bar = Some(bar);
+        }
+        self.redraw(&i);
+    }
+
+    /// A wait step or action starts, with its timeout for this attempt.
+    pub fn step(&self, name: &str, timeout: Option<Duration>) {
+        let mut i = self.lock();
+        i.step = Some((name.into(), Instant::now(), timeout));
+        i.last_progress.clear();
+        let mut e = self.base(&i, "step");
+        e.message = Some(match timeout {
+            Some(t) => format!("{name}: waiting up to {}", duration::fmt(t)),
+            None => name.to_string(),
+        });
+        self.emit(&mut i, e, true);
+        self.redraw(&i);
+    }
+
+    /// What the current step sees now ("connection refused", "booting").
+    /// Logged when it changes; the spinner shows it always.
+    pub fn progress(&self, status: &str) {
+        let mut i = self.lock();
+        if i.last_progress != status {
+            i.last_progress = status.to_string();
+            let mut e = self.base(&i, "progress");
+            e.message = Some(status.to_string());
+            self.emit(&mut i, e, self.verbose);
+        }
+        self.redraw(&i);
+    }
+
+    /// The current step ended.
+    pub fn step_end(&self, ok: bool, message: &str) {
+        let mut i = self.lock();
+        let mut e = self.base(&i, "step-end");
+        e.result = Some(if ok { "ok" } else { "failed" }.into());
+        e.message = Some(message.to_string());
+        self.emit(&mut i, e, true);
+        i.step = None;
+        self.redraw(&i);
+    }
+
+    /// A phase ended with a result (done / retry / fatal).
+    pub fn result(&self, phase: &str, result: &str, message: Option<String>) {
+        let mut i = self.lock();
+        i.step = None;
+        i.phase = Some(phase.into());
+        let mut e = self.base(&i, "result");
+        e.elapsed_ms = None;
+        e.result = Some(result.into());
+        e.message = message;
+        self.emit(&mut i, e, true);
+    }
+
+    /// The run ended with an exit code.
+    pub fn finish(&self, code: i32, message: &str) {
+        let mut i = self.lock();
+        if let Some(bar) = i.bar.take() {
+            bar.finish_and_clear();
+        }
+        i.step = None;
+        let mut e = self.base(&i, "run");
+        e.code = Some(code);
+        e.message = Some(message.to_string());
+        self.emit(&mut i, e, true);
+    }
+
+    /// Something worth telling.
+    pub fn info(&self, msg: &str) {
+        let mut i = self.lock();
+        let mut e = self.base(&i, "info");
+        e.message = Some(msg.to_string());
+        self.emit(&mut i, e, true);
+    }
+
+    /// Something the user should fix.
+    pub fn warn(&self, msg: &str) {
+        let mut i = self.lock();
+        let mut e = self.base(&i, "warn");
+        e.message = Some(msg.to_string());
+        self.emit(&mut i, e, true);
+    }
+
+    /// A command's captured output: into the event log always, to the screen
+    /// with `-v`.
+    pub fn output(&self, command: &str, out: &Output) {
+        let mut i = self.lock();
+        let mut e = self.base(&i, "output");
+        e.code = Some(out.code);
+        e.message = Some(format!("{command}\n{}", out.text()));
+        self.emit(&mut i, e, self.verbose);
+    }
+
+    fn redraw(&self, i: &Inner) {
+        let Some(bar) = i.bar.as_ref() else { return };
+        let mut msg = String::new();
+        if let Some((k, n)) = i.attempt {
+            msg.push_str(&format!("[{}/{}] ", k, n));
+        }
+        msg.push_str(&self.computer);
+        if let Some(p) = &i.phase {
+            msg.push_str(&format!(" {p}"));
+        }
+        if let Some((name, start, timeout)) = &i.step {
+            let el = start.elapsed();
+            msg.push_str(&format!(" · {name} {}", clock(el)));
+            if let Some(t) = timeout {
+                msg.push_str(&format!(" (≤{} left)", clock(t.saturating_sub(el))));
+            }
+        }
+        if !i.last_progress.is_empty() {
+            msg.push_str(&format!(" · {}", i.last_progress));
+        }
+        bar.set_message(msg);
+    }
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// One plain line for an event.
+fn plain(e: &Event) -> String {
+    let mut s = e.computer.clone();
+    if let (Some(a), Some(n)) = (e.attempt, e.of) {
+        s.push_str(&format!(" [{a}/{n}]"));
+    }
+    if let Some(p) = &e.phase {
+        s.push_str(&format!(" {p}"));
+    }
+    match e.kind {
+        "result" => s.push_str(&format!(": {}", e.result.as_deref().unwrap_or("?"))),
+        "step-end" => {
+            if let Some(st) = &e.step {
+                s.push_str(&format!(" {st}: {}", e.result.as_deref().unwrap_or("?")));
+            }
+            if let Some(ms) = e.elapsed_ms {
+                s.push_str(&format!(
+                    " after {}",
+                    duration::fmt(Duration::from_millis(ms))
+                ));
+            }
+        }
+        "warn" => s.push_str(": warning"),
+        _ => {}
+    }
+    if let Some(m) = &e.message {
+        s.push_str(": ");
+        s.push_str(m);
+    }
+    s
+}
+
+/// `SystemTime` as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
+    }
+}

@@ -1,0 +1,299 @@
+//! The state directory: per-computer lock (flock), last-run record, event
+//! log, boot id before a load, and counting semaphores shared by reimage
+//! processes. Every write is atomic (temp file, fsync, rename).
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The computer is locked by another run; `main` exits 73 on it.
+#[derive(Debug)]
+pub struct Locked {
+    /// The computer.
+    pub computer: String,
+    /// The holder's pid, when it wrote one.
+    pub pid: Option<u32>,
+}
+
+impl std::fmt::Display for Locked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pid {
+            Some(p) => write!(
+                f,
+                "computer `{}` is locked by another reimage run (pid {p}); wait for it to finish or stop it",
+                self.computer
+            ),
+            None => write!(
+                f,
+                "computer `{}` is locked by another reimage run",
+                self.computer
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Locked {}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// A held per-computer lock; released when dropped (and by the kernel when
+/// the process dies, however it dies).
+#[derive(Debug)]
+pub struct Lock {
+    file: File,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        // SAFETY: plain syscall on an fd we own.
+        unsafe {
+            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+/// What the last run on a computer did, for people and for scripts.
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
+pub struct LastRun {
+    /// The command: provision, load or post-load.
+    pub command: String,
+    /// Image name.
+    pub image: String,
+    /// Reservation id.
+    pub reservation: Option<String>,
+    /// Last attempt number reached.
+    pub attempt: u32,
+    /// Attempts in all.
+    pub of: u32,
+    /// Last phase reached (load, post-load).
+    pub phase: String,
+    /// done | retry | fatal | interrupted | running.
+    pub result: String,
+    /// The error, if any.
+    pub message: Option<String>,
+    /// Exit code, once finished.
+    pub exit_code: Option<i32>,
+    /// RFC 3339 start time.
+    pub started: String,
+    /// RFC 3339 time of this record.
+    pub updated: String,
+    /// The process that wrote it.
+    pub pid: u32,
+}
+
+fn flock(f: &File, how: i32) -> bool {
+    // SAFETY: plain syscall on an fd we own.
+    unsafe { libc::flock(f.as_raw_fd(), how) == 0 }
+}
+
+impl StateDir {
+    /// The state directory at `root` (created on first use).
+    pub fn new(root: &Path) -> StateDir {
+        StateDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Its path.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of one computer.
+    pub fn computer_dir(&self, computer: &str) -> PathBuf {
+        self.root.join("computers").join(computer)
+    }
+
+    /// The computer's append-only event log.
+    pub fn event_log(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("events.jsonl")
+    }
+
+    fn ensure(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create state directory {} (set --state-dir or state_dir to a writable place)", dir.display())
+        })
+    }
+
+    /// Takes the computer's lock at once or fails with [`Locked`].
+    pub fn lock(&self, computer: &str) -> Result<Lock> {
+        let dir = self.computer_dir(computer);
+        self.ensure(&dir)?;
+        let path = dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            let mut s = String::new();
+            let _ = file.read_to_string(&mut s);
+            return Err(Locked {
+                computer: computer.into(),
+                pid: s.trim().parse().ok(),
+            }
+            .into());
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(Lock { file })
+    }
+
+    /// Records the last run (atomically).
+    pub fn write_last_run(&self, computer: &str, r: &LastRun) -> Result<()> {
+        let dir = self.computer_dir(computer);
+        self.ensure(&dir)?;
+        let text = serde_json::to_vec_pretty(r)?;
+        write_atomic(&dir.join("last-run.json"), &text)
+    }
+
+    /// The last run record, if any.
+    pub fn read_last_run(&self, computer: &str) -> Option<LastRun> {
+        let text = std::fs::read(self.computer_dir(computer).join("last-run.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Remembers the computer's boot id seen before a load (or forgets it).
+    pub fn write_boot_id(&self, computer: &str, id: Option<&str>) -> Result<()> {
+        let dir = self.computer_dir(computer);
+        self.ensure(&dir)?;
+        let path = dir.join("boot-id-before-load");
+        match id {
+            Some(id) => write_atomic(&path, id.as_bytes()),
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The boot id seen before the last load, if one was seen.
+    pub fn read_boot_id(&self, computer: &str) -> Option<String> {
+        let s = std::fs::read_to_string(self.computer_dir(computer).join("boot-id-before-load"))
+            .ok()?;
+        let s = s.trim().to_string();
+        (!s.is_empty()).then_some(s)
+    }
+
+    /// Takes one of `max` slots named `name`, shared by every reimage
+    /// process using this state directory (a counting semaphore of flocks:
+    /// a crashed holder's slot frees itself). Waits up to `wait`, calling
+    /// `waiting` with the elapsed time while it waits.
+    pub fn acquire_slot(
+        &self,
+        name: &str,
+        max: u32,
+        wait: Duration,
+        mut waiting: impl FnMut(Duration),
+    ) -> Result<Option<Slot>> {
+        let dir = self.root.join("slots").join(name);
+        self.ensure(&dir)?;
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            for i in 0..max.max(1) {
+                let path = dir.join(format!("slot-{i}"));
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .with_context(|| format!("cannot open slot file {}", path.display()))?;
+                if flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+                    let _ = file.set_len(0);
+                    let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+                    return Ok(Some(Slot {
+                        _file: file,
+                        index: i,
+                    }));
+                }
+            }
+            crate::signal::check()?;
+            if start.elapsed() >= wait {
+                return Ok(None);
+            }
+            waiting(start.elapsed());
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A held semaphore slot; freed when dropped or when the process dies.
+#[derive(Debug)]
+pub struct Slot {
+    _file: File,
+    /// Which slot.
+    pub index: u32,
+}
+
+/// Writes `data` to `path` atomically: a temp file in the same directory,
+/// fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("reimage-state-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn second_lock_fails_naming_the_holder() {
+        let s = StateDir::new(&tmp("lock"));
+        let held = s.lock("pc7").expect("first lock");
+        let err = s.lock("pc7").expect_err("second lock must fail");
+        let locked = err.downcast_ref::<Locked>().expect("a Locked error");
+        assert_eq!(locked.pid, Some(std::process::id()));
+        drop(held);
+        assert!(s.lock("pc7").is_ok(), "lock is free after drop");
+    }
+
+    #[test]
+    fn slots_count() {
+        let s = StateDir::new(&tmp("slots"));
+        let a = s.acquire_slot("x", 2, Duration::ZERO, |_| {}).expect("ok");
+        let b = s.acquire_slot("x", 2, Duration::ZERO, |_| {}).expect("ok");
+        assert!(a.is_some() && b.is_some());
+        let c = s
+            .acquire_slot("x", 2, Duration::from_millis(50), |_| {})
+            .expect("ok");
+        assert!(c.is_none(), "a third slot must not be handed out");
+        drop(a);
+        assert!(
+            s.acquire_slot("x", 2, Duration::ZERO, |_| {})
+                .expect("ok")
+                .is_some()
+        );
+    }
+}
