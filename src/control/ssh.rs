@@ -1178,7 +1178,31 @@ mod tests {
         assert!(e.to_string().contains("ssh-keygen -R"), "{e}");
         // The right key passes.
         std::fs::write(&cfg.known_hosts, known_hosts_line(&name, &fx.host_key_b)).expect("write");
-        Ssh::new(cfg).login(T).expect("matching key accepted");
+        Ssh::new(cfg.clone())
+            .login(T)
+            .expect("matching key accepted");
+        // Hashed entries (`ssh-keygen -H`, HashKnownHosts) match too ...
+        Cmd::new(
+            &["ssh-keygen", "-H", "-f", &cfg.known_hosts.to_string_lossy()],
+            T,
+        )
+        .run_ok()
+        .expect("ssh-keygen -H");
+        let hashed = std::fs::read_to_string(&cfg.known_hosts).expect("read");
+        assert!(hashed.starts_with("|1|"), "{hashed}");
+        Ssh::new(cfg.clone())
+            .login(T)
+            .expect("hashed entry accepted");
+        // ... and a hashed stale entry is what ReplaceAfterLoad replaces.
+        let sshd2 = fx.start(&fx.host_key_a);
+        let mut replace = config(&fx, sshd2.port, HostKeyPolicy::ReplaceAfterLoad);
+        replace.known_hosts = cfg.known_hosts.clone();
+        replace.host_alias = name.clone();
+        Ssh::new(replace)
+            .login(T)
+            .expect("hashed stale entry replaced");
+        let text = std::fs::read_to_string(&cfg.known_hosts).expect("read");
+        assert_eq!(text, known_hosts_line(&name, &fx.host_key_a), "{text}");
     }
 
     #[test]
