@@ -5,6 +5,9 @@
 pub mod ssh;
 pub mod winrm;
 
+#[cfg(test)]
+mod testsshd;
+
 use std::time::Duration;
 
 /// What a remote command left behind.
