@@ -113,6 +113,21 @@ def run(port):
     check("certutil status", r.status_code, 0)
     check("uploaded content", s.run_cmd("cmd", ["/c", "type", '"C:\\Windows\\Temp\\f"']).std_out, b"hello world\n")
 
+    # Upload the way reimage does it: base64 lines on stdin (Send action) to
+    # findstr, then certutil -decode; the data never is in a command line.
+    shell = p.open_shell()
+    cid = p.run_command(shell, "cmd", ["/c", "findstr", '"^"', ">", '"C:\\Windows\\Temp\\g.b64"'])
+    p.send_command_input(shell, cid, b"c2VjcmV0\r\n", end=False)
+    p.send_command_input(shell, cid, b"IGRhdGE=\r\n", end=True)
+    out, err, code = p.get_command_output(shell, cid)
+    check("findstr from stdin status", code, 0)
+    p.cleanup_command(shell, cid)
+    p.close_shell(shell)
+    r = s.run_cmd("certutil", ["-f", "-decode", '"C:\\Windows\\Temp\\g.b64"', '"C:\\Windows\\Temp\\g"'])
+    check("certutil (stdin upload) status", r.status_code, 0)
+    check("uploaded content (stdin)", s.run_cmd("cmd", ["/c", "type", '"C:\\Windows\\Temp\\g"']).std_out,
+          b"secret data")
+
     # An unknown action is a SOAP fault, as on Windows.
     msg = p.build_wsman_header(action="http://schemas.xmlsoap.org/ws/2004/09/transfer/Get",
                                resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd")

@@ -25,6 +25,7 @@ Behaviour:
 - Shell commands simulated (a leading `cmd /c` is stripped first):
     echo TEXT            stdout "TEXT\\r\\n"          (also `echo TEXT>>FILE`, `>FILE`)
     type nul > FILE      create/truncate FILE (in memory)
+    findstr "^" > FILE   copy stdin (Send action, until End="true") to FILE
     type FILE            print FILE
     del [/q] FILE        delete FILE
     certutil -f -decode IN OUT   base64-decode IN into OUT (like certutil)
@@ -65,6 +66,7 @@ A_DELETE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete"
 A_COMMAND = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command"
 A_RECEIVE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
 A_SIGNAL = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal"
+A_SEND = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send"
 STATE_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 STATE_RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"
 CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
@@ -158,7 +160,10 @@ def split_line(line):
 
 
 def simulate(machine, line):
-    """Returns (stdout bytes, stderr bytes, exit code, seconds to run)."""
+    """Returns (stdout bytes, stderr bytes, exit code, seconds to run); for
+    a command that reads stdin, the last item is instead a function that
+    gets all of stdin (under the machine lock) and returns (stdout, stderr,
+    exit code)."""
     words = split_line(line)
     if len(words) >= 2 and words[0].lower() in ("cmd", "cmd.exe") and words[1].lower() == "/c":
         line = line.split(None, 2)[2] if len(line.split(None, 2)) > 2 else ""
@@ -179,6 +184,15 @@ def simulate(machine, line):
         if cmd == "echo":
             text = line.strip()[4:].strip()
             return text.encode() + b"\r\n", b"", 0, 0.0
+        if cmd == "findstr" and redirect and len(words) >= 2 and words[1] == "^":
+            # Copies stdin to FILE once the client sends stdin with End="true".
+            path = redirect.group(4).lower()
+
+            def on_stdin(data, machine=machine, path=path):
+                machine.files[path] = data
+                return b"", b"", 0
+
+            return b"", b"", 0, on_stdin
         if cmd == "type" and redirect and len(words) >= 2 and words[1].lower() == "nul":
             machine.files[redirect.group(4).lower()] = b""
             return b"", b"", 0, 0.0
@@ -332,7 +346,7 @@ class Handler(BaseHTTPRequestHandler):
             if local(sel.tag) == "Selector" and sel.get("Name") == "ShellId":
                 shell_id = (sel.text or "").strip()
 
-        known = (A_CREATE, A_DELETE, A_COMMAND, A_RECEIVE, A_SIGNAL)
+        known = (A_CREATE, A_DELETE, A_COMMAND, A_RECEIVE, A_SIGNAL, A_SEND)
         if action not in known:
             return 500, fault(mid, "Sender", "a:ActionNotSupported",
                               f"The action is not supported by the service: {action}", 2150858771)
@@ -382,9 +396,15 @@ class Handler(BaseHTTPRequestHandler):
             line = " ".join(p for p in parts if p != "")
             out, err, code, secs = simulate(machine, line)
             cid = str(uuid.uuid4()).upper()
+            entry = {"stdout": out, "stderr": err, "code": code, "line": line,
+                     "stdin": b"", "on_stdin": None}
+            if callable(secs):
+                entry["on_stdin"] = secs
+                entry["ready_at"] = float("inf")
+            else:
+                entry["ready_at"] = time.monotonic() + secs
             with machine.lock:
-                shell[cid] = {"stdout": out, "stderr": err, "code": code,
-                              "ready_at": time.monotonic() + secs, "line": line}
+                shell[cid] = entry
             body_xml = f"<rsp:CommandResponse><rsp:CommandId>{cid}</rsp:CommandId></rsp:CommandResponse>"
             return 200, envelope("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse",
                                  mid, body_xml)
@@ -420,6 +440,28 @@ class Handler(BaseHTTPRequestHandler):
             )
             return 200, envelope("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse",
                                  mid, body_xml)
+
+        if action == A_SEND:
+            stream = find(body, "Stream")
+            cid = stream.get("CommandId") if stream is not None else None
+            with machine.lock:
+                cmd = shell.get(cid or "")
+                if cmd is None or stream.get("Name") != "stdin":
+                    return 500, fault(mid, "Sender", "w:InvalidParameter",
+                                      f"The command id {cid} or stream is not valid for this shell.",
+                                      2150858882)
+                try:
+                    cmd["stdin"] += base64.b64decode("".join((stream.text or "").split()), validate=True)
+                except ValueError:
+                    return 500, fault(mid, "Sender", "w:SchemaValidationError",
+                                      "The stdin stream is not valid base64.", 2150858817)
+                if stream.get("End", "").lower() == "true":
+                    if cmd["on_stdin"] is not None:
+                        cmd["stdout"], cmd["stderr"], cmd["code"] = cmd["on_stdin"](cmd["stdin"])
+                        cmd["on_stdin"] = None
+                    cmd["ready_at"] = min(cmd["ready_at"], time.monotonic())
+            return 200, envelope("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SendResponse",
+                                 mid, "<rsp:SendResponse/>")
 
         # A_SIGNAL
         sig = find(body, "Signal")
