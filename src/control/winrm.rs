@@ -942,7 +942,10 @@ fn elements<'a>(xml: &'a str, name: &str) -> Vec<Element<'a>> {
         // End of the start tag, skipping quoted attribute values.
         let mut quote = None;
         let mut tag_end = None;
-        for (i, c) in rest.char_indices().skip(name_end) {
+        for (i, c) in rest[name_end..]
+            .char_indices()
+            .map(|(i, c)| (i + name_end, c))
+        {
             match (quote, c) {
                 (Some(q), c) if c == q => quote = None,
                 (Some(_), _) => {}
@@ -1541,6 +1544,11 @@ mod tests {
         assert_eq!(empty[0].text(), "");
         assert!(elements(xml, "Missing").is_empty());
         assert!(elements("<a><b>unclosed", "b")[0].text().is_empty());
+        let odd = elements("<é:x k='v'>ü</é:x><p:y/>", "x");
+        assert_eq!(
+            (odd[0].attr("k").as_deref(), odd[0].text().as_str()),
+            (Some("v"), "ü")
+        );
     }
 
     #[test]
