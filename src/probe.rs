@@ -108,10 +108,8 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
         let t = std::thread::spawn(move || {
-            for s in l.incoming().take(2) {
-                if let Ok(mut s) = s {
-                    let _ = s.write_all(b"SSH-2.0-Test\r\n");
-                }
+            for mut s in l.incoming().take(2).flatten() {
+                let _ = s.write_all(b"SSH-2.0-Test\r\n");
             }
         });
         assert!(matches!(port(addr, Duration::from_secs(1)), Seen::Up(_)));

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::model::{ChannelKind, Family, HostKeys, ImageConfig, StepConfig, WaitKind};
+use crate::control::ssh::HostKeyPolicy;
+use super::model::{ChannelKind, Family,  ImageConfig, StepConfig, WaitKind};
 use super::plan::Profile;
 
 /// Names of the built-in profiles, one per family.
@@ -79,7 +80,7 @@ pub fn builtin_profile(f: Family, image: &ImageConfig, state_dir: &std::path::Pa
             ChannelKind::Winrm => 5985,
             ChannelKind::None => 0,
         },
-        host_keys: HostKeys::ReplaceAfterLoad,
+        host_keys: HostKeyPolicy::ReplaceAfterLoad,
         known_hosts: state_dir.join("known_hosts"),
         first_boot: f != Family::Generic,
         cloud_init: false,

@@ -73,10 +73,10 @@ fn sub_span(table: &DeTable, path: &[&str]) -> Option<Range<usize>> {
 pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let msg = e.message().trim().to_string();
     let mut span = e.span();
-    if let (Some(s), Some(key)) = (span.clone(), unknown_field(&msg)) {
-        if let Some(k) = find_key_in(text, s.clone(), &key) {
-            span = Some(k);
-        }
+    if let (Some(s), Some(key)) = (span.clone(), unknown_field(&msg))
+        && let Some(k) = find_key_in(text, s, &key)
+    {
+        span = Some(k);
     }
     match span {
         Some(s) => {

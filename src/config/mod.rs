@@ -7,7 +7,6 @@ mod locate;
 mod model;
 mod plan;
 
-pub use builtin::FAMILIES;
 pub use model::*;
 pub use plan::{ComputerPlan, Plan, resolve};
 

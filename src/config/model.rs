@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, Loaded, builtin};
+use crate::control::ssh::HostKeyPolicy;
 use crate::duration;
 use crate::provision::ProvisionerConfig;
 
@@ -175,18 +176,6 @@ impl ChannelKind {
     }
 }
 
-/// What to do with the computer's SSH host key.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeys {
-    /// known_hosts must already match.
-    Strict,
-    /// Add unknown hosts, refuse changed keys.
-    AcceptNew,
-    /// A freshly loaded computer has new keys: replace once per load, then pin.
-    ReplaceAfterLoad,
-}
-
 /// `[os.NAME]`: an OS profile. Every key is optional; what is not set comes
 /// from the built-in profile of the same `family` (or the same name).
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -205,7 +194,7 @@ pub struct OsConfig {
     /// Channel port (22, 5985, 5986).
     pub port: Option<u16>,
     /// SSH host-key policy.
-    pub host_keys: Option<HostKeys>,
+    pub host_keys: Option<HostKeyPolicy>,
     /// known_hosts file (default: STATE_DIR/known_hosts).
     pub known_hosts: Option<PathBuf>,
     /// Run the family's first-boot configuration.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::builtin::{builtin_profile, cloud_init_step, family_of};
-use super::model::{ChannelKind, Family, HostKeys, ImageConfig, OsConfig, StepConfig, WaitKind};
+use crate::control::ssh::HostKeyPolicy;
+use super::model::{ChannelKind, Family,  ImageConfig, OsConfig, StepConfig, WaitKind};
 use super::{ConfigError, Loaded, UsageError};
 use crate::provision::ProvisionerConfig;
 
@@ -53,7 +54,7 @@ pub struct Profile {
     /// Channel port.
     pub port: u16,
     /// SSH host-key policy.
-    pub host_keys: HostKeys,
+    pub host_keys: HostKeyPolicy,
     /// known_hosts file.
     pub known_hosts: PathBuf,
     /// Run first-boot configuration.
@@ -299,9 +300,9 @@ impl Plan {
         }
         if p.channel == ChannelKind::Ssh {
             let hk = match p.host_keys {
-                HostKeys::Strict => "strict",
-                HostKeys::AcceptNew => "accept-new",
-                HostKeys::ReplaceAfterLoad => "replace-after-load",
+                HostKeyPolicy::Strict => "strict",
+                HostKeyPolicy::AcceptNew => "accept-new",
+                HostKeyPolicy::ReplaceAfterLoad => "replace-after-load",
             };
             line(format!("  host keys: {hk} ({})", p.known_hosts.display()));
         }

@@ -36,7 +36,8 @@ use super::{Channel, ChannelError, CommandOutput};
 use crate::signal;
 
 /// What to do with the computer's SSH host key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HostKeyPolicy {
     /// The key must already be in the known-hosts file: for standing
     /// machines whose keys never change.

@@ -1,14 +1,54 @@
 //! Opens the channel the profile names, for the plan's computer.
 
 use anyhow::Result;
+use std::path::PathBuf;
 
 use crate::config::{ChannelKind, Plan};
 use crate::control::Channel;
+use crate::control::ssh::{HostKeyPolicy, Ssh, SshConfig};
+use crate::control::winrm::{WinRm, WinRmConfig};
 
 /// The channel for this plan, or `None` for `channel = "none"`.
 pub fn open(plan: &Plan) -> Result<Option<Box<dyn Channel>>> {
-    match plan.profile.channel {
-        ChannelKind::None => Ok(None),
-        other => anyhow::bail!("channel `{}` is not available in this build", other.name()),
-    }
+    open_with(plan, None)
+}
+
+/// Like [`open`], but an SSH channel keeps its host keys in `known_hosts`
+/// under the replace-after-load policy: used before a load, where the old
+/// OS's key must not be trusted for the new one.
+pub fn open_with(plan: &Plan, known_hosts: Option<PathBuf>) -> Result<Option<Box<dyn Channel>>> {
+    let p = &plan.profile;
+    let port = plan.computer.port.unwrap_or(p.port);
+    Ok(match p.channel {
+        ChannelKind::None => None,
+        ChannelKind::Ssh => {
+            let (known_hosts, host_keys) = match known_hosts {
+                Some(k) => (k, HostKeyPolicy::ReplaceAfterLoad),
+                None => (p.known_hosts.clone(), p.host_keys),
+            };
+            Some(Box::new(Ssh::new(SshConfig {
+                host: plan.computer.address.clone(),
+                port,
+                user: p.user.clone(),
+                key_file: p.key_file.clone(),
+                password_file: p.password_file.clone(),
+                known_hosts,
+                host_keys,
+                // Stored under the computer's name: its address may change
+                // from load to load, its identity does not.
+                host_alias: plan.computer.name.clone(),
+                connect_timeout: p.connect_timeout,
+            })))
+        }
+        ChannelKind::Winrm => Some(Box::new(WinRm::new(WinRmConfig {
+            host: plan.computer.address.clone(),
+            port,
+            https: p.https,
+            user: p.user.clone(),
+            password_file: p.password_file.clone(),
+            ca_file: p.ca_file.clone(),
+            insecure: p.insecure,
+            operation_timeout: p.command_timeout.min(std::time::Duration::from_secs(60)),
+        })?)),
+    })
 }

@@ -3,6 +3,7 @@
 //! (linux, windows-5/6/10, generic) decides the wait sequence, the boot-id
 //! command and the first-boot actions; the sequence itself is data.
 
+mod actions;
 mod channel;
 mod linux;
 mod sequence;
@@ -85,7 +86,8 @@ struct Module {
 
 impl OsModule for Module {
     fn before_load(&self, plan: &Plan, state: &StateDir, report: &Reporter) {
-        let id = match channel::open(plan) {
+        let scratch = state.computer_dir(&plan.computer.name).join("known_hosts.before-load");
+        let id = match channel::open_with(plan, Some(scratch)) {
             Ok(Some(mut ch)) => {
                 let t = plan.profile.connect_timeout.min(Duration::from_secs(5));
                 let id = ch

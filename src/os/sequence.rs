@@ -45,7 +45,7 @@ impl Sequence<'_> {
     }
 
     fn who(&self) -> String {
-        format!("{}", self.plan.computer.name)
+        self.plan.computer.name.clone()
     }
 
     /// Runs the steps, then the stability window; starts over (skipping
@@ -265,8 +265,7 @@ impl Sequence<'_> {
                         .stdout
                         .lines()
                         .chain(out.stderr.lines())
-                        .filter(|l| !l.trim().is_empty())
-                        .last()
+                        .rfind(|l| !l.trim().is_empty())
                         .unwrap_or("")
                         .trim()
                         .to_string();

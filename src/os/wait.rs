@@ -110,10 +110,10 @@ impl Tracker {
         if self.start.elapsed() >= limits.timeout {
             return Some(Waited::TimedOut(self.status.clone()));
         }
-        if let Some(stall) = limits.stall {
-            if self.last_change.elapsed() >= stall {
-                return Some(Waited::Stalled(self.status.clone(), stall));
-            }
+        if let Some(stall) = limits.stall
+            && self.last_change.elapsed() >= stall
+        {
+            return Some(Waited::Stalled(self.status.clone(), stall));
         }
         None
     }

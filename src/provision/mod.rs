@@ -132,15 +132,13 @@ pub fn expand(s: &str, values: &[(&'static str, String)]) -> String {
     while let Some(i) = rest.find(['{', '}']) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        if tail.starts_with("{{") {
+        if let Some(after) = tail.strip_prefix("{{") {
             out.push('{');
-            rest = &tail[2..];
-        } else if tail.starts_with("}}") {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("}}") {
             out.push('}');
-            rest = &tail[2..];
-        } else if let Some((name, after)) =
-            tail[1..].split_once('}').filter(|_| tail.starts_with('{'))
-        {
+            rest = after;
+        } else if let Some((name, after)) = tail.strip_prefix('{').and_then(|t| t.split_once('}')) {
             match values.iter().find(|(k, _)| *k == name) {
                 Some((_, v)) => out.push_str(v),
                 None => {

@@ -1,0 +1,126 @@
+//! First-boot actions: named, idempotent commands run over the channel,
+//! each reported as a step and classified on failure.
+
+use std::time::Duration;
+
+use crate::config::Plan;
+use crate::control::{Channel, ChannelError, CommandOutput};
+use crate::outcome::Outcome;
+use crate::report::Reporter;
+
+/// Runs actions for one computer.
+pub struct Actions<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// The channel.
+    pub ch: &'a mut dyn Channel,
+    /// Where events go.
+    pub report: &'a Reporter,
+    /// Timeout of one action (grown for the attempt).
+    pub timeout: Duration,
+}
+
+/// A channel error as an outcome: fatal for credentials and host keys,
+/// retry for the rest (the computer went away, a command hung).
+pub fn classify(e: ChannelError, what: String) -> Outcome {
+    let fatal = e.is_fatal();
+    let err = e.into_inner().context(what);
+    if fatal { Outcome::Fatal(err) } else { Outcome::Retry(err) }
+}
+
+impl Actions<'_> {
+    fn output(&self, argv: &[String], out: &CommandOutput) {
+        let o = crate::exec::Output {
+            code: out.status,
+            stdout: out.stdout.clone(),
+            stderr: out.stderr.clone(),
+            elapsed: Duration::ZERO,
+        };
+        self.report.output(&argv.join(" "), &o);
+    }
+
+    /// Runs `argv` as action `name`; a non-zero exit fails with `on_fail`
+    /// (Retry or Fatal, chosen by the caller for what reloading can fix).
+    pub fn run(
+        &mut self,
+        name: &str,
+        argv: &[String],
+        on_fail: fn(anyhow::Error) -> Outcome,
+    ) -> Result<CommandOutput, Outcome> {
+        self.report.step(name, Some(self.timeout));
+        let who = &self.plan.computer.name;
+        let out = match self.ch.run(argv, self.timeout) {
+            Ok(o) => o,
+            Err(e) => {
+                self.report.step_end(false, &e.to_string());
+                return Err(classify(e, format!("{who}: first-boot action `{name}`")));
+            }
+        };
+        self.output(argv, &out);
+        if out.status != 0 {
+            let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
+            let m = format!("{who}: first-boot action `{name}` exited {}: {}", out.status, text.trim());
+            self.report.step_end(false, &m);
+            return Err(on_fail(anyhow::anyhow!(m)));
+        }
+        let last = out.stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("done");
+        self.report.step_end(true, last.trim());
+        Ok(out)
+    }
+
+    /// Writes `data` to `path` on the computer as action `name`.
+    pub fn upload(&mut self, name: &str, data: &[u8], path: &str, mode: i32) -> Result<(), Outcome> {
+        self.report.step(name, Some(self.timeout));
+        let who = &self.plan.computer.name;
+        match self.ch.upload(data, path, mode, self.timeout) {
+            Ok(()) => {
+                self.report.step_end(true, &format!("wrote {path}"));
+                Ok(())
+            }
+            Err(e) => {
+                self.report.step_end(false, &e.to_string());
+                Err(classify(e, format!("{who}: first-boot action `{name}` writing {path}")))
+            }
+        }
+    }
+
+    /// Runs the image's own post-load scripts: each local file is uploaded
+    /// to `dir` and run with `runner` + its remote path. A missing local
+    /// script is fatal; a script exiting 75 asks for a retry, any other
+    /// failure is fatal (the contract's codes, as for load commands).
+    pub fn scripts(&mut self, dir: &str, sep: char, runner: impl Fn(&str) -> Vec<String>) -> Result<(), Outcome> {
+        let cfg = &self.plan.image.config;
+        let timeout = cfg.post_load_timeout.unwrap_or(Duration::from_secs(600));
+        for path in cfg.post_load.clone() {
+            let who = self.plan.computer.name.clone();
+            let data = std::fs::read(&path).map_err(|e| {
+                Outcome::Fatal(anyhow::anyhow!(
+                    "{who}: post-load script {} of image `{}` cannot be read: {e}",
+                    path.display(),
+                    self.plan.image.name
+                ))
+            })?;
+            let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("script");
+            let remote = format!("{dir}{sep}{base}");
+            self.upload(&format!("upload {base}"), &data, &remote, 0o700)?;
+            let argv = runner(&remote);
+            let name = format!("script {base}");
+            self.report.step(&name, Some(timeout));
+            let out = self.ch.run(&argv, timeout).map_err(|e| {
+                self.report.step_end(false, &e.to_string());
+                classify(e, format!("{who}: post-load script {base}"))
+            })?;
+            self.output(&argv, &out);
+            match out.status {
+                0 => self.report.step_end(true, "exit 0"),
+                code => {
+                    let m = format!("{who}: post-load script {base} exited {code}: {}", out.stderr.trim());
+                    self.report.step_end(false, &m);
+                    let e = anyhow::anyhow!(m);
+                    return Err(if code == 75 { Outcome::Retry(e) } else { Outcome::Fatal(e) });
+                }
+            }
+        }
+        Ok(())
+    }
+}
