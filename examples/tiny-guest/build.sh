@@ -10,6 +10,7 @@
 #
 # Outputs (see README.md next to this script):
 #   vmlinuz             Debian's kernel (the one linux-image-amd64 depends on)
+#   vmlinux             the same kernel decompressed, for a faster boot (PVH)
 #   initramfs.cpio.gz   busybox + dropbear + a few modules + /init
 #   base.qcow2          64 MiB ext4 image the guest mounts at /var/lib
 #   id_ed25519{,.pub}   test key pair, authorized for root in the guest
@@ -26,7 +27,7 @@ outputs=(vmlinuz initramfs.cpio.gz base.qcow2 id_ed25519 id_ed25519.pub README)
 # Modules the guest loads: virtio disk and NIC (the QEMU default), e1000 as
 # the fallback NIC, ext4 for /var/lib. crc32c_generic is ext4's soft
 # dependency ("crypto-crc32c"), which modules.dep does not list.
-modules=(virtio_pci virtio_blk virtio_net e1000 crc32c_generic ext4)
+modules=(virtio_pci virtio_blk virtio_net e1000 virtio_rng crc32c_generic ext4)
 disk_size=64M
 
 log() { printf 'tiny-guest build: %s\n' "$*" >&2; }
@@ -71,6 +72,14 @@ vmlinuz=/boot/vmlinuz-$kver
 moddir=/lib/modules/$kver
 [[ -r $vmlinuz ]] || die "$vmlinuz is missing or unreadable (is $kpkg installed?)"
 [[ -r $moddir/modules.dep ]] || die "$moddir/modules.dep is missing; run depmod $kver"
+# QEMU boots an uncompressed ELF kernel through its PVH entry point, which
+# skips the in-guest decompression of vmlinuz (about 4 s of a 10 s boot
+# under TCG). Only kernels built with CONFIG_PVH have that entry point.
+if grep -q '^CONFIG_PVH=y' "/boot/config-$kver" 2>/dev/null; then
+    outputs+=(vmlinux)
+else
+    log "note: $kpkg lacks CONFIG_PVH, not extracting vmlinux (boot vmlinuz instead)"
+fi
 
 # The stamp covers everything that changes the outputs: this script, the
 # files copied into the guest, and the versions of the packages copied from.
@@ -152,6 +161,7 @@ copy_with_libs /usr/bin/dropbearkey
 # modules.dep lines read "kernel/a.ko[.xz]: kernel/b.ko kernel/c.ko"; walk
 # the dependencies of the modules we want and copy each one once.
 declare -A mod_path=() mod_deps=() mod_seen=()
+mod_order=()
 while IFS=: read -r path deps; do
     name=${path##*/}
     name=${name%%.ko*}
@@ -175,6 +185,7 @@ add_module() {
         add_module "${dep%%.ko*}"
     done
     local src=$moddir/${mod_path[$name]} dst=$root/lib/modules/$kver/${mod_path[$name]%.ko*}.ko
+    mod_order+=("${mod_path[$name]%.ko*}.ko")
     mkdir -p "$(dirname "$dst")"
     # busybox insmod only reads plain .ko files, so decompress at build time.
     case $src in
@@ -188,8 +199,10 @@ add_module() {
 for m in "${modules[@]}"; do add_module "$m"; done
 # Let depmod write modules.dep (and .alias, so the kernel's request_module()
 # finds e.g. crypto-crc32c) for exactly the modules copied above.
-# modules.builtin lets `modprobe X` succeed for built-in X.
-cp "$moddir/modules.builtin" "$root/lib/modules/$kver/"
+# modules.builtin lets `modprobe X` succeed for built-in X; modules.order
+# lists what we copied, in load order.
+cp "$moddir/modules.builtin" "$moddir/modules.builtin.modinfo" "$root/lib/modules/$kver/"
+printf '%s\n' "${mod_order[@]}" >"$root/lib/modules/$kver/modules.order"
 depmod -b "$root" "$kver"
 
 # --- configuration ----------------------------------------------------------
@@ -237,9 +250,36 @@ rm -f "$work/base.raw"
 
 cp "$vmlinuz" "$work/vmlinuz"
 
+# extract_vmlinux BZIMAGE OUT: the ELF kernel inside a bzImage, found the way
+# the kernel's scripts/extract-vmlinux does it: try each offset where a
+# compressor's magic occurs until one decompresses to an ELF file.
+extract_vmlinux() {
+    local img=$1 out=$2 magic tool off
+    for magic in xz gzip zstd; do
+        case $magic in
+        xz) tool=(xz -dc) magic=$'\xfd7zXZ' ;;
+        gzip) tool=(gzip -dc) magic=$'\x1f\x8b\x08' ;;
+        zstd) tool=(zstd -qdc) magic=$'\x28\xb5\x2f\xfd' ;;
+        esac
+        command -v "${tool[0]}" >/dev/null || continue
+        while read -r off; do
+            # Trailing bytes after the compressed kernel make the
+            # decompressor fail at the end; the ELF check below decides.
+            tail -c "+$((off + 1))" "$img" | "${tool[@]}" >"$out" 2>/dev/null || true
+            [[ $(head -c 4 "$out" | od -An -tx1 | tr -d ' \n') == 7f454c46 ]] && return 0
+        done < <(LC_ALL=C grep -Fabo "$magic" "$img" | cut -d: -f1)
+    done
+    rm -f "$out"
+    return 1
+}
+if [[ " ${outputs[*]} " == *" vmlinux "* ]]; then
+    extract_vmlinux "$vmlinuz" "$work/vmlinux" || die "could not extract an ELF kernel from $vmlinuz"
+fi
+
 cat >"$work/README" <<EOF
 reimage tiny guest, built by examples/tiny-guest/build.sh for kernel $kver ($kpkg $kpkg_version)
 vmlinuz            Debian kernel $vmlinuz
+vmlinux            the same kernel uncompressed (ELF, PVH entry): boots ~4 s faster under TCG
 initramfs.cpio.gz  busybox-static, dropbear, modules (${modules[*]}), /init
 base.qcow2         $disk_size ext4 disk mounted at /var/lib (use a qcow2 overlay per boot)
 id_ed25519         private test key, no passphrase; logs in as root
