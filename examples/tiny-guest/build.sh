@@ -25,8 +25,10 @@ outdir=${1:-${REIMAGE_GUEST_DIR:-/var/cache/reimage/tiny-guest}}
 guest_files=(init tiny-sshd tiny-shutdown)
 outputs=(vmlinuz initramfs.cpio.gz base.qcow2 id_ed25519 id_ed25519.pub README)
 # Modules the guest loads: virtio disk and NIC (the QEMU default), e1000 as
-# the fallback NIC, ext4 for /var/lib. crc32c_generic is ext4's soft
-# dependency ("crypto-crc32c"), which modules.dep does not list.
+# the fallback NIC, virtio_rng so host keys need not wait for entropy when
+# QEMU has -device virtio-rng-pci, ext4 for /var/lib. crc32c_generic is
+# ext4's soft dependency ("crypto-crc32c"), which modules.dep does not list.
+# init loads the same list.
 modules=(virtio_pci virtio_blk virtio_net e1000 virtio_rng crc32c_generic ext4)
 disk_size=64M
 
@@ -55,8 +57,8 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# busybox-static, not busybox: the guest has no libc for busybox to link to
-# before dropbear's libraries are copied, and a static binary needs no ldd walk.
+# busybox-static, not busybox: /init and the shell then depend on no copied
+# library, so a guest whose dropbear libraries are off still boots to a shell.
 ensure_packages linux-image-amd64 busybox-static dropbear-bin qemu-utils \
     e2fsprogs cpio openssh-client kmod gzip
 
