@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::control::ssh::HostKeyPolicy;
-use super::model::{ChannelKind, Family,  ImageConfig, StepConfig, WaitKind};
+use super::model::{ChannelKind, Family, ImageConfig, StepConfig, WaitKind};
 use super::plan::Profile;
+use crate::control::ssh::HostKeyPolicy;
 
 /// Names of the built-in profiles, one per family.
 pub const FAMILIES: [&str; 5] = ["generic", "linux", "windows-5", "windows-6", "windows-10"];

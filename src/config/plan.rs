@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::builtin::{builtin_profile, cloud_init_step, family_of};
-use crate::control::ssh::HostKeyPolicy;
-use super::model::{ChannelKind, Family,  ImageConfig, OsConfig, StepConfig, WaitKind};
+use super::model::{ChannelKind, Family, ImageConfig, OsConfig, StepConfig, WaitKind};
 use super::{ConfigError, Loaded, UsageError};
+use crate::control::ssh::HostKeyPolicy;
 use crate::provision::ProvisionerConfig;
 
 /// The computer as the modules see it.

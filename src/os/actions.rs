@@ -25,7 +25,11 @@ pub struct Actions<'a> {
 pub fn classify(e: ChannelError, what: String) -> Outcome {
     let fatal = e.is_fatal();
     let err = e.into_inner().context(what);
-    if fatal { Outcome::Fatal(err) } else { Outcome::Retry(err) }
+    if fatal {
+        Outcome::Fatal(err)
+    } else {
+        Outcome::Retry(err)
+    }
 }
 
 impl Actions<'_> {
@@ -59,17 +63,31 @@ impl Actions<'_> {
         self.output(argv, &out);
         if out.status != 0 {
             let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
-            let m = format!("{who}: first-boot action `{name}` exited {}: {}", out.status, text.trim());
+            let m = format!(
+                "{who}: first-boot action `{name}` exited {}: {}",
+                out.status,
+                text.trim()
+            );
             self.report.step_end(false, &m);
             return Err(on_fail(anyhow::anyhow!(m)));
         }
-        let last = out.stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("done");
+        let last = out
+            .stdout
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("done");
         self.report.step_end(true, last.trim());
         Ok(out)
     }
 
     /// Writes `data` to `path` on the computer as action `name`.
-    pub fn upload(&mut self, name: &str, data: &[u8], path: &str, mode: i32) -> Result<(), Outcome> {
+    pub fn upload(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        path: &str,
+        mode: i32,
+    ) -> Result<(), Outcome> {
         self.report.step(name, Some(self.timeout));
         let who = &self.plan.computer.name;
         match self.ch.upload(data, path, mode, self.timeout) {
@@ -79,7 +97,10 @@ impl Actions<'_> {
             }
             Err(e) => {
                 self.report.step_end(false, &e.to_string());
-                Err(classify(e, format!("{who}: first-boot action `{name}` writing {path}")))
+                Err(classify(
+                    e,
+                    format!("{who}: first-boot action `{name}` writing {path}"),
+                ))
             }
         }
     }
@@ -88,7 +109,12 @@ impl Actions<'_> {
     /// to `dir` and run with `runner` + its remote path. A missing local
     /// script is fatal; a script exiting 75 asks for a retry, any other
     /// failure is fatal (the contract's codes, as for load commands).
-    pub fn scripts(&mut self, dir: &str, sep: char, runner: impl Fn(&str) -> Vec<String>) -> Result<(), Outcome> {
+    pub fn scripts(
+        &mut self,
+        dir: &str,
+        sep: char,
+        runner: impl Fn(&str) -> Vec<String>,
+    ) -> Result<(), Outcome> {
         let cfg = &self.plan.image.config;
         let timeout = cfg.post_load_timeout.unwrap_or(Duration::from_secs(600));
         for path in cfg.post_load.clone() {
@@ -100,7 +126,10 @@ impl Actions<'_> {
                     self.plan.image.name
                 ))
             })?;
-            let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("script");
+            let base = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("script");
             let remote = format!("{dir}{sep}{base}");
             self.upload(&format!("upload {base}"), &data, &remote, 0o700)?;
             let argv = runner(&remote);
@@ -114,10 +143,17 @@ impl Actions<'_> {
             match out.status {
                 0 => self.report.step_end(true, "exit 0"),
                 code => {
-                    let m = format!("{who}: post-load script {base} exited {code}: {}", out.stderr.trim());
+                    let m = format!(
+                        "{who}: post-load script {base} exited {code}: {}",
+                        out.stderr.trim()
+                    );
                     self.report.step_end(false, &m);
                     let e = anyhow::anyhow!(m);
-                    return Err(if code == 75 { Outcome::Retry(e) } else { Outcome::Fatal(e) });
+                    return Err(if code == 75 {
+                        Outcome::Retry(e)
+                    } else {
+                        Outcome::Fatal(e)
+                    });
                 }
             }
         }

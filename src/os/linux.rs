@@ -71,14 +71,28 @@ pub fn first_boot(
     report: &Reporter,
 ) -> Result<(), Outcome> {
     let timeout = attempt.scale(plan.profile.command_timeout);
-    let mut a = Actions { plan, ch, report, timeout };
+    let mut a = Actions {
+        plan,
+        ch,
+        report,
+        timeout,
+    };
     let name = plan.computer.name.as_str();
     // A hostname or unit that cannot be set will not be fixed by a reload
     // of the same image.
     a.run("set-hostname", &sh(HOSTNAME, &[name]), Outcome::Fatal)?;
     a.run("enable-sshd", &sh(SSHD, &[]), Outcome::Fatal)?;
     a.run("open-firewall", &sh(FIREWALL, &[]), Outcome::Fatal)?;
-    a.run("mkdir-state", &sh("mkdir -p /var/lib/reimage/scripts", &[]), Outcome::Retry)?;
-    a.upload("write-marker", marker(plan, attempt).as_bytes(), MARKER, 0o644)?;
+    a.run(
+        "mkdir-state",
+        &sh("mkdir -p /var/lib/reimage/scripts", &[]),
+        Outcome::Retry,
+    )?;
+    a.upload(
+        "write-marker",
+        marker(plan, attempt).as_bytes(),
+        MARKER,
+        0o644,
+    )?;
     a.scripts("/var/lib/reimage/scripts", '/', |p| vec![p.to_string()])
 }

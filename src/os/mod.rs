@@ -86,7 +86,9 @@ struct Module {
 
 impl OsModule for Module {
     fn before_load(&self, plan: &Plan, state: &StateDir, report: &Reporter) {
-        let scratch = state.computer_dir(&plan.computer.name).join("known_hosts.before-load");
+        let scratch = state
+            .computer_dir(&plan.computer.name)
+            .join("known_hosts.before-load");
         let id = match channel::open_with(plan, Some(scratch)) {
             Ok(Some(mut ch)) => {
                 let t = plan.profile.connect_timeout.min(Duration::from_secs(5));
