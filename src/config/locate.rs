@@ -92,8 +92,20 @@ fn unknown_field(msg: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
-/// The first occurrence of `key` as a key (followed by `=`) inside `within`.
+/// The first occurrence of `key` as a key (followed by `=`) inside `within`,
+/// or, when `within` is a table header, inside the table it opens.
 fn find_key_in(text: &str, within: Range<usize>, key: &str) -> Option<Range<usize>> {
+    let mut within = within;
+    if text.get(within.clone())?.trim_start().starts_with('[') {
+        // The header's span: the table runs to the next header or the end.
+        let body = within.end;
+        let next = text[body..]
+            .match_indices('\n')
+            .map(|(i, _)| body + i + 1)
+            .find(|&i| text[i..].trim_start().starts_with('['))
+            .unwrap_or(text.len());
+        within = within.start..next;
+    }
     let region = text.get(within.clone())?;
     let mut from = 0;
     while let Some(i) = region[from..].find(key) {
