@@ -1,6 +1,9 @@
 //! Test harness: a real OpenSSH `sshd` on 127.0.0.1, with host and client
 //! keys generated per test in a temp dir, killed (with every connection it
-//! forked) on drop.
+//! forked) on drop. Shared by the channel's unit tests and the integration
+//! tests (tests/common includes this file), so it uses std only.
+
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,8 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-
-use crate::exec::Cmd;
 
 /// A temp dir with two host keys, an authorized client key and an
 /// unauthorized one.
@@ -32,12 +33,15 @@ impl Fixture {
             host_key_b: keygen(&dir, "host_b"),
             client_key: keygen(&dir, "client"),
             wrong_client_key: keygen(&dir, "wrong_client"),
-            user: Cmd::new(&["id", "-un"], Duration::from_secs(5))
-                .run_ok()
-                .expect("id -un")
-                .stdout
-                .trim()
-                .to_string(),
+            user: String::from_utf8_lossy(
+                &Command::new("id")
+                    .arg("-un")
+                    .output()
+                    .expect("id -un")
+                    .stdout,
+            )
+            .trim()
+            .to_string(),
             dir,
         };
         let pubkey = std::fs::read_to_string(pub_of(&f.client_key)).expect("client .pub");
@@ -194,24 +198,13 @@ pub fn free_port() -> u16 {
 /// Generates an ed25519 key pair `dir/name` (+ `.pub`), no passphrase.
 pub fn keygen(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    let p = path.to_string_lossy().into_owned();
-    Cmd::new(
-        &[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            name,
-            "-f",
-            &p,
-        ],
-        Duration::from_secs(10),
-    )
-    .run_ok()
-    .expect("ssh-keygen");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success(), "ssh-keygen failed");
     path
 }
 

@@ -186,3 +186,7 @@ pub fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde
 pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// A real OpenSSH sshd on 127.0.0.1 (the harness the SSH channel's own tests use).
+#[path = "../../src/control/testsshd.rs"]
+pub mod sshd;
