@@ -83,7 +83,12 @@ impl Runner<'_> {
         self.record.phase = phase.name().into();
         self.save();
         if phase == Phase::Load {
-            self.os.before_load(self.plan, self.state, self.report);
+            if self.provisioner.reloads() {
+                self.os.before_load(self.plan, self.state, self.report);
+            } else if let Err(e) = self.state.write_boot_id(&self.plan.computer.name, None) {
+                self.report
+                    .warn(&format!("cannot clear the recorded boot id: {e:#}"));
+            }
         }
         self.report.phase(phase.name());
         let o = match phase {

@@ -99,10 +99,15 @@ impl OsModule for Module {
                 ch.disconnect();
                 id
             }
-            _ => None,
+            Ok(None) => None,
+            Err(e) => {
+                report.warn(&format!("cannot open the channel before the load: {e:#}"));
+                None
+            }
         };
         match &id {
             Some(id) => report.info(&format!("boot id before load: {id}")),
+            None if plan.profile.channel == crate::config::ChannelKind::None => {}
             None => report
                 .info("no boot id before load (computer not answering): boot-id check skipped"),
         }

@@ -258,7 +258,7 @@ impl Sequence<'_> {
             match ch.run(&argv, t) {
                 Ok(out) => {
                     let ok = match &re {
-                        Some(re) => re.is_match(&out.stdout),
+                        Some(re) => re.is_match(out.stdout.trim()),
                         None => out.status == 0,
                     };
                     let last = out
@@ -402,7 +402,7 @@ impl Sequence<'_> {
                     Outcome::Retry(err)
                 }
             })?;
-        if re.is_match(&out.stdout) {
+        if re.is_match(out.stdout.trim()) {
             self.report
                 .step_end(true, &format!("image says `{}`", out.stdout.trim()));
             Ok(())

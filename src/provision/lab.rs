@@ -25,6 +25,10 @@ impl Lab {
 }
 
 impl Provisioner for Lab {
+    fn reloads(&self) -> bool {
+        false
+    }
+
     fn load(&self, plan: &Plan, _attempt: Attempt, report: &Reporter) -> Outcome {
         report.info(&format!(
             "{} is a standing machine: nothing to load",

@@ -91,6 +91,12 @@ pub trait Provisioner {
     /// OS.
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome;
 
+    /// False for provisioners that leave the running OS in place (`lab`):
+    /// the OS module then does not expect a new boot id after the load.
+    fn reloads(&self) -> bool {
+        true
+    }
+
     /// Resets the computer's power, for OS profiles that do so when a first
     /// wait fails. `None` when this provisioner cannot.
     fn power_reset(&self, _plan: &Plan, _report: &Reporter) -> Option<Outcome> {
