@@ -628,11 +628,8 @@ impl Libvirt {
             },
         );
         match w {
-            Waited::Ready(_, took) => {
-                report.step_end(
-                    true,
-                    &format!("domain {name} is running after {}", duration::fmt(took)),
-                );
+            Waited::Ready(_, _) => {
+                report.step_end(true, &format!("domain {name} is running"));
                 Ok(())
             }
             Waited::TimedOut(last) | Waited::Stalled(last, _) => {
