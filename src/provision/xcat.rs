@@ -272,11 +272,9 @@ pub fn lsdef_status(text: &str, node: &str) -> Option<String> {
             in_node = name.trim() == node;
             continue;
         }
-        if in_node {
-            if let Some(v) = l.strip_prefix("status=") {
-                let v = v.trim();
-                return (!v.is_empty()).then(|| v.to_string());
-            }
+        if in_node && let Some(v) = l.strip_prefix("status=") {
+            let v = v.trim();
+            return (!v.is_empty()).then(|| v.to_string());
         }
     }
     None
@@ -680,7 +678,6 @@ impl Xcat {
         report.step("load slot", Some(c.slot_wait));
         let max = c.max_concurrent_loads;
         let state = StateDir::new(&plan.state_dir);
-        let start = Instant::now();
         let slot = state
             .acquire_slot(&c.slot_name(), max, c.slot_wait, |_| {
                 report.progress(&format!("waiting for a load slot: {max}/{max} busy"));
@@ -694,14 +691,7 @@ impl Xcat {
                 plan.provisioner.0
             )));
         };
-        report.step_end(
-            true,
-            &format!(
-                "load slot {} of {max} after {}",
-                slot.index + 1,
-                duration::fmt(Duration::from_millis(start.elapsed().as_millis() as u64))
-            ),
-        );
+        report.step_end(true, &format!("load slot {} of {max}", slot.index + 1));
 
         // 2. Network boot into the osimage.
         report.step("nodeset", None);
