@@ -551,11 +551,10 @@ impl Xcat {
         for (i, (prog, args)) in calls.into_iter().enumerate() {
             let (shown, out) = match self.run(plan, report, prog, args) {
                 RunResult::Ran(s, o) => (s, o),
-                RunResult::Failed(s, Outcome::Retry(_)) => {
+                RunResult::Failed(_, Outcome::Retry(_)) => {
                     // A hung status command is a moment's trouble; the
                     // stall timeout catches one that stays.
                     let v = Some(format!("no answer from {prog}"));
-                    let _ = s;
                     match i {
                         0 => seen.nodestat = v,
                         1 => seen.status = v,
