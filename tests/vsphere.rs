@@ -535,3 +535,25 @@ fn check_describes_the_plan() {
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("https://"), "{}", r.stderr);
 }
+
+#[test]
+fn the_example_config_checks() {
+    let example = common::repo("examples/vsphere.toml");
+    for (computer, image, want) in [
+        ("win7-03", "win7-sysprep", "clone: full"),
+        ("lnx-11", "ubuntu-desk", "clone: instant"),
+    ] {
+        let r = run(
+            Command::new(common::bin())
+                .arg("--config")
+                .arg(&example)
+                .args(["check", computer, "--image", image])
+                .env_remove("REIMAGE_CONFIG")
+                .env_remove("REIMAGE_STATE_DIR"),
+            LIMIT,
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.contains("kind vsphere"), "{}", r.stdout);
+        assert!(r.stdout.contains(want), "{}", r.stdout);
+    }
+}
