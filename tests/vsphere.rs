@@ -557,3 +557,66 @@ fn the_example_config_checks() {
         assert!(r.stdout.contains(want), "{}", r.stdout);
     }
 }
+
+#[test]
+fn a_wait_that_times_out_resets_the_vm() {
+    let s = Scratch::new("vsphere-reset");
+    let st = Standin::start(&s, &[]);
+    config(&s, &st.url("http", "127.0.0.1"), PASSWORD, "");
+    let closed = free_port();
+    let text = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
+    s.write(
+        "reimage.toml",
+        &text.replace(
+            "steps = []",
+            &format!(
+                "steps = [{{ wait = \"port\", port = {closed}, timeout = \"1s\", reset_on_timeout = \"1s\" }}]"
+            ),
+        ),
+    );
+    let r = run(
+        &mut s.reimage(&["post-load", "pc1", "--image", "w7"]),
+        LIMIT,
+    );
+    println!("exit {}\n{}", r.code, r.stderr);
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    let calls = st.calls();
+    assert!(
+        calls.contains(&"POST /api/vcenter/vm/vm-101/power?action=reset".to_string()),
+        "{calls:#?}"
+    );
+    assert!(r.stderr.contains("power was reset"), "{}", r.stderr);
+    assert_session_used_and_deleted(&st);
+}
+
+#[test]
+fn busy_and_unavailable_error_types_ask_for_a_retry() {
+    for (mode, call, shown) in [
+        (
+            "session-503",
+            "POST /api/session",
+            "503 SERVICE_UNAVAILABLE",
+        ),
+        (
+            "delete-busy",
+            "DELETE /api/vcenter/vm/vm-101",
+            "400 RESOURCE_BUSY",
+        ),
+        (
+            "stop-500",
+            "POST /api/vcenter/vm/vm-101/power?action=stop",
+            "500 ERROR",
+        ),
+    ] {
+        let s = Scratch::new(&format!("vsphere-{mode}"));
+        let st = Standin::start(&s, &["--fail", mode]);
+        config(&s, &st.url("http", "127.0.0.1"), PASSWORD, "");
+        let r = load(&s, &[]);
+        assert_eq!(r.code, 75, "{mode}: {}", r.stderr);
+        assert!(r.stderr.contains(call), "{mode}: {}", r.stderr);
+        assert!(r.stderr.contains(shown), "{mode}: {}", r.stderr);
+        if mode != "session-503" {
+            assert_session_used_and_deleted(&st);
+        }
+    }
+}
