@@ -39,15 +39,26 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let bin = binary();
-    assert!(bin.exists(), "build reimage first: cargo build --release ({} missing)", bin.display());
+    assert!(
+        bin.exists(),
+        "build reimage first: cargo build --release ({} missing)",
+        bin.display()
+    );
     let dir = std::env::temp_dir().join(format!("reimage-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
     let mut rng = Rng(seed);
     let runs = 20;
     let mut lags = Vec::new();
     for i in 0..runs {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
         let cfg = dir.join("reimage.toml");
         std::fs::write(
             &cfg,
@@ -80,7 +91,12 @@ fn main() {
         let _ = child.wait();
         drop(l);
         let lag = seen.expect("reimage reported ready");
-        eprintln!("run {:2}: port opened after {:>5} ms, ready reported {:>4} ms later", i + 1, delay.as_millis(), lag.as_millis());
+        eprintln!(
+            "run {:2}: port opened after {:>5} ms, ready reported {:>4} ms later",
+            i + 1,
+            delay.as_millis(),
+            lag.as_millis()
+        );
         lags.push(lag);
     }
     lags.sort();
@@ -94,10 +110,17 @@ fn main() {
     let n = 50;
     let t = Instant::now();
     for _ in 0..n {
-        let st = Command::new(&bin).arg("--version").stdout(Stdio::null()).status().expect("version");
+        let st = Command::new(&bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .expect("version");
         assert!(st.success());
     }
-    println!("reimage --version: {:.2} ms per run ({n} runs)", t.elapsed().as_secs_f64() * 1000.0 / n as f64);
+    println!(
+        "reimage --version: {:.2} ms per run ({n} runs)",
+        t.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
 
     // Peak RSS of the children run so far (getrusage counts the largest).
     // SAFETY: getrusage fills a zeroed struct.
