@@ -66,12 +66,22 @@ source = "{missing}"
 kernel = "{g}/vmlinux"
 initrd = "{g}/initramfs.cpio.gz"
 
+[os.reset]
+family = "generic"
+channel = "none"
+steps = [{{ wait = "port", port = {closed}, timeout = "1s", reset_on_timeout = "1s" }}]
+
+[images.tiny-reset]
+os = "reset"
+provisioner = "qemu"
+
 [computers.vm1]
 address = "127.0.0.1"
 port = {port}
 {extra}"#,
         g = g.display(),
         missing = s.path("no-such-base.qcow2").display(),
+        closed = free_port(),
     ));
 }
 
@@ -161,6 +171,21 @@ fn qmp_status(dir: &Path) -> String {
         .to_string()
 }
 
+/// The boot ids the tiny guest printed on its console, in order.
+fn boot_ids(console: &Path) -> Vec<String> {
+    std::fs::read_to_string(console)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split("tiny-guest: boot_id ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn console(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("console.log")).unwrap_or_default()
+}
+
 fn identity(
     p: &Path,
 ) -> (
@@ -231,7 +256,36 @@ fn load_starts_a_vm_and_the_next_load_replaces_it() {
     assert_eq!(qmp_status(&dir), "running");
     assert_eq!(vm_pids(&dir), vec![second], "exactly one VM of vm1 runs");
 
+    // Power reset through QMP: a post-load whose only step times out
+    // resets the VM, which boots again with a new boot id.
+    let boots = |n: usize| {
+        eventually(Duration::from_secs(60), || {
+            boot_ids(&dir.join("console.log")).len() >= n
+        })
+    };
+    assert!(boots(1), "the guest did not boot: {}", console(&dir));
+    let r = run(
+        s.reimage(&["post-load", "vm1", "--image", "tiny-reset"])
+            .arg("-q"),
+        LIMIT,
+    );
+    assert_eq!(r.code, 75, "post-load with a step that cannot pass: {r:?}");
+    assert!(
+        boots(2),
+        "no second boot after the power reset: {}",
+        console(&dir)
+    );
+    let ids = boot_ids(&dir.join("console.log"));
+    assert_ne!(ids[0], ids[1], "same boot id after the reset");
+    assert_eq!(pid_of(&dir), second, "a reset keeps the same QEMU");
+
     let ev = s.events("vm1");
+    assert!(
+        common::of_kind(&ev, "step")
+            .iter()
+            .any(|e| e["step"] == "port-after-reset"),
+        "no wait after the reset in the event log"
+    );
     assert!(
         common::of_kind(&ev, "step-end")
             .iter()
@@ -376,4 +430,34 @@ fn bad_config_values_name_the_line() {
     let r = run(&mut s.reimage(&["check"]), LIMIT);
     assert_eq!(r.code, 78, "{r:?}");
     assert!(r.stderr.contains("warp"), "{}", r.stderr);
+}
+
+#[test]
+fn a_vm_that_dies_during_start_asks_for_a_retry() {
+    let _one = one_vm_at_a_time();
+    let s = Scratch::new("qemu-dies");
+    let dir = run_dir(&s);
+    // Starts the real QEMU, then kills it before reimage sees it running:
+    // a VM that died during its start.
+    let wrapper = s.script(
+        "dying-qemu",
+        &format!(
+            "#!/bin/sh\nqemu-system-x86_64 \"$@\" || exit $?\nkill -9 \"$(cat '{}')\"\n",
+            dir.join("qemu.pid").display()
+        ),
+    );
+    config(
+        &s,
+        free_port(),
+        &format!(
+            "provisioner = \"dying\"\n\n[provisioners.dying]\nkind = \"qemu\"\nqemu = \"{}\"\n",
+            wrapper.display()
+        ),
+    );
+    let _guard = VmGuard(dir.clone());
+    let r = run(&mut s.reimage(&["load", "vm1", "--image", "tiny"]), LIMIT);
+    assert_eq!(r.code, 75, "{r:?}");
+    assert!(r.stderr.contains("exited"), "{}", r.stderr);
+    assert!(r.stderr.contains("console:"), "{}", r.stderr);
+    assert!(vm_pids(&dir).is_empty());
 }
