@@ -807,6 +807,8 @@ impl Qemu {
             self.overlay(&base, &run, report)?;
         }
         let argv = self.argv(plan, attempt, &run).map_err(Outcome::Fatal)?;
+        // Do not start a VM only to stop it again.
+        crate::signal::check().map_err(|i| Outcome::Fatal(anyhow!("before starting QEMU: {i}")))?;
         let timeout = attempt.scale(c.start_timeout);
         let start = Instant::now();
         let cmd = Cmd::new(&argv, timeout);
