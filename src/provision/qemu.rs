@@ -1,44 +1,1043 @@
-//! `qemu` provisioner (to be built by its issue).
+//! `qemu`: a local QEMU VM, the embedded default for trying reimage on one
+//! machine. A load stops the computer's VM, puts a fresh copy-on-write
+//! overlay on the image's base disk (`qemu-img create -b`), starts
+//! `qemu-system-x86_64` daemonized with a QMP socket, and is done when QMP
+//! says the VM is running. It never waits for the guest OS: that is the OS
+//! module's job. The VM keeps running after the load; the next load stops it.
+//!
+//! Everything of one computer's VM lives in its run directory
+//! (`STATE_DIR/qemu/COMPUTER` by default): `overlay.qcow2`, `qemu.pid`,
+//! `qmp.sock`, `console.log` (the serial console; the one before it is kept
+//! as `console.log.old`).
 
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::Provisioner;
+use super::command::per_attempt;
+use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::Plan;
+use crate::config::{ChannelKind, Plan};
+use crate::duration;
+use crate::exec::{Cmd, ExecError, alive};
+use crate::os::wait::{self, Limits, Pace, Poll, Waited};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 
-/// `[provisioners.NAME] kind = "qemu"`.
-#[derive(Debug, Deserialize, Clone, Default)]
+/// Which accelerator QEMU uses.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when it can run a guest here, else TCG.
+    #[default]
+    Auto,
+    /// KVM, or QEMU fails to start.
+    Kvm,
+    /// TCG: software emulation, works everywhere, slower.
+    Tcg,
+}
+
+/// `forwards = [{ host = 2222, guest = 22 }]`: a TCP port on 127.0.0.1
+/// forwarded into the guest.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct QemuConfig {}
+pub struct Forward {
+    /// Port on the host's 127.0.0.1.
+    pub host: u16,
+    /// Port in the guest.
+    pub guest: u16,
+}
+
+/// `[provisioners.NAME] kind = "qemu"`. Every key is optional; the default
+/// is the built-in provisioner named `qemu`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct QemuConfig {
+    /// The QEMU system emulator (name on PATH or a path).
+    pub qemu: String,
+    /// qemu-img (name on PATH or a path).
+    pub qemu_img: String,
+    /// Where the overlay, pid file, QMP socket and console log live;
+    /// default `STATE_DIR/qemu/COMPUTER`.
+    pub run_dir: Option<PathBuf>,
+    /// auto | kvm | tcg.
+    pub accel: Accel,
+    /// Memory in MiB, unless the image sets `memory`.
+    pub memory: u32,
+    /// Virtual CPUs, unless the image sets `cpus`.
+    pub cpus: u32,
+    /// Ports forwarded from 127.0.0.1 into the guest; default: the
+    /// computer's `port` to the OS profile's channel port (22 for SSH).
+    pub forwards: Vec<Forward>,
+    /// How long QEMU may take to start and report `running` over QMP
+    /// (grows with the attempt).
+    #[serde(deserialize_with = "duration::de")]
+    pub start_timeout: Duration,
+    /// Arguments appended to the QEMU command line (placeholders allowed).
+    pub extra_args: Vec<String>,
+    /// QEMU machine type.
+    pub machine: String,
+}
+
+impl Default for QemuConfig {
+    fn default() -> QemuConfig {
+        QemuConfig {
+            qemu: "qemu-system-x86_64".into(),
+            qemu_img: "qemu-img".into(),
+            run_dir: None,
+            accel: Accel::Auto,
+            memory: 256,
+            cpus: 1,
+            forwards: Vec::new(),
+            start_timeout: Duration::from_secs(60),
+            extra_args: Vec::new(),
+            machine: "q35".into(),
+        }
+    }
+}
+
+/// How long one qemu-img command may take.
+const QEMU_IMG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read/write timeout of one QMP exchange.
+const QMP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest unix socket path (sun_path is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 impl QemuConfig {
     /// Checks serde cannot make.
     pub fn validate(&self) -> Result<(), String> {
-        Err("the qemu provisioner is not available in this build".into())
+        if self.qemu.trim().is_empty() {
+            return Err("`qemu` must name the QEMU binary, e.g. \"qemu-system-x86_64\"".into());
+        }
+        if self.qemu_img.trim().is_empty() {
+            return Err("`qemu_img` must name the qemu-img binary, e.g. \"qemu-img\"".into());
+        }
+        if self.machine.trim().is_empty() {
+            return Err("`machine` must name a QEMU machine type, e.g. \"q35\"".into());
+        }
+        if !(16..=1 << 22).contains(&self.memory) {
+            return Err(format!(
+                "`memory` is in MiB and must be between 16 and 4194304, not {}",
+                self.memory
+            ));
+        }
+        if !(1..=1024).contains(&self.cpus) {
+            return Err(format!(
+                "`cpus` must be between 1 and 1024, not {}",
+                self.cpus
+            ));
+        }
+        if self.start_timeout.is_zero() {
+            return Err("`start_timeout` must be more than 0s, e.g. \"60s\"".into());
+        }
+        let mut seen = Vec::new();
+        for f in &self.forwards {
+            if f.host == 0 || f.guest == 0 {
+                return Err("`forwards` ports must be 1..65535".into());
+            }
+            if seen.contains(&f.host) {
+                return Err(format!("`forwards` uses host port {} twice", f.host));
+            }
+            seen.push(f.host);
+        }
+        if let Some(d) = &self.run_dir
+            && d.to_string_lossy().contains(',')
+        {
+            return Err("`run_dir` must not contain a comma (QEMU option syntax)".into());
+        }
+        Ok(())
     }
 
     /// Lines for `reimage check`.
-    pub fn describe(&self, _plan: &Plan) -> Vec<String> {
-        Vec::new()
+    pub fn describe(&self, plan: &Plan) -> Vec<String> {
+        let a = Attempt::new(1, plan.max_attempts, plan.growth);
+        let run = RunDir::new(self, plan);
+        let (accel, why) = resolve_accel(self.accel);
+        let img = &plan.image.config;
+        let mut v = vec![
+            format!(
+                "qemu: {} (machine {}, accel {}: {why})",
+                self.qemu,
+                self.machine,
+                accel.name()
+            ),
+            format!(
+                "memory: {} MiB, cpus: {}",
+                img.memory.unwrap_or(self.memory),
+                img.cpus.unwrap_or(self.cpus)
+            ),
+            format!("run dir: {}", run.dir.display()),
+        ];
+        match base_of(plan) {
+            Some(b) => v.push(format!(
+                "disk: fresh overlay {} on base {}",
+                run.overlay.display(),
+                b.display()
+            )),
+            None => v.push("disk: none".into()),
+        }
+        if let Some(k) = &img.kernel {
+            v.push(format!(
+                "direct boot: kernel {}, initrd {}, cmdline \"{}\"",
+                k.display(),
+                img.initrd
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none".into()),
+                expand(img.cmdline.as_deref().unwrap_or(""), &placeholders(plan, a))
+            ));
+        }
+        match self.forwards(plan) {
+            Ok(f) if f.is_empty() => v.push("forwards: none".into()),
+            Ok(f) => v.push(format!(
+                "forwards: {}",
+                f.iter()
+                    .map(|f| format!("127.0.0.1:{} -> guest {}", f.host, f.guest))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Err(e) => v.push(format!("forwards: {e}")),
+        }
+        v.push(format!(
+            "start timeout: {}",
+            per_attempt(self.start_timeout, plan)
+        ));
+        if !self.extra_args.is_empty() {
+            v.push(format!("extra args: {}", self.extra_args.join(" ")));
+        }
+        v
+    }
+
+    /// The forwarded ports: `forwards`, or the computer's `port` to the
+    /// profile's channel port.
+    fn forwards(&self, plan: &Plan) -> Result<Vec<Forward>> {
+        if !self.forwards.is_empty() {
+            return Ok(self.forwards.clone());
+        }
+        let guest = match plan.profile.channel {
+            ChannelKind::None => 22,
+            _ if plan.profile.port == 0 => 22,
+            _ => plan.profile.port,
+        };
+        match plan.computer.port {
+            Some(host) => Ok(vec![Forward { host, guest }]),
+            None => bail!(
+                "computer `{}` needs `port = N`: the port on 127.0.0.1 that QEMU forwards to the guest's port {guest} (or set `forwards` in a kind = \"qemu\" provisioner)",
+                plan.computer.name
+            ),
+        }
     }
 }
 
+impl Accel {
+    fn name(self) -> &'static str {
+        match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// The accelerator `accel` means here, and why.
+fn resolve_accel(accel: Accel) -> (Accel, &'static str) {
+    match accel {
+        Accel::Kvm => (Accel::Kvm, "configured"),
+        Accel::Tcg => (Accel::Tcg, "configured"),
+        Accel::Auto => {
+            let opens = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .is_ok();
+            // Opening /dev/kvm is not enough: sandboxes (PVM, gVisor) offer a
+            // /dev/kvm that cannot run an unmodified guest; real KVM needs
+            // the CPU's vmx or svm.
+            let virt = std::fs::read_to_string("/proc/cpuinfo")
+                .map(|s| {
+                    s.lines()
+                        .filter(|l| l.starts_with("flags"))
+                        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+                })
+                .unwrap_or(false);
+            match (opens, virt) {
+                (true, true) => (Accel::Kvm, "auto, /dev/kvm is usable"),
+                (false, _) => (Accel::Tcg, "auto, /dev/kvm cannot be opened read-write"),
+                (true, false) => (
+                    Accel::Tcg,
+                    "auto, /dev/kvm opens but the CPU shows no vmx/svm",
+                ),
+            }
+        }
+    }
+}
+
+/// The image's base disk, made absolute: `source` when the image boots a
+/// kernel directly (optional then), else `source` or the image name.
+fn base_of(plan: &Plan) -> Option<PathBuf> {
+    let img = &plan.image.config;
+    let s = match (&img.kernel, &img.source) {
+        (Some(_), None) => return None,
+        (_, Some(s)) => s.clone(),
+        (None, None) => plan.image.source.clone(),
+    };
+    Some(absolute(Path::new(&s)))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The files of one computer's VM.
+#[derive(Debug, Clone)]
+struct RunDir {
+    dir: PathBuf,
+    overlay: PathBuf,
+    pidfile: PathBuf,
+    qmp: PathBuf,
+    console: PathBuf,
+}
+
+impl RunDir {
+    fn new(c: &QemuConfig, plan: &Plan) -> RunDir {
+        let dir = absolute(
+            &c.run_dir
+                .clone()
+                .unwrap_or_else(|| plan.state_dir.join("qemu").join(&plan.computer.name)),
+        );
+        RunDir {
+            overlay: dir.join("overlay.qcow2"),
+            pidfile: dir.join("qemu.pid"),
+            qmp: dir.join("qmp.sock"),
+            console: dir.join("console.log"),
+            dir,
+        }
+    }
+
+    /// The `-qmp` argument, also how a QEMU of ours is recognized.
+    fn qmp_arg(&self) -> String {
+        format!("unix:{},server=on,wait=off", self.qmp.display())
+    }
+
+    /// The pid in the pid file, if there is one.
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.pidfile)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// True when `pid` is a live QEMU started for this run directory: its
+    /// command line carries our `-qmp` argument (a recycled pid does not).
+    fn is_ours(&self, pid: i32) -> bool {
+        if pid <= 0 || pid as u32 == std::process::id() || !alive(pid) {
+            return false;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        let want = self.qmp_arg();
+        let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+        args.windows(2)
+            .any(|w| w[0] == b"-qmp" && w[1] == want.as_bytes())
+    }
+
+    /// Every live process of ours: the pid file's, and any other whose
+    /// command line carries our `-qmp` argument (a QEMU whose pid file was
+    /// not written yet, a wrapper that started it).
+    fn processes(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .pid()
+            .filter(|p| self.is_ours(*p))
+            .into_iter()
+            .collect();
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+                    && !pids.contains(&pid)
+                    && self.is_ours(pid)
+                {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// The last lines of the console log, for error messages.
+    fn console_tail(&self) -> String {
+        tail_of_file(&self.console, 8)
+    }
+}
+
+fn tail_of_file(p: &Path, n: usize) -> String {
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let start = buf.len().saturating_sub(4096);
+    let text = String::from_utf8_lossy(&buf[start..]);
+    tail_lines(&text, n)
+}
+
+fn tail_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// A QMP connection: JSON lines over the VM's unix socket.
+struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects, reads the greeting and leaves capability negotiation.
+    fn connect(sock: &Path, timeout: Duration) -> Result<Qmp> {
+        let s = UnixStream::connect(sock)
+            .with_context(|| format!("connecting to QMP at {}", sock.display()))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        let writer = s.try_clone()?;
+        let mut q = Qmp {
+            reader: BufReader::new(s),
+            writer,
+        };
+        let hello = q.line().context("reading the QMP greeting")?;
+        if hello.get("QMP").is_none() {
+            bail!("not a QMP greeting: {hello}");
+        }
+        q.execute("qmp_capabilities", None)?;
+        Ok(q)
+    }
+
+    fn line(&mut self) -> Result<Value> {
+        let mut s = String::new();
+        let n = (&mut self.reader).take(1 << 20).read_line(&mut s)?;
+        if n == 0 {
+            bail!("QMP closed the connection");
+        }
+        serde_json::from_str(&s).with_context(|| format!("QMP sent a line that is not JSON: {s}"))
+    }
+
+    /// Runs a command and returns its `return` value; events in between are
+    /// skipped.
+    fn execute(&mut self, cmd: &str, args: Option<Value>) -> Result<Value> {
+        let mut req = json!({ "execute": cmd });
+        if let Some(a) = args {
+            req["arguments"] = a;
+        }
+        let mut text = req.to_string();
+        text.push('\n');
+        self.writer
+            .write_all(text.as_bytes())
+            .with_context(|| format!("sending QMP `{cmd}`"))?;
+        loop {
+            let v = self.line().with_context(|| format!("QMP `{cmd}`"))?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                bail!(
+                    "QMP `{cmd}` failed: {}",
+                    e.get("desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown error")
+                );
+            }
+        }
+    }
+
+    /// The run state: "running", "paused", "prelaunch", "guest-panicked", ...
+    fn status(&mut self) -> Result<String> {
+        let r = self.execute("query-status", None)?;
+        r.get("status")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("QMP query-status returned no status: {r}"))
+    }
+}
+
+/// Sends `sig` to `pid`.
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: plain syscall; pid was checked to be a QEMU of ours.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Waits up to `limit` until none of `pids` is alive; the ones still alive.
+fn wait_gone(pids: &[i32], limit: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || start.elapsed() >= limit {
+            return left;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Stops the VM of `run` if one is running: QMP `quit`, then SIGTERM and
+/// SIGKILL to each process of ours (checked by command line, never by name
+/// alone). Runs to the end even after SIGINT/SIGTERM, so an interrupted load
+/// leaves no VM behind; bounded to about 10 seconds.
+fn stop_run(run: &RunDir, report: &Reporter) -> Result<()> {
+    let pids = run.processes();
+    if !pids.is_empty() || run.qmp.exists() {
+        let quit = Qmp::connect(&run.qmp, Duration::from_secs(2))
+            .and_then(|mut q| q.execute("quit", None));
+        match &quit {
+            Ok(_) => report.info(&format!(
+                "stopping the running VM (pid {}) with QMP quit",
+                join_pids(&pids)
+            )),
+            Err(e) if !pids.is_empty() => report.info(&format!(
+                "QMP quit failed ({e:#}); stopping pid {} with signals",
+                join_pids(&pids)
+            )),
+            Err(_) => {}
+        }
+        let mut left = wait_gone(&pids, Duration::from_secs(if quit.is_ok() { 5 } else { 0 }));
+        // A QEMU that started after the first look (its launcher was slower).
+        for p in run.processes() {
+            if !left.contains(&p) {
+                left.push(p);
+            }
+        }
+        if !left.is_empty() {
+            for p in &left {
+                kill(*p, libc::SIGTERM);
+            }
+            left = wait_gone(&left, Duration::from_secs(3));
+            for p in &left {
+                kill(*p, libc::SIGKILL);
+            }
+            left = wait_gone(&left, Duration::from_secs(2));
+        }
+        if !left.is_empty() {
+            bail!(
+                "cannot stop the VM of {}: pid {} survived SIGKILL",
+                run.dir.display(),
+                join_pids(&left)
+            );
+        }
+    }
+    for p in [&run.pidfile, &run.qmp] {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", p.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn join_pids(p: &[i32]) -> String {
+    p.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// True when `prog` names an executable file (a path, or a name on PATH).
+fn find_program(prog: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let exec = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if prog.contains('/') {
+        return exec(Path::new(prog));
+    }
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|d| exec(&d.join(prog))))
+        .unwrap_or(false)
+}
+
 /// The qemu provisioner.
-pub struct Qemu;
+pub struct Qemu {
+    config: QemuConfig,
+}
+
+/// A fatal outcome.
+fn fatal(msg: String) -> Outcome {
+    Outcome::Fatal(anyhow!(msg))
+}
 
 impl Qemu {
     /// A qemu provisioner.
-    pub fn new(_c: QemuConfig) -> Qemu {
-        Qemu
+    pub fn new(config: QemuConfig) -> Qemu {
+        Qemu { config }
+    }
+
+    /// Stops the plan's VM if one is running (see the module docs); loads
+    /// call it first, and after a failed or interrupted start.
+    pub fn stop(&self, plan: &Plan, report: &Reporter) -> Result<()> {
+        stop_run(&RunDir::new(&self.config, plan), report)
+    }
+
+    /// Checks what a start needs, before the running VM is touched.
+    fn preflight(&self, plan: &Plan, run: &RunDir) -> Result<(), Outcome> {
+        let c = &self.config;
+        let img = &plan.image.config;
+        let who = format!("image `{}`", plan.image.name);
+        if !find_program(&c.qemu) {
+            return Err(fatal(format!(
+                "QEMU binary `{}` not found: install qemu-system-x86 (apt-get install qemu-system-x86) or set `qemu` in a kind = \"qemu\" provisioner table",
+                c.qemu
+            )));
+        }
+        let build_hint = " (the tiny test guest: build it with examples/tiny-guest/build.sh)";
+        for (key, p) in [("kernel", &img.kernel), ("initrd", &img.initrd)] {
+            if let Some(p) = p
+                && !p.is_file()
+            {
+                return Err(fatal(format!(
+                    "{key} {} of {who} does not exist: fix `{key}` in [images.{}]{build_hint}",
+                    absolute(p).display(),
+                    plan.image.name
+                )));
+            }
+        }
+        if img.initrd.is_some() && img.kernel.is_none() {
+            return Err(fatal(format!(
+                "{who} sets `initrd` without `kernel`: add kernel = \"...\" to [images.{}]",
+                plan.image.name
+            )));
+        }
+        if let Some(b) = base_of(plan) {
+            if !b.is_file() {
+                return Err(fatal(format!(
+                    "base image {} of {who} does not exist: fix `source` in [images.{}]{build_hint}",
+                    b.display(),
+                    plan.image.name
+                )));
+            }
+            if !find_program(&c.qemu_img) {
+                return Err(fatal(format!(
+                    "`{}` not found: install qemu-utils (apt-get install qemu-utils) or set `qemu_img` in a kind = \"qemu\" provisioner table",
+                    c.qemu_img
+                )));
+            }
+        }
+        let dir = run.dir.to_string_lossy();
+        if dir.contains(',') {
+            return Err(fatal(format!(
+                "run directory {dir} contains a comma, which QEMU options cannot carry: set `run_dir` or `state_dir` elsewhere"
+            )));
+        }
+        if run.qmp.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(fatal(format!(
+                "QMP socket path {} is longer than a unix socket allows ({MAX_SOCKET_PATH} bytes): set a shorter `run_dir`",
+                run.qmp.display()
+            )));
+        }
+        c.forwards(plan).map_err(Outcome::Fatal)?;
+        Ok(())
+    }
+
+    /// A fresh overlay on the base; the base's format from `qemu-img info`.
+    fn overlay(&self, base: &Path, run: &RunDir, report: &Reporter) -> Result<(), Outcome> {
+        let qi = &self.config.qemu_img;
+        let base_s = base.to_string_lossy().to_string();
+        let info = Cmd::new(
+            &[qi.as_str(), "info", "-U", "--output=json", &base_s],
+            QEMU_IMG_TIMEOUT,
+        );
+        let out = self.run_img(&info, report)?;
+        if !out.success() {
+            return Err(fatal(format!(
+                "base image {base_s} is not a disk image qemu-img can read: {}",
+                tail_lines(&out.text(), 3)
+            )));
+        }
+        let fmt = serde_json::from_str::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.get("format").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| fatal(format!("`{}` gave no format for {base_s}", info.display())))?;
+        match std::fs::remove_file(&run.overlay) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(fatal(format!(
+                    "cannot remove the old overlay {}: {e}",
+                    run.overlay.display()
+                )));
+            }
+            _ => {}
+        }
+        let ov = run.overlay.to_string_lossy().to_string();
+        let create = Cmd::new(
+            &[
+                qi.as_str(),
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                &base_s,
+                "-F",
+                &fmt,
+                &ov,
+            ],
+            QEMU_IMG_TIMEOUT,
+        );
+        let out = self.run_img(&create, report)?;
+        if !out.success() {
+            return Err(fatal(format!(
+                "`{}` exited {}: {}",
+                create.display(),
+                out.code,
+                tail_lines(&out.text(), 3)
+            )));
+        }
+        report.info(&format!("fresh overlay {ov} on {base_s} ({fmt})"));
+        Ok(())
+    }
+
+    fn run_img(&self, cmd: &Cmd, report: &Reporter) -> Result<crate::exec::Output, Outcome> {
+        match cmd.run() {
+            Ok(o) => {
+                report.output(&cmd.display(), &o);
+                Ok(o)
+            }
+            Err(ExecError::Timeout { after, partial }) => {
+                report.output(&cmd.display(), &partial);
+                Err(Outcome::Retry(anyhow!(
+                    "`{}` ran past {} and was killed",
+                    cmd.display(),
+                    duration::fmt(after)
+                )))
+            }
+            Err(ExecError::Spawn(e)) => Err(fatal(format!(
+                "cannot run `{}`: {e} (install qemu-utils)",
+                cmd.display()
+            ))),
+            Err(e @ ExecError::Interrupted(_)) => {
+                Err(Outcome::Fatal(anyhow!("`{}`: {e}", cmd.display())))
+            }
+        }
+    }
+
+    /// The QEMU command line.
+    fn argv(&self, plan: &Plan, attempt: Attempt, run: &RunDir) -> Result<Vec<String>> {
+        let c = &self.config;
+        let img = &plan.image.config;
+        let values = placeholders(plan, attempt);
+        let p = |p: &Path| p.to_string_lossy().to_string();
+        let mut a: Vec<String> = vec![c.qemu.clone()];
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        let name = format!("reimage-{}", plan.computer.name).replace(',', "_");
+        push(&["-name", &name, "-machine", &c.machine]);
+        match resolve_accel(c.accel) {
+            // Auto: fall back to TCG should KVM still fail to start.
+            (Accel::Kvm, _) if c.accel == Accel::Auto => {
+                push(&["-accel", "kvm", "-accel", "tcg", "-cpu", "max"])
+            }
+            (Accel::Kvm, _) => push(&["-accel", "kvm", "-cpu", "host"]),
+            _ => push(&["-accel", "tcg"]),
+        }
+        let mem = img.memory.unwrap_or(c.memory).to_string();
+        let cpus = img.cpus.unwrap_or(c.cpus).to_string();
+        push(&["-m", &mem, "-smp", &cpus]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+        push(&["-daemonize", "-pidfile", &p(&run.pidfile)]);
+        push(&["-qmp", &run.qmp_arg()]);
+        push(&["-serial", &format!("file:{}", p(&run.console))]);
+        if let Some(k) = &img.kernel {
+            push(&["-kernel", &p(&absolute(k))]);
+            if let Some(i) = &img.initrd {
+                push(&["-initrd", &p(&absolute(i))]);
+            }
+            if let Some(cl) = &img.cmdline {
+                push(&["-append", &expand(cl, &values)]);
+            }
+        }
+        if base_of(plan).is_some() {
+            push(&[
+                "-drive",
+                &format!("file={},if=virtio,format=qcow2", p(&run.overlay)),
+            ]);
+        }
+        let fwd: String = c
+            .forwards(plan)?
+            .iter()
+            .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
+            .collect();
+        push(&["-netdev", &format!("user,id=n0{fwd}")]);
+        push(&["-device", "virtio-net-pci,netdev=n0,romfile="]);
+        push(&["-device", "virtio-rng-pci"]);
+        a.extend(c.extra_args.iter().map(|s| expand(s, &values)));
+        Ok(a)
+    }
+
+    fn load_inner(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Result<(), Outcome> {
+        let c = &self.config;
+        let run = RunDir::new(c, plan);
+        self.preflight(plan, &run)?;
+        self.stop(plan, report).map_err(Outcome::Retry)?;
+        for f in c.forwards(plan).map_err(Outcome::Fatal)? {
+            if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", f.host)) {
+                return Err(fatal(format!(
+                    "port {} on 127.0.0.1 (forwarded to the guest's port {}) is already in use ({e}): stop what holds it or give computer `{}` another `port`",
+                    f.host, f.guest, plan.computer.name
+                )));
+            }
+        }
+        std::fs::create_dir_all(&run.dir).map_err(|e| {
+            fatal(format!(
+                "cannot create the run directory {}: {e} (set `run_dir` or `state_dir` to a writable place)",
+                run.dir.display()
+            ))
+        })?;
+        if run.console.exists() {
+            let _ = std::fs::rename(&run.console, run.dir.join("console.log.old"));
+        }
+        if let Some(base) = base_of(plan) {
+            self.overlay(&base, &run, report)?;
+        }
+        let argv = self.argv(plan, attempt, &run).map_err(Outcome::Fatal)?;
+        // Do not start a VM only to stop it again.
+        crate::signal::check().map_err(|i| Outcome::Fatal(anyhow!("before starting QEMU: {i}")))?;
+        let timeout = attempt.scale(c.start_timeout);
+        let start = Instant::now();
+        let cmd = Cmd::new(&argv, timeout);
+        report.info(&format!("starting `{}`", cmd.display()));
+        let out = match cmd.run() {
+            Ok(o) => o,
+            Err(e) => {
+                // The launcher is gone; a QEMU it daemonized may not be.
+                let _ = stop_run(&run, report);
+                return Err(match e {
+                    ExecError::Spawn(e) => fatal(format!(
+                        "cannot run `{}`: {e} (install qemu-system-x86 or fix `qemu`)",
+                        c.qemu
+                    )),
+                    ExecError::Timeout { after, partial } => {
+                        report.output(&cmd.display(), &partial);
+                        Outcome::Retry(anyhow!(
+                            "QEMU did not finish starting within {} and was stopped: {}",
+                            duration::fmt(after),
+                            tail_lines(&partial.text(), 5)
+                        ))
+                    }
+                    e @ ExecError::Interrupted(_) => Outcome::Fatal(anyhow!("starting QEMU: {e}")),
+                });
+            }
+        };
+        report.output(&cmd.display(), &out);
+        if !out.success() {
+            let _ = stop_run(&run, report);
+            let text = out.text();
+            let msg = format!("`{}` exited {}: {}", c.qemu, out.code, tail_lines(&text, 5));
+            // Bad arguments, files or ports do not get better on a reload;
+            // a host short of memory might.
+            return Err(if text.contains("Cannot allocate memory") {
+                Outcome::Retry(anyhow!(msg))
+            } else if text.contains("hostfwd") || text.contains("host forwarding") {
+                fatal(format!("{msg} (a forwarded port is in use?)"))
+            } else {
+                fatal(msg)
+            });
+        }
+        let pid = run.pid();
+        report.step(
+            "qemu running",
+            Some(timeout.saturating_sub(start.elapsed())),
+        );
+        let limits = Limits {
+            timeout: timeout.saturating_sub(start.elapsed()),
+            stall: None,
+        };
+        let waited = wait::poll(report, limits, Pace::CHEAP, |_| {
+            if let Some(p) = pid
+                && !alive(p)
+            {
+                return Poll::Fatal(anyhow!("QEMU (pid {p}) exited"));
+            }
+            match Qmp::connect(&run.qmp, QMP_TIMEOUT).and_then(|mut q| q.status()) {
+                Ok(s) if s == "running" => Poll::Ready(s),
+                Ok(s)
+                    if matches!(
+                        s.as_str(),
+                        "internal-error" | "guest-panicked" | "shutdown" | "io-error"
+                    ) =>
+                {
+                    Poll::Fatal(anyhow!("VM status is {s}"))
+                }
+                Ok(s) => Poll::NotYet(format!("VM status {s}")),
+                Err(e) => Poll::NotYet(format!("{e:#}")),
+            }
+        });
+        match waited {
+            Waited::Ready(_, _) => {
+                let took = start.elapsed();
+                report.step_end(true, &format!("running after {}", duration::fmt(took)));
+                let fw: Vec<String> = c
+                    .forwards(plan)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| format!("127.0.0.1:{} -> {}", f.host, f.guest))
+                    .collect();
+                report.info(&format!(
+                    "VM running (pid {}, forwards {}, console {})",
+                    pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                    fw.join(", "),
+                    run.console.display()
+                ));
+                Ok(())
+            }
+            Waited::Interrupted(i) => {
+                report.step_end(false, &i.to_string());
+                let _ = stop_run(&run, report);
+                Err(Outcome::Fatal(anyhow!("starting QEMU: {i}")))
+            }
+            other => {
+                let what = wait::describe(&other, "QEMU start", limits.timeout);
+                report.step_end(false, &what);
+                let _ = stop_run(&run, report);
+                let console = run.console_tail();
+                Err(Outcome::Retry(anyhow!(
+                    "{what}; console: {}",
+                    if console.is_empty() {
+                        "(empty)".into()
+                    } else {
+                        console
+                    }
+                )))
+            }
+        }
     }
 }
 
 impl Provisioner for Qemu {
-    fn load(&self, _plan: &Plan, _attempt: Attempt, _report: &Reporter) -> Outcome {
-        Outcome::Fatal(anyhow::anyhow!(
-            "the qemu provisioner is not available in this build"
-        ))
+    fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
+        match self.load_inner(plan, attempt, report) {
+            Ok(()) => Outcome::Done,
+            Err(o) => o.context(format!("qemu load of {}", plan.computer.name)),
+        }
+    }
+
+    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
+        let run = RunDir::new(&self.config, plan);
+        report.info(&format!(
+            "power reset of {} through QMP system_reset",
+            plan.computer.name
+        ));
+        Some(
+            match Qmp::connect(&run.qmp, QMP_TIMEOUT)
+                .and_then(|mut q| q.execute("system_reset", None))
+            {
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Retry(e.context(format!(
+                    "power reset of {}: is its VM running? load it again",
+                    plan.computer.name
+                ))),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A QMP stand-in following the protocol's documented line format: the
+    /// greeting, then one reply per command, with an event in between.
+    fn standin(sock: &Path, replies: Vec<&'static str>) -> std::thread::JoinHandle<Vec<String>> {
+        let l = UnixListener::bind(sock).expect("bind");
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().expect("accept");
+            let mut w = s.try_clone().expect("clone");
+            let mut r = BufReader::new(s);
+            let _ = w.write_all(
+                b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}}, \"capabilities\": [\"oob\"]}}\n",
+            );
+            let mut got = Vec::new();
+            for reply in replies {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                got.push(line.trim().to_string());
+                let _ = w.write_all(b"{\"event\": \"RTC_CHANGE\", \"data\": {\"offset\": 0}}\n");
+                let _ = w.write_all(reply.as_bytes());
+                let _ = w.write_all(b"\n");
+            }
+            got
+        })
+    }
+
+    #[test]
+    fn qmp_negotiates_skips_events_and_reads_status() {
+        let dir = std::env::temp_dir().join(format!("reimage-qmp-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let sock = dir.join("a.sock");
+        let _ = std::fs::remove_file(&sock);
+        let h = standin(
+            &sock,
+            vec![
+                "{\"return\": {}}",
+                "{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}}",
+                "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}}",
+            ],
+        );
+        let mut q = Qmp::connect(&sock, Duration::from_secs(2)).expect("connect");
+        assert_eq!(q.status().expect("status"), "running");
+        let e = q.execute("system_reset", None).expect_err("error reply");
+        assert!(format!("{e:#}").contains("nope"), "{e:#}");
+        let got = h.join().expect("standin");
+        assert_eq!(got[0], "{\"execute\":\"qmp_capabilities\"}");
+        assert_eq!(got[1], "{\"execute\":\"query-status\"}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_values_do_not() {
+        assert!(QemuConfig::default().validate().is_ok());
+        let c = QemuConfig {
+            memory: 4,
+            ..QemuConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = QemuConfig {
+            forwards: vec![
+                Forward {
+                    host: 2222,
+                    guest: 22,
+                },
+                Forward {
+                    host: 2222,
+                    guest: 80,
+                },
+            ],
+            ..QemuConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("twice"));
+        let c: QemuConfig = toml::from_str(
+            "accel = \"tcg\"\nstart_timeout = \"2m\"\nforwards = [{ host = 2222, guest = 22 }]",
+        )
+        .expect("parses");
+        assert_eq!(c.accel, Accel::Tcg);
+        assert_eq!(c.start_timeout, Duration::from_secs(120));
+        assert_eq!(c.memory, 256);
+        assert!(toml::from_str::<QemuConfig>("acel = \"tcg\"").is_err());
+    }
+
+    #[test]
+    fn tails_keep_the_last_lines() {
+        assert_eq!(tail_lines("a\n\nb\nc\n", 2), "b | c");
+        assert_eq!(tail_lines("", 3), "");
     }
 }
