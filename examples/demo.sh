@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The README's main command: on a fresh Debian machine, as root, load a real
+# VM with reimage's embedded QEMU default and bring its Linux to ready over
+# SSH, attempt by attempt, in front of you.
+#
+#   bash examples/demo.sh            # first run builds; later runs reload
+#
+# Installs the Debian packages it needs, builds reimage and the tiny guest
+# if missing, writes a config for computer `demo-vm`, and runs
+# `reimage provision demo-vm --image tiny-linux`. A second run reloads the
+# VM from a fresh overlay. Stop the VM with: kill "$(cat $DEMO/state/qemu/demo-vm/qemu.pid)"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+DEMO=${REIMAGE_DEMO_DIR:-/var/lib/reimage-demo}
+GUEST=${REIMAGE_GUEST_DIR:-/var/cache/reimage/tiny-guest}
+PORT=${REIMAGE_DEMO_PORT:-2222}
+
+need=()
+for pkg in qemu-system-x86 qemu-utils linux-image-amd64 busybox-static dropbear-bin \
+           e2fsprogs cpio openssh-client libssl-dev pkg-config zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "demo: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "demo: cargo is missing: install a Rust toolchain (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+
+echo "demo: building reimage (release)"
+cargo build --release --quiet
+echo "demo: building the tiny guest in $GUEST (cached)"
+bash examples/tiny-guest/build.sh "$GUEST" >/dev/null
+
+mkdir -p "$DEMO"
+cat > "$DEMO/reimage.toml" <<TOML
+# Written by examples/demo.sh.
+state_dir = "$DEMO/state"
+max_attempts = 3
+
+# The embedded default provisioner "qemu" needs no table: a local VM with a
+# fresh copy-on-write overlay per load, SSH forwarded to 127.0.0.1:$PORT.
+
+[os.tiny-linux]
+family = "linux"
+key_file = "$GUEST/id_ed25519"
+connect_timeout = "3s"
+timeouts = { port = "2m", banner = "2m", login = "1m" }
+
+[images.tiny-linux]
+os = "tiny-linux"
+provisioner = "qemu"
+virtual = true
+source = "$GUEST/base.qcow2"
+kernel = "$GUEST/vmlinux"
+initrd = "$GUEST/initramfs.cpio.gz"
+cmdline = "console=ttyS0 quiet reimage.attempt={attempt}"
+image_check = { command = ["cat", "/etc/reimage-image"], expect = "^tiny-linux" }
+
+[computers.demo-vm]
+address = "127.0.0.1"
+port = $PORT
+TOML
+
+echo "demo: config $DEMO/reimage.toml"
+"$repo/target/release/reimage" --config "$DEMO/reimage.toml" check demo-vm --image tiny-linux
+echo
+set +e
+"$repo/target/release/reimage" --config "$DEMO/reimage.toml" provision demo-vm --image tiny-linux --reservation demo
+rc=$?
+set -e
+echo
+echo "demo: reimage exited $rc; event log: $DEMO/state/computers/demo-vm/events.jsonl"
+if [ $rc -eq 0 ]; then
+  echo "demo: log in to the VM with: ssh -i $GUEST/id_ed25519 -p $PORT -o UserKnownHostsFile=$DEMO/state/known_hosts.ssh -o StrictHostKeyChecking=accept-new root@127.0.0.1"
+fi
+exit $rc
