@@ -26,11 +26,6 @@ impl Attempt {
         self.number >= self.of
     }
 
-    /// The factor timeouts are multiplied by on this attempt.
-    pub fn factor(&self) -> f64 {
-        self.growth.powi(self.number.saturating_sub(1) as i32)
-    }
-
     /// `base` stretched for this attempt.
     pub fn scale(&self, base: Duration) -> Duration {
         scale(base, self.number, self.growth)

@@ -2,7 +2,6 @@
 //! own process group, with a timeout after which the whole group is killed,
 //! and stopped at once when reimage is interrupted.
 
-use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -87,9 +86,6 @@ pub struct Cmd {
     pub env: Vec<(String, String)>,
     /// Killed (the whole process group) after this long.
     pub timeout: Duration,
-    /// Bytes written to the child's stdin (then closed); secrets go here,
-    /// never into argv.
-    pub stdin: Option<Vec<u8>>,
 }
 
 impl Cmd {
@@ -99,19 +95,12 @@ impl Cmd {
             argv: argv.iter().map(|s| s.as_ref().to_string()).collect(),
             env: Vec::new(),
             timeout,
-            stdin: None,
         }
     }
 
     /// Adds an environment variable.
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Cmd {
         self.env.push((k.into(), v.into()));
-        self
-    }
-
-    /// Feeds `data` to the child's stdin.
-    pub fn stdin(mut self, data: Vec<u8>) -> Cmd {
-        self.stdin = Some(data);
         self
     }
 
@@ -130,11 +119,7 @@ impl Cmd {
         };
         let mut c = Command::new(prog);
         c.args(args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -143,12 +128,6 @@ impl Cmd {
         }
         let start = Instant::now();
         let mut child = c.spawn().map_err(ExecError::Spawn)?;
-        if let (Some(data), Some(mut w)) = (self.stdin.clone(), child.stdin.take()) {
-            thread::spawn(move || {
-                use std::io::Write;
-                let _ = w.write_all(&data);
-            });
-        }
         let out = reader(child.stdout.take());
         let err = reader(child.stderr.take());
         let mut pause = Duration::from_millis(2);
@@ -192,17 +171,22 @@ impl Cmd {
             elapsed: start.elapsed(),
         })
     }
+}
 
-    /// Runs it and fails unless it exits 0; the error names the command and
-    /// carries its output.
-    pub fn run_ok(&self) -> Result<Output> {
-        let o = self
-            .run()
-            .with_context(|| format!("running `{}`", self.display()))?;
-        if !o.success() {
-            bail!("`{}` exited {}: {}", self.display(), o.code, o.text());
+#[cfg(test)]
+impl Cmd {
+    /// Runs it and fails unless it exits 0 (for tests).
+    pub fn run_ok(&self) -> Result<Output, String> {
+        match self.run() {
+            Ok(o) if o.success() => Ok(o),
+            Ok(o) => Err(format!(
+                "`{}` exited {}: {}",
+                self.display(),
+                o.code,
+                o.text()
+            )),
+            Err(e) => Err(format!("`{}`: {e}", self.display())),
         }
-        Ok(o)
     }
 }
 
@@ -288,14 +272,5 @@ mod tests {
             .expect("pid");
         std::thread::sleep(Duration::from_millis(100));
         assert!(!alive(pid), "grandchild {pid} survived the timeout");
-    }
-
-    #[test]
-    fn secrets_go_through_stdin() {
-        let o = Cmd::new(&["cat"], Duration::from_secs(5))
-            .stdin(b"s3cret".to_vec())
-            .run()
-            .expect("cat runs");
-        assert_eq!(o.stdout, "s3cret");
     }
 }

@@ -2,8 +2,6 @@
 //! command line, builds the plan and the two modules, runs, and maps the
 //! result to an exit code.
 
-#![allow(dead_code)] // The modules of later issues use the rest; removed once they land.
-
 mod attempt;
 mod cli;
 mod config;

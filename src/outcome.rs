@@ -79,23 +79,6 @@ impl Outcome {
     }
 }
 
-/// Classifies an error for the module boundary.
-pub trait Classify<T> {
-    /// Wraps an error as retry.
-    fn or_retry(self) -> Result<T, Outcome>;
-    /// Wraps an error as fatal.
-    fn or_fatal(self) -> Result<T, Outcome>;
-}
-
-impl<T> Classify<T> for anyhow::Result<T> {
-    fn or_retry(self) -> Result<T, Outcome> {
-        self.map_err(Outcome::Retry)
-    }
-    fn or_fatal(self) -> Result<T, Outcome> {
-        self.map_err(Outcome::Fatal)
-    }
-}
-
 /// Collapses a `Result<(), Outcome>` written with `?` into an outcome.
 pub fn collapse(r: Result<(), Outcome>) -> Outcome {
     match r {

@@ -314,6 +314,7 @@ impl Reporter {
         let mut i = self.lock();
         let mut e = self.base(&i, "output");
         e.code = Some(out.code);
+        e.elapsed_ms = Some(out.elapsed.as_millis() as u64);
         e.message = Some(format!("{command}\n{}", out.text()));
         self.emit(&mut i, e, self.verbose);
     }

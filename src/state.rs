@@ -103,11 +103,6 @@ impl StateDir {
         }
     }
 
-    /// Its path.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The directory of one computer.
     pub fn computer_dir(&self, computer: &str) -> PathBuf {
         self.root.join("computers").join(computer)
@@ -158,12 +153,6 @@ impl StateDir {
         self.ensure(&dir)?;
         let text = serde_json::to_vec_pretty(r)?;
         write_atomic(&dir.join("last-run.json"), &text)
-    }
-
-    /// The last run record, if any.
-    pub fn read_last_run(&self, computer: &str) -> Option<LastRun> {
-        let text = std::fs::read(self.computer_dir(computer).join("last-run.json")).ok()?;
-        serde_json::from_slice(&text).ok()
     }
 
     /// Remembers the computer's boot id seen before a load (or forgets it).

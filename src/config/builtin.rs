@@ -2,7 +2,6 @@
 //! needs, taken from Apache VCL's OS modules. A `[os.NAME]` table overrides
 //! them key by key.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{ChannelKind, Family, ImageConfig, StepConfig, WaitKind};
@@ -140,9 +139,4 @@ pub fn cloud_init_step() -> StepConfig {
     s.command = Some(vec!["cloud-init".into(), "status".into(), "--wait".into()]);
     s.regex = Some("status: done".into());
     s
-}
-
-/// Default known_hosts path inside a state directory.
-pub fn known_hosts_in(state_dir: &std::path::Path) -> PathBuf {
-    state_dir.join("known_hosts")
 }

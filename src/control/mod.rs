@@ -100,6 +100,12 @@ pub trait Channel {
         timeout: Duration,
     ) -> Result<(), ChannelError>;
 
+    /// What identifies the other end once connected (an SSH host-key
+    /// fingerprint), for events; `None` where the channel has nothing.
+    fn identity(&self) -> Option<String> {
+        None
+    }
+
     /// Drops the connection; the next call connects again.
     fn disconnect(&mut self);
 }

@@ -571,6 +571,10 @@ fn wait_socket(
 }
 
 impl Channel for Ssh {
+    fn identity(&self) -> Option<String> {
+        self.host_key_fingerprint().map(|f| format!("host key {f}"))
+    }
+
     fn login(&mut self, timeout: Duration) -> Result<(), ChannelError> {
         let out = self.run_with(&["true".to_string()], None, timeout)?;
         if out.status != 0 {

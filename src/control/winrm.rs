@@ -256,6 +256,7 @@ impl WinRm {
 
     /// Receive polls so far that the server answered with `w:TimedOut`
     /// because a command was still running.
+    #[cfg(test)]
     pub fn timed_out_polls(&self) -> u64 {
         self.timed_out_polls.get()
     }

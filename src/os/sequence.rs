@@ -230,8 +230,9 @@ impl Sequence<'_> {
                 ch.disconnect();
                 return channel_poll(e);
             }
+            let who = ch.identity().map(|i| format!(" ({i})")).unwrap_or_default();
             let Some(old) = &before else {
-                return Poll::Ready("logged in".into());
+                return Poll::Ready(format!("logged in{who}"));
             };
             match super::boot_id(ch, family, t) {
                 Ok(id) if &id == old => {
@@ -240,7 +241,7 @@ impl Sequence<'_> {
                         "the old OS answered (boot id {id} unchanged since before the load)"
                     ))
                 }
-                Ok(id) => Poll::Ready(format!("logged in; new boot id {id}")),
+                Ok(id) => Poll::Ready(format!("logged in{who}; new boot id {id}")),
                 Err(e) => channel_poll(e),
             }
         })

@@ -454,29 +454,22 @@ impl Xcat {
             Ok(out) => RunResult::Ran(shown, out),
             Err(ExecError::Timeout { after, partial }) => {
                 report.output(&shown, &partial);
-                RunResult::Failed(
-                    shown.clone(),
-                    Outcome::Retry(anyhow::anyhow!(
-                        "computer `{}` (xCAT node `{}`): `{shown}` did not finish within {} and was killed; check that xcatd on the management node answers (`lsxcatd -a`)",
-                        plan.computer.name,
-                        plan.computer.node,
-                        duration::fmt(after)
-                    )),
-                )
-            }
-            Err(ExecError::Spawn(e)) => RunResult::Failed(
-                shown.clone(),
-                Outcome::Fatal(anyhow::anyhow!(
-                    "computer `{}` (xCAT node `{}`): cannot start `{shown}`: {e}; set `bin_dir` of provisioner `{}` to the directory of xCAT's commands (usually /opt/xcat/bin)",
+                RunResult::Failed(Outcome::Retry(anyhow::anyhow!(
+                    "computer `{}` (xCAT node `{}`): `{shown}` did not finish within {} and was killed; check that xcatd on the management node answers (`lsxcatd -a`)",
                     plan.computer.name,
                     plan.computer.node,
-                    plan.provisioner.0
-                )),
-            ),
-            Err(e @ ExecError::Interrupted(_)) => RunResult::Failed(
-                shown,
-                Outcome::Fatal(anyhow::anyhow!("computer `{}`: {e}", plan.computer.name)),
-            ),
+                    duration::fmt(after)
+                )))
+            }
+            Err(ExecError::Spawn(e)) => RunResult::Failed(Outcome::Fatal(anyhow::anyhow!(
+                "computer `{}` (xCAT node `{}`): cannot start `{shown}`: {e}; set `bin_dir` of provisioner `{}` to the directory of xCAT's commands (usually /opt/xcat/bin)",
+                plan.computer.name,
+                plan.computer.node,
+                plan.provisioner.0
+            ))),
+            Err(e @ ExecError::Interrupted(_)) => RunResult::Failed(Outcome::Fatal(
+                anyhow::anyhow!("computer `{}`: {e}", plan.computer.name),
+            )),
         }
     }
 
@@ -492,7 +485,7 @@ impl Xcat {
     ) -> Result<Output, Outcome> {
         let (shown, out) = match self.run(plan, report, prog, args) {
             RunResult::Ran(s, o) => (s, o),
-            RunResult::Failed(_, o) => return Err(o),
+            RunResult::Failed(o) => return Err(o),
         };
         report.output(&shown, &out);
         let err = find_error(&out.text());
@@ -551,7 +544,7 @@ impl Xcat {
         for (i, (prog, args)) in calls.into_iter().enumerate() {
             let (shown, out) = match self.run(plan, report, prog, args) {
                 RunResult::Ran(s, o) => (s, o),
-                RunResult::Failed(_, Outcome::Retry(_)) => {
+                RunResult::Failed(Outcome::Retry(_)) => {
                     // A hung status command is a moment's trouble; the
                     // stall timeout catches one that stays.
                     let v = Some(format!("no answer from {prog}"));
@@ -562,7 +555,7 @@ impl Xcat {
                     }
                     continue;
                 }
-                RunResult::Failed(_, o) => {
+                RunResult::Failed(o) => {
                     return Err(Poll::Fatal(
                         o.error()
                             .map(|e| anyhow::anyhow!("{e:#}"))
@@ -715,8 +708,8 @@ impl Xcat {
 enum RunResult {
     /// It ran: the command line and its output.
     Ran(String, Output),
-    /// It could not run or was killed: the command line and the outcome.
-    Failed(String, Outcome),
+    /// It could not run or was killed: the outcome.
+    Failed(Outcome),
 }
 
 /// The outcome of a failed xCAT command, with a message that names the
