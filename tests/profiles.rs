@@ -306,3 +306,20 @@ fn timeouts_table_overrides_by_step_name() {
         r.stderr
     );
 }
+
+#[test]
+fn windows_example_config_checks() {
+    let s = Scratch::new("profiles-example");
+    for image in ["win7-base", "win10-vm", "win7-lab"] {
+        let r = run(
+            std::process::Command::new(common::bin())
+                .arg("--config")
+                .arg(common::repo("examples/windows.toml"))
+                .args(["--state-dir", s.path("state").to_str().unwrap()])
+                .args(["check", "lab-pc-07", "--image", image]),
+            Duration::from_secs(30),
+        );
+        assert_eq!(r.code, 0, "{image}: {}", r.stderr);
+        assert!(r.stdout.contains("channel winrm"), "{}", r.stdout);
+    }
+}
