@@ -66,7 +66,8 @@ impl Scratch {
     pub fn reimage(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--config").arg(self.path("reimage.toml")).args(args);
-        c.env_remove("REIMAGE_CONFIG").env_remove("REIMAGE_STATE_DIR");
+        c.env_remove("REIMAGE_CONFIG")
+            .env_remove("REIMAGE_STATE_DIR");
         c
     }
 
