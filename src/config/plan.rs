@@ -330,7 +330,8 @@ impl Plan {
                 d.push_str(&format!(" /{r}/"));
             }
             if st.wait == WaitKind::Sleep {
-                d.push_str(&format!(": {}", at(st.base_timeout())));
+                // A sleep does not grow with the attempt (not a timeout).
+                d.push_str(&format!(": {} (every attempt)", fmt(st.base_timeout())));
             } else {
                 d.push_str(&format!(": timeout {}", at(st.base_timeout())));
             }

@@ -1296,7 +1296,9 @@ mod tests {
         let out = w.run(&argv(&["hostname"]), T).expect("hostname");
         assert_eq!((out.status, out.stdout.as_str()), (0, "WIN-STANDIN\r\n"));
 
-        let odd = "x&y 'z' \"q\" é";
+        // Quoted: cmd.exe (and the stand-in) would take a bare `&` as "run
+        // the next command"; inside quotes echo prints it as is.
+        let odd = "\"x&y <z>\" 'q' é";
         let out = w.run(&argv(&["cmd", "/c", "echo", odd]), T).expect("echo");
         assert_eq!(out.status, 0);
         assert_eq!(out.stdout, format!("{odd}\r\n"));

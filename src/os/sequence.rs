@@ -79,7 +79,11 @@ impl Sequence<'_> {
     }
 
     fn step(&mut self, s: &StepConfig) -> Result<(), Outcome> {
-        let timeout = self.attempt.scale(s.base_timeout());
+        // A sleep is a wait the OS needs, not a timeout: it does not grow.
+        let timeout = match s.wait {
+            WaitKind::Sleep => s.base_timeout(),
+            _ => self.attempt.scale(s.base_timeout()),
+        };
         let stall = s.stall_timeout.map(|d| self.attempt.scale(d));
         self.report.step(s.name(), Some(timeout));
         let mut w = self.wait_for(s, Limits { timeout, stall });

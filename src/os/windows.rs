@@ -1,7 +1,7 @@
 //! Windows first-boot configuration over WinRM (or SSH where the image runs
 //! an SSH server): computer name, Remote Desktop and ping firewall rules,
 //! no sleep, Sysprep answer files removed (they hold passwords), the
-//! Administrator password from a secret file, then the image's scripts.
+//! image's scripts, then the Administrator password from a secret file.
 //! Windows 5.x (XP/2003) has the older `netsh firewall` context.
 
 use super::actions::Actions;
@@ -27,6 +27,10 @@ fn argv(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// A PowerShell command line. The script reaches powershell.exe through
+/// cmd.exe (WinRM's shell) and the C runtime's argument splitting: it must
+/// hold no `"` (stripped), no `|`, `&`, `<`, `>` or `%` (cmd.exe's), and no
+/// runs of spaces inside quotes (joined back with single spaces).
 fn ps(script: &str) -> Vec<String> {
     argv(&[
         "powershell",
@@ -57,7 +61,9 @@ pub fn commands(f: Family, computer: &str) -> Vec<(&'static str, Vec<String>, bo
         argv(&[
             "reg",
             "add",
-            r"HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server",
+            // Windows joins argv with spaces into one command line: an
+            // element holding a space needs its own quotes.
+            r#""HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server""#,
             "/v",
             "fDenyTSConnections",
             "/t",
@@ -102,16 +108,40 @@ pub fn commands(f: Family, computer: &str) -> Vec<(&'static str, Vec<String>, bo
                 "firewall",
                 "set",
                 "rule",
-                "group=remote desktop",
+                r#"group="remote desktop""#,
                 "new",
                 "enable=yes",
             ]),
             true,
         ));
-        // Delete, then add: running twice leaves one rule.
+        // Delete, then add: running twice leaves one rule. Through cmd.exe,
+        // not PowerShell: cmd.exe (WinRM's shell) would take a `|` in a
+        // PowerShell line as its own pipe, and PowerShell would split the
+        // `icmpv4:8,any` argument at the comma. The delete fails when there
+        // is no rule yet; `&` goes on regardless.
         v.push((
             "firewall-ping",
-            ps("netsh advfirewall firewall delete rule name='reimage ICMPv4 echo' | Out-Null; netsh advfirewall firewall add rule name='reimage ICMPv4 echo' protocol=icmpv4:8,any dir=in action=allow"),
+            argv(&[
+                "cmd",
+                "/c",
+                "netsh",
+                "advfirewall",
+                "firewall",
+                "delete",
+                "rule",
+                r#"name="reimage ICMPv4 echo""#,
+                ">nul",
+                "&",
+                "netsh",
+                "advfirewall",
+                "firewall",
+                "add",
+                "rule",
+                r#"name="reimage ICMPv4 echo""#,
+                "protocol=icmpv4:8,any",
+                "dir=in",
+                "action=allow",
+            ]),
             true,
         ));
     }
@@ -129,7 +159,7 @@ pub fn commands(f: Family, computer: &str) -> Vec<(&'static str, Vec<String>, bo
     v.push((
         "remove-answer-files",
         ps(&format!(
-            "foreach ($f in @({})) {{ if (Test-Path $f) {{ Remove-Item -Force $f; \"removed $f\" }} }}; 'answer files gone'",
+            "foreach ($f in @({})) {{ if (Test-Path $f) {{ Remove-Item -Force $f; 'removed ' + $f }} }}; 'answer files gone'",
             files.join(",")
         )),
         true,
@@ -183,6 +213,23 @@ pub fn first_boot(
             Err(o) => return Err(o),
         }
     }
+    // The image's scripts run before the Administrator password changes:
+    // when the channel logs in as Administrator, the new password ends it.
+    a.scripts(DIR, '\\', |p| {
+        if p.to_ascii_lowercase().ends_with(".ps1") {
+            argv(&[
+                "powershell",
+                "-NoProfile",
+                "-NonInteractive",
+                "-ExecutionPolicy",
+                "Bypass",
+                "-File",
+                p,
+            ])
+        } else {
+            argv(&["cmd", "/c", p])
+        }
+    })?;
     if let Some(pf) = &plan.profile.admin_password_file {
         let secret = std::fs::read_to_string(pf).map_err(|e| {
             Outcome::Fatal(anyhow::anyhow!(
@@ -206,19 +253,5 @@ pub fn first_boot(
             Outcome::Fatal,
         )?;
     }
-    a.scripts(DIR, '\\', |p| {
-        if p.to_ascii_lowercase().ends_with(".ps1") {
-            argv(&[
-                "powershell",
-                "-NoProfile",
-                "-NonInteractive",
-                "-ExecutionPolicy",
-                "Bypass",
-                "-File",
-                p,
-            ])
-        } else {
-            argv(&["cmd", "/c", p])
-        }
-    })
+    Ok(())
 }

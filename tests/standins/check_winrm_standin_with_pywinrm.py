@@ -4,7 +4,9 @@ trusts: starts it, drives it with pywinrm (pip install pywinrm) and exits
 non-zero on any mismatch. Run from anywhere: python3 check_winrm_standin_with_pywinrm.py
 """
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -48,6 +50,7 @@ def main():
         finally:
             proc.kill()
             proc.wait()
+    first_boot_checks()
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed: {', '.join(FAILURES)}")
         return 1
@@ -140,6 +143,11 @@ def run(port):
     except winrm.exceptions.WSManFaultError as e:
         check("unknown action faults", e.fault_subcode, "a:ActionNotSupported")
 
+    # Unknown programs and PowerShell terms still fail, as on Windows.
+    r = s.run_cmd("powershell", ["-NoProfile", "-Command", "Frob-Nicate", "-Now"])
+    check("unknown PowerShell term status", r.status_code, 1)
+    check("unknown PowerShell term stderr", b"The term 'Frob-Nicate' is not recognized" in r.std_err, True)
+
     # Wrong password: pywinrm raises InvalidCredentialsError (HTTP 401).
     bad = winrm.Session(url, auth=("Administrator", "wrong"), transport="basic")
     try:
@@ -149,6 +157,164 @@ def run(port):
         check("bad password rejected", True, True)
     except WinRMError as e:
         check("bad password rejected", type(e).__name__, "InvalidCredentialsError")
+
+
+def ps(script):
+    return ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command", script]
+
+
+ANSWER_FILES = [
+    r"C:\Windows\Panther\unattend.xml",
+    r"C:\Windows\Panther\Unattend\unattend.xml",
+    r"C:\Windows\System32\sysprep\unattend.xml",
+    r"C:\Windows\System32\sysprep\Panther\unattend.xml",
+    r"C:\sysprep\sysprep.inf",
+]
+BOOT_ID = ["-NoProfile", "-NonInteractive", "-Command",
+           "(Get-CimInstance Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')"]
+
+
+def first_boot_checks():
+    """The Windows first-boot commands exactly as src/os/windows.rs sends
+    them (Command + Arguments elements), through pywinrm, with the stand-in's
+    state file as the witness; then a simulated Sysprep reboot."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        pw_file = os.path.join(tmp, "pw")
+        with open(pw_file, "w") as f:
+            f.write("Image-pw1\n")
+        state_file = os.path.join(tmp, "state.json")
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "winrm_standin.py"), "--port", str(port),
+             "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file,
+             "--answer-files", "all", "--reboot-after", "30", "--down-for", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            proc.stdout.readline()
+            url = f"http://127.0.0.1:{port}/wsman"
+            s = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="basic")
+
+            def state():
+                with open(state_file) as f:
+                    return json.load(f)
+
+            check("answer files present at start", len(state()["answer_files"]), 5)
+            boot0 = s.run_cmd("powershell", BOOT_ID)
+            check("boot id status", boot0.status_code, 0)
+            check("boot id is an 'o' time", re.fullmatch(rb"\d{4}-\d\d-\d\dT[\d:.]+Z\r\n", boot0.std_out) is not None,
+                  True)
+            d = r"C:\Windows\Temp\reimage"
+            r = s.run_cmd("cmd", ["/c", f"if not exist {d} mkdir {d}"])
+            check("mkdir status", r.status_code, 0)
+            r = s.run_cmd("cmd", ["/c", f"if not exist {d} mkdir {d}"])
+            check("mkdir again status", r.status_code, 0)
+            rename = ("if ($env:COMPUTERNAME -ne 'lab-pc-07') { Rename-Computer -NewName 'lab-pc-07' -Force "
+                      "-ErrorAction Stop }; 'computer name lab-pc-07'")
+            r = s.run_cmd("powershell", ps(rename))
+            check("rename status", (r.status_code, r.std_out.endswith(b"computer name lab-pc-07\r\n")), (0, True))
+            check("rename pending", (state()["pending_computer_name"], state()["computer_name"]),
+                  ("lab-pc-07", "WIN-STANDIN"))
+            r = s.run_cmd("reg", ["add", '"HKLM\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server"', "/v",
+                                  "fDenyTSConnections", "/t", "REG_DWORD", "/d", "0", "/f"])
+            check("reg add status", r.status_code, 0)
+            check("fDenyTSConnections", state()["fDenyTSConnections"], 0)
+            r = s.run_cmd("reg", ["add", "HKLM\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server", "/v",
+                                  "fDenyTSConnections", "/t", "REG_DWORD", "/d", "0", "/f"])
+            check("reg add with an unquoted key that holds a space fails", r.status_code, 1)
+            r = s.run_cmd("netsh", ["advfirewall", "firewall", "set", "rule", 'group="remote desktop"', "new",
+                                    "enable=yes"])
+            check("firewall rdp status", r.status_code, 0)
+            check("firewall rdp enabled", state()["rdp_firewall_enabled"], True)
+            r = s.run_cmd("netsh", ["advfirewall", "firewall", "set", "rule", "group=remote desktop", "new",
+                                    "enable=yes"])
+            check("firewall rdp with an unquoted group fails", r.status_code, 1)
+            ping = ["/c", "netsh", "advfirewall", "firewall", "delete", "rule", 'name="reimage ICMPv4 echo"',
+                    ">nul", "&", "netsh", "advfirewall", "firewall", "add", "rule", 'name="reimage ICMPv4 echo"',
+                    "protocol=icmpv4:8,any", "dir=in", "action=allow"]
+            for k in (1, 2):
+                r = s.run_cmd("cmd", ping)
+                check(f"firewall ping run {k} status", r.status_code, 0)
+            check("one ICMP rule after two runs", state()["icmp_rules"], 1)
+            r = s.run_cmd("powershell", ps("netsh advfirewall firewall delete rule name='reimage ICMPv4 echo' | "
+                                           "Out-Null; netsh advfirewall firewall add rule name='x' dir=in "
+                                           "action=allow"))
+            check("a | in a PowerShell line is cmd.exe's pipe", (r.status_code, b"'Out-Null' is not recognized"
+                                                                 in r.std_err), (1, True))
+            check("powercfg standby", s.run_cmd("powercfg", ["/change", "standby-timeout-ac", "0"]).status_code, 0)
+            check("powercfg hibernate", s.run_cmd("powercfg", ["/hibernate", "off"]).status_code, 0)
+            check("powercfg state", state()["powercfg"], {"standby-timeout-ac": 0, "hibernate": "off"})
+            files = ",".join(f"'{f}'" for f in ANSWER_FILES)
+            r = s.run_cmd("powershell", ps(f"foreach ($f in @({files})) {{ if (Test-Path $f) {{ Remove-Item "
+                                           f"-Force $f; 'removed ' + $f }} }}; 'answer files gone'"))
+            check("answer files status", r.status_code, 0)
+            check("answer files output", r.std_out.count(b"removed C:\\"), 5)
+            check("answer files gone", state()["answer_files"], [])
+            r = s.run_cmd("powershell", ps(f'foreach ($f in @({files})) {{ "removed $f" }}'))
+            check("double quotes do not reach PowerShell", r.status_code, 1)
+
+            # The password: uploaded through stdin, then set by [adsi].
+            p = s.protocol
+            shell = p.open_shell()
+            target = d + "\\admin-password.txt"
+            cid = p.run_command(shell, "cmd", ["/c", "findstr", '"^"', ">", f'"{target}.reimage-b64"'])
+            p.send_command_input(shell, cid, b"TmV3LVNlY3JldDk=\r\n", end=True)
+            check("password upload", p.get_command_output(shell, cid)[2], 0)
+            p.cleanup_command(shell, cid)
+            cid = p.run_command(shell, "certutil", ["-f", "-decode", f'"{target}.reimage-b64"', f'"{target}"'])
+            check("password decode", p.get_command_output(shell, cid)[2], 0)
+            p.cleanup_command(shell, cid)
+            p.close_shell(shell)
+            r = s.run_cmd("powershell", ps(f"$p = (Get-Content -Raw '{target}').Trim(); Remove-Item -Force "
+                                           f"'{target}'; ([adsi]'WinNT://./Administrator,user').SetPassword($p); "
+                                           "'password of Administrator set'"))
+            check("set password status", r.status_code, 0)
+            check("Administrator password", state()["administrator_password"], "New-Secret9")
+            check("password file deleted", any("admin-password.txt" == f.rsplit("\\", 1)[-1]
+                                               for f in state()["files"]), False)
+            try:
+                s.run_cmd("hostname")
+                check("old password rejected after SetPassword", "accepted", "InvalidCredentialsError")
+            except InvalidCredentialsError:
+                check("old password rejected after SetPassword", True, True)
+            s = winrm.Session(url, auth=("Administrator", "New-Secret9"), transport="basic")
+            check("new password accepted", s.run_cmd("hostname").std_out, b"WIN-STANDIN\r\n")
+
+            # Uploaded scripts run; a missing one is not recognized.
+            s.run_cmd("cmd", ["/c", "echo", f"exit /b 0>{d}\\setup.cmd"])
+            r = s.run_cmd("cmd", ["/c", f"{d}\\setup.cmd"])
+            check("script runs", r.status_code, 0)
+            check("script recorded", state()["scripts_run"], [f"{d}\\setup.cmd"])
+            r = s.run_cmd("cmd", ["/c", f"{d}\\missing.cmd"])
+            check("missing script", r.status_code, 1)
+
+            # A simulated Sysprep reboot: down (refused), back with a new boot
+            # time and the pending name applied.
+            proc.kill()
+            proc.wait()
+            proc = subprocess.Popen(
+                [sys.executable, os.path.join(HERE, "winrm_standin.py"), "--port", str(port),
+                 "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file,
+                 "--reboot-after", "0.5", "--down-for", "1.5"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            proc.stdout.readline()
+            s = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="basic")
+            s.run_cmd("powershell", ps(rename))
+            before = s.run_cmd("powershell", BOOT_ID).std_out
+            time.sleep(1)
+            refused = False
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except ConnectionRefusedError:
+                refused = True
+            check("refused while rebooting", refused, True)
+            time.sleep(1.5)
+            after = s.run_cmd("powershell", BOOT_ID).std_out
+            check("new boot time after the reboot", after != before and after != b"", True)
+            check("pending name applied at boot", s.run_cmd("hostname").std_out, b"LAB-PC-07\r\n")
+            check("boots", state()["boots"], 2)
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":

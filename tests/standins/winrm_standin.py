@@ -43,11 +43,17 @@ Behaviour:
 
 import argparse
 import base64
+import datetime
+import json
+import os
 import re
+import signal
+import socket
 import ssl
 import sys
 import threading
 import time
+import traceback
 import uuid
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,19 +135,173 @@ def fault(relates_to, code, subcode, reason, wsman_code):
     return envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body)
 
 
-class Machine:
-    """The simulated computer: its name, its files, its shells."""
+ANSWER_FILES = [
+    r"C:\Windows\Panther\unattend.xml",
+    r"C:\Windows\Panther\Unattend\unattend.xml",
+    r"C:\Windows\System32\sysprep\unattend.xml",
+    r"C:\Windows\System32\sysprep\Panther\unattend.xml",
+    r"C:\sysprep\sysprep.inf",
+]
+RDP_KEY = r"HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server"
+CWD = r"C:\Users\Administrator"
+NOT_RECOGNIZED = ("'{0}' is not recognized as an internal or external command,\r\n"
+                  "operable program or batch file.\r\n")
+POWERCFG_SETTINGS = {f"{k}-timeout-{p}" for k in ("monitor", "disk", "standby", "hibernate")
+                     for p in ("ac", "dc")}
 
-    def __init__(self):
-        self.lock = threading.Lock()
+
+def net_time(t):
+    """A UTC time as .NET's DateTime.ToString('o') prints it."""
+    dt = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}0Z"
+
+
+def norm(path):
+    """A Windows path as a key: no quotes, backslashes, lower case, absolute
+    (relative paths are under the shell's working directory)."""
+    p = path.strip().strip('"').replace("/", "\\")
+    if not re.match(r"(?i)^[a-z]:", p):
+        p = CWD + "\\" + p
+    p = p.rstrip("\\")
+    return p.lower()
+
+
+def parent(key):
+    return key.rsplit("\\", 1)[0] if "\\" in key else key
+
+
+class Result:
+    """What one command did: output, exit code, and for a command that
+    reads stdin, `on_stdin(data) -> (stdout, stderr, code)` run once the
+    client closes stdin; `secs`: how long it runs."""
+
+    def __init__(self, out=b"", err=b"", code=0, secs=0.0, on_stdin=None):
+        self.out, self.err, self.code, self.secs, self.on_stdin = out, err, code, secs, on_stdin
+
+
+def fail(msg, code=1):
+    return Result(b"", msg.encode(), code)
+
+
+class Machine:
+    """The simulated computer: name, boot time, accounts, registry, firewall,
+    power settings, files and shells. Every change is dumped to the state
+    file (JSON) so tests can assert on it."""
+
+    def __init__(self, cfg):
+        self.lock = threading.RLock()
+        self.cfg = cfg
+        self.up = False
+        self.boots = 0
+        self.boot_time = None
         self.name = "WIN-STANDIN"
-        self.files = {}
+        self.pending_name = None
+        self.accounts = {"Administrator": ""}
+        if cfg.user:
+            self.accounts[cfg.user] = cfg.password
+        self.registry = {RDP_KEY.lower(): {"fDenyTSConnections": ("REG_DWORD", "1")}}
+        self.rdp_firewall = False
+        self.legacy_firewall = {"remotedesktop": False, "icmp8": False}
+        self.rules = []  # names of rules added with `netsh advfirewall firewall add rule`
+        self.powercfg = {"standby-timeout-ac": 30, "hibernate": "on"}
+        self.files = {}  # norm(path) -> bytes
+        self.display = {}  # norm(path) -> path as first written
+        self.dirs = set()
+        for d in (r"C:\Windows\Temp", r"C:\Windows\System32", CWD):
+            self.mkdirs(norm(d))
+        for f in cfg.answer_files:
+            self.mkdirs(parent(norm(f)))
+            self.write(f, b"<unattend><!-- AdministratorPassword: image-secret --></unattend>\r\n")
+        self.scripts_run = []
+        self.commands = []
         self.shells = {}  # shell id -> {command id -> result dict}
+        self.shell_logons = {}  # shell id -> (user, password) it was opened with
+
+    # -- files --------------------------------------------------------------
+    def mkdirs(self, key):
+        while key and key not in self.dirs:
+            self.dirs.add(key)
+            if "\\" not in key:
+                break
+            key = parent(key)
+
+    def exists(self, path):
+        k = norm(path)
+        return k in self.files or k in self.dirs
+
+    def write(self, path, data, append=False):
+        """Writes a file; an error text when its folder does not exist."""
+        k = norm(path)
+        if k == norm(CWD + r"\nul") or path.strip().strip('"').lower() == "nul":
+            return None
+        if parent(k) not in self.dirs:
+            return "The system cannot find the path specified.\r\n"
+        if k in self.dirs:
+            return "Access is denied.\r\n"
+        self.files[k] = (self.files.get(k, b"") if append else b"") + data
+        self.display.setdefault(k, path.strip().strip('"'))
+        return None
+
+    def read(self, path):
+        return self.files.get(norm(path))
+
+    def remove(self, path):
+        k = norm(path)
+        self.display.pop(k, None)
+        return self.files.pop(k, None) is not None
+
+    # -- boots --------------------------------------------------------------
+    def boot(self):
+        """A (re)boot: a new boot time (not with --wrong-os), the pending
+        computer name applied, every shell gone."""
+        with self.lock:
+            self.boots += 1
+            if self.boot_time is None or not self.cfg.wrong_os:
+                self.boot_time = time.time()
+            if self.pending_name:
+                self.name, self.pending_name = self.pending_name.upper(), None
+            self.shells = {}
+            self.shell_logons = {}
+            self.up = True
+            self.dump()
+
+    def dump(self):
+        if not self.cfg.state_file:
+            return
+        present = [f for f in ANSWER_FILES if norm(f) in self.files]
+        present += [self.display.get(norm(f), f) for f in self.cfg.answer_files
+                    if norm(f) in self.files and f not in present]
+        state = {
+            "up": self.up,
+            "boots": self.boots,
+            "boot_time": net_time(self.boot_time) if self.boot_time else None,
+            "computer_name": self.name,
+            "pending_computer_name": self.pending_name,
+            "accounts": self.accounts,
+            "administrator_password": self.accounts.get("Administrator"),
+            "registry": {k: {n: v[1] for n, v in vals.items()} for k, vals in self.registry.items()},
+            "fDenyTSConnections": int(self.registry.get(RDP_KEY.lower(), {})
+                                      .get("fDenyTSConnections", ("", "1"))[1], 0),
+            "rdp_firewall_enabled": self.rdp_firewall,
+            "legacy_firewall": self.legacy_firewall,
+            "firewall_rules": self.rules,
+            "icmp_rules": self.rules.count("reimage ICMPv4 echo"),
+            "powercfg": self.powercfg,
+            "answer_files": present,
+            "files": sorted(self.display.get(k, k) for k in self.files),
+            "dirs": sorted(self.dirs),
+            "scripts_run": self.scripts_run,
+            "commands": self.commands,
+        }
+        tmp = self.cfg.state_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, self.cfg.state_file)
 
 
 def split_line(line):
     """Splits a command line at spaces, keeping "quoted parts" together and
-    dropping the quotes (enough of cmd.exe / CommandLineToArgvW for tests)."""
+    dropping the quotes (CommandLineToArgvW, without its backslash rules)."""
     out, cur, quoted, has = [], [], False, False
     for ch in line:
         if ch == '"':
@@ -159,90 +319,652 @@ def split_line(line):
     return out
 
 
-def simulate(machine, line):
-    """Returns (stdout bytes, stderr bytes, exit code, seconds to run); for
-    a command that reads stdin, the last item is instead a function that
-    gets all of stdin (under the machine lock) and returns (stdout, stderr,
-    exit code)."""
-    words = split_line(line)
-    if len(words) >= 2 and words[0].lower() in ("cmd", "cmd.exe") and words[1].lower() == "/c":
-        line = line.split(None, 2)[2] if len(line.split(None, 2)) > 2 else ""
-        words = words[2:]
-    if not words:
-        return b"", b"", 0, 0.0
-    cmd = words[0].lower()
-    # Output redirection for echo / type nul: TEXT>>FILE or TEXT>FILE.
-    redirect = re.fullmatch(r'(?is)\s*(\S+)\s?(.*?)\s*(>>|>)\s*"?([^"]+?)"?\s*', line)
-    with machine.lock:
-        if cmd == "echo" and redirect:
-            text = redirect.group(2)
-            append = redirect.group(3) == ">>"
-            path = redirect.group(4).lower()
-            prev = machine.files.get(path, b"") if append else b""
-            machine.files[path] = prev + text.encode() + b"\r\n"
-            return b"", b"", 0, 0.0
-        if cmd == "echo":
-            text = line.strip()[4:].strip()
-            return text.encode() + b"\r\n", b"", 0, 0.0
-        if cmd == "findstr" and redirect and len(words) >= 2 and words[1] == "^":
-            # Copies stdin to FILE once the client sends stdin with End="true".
-            path = redirect.group(4).lower()
+# -- cmd.exe ------------------------------------------------------------------
+# WinRM runs a command line through cmd.exe (WINRS_SKIP_CMD_SHELL=FALSE):
+# %VAR% expands, unquoted & && || | chain commands, > >> 2> redirect, ^
+# escapes. The programs get the rest as their command line.
 
-            def on_stdin(data, machine=machine, path=path):
-                machine.files[path] = data
-                return b"", b"", 0
+def cmd_split(line):
+    """[(operator before, segment)] at unquoted &, &&, ||, |."""
+    segs, cur, quoted, op, i = [], [], False, None, 0
+    while i < len(line):
+        c = line[i]
+        if c == '"':
+            quoted = not quoted
+            cur.append(c)
+        elif c == "^" and not quoted and i + 1 < len(line):
+            cur.append(line[i + 1])
+            i += 1
+        elif c in "&|" and not quoted:
+            segs.append((op, "".join(cur)))
+            cur = []
+            if line[i:i + 2] in ("&&", "||"):
+                op = line[i:i + 2]
+                i += 1
+            else:
+                op = c
+        else:
+            cur.append(c)
+        i += 1
+    segs.append((op, "".join(cur)))
+    return segs
 
-            return b"", b"", 0, on_stdin
-        if cmd == "type" and redirect and len(words) >= 2 and words[1].lower() == "nul":
-            machine.files[redirect.group(4).lower()] = b""
-            return b"", b"", 0, 0.0
-        if cmd == "type" and len(words) == 2:
-            data = machine.files.get(words[1].lower())
+
+def cmd_redirects(seg):
+    """(segment without redirections, [(fd, append, target)])."""
+    out, reds, quoted, i = [], [], False, 0
+    while i < len(seg):
+        c = seg[i]
+        if c == '"':
+            quoted = not quoted
+        if c == ">" and not quoted:
+            fd = 1
+            if out and out[-1] in "12" and (len(out) == 1 or out[-2] in " \t"):
+                fd = int(out.pop())
+            append = seg[i:i + 2] == ">>"
+            i += 2 if append else 1
+            while i < len(seg) and seg[i] in " \t":
+                i += 1
+            m = re.match(r'"[^"]*"|[^\s<>&|]+', seg[i:])
+            target = m.group(0) if m else ""
+            i += len(target)
+            reds.append((fd, append, target))
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out), reds
+
+
+class Shell:
+    """Runs command lines on a Machine, as cmd.exe and the programs would."""
+
+    def __init__(self, m):
+        self.m = m
+
+    def expand(self, line):
+        env = {"temp": r"C:\Windows\Temp", "tmp": r"C:\Windows\Temp", "systemroot": r"C:\Windows",
+               "windir": r"C:\Windows", "computername": self.m.name, "username": "Administrator"}
+        return re.sub(r"%(\w+)%", lambda mt: env.get(mt.group(1).lower(), mt.group(0)), line)
+
+    def line(self, line):
+        """Runs a whole cmd.exe line."""
+        segs = cmd_split(self.expand(line))
+        if len(segs) == 1:
+            return self.simple(segs[0][1], True)
+        res, piped = Result(), None
+        for op, seg in segs:
+            if op == "&&" and res.code != 0 or op == "||" and res.code == 0:
+                continue
+            r = self.simple(seg, False, piped if op == "|" else None)
+            if op == "|":
+                r.err = res.err + r.err
+            else:
+                r.out, r.err = res.out + r.out, res.err + r.err
+            piped = r.out if op != "|" else None
+            res = r
+        return res
+
+    def simple(self, seg, may_read_stdin, stdin=None):
+        text, reds = cmd_redirects(seg)
+        r = self.run(text.strip(), stdin)
+        if r.on_stdin is not None and not may_read_stdin:
+            r.out, r.err, r.code = r.on_stdin(b"")
+            r.on_stdin = None
+        return self.redirect(r, reds)
+
+    def redirect(self, r, reds):
+        if not reds:
+            return r
+        for fd, _, target in reds:
+            if target.strip('"').lower() != "nul" and parent(norm(target)) not in self.m.dirs:
+                return fail("The system cannot find the path specified.\r\n")
+
+        def apply(out, err, code):
+            for fd, append, target in reds:
+                data = out if fd == 1 else err
+                self.m.write(target, data, append)
+                if fd == 1:
+                    out = b""
+                else:
+                    err = b""
+            return out, err, code
+
+        if r.on_stdin is not None:
+            inner = r.on_stdin
+            r.on_stdin = lambda data: apply(*inner(data))
+        else:
+            # The target is created (or truncated) even when nothing is written.
+            r.out, r.err, r.code = apply(r.out, r.err, r.code)
+        return r
+
+    def run(self, text, stdin=None):
+        """One simple command (redirections removed)."""
+        words = split_line(text)
+        if not words:
+            return Result()
+        # cmd.exe ends a command name at ; , = as well as at a space.
+        mt = re.match(r"[^;,=]+", words[0])
+        if mt and mt.group(0) != words[0]:
+            words[0:1] = [mt.group(0), words[0][len(mt.group(0)):].lstrip(";,=")]
+            words = [w for w in words if w]
+        prog = words[0].lower()
+        base = re.sub(r"\.(exe|com)$", "", prog.rsplit("\\", 1)[-1])
+        if base == "cmd" and len(words) >= 2 and words[1].lower() in ("/c", "/s", "/q"):
+            rest = re.split(r"(?i)/c\s?", text, 1)
+            return self.line(rest[1] if len(rest) > 1 else "")
+        if base == "if":
+            return self.cmd_if(text)
+        if base == "echo":
+            t = text[4:].strip()
+            if t == "" or t.lower() in ("on", "off"):
+                return Result(b"ECHO is on.\r\n" if t == "" else b"")
+            return Result(t.encode() + b"\r\n")
+        handler = getattr(self, "p_" + base.replace("-", "_"), None)
+        if handler is not None and not self.m.exists(words[0]):
+            return handler(words[1:], text, stdin)
+        if self.m.read(words[0]) is not None:
+            return self.script(words[0], words[1:])
+        return fail(NOT_RECOGNIZED.format(words[0]))
+
+    def script(self, path, args):
+        """Runs an uploaded script: recorded; exits with the code of its
+        first `exit [/b] N` line, else 0."""
+        data = self.m.read(path) or b""
+        self.m.scripts_run.append(path)
+        code = 0
+        for ln in data.decode("utf-8", "replace").splitlines():
+            mt = re.match(r"(?i)^\s*exit\s+(?:/b\s+)?(\d+)\s*$", ln)
+            if mt:
+                code = int(mt.group(1))
+                break
+        return Result(f"ran {path}\r\n".encode(), b"", code)
+
+    def cmd_if(self, text):
+        mt = re.match(r'(?is)^if\s+(not\s+)?exist\s+("[^"]*"|\S+)\s+(.+)$', text)
+        if not mt:
+            return fail("The syntax of the command is incorrect.\r\n")
+        there = self.m.exists(mt.group(2))
+        if there == bool(mt.group(1)):
+            return Result()
+        return self.line(mt.group(3))
+
+    # -- programs (words after the program name, quotes removed) -------------
+    def p_hostname(self, a, text, stdin):
+        if a:
+            return fail("sethostname: Use the Network Control Panel Applet to set hostname.\r\n")
+        return Result(self.m.name.encode() + b"\r\n")
+
+    def p_set_name(self, a, text, stdin):
+        """Stand-in only: changes the machine name now."""
+        if len(a) != 1:
+            return fail(NOT_RECOGNIZED.format("set-name"))
+        self.m.name = a[0]
+        return Result()
+
+    def p_exit(self, a, text, stdin):
+        a = [w for w in a if w.lower() != "/b"]
+        try:
+            return Result(code=int(a[0]) if a else 0)
+        except ValueError:
+            return Result()
+
+    def p_sleep(self, a, text, stdin):
+        """Stand-in only: finishes after SECONDS."""
+        try:
+            secs = float(a[0]) if len(a) == 1 else -1
+        except ValueError:
+            secs = -1
+        if secs < 0:
+            return fail(NOT_RECOGNIZED.format("sleep"))
+        return Result(f"slept {a[0]}\r\n".encode(), secs=secs)
+
+    def p_type(self, a, text, stdin):
+        if len(a) != 1:
+            return fail("The syntax of the command is incorrect.\r\n")
+        if a[0].lower() == "nul":
+            return Result()
+        data = self.m.read(a[0])
+        if data is None:
+            return fail("The system cannot find the file specified.\r\n")
+        return Result(data)
+
+    def p_del(self, a, text, stdin):
+        names = [w for w in a if not w.startswith("/")]
+        if not names:
+            return fail("The syntax of the command is incorrect.\r\n")
+        err = b""
+        for n in names:
+            if not self.m.remove(n):
+                err += f"Could Not Find {n}\r\n".encode()
+        return Result(b"", err, 0)
+
+    p_erase = p_del
+
+    def p_mkdir(self, a, text, stdin):
+        if len(a) != 1:
+            return fail("The syntax of the command is incorrect.\r\n")
+        if self.m.exists(a[0]):
+            return fail(f"A subdirectory or file {a[0]} already exists.\r\n")
+        self.m.mkdirs(norm(a[0]))
+        return Result()
+
+    p_md = p_mkdir
+
+    def p_findstr(self, a, text, stdin):
+        # `findstr "^"` copies every line of stdin (a pipe or the Send action).
+        if a != ["^"]:
+            return fail("FINDSTR: stand-in knows only findstr \"^\"\r\n", 2)
+        if stdin is not None:
+            return Result(stdin)
+        return Result(on_stdin=lambda data: (data, b"", 0))
+
+    def p_certutil(self, a, text, stdin):
+        args = [w for w in a if w.lower() != "-f"]
+        if len(args) == 3 and args[0].lower() == "-decode":
+            src = self.m.read(args[1])
+            if src is None:
+                return Result(b"CertUtil: -decode command FAILED: 0x80070002 (WIN32: 2 ERROR_FILE_NOT_FOUND)\r\n",
+                              b"", 2)
+            try:
+                data = base64.b64decode(b"".join(src.split()), validate=True)
+            except ValueError:
+                return Result(b"CertUtil: -decode command FAILED: 0x80090005 (NTE_BAD_DATA)\r\n", b"", 1)
+            if self.m.read(args[2]) is not None and "-f" not in [w.lower() for w in a]:
+                return Result(b"CertUtil: -decode command FAILED: 0x80070050 (WIN32: 80 ERROR_FILE_EXISTS)\r\n",
+                              b"", 1)
+            if self.m.write(args[2], data):
+                return Result(b"CertUtil: -decode command FAILED: 0x80070003 (WIN32: 3 ERROR_PATH_NOT_FOUND)\r\n",
+                              b"", 3)
+            msg = (f"Input Length = {len(src)}\r\nOutput Length = {len(data)}\r\n"
+                   "CertUtil: -decode command completed successfully.\r\n")
+            return Result(msg.encode())
+        return Result(b"CertUtil: Unknown arguments.\r\n", b"", 87)
+
+    def p_reg(self, a, text, stdin):
+        """reg add KEY /v NAME /t TYPE /d DATA /f  and  reg query KEY /v NAME."""
+        if len(a) < 2 or a[0].lower() not in ("add", "query"):
+            return fail("ERROR: Invalid syntax.\r\nType \"REG /?\" for usage.\r\n")
+        key = re.sub(r"(?i)^HKEY_LOCAL_MACHINE\\", lambda _: "HKLM\\", a[1])
+        opts, rest, i = {}, a[2:], 0
+        while i < len(rest):
+            o = rest[i].lower()
+            if o == "/f":
+                opts["f"] = True
+                i += 1
+            elif o in ("/v", "/t", "/d") and i + 1 < len(rest):
+                opts[o[1]] = rest[i + 1]
+                i += 2
+            else:
+                return fail("ERROR: Invalid syntax.\r\nType \"REG /?\" for usage.\r\n")
+        if not key.lower().startswith("hklm\\"):
+            return fail("ERROR: Invalid key name.\r\nType \"REG /?\" for usage.\r\n")
+        vals = self.m.registry.get(key.lower())
+        if a[0].lower() == "query":
+            v = (vals or {}).get(opts.get("v", ""))
+            if v is None:
+                return fail("ERROR: The system was unable to find the specified registry key or value.\r\n")
+            return Result(f"\r\n{key}\r\n    {opts['v']}    {v[0]}    0x{int(v[1]):x}\r\n\r\n".encode())
+        if "v" not in opts or "d" not in opts:
+            return fail("ERROR: Invalid syntax.\r\nType \"REG /?\" for usage.\r\n")
+        typ = opts.get("t", "REG_SZ").upper()
+        if typ == "REG_DWORD" and not re.fullmatch(r"\d+|0x[0-9a-fA-F]+", opts["d"]):
+            return fail("ERROR: Invalid syntax.\r\n")
+        vals = self.m.registry.setdefault(key.lower(), {})
+        if opts["v"] in vals and not opts.get("f"):
+            # It would ask "Overwrite (Yes/No)?": no console to answer.
+            return fail("ERROR: stdin is not a console: cannot ask to overwrite\r\n")
+        vals[opts["v"]] = (typ, str(int(opts["d"], 0)) if typ == "REG_DWORD" else opts["d"])
+        return Result(b"The operation completed successfully.\r\n\r\n")
+
+    def p_netsh(self, a, text, stdin):
+        low = [w.lower() for w in a]
+        if low[:2] == ["firewall", "set"]:
+            kv = dict(w.split("=", 1) for w in low[3:] if "=" in w)
+            ok_mode = kv.get("mode") in ("enable", "disable")
+            if low[2:3] == ["service"] and kv.get("type") == "remotedesktop" and ok_mode and len(kv) == len(low) - 3:
+                self.m.legacy_firewall["remotedesktop"] = kv["mode"] == "enable"
+                return Result(b"\r\nIMPORTANT: Command executed successfully.\r\n"
+                              b"However, \"netsh firewall\" is deprecated;\r\nuse \"netsh advfirewall firewall\" "
+                              b"instead.\r\n\r\nOk.\r\n\r\n")
+            if low[2:3] == ["icmpsetting"] and kv.get("type") == "8" and ok_mode and len(kv) == len(low) - 3:
+                self.m.legacy_firewall["icmp8"] = kv["mode"] == "enable"
+                return Result(b"\r\nOk.\r\n\r\n")
+            return Result(b"The syntax supplied for this command is not valid. Check help for the correct syntax.\r\n",
+                          b"", 1)
+        if low[:3] != ["advfirewall", "firewall", low[2] if len(low) > 2 else ""] or len(low) < 4:
+            return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
+        verb = low[2]
+        if low[3:4] != ["rule"]:
+            return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
+        args = a[4:]
+        bad = [w for w in args if "=" not in w and w.lower() != "new"]
+        if bad:
+            return Result(b"A specified value is not valid.\r\n\r\nUsage: ...\r\n", b"", 1)
+        if verb == "set":
+            if "new" not in [w.lower() for w in args]:
+                return Result(b"A specified value is not valid.\r\n", b"", 1)
+            k = [w.lower() for w in args].index("new")
+            where = dict(w.split("=", 1) for w in args[:k])
+            new = dict(w.split("=", 1) for w in args[k + 1:])
+            if set(k.lower() for k in where) != {"group"} or list(k.lower() for k in new) != ["enable"]:
+                return Result(b"A specified value is not valid.\r\n", b"", 1)
+            group = next(iter(where.values())).lower()
+            enable = next(iter(new.values())).lower()
+            if group != "remote desktop":
+                return Result(b"\r\nNo rules match the specified criteria.\r\n\r\n", b"", 1)
+            if enable not in ("yes", "no"):
+                return Result(b"A specified value is not valid.\r\n", b"", 1)
+            self.m.rdp_firewall = enable == "yes"
+            return Result(b"\r\nUpdated 3 rule(s).\r\nOk.\r\n\r\n")
+        kv = {}
+        for w in args:
+            k, v = w.split("=", 1)
+            kv[k.lower()] = v
+        if verb == "delete":
+            if set(kv) - {"name", "dir", "protocol", "profile"} or "name" not in kv:
+                return Result(b"A specified value is not valid.\r\n", b"", 1)
+            n = sum(1 for r in self.m.rules if r.lower() == kv["name"].lower())
+            if n == 0:
+                return Result(b"\r\nNo rules match the specified criteria.\r\n\r\n", b"", 1)
+            self.m.rules = [r for r in self.m.rules if r.lower() != kv["name"].lower()]
+            return Result(f"\r\nDeleted {n} rule(s).\r\nOk.\r\n\r\n".encode())
+        if verb == "add":
+            allowed = {"name", "dir", "action", "protocol", "enable", "profile", "localport", "remoteip"}
+            if set(kv) - allowed or not {"name", "dir", "action"} <= set(kv):
+                return Result(b"A specified value is not valid.\r\n", b"", 1)
+            if kv["dir"].lower() not in ("in", "out") or kv["action"].lower() not in ("allow", "block", "bypass"):
+                return Result(b"A specified value is not valid.\r\n", b"", 1)
+            proto = kv.get("protocol", "any").lower()
+            if not re.fullmatch(r"any|tcp|udp|\d+|icmpv[46](:(\d+|any),(\d+|any))?", proto):
+                return Result(b"A specified protocol value is not valid.\r\n", b"", 1)
+            self.m.rules.append(kv["name"])
+            return Result(b"Ok.\r\n\r\n")
+        return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
+
+    def p_powercfg(self, a, text, stdin):
+        low = [w.lower().replace("-", "/", 1) if w.startswith("-") else w.lower() for w in a]
+        if len(low) == 3 and low[0] in ("/change", "/x") and low[1] in POWERCFG_SETTINGS and low[2].isdigit():
+            self.m.powercfg[low[1]] = int(low[2])
+            return Result()
+        if len(low) == 2 and low[0] in ("/hibernate", "/h") and low[1] in ("on", "off"):
+            self.m.powercfg["hibernate"] = low[1]
+            return Result()
+        return fail("Invalid Parameters -- try \"/?\" for help\r\n")
+
+    def p_powershell(self, a, text, stdin):
+        i = 0
+        while i < len(a):
+            w = a[i].lower()
+            if w in ("-noprofile", "-nop", "-noninteractive", "-noni", "-nologo"):
+                i += 1
+            elif w in ("-executionpolicy", "-ep", "-exec") and i + 1 < len(a):
+                i += 2
+            elif w in ("-command", "-c"):
+                i += 1
+                break
+            elif w in ("-file", "-f"):
+                if i + 1 >= len(a) or self.m.read(a[i + 1]) is None:
+                    path = a[i + 1] if i + 1 < len(a) else ""
+                    return fail(f"The argument '{path}' to the -File parameter does not exist. Provide the "
+                                "path to an existing '.ps1' file as an argument to the -File parameter.\r\n")
+                return self.script(a[i + 1], a[i + 2:])
+            elif w.startswith("-"):
+                return fail(f"-{w[1:]} : The term '{a[i]}' is not recognized as the name of a cmdlet.\r\n")
+            else:
+                break
+        # powershell.exe joins what follows -Command with spaces: the quotes
+        # the command line held are gone by now.
+        return PowerShell(self).run(" ".join(a[i:]))
+
+
+# -- PowerShell -----------------------------------------------------------------
+# Just the statements reimage sends: if / foreach, string literals and +,
+# variables, $env:COMPUTERNAME, Test-Path, Remove-Item, Rename-Computer,
+# (Get-Content -Raw F).Trim(), [adsi] SetPassword, the boot-time query.
+# Anything else: "The term 'X' is not recognized", exit 1.
+
+class PSError(Exception):
+    pass
+
+
+def ps_split(s, sep):
+    parts, cur, depth, q = [], [], 0, None
+    for c in s:
+        if q:
+            if c == q:
+                q = None
+        elif c in "'\"":
+            q = c
+        elif c in "({[":
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+        elif c == sep and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(c)
+    if q or depth:
+        raise PSError("Missing closing quote or bracket: the string is missing the terminator.")
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def ps_group(s, i):
+    """s[i] opens a bracket: (inside, index after the closing one)."""
+    close = {"(": ")", "{": "}", "[": "]"}[s[i]]
+    depth, q = 0, None
+    for j in range(i, len(s)):
+        c = s[j]
+        if q:
+            if c == q:
+                q = None
+        elif c in "'\"":
+            q = c
+        elif c in "({[":
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+            if depth == 0:
+                if c != close:
+                    break
+                return s[i + 1:j], j + 1
+    raise PSError(f"Missing closing '{close}' in statement block or type definition.")
+
+
+LITERAL = r"'(?:[^']|'')*'"
+TERM = re.compile(r"[A-Za-z][\w-]*")
+
+
+class PowerShell:
+    def __init__(self, shell):
+        self.sh = shell
+        self.m = shell.m
+        self.vars = {}
+        self.out = []
+
+    def run(self, script):
+        try:
+            self.block(script)
+        except PSError as e:
+            out = "".join(f"{o}\r\n" for o in self.out).encode()
+            return Result(out, f"{e}\r\n".encode(), 1)
+        return Result("".join(f"{o}\r\n" for o in self.out).encode())
+
+    def block(self, text):
+        for st in ps_split(text, ";"):
+            if st:
+                self.statement(st)
+
+    def statement(self, st):
+        mt = re.match(r"(?i)^(if|foreach)\s*\(", st)
+        if mt:
+            head, j = ps_group(st, mt.end() - 1)
+            rest = st[j:].lstrip()
+            if not rest.startswith("{"):
+                raise PSError(f"Missing statement block after {mt.group(1)} ( condition ).")
+            body, k = ps_group(rest, 0)
+            if rest[k:].strip():
+                raise PSError(f"Unexpected token '{rest[k:].strip()}' in expression or statement.")
+            if mt.group(1).lower() == "if":
+                if self.truthy(self.cond(head)):
+                    self.block(body)
+                return
+            fm = re.fullmatch(r"(?s)\s*\$(\w+)\s+in\s+(.+)", head)
+            if not fm:
+                raise PSError("Missing 'in' after variable in foreach loop.")
+            items = self.expr(fm.group(2))
+            for item in items if isinstance(items, list) else [items]:
+                self.vars[fm.group(1).lower()] = item
+                self.block(body)
+            return
+        mt = re.fullmatch(r"(?s)\$(\w+)\s*=\s*(.+)", st)
+        if mt:
+            self.vars[mt.group(1).lower()] = self.expr(mt.group(2))
+            return
+        mt = re.fullmatch(r"(?is)\(\s*\[adsi\]\s*'WinNT://\./([^',/]+),user'\s*\)\s*\.SetPassword\((.*)\)", st)
+        if mt:
+            user, pw = mt.group(1), self.expr(mt.group(2))
+            if not isinstance(pw, str) or pw == "":
+                raise PSError('Exception calling "SetPassword" with "1" argument(s): "The password does not meet '
+                              'the password policy requirements."')
+            match = [u for u in self.m.accounts if u.lower() == user.lower()]
+            if not match:
+                raise PSError('Exception calling "SetPassword" with "1" argument(s): "The user name could not be '
+                              'found."')
+            self.m.accounts[match[0]] = pw
+            return
+        mt = TERM.match(st)
+        if mt and mt.group(0).lower() in ("remove-item", "rename-computer", "write-output"):
+            return getattr(self, "c_" + mt.group(0).lower().replace("-", "_"))(self.params(st[mt.end():]))
+        v = self.expr(st)
+        if v is not None:
+            self.out.append(self.show(v))
+
+    def params(self, text):
+        """Named (-Name value / -Switch) and positional arguments."""
+        words = ps_split(re.sub(r"\s+", " ", text.strip()), " ") if text.strip() else []
+        named, pos, i = {}, [], 0
+        while i < len(words):
+            w = words[i]
+            if w.startswith("-") and re.fullmatch(r"-[A-Za-z]+", w):
+                name = w[1:].lower()
+                if name in ("force", "recurse", "passthru"):
+                    named[name] = True
+                    i += 1
+                else:
+                    if i + 1 >= len(words):
+                        raise PSError(f"Missing an argument for parameter '{w[1:]}'.")
+                    named[name] = words[i + 1]
+                    i += 2
+            else:
+                pos.append(w)
+                i += 1
+        return named, pos
+
+    def arg(self, w):
+        if re.fullmatch(LITERAL, w) or w.startswith("$") or w.startswith("("):
+            return self.expr(w)
+        return w  # a bare word
+
+    def c_remove_item(self, p):
+        named, pos = p
+        path = named.get("path") or (pos[0] if pos else None)
+        if path is None or set(named) - {"path", "force"} or len(pos) > (0 if "path" in named else 1):
+            raise PSError("Remove-Item : A parameter cannot be found that matches the parameter name.")
+        path = self.arg(path)
+        if not self.m.remove(path):
+            raise PSError(f"Remove-Item : Cannot find path '{path}' because it does not exist.")
+
+    def c_rename_computer(self, p):
+        named, pos = p
+        new = named.get("newname") or (pos[0] if len(pos) == 1 else None)
+        if new is None or set(named) - {"newname", "force", "erroraction", "restart"}:
+            raise PSError("Rename-Computer : A parameter cannot be found that matches the parameter name.")
+        new = self.arg(new)
+        if not re.fullmatch(r"(?=.*[A-Za-z-])[A-Za-z0-9-]{1,15}", new):
+            raise PSError(f"Rename-Computer : Skip computer '{self.m.name}' with new name '{new}' because "
+                          "the new name is not valid.")
+        self.m.pending_name = new
+        self.out.append("WARNING: The changes will take effect after you restart the computer "
+                        f"{self.m.name}.")
+
+    def c_write_output(self, p):
+        named, pos = p
+        for w in pos:
+            self.out.append(self.show(self.arg(w)))
+
+    def cond(self, text):
+        parts = re.split(r"(?i)\s+-(ne|eq)\s+", text.strip())
+        if len(parts) == 3:
+            a, b = self.expr(parts[0]), self.expr(parts[2])
+            same = str(a).lower() == str(b).lower()
+            return same if parts[1].lower() == "eq" else not same
+        return self.expr(text)
+
+    @staticmethod
+    def truthy(v):
+        return bool(v)
+
+    @staticmethod
+    def show(v):
+        if isinstance(v, bool):
+            return "True" if v else "False"
+        if isinstance(v, list):
+            return "\r\n".join(PowerShell.show(x) for x in v)
+        return str(v)
+
+    def expr(self, text):
+        t = text.strip()
+        if not t:
+            raise PSError("An expression was expected after '('.")
+        parts = ps_split(t, "+")
+        if len(parts) > 1:
+            vals = [self.expr(x) for x in parts]
+            return "".join(self.show(v) for v in vals)
+        if re.fullmatch(LITERAL, t):
+            return t[1:-1].replace("''", "'")
+        if t.startswith('"') and t.endswith('"') and len(t) >= 2:
+            return re.sub(r"\$(env:)?(\w+)", lambda mt: self.show(self.var(mt.group(0))), t[1:-1])
+        if t.startswith("$"):
+            return self.var(t)
+        if t.startswith("@(") and t.endswith(")"):
+            inner, _ = ps_group(t, 1)
+            return [self.expr(x) for x in ps_split(inner, ",") if x]
+        mt = re.fullmatch(r"(?is)\(\s*Get-Content\s+-Raw\s+(.+?)\s*\)\s*\.Trim\(\)", t)
+        if mt:
+            path = self.arg(mt.group(1))
+            data = self.m.read(path)
             if data is None:
-                return b"", b"The system cannot find the file specified.\r\n", 1, 0.0
-            return data, b"", 0, 0.0
-        if cmd == "del":
-            names = [w for w in words[1:] if not w.startswith("/")]
-            for n in names:
-                machine.files.pop(n.lower(), None)
-            return b"", b"", 0, 0.0
-        if cmd in ("certutil", "certutil.exe"):
-            args = [w for w in words[1:] if w.lower() != "-f"]
-            if len(args) == 3 and args[0].lower() == "-decode":
-                src = machine.files.get(args[1].lower())
-                if src is None:
-                    return (b"CertUtil: -decode command FAILED: 0x80070002 (WIN32: 2 ERROR_FILE_NOT_FOUND)\r\n",
-                            b"", 2, 0.0)
-                try:
-                    data = base64.b64decode(b"".join(src.split()), validate=True)
-                except ValueError:
-                    return b"CertUtil: -decode command FAILED: 0x80090005 (NTE_BAD_DATA)\r\n", b"", 1, 0.0
-                machine.files[args[2].lower()] = data
-                msg = (f"Input Length = {len(src)}\r\nOutput Length = {len(data)}\r\n"
-                       "CertUtil: -decode command completed successfully.\r\n")
-                return msg.encode(), b"", 0, 0.0
-            return b"CertUtil: Unknown arguments.\r\n", b"", 87, 0.0
-        if cmd == "hostname" and len(words) == 1:
-            return machine.name.encode() + b"\r\n", b"", 0, 0.0
-        if cmd == "set-name" and len(words) == 2:
-            machine.name = words[1]
-            return b"", b"", 0, 0.0
-        if cmd == "exit":
-            try:
-                code = int(words[1]) if len(words) > 1 else 0
-            except ValueError:
-                code = 0
-            return b"", b"", code, 0.0
-        if cmd == "sleep" and len(words) == 2:
-            try:
-                secs = float(words[1])
-            except ValueError:
-                secs = -1
-            if secs >= 0:
-                return f"slept {words[1]}\r\n".encode(), b"", 0, secs
-    msg = (f"'{words[0]}' is not recognized as an internal or external command,\r\n"
-           "operable program or batch file.\r\n")
-    return b"", msg.encode(), 1, 0.0
+                raise PSError(f"Get-Content : Cannot find path '{path}' because it does not exist.")
+            return data.decode("utf-8-sig", "replace").strip()
+        if re.fullmatch(r"(?is)\(\s*Get-CimInstance\s+(-ClassName\s+)?Win32_OperatingSystem\s*\)"
+                        r"\.LastBootUpTime\.ToUniversalTime\(\)\.ToString\(\s*'o'\s*\)", t):
+            return net_time(self.m.boot_time)
+        mt = re.fullmatch(r"(?is)Test-Path\s+(.+)", t)
+        if mt:
+            return self.m.exists(self.arg(mt.group(1).strip()))
+        if t.startswith("(") and t.endswith(")"):
+            inner, j = ps_group(t, 0)
+            if j == len(t):
+                return self.expr(inner)
+        word = TERM.match(t)
+        name = word.group(0) if word else t.split()[0]
+        raise PSError(f"{name} : The term '{name}' is not recognized as the name of a cmdlet, function, "
+                      "script file, or operable program. Check the spelling of the name, or if a path was "
+                      "included, verify that the path is correct and try again.")
+
+    def var(self, ref):
+        if ref.lower() == "$env:computername":
+            return self.m.name
+        if ref.lower().startswith("$env:"):
+            return ""
+        if ref.lower() in ("$true", "$false"):
+            return ref.lower() == "$true"
+        name = ref[1:].lower()
+        if not re.fullmatch(r"\w+", name):
+            raise PSError(f"Unexpected token '{ref}' in expression or statement.")
+        return self.vars.get(name)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -269,8 +991,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def authorized(self):
+    def authorized(self, root):
+        """HTTP Basic against the machine's accounts. A shell keeps the logon
+        it was opened with (stand-in assumption): after SetPassword changes
+        the password of the user it runs as, its open shell still answers,
+        new shells need the new password."""
         cfg = self.server.cfg
+        self.creds = None
         if cfg.user is None:
             return True
         header = self.headers.get("Authorization", "")
@@ -281,7 +1008,17 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return False
         user, _, password = decoded.partition(":")
-        return user == cfg.user and password == cfg.password
+        self.creds = (user.lower(), password)
+        machine = self.server.machine
+        shell_id = None
+        for sel in root.iter():
+            if local(sel.tag) == "Selector" and sel.get("Name") == "ShellId":
+                shell_id = (sel.text or "").strip()
+        with machine.lock:
+            if shell_id and machine.shell_logons.get(shell_id) == self.creds:
+                return True
+            # Windows user names are case-insensitive; passwords are not.
+            return any(u.lower() == user.lower() and p == password for u, p in machine.accounts.items())
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -305,7 +1042,7 @@ class Handler(BaseHTTPRequestHandler):
                                         2150858817))
         if find(root, "Identify") is not None and find(root, "Identify").tag == f"{{{NS_WSMID}}}Identify":
             return self.send(200, self.identify())
-        if not self.authorized():
+        if not self.authorized(root):
             self.send_response(401)
             self.send_header("WWW-Authenticate", "Negotiate")
             self.send_header("WWW-Authenticate", 'Basic realm="WSMAN"')
@@ -313,6 +1050,7 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         status, text = self.dispatch(root)
+        self.server.machine_changed()
         self.send(status, text)
 
     def identify(self):
@@ -359,6 +1097,7 @@ class Handler(BaseHTTPRequestHandler):
             sid = str(uuid.uuid4()).upper()
             with machine.lock:
                 machine.shells[sid] = {}
+                machine.shell_logons[sid] = self.creds
             body_xml = (
                 "<x:ResourceCreated>"
                 f"<a:Address>http://127.0.0.1:{self.server.server_address[1]}/wsman</a:Address>"
@@ -384,6 +1123,7 @@ class Handler(BaseHTTPRequestHandler):
         if action == A_DELETE:
             with machine.lock:
                 machine.shells.pop(shell_id, None)
+                machine.shell_logons.pop(shell_id, None)
             return 200, envelope("http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", mid, "")
 
         if action == A_COMMAND:
@@ -394,15 +1134,21 @@ class Handler(BaseHTTPRequestHandler):
             parts = [(find(cl, "Command").text or "").strip()]
             parts += [(el.text or "") for el in cl if local(el.tag) == "Arguments"]
             line = " ".join(p for p in parts if p != "")
-            out, err, code, secs = simulate(machine, line)
+            self.server.first_command()
+            with machine.lock:
+                machine.commands.append(line)
+                try:
+                    r = Shell(machine).line(line)
+                except Exception:  # a stand-in bug: say so, loudly, as a failed command
+                    traceback.print_exc()
+                    r = fail("winrm-standin: internal error simulating this command\r\n", 99)
             cid = str(uuid.uuid4()).upper()
-            entry = {"stdout": out, "stderr": err, "code": code, "line": line,
-                     "stdin": b"", "on_stdin": None}
-            if callable(secs):
-                entry["on_stdin"] = secs
+            entry = {"stdout": r.out, "stderr": r.err, "code": r.code, "line": line,
+                     "stdin": b"", "on_stdin": r.on_stdin}
+            if r.on_stdin is not None:
                 entry["ready_at"] = float("inf")
             else:
-                entry["ready_at"] = time.monotonic() + secs
+                entry["ready_at"] = time.monotonic() + r.secs
             with machine.lock:
                 shell[cid] = entry
             body_xml = f"<rsp:CommandResponse><rsp:CommandId>{cid}</rsp:CommandId></rsp:CommandResponse>"
@@ -478,17 +1224,105 @@ class Server(ThreadingHTTPServer):
 
     daemon_threads = True
     tls = None
+    life = None
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.conns = set()
+        self.conns_lock = threading.Lock()
+
+    @property
+    def machine(self):
+        return self.life.machine
+
+    @property
+    def cfg(self):
+        return self.life.cfg
+
+    def machine_changed(self):
+        with self.machine.lock:
+            self.machine.dump()
+
+    def first_command(self):
+        self.life.first_command()
+
+    def handle_error(self, request, client_address):
+        # A simulated reboot cuts connections: no tracebacks for those.
+        if not self.life.rebooting:
+            super().handle_error(request, client_address)
 
     def finish_request(self, request, client_address):
-        if self.tls is not None:
-            try:
-                request.settimeout(10)
-                request = self.tls.wrap_socket(request, server_side=True)
-                request.settimeout(None)
-            except (ssl.SSLError, OSError) as e:
-                sys.stderr.write(f"winrm-standin: TLS handshake with {client_address} failed: {e}\n")
+        with self.conns_lock:
+            self.conns.add(request)
+        try:
+            if self.tls is not None:
+                try:
+                    request.settimeout(10)
+                    request = self.tls.wrap_socket(request, server_side=True)
+                    request.settimeout(None)
+                except (ssl.SSLError, OSError) as e:
+                    sys.stderr.write(f"winrm-standin: TLS handshake with {client_address} failed: {e}\n")
+                    return
+            super().finish_request(request, client_address)
+        finally:
+            with self.conns_lock:
+                self.conns.discard(request)
+
+    def cut(self):
+        """Stops listening and drops every open connection, as a computer
+        that goes down does."""
+        self.shutdown()
+        self.server_close()
+        with self.conns_lock:
+            for c in list(self.conns):
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class Life:
+    """The listener's lifetime: up, and with --reboot-after, down for
+    --down-for seconds once, then up again on a new boot."""
+
+    def __init__(self, args, cfg):
+        self.args = args
+        self.cfg = cfg
+        self.machine = Machine(cfg)
+        self.server = None
+        self.rebooting = False
+        self.timer = None
+        self.lock = threading.Lock()
+
+    def listen(self):
+        server = Server((self.args.host, self.args.port), Handler)
+        server.life = self
+        if self.args.tls_cert:
+            server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            server.tls.load_cert_chain(self.args.tls_cert, self.args.tls_key)
+        self.server = server
+        self.machine.boot()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def first_command(self):
+        with self.lock:
+            if self.args.reboot_after is None or self.timer is not None:
                 return
-        super().finish_request(request, client_address)
+            self.timer = threading.Timer(self.args.reboot_after, self.reboot)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def reboot(self):
+        sys.stderr.write("winrm-standin: simulated reboot: going down\n")
+        self.rebooting = True
+        self.server.cut()
+        with self.machine.lock:
+            self.machine.up = False
+            self.machine.dump()
+        time.sleep(self.args.down_for)
+        self.rebooting = False
+        self.listen()
+        sys.stderr.write(f"winrm-standin: back up (boot {self.machine.boots})\n")
 
 
 def main():
@@ -500,11 +1334,23 @@ def main():
     p.add_argument("--delay-start", type=float, default=0.0)
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--state-file", help="dump the simulated Windows state here (JSON) after every change")
+    p.add_argument("--answer-files", default="",
+                   help="comma-separated Sysprep answer files present at start, or 'all'")
+    p.add_argument("--reboot-after", type=float,
+                   help="simulate a Sysprep reboot this many seconds after the first command")
+    p.add_argument("--down-for", type=float, default=2.0, help="how long the simulated reboot takes")
+    p.add_argument("--wrong-os", action="store_true",
+                   help="the boot time never changes (a reboot brings back the same OS)")
     a = p.parse_args()
 
     class Cfg:
         user = a.user
         password = ""
+        state_file = a.state_file
+        wrong_os = a.wrong_os
+        answer_files = (ANSWER_FILES if a.answer_files == "all"
+                        else [f for f in a.answer_files.split(",") if f])
 
     if a.password_file:
         with open(a.password_file, encoding="utf-8") as f:
@@ -512,15 +1358,14 @@ def main():
     if a.delay_start > 0:
         time.sleep(a.delay_start)
 
-    server = Server((a.host, a.port), Handler)
-    server.cfg = Cfg
-    server.machine = Machine()
-    if a.tls_cert:
-        server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server.tls.load_cert_chain(a.tls_cert, a.tls_key)
+    life = Life(a, Cfg)
+    life.listen()
     print(f"winrm-standin listening on {a.host}:{a.port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        server.serve_forever(poll_interval=0.1)
+        while not stop.wait(3600):
+            pass
     except KeyboardInterrupt:
         pass
 
