@@ -86,18 +86,6 @@ struct Module {
 
 impl OsModule for Module {
     fn before_load(&self, plan: &Plan, state: &StateDir, report: &Reporter) {
-        if matches!(
-            plan.provisioner.1,
-            crate::provision::ProvisionerConfig::Lab(_)
-        ) {
-            // A standing machine is not loaded and does not reboot: its boot
-            // id stays the same, and post-load must not wait for a new one.
-            report.info("standing machine (lab): boot-id check skipped");
-            if let Err(e) = state.write_boot_id(&plan.computer.name, None) {
-                report.warn(&format!("cannot clear the boot id: {e:#}"));
-            }
-            return;
-        }
         let scratch = state
             .computer_dir(&plan.computer.name)
             .join("known_hosts.before-load");
