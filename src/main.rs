@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod control;
 mod duration;
+mod encoding;
 mod exec;
 mod os;
 mod outcome;

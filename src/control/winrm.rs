@@ -16,6 +16,7 @@
 //! password never appears in them, in logs, or in any process's argv.
 
 use super::{Channel, ChannelError, CommandOutput};
+use crate::encoding;
 use crate::signal;
 use anyhow::{Context, anyhow};
 use std::fmt;
@@ -182,7 +183,10 @@ impl WinRm {
                 })?;
                 let password = text.lines().next().unwrap_or("");
                 let pair = format!("{}:{}", cfg.user, password);
-                Some(Secret(format!("Basic {}", base64_encode(pair.as_bytes()))))
+                Some(Secret(format!(
+                    "Basic {}",
+                    encoding::base64_encode(pair.as_bytes())
+                )))
             }
         };
 
@@ -409,15 +413,15 @@ impl WinRm {
              <w:Locale xml:lang=\"en-US\" s:mustUnderstand=\"false\"/>\
              <p:DataLocale xml:lang=\"en-US\" s:mustUnderstand=\"false\"/>\
              <w:OperationTimeout>{}</w:OperationTimeout>",
-            xml_escape(&self.url),
-            xml_escape(action),
+            encoding::xml_escape(&self.url),
+            encoding::xml_escape(action),
             message_id(),
             xs_duration(op_timeout),
         ));
         if let Some(id) = shell_id {
             s.push_str(&format!(
                 "<w:SelectorSet><w:Selector Name=\"ShellId\">{}</w:Selector></w:SelectorSet>",
-                xml_escape(id)
+                encoding::xml_escape(id)
             ));
         }
         if !options.is_empty() {
@@ -425,8 +429,8 @@ impl WinRm {
             for (name, value) in options {
                 s.push_str(&format!(
                     "<w:Option Name=\"{}\">{}</w:Option>",
-                    xml_escape(name),
-                    xml_escape(value)
+                    encoding::xml_escape(name),
+                    encoding::xml_escape(value)
                 ));
             }
             s.push_str("</w:OptionSet>");
@@ -497,10 +501,13 @@ impl WinRm {
         };
         let mut body = format!(
             "<rsp:CommandLine><rsp:Command>{}</rsp:Command>",
-            xml_escape(command)
+            encoding::xml_escape(command)
         );
         for a in args {
-            body.push_str(&format!("<rsp:Arguments>{}</rsp:Arguments>", xml_escape(a)));
+            body.push_str(&format!(
+                "<rsp:Arguments>{}</rsp:Arguments>",
+                encoding::xml_escape(a)
+            ));
         }
         body.push_str("</rsp:CommandLine>");
         let options = [
@@ -543,9 +550,9 @@ impl WinRm {
             check_signal()?;
             let body = format!(
                 "<rsp:Send><rsp:Stream Name=\"stdin\" CommandId=\"{}\"{}>{}</rsp:Stream></rsp:Send>",
-                xml_escape(command_id),
+                encoding::xml_escape(command_id),
                 if i == last { " End=\"true\"" } else { "" },
-                base64_encode(chunk)
+                encoding::base64_encode(chunk)
             );
             self.shell_call("Send", ACTION_SEND, Some(shell_id), &[], &body, deadline)?;
         }
@@ -566,7 +573,7 @@ impl WinRm {
         let mut stderr = Vec::new();
         let body = format!(
             "<rsp:Receive><rsp:DesiredStream CommandId=\"{}\">stdout stderr</rsp:DesiredStream></rsp:Receive>",
-            xml_escape(command_id)
+            encoding::xml_escape(command_id)
         );
         loop {
             check_signal()?;
@@ -614,7 +621,7 @@ impl WinRm {
     fn terminate(&self, shell_id: &str, command_id: &str) {
         let body = format!(
             "<rsp:Signal CommandId=\"{}\"><rsp:Code>{SIGNAL_TERMINATE}</rsp:Code></rsp:Signal>",
-            xml_escape(command_id)
+            encoding::xml_escape(command_id)
         );
         let deadline = Instant::now() + self.cfg.operation_timeout.min(Duration::from_secs(10));
         let _ = self.shell_call(
@@ -819,26 +826,6 @@ fn xs_duration(d: Duration) -> String {
     format!("PT{}.{:03}S", d.as_secs(), d.subsec_millis())
 }
 
-/// Escapes text for XML element content and double-quoted attributes. The
-/// one escape function every value written into a message goes through.
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry other control characters, even escaped.
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Undoes XML escaping: the five named entities and numeric references;
 /// anything unknown is kept as written.
 fn xml_unescape(s: &str) -> String {
@@ -1039,7 +1026,7 @@ fn parse_receive(xml: &str) -> anyhow::Result<ReceiveChunk> {
     }
     let mut chunk = ReceiveChunk::default();
     for s in elements(xml, "Stream") {
-        let data = base64_decode(&s.text())
+        let data = encoding::base64_decode(&s.text())
             .ok_or_else(|| anyhow!("a Stream element holds invalid base64"))?;
         match s.attr("Name").as_deref() {
             Some("stdout") => chunk.stdout.extend(data),
@@ -1075,70 +1062,15 @@ fn snippet(text: &str) -> String {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding (RFC 4648).
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Base64 in CRLF-terminated lines of 76 characters, as certutil writes
 /// and reads it.
 fn base64_lines(data: &[u8]) -> String {
     let mut out = String::new();
     for chunk in data.chunks(57) {
-        out.push_str(&base64_encode(chunk));
+        out.push_str(&encoding::base64_encode(chunk));
         out.push_str("\r\n");
     }
     out
-}
-
-/// Decodes standard base64, ignoring whitespace; None on anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0u32;
-    let mut padding = 0;
-    for c in text.bytes() {
-        if c.is_ascii_whitespace() {
-            continue;
-        }
-        if c == b'=' {
-            padding += 1;
-            continue;
-        }
-        if padding > 0 {
-            return None;
-        }
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if padding > 2 || bits >= 6 {
-        return None;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -1506,15 +1438,18 @@ mod tests {
     #[test]
     fn escape_covers_markup_and_quotes() {
         assert_eq!(
-            xml_escape("a&b<c>d\"e'f"),
+            encoding::xml_escape("a&b<c>d\"e'f"),
             "a&amp;b&lt;c&gt;d&quot;e&apos;f"
         );
-        assert_eq!(xml_escape("plain é 漢"), "plain é 漢");
-        assert_eq!(xml_escape("tab\there\r\n"), "tab\there\r\n");
-        assert_eq!(xml_escape("nul\u{0}bell\u{7}"), "nul\u{FFFD}bell\u{FFFD}");
-        assert_eq!(xml_escape("&amp;"), "&amp;amp;");
+        assert_eq!(encoding::xml_escape("plain é 漢"), "plain é 漢");
+        assert_eq!(encoding::xml_escape("tab\there\r\n"), "tab\there\r\n");
+        assert_eq!(
+            encoding::xml_escape("nul\u{0}bell\u{7}"),
+            "nul\u{FFFD}bell\u{FFFD}"
+        );
+        assert_eq!(encoding::xml_escape("&amp;"), "&amp;amp;");
         for s in ["a&b<c>d\"e'f", "&amp;", "x ; & y", "é&#1;"] {
-            assert_eq!(xml_unescape(&xml_escape(s)), s);
+            assert_eq!(xml_unescape(&encoding::xml_escape(s)), s);
         }
     }
 
@@ -1594,25 +1529,25 @@ mod tests {
 
     #[test]
     fn base64_round_trips() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(encoding::base64_encode(b""), "");
+        assert_eq!(encoding::base64_encode(b"f"), "Zg==");
+        assert_eq!(encoding::base64_encode(b"fo"), "Zm8=");
+        assert_eq!(encoding::base64_encode(b"foo"), "Zm9v");
+        assert_eq!(encoding::base64_encode(b"foobar"), "Zm9vYmFy");
         let all: Vec<u8> = (0..=255).collect();
         for n in 0..all.len() {
             assert_eq!(
-                base64_decode(&base64_encode(&all[..n])).as_deref(),
+                encoding::base64_decode(&encoding::base64_encode(&all[..n])).as_deref(),
                 Some(&all[..n])
             );
         }
         assert_eq!(
-            base64_decode(&base64_lines(&all)).as_deref(),
+            encoding::base64_decode(&base64_lines(&all)).as_deref(),
             Some(&all[..])
         );
         assert!(base64_lines(&all).lines().all(|l| l.len() <= 76));
-        assert_eq!(base64_decode("Zg=x"), None);
-        assert_eq!(base64_decode("Z"), None);
+        assert_eq!(encoding::base64_decode("Zg=x"), None);
+        assert_eq!(encoding::base64_decode("Z"), None);
     }
 
     #[test]

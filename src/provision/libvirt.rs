@@ -158,23 +158,6 @@ impl LibvirtConfig {
     }
 }
 
-/// `s` with the five XML special characters replaced by entities, so a
-/// value is safe in element text and in attribute values of either quote.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// True when `template` uses the placeholder `{name}` (not the literal
 /// `{{name}}`).
 fn uses(template: &str, name: &'static str) -> bool {
@@ -203,8 +186,10 @@ fn overlay_path(disk_dir: &Path, computer: &str) -> PathBuf {
 
 /// Fills the template: every value XML-escaped.
 fn render(template: &str, values: &[(&'static str, String)]) -> String {
-    let escaped: Vec<(&'static str, String)> =
-        values.iter().map(|(k, v)| (*k, xml_escape(v))).collect();
+    let escaped: Vec<(&'static str, String)> = values
+        .iter()
+        .map(|(k, v)| (*k, crate::encoding::xml_escape(v)))
+        .collect();
     expand(template, &escaped)
 }
 
@@ -727,10 +712,13 @@ mod tests {
 
     #[test]
     fn escapes_the_five_xml_specials() {
-        assert_eq!(xml_escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&apos;");
-        assert_eq!(xml_escape("plain-name_1"), "plain-name_1");
-        assert_eq!(xml_escape("&amp;"), "&amp;amp;");
-        assert_eq!(xml_escape("ünï"), "ünï");
+        assert_eq!(
+            crate::encoding::xml_escape("a<b>&\"c'"),
+            "a&lt;b&gt;&amp;&quot;c&apos;"
+        );
+        assert_eq!(crate::encoding::xml_escape("plain-name_1"), "plain-name_1");
+        assert_eq!(crate::encoding::xml_escape("&amp;"), "&amp;amp;");
+        assert_eq!(crate::encoding::xml_escape("ünï"), "ünï");
     }
 
     #[test]

@@ -754,7 +754,7 @@ impl Api {
         }
         let authorization = Secret(format!(
             "Basic {}",
-            base64_encode(format!("{}:{password}", cfg.username).as_bytes())
+            crate::encoding::base64_encode(format!("{}:{password}", cfg.username).as_bytes())
         ));
 
         let mut tls = ureq::tls::TlsConfig::builder();
@@ -1064,29 +1064,6 @@ fn enc(s: &str) -> String {
     out
 }
 
-/// Standard base64 with padding, for the Basic credentials.
-fn base64_encode(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk.len();
-        let b = [
-            chunk[0],
-            if n > 1 { chunk[1] } else { 0 },
-            if n > 2 { chunk[2] } else { 0 },
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= n {
-                out.push(ABC[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1137,11 +1114,14 @@ mod tests {
             "win7%20template%2F%C3%A4%26x%3D1"
         );
         assert_eq!(enc("vm-42"), "vm-42");
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
-        assert_eq!(base64_encode(b"user:pa:ss"), "dXNlcjpwYTpzcw==");
+        assert_eq!(crate::encoding::base64_encode(b""), "");
+        assert_eq!(crate::encoding::base64_encode(b"f"), "Zg==");
+        assert_eq!(crate::encoding::base64_encode(b"fo"), "Zm8=");
+        assert_eq!(crate::encoding::base64_encode(b"foo"), "Zm9v");
+        assert_eq!(
+            crate::encoding::base64_encode(b"user:pa:ss"),
+            "dXNlcjpwYTpzcw=="
+        );
     }
 
     #[test]
