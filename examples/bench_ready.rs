@@ -122,13 +122,40 @@ fn main() {
         t.elapsed().as_secs_f64() * 1000.0 / n as f64
     );
 
-    // Peak RSS of the children run so far (getrusage counts the largest).
-    // SAFETY: getrusage fills a zeroed struct.
-    let rss_kib = unsafe {
+    // Peak RSS of one post-load run (a port that is already open), read
+    // with wait4 for that child alone.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let cfg = dir.join("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let text = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("steps") {
+                format!("steps = [{{ wait = \"port\", port = {port}, timeout = \"60s\" }}]")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&cfg, text).expect("config");
+    let child = Command::new(&bin)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["post-load", "c", "--image", "i"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // SAFETY: wait4 on our own child with zeroed out-parameters.
+    let (status, rss_kib) = unsafe {
+        let mut st = 0;
         let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
-        ru.ru_maxrss
+        libc::wait4(child.id() as libc::pid_t, &mut st, 0, &mut ru);
+        (st, ru.ru_maxrss)
     };
+    drop(l);
+    assert_eq!(status, 0, "post-load did not exit 0");
     println!("peak RSS of a reimage post-load run: {rss_kib} KiB");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -32,7 +32,24 @@ pub fn classify(e: ChannelError, what: String) -> Outcome {
     }
 }
 
-impl Actions<'_> {
+impl<'a> Actions<'a> {
+    /// Actions for `plan` at `attempt`: each command's timeout is the
+    /// profile's `command_timeout` grown for the attempt.
+    pub fn new(
+        plan: &'a Plan,
+        attempt: crate::attempt::Attempt,
+        ch: &'a mut dyn Channel,
+        report: &'a Reporter,
+    ) -> Actions<'a> {
+        let timeout = attempt.scale(plan.profile.command_timeout);
+        Actions {
+            plan,
+            ch,
+            report,
+            timeout,
+        }
+    }
+
     fn output(&self, argv: &[String], out: &CommandOutput) {
         let o = crate::exec::Output {
             code: out.status,

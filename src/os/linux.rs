@@ -70,13 +70,7 @@ pub fn first_boot(
     ch: &mut dyn Channel,
     report: &Reporter,
 ) -> Result<(), Outcome> {
-    let timeout = attempt.scale(plan.profile.command_timeout);
-    let mut a = Actions {
-        plan,
-        ch,
-        report,
-        timeout,
-    };
+    let mut a = Actions::new(plan, attempt, ch, report);
     let name = plan.computer.name.as_str();
     // A hostname or unit that cannot be set will not be fixed by a reload
     // of the same image.

@@ -183,13 +183,7 @@ pub fn first_boot(
     ch: &mut dyn Channel,
     report: &Reporter,
 ) -> Result<(), Outcome> {
-    let timeout = attempt.scale(plan.profile.command_timeout);
-    let mut a = Actions {
-        plan,
-        ch,
-        report,
-        timeout,
-    };
+    let mut a = Actions::new(plan, attempt, ch, report);
     a.run(
         "mkdir-state",
         &argv(&["cmd", "/c", &format!("if not exist {DIR} mkdir {DIR}")]),
