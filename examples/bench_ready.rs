@@ -140,6 +140,8 @@ fn main() {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&cfg, text).expect("config");
+    // Reaped by wait4 below, which std's wait cannot do with rusage.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(&bin)
         .arg("--config")
         .arg(&cfg)

@@ -708,3 +708,81 @@ fn a_port_that_opens_late_is_seen_soon_after() {
         "ready seen {lag:?} after the port opened"
     );
 }
+
+#[test]
+fn a_terminal_gets_a_spinner_with_step_attempt_and_time_left() {
+    // `script` gives reimage a pseudo-terminal for stderr.
+    let port = free_port();
+    let s = setup(
+        "tty",
+        OK,
+        &format!("{{ wait = \"port\", port = {port}, timeout = \"1s\" }}"),
+    );
+    let line = format!(
+        "{} --config {} post-load pc7 --image centos7 --of 2",
+        common::bin().display(),
+        s.path("reimage.toml").display()
+    );
+    let r = run(
+        std::process::Command::new("script").args(["-qec", &line, "/dev/null"]),
+        LIMIT,
+    );
+    assert_eq!(r.code, 75, "{r:?}");
+    assert!(
+        r.stdout.contains("[1/2] pc7 post-load · port 0:0"),
+        "no spinner line: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("left)"),
+        "no time left shown: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("connection refused"), "{}", r.stdout);
+    // Without a terminal: plain lines only, no spinner.
+    let r = run(
+        &mut s.reimage(&["post-load", "pc7", "--image", "centos7", "--of", "2"]),
+        LIMIT,
+    );
+    assert!(
+        !r.stderr.contains("left)") && !r.stderr.contains('\r'),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn ping_and_sleep_steps() {
+    let s = setup(
+        "pingsleep",
+        OK,
+        r#"{ wait = "sleep", name = "settle", duration = "400ms" }, { wait = "ping", timeout = "10s" }"#,
+    );
+    let r = run(
+        &mut s.reimage(&["post-load", "pc7", "--image", "centos7"]),
+        LIMIT,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let ev = s.events("pc7");
+    let ends = of_kind(&ev, "step-end");
+    let settle = ends
+        .iter()
+        .find(|e| e["step"] == "settle")
+        .expect("sleep step");
+    assert!(
+        settle["elapsed_ms"].as_u64().unwrap_or(0) >= 400,
+        "{settle}"
+    );
+    let ping = ends
+        .iter()
+        .find(|e| e["step"] == "ping")
+        .expect("ping step");
+    assert_eq!(ping["result"], "ok");
+    assert!(
+        ping["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("answers ping"),
+        "{ping}"
+    );
+}
