@@ -100,12 +100,20 @@ initrd = "{g}/initramfs.cpio.gz"
 # Attempt 1 never starts its SSH server: post-load must ask for a reload.
 cmdline = "console=ttyS0 quiet reimage.attempt={{attempt}} reimage.nossh=1"
 image_check = {{ command = ["cat", "/etc/reimage-image"], expect = "^tiny-linux$" }}
+# The image's own post-load script, uploaded and run after first boot.
+post_load = ["{script}"]
 
 [computers.demo-vm]
 address = "127.0.0.1"
 port = {port}
 "#,
-        g = g.display()
+        g = g.display(),
+        script = s
+            .script(
+                "motd.sh",
+                "#!/bin/sh\necho \"reserved: $(hostname)\" > /var/lib/reimage/motd\n"
+            )
+            .display()
     ));
     let r = run(
         &mut s.reimage(&[
@@ -166,6 +174,10 @@ port = {port}
             && marker.contains("reservation=r-42")
             && marker.contains("attempt=2"),
         "{marker}"
+    );
+    assert_eq!(
+        guest(&g, port, "cat /var/lib/reimage/motd"),
+        "reserved: demo-vm"
     );
     let boot1 = guest(&g, port, "cat /proc/sys/kernel/random/boot_id");
 
