@@ -18,7 +18,7 @@ const QUICK: &str = "\
 0|noping|powering-on|-
 200|install {osimage}|installing|-
 900|noping|booting|boot
-1200|sshd|booted|boot
+2000|sshd|booted|boot
 ";
 
 /// An install that hangs in the installer.
