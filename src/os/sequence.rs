@@ -167,13 +167,15 @@ impl Sequence<'_> {
             }
             WaitKind::Port | WaitKind::Banner => {
                 let port = self.port_of(s);
-                let addr = match probe::resolve(&plan.computer.address, port) {
-                    Ok(a) => a,
-                    // DNS may come later; a name that never resolves times out.
-                    Err(e) => return self.wait_resolve(&plan.computer.address, port, e, limits),
-                };
+                let host = plan.computer.address.clone();
                 let re = s.regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
                 let probe: Arc<dyn Fn() -> Poll + Send + Sync> = Arc::new(move || {
+                    // Resolved on every probe: a name may appear in DNS only
+                    // once the freshly loaded computer registers it.
+                    let addr = match probe::resolve(&host, port) {
+                        Ok(a) => a,
+                        Err(e) => return Poll::NotYet(e),
+                    };
                     let seen = match &re {
                         Some(re) => probe::banner(addr, re, connect),
                         None => probe::port(addr, connect),
@@ -197,27 +199,6 @@ impl Sequence<'_> {
             WaitKind::Login => self.wait_login(limits),
             WaitKind::Command => self.wait_command(s, limits),
             WaitKind::Reboot => self.wait_reboot(s, limits),
-        }
-    }
-
-    fn wait_resolve(&self, host: &str, port: u16, first: String, limits: Limits) -> Waited {
-        let mut last = first;
-        let host = host.to_string();
-        let w = wait::poll(
-            self.report,
-            limits,
-            Pace::COSTLY,
-            |_| match probe::resolve(&host, port) {
-                Ok(_) => Poll::Ready("resolves".into()),
-                Err(e) => {
-                    last = e.clone();
-                    Poll::NotYet(e)
-                }
-            },
-        );
-        match w {
-            Waited::Ready(..) => Waited::TimedOut(format!("{last} (resolved late: wait again)")),
-            w => w,
         }
     }
 
