@@ -1112,7 +1112,7 @@ class PowerShell:
             inner, j = ps_group(t, 0)
             if j == len(t):
                 return self.expr(inner)
-        word = TERM.match(t)
+        word = TERM.search(t)  # the first command name, inside brackets too
         self.not_recognized(word.group(0) if word else t.split()[0])
 
     @staticmethod
