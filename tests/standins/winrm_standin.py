@@ -1136,6 +1136,10 @@ class PowerShell:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (~40 ms a request), a cost
+    # Windows' HTTP.sys does not have.
+    disable_nagle_algorithm = True
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
 
