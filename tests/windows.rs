@@ -36,7 +36,11 @@ impl Standin {
             .arg(&pw)
             .arg("--state-file")
             .arg(&state)
-            .args(["--answer-files", "all"])
+            .args(if extra.contains(&"--no-powershell") {
+                ["--answer-files", "xp"]
+            } else {
+                ["--answer-files", "all"]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -69,14 +73,19 @@ impl Drop for Standin {
 /// A config for computer `pcw` (127.0.0.1:`port`, lab provisioner) with
 /// images `w7` (virtual) and `w7sys` (Sysprep), over WinRM as
 /// Administrator. `login_pw` goes to the login password file; `response`
-/// is the response step's timeout.
+/// is the response step's timeout. The OS family is windows-6.
 fn config(s: &Scratch, port: u16, login_pw: &str, response: &str) {
+    config_family(s, port, login_pw, response, "windows-6")
+}
+
+/// `config` with OS family `family`.
+fn config_family(s: &Scratch, port: u16, login_pw: &str, response: &str, family: &str) {
     let pw = s.write("secrets/winrm-pw", &format!("{login_pw}\n"));
     let admin = s.write("secrets/admin-pw", &format!("{ADMIN_SECRET}\n"));
     let script = s.write("setup.cmd", "echo configuring\r\nexit /b 0\r\n");
     let os = |extra: &str| {
         format!(
-            "family = \"windows-6\"\nchannel = \"winrm\"\nport = {port}\nuser = \"Administrator\"\n\
+            "family = \"{family}\"\nchannel = \"winrm\"\nport = {port}\nuser = \"Administrator\"\n\
              password_file = \"{}\"\nadmin_password_file = \"{}\"\nstable_for = \"1s\"\n\
              timeouts = {{ initial-wait = \"0s\", response = \"{response}\", login = \"20s\"{extra} }}\n",
             pw.display(),
@@ -250,8 +259,9 @@ fn sysprep_image_waits_for_the_sysprep_reboot() {
 
     let st = w.state();
     assert_eq!(st["boots"], 2, "{st}");
-    let boot1 = st["boot_time"].as_str().unwrap();
-    assert_ne!(boot1, boot0);
+    assert_ne!(st["boot_time"].as_str().unwrap(), boot0);
+    // windows-6 reads the boot time with wmic: WMI's CIM datetime.
+    let boot1 = st["boot_time_cim"].as_str().unwrap();
     let ev = json_lines(&r.stdout);
     let rb = step_end(&ev, "sysprep-reboot");
     assert_eq!(rb["result"], "ok");
@@ -338,4 +348,191 @@ fn running_twice_is_idempotent() {
     assert_eq!(st["administrator_password"], ADMIN_SECRET);
     assert_eq!(st["scripts_run"].as_array().unwrap().len(), 2);
     no_secrets(&s, &r);
+}
+
+/// The ok step-ends, in order.
+fn ok_steps(ev: &[serde_json::Value]) -> Vec<&str> {
+    of_kind(ev, "step-end")
+        .iter()
+        .filter(|e| e["result"] == "ok")
+        .filter_map(|e| e["step"].as_str())
+        .collect()
+}
+
+/// The command lines the stand-in ran.
+fn commands(st: &serde_json::Value) -> Vec<String> {
+    st["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn windows_5_without_powershell() {
+    // --no-powershell: XP / Server 2003 as installed. Everything goes
+    // through cmd.exe, reg, netsh firewall, wmic and cscript.
+    // A Sysprep image: the sysprep-reboot step reads the boot id before
+    // and after the stand-in's reboot.
+    let s = Scratch::new("win5");
+    let port = free_port();
+    let w = Standin::start(
+        &s,
+        port,
+        &["--no-powershell", "--reboot-after", "1", "--down-for", "1"],
+    );
+    config_family(&s, port, LOGIN_PW, "20s", "windows-5");
+    let r = post_load(&s, "w7sys", &["--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    let st = w.state();
+    assert_eq!(st["pending_computer_name"], "pcw", "{st}");
+    assert_eq!(st["computer_name"], "WIN-STANDIN");
+    assert_eq!(st["fDenyTSConnections"], 0);
+    assert_eq!(
+        st["legacy_firewall"],
+        serde_json::json!({"remotedesktop": true, "icmp8": true})
+    );
+    assert_eq!(st["powercfg"]["standby-timeout-ac"], 0);
+    assert_eq!(st["powercfg"]["hibernate"], "off");
+    assert_eq!(st["answer_files"], serde_json::json!([]));
+    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    let files = st["files"].as_array().unwrap();
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("admin-password")),
+        "{files:?}"
+    );
+    let cmds = commands(&st);
+    for c in &cmds {
+        assert!(!c.contains(ADMIN_SECRET), "secret in {c}");
+        assert!(!c.to_lowercase().contains("powershell"), "{c}");
+    }
+    // The boot id came from wmic, the password from the uploaded VBScript.
+    assert!(
+        cmds.iter()
+            .any(|c| c == "cmd /c wmic os get lastbootuptime /value <nul"),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.iter().any(|c| c.starts_with("cscript //nologo ")
+            && c.ends_with(r"\set-password.vbs C:\Windows\Temp\reimage\admin-password.txt")),
+        "{cmds:?}"
+    );
+    no_secrets(&s, &r);
+
+    let ev = json_lines(&r.stdout);
+    let steps = ok_steps(&ev);
+    let rb = step_end(&ev, "sysprep-reboot")["message"].as_str().unwrap();
+    let boot1 = st["boot_time_cim"].as_str().unwrap();
+    assert!(rb.contains(&format!("new boot id {boot1}")), "{rb}");
+    for want in [
+        "sysprep-reboot",
+        "login",
+        "stable",
+        "set-computer-name",
+        "enable-rdp",
+        "firewall-rdp",
+        "firewall-ping",
+        "disable-sleep",
+        "disable-hibernate",
+        "remove-answer-files",
+        "upload-password-script",
+        "upload-admin-password",
+        "set-admin-password",
+    ] {
+        assert!(steps.contains(&want), "no ok step {want} in {steps:?}");
+    }
+    assert!(of_kind(&ev, "step-end").iter().all(|e| e["result"] == "ok"));
+    let gone = step_end(&ev, "remove-answer-files")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(gone.contains(r"C:\sysprep\unattend.txt"), "{gone}");
+    // XP's own commands, not 6.x's.
+    assert!(cmds.contains(&"powercfg /change /standby-timeout-ac 0".to_string()));
+    assert!(!cmds.iter().any(|c| c.contains("advfirewall")));
+
+    // Again, without a reload: the name is pending already (the guard
+    // compares with the running name, so wmic renames again: same result),
+    // the answer files are gone, the password is the secret.
+    config_family(&s, port, ADMIN_SECRET, "20s", "windows-5");
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(st["pending_computer_name"], "pcw");
+    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    assert_eq!(
+        st["scripts_run"],
+        serde_json::json!([r"C:\Windows\Temp\reimage\setup.cmd"])
+    );
+    no_secrets(&s, &r);
+}
+
+#[test]
+fn windows_6_with_powershell_2() {
+    // --powershell-2: stock 7 / 2008 R2. No Get-CimInstance,
+    // Rename-Computer or Get-Content -Raw: windows-6 needs none of them.
+    let s = Scratch::new("win6-ps2");
+    let port = free_port();
+    let w = Standin::start(&s, port, &["--powershell-2"]);
+    config(&s, port, LOGIN_PW, "20s");
+    let r = post_load(&s, "w7", &["--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = w.state();
+    assert_eq!(st["pending_computer_name"], "pcw", "{st}");
+    assert_eq!(st["icmp_rules"], 1);
+    assert_eq!(st["answer_files"], serde_json::json!([]));
+    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    assert!(
+        of_kind(&json_lines(&r.stdout), "step-end")
+            .iter()
+            .all(|e| e["result"] == "ok")
+    );
+    no_secrets(&s, &r);
+}
+
+#[test]
+fn windows_10_uses_powershell() {
+    let s = Scratch::new("win10");
+    let port = free_port();
+    let w = Standin::start(&s, port, &["--reboot-after", "0.5", "--down-for", "1"]);
+    config_family(&s, port, LOGIN_PW, "20s", "windows-10");
+    let r = post_load(&s, "w7sys", &["--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = w.state();
+    assert_eq!(st["pending_computer_name"], "pcw", "{st}");
+    assert_eq!(st["answer_files"], serde_json::json!([]));
+    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    let cmds = commands(&st);
+    assert!(
+        cmds.iter().any(|c| c.contains("Get-CimInstance")),
+        "{cmds:?}"
+    );
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| c.contains("wmic") || c.contains("cscript"))
+    );
+    no_secrets(&s, &r);
+}
+
+#[test]
+fn windows_10_profile_fails_without_its_powershell() {
+    // A windows-10 profile pointed at a PowerShell 2 machine: the boot id
+    // cannot be read, so the sysprep-reboot step cannot see the reboot: a
+    // retryable failure that names the missing cmdlet.
+    let s = Scratch::new("win10-ps2");
+    let port = free_port();
+    let _w = Standin::start(&s, port, &["--powershell-2"]);
+    config_family(&s, port, LOGIN_PW, "20s", "windows-10");
+    let text = std::fs::read_to_string(s.path("reimage.toml"))
+        .unwrap()
+        .replace("sysprep-reboot = \"30s\"", "sysprep-reboot = \"2s\"");
+    std::fs::write(s.path("reimage.toml"), text).unwrap();
+    let r = post_load(&s, "w7sys", &["--attempt", "1", "--of", "2"]);
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    assert!(r.stderr.contains("Get-CimInstance"), "{}", r.stderr);
 }

@@ -47,19 +47,16 @@ pub fn build(plan: &Plan) -> Box<dyn OsModule> {
 }
 
 /// The command that prints the OS's boot id: a new value on every boot.
+/// Windows families ask what their stock install ships (wmic before
+/// Windows 10, PowerShell from 10 on): see `windows::toolset`.
 pub fn boot_id_command(f: Family) -> Vec<String> {
-    let v: &[&str] = if f.is_windows() {
-        &[
-            "powershell",
-            "-NoProfile",
-            "-NonInteractive",
-            "-Command",
-            "(Get-CimInstance Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')",
-        ]
-    } else {
-        &["cat", "/proc/sys/kernel/random/boot_id"]
-    };
-    v.iter().map(|s| s.to_string()).collect()
+    if f.is_windows() {
+        return windows::boot_id_command(f);
+    }
+    ["cat", "/proc/sys/kernel/random/boot_id"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Reads the boot id over `ch`.
@@ -69,15 +66,20 @@ pub fn boot_id(
     timeout: Duration,
 ) -> Result<String, crate::control::ChannelError> {
     let out = ch.run(&boot_id_command(f), timeout)?;
-    let id = out.stdout.trim().to_string();
-    if out.status != 0 || id.is_empty() {
-        return Err(crate::control::ChannelError::Protocol(anyhow::anyhow!(
-            "boot id command exited {}: {}",
+    let id = if f.is_windows() {
+        windows::boot_id_from(f, &out.stdout)
+    } else {
+        Some(out.stdout.trim().to_string()).filter(|s| !s.is_empty())
+    };
+    match id {
+        Some(id) if out.status == 0 => Ok(id),
+        _ => Err(crate::control::ChannelError::Protocol(anyhow::anyhow!(
+            "boot id command exited {}: {}{}",
             out.status,
+            out.stdout.trim(),
             out.stderr.trim()
-        )));
+        ))),
     }
-    Ok(id)
 }
 
 struct Module {

@@ -51,6 +51,8 @@ def main():
             proc.kill()
             proc.wait()
     first_boot_checks()
+    legacy_checks()
+    powershell_2_checks()
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed: {', '.join(FAILURES)}")
         return 1
@@ -312,6 +314,184 @@ def first_boot_checks():
             check("new boot time after the reboot", after != before and after != b"", True)
             check("pending name applied at boot", s.run_cmd("hostname").std_out, b"LAB-PC-07\r\n")
             check("boots", state()["boots"], 2)
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def start_standin(tmp, port, extra):
+    pw_file = os.path.join(tmp, "pw")
+    with open(pw_file, "w") as f:
+        f.write("Image-pw1\n")
+    state_file = os.path.join(tmp, "state.json")
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "winrm_standin.py"), "--port", str(port),
+         "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file] + extra,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc.stdout.readline()
+
+    def state():
+        with open(state_file) as f:
+            return json.load(f)
+    return proc, state
+
+
+def upload(s, target, data):
+    """Upload as reimage does: base64 on stdin to findstr, certutil -decode."""
+    import base64
+    p = s.protocol
+    shell = p.open_shell()
+    cid = p.run_command(shell, "cmd", ["/c", "findstr", '"^"', ">", f'"{target}.reimage-b64"'])
+    p.send_command_input(shell, cid, base64.b64encode(data) + b"\r\n", end=True)
+    code = p.get_command_output(shell, cid)[2]
+    p.cleanup_command(shell, cid)
+    cid = p.run_command(shell, "certutil", ["-f", "-decode", f'"{target}.reimage-b64"', f'"{target}"'])
+    code = code or p.get_command_output(shell, cid)[2]
+    p.cleanup_command(shell, cid)
+    p.close_shell(shell)
+    return code
+
+
+# A VBScript with what the stand-in recognizes as reimage's password script
+# (src/os/windows.rs password_script has the full one, error handling too).
+PASSWORD_VBS = "\r\n".join([
+    "Option Explicit",
+    "Dim path, fso, stream, pw, account",
+    "path = WScript.Arguments(0)",
+    'Set fso = CreateObject("Scripting.FileSystemObject")',
+    'Set stream = CreateObject("ADODB.Stream")',
+    'stream.Type = 2: stream.Charset = "utf-8": stream.Open: stream.LoadFromFile path',
+    "pw = stream.ReadText(-1): stream.Close",
+    "fso.DeleteFile path, True",
+    'Set account = GetObject("WinNT://./Administrator,user")',
+    "account.SetPassword pw",
+    "account.SetInfo",
+    'WScript.Echo "password of Administrator set"',
+    ""]).encode()
+
+
+def legacy_checks():
+    """Windows XP / 2003 as installed (--no-powershell): the commands
+    src/os/windows.rs sends to windows-5 (and windows-6), through pywinrm."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, state = start_standin(tmp, port, ["--no-powershell", "--answer-files", "xp"])
+        try:
+            url = f"http://127.0.0.1:{port}/wsman"
+            s = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="basic")
+            r = s.run_cmd("powershell", ps("'hi'"))
+            check("xp: powershell is not recognized", (r.status_code, r.std_err.startswith(
+                b"'powershell' is not recognized")), (1, True))
+            r = s.run_cmd("netsh", ["advfirewall", "firewall", "set", "rule", 'group="remote desktop"', "new",
+                                    "enable=yes"])
+            check("xp: no netsh advfirewall", r.status_code, 1)
+            r = s.run_cmd("netsh", ["firewall", "set", "service", "type=remotedesktop", "mode=enable"])
+            check("xp: netsh firewall", (r.status_code, state()["legacy_firewall"]["remotedesktop"]), (0, True))
+            check("xp: powercfg slashed setting",
+                  s.run_cmd("powercfg", ["/change", "/standby-timeout-ac", "0"]).status_code, 0)
+            check("xp: powercfg state", state()["powercfg"]["standby-timeout-ac"], 0)
+            check("xp: powercfg bare setting is Vista's",
+                  s.run_cmd("powercfg", ["/change", "standby-timeout-ac", "0"]).status_code, 1)
+
+            # The boot id: wmic with stdin from nul.
+            r = s.run_cmd("cmd", ["/c", "wmic", "os", "get", "lastbootuptime", "/value", "<nul"])
+            check("wmic boot id status", r.status_code, 0)
+            check("wmic boot id", re.fullmatch(rb"(\r\r\n)*LastBootUpTime=\d{14}\.\d{6}\+000(\r\r\n)*",
+                                               r.std_out) is not None, True)
+            check("wmic boot id is the boot time", r.std_out.strip().split(b"=")[1].decode(),
+                  state()["boot_time_cim"])
+            # Without <nul wmic waits for its stdin: a Receive times out
+            # until the client closes stdin.
+            slow = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="basic",
+                                 operation_timeout_sec=1, read_timeout_sec=5)
+            p = slow.protocol
+            shell = p.open_shell()
+            cid = p.run_command(shell, "wmic", ["os", "get", "lastbootuptime", "/value"])
+            try:
+                p.get_command_output_raw(shell, cid)
+                check("wmic without <nul waits for stdin", "finished", "WinRMOperationTimeoutError")
+            except winrm.exceptions.WinRMOperationTimeoutError:
+                check("wmic without <nul waits for stdin", True, True)
+            p.send_command_input(shell, cid, b"", end=True)
+            out, err, code = p.get_command_output(shell, cid)
+            check("wmic finishes once stdin is closed", (code, b"LastBootUpTime=" in out), (0, True))
+            p.cleanup_command(shell, cid)
+            p.close_shell(shell)
+
+            # The rename: Win32_ComputerSystem.Rename behind an if guard.
+            def rename(new, where="%COMPUTERNAME%"):
+                return s.run_cmd("cmd", ["/c", "if", "/i", "not", f'"%COMPUTERNAME%"=="{new}"', "wmic",
+                                         "computersystem", "where", f'name="{where}"', "call", "rename",
+                                         f'name="{new}"', "<nul"])
+            r = rename("lab-pc-07")
+            check("wmic rename", (r.status_code, b"ReturnValue = 0;" in r.std_out), (0, True))
+            check("wmic rename pending", (state()["pending_computer_name"], state()["computer_name"]),
+                  ("lab-pc-07", "WIN-STANDIN"))
+            r = rename("lab-pc-07", where="OTHER")
+            check("wmic rename of another name", (r.status_code, r.std_err), (0, b"No Instance(s) Available.\r\n"))
+            r = rename("bad_name!")
+            check("wmic rename to a bad name", b"ReturnValue = 1210;" in r.std_out, True)
+            s.run_cmd("set-name", ["LAB-PC-07"])
+            r = rename("lab-pc-07")
+            check("wmic rename skipped when the name is right", (r.status_code, r.std_out, r.std_err),
+                  (0, b"", b""))
+
+            # The answer files, each checked gone.
+            check("xp answer files at start", state()["answer_files"], [r"C:\sysprep\sysprep.inf",
+                                                                        r"C:\sysprep\unattend.txt"])
+            for f in (r"C:\sysprep\sysprep.inf", r"C:\sysprep\unattend.txt"):
+                q = f'"{f}"'
+                check(f"{f} there", s.run_cmd("cmd", ["/c", "if", "exist", q, "exit", "1"]).status_code, 1)
+                r = s.run_cmd("cmd", ["/c", "if", "exist", q, "del", "/f", "/q", q])
+                check(f"{f} del", r.status_code, 0)
+                check(f"{f} gone", s.run_cmd("cmd", ["/c", "if", "exist", q, "exit", "1"]).status_code, 0)
+                r = s.run_cmd("cmd", ["/c", "if", "exist", q, "del", "/f", "/q", q])
+                check(f"{f} del again", (r.status_code, r.std_err), (0, b""))
+            check("xp answer files gone", state()["answer_files"], [])
+
+            # The password: VBScript and password file uploaded, cscript.
+            d = r"C:\Windows\Temp"
+            check("upload vbs", upload(s, d + r"\set-password.vbs", PASSWORD_VBS), 0)
+            check("upload password", upload(s, d + r"\admin-password.txt", "Neu-Geheim-9".encode()), 0)
+            r = s.run_cmd("cscript", ["//nologo", d + r"\set-password.vbs", d + r"\admin-password.txt"])
+            check("cscript password", (r.status_code, r.std_out), (0, b"password of Administrator set\r\n"))
+            check("password set from the file", state()["administrator_password"], "Neu-Geheim-9")
+            check("password file deleted", any(f.endswith("admin-password.txt") for f in state()["files"]), False)
+            s = winrm.Session(url, auth=("Administrator", "Neu-Geheim-9"), transport="basic")
+            r = s.run_cmd("cscript", ["//nologo", d + r"\set-password.vbs", d + r"\admin-password.txt"])
+            check("cscript password without the file", (r.status_code, b"cannot read" in r.std_err), (1, True))
+            r = s.run_cmd("cscript", ["//nologo", d + r"\missing.vbs"])
+            check("cscript missing script", (r.status_code, b"Can not find script file" in r.std_out), (1, True))
+            s.run_cmd("cmd", ["/c", "echo", "WScript.Quit 3>" + d + r"\other.vbs"])
+            r = s.run_cmd("cscript", ["//nologo", d + r"\other.vbs"])
+            check("another VBScript runs with its exit code", r.status_code, 3)
+            check("the password stays", state()["administrator_password"], "Neu-Geheim-9")
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def powershell_2_checks():
+    """Stock Windows 7 / 2008 R2 (--powershell-2): PowerShell 2 lacks what
+    windows-10's commands use; what windows-6 sends still works."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, state = start_standin(tmp, port, ["--powershell-2", "--answer-files", "all"])
+        try:
+            s = winrm.Session(f"http://127.0.0.1:{port}/wsman", auth=("Administrator", "Image-pw1"),
+                              transport="basic")
+            r = s.run_cmd("powershell", BOOT_ID)
+            check("ps2: no Get-CimInstance", (r.status_code, b"The term 'Get-CimInstance' is not recognized"
+                                               in r.std_err), (1, True))
+            r = s.run_cmd("powershell", ps("Rename-Computer -NewName 'x' -Force"))
+            check("ps2: no Rename-Computer", (r.status_code, b"The term 'Rename-Computer' is not recognized"
+                                               in r.std_err), (1, True))
+            r = s.run_cmd("powershell", ps(r"(Get-Content -Raw 'C:\Windows\Temp\x').Trim()"))
+            check("ps2: no Get-Content -Raw", (r.status_code, b"'Raw'" in r.std_err), (1, True))
+            r = s.run_cmd("powershell", ps(r"Test-Path 'C:\Windows\Panther\unattend.xml'"))
+            check("ps2: Test-Path", (r.status_code, r.std_out), (0, b"True\r\n"))
+            r = s.run_cmd("cmd", ["/c", "wmic", "os", "get", "lastbootuptime", "/value", "<nul"])
+            check("ps2: wmic boot id", (r.status_code, b"LastBootUpTime=" in r.std_out), (0, True))
         finally:
             proc.kill()
             proc.wait()

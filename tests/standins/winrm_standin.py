@@ -14,6 +14,13 @@ client (pywinrm) accepts it.
 Usage:
   winrm_standin.py --port N [--host 127.0.0.1] [--user U --password-file F]
                    [--delay-start SECONDS] [--tls-cert C --tls-key K]
+                   [--no-powershell | --powershell-2]
+
+--no-powershell: Windows XP / Server 2003 as installed: `powershell` is not
+recognized, there is no `netsh advfirewall`, and powercfg takes XP's slashed
+settings (`/change /standby-timeout-ac 0`). --powershell-2: stock Windows 7 /
+2008 R2: PowerShell 2, which has no Get-CimInstance, no Rename-Computer and
+no `Get-Content -Raw`.
 
 Serves POST /wsman. Prints "winrm-standin listening on HOST:PORT" on stdout
 (flushed) once it accepts connections.
@@ -29,6 +36,19 @@ Behaviour:
     type FILE            print FILE
     del [/q] FILE        delete FILE
     certutil -f -decode IN OUT   base64-decode IN into OUT (like certutil)
+    if [/i] [not] exist F CMD / if [/i] [not] "A"=="B" CMD
+    wmic os get lastbootuptime /value      `LastBootUpTime=` + the boot time
+                         (CIM datetime, UTC); wmic waits for its stdin to
+                         close, as on XP: give it `<nul`
+    wmic computersystem where name="N" call rename name="NEW"
+                         Win32_ComputerSystem.Rename: NEW pending until the
+                         next boot; `ReturnValue = 0;` (1210: bad name);
+                         "No Instance(s) Available." when N is not the name
+    cscript //nologo F.vbs ARGS   runs an uploaded VBScript: the one reimage
+                         uploads to set a password (recognized by content:
+                         WinNT ADSI GetObject, SetPassword, SetInfo,
+                         DeleteFile of WScript.Arguments(0)) is applied;
+                         others exit with their first `WScript.Quit N`
     hostname             the machine name (default WIN-STANDIN)
     set-name NAME        stand-in only: change the machine name
     exit N               exit code N
@@ -142,6 +162,8 @@ ANSWER_FILES = [
     r"C:\Windows\System32\sysprep\Panther\unattend.xml",
     r"C:\sysprep\sysprep.inf",
 ]
+# Windows XP / 2003: Sysprep's and unattended setup's answer files.
+ANSWER_FILES_XP = [r"C:\sysprep\sysprep.inf", r"C:\sysprep\unattend.txt"]
 RDP_KEY = r"HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server"
 CWD = r"C:\Users\Administrator"
 NOT_RECOGNIZED = ("'{0}' is not recognized as an internal or external command,\r\n"
@@ -154,6 +176,24 @@ def net_time(t):
     """A UTC time as .NET's DateTime.ToString('o') prints it."""
     dt = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}0Z"
+
+
+def cim_time(t):
+    """A UTC time as WMI's CIM_DATETIME (what wmic prints): yyyymmddHHMMSS.ffffff+UUU,
+    UUU the offset from UTC in minutes."""
+    dt = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return dt.strftime("%Y%m%d%H%M%S.") + f"{dt.microsecond:06d}+000"
+
+
+# The VBScript reimage uploads to set a password without PowerShell:
+# recognized by what it does, not by its exact text.
+PASSWORD_SCRIPT = [
+    re.compile(r'(?i)GetObject\(\s*"WinNT://\./([^",/]+),user"\s*\)'),
+    re.compile(r"(?i)\.SetPassword\b"),
+    re.compile(r"(?i)\.SetInfo\b"),
+    re.compile(r"(?i)\.DeleteFile\b"),
+    re.compile(r"(?i)WScript\.Arguments\(0\)"),
+]
 
 
 def norm(path):
@@ -268,13 +308,15 @@ class Machine:
     def dump(self):
         if not self.cfg.state_file:
             return
-        present = [f for f in ANSWER_FILES if norm(f) in self.files]
+        present = [f for f in ANSWER_FILES + ANSWER_FILES_XP if norm(f) in self.files]
+        present = list(dict.fromkeys(present))
         present += [self.display.get(norm(f), f) for f in self.cfg.answer_files
                     if norm(f) in self.files and f not in present]
         state = {
             "up": self.up,
             "boots": self.boots,
             "boot_time": net_time(self.boot_time) if self.boot_time else None,
+            "boot_time_cim": cim_time(self.boot_time) if self.boot_time else None,
             "computer_name": self.name,
             "pending_computer_name": self.pending_name,
             "accounts": self.accounts,
@@ -351,12 +393,22 @@ def cmd_split(line):
 
 
 def cmd_redirects(seg):
-    """(segment without redirections, [(fd, append, target)])."""
+    """(segment without redirections, [(fd, append, target)]); fd 0 is
+    `<FILE` (stdin from FILE)."""
     out, reds, quoted, i = [], [], False, 0
     while i < len(seg):
         c = seg[i]
         if c == '"':
             quoted = not quoted
+        if c == "<" and not quoted:
+            i += 1
+            while i < len(seg) and seg[i] in " \t":
+                i += 1
+            m = re.match(r'"[^"]*"|[^\s<>&|]+', seg[i:])
+            target = m.group(0) if m else ""
+            i += len(target)
+            reds.append((0, False, target))
+            continue
         if c == ">" and not quoted:
             fd = 1
             if out and out[-1] in "12" and (len(out) == 1 or out[-2] in " \t"):
@@ -386,11 +438,12 @@ class Shell:
                "windir": r"C:\Windows", "computername": self.m.name, "username": "Administrator"}
         return re.sub(r"%(\w+)%", lambda mt: env.get(mt.group(1).lower(), mt.group(0)), line)
 
-    def line(self, line):
-        """Runs a whole cmd.exe line."""
+    def line(self, line, stdin=None):
+        """Runs a whole cmd.exe line; `stdin`: bytes when its stdin is
+        redirected (from nul or a file), else None (the client's stream)."""
         segs = cmd_split(self.expand(line))
         if len(segs) == 1:
-            return self.simple(segs[0][1], True)
+            return self.simple(segs[0][1], True, stdin)
         res, piped = Result(), None
         for op, seg in segs:
             if op == "&&" and res.code != 0 or op == "||" and res.code == 0:
@@ -406,6 +459,15 @@ class Shell:
 
     def simple(self, seg, may_read_stdin, stdin=None):
         text, reds = cmd_redirects(seg)
+        for fd, _, target in reds:
+            if fd == 0:
+                if target.strip('"').lower() == "nul":
+                    stdin = b""
+                else:
+                    stdin = self.m.read(target)
+                    if stdin is None:
+                        return fail("The system cannot find the file specified.\r\n")
+        reds = [r for r in reds if r[0] != 0]
         r = self.run(text.strip(), stdin)
         if r.on_stdin is not None and not may_read_stdin:
             r.out, r.err, r.code = r.on_stdin(b"")
@@ -451,9 +513,11 @@ class Shell:
         base = re.sub(r"\.(exe|com)$", "", prog.rsplit("\\", 1)[-1])
         if base == "cmd" and len(words) >= 2 and words[1].lower() in ("/c", "/s", "/q"):
             rest = re.split(r"(?i)/c\s?", text, 1)
-            return self.line(rest[1] if len(rest) > 1 else "")
+            return self.line(rest[1] if len(rest) > 1 else "", stdin)
         if base == "if":
-            return self.cmd_if(text)
+            return self.cmd_if(text, stdin)
+        if base == "powershell" and self.m.cfg.no_powershell:
+            return fail(NOT_RECOGNIZED.format(words[0]))
         if base == "echo":
             t = text[4:].strip()
             if t == "" or t.lower() in ("on", "off"):
@@ -479,16 +543,100 @@ class Shell:
                 break
         return Result(f"ran {path}\r\n".encode(), b"", code)
 
-    def cmd_if(self, text):
-        mt = re.match(r'(?is)^if\s+(not\s+)?exist\s+("[^"]*"|\S+)\s+(.+)$', text)
-        if not mt:
-            return fail("The syntax of the command is incorrect.\r\n")
-        there = self.m.exists(mt.group(2))
-        if there == bool(mt.group(1)):
+    def cmd_if(self, text, stdin=None):
+        """if [/i] [not] exist F CMD  and  if [/i] [not] A==B CMD (the
+        quotes are part of the compared strings, as in cmd.exe)."""
+        mt = re.match(r'(?is)^if\s+(/i\s+)?(not\s+)?exist\s+("[^"]*"|\S+)\s+(.+)$', text)
+        if mt:
+            cond = self.m.exists(mt.group(3))
+        else:
+            mt = re.match(r'(?is)^if\s+(/i\s+)?(not\s+)?("[^"]*"|[^\s=]+)\s*==\s*("[^"]*"|[^\s=]+)\s+(.+)$', text)
+            if not mt:
+                return fail("The syntax of the command is incorrect.\r\n")
+            a, b = mt.group(3), mt.group(4)
+            cond = a.lower() == b.lower() if mt.group(1) else a == b
+        if cond == bool(mt.group(2)):
             return Result()
-        return self.line(mt.group(3))
+        return self.line(mt.groups()[-1], stdin)
 
     # -- programs (words after the program name, quotes removed) -------------
+    def p_wmic(self, a, text, stdin):
+        """The WMIC forms reimage sends. wmic reads its stdin when the command
+        is done and waits until it closes (XP; WinRM's stdin stream on later
+        versions too): without `<nul` it finishes only when the client ends
+        stdin."""
+        r = self.wmic(a)
+        if stdin is None:
+            return Result(on_stdin=lambda data: (r.out, r.err, r.code))
+        return r
+
+    def wmic(self, a):
+        low = [w.lower() for w in a]
+        if not low:
+            return fail("wmic:root\\cli>: stand-in has no interactive mode\r\n")
+        if low == ["os", "get", "lastbootuptime", "/value"]:
+            return Result(f"\r\r\n\r\r\nLastBootUpTime={cim_time(self.m.boot_time)}\r\r\n\r\r\n\r\r\n".encode())
+        mt = re.fullmatch(r"""computersystem where name=(['"]?)([^'"]*)\1 call rename name=(['"]?)([^'"]*)\3""",
+                          " ".join(a), re.I)
+        if mt:
+            old, new = mt.group(2), mt.group(4)
+            if old.lower() != self.m.name.lower():
+                return Result(b"", b"No Instance(s) Available.\r\n", 0)
+            code = 0
+            if re.fullmatch(r"(?=.*[A-Za-z-])[A-Za-z0-9-]{1,15}", new):
+                self.m.pending_name = new
+            else:
+                code = 1210  # ERROR_INVALID_COMPUTERNAME
+            out = (f'Executing (\\\\{self.m.name}\\ROOT\\CIMV2:Win32_ComputerSystem.Name="{self.m.name}")'
+                   "->rename()\r\nMethod execution successful.\r\nOut Parameters:\r\n"
+                   f"instance of __PARAMETERS\r\n{{\r\n\tReturnValue = {code};\r\n}};\r\n\r\n")
+            return Result(out.encode())
+        if low[0] not in ("os", "computersystem"):
+            return fail(f"{a[0]} - Alias not found.\r\n", 44135)
+        return fail("Invalid query\r\n", 44135)
+
+    def p_cscript(self, a, text, stdin):
+        """cscript [//nologo] [//B] FILE ARGS: runs an uploaded script."""
+        opts = [w.lower() for w in a if w.startswith("//")]
+        rest = [w for w in a if not w.startswith("//")]
+        banner = b"" if "//nologo" in opts else (b"Microsoft (R) Windows Script Host Version 5.7\r\n"
+                                                  b"Copyright (C) Microsoft Corporation. All rights reserved.\r\n\r\n")
+        if not rest:
+            return Result(banner + b"Usage: CScript scriptname.extension [option...] [arguments...]\r\n", b"", 1)
+        path, args = rest[0], rest[1:]
+        ext = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+        if ext not in ("vbs", "js", "wsf"):
+            return Result(banner + f'Input Error: There is no script engine for file extension ".{ext}".\r\n'
+                          .encode(), b"", 1)
+        data = self.m.read(path)
+        if data is None:
+            return Result(banner + f'Input Error: Can not find script file "{path}".\r\n'.encode(), b"", 1)
+        src = data.decode("utf-8", "replace")
+        found = [p.search(src) for p in PASSWORD_SCRIPT]
+        if ext == "vbs" and all(found):
+            return self.set_password_script(found[0].group(1), args, banner)
+        self.m.scripts_run.append(path)
+        mt = re.search(r"(?im)^\s*WScript\.Quit\s*\(?\s*(\d+)", src)
+        return Result(banner + f"ran {path}\r\n".encode(), b"", int(mt.group(1)) if mt else 0)
+
+    def set_password_script(self, user, args, banner):
+        """What reimage's password VBScript does: read the file (UTF-8, up to
+        the first line break), delete it, SetPassword + SetInfo."""
+        if len(args) != 1:
+            return Result(banner, b"usage: cscript //nologo set-password.vbs PASSWORD-FILE\r\n", 2)
+        data = self.m.read(args[0])
+        if data is None:
+            return Result(banner, f"cannot read {args[0]}: File could not be opened.\r\n".encode(), 1)
+        self.m.remove(args[0])
+        pw = re.split(r"[\r\n]", data.decode("utf-8-sig", "replace"), 1)[0]
+        if pw == "":
+            return Result(banner, b"the password file was empty\r\n", 1)
+        match = [u for u in self.m.accounts if u.lower() == user.lower()]
+        if not match:
+            return Result(banner, f"no account {user}: The user name could not be found.\r\n".encode(), 1)
+        self.m.accounts[match[0]] = pw
+        return Result(banner + f"password of {user} set\r\n".encode())
+
     def p_hostname(self, a, text, stdin):
         if a:
             return fail("sethostname: Use the Network Control Panel Applet to set hostname.\r\n")
@@ -631,6 +779,9 @@ class Shell:
                 return Result(b"\r\nOk.\r\n\r\n")
             return Result(b"The syntax supplied for this command is not valid. Check help for the correct syntax.\r\n",
                           b"", 1)
+        if self.m.cfg.no_powershell and low[:1] == ["advfirewall"]:
+            # XP/2003: no Windows Firewall with Advanced Security.
+            return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
         if low[:3] != ["advfirewall", "firewall", low[2] if len(low) > 2 else ""] or len(low) < 4:
             return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
         verb = low[2]
@@ -683,8 +834,16 @@ class Shell:
 
     def p_powercfg(self, a, text, stdin):
         low = [w.lower().replace("-", "/", 1) if w.startswith("-") else w.lower() for w in a]
-        if len(low) == 3 and low[0] in ("/change", "/x") and low[1] in POWERCFG_SETTINGS and low[2].isdigit():
-            self.m.powercfg[low[1]] = int(low[2])
+        if len(low) == 3 and low[0] in ("/change", "/x") and low[2].isdigit():
+            # XP/2003 (SP2): /standby-timeout-ac; Vista and later: bare
+            # (or with a dash).
+            setting = low[1]
+            xp = self.m.cfg.no_powershell
+            if xp and setting.startswith("/") and setting[1:] in POWERCFG_SETTINGS:
+                setting = setting[1:]
+            elif xp or setting not in POWERCFG_SETTINGS:
+                return fail("Invalid Parameters -- try \"/?\" for help\r\n")
+            self.m.powercfg[setting] = int(low[2])
             return Result()
         if len(low) == 2 and low[0] in ("/hibernate", "/h") and low[1] in ("on", "off"):
             self.m.powercfg["hibernate"] = low[1]
@@ -835,6 +994,8 @@ class PowerShell:
             self.m.accounts[match[0]] = pw
             return
         mt = TERM.match(st)
+        if mt and self.m.cfg.powershell_2 and mt.group(0).lower() == "rename-computer":
+            self.not_recognized(mt.group(0))
         if mt and mt.group(0).lower() in ("remove-item", "rename-computer", "write-output"):
             return getattr(self, "c_" + mt.group(0).lower().replace("-", "_"))(self.params(st[mt.end():]))
         v = self.expr(st)
@@ -932,6 +1093,8 @@ class PowerShell:
             inner, _ = ps_group(t, 1)
             return [self.expr(x) for x in ps_split(inner, ",") if x]
         mt = re.fullmatch(r"(?is)\(\s*Get-Content\s+-Raw\s+(.+?)\s*\)\s*\.Trim\(\)", t)
+        if mt and self.m.cfg.powershell_2:
+            raise PSError("Get-Content : A parameter cannot be found that matches parameter name 'Raw'.")
         if mt:
             path = self.arg(mt.group(1))
             data = self.m.read(path)
@@ -939,7 +1102,8 @@ class PowerShell:
                 raise PSError(f"Get-Content : Cannot find path '{path}' because it does not exist.")
             return data.decode("utf-8-sig", "replace").strip()
         if re.fullmatch(r"(?is)\(\s*Get-CimInstance\s+(-ClassName\s+)?Win32_OperatingSystem\s*\)"
-                        r"\.LastBootUpTime\.ToUniversalTime\(\)\.ToString\(\s*'o'\s*\)", t):
+                        r"\.LastBootUpTime\.ToUniversalTime\(\)\.ToString\(\s*'o'\s*\)", t) \
+                and not self.m.cfg.powershell_2:
             return net_time(self.m.boot_time)
         mt = re.fullmatch(r"(?is)Test-Path\s+(.+)", t)
         if mt:
@@ -948,8 +1112,11 @@ class PowerShell:
             inner, j = ps_group(t, 0)
             if j == len(t):
                 return self.expr(inner)
-        word = TERM.match(t)
-        name = word.group(0) if word else t.split()[0]
+        word = TERM.search(t)  # the first command name, inside brackets too
+        self.not_recognized(word.group(0) if word else t.split()[0])
+
+    @staticmethod
+    def not_recognized(name):
         raise PSError(f"{name} : The term '{name}' is not recognized as the name of a cmdlet, function, "
                       "script file, or operable program. Check the spelling of the name, or if a path was "
                       "included, verify that the path is correct and try again.")
@@ -969,6 +1136,10 @@ class PowerShell:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (~40 ms a request), a cost
+    # Windows' HTTP.sys does not have.
+    disable_nagle_algorithm = True
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
 
@@ -1060,7 +1231,7 @@ class Handler(BaseHTTPRequestHandler):
             "<s:Header/><s:Body><wsmid:IdentifyResponse>"
             f"<wsmid:ProtocolVersion>{NS_W}</wsmid:ProtocolVersion>"
             "<wsmid:ProductVendor>Microsoft Corporation</wsmid:ProductVendor>"
-            "<wsmid:ProductVersion>OS: 6.1.7601 SP: 1.0 Stack: 3.0</wsmid:ProductVersion>"
+            f"<wsmid:ProductVersion>{self.server.cfg.product_version}</wsmid:ProductVersion>"
             "</wsmid:IdentifyResponse></s:Body></s:Envelope>"
         )
 
@@ -1336,12 +1507,19 @@ def main():
     p.add_argument("--tls-key")
     p.add_argument("--state-file", help="dump the simulated Windows state here (JSON) after every change")
     p.add_argument("--answer-files", default="",
-                   help="comma-separated Sysprep answer files present at start, or 'all'")
+                   help="comma-separated Sysprep answer files present at start, 'all' (Vista and later) "
+                        "or 'xp' (XP/2003)")
     p.add_argument("--reboot-after", type=float,
                    help="simulate a Sysprep reboot this many seconds after the first command")
     p.add_argument("--down-for", type=float, default=2.0, help="how long the simulated reboot takes")
     p.add_argument("--wrong-os", action="store_true",
                    help="the boot time never changes (a reboot brings back the same OS)")
+    shells = p.add_mutually_exclusive_group()
+    shells.add_argument("--no-powershell", action="store_true",
+                        help="Windows XP / Server 2003 as installed: no powershell, no netsh advfirewall, "
+                             "XP's powercfg")
+    shells.add_argument("--powershell-2", action="store_true",
+                        help="stock Windows 7 / 2008 R2: no Get-CimInstance, Rename-Computer, Get-Content -Raw")
     a = p.parse_args()
 
     class Cfg:
@@ -1349,7 +1527,13 @@ def main():
         password = ""
         state_file = a.state_file
         wrong_os = a.wrong_os
+        no_powershell = a.no_powershell
+        powershell_2 = a.powershell_2
+        product_version = ("OS: 5.2.3790 SP: 2.0 Stack: 2.0" if a.no_powershell
+                           else "OS: 6.1.7601 SP: 1.0 Stack: 2.0" if a.powershell_2
+                           else "OS: 6.1.7601 SP: 1.0 Stack: 3.0")
         answer_files = (ANSWER_FILES if a.answer_files == "all"
+                        else ANSWER_FILES_XP if a.answer_files == "xp"
                         else [f for f in a.answer_files.split(",") if f])
 
     if a.password_file:
