@@ -210,6 +210,23 @@ fn config_errors_name_file_line_and_column() {
     let r = run(&mut s.reimage(&["check"]), LIMIT);
     assert_eq!(r.code, 78, "{r:?}");
     assert!(r.stderr.contains("ten minutes"), "{}", r.stderr);
+    // A step name in `timeouts` that the profile does not have: plain
+    // `check` resolves every image's profile and finds it.
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "channel = \"none\"",
+            "channel = \"none\"\ntimeouts = { login = \"5m\" }",
+        ),
+    )
+    .expect("write");
+    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(
+        r.stderr.contains(":12:14:") && r.stderr.contains("no step `login`"),
+        "{}",
+        r.stderr
+    );
     // A missing file.
     let r = run(
         std::process::Command::new(common::bin()).args([

@@ -85,5 +85,10 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded> {
         config,
     };
     model::validate(&loaded)?;
+    // Every image's profile resolves (step names in `timeouts` exist), so
+    // `reimage check` finds what a run would trip over.
+    for img in loaded.config.images.values() {
+        plan::resolve_profile(&loaded, &img.os, img, Path::new("."))?;
+    }
     Ok(loaded)
 }

@@ -189,10 +189,14 @@ pub fn resolve_profile(
                 let known: Vec<&str> = p.steps.iter().map(|s| s.name()).collect();
                 return Err(l.error_at(
                     &["os", name, "timeouts", step],
-                    format!(
-                        "profile `{name}` has no step `{step}` (steps: {})",
-                        known.join(", ")
-                    ),
+                    if known.is_empty() {
+                        format!("profile `{name}` has no step `{step}`: it has no steps")
+                    } else {
+                        format!(
+                            "profile `{name}` has no step `{step}` (steps: {})",
+                            known.join(", ")
+                        )
+                    },
                 ));
             };
             if s.wait == super::WaitKind::Sleep {
