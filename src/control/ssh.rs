@@ -746,34 +746,9 @@ impl KnownHostsFile {
         }
         text.push_str(line.trim_end());
         text.push('\n');
-        write_atomic(&self.path, text.as_bytes()).map_err(|e| err("writing", &e))
+        crate::state::write_atomic(&self.path, text.as_bytes())
+            .map_err(|e| err("writing", &format!("{e:#}")))
     }
-}
-
-/// Writes `data` to `path` via a temp file in the same directory, fsync and
-/// rename, so a reader sees the old or the new file, never half of one.
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)?;
-    let base = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{base}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Quotes an argument vector into one line for a POSIX remote shell (sh,

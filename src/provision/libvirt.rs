@@ -522,17 +522,15 @@ impl Libvirt {
         template: &Path,
     ) -> Result<(), Outcome> {
         let who = &plan.computer.name;
-        let dir = crate::state::StateDir::new(&plan.state_dir).computer_dir(who);
-        let file = dir.join("domain.xml");
-        std::fs::create_dir_all(&dir)
-            .map_err(anyhow::Error::from)
-            .and_then(|()| crate::state::write_atomic(&file, xml.as_bytes()))
-            .map_err(|e| {
-                Outcome::Fatal(e.context(format!(
-                    "load of {who}: cannot write the domain XML to {}",
-                    file.display()
-                )))
-            })?;
+        let file = crate::state::StateDir::new(&plan.state_dir)
+            .computer_dir(who)
+            .join("domain.xml");
+        crate::state::write_atomic(&file, xml.as_bytes()).map_err(|e| {
+            Outcome::Fatal(e.context(format!(
+                "load of {who}: cannot write the domain XML to {}",
+                file.display()
+            )))
+        })?;
         let name = plan.computer.node.as_str();
         report.info(&format!(
             "defining domain {name} from {} (rendered to {})",
