@@ -190,25 +190,32 @@ impl StateDir {
     ) -> Result<Option<Slot>> {
         let dir = self.root.join("slots").join(name);
         self.ensure(&dir)?;
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(20);
-        loop {
-            for i in 0..max.max(1) {
+        // Opened once; each poll only tries the locks.
+        let mut files = (0..max.max(1))
+            .map(|i| {
                 let path = dir.join(format!("slot-{i}"));
-                let file = OpenOptions::new()
+                OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(false)
                     .open(&path)
-                    .with_context(|| format!("cannot open slot file {}", path.display()))?;
-                if flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-                    let _ = file.set_len(0);
-                    let _ = (&file).write_all(std::process::id().to_string().as_bytes());
-                    return Ok(Some(Slot {
-                        _file: file,
-                        index: i,
-                    }));
-                }
+                    .with_context(|| format!("cannot open slot file {}", path.display()))
+            })
+            .collect::<Result<Vec<File>>>()?;
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            if let Some(i) = files
+                .iter()
+                .position(|f| flock(f, libc::LOCK_EX | libc::LOCK_NB))
+            {
+                let file = files.swap_remove(i);
+                let _ = file.set_len(0);
+                let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+                return Ok(Some(Slot {
+                    _file: file,
+                    index: i as u32,
+                }));
             }
             crate::signal::check()?;
             if start.elapsed() >= wait {
