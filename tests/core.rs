@@ -166,12 +166,12 @@ fn config_errors_name_file_line_and_column() {
     }
     // An unknown key inside a provisioner table points at that key.
     let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(
-        &cfg,
-        text.replace("timeout = \"20s\"", "timeout = \"20s\"\nretries = 4"),
-    )
-    .expect("write");
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    // `check` on the config with one edit.
+    let check_with = |edited: String| {
+        std::fs::write(&cfg, edited).expect("write");
+        run(&mut s.reimage(&["check"]), LIMIT)
+    };
+    let r = check_with(text.replace("timeout = \"20s\"", "timeout = \"20s\"\nretries = 4"));
     assert_eq!(r.code, 78, "{r:?}");
     assert!(
         r.stderr.contains(&format!("{}:8:1:", cfg.display())),
@@ -180,8 +180,7 @@ fn config_errors_name_file_line_and_column() {
     );
     assert!(r.stderr.contains("retries"), "{}", r.stderr);
     // An image naming a missing OS profile.
-    std::fs::write(&cfg, text.replace("os = \"appliance\"", "os = \"solaris\"")).expect("write");
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    let r = check_with(text.replace("os = \"appliance\"", "os = \"solaris\""));
     assert_eq!(r.code, 78, "{r:?}");
     assert!(
         r.stderr.contains(":15:1:") && r.stderr.contains("`solaris`"),
@@ -189,12 +188,7 @@ fn config_errors_name_file_line_and_column() {
         r.stderr
     );
     // A missing provisioner.
-    std::fs::write(
-        &cfg,
-        text.replace("provisioner = \"script\"", "provisioner = \"maas\""),
-    )
-    .expect("write");
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    let r = check_with(text.replace("provisioner = \"script\"", "provisioner = \"maas\""));
     assert_eq!(r.code, 78, "{r:?}");
     assert!(
         r.stderr.contains(":16:1:") && r.stderr.contains("`maas`"),
@@ -202,25 +196,15 @@ fn config_errors_name_file_line_and_column() {
         r.stderr
     );
     // A bad duration.
-    std::fs::write(
-        &cfg,
-        text.replace("timeout = \"20s\"", "timeout = \"ten minutes\""),
-    )
-    .expect("write");
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    let r = check_with(text.replace("timeout = \"20s\"", "timeout = \"ten minutes\""));
     assert_eq!(r.code, 78, "{r:?}");
     assert!(r.stderr.contains("ten minutes"), "{}", r.stderr);
     // A step name in `timeouts` that the profile does not have: plain
     // `check` resolves every image's profile and finds it.
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "channel = \"none\"",
-            "channel = \"none\"\ntimeouts = { login = \"5m\" }",
-        ),
-    )
-    .expect("write");
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    let r = check_with(text.replace(
+        "channel = \"none\"",
+        "channel = \"none\"\ntimeouts = { login = \"5m\" }",
+    ));
     assert_eq!(r.code, 78, "{r:?}");
     assert!(
         r.stderr.contains(":12:14:") && r.stderr.contains("no step `login`"),
