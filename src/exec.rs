@@ -190,6 +190,17 @@ impl Cmd {
     }
 }
 
+/// The last `n` non-empty lines of `s` on one line, for an error message
+/// about a command's output.
+pub fn tail_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
 fn reader<R: Read + Send + 'static>(r: Option<R>) -> Option<thread::JoinHandle<Vec<u8>>> {
     r.map(|mut r| {
         thread::spawn(move || {
@@ -243,6 +254,12 @@ fn kill_group(child: &mut Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tails_keep_the_last_lines() {
+        assert_eq!(tail_lines("a\n\nb\nc\n", 2), "b | c");
+        assert_eq!(tail_lines("", 3), "");
+    }
 
     #[test]
     fn captures_output_and_exit_code() {

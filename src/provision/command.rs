@@ -115,8 +115,13 @@ impl CommandProvisioner {
         match cmd.run() {
             Ok(out) => {
                 report.output(&shown, &out);
-                let err =
-                    || anyhow::anyhow!("`{shown}` exited {}: {}", out.code, tail(&out.text()));
+                let err = || {
+                    anyhow::anyhow!(
+                        "`{shown}` exited {}: {}",
+                        out.code,
+                        crate::exec::tail_lines(&out.text(), 5)
+                    )
+                };
                 match out.code {
                     0 => Outcome::Done,
                     75 => Outcome::Retry(err().context(format!(
@@ -145,13 +150,6 @@ impl CommandProvisioner {
             }
         }
     }
-}
-
-/// The last few lines of a command's output, for an error message.
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    let start = lines.len().saturating_sub(5);
-    lines[start..].join(" | ")
 }
 
 impl Provisioner for CommandProvisioner {

@@ -238,13 +238,6 @@ fn parse_state(stdout: &str) -> String {
         .to_string()
 }
 
-/// The last few lines of a command's output, for an error message.
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(4);
-    lines[start..].join(" | ")
-}
-
 /// The libvirt provisioner.
 pub struct Libvirt {
     config: LibvirtConfig,
@@ -319,7 +312,11 @@ impl Libvirt {
     /// retry; otherwise `fatal` decides.
     fn failed(&self, plan: &Plan, shown: &str, out: &Output, what: &str, fatal: bool) -> Outcome {
         let text = out.text();
-        let e = anyhow::anyhow!("`{shown}` exited {}: {}", out.code, tail(&text));
+        let e = anyhow::anyhow!(
+            "`{shown}` exited {}: {}",
+            out.code,
+            crate::exec::tail_lines(&text, 4)
+        );
         let who = &plan.computer.name;
         if classify(&text) == Failure::Connect {
             return Outcome::Retry(e.context(format!(
@@ -499,12 +496,15 @@ impl Libvirt {
         if out.success() {
             return Ok(());
         }
-        let e = anyhow::anyhow!("`{shown}` exited {}: {}", out.code, tail(&out.text())).context(
-            format!(
-                "load of {who}: cannot create the disk overlay {}",
-                overlay.display()
-            ),
-        );
+        let e = anyhow::anyhow!(
+            "`{shown}` exited {}: {}",
+            out.code,
+            crate::exec::tail_lines(&out.text(), 4)
+        )
+        .context(format!(
+            "load of {who}: cannot create the disk overlay {}",
+            overlay.display()
+        ));
         // A lock held by a process that is going away may clear; anything
         // else (a base that is not qcow2, no space, permissions) will not.
         if out.text().contains("lock") {

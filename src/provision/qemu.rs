@@ -383,16 +383,7 @@ fn tail_of_file(p: &Path, n: usize) -> String {
     let _ = f.read_to_end(&mut buf);
     let start = buf.len().saturating_sub(4096);
     let text = String::from_utf8_lossy(&buf[start..]);
-    tail_lines(&text, n)
-}
-
-fn tail_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
+    crate::exec::tail_lines(&text, n)
 }
 
 /// A QMP connection: JSON lines over the VM's unix socket.
@@ -660,7 +651,7 @@ impl Qemu {
         if !out.success() {
             return Err(fatal(format!(
                 "base image {base_s} is not a disk image qemu-img can read: {}",
-                tail_lines(&out.text(), 3)
+                crate::exec::tail_lines(&out.text(), 3)
             )));
         }
         let fmt = serde_json::from_str::<Value>(&out.stdout)
@@ -698,7 +689,7 @@ impl Qemu {
                 "`{}` exited {}: {}",
                 create.display(),
                 out.code,
-                tail_lines(&out.text(), 3)
+                crate::exec::tail_lines(&out.text(), 3)
             )));
         }
         report.info(&format!("fresh overlay {ov} on {base_s} ({fmt})"));
@@ -828,7 +819,7 @@ impl Qemu {
                         Outcome::Retry(anyhow!(
                             "QEMU did not finish starting within {} and was stopped: {}",
                             duration::fmt(after),
-                            tail_lines(&partial.text(), 5)
+                            crate::exec::tail_lines(&partial.text(), 5)
                         ))
                     }
                     e @ ExecError::Interrupted(_) => Outcome::Fatal(anyhow!("starting QEMU: {e}")),
@@ -839,7 +830,12 @@ impl Qemu {
         if !out.success() {
             let _ = stop_run(&run, report);
             let text = out.text();
-            let msg = format!("`{}` exited {}: {}", c.qemu, out.code, tail_lines(&text, 5));
+            let msg = format!(
+                "`{}` exited {}: {}",
+                c.qemu,
+                out.code,
+                crate::exec::tail_lines(&text, 5)
+            );
             // Bad arguments, files or ports do not get better on a reload;
             // a host short of memory might.
             return Err(if text.contains("Cannot allocate memory") {
@@ -1033,11 +1029,5 @@ mod tests {
         assert_eq!(c.start_timeout, Duration::from_secs(120));
         assert_eq!(c.memory, 256);
         assert!(toml::from_str::<QemuConfig>("acel = \"tcg\"").is_err());
-    }
-
-    #[test]
-    fn tails_keep_the_last_lines() {
-        assert_eq!(tail_lines("a\n\nb\nc\n", 2), "b | c");
-        assert_eq!(tail_lines("", 3), "");
     }
 }
