@@ -144,27 +144,7 @@ impl Sequence<'_> {
         let plan = self.plan;
         let connect = plan.profile.connect_timeout;
         match s.wait {
-            WaitKind::Sleep => {
-                let t0 = Instant::now();
-                match wait::poll(
-                    self.report,
-                    Limits {
-                        timeout: limits.timeout + Duration::from_secs(1),
-                        stall: None,
-                    },
-                    Pace::COSTLY,
-                    |_| {
-                        if t0.elapsed() >= limits.timeout {
-                            Poll::Ready(format!("slept {}", duration::fmt(limits.timeout)))
-                        } else {
-                            Poll::NotYet("sleeping".into())
-                        }
-                    },
-                ) {
-                    w @ (Waited::Ready(..) | Waited::Interrupted(_)) => w,
-                    _ => Waited::Ready("slept".into(), t0.elapsed()),
-                }
-            }
+            WaitKind::Sleep => wait::sleep(self.report, limits.timeout),
             WaitKind::Port | WaitKind::Banner => {
                 let port = self.port_of(s);
                 let host = plan.computer.address.clone();

@@ -119,6 +119,16 @@ impl Tracker {
     }
 }
 
+/// Just waits `d` (a sleep step), stopping at once on an interrupt.
+pub fn sleep(report: &Reporter, d: Duration) -> Waited {
+    let start = Instant::now();
+    report.progress(&format!("sleeping {}", duration::fmt(d)));
+    match sleep_checked(d, start + d) {
+        Ok(()) => Waited::Ready(format!("slept {}", duration::fmt(d)), start.elapsed()),
+        Err(i) => Waited::Interrupted(i),
+    }
+}
+
 /// Polls `f` one call at a time until it is ready, fatal, or out of time.
 pub fn poll(
     report: &Reporter,
