@@ -16,16 +16,9 @@ DEMO=${REIMAGE_DEMO_DIR:-/var/lib/reimage-demo}
 GUEST=${REIMAGE_GUEST_DIR:-/var/cache/reimage/tiny-guest}
 PORT=${REIMAGE_DEMO_PORT:-2222}
 
-need=()
-for pkg in qemu-system-x86 qemu-utils linux-image-amd64 busybox-static dropbear-bin \
-           e2fsprogs cpio openssh-client libssl-dev pkg-config zlib1g-dev; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "demo: installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+. "$repo/examples/lib/apt.sh"
+apt_install qemu-system-x86 qemu-utils linux-image-amd64 busybox-static dropbear-bin \
+  e2fsprogs cpio openssh-client libssl-dev pkg-config zlib1g-dev
 if ! command -v cargo >/dev/null 2>&1; then
   echo "demo: cargo is missing: install a Rust toolchain (https://rustup.rs), then run this again" >&2
   exit 1
