@@ -34,6 +34,8 @@ disk_size=64M
 
 log() { printf 'tiny-guest build: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=../lib/kernel.sh
+. "$here/../lib/kernel.sh"
 
 pkg_installed() {
     [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]
@@ -87,7 +89,7 @@ fi
 # files copied into the guest, and the versions of the packages copied from.
 stamp=$(
     {
-        cat "${BASH_SOURCE[0]}"
+        cat "${BASH_SOURCE[0]}" "$here/../lib/kernel.sh"
         for f in "${guest_files[@]}"; do cat "$here/$f"; done
         echo "kernel $kver $kpkg_version"
         dpkg-query -W -f='${Package} ${Version}\n' busybox-static dropbear-bin
@@ -252,28 +254,6 @@ rm -f "$work/base.raw"
 
 cp "$vmlinuz" "$work/vmlinuz"
 
-# extract_vmlinux BZIMAGE OUT: the ELF kernel inside a bzImage, found the way
-# the kernel's scripts/extract-vmlinux does it: try each offset where a
-# compressor's magic occurs until one decompresses to an ELF file.
-extract_vmlinux() {
-    local img=$1 out=$2 magic tool off
-    for magic in xz gzip zstd; do
-        case $magic in
-        xz) tool=(xz -dc) magic=$'\xfd7zXZ' ;;
-        gzip) tool=(gzip -dc) magic=$'\x1f\x8b\x08' ;;
-        zstd) tool=(zstd -qdc) magic=$'\x28\xb5\x2f\xfd' ;;
-        esac
-        command -v "${tool[0]}" >/dev/null || continue
-        while read -r off; do
-            # Trailing bytes after the compressed kernel make the
-            # decompressor fail at the end; the ELF check below decides.
-            tail -c "+$((off + 1))" "$img" | "${tool[@]}" >"$out" 2>/dev/null || true
-            [[ $(head -c 4 "$out" | od -An -tx1 | tr -d ' \n') == 7f454c46 ]] && return 0
-        done < <(LC_ALL=C grep -Fabo "$magic" "$img" | cut -d: -f1)
-    done
-    rm -f "$out"
-    return 1
-}
 if [[ " ${outputs[*]} " == *" vmlinux "* ]]; then
     extract_vmlinux "$vmlinuz" "$work/vmlinux" || die "could not extract an ELF kernel from $vmlinuz"
 fi

@@ -1,5 +1,5 @@
 //! Linux first-boot configuration: hostname, sshd enabled, firewall open
-//! for SSH, the post-load marker, then the image's own scripts. Each action
+//! for SSH (firewalld, ufw, nftables or iptables), the post-load marker, then the image's own scripts. Each action
 //! is idempotent and tolerates what a small image lacks (no systemd, no
 //! firewall), saying so in its event.
 
@@ -23,7 +23,16 @@ else
   hostname "$name" || exit 1
   if [ -w /etc/hostname ] || [ ! -e /etc/hostname ]; then printf '%s\n' "$name" > /etc/hostname 2>/dev/null || true; fi
 fi
-[ "$(hostname)" = "$name" ] && echo "hostname is $name""#;
+[ "$(hostname)" = "$name" ] || exit 1
+# Debian maps its own name to 127.0.1.1 in /etc/hosts; keep that line in step
+# so `hostname -f` and sudo resolve the new name. A name hostname accepted
+# has no characters sed would read.
+if grep -q '^127\.0\.1\.1[[:space:]]' /etc/hosts 2>/dev/null; then
+  short=${name%%.*}
+  if [ "$short" = "$name" ]; then line="127.0.1.1 $name"; else line="127.0.1.1 $name $short"; fi
+  sed -i "s/^127\.0\.1\.1[[:space:]].*/$line/" /etc/hosts || exit 1
+fi
+echo "hostname is $name""#;
 
 const SSHD: &str = r#"if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   for u in ssh.service sshd.service; do
@@ -39,6 +48,34 @@ const FIREWALL: &str = r#"if command -v firewall-cmd >/dev/null 2>&1 && firewall
   firewall-cmd --permanent --add-service=ssh >/dev/null && firewall-cmd --reload >/dev/null && echo "firewalld: ssh allowed"
 elif command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status: active"; then
   ufw allow 22/tcp >/dev/null && echo "ufw: 22/tcp allowed"
+elif command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
+    $1 == "table" { t = $2 " " $3 }
+    $1 == "chain" { c = $2 }
+    /hook input/ && t ~ /^(ip|ip6|inet) / { print t, c }') && [ -n "$chains" ]; then
+  # Every base chain on the input hook gets the rule first: an accept in a
+  # chain of our own would not stop another chain's drop. The same insert
+  # goes into /etc/nftables.conf (nftables.service loads it at boot) when
+  # that file, with the line added, still checks.
+  conf=/etc/nftables.conf
+  printf '%s\n' "$chains" | while read -r fam tab ch; do
+    if ! nft list chain "$fam" "$tab" "$ch" | grep -q 'comment "reimage-ssh"'; then
+      nft insert rule "$fam" "$tab" "$ch" tcp dport 22 accept comment '"reimage-ssh"' || exit 1
+    fi
+    line="insert rule $fam $tab $ch tcp dport 22 accept comment \"reimage-ssh\""
+    kept="not kept: no $conf"
+    if [ -f "$conf" ]; then
+      if grep -qxF "$line" "$conf"; then
+        kept="kept in $conf"
+      elif { cat "$conf"; printf '\n%s\n' "$line"; } > "$conf.reimage" && nft -c -f "$conf.reimage" >/dev/null 2>&1; then
+        printf '\n%s\n' "$line" >> "$conf" || exit 1
+        kept="kept in $conf"
+      else
+        kept="not kept: $conf does not define it"
+      fi
+      rm -f "$conf.reimage"
+    fi
+    echo "nftables: 22/tcp accepted in $fam $tab $ch ($kept)"
+  done
 elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
   iptables -C INPUT -p tcp --dport 22 -j ACCEPT 2>/dev/null || iptables -I INPUT -p tcp --dport 22 -j ACCEPT
   echo "iptables: 22/tcp accepted"
