@@ -429,3 +429,26 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
         "{kh3}"
     );
 }
+
+#[test]
+fn the_debian_example_config_checks() {
+    let s = Scratch::new("debian-example");
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(repo("examples/debian.toml"))
+        .arg("--state-dir")
+        .arg(s.path("state"))
+        .args(["check", "deb-vm", "--image", "debian"])
+        .env_remove("REIMAGE_CONFIG");
+    let r = run(&mut cmd, Duration::from_secs(30));
+    assert_eq!(r.code, 0, "{r:?}");
+    // The built-in qemu provisioner and linux profile, direct boot.
+    for want in [
+        "provisioner: qemu (kind qemu)",
+        "os profile: debian (family linux, channel ssh)",
+        "direct boot: kernel /var/cache/reimage/debian-guest/vmlinux",
+        "first boot: yes",
+    ] {
+        assert!(r.stdout.contains(want), "{want} in {}", r.stdout);
+    }
+}
