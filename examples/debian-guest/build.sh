@@ -198,11 +198,12 @@ ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -C "" -f /etc/ssh/ssh_host_ed2
 RequiredBy=ssh.service
 EOF
 
-# Networking for QEMU's user mode: DHCP on the first Ethernet NIC with
-# systemd-networkd; QEMU's DNS forwarder is 10.0.2.3.
+# Networking for QEMU's user mode: DHCP on the PCI NIC (enp0s1 on q35)
+# with systemd-networkd, which leaves other links (a test's veth) alone;
+# QEMU's DNS forwarder is 10.0.2.3.
 cat >"$root/etc/systemd/network/10-reimage-vm.network" <<'EOF'
 [Match]
-Type=ether
+Name=en* eth*
 
 [Network]
 DHCP=ipv4
@@ -256,13 +257,14 @@ sed -i 's/^MODULES=.*/MODULES=list/' "$root/etc/initramfs-tools/initramfs.conf"
 printf '%s\n' virtio_pci virtio_blk virtio_net virtio_rng ext4 crc32c_generic \
     >>"$root/etc/initramfs-tools/modules"
 # Drivers for hardware a QEMU guest never has: most of the module tree's
-# 400 MB. Kept: virtio, block, char (virtio-rng), net/virtio_net, file
-# systems, netfilter and the rest of net, crypto, lib.
+# 400 MB. Kept: virtio, block, char (virtio-rng), net/virtio_net, veth (a
+# test puts SSH clients with other source addresses in a network namespace
+# in the guest), file systems, netfilter and the rest of net, crypto, lib.
 moddir=$root/lib/modules/$kver/kernel
 find "$moddir/drivers" -mindepth 1 -maxdepth 1 \
     ! -name virtio ! -name block ! -name char ! -name net -exec rm -rf {} +
 find "$moddir/drivers/net" -mindepth 1 -maxdepth 1 \
-    ! -name 'virtio_net.ko*' ! -name 'net_failover.ko*' -exec rm -rf {} +
+    ! -name 'virtio_net.ko*' ! -name 'net_failover.ko*' ! -name 'veth.ko*' -exec rm -rf {} +
 rm -rf "$moddir/sound" "$moddir/arch/x86/kvm" "$moddir/net/wireless" "$moddir/net/mac80211" "$moddir/net/bluetooth"
 in_root depmod "$kver"
 in_root update-initramfs -u -k "$kver" >/dev/null 2>&1 || die "update-initramfs in the guest failed"
