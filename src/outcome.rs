@@ -58,17 +58,6 @@ impl Outcome {
         }
     }
 
-    /// Turns a retry into a fatal result on the last attempt, where a retry
-    /// would ask for a reload that will not come.
-    pub fn fatal_if_last(self, last: bool) -> Outcome {
-        match self {
-            Outcome::Retry(e) if last => {
-                Outcome::Fatal(e.context("no attempts left to load the image again"))
-            }
-            other => other,
-        }
-    }
-
     /// Adds context to the error of a failed outcome.
     pub fn context<C: fmt::Display + Send + Sync + 'static>(self, c: C) -> Outcome {
         match self {
@@ -96,13 +85,5 @@ mod tests {
         assert_eq!(Outcome::Done.exit_code(), 0);
         assert_eq!(Outcome::Retry(anyhow::anyhow!("x")).exit_code(), 75);
         assert_eq!(Outcome::Fatal(anyhow::anyhow!("x")).exit_code(), 1);
-    }
-
-    #[test]
-    fn retry_on_last_attempt_becomes_fatal() {
-        let o = Outcome::Retry(anyhow::anyhow!("timed out")).fatal_if_last(true);
-        assert_eq!(o.name(), "fatal");
-        let o = Outcome::Retry(anyhow::anyhow!("timed out")).fatal_if_last(false);
-        assert_eq!(o.name(), "retry");
     }
 }

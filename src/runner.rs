@@ -1,11 +1,13 @@
 //! The attempt loop around the two modules, and the single steps scripts
-//! chain. It maps outcomes to exit codes and keeps the last-run record.
+//! chain. It owns the contract: it makes the attempts, turns a retry on the
+//! last attempt into fatal for every module and both phases, maps outcomes
+//! to exit codes, and keeps the last-run record.
 
 use std::time::SystemTime;
 
 use crate::attempt::Attempt;
 use crate::config::Plan;
-use crate::os::OsModule;
+use crate::os::{OsModule, PowerReset};
 use crate::outcome::{EXIT_DONE, EXIT_FATAL, Outcome};
 use crate::provision::Provisioner;
 use crate::report::{Reporter, rfc3339};
@@ -28,6 +30,33 @@ impl Phase {
             Phase::Load => "load",
             Phase::PostLoad => "post-load",
         }
+    }
+}
+
+/// A provisioner's power reset bound to the plan and the real attempt: the
+/// narrow capability the OS module gets.
+struct Reset<'a> {
+    provisioner: &'a dyn Provisioner,
+    plan: &'a Plan,
+    attempt: Attempt,
+}
+
+impl PowerReset for Reset<'_> {
+    fn power_reset(&self, report: &Reporter) -> Option<Outcome> {
+        self.provisioner
+            .power_reset(self.plan, self.attempt, report)
+    }
+}
+
+/// The contract's rule for the last attempt: a retry would ask for a reload
+/// that will not come, so it is fatal.
+fn last_attempt_rule(o: Outcome, attempt: Attempt) -> Outcome {
+    match o {
+        Outcome::Retry(e) if attempt.is_last() => Outcome::Fatal(e.context(format!(
+            "no attempts left to load the image again (attempt {} of {}: attempts spent)",
+            attempt.number, attempt.of
+        ))),
+        other => other,
     }
 }
 
@@ -96,11 +125,16 @@ impl Runner<'_> {
             Phase::PostLoad => self.os.post_load(
                 self.plan,
                 attempt,
-                self.provisioner,
+                &Reset {
+                    provisioner: self.provisioner,
+                    plan: self.plan,
+                    attempt,
+                },
                 self.state,
                 self.report,
             ),
         };
+        let o = last_attempt_rule(o, attempt);
         let msg = o.error().map(|e| format!("{e:#}"));
         self.report.result(phase.name(), o.name(), msg.clone());
         self.record.result = o.name().into();
@@ -128,7 +162,7 @@ impl Runner<'_> {
     /// `reimage provision`: attempts 1..=n of load then post-load.
     pub fn provision(&mut self, n: u32) -> i32 {
         for k in 1..=n {
-            let a = Attempt::new(k, n, self.plan.growth);
+            let a = self.plan.attempt(k, n);
             self.report.attempt(k, n);
             let loaded = self.phase(Phase::Load, a);
             if signal::caught().is_some() {
@@ -137,9 +171,7 @@ impl Runner<'_> {
             match loaded {
                 Outcome::Done => {}
                 Outcome::Retry(_) => continue,
-                Outcome::Fatal(e) => {
-                    return self.end(EXIT_FATAL, &format!("load failed, not retrying: {e:#}"));
-                }
+                Outcome::Fatal(e) => return self.fatal(Phase::Load, &e),
             }
             let ready = self.phase(Phase::PostLoad, a);
             if signal::caught().is_some() {
@@ -156,18 +188,18 @@ impl Runner<'_> {
                     );
                 }
                 Outcome::Retry(_) => continue,
-                Outcome::Fatal(e) => {
-                    return self.end(
-                        EXIT_FATAL,
-                        &format!("post-load failed, not retrying: {e:#}"),
-                    );
-                }
+                Outcome::Fatal(e) => return self.fatal(Phase::PostLoad, &e),
             }
         }
-        self.record.result = "fatal".into();
+        // Not reached: the last attempt's retry became fatal in `phase`.
+        self.end(EXIT_FATAL, "attempts spent")
+    }
+
+    /// Ends a provision run on a fatal outcome.
+    fn fatal(&mut self, phase: Phase, e: &anyhow::Error) -> i32 {
         self.end(
             EXIT_FATAL,
-            &format!("all {n} attempts asked for a retry: attempts spent"),
+            &format!("{} failed, not retrying: {e:#}", phase.name()),
         )
     }
 
@@ -181,5 +213,31 @@ impl Runner<'_> {
             Outcome::Fatal(e) => format!("{} failed: {e:#}", phase.name()),
         };
         self.end(o.exit_code(), &msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_on_the_last_attempt_becomes_fatal() {
+        let o = last_attempt_rule(
+            Outcome::Retry(anyhow::anyhow!("timed out")),
+            Attempt::new(3, 3, 1.0),
+        );
+        assert_eq!(o.name(), "fatal");
+        let msg = format!("{:#}", o.error().expect("an error"));
+        assert!(
+            msg.contains("no attempts left") && msg.contains("timed out"),
+            "{msg}"
+        );
+        let o = last_attempt_rule(
+            Outcome::Retry(anyhow::anyhow!("timed out")),
+            Attempt::new(2, 3, 1.0),
+        );
+        assert_eq!(o.name(), "retry");
+        let o = last_attempt_rule(Outcome::Done, Attempt::new(3, 3, 1.0));
+        assert_eq!(o.name(), "done");
     }
 }

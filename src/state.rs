@@ -3,6 +3,8 @@
 //! processes. Every write is atomic (temp file, fsync, rename).
 
 use anyhow::{Context, Result};
+
+use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -37,6 +39,17 @@ impl std::fmt::Display for Locked {
 }
 
 impl std::error::Error for Locked {}
+
+enum LockError {
+    Held(Locked),
+    Io(anyhow::Error),
+}
+
+impl From<anyhow::Error> for LockError {
+    fn from(e: anyhow::Error) -> LockError {
+        LockError::Io(e)
+    }
+}
 
 /// The state directory.
 #[derive(Debug, Clone)]
@@ -119,8 +132,16 @@ impl StateDir {
         })
     }
 
-    /// Takes the computer's lock at once or fails with [`Locked`].
-    pub fn lock(&self, computer: &str) -> Result<Lock> {
+    /// Takes the computer's lock at once, or fails with
+    /// [`Error::Locked`] naming the holder (exit 73).
+    pub fn lock(&self, computer: &str) -> Result<Lock, Error> {
+        self.try_lock(computer).map_err(|e| match e {
+            LockError::Held(l) => Error::Locked(l.to_string()),
+            LockError::Io(e) => Error::Fatal(e),
+        })
+    }
+
+    fn try_lock(&self, computer: &str) -> Result<Lock, LockError> {
         let dir = self.computer_dir(computer);
         self.ensure(&dir)?;
         let path = dir.join("lock");
@@ -134,16 +155,18 @@ impl StateDir {
         if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             let mut s = String::new();
             let _ = file.read_to_string(&mut s);
-            return Err(Locked {
+            return Err(LockError::Held(Locked {
                 computer: computer.into(),
                 pid: s.trim().parse().ok(),
-            }
-            .into());
+            }));
         }
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        file.flush()?;
+        let mark = |file: &mut File| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{}", std::process::id())?;
+            file.flush()
+        };
+        mark(&mut file).with_context(|| format!("cannot write lock file {}", path.display()))?;
         Ok(Lock { file })
     }
 

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use super::model::HostKeyPolicy;
 use super::model::{ChannelKind, Family, ImageConfig, StepConfig, WaitKind};
 use super::plan::Profile;
-use crate::control::ssh::HostKeyPolicy;
 
 /// Names of the built-in profiles, one per family.
 pub const FAMILIES: [&str; 5] = ["generic", "linux", "windows-5", "windows-6", "windows-10"];

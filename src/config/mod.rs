@@ -8,13 +8,14 @@ mod model;
 mod plan;
 
 pub use model::*;
-pub use plan::{ComputerPlan, Plan, resolve};
+pub use plan::{ComputerPlan, Plan, ProvisionerRef, resolve};
 
-use anyhow::Result;
 use std::path::{Path, PathBuf};
 
-/// A configuration error, already formatted as `FILE:LINE:COL: message`;
-/// `main` exits 78 on it.
+use crate::error::Error;
+
+/// A configuration error, already formatted as `FILE:LINE:COL: message`
+/// (exit 78).
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
@@ -26,17 +27,41 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A usage error (unknown computer or image); `main` exits 64 on it.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e.0)
     }
 }
 
-impl std::error::Error for UsageError {}
+/// An error inside one table that its owner decodes (a provisioner's):
+/// the key path inside that table, and what is wrong. [`Loaded::key_error`]
+/// turns it into FILE:LINE:COL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyError {
+    /// Keys from the table down to the bad one (array items by index);
+    /// empty when the table as a whole is wrong.
+    pub path: Vec<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl KeyError {
+    /// An error at `key` of the table.
+    pub fn at(key: &str, message: impl Into<String>) -> KeyError {
+        KeyError {
+            path: vec![key.to_string()],
+            message: message.into(),
+        }
+    }
+
+    /// An error about the table as a whole.
+    pub fn table(message: impl Into<String>) -> KeyError {
+        KeyError {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+}
 
 /// The configuration file as read, with its path and text kept so later
 /// checks can point at a line and column.
@@ -60,31 +85,45 @@ impl Loaded {
             .unwrap_or_else(|| self.path.display().to_string());
         ConfigError(format!("{at}: {msg}"))
     }
+
+    /// A [`KeyError`] from the table at `table` (e.g. `["provisioners",
+    /// "xc"]`), pointing at the bad key, or at the table when the key is not
+    /// written in the file.
+    pub fn key_error(&self, table: &[&str], e: &KeyError) -> ConfigError {
+        let mut path: Vec<&str> = table.to_vec();
+        path.extend(e.path.iter().map(String::as_str));
+        let mut n = path.len();
+        while n > table.len() && locate::key_span(&self.text, &path[..n]).is_none() {
+            n -= 1;
+        }
+        self.error_at(&path[..n], &e.message)
+    }
 }
 
-/// Reads and validates the configuration at `path`.
-pub fn load(path: &Path) -> Result<Loaded> {
+/// Reads and validates the configuration at `path`. `builtin` names the
+/// provisioners that exist without a `[provisioners.NAME]` table.
+pub fn load(path: &Path, builtin: &[&str]) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError(format!(
             "{}: cannot read the configuration: {e} (give another with --config or REIMAGE_CONFIG)",
             path.display()
         ))
     })?;
-    parse(path, text)
+    parse(path, text, builtin)
 }
 
 /// Parses and validates configuration text that came from `path`.
-pub fn parse(path: &Path, text: String) -> Result<Loaded> {
+pub fn parse(path: &Path, text: String, builtin: &[&str]) -> Result<Loaded, ConfigError> {
     let config: Config = match toml::from_str(&text) {
         Ok(c) => c,
-        Err(e) => return Err(locate::toml_error(path, &text, &e).into()),
+        Err(e) => return Err(locate::toml_error(path, &text, &e)),
     };
     let loaded = Loaded {
         path: path.to_path_buf(),
         text,
         config,
     };
-    model::validate(&loaded)?;
+    model::validate(&loaded, builtin)?;
     // Every image's profile resolves (step names in `timeouts` exist), so
     // `reimage check` finds what a run would trip over.
     for img in loaded.config.images.values() {

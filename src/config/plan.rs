@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::builtin::{builtin_profile, cloud_init_step, family_of};
+use super::model::HostKeyPolicy;
 use super::model::{ChannelKind, Family, ImageConfig, OsConfig, StepConfig, WaitKind};
-use super::{ConfigError, Loaded, UsageError};
-use crate::control::ssh::HostKeyPolicy;
-use crate::provision::ProvisionerConfig;
+use super::{ConfigError, Loaded};
+use crate::attempt::Attempt;
+use crate::error::Error;
 
 /// The computer as the modules see it.
 #[derive(Debug, Clone)]
@@ -79,6 +80,19 @@ pub struct Profile {
     pub command_timeout: Duration,
 }
 
+/// The provisioner a plan names: its name, its kind, and its table as
+/// written (the provisioner decodes it). A built-in name without a table
+/// has an empty table and is its own kind.
+#[derive(Debug, Clone)]
+pub struct ProvisionerRef {
+    /// `[provisioners.NAME]`, or a built-in name.
+    pub name: String,
+    /// The table's `kind`.
+    pub kind: String,
+    /// The table, without `kind`.
+    pub table: toml::Table,
+}
+
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -86,8 +100,8 @@ pub struct Plan {
     pub computer: ComputerPlan,
     /// The image.
     pub image: ImagePlan,
-    /// Provisioner name and its configuration.
-    pub provisioner: (String, ProvisionerConfig),
+    /// The provisioner.
+    pub provisioner: ProvisionerRef,
     /// The OS profile.
     pub profile: Profile,
     /// Attempts in a provision run.
@@ -108,17 +122,17 @@ pub fn resolve(
     image: &str,
     state_dir: &Path,
     reservation: Option<String>,
-) -> anyhow::Result<Plan> {
+) -> Result<Plan, Error> {
     let c = &l.config;
     let comp = c.computers.get(computer).ok_or_else(|| {
-        UsageError(format!(
+        Error::Usage(format!(
             "unknown computer `{computer}`: {} has no [computers.{computer}] (known: {})",
             l.path.display(),
             names(c.computers.keys())
         ))
     })?;
     let img = c.images.get(image).ok_or_else(|| {
-        UsageError(format!(
+        Error::Usage(format!(
             "unknown image `{image}`: {} has no [images.{image}] (known: {})",
             l.path.display(),
             names(c.images.keys())
@@ -130,10 +144,24 @@ pub fn resolve(
             format!("neither computer `{computer}` nor image `{image}` names a provisioner: add provisioner = \"NAME\""),
         )
     })?;
-    let pconf = match c.provisioners.get(&pname) {
-        Some(p) => p.clone(),
-        None => crate::provision::builtin_config(&pname)
-            .ok_or_else(|| ConfigError(format!("provisioner `{pname}` is not defined")))?,
+    let provisioner = match c.provisioners.get(&pname) {
+        Some(t) => {
+            let mut table = t.clone();
+            let kind = match table.remove("kind") {
+                Some(toml::Value::String(k)) => k,
+                _ => String::new(),
+            };
+            ProvisionerRef {
+                name: pname,
+                kind,
+                table,
+            }
+        }
+        None => ProvisionerRef {
+            kind: pname.clone(),
+            name: pname,
+            table: toml::Table::new(),
+        },
     };
     let profile = resolve_profile(l, &img.os, img, state_dir)?;
     Ok(Plan {
@@ -149,7 +177,7 @@ pub fn resolve(
             source: img.source.clone().unwrap_or_else(|| image.to_string()),
             config: img.clone(),
         },
-        provisioner: (pname, pconf),
+        provisioner,
         profile,
         max_attempts: img.max_attempts.unwrap_or(c.max_attempts),
         growth: c.timeout_growth,
@@ -252,14 +280,26 @@ fn overlay(p: &mut Profile, o: &OsConfig) {
 }
 
 impl Plan {
+    /// Attempt `number` of `of`, with this plan's timeout growth: the one
+    /// place attempts are made.
+    pub fn attempt(&self, number: u32, of: u32) -> Attempt {
+        Attempt::new(number, of, self.growth)
+    }
+
+    /// Every attempt of a `provision` run with the plan's attempt count, for
+    /// describing timeouts at each attempt.
+    pub fn attempts(&self) -> impl Iterator<Item = Attempt> + '_ {
+        (1..=self.max_attempts).map(|k| self.attempt(k, self.max_attempts))
+    }
+
     /// The plan as `reimage check COMPUTER --image IMAGE` prints it: the
-    /// provisioner, the OS profile, and every wait step with its timeout at
-    /// each attempt.
-    pub fn describe(&self) -> String {
+    /// provisioner (with `provisioner` lines its module wrote), the OS
+    /// profile, and every wait step with its timeout at each attempt.
+    pub fn describe(&self, provisioner: &[String]) -> String {
         use crate::duration::fmt;
         let at = |d: Duration| -> String {
-            (1..=self.max_attempts)
-                .map(|k| fmt(crate::attempt::scale(d, k, self.growth)))
+            self.attempts()
+                .map(|a| fmt(a.scale(d)))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -283,10 +323,9 @@ impl Plan {
         ));
         line(format!(
             "provisioner: {} (kind {})",
-            self.provisioner.0,
-            self.provisioner.1.kind()
+            self.provisioner.name, self.provisioner.kind
         ));
-        for d in self.provisioner.1.describe(self) {
+        for d in provisioner {
             line(format!("  {d}"));
         }
         let port = self.computer.port.unwrap_or(p.port);

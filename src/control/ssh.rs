@@ -33,42 +33,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Channel, ChannelError, CommandOutput};
+use crate::config::HostKeyPolicy;
 use crate::signal;
-
-/// What to do with the computer's SSH host key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// The key must already be in the known-hosts file: for standing
-    /// machines whose keys never change.
-    Strict,
-    /// A missing entry is added (trust on first use); a different key is
-    /// refused, like OpenSSH's `StrictHostKeyChecking accept-new`.
-    AcceptNew,
-    /// A freshly loaded computer has new host keys: whatever the file holds
-    /// for it is replaced on the first connection this [`Ssh`] value makes;
-    /// after that the key is pinned, so a different key later in the same
-    /// run (say after a reboot step) is refused.
-    #[default]
-    ReplaceAfterLoad,
-}
-
-impl std::str::FromStr for HostKeyPolicy {
-    type Err = String;
-
-    /// Parses the config spelling: `strict`, `accept-new`,
-    /// `replace-after-load`.
-    fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
-        match s {
-            "strict" => Ok(HostKeyPolicy::Strict),
-            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
-            "replace-after-load" => Ok(HostKeyPolicy::ReplaceAfterLoad),
-            _ => Err(format!(
-                "unknown host key policy `{s}`: use strict, accept-new or replace-after-load"
-            )),
-        }
-    }
-}
 
 /// Where and how to log in.
 #[derive(Debug, Clone)]

@@ -3,9 +3,10 @@
 use anyhow::Result;
 use std::path::PathBuf;
 
+use crate::config::HostKeyPolicy;
 use crate::config::{ChannelKind, Plan};
 use crate::control::Channel;
-use crate::control::ssh::{HostKeyPolicy, Ssh, SshConfig};
+use crate::control::ssh::{Ssh, SshConfig};
 use crate::control::winrm::{WinRm, WinRmConfig};
 
 /// The channel for this plan, or `None` for `channel = "none"`.

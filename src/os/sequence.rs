@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::wait::{self, Limits, Pace, Poll, Waited};
+use super::PowerReset;
 use crate::attempt::Attempt;
 use crate::config::{Plan, StepConfig, WaitKind};
 use crate::control::{Channel, ChannelError};
 use crate::duration;
 use crate::outcome::Outcome;
 use crate::probe::{self, Seen};
-use crate::provision::Provisioner;
 use crate::report::Reporter;
+use crate::wait::{self, Limits, Pace, Poll, Waited};
 
 /// How often the sequence may start over when the computer goes away during
 /// the stability window (a Sysprep reboot after the first answer).
@@ -22,7 +22,7 @@ const MAX_RESTARTS: u32 = 3;
 pub struct Sequence<'a> {
     pub plan: &'a Plan,
     pub attempt: Attempt,
-    pub power: &'a dyn Provisioner,
+    pub power: &'a dyn PowerReset,
     pub report: &'a Reporter,
     pub channel: Option<&'a mut (dyn Channel + 'static)>,
     /// Boot id seen before the load, if one was.
@@ -88,7 +88,7 @@ impl Sequence<'_> {
         self.report.step(s.name(), Some(timeout));
         let mut w = self.wait_for(s, Limits { timeout, stall });
         if let (Waited::TimedOut(_), Some(extra)) = (&w, s.reset_on_timeout) {
-            match self.power.power_reset(self.plan, self.report) {
+            match self.power.power_reset(self.report) {
                 Some(Outcome::Done) => {
                     let extra = self.attempt.scale(extra);
                     self.report.step_end(
