@@ -54,6 +54,19 @@ impl ChannelError {
         }
     }
 
+    /// The contract's class, with `what` (the computer and the step) as
+    /// context: fatal for credentials and host keys, retry for the rest (the
+    /// computer went away, a command hung).
+    pub fn into_outcome(self, what: String) -> crate::outcome::Outcome {
+        let fatal = self.is_fatal();
+        let err = self.into_inner().context(what);
+        if fatal {
+            crate::outcome::Outcome::Fatal(err)
+        } else {
+            crate::outcome::Outcome::Retry(err)
+        }
+    }
+
     /// Short class name for events.
     pub fn class(&self) -> &'static str {
         match self {

@@ -358,15 +358,7 @@ impl Sequence<'_> {
         let out = ch
             .run(&chk.command, self.plan.profile.command_timeout)
             .map_err(|e| {
-                let fatal = e.is_fatal();
-                let err = e
-                    .into_inner()
-                    .context(format!("{who}: image_check `{}`", chk.command.join(" ")));
-                if fatal {
-                    Outcome::Fatal(err)
-                } else {
-                    Outcome::Retry(err)
-                }
+                e.into_outcome(format!("{who}: image_check `{}`", chk.command.join(" ")))
             })?;
         if re.is_match(out.stdout.trim()) {
             self.report

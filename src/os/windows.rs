@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use super::actions::{Actions, classify};
+use super::actions::Actions;
 use crate::attempt::Attempt;
 use crate::config::{Family, Plan};
 use crate::control::{Channel, CommandOutput};
@@ -447,7 +447,7 @@ fn exec(a: &mut Actions, name: &str, cmd: &[String]) -> Result<CommandOutput, Ou
     let who = a.plan.computer.name.clone();
     let out = a.ch.run(cmd, a.timeout).map_err(|e| {
         a.report.step_end(false, &e.to_string());
-        classify(e, format!("{who}: first-boot action `{name}`"))
+        e.into_outcome(format!("{who}: first-boot action `{name}`"))
     })?;
     let o = crate::exec::Output {
         code: out.status,
