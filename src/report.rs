@@ -30,7 +30,8 @@ pub enum Mode {
 pub struct Event {
     /// UTC time, RFC 3339.
     pub time: String,
-    /// attempt | phase | step | progress | step-end | output | info | warn | result | run.
+    /// start | attempt | phase | step | progress | step-end | output | info |
+    /// warn | result | run.
     pub kind: &'static str,
     /// Computer name.
     pub computer: String,
@@ -195,6 +196,17 @@ impl Reporter {
         match (&self.mode, inner.bar.as_ref()) {
             (Mode::Tty, Some(bar)) => bar.println(text),
             _ => eprintln!("{} {text}", e.time),
+        }
+    }
+
+    /// A run of `command` starts: marks where its events begin in the event
+    /// log (`reimage log` splits runs there). Written to the log only.
+    pub fn start(&self, command: &str) {
+        let mut i = self.lock();
+        let mut e = self.base(&i, "start");
+        e.message = Some(format!("{command} (pid {})", std::process::id()));
+        if let (Ok(line), Some(f)) = (serde_json::to_string(&e), i.log.as_mut()) {
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 

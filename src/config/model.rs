@@ -33,6 +33,8 @@ pub struct Config {
     /// `[computers.NAME]`.
     #[serde(default)]
     pub computers: BTreeMap<String, ComputerConfig>,
+    /// `[coordination]`: the site-wide lock and load-limit store.
+    pub coordination: Option<crate::coord::Settings>,
 }
 
 fn default_attempts() -> u32 {
@@ -343,6 +345,11 @@ pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
     }
     if !(c.timeout_growth.is_finite() && c.timeout_growth >= 1.0) {
         return Err(l.error_at(&["timeout_growth"], "timeout_growth must be 1.0 or more"));
+    }
+    if let Some(s) = &c.coordination
+        && let Err((key, msg)) = s.validate()
+    {
+        return Err(l.error_at(&["coordination", key], msg));
     }
     for (name, p) in &c.provisioners {
         if !matches!(p.get("kind"), Some(toml::Value::String(_))) {

@@ -112,6 +112,9 @@ pub struct Plan {
     pub state_dir: PathBuf,
     /// Reservation id, when the scheduler gave one.
     pub reservation: Option<String>,
+    /// Where a provisioner takes load slots (the state directory's, or the
+    /// coordination store's once the run holds the computer there).
+    pub slots: crate::coord::Slots,
 }
 
 /// Resolves `computer` and `image` against the config. Unknown names are
@@ -183,6 +186,7 @@ pub fn resolve(
         growth: c.timeout_growth,
         state_dir: state_dir.to_path_buf(),
         reservation,
+        slots: crate::coord::Slots::local(crate::state::StateDir::new(state_dir)),
     })
 }
 

@@ -23,7 +23,6 @@ use crate::duration;
 use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
-use crate::state::StateDir;
 use crate::wait::{self, Limits, Pace, Poll, Waited};
 
 /// The shortest `reload_time` accepted: an xCAT install of a real machine
@@ -670,9 +669,9 @@ impl Xcat {
         // 1. A load slot on this management node.
         report.step("load slot", Some(c.slot_wait));
         let max = c.max_concurrent_loads;
-        let state = StateDir::new(&plan.state_dir);
-        let slot = state
-            .acquire_slot(&c.slot_name(), max, c.slot_wait, |_| {
+        let slot = plan
+            .slots
+            .acquire(&c.slot_name(), max, c.slot_wait, |_| {
                 report.progress(&format!("waiting for a load slot: {max}/{max} busy"));
             })
             .map_err(|e| Outcome::Fatal(e.context(format!("{who}: taking a load slot"))))?;
