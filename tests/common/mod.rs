@@ -190,3 +190,6 @@ pub fn repo(rel: &str) -> PathBuf {
 /// A real OpenSSH sshd on 127.0.0.1 (the harness the SSH channel's own tests use).
 #[path = "../../src/control/testsshd.rs"]
 pub mod sshd;
+
+/// A throwaway PostgreSQL cluster (the coordination store's tests).
+pub mod pg;

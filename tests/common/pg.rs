@@ -1,0 +1,243 @@
+//! A throwaway PostgreSQL cluster for the coordination store's tests and
+//! bench: Debian's `postgresql` package (initdb and postgres from
+//! /usr/lib/postgresql/VERSION/bin), a data directory in a temp dir,
+//! listening on 127.0.0.1 and a private socket directory, with the server's
+//! defaults (max_connections = 100). Removed on drop.
+//!
+//! PostgreSQL refuses to run as root: when the tests run as root, initdb,
+//! postgres and psql run as `nobody` through `setpriv` (util-linux), and
+//! the temp dir is handed to `nobody`.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NOBODY: u32 = 65534;
+
+/// The newest installed PostgreSQL's bin directory.
+fn bin_dir() -> PathBuf {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian package postgresql; .ci/run installs it)")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((v, bin))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .map(|(_, p)| p)
+        .expect("no /usr/lib/postgresql/*/bin/postgres")
+}
+
+fn as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command for a PostgreSQL program, as `nobody` when we are root.
+fn pg_command(prog: &Path) -> Command {
+    if as_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(prog);
+        c.env("HOME", "/tmp");
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
+fn give_away(p: &Path) {
+    if as_root() {
+        std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).expect("chown to nobody");
+    }
+}
+
+/// Runs a short command to its end with a limit; panics with its output on
+/// failure.
+fn run_ok(c: &mut Command, what: &str, limit: Duration) -> String {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed: {text}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running throwaway cluster.
+pub struct Pg {
+    dir: PathBuf,
+    bin: PathBuf,
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+    server: Option<Child>,
+}
+
+impl Pg {
+    /// initdb, start, and create the database `reimage` owned by the role
+    /// `reimage` (trust authentication on loopback).
+    pub fn start(name: &str) -> Pg {
+        let dir = std::env::temp_dir().join(format!(
+            "reimage-pg-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sock")).expect("pg dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        give_away(&dir);
+        give_away(&dir.join("sock"));
+        let bin = bin_dir();
+        run_ok(
+            pg_command(&bin.join("initdb"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .args(["-U", "reimage", "-A", "trust", "-E", "UTF8", "--no-sync"]),
+            "initdb",
+            Duration::from_secs(120),
+        );
+        let mut pg = Pg {
+            dir,
+            bin,
+            port: 0,
+            server: None,
+        };
+        pg.port = super::free_port();
+        pg.run_server();
+        run_ok(
+            pg_command(&pg.bin.join("createdb"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &pg.port.to_string(),
+                    "-U",
+                    "reimage",
+                ])
+                .arg("reimage"),
+            "createdb",
+            Duration::from_secs(60),
+        );
+        pg
+    }
+
+    fn run_server(&mut self) {
+        let log = std::fs::File::create(self.dir.join("server.log")).expect("server log");
+        let child = pg_command(&self.bin.join("postgres"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-k")
+            .arg(self.dir.join("sock"))
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        self.server = Some(child);
+        let start = Instant::now();
+        loop {
+            let ok = pg_command(&self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            if let Some(Ok(Some(st))) = self.server.as_mut().map(|c| c.try_wait()) {
+                panic!("postgres exited ({st}): {}", self.server_log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "postgres did not accept connections within 60 s: {}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// The URL reimage's `[coordination] url` takes.
+    pub fn url(&self) -> String {
+        format!("postgresql://reimage@127.0.0.1:{}/reimage", self.port)
+    }
+
+    /// Runs SQL with psql; the unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> String {
+        run_ok(
+            pg_command(&self.bin.join("psql"))
+                .args(["-X", "-At", "-v", "ON_ERROR_STOP=1"])
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "reimage", "-d", "reimage", "-c", sql]),
+            "psql",
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            // SAFETY: plain syscall on our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGINT);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,585 @@
+//! Several management nodes against one coordination store (a real,
+//! throwaway PostgreSQL cluster started here), and the fleet view
+//! (`status`, `log`). Two state directories with their own configs stand
+//! for two hosts, `node-a` and `node-b`.
+
+mod common;
+
+use common::pg::Pg;
+use common::{Run, Scratch, alive, bin, eventually, repo, run};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OSIMAGE: &str = "rhels7-x86_64-compute";
+
+/// The load command: records its pid, then behaves as the image's
+/// source says.
+const LOAD: &str = r#"#!/bin/sh
+echo $$ > "$PIDS/$1.tmp" && mv "$PIDS/$1.tmp" "$PIDS/$1"
+case "$2" in
+  sleep) exec sleep 120 ;;
+  retry) echo "node did not answer" >&2; exit 75 ;;
+  fatal) echo "no such image" >&2; exit 1 ;;
+  *) exit 0 ;;
+esac
+"#;
+
+/// Two hosts' configs in one scratch directory.
+struct Site {
+    s: Scratch,
+}
+
+impl Site {
+    /// Configs for hosts a and b; `coordination` is the body of
+    /// `[coordination]` without `host` (None: no store); `extra` is added
+    /// to both.
+    fn new(name: &str, coordination: Option<&str>, extra: &str) -> Site {
+        let s = Scratch::new(name);
+        let pids = s.path("pids");
+        std::fs::create_dir_all(&pids).expect("pids dir");
+        let script = s.script(
+            "load.sh",
+            &LOAD.replace("$PIDS", &pids.display().to_string()),
+        );
+        let mut computers = String::new();
+        for i in 1..=12 {
+            computers.push_str(&format!(
+                "[computers.pc{i}]\naddress = \"127.0.0.1\"\n[computers.n{i:02}]\naddress = \"127.0.0.1\"\nnode = \"n{i:02}\"\n"
+            ));
+        }
+        for h in ["a", "b"] {
+            let coord = coordination
+                .map(|c| format!("[coordination]\n{c}\nhost = \"node-{h}\"\n"))
+                .unwrap_or_default();
+            s.write(
+                &format!("host-{h}.toml"),
+                &format!(
+                    r#"state_dir = "{state}"
+max_attempts = 1
+{coord}
+[provisioners.script]
+kind = "command"
+load = ["{script}", "{{node}}", "{{source}}"]
+timeout = "3m"
+
+[os.none]
+family = "generic"
+channel = "none"
+steps = []
+
+[images.quick]
+os = "none"
+provisioner = "script"
+source = "ok"
+
+[images.slow]
+os = "none"
+provisioner = "script"
+source = "sleep"
+
+[images.retry]
+os = "none"
+provisioner = "script"
+source = "retry"
+
+[images.fatal]
+os = "none"
+provisioner = "script"
+source = "fatal"
+{extra}
+{computers}"#,
+                    state = s.path(&format!("state-{h}")).display(),
+                    script = script.display(),
+                ),
+            );
+        }
+        Site { s }
+    }
+
+    fn reimage(&self, host: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--config")
+            .arg(self.s.path(&format!("host-{host}.toml")))
+            .args(args)
+            .env_remove("REIMAGE_CONFIG")
+            .env_remove("REIMAGE_STATE_DIR")
+            .env("PGPASSFILE", "/nonexistent");
+        c
+    }
+
+    fn run(&self, host: &str, args: &[&str]) -> Run {
+        run(&mut self.reimage(host, args), Duration::from_secs(60))
+    }
+
+    fn spawn(&self, host: &str, args: &[&str]) -> Child {
+        self.reimage(host, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn reimage")
+    }
+
+    /// The pid the load command of `node` wrote, once it wrote one.
+    fn load_pid(&self, node: &str) -> i32 {
+        let p = self.s.path(&format!("pids/{node}"));
+        let mut pid = None;
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                pid = std::fs::read_to_string(&p)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                pid.is_some()
+            }),
+            "the load command of {node} did not start"
+        );
+        pid.unwrap_or(0)
+    }
+
+    fn record(&self, host: &str, computer: &str) -> serde_json::Value {
+        let p = self
+            .s
+            .path(&format!("state-{host}/computers/{computer}/last-run.json"));
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("last-run.json"))
+            .expect("record is JSON")
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: plain syscall on a process this test started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Waits for a spawned reimage; its code, stdout, stderr.
+fn finish(child: Child) -> (i32, String, String) {
+    let mut child = child;
+    let code = common::wait_limit(&mut child, Duration::from_secs(60));
+    let out = child.wait_with_output().expect("output");
+    (
+        code.unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn coordination(pg: &Pg, lease: &str) -> String {
+    format!("url = \"{}\"\nlease = \"{lease}\"", pg.url())
+}
+
+#[test]
+fn a_second_host_gets_73_naming_the_holder() {
+    let pg = Pg::start("holder");
+    let site = Site::new("site-holder", Some(&coordination(&pg, "20s")), "");
+    let a = site.spawn("a", &["load", "pc1", "--image", "slow"]);
+    let child = site.load_pid("pc1");
+
+    let b = site.run("b", &["load", "pc1", "--image", "quick"]);
+    assert_eq!(b.code, 73, "{}", b.stderr);
+    for want in [
+        "computer `pc1` is held by another reimage run".to_string(),
+        "host node-a".to_string(),
+        format!("pid {}", a.id()),
+        "`load --image slow --attempt 1`".to_string(),
+        "started 20".to_string(),
+    ] {
+        assert!(b.stderr.contains(&want), "missing {want:?}: {}", b.stderr);
+    }
+    assert_eq!(
+        site.load_pid("pc1"),
+        child,
+        "host b must not have run the load command"
+    );
+    // The store's row, readable with psql.
+    assert_eq!(
+        pg.psql("SELECT host || ' ' || pid || ' ' || command FROM reimage_holder"),
+        format!("node-a {} load --image slow --attempt 1\n", a.id())
+    );
+    assert_eq!(pg.psql("SELECT version FROM reimage_schema"), "1\n");
+
+    // Host b's fleet view shows the run on host a.
+    let st = site.run("b", &["status", "pc1", "--json"]);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    let v: serde_json::Value = serde_json::from_str(st.stdout.trim()).expect("status JSON");
+    assert_eq!(v["run"], format!("running on node-a (pid {})", a.id()));
+    assert_eq!(v["holder"]["command"], "load --image slow --attempt 1");
+
+    // SIGTERM: the run stops its child and gives the computer back at once.
+    signal(a.id() as i32, libc::SIGTERM);
+    let (code, _, err) = finish(a);
+    assert_eq!(code, 143, "{err}");
+    assert!(eventually(Duration::from_secs(10), || !alive(child)));
+    assert_eq!(pg.psql("SELECT count(*) FROM reimage_holder"), "0\n");
+    let b = site.run("b", &["load", "pc1", "--image", "quick"]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+}
+
+#[test]
+fn a_killed_holder_frees_the_computer_within_the_lease() {
+    let pg = Pg::start("killed");
+    let lease = Duration::from_secs(4);
+    let site = Site::new("site-killed", Some(&coordination(&pg, "4s")), "");
+    let mut a = site.spawn("a", &["load", "pc1", "--image", "slow"]);
+    let child = site.load_pid("pc1");
+    let a_pid = a.id() as i32;
+    signal(a_pid, libc::SIGKILL);
+    let killed = Instant::now();
+    let _ = a.wait();
+    signal(child, libc::SIGKILL);
+    // The dead run's lease is still in the store: nobody removed it.
+    assert_eq!(
+        pg.psql("SELECT pid FROM reimage_holder WHERE computer = 'pc1'"),
+        format!("{a_pid}\n")
+    );
+    let mut refused = 0;
+    let got = loop {
+        let b = site.run("b", &["load", "pc1", "--image", "quick"]);
+        if b.code != 73 {
+            assert_eq!(b.code, 0, "{}", b.stderr);
+            break killed.elapsed();
+        }
+        assert!(b.stderr.contains(&format!("pid {a_pid}")), "{}", b.stderr);
+        refused += 1;
+        assert!(
+            killed.elapsed() < lease + Duration::from_secs(15),
+            "host b did not get pc1 within the lease ({lease:?}) after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("takeover after SIGKILL: {got:?} (lease {lease:?}, {refused} runs refused before)");
+    assert!(
+        refused > 0,
+        "the lease must hold the computer after SIGKILL"
+    );
+    assert!(got <= lease + Duration::from_secs(15), "{got:?}");
+    assert_eq!(
+        pg.psql("SELECT host FROM reimage_holder WHERE computer = 'pc1'"),
+        "",
+        "b released it at the end of its run"
+    );
+}
+
+#[test]
+fn twelve_xcat_loads_on_two_hosts_share_ten_site_wide_slots() {
+    let pg = Pg::start("slots");
+    // The xCAT stand-ins (tests/standins/xcat/: scripts following xCAT's
+    // documented nodeset/rpower/nodestat/lsdef output), one cluster for
+    // both hosts, as two management nodes of one xCAT would see it.
+    let bin_dir;
+    let extra;
+    {
+        let s = Scratch::new("site-slots-bin");
+        bin_dir = s.dir.clone();
+        std::mem::forget(s);
+        for f in ["common.sh", "nodeset", "rpower", "nodestat", "lsdef"] {
+            let text = std::fs::read_to_string(repo(&format!("tests/standins/xcat/{f}")))
+                .expect("stand-in script");
+            let p = bin_dir.join(f);
+            std::fs::write(&p, text).expect("write stand-in");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        extra = format!(
+            r#"
+[provisioners.x]
+kind = "xcat"
+bin_dir = "{}"
+reload_time = "10m"
+overall_timeout = "90s"
+poll_interval = "300ms"
+max_concurrent_loads = 10
+slot_wait = "90s"
+
+[images.rhel]
+os = "none"
+provisioner = "x"
+source = "{OSIMAGE}"
+"#,
+            bin_dir.display()
+        );
+    }
+    let site = Site::new("site-slots", Some(&coordination(&pg, "10s")), &extra);
+    let cluster = site.s.path("cluster");
+    for i in 1..=12 {
+        std::fs::create_dir_all(cluster.join(format!("nodes/n{i:02}"))).expect("node");
+    }
+    std::fs::write(cluster.join("osimages"), format!("{OSIMAGE}\n")).expect("osimages");
+    std::fs::write(
+        cluster.join("timeline"),
+        "0|noping|powering-on|-\n300|install {osimage}|installing|-\n3000|sshd|booted|boot\n",
+    )
+    .expect("timeline");
+    let children: Vec<(String, Child)> = (1..=12)
+        .map(|i| {
+            let node = format!("n{i:02}");
+            let host = if i % 2 == 0 { "a" } else { "b" };
+            let mut c = site.reimage(host, &["load", &node, "--image", "rhel"]);
+            c.env("XCAT_STANDIN_DIR", &cluster)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            (node, c.spawn().expect("spawn"))
+        })
+        .collect();
+    for (node, child) in children {
+        let (code, _, err) = finish(child);
+        assert_eq!(code, 0, "{node}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&bin_dir);
+    // The stand-ins log when each install started and ended.
+    let log = std::fs::read_to_string(cluster.join("log")).expect("stand-in log");
+    let mut edges = Vec::new();
+    let mut starts = BTreeMap::new();
+    for l in log.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let t: u64 = f[2].parse().expect("time");
+        if f[0] == "start" {
+            starts.insert(f[1].to_string(), t);
+            edges.push((t, 1i32));
+        } else {
+            edges.push((t, -1));
+        }
+    }
+    assert_eq!(starts.len(), 12, "all 12 loads started: {log}");
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    eprintln!("installs at once over both hosts: at most {most}");
+    assert!(most <= 10, "{most} installs at once over both hosts: {log}");
+    assert_eq!(now, 0, "every install ended: {log}");
+    assert_eq!(pg.psql("SELECT count(*) FROM reimage_slot"), "0\n");
+}
+
+#[test]
+fn a_lost_store_stops_the_run_and_kills_its_child() {
+    let mut pg = Pg::start("lost");
+    let site = Site::new("site-lost", Some(&coordination(&pg, "4s")), "");
+    let a = site.spawn("a", &["load", "pc1", "--image", "slow"]);
+    let child = site.load_pid("pc1");
+    pg.stop();
+    let (code, _, err) = finish(a);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("lost the coordination store"), "{err}");
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(child)),
+        "the load command (pid {child}) must be killed"
+    );
+    let r = site.record("a", "pc1");
+    assert_eq!(r["exit_code"], 69, "{r}");
+    assert_eq!(r["result"], "interrupted", "{r}");
+
+    // A run that cannot reach the store does not start.
+    let b = site.run("b", &["load", "pc2", "--image", "quick"]);
+    assert_eq!(b.code, 69, "{}", b.stderr);
+    assert!(b.stderr.contains("coordination store"), "{}", b.stderr);
+    assert!(
+        !site.s.path("pids/pc2").exists(),
+        "no load without the store"
+    );
+}
+
+#[test]
+fn setup_db_creates_a_versioned_schema_and_a_newer_one_is_refused() {
+    let pg = Pg::start("setup");
+    let site = Site::new("site-setup", Some(&coordination(&pg, "10s")), "");
+    for _ in 0..2 {
+        let r = site.run("a", &["setup-db"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.contains("schema version 1 ready"), "{}", r.stdout);
+    }
+    assert_eq!(
+        pg.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE tablename LIKE 'reimage_%'"),
+        "reimage_holder,reimage_schema,reimage_slot\n"
+    );
+    pg.psql("UPDATE reimage_schema SET version = 2");
+    let r = site.run("b", &["load", "pc1", "--image", "quick"]);
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(r.stderr.contains("schema version 2"), "{}", r.stderr);
+
+    let mut no = Command::new(bin());
+    no.arg("--config")
+        .arg(site.s.write("plain.toml", "max_attempts = 1\n"))
+        .arg("setup-db");
+    let r = run(&mut no, Duration::from_secs(30));
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(r.stderr.contains("[coordination]"), "{}", r.stderr);
+}
+
+fn status_lines(site: &Site) -> BTreeMap<String, serde_json::Value> {
+    let r = site.run("a", &["status", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("status line is JSON");
+            (v["computer"].as_str().unwrap_or("").to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn status_and_log_show_every_result_and_stale_runs() {
+    let site = Site::new("site-status", None, "");
+    assert_eq!(site.run("a", &["load", "pc1", "--image", "quick"]).code, 0);
+    assert_eq!(
+        site.run(
+            "a",
+            &[
+                "provision",
+                "pc1",
+                "--image",
+                "quick",
+                "--reservation",
+                "4711"
+            ]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        site.run("a", &["load", "pc2", "--image", "retry", "--of", "3"])
+            .code,
+        75
+    );
+    assert_eq!(
+        site.run("a", &["provision", "pc3", "--image", "fatal"])
+            .code,
+        1
+    );
+    // Interrupted: SIGTERM mid-load.
+    let c4 = site.spawn("a", &["load", "pc4", "--image", "slow"]);
+    site.load_pid("pc4");
+    signal(c4.id() as i32, libc::SIGTERM);
+    assert_eq!(finish(c4).0, 143);
+    // Stale: the run was SIGKILLed, its record still says running.
+    let mut c5 = site.spawn("a", &["load", "pc5", "--image", "slow"]);
+    let load5 = site.load_pid("pc5");
+    let pid5 = c5.id();
+    signal(pid5 as i32, libc::SIGKILL);
+    let _ = c5.wait();
+    signal(load5, libc::SIGKILL);
+    // In progress.
+    let c6 = site.spawn("a", &["load", "pc6", "--image", "slow"]);
+    site.load_pid("pc6");
+    let pid6 = c6.id();
+
+    let st = status_lines(&site);
+    let want: [(&str, &str, Option<i64>, String); 7] = [
+        ("pc1", "done", Some(0), "idle".into()),
+        ("pc2", "retry", Some(75), "idle".into()),
+        ("pc3", "fatal", Some(1), "idle".into()),
+        ("pc4", "interrupted", Some(143), "idle".into()),
+        ("pc5", "running", None, format!("stale (pid {pid5} gone)")),
+        ("pc6", "running", None, format!("running (pid {pid6})")),
+        ("pc7", "", None, "never run".into()),
+    ];
+    for (c, result, code, runs) in &want {
+        let v = &st[*c];
+        assert_eq!(v["run"], *runs, "{c}: {v}");
+        if !result.is_empty() {
+            assert_eq!(v["record"]["result"], *result, "{c}: {v}");
+            assert_eq!(v["record"]["exit_code"].as_i64(), *code, "{c}: {v}");
+        } else {
+            assert!(v.get("record").is_none(), "{c}: {v}");
+        }
+    }
+    assert_eq!(st["pc1"]["record"]["reservation"], "4711");
+    assert_eq!(st["pc1"]["record"]["command"], "provision");
+
+    // The table: a header and one line per computer asked for.
+    let r = site.run("a", &["status", "pc5", "pc1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert!(
+        lines[0].starts_with("COMPUTER") && lines[0].ends_with("RUN"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[1].starts_with("pc1 ") && lines[1].contains(" done "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[1].contains("4711") && lines[1].ends_with("idle"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[2].starts_with("pc5 ") && lines[2].ends_with(&format!("stale (pid {pid5} gone)")),
+        "{}",
+        r.stdout
+    );
+    let r = site.run("a", &["status", "nosuch"]);
+    assert_eq!(r.code, 64, "{}", r.stderr);
+
+    // log: the last run by default, any run by number, all of them.
+    let r = site.run("a", &["log", "pc1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("provision --image quick"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("load --image quick --attempt 1"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.trim_end().ends_with("is ready with image quick"),
+        "{}",
+        r.stdout
+    );
+    let r = site.run("a", &["log", "pc1", "--run", "1"]);
+    assert!(
+        r.stdout.contains("load --image quick --attempt 1"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(": exit 0"), "{}", r.stdout);
+    let r = site.run("a", &["log", "pc1", "--all"]);
+    assert_eq!(r.stdout.matches("== run ").count(), 2, "{}", r.stdout);
+    let r = site.run("a", &["log", "pc1", "--run", "3"]);
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(r.stderr.contains("has 2 run(s)"), "{}", r.stderr);
+    let r = site.run("a", &["log", "pc3", "--json"]);
+    let kinds: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v["kind"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("start"),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last().map(String::as_str), Some("run"), "{kinds:?}");
+    let r = site.run("a", &["log", "pc2"]);
+    assert!(r.stdout.contains("load: retry"), "{}", r.stdout);
+    assert!(r.stdout.contains("exit 75"), "{}", r.stdout);
+    // A stale run's log ends without a run event; --follow does not hang.
+    let r = site.run("a", &["log", "pc5", "--follow"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("the run's process is gone"),
+        "{}",
+        r.stdout
+    );
+
+    // --follow on the run in progress shows events until it ends.
+    // (Whether it attaches before or after the end, it shows the whole run.)
+    let f = site.spawn("a", &["log", "pc6", "--follow"]);
+    signal(pid6 as i32, libc::SIGTERM);
+    let (code, out, err) = finish(f);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("load --image slow"), "{out}");
+    assert!(out.trim_end().ends_with("interrupted by SIGTERM"), "{out}");
+    assert!(out.contains(": exit 143"), "{out}");
+    let _ = finish(c6);
+}
