@@ -282,13 +282,18 @@ impl Store {
 
     /// Takes `computer` for a run of `command`, or says who holds it.
     pub fn acquire(&self, computer: &str, command: &str) -> Result<Lease, StoreError> {
-        let start = Instant::now();
-        let deadline = start + self.lease / 2;
+        // Nothing is held yet, so a busy or restarting server may take up
+        // to a whole lease to answer.
+        let deadline = Instant::now() + self.lease;
         self.ensure_schema(deadline)?;
         let token = format!("{:016x}{:016x}", random_u64(), random_u64());
         let pid = std::process::id() as i32;
         let secs = self.lease.as_secs_f64();
+        let mut began = Instant::now();
         let got = self.with_client(deadline, |c| {
+            // The lease runs from the database's now() in this statement,
+            // which is later than this.
+            began = Instant::now();
             c.query_opt(
                 "INSERT INTO reimage_holder AS h (computer, token, host, pid, command, started, expires)
                  VALUES ($1, $2, $3, $4, $5, now(), now() + $6::float8 * interval '1 second')
@@ -308,13 +313,11 @@ impl Store {
                 .and_then(|mut v| v.pop());
             return Err(StoreError::Held(holder));
         }
-        // Slots a dead run of ours left behind are someone else's problem
-        // only until they expire; nothing to clean here.
         Ok(Lease::start(
             self.clone(),
             token,
             computer.to_string(),
-            start,
+            began,
         ))
     }
 
