@@ -76,6 +76,33 @@ impl Holder {
     }
 }
 
+/// The columns of a [`Holder`], for [`holder_row`].
+const HOLDER_SELECT: &str = "SELECT computer, host, pid, command,
+        to_char(started AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        extract(epoch FROM expires - now())::float8
+    FROM reimage_holder";
+
+fn holder_row(r: &postgres::Row) -> Holder {
+    Holder {
+        computer: r.get(0),
+        host: r.get(1),
+        pid: r.get(2),
+        command: r.get(3),
+        started: r.get(4),
+        expires_in: r.get(5),
+    }
+}
+
+/// What one try at taking a computer found.
+enum Take {
+    /// The schema is missing (0) or has this version, not ours.
+    Schema(i32),
+    /// Taken.
+    Got,
+    /// Held by this run (None: gone by the time we looked).
+    Held(Option<Holder>),
+}
+
 /// Why an operation failed: the store could not be used, or it answered no.
 #[derive(Debug)]
 pub enum StoreError {
@@ -280,38 +307,71 @@ impl Store {
         }
     }
 
-    /// Takes `computer` for a run of `command`, or says who holds it.
+    /// Takes `computer` for a run of `command`, or says who holds it. One
+    /// connection: the schema version, then the take (the schema is set up
+    /// first if it is missing).
     pub fn acquire(&self, computer: &str, command: &str) -> Result<Lease, StoreError> {
         // Nothing is held yet, so a busy or restarting server may take up
         // to a whole lease to answer.
         let deadline = Instant::now() + self.lease;
-        self.ensure_schema(deadline)?;
         let token = format!("{:016x}{:016x}", random_u64(), random_u64());
         let pid = std::process::id() as i32;
         let secs = self.lease.as_secs_f64();
         let mut began = Instant::now();
-        let got = self.with_client(deadline, |c| {
-            // The lease runs from the database's now() in this statement,
-            // which is later than this.
-            began = Instant::now();
-            c.query_opt(
-                "INSERT INTO reimage_holder AS h (computer, token, host, pid, command, started, expires)
-                 VALUES ($1, $2, $3, $4, $5, now(), now() + $6::float8 * interval '1 second')
-                 ON CONFLICT (computer) DO UPDATE
-                   SET token = EXCLUDED.token, host = EXCLUDED.host, pid = EXCLUDED.pid,
-                       command = EXCLUDED.command, started = EXCLUDED.started,
-                       expires = EXCLUDED.expires
-                   WHERE h.expires < now()
-                 RETURNING token",
-                &[&computer, &token, &self.host, &pid, &command, &secs],
-            )
-        })?;
-        if got.is_none() {
-            let holder = self
-                .holders(&[computer.to_string()])
-                .ok()
-                .and_then(|mut v| v.pop());
-            return Err(StoreError::Held(holder));
+        let mut set_up = false;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = self.with_client(deadline, |c| {
+                let v = match c.query_one("SELECT max(version) FROM reimage_schema", &[]) {
+                    Ok(r) => r.get::<_, Option<i32>>(0).unwrap_or(0),
+                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => 0,
+                    Err(e) => return Err(e),
+                };
+                if v == 0 || v > SCHEMA_VERSION {
+                    return Ok(Take::Schema(v));
+                }
+                // The lease runs from the database's now() in this
+                // statement, which is later than this.
+                began = Instant::now();
+                let got = c.query_opt(
+                    "INSERT INTO reimage_holder AS h (computer, token, host, pid, command, started, expires)
+                     VALUES ($1, $2, $3, $4, $5, now(), now() + $6::float8 * interval '1 second')
+                     ON CONFLICT (computer) DO UPDATE
+                       SET token = EXCLUDED.token, host = EXCLUDED.host, pid = EXCLUDED.pid,
+                           command = EXCLUDED.command, started = EXCLUDED.started,
+                           expires = EXCLUDED.expires
+                       WHERE h.expires < now()
+                     RETURNING token",
+                    &[&computer, &token, &self.host, &pid, &command, &secs],
+                )?;
+                if got.is_some() {
+                    return Ok(Take::Got);
+                }
+                let held = c.query_opt(
+                    &format!("{HOLDER_SELECT} WHERE computer = $1"),
+                    &[&computer],
+                )?;
+                Ok(Take::Held(held.as_ref().map(holder_row)))
+            })?;
+            match r {
+                Take::Got => break,
+                // Expired (or released) between the take and the look:
+                // take it again.
+                Take::Held(h) if tries < 3 && h.as_ref().is_none_or(|h| h.expires_in <= 0.0) => {}
+                Take::Held(h) => return Err(StoreError::Held(h)),
+                Take::Schema(v) if v > SCHEMA_VERSION || set_up => {
+                    self.check_version(v)?;
+                    return Err(StoreError::Down(anyhow!(
+                        "coordination store {}: no schema version after setting it up",
+                        self.place
+                    )));
+                }
+                Take::Schema(_) => {
+                    self.setup()?;
+                    set_up = true;
+                }
+            }
         }
         Ok(Lease::start(
             self.clone(),
@@ -327,26 +387,15 @@ impl Store {
         self.ensure_schema(deadline)?;
         let rows = self.with_client(deadline, |c| {
             c.query(
-                "SELECT computer, host, pid, command,
-                        to_char(started AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                        extract(epoch FROM expires - now())::float8
-                 FROM reimage_holder
-                 WHERE expires > now() AND (cardinality($1::text[]) = 0 OR computer = ANY($1))
-                 ORDER BY computer",
+                &format!(
+                    "{HOLDER_SELECT}
+                     WHERE expires > now() AND (cardinality($1::text[]) = 0 OR computer = ANY($1))
+                     ORDER BY computer"
+                ),
                 &[&computers],
             )
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| Holder {
-                computer: r.get(0),
-                host: r.get(1),
-                pid: r.get(2),
-                command: r.get(3),
-                started: r.get(4),
-                expires_in: r.get(5),
-            })
-            .collect())
+        Ok(rows.iter().map(holder_row).collect())
     }
 
     /// Renews every lease of `token`; false when the computer's lease is
@@ -433,10 +482,13 @@ impl Store {
     }
 }
 
-/// The longest one store operation may take: an eighth of the lease,
-/// between 1 and 10 seconds.
+/// The longest one try of a store operation may take (connect timeout,
+/// TCP user timeout, statement timeout): a quarter of the lease, between 1
+/// and 15 seconds. A renewal that begins just before the keeper gives up
+/// (half a lease) ends by three quarters of the lease, so the run stops
+/// while its lease still holds.
 fn op_timeout(lease: Duration) -> Duration {
-    (lease / 8).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    (lease / 4).clamp(Duration::from_secs(1), Duration::from_secs(15))
 }
 
 fn first_host(c: &Config) -> (String, u16) {
