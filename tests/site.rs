@@ -583,3 +583,30 @@ fn status_and_log_show_every_result_and_stale_runs() {
     assert!(out.contains(": exit 143"), "{out}");
     let _ = finish(c6);
 }
+
+#[test]
+fn a_bad_coordination_table_is_a_config_error_at_its_key() {
+    let site = Site::new(
+        "site-config",
+        Some("url = \"postgresql://db.example/reimage\""),
+        "",
+    );
+    let r = site.run("a", &["check"]);
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("host-a.toml:4:1:"), "{}", r.stderr);
+    assert!(r.stderr.contains("`url` names no user"), "{}", r.stderr);
+
+    let site = Site::new(
+        "site-config-lease",
+        Some("url = \"postgresql://reimage@db.example/reimage\"\nlease = \"1s\""),
+        "",
+    );
+    let r = site.run("a", &["check"]);
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("host-a.toml:5:1:"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`lease` must be 2s or more"),
+        "{}",
+        r.stderr
+    );
+}

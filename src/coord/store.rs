@@ -549,16 +549,25 @@ impl Shared {
         let start = Instant::now();
         let mut n = 0;
         loop {
-            if let Some(index) = self.store.try_slot(self, class, max)? {
-                return Ok(Some(SiteSlot {
-                    shared: self.clone(),
-                    class: class.to_string(),
-                    index,
-                }));
-            }
+            // A store that fails now and then only delays the slot: the
+            // keeper decides when the store is lost.
+            let failed = match self.store.try_slot(self, class, max) {
+                Ok(Some(index)) => {
+                    return Ok(Some(SiteSlot {
+                        shared: self.clone(),
+                        class: class.to_string(),
+                        index,
+                    }));
+                }
+                Ok(None) => None,
+                Err(e) => Some(e),
+            };
             signal::check()?;
             if start.elapsed() >= wait {
-                return Ok(None);
+                return match failed {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                };
             }
             waiting(start.elapsed());
             // Up to 5 s between tries: 1,000 waiting runs make at most
@@ -668,8 +677,11 @@ impl Drop for Lease {
         if let Some(k) = self.keeper.take() {
             let _ = k.join();
         }
-        // Best effort: if the store is gone the lease expires by itself.
-        let _ = self.shared.store.release(&self.shared.token);
+        // Best effort: if the store is gone the lease expires by itself,
+        // so a run that lost it does not wait for it again.
+        if signal::caught() != Some(signal::STORE_LOST) {
+            let _ = self.shared.store.release(&self.shared.token);
+        }
     }
 }
 
@@ -684,6 +696,9 @@ pub struct SiteSlot {
 
 impl Drop for SiteSlot {
     fn drop(&mut self) {
+        if signal::caught() == Some(signal::STORE_LOST) {
+            return;
+        }
         let _ = self
             .shared
             .store
