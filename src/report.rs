@@ -419,3 +419,16 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
     }
 }
+
+/// Writes one line to stderr; a closed or broken stderr is ignored, so it
+/// can neither end nor change the run.
+pub fn stderr_line(line: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{line}");
+}
+
+/// Writes one line to stdout and flushes it; a closed stdout is ignored.
+pub fn stdout_line(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}").and_then(|_| o.flush());
+}

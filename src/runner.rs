@@ -110,6 +110,10 @@ impl Runner<'_> {
     fn phase(&mut self, phase: Phase, attempt: Attempt) -> Outcome {
         self.record.attempt = attempt.number;
         self.record.phase = phase.name().into();
+        // The record never claims more than is true: while a phase runs,
+        // its result is "running", not the previous phase's.
+        self.record.result = "running".into();
+        self.record.message = None;
         self.save();
         if phase == Phase::Load {
             if self.provisioner.reloads() {
