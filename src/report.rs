@@ -408,18 +408,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_utc_times() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
-    }
-}
-
 /// Writes one line to stderr; a closed or broken stderr is ignored, so it
 /// can neither end nor change the run.
 pub fn stderr_line(line: &str) {
@@ -431,4 +419,16 @@ pub fn stderr_line(line: &str) {
 pub fn stdout_line(line: &str) {
     let mut o = std::io::stdout().lock();
     let _ = writeln!(o, "{line}").and_then(|_| o.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
+    }
 }
