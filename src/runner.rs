@@ -6,30 +6,12 @@ use std::time::SystemTime;
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::os::OsModule;
+pub use crate::outcome::Phase;
 use crate::outcome::{EXIT_DONE, EXIT_FATAL, Outcome};
 use crate::provision::Provisioner;
 use crate::report::{Reporter, rfc3339};
 use crate::signal;
-use crate::state::{LastRun, StateDir};
-
-/// Which single step to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The provisioning module.
-    Load,
-    /// The OS module.
-    PostLoad,
-}
-
-impl Phase {
-    /// The name in events and records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Load => "load",
-            Phase::PostLoad => "post-load",
-        }
-    }
-}
+use crate::state::{LastRun, RunResult, StateDir};
 
 /// What the runner works with.
 pub struct Runner<'a> {
@@ -57,8 +39,8 @@ impl Runner<'_> {
             reservation: plan.reservation.clone(),
             attempt: 0,
             of,
-            phase: String::new(),
-            result: "running".into(),
+            phase: None,
+            result: RunResult::Running,
             message: None,
             exit_code: None,
             started: now.clone(),
@@ -80,7 +62,7 @@ impl Runner<'_> {
 
     fn phase(&mut self, phase: Phase, attempt: Attempt) -> Outcome {
         self.record.attempt = attempt.number;
-        self.record.phase = phase.name().into();
+        self.record.phase = Some(phase);
         self.save();
         if phase == Phase::Load {
             if self.provisioner.reloads() {
@@ -90,7 +72,7 @@ impl Runner<'_> {
                     .warn(&format!("cannot clear the recorded boot id: {e:#}"));
             }
         }
-        self.report.phase(phase.name());
+        self.report.phase(phase);
         let o = match phase {
             Phase::Load => self.provisioner.load(self.plan, attempt, self.report),
             Phase::PostLoad => self.os.post_load(
@@ -102,8 +84,8 @@ impl Runner<'_> {
             ),
         };
         let msg = o.error().map(|e| format!("{e:#}"));
-        self.report.result(phase.name(), o.name(), msg.clone());
-        self.record.result = o.name().into();
+        self.report.result(phase, o.verdict(), msg.clone());
+        self.record.result = o.verdict().into();
         self.record.message = msg;
         self.save();
         o
@@ -114,7 +96,7 @@ impl Runner<'_> {
     fn end(&mut self, code: i32, message: &str) -> i32 {
         let (code, message) = match signal::caught() {
             Some(sig) => {
-                self.record.result = "interrupted".into();
+                self.record.result = RunResult::Interrupted;
                 (128 + sig, signal::Interrupted(sig).to_string())
             }
             None => (code, message.to_string()),
@@ -164,7 +146,7 @@ impl Runner<'_> {
                 }
             }
         }
-        self.record.result = "fatal".into();
+        self.record.result = RunResult::Fatal;
         self.end(
             EXIT_FATAL,
             &format!("all {n} attempts asked for a retry: attempts spent"),
