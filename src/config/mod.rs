@@ -6,9 +6,11 @@ mod builtin;
 mod locate;
 mod model;
 mod plan;
+mod step;
 
 pub use model::*;
-pub use plan::{ComputerPlan, Plan, resolve};
+pub use plan::{ChannelSettings, ComputerPlan, Plan, resolve};
+pub use step::{Probe, Step, StepLimits, Wait};
 
 use anyhow::Result;
 use std::path::{Path, PathBuf};
