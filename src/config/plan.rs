@@ -214,7 +214,7 @@ pub fn resolve(
         let portless = profile
             .steps
             .iter()
-            .position(|s| matches!(&s.wait, Wait::Poll(p, _) if p.port() == Some(None)));
+            .position(|s| matches!(&s.wait, Wait::Poll(p, _) if p.takes_channel_port()));
         if let Some(i) = portless {
             let idx = i.to_string();
             return Err(l

@@ -88,13 +88,12 @@ impl Probe {
         }
     }
 
-    /// The port a port or banner step probes, when it names one; the outer
-    /// `None` for the kinds that probe no port.
-    pub fn port(&self) -> Option<Option<u16>> {
-        match self {
-            Probe::Port { port } | Probe::Banner { port, .. } => Some(*port),
-            _ => None,
-        }
+    /// A port or banner step that names no port: it probes the channel's.
+    pub fn takes_channel_port(&self) -> bool {
+        matches!(
+            self,
+            Probe::Port { port: None } | Probe::Banner { port: None, .. }
+        )
     }
 }
 

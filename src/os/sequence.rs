@@ -212,6 +212,9 @@ impl Sequence<'_> {
         wait::overlapped(self.report, limits, Pace::CHEAP, 8, probe)
     }
 
+    // Login, command and reboot steps find a channel: config resolution
+    // refuses them on channel none. The `else` branches below are the
+    // type's due, not a check anyone reaches.
     fn wait_login(&mut self, limits: Limits) -> Waited {
         let family = self.plan.profile.family;
         let cmd_t = self.plan.profile.command_timeout;
