@@ -295,6 +295,58 @@ fn step_tables_are_checked_by_their_kind() {
     );
 }
 
+/// Each channel has its own settings: a key of another channel would be
+/// ignored, so it is refused where it stands.
+#[test]
+fn keys_of_another_channel_are_refused() {
+    let s = setup("chankeys", OK, "");
+    let cfg = s.path("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let cases = [
+        (
+            "channel = \"winrm\"\nkey_file = \"/k\"",
+            "`key_file` is a setting of channel ssh",
+        ),
+        (
+            "channel = \"ssh\"\nhttps = true",
+            "`https` is a setting of channel winrm",
+        ),
+        (
+            "channel = \"none\"\nca_file = \"/ca.pem\"",
+            "`ca_file` is a setting of channel winrm",
+        ),
+        (
+            "channel = \"none\"\nuser = \"root\"",
+            "channel none, which logs in nowhere",
+        ),
+    ];
+    for (keys, msg) in cases {
+        std::fs::write(&cfg, text.replace("channel = \"none\"", keys)).expect("write");
+        let r = run(&mut s.reimage(&["check"]), LIMIT);
+        assert_eq!(r.code, 78, "{keys}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!("{}:12:1:", cfg.display())) && r.stderr.contains(msg),
+            "{keys}: wanted `{msg}` at line 12 in {}",
+            r.stderr
+        );
+    }
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "channel = \"none\"",
+            "channel = \"winrm\"\nhttps = true\nuser = \"a\"",
+        )
+        .replace("steps = []\n", ""),
+    )
+    .expect("write");
+    let r = run(
+        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
+        LIMIT,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("login: a@127.0.0.1:5986"), "{}", r.stdout);
+}
+
 /// A port step that names no port probes the channel's; with channel none
 /// that is the computer's `port`, and without one the plan is refused
 /// before anything runs.

@@ -427,6 +427,7 @@ fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError>
             ),
         ));
     }
+    super::plan::check_channel_keys(l, name, os)?;
     super::plan::check_steps(l, name, os)?;
     Ok(())
 }

@@ -363,6 +363,44 @@ fn family_and_channel(name: &str, o: &OsConfig) -> (Family, ChannelKind) {
     (family, o.channel.unwrap_or_else(|| default_channel(family)))
 }
 
+/// Refuses the keys of `[os.NAME]` that its channel does not use (SSH keys
+/// on WinRM, WinRM's on SSH, login keys on channel none): one would be
+/// ignored silently otherwise.
+pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), ConfigError> {
+    let (_, kind) = family_and_channel(name, o);
+    let keys = [
+        ("key_file", o.key_file.is_some(), ChannelKind::Ssh),
+        ("host_keys", o.host_keys.is_some(), ChannelKind::Ssh),
+        ("known_hosts", o.known_hosts.is_some(), ChannelKind::Ssh),
+        ("https", o.https.is_some(), ChannelKind::Winrm),
+        ("ca_file", o.ca_file.is_some(), ChannelKind::Winrm),
+        ("insecure", o.insecure.is_some(), ChannelKind::Winrm),
+    ];
+    if let Some((key, _, of)) = keys.iter().find(|(_, set, of)| *set && *of != kind) {
+        return Err(l.error_at(
+            &["os", name, key],
+            format!(
+                "`{key}` is a setting of channel {}, and profile `{name}` talks over channel {}",
+                of.name(),
+                kind.name()
+            ),
+        ));
+    }
+    let login = [
+        ("user", o.user.is_some()),
+        ("password_file", o.password_file.is_some()),
+    ];
+    if let (ChannelKind::None, Some((key, _))) = (kind, login.iter().find(|(_, set)| *set)) {
+        return Err(l.error_at(
+            &["os", name, key],
+            format!(
+                "profile `{name}` has channel none, which logs in nowhere: `{key}` is not used"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The steps of `[os.NAME]` (table `o`) as written, each checked, and
 /// those that need a channel checked against its channel; errors point at
 /// the key in the step's table. The built-in steps of a family that talks
