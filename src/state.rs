@@ -12,6 +12,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::outcome::{Phase, Verdict};
+
 /// The computer is locked by another run; `main` exits 73 on it.
 #[derive(Debug)]
 pub struct Locked {
@@ -87,10 +89,11 @@ pub struct LastRun {
     pub attempt: u32,
     /// Attempts in all.
     pub of: u32,
-    /// Last phase reached (load, post-load).
-    pub phase: String,
-    /// done | retry | fatal | interrupted | running.
-    pub result: String,
+    /// Last phase reached; written `""` before the first.
+    #[serde(with = "phase_or_empty")]
+    pub phase: Option<Phase>,
+    /// Where the run stands.
+    pub result: RunResult,
     /// The error, if any.
     pub message: Option<String>,
     /// Exit code, once finished.
@@ -101,6 +104,55 @@ pub struct LastRun {
     pub updated: String,
     /// The process that wrote it.
     pub pid: u32,
+}
+
+/// Where a run stands in its last-run record.
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    /// Still going.
+    #[default]
+    Running,
+    /// The last phase was done.
+    Done,
+    /// The last phase asked for a retry.
+    Retry,
+    /// The last phase failed, or the attempts are spent.
+    Fatal,
+    /// Stopped by a signal.
+    Interrupted,
+}
+
+impl From<Verdict> for RunResult {
+    fn from(v: Verdict) -> RunResult {
+        match v {
+            Verdict::Done => RunResult::Done,
+            Verdict::Retry => RunResult::Retry,
+            Verdict::Fatal => RunResult::Fatal,
+        }
+    }
+}
+
+/// `phase` as the record has always had it: the phase's name, or `""`
+/// before the first phase.
+mod phase_or_empty {
+    use super::Phase;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<Phase>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => p.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Phase>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        Phase::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&s)).map(Some)
+    }
 }
 
 fn flock(f: &File, how: i32) -> bool {
@@ -299,6 +351,24 @@ mod tests {
         let d = std::env::temp_dir().join(format!("reimage-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn last_run_keeps_its_strings_on_disk() {
+        let mut r = LastRun::default();
+        let v: serde_json::Value = serde_json::to_value(&r).expect("json");
+        assert_eq!((&v["phase"], &v["result"]), (&"".into(), &"running".into()));
+        r.phase = Some(Phase::PostLoad);
+        r.result = RunResult::Interrupted;
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(text.contains(r#""phase":"post-load""#), "{text}");
+        assert!(text.contains(r#""result":"interrupted""#), "{text}");
+        let back: LastRun = serde_json::from_str(&text).expect("parses");
+        assert_eq!((back.phase, back.result), (r.phase, r.result));
+        let none: LastRun =
+            serde_json::from_str(&serde_json::to_string(&LastRun::default()).expect("json"))
+                .expect("parses");
+        assert_eq!(none.phase, None);
     }
 
     #[test]

@@ -223,6 +223,171 @@ fn config_errors_name_file_line_and_column() {
     assert_eq!(r.code, 78, "{r:?}");
 }
 
+/// Each wait kind takes its own keys: a step table is checked once, when
+/// the config loads, and the error points at the key.
+#[test]
+fn step_tables_are_checked_by_their_kind() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"{ wait = "port", port = 1, regex = "^x" }"#,
+            "regex",
+            "a `port` step takes no `regex`",
+        ),
+        (
+            r#"{ wait = "sleep", duration = "1s", stall_timeout = "1s" }"#,
+            "stall_timeout",
+            "a `sleep` step takes no `stall_timeout`",
+        ),
+        (
+            r#"{ wait = "banner", port = 1 }"#,
+            "wait",
+            "a `banner` step needs regex",
+        ),
+        (
+            r#"{ wait = "banner", port = 1, regex = "(" }"#,
+            "regex",
+            "not a valid regex",
+        ),
+        (
+            r#"{ wait = "command", command = [] }"#,
+            "wait",
+            "a `command` step needs command",
+        ),
+        (
+            r#"{ wait = "port", port = 1 }, { wait = "login" }"#,
+            "wait = \"login",
+            "a `login` step needs channel",
+        ),
+    ];
+    for (i, (steps, key, msg)) in cases.iter().enumerate() {
+        let s = setup(&format!("steps{i}"), OK, steps);
+        let cfg = s.path("reimage.toml");
+        let text = std::fs::read_to_string(&cfg).expect("config");
+        let line = text.lines().nth(11).expect("steps line");
+        assert!(line.starts_with("steps = "), "{line}");
+        let col = line.find(key).expect("key in line") + 1;
+        let r = run(&mut s.reimage(&["check"]), LIMIT);
+        assert_eq!(r.code, 78, "{steps}: {r:?}");
+        let want = format!("{}:12:{col}:", cfg.display());
+        assert!(
+            r.stderr.contains(&want) && r.stderr.contains(msg),
+            "{steps}: wanted `{want}` and `{msg}` in {}",
+            r.stderr
+        );
+    }
+    // A built-in sequence that logs in needs a channel as well.
+    let s = setup("steps-builtin", OK, "");
+    let cfg = s.path("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("family = \"generic\"", "family = \"linux\"")
+            .replace("steps = []\n", ""),
+    )
+    .expect("write");
+    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!("{}:11:1:", cfg.display()))
+            && r.stderr.contains("a `login` step needs channel"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Each channel has its own settings: a key of another channel would be
+/// ignored, so it is refused where it stands.
+#[test]
+fn keys_of_another_channel_are_refused() {
+    let s = setup("chankeys", OK, "");
+    let cfg = s.path("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let cases = [
+        (
+            "channel = \"winrm\"\nkey_file = \"/k\"",
+            "`key_file` is a setting of channel ssh",
+        ),
+        (
+            "channel = \"ssh\"\nhttps = true",
+            "`https` is a setting of channel winrm",
+        ),
+        (
+            "channel = \"none\"\nca_file = \"/ca.pem\"",
+            "`ca_file` is a setting of channel winrm",
+        ),
+        (
+            "channel = \"none\"\nuser = \"root\"",
+            "channel none, which logs in nowhere",
+        ),
+    ];
+    for (keys, msg) in cases {
+        std::fs::write(&cfg, text.replace("channel = \"none\"", keys)).expect("write");
+        let r = run(&mut s.reimage(&["check"]), LIMIT);
+        assert_eq!(r.code, 78, "{keys}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!("{}:12:1:", cfg.display())) && r.stderr.contains(msg),
+            "{keys}: wanted `{msg}` at line 12 in {}",
+            r.stderr
+        );
+    }
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "channel = \"none\"",
+            "channel = \"winrm\"\nhttps = true\nuser = \"a\"",
+        )
+        .replace("steps = []\n", ""),
+    )
+    .expect("write");
+    let r = run(
+        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
+        LIMIT,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("login: a@127.0.0.1:5986"), "{}", r.stdout);
+}
+
+/// A port step that names no port probes the channel's; with channel none
+/// that is the computer's `port`, and without one the plan is refused
+/// before anything runs.
+#[test]
+fn a_port_step_without_a_port_needs_one_somewhere() {
+    let s = setup("portless", OK, r#"{ wait = "port", timeout = "1m" }"#);
+    assert_eq!(run(&mut s.reimage(&["check"]), LIMIT).code, 0);
+    let r = run(
+        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
+        LIMIT,
+    );
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(
+        r.stderr.contains(":12:12:") && r.stderr.contains("names no port"),
+        "{}",
+        r.stderr
+    );
+    let r = run(
+        &mut s.reimage(&["post-load", "pc7", "--image", "centos7"]),
+        LIMIT,
+    );
+    assert_eq!(r.code, 78, "{r:?}");
+    let cfg = s.path("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("node = \"pc7-bmc\"", "node = \"pc7-bmc\"\nport = 2222"),
+    )
+    .expect("write");
+    let r = run(
+        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
+        LIMIT,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("1. port [port] port 2222: timeout 1m"),
+        "{}",
+        r.stdout
+    );
+}
+
 #[test]
 fn load_retry_then_success() {
     let s = setup(

@@ -6,9 +6,11 @@ mod builtin;
 mod locate;
 mod model;
 mod plan;
+mod step;
 
 pub use model::*;
-pub use plan::{ComputerPlan, Plan, ProvisionerRef, resolve};
+pub use plan::{ChannelSettings, ComputerPlan, Plan, ProvisionerRef, resolve};
+pub use step::{Probe, Step, StepLimits, Wait};
 
 use std::path::{Path, PathBuf};
 

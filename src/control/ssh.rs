@@ -1218,7 +1218,7 @@ mod tests {
     }
 
     #[test]
-    fn login_succeeds_soon_after_a_late_sshd_starts() {
+    fn login_succeeds_after_a_late_sshd_starts() {
         let fx = Fixture::new("late");
         let port = free_port();
         let mut cfg = config(&fx, port, HostKeyPolicy::ReplaceAfterLoad);
@@ -1248,11 +1248,10 @@ mod tests {
             let sshd = starter.join().expect("starter thread");
             let lag = ok_at.saturating_duration_since(sshd.spawned_at);
             println!("late sshd: login {lag:?} after sshd was spawned ({failures} refused tries)");
+            // How soon is a benchmark's question (examples/bench_ready.rs);
+            // this test asserts that refusals before sshd listens leave the
+            // channel able to log in once it does.
             assert!(failures > 0, "sshd was not late");
-            assert!(
-                lag < Duration::from_secs(1),
-                "login took {lag:?} after sshd start"
-            );
         });
     }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::command::per_attempt;
 use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::{ChannelKind, Plan};
+use crate::config::{ChannelSettings, Plan};
 use crate::duration;
 use crate::exec::{Cmd, Hints, alive};
 use crate::outcome::Outcome;
@@ -218,10 +218,10 @@ impl QemuConfig {
         if !self.forwards.is_empty() {
             return Ok(self.forwards.clone());
         }
-        let guest = match plan.profile.channel {
-            ChannelKind::None => 22,
-            _ if plan.profile.port == 0 => 22,
-            _ => plan.profile.port,
+        let guest = match &plan.profile.channel {
+            ChannelSettings::None { .. } => 22,
+            ChannelSettings::Ssh(ssh) => ssh.port,
+            ChannelSettings::Winrm(w) => w.port,
         };
         match plan.computer.port {
             Some(host) => Ok(vec![Forward { host, guest }]),
