@@ -13,7 +13,7 @@
 //! produce (a dropped connection on `start`) come from a *fault injector*
 //! wrapper that otherwise runs the real virsh.
 
-mod common;
+use crate::common;
 
 use common::{Run, Scratch, run};
 use std::path::{Path, PathBuf};

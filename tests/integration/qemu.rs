@@ -4,7 +4,7 @@
 //! VM take a lock so at most one guest runs at a time, and every VM is
 //! killed at the end of its test by a guard.
 
-mod common;
+use crate::common;
 
 use common::{Scratch, alive, eventually, free_port, run};
 use std::io::{BufRead, BufReader, Write};

@@ -11,7 +11,7 @@
 //! - Timeouts grow by timeout_growth (1.5 by default) per attempt; the
 //!   initial wait is a wait, not a timeout. Windows must keep answering 30 s.
 
-mod common;
+use crate::common;
 
 use common::{Scratch, run};
 use std::time::Duration;

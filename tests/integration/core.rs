@@ -3,7 +3,7 @@
 //! configuration errors and JSON events. Load steps use the `command`
 //! provisioner with small shell scripts; waits use real TCP listeners.
 
-mod common;
+use crate::common;
 
 use common::{Scratch, alive, eventually, free_port, of_kind, run};
 use std::net::TcpListener;

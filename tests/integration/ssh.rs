@@ -3,9 +3,9 @@
 //! off here: they would change this machine's hostname; they run in the QEMU
 //! guest (tests/e2e.rs).
 
-mod common;
+use crate::common;
 
-use common::sshd::{Fixture, pub_b64};
+use crate::sshd::{Fixture, pub_b64};
 use common::{Scratch, eventually, free_port, of_kind, run};
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: a scratch directory, a config
 //! file in it, and the built `reimage` binary run with a timeout.
 
-#![allow(dead_code)]
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -186,7 +184,3 @@ pub fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde
 pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
-
-/// A real OpenSSH sshd on 127.0.0.1 (the harness the SSH channel's own tests use).
-#[path = "../../src/control/testsshd.rs"]
-pub mod sshd;

@@ -3,7 +3,7 @@
 //! documented output; no real xCAT runs here). Each test gets its own
 //! stand-in cluster directory ($XCAT_STANDIN_DIR) and its own `bin_dir`.
 
-mod common;
+use crate::common;
 
 use common::{Scratch, of_kind, repo, run};
 use std::collections::BTreeMap;

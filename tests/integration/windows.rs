@@ -5,7 +5,7 @@
 //! every change: the tests assert on that file. The computer is a standing
 //! (`lab`) machine: there is nothing to load.
 
-mod common;
+use crate::common;
 
 use common::{Run, Scratch, free_port, of_kind, repo, run};
 use std::io::{BufRead, BufReader};

@@ -5,7 +5,7 @@
 //! file after each change, and logs every request (method, path, whether
 //! the session header was there), which is what these tests assert on.
 
-mod common;
+use crate::common;
 
 use common::{Scratch, free_port, of_kind, run};
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! configuration. Each scenario runs in order in one test so only one guest
 //! runs at a time on a 2-core machine.
 
-mod common;
+use crate::common;
 
 use common::{Scratch, free_port, of_kind, repo, run};
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! binary accepts appears in man/reimage.1, and every config key the
 //! examples use appears in man/reimage.toml.5.
 
-mod common;
+use crate::common;
 
 use common::{bin, repo, run};
 use std::process::Command;
