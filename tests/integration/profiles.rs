@@ -13,7 +13,8 @@
 
 use crate::common;
 
-use common::{Scratch, run};
+use crate::test::{Test, run};
+use common::Scratch;
 use std::time::Duration;
 
 const IMAGES: &str = r#"
@@ -45,11 +46,8 @@ provisioner = "lab"
 "#;
 
 fn check(s: &Scratch, image: &str) -> String {
-    let r = run(
-        &mut s.reimage(&["check", "pc", "--image", image]),
-        Duration::from_secs(30),
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = Test::with(s).check("pc", image).run();
+    r.code(0);
     r.stdout
 }
 
@@ -295,16 +293,9 @@ fn timeouts_table_overrides_by_step_name() {
          [images.mine]\nos = \"win\"\n",
         IMAGES
     ));
-    let r = run(
-        &mut s.reimage(&["check", "pc", "--image", "mine"]),
-        Duration::from_secs(30),
-    );
-    assert_eq!(r.code, 78, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("no step `sysprep-reboot`"),
-        "{}",
-        r.stderr
-    );
+    let r = Test::with(&s).check("pc", "mine").run();
+    r.code(78);
+    r.stderr_has("no step `sysprep-reboot`");
 }
 
 #[test]
@@ -320,6 +311,6 @@ fn windows_example_config_checks() {
             Duration::from_secs(30),
         );
         assert_eq!(r.code, 0, "{image}: {}", r.stderr);
-        assert!(r.stdout.contains("channel winrm"), "{}", r.stdout);
+        r.stdout_has("channel winrm");
     }
 }
