@@ -684,3 +684,143 @@ fn ping_and_sleep_steps() {
         "{ping}"
     );
 }
+
+/// A `command` provisioner whose load script answers `load_exit`, and a
+/// generic OS that waits `1s` for a port nobody listens on.
+fn contract(load_exit: i32, provisioner: &str) -> Test<'static> {
+    let closed = free_port();
+    Test::new()
+        .script("load.sh", &format!("#!/bin/sh\nexit {load_exit}\n"))
+        .script("reset.sh", "#!/bin/sh\necho \"$1\" >> $DIR/resets\n")
+        .config(&format!(
+            r#"max_attempts = 3
+
+[provisioners.script]
+kind = "command"
+load = ["$DIR/load.sh"]
+power_reset = ["$DIR/reset.sh", "{{attempt}}"]
+timeout = "10s"
+
+[os.appliance]
+family = "generic"
+channel = "none"
+steps = [{{ wait = "port", port = {closed}, timeout = "1s" }}]
+
+[os.resettable]
+family = "generic"
+channel = "none"
+steps = [{{ wait = "port", port = {closed}, timeout = "300ms", reset_on_timeout = "300ms" }}]
+
+[images.img]
+os = "appliance"
+provisioner = "{provisioner}"
+source = "img-src"
+
+[images.reset]
+os = "resettable"
+provisioner = "{provisioner}"
+source = "img-src"
+
+[computers.pc7]
+address = "127.0.0.1"
+node = "pc7-bmc"
+"#
+        ))
+}
+
+#[test]
+fn command_load_retry_on_the_last_attempt_is_fatal() {
+    // The load script asks for a reload (exit 75); attempt 3 of 3 has none.
+    contract(75, "script")
+        .load("pc7", "img")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    contract(75, "script")
+        .load("pc7", "img")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
+}
+
+#[test]
+fn command_load_timeout_on_the_last_attempt_is_fatal() {
+    // The issue's case: a load that times out on attempt 2 of 2.
+    let t = Test::new()
+        .script("load.sh", "#!/bin/sh\nsleep 30\n")
+        .config(
+            r#"[provisioners.script]
+kind = "command"
+load = ["$DIR/load.sh"]
+timeout = "1s"
+
+[os.appliance]
+family = "generic"
+channel = "none"
+steps = []
+
+[images.img]
+os = "appliance"
+provisioner = "script"
+
+[computers.pc7]
+address = "127.0.0.1"
+"#,
+        );
+    t.load("pc7", "img")
+        .attempt(2, 2)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+}
+
+#[test]
+fn command_post_load_timeout_on_the_last_attempt_is_fatal() {
+    contract(0, "script")
+        .post_load("pc7", "img")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    contract(0, "script")
+        .post_load("pc7", "img")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
+}
+
+// A `lab` computer has nothing to load, so its load cannot ask for a retry:
+// only the post-load side of the last-attempt rule applies to it.
+#[test]
+fn lab_load_is_done_and_post_load_timeout_on_the_last_attempt_is_fatal() {
+    contract(75, "lab")
+        .load("pc7", "img")
+        .attempt(3, 3)
+        .run()
+        .code(0);
+    contract(0, "lab")
+        .post_load("pc7", "img")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    contract(0, "lab")
+        .post_load("pc7", "img")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .event_log_has("\"kind\":\"result\"");
+}
+
+#[test]
+fn power_reset_script_sees_the_real_attempt() {
+    let t = contract(0, "script");
+    let resets = t.scratch().path("resets");
+    let out = t.post_load("pc7", "reset").attempt(3, 3).run();
+    out.code(1).stderr_has("no attempts left");
+    let seen = std::fs::read_to_string(&resets).unwrap_or_default();
+    assert_eq!(seen, "3\n", "the reset script's {{attempt}}");
+}
