@@ -204,15 +204,11 @@ fn config_errors_name_file_line_and_column() {
         r.stderr
     );
     // A missing file.
-    let r = run(
-        std::process::Command::new(common::bin()).args([
-            "--config",
-            "/nonexistent/reimage.toml",
-            "check",
-        ]),
-        LIMIT,
-    );
-    r.code(78);
+    Test::with(&s)
+        .no_config_flag()
+        .args(&["--config", "/nonexistent/reimage.toml", "check"])
+        .run()
+        .code(78);
 }
 
 #[test]
@@ -224,7 +220,7 @@ fn load_retry_then_success() {
     );
     let r = Test::with(&s).provision("pc7", "centos7").run();
     r.code(0);
-    let ev = s.events("pc7");
+    let ev = r.events();
     let attempts: Vec<_> = of_kind(&ev, "attempt")
         .iter()
         .map(|e| e["attempt"].as_u64())
@@ -270,7 +266,7 @@ fn post_load_retry_reloads() {
     );
     let r = Test::with(&s).provision("pc7", "centos7").run();
     r.code(0);
-    let ev = s.events("pc7");
+    let ev = r.events();
     let results: Vec<String> = of_kind(&ev, "result")
         .iter()
         .map(|e| format!("{}:{}:{}", e["attempt"], e["phase"], e["result"]))
@@ -292,7 +288,7 @@ fn fatal_stops_at_once() {
     let r = Test::with(&s).provision("pc7", "centos7").run();
     r.code(1);
     r.stderr_has("no such image");
-    let ev = s.events("pc7");
+    let ev = r.events();
     assert_eq!(
         of_kind(&ev, "attempt").len(),
         1,
@@ -661,7 +657,7 @@ fn ping_and_sleep_steps() {
     );
     let r = Test::with(&s).post_load("pc7", "centos7").run();
     r.code(0);
-    let ev = s.events("pc7");
+    let ev = r.events();
     let ends = of_kind(&ev, "step-end");
     let settle = ends
         .iter()
@@ -742,7 +738,8 @@ fn command_load_retry_on_the_last_attempt_is_fatal() {
         .attempt(1, 3)
         .run()
         .code(75)
-        .stderr_lacks("no attempts left");
+        .stderr_lacks("no attempts left")
+        .stdout_lacks("no attempts left");
 }
 
 #[test]

@@ -205,7 +205,7 @@ fn setup<'a>(uri: &'a str, virsh: &'a Path, template: Option<&'a Path>) -> Setup
 }
 
 fn load(s: &Scratch) -> Output {
-    Test::with(&s).load("vm1", "vm").run()
+    Test::with(s).load("vm1", "vm").run()
 }
 
 fn real_virsh() -> PathBuf {
@@ -538,4 +538,50 @@ fn the_example_config_checks() {
         .env_remove("REIMAGE_CONFIG");
     let r = run(&mut cmd, LIMIT);
     r.code(0);
+}
+
+#[test]
+fn a_load_retry_on_the_last_attempt_is_fatal() {
+    require_tools();
+    let s = Scratch::new("lv-last");
+    let base = base_disk(&s);
+    let v = real_virsh();
+    // The same real failure as an_unreachable_uri_asks_for_a_retry.
+    let uri = format!("test://{}", s.path("no-such-node.xml").display());
+    config(&s, &base, &setup(&uri, &v, None));
+    let r = Test::with(&s).load("vm1", "vm").attempt(2, 2).run();
+    r.code(1);
+    r.stderr_has("cannot reach libvirt");
+    r.stderr_has("no attempts left");
+    Test::with(&s)
+        .load("vm1", "vm")
+        .attempt(1, 2)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
+}
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    require_tools();
+    let s = Scratch::new("lv-post-last");
+    let base = base_disk(&s);
+    let v = real_virsh();
+    let port = common::free_port();
+    let mut c = setup("test:///default", &v, None);
+    // A wait that cannot succeed: nothing listens on the port.
+    c.steps = format!("[{{ wait = \"port\", port = {port}, timeout = \"300ms\" }}]");
+    config(&s, &base, &c);
+    Test::with(&s)
+        .post_load("vm1", "vm")
+        .attempt(2, 2)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    Test::with(&s)
+        .post_load("vm1", "vm")
+        .attempt(1, 2)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
 }

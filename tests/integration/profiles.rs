@@ -13,9 +13,8 @@
 
 use crate::common;
 
-use crate::test::{Test, run};
+use crate::test::Test;
 use common::Scratch;
-use std::time::Duration;
 
 const IMAGES: &str = r#"
 [images.lin]
@@ -302,14 +301,14 @@ fn timeouts_table_overrides_by_step_name() {
 fn windows_example_config_checks() {
     let s = Scratch::new("profiles-example");
     for image in ["win7-base", "win10-vm", "win7-lab"] {
-        let r = run(
-            std::process::Command::new(common::bin())
-                .arg("--config")
-                .arg(common::repo("examples/windows.toml"))
-                .args(["--state-dir", s.path("state").to_str().unwrap()])
-                .args(["check", "lab-pc-07", "--image", image]),
-            Duration::from_secs(30),
-        );
+        let r = Test::with(&s)
+            .no_config_flag()
+            .arg("--config")
+            .arg(common::repo("examples/windows.toml"))
+            .arg("--state-dir")
+            .arg(s.path("state"))
+            .check("lab-pc-07", image)
+            .run();
         assert_eq!(r.code, 0, "{image}: {}", r.stderr);
         r.stdout_has("channel winrm");
     }

@@ -445,3 +445,61 @@ fn a_vm_that_dies_during_start_asks_for_a_retry() {
     r.stderr_has("console:");
     assert!(vm_pids(&dir).is_empty());
 }
+
+#[test]
+fn a_load_retry_on_the_last_attempt_is_fatal() {
+    let _one = one_vm_at_a_time();
+    let s = Scratch::new("qemu-last");
+    let dir = run_dir(&s);
+    // The dying QEMU of a_vm_that_dies_during_start_asks_for_a_retry, on
+    // attempt 2 of 2: no reload is left to ask for.
+    let wrapper = s.script(
+        "dying-qemu",
+        &format!(
+            "#!/bin/sh\nqemu-system-x86_64 \"$@\" || exit $?\nkill -9 \"$(cat '{}')\"\n",
+            dir.join("qemu.pid").display()
+        ),
+    );
+    config(
+        &s,
+        free_port(),
+        &format!(
+            "provisioner = \"dying\"\n\n[provisioners.dying]\nkind = \"qemu\"\nqemu = \"{}\"\n",
+            wrapper.display()
+        ),
+    );
+    let _guard = VmGuard(dir.clone());
+    let r = Test::with(&s).load("vm1", "tiny").attempt(2, 2).run();
+    r.code(1);
+    r.stderr_has("exited");
+    r.stderr_has("no attempts left");
+    assert!(vm_pids(&dir).is_empty());
+}
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    let s = Scratch::new("qemu-post-last");
+    // A step nothing can pass; post-load does not need the VM for it.
+    config(
+        &s,
+        free_port(),
+        &format!(
+            "\n[os.closed]\nfamily = \"generic\"\nchannel = \"none\"\n\
+             steps = [{{ wait = \"port\", port = {}, timeout = \"300ms\" }}]\n\n\
+             [images.closed]\nos = \"closed\"\nprovisioner = \"qemu\"\n",
+            free_port()
+        ),
+    );
+    Test::with(&s)
+        .post_load("vm1", "closed")
+        .attempt(2, 2)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    Test::with(&s)
+        .post_load("vm1", "closed")
+        .attempt(1, 2)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
+}

@@ -101,13 +101,6 @@ impl<'a> Test<'a> {
         self
     }
 
-    /// Writes a file into the scratch directory.
-    pub fn file(self, rel: &str, text: &str) -> Self {
-        let text = self.expand(text);
-        self.dir.write(rel, &text);
-        self
-    }
-
     fn expand(&self, text: &str) -> String {
         text.replace("$DIR", &self.dir.dir.display().to_string())
     }

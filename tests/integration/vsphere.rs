@@ -603,3 +603,33 @@ fn busy_and_unavailable_error_types_ask_for_a_retry() {
         }
     }
 }
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    let s = Scratch::new("vsphere-post-last");
+    // An OS step nothing can pass, on a vSphere VM; post-load does not talk
+    // to vSphere for it, so no stand-in runs.
+    config(
+        &s,
+        &format!("http://127.0.0.1:{}", free_port()),
+        PASSWORD,
+        &format!(
+            "\n[os.closed]\nfamily = \"generic\"\nchannel = \"none\"\n\
+             steps = [{{ wait = \"port\", port = {}, timeout = \"300ms\" }}]\n\n\
+             [images.closed]\nos = \"closed\"\nprovisioner = \"vc\"\nsource = \"win7-template\"\n",
+            free_port()
+        ),
+    );
+    Test::with(&s)
+        .post_load("pc1", "closed")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    Test::with(&s)
+        .post_load("pc1", "closed")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
+}

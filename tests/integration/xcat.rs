@@ -323,3 +323,31 @@ fn eleven_loads_share_ten_slots() {
         "{last}: {waited}"
     );
 }
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    // An OS step nothing can pass, on an xCAT node (stand-in cluster).
+    let closed = crate::common::free_port();
+    let c = Cluster::new(
+        "xcat-post-last",
+        &["node6"],
+        QUICK,
+        &format!(
+            "\n[os.closed]\nfamily = \"generic\"\nchannel = \"none\"\n\
+             steps = [{{ wait = \"port\", port = {closed}, timeout = \"300ms\" }}]\n\n\
+             [images.closed]\nos = \"closed\"\nprovisioner = \"x\"\nsource = \"{IMAGE}\"\n"
+        ),
+    );
+    c.test()
+        .post_load("node6", "closed")
+        .attempt(2, 2)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    c.test()
+        .post_load("node6", "closed")
+        .attempt(1, 2)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
+}
