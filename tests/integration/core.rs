@@ -4,7 +4,6 @@
 //! provisioner with small shell scripts; waits use real TCP listeners.
 
 use crate::common;
-
 use crate::test::{Test, run};
 use common::{LIMIT, Scratch, alive, eventually, free_port, of_kind};
 use std::net::TcpListener;

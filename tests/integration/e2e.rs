@@ -5,7 +5,6 @@
 //! runs at a time on a 2-core machine.
 
 use crate::common;
-
 use crate::test::Test;
 use common::{Scratch, free_port, of_kind, repo};
 use std::path::PathBuf;

@@ -14,7 +14,6 @@
 //! wrapper that otherwise runs the real virsh.
 
 use crate::common;
-
 use crate::test::{Output, Test, run};
 use common::{LIMIT, Scratch};
 use std::path::{Path, PathBuf};

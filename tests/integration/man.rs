@@ -3,7 +3,6 @@
 //! examples use appears in man/reimage.toml.5.
 
 use crate::common;
-
 use crate::test::run;
 use common::{bin, repo};
 use std::process::Command;

@@ -12,7 +12,6 @@
 //!   initial wait is a wait, not a timeout. Windows must keep answering 30 s.
 
 use crate::common;
-
 use crate::test::Test;
 use common::Scratch;
 

@@ -5,7 +5,6 @@
 //! killed at the end of its test by a guard.
 
 use crate::common;
-
 use crate::test::Test;
 use common::{Scratch, alive, eventually, free_port};
 use std::io::{BufRead, BufReader, Write};

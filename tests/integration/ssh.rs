@@ -1,10 +1,9 @@
 //! The linux OS profile over SSH, through the built binary, against a real
 //! OpenSSH sshd on 127.0.0.1 with its own host key. First-boot actions are
 //! off here: they would change this machine's hostname; they run in the QEMU
-//! guest (tests/e2e.rs).
+//! guest (the e2e area).
 
 use crate::common;
-
 use crate::sshd::{Fixture, pub_b64};
 use crate::test::Test;
 use common::{LIMIT, Scratch, eventually, free_port, of_kind};

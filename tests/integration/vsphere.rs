@@ -6,7 +6,6 @@
 //! the session header was there), which is what these tests assert on.
 
 use crate::common;
-
 use crate::test::{Output, Test, run};
 use common::{LIMIT, Scratch, free_port, of_kind};
 use serde_json::Value;

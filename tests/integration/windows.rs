@@ -6,7 +6,6 @@
 //! (`lab`) machine: there is nothing to load.
 
 use crate::common;
-
 use crate::test::{Output, Test};
 use common::{Scratch, free_port, of_kind, repo};
 use std::io::{BufRead, BufReader};

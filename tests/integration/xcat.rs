@@ -4,7 +4,6 @@
 //! stand-in cluster directory ($XCAT_STANDIN_DIR) and its own `bin_dir`.
 
 use crate::common;
-
 use crate::test::{Output, Test};
 use common::{Scratch, of_kind, repo};
 use std::collections::BTreeMap;
