@@ -246,7 +246,9 @@ fn the_old_os_answering_is_not_ready() {
         &fx,
         sshd.port,
         &fx.client_key,
-        r#"timeouts = { port = "5s", banner = "5s", login = "2s" }"#,
+        // login 6s, not 2s: one login must fit even while a QEMU guest
+        // boots under TCG in the same test binary.
+        r#"timeouts = { port = "5s", banner = "5s", login = "6s" }"#,
         "",
         "noop",
     );
