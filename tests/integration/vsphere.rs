@@ -214,7 +214,7 @@ fn clean_load_replaces_the_vm_and_powers_it_on() {
     let old_id = old[0].0.clone();
 
     let r = load(&s, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
 
     let calls = st.calls();
     println!("{calls:#?}");
@@ -344,7 +344,7 @@ fn slow_power_on_is_polled_and_a_stuck_one_times_out() {
     let st = Standin::start(&s, &["--power-on-delay", "1.5"]);
     config(&s, &st.url("http", "127.0.0.1"), PASSWORD, "");
     let r = load(&s, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     let polls = st
         .calls()
         .iter()
@@ -386,7 +386,7 @@ fn instant_clone_of_a_running_source() {
         "clone = \"instant\"",
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     let vm = &st.vms_named("pc1")[0].1;
     assert_eq!(vm["clone_kind"], "instant-clone");
     assert_eq!(vm["power_state"], "POWERED_ON");
@@ -454,7 +454,7 @@ fn https_verifies_against_ca_file() {
         &format!("ca_file = \"{}\"", cert.display()),
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     assert_eq!(st.vms_named("pc1")[0].1["cloned_from"], "vm-100");
     r.stderr_lacks("warning");
 
@@ -481,7 +481,7 @@ fn insecure_warns_and_connects() {
         "insecure = true",
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     r.stderr_has("insecure = true");
     let events = s.events("pc1");
     let warns = of_kind(&events, "warn");
@@ -500,7 +500,7 @@ fn check_describes_the_plan() {
     config(&s, "https://vcenter.example", PASSWORD, PLACEMENT);
     let r = Test::with(&s).check("pc1", "w7").run();
     println!("{}\n{}", r.stdout, r.stderr);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     for want in [
         "vCenter: https://vcenter.example as reimage@vsphere.local",
         "template VM: win7-template",
@@ -537,7 +537,7 @@ fn the_example_config_checks() {
                 .env_remove("REIMAGE_STATE_DIR"),
             LIMIT,
         );
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.code(0);
         r.stdout_has("kind vsphere");
         assert!(r.stdout.contains(want), "{}", r.stdout);
     }
