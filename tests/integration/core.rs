@@ -253,7 +253,7 @@ fn step_tables_are_checked_by_their_kind() {
         let line = text.lines().nth(11).expect("steps line");
         assert!(line.starts_with("steps = "), "{line}");
         let col = line.find(key).expect("key in line") + 1;
-        let r = run(&mut s.reimage(&["check"]), LIMIT);
+        let r = Test::with(&s).args(&["check"]).run();
         assert_eq!(r.code, 78, "{steps}: {r:?}");
         let want = format!("{}:12:{col}:", cfg.display());
         assert!(
@@ -272,7 +272,7 @@ fn step_tables_are_checked_by_their_kind() {
             .replace("steps = []\n", ""),
     )
     .expect("write");
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    let r = Test::with(&s).args(&["check"]).run();
     assert_eq!(r.code, 78, "{r:?}");
     assert!(
         r.stderr.contains(&format!("{}:11:1:", cfg.display()))
@@ -309,7 +309,7 @@ fn keys_of_another_channel_are_refused() {
     ];
     for (keys, msg) in cases {
         std::fs::write(&cfg, text.replace("channel = \"none\"", keys)).expect("write");
-        let r = run(&mut s.reimage(&["check"]), LIMIT);
+        let r = Test::with(&s).args(&["check"]).run();
         assert_eq!(r.code, 78, "{keys}: {r:?}");
         assert!(
             r.stderr.contains(&format!("{}:12:1:", cfg.display())) && r.stderr.contains(msg),
@@ -326,10 +326,9 @@ fn keys_of_another_channel_are_refused() {
         .replace("steps = []\n", ""),
     )
     .expect("write");
-    let r = run(
-        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
+    let r = Test::with(&s)
+        .args(&["check", "pc7", "--image", "centos7"])
+        .run();
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("login: a@127.0.0.1:5986"), "{}", r.stdout);
 }
@@ -340,21 +339,19 @@ fn keys_of_another_channel_are_refused() {
 #[test]
 fn a_port_step_without_a_port_needs_one_somewhere() {
     let s = setup("portless", OK, r#"{ wait = "port", timeout = "1m" }"#);
-    assert_eq!(run(&mut s.reimage(&["check"]), LIMIT).code, 0);
-    let r = run(
-        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
+    assert_eq!(Test::with(&s).args(&["check"]).run().code, 0);
+    let r = Test::with(&s)
+        .args(&["check", "pc7", "--image", "centos7"])
+        .run();
     assert_eq!(r.code, 78, "{r:?}");
     assert!(
         r.stderr.contains(":12:12:") && r.stderr.contains("names no port"),
         "{}",
         r.stderr
     );
-    let r = run(
-        &mut s.reimage(&["post-load", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
+    let r = Test::with(&s)
+        .args(&["post-load", "pc7", "--image", "centos7"])
+        .run();
     assert_eq!(r.code, 78, "{r:?}");
     let cfg = s.path("reimage.toml");
     let text = std::fs::read_to_string(&cfg).expect("config");
@@ -363,10 +360,9 @@ fn a_port_step_without_a_port_needs_one_somewhere() {
         text.replace("node = \"pc7-bmc\"", "node = \"pc7-bmc\"\nport = 2222"),
     )
     .expect("write");
-    let r = run(
-        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
+    let r = Test::with(&s)
+        .args(&["check", "pc7", "--image", "centos7"])
+        .run();
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stdout.contains("1. port [port] port 2222: timeout 1m"),
