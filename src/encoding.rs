@@ -1,26 +1,5 @@
-//! Encodings reimage writes into other formats: XML text (WS-Management
-//! messages, libvirt domain XML) and base64 (HTTP Basic credentials, WinRM
-//! streams, SSH fingerprints). One tested function each.
-
-/// Escapes text for XML element content and double-quoted attributes. The
-/// one escape function every value written into a message goes through.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry other control characters, even escaped.
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
+//! Base64 (HTTP Basic credentials, WinRM streams, SSH fingerprints). XML
+//! escaping is in [`crate::xml`].
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -80,18 +59,6 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xml_escape_covers_the_specials_and_control_characters() {
-        assert_eq!(
-            xml_escape("a&b<c>d\"e'f"),
-            "a&amp;b&lt;c&gt;d&quot;e&apos;f"
-        );
-        assert_eq!(xml_escape("plain é 漢"), "plain é 漢");
-        assert_eq!(xml_escape("tab\there\r\n"), "tab\there\r\n");
-        assert_eq!(xml_escape("nul\u{0}bell\u{7}"), "nul\u{FFFD}bell\u{FFFD}");
-        assert_eq!(xml_escape("&amp;"), "&amp;amp;");
-    }
 
     #[test]
     fn base64_round_trips() {

@@ -17,6 +17,7 @@ mod report;
 mod runner;
 mod signal;
 mod state;
+mod xml;
 
 use clap::Parser;
 use std::path::PathBuf;
