@@ -199,6 +199,13 @@ fn config_errors_name_file_line_and_column() {
     let r = check_with(text.replace("timeout = \"20s\"", "timeout = \"ten minutes\""));
     assert_eq!(r.code, 78, "{r:?}");
     assert!(r.stderr.contains("ten minutes"), "{}", r.stderr);
+    // Durations too long for a deadline are config errors, not a panic.
+    for long in ["\"99999999999999999999h\"", "\"1e20\"", "1e20"] {
+        let r = check_with(text.replace("timeout = \"20s\"", &format!("timeout = {long}")));
+        assert_eq!(r.code, 78, "{long}: {r:?}");
+        assert!(r.stderr.contains("longer than"), "{long}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{long}: {}", r.stderr);
+    }
     // A step name in `timeouts` that the profile does not have: plain
     // `check` resolves every image's profile and finds it.
     let r = check_with(text.replace(
