@@ -6,6 +6,7 @@
 mod common;
 
 use common::{Scratch, alive, eventually, free_port, of_kind, run};
+use rustix::process::{Pid, Signal, kill_process};
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -595,10 +596,7 @@ fn sigterm_during_load_kills_the_child_and_frees_the_lock() {
         .trim()
         .parse()
         .expect("pid number");
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM to reimage");
     let code = common::wait_limit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(143));
     assert!(
