@@ -151,7 +151,6 @@ mod phase_or_empty {
     }
 }
 
-
 /// Takes the exclusive lock (flock(2), by std) on `file` without waiting;
 /// Ok(false) when another process holds it.
 fn try_lock(file: &File, path: &Path) -> Result<bool> {
