@@ -13,7 +13,7 @@
 //!
 //! Needs Debian's postgresql (as the tests do). Numbers only, no pass/fail.
 
-#[path = "../tests/common/pg.rs"]
+#[path = "../tests/integration/pg.rs"]
 mod pg;
 
 use std::path::{Path, PathBuf};
@@ -21,14 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-
-/// For pg.rs.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
@@ -203,9 +195,8 @@ provisioner = "script"
     println!("live leases after {hold}s of renewals: {}", still.trim());
     let t1 = Instant::now();
     for (c, _, _) in &children {
-        // SAFETY: plain syscall on our own child.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
+        if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
     }
     let mut codes = std::collections::BTreeMap::new();

@@ -17,6 +17,14 @@ use crate::coord::store::{Holder, Store};
 use crate::error::Error;
 use crate::signal;
 
+/// One line on stdout; a closed stdout (`reimage log pc7 | head`) is not
+/// an error.
+macro_rules! out {
+    ($($t:tt)*) => {
+        crate::report::stdout_line(&format!($($t)*))
+    };
+}
+
 /// The last-run record as `status` reads it: every field optional, so a
 /// record from an older or newer reimage still shows.
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -37,12 +45,16 @@ struct Record {
 
 /// Whether process `pid` exists on this host.
 fn alive(pid: u32) -> bool {
-    let Ok(p) = i32::try_from(pid) else {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(p, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    match rustix::process::test_kill_process(p) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
 }
 
 fn computers_dir(dir: &Path) -> PathBuf {
@@ -104,7 +116,9 @@ pub fn status(loaded: &Loaded, dir: &Path, wanted: &[String], json: bool) -> Res
         match Store::new(s).and_then(|st| st.holders(&names)) {
             Ok(v) => holders.extend(v.into_iter().map(|h| (h.computer.clone(), h))),
             Err(e) => {
-                eprintln!("reimage: warning: {e:#}: runs on other management nodes are not shown");
+                crate::report::stderr_line(&format!(
+                    "reimage: warning: {e:#}: runs on other management nodes are not shown"
+                ));
                 code = crate::outcome::EXIT_STORE;
             }
         }
@@ -137,7 +151,7 @@ pub fn status(loaded: &Loaded, dir: &Path, wanted: &[String], json: bool) -> Res
             if let Some(b) = &bad {
                 v["error"] = serde_json::json!(b);
             }
-            println!("{v}");
+            out!("{v}");
             continue;
         }
         let r = rec.clone().unwrap_or_default();
@@ -196,7 +210,7 @@ pub fn status(loaded: &Loaded, dir: &Path, wanted: &[String], json: bool) -> Res
                     s.push_str(&format!("{c:<width$}  ", width = w[i]));
                 }
             }
-            println!("{}", s.trim_end());
+            out!("{}", s.trim_end());
         };
         line(head.to_vec());
         for r in &rows {
@@ -278,9 +292,9 @@ fn readable(line: &str) -> String {
 
 fn show(line: &str, json: bool) {
     if json {
-        println!("{line}");
+        out!("{line}");
     } else {
-        println!("{}", readable(line));
+        out!("{}", readable(line));
     }
 }
 
@@ -310,7 +324,7 @@ pub fn log(dir: &Path, a: &LogArgs, json: bool) -> Result<i32, Error> {
     if a.all {
         for (i, r) in runs.iter().enumerate() {
             if !json {
-                println!("== run {} of {}", i + 1, runs.len());
+                out!("== run {} of {}", i + 1, runs.len());
             }
             r.iter().for_each(|l| show(l, json));
         }
@@ -374,7 +388,7 @@ fn follow(
             };
             if !running {
                 if !json {
-                    println!("(the run's process is gone; no more events)");
+                    out!("(the run's process is gone; no more events)");
                 }
                 return Ok(0);
             }

@@ -14,7 +14,7 @@
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
 //! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
-//!   `encoding`, `secret`, `error`: shared mechanisms.
+//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
 
 mod attempt;
 mod cli;
@@ -36,6 +36,7 @@ mod secret;
 mod signal;
 mod state;
 mod wait;
+mod xml;
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -60,10 +61,35 @@ pub fn main() -> i32 {
     match execute(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("reimage: error: {e}");
+            if cli.json {
+                json_end(&cli, &e);
+            }
+            report::stderr_line(&format!("reimage: error: {e}"));
             e.code()
         }
     }
+}
+
+/// With `--json`, a run that stops before its events start (usage, config,
+/// lock) still ends with one `run` event that carries the exit code.
+fn json_end(cli: &Cli, e: &Error) {
+    let (computer, image) = match &cli.command {
+        Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
+        Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
+        Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
+        Command::Log(a) => (Some(&a.computer), None),
+        Command::Status(_) | Command::SetupDb => (None, None),
+    };
+    let event = serde_json::json!({
+        "time": report::rfc3339(std::time::SystemTime::now()),
+        "kind": "run",
+        "computer": computer,
+        "image": image,
+        "result": e.kind(),
+        "message": e.to_string(),
+        "code": e.code(),
+    });
+    report::stdout_line(&event.to_string());
 }
 
 /// What a run does once its computer and image are known.
@@ -173,7 +199,7 @@ fn setup_db(loaded: &Loaded) -> Result<i32, Error> {
         )));
     };
     let (place, v) = coord::store::setup(s).map_err(|e| Error::Store(format!("{e:#}")))?;
-    println!("{place}: schema version {v} ready");
+    report::stdout_line(&format!("{place}: schema version {v} ready"));
     Ok(0)
 }
 
@@ -248,7 +274,7 @@ fn run(
         Job::Single(phase, k, _) => runner.single(phase, plan.attempt(k, of.max(k))),
     };
     if report.mode() != report::Mode::Json && code != 0 && !cli.quiet {
-        eprintln!("reimage: event log: {}", log.display());
+        report::stderr_line(&format!("reimage: event log: {}", log.display()));
     }
     Ok(code)
 }

@@ -6,13 +6,18 @@
 //! coordination store's lease keeper raises the same flag when the store is
 //! lost ([`STORE_LOST`]), so a lost store stops the run the way SIGTERM does.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
-static CAUGHT: AtomicI32 = AtomicI32::new(0);
+/// The number of the signal that arrived last; 0 for none.
+static CAUGHT: LazyLock<Arc<AtomicUsize>> = LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
+/// Why the coordination store counts as lost.
 static LOST: Mutex<String> = Mutex::new(String::new());
+/// [`CAUGHT`]'s value for a lost store: no signal has this number.
+const LOST_FLAG: usize = usize::MAX;
 
-/// Not a signal: the flag's value when the coordination store was lost.
+/// Not a signal: what [`caught`] says when the coordination store was lost.
 pub const STORE_LOST: i32 = -1;
 
 /// Stops the run because the coordination store was lost; `why` is the
@@ -21,24 +26,16 @@ pub fn stop_store_lost(why: String) {
     if let Ok(mut l) = LOST.lock() {
         *l = why;
     }
-    let _ = CAUGHT.compare_exchange(0, STORE_LOST, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = CAUGHT.compare_exchange(0, LOST_FLAG, Ordering::SeqCst, Ordering::SeqCst);
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    CAUGHT.store(sig, Ordering::SeqCst);
-}
-
-/// Installs the handlers for SIGINT and SIGTERM.
+/// Installs the handlers for SIGINT and SIGTERM: each stores its number in
+/// [`CAUGHT`] (signal-hook's handler does only that atomic store).
 pub fn install() {
-    // SAFETY: the handler only stores into an atomic, which is
-    // async-signal-safe; sigaction is given a zeroed, then filled struct.
-    unsafe {
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            sa.sa_flags = 0;
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+    for sig in [SIGINT, SIGTERM] {
+        // Fails only for signals that may not be caught (SIGKILL, SIGSTOP).
+        if let Err(e) = signal_hook::flag::register_usize(sig, Arc::clone(&CAUGHT), sig as usize) {
+            eprintln!("reimage: cannot catch signal {sig}: {e}");
         }
     }
 }
@@ -47,7 +44,8 @@ pub fn install() {
 pub fn caught() -> Option<i32> {
     match CAUGHT.load(Ordering::SeqCst) {
         0 => None,
-        s => Some(s),
+        LOST_FLAG => Some(STORE_LOST),
+        s => i32::try_from(s).ok(),
     }
 }
 
@@ -63,8 +61,8 @@ impl std::fmt::Display for Interrupted {
             return f.write_str(&why);
         }
         let name = match self.0 {
-            libc::SIGINT => "SIGINT",
-            libc::SIGTERM => "SIGTERM",
+            SIGINT => "SIGINT",
+            SIGTERM => "SIGTERM",
             _ => "a signal",
         };
         write!(f, "interrupted by {name}")

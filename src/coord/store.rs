@@ -142,31 +142,27 @@ fn backoff(n: u32, cap: Duration) -> Duration {
 
 /// 64 random bits from the kernel (time and pid if that fails).
 fn random_u64() -> u64 {
+    use std::io::Read;
     let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == 8 {
-        u64::from_ne_bytes(b)
-    } else {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        t ^ (u64::from(std::process::id()) << 32)
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            t ^ (u64::from(std::process::id()) << 32)
+        }
     }
 }
 
 /// This machine's host name.
 fn hostname() -> String {
-    let mut b = [0u8; 256];
-    // SAFETY: gethostname writes at most b.len() bytes into b.
-    let r = unsafe { libc::gethostname(b.as_mut_ptr().cast(), b.len()) };
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    if r == 0 && end > 0 {
-        String::from_utf8_lossy(&b[..end]).into_owned()
-    } else {
-        "unknown-host".into()
-    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
 }
 
 impl Store {

@@ -35,8 +35,15 @@ fn bin_dir() -> PathBuf {
 }
 
 fn as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A command for a PostgreSQL program, as `nobody` when we are root.
@@ -135,7 +142,7 @@ impl Pg {
             port: 0,
             server: None,
         };
-        pg.port = super::free_port();
+        pg.port = free_port();
         pg.run_server();
         run_ok(
             pg_command(&pg.bin.join("createdb"))
@@ -218,9 +225,8 @@ impl Pg {
     /// Stops the server (fast shutdown: sessions are ended) and waits.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.server.take() {
-            // SAFETY: plain syscall on our own child.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGINT);
+            if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
             }
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(30) {

@@ -3,10 +3,10 @@
 //! (`status`, `log`). Two state directories with their own configs stand
 //! for two hosts, `node-a` and `node-b`.
 
-mod common;
-
-use common::pg::Pg;
-use common::{Run, Scratch, alive, bin, eventually, repo, run};
+use crate::common::{Scratch, alive, bin, eventually, repo, wait_limit};
+use crate::pg::Pg;
+use crate::test::{Output, Test};
+use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,8 +108,15 @@ source = "fatal"
         c
     }
 
-    fn run(&self, host: &str, args: &[&str]) -> Run {
-        run(&mut self.reimage(host, args), Duration::from_secs(60))
+    fn run(&self, host: &str, args: &[&str]) -> Output {
+        Test::with(&self.s)
+            .no_config_flag()
+            .arg("--config")
+            .arg(self.s.path(&format!("host-{host}.toml")))
+            .args(args)
+            .env("PGPASSFILE", "/nonexistent")
+            .limit(Duration::from_secs(60))
+            .run()
     }
 
     fn spawn(&self, host: &str, args: &[&str]) -> Child {
@@ -146,17 +153,16 @@ source = "fatal"
     }
 }
 
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: plain syscall on a process this test started.
-    unsafe {
-        libc::kill(pid, sig);
+fn signal(pid: i32, sig: Signal) {
+    if let Some(p) = Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, sig);
     }
 }
 
 /// Waits for a spawned reimage; its code, stdout, stderr.
 fn finish(child: Child) -> (i32, String, String) {
     let mut child = child;
-    let code = common::wait_limit(&mut child, Duration::from_secs(60));
+    let code = wait_limit(&mut child, Duration::from_secs(60));
     let out = child.wait_with_output().expect("output");
     (
         code.unwrap_or(-1),
@@ -207,7 +213,7 @@ fn a_second_host_gets_73_naming_the_holder() {
     assert_eq!(v["holder"]["command"], "load --image slow --attempt 1");
 
     // SIGTERM: the run stops its child and gives the computer back at once.
-    signal(a.id() as i32, libc::SIGTERM);
+    signal(a.id() as i32, Signal::TERM);
     let (code, _, err) = finish(a);
     assert_eq!(code, 143, "{err}");
     assert!(eventually(Duration::from_secs(10), || !alive(child)));
@@ -224,10 +230,10 @@ fn a_killed_holder_frees_the_computer_within_the_lease() {
     let mut a = site.spawn("a", &["load", "pc1", "--image", "slow"]);
     let child = site.load_pid("pc1");
     let a_pid = a.id() as i32;
-    signal(a_pid, libc::SIGKILL);
+    signal(a_pid, Signal::KILL);
     let killed = Instant::now();
     let _ = a.wait();
-    signal(child, libc::SIGKILL);
+    signal(child, Signal::KILL);
     // The dead run's lease is still in the store: nobody removed it.
     assert_eq!(
         pg.psql("SELECT pid FROM reimage_holder WHERE computer = 'pc1'"),
@@ -401,13 +407,14 @@ fn setup_db_creates_a_versioned_schema_and_a_newer_one_is_refused() {
     assert_eq!(r.code, 69, "{}", r.stderr);
     assert!(r.stderr.contains("schema version 2"), "{}", r.stderr);
 
-    let mut no = Command::new(bin());
-    no.arg("--config")
+    Test::with(&site.s)
+        .no_config_flag()
+        .arg("--config")
         .arg(site.s.write("plain.toml", "max_attempts = 1\n"))
-        .arg("setup-db");
-    let r = run(&mut no, Duration::from_secs(30));
-    assert_eq!(r.code, 64, "{}", r.stderr);
-    assert!(r.stderr.contains("[coordination]"), "{}", r.stderr);
+        .arg("setup-db")
+        .run()
+        .code(64)
+        .stderr_has("[coordination]");
 }
 
 fn status_lines(site: &Site) -> BTreeMap<String, serde_json::Value> {
@@ -454,15 +461,15 @@ fn status_and_log_show_every_result_and_stale_runs() {
     // Interrupted: SIGTERM mid-load.
     let c4 = site.spawn("a", &["load", "pc4", "--image", "slow"]);
     site.load_pid("pc4");
-    signal(c4.id() as i32, libc::SIGTERM);
+    signal(c4.id() as i32, Signal::TERM);
     assert_eq!(finish(c4).0, 143);
     // Stale: the run was SIGKILLed, its record still says running.
     let mut c5 = site.spawn("a", &["load", "pc5", "--image", "slow"]);
     let load5 = site.load_pid("pc5");
     let pid5 = c5.id();
-    signal(pid5 as i32, libc::SIGKILL);
+    signal(pid5 as i32, Signal::KILL);
     let _ = c5.wait();
-    signal(load5, libc::SIGKILL);
+    signal(load5, Signal::KILL);
     // In progress.
     let c6 = site.spawn("a", &["load", "pc6", "--image", "slow"]);
     site.load_pid("pc6");
@@ -575,7 +582,7 @@ fn status_and_log_show_every_result_and_stale_runs() {
     // --follow on the run in progress shows events until it ends.
     // (Whether it attaches before or after the end, it shows the whole run.)
     let f = site.spawn("a", &["log", "pc6", "--follow"]);
-    signal(pid6 as i32, libc::SIGTERM);
+    signal(pid6 as i32, Signal::TERM);
     let (code, out, err) = finish(f);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("load --image slow"), "{out}");
