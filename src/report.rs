@@ -269,14 +269,12 @@ impl Reporter {
     }
 
     /// A run of `command` starts: marks where its events begin in the event
-    /// log (`reimage log` splits runs there). Written to the log only.
+    /// log (`reimage log` splits runs there). Not shown on a terminal.
     pub fn start(&self, command: &str) {
         let mut i = self.lock();
         let mut e = self.base(&i, EventKind::Start);
         e.message = Some(format!("{command} (pid {})", std::process::id()));
-        if let (Ok(line), Some(f)) = (serde_json::to_string(&e), i.log.as_mut()) {
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
+        self.emit(&mut i, e, false);
     }
 
     /// Attempt `k` of `n` starts.
