@@ -127,7 +127,15 @@ fn transient(e: &postgres::Error) -> bool {
                 || *c == SqlState::CANNOT_CONNECT_NOW
                 || *c == SqlState::ADMIN_SHUTDOWN
         }
-        None => e.as_db_error().is_none(),
+        // Not from the server: network and timeouts are worth another try;
+        // TLS, authentication and configuration errors are not.
+        None => {
+            let msg = e.to_string();
+            e.is_closed()
+                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                || msg.starts_with("timeout")
+                || msg.starts_with("error connecting to server")
+        }
     }
 }
 

@@ -103,7 +103,8 @@ fn run_ok(c: &mut Command, what: &str, limit: Duration) -> String {
 
 /// A running throwaway cluster.
 pub struct Pg {
-    dir: PathBuf,
+    /// Its directory (data, socket, log, certificate).
+    pub dir: PathBuf,
     bin: PathBuf,
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
@@ -114,6 +115,22 @@ impl Pg {
     /// initdb, start, and create the database `reimage` owned by the role
     /// `reimage` (trust authentication on loopback).
     pub fn start(name: &str) -> Pg {
+        Pg::start_with(name, None)
+    }
+
+    /// Like [`Pg::start`], but TCP connections need `password`
+    /// (scram-sha-256) and TLS is on, with a self-signed certificate for
+    /// `localhost` at [`Pg::cert`].
+    pub fn start_secure(name: &str, password: &str) -> Pg {
+        Pg::start_with(name, Some(password))
+    }
+
+    /// The server's certificate (its own CA), for `ca_file`.
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+
+    fn start_with(name: &str, password: Option<&str>) -> Pg {
         let dir = std::env::temp_dir().join(format!(
             "reimage-pg-{name}-{}-{}",
             std::process::id(),
@@ -132,10 +149,46 @@ impl Pg {
             pg_command(&bin.join("initdb"))
                 .arg("-D")
                 .arg(dir.join("data"))
-                .args(["-U", "reimage", "-A", "trust", "-E", "UTF8", "--no-sync"]),
+                .args([
+                    "-U",
+                    "reimage",
+                    "--auth-local=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ])
+                .arg(if password.is_some() {
+                    "--auth-host=scram-sha-256"
+                } else {
+                    "--auth-host=trust"
+                }),
             "initdb",
             Duration::from_secs(120),
         );
+        let tls = password.is_some();
+        if tls {
+            run_ok(
+                Command::new("openssl")
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    ])
+                    .args(["-subj", "/CN=localhost"])
+                    .args(["-addext", "subjectAltName=DNS:localhost"])
+                    .arg("-keyout")
+                    .arg(dir.join("server.key"))
+                    .arg("-out")
+                    .arg(dir.join("server.crt")),
+                "openssl req",
+                Duration::from_secs(60),
+            );
+            std::fs::set_permissions(
+                dir.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod key");
+            give_away(&dir.join("server.key"));
+            give_away(&dir.join("server.crt"));
+        }
         let mut pg = Pg {
             dir,
             bin,
@@ -143,25 +196,23 @@ impl Pg {
             server: None,
         };
         pg.port = free_port();
-        pg.run_server();
+        pg.run_server(tls);
         run_ok(
             pg_command(&pg.bin.join("createdb"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &pg.port.to_string(),
-                    "-U",
-                    "reimage",
-                ])
+                .arg("-h")
+                .arg(pg.dir.join("sock"))
+                .args(["-p", &pg.port.to_string(), "-U", "reimage"])
                 .arg("reimage"),
             "createdb",
             Duration::from_secs(60),
         );
+        if let Some(pw) = password {
+            pg.psql(&format!("ALTER ROLE reimage PASSWORD '{pw}'"));
+        }
         pg
     }
 
-    fn run_server(&mut self) {
+    fn run_server(&mut self, tls: bool) {
         let log = std::fs::File::create(self.dir.join("server.log")).expect("server log");
         let child = pg_command(&self.bin.join("postgres"))
             .arg("-D")
@@ -170,6 +221,18 @@ impl Pg {
             .arg(self.dir.join("sock"))
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(if tls {
+                vec![
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!("ssl_cert_file={}", self.dir.join("server.crt").display()),
+                    "-c".to_string(),
+                    format!("ssl_key_file={}", self.dir.join("server.key").display()),
+                ]
+            } else {
+                Vec::new()
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -179,7 +242,10 @@ impl Pg {
         let start = Instant::now();
         loop {
             let ok = pg_command(&self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .arg("-q")
+                .arg("-h")
+                .arg(self.dir.join("sock"))
+                .args(["-p", &self.port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -215,7 +281,9 @@ impl Pg {
         run_ok(
             pg_command(&self.bin.join("psql"))
                 .args(["-X", "-At", "-v", "ON_ERROR_STOP=1"])
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .arg("-h")
+                .arg(self.dir.join("sock"))
+                .args(["-p", &self.port.to_string()])
                 .args(["-U", "reimage", "-d", "reimage", "-c", sql]),
             "psql",
             Duration::from_secs(30),

@@ -8,6 +8,8 @@ use crate::pg::Pg;
 use crate::test::{Output, Test};
 use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,12 +111,17 @@ source = "fatal"
     }
 
     fn run(&self, host: &str, args: &[&str]) -> Output {
+        self.run_pgpass(host, args, Path::new("/nonexistent"))
+    }
+
+    /// A run with `PGPASSFILE` set to `pgpass`.
+    fn run_pgpass(&self, host: &str, args: &[&str], pgpass: &Path) -> Output {
         Test::with(&self.s)
             .no_config_flag()
             .arg("--config")
             .arg(self.s.path(&format!("host-{host}.toml")))
             .args(args)
-            .env("PGPASSFILE", "/nonexistent")
+            .env("PGPASSFILE", pgpass)
             .limit(Duration::from_secs(60))
             .run()
     }
@@ -616,4 +623,55 @@ fn a_bad_coordination_table_is_a_config_error_at_its_key() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn the_password_comes_from_a_file_or_pgpassfile_and_tls_is_verified() {
+    const PW: &str = "s3cret-Pw";
+    let pg = Pg::start_secure("secure", PW);
+    let url = format!(
+        "postgresql://reimage@localhost:{}/reimage?sslmode=require",
+        pg.port
+    );
+    let ca = format!("ca_file = \"{}\"", pg.cert().display());
+    let coord = |extra: &str| format!("url = \"{url}\"\nlease = \"10s\"\n{extra}");
+
+    // No password anywhere: refused at once, and nothing leaks.
+    let site = Site::new("site-nopw", Some(&coord(&ca)), "");
+    let r = site.run("a", &["load", "pc1", "--image", "quick"]);
+    r.code(69).stderr_has("password").stderr_lacks(PW);
+    assert!(
+        !site.s.path("pids/pc1").exists(),
+        "no load without the store"
+    );
+
+    // password_file, and the server's certificate checked against ca_file.
+    let pw = site.s.write("db-password", &format!("{PW}\n"));
+    let file = format!("password_file = \"{}\"", pw.display());
+    let site = Site::new("site-pwfile", Some(&coord(&format!("{ca}\n{file}"))), "");
+    site.run("a", &["load", "pc1", "--image", "quick"])
+        .code(0)
+        .stderr_lacks(PW);
+    // Without ca_file the self-signed certificate is not trusted.
+    let site = Site::new("site-noca", Some(&coord(&file)), "");
+    site.run("a", &["load", "pc1", "--image", "quick"])
+        .code(69)
+        .stderr_has("certificate");
+
+    // PGPASSFILE in libpq's format; ignored when others can read it.
+    let site = Site::new("site-pgpass", Some(&coord(&ca)), "");
+    let pgpass = site.s.write(
+        "pgpass",
+        &format!(
+            "otherhost:*:*:*:wrong\nlocalhost:{}:reimage:reimage:{PW}\n",
+            pg.port
+        ),
+    );
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    site.run_pgpass("a", &["load", "pc1", "--image", "quick"], &pgpass)
+        .code(0);
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    site.run_pgpass("a", &["load", "pc2", "--image", "quick"], &pgpass)
+        .code(69)
+        .stderr_has("password");
 }
