@@ -86,11 +86,15 @@ impl Sequence<'_> {
         };
         let stall = s.stall_timeout.map(|d| self.attempt.scale(d));
         self.report.step(s.name(), Some(timeout));
+        let started = Instant::now();
+        // After a power reset: the first wait and the second one.
+        let mut reset: Option<(Duration, Duration)> = None;
         let mut w = self.wait_for(s, Limits { timeout, stall });
         if let (Waited::TimedOut(_), Some(extra)) = (&w, s.reset_on_timeout) {
             match self.power.power_reset(self.plan, self.report) {
                 Some(Outcome::Done) => {
                     let extra = self.attempt.scale(extra);
+                    reset = Some((timeout, extra));
                     self.report.step_end(
                         false,
                         &format!(
@@ -133,7 +137,17 @@ impl Sequence<'_> {
                 Err(Outcome::Fatal(e.context(what)))
             }
             other => {
-                let m = wait::describe(&other, &what, timeout);
+                // The numbers are the real ones: after a reset the wait
+                // lasted both waits and the reset.
+                let m = match reset {
+                    Some((first, extra)) => format!(
+                        "{} (reset power after {}, then waited {} more)",
+                        wait::describe(&other, &what, started.elapsed()),
+                        duration::fmt(first),
+                        duration::fmt(extra)
+                    ),
+                    None => wait::describe(&other, &what, timeout),
+                };
                 self.report.step_end(false, &m);
                 Err(Outcome::Retry(anyhow::anyhow!(m)))
             }
