@@ -213,7 +213,7 @@ impl StateDir {
                 let file = files.swap_remove(i);
                 let _ = file.set_len(0);
                 let _ = (&file).write_all(std::process::id().to_string().as_bytes());
-                return Ok(Some(Slot { _file: file }));
+                return Ok(Some(Slot { file }));
             }
             crate::signal::check()?;
             if start.elapsed() >= wait {
@@ -229,16 +229,16 @@ impl StateDir {
 /// A held semaphore slot; freed when dropped or when the process dies.
 #[derive(Debug)]
 pub struct Slot {
-    _file: File,
+    file: File,
 }
 
 impl Slot {
     /// Writes what the slot is held for (e.g. a node name) next to the
     /// holder's pid, for [`StateDir::slot_labels`].
     pub fn label(&self, text: &str) {
-        let _ = self._file.set_len(0);
+        let _ = self.file.set_len(0);
         let line = format!("{} {text}", std::process::id());
-        let _ = (&self._file).write_all_at(line.as_bytes(), 0);
+        let _ = self.file.write_all_at(line.as_bytes(), 0);
     }
 }
 

@@ -332,14 +332,7 @@ fn a_power_reset_powers_on_a_node_that_is_off_and_the_message_has_real_numbers()
         ),
     );
     let r = run(
-        &mut c.reimage(&[
-            "provision",
-            "node1",
-            "--image",
-            "rhel",
-            "--attempts",
-            "1",
-        ]),
+        &mut c.reimage(&["provision", "node1", "--image", "rhel", "--attempts", "1"]),
         Duration::from_secs(60),
     );
     assert_eq!(r.code, 1, "{r:?}");
@@ -366,7 +359,12 @@ fn a_bmc_that_times_out_once_costs_no_reload() {
     let c = Cluster::new("xcat-bmc-once", &["node1"], "bmc_timeouts=1\n", "");
     let r = c.load("node1", "rhel");
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(c.calls().matches("rpower node1 boot").count(), 2, "{}", c.calls());
+    assert_eq!(
+        c.calls().matches("rpower node1 boot").count(),
+        2,
+        "{}",
+        c.calls()
+    );
     let progress = c.messages("node1", "progress").join("\n");
     assert!(progress.contains("try 2 of 3"), "{progress}");
     assert!(progress.contains("Error: timeout"), "{progress}");
@@ -382,9 +380,15 @@ fn a_bmc_that_never_answers_is_a_retry_after_power_tries() {
     );
     let r = c.load("node1", "rhel");
     assert_eq!(r.code, 75, "{r:?}");
-    assert_eq!(c.calls().matches("rpower node1 boot").count(), 2, "{}", c.calls());
+    assert_eq!(
+        c.calls().matches("rpower node1 boot").count(),
+        2,
+        "{}",
+        c.calls()
+    );
     assert!(
-        r.stderr.contains("power is not on after 2 tries of `rpower node1 boot`"),
+        r.stderr
+            .contains("power is not on after 2 tries of `rpower node1 boot`"),
         "{}",
         r.stderr
     );
@@ -411,14 +415,26 @@ fn a_flapping_status_stalls_instead_of_running_to_the_overall_timeout() {
 
 #[test]
 fn a_stalled_install_asks_for_a_retry_and_the_last_attempt_is_fatal() {
-    let c = Cluster::new("xcat-stall", &["node1"], "hang=1\n", "stall_timeout = \"1s\"");
+    let c = Cluster::new(
+        "xcat-stall",
+        &["node1"],
+        "hang=1\n",
+        "stall_timeout = \"1s\"",
+    );
     let r = c.load("node1", "rhel");
     assert_eq!(r.code, 75, "{r:?}");
     assert!(r.stderr.contains("no change for 1s"), "{}", r.stderr);
     assert!(r.stderr.contains("nodestat node1"), "{}", r.stderr);
     let r = run(
         &mut c.reimage(&[
-            "load", "node1", "--image", "rhel", "--attempt", "2", "--of", "2",
+            "load",
+            "node1",
+            "--image",
+            "rhel",
+            "--attempt",
+            "2",
+            "--of",
+            "2",
         ]),
         Duration::from_secs(60),
     );
@@ -543,7 +559,10 @@ fn eleven_loads_share_ten_slots() {
     let first_done = done.values().min().copied().expect("dones");
     assert!(last_start >= first_done, "{last} started early: {log}");
     let waited = c.messages(&last, "progress").join("\n");
-    assert!(waited.contains("waiting for a load slot"), "{last}: {waited}");
+    assert!(
+        waited.contains("waiting for a load slot"),
+        "{last}: {waited}"
+    );
 }
 
 // --- What xCAT refuses ----------------------------------------------------------
@@ -643,7 +662,11 @@ fn the_man_page_says_what_each_xcat_answer_means() {
     let man = std::fs::read_to_string(repo("man/reimage.toml.5")).expect("man page");
     let start = man.find("SECTION: PROVISIONER-XCAT").expect("xcat section");
     let end = man.find("END: PROVISIONER-XCAT").expect("xcat section end");
-    let xcat = man[start..end].replace("\\-", "-").replace("\\fB", "").replace("\\fR", "").replace("\\fI", "");
+    let xcat = man[start..end]
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fR", "")
+        .replace("\\fI", "");
     for want in [
         "XCATROOT",
         "sbin/nodeset",
