@@ -670,6 +670,15 @@ pub enum Verdict {
     Missed(String),
 }
 
+impl Verdict {
+    /// What was seen.
+    pub fn text(&self) -> &str {
+        match self {
+            Verdict::Loaded(s) | Verdict::Going(s) | Verdict::Failed(s) | Verdict::Missed(s) => s,
+        }
+    }
+}
+
 /// Decides when a load is done, on evidence that the install ran and
 /// ended, never on what the node showed before the load or on a running
 /// sshd alone.
@@ -894,7 +903,7 @@ impl Xcat {
                 Ok(()) => {
                     return Ok(format!(
                         "{did}; `rpower {node} stat` says on after {}",
-                        duration::fmt(round_ms(start.elapsed()))
+                        duration::fmt(tenths(start.elapsed()))
                     ));
                 }
                 Err(p) => last = format!("{did}, but power is `{p}`"),
@@ -904,7 +913,7 @@ impl Xcat {
             "{}: power is not on after {} tries of `rpower {node} boot` over {} ({last}); check the node's BMC (`rpower {node} stat`, `rvitals {node}`), or raise `power_tries` / `power_wait`",
             who(plan),
             c.power_tries,
-            duration::fmt(round_ms(start.elapsed()))
+            duration::fmt(tenths(start.elapsed()))
         )))
     }
 
@@ -953,8 +962,11 @@ impl Xcat {
         for (i, (prog, args)) in calls.into_iter().enumerate() {
             let (shown, out) = match self.run(plan, report, prog, args) {
                 RunResult::Ran(s, o) => (s, o),
-                RunResult::Failed(Outcome::Retry(e)) => {
-                    report.progress(&format!("{prog}: no answer ({e:#})"));
+                RunResult::Failed(Outcome::Retry(_)) => {
+                    report.progress(&format!(
+                        "{prog}: no answer within {}",
+                        duration::fmt(self.config.command_timeout)
+                    ));
                     continue;
                 }
                 RunResult::Failed(o) => {
@@ -1027,11 +1039,8 @@ impl Xcat {
             match monitor.observe(&known) {
                 Verdict::Loaded(s) => Poll::Ready(s),
                 Verdict::Going(s) => Poll::NotYet(s),
-                v @ (Verdict::Failed(_) | Verdict::Missed(_)) => {
-                    let s = match &v {
-                        Verdict::Failed(s) | Verdict::Missed(s) => s.clone(),
-                        _ => String::new(),
-                    };
+                v => {
+                    let s = v.text().to_string();
                     ended = Some(v);
                     Poll::Fatal(anyhow::anyhow!("{s}"))
                 }
@@ -1045,7 +1054,7 @@ impl Xcat {
                 report.progress(&s);
                 report.step_end(
                     true,
-                    &format!("installed after {}: {s}", duration::fmt(round_ms(took))),
+                    &format!("installed after {}: {s}", duration::fmt(tenths(took))),
                 );
                 Ok(())
             }
@@ -1282,7 +1291,7 @@ fn short(s: &str) -> String {
 }
 
 /// A duration to a tenth of a second, so messages say "1.2s", not "1.234567s".
-fn round_ms(d: Duration) -> Duration {
+fn tenths(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64 / 100 * 100)
 }
 
