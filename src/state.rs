@@ -256,7 +256,7 @@ impl StateDir {
             let Ok(file) = File::open(e.path()) else {
                 continue;
             };
-            if flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+            if file.try_lock_shared().is_ok() {
                 // Free: nobody holds it (the lock goes with the file).
                 continue;
             }
