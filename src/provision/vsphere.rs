@@ -31,10 +31,11 @@ use super::command::per_attempt;
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
-use crate::os::wait::{self, Limits, Pace, Poll, Waited};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
+use crate::secret::Secret;
 use crate::signal;
+use crate::wait::{self, Limits, Pace, Poll, Waited};
 
 /// The header that carries the session id after login.
 const SESSION_HEADER: &str = "vmware-api-session-id";
@@ -273,14 +274,17 @@ impl Vsphere {
 }
 
 impl Provisioner for Vsphere {
+    fn describe(&self, plan: &Plan) -> Vec<String> {
+        self.config.describe(plan)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
         self.with_session(plan, report, |api| {
             load(api, &self.config, plan, attempt, report)
         })
-        .fatal_if_last(attempt.is_last())
     }
 
-    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
+    fn power_reset(&self, plan: &Plan, _attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         Some(self.with_session(plan, report, |api| {
             let placement = Placement::resolve(api, &self.config, false)?;
             let Some(vm) = find_target(api, &plan.computer.node, &placement)? else {
@@ -650,15 +654,6 @@ fn find_target(api: &Api, name: &str, p: &Placement) -> Result<Option<VmSummary>
     }
 }
 
-/// A secret that prints as `<redacted>`.
-struct Secret(String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// A failed API call, classified.
 #[derive(Debug)]
 struct Failure {
@@ -739,23 +734,9 @@ impl Api {
         let Some(pw_path) = &cfg.password_file else {
             return Err(fatal("no password_file is configured".into()));
         };
-        let text = std::fs::read_to_string(pw_path).map_err(|e| {
-            fatal(format!(
-                "cannot read the vSphere password_file {}: {e}",
-                pw_path.display()
-            ))
-        })?;
-        let password = text.lines().next().unwrap_or("");
-        if password.is_empty() {
-            return Err(fatal(format!(
-                "the vSphere password_file {} is empty; its first line must be the password",
-                pw_path.display()
-            )));
-        }
-        let authorization = Secret(format!(
-            "Basic {}",
-            crate::encoding::base64_encode(format!("{}:{password}", cfg.username).as_bytes())
-        ));
+        let password = Secret::from_file(pw_path, "the vSphere password_file")
+            .map_err(|e| fatal(format!("{e:#}")))?;
+        let authorization = Secret::basic_auth(&cfg.username, &password);
 
         let mut tls = ureq::tls::TlsConfig::builder();
         if cfg.insecure {
@@ -830,7 +811,7 @@ impl Api {
                 self.host
             )));
         }
-        self.session = Some(Secret(id));
+        self.session = Some(Secret::new(id));
         Ok(())
     }
 
@@ -888,10 +869,10 @@ impl Api {
         let what = format!("VM {}: {method} {path} on {}", self.vm, self.host);
         let url = format!("{}{path}", self.base);
         let auth: (&str, &str) = if login {
-            ("Authorization", self.authorization.0.as_str())
+            ("Authorization", self.authorization.expose())
         } else {
             match &self.session {
-                Some(s) => (SESSION_HEADER, s.0.as_str()),
+                Some(s) => (SESSION_HEADER, s.expose()),
                 None => {
                     return Err(Failure::fatal(anyhow::anyhow!("{what}: not logged in")));
                 }
@@ -1122,10 +1103,5 @@ mod tests {
             crate::encoding::base64_encode(b"user:pa:ss"),
             "dXNlcjpwYTpzcw=="
         );
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        assert_eq!(format!("{:?}", Secret("hunter2".into())), "<redacted>");
     }
 }

@@ -57,12 +57,11 @@ use super::command::per_attempt;
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
-use crate::exec::{Cmd, ExecError, Output};
-use crate::os::wait::{self, Limits, Pace, Poll, Waited};
+use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
-use crate::signal;
 use crate::state::{Slot, StateDir};
+use crate::wait::{self, Limits, Pace, Poll, Waited};
 
 /// The shortest `reload_time` accepted: an xCAT install of a real machine
 /// (PXE, installer, package installation, reboot) never takes less.
@@ -803,25 +802,24 @@ impl Xcat {
         let shown = cmd.display();
         match cmd.run() {
             Ok(out) => RunResult::Ran(shown, out),
-            Err(ExecError::Timeout { after, partial }) => {
-                report.output(&shown, &partial);
-                RunResult::Failed(Outcome::Retry(anyhow::anyhow!(
-                    "{}: `{shown}` did not finish within {} and was killed; check that xcatd on the management node answers (`lsxcatd -a`)",
-                    who(plan),
-                    duration::fmt(after)
-                )))
+            Err(e) => {
+                if let Some(p) = e.partial() {
+                    report.output(&shown, p);
+                }
+                let dir = if prog == "nodeset" { "sbin" } else { "bin" };
+                let spawn = format!(
+                    "xCAT installs {prog} in {dir}/ of its root: set `xcat_root` of provisioner `{}` (default: $XCATROOT, else /opt/xcat) or `{prog}` to the command's path",
+                    plan.provisioner.name
+                );
+                RunResult::Failed(e.into_outcome(
+                    &who(plan),
+                    &shown,
+                    Hints {
+                        spawn: &spawn,
+                        timeout: "check that xcatd on the management node answers (`lsxcatd -a`)",
+                    },
+                ))
             }
-            Err(ExecError::Spawn(e)) => {
-                let key = if prog == "nodeset" { "sbin" } else { "bin" };
-                RunResult::Failed(Outcome::Fatal(anyhow::anyhow!(
-                    "{}: cannot start `{shown}`: {e}; xCAT installs {prog} in {key}/ of its root: set `xcat_root` of provisioner `{}` (default: $XCATROOT, else /opt/xcat) or `{prog}` to the command's path",
-                    who(plan),
-                    plan.provisioner.0
-                )))
-            }
-            Err(e @ ExecError::Interrupted(_)) => RunResult::Failed(Outcome::Fatal(
-                anyhow::anyhow!("computer `{}`: {e}", plan.computer.name),
-            )),
         }
     }
 
@@ -881,7 +879,8 @@ impl Xcat {
                     c.power_tries,
                     duration::fmt(pause)
                 ));
-                sleep(pause).map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
+                wait::pause(pause)
+                    .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
             }
             let (shown, out, err) = self.ask(plan, report, "rpower", &[node, "boot"])?;
             if let Some(e) = err {
@@ -942,7 +941,7 @@ impl Xcat {
                 return Ok(Err(name));
             }
             report.progress(&format!("power: {name}"));
-            sleep(pause.min(until.saturating_duration_since(Instant::now())))
+            wait::pause(pause.min(until.saturating_duration_since(Instant::now())))
                 .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
             pause = (pause * 2).min(Duration::from_secs(5));
         }
@@ -1107,7 +1106,7 @@ impl Xcat {
                     "{}: cannot count the loads xCAT runs: `{shown}` said: {}; check `limit_noderange` of provisioner `{}`",
                     who(plan),
                     short(e.text()),
-                    plan.provisioner.0
+                    plan.provisioner.name
                 )),
             });
         }
@@ -1142,7 +1141,7 @@ impl Xcat {
                 "{}: no load slot within {}: {busy} (max_concurrent_loads = {max}); raise `max_concurrent_loads` or `slot_wait` of provisioner `{}`, load fewer computers at once, or set nodes left in install state back with `nodeset NODE boot`",
                 who(plan),
                 duration::fmt(c.slot_wait),
-                plan.provisioner.0
+                plan.provisioner.name
             ))
         };
         let Some(slot) = slot else {
@@ -1194,7 +1193,7 @@ impl Xcat {
             }
             report.progress(&format!("waiting for a load slot: {said} of {max}"));
             let left = c.slot_wait.saturating_sub(start.elapsed());
-            sleep(pause.min(left))
+            wait::pause(pause.min(left))
                 .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
             pause = (pause * 2).min(c.poll_interval.max(Duration::from_millis(500)));
         }
@@ -1282,12 +1281,12 @@ fn power_name(p: &Power) -> String {
     }
 }
 
-/// At most a few lines of output, on one line, for a message.
+/// An excerpt of xCAT's output for a message, or "no output".
 fn short(s: &str) -> String {
-    let l: Vec<&str> = lines(s).collect();
-    let start = l.len().saturating_sub(5);
-    let t = l[start..].join(" | ");
-    if t.is_empty() { "no output".into() } else { t }
+    match crate::exec::excerpt(s, 5) {
+        t if t.is_empty() => "no output".into(),
+        t => t,
+    }
 }
 
 /// A duration to a tenth of a second, so messages say "1.2s", not "1.234567s".
@@ -1295,27 +1294,18 @@ fn tenths(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64 / 100 * 100)
 }
 
-/// Sleeps, stopping early on SIGINT/SIGTERM.
-fn sleep(d: Duration) -> Result<(), signal::Interrupted> {
-    let until = Instant::now() + d;
-    loop {
-        signal::check()?;
-        let now = Instant::now();
-        if now >= until {
-            return Ok(());
-        }
-        std::thread::sleep((until - now).min(Duration::from_millis(50)));
-    }
-}
-
 impl Provisioner for Xcat {
+    fn describe(&self, plan: &Plan) -> Vec<String> {
+        self.config.describe(plan)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
-        collapse(self.load_steps(plan, attempt, report)).fatal_if_last(attempt.is_last())
+        collapse(self.load_steps(plan, attempt, report))
     }
 
     /// `rpower NODE boot`, which powers on a node that is off and resets
     /// one that is on, checked with `rpower NODE stat`.
-    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
+    fn power_reset(&self, plan: &Plan, _attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         report.step("power reset", None);
         Some(match self.power_boot(plan, report) {
             Ok(did) => {

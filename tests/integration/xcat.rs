@@ -6,9 +6,8 @@
 //! ($XCAT_STANDIN_DIR) holding the nodes, osimages and how the hardware
 //! behaves.
 
-mod common;
-
-use common::{Scratch, free_port, of_kind, repo, run};
+use crate::common::{Scratch, free_port, of_kind, repo};
+use crate::test::{Output, Test};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -102,21 +101,17 @@ source = "no-such-osimage"
         self.s.path("xcat")
     }
 
-    /// reimage with the stand-in as the xCAT root ($XCATROOT, as xCAT's
-    /// own profile sets it).
-    fn reimage(&self, args: &[&str]) -> Command {
-        let mut c = self.s.reimage(args);
-        c.env("XCAT_STANDIN_DIR", self.dir())
+    /// A run with the stand-in as the xCAT root ($XCATROOT, as xCAT's own
+    /// profile sets it).
+    fn test(&self) -> Test<'_> {
+        Test::with(&self.s)
+            .env("XCAT_STANDIN_DIR", self.dir())
             .env("XCATROOT", self.root())
-            .env_remove("XCATHOST");
-        c
+            .limit(Duration::from_secs(60))
     }
 
-    fn load(&self, computer: &str, image: &str) -> common::Run {
-        run(
-            &mut self.reimage(&["load", computer, "--image", image]),
-            Duration::from_secs(60),
-        )
+    fn load(&self, computer: &str, image: &str) -> Output {
+        self.test().load(computer, image).run()
     }
 
     /// Runs a stand-in xCAT command as an admin would (rinstall is nodeset
@@ -159,7 +154,7 @@ source = "no-such-osimage"
 fn a_stock_xcat_root_runs_nodeset_from_sbin_and_the_rest_from_bin() {
     let c = Cluster::new("xcat-root", &["node1"], "", "");
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     let outputs = c.messages("node1", "output").join("\n");
     let root = c.root().display().to_string();
     for cmd in [
@@ -195,12 +190,12 @@ fn xcat_root_and_a_per_command_path_can_be_set() {
             ),
         ),
     );
-    let r = run(
-        c.reimage(&["load", "node1", "--image", "rhel"])
-            .env("XCATROOT", "/nonexistent"),
-        Duration::from_secs(60),
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = c
+        .test()
+        .env("XCATROOT", "/nonexistent")
+        .load("node1", "rhel")
+        .run();
+    r.code(0);
     let wrapped = std::fs::read_to_string(c.dir().join("wrapper")).unwrap_or_default();
     assert!(wrapped.contains("wrapped"), "nodestat override not used");
 }
@@ -209,7 +204,7 @@ fn xcat_root_and_a_per_command_path_can_be_set() {
 fn bin_dir_is_a_config_error_that_says_what_to_set() {
     let c = Cluster::new("xcat-bindir", &["node1"], "", "bin_dir = \"/opt/xcat/bin\"");
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 78, "{r:?}");
+    r.code(78);
     assert!(r.stderr.contains("xcat_root"), "{}", r.stderr);
     assert!(r.stderr.contains("sbin"), "{}", r.stderr);
     assert!(!c.calls().contains("nodeset"), "{}", c.calls());
@@ -221,7 +216,7 @@ fn bin_dir_is_a_config_error_that_says_what_to_set() {
 fn a_normal_install_follows_xcats_status_sequence_and_ends_at_nodeset_boot() {
     let c = Cluster::new("xcat-normal", &["node1"], "", "stall_timeout = \"5s\"");
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     // The install really ended (the installer asked for `next`) before
     // reimage said it was loaded.
     assert!(c.log().contains("next node1"), "{}", c.log());
@@ -250,7 +245,7 @@ fn a_pxe_miss_is_a_retry_that_says_the_network_boot_did_not_happen() {
         "",
     );
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert!(
         r.stderr.contains("the network boot did not happen"),
         "{}",
@@ -271,7 +266,7 @@ fn a_pxe_miss_onto_a_system_xcat_did_not_install_stalls_with_a_hint() {
         "stall_timeout = \"1s\"",
     );
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert!(r.stderr.contains("no change for 1s"), "{}", r.stderr);
     assert!(
         r.stderr
@@ -286,7 +281,7 @@ fn with_xcatdebugmode_2_sshd_during_the_install_is_not_the_end() {
     let c = Cluster::new("xcat-debugmode", &["node1"], "", "");
     c.s.write("xcat/site/xcatdebugmode", "2\n");
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     let progress = c.messages("node1", "progress").join("\n");
     assert!(
         progress.contains("nodestat: sshd · status: installing"),
@@ -299,7 +294,7 @@ fn with_xcatdebugmode_2_sshd_during_the_install_is_not_the_end() {
 fn a_diskless_image_is_loaded_when_it_has_booted_after_netbooting() {
     let c = Cluster::new("xcat-diskless", &["node1"], "", "");
     let r = c.load("node1", "diskless");
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     let ends = c.messages("node1", "step-end").join("\n");
     assert!(ends.contains("(diskless)"), "{ends}");
     assert!(ends.contains("status: booted"), "{ends}");
@@ -331,11 +326,12 @@ fn a_power_reset_powers_on_a_node_that_is_off_and_the_message_has_real_numbers()
             ),
         ),
     );
-    let r = run(
-        &mut c.reimage(&["provision", "node1", "--image", "rhel", "--attempts", "1"]),
-        Duration::from_secs(60),
-    );
-    assert_eq!(r.code, 1, "{r:?}");
+    let r = c
+        .test()
+        .provision("node1", "rhel")
+        .args(&["--attempts", "1"])
+        .run();
+    r.code(1);
     assert_eq!(c.node("node1", "power"), "on", "{}", c.calls());
     let ends = c.messages("node1", "step-end").join("\n");
     assert!(ends.contains("was off: powered on"), "{ends}");
@@ -358,7 +354,7 @@ fn a_power_reset_powers_on_a_node_that_is_off_and_the_message_has_real_numbers()
 fn a_bmc_that_times_out_once_costs_no_reload() {
     let c = Cluster::new("xcat-bmc-once", &["node1"], "bmc_timeouts=1\n", "");
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     assert_eq!(
         c.calls().matches("rpower node1 boot").count(),
         2,
@@ -379,7 +375,7 @@ fn a_bmc_that_never_answers_is_a_retry_after_power_tries() {
         "power_tries = 2",
     );
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert_eq!(
         c.calls().matches("rpower node1 boot").count(),
         2,
@@ -406,7 +402,7 @@ fn a_flapping_status_stalls_instead_of_running_to_the_overall_timeout() {
         "stall_timeout = \"2s\"\ncommand_timeout = \"400ms\"",
     );
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert!(r.stderr.contains("no change for 2s"), "{}", r.stderr);
     assert!(!r.stderr.contains("not ready after 30s"), "{}", r.stderr);
     let progress = c.messages("node1", "progress").join("\n");
@@ -422,23 +418,11 @@ fn a_stalled_install_asks_for_a_retry_and_the_last_attempt_is_fatal() {
         "stall_timeout = \"1s\"",
     );
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert!(r.stderr.contains("no change for 1s"), "{}", r.stderr);
     assert!(r.stderr.contains("nodestat node1"), "{}", r.stderr);
-    let r = run(
-        &mut c.reimage(&[
-            "load",
-            "node1",
-            "--image",
-            "rhel",
-            "--attempt",
-            "2",
-            "--of",
-            "2",
-        ]),
-        Duration::from_secs(60),
-    );
-    assert_eq!(r.code, 1, "{r:?}");
+    let r = c.test().load("node1", "rhel").attempt(2, 2).run();
+    r.code(1);
     assert!(r.stderr.contains("no attempts left"), "{}", r.stderr);
 }
 
@@ -459,7 +443,7 @@ fn installs_started_outside_reimage_count_toward_the_limit() {
         c.admin("bin/rpower", &[n, "boot"]);
     }
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert!(
         r.stderr
             .contains("2 busy, started outside reimage: other1, other2"),
@@ -478,7 +462,7 @@ fn installs_started_outside_reimage_count_toward_the_limit() {
         &text.replace("max_concurrent_loads = 2", "max_concurrent_loads = 3"),
     );
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     let ends = c.messages("node1", "step-end").join("\n");
     assert!(
         ends.contains("load slot 3 of 3 (2 busy, started outside reimage: other1, other2"),
@@ -506,7 +490,9 @@ fn eleven_loads_share_ten_slots() {
     let children: Vec<_> = names
         .iter()
         .map(|n| {
-            c.reimage(&["load", n, "--image", "rhel"])
+            c.test()
+                .load(n, "rhel")
+                .command()
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
@@ -572,7 +558,7 @@ fn xcatd_down_is_a_retry_that_says_so() {
     let c = Cluster::new("xcat-down", &["node1"], "", "");
     c.s.write("xcat/xcatd-down", "");
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert!(r.stderr.contains("xcatd does not answer"), "{}", r.stderr);
     assert!(r.stderr.contains("systemctl status xcatd"), "{}", r.stderr);
 }
@@ -581,7 +567,7 @@ fn xcatd_down_is_a_retry_that_says_so() {
 fn an_unknown_osimage_is_fatal() {
     let c = Cluster::new("xcat-noimage", &["node1"], "", "");
     let r = c.load("node1", "missing");
-    assert_eq!(r.code, 1, "{r:?}");
+    r.code(1);
     assert!(
         r.stderr
             .contains("Cannot find the OS image no-such-osimage"),
@@ -597,7 +583,7 @@ fn a_node_without_a_mac_is_fatal() {
     let c = Cluster::new("xcat-nomac", &["node1"], "", "");
     std::fs::remove_file(c.dir().join("nodes/node1/mac")).expect("rm mac");
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 1, "{r:?}");
+    r.code(1);
     assert!(
         r.stderr.contains("No MAC address available for this node"),
         "{}",
@@ -611,7 +597,7 @@ fn a_node_without_a_mac_is_fatal() {
 fn an_unknown_node_is_fatal_and_named() {
     let c = Cluster::new("xcat-ghost", &["node1"], "", "");
     let r = c.load("ghost", "rhel");
-    assert_eq!(r.code, 1, "{r:?}");
+    r.code(1);
     assert!(
         r.stderr.contains("xCAT does not know node `ghost`"),
         "{}",
@@ -630,18 +616,15 @@ fn reload_time_under_ten_minutes_is_a_config_error() {
         &text.replace("reload_time = \"10m\"", "reload_time = \"5m\""),
     );
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 78, "{r:?}");
+    r.code(78);
     assert!(r.stderr.contains("reload_time"), "{}", r.stderr);
 }
 
 #[test]
 fn check_describes_the_load() {
     let c = Cluster::new("xcat-check", &["node1"], "", "stall_timeout = \"1m\"");
-    let r = run(
-        &mut c.reimage(&["check", "node1", "--image", "rhel"]),
-        Duration::from_secs(20),
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = c.test().check("node1", "rhel").run();
+    r.code(0);
     let text = format!("{}{}", r.stdout, r.stderr);
     let root = c.root().display().to_string();
     for want in [
