@@ -479,7 +479,7 @@ fn eleven_loads_share_ten_slots() {
     let c = Cluster::new(
         "xcat-eleven",
         &names,
-        "install_ms=2000\n",
+        "install_ms=4000\n",
         "max_concurrent_loads = 10",
     );
     let text = std::fs::read_to_string(c.s.path("reimage.toml")).expect("config");
