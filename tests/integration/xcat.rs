@@ -263,11 +263,12 @@ fn a_pxe_miss_onto_a_system_xcat_did_not_install_stalls_with_a_hint() {
         "xcat-pxemiss-other",
         &["node1"],
         "pxe=miss\noldos=other\napps=sshd,https\n",
-        "stall_timeout = \"1s\"",
+        // Longer than each boot phase (1s), so it ends on the old system.
+        "stall_timeout = \"3s\"",
     );
     let r = c.load("node1", "rhel");
     r.code(75);
-    assert!(r.stderr.contains("no change for 1s"), "{}", r.stderr);
+    assert!(r.stderr.contains("no change for 3s"), "{}", r.stderr);
     assert!(
         r.stderr
             .contains("answered on https,sshd: the network boot probably did not happen"),
