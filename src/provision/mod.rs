@@ -41,7 +41,7 @@ pub enum ProvisionerConfig {
     Libvirt(libvirt::LibvirtConfig),
     /// Bare metal through xCAT.
     Xcat(xcat::XcatConfig),
-    /// A VM through the vSphere Automation REST API.
+    /// A VM on an ESXi host or vCenter through the vSphere SOAP API.
     Vsphere(vsphere::VsphereConfig),
 }
 
