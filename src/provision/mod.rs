@@ -42,7 +42,7 @@ pub enum ProvisionerConfig {
     /// Bare metal through xCAT.
     Xcat(xcat::XcatConfig),
     /// A VM on an ESXi host or vCenter through the vSphere SOAP API.
-    Vsphere(vsphere::VsphereConfig),
+    Vsphere(Box<vsphere::VsphereConfig>),
 }
 
 impl ProvisionerConfig {
@@ -112,7 +112,7 @@ pub fn build(plan: &Plan) -> Box<dyn Provisioner> {
         ProvisionerConfig::Qemu(c) => Box::new(qemu::Qemu::new(c.clone())),
         ProvisionerConfig::Libvirt(c) => Box::new(libvirt::Libvirt::new(c.clone())),
         ProvisionerConfig::Xcat(c) => Box::new(xcat::Xcat::new(c.clone())),
-        ProvisionerConfig::Vsphere(c) => Box::new(vsphere::Vsphere::new(c.clone())),
+        ProvisionerConfig::Vsphere(c) => Box::new(vsphere::Vsphere::new((**c).clone())),
     }
 }
 

@@ -2,14 +2,15 @@
 // package from Debian's golang-github-vmware-govmomi-dev) behind a tiny
 // main. Built by tests/vcsim/build.sh.
 //
-// It serves the vim25 SOAP API on /sdk over TLS with a certificate it makes
-// at start (self-signed, for 127.0.0.1, as an ESXi host's is), writes that
-// certificate's PEM to -cert, and prints one line when it listens:
+// It serves the vim25 SOAP API on /sdk over TLS with a certificate for
+// 127.0.0.1 it makes at start, signed by a CA it makes too (as vCenter's
+// VMCA signs its own), writes the CA certificate's PEM to -cert, and prints
+// one line when it listens:
 //
 //	vcsim URL THUMBPRINT
 //
-// URL is https://127.0.0.1:PORT/sdk; THUMBPRINT the certificate's SHA-256
-// in govc's -thumbprint form (colon-separated upper-case hex).
+// URL is https://127.0.0.1:PORT/sdk; THUMBPRINT the server certificate's
+// SHA-256 in govc's -thumbprint form (colon-separated upper-case hex).
 package main
 
 import (
@@ -89,9 +90,9 @@ func main() {
 	}
 	defer m.Remove()
 
-	cert, der := selfSigned()
+	cert, der, caDer := certificates()
 	if *certOut != "" {
-		pemText := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+		pemText := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDer})
 		if err := os.WriteFile(*certOut, pemText, 0o644); err != nil {
 			log.Fatal(err)
 		}
@@ -115,28 +116,49 @@ func main() {
 	<-sig
 }
 
-// selfSigned makes a certificate for 127.0.0.1 and localhost that signs
-// itself, valid for a day.
-func selfSigned() (tls.Certificate, []byte) {
+// certificates makes a CA and a server certificate for 127.0.0.1 and
+// localhost signed by it, valid for a day: the server's chain, the server
+// certificate's DER and the CA certificate's DER.
+func certificates() (tls.Certificate, []byte, []byte) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	caTmpl := x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "vcsim test CA", Organization: []string{"vcsim for reimage tests"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDer, err := x509.CreateCertificate(rand.Reader, &caTmpl, &caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDer)
+	if err != nil {
+		log.Fatal(err)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		log.Fatal(err)
 	}
 	tmpl := x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		SerialNumber:          big.NewInt(time.Now().UnixNano() + 1),
 		Subject:               pkix.Name{CommonName: "127.0.0.1", Organization: []string{"vcsim for reimage tests"}},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		IsCA:                  true,
 		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
 		DNSNames:              []string{"localhost"},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		log.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, der
+	return tls.Certificate{Certificate: [][]byte{der, caDer}, PrivateKey: key}, der, caDer
 }

@@ -89,7 +89,10 @@ impl Elem {
         Elem {
             name: n.tag_name().name().to_string(),
             xsi_type,
-            mo_type: n.attribute("type").map(str::to_string),
+            mo_type: n
+                .attributes()
+                .find(|a| a.name() == "type" && a.namespace().is_none())
+                .map(|a| a.value().to_string()),
             text,
             children,
             raw: src.get(n.range()).unwrap_or("").to_string(),
@@ -130,7 +133,7 @@ pub enum Error {
         /// The fault type, e.g. `InvalidLogin`, `FileNotFound`.
         ty: String,
         message: String,
-        detail: Elem,
+        detail: Box<Elem>,
     },
     /// No usable answer: connection, timeout, TLS, HTTP status.
     Transport { retry: bool, message: String },
@@ -510,7 +513,7 @@ fn fault_of(el: &Elem) -> Error {
     Error::Fault {
         ty,
         message,
-        detail,
+        detail: Box::new(detail),
     }
 }
 
@@ -529,7 +532,7 @@ pub fn task_fault(error: &Elem) -> Error {
     Error::Fault {
         ty,
         message,
-        detail: fault,
+        detail: Box::new(fault),
     }
 }
 

@@ -332,7 +332,7 @@ impl Vim {
                         None => Error::Fault {
                             ty: "SystemError".into(),
                             message: format!("{what}: the task failed without an error"),
-                            detail: Elem::default(),
+                            detail: Box::default(),
                         },
                     });
                 }
