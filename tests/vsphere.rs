@@ -749,6 +749,70 @@ fn esx_power_reset_resets_the_running_vm() {
 }
 
 #[test]
+fn vpx_ended_session_logs_in_again_once() {
+    let s = Scratch::new("vs-relogin");
+    let sim = Sim::start(&s, Model::Vpx, Some("CloneVM_Task=3000"));
+    config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
+    let child = s
+        .reimage(&[
+            "load",
+            "pc1",
+            "--image",
+            "img",
+            "--attempt",
+            "1",
+            "--of",
+            "3",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reimage");
+    wait_for_step(&s, "clone of DC0_H0_VM0");
+    // End reimage's session behind its back while the clone call runs.
+    sim.session(|c| {
+        let (pt, pc) = sim.manager("propertyCollector");
+        let (st, sm) = sim.manager("sessionManager");
+        let r = sim.soap(
+            "RetrievePropertiesEx",
+            &pt,
+            &pc,
+            &format!(
+                "<specSet><propSet><type>SessionManager</type><pathSet>sessionList</pathSet></propSet>\
+<objectSet><obj type=\"{st}\">{sm}</obj></objectSet></specSet><options/>"
+            ),
+            Some(c),
+        );
+        let doc = roxmltree::Document::parse(&r).expect("XML");
+        let keys: Vec<String> = doc
+            .descendants()
+            .filter(|n| n.tag_name().name() == "UserSession")
+            .filter(|n| {
+                n.children()
+                    .any(|c| c.tag_name().name() == "userAgent" && c.text().is_some_and(|t| t.starts_with("reimage/")))
+            })
+            .filter_map(|n| n.children().find(|c| c.tag_name().name() == "key")?.text().map(str::to_string))
+            .collect();
+        assert_eq!(keys.len(), 1, "reimage's session: {r}");
+        sim.task(
+            c,
+            "TerminateSession",
+            &st,
+            &sm,
+            &format!("<sessionId>{}</sessionId>", keys[0]),
+        );
+    });
+    let out = child.wait_with_output().expect("reimage ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("logged in again once"), "{stderr}");
+    assert_eq!(sim.vms_named("pc1")[0].power, "poweredOn");
+    sim.assert_logged_out();
+}
+
+#[test]
 fn tls_pin_ca_file_and_insecure() {
     let s = Scratch::new("vs-tls");
     let sim = Sim::start(&s, Model::Esx, None);
@@ -876,4 +940,34 @@ fn missing_network_or_datastore_is_fatal_before_anything_goes() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn the_example_config_checks() {
+    let example = common::repo("examples/vsphere.toml");
+    for (computer, image, want) in [
+        (
+            "win7-03",
+            "win7-sysprep",
+            "path: vCenter: clone template VM \"tmpl-win7-sp1-sysprep\"",
+        ),
+        (
+            "lnx-11",
+            "ubuntu-esx",
+            "path: ESXi host: a child disk on base disk \"[datastore1] base/ubuntu-2204.vmdk\"",
+        ),
+    ] {
+        let r = run(
+            Command::new(common::bin())
+                .arg("--config")
+                .arg(&example)
+                .args(["check", computer, "--image", image])
+                .env_remove("REIMAGE_CONFIG")
+                .env_remove("REIMAGE_STATE_DIR"),
+            LIMIT,
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.contains("kind vsphere"), "{}", r.stdout);
+        assert!(r.stdout.contains(want), "{}", r.stdout);
+    }
 }

@@ -72,6 +72,14 @@ pub enum Nic {
 }
 
 impl Nic {
+    fn name(self) -> &'static str {
+        match self {
+            Nic::E1000 => "e1000",
+            Nic::E1000e => "e1000e",
+            Nic::Vmxnet3 => "vmxnet3",
+        }
+    }
+
     fn xsi_type(self) -> &'static str {
         match self {
             Nic::E1000 => "VirtualE1000",
@@ -97,6 +105,15 @@ pub enum Controller {
 }
 
 impl Controller {
+    fn name(self) -> &'static str {
+        match self {
+            Controller::LsilogicSas => "lsilogic-sas",
+            Controller::Lsilogic => "lsilogic",
+            Controller::Pvscsi => "pvscsi",
+            Controller::Buslogic => "buslogic",
+        }
+    }
+
     fn xsi_type(self) -> &'static str {
         match self {
             Controller::LsilogicSas => "VirtualLsiLogicSASController",
@@ -327,7 +344,11 @@ impl VsphereConfig {
         };
         let source = &plan.image.source;
         let vc = format!("vCenter: clone template VM {source:?}");
-        let esx = format!("ESXi host: copy base disk {source:?} and create the VM");
+        let esx = if self.linked {
+            format!("ESXi host: a child disk on base disk {source:?}, and create the VM")
+        } else {
+            format!("ESXi host: copy base disk {source:?} and create the VM")
+        };
         let path = match self.endpoint {
             Endpoint::Vcenter => format!("path: {vc}"),
             Endpoint::Esxi => format!("path: {esx}"),
@@ -339,7 +360,7 @@ impl VsphereConfig {
         let name = expand(&self.vm_name, &placeholders(plan, attempt));
         let opt = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.into());
         let cfg = &plan.image.config;
-        vec![
+        let mut lines = vec![
             format!("endpoint: {} as {} ({tls})", self.sdk_url(), self.username),
             path,
             format!("VM: {name}"),
@@ -379,14 +400,22 @@ impl VsphereConfig {
                     "no (a full copy)"
                 }
             ),
-            format!(
-                "ESXi VM: guest {}, {:?} NIC on {:?}, {:?} disk controller",
-                self.guest_id, self.nic, self.network, self.disk_controller
-            ),
+        ];
+        if self.endpoint != Endpoint::Vcenter {
+            lines.push(format!(
+                "ESXi VM: guest {}, {} NIC on {:?}, {} disk controller",
+                self.guest_id,
+                self.nic.name(),
+                self.network,
+                self.disk_controller.name()
+            ));
+        }
+        lines.extend([
             format!("request timeout: {}", duration::fmt(self.request_timeout)),
             format!("clone timeout: {}", per_attempt(self.clone_timeout, plan)),
             format!("task timeout: {}", per_attempt(self.task_timeout, plan)),
-        ]
+        ]);
+        lines
     }
 }
 
@@ -455,6 +484,12 @@ impl Vsphere {
             name: expand(&cfg.vm_name, &placeholders(plan, attempt)),
         };
         let result = f(&load);
+        if vim.relogged() {
+            report.info(&format!(
+                "vSphere: the session on {} had ended (NotAuthenticated); logged in again once",
+                cfg.url
+            ));
+        }
         match vim.logout() {
             Ok(()) => report.info(&format!("vSphere: logged out of {}", cfg.url)),
             Err(e) => report.warn(&format!(
@@ -524,6 +559,9 @@ fn fail(what: &str, e: Error) -> Outcome {
     let hint = match e.fault_type() {
         Some("InvalidLogin") => "; check username and password_file",
         Some("NoPermission") => "; the account lacks a privilege: check its role",
+        Some("RestrictedVersion") => {
+            "; the host's license makes its API read-only (the free vSphere Hypervisor): it cannot be provisioned through the API"
+        }
         _ => "",
     };
     fail_hint(what, e, hint)

@@ -140,6 +140,11 @@ impl Vim {
         r.map(|_| ())
     }
 
+    /// True once the session was renewed.
+    pub fn relogged(&self) -> bool {
+        self.relogged.get()
+    }
+
     /// A call in the session; a session that expired (NotAuthenticated) is
     /// renewed once per load and the call repeated.
     pub fn invoke(&self, method: &str, this: &MoRef, body: &str) -> Result<Elem, Error> {
