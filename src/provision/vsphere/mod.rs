@@ -682,15 +682,27 @@ impl Load<'_> {
         name: &str,
         props: &[&str],
     ) -> Result<Vec<Obj>, Outcome> {
-        let mut p = vec!["name"];
-        p.extend(props.iter().filter(|x| **x != "name"));
-        Ok(self
+        let what = || format!("look up {kind} {name:?}");
+        // Names of all, then the other properties of the matches only: a
+        // big vCenter has thousands of VMs with dozens of devices each.
+        let matches: Vec<Obj> = self
             .vim
-            .find(container, kind, &p)
-            .map_err(|e| fail(&format!("look up {kind} {name:?}"), e))?
+            .find(container, kind, &["name"])
+            .map_err(|e| fail(&what(), e))?
             .into_iter()
             .filter(|o| o.name() == name)
-            .collect())
+            .collect();
+        let mut p = vec!["name"];
+        p.extend(props.iter().filter(|x| **x != "name"));
+        let mut out = Vec::new();
+        for m in matches {
+            if p.len() == 1 {
+                out.push(m);
+            } else if let Some(o) = self.vim.get(&m.moref, &p).map_err(|e| fail(&what(), e))? {
+                out.push(o);
+            }
+        }
+        Ok(out)
     }
 
     /// The computer's current VM, if any; more than one of that name is
