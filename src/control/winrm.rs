@@ -17,6 +17,7 @@
 
 use super::{Channel, ChannelError, CommandOutput};
 use crate::encoding;
+use crate::secret::Secret;
 use crate::signal;
 use anyhow::{Context, anyhow};
 use std::fmt;
@@ -87,15 +88,6 @@ pub struct Identity {
     pub version: String,
     /// ProtocolVersion, the WS-Management namespace URI.
     pub protocol: String,
-}
-
-/// A secret that prints as `<redacted>`.
-struct Secret(String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 /// A WinRM connection to one computer: an HTTP agent (keeps connections
@@ -178,15 +170,8 @@ impl WinRm {
         let authorization = match &cfg.password_file {
             None => None,
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("reading the WinRM password file {}", path.display())
-                })?;
-                let password = text.lines().next().unwrap_or("");
-                let pair = format!("{}:{}", cfg.user, password);
-                Some(Secret(format!(
-                    "Basic {}",
-                    encoding::base64_encode(pair.as_bytes())
-                )))
+                let password = Secret::from_file(path, "the WinRM password file")?;
+                Some(Secret::basic_auth(&cfg.user, &password))
             }
         };
 
@@ -286,7 +271,7 @@ impl WinRm {
             .header("Content-Type", CONTENT_TYPE);
         if authenticate {
             if let Some(auth) = &self.authorization {
-                req = req.header("Authorization", auth.0.as_str());
+                req = req.header("Authorization", auth.expose());
             }
         } else {
             req = req.header("WSMANIDENTIFY", "unauthenticated");
@@ -1051,14 +1036,11 @@ fn parse_receive(xml: &str) -> anyhow::Result<ReceiveChunk> {
     Ok(chunk)
 }
 
-/// A short, single-line excerpt of a body for error messages.
+/// " (body: ...)" with an excerpt of an HTTP body, or nothing when empty.
 fn snippet(text: &str) -> String {
-    let t: String = text.chars().take(200).collect();
-    let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
-    if t.is_empty() {
-        String::new()
-    } else {
-        format!(" (body: {t})")
+    match crate::exec::excerpt(text, 5) {
+        t if t.is_empty() => t,
+        t => format!(" (body: {t})"),
     }
 }
 

@@ -7,7 +7,7 @@ mod actions;
 mod channel;
 mod linux;
 mod sequence;
-pub mod wait;
+
 mod windows;
 
 use std::time::Duration;
@@ -16,9 +16,16 @@ use crate::attempt::Attempt;
 use crate::config::{Family, Plan};
 use crate::control::Channel;
 use crate::outcome::Outcome;
-use crate::provision::Provisioner;
 use crate::report::Reporter;
 use crate::state::StateDir;
+
+/// The one thing an OS module may ask of the provisioning side: reset the
+/// computer's power, within the current attempt. The runner hands it over
+/// bound to the real attempt; `None` when the provisioner cannot reset.
+pub trait PowerReset {
+    /// Resets the computer's power.
+    fn power_reset(&self, report: &Reporter) -> Option<Outcome>;
+}
 
 /// Brings up the OS on a loaded computer.
 pub trait OsModule {
@@ -27,13 +34,15 @@ pub trait OsModule {
     /// old one.
     fn before_load(&self, _plan: &Plan, _state: &StateDir, _report: &Reporter) {}
 
-    /// Waits for the OS, checks it, configures it. `power` is the
-    /// provisioner, for profiles that reset power on a failed wait.
+    /// Waits for the OS, checks it, configures it. `power` resets the
+    /// computer, for profiles that do so on a failed wait. Retry when a
+    /// reload could help: the runner turns a retry on the last attempt into
+    /// fatal.
     fn post_load(
         &self,
         plan: &Plan,
         attempt: Attempt,
-        power: &dyn Provisioner,
+        power: &dyn PowerReset,
         state: &StateDir,
         report: &Reporter,
     ) -> Outcome;
@@ -109,7 +118,10 @@ impl OsModule for Module {
         };
         match &id {
             Some(id) => report.info(&format!("boot id before load: {id}")),
-            None if plan.profile.channel == crate::config::ChannelKind::None => {}
+            None if matches!(
+                plan.profile.channel,
+                crate::config::ChannelSettings::None { .. }
+            ) => {}
             None => report
                 .info("no boot id before load (computer not answering): boot-id check skipped"),
         }
@@ -122,7 +134,7 @@ impl OsModule for Module {
         &self,
         plan: &Plan,
         attempt: Attempt,
-        power: &dyn Provisioner,
+        power: &dyn PowerReset,
         state: &StateDir,
         report: &Reporter,
     ) -> Outcome {
@@ -157,7 +169,7 @@ impl OsModule for Module {
         }
         match r {
             Ok(()) => Outcome::Done,
-            Err(o) => o.fatal_if_last(attempt.is_last()),
+            Err(o) => o,
         }
     }
 }

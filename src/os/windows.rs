@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use super::actions::{Actions, classify};
+use super::actions::Actions;
 use crate::attempt::Attempt;
 use crate::config::{Family, Plan};
 use crate::control::{Channel, CommandOutput};
@@ -430,13 +430,15 @@ fn wmi_result(out: &CommandOutput) -> Result<String, String> {
     });
     match rv.as_deref() {
         Some("0") => Ok("done (ReturnValue = 0); takes effect at the next boot".to_string()),
-        Some(n) => Err(format!("the WMI method returned {n}: {}", one_line(&text))),
-        None => Err(format!("no ReturnValue from wmic: {}", one_line(&text))),
+        Some(n) => Err(format!(
+            "the WMI method returned {n}: {}",
+            crate::exec::excerpt(&text, 5)
+        )),
+        None => Err(format!(
+            "no ReturnValue from wmic: {}",
+            crate::exec::excerpt(&text, 5)
+        )),
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Runs one command of an action, reporting its output; a channel error
@@ -445,7 +447,7 @@ fn exec(a: &mut Actions, name: &str, cmd: &[String]) -> Result<CommandOutput, Ou
     let who = a.plan.computer.name.clone();
     let out = a.ch.run(cmd, a.timeout).map_err(|e| {
         a.report.step_end(false, &e.to_string());
-        classify(e, format!("{who}: first-boot action `{name}`"))
+        e.into_outcome(format!("{who}: first-boot action `{name}`"))
     })?;
     let o = crate::exec::Output {
         code: out.status,
@@ -481,7 +483,10 @@ fn run_act(
             let out = exec(a, name, cmd)?;
             if out.status != 0 {
                 let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
-                return failed(a, format!("exited {}: {}", out.status, one_line(&text)));
+                return failed(
+                    a,
+                    format!("exited {}: {}", out.status, crate::exec::excerpt(&text, 5)),
+                );
             }
             match wmi_result(&out) {
                 Ok(m) => {
@@ -501,7 +506,10 @@ fn run_act(
                 let del = exec(a, name, &del_command(f))?;
                 if exec(a, name, &exists_command(f))?.status != 0 {
                     let text = format!("{}{}", del.stdout.trim(), del.stderr.trim());
-                    return failed(a, format!("{f} is still there: {}", one_line(&text)));
+                    return failed(
+                        a,
+                        format!("{f} is still there: {}", crate::exec::excerpt(&text, 5)),
+                    );
                 }
                 removed.push(*f);
             }

@@ -13,19 +13,18 @@
 
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Provisioner;
 use super::command::per_attempt;
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
-use crate::exec::{Cmd, ExecError, Output};
-use crate::os::wait::{self, Limits, Pace, Poll, Waited};
+use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
-use crate::signal;
 use crate::state::StateDir;
+use crate::wait::{self, Limits, Pace, Poll, Waited};
 
 /// The shortest `reload_time` accepted: an xCAT install of a real machine
 /// (PXE, installer, package installation, reboot) never takes less.
@@ -452,24 +451,26 @@ impl Xcat {
         let shown = cmd.display();
         match cmd.run() {
             Ok(out) => RunResult::Ran(shown, out),
-            Err(ExecError::Timeout { after, partial }) => {
-                report.output(&shown, &partial);
-                RunResult::Failed(Outcome::Retry(anyhow::anyhow!(
-                    "computer `{}` (xCAT node `{}`): `{shown}` did not finish within {} and was killed; check that xcatd on the management node answers (`lsxcatd -a`)",
-                    plan.computer.name,
-                    plan.computer.node,
-                    duration::fmt(after)
-                )))
+            Err(e) => {
+                if let Some(p) = e.partial() {
+                    report.output(&shown, p);
+                }
+                let spawn = format!(
+                    "set `bin_dir` of provisioner `{}` to the directory of xCAT's commands (usually /opt/xcat/bin)",
+                    plan.provisioner.name
+                );
+                RunResult::Failed(e.into_outcome(
+                    &format!(
+                        "computer `{}` (xCAT node `{}`)",
+                        plan.computer.name, plan.computer.node
+                    ),
+                    &shown,
+                    Hints {
+                        spawn: &spawn,
+                        timeout: "check that xcatd on the management node answers (`lsxcatd -a`)",
+                    },
+                ))
             }
-            Err(ExecError::Spawn(e)) => RunResult::Failed(Outcome::Fatal(anyhow::anyhow!(
-                "computer `{}` (xCAT node `{}`): cannot start `{shown}`: {e}; set `bin_dir` of provisioner `{}` to the directory of xCAT's commands (usually /opt/xcat/bin)",
-                plan.computer.name,
-                plan.computer.node,
-                plan.provisioner.0
-            ))),
-            Err(e @ ExecError::Interrupted(_)) => RunResult::Failed(Outcome::Fatal(
-                anyhow::anyhow!("computer `{}`: {e}", plan.computer.name),
-            )),
         }
     }
 
@@ -511,7 +512,7 @@ impl Xcat {
         let mut last = String::from("unknown");
         for (i, backoff) in [0u64, 1000, 2000].into_iter().enumerate() {
             if i > 0 {
-                pause(Duration::from_millis(backoff)).map_err(|e| {
+                wait::pause(Duration::from_millis(backoff)).map_err(|e| {
                     Outcome::Fatal(anyhow::anyhow!("computer `{}`: {e}", plan.computer.name))
                 })?;
             }
@@ -578,7 +579,7 @@ impl Xcat {
                 ));
             }
             let value = match (prog, &err) {
-                (_, Some(e)) => Some(format!("error ({})", short(e.text()))),
+                (_, Some(e)) => Some(format!("error ({})", excerpt_or_none(e.text()))),
                 ("lsdef", None) => lsdef_status(&out.stdout, node),
                 (_, None) => node_value(&out.stdout, node),
             };
@@ -680,7 +681,7 @@ impl Xcat {
             return Err(Outcome::Retry(anyhow::anyhow!(
                 "{who}: all {max} xCAT load slots stayed busy for {}; raise `max_concurrent_loads` or `slot_wait` of provisioner `{}`, or load fewer computers at once",
                 duration::fmt(c.slot_wait),
-                plan.provisioner.0
+                plan.provisioner.name
             )));
         };
         report.step_end(true, &format!("load slot {} of {max}", slot.index + 1));
@@ -720,7 +721,7 @@ fn failure(plan: &Plan, shown: &str, out: &Output, err: Option<XcatError>) -> Ou
     let said = err
         .as_ref()
         .map(|e| e.text().to_string())
-        .unwrap_or_else(|| short(&out.text()));
+        .unwrap_or_else(|| excerpt_or_none(&out.text()));
     match err {
         Some(XcatError::UnknownNode(_)) => Outcome::Fatal(anyhow::anyhow!(
             "{who}: xCAT does not know node `{node}`: `{shown}` said: {said}; check `lsdef -t node -o {node}` and the computer's `node` key"
@@ -749,33 +750,24 @@ fn power_name(p: &Power) -> String {
     }
 }
 
-/// At most a few lines of output, on one line, for a message.
-fn short(s: &str) -> String {
-    let l: Vec<&str> = lines(s).collect();
-    let start = l.len().saturating_sub(5);
-    let t = l[start..].join(" | ");
-    if t.is_empty() { "no output".into() } else { t }
-}
-
-/// Sleeps, stopping early on SIGINT/SIGTERM.
-fn pause(d: Duration) -> Result<(), signal::Interrupted> {
-    let until = Instant::now() + d;
-    loop {
-        signal::check()?;
-        let now = Instant::now();
-        if now >= until {
-            return Ok(());
-        }
-        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+/// An excerpt of xCAT's output for a message, or "no output".
+fn excerpt_or_none(s: &str) -> String {
+    match crate::exec::excerpt(s, 5) {
+        t if t.is_empty() => "no output".into(),
+        t => t,
     }
 }
 
 impl Provisioner for Xcat {
-    fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
-        collapse(self.load_steps(plan, attempt, report)).fatal_if_last(attempt.is_last())
+    fn describe(&self, plan: &Plan) -> Vec<String> {
+        self.config.describe(plan)
     }
 
-    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
+    fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
+        collapse(self.load_steps(plan, attempt, report))
+    }
+
+    fn power_reset(&self, plan: &Plan, _attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         let node = plan.computer.node.as_str();
         Some(collapse(
             self.must(plan, report, "rpower", &[node, "reset"])

@@ -42,7 +42,8 @@ use crate::config::Plan;
 use crate::duration;
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
-use soap::{Class, Elem, Error, MoRef, Secret, esc};
+use crate::secret::Secret;
+use soap::{Class, Elem, Error, MoRef, esc};
 use vim::{Obj, Vim};
 
 /// Which load path an endpoint gets.
@@ -507,19 +508,8 @@ fn connect(cfg: &VsphereConfig) -> Result<Vim, Outcome> {
     let Some(pw_path) = &cfg.password_file else {
         return Err(fatal("no password_file is configured".into()));
     };
-    let text = std::fs::read_to_string(pw_path).map_err(|e| {
-        fatal(format!(
-            "cannot read the vSphere password_file {}: {e}",
-            pw_path.display()
-        ))
-    })?;
-    let password = text.lines().next().unwrap_or("");
-    if password.is_empty() {
-        return Err(fatal(format!(
-            "the vSphere password_file {} is empty; its first line must be the password",
-            pw_path.display()
-        )));
-    }
+    let password = Secret::from_file(pw_path, "the vSphere password_file")
+        .map_err(|e| fatal(format!("{e:#}")))?;
     let trust = if cfg.insecure {
         tls::Trust::Off
     } else if let Some(ca) = &cfg.ca_file {
@@ -534,7 +524,7 @@ fn connect(cfg: &VsphereConfig) -> Result<Vim, Outcome> {
     Vim::connect(
         client,
         &cfg.username,
-        Secret(password.to_string()),
+        password,
         cfg.request_timeout,
     )
     .map_err(|e| {
@@ -838,6 +828,10 @@ fn normalize_mac(mac: &str) -> Result<String, String> {
 }
 
 impl Provisioner for Vsphere {
+    fn describe(&self, plan: &Plan) -> Vec<String> {
+        self.config.describe(plan)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
         self.with_session(plan, attempt, report, |l| {
             let mac = match &plan.computer.mac {
@@ -852,11 +846,9 @@ impl Provisioner for Vsphere {
                 load_esxi(l, plan, attempt, mac.as_deref())
             }
         })
-        .fatal_if_last(attempt.is_last())
     }
 
-    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
-        let attempt = Attempt::new(1, 1, 1.0);
+    fn power_reset(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         Some(self.with_session(plan, attempt, report, |l| {
             let dc = l.datacenter()?;
             let Some(vm) = l.current_vm(&dc)? else {

@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::secret::Secret;
 use crate::signal;
 
 /// The session cookie's name, as ESXi and vCenter set it.
@@ -250,16 +251,6 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// A value that never prints.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// The SOAP endpoint and the session cookie.
 pub struct Client {
     agent: ureq::Agent,
@@ -388,7 +379,7 @@ fn post(
         .header("Content-Type", "text/xml; charset=utf-8")
         .header("SOAPAction", action);
     if let Some(c) = cookie {
-        req = req.header("Cookie", format!("{COOKIE}={}", c.0));
+        req = req.header("Cookie", format!("{COOKIE}={}", c.expose()));
     }
     let mut resp = req
         .config()
@@ -403,7 +394,7 @@ fn post(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(session_cookie)
-        .map(Secret);
+        .map(Secret::new);
     let text = resp
         .body_mut()
         .with_config()
@@ -601,6 +592,5 @@ mod tests {
         );
         assert_eq!(session_cookie("other=1"), None);
         assert_eq!(esc("a<b&\"c\""), "a&lt;b&amp;&quot;c&quot;");
-        assert_eq!(format!("{:?}", Secret("hunter2".into())), "<redacted>");
     }
 }

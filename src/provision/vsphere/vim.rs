@@ -5,8 +5,9 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use super::soap::{self, Class, Client, Elem, Error, MoRef, Secret, esc};
+use super::soap::{self, Class, Client, Elem, Error, MoRef, esc};
 use crate::report::Reporter;
+use crate::secret::Secret;
 
 /// Longest `maxWaitSeconds` of one WaitForUpdatesEx: long enough not to
 /// busy-poll, short enough that a stuck server is noticed.
@@ -113,7 +114,7 @@ impl Vim {
         let body = format!(
             "<userName>{}</userName><password>{}</password>",
             esc(&self.user),
-            esc(&self.password.0)
+            esc(self.password.expose())
         );
         self.client.call("Login", &sm, &body, self.timeout)?;
         if !self.client.has_session() {

@@ -1,9 +1,7 @@
 //! Test harness: a real OpenSSH `sshd` on 127.0.0.1, with host and client
 //! keys generated per test in a temp dir, killed (with every connection it
-//! forked) on drop. Shared by the channel's unit tests and the integration
-//! tests (tests/common includes this file), so it uses std only.
-
-#![allow(dead_code)]
+//! forked) on drop. Owned by the integration tests; the SSH channel's unit
+//! tests include it too (src/control/mod.rs), so it uses std only.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -18,9 +18,8 @@
 //!   a slow task is simulated with its method delay (`-delay`), which
 //!   holds the call itself, not the task.
 
-mod common;
-
-use common::{Scratch, run};
+use crate::common::{self, LIMIT, Scratch};
+use crate::test::{Output, Test, run};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +29,6 @@ use std::time::{Duration, Instant};
 
 const USER: &str = "reimage-svc";
 const PASSWORD: &str = "Pw-for-vcsim-7731";
-const LIMIT: Duration = Duration::from_secs(90);
 const MAC: &str = "00:50:56:01:02:03";
 
 /// The simulator binary, built once per test run.
@@ -439,20 +437,8 @@ mac = "{MAC}"
 }
 
 /// `reimage load pc1 --image img --attempt 1 --of 3`.
-fn load(s: &Scratch) -> common::Run {
-    let r = run(
-        &mut s.reimage(&[
-            "load",
-            "pc1",
-            "--image",
-            "img",
-            "--attempt",
-            "1",
-            "--of",
-            "3",
-        ]),
-        LIMIT,
-    );
+fn load(s: &Scratch) -> Output {
+    let r = Test::with(s).load("pc1", "img").attempt(1, 3).run();
     println!(
         "exit {}\nstdout:\n{}\nstderr:\n{}",
         r.code, r.stdout, r.stderr
@@ -604,17 +590,10 @@ fn simulator_stopped_mid_task_retries(model: Model) {
     let mut sim = Sim::start(&s, model, Some(delay));
     let source = sim.source();
     config(&s, &sim, source, PASSWORD, None, "");
-    let child = s
-        .reimage(&[
-            "load",
-            "pc1",
-            "--image",
-            "img",
-            "--attempt",
-            "1",
-            "--of",
-            "3",
-        ])
+    let child = Test::with(&s)
+        .load("pc1", "img")
+        .attempt(1, 3)
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -645,17 +624,10 @@ fn sigterm_mid_task_logs_out(model: Model) {
     let source = sim.source();
     config(&s, &sim, source, PASSWORD, None, "");
     let start = Instant::now();
-    let child = s
-        .reimage(&[
-            "load",
-            "pc1",
-            "--image",
-            "img",
-            "--attempt",
-            "1",
-            "--of",
-            "3",
-        ])
+    let child = Test::with(&s)
+        .load("pc1", "img")
+        .attempt(1, 3)
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -715,19 +687,7 @@ fn power_reset_resets_the_running_vm(model: Model) {
             ),
         ),
     );
-    let r = run(
-        &mut s.reimage(&[
-            "post-load",
-            "pc1",
-            "--image",
-            "img",
-            "--attempt",
-            "1",
-            "--of",
-            "3",
-        ]),
-        LIMIT,
-    );
+    let r = Test::with(&s).post_load("pc1", "img").attempt(1, 3).run();
     println!("exit {}\n{}", r.code, r.stderr);
     assert_eq!(r.code, 75, "{}", r.stderr);
     assert!(r.stderr.contains("reset VM pc1: done"), "{}", r.stderr);
@@ -753,17 +713,10 @@ fn vpx_ended_session_logs_in_again_once() {
     let s = Scratch::new("vs-relogin");
     let sim = Sim::start(&s, Model::Vpx, Some("CloneVM_Task=3000"));
     config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
-    let child = s
-        .reimage(&[
-            "load",
-            "pc1",
-            "--image",
-            "img",
-            "--attempt",
-            "1",
-            "--of",
-            "3",
-        ])
+    let child = Test::with(&s)
+        .load("pc1", "img")
+        .attempt(1, 3)
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -871,7 +824,7 @@ fn endpoint_kind_is_checked_and_check_describes_the_path() {
     sim.assert_logged_out();
     assert!(sim.vms_named("pc1").is_empty());
 
-    let r = run(&mut s.reimage(&["check", "pc1", "--image", "img"]), LIMIT);
+    let r = Test::with(&s).check("pc1", "img").run();
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stdout.contains("path: ESXi host: copy base disk"),
@@ -879,7 +832,7 @@ fn endpoint_kind_is_checked_and_check_describes_the_path() {
         r.stdout
     );
     config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
-    let r = run(&mut s.reimage(&["check", "pc1", "--image", "img"]), LIMIT);
+    let r = Test::with(&s).check("pc1", "img").run();
     assert!(r.stdout.contains("path: decided at load"), "{}", r.stdout);
     assert!(r.stdout.contains(&format!("MAC: {MAC}")), "{}", r.stdout);
 }
@@ -970,4 +923,51 @@ fn the_example_config_checks() {
         assert!(r.stdout.contains("kind vsphere"), "{}", r.stdout);
         assert!(r.stdout.contains(want), "{}", r.stdout);
     }
+}
+
+#[test]
+fn connection_refused_retries_until_the_last_attempt() {
+    let s = Scratch::new("vs-refused");
+    let mut sim = Sim::start(&s, Model::Vpx, None);
+    config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
+    sim.kill();
+    let r = load(&s);
+    r.code(75);
+    r.stderr_has("connect to https://127.0.0.1:");
+    Test::with(&s)
+        .load("pc1", "img")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+}
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    // An OS step nothing can pass, on a vSphere VM; post-load does not talk
+    // to vSphere for it, so the simulator only stands there.
+    let s = Scratch::new("vs-post-last");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
+    let closed = common::free_port();
+    let text = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
+    s.write(
+        "reimage.toml",
+        &text.replace(
+            "steps = []",
+            &format!("steps = [{{ wait = \"port\", port = {closed}, timeout = \"300ms\" }}]"),
+        ),
+    );
+    Test::with(&s)
+        .post_load("pc1", "img")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    Test::with(&s)
+        .post_load("pc1", "img")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
 }

@@ -71,6 +71,11 @@ pub struct Limits {
     pub stall: Option<Duration>,
 }
 
+/// Sleeps `d`, stopping at once on SIGINT/SIGTERM.
+pub fn pause(d: Duration) -> Result<(), signal::Interrupted> {
+    sleep_checked(d, Instant::now() + d)
+}
+
 fn sleep_checked(d: Duration, deadline: Instant) -> Result<(), signal::Interrupted> {
     let until = (Instant::now() + d).min(deadline);
     while Instant::now() < until {

@@ -1,0 +1,225 @@
+//! reimage gets one computer ready for one reservation: a provisioning
+//! module loads the image, then an OS module waits for the OS and configures
+//! it, in an attempt loop whose results map to exit codes.
+//!
+//! The modules stand on floors; a floor imports only floors below it:
+//!
+//! - this file and `cli`: parse, one dispatch, the exit code from [`Error`];
+//! - `runner`: the attempt loop and the contract's rules;
+//! - `provision` and `os`, side by side (neither imports the other; the OS
+//!   module gets only a [`os::PowerReset`] from the runner);
+//! - `control`: how an OS module talks to the computer (SSH, WinRM);
+//! - `config`: the TOML model, validation with file:line:col, the plan;
+//! - `report`, `state`: events and logs; lock and records;
+//! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
+//!   `encoding`, `secret`, `error`: shared mechanisms.
+
+mod attempt;
+mod cli;
+mod config;
+mod control;
+mod duration;
+mod encoding;
+mod error;
+mod exec;
+mod os;
+mod outcome;
+mod probe;
+mod provision;
+mod report;
+mod runner;
+mod secret;
+mod signal;
+mod state;
+mod wait;
+
+use clap::Parser;
+use std::path::PathBuf;
+
+use cli::{CheckArgs, Cli, Command, StepArgs};
+use config::{Loaded, Plan};
+pub use error::Error;
+use outcome::EXIT_USAGE;
+use runner::Phase;
+
+/// Runs reimage with the process's arguments and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    signal::install();
+    match execute(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if cli.json {
+                json_end(&cli, &e);
+            }
+            report::stderr_line(&format!("reimage: error: {e}"));
+            e.code()
+        }
+    }
+}
+
+/// With `--json`, a run that stops before its events start (usage, config,
+/// lock) still ends with one `run` event that carries the exit code.
+fn json_end(cli: &Cli, e: &Error) {
+    let (computer, image) = match &cli.command {
+        Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
+        Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
+        Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
+    };
+    let event = serde_json::json!({
+        "time": report::rfc3339(std::time::SystemTime::now()),
+        "kind": "run",
+        "computer": computer,
+        "image": image,
+        "result": e.kind(),
+        "message": e.to_string(),
+        "code": e.code(),
+    });
+    report::stdout_line(&event.to_string());
+}
+
+/// What a run does once its computer and image are known.
+enum Job {
+    /// The whole attempt loop with this many attempts (default: the plan's).
+    Provision(Option<u32>),
+    /// One phase at attempt K of N (N default: the plan's).
+    Single(Phase, u32, Option<u32>),
+}
+
+/// The one dispatch over the subcommand.
+fn execute(cli: &Cli) -> Result<i32, Error> {
+    let loaded = config::load(&cli.config, &provision::BUILTIN)?;
+    // Every provisioner table is decoded up front, so `check` finds what a
+    // run would trip over, and a run fails before it takes the lock.
+    for (name, table) in &loaded.config.provisioners {
+        let mut table = table.clone();
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(k)) => k,
+            _ => String::new(),
+        };
+        let r = config::ProvisionerRef {
+            name: name.clone(),
+            kind,
+            table,
+        };
+        provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
+    }
+    let (target, job) = match &cli.command {
+        Command::Check(a) => return check(cli, &loaded, a),
+        Command::Provision(a) => (
+            (&a.computer, &a.image, &a.reservation),
+            Job::Provision(a.attempts),
+        ),
+        Command::Load(a) => (target(a), single(Phase::Load, a)?),
+        Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
+    };
+    let (computer, image, reservation) = target;
+    run(cli, &loaded, computer, image, reservation.clone(), job)
+}
+
+fn target(a: &StepArgs) -> (&String, &String, &Option<String>) {
+    (&a.computer, &a.image, &a.reservation)
+}
+
+fn single(phase: Phase, a: &StepArgs) -> Result<Job, Error> {
+    if let Some(of) = a.of
+        && a.attempt > of
+    {
+        return Err(Error::Usage(format!(
+            "--attempt {} is more than --of {of}: attempts count from 1 to --of",
+            a.attempt
+        )));
+    }
+    Ok(Job::Single(phase, a.attempt, a.of))
+}
+
+fn state_dir(cli: &Cli, loaded: &Loaded) -> PathBuf {
+    cli.state_dir
+        .clone()
+        .or_else(|| loaded.config.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/reimage"))
+}
+
+/// The plan's provisioner, decoded (its table was checked in `execute`).
+fn provisioner(loaded: &Loaded, plan: &Plan) -> Result<Box<dyn provision::Provisioner>, Error> {
+    provision::prepare(&plan.provisioner).map_err(|e| {
+        loaded
+            .key_error(&["provisioners", &plan.provisioner.name], &e)
+            .into()
+    })
+}
+
+fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
+    let (Some(computer), Some(image)) = (&a.computer, &a.image) else {
+        let c = &loaded.config;
+        println!(
+            "{}: OK ({} computers, {} images, {} OS profiles, {} provisioners)",
+            loaded.path.display(),
+            c.computers.len(),
+            c.images.len(),
+            c.os.len(),
+            c.provisioners.len()
+        );
+        return Ok(0);
+    };
+    let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
+    let lines = provisioner(loaded, &plan)?.describe(&plan);
+    print!("{}", plan.describe(&lines));
+    Ok(0)
+}
+
+fn run(
+    cli: &Cli,
+    loaded: &Loaded,
+    computer: &str,
+    image: &str,
+    reservation: Option<String>,
+    job: Job,
+) -> Result<i32, Error> {
+    let dir = state_dir(cli, loaded);
+    let plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
+    let provisioner = provisioner(loaded, &plan)?;
+    let os = os::build(&plan);
+    let state = state::StateDir::new(&dir);
+    let _lock = state.lock(&plan.computer.name)?;
+    let report = report::Reporter::new(
+        &plan.computer.name,
+        &plan.image.name,
+        reservation,
+        cli.json,
+        cli.quiet,
+        cli.verbose,
+    );
+    let log = state.event_log(&plan.computer.name);
+    if let Err(e) = report.log_to(&log) {
+        report.warn(&format!("cannot open the event log {}: {e}", log.display()));
+    }
+    let (name, of) = match job {
+        Job::Provision(n) => ("provision", n.unwrap_or(plan.max_attempts)),
+        Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
+    };
+    let mut runner = runner::Runner {
+        plan: &plan,
+        provisioner: provisioner.as_ref(),
+        os: os.as_ref(),
+        state: &state,
+        report: &report,
+        record: runner::Runner::record_for(&plan, name, of),
+    };
+    let code = match job {
+        Job::Provision(_) => runner.provision(of),
+        // Without --of, an attempt past the plan's count is the last one.
+        Job::Single(phase, k, _) => runner.single(phase, plan.attempt(k, of.max(k))),
+    };
+    if report.mode() != report::Mode::Json && code != 0 && !cli.quiet {
+        report::stderr_line(&format!("reimage: event log: {}", log.display()));
+    }
+    Ok(code)
+}
