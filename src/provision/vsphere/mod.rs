@@ -32,7 +32,7 @@ mod tls;
 mod vim;
 
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::command::per_attempt;
@@ -330,6 +330,29 @@ impl VsphereConfig {
         format!("{base}/sdk")
     }
 
+    /// Where a load records what the endpoint said it is, for `reimage
+    /// check`: `STATE_DIR/vsphere/HOST_PORT.endpoint`.
+    fn seen_file(&self, state_dir: &Path) -> PathBuf {
+        let host = self
+            .url
+            .split_once("://")
+            .map(|(_, h)| h)
+            .unwrap_or(&self.url)
+            .trim_end_matches('/')
+            .trim_end_matches("/sdk");
+        let safe: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        state_dir.join("vsphere").join(format!("{safe}.endpoint"))
+    }
+
     /// Lines for `reimage check`.
     pub fn describe(&self, plan: &Plan) -> Vec<String> {
         let tls = if !self.url.starts_with("https://") {
@@ -350,10 +373,19 @@ impl VsphereConfig {
         } else {
             format!("ESXi host: copy base disk {source:?} and create the VM")
         };
-        let path = match self.endpoint {
-            Endpoint::Vcenter => format!("path: {vc}"),
-            Endpoint::Esxi => format!("path: {esx}"),
-            Endpoint::Auto => {
+        let seen = std::fs::read_to_string(self.seen_file(&plan.state_dir)).ok();
+        let seen = seen.as_deref().and_then(|t| t.split_once('\n'));
+        let path = match (self.endpoint, seen) {
+            (Endpoint::Vcenter, _) => format!("path: {vc}"),
+            (Endpoint::Esxi, _) => format!("path: {esx}"),
+            (Endpoint::Auto, Some((api, name))) if api == "VirtualCenter" || api == "HostAgent" => {
+                format!(
+                    "path: {} (the endpoint said it is {} at the last connection; decided again at every load)",
+                    if api == "VirtualCenter" { &vc } else { &esx },
+                    name.trim()
+                )
+            }
+            (Endpoint::Auto, _) => {
                 format!("path: decided at load from the endpoint's apiType ({vc}; {esx})")
             }
         };
@@ -452,6 +484,14 @@ impl Vsphere {
         };
         let about = vim.about.clone();
         let vcenter = about.is_vcenter();
+        let seen = format!("{}\n{}\n", about.api_type, about.full_name);
+        if let Err(e) = crate::state::write_atomic(&cfg.seen_file(&plan.state_dir), seen.as_bytes())
+        {
+            report.warn(&format!(
+                "vSphere: cannot record what {} is for `reimage check`: {e:#}",
+                cfg.url
+            ));
+        }
         if !vcenter && about.api_type != "HostAgent" {
             return Outcome::Fatal(anyhow::anyhow!(
                 "vSphere {}: apiType {:?} is neither VirtualCenter nor HostAgent",
