@@ -8,7 +8,6 @@ use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -69,10 +68,7 @@ pub struct Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
-        // SAFETY: plain syscall on an fd we own.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        let _ = self.file.unlock();
     }
 }
 
@@ -155,9 +151,16 @@ mod phase_or_empty {
     }
 }
 
-fn flock(f: &File, how: i32) -> bool {
-    // SAFETY: plain syscall on an fd we own.
-    unsafe { libc::flock(f.as_raw_fd(), how) == 0 }
+/// Takes the exclusive lock (flock(2), by std) on `file` without waiting;
+/// Ok(false) when another process holds it.
+fn try_lock(file: &File, path: &Path) -> Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 impl StateDir {
@@ -204,7 +207,7 @@ impl StateDir {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        if !try_lock(&file, &path)? {
             let mut s = String::new();
             let _ = file.read_to_string(&mut s);
             return Err(LockError::Held(Locked {
@@ -280,10 +283,7 @@ impl StateDir {
         let start = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
-            if let Some(i) = files
-                .iter()
-                .position(|f| flock(f, libc::LOCK_EX | libc::LOCK_NB))
-            {
+            if let Some(i) = files.iter().position(|f| f.try_lock().is_ok()) {
                 let file = files.swap_remove(i);
                 let _ = file.set_len(0);
                 let _ = (&file).write_all(std::process::id().to_string().as_bytes());

@@ -43,7 +43,8 @@ use crate::duration;
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
 use crate::secret::Secret;
-use soap::{Class, Elem, Error, MoRef, esc};
+use crate::xml::escape;
+use soap::{Class, Elem, Error, MoRef};
 use vim::{Obj, Vim};
 
 /// Which load path an endpoint gets.
@@ -1050,7 +1051,7 @@ fn load_vcenter(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> R
     let body = format!(
         "{}<name>{}</name><spec>{spec}</spec>",
         folder.xml("folder"),
-        esc(&l.name)
+        escape(&l.name)
     );
     let what = format!(
         "{} clone of {source} to VM {}",
@@ -1110,7 +1111,7 @@ fn nic_mac_edit(template: &Obj, mac: &str) -> Option<String> {
         match c.name.as_str() {
             "addressType" => {
                 inner.push_str("<addressType>manual</addressType>");
-                inner.push_str(&format!("<macAddress>{}</macAddress>", esc(mac)));
+                inner.push_str(&format!("<macAddress>{}</macAddress>", escape(mac)));
                 placed = true;
             }
             "macAddress" => {}
@@ -1122,7 +1123,7 @@ fn nic_mac_edit(template: &Obj, mac: &str) -> Option<String> {
                 if !placed =>
             {
                 inner.push_str("<addressType>manual</addressType>");
-                inner.push_str(&format!("<macAddress>{}</macAddress>", esc(mac)));
+                inner.push_str(&format!("<macAddress>{}</macAddress>", escape(mac)));
                 placed = true;
                 inner.push_str(&c.raw);
             }
@@ -1131,7 +1132,7 @@ fn nic_mac_edit(template: &Obj, mac: &str) -> Option<String> {
     }
     if !placed {
         inner.push_str("<addressType>manual</addressType>");
-        inner.push_str(&format!("<macAddress>{}</macAddress>", esc(mac)));
+        inner.push_str(&format!("<macAddress>{}</macAddress>", escape(mac)));
     }
     Some(format!(
         "<deviceChange><operation>edit</operation><device xsi:type=\"{ty}\">{inner}</device></deviceChange>"
@@ -1227,7 +1228,7 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
     if let Err(e) = l.vim.invoke(
         "QueryVirtualDiskUuid",
         &vdm,
-        &format!("<name>{}</name>{}", esc(source), dc_xml("datacenter")),
+        &format!("<name>{}</name>{}", escape(source), dc_xml("datacenter")),
     ) {
         return Err(match e.class() {
             Class::Retry => fail(&format!("look at base disk {source}"), e),
@@ -1255,7 +1256,7 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
         &format!("delete {dir}"),
         "DeleteDatastoreFile_Task",
         &fm,
-        &format!("<name>{}</name>{}", esc(&dir), dc_xml("datacenter")),
+        &format!("<name>{}</name>{}", escape(&dir), dc_xml("datacenter")),
         timeout,
     ) {
         Ok(_) => l
@@ -1269,7 +1270,7 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
         &fm,
         &format!(
             "<name>{}</name>{}<createParentDirectories>true</createParentDirectories>",
-            esc(&dir),
+            escape(&dir),
             dc_xml("datacenter")
         ),
     ) {
@@ -1283,9 +1284,9 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
         let body = format!(
             "<sourceName>{}</sourceName>{}<destName>{}</destName>{}\
 <destSpec xsi:type=\"VirtualDiskSpec\"><diskType>thin</diskType><adapterType>{}</adapterType></destSpec><force>false</force>",
-            esc(source),
+            escape(source),
             dc_xml("sourceDatacenter"),
-            esc(&disk),
+            escape(&disk),
             dc_xml("destDatacenter"),
             cfg.disk_controller.adapter()
         );
@@ -1309,9 +1310,9 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
     let cfgi = &plan.image.config;
     let mut spec = format!(
         "<name>{}</name><guestId>{}</guestId><files><vmPathName>{}</vmPathName></files>",
-        esc(&l.name),
-        esc(&cfg.guest_id),
-        esc(&format!("{dir}/{}.vmx", l.name))
+        escape(&l.name),
+        escape(&cfg.guest_id),
+        escape(&format!("{dir}/{}.vmx", l.name))
     );
     spec.push_str(&format!("<numCPUs>{}</numCPUs>", cfgi.cpus.unwrap_or(1)));
     spec.push_str(&format!(
@@ -1326,7 +1327,7 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
     let parent = if cfg.linked {
         format!(
             "<parent><fileName>{}</fileName><diskMode>persistent</diskMode></parent>",
-            esc(source)
+            escape(source)
         )
     } else {
         String::new()
@@ -1336,12 +1337,12 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
 <backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName><diskMode>persistent</diskMode>{parent}</backing>\
 <controllerKey>-100</controllerKey><unitNumber>0</unitNumber><capacityInKB>0</capacityInKB></device></deviceChange>",
         if cfg.linked { "<fileOperation>create</fileOperation>" } else { "" },
-        esc(&disk)
+        escape(&disk)
     ));
     let address = match mac {
         Some(m) => format!(
             "<addressType>manual</addressType><macAddress>{}</macAddress>",
-            esc(m)
+            escape(m)
         ),
         None => "<addressType>generated</addressType>".into(),
     };
@@ -1351,7 +1352,7 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
 <connectable><startConnected>true</startConnected><allowGuestControl>true</allowGuestControl><connected>true</connected></connectable>\
 {address}</device></deviceChange>",
         cfg.nic.xsi_type(),
-        esc(&cfg.network)
+        escape(&cfg.network)
     ));
     let body = format!("<config>{spec}</config>{}", pool.xml("pool"));
     let what = format!("create VM {}", l.name);

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 use crate::signal;
+use crate::xml::escape;
 
 /// The session cookie's name, as ESXi and vCenter set it.
 pub const COOKIE: &str = "vmware_soap_session";
@@ -41,8 +42,8 @@ impl MoRef {
     pub fn xml(&self, tag: &str) -> String {
         format!(
             "<{tag} type=\"{}\">{}</{tag}>",
-            esc(&self.ty),
-            esc(&self.value)
+            escape(&self.ty),
+            escape(&self.value)
         )
     }
 }
@@ -235,22 +236,6 @@ impl fmt::Display for Error {
     }
 }
 
-/// Escapes text for an XML element or attribute.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The SOAP endpoint and the session cookie.
 pub struct Client {
     agent: ureq::Agent,
@@ -438,7 +423,7 @@ fn transport(e: ureq::Error, timeout: Duration) -> Error {
 
 /// Reads an answer: the `*Response` element, or the fault.
 pub fn parse_answer(method: &str, status: u16, text: &str) -> Result<Elem, Error> {
-    let doc = match roxmltree::Document::parse(text) {
+    let doc = match crate::xml::parse(text) {
         Ok(d) => d,
         Err(e) => {
             let excerpt = excerpt(text);
@@ -591,6 +576,5 @@ mod tests {
             Some("\"52ab\"".into())
         );
         assert_eq!(session_cookie("other=1"), None);
-        assert_eq!(esc("a<b&\"c\""), "a&lt;b&amp;&quot;c&quot;");
     }
 }

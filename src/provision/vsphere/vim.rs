@@ -5,9 +5,10 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use super::soap::{self, Class, Client, Elem, Error, MoRef, esc};
+use super::soap::{self, Class, Client, Elem, Error, MoRef};
 use crate::report::Reporter;
 use crate::secret::Secret;
+use crate::xml::escape;
 
 /// Longest `maxWaitSeconds` of one WaitForUpdatesEx: long enough not to
 /// busy-poll, short enough that a stuck server is noticed.
@@ -113,8 +114,8 @@ impl Vim {
         let sm = self.manager("sessionManager")?;
         let body = format!(
             "<userName>{}</userName><password>{}</password>",
-            esc(&self.user),
-            esc(self.password.expose())
+            escape(&self.user),
+            escape(self.password.expose())
         );
         self.client.call("Login", &sm, &body, self.timeout)?;
         if !self.client.has_session() {
@@ -180,7 +181,7 @@ impl Vim {
                 &format!(
                     "{}<type>{}</type><recursive>true</recursive>",
                     container.xml("container"),
-                    esc(kind)
+                    escape(kind)
                 ),
             )?
             .child("returnval")
@@ -190,7 +191,7 @@ impl Vim {
             "<specSet><propSet><type>{}</type>{}</propSet><objectSet>{}<skip>true</skip>\
 <selectSet xsi:type=\"TraversalSpec\"><name>view</name><type>ContainerView</type><path>view</path><skip>false</skip></selectSet>\
 </objectSet></specSet>",
-            esc(kind),
+            escape(kind),
             path_set(props),
             view.xml("obj")
         );
@@ -203,7 +204,7 @@ impl Vim {
     pub fn get(&self, obj: &MoRef, props: &[&str]) -> Result<Option<Obj>, Error> {
         let spec = format!(
             "<specSet><propSet><type>{}</type>{}</propSet><objectSet>{}<skip>false</skip></objectSet></specSet>",
-            esc(&obj.ty),
+            escape(&obj.ty),
             path_set(props),
             obj.xml("obj")
         );
@@ -239,7 +240,7 @@ impl Vim {
             r = self.invoke(
                 "ContinueRetrievePropertiesEx",
                 &pc,
-                &format!("<token>{}</token>", esc(&token)),
+                &format!("<token>{}</token>", escape(&token)),
             )?;
         }
     }
@@ -305,7 +306,7 @@ impl Vim {
                 pc,
                 &format!(
                     "<version>{}</version><options><maxWaitSeconds>{wait}</maxWaitSeconds></options>",
-                    esc(&version)
+                    escape(&version)
                 ),
                 self.timeout + Duration::from_secs(wait),
             )?;
@@ -361,6 +362,6 @@ impl Vim {
 fn path_set(props: &[&str]) -> String {
     props
         .iter()
-        .map(|p| format!("<pathSet>{}</pathSet>", esc(p)))
+        .map(|p| format!("<pathSet>{}</pathSet>", escape(p)))
         .collect()
 }
