@@ -284,19 +284,16 @@ impl Vim {
     ) -> Result<Option<Elem>, Error> {
         let start = Instant::now();
         let mut version = String::new();
-        let mut state = String::new();
-        let mut progress: Option<String> = None;
-        let mut error: Option<Elem> = None;
-        let mut result: Option<Elem> = None;
+        let mut task = TaskView::default();
         loop {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 return Err(Error::Transport {
                     retry: true,
                     message: format!(
-                        "{what}: the task did not finish within {} (state {})",
+                        "{what}: the task did not finish within {} ({})",
                         crate::duration::fmt(timeout),
-                        if state.is_empty() { "unknown" } else { &state }
+                        task.status()
                     ),
                 });
             }
@@ -314,27 +311,12 @@ impl Vim {
                 if let Some(v) = set.text_at("version") {
                     version = v.to_string();
                 }
-                for fs in set.all("filterSet") {
-                    for os in fs.all("objectSet") {
-                        for ch in os.all("changeSet") {
-                            let val = ch.child("val");
-                            match ch.text_at("name").unwrap_or("") {
-                                "info.state" => {
-                                    state = val.map(|v| v.text.clone()).unwrap_or_default()
-                                }
-                                "info.progress" => progress = val.map(|v| v.text.clone()),
-                                "info.error" => error = val.cloned(),
-                                "info.result" => result = val.cloned(),
-                                _ => {}
-                            }
-                        }
-                    }
-                }
+                task.apply(set);
             }
-            match state.as_str() {
-                "success" => return Ok(result),
+            match task.state.as_str() {
+                "success" => return Ok(task.result),
                 "error" => {
-                    return Err(match &error {
+                    return Err(match &task.error {
                         Some(e) => soap::task_fault(e),
                         None => Error::Fault {
                             ty: "SystemError".into(),
@@ -343,18 +325,54 @@ impl Vim {
                         },
                     });
                 }
-                s => {
-                    let pct = progress
-                        .as_deref()
-                        .filter(|p| !p.is_empty())
-                        .map(|p| format!(" {p}%"))
-                        .unwrap_or_default();
-                    report.progress(&format!(
-                        "{what}: {}{pct}",
-                        if s.is_empty() { "waiting" } else { s }
-                    ));
+                _ => report.progress(&format!("{what}: {}", task.status())),
+            }
+        }
+    }
+}
+
+/// A task's info as the updates so far tell it.
+#[derive(Debug, Default)]
+struct TaskView {
+    /// `queued`, `running`, `success`, `error`; empty before the first update.
+    state: String,
+    /// Percent done, when the task reports it.
+    progress: Option<String>,
+    error: Option<Elem>,
+    result: Option<Elem>,
+}
+
+impl TaskView {
+    /// Applies an UpdateSet's property changes.
+    fn apply(&mut self, set: &Elem) {
+        for fs in set.all("filterSet") {
+            for os in fs.all("objectSet") {
+                for ch in os.all("changeSet") {
+                    let val = ch.child("val");
+                    match ch.text_at("name").unwrap_or("") {
+                        "info.state" => {
+                            self.state = val.map(|v| v.text.clone()).unwrap_or_default()
+                        }
+                        "info.progress" => self.progress = val.map(|v| v.text.clone()),
+                        "info.error" => self.error = val.cloned(),
+                        "info.result" => self.result = val.cloned(),
+                        _ => {}
+                    }
                 }
             }
+        }
+    }
+
+    /// "running 42%", for the spinner and the events.
+    fn status(&self) -> String {
+        let state = if self.state.is_empty() {
+            "waiting"
+        } else {
+            &self.state
+        };
+        match self.progress.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => format!("{state} {p}%"),
+            None => state.to_string(),
         }
     }
 }
@@ -364,4 +382,54 @@ fn path_set(props: &[&str]) -> String {
         .iter()
         .map(|p| format!("<pathSet>{}</pathSet>", escape(p)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(changes: &str) -> Elem {
+        let text = format!(
+            "<?xml version=\"1.0\"?><soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body><WaitForUpdatesExResponse xmlns=\"urn:vim25\">\
+<returnval><version>2</version><filterSet><filter type=\"PropertyFilter\">f-1</filter><objectSet><kind>modify</kind>\
+<obj type=\"Task\">task-7</obj>{changes}</objectSet></filterSet></returnval></WaitForUpdatesExResponse></soapenv:Body></soapenv:Envelope>"
+        );
+        soap::parse_answer("WaitForUpdatesEx", 200, &text)
+            .expect("parses")
+            .child("returnval")
+            .cloned()
+            .expect("an update set")
+    }
+
+    #[test]
+    fn task_updates_give_state_progress_result_and_error() {
+        let mut t = TaskView::default();
+        assert_eq!(t.status(), "waiting");
+        t.apply(&update(
+            "<changeSet><name>info.state</name><op>assign</op><val xsi:type=\"TaskInfoState\">running</val></changeSet>\
+<changeSet><name>info.progress</name><op>assign</op><val xsi:type=\"xsd:int\">42</val></changeSet>",
+        ));
+        assert_eq!(t.status(), "running 42%");
+        t.apply(&update(
+            "<changeSet><name>info.state</name><op>assign</op><val xsi:type=\"TaskInfoState\">success</val></changeSet>\
+<changeSet><name>info.result</name><op>assign</op><val type=\"VirtualMachine\" xsi:type=\"ManagedObjectReference\">vm-99</val></changeSet>",
+        ));
+        assert_eq!(t.state, "success");
+        assert_eq!(
+            t.result.as_ref().and_then(Elem::moref),
+            Some(MoRef::new("VirtualMachine", "vm-99"))
+        );
+
+        let mut t = TaskView::default();
+        t.apply(&update(
+            "<changeSet><name>info.state</name><op>assign</op><val xsi:type=\"TaskInfoState\">error</val></changeSet>\
+<changeSet><name>info.error</name><op>assign</op><val xsi:type=\"LocalizedMethodFault\"><fault xsi:type=\"FileNotFound\">\
+<file>[ds] base.vmdk</file></fault><localizedMessage>File [ds] base.vmdk was not found</localizedMessage></val></changeSet>",
+        ));
+        let e = soap::task_fault(t.error.as_ref().expect("an error"));
+        assert_eq!(e.fault_type(), Some("FileNotFound"));
+        assert_eq!(e.class(), soap::Class::Fatal);
+        assert!(e.to_string().contains("(file [ds] base.vmdk)"), "{e}");
+    }
 }
