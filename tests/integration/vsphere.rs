@@ -227,7 +227,7 @@ xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body><{method} 
                 &pc,
                 &format!(
                     "<specSet><propSet><type>VirtualMachine</type><pathSet>name</pathSet><pathSet>runtime.powerState</pathSet>\
-<pathSet>config.hardware</pathSet><pathSet>summary.runtime.bootTime</pathSet></propSet>\
+<pathSet>config.hardware</pathSet><pathSet>summary.runtime.bootTime</pathSet><pathSet>resourcePool</pathSet></propSet>\
 <objectSet><obj type=\"ContainerView\">{view}</obj><skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>v</name>\
 <type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet></specSet><options/>"
                 ),
@@ -353,6 +353,7 @@ struct Vm {
     cpus: String,
     memory: String,
     boot: String,
+    pool: String,
 }
 
 fn parse_vms(text: &str) -> Vec<Vm> {
@@ -389,6 +390,7 @@ fn parse_vms(text: &str) -> Vec<Vm> {
                 cpus: hw.map(|h| child(h, "numCPU")).unwrap_or_default(),
                 memory: hw.map(|h| child(h, "memoryMB")).unwrap_or_default(),
                 boot: val("summary.runtime.bootTime"),
+                pool: val("resourcePool"),
             }
         })
         .collect()
@@ -862,6 +864,35 @@ fn vpx_linked_clone_needs_a_snapshot() {
         r.stderr
     );
     assert_eq!(sim.vms_named("pc1")[0].power, "poweredOn");
+}
+
+#[test]
+fn vm_name_template_and_placement_by_cluster_and_folder() {
+    let s = Scratch::new("vs-name");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    config(
+        &s,
+        &sim,
+        "DC0_H0_VM0",
+        PASSWORD,
+        None,
+        "vm_name = \"lab-{computer}-{image}\"\ncluster = \"DC0_C0\"\ndatastore = \"LocalDS_0\"",
+    );
+    let r = load(&s);
+    r.code(0);
+    let vms = sim.vms_named("lab-pc1-img");
+    assert_eq!(vms.len(), 1, "{:?}", sim.vms());
+    assert_eq!(vms[0].macs, [MAC]);
+    assert!(sim.vms_named("pc1").is_empty());
+    // In the cluster's pool, not the template's (its host's).
+    let template = sim.vms_named("DC0_H0_VM0").remove(0);
+    assert!(!vms[0].pool.is_empty() && !template.pool.is_empty());
+    assert_ne!(vms[0].pool, template.pool);
+    // A folder that is not there is fatal, naming it.
+    config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "folder = \"nope\"");
+    load(&s).code(1).stderr_has("folder \"nope\" not found");
+    config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "cluster = \"nope\"");
+    load(&s).code(1).stderr_has("cluster \"nope\" not found");
 }
 
 #[test]
