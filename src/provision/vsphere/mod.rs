@@ -608,8 +608,10 @@ fn fail_hint(what: &str, e: Error, hint: &str) -> Outcome {
         e => anyhow::anyhow!("vSphere: {what}: {e}{hint}"),
     };
     match class {
-        Class::Retry => Outcome::Retry(err),
-        Class::Fatal | Class::Relogin => Outcome::Fatal(err),
+        // A session that ended again after the one new login: the next
+        // attempt starts a fresh one.
+        Class::Retry | Class::Relogin => Outcome::Retry(err),
+        Class::Fatal => Outcome::Fatal(err),
     }
 }
 
