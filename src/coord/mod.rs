@@ -115,25 +115,45 @@ impl Slots {
     ) -> Result<Option<Slot>> {
         Ok(match &self.0 {
             SlotSource::Local(s) => s.acquire_slot(class, max, wait, waiting)?.map(|s| Slot {
-                index: s.index,
-                _local: Some(s),
-                _site: None,
+                local: Some(s),
+                site: None,
             }),
             SlotSource::Site(s) => s.acquire_slot(class, max, wait, waiting)?.map(|s| Slot {
-                index: s.index,
-                _local: None,
-                _site: Some(s),
+                local: None,
+                site: Some(s),
             }),
         })
+    }
+
+    /// The labels of the held slots of `class` (e.g. the xCAT nodes that
+    /// reimage runs load now): this host's with the state directory, every
+    /// host's with the store (empty if the store cannot be read now; the
+    /// store itself still caps the slots).
+    pub fn labels(&self, class: &str) -> Vec<String> {
+        match &self.0 {
+            SlotSource::Local(s) => s.slot_labels(class),
+            SlotSource::Site(s) => s.slot_labels(class).unwrap_or_default(),
+        }
     }
 }
 
 /// A held load slot; freed when dropped.
 pub struct Slot {
-    /// Which slot, from 0.
-    pub index: u32,
-    _local: Option<state::Slot>,
-    _site: Option<store::SiteSlot>,
+    local: Option<state::Slot>,
+    site: Option<store::SiteSlot>,
+}
+
+impl Slot {
+    /// Says what the slot is held for (e.g. a node name), for
+    /// [`Slots::labels`].
+    pub fn label(&self, text: &str) {
+        if let Some(s) = &self.local {
+            s.label(text);
+        }
+        if let Some(s) = &self.site {
+            s.label(text);
+        }
+    }
 }
 
 /// Takes `computer` for a run of `command`: the local flock, and with a

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS reimage_slot (
     computer text NOT NULL,
     host     text NOT NULL,
     pid      integer NOT NULL,
+    label    text NOT NULL DEFAULT '',  -- what it is held for (xCAT node)
     taken    timestamptz NOT NULL,
     expires  timestamptz NOT NULL,
     PRIMARY KEY (class, slot)

@@ -583,6 +583,22 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The labels of the live slots of `class`, every host's.
+    pub fn slot_labels(&self, class: &str) -> Result<Vec<String>> {
+        let store = &self.store;
+        let deadline = Instant::now() + op_timeout(store.lease);
+        let rows = store.with_client(deadline, |c| {
+            c.query(
+                "SELECT label FROM reimage_slot
+                 WHERE class = $1 AND expires > now() AND label <> '' ORDER BY label",
+                &[&class],
+            )
+        })?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
 /// A run's lease on a computer, renewed by a keeper thread until dropped.
 /// If renewing fails for half the lease, the keeper raises the store-lost
 /// stop (see [`signal::STORE_LOST`]) so the run kills its child and ends.
@@ -696,6 +712,22 @@ pub struct SiteSlot {
     class: String,
     /// Which slot, from 0.
     pub index: u32,
+}
+
+impl SiteSlot {
+    /// Says what the slot is held for (best effort: a label is only
+    /// information).
+    pub fn label(&self, text: &str) {
+        let store = &self.shared.store;
+        let deadline = Instant::now() + op_timeout(store.lease);
+        let index = self.index as i32;
+        let _ = store.with_client(deadline, |c| {
+            c.execute(
+                "UPDATE reimage_slot SET label = $4 WHERE class = $1 AND slot = $2 AND token = $3",
+                &[&self.class, &index, &self.shared.token, &text],
+            )
+        });
+    }
 }
 
 impl Drop for SiteSlot {

@@ -277,28 +277,13 @@ fn a_killed_holder_frees_the_computer_within_the_lease() {
 #[test]
 fn twelve_xcat_loads_on_two_hosts_share_ten_site_wide_slots() {
     let pg = Pg::start("slots");
-    // The xCAT stand-ins (tests/standins/xcat/: scripts following xCAT's
-    // documented nodeset/rpower/nodestat/lsdef output), one cluster for
-    // both hosts, as two management nodes of one xCAT would see it.
-    let bin_dir;
-    let extra;
-    {
-        let s = Scratch::new("site-slots-bin");
-        bin_dir = s.dir.clone();
-        std::mem::forget(s);
-        for f in ["common.sh", "nodeset", "rpower", "nodestat", "lsdef"] {
-            let text = std::fs::read_to_string(repo(&format!("tests/standins/xcat/{f}")))
-                .expect("stand-in script");
-            let p = bin_dir.join(f);
-            std::fs::write(&p, text).expect("write stand-in");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
-        extra = format!(
+    let site = Site::new(
+        "site-slots",
+        Some(&coordination(&pg, "10s")),
+        &format!(
             r#"
 [provisioners.x]
 kind = "xcat"
-bin_dir = "{}"
 reload_time = "10m"
 overall_timeout = "90s"
 poll_interval = "300ms"
@@ -309,50 +294,73 @@ slot_wait = "90s"
 os = "none"
 provisioner = "x"
 source = "{OSIMAGE}"
-"#,
-            bin_dir.display()
-        );
+"#
+        ),
+    );
+    // The xCAT stand-in (tests/standins/xcat/xcatclient, written from
+    // xcat-core and VCL's xCAT.pm; no real xCAT runs here) as one xCAT
+    // root and one cluster that both management nodes reach.
+    let s = &site.s;
+    let text =
+        std::fs::read_to_string(repo("tests/standins/xcat/xcatclient")).expect("stand-in script");
+    s.script("opt-xcat/bin/xcatclient", &text);
+    std::fs::create_dir_all(s.path("opt-xcat/sbin")).expect("sbin");
+    for c in ["rpower", "nodestat", "lsdef"] {
+        std::os::unix::fs::symlink("xcatclient", s.path(&format!("opt-xcat/bin/{c}")))
+            .expect("link");
     }
-    let site = Site::new("site-slots", Some(&coordination(&pg, "10s")), &extra);
-    let cluster = site.s.path("cluster");
+    std::os::unix::fs::symlink("../bin/xcatclient", s.path("opt-xcat/sbin/nodeset")).expect("link");
     for i in 1..=12 {
-        std::fs::create_dir_all(cluster.join(format!("nodes/n{i:02}"))).expect("node");
+        s.write(&format!("xcat/nodes/n{i:02}/mac"), "42:00:00:00:00:01\n");
+        s.write(&format!("xcat/nodes/n{i:02}/status"), "booted\n");
     }
-    std::fs::write(cluster.join("osimages"), format!("{OSIMAGE}\n")).expect("osimages");
-    std::fs::write(
-        cluster.join("timeline"),
-        "0|noping|powering-on|-\n300|install {osimage}|installing|-\n3000|sshd|booted|boot\n",
-    )
-    .expect("timeline");
+    s.write(
+        &format!("xcat/osimages/{OSIMAGE}"),
+        "install rhels7.9 x86_64 compute\n",
+    );
+    s.write("xcat/behaviour", "install_ms=4000\n");
     let children: Vec<(String, Child)> = (1..=12)
         .map(|i| {
             let node = format!("n{i:02}");
             let host = if i % 2 == 0 { "a" } else { "b" };
             let mut c = site.reimage(host, &["load", &node, "--image", "rhel"]);
-            c.env("XCAT_STANDIN_DIR", &cluster)
+            c.env("XCAT_STANDIN_DIR", s.path("xcat"))
+                .env("XCATROOT", s.path("opt-xcat"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             (node, c.spawn().expect("spawn"))
         })
         .collect();
+    // The store's slot rows while the loads run.
+    let mut rows_seen = 0;
+    while children.iter().any(|(_, c)| alive(c.id() as i32)) {
+        let n: u32 = pg
+            .psql("SELECT count(*) FROM reimage_slot")
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        rows_seen = rows_seen.max(n);
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for (node, child) in children {
         let (code, _, err) = finish(child);
         assert_eq!(code, 0, "{node}: {err}");
     }
-    let _ = std::fs::remove_dir_all(&bin_dir);
-    // The stand-ins log when each install started and ended.
-    let log = std::fs::read_to_string(cluster.join("log")).expect("stand-in log");
+    // The stand-in logs when each install was set up and when it ended.
+    let log = std::fs::read_to_string(s.path("xcat/log")).expect("stand-in log");
     let mut edges = Vec::new();
     let mut starts = BTreeMap::new();
     for l in log.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
         let t: u64 = f[2].parse().expect("time");
-        if f[0] == "start" {
-            starts.insert(f[1].to_string(), t);
-            edges.push((t, 1i32));
-        } else {
-            edges.push((t, -1));
+        match f[0] {
+            "start" => {
+                starts.insert(f[1].to_string(), t);
+                edges.push((t, 1i32));
+            }
+            "next" => edges.push((t, -1)),
+            _ => {}
         }
     }
     assert_eq!(starts.len(), 12, "all 12 loads started: {log}");
@@ -362,9 +370,13 @@ source = "{OSIMAGE}"
         now += d;
         most = most.max(now);
     }
-    eprintln!("installs at once over both hosts: at most {most}");
+    eprintln!("installs at once over both hosts: at most {most}; slot rows seen: {rows_seen}");
     assert!(most <= 10, "{most} installs at once over both hosts: {log}");
     assert_eq!(now, 0, "every install ended: {log}");
+    assert!(
+        (1..=10).contains(&rows_seen),
+        "the slots were taken in the store: {rows_seen}"
+    );
     assert_eq!(pg.psql("SELECT count(*) FROM reimage_slot"), "0\n");
 }
 
