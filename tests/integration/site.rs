@@ -406,6 +406,12 @@ fn a_lost_store_stops_the_run_and_kills_its_child() {
         !site.s.path("pids/pc2").exists(),
         "no load without the store"
     );
+
+    // status still shows this host's records, and says what it could not see.
+    site.run("a", &["status", "pc1"])
+        .code(69)
+        .stderr_has("runs on other management nodes are not shown")
+        .stdout_has("interrupted");
 }
 
 #[test]
