@@ -319,6 +319,8 @@ source = "{OSIMAGE}"
         "install rhels7.9 x86_64 compute\n",
     );
     s.write("xcat/behaviour", "install_ms=4000\n");
+    // The schema up front, as an admin would, so the test can watch it.
+    site.run("a", &["setup-db"]).code(0);
     let children: Vec<(String, Child)> = (1..=12)
         .map(|i| {
             let node = format!("n{i:02}");
