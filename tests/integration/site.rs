@@ -274,12 +274,14 @@ fn a_killed_holder_frees_the_computer_within_the_lease() {
     );
 }
 
-#[test]
-fn twelve_xcat_loads_on_two_hosts_share_ten_site_wide_slots() {
-    let pg = Pg::start("slots");
+/// Two hosts with the xCAT stand-in (tests/standins/xcat/xcatclient,
+/// written from xcat-core and VCL's xCAT.pm; no real xCAT runs here) as one
+/// xCAT root and one cluster of nodes n01..n12 that both reach, a store
+/// with `lease`, and `max` concurrent loads.
+fn xcat_site(name: &str, pg: &Pg, lease: &str, max: u32, behaviour: &str) -> Site {
     let site = Site::new(
-        "site-slots",
-        Some(&coordination(&pg, "10s")),
+        name,
+        Some(&coordination(pg, lease)),
         &format!(
             r#"
 [provisioners.x]
@@ -287,7 +289,7 @@ kind = "xcat"
 reload_time = "10m"
 overall_timeout = "90s"
 poll_interval = "300ms"
-max_concurrent_loads = 10
+max_concurrent_loads = {max}
 slot_wait = "90s"
 
 [images.rhel]
@@ -297,9 +299,6 @@ source = "{OSIMAGE}"
 "#
         ),
     );
-    // The xCAT stand-in (tests/standins/xcat/xcatclient, written from
-    // xcat-core and VCL's xCAT.pm; no real xCAT runs here) as one xCAT
-    // root and one cluster that both management nodes reach.
     let s = &site.s;
     let text =
         std::fs::read_to_string(repo("tests/standins/xcat/xcatclient")).expect("stand-in script");
@@ -318,17 +317,33 @@ source = "{OSIMAGE}"
         &format!("xcat/osimages/{OSIMAGE}"),
         "install rhels7.9 x86_64 compute\n",
     );
-    s.write("xcat/behaviour", "install_ms=4000\n");
-    // The schema up front, as an admin would, so the test can watch it.
+    s.write("xcat/behaviour", behaviour);
+    // The schema up front, as an admin would, so the tests can watch it.
     site.run("a", &["setup-db"]).code(0);
+    site
+}
+
+impl Site {
+    /// An xCAT load of `node` on `host` through the stand-in.
+    fn xcat_load(&self, host: &str, node: &str) -> Command {
+        let mut c = self.reimage(host, &["load", node, "--image", "rhel"]);
+        c.env("XCAT_STANDIN_DIR", self.s.path("xcat"))
+            .env("XCATROOT", self.s.path("opt-xcat"));
+        c
+    }
+}
+
+#[test]
+fn twelve_xcat_loads_on_two_hosts_share_ten_site_wide_slots() {
+    let pg = Pg::start("slots");
+    let site = xcat_site("site-slots", &pg, "10s", 10, "install_ms=4000\n");
+    let s = &site.s;
     let children: Vec<(String, Child)> = (1..=12)
         .map(|i| {
             let node = format!("n{i:02}");
             let host = if i % 2 == 0 { "a" } else { "b" };
-            let mut c = site.reimage(host, &["load", &node, "--image", "rhel"]);
-            c.env("XCAT_STANDIN_DIR", s.path("xcat"))
-                .env("XCATROOT", s.path("opt-xcat"))
-                .stdin(Stdio::null())
+            let mut c = site.xcat_load(host, &node);
+            c.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             (node, c.spawn().expect("spawn"))
@@ -378,6 +393,65 @@ source = "{OSIMAGE}"
     assert!(
         (1..=10).contains(&rows_seen),
         "the slots were taken in the store: {rows_seen}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM reimage_slot"), "0\n");
+}
+
+#[test]
+fn a_killed_holder_frees_its_load_slot_within_the_lease() {
+    let pg = Pg::start("slotkill");
+    let site = xcat_site("site-slotkill", &pg, "4s", 1, "install_ms=120000\n");
+    site.s.write("xcat/nodes/n02/behaviour", "install_ms=500\n");
+    let mut a = site
+        .xcat_load("a", "n01")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let a_pid = a.id() as i32;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            std::fs::read_to_string(site.s.path("xcat/log")).is_ok_and(|l| l.contains("start n01"))
+        }),
+        "host a's load did not reach nodeset"
+    );
+    assert_eq!(
+        pg.psql("SELECT pid || ' ' || label FROM reimage_slot"),
+        format!("{a_pid} n01\n")
+    );
+    signal(a_pid, Signal::KILL);
+    let killed = Instant::now();
+    let _ = a.wait();
+    // The admin ends the install nobody will finish (xCAT counts it as a
+    // load until then); the store still has the dead run's slot.
+    let out = Command::new(site.s.path("opt-xcat/sbin/nodeset"))
+        .args(["n01", "boot"])
+        .env("XCAT_STANDIN_DIR", site.s.path("xcat"))
+        .env("XCATROOT", site.s.path("opt-xcat"))
+        .output()
+        .expect("nodeset");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        pg.psql("SELECT pid FROM reimage_slot"),
+        format!("{a_pid}\n")
+    );
+    let (code, _, err) = finish(
+        site.xcat_load("b", "n02")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let took = killed.elapsed();
+    eprintln!("slot free again after SIGKILL: {took:?} (lease 4s)");
+    assert_eq!(code, 0, "{err}");
+    // The dead run's slot was still in the store after the kill (above);
+    // b got it once the lease ran out, with no admin action on the store.
+    assert!(
+        took < Duration::from_secs(4 + 30),
+        "slot not free within the lease: {took:?}"
     );
     assert_eq!(pg.psql("SELECT count(*) FROM reimage_slot"), "0\n");
 }
