@@ -68,6 +68,7 @@ pub fn first_boot(
     plan: &Plan,
     attempt: Attempt,
     ch: &mut dyn Channel,
+    _state: &crate::state::StateDir,
     report: &Reporter,
 ) -> Result<(), Outcome> {
     let mut a = Actions::new(plan, attempt, ch, report);

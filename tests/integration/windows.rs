@@ -98,7 +98,7 @@ fn config_family(s: &Scratch, port: u16, login_pw: &str, response: &str, family:
          [images.w7sys]\nos = \"winsys\"\nsysprep = true\n\n\
          [computers.pcw]\naddress = \"127.0.0.1\"\nprovisioner = \"lab\"\n",
         os(""),
-        os(", sysprep-reboot = \"30s\""),
+        os(", sysprep-done = \"30s\""),
         script.display()
     ));
 }
@@ -226,79 +226,153 @@ fn waits_for_a_listener_that_starts_late() {
     assert_eq!(w.state()["icmp_rules"], 1);
 }
 
+/// Rewrites the config's login step timeout to `t`.
+fn login_timeout(s: &Scratch, t: &str) {
+    let text = std::fs::read_to_string(s.path("reimage.toml"))
+        .unwrap()
+        .replace("login = \"20s\"", &format!("login = \"{t}\""));
+    std::fs::write(s.path("reimage.toml"), text).unwrap();
+}
+
 #[test]
-fn bad_password_is_fatal_at_once() {
+fn bad_password_is_fatal_at_the_login_timeout() {
+    // Item 1: a 401 is "not yet" while Windows boots; only when the login
+    // step times out on it is the run fatal, and it says why.
     let s = Scratch::new("win-badpw");
     let port = free_port();
     let w = Standin::start(&s, port, &[]);
     config(&s, port, "not-the-password", "20s");
-    // Not the last attempt: a wrong password is fatal anyway (reloading
-    // does not fix it), and well before the login step's 20 s.
-    let r = post_load(&s, "w7", &["--attempt", "1", "--of", "3"]);
+    login_timeout(&s, "3s");
+    let r = post_load(&s, "w7", &["--attempt", "1", "--of", "3", "--json"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.took < Duration::from_secs(10), "took {:?}", r.took);
-    r.stderr_has("credentials");
+    assert!(r.took >= Duration::from_secs(3), "took {:?}", r.took);
+    assert!(r.took < Duration::from_secs(15), "took {:?}", r.took);
+    r.stderr_has("authentication kept failing");
+    r.stderr_has("password_file");
     assert!(!r.stderr.contains("not-the-password"));
+    let login = step_end(&json_lines(&r.stdout), "login").clone();
+    assert_eq!(login["result"], "failed");
     // Nothing was configured.
     assert_eq!(w.state()["icmp_rules"], 0);
     assert_eq!(w.state()["administrator_password"], LOGIN_PW);
 }
 
 #[test]
-fn sysprep_image_waits_for_the_sysprep_reboot() {
+fn a_401_while_booting_is_not_yet() {
+    // Administrator is disabled for the first 2 s: the login step keeps
+    // polling through the 401s and logs in once it is enabled.
+    let s = Scratch::new("win-401");
+    let port = free_port();
+    let _w = Standin::start(&s, port, &["--auth-fails-for", "2"]);
+    config(&s, port, LOGIN_PW, "20s");
+    let r = post_load(&s, "w7", &["--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ev = json_lines(&r.stdout);
+    let login = step_end(&ev, "login");
+    assert_eq!(login["result"], "ok");
+    assert!(login["elapsed_ms"].as_u64().unwrap() >= 1000, "{login}");
+    // The progress said what it saw meanwhile.
+    assert!(
+        ev.iter().any(|e| e["kind"] == "progress"
+            && e["message"].as_str().unwrap_or("").starts_with("auth: ")),
+        "no auth progress"
+    );
+}
+
+#[test]
+fn sysprep_done_is_read_from_windows() {
+    // Item 2: Sysprep runs 5 s with a reboot inside it and Administrator
+    // disabled for the first 2 s; the sysprep-done step polls ImageState
+    // through all of it.
     let s = Scratch::new("win-sysprep");
     let port = free_port();
-    let w = Standin::start(&s, port, &["--reboot-after", "1", "--down-for", "2"]);
-    let boot0 = w.state()["boot_time"].as_str().unwrap().to_string();
+    let w = Standin::start(
+        &s,
+        port,
+        &[
+            "--sysprep-for",
+            "5",
+            "--auth-fails-for",
+            "2",
+            "--reboot-after",
+            "0.2",
+            "--down-for",
+            "1",
+        ],
+    );
     config(&s, port, LOGIN_PW, "20s");
     let r = post_load(&s, "w7sys", &["--json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-
     let st = w.state();
-    assert_eq!(st["boots"], 2, "{st}");
-    assert_ne!(st["boot_time"].as_str().unwrap(), boot0);
-    // windows-6 reads the boot time with wmic: WMI's CIM datetime.
-    let boot1 = st["boot_time_cim"].as_str().unwrap();
+    assert_eq!(
+        st["registry"][r"hklm\software\microsoft\windows\currentversion\setup\state"]["ImageState"],
+        "IMAGE_STATE_COMPLETE"
+    );
     let ev = json_lines(&r.stdout);
-    let rb = step_end(&ev, "sysprep-reboot");
-    assert_eq!(rb["result"], "ok");
-    let msg = rb["message"].as_str().unwrap();
-    assert!(msg.contains(&format!("new boot id {boot1}")), "{msg}");
-    // The reboot took the stand-in's 1 s + 2 s down, at least.
-    assert!(rb["elapsed_ms"].as_u64().unwrap() >= 2500, "{rb}");
-    // Then login and the stability window, after the reboot.
+    let done = step_end(&ev, "sysprep-done");
+    assert_eq!(done["result"], "ok");
+    assert!(
+        done["message"]
+            .as_str()
+            .unwrap()
+            .contains("IMAGE_STATE_COMPLETE"),
+        "{done}"
+    );
+    assert!(done["elapsed_ms"].as_u64().unwrap() >= 3000, "{done}");
+    let seen: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["kind"] == "progress")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        seen.iter().any(|m| m.contains("IMAGE_STATE_UNDEPLOYABLE")),
+        "{seen:?}"
+    );
     let order: Vec<&str> = of_kind(&ev, "step-end")
         .iter()
         .filter_map(|e| e["step"].as_str())
         .collect();
     let pos = |n: &str| order.iter().position(|s| *s == n).unwrap();
-    assert!(pos("sysprep-reboot") < pos("login") && pos("login") < pos("stable"));
-    assert_eq!(step_end(&ev, "stable")["result"], "ok");
-    assert_eq!(st["icmp_rules"], 1);
+    assert!(pos("sysprep-done") < pos("login") && pos("login") < pos("stable"));
     no_secrets(&s, &r);
 }
 
 #[test]
-fn sysprep_image_that_does_not_reboot_is_not_ready() {
-    // --wrong-os: the listener goes away and comes back, but the boot time
-    // stays: not the reboot the sequence waits for.
+fn sysprep_image_that_answers_after_its_last_reboot_is_ready() {
+    // The old sysprep-reboot step waited for a reboot that had already
+    // happened: now the state decides, at once.
+    let s = Scratch::new("win-sysprep-late");
+    let port = free_port();
+    let _w = Standin::start(&s, port, &[]);
+    config(&s, port, LOGIN_PW, "20s");
+    let r = post_load(&s, "w7sys", &["--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let done = step_end(&json_lines(&r.stdout), "sysprep-done").clone();
+    assert!(done["elapsed_ms"].as_u64().unwrap() < 2000, "{done}");
+}
+
+#[test]
+fn sysprep_that_never_completes_is_not_ready() {
     let s = Scratch::new("win-noreboot");
     let port = free_port();
-    let _w = Standin::start(
-        &s,
-        port,
-        &["--reboot-after", "0.5", "--down-for", "1", "--wrong-os"],
-    );
+    let _w = Standin::start(&s, port, &["--sysprep-for", "600"]);
     config(&s, port, LOGIN_PW, "20s");
     let text = std::fs::read_to_string(s.path("reimage.toml"))
         .unwrap()
-        .replace("sysprep-reboot = \"30s\"", "sysprep-reboot = \"4s\"");
+        .replace("sysprep-done = \"30s\"", "sysprep-done = \"3s\"");
     std::fs::write(s.path("reimage.toml"), text).unwrap();
     let r = post_load(&s, "w7sys", &["--attempt", "1", "--of", "2", "--json"]);
     assert_eq!(r.code, 75, "{}", r.stderr);
     let ev = json_lines(&r.stdout);
-    let rb = step_end(&ev, "sysprep-reboot");
+    let rb = step_end(&ev, "sysprep-done");
     assert_eq!(rb["result"], "failed");
+    assert!(
+        rb["message"]
+            .as_str()
+            .unwrap()
+            .contains("IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE"),
+        "{rb}"
+    );
 }
 
 #[test]
@@ -367,14 +441,22 @@ fn commands(st: &serde_json::Value) -> Vec<String> {
 fn windows_5_without_powershell() {
     // --no-powershell: XP / Server 2003 as installed. Everything goes
     // through cmd.exe, reg, netsh firewall, wmic and cscript.
-    // A Sysprep image: the sysprep-reboot step reads the boot id before
-    // and after the stand-in's reboot.
+    // A Sysprep image: the sysprep-done step reads SystemSetupInProgress
+    // and MiniSetupInProgress through a reboot in the middle of setup.
     let s = Scratch::new("win5");
     let port = free_port();
     let w = Standin::start(
         &s,
         port,
-        &["--no-powershell", "--reboot-after", "1", "--down-for", "1"],
+        &[
+            "--no-powershell",
+            "--sysprep-for",
+            "3",
+            "--reboot-after",
+            "0.5",
+            "--down-for",
+            "1",
+        ],
     );
     config_family(&s, port, LOGIN_PW, "20s", "windows-5");
     let r = post_load(&s, "w7sys", &["--json"]);
@@ -419,11 +501,17 @@ fn windows_5_without_powershell() {
 
     let ev = json_lines(&r.stdout);
     let steps = ok_steps(&ev);
-    let rb = step_end(&ev, "sysprep-reboot")["message"].as_str().unwrap();
-    let boot1 = st["boot_time_cim"].as_str().unwrap();
-    assert!(rb.contains(&format!("new boot id {boot1}")), "{rb}");
+    let rb = step_end(&ev, "sysprep-done")["message"].as_str().unwrap();
+    assert!(
+        rb.contains("SystemSetupInProgress and MiniSetupInProgress are 0"),
+        "{rb}"
+    );
+    assert!(
+        cmds.iter().any(|c| c == r"reg query HKLM\SYSTEM\Setup"),
+        "{cmds:?}"
+    );
     for want in [
-        "sysprep-reboot",
+        "sysprep-done",
         "login",
         "stable",
         "set-computer-name",
@@ -515,18 +603,14 @@ fn windows_10_uses_powershell() {
 
 #[test]
 fn windows_10_profile_fails_without_its_powershell() {
-    // A windows-10 profile pointed at a PowerShell 2 machine: the boot id
-    // cannot be read, so the sysprep-reboot step cannot see the reboot: a
-    // retryable failure that names the missing cmdlet.
+    // A windows-10 profile pointed at a PowerShell 2 machine: the rename
+    // needs Rename-Computer, which PowerShell 2 lacks: fatal (a reload of
+    // the same image will not grow it), naming the missing cmdlet.
     let s = Scratch::new("win10-ps2");
     let port = free_port();
     let _w = Standin::start(&s, port, &["--powershell-2"]);
     config_family(&s, port, LOGIN_PW, "20s", "windows-10");
-    let text = std::fs::read_to_string(s.path("reimage.toml"))
-        .unwrap()
-        .replace("sysprep-reboot = \"30s\"", "sysprep-reboot = \"2s\"");
-    std::fs::write(s.path("reimage.toml"), text).unwrap();
     let r = post_load(&s, "w7sys", &["--attempt", "1", "--of", "2"]);
-    assert_eq!(r.code, 75, "{}", r.stderr);
-    r.stderr_has("Get-CimInstance");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    r.stderr_has("Rename-Computer");
 }
