@@ -7,14 +7,13 @@
 
 use crate::common;
 use crate::test::{Output, Test};
-use common::{Scratch, free_port, of_kind, repo};
+use common::{ProcWatch, Scratch, free_port, of_kind, repo};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const LOGIN_PW: &str = "Image-Pw-4711";
-const ADMIN_SECRET: &str = "Fresh-Secret-9b2e";
 
 /// A running stand-in; killed on drop.
 struct Standin {
@@ -72,35 +71,55 @@ impl Drop for Standin {
 /// A config for computer `pcw` (127.0.0.1:`port`, lab provisioner) with
 /// images `w7` (virtual) and `w7sys` (Sysprep), over WinRM as
 /// Administrator. `login_pw` goes to the login password file; `response`
-/// is the response step's timeout. The OS family is windows-6.
+/// is the response step's timeout. The OS family is windows-6; first boot
+/// sets a fresh random Administrator password.
 fn config(s: &Scratch, port: u16, login_pw: &str, response: &str) {
-    config_family(s, port, login_pw, response, "windows-6")
+    config_with(s, port, login_pw, response, "windows-6", "", "")
 }
 
 /// `config` with OS family `family`.
 fn config_family(s: &Scratch, port: u16, login_pw: &str, response: &str, family: &str) {
+    config_with(s, port, login_pw, response, family, "", "")
+}
+
+/// `config` with OS family `family`, `extra_os` keys in both OS profiles
+/// and `extra_computer` keys in the computer's table.
+fn config_with(
+    s: &Scratch,
+    port: u16,
+    login_pw: &str,
+    response: &str,
+    family: &str,
+    extra_os: &str,
+    extra_computer: &str,
+) {
     let pw = s.write("secrets/winrm-pw", &format!("{login_pw}\n"));
-    let admin = s.write("secrets/admin-pw", &format!("{ADMIN_SECRET}\n"));
     let script = s.write("setup.cmd", "echo configuring\r\nexit /b 0\r\n");
     let os = |extra: &str| {
         format!(
             "family = \"{family}\"\nchannel = \"winrm\"\nport = {port}\nuser = \"Administrator\"\n\
-             password_file = \"{}\"\nadmin_password_file = \"{}\"\nstable_for = \"1s\"\n\
+             password_file = \"{}\"\nstable_for = \"1s\"\n{extra_os}\n\
              timeouts = {{ initial-wait = \"0s\", response = \"{response}\", login = \"20s\"{extra} }}\n",
             pw.display(),
-            admin.display()
         )
     };
     s.config(&format!(
         "[os.win]\n{}\n[os.winsys]\n{}\n\
          [images.w7]\nos = \"win\"\nvirtual = true\npost_load = [\"{}\"]\n\
-         image_check = {{ command = [\"hostname\"], expect = \"^WIN-STANDIN\" }}\n\n\
+         image_check = {{ command = [\"hostname\"], expect = \"^(WIN-STANDIN|PCW)\" }}\n\n\
          [images.w7sys]\nos = \"winsys\"\nsysprep = true\n\n\
-         [computers.pcw]\naddress = \"127.0.0.1\"\nprovisioner = \"lab\"\n",
+         [computers.pcw]\naddress = \"127.0.0.1\"\nprovisioner = \"lab\"\n{extra_computer}\n",
         os(""),
         os(", sysprep-done = \"30s\""),
         script.display()
     ));
+}
+
+/// The password the last first boot set, as kept in the state dir.
+fn kept_password(s: &Scratch) -> String {
+    let f = s.path("state/computers/pcw/administrator-password");
+    let text = std::fs::read_to_string(&f).expect("the password file in the state dir");
+    text.trim_end().to_string()
 }
 
 fn post_load(s: &Scratch, image: &str, extra: &[&str]) -> Output {
@@ -123,59 +142,125 @@ fn step_end<'a>(events: &'a [serde_json::Value], name: &str) -> &'a serde_json::
         .unwrap_or_else(|| panic!("no step-end for {name}"))
 }
 
-fn no_secrets(s: &Scratch, r: &Output) {
+/// No secret on stdout, stderr, in the event log or in a command line the
+/// stand-in ran: the login password, the password first boot set, and
+/// `more`.
+fn no_secrets(s: &Scratch, r: &Output, st: &serde_json::Value, more: &[&str]) {
     let log =
         std::fs::read_to_string(s.path("state/computers/pcw/events.jsonl")).unwrap_or_default();
-    for secret in [ADMIN_SECRET, LOGIN_PW] {
-        assert!(!r.stdout.contains(secret), "secret on stdout");
-        assert!(!r.stderr.contains(secret), "secret on stderr");
-        assert!(!log.contains(secret), "secret in the event log");
+    let set = st["administrator_password"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mut secrets = vec![LOGIN_PW.to_string()];
+    secrets.extend(more.iter().map(|m| m.to_string()));
+    if set != LOGIN_PW {
+        secrets.push(set);
+    }
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        assert!(!r.stdout.contains(secret.as_str()), "secret on stdout");
+        assert!(!r.stderr.contains(secret.as_str()), "secret on stderr");
+        assert!(!log.contains(secret.as_str()), "secret in the event log");
+        for c in st["commands"].as_array().into_iter().flatten() {
+            assert!(
+                !c.as_str().unwrap_or("").contains(secret.as_str()),
+                "secret in {c}"
+            );
+        }
     }
 }
 
 #[test]
 fn ready_over_winrm_with_first_boot_configuration() {
+    // Items 4-7 and 11 on a stock windows-6 image.
     let s = Scratch::new("win-ready");
     let port = free_port();
     let w = Standin::start(&s, port, &[]);
     config(&s, port, LOGIN_PW, "20s");
+    let watch = ProcWatch::start();
     let r = post_load(&s, "w7", &["--json"]);
+    let listing = watch.finish();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 
     let st = w.state();
-    assert_eq!(st["pending_computer_name"], "pcw", "{st}");
-    assert_eq!(st["computer_name"], "WIN-STANDIN");
+    // 7: renamed, rebooted, and the new name is the running one.
+    assert_eq!(st["computer_name"], "PCW", "{st}");
+    assert_eq!(st["pending_computer_name"], serde_json::Value::Null);
+    assert_eq!(st["boots"], 2);
+    assert_eq!(st["reboots_requested"], 1);
     assert_eq!(st["fDenyTSConnections"], 0);
-    assert_eq!(st["rdp_firewall_enabled"], true);
-    assert_eq!(st["icmp_rules"], 1);
-    assert_eq!(st["powercfg"]["standby-timeout-ac"], 0);
-    assert_eq!(st["powercfg"]["hibernate"], "off");
+    // 4: one inbound rule each for RDP and echo, from this node's address
+    // (127.0.0.1 toward the stand-in) only; Windows' own rules are gone.
+    let rules = st["firewall_rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    let rdp = rules.iter().find(|r| r["localport"] == "3389").unwrap();
+    assert_eq!(rdp["name"], "reimage RDP");
+    assert_eq!(rdp["remoteip"], "127.0.0.1");
+    assert_eq!(rdp["enable"], "yes");
+    assert_eq!(rdp["protocol"], "tcp");
+    let echo = rules
+        .iter()
+        .find(|r| r["protocol"] == "icmpv4:8,any")
+        .unwrap();
+    assert_eq!(echo["remoteip"], "127.0.0.1");
+    // 11: sleep and hibernation fully off.
+    for (k, v) in st["powercfg"].as_object().unwrap() {
+        let want = if k == "hibernate" {
+            serde_json::json!("off")
+        } else {
+            serde_json::json!(0)
+        };
+        assert_eq!(v, &want, "powercfg {k}");
+    }
+    // 6: every answer file gone; sysprep.exe and Panther's setup log stay.
     assert_eq!(st["answer_files"], serde_json::json!([]));
-    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    let files: Vec<&str> = st["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        files.contains(&r"C:\Windows\System32\sysprep\sysprep.exe"),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&r"C:\Windows\Panther\setupact.log"),
+        "{files:?}"
+    );
+    assert!(!files.iter().any(|f| f.contains("UnattendGC")), "{files:?}");
     assert_eq!(
         st["scripts_run"],
         serde_json::json!([r"C:\Windows\Temp\reimage\setup.cmd"])
     );
-    // The uploaded password file is gone, and the password was never in a
-    // command line.
-    let files = st["files"].as_array().unwrap();
+    // 5: a fresh password, kept in the state dir (0600), named but never
+    // shown; the uploaded copy is gone.
+    let pw = kept_password(&s);
+    assert_eq!(st["administrator_password"], pw.as_str());
+    assert_ne!(pw, LOGIN_PW);
+    assert!(pw.len() >= 16, "{pw}");
+    let meta = std::fs::metadata(s.path("state/computers/pcw/administrator-password")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert!(
-        !files
-            .iter()
-            .any(|f| f.as_str().unwrap().contains("admin-password")),
+        !files.iter().any(|f| f.contains("admin-password")),
         "{files:?}"
     );
-    for c in st["commands"].as_array().unwrap() {
-        assert!(!c.as_str().unwrap().contains(ADMIN_SECRET), "secret in {c}");
-    }
-    no_secrets(&s, &r);
+    no_secrets(&s, &r, &st, &[]);
+    assert!(
+        !listing
+            .iter()
+            .any(|l| l.contains(&pw) || l.contains(LOGIN_PW)),
+        "a secret in a process listing"
+    );
+    assert!(
+        r.stdout
+            .contains("state/computers/pcw/administrator-password"),
+        "the events name the file"
+    );
 
     let ev = json_lines(&r.stdout);
-    let steps: Vec<&str> = of_kind(&ev, "step-end")
-        .iter()
-        .filter(|e| e["result"] == "ok")
-        .filter_map(|e| e["step"].as_str())
-        .collect();
+    let steps = ok_steps(&ev);
     for want in [
         "initial-wait",
         "response",
@@ -184,6 +269,8 @@ fn ready_over_winrm_with_first_boot_configuration() {
         "image-check",
         "mkdir-state",
         "set-computer-name",
+        "rename-reboot",
+        "check-computer-name",
         "enable-rdp",
         "firewall-rdp",
         "firewall-ping",
@@ -197,17 +284,28 @@ fn ready_over_winrm_with_first_boot_configuration() {
     ] {
         assert!(steps.contains(&want), "no ok step {want} in {steps:?}");
     }
-    // The order: the scripts before the password, the password last.
+    // The order: rename and its reboot first, the scripts before the
+    // password, the password last.
     let pos = |n: &str| steps.iter().position(|s| *s == n).unwrap();
+    assert!(pos("rename-reboot") < pos("check-computer-name"));
+    assert!(pos("check-computer-name") < pos("firewall-rdp"));
     assert!(pos("script setup.cmd") < pos("set-admin-password"));
     assert!(pos("stable") < pos("mkdir-state"));
     assert!(of_kind(&ev, "step-end").iter().all(|e| e["result"] == "ok"));
-    // The event log has the same story.
-    assert!(
-        s.events("pcw")
-            .iter()
-            .any(|e| e["kind"] == "step-end" && e["step"] == "set-admin-password")
-    );
+    let name_msg = step_end(&ev, "check-computer-name")["message"]
+        .as_str()
+        .unwrap();
+    assert!(name_msg.contains("PCW"), "{name_msg}");
+    // No optional action ran unasked.
+    for absent in [
+        "time-servers",
+        "activate",
+        "join-domain",
+        "renew-dhcp",
+        "static-address",
+    ] {
+        assert!(!steps.contains(&absent), "{absent} ran unasked");
+    }
 }
 
 #[test]
@@ -247,11 +345,16 @@ fn bad_password_is_fatal_at_the_login_timeout() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.took >= Duration::from_secs(3), "took {:?}", r.took);
     assert!(r.took < Duration::from_secs(15), "took {:?}", r.took);
-    r.stderr_has("authentication kept failing");
-    r.stderr_has("password_file");
     assert!(!r.stderr.contains("not-the-password"));
+    assert!(!r.stdout.contains("not-the-password"));
     let login = step_end(&json_lines(&r.stdout), "login").clone();
     assert_eq!(login["result"], "failed");
+    let msg = login["message"].as_str().unwrap();
+    assert!(msg.contains("authentication kept failing for 3s"), "{msg}");
+    assert!(
+        msg.contains("password_file") && msg.contains("HTTP 401"),
+        "{msg}"
+    );
     // Nothing was configured.
     assert_eq!(w.state()["icmp_rules"], 0);
     assert_eq!(w.state()["administrator_password"], LOGIN_PW);
@@ -291,7 +394,7 @@ fn sysprep_done_is_read_from_windows() {
         port,
         &[
             "--sysprep-for",
-            "5",
+            "8",
             "--auth-fails-for",
             "2",
             "--reboot-after",
@@ -334,7 +437,7 @@ fn sysprep_done_is_read_from_windows() {
         .collect();
     let pos = |n: &str| order.iter().position(|s| *s == n).unwrap();
     assert!(pos("sysprep-done") < pos("login") && pos("login") < pos("stable"));
-    no_secrets(&s, &r);
+    no_secrets(&s, &r, &st, &[]);
 }
 
 #[test]
@@ -390,6 +493,11 @@ fn no_listener_is_retry_then_fatal_on_the_last_attempt() {
     assert_eq!(resp["result"], "failed");
 }
 
+/// Points the login password file at `pw` (after a first boot changed it).
+fn login_with(s: &Scratch, pw: &str) {
+    s.write("secrets/winrm-pw", &format!("{pw}\n"));
+}
+
 #[test]
 fn running_twice_is_idempotent() {
     let s = Scratch::new("win-twice");
@@ -399,23 +507,72 @@ fn running_twice_is_idempotent() {
     // First through the whole attempt loop (lab: nothing to load).
     let r = Test::with(&s).provision("pcw", "w7").run();
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(w.state()["icmp_rules"], 1);
-    assert_eq!(w.state()["administrator_password"], ADMIN_SECRET);
-    // Without a reload the Administrator password now is the secret: the
-    // next run logs in with it (the stand-in rejects the old one).
-    config(&s, port, ADMIN_SECRET, "20s");
+    let first = kept_password(&s);
+    assert_eq!(w.state()["administrator_password"], first.as_str());
+    assert_eq!(w.state()["boots"], 2);
+    // Without a reload the Administrator password now is the one kept in
+    // the state dir: the next run logs in with it (the stand-in rejects the
+    // image's).
+    login_with(&s, &first);
     let r = post_load(&s, "w7", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let st = w.state();
+    // No second reboot: the name is right already.
+    assert_eq!(st["boots"], 2, "{st}");
+    assert_eq!(st["computer_name"], "PCW");
     assert_eq!(st["icmp_rules"], 1, "{st}");
-    assert_eq!(
-        st["firewall_rules"],
-        serde_json::json!(["reimage ICMPv4 echo"])
-    );
-    assert_eq!(st["pending_computer_name"], "pcw");
-    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    assert_eq!(st["firewall_rules"].as_array().unwrap().len(), 2);
+    // Another fresh password, kept again.
+    let second = kept_password(&s);
+    assert_ne!(first, second);
+    assert_eq!(st["administrator_password"], second.as_str());
     assert_eq!(st["scripts_run"].as_array().unwrap().len(), 2);
-    no_secrets(&s, &r);
+    no_secrets(&s, &r, &st, &[&first]);
+}
+
+#[test]
+fn a_fixed_password_file_or_the_images_password() {
+    // admin_password_file wins over a random password; fresh_password =
+    // false keeps the image's.
+    let s = Scratch::new("win-pwfile");
+    let port = free_port();
+    let w = Standin::start(&s, port, &[]);
+    let admin = s.write("secrets/admin-pw", "Fixed-Secret-9b2e\n");
+    config_with(
+        &s,
+        port,
+        LOGIN_PW,
+        "20s",
+        "windows-6",
+        &format!("admin_password_file = \"{}\"", admin.display()),
+        "",
+    );
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(st["administrator_password"], "Fixed-Secret-9b2e");
+    assert!(
+        !s.path("state/computers/pcw/administrator-password")
+            .exists()
+    );
+    no_secrets(&s, &r, &st, &["Fixed-Secret-9b2e"]);
+
+    let s = Scratch::new("win-pwkeep");
+    let port = free_port();
+    let w = Standin::start(&s, port, &[]);
+    config_with(
+        &s,
+        port,
+        LOGIN_PW,
+        "20s",
+        "windows-6",
+        "fresh_password = false",
+        "",
+    );
+    let r = post_load(&s, "w7", &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(w.state()["administrator_password"], LOGIN_PW);
+    assert!(!ok_steps(&json_lines(&r.stdout)).contains(&"set-admin-password"));
 }
 
 /// The ok step-ends, in order.
@@ -463,17 +620,24 @@ fn windows_5_without_powershell() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 
     let st = w.state();
-    assert_eq!(st["pending_computer_name"], "pcw", "{st}");
-    assert_eq!(st["computer_name"], "WIN-STANDIN");
+    assert_eq!(st["computer_name"], "PCW", "{st}");
     assert_eq!(st["fDenyTSConnections"], 0);
+    // XP's firewall: the service exception scoped to this node; echo has
+    // no scope there.
     assert_eq!(
         st["legacy_firewall"],
-        serde_json::json!({"remotedesktop": true, "icmp8": true})
+        serde_json::json!({"remotedesktop": true, "icmp8": true, "remotedesktop_scope": "127.0.0.1"})
     );
-    assert_eq!(st["powercfg"]["standby-timeout-ac"], 0);
+    // Every sleep timeout of the current scheme, by its name.
+    for (k, v) in st["powercfg"].as_object().unwrap() {
+        if k != "hibernate" {
+            assert_eq!(v, 0, "powercfg {k}");
+        }
+    }
     assert_eq!(st["powercfg"]["hibernate"], "off");
     assert_eq!(st["answer_files"], serde_json::json!([]));
-    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    let pw = kept_password(&s);
+    assert_eq!(st["administrator_password"], pw.as_str());
     let files = st["files"].as_array().unwrap();
     assert!(
         !files
@@ -483,10 +647,10 @@ fn windows_5_without_powershell() {
     );
     let cmds = commands(&st);
     for c in &cmds {
-        assert!(!c.contains(ADMIN_SECRET), "secret in {c}");
         assert!(!c.to_lowercase().contains("powershell"), "{c}");
     }
-    // The boot id came from wmic, the password from the uploaded VBScript.
+    // The boot id (around the rename's reboot) came from wmic, the
+    // password from the uploaded VBScript.
     assert!(
         cmds.iter()
             .any(|c| c == "cmd /c wmic os get lastbootuptime /value <nul"),
@@ -497,7 +661,14 @@ fn windows_5_without_powershell() {
             && c.ends_with(r"\set-password.vbs C:\Windows\Temp\reimage\admin-password.txt")),
         "{cmds:?}"
     );
-    no_secrets(&s, &r);
+    assert!(cmds.contains(&"powercfg /query".to_string()), "{cmds:?}");
+    assert!(
+        cmds.iter()
+            .any(|c| c.contains(r#"powercfg /change "Home/Office Desk" /standby-timeout-dc 0"#)),
+        "{cmds:?}"
+    );
+    assert!(!cmds.iter().any(|c| c.contains("advfirewall")));
+    no_secrets(&s, &r, &st, &[]);
 
     let ev = json_lines(&r.stdout);
     let steps = ok_steps(&ev);
@@ -515,6 +686,8 @@ fn windows_5_without_powershell() {
         "login",
         "stable",
         "set-computer-name",
+        "rename-reboot",
+        "check-computer-name",
         "enable-rdp",
         "firewall-rdp",
         "firewall-ping",
@@ -532,25 +705,27 @@ fn windows_5_without_powershell() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(gone.contains(r"C:\sysprep\unattend.txt"), "{gone}");
-    // XP's own commands, not 6.x's.
-    assert!(cmds.contains(&"powercfg /change /standby-timeout-ac 0".to_string()));
-    assert!(!cmds.iter().any(|c| c.contains("advfirewall")));
+    assert!(gone.contains(r"C:\sysprep\*.txt"), "{gone}");
+    assert!(
+        step_end(&ev, "disable-sleep")["message"]
+            .as_str()
+            .unwrap()
+            .contains("Home/Office Desk")
+    );
 
-    // Again, without a reload: the name is pending already (the guard
-    // compares with the running name, so wmic renames again: same result),
-    // the answer files are gone, the password is the secret.
-    config_family(&s, port, ADMIN_SECRET, "20s", "windows-5");
+    // Again, without a reload: the name is right (no reboot), the answer
+    // files are gone, another fresh password.
+    login_with(&s, &pw);
     let r = post_load(&s, "w7", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let st = w.state();
-    assert_eq!(st["pending_computer_name"], "pcw");
-    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    assert_eq!(st["reboots_requested"], 1);
+    assert_eq!(st["administrator_password"], kept_password(&s).as_str());
     assert_eq!(
         st["scripts_run"],
         serde_json::json!([r"C:\Windows\Temp\reimage\setup.cmd"])
     );
-    no_secrets(&s, &r);
+    no_secrets(&s, &r, &st, &[&pw]);
 }
 
 #[test]
@@ -564,41 +739,53 @@ fn windows_6_with_powershell_2() {
     let r = post_load(&s, "w7", &["--json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let st = w.state();
-    assert_eq!(st["pending_computer_name"], "pcw", "{st}");
+    assert_eq!(st["computer_name"], "PCW", "{st}");
     assert_eq!(st["icmp_rules"], 1);
     assert_eq!(st["answer_files"], serde_json::json!([]));
-    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    assert_eq!(st["administrator_password"], kept_password(&s).as_str());
     assert!(
         of_kind(&json_lines(&r.stdout), "step-end")
             .iter()
             .all(|e| e["result"] == "ok")
     );
-    no_secrets(&s, &r);
+    no_secrets(&s, &r, &st, &[]);
 }
 
 #[test]
 fn windows_10_uses_powershell() {
     let s = Scratch::new("win10");
     let port = free_port();
-    let w = Standin::start(&s, port, &["--reboot-after", "0.5", "--down-for", "1"]);
+    let w = Standin::start(
+        &s,
+        port,
+        &[
+            "--sysprep-for",
+            "2",
+            "--reboot-after",
+            "0.5",
+            "--down-for",
+            "1",
+        ],
+    );
     config_family(&s, port, LOGIN_PW, "20s", "windows-10");
     let r = post_load(&s, "w7sys", &["--json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let st = w.state();
-    assert_eq!(st["pending_computer_name"], "pcw", "{st}");
+    assert_eq!(st["computer_name"], "PCW", "{st}");
     assert_eq!(st["answer_files"], serde_json::json!([]));
-    assert_eq!(st["administrator_password"], ADMIN_SECRET);
+    assert_eq!(st["administrator_password"], kept_password(&s).as_str());
     let cmds = commands(&st);
+    // The rename's reboot read the boot id with PowerShell.
     assert!(
         cmds.iter().any(|c| c.contains("Get-CimInstance")),
         "{cmds:?}"
     );
     assert!(
-        !cmds
-            .iter()
-            .any(|c| c.contains("wmic") || c.contains("cscript"))
+        cmds.iter().any(|c| c.contains("Rename-Computer")),
+        "{cmds:?}"
     );
-    no_secrets(&s, &r);
+    assert!(!cmds.iter().any(|c| c.contains("wmic")));
+    no_secrets(&s, &r, &st, &[]);
 }
 
 #[test]

@@ -1272,11 +1272,19 @@ class PowerShell:
             if not rest.startswith("{"):
                 raise PSError(f"Missing statement block after {mt.group(1)} ( condition ).")
             body, k = ps_group(rest, 0)
-            if rest[k:].strip():
-                raise PSError(f"Unexpected token '{rest[k:].strip()}' in expression or statement.")
+            tail = rest[k:].strip()
+            other = None
+            em = re.match(r"(?i)else\s*\{", tail)
+            if mt.group(1).lower() == "if" and em:
+                other, j = ps_group(tail, em.end() - 1)
+                tail = tail[j:].strip()
+            if tail:
+                raise PSError(f"Unexpected token '{tail}' in expression or statement.")
             if mt.group(1).lower() == "if":
                 if self.truthy(self.cond(head)):
                     self.block(body)
+                elif other is not None:
+                    self.block(other)
                 return
             fm = re.fullmatch(r"(?s)\s*\$(\w+)\s+in\s+(.+)", head)
             if not fm:
