@@ -801,3 +801,358 @@ fn windows_10_profile_fails_without_its_powershell() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     r.stderr_has("Rename-Computer");
 }
+
+#[test]
+fn lockdown_on_a_german_windows_from_the_configured_sources() {
+    // Item 4: Windows' own rules carry German names and groups; the old
+    // `set rule group="remote desktop"` finds nothing there. By port and
+    // protocol it works, and only from allow_from.
+    let s = Scratch::new("win-de");
+    let port = free_port();
+    let w = Standin::start(&s, port, &["--locale", "de-DE"]);
+    config_with(
+        &s,
+        port,
+        LOGIN_PW,
+        "20s",
+        "windows-10",
+        "allow_from = [\"10.20.0.0/16\", \"192.0.2.5\"]",
+        "",
+    );
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    let rules = st["firewall_rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    for r in rules {
+        assert_eq!(r["remoteip"], "10.20.0.0/16,192.0.2.5", "{r}");
+        assert_eq!(r["enable"], "yes");
+        assert!(r["name"].as_str().unwrap().starts_with("reimage "), "{r}");
+    }
+    assert!(!commands(&st).iter().any(|c| c.contains("group=")));
+}
+
+#[test]
+fn time_is_synced_and_an_unreachable_server_is_a_retry() {
+    // Item 8: w32tm points at the servers and resyncs.
+    let s = Scratch::new("win-time");
+    let port = free_port();
+    let w = Standin::start(&s, port, &[]);
+    let servers = "time_servers = [\"ntp1.example.edu\", \"ntp2.example.edu\"]";
+    config_with(&s, port, LOGIN_PW, "20s", "windows-6", servers, "");
+    let r = post_load(&s, "w7", &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(
+        st["w32time"],
+        serde_json::json!({"running": true, "peers": ["ntp1.example.edu", "ntp2.example.edu"], "synced": 1})
+    );
+    let ev = json_lines(&r.stdout);
+    let steps = ok_steps(&ev);
+    assert!(steps.contains(&"time-servers") && steps.contains(&"time-sync"));
+
+    // A server that never answers: retry (75) before the last attempt.
+    let s = Scratch::new("win-time-bad");
+    let port = free_port();
+    let w = Standin::start(&s, port, &[]);
+    let servers = "time_servers = [\"ntp.invalid\"]";
+    config_with(&s, port, LOGIN_PW, "20s", "windows-6", servers, "");
+    let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    r.stderr_has("time-sync");
+    assert_eq!(w.state()["w32time"]["synced"], 0);
+}
+
+#[test]
+fn activation_against_kms_or_with_a_mak() {
+    // Item 9: KMS host set, then /ato.
+    let s = Scratch::new("win-kms");
+    let port = free_port();
+    let w = Standin::start(&s, port, &[]);
+    let kms = "activation = { kms = \"kms.example.edu:1688\" }";
+    config_with(&s, port, LOGIN_PW, "20s", "windows-10", kms, "");
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(st["activation"]["kms"], "kms.example.edu:1688");
+    assert_eq!(st["activation"]["activated"], true);
+    let cmds = commands(&st);
+    assert!(
+        cmds.iter()
+            .any(|c| c.ends_with(r"C:\Windows\System32\slmgr.vbs /ato")
+                || c.ends_with(r"%SystemRoot%\System32\slmgr.vbs /ato")),
+        "{cmds:?}"
+    );
+
+    // A KMS host that does not answer: retry.
+    let s = Scratch::new("win-kms-bad");
+    let port = free_port();
+    let w = Standin::start(&s, port, &[]);
+    let kms = "activation = { kms = \"kms.invalid\" }";
+    config_with(&s, port, LOGIN_PW, "20s", "windows-10", kms, "");
+    let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    r.stderr_has("0xC004F074");
+    assert_eq!(w.state()["activation"]["activated"], false);
+
+    // A MAK from a secret file: installed without ever being in a command
+    // line, an event or the log.
+    const MAK: &str = "ABCDE-FGHIJ-KLMNP-QRSTV-WXY23";
+    let s = Scratch::new("win-mak");
+    let port = free_port();
+    let w = Standin::start(&s, port, &[]);
+    let key = s.write("secrets/mak", &format!("{MAK}\n"));
+    let mak = format!("activation = {{ mak_file = \"{}\" }}", key.display());
+    config_with(&s, port, LOGIN_PW, "20s", "windows-6", &mak, "");
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(st["activation"]["key_installed"], true);
+    assert_eq!(st["activation"]["key_last5"], "WXY23");
+    assert_eq!(st["activation"]["activated"], true);
+    assert!(
+        !st["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().ends_with("mak.txt"))
+    );
+    no_secrets(&s, &r, &st, &[MAK]);
+}
+
+/// Domain `ad.example.edu` and the credentials it takes.
+fn domain_setup(s: &Scratch) -> (PathBuf, String) {
+    let creds = s.write("secrets/ad", "svc-join@ad.example.edu\nJoin-Pw-77\n");
+    let os = format!(
+        "domain = {{ name = \"ad.example.edu\", ou = \"OU=Lab,DC=ad,DC=example,DC=edu\", credentials_file = \"{}\" }}",
+        creds.display()
+    );
+    (creds, os)
+}
+
+#[test]
+fn joins_the_domain_and_leaves_it_before_a_reload() {
+    // Item 10: the join goes through an uploaded VBScript with the
+    // credentials in an uploaded file (deleted at once); it takes effect at
+    // the reboot that follows; the domain is checked after it.
+    let s = Scratch::new("win-ad");
+    let port = free_port();
+    let (creds, os) = domain_setup(&s);
+    let w = Standin::start(
+        &s,
+        port,
+        &[
+            "--ad-domain",
+            "ad.example.edu",
+            "--ad-credentials-file",
+            creds.to_str().unwrap(),
+        ],
+    );
+    config_with(&s, port, LOGIN_PW, "20s", "windows-6", &os, "");
+    let r = post_load(&s, "w7", &["--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = w.state();
+    assert_eq!(st["domain"], "ad.example.edu", "{st}");
+    assert_eq!(
+        st["domain_joins"],
+        serde_json::json!([{"domain": "ad.example.edu", "user": "svc-join@ad.example.edu", "ou": "OU=Lab,DC=ad,DC=example,DC=edu"}])
+    );
+    // Two reboots: the rename's and the join's.
+    assert_eq!(st["reboots_requested"], 2);
+    assert!(
+        !st["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("credentials"))
+    );
+    no_secrets(&s, &r, &st, &["Join-Pw-77"]);
+    let ev = json_lines(&r.stdout);
+    let steps = ok_steps(&ev);
+    let pos = |n: &str| steps.iter().rposition(|s| *s == n).unwrap();
+    assert!(
+        pos("join-domain") < pos("domain-reboot") && pos("domain-reboot") < pos("check-domain")
+    );
+
+    // Before the next load the old OS still answers and is a member: it
+    // leaves the domain (VCL's pre_reload), then the new first boot joins
+    // again. Here through `provision` with a command provisioner whose
+    // load reboots the stand-in (SIGUSR1): a new boot id, as after a load.
+    let pw = kept_password(&s);
+    login_with(&s, &pw);
+    let text = std::fs::read_to_string(s.path("reimage.toml"))
+        .unwrap()
+        .replace("provisioner = \"lab\"", "provisioner = \"noop\"");
+    std::fs::write(
+        s.path("reimage.toml"),
+        format!(
+            "{text}\n[provisioners.noop]\nkind = \"command\"\nload = [\"kill\", \"-USR1\", \"{}\"]\n",
+            w.child.id()
+        ),
+    )
+    .unwrap();
+    let r = Test::with(&s)
+        .provision("pcw", "w7")
+        .args(&["--json"])
+        .run();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = w.state();
+    assert_eq!(st["domain_unjoins"], 1, "{st}");
+    let ev = json_lines(&r.stdout);
+    let unjoin = step_end(&ev, "unjoin-domain");
+    assert_eq!(unjoin["result"], "ok");
+    assert!(
+        unjoin["message"]
+            .as_str()
+            .unwrap()
+            .contains("left ad.example.edu")
+    );
+    no_secrets(&s, &r, &st, &["Join-Pw-77", &pw]);
+}
+
+#[test]
+fn a_join_with_wrong_credentials_is_not_ready() {
+    let s = Scratch::new("win-ad-bad");
+    let port = free_port();
+    let (_, os) = domain_setup(&s);
+    let other = s.write("secrets/ad-real", "svc-join@ad.example.edu\nOther-Pw\n");
+    let _w = Standin::start(
+        &s,
+        port,
+        &[
+            "--ad-domain",
+            "ad.example.edu",
+            "--ad-credentials-file",
+            other.to_str().unwrap(),
+        ],
+    );
+    config_with(&s, port, LOGIN_PW, "20s", "windows-6", &os, "");
+    let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    r.stderr_has("join-domain");
+    r.stderr_has("1326");
+    assert!(!r.stderr.contains("Join-Pw-77"));
+}
+
+#[test]
+fn network_renew_and_static_address() {
+    // Item 11: DHCP renewed, the public interface's static address and
+    // gateway set.
+    let s = Scratch::new("win-net");
+    let port = free_port();
+    let w = Standin::start(&s, port, &[]);
+    config_with(
+        &s,
+        port,
+        LOGIN_PW,
+        "20s",
+        "windows-6",
+        "",
+        "renew_dhcp = true\nstatic_address = { interface = \"Public\", address = \"192.0.2.7/24\", gateway = \"192.0.2.1\" }",
+    );
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(st["network"]["dhcp_renewed"], 1);
+    assert_eq!(
+        st["network"]["static"],
+        serde_json::json!({"interface": "Public", "address": "192.0.2.7", "mask": "255.255.255.0", "gateway": "192.0.2.1"})
+    );
+    // An interface the computer does not have: fatal, a reload will not
+    // grow it.
+    let s = Scratch::new("win-net-bad");
+    let port = free_port();
+    let _w = Standin::start(&s, port, &[]);
+    config_with(
+        &s,
+        port,
+        LOGIN_PW,
+        "20s",
+        "windows-6",
+        "",
+        "static_address = { interface = \"Nope\", address = \"192.0.2.7/24\" }",
+    );
+    let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    r.stderr_has("static-address");
+}
+
+#[test]
+fn check_shows_timeouts_lockdown_and_first_boot_actions() {
+    // Item 3 (VCL's numbers) and the plan `reimage check` prints.
+    let s = Scratch::new("win-check");
+    let (_, os) = domain_setup(&s);
+    s.config(&format!(
+        "[os.w10]\nfamily = \"windows-10\"\nallow_from = [\"10.20.0.0/16\"]\n\
+         time_servers = [\"ntp1.example.edu\"]\nactivation = {{ kms = \"kms.example.edu\" }}\n{os}\n\
+         [images.vm]\nos = \"w10\"\nvirtual = true\n\
+         [images.sys]\nos = \"w10\"\nsysprep = true\n\
+         [images.lx]\nos = \"linux\"\n\
+         [computers.pc]\naddress = \"10.20.1.7\"\nprovisioner = \"lab\"\nrenew_dhcp = true\n"
+    ));
+    let r = Test::with(&s).check("pc", "vm").run();
+    r.code(0);
+    r.stdout_has("response [port] port 5985: timeout 5m");
+    r.stdout_has("on timeout: power reset, then 10m");
+    r.stdout_has("lockdown: RDP (TCP 3389) and ping open only from 10.20.0.0/16");
+    r.stdout_has("password: fresh random Administrator password, written to");
+    r.stdout_has("computers/pc/administrator-password");
+    r.stdout_has("name: renamed to pc, rebooted, name checked");
+    r.stdout_has("time: synced from ntp1.example.edu");
+    r.stdout_has("activation: KMS host kms.example.edu");
+    r.stdout_has("domain: join ad.example.edu in OU=Lab,DC=ad,DC=example,DC=edu");
+    r.stdout_has("network: DHCP lease renewed");
+    r.stdout_has("power: sleep and hibernation off");
+    let r = Test::with(&s).check("pc", "sys").run();
+    r.code(0);
+    r.stdout_has("response [port] port 5985: timeout 30m");
+    r.stdout_has("sysprep-done [setup-done]: timeout 30m");
+    let r = Test::with(&s).check("pc", "lx").run();
+    r.code(0);
+    r.stdout_has("port [port] port 22: timeout 10m");
+    r.stdout_has(
+        "lockdown: SSH (TCP 22) and ping open only from the management node's own address",
+    );
+    r.stdout_has("password: fresh random root password");
+    r.stdout_has("scrub: private keys under /root/.ssh removed");
+}
+
+#[test]
+fn first_boot_keys_are_checked() {
+    for (os, want) in [
+        (
+            "family = \"windows-6\"\nallow_from = [\"10.0.0.0/33\"]",
+            "prefix length",
+        ),
+        (
+            "family = \"windows-6\"\nallow_from = [\"lab-net\"]",
+            "not an IP address",
+        ),
+        (
+            "family = \"linux\"\nactivation = { kms = \"k\" }",
+            "Windows first-boot action",
+        ),
+        (
+            "family = \"windows-5\"\nactivation = { kms = \"k\" }",
+            "XP/2003",
+        ),
+        ("family = \"windows-6\"\nactivation = {}", "exactly one of"),
+        (
+            "family = \"windows-6\"\ntime_servers = [\"a b\"]",
+            "not a host name",
+        ),
+        (
+            "family = \"linux\"\nsteps = [{ wait = \"setup-done\" }]",
+            "asks Windows",
+        ),
+    ] {
+        Test::new()
+            .config(&format!(
+                "[os.p]\n{os}\n[images.i]\nos = \"p\"\nprovisioner = \"lab\"\n[computers.c]\naddress = \"10.0.0.1\"\n"
+            ))
+            .check("c", "i")
+            .run()
+            .code(78)
+            .stderr_has(want);
+    }
+}

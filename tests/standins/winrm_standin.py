@@ -1895,6 +1895,8 @@ def main():
     print(f"winrm-standin listening on {a.host}:{a.port}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGUSR1: a reload (by a test's load command): the computer reboots.
+    signal.signal(signal.SIGUSR1, lambda *_: life.reboot_soon())
     try:
         while not stop.wait(3600):
             pass
