@@ -310,5 +310,16 @@ fn windows_example_config_checks() {
             .run();
         assert_eq!(r.code, 0, "{image}: {}", r.stderr);
         r.stdout_has("channel winrm");
+        r.stdout_has("lockdown: RDP (TCP 3389) and ping open only from");
+        if image == "win7-base" {
+            r.stdout_has("10.0.0.0/16, 192.0.2.10");
+            r.stdout_has("sysprep-done [setup-done]");
+            r.stdout_has("domain: join ad.example.edu");
+            r.stdout_has("activation: KMS host kms.example.edu:1688");
+            r.stdout_has("network: 192.0.2.107/24 on `Public`, gateway 192.0.2.1");
+        }
+        if image == "win7-lab" {
+            r.stdout_has("password: Administrator set from /etc/reimage/secrets/admin");
+        }
     }
 }
