@@ -48,6 +48,14 @@ echo "no systemd: sshd is started by the image's own init""#;
 /// DROP for the rest). Ping is left to the image's firewall (in the man
 /// page).
 const FIREWALL: &str = r#"fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
+# @peer: the address this SSH connection comes from as the computer sees it
+# (behind NAT, e.g. QEMU user networking, not the management node's own).
+n=$#; i=0
+while [ $i -lt $n ]; do
+  c=$1; shift; i=$((i+1))
+  [ "$c" = @peer ] && c=${SSH_CLIENT%% *}
+  [ -n "$c" ] && set -- "$@" "$c"
+done
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
   firewall-cmd --permanent --remove-service=ssh >/dev/null 2>&1
   for c in "$@"; do
@@ -144,7 +152,10 @@ pub fn first_boot(
     state: &crate::state::StateDir,
     report: &Reporter,
 ) -> Result<(), Outcome> {
-    let allow_from = super::allow_from(plan).map_err(Outcome::Fatal)?;
+    let mut allow_from = super::allow_from(plan).map_err(Outcome::Fatal)?;
+    if plan.profile.allow_from.is_empty() {
+        allow_from.push("@peer".into());
+    }
     let mut a = Actions::new(plan, attempt, ch, report);
     let name = plan.computer.name.as_str();
     // A hostname or unit that cannot be set will not be fixed by a reload
@@ -196,4 +207,67 @@ pub fn first_boot(
         let _ = a.ch.run(&sh(r#"rm -f "$1""#, &[file]), a.timeout);
     }
     r.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `script` with `args` under sh, with PATH holding only a stub
+    /// iptables that logs its arguments (and no firewalld or ufw).
+    fn run_with_stub_iptables(script: &str, args: &[&str], ssh_client: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("reimage-fw-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let log = dir.join("log");
+        let stub = dir.join("iptables");
+        std::fs::write(
+            &stub,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\n[ \"$1\" = -C ] && exit 1\nexit 0\n",
+                log.display()
+            ),
+        )
+        .expect("stub");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let argv = sh(script, args);
+        let out = std::process::Command::new("/bin/sh")
+            .args(&argv[1..])
+            .env("PATH", format!("{}:/bin:/usr/bin", dir.display()))
+            .env("SSH_CLIENT", ssh_client)
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        text
+    }
+
+    #[test]
+    fn ssh_is_opened_to_the_sources_and_the_peer_then_dropped() {
+        let log = run_with_stub_iptables(FIREWALL, &["192.0.2.5", "@peer"], "10.0.2.2 40000 22");
+        let lines: Vec<&str> = log.lines().collect();
+        assert!(
+            lines.contains(&"-I INPUT -p tcp -s 192.0.2.5 --dport 22 -j ACCEPT"),
+            "{log}"
+        );
+        // Behind QEMU's NAT the computer sees the connection from 10.0.2.2.
+        assert!(
+            lines.contains(&"-I INPUT -p tcp -s 10.0.2.2 --dport 22 -j ACCEPT"),
+            "{log}"
+        );
+        assert!(
+            lines.contains(&"-A INPUT -p tcp --dport 22 -j DROP"),
+            "{log}"
+        );
+        assert!(
+            lines.contains(&"-D INPUT -p tcp --dport 22 -j ACCEPT"),
+            "{log}"
+        );
+        assert!(!log.contains("@peer"), "{log}");
+        // No SSH_CLIENT (not over SSH): @peer adds nothing.
+        let log = run_with_stub_iptables(FIREWALL, &["192.0.2.5", "@peer"], "");
+        assert_eq!(log.matches("-I INPUT").count(), 1, "{log}");
+    }
 }
