@@ -17,10 +17,33 @@ Usage:
                    [--no-powershell | --powershell-2]
 
 --no-powershell: Windows XP / Server 2003 as installed: `powershell` is not
-recognized, there is no `netsh advfirewall`, and powercfg takes XP's slashed
-settings (`/change /standby-timeout-ac 0`). --powershell-2: stock Windows 7 /
+recognized, there is no `netsh advfirewall`, and powercfg takes XP's
+scheme-name form (`/change "NAME" /standby-timeout-ac 0`, the name from
+`powercfg /query`). --powershell-2: stock Windows 7 /
 2008 R2: PowerShell 2, which has no Get-CimInstance, no Rename-Computer and
 no `Get-Content -Raw`.
+
+The Windows behaviour the first-boot tests need follows, besides MS-WSMV:
+Apache VCL's managementnode/lib/VCL/Module/OS/Windows.pm, Windows/
+Version_5.pm and Version_6.pm (the commands VCL runs and the outputs it
+parses: netsh advfirewall delete/add rule, netsh firewall set ... scope,
+powercfg, w32tm, slmgr, wmic computersystem domain/unjoin, shutdown /r),
+and Microsoft's documentation: "Windows Setup States" (ImageState values),
+KB Q185739 (SystemSetupInProgress), the netsh advfirewall, w32tm, Slmgr.vbs
+and powercfg command references, and Win32_ComputerSystem's
+JoinDomainOrWorkgroup / UnjoinDomainOrWorkgroup return codes.
+
+Time-dependent state (for the wait tests):
+  --sysprep-for S      ImageState is IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE,
+                       then IMAGE_STATE_UNDEPLOYABLE, and IMAGE_STATE_COMPLETE
+                       S seconds after start (XP: SystemSetupInProgress and
+                       MiniSetupInProgress 1, then 0)
+  --auth-fails-for S   every login gets 401 for S seconds after start, as
+                       while Sysprep keeps Administrator disabled
+  --reboot-after S     one reboot S seconds after the first command
+  SIGUSR1              a reboot now (a test's load command)
+  --locale de-DE       Windows' own firewall rules and groups have German
+                       names (the localized-group trap)
 
 Serves POST /wsman. Prints "winrm-standin listening on HOST:PORT" on stdout
 (flushed) once it accepts connections.
@@ -49,6 +72,34 @@ Behaviour:
                          WinNT ADSI GetObject, SetPassword, SetInfo,
                          DeleteFile of WScript.Arguments(0)) is applied;
                          others exit with their first `WScript.Quit N`
+    reg query KEY [/v NAME]   values, incl. the setup state above
+    netsh advfirewall firewall delete rule name=all dir=in protocol=P
+                         [localport=N] / add rule name=.. dir=in action=allow
+                         protocol=P [localport=N] remoteip=LIST: the rule list
+                         in the state file; `set rule group="G"` by the
+                         (localized) group name
+    netsh firewall set service type=remotedesktop mode=enable scope=custom
+                         addresses=LIST / set icmpsetting type=8 (XP)
+    netsh interface ip set address name="IF" static ADDR MASK [GW 1]
+    ipconfig /renew      counted
+    powercfg /change SETTING 0, /hibernate off (XP: /query, scheme-name form)
+    net start w32time    starts the time service (exit 2 when running)
+    w32tm /config /manualpeerlist:"A B" /syncfromflags:manual /update,
+    w32tm /resync [/rediscover]   fails when every peer ends in .invalid
+    cscript //nologo %SystemRoot%\System32\slmgr.vbs /skms HOST | /ato
+                         /ato fails (0xC004F074) for a KMS host ending in
+                         .invalid and no MAK installed
+    cscript //nologo mak.vbs FILE / domain.vbs FILE DOMAIN [OU]   reimage's
+                         uploaded VBScripts, recognized by what they call
+                         (InstallProductKey; JoinDomainOrWorkgroup): the file
+                         is read and deleted; the join checks the domain and
+                         credentials (--ad-domain, --ad-credentials-file),
+                         1355 / 1326 otherwise, and takes effect at the next
+                         boot
+    wmic computersystem get domain,partofdomain /value; ... call
+                         unjoindomainorworkgroup funjoinoptions=0
+    shutdown /r /t 0 /f  the listener goes down and comes back on a new
+                         boot: the pending name and domain apply then
     hostname             the machine name (default WIN-STANDIN)
     set-name NAME        stand-in only: change the machine name
     exit N               exit code N
