@@ -12,7 +12,7 @@
 //! - `config`: the TOML model, validation with file:line:col, the plan;
 //! - `report`, `state`: events and logs; lock and records;
 //! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
-//!   `encoding`, `secret`, `error`: shared mechanisms.
+//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
 
 mod attempt;
 mod cli;
@@ -32,6 +32,7 @@ mod secret;
 mod signal;
 mod state;
 mod wait;
+mod xml;
 
 use clap::Parser;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -69,10 +69,7 @@ pub struct Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
-        // SAFETY: plain syscall on an fd we own.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        let _ = self.file.unlock();
     }
 }
 
@@ -155,9 +152,16 @@ mod phase_or_empty {
     }
 }
 
-fn flock(f: &File, how: i32) -> bool {
-    // SAFETY: plain syscall on an fd we own.
-    unsafe { libc::flock(f.as_raw_fd(), how) == 0 }
+/// Takes the exclusive lock (flock(2), by std) on `file` without waiting;
+/// Ok(false) when another process holds it.
+fn try_lock(file: &File, path: &Path) -> Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 impl StateDir {
@@ -204,7 +208,7 @@ impl StateDir {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        if !try_lock(&file, &path)? {
             let mut s = String::new();
             let _ = file.read_to_string(&mut s);
             return Err(LockError::Held(Locked {
@@ -280,17 +284,11 @@ impl StateDir {
         let start = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
-            if let Some(i) = files
-                .iter()
-                .position(|f| flock(f, libc::LOCK_EX | libc::LOCK_NB))
-            {
+            if let Some(i) = files.iter().position(|f| f.try_lock().is_ok()) {
                 let file = files.swap_remove(i);
                 let _ = file.set_len(0);
                 let _ = (&file).write_all(std::process::id().to_string().as_bytes());
-                return Ok(Some(Slot {
-                    _file: file,
-                    index: i as u32,
-                }));
+                return Ok(Some(Slot { file }));
             }
             crate::signal::check()?;
             if start.elapsed() >= wait {
@@ -306,9 +304,47 @@ impl StateDir {
 /// A held semaphore slot; freed when dropped or when the process dies.
 #[derive(Debug)]
 pub struct Slot {
-    _file: File,
-    /// Which slot.
-    pub index: u32,
+    file: File,
+}
+
+impl Slot {
+    /// Writes what the slot is held for (e.g. a node name) next to the
+    /// holder's pid, for [`StateDir::slot_labels`].
+    pub fn label(&self, text: &str) {
+        let _ = self.file.set_len(0);
+        let line = format!("{} {text}", std::process::id());
+        let _ = self.file.write_all_at(line.as_bytes(), 0);
+    }
+}
+
+impl StateDir {
+    /// The labels of the slots of semaphore `name` that are held now (by
+    /// any process, this one included). A slot is held while its file is
+    /// locked; a free slot's stale label is not returned.
+    pub fn slot_labels(&self, name: &str) -> Vec<String> {
+        let dir = self.root.join("slots").join(name);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut labels = Vec::new();
+        for e in entries.flatten() {
+            let Ok(file) = File::open(e.path()) else {
+                continue;
+            };
+            if file.try_lock_shared().is_ok() {
+                // Free: nobody holds it (the lock goes with the file).
+                continue;
+            }
+            let mut text = String::new();
+            if (&file).read_to_string(&mut text).is_ok()
+                && let Some((_, label)) = text.trim().split_once(' ')
+            {
+                labels.push(label.to_string());
+            }
+        }
+        labels.sort();
+        labels
+    }
 }
 
 /// Writes `data` to `path` atomically: a temp file in the same directory
@@ -415,5 +451,22 @@ mod tests {
                 .expect("ok")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn held_slots_show_their_labels_and_free_ones_do_not() {
+        let d = tmp("slot-labels");
+        let s = StateDir::new(&d);
+        assert!(s.slot_labels("y").is_empty());
+        let a = s.acquire_slot("y", 3, Duration::ZERO, |_| {}).expect("ok");
+        let b = s.acquire_slot("y", 3, Duration::ZERO, |_| {}).expect("ok");
+        let (a, b) = (a.expect("slot a"), b.expect("slot b"));
+        a.label("node7");
+        b.label("node8");
+        assert_eq!(s.slot_labels("y"), vec!["node7", "node8"]);
+        drop(a);
+        assert_eq!(s.slot_labels("y"), vec!["node8"]);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -90,15 +90,17 @@ impl Sequence<'_> {
     }
 
     fn step(&mut self, s: &Step) -> Result<(), Outcome> {
-        let (w, timeout) = match &s.wait {
+        let started = Instant::now();
+        let (w, timeout, reset) = match &s.wait {
             // A sleep is a wait the OS needs, not a timeout: it does not grow.
             Wait::Sleep(d) => {
                 self.report.step(&s.name, Some(*d));
-                (wait::sleep(self.report, *d), *d)
+                (wait::sleep(self.report, *d), *d, None)
             }
             Wait::Poll(probe, limits) => {
                 let timeout = self.attempt.scale(limits.timeout);
-                (self.poll_step(&s.name, probe, limits, timeout), timeout)
+                let (w, reset) = self.poll_step(&s.name, probe, limits, timeout);
+                (w, timeout, reset)
             }
         };
         let what = format!("{} step `{}`", self.who(), s.name);
@@ -124,7 +126,17 @@ impl Sequence<'_> {
                 Err(Outcome::Fatal(anyhow::anyhow!(m)))
             }
             other => {
-                let m = wait::describe(&other, &what, timeout);
+                // The numbers are the real ones: after a power reset the
+                // wait lasted both waits and the reset.
+                let m = match reset {
+                    Some((first, extra)) => format!(
+                        "{} (reset power after {}, then waited {} more)",
+                        wait::describe(&other, &what, started.elapsed()),
+                        duration::fmt(first),
+                        duration::fmt(extra)
+                    ),
+                    None => wait::describe(&other, &what, timeout),
+                };
                 self.report.step_end(false, &m);
                 Err(Outcome::Retry(anyhow::anyhow!(m)))
             }
@@ -158,22 +170,23 @@ impl Sequence<'_> {
 
     /// Polls `probe` within `limits` grown for the attempt (`timeout`);
     /// on a timeout, resets power and waits longer when the step says so.
+    /// After a reset, also the first wait and the second one.
     fn poll_step(
         &mut self,
         name: &str,
         probe: &Probe,
         limits: &StepLimits,
         timeout: Duration,
-    ) -> Waited {
+    ) -> (Waited, Option<(Duration, Duration)>) {
         let stall = limits.stall.map(|d| self.attempt.scale(d));
         self.report.step(name, Some(timeout));
         let w = self.wait_for(probe, Limits { timeout, stall });
         let (Waited::TimedOut(last), Some(extra)) = (&w, limits.reset_on_timeout) else {
-            return w;
+            return (w, None);
         };
         if last.starts_with(AUTH) {
             // It answers and refuses us: a power reset cannot help.
-            return w;
+            return (w, None);
         }
         match self.power.power_reset(self.report) {
             Some(Outcome::Done) => {
@@ -187,25 +200,26 @@ impl Sequence<'_> {
                 );
                 self.report
                     .step(&format!("{name}-after-reset"), Some(extra));
-                self.wait_for(
+                let w = self.wait_for(
                     probe,
                     Limits {
                         timeout: extra,
                         stall,
                     },
-                )
+                );
+                (w, Some((timeout, extra)))
             }
             Some(o) => {
                 self.report.warn(&format!(
                     "power reset failed: {}",
                     o.error().map(|e| format!("{e:#}")).unwrap_or_default()
                 ));
-                w
+                (w, None)
             }
             None => {
                 self.report
                     .info("the provisioner cannot reset power: no second wait");
-                w
+                (w, None)
             }
         }
     }

@@ -11,6 +11,7 @@
 //! as `console.log.old`).
 
 use anyhow::{Context, Result, anyhow, bail};
+use rustix::process::{Pid, Signal};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -458,11 +459,11 @@ impl Qmp {
     }
 }
 
-/// Sends `sig` to `pid`.
-fn kill(pid: i32, sig: i32) {
-    // SAFETY: plain syscall; pid was checked to be a QEMU of ours.
-    unsafe {
-        libc::kill(pid, sig);
+/// Sends `sig` to `pid` (checked to be a QEMU of ours); an error means it
+/// is gone already.
+fn kill(pid: i32, sig: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
@@ -509,11 +510,11 @@ fn stop_run(run: &RunDir, report: &Reporter) -> Result<()> {
         }
         if !left.is_empty() {
             for p in &left {
-                kill(*p, libc::SIGTERM);
+                kill(*p, Signal::TERM);
             }
             left = wait_gone(&left, Duration::from_secs(3));
             for p in &left {
-                kill(*p, libc::SIGKILL);
+                kill(*p, Signal::KILL);
             }
             left = wait_gone(&left, Duration::from_secs(2));
         }

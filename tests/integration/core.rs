@@ -6,6 +6,7 @@
 use crate::common;
 use crate::test::{Test, run};
 use common::{LIMIT, Scratch, alive, eventually, free_port, of_kind};
+use rustix::process::{Pid, Signal, kill_process};
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -190,6 +191,13 @@ fn config_errors_name_file_line_and_column() {
     let r = check_with(text.replace("timeout = \"20s\"", "timeout = \"ten minutes\""));
     r.code(78);
     r.stderr_has("ten minutes");
+    // Durations too long for a deadline are config errors, not a panic.
+    for long in ["\"99999999999999999999h\"", "\"1e20\"", "1e20"] {
+        let r = check_with(text.replace("timeout = \"20s\"", &format!("timeout = {long}")));
+        r.code(78);
+        r.stderr_has("longer than");
+        r.stderr_lacks("panicked");
+    }
     // A step name in `timeouts` that the profile does not have: plain
     // `check` resolves every image's profile and finds it.
     let r = check_with(text.replace(
@@ -657,10 +665,7 @@ fn sigterm_during_load_kills_the_child_and_frees_the_lock() {
         .trim()
         .parse()
         .expect("pid number");
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM to reimage");
     let code = common::wait_limit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(143));
     assert!(

@@ -7,6 +7,7 @@
 use crate::common;
 use crate::test::Test;
 use common::{Scratch, free_port, of_kind, repo};
+use rustix::process::{Pid, Signal, kill_process};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -59,12 +60,10 @@ struct Vm(PathBuf);
 impl Drop for Vm {
     fn drop(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(&self.0)
-            && let Ok(pid) = pid.trim().parse::<i32>()
+            && let Some(pid) = pid.trim().parse().ok().and_then(Pid::from_raw)
         {
-            // SAFETY: killing the test's own VM by its pid file.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // The test's own VM, by its pid file.
+            let _ = kill_process(pid, Signal::KILL);
         }
     }
 }

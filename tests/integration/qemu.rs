@@ -7,6 +7,7 @@
 use crate::common;
 use crate::test::Test;
 use common::{Scratch, alive, eventually, free_port};
+use rustix::process::{Pid, Signal, kill_process};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -116,11 +117,9 @@ struct VmGuard(PathBuf);
 
 impl Drop for VmGuard {
     fn drop(&mut self) {
-        for pid in vm_pids(&self.0) {
-            // SAFETY: plain syscall; the pid's command line names our run dir.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+        // Each pid's command line names our run dir.
+        for pid in vm_pids(&self.0).into_iter().filter_map(Pid::from_raw) {
+            let _ = kill_process(pid, Signal::KILL);
         }
     }
 }
@@ -329,10 +328,7 @@ fn interrupted_load_leaves_no_vm_and_frees_the_lock() {
         !vm_pids(&dir).is_empty(),
         "QEMU is not running before the signal"
     );
-    // SAFETY: plain syscall to our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM to reimage");
     let t = Instant::now();
     let code = common::wait_limit(&mut child, Duration::from_secs(30));
     assert_eq!(code, Some(143), "exit code after SIGTERM");

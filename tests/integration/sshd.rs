@@ -3,6 +3,7 @@
 //! forked) on drop. Owned by the integration tests; the SSH channel's unit
 //! tests include it too (src/control/mod.rs), so it uses std only.
 
+use rustix::process::{Pid, Signal};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -152,11 +153,8 @@ impl Sshd {
             all.extend(children_of(parent));
             i += 1;
         }
-        for pid in all.iter().rev() {
-            // SAFETY: plain syscall on pids we just found under our child.
-            unsafe {
-                libc::kill(*pid, libc::SIGKILL);
-            }
+        for pid in all.into_iter().rev().filter_map(Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
         let _ = self.child.wait();
     }
