@@ -699,8 +699,10 @@ impl Plan {
     pub fn first_boot_lines(&self) -> Vec<String> {
         let p = &self.profile;
         let windows = p.family.is_windows();
-        let from = if p.allow_from.is_empty() {
+        let from = if p.allow_from.is_empty() && windows {
             "the management node's own address toward the computer".to_string()
+        } else if p.allow_from.is_empty() {
+            "the management node's own address toward the computer and the address the computer sees the SSH connection come from".to_string()
         } else {
             p.allow_from.join(", ")
         };
@@ -710,9 +712,11 @@ impl Plan {
         } else {
             ("SSH", "TCP 22")
         };
-        v.push(format!(
-            "lockdown: {door} ({port}) and ping open only from {from}"
-        ));
+        v.push(if windows {
+            format!("lockdown: {door} ({port}) and ping open only from {from}")
+        } else {
+            format!("lockdown: {door} ({port}) open only from {from}; ping as the image has it")
+        });
         let account = if windows { "Administrator" } else { "root" };
         let file = self
             .state_dir

@@ -1117,8 +1117,9 @@ fn check_shows_timeouts_lockdown_and_first_boot_actions() {
     let r = Test::with(&s).check("pc", "lx").run();
     r.code(0);
     r.stdout_has("port [port] port 22: timeout 10m");
+    r.stdout_has("lockdown: SSH (TCP 22) open only from the management node's own address");
     r.stdout_has(
-        "lockdown: SSH (TCP 22) and ping open only from the management node's own address",
+        "and the address the computer sees the SSH connection come from; ping as the image has it",
     );
     r.stdout_has("password: fresh random root password");
     r.stdout_has("scrub: private keys under /root/.ssh removed");
