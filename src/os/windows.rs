@@ -436,10 +436,10 @@ fn slmgr(args: &[&str]) -> Vec<String> {
     v
 }
 
-/// The actions for one family, as (name, how, fatal-on-failure), after the
+/// The actions for one family, as (name, how, what a failure means), after the
 /// rename: Remote Desktop and the lockdown, power, network, time,
 /// activation, and the scrub of answer files.
-pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
+pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, OnFail)> {
     let t = toolset(f);
     let mut v = Vec::new();
     v.push((
@@ -458,7 +458,7 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
             "0",
             "/f",
         ])),
-        true,
+        OnFail::Fatal,
     ));
     if t.legacy_firewall {
         // XP/2003: the service's exception by its type keyword (not a
@@ -476,7 +476,7 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
                 "scope=custom",
                 &format!("addresses={}", s.allow_from.join(",")),
             ])),
-            true,
+            OnFail::Fatal,
         ));
         // `netsh firewall set icmpsetting` has no scope on XP/2003: echo is
         // allowed from every source there (in the man page).
@@ -490,7 +490,7 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
                 "type=8",
                 "mode=enable",
             ])),
-            true,
+            OnFail::Fatal,
         ));
     } else {
         v.push((
@@ -500,7 +500,7 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
                 &["protocol=TCP", "localport=3389"],
                 &s.allow_from,
             )),
-            true,
+            OnFail::Fatal,
         ));
         v.push((
             "firewall-ping",
@@ -509,7 +509,7 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
                 &["protocol=icmpv4:8,any"],
                 &s.allow_from,
             )),
-            true,
+            OnFail::Fatal,
         ));
     }
     v.push((
@@ -519,15 +519,19 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
         } else {
             Act::Run(power_command(None))
         },
-        false,
+        OnFail::GoOn,
     ));
     v.push((
         "disable-hibernate",
         Act::Run(argv(&["powercfg", "/hibernate", "off"])),
-        false,
+        OnFail::GoOn,
     ));
     if s.renew_dhcp {
-        v.push(("renew-dhcp", Act::Run(argv(&["ipconfig", "/renew"])), false));
+        v.push((
+            "renew-dhcp",
+            Act::Run(argv(&["ipconfig", "/renew"])),
+            OnFail::GoOn,
+        ));
     }
     if let Some((iface, addr, mask, gw)) = &s.static_address {
         // The positional form XP through 11 all take (VCL's Windows.pm
@@ -538,7 +542,7 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
         if let Some(g) = gw {
             cmd.extend(argv(&[g, "1"]));
         }
-        v.push(("static-address", Act::Run(cmd), true));
+        v.push(("static-address", Act::Run(cmd), OnFail::Fatal));
     }
     if !s.time_servers.is_empty() {
         // VCL's Windows.pm configure_time_synchronization: the service must
@@ -551,22 +555,26 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, bool)> {
         ]);
         cmd.push(format!("/manualpeerlist:\"{}\"", s.time_servers.join(" ")));
         cmd.extend(argv(&["/syncfromflags:manual", "/update"]));
-        v.push(("time-servers", Act::Run(cmd), true));
+        v.push(("time-servers", Act::Run(cmd), OnFail::Fatal));
         // A server that does not answer may answer after a reload on
         // another network path: retry, never "going on" with a wrong clock.
         v.push((
             "time-sync",
             Act::Run(argv(&["w32tm", "/resync", "/rediscover"])),
-            true,
+            OnFail::Retry,
         ));
     }
     if let Some(kms) = &s.kms {
-        v.push(("activation-kms", Act::Run(slmgr(&["/skms", kms])), true));
+        v.push((
+            "activation-kms",
+            Act::Run(slmgr(&["/skms", kms])),
+            OnFail::Fatal,
+        ));
     }
     v.push((
         "remove-answer-files",
         Act::RemoveFiles(t.answer_files),
-        true,
+        OnFail::Fatal,
     ));
     v
 }
@@ -1047,12 +1055,6 @@ pub fn first_boot(
         }
     }
     for (name, act, on_fail) in actions(family, &settings) {
-        let on_fail = if on_fail { OnFail::Fatal } else { OnFail::GoOn };
-        let on_fail = match name {
-            // The clock server or KMS host not answering: a retry, not fatal.
-            "time-sync" => OnFail::Retry,
-            _ => on_fail,
-        };
         match run_act(&mut a, name, &act, outcome(on_fail)) {
             Ok(_) => {}
             Err(Outcome::Retry(e)) if on_fail == OnFail::GoOn => {
@@ -1275,7 +1277,7 @@ mod tests {
             actions(Family::Windows5, &settings())
                 .into_iter()
                 .find(|(n, _, _)| *n == "disable-sleep"),
-            Some((_, Act::XpPower, false))
+            Some((_, Act::XpPower, OnFail::GoOn))
         ));
         assert_eq!(
             power_command(Some("Home/Office Desk"))[2..6].join(" "),
