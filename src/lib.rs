@@ -160,19 +160,19 @@ fn provisioner(loaded: &Loaded, plan: &Plan) -> Result<Box<dyn provision::Provis
 fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     let (Some(computer), Some(image)) = (&a.computer, &a.image) else {
         let c = &loaded.config;
-        println!(
+        report::stdout_line(&format!(
             "{}: OK ({} computers, {} images, {} OS profiles, {} provisioners)",
             loaded.path.display(),
             c.computers.len(),
             c.images.len(),
             c.os.len(),
             c.provisioners.len()
-        );
+        ));
         return Ok(0);
     };
     let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
     let lines = provisioner(loaded, &plan)?.describe(&plan);
-    print!("{}", plan.describe(&lines));
+    report::stdout_line(plan.describe(&lines).trim_end_matches('\n'));
     Ok(0)
 }
 
@@ -206,6 +206,7 @@ fn run(
         Job::Provision(n) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
     };
+    let previous = state.read_last_run(&plan.computer.name);
     let mut runner = runner::Runner {
         plan: &plan,
         provisioner: provisioner.as_ref(),
@@ -214,6 +215,7 @@ fn run(
         report: &report,
         record: runner::Runner::record_for(&plan, name, of),
     };
+    runner.note_previous(previous);
     let code = match job {
         Job::Provision(_) => runner.provision(of),
         // Without --of, an attempt past the plan's count is the last one.

@@ -7,6 +7,7 @@ mod test;
 
 mod core;
 mod e2e;
+mod harden;
 mod libvirt;
 mod man;
 mod profiles;
