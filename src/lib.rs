@@ -45,6 +45,16 @@ use runner::Phase;
 
 /// Runs reimage with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
+    if let Some(var) = empty_env() {
+        let e = Error::Usage(format!(
+            "the environment variable {var} is set but empty: unset it, or set it to a path"
+        ));
+        if std::env::args_os().any(|a| a == "--json") {
+            json_event(None, None, &e);
+        }
+        report::stderr_line(&format!("reimage: error: {e}"));
+        return e.code();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -66,6 +76,24 @@ pub fn main() -> i32 {
     }
 }
 
+/// An environment variable that stands for a flag, set but empty, while
+/// its flag is not given: clap would blame the flag.
+fn empty_env() -> Option<&'static str> {
+    [
+        ("REIMAGE_CONFIG", "--config"),
+        ("REIMAGE_STATE_DIR", "--state-dir"),
+    ]
+    .into_iter()
+    .find(|(var, flag)| {
+        std::env::var_os(var).is_some_and(|v| v.is_empty())
+            && !std::env::args_os().any(|a| {
+                a.to_str()
+                    .is_some_and(|a| a == *flag || a.starts_with(&format!("{flag}=")))
+            })
+    })
+    .map(|(var, _)| var)
+}
+
 /// With `--json`, a run that stops before its events start (usage, config,
 /// lock) still ends with one `run` event that carries the exit code.
 fn json_end(cli: &Cli, e: &Error) {
@@ -74,6 +102,11 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
         Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
     };
+    json_event(computer, image, e);
+}
+
+/// The final `run` event of a run that stopped on `e`.
+fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
         "kind": "run",

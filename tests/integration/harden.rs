@@ -554,3 +554,106 @@ fn fifty_simultaneous_runs_on_one_computer() {
     assert_eq!(runs, 1, "only the holder ran");
     lock_is_free(&s);
 }
+
+/// Issue 9.6: while a phase runs, the record says "running" for that
+/// phase and attempt, not the previous phase's result.
+#[test]
+fn the_record_says_running_while_a_phase_runs() {
+    let s = Scratch::new("running");
+    let seen = s.path("seen");
+    // Attempt 1 asks for a retry; attempt 2 copies the record as it is
+    // while its load runs.
+    s.script(
+        "load.sh",
+        &format!(
+            "#!/bin/sh\n[ \"$REIMAGE_ATTEMPT\" = 1 ] && exit 75\ncp {} {}\nexit 0\n",
+            s.path("state/computers/pc7/last-run.json").display(),
+            seen.display()
+        ),
+    );
+    config(&s, &format!("[\"{}\"]", s.path("load.sh").display()), "1m");
+    let r = Test::with(&s).provision("pc7", "img").run();
+    r.code(0);
+    let during: Value =
+        serde_json::from_str(&std::fs::read_to_string(&seen).expect("copied")).expect("json");
+    assert_eq!(
+        (&during["result"], &during["phase"], &during["attempt"]),
+        (&"running".into(), &"load".into(), &2.into()),
+        "{during}"
+    );
+    assert!(during["exit_code"].is_null());
+    assert_eq!(record(&s)["result"], "done");
+}
+
+/// Issue 9.12: only a regular file of at most 4 MiB is read as the config:
+/// a device, a FIFO (which would block) and a huge file are refused at once.
+#[test]
+fn the_config_must_be_a_small_regular_file() {
+    let s = Scratch::new("cfgfile");
+    let fifo = s.path("fifo.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let big = s.write("big.toml", &format!("# {}\n", "x".repeat(5 << 20)));
+    for (path, says) in [
+        (std::path::Path::new("/dev/zero"), "not a regular file"),
+        (fifo.as_path(), "not a regular file"),
+        (big.as_path(), "the most reimage reads is 4194304"),
+    ] {
+        let r = Test::with(&s)
+            .no_config_flag()
+            .arg("--config")
+            .arg(path)
+            .args(&["check"])
+            .limit(Duration::from_secs(60))
+            .run();
+        r.code(78).stderr_has(says);
+    }
+}
+
+/// Issue 9.11 and 9.13: an empty REIMAGE_CONFIG or REIMAGE_STATE_DIR is
+/// named (not a flag that was never given); with --json every early error
+/// (64, 78) still ends with one `run` event carrying the exit code.
+#[test]
+fn early_errors_are_told_plainly_and_end_json_runs() {
+    let s = Scratch::new("early");
+    config(&s, r#"["true"]"#, "1m");
+    for var in ["REIMAGE_CONFIG", "REIMAGE_STATE_DIR"] {
+        let r = Test::with(&s)
+            .no_config_flag()
+            .env(var, "")
+            .args(&["check", "--json"])
+            .run();
+        r.code(64)
+            .stderr_has(&format!("{var} is set but empty"))
+            .stderr_lacks("--config")
+            .stderr_lacks("--state-dir");
+        let ev: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON event");
+        assert_eq!((&ev["kind"], &ev["code"]), (&"run".into(), &64.into()));
+    }
+    let runs = [
+        (
+            Test::with(&s).load("pc7", "img").attempt(3, 2),
+            64,
+            "more than --of",
+        ),
+        (Test::with(&s).load("pc99", "img"), 64, "unknown computer"),
+        (
+            Test::with(&s)
+                .load("pc7", "img")
+                .args(&["--state-dir", "/dev/null/x"]),
+            1,
+            "cannot create state directory",
+        ),
+    ];
+    for (t, code, says) in runs {
+        let r = t.args(&["--json"]).run();
+        r.code(code).stderr_has(says);
+        let ev: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON event");
+        assert_eq!((&ev["kind"], &ev["code"]), (&"run".into(), &code.into()));
+    }
+    s.write("reimage.toml", "max_attempts = 0\n");
+    let r = Test::with(&s).args(&["check", "--json"]).run();
+    r.code(78).stderr_has("reimage.toml:1:1:");
+    let ev: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON event");
+    assert_eq!((&ev["kind"], &ev["code"]), (&"run".into(), &78.into()));
+}

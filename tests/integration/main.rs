@@ -5,6 +5,7 @@ mod common;
 mod sshd;
 mod test;
 
+mod configs;
 mod core;
 mod e2e;
 mod harden;
