@@ -25,6 +25,8 @@ mod exec;
 mod os;
 mod outcome;
 mod probe;
+#[cfg(test)]
+mod proptests;
 mod provision;
 mod report;
 mod runner;
