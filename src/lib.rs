@@ -249,6 +249,7 @@ fn run(
         state: &state,
         report: &report,
         record: runner::Runner::record_for(&plan, name, of),
+        record_failed: false,
     };
     runner.note_previous(previous);
     let code = match job {

@@ -59,6 +59,8 @@ pub struct Runner<'a> {
     pub report: &'a Reporter,
     /// The last-run record, updated as the run goes.
     pub record: LastRun,
+    /// A write of the record failed once (and was said).
+    pub record_failed: bool,
 }
 
 impl Runner<'_> {
@@ -87,9 +89,15 @@ impl Runner<'_> {
         if let Err(e) = self
             .state
             .write_last_run(&self.plan.computer.name, &self.record)
+            && !self.record_failed
         {
-            self.report
-                .warn(&format!("cannot write the last-run record: {e:#}"));
+            // Said once: a full disk fails every later write the same way.
+            self.record_failed = true;
+            let path = self.state.computer_dir(&self.plan.computer.name);
+            self.report.warn(&format!(
+                "cannot write the last-run record in {}: {e:#}",
+                path.display()
+            ));
         }
     }
 

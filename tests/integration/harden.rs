@@ -465,6 +465,30 @@ fn a_full_state_dir_keeps_event_lines_whole() {
         serde_json::from_str::<Value>(l).expect("every line is whole JSON");
     }
     assert_eq!(record(&s)["result"], "done");
+    // So small that no record can be written either: said once, naming
+    // the computer's directory; the run itself goes on.
+    let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+    // SAFETY: as above.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            rustix::process::setrlimit(
+                rustix::process::Resource::Fsize,
+                rustix::process::Rlimit {
+                    current: Some(100),
+                    maximum: Some(100),
+                },
+            )?;
+            Ok(())
+        });
+    }
+    let r = crate::test::run(&mut cmd, common::LIMIT);
+    r.code(0);
+    let said = format!(
+        "cannot write the last-run record in {}",
+        s.path("state/computers/pc7").display()
+    );
+    assert_eq!(r.stderr.matches(&said).count(), 1, "{r:?}");
     // The next run, with room, appends whole lines after them.
     let r = Test::with(&s).load("pc7", "img").attempt(1, 2).run();
     r.code(0);
@@ -487,28 +511,34 @@ fn fifty_simultaneous_runs_on_one_computer() {
         ),
     );
     config(&s, &format!("[\"{}\"]", s.path("load.sh").display()), "10m");
+    // Every other run with --json: its one event must say 73 too.
     let mut children: Vec<Child> = (0..50)
-        .map(|_| {
-            Test::with(&s)
-                .load("pc7", "img")
-                .attempt(1, 2)
-                .command()
+        .map(|i| {
+            let mut t = Test::with(&s).load("pc7", "img").attempt(1, 2);
+            if i % 2 == 1 {
+                t = t.args(&["--json"]);
+            }
+            t.command()
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("spawn")
         })
         .collect();
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
     let readers: Vec<_> = children
         .iter_mut()
         .map(|c| {
-            let mut e = c.stderr.take().expect("stderr");
-            std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = std::io::Read::read_to_string(&mut e, &mut s);
-                s
-            })
+            let e = c.stderr.take().expect("stderr");
+            let o = c.stdout.take().expect("stdout");
+            (drain(Box::new(e)), drain(Box::new(o)))
         })
         .collect();
     // Every run but the holder ends on its own; then the holder may go.
@@ -530,20 +560,23 @@ fn fifty_simultaneous_runs_on_one_computer() {
     std::fs::write(&go, "").expect("go");
     let code = common::wait_limit(&mut children[holder], Duration::from_secs(60));
     assert_eq!(code, Some(0));
-    let errs: Vec<String> = readers
+    let outs: Vec<(String, String)> = readers
         .into_iter()
-        .map(|r| r.join().expect("stderr"))
+        .map(|(e, o)| (e.join().expect("stderr"), o.join().expect("stdout")))
         .collect();
     for (i, c) in codes.iter().enumerate() {
         if i == holder {
             continue;
         }
-        assert_eq!(*c, Some(73), "{}", errs[i]);
-        assert!(
-            errs[i].contains(&format!("pid {holder_pid}")),
-            "run {i}: {}",
-            errs[i]
-        );
+        let (err, out) = &outs[i];
+        assert_eq!(*c, Some(73), "{err}");
+        let pid = format!("pid {holder_pid}");
+        assert!(err.contains(&pid), "run {i}: {err}");
+        if i % 2 == 1 {
+            let ev: Value = serde_json::from_str(out.trim()).expect("one JSON event");
+            assert_eq!((&ev["kind"], &ev["code"]), (&"run".into(), &73.into()));
+            assert!(ev["message"].as_str().is_some_and(|m| m.contains(&pid)));
+        }
     }
     let rec = record(&s);
     assert_eq!(
