@@ -141,21 +141,38 @@ fn a_daemonizing_command_does_not_hang_the_run() {
     reap(d);
     let _ = std::fs::remove_file(&daemon);
 
-    // SIGTERM while the command runs and the daemon holds the pipes.
-    config(&s, &argv("; sleep 300"), "10m");
-    let mut child = spawn(Test::with(&s).load("pc7", "img").attempt(1, 2));
-    let d = read_pid(&daemon);
-    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
-    let code = common::wait_limit(&mut child, Duration::from_secs(30));
-    assert_eq!(code, Some(143));
-    let rec = record(&s);
-    assert_eq!(
-        (&rec["result"], &rec["exit_code"]),
-        (&"interrupted".into(), &143.into())
-    );
-    let ev = s.events("pc7");
-    assert_eq!(ev.last().expect("events")["code"], 143);
-    reap(d);
+    // SIGTERM or SIGINT while the command runs and the daemon holds the
+    // pipes; then after the command ended, while its output is drained.
+    for (sig, code, rest) in [
+        (Signal::TERM, 143, "; sleep 300"),
+        (Signal::INT, 130, "; sleep 300"),
+        (Signal::TERM, 143, ""),
+    ] {
+        config(&s, &argv(rest), "10m");
+        let mut child = spawn(Test::with(&s).load("pc7", "img").attempt(1, 2));
+        let d = read_pid(&daemon);
+        kill_process(Pid::from_child(&child), sig).expect("signal");
+        let got = common::wait_limit(&mut child, Duration::from_secs(30));
+        if rest.is_empty() && got == Some(0) {
+            // The command and its drain ended before the signal came.
+        } else {
+            assert_eq!(got, Some(code), "{sig:?}");
+            let rec = record(&s);
+            assert_eq!(
+                (&rec["result"], &rec["exit_code"]),
+                (&"interrupted".into(), &code.into())
+            );
+            let ev = s.events("pc7");
+            let last = ev.last().expect("events");
+            assert_eq!(
+                (&last["code"], &last["result"]),
+                (&code.into(), &"interrupted".into())
+            );
+        }
+        reap(d);
+        let _ = std::fs::remove_file(&daemon);
+        lock_is_free(&s);
+    }
     lock_is_free(&s);
 }
 
