@@ -5,6 +5,7 @@
 //! `Fatal` means it cannot (bad credentials, unknown image, host-key mismatch,
 //! bad configuration).
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Exit code: the step is done.
@@ -15,10 +16,52 @@ pub const EXIT_FATAL: i32 = 1;
 pub const EXIT_USAGE: i32 = 64;
 /// Exit code (EX_CANTCREAT): the computer is locked by another reimage run.
 pub const EXIT_LOCKED: i32 = 73;
+/// Exit code (EX_UNAVAILABLE): the coordination store could not be used,
+/// or was lost mid-run (the run stopped its child).
+pub const EXIT_STORE: i32 = 69;
 /// Exit code (EX_TEMPFAIL): load the image again.
 pub const EXIT_RETRY: i32 = 75;
 /// Exit code (EX_CONFIG): the configuration file is wrong.
 pub const EXIT_CONFIG: i32 = 78;
+
+/// The two steps of an attempt, as events and the last-run record name
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The provisioning module.
+    Load,
+    /// The OS module.
+    PostLoad,
+}
+
+impl Phase {
+    /// The name in events and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Load => "load",
+            Phase::PostLoad => "post-load",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An outcome without its error: what events and records keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// See [`Outcome::Done`].
+    Done,
+    /// See [`Outcome::Retry`].
+    Retry,
+    /// See [`Outcome::Fatal`].
+    Fatal,
+}
 
 /// What a provisioning module's `load` or an OS module's `post_load` says.
 #[derive(Debug)]
@@ -41,12 +84,13 @@ impl Outcome {
         }
     }
 
-    /// Short lower-case name used in events and the last-run record.
-    pub fn name(&self) -> &'static str {
+    /// The outcome without its error, as events and the last-run record
+    /// keep it.
+    pub fn verdict(&self) -> Verdict {
         match self {
-            Outcome::Done => "done",
-            Outcome::Retry(_) => "retry",
-            Outcome::Fatal(_) => "fatal",
+            Outcome::Done => Verdict::Done,
+            Outcome::Retry(_) => Verdict::Retry,
+            Outcome::Fatal(_) => Verdict::Fatal,
         }
     }
 
@@ -55,17 +99,6 @@ impl Outcome {
         match self {
             Outcome::Done => None,
             Outcome::Retry(e) | Outcome::Fatal(e) => Some(e),
-        }
-    }
-
-    /// Turns a retry into a fatal result on the last attempt, where a retry
-    /// would ask for a reload that will not come.
-    pub fn fatal_if_last(self, last: bool) -> Outcome {
-        match self {
-            Outcome::Retry(e) if last => {
-                Outcome::Fatal(e.context("no attempts left to load the image again"))
-            }
-            other => other,
         }
     }
 
@@ -99,10 +132,17 @@ mod tests {
     }
 
     #[test]
-    fn retry_on_last_attempt_becomes_fatal() {
-        let o = Outcome::Retry(anyhow::anyhow!("timed out")).fatal_if_last(true);
-        assert_eq!(o.name(), "fatal");
-        let o = Outcome::Retry(anyhow::anyhow!("timed out")).fatal_if_last(false);
-        assert_eq!(o.name(), "retry");
+    fn names_on_disk_stay_as_they_were() {
+        fn j<T: Serialize>(v: &T) -> String {
+            serde_json::to_string(v).unwrap_or_default()
+        }
+        assert_eq!(j(&Phase::Load), r#""load""#);
+        assert_eq!(j(&Phase::PostLoad), r#""post-load""#);
+        assert_eq!(j(&Verdict::Done), r#""done""#);
+        assert_eq!(j(&Verdict::Retry), r#""retry""#);
+        assert_eq!(j(&Verdict::Fatal), r#""fatal""#);
+        assert_eq!(Phase::PostLoad.to_string(), "post-load");
+        let p: Phase = serde_json::from_str(r#""post-load""#).expect("parses");
+        assert_eq!(p, Phase::PostLoad);
     }
 }

@@ -1,35 +1,49 @@
 //! The attempt loop around the two modules, and the single steps scripts
-//! chain. It maps outcomes to exit codes and keeps the last-run record.
+//! chain. It owns the contract: it makes the attempts, turns a retry on the
+//! last attempt into fatal for every module and both phases, maps outcomes
+//! to exit codes, and keeps the last-run record.
 
 use std::time::SystemTime;
 
 use crate::attempt::Attempt;
 use crate::config::Plan;
-use crate::os::OsModule;
-use crate::outcome::{EXIT_DONE, EXIT_FATAL, Outcome};
+use crate::os::{OsModule, PowerReset};
+pub use crate::outcome::Phase;
+use crate::outcome::{EXIT_DONE, EXIT_FATAL, EXIT_STORE, Outcome};
 use crate::provision::Provisioner;
-use crate::report::{Reporter, rfc3339};
+use crate::report::{EventResult, Reporter, rfc3339};
 use crate::signal;
-use crate::state::{LastRun, StateDir};
+use crate::state::{LastRun, RunResult, StateDir};
 
-/// Which single step to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The provisioning module.
-    Load,
-    /// The OS module.
-    PostLoad,
+/// A provisioner's power reset bound to the plan and the real attempt: the
+/// narrow capability the OS module gets.
+struct Reset<'a> {
+    provisioner: &'a dyn Provisioner,
+    plan: &'a Plan,
+    attempt: Attempt,
 }
 
-impl Phase {
-    /// The name in events and records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Load => "load",
-            Phase::PostLoad => "post-load",
-        }
+impl PowerReset for Reset<'_> {
+    fn power_reset(&self, report: &Reporter) -> Option<Outcome> {
+        self.provisioner
+            .power_reset(self.plan, self.attempt, report)
     }
 }
+
+/// The contract's rule for the last attempt: a retry would ask for a reload
+/// that will not come, so it is fatal.
+fn last_attempt_rule(o: Outcome, attempt: Attempt) -> Outcome {
+    match o {
+        Outcome::Retry(e) if attempt.is_last() => Outcome::Fatal(e.context(format!(
+            "no attempts left to load the image again (attempt {} of {}: attempts spent)",
+            attempt.number, attempt.of
+        ))),
+        other => other,
+    }
+}
+
+/// The most of an error message the last-run record holds, in bytes.
+pub const RECORD_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// What the runner works with.
 pub struct Runner<'a> {
@@ -45,6 +59,8 @@ pub struct Runner<'a> {
     pub report: &'a Reporter,
     /// The last-run record, updated as the run goes.
     pub record: LastRun,
+    /// A write of the record failed once (and was said).
+    pub record_failed: bool,
 }
 
 impl Runner<'_> {
@@ -57,13 +73,14 @@ impl Runner<'_> {
             reservation: plan.reservation.clone(),
             attempt: 0,
             of,
-            phase: String::new(),
-            result: "running".into(),
+            phase: None,
+            result: RunResult::Running,
             message: None,
             exit_code: None,
             started: now.clone(),
             updated: now,
             pid: std::process::id(),
+            previous: None,
         }
     }
 
@@ -72,15 +89,25 @@ impl Runner<'_> {
         if let Err(e) = self
             .state
             .write_last_run(&self.plan.computer.name, &self.record)
+            && !self.record_failed
         {
-            self.report
-                .warn(&format!("cannot write the last-run record: {e:#}"));
+            // Said once: a full disk fails every later write the same way.
+            self.record_failed = true;
+            let path = self.state.computer_dir(&self.plan.computer.name);
+            self.report.warn(&format!(
+                "cannot write the last-run record in {}: {e:#}",
+                path.display()
+            ));
         }
     }
 
     fn phase(&mut self, phase: Phase, attempt: Attempt) -> Outcome {
         self.record.attempt = attempt.number;
-        self.record.phase = phase.name().into();
+        self.record.phase = Some(phase);
+        // The record never claims more than is true: while a phase runs,
+        // its result is "running", not the previous phase's.
+        self.record.result = RunResult::Running;
+        self.record.message = None;
         self.save();
         if phase == Phase::Load {
             if self.provisioner.reloads() {
@@ -90,45 +117,96 @@ impl Runner<'_> {
                     .warn(&format!("cannot clear the recorded boot id: {e:#}"));
             }
         }
-        self.report.phase(phase.name());
+        self.report.phase(phase);
         let o = match phase {
             Phase::Load => self.provisioner.load(self.plan, attempt, self.report),
             Phase::PostLoad => self.os.post_load(
                 self.plan,
                 attempt,
-                self.provisioner,
+                &Reset {
+                    provisioner: self.provisioner,
+                    plan: self.plan,
+                    attempt,
+                },
                 self.state,
                 self.report,
             ),
         };
-        let msg = o.error().map(|e| format!("{e:#}"));
-        self.report.result(phase.name(), o.name(), msg.clone());
-        self.record.result = o.name().into();
+        let o = last_attempt_rule(o, attempt);
+        // The record holds a bounded message: its head and tail.
+        let msg = o
+            .error()
+            .map(|e| crate::exec::shorten(&format!("{e:#}"), RECORD_MESSAGE_BYTES));
+        // An interrupt wins over what the module made of it, in the event
+        // and in the record alike.
+        let (event, record) = match signal::caught() {
+            Some(_) => (EventResult::Interrupted, RunResult::Interrupted),
+            None => (o.verdict().into(), o.verdict().into()),
+        };
+        self.report.result(phase, event, msg.clone());
+        self.record.result = record;
         self.record.message = msg;
         self.save();
         o
     }
 
     /// Ends the run: the record, the final event, the exit code. An
-    /// interrupt wins over whatever the module said.
+    /// interrupt (or a lost coordination store) wins over whatever the
+    /// module said.
     fn end(&mut self, code: i32, message: &str) -> i32 {
         let (code, message) = match signal::caught() {
+            Some(signal::STORE_LOST) => {
+                self.record.result = RunResult::Interrupted;
+                (
+                    EXIT_STORE,
+                    signal::Interrupted(signal::STORE_LOST).to_string(),
+                )
+            }
             Some(sig) => {
-                self.record.result = "interrupted".into();
+                self.record.result = RunResult::Interrupted;
                 (128 + sig, signal::Interrupted(sig).to_string())
             }
             None => (code, message.to_string()),
         };
         self.record.exit_code = Some(code);
         self.save();
-        self.report.finish(code, &message);
+        let result = match self.record.result {
+            RunResult::Running | RunResult::Done => EventResult::Done,
+            RunResult::Retry => EventResult::Retry,
+            RunResult::Fatal => EventResult::Fatal,
+            RunResult::Interrupted => EventResult::Interrupted,
+        };
+        // The run's result is the record's; a provision run whose attempts
+        // all asked for retries has a fatal record already.
+        let result = if code != 0 && result == EventResult::Done {
+            EventResult::Fatal
+        } else {
+            result
+        };
+        self.report.finish(code, result, &message);
         code
+    }
+
+    /// Tells, in the first event and in the record, that the last run on
+    /// this computer died while it ran (its record still says "running";
+    /// this run holds the lock, so that run is gone).
+    pub fn note_previous(&mut self, previous: Option<LastRun>) {
+        let Some(p) = previous.filter(|p| p.result == RunResult::Running) else {
+            return;
+        };
+        let phase = p.phase.map_or("before its first phase", |p| p.name());
+        let msg = format!(
+            "the previous run (pid {}, `{}` of image {}, started {}) ended without finishing, in {phase}: it was killed or crashed; its record said \"running\"",
+            p.pid, p.command, p.image, p.started
+        );
+        self.report.warn(&msg);
+        self.record.previous = Some(msg);
     }
 
     /// `reimage provision`: attempts 1..=n of load then post-load.
     pub fn provision(&mut self, n: u32) -> i32 {
         for k in 1..=n {
-            let a = Attempt::new(k, n, self.plan.growth);
+            let a = self.plan.attempt(k, n);
             self.report.attempt(k, n);
             let loaded = self.phase(Phase::Load, a);
             if signal::caught().is_some() {
@@ -137,9 +215,7 @@ impl Runner<'_> {
             match loaded {
                 Outcome::Done => {}
                 Outcome::Retry(_) => continue,
-                Outcome::Fatal(e) => {
-                    return self.end(EXIT_FATAL, &format!("load failed, not retrying: {e:#}"));
-                }
+                Outcome::Fatal(e) => return self.fatal(Phase::Load, &e),
             }
             let ready = self.phase(Phase::PostLoad, a);
             if signal::caught().is_some() {
@@ -156,18 +232,18 @@ impl Runner<'_> {
                     );
                 }
                 Outcome::Retry(_) => continue,
-                Outcome::Fatal(e) => {
-                    return self.end(
-                        EXIT_FATAL,
-                        &format!("post-load failed, not retrying: {e:#}"),
-                    );
-                }
+                Outcome::Fatal(e) => return self.fatal(Phase::PostLoad, &e),
             }
         }
-        self.record.result = "fatal".into();
+        // Not reached: the last attempt's retry became fatal in `phase`.
+        self.end(EXIT_FATAL, "attempts spent")
+    }
+
+    /// Ends a provision run on a fatal outcome.
+    fn fatal(&mut self, phase: Phase, e: &anyhow::Error) -> i32 {
         self.end(
             EXIT_FATAL,
-            &format!("all {n} attempts asked for a retry: attempts spent"),
+            &format!("{} failed, not retrying: {e:#}", phase.name()),
         )
     }
 
@@ -181,5 +257,32 @@ impl Runner<'_> {
             Outcome::Fatal(e) => format!("{} failed: {e:#}", phase.name()),
         };
         self.end(o.exit_code(), &msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Verdict;
+
+    #[test]
+    fn retry_on_the_last_attempt_becomes_fatal() {
+        let o = last_attempt_rule(
+            Outcome::Retry(anyhow::anyhow!("timed out")),
+            Attempt::new(3, 3, 1.0),
+        );
+        assert_eq!(o.verdict(), Verdict::Fatal);
+        let msg = format!("{:#}", o.error().expect("an error"));
+        assert!(
+            msg.contains("no attempts left") && msg.contains("timed out"),
+            "{msg}"
+        );
+        let o = last_attempt_rule(
+            Outcome::Retry(anyhow::anyhow!("timed out")),
+            Attempt::new(2, 3, 1.0),
+        );
+        assert_eq!(o.verdict(), Verdict::Retry);
+        let o = last_attempt_rule(Outcome::Done, Attempt::new(3, 3, 1.0));
+        assert_eq!(o.verdict(), Verdict::Done);
     }
 }

@@ -3,12 +3,16 @@
 //! processes. Every write is atomic (temp file, fsync, rename).
 
 use anyhow::{Context, Result};
+
+use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::outcome::{Phase, Verdict};
 
 /// The computer is locked by another run; `main` exits 73 on it.
 #[derive(Debug)]
@@ -38,6 +42,17 @@ impl std::fmt::Display for Locked {
 
 impl std::error::Error for Locked {}
 
+enum LockError {
+    Held(Locked),
+    Io(anyhow::Error),
+}
+
+impl From<anyhow::Error> for LockError {
+    fn from(e: anyhow::Error) -> LockError {
+        LockError::Io(e)
+    }
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -53,13 +68,17 @@ pub struct Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
+        // Emptied while still held: a pid read from a held lock is always
+        // the holder's (a reader that finds it empty reads again).
         let _ = self.file.set_len(0);
-        // SAFETY: plain syscall on an fd we own.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        let _ = self.file.unlock();
     }
 }
+
+/// How long a run that finds the lock held looks for the holder's pid (the
+/// holder writes it just after taking the lock, and empties the file just
+/// before letting go). Generous: the machine may be loaded.
+const HOLDER_WAIT: Duration = Duration::from_secs(10);
 
 /// What the last run on a computer did, for people and for scripts.
 #[derive(Debug, Serialize, Deserialize, Clone, Default)]
@@ -74,10 +93,11 @@ pub struct LastRun {
     pub attempt: u32,
     /// Attempts in all.
     pub of: u32,
-    /// Last phase reached (load, post-load).
-    pub phase: String,
-    /// done | retry | fatal | interrupted | running.
-    pub result: String,
+    /// Last phase reached; written `""` before the first.
+    #[serde(with = "phase_or_empty")]
+    pub phase: Option<Phase>,
+    /// Where the run stands.
+    pub result: RunResult,
     /// The error, if any.
     pub message: Option<String>,
     /// Exit code, once finished.
@@ -88,11 +108,78 @@ pub struct LastRun {
     pub updated: String,
     /// The process that wrote it.
     pub pid: u32,
+    /// When the run before this one died while it ran: what it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
-fn flock(f: &File, how: i32) -> bool {
-    // SAFETY: plain syscall on an fd we own.
-    unsafe { libc::flock(f.as_raw_fd(), how) == 0 }
+/// Where a run stands in its last-run record.
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    /// Still going.
+    #[default]
+    Running,
+    /// The last phase was done.
+    Done,
+    /// The last phase asked for a retry.
+    Retry,
+    /// The last phase failed, or the attempts are spent.
+    Fatal,
+    /// Stopped by a signal.
+    Interrupted,
+}
+
+impl From<Verdict> for RunResult {
+    fn from(v: Verdict) -> RunResult {
+        match v {
+            Verdict::Done => RunResult::Done,
+            Verdict::Retry => RunResult::Retry,
+            Verdict::Fatal => RunResult::Fatal,
+        }
+    }
+}
+
+/// `phase` as the record has always had it: the phase's name, or `""`
+/// before the first phase.
+mod phase_or_empty {
+    use super::Phase;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<Phase>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => p.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Phase>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        Phase::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&s)).map(Some)
+    }
+}
+
+/// The pid written in a lock file, if there is one.
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut s = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
+}
+
+/// Takes the exclusive lock (flock(2), by std) on `file` without waiting;
+/// Ok(false) when another process holds it.
+fn try_lock(file: &File, path: &Path) -> Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 impl StateDir {
@@ -119,8 +206,16 @@ impl StateDir {
         })
     }
 
-    /// Takes the computer's lock at once or fails with [`Locked`].
-    pub fn lock(&self, computer: &str) -> Result<Lock> {
+    /// Takes the computer's lock at once, or fails with
+    /// [`Error::Locked`] naming the holder (exit 73).
+    pub fn lock(&self, computer: &str) -> Result<Lock, Error> {
+        self.try_lock(computer).map_err(|e| match e {
+            LockError::Held(l) => Error::Locked(l.to_string()),
+            LockError::Io(e) => Error::Fatal(e),
+        })
+    }
+
+    fn try_lock(&self, computer: &str) -> Result<Lock, LockError> {
         let dir = self.computer_dir(computer);
         self.ensure(&dir)?;
         let path = dir.join("lock");
@@ -131,19 +226,32 @@ impl StateDir {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-            let mut s = String::new();
-            let _ = file.read_to_string(&mut s);
-            return Err(Locked {
-                computer: computer.into(),
-                pid: s.trim().parse().ok(),
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        while !try_lock(&file, &path)? {
+            // Held. The pid in the file is the holder's once it is there
+            // and alive; empty or dead means the holder is between taking
+            // the lock and writing its pid, or between emptying the file and
+            // letting go: look again (and try the lock again).
+            let holder = read_pid(&mut file).filter(|&p| crate::exec::alive(p as i32));
+            if holder.is_some() || start.elapsed() >= HOLDER_WAIT {
+                return Err(LockError::Held(Locked {
+                    computer: computer.into(),
+                    pid: holder,
+                }));
             }
-            .into());
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        file.flush()?;
+        let mark = |file: &mut File| -> std::io::Result<()> {
+            // One write at offset 0, then the length: a reader sees the
+            // old text, or the pid, never a mix of both.
+            use std::os::unix::fs::FileExt;
+            let pid = std::process::id().to_string();
+            file.write_all_at(pid.as_bytes(), 0)?;
+            file.set_len(pid.len() as u64)
+        };
+        mark(&mut file).with_context(|| format!("cannot write lock file {}", path.display()))?;
         Ok(Lock { file })
     }
 
@@ -153,6 +261,12 @@ impl StateDir {
         self.ensure(&dir)?;
         let text = serde_json::to_vec_pretty(r)?;
         write_atomic(&dir.join("last-run.json"), &text)
+    }
+
+    /// The last-run record, if there is one that parses.
+    pub fn read_last_run(&self, computer: &str) -> Option<LastRun> {
+        let text = std::fs::read(self.computer_dir(computer).join("last-run.json")).ok()?;
+        serde_json::from_slice(&text).ok()
     }
 
     /// Remembers the computer's boot id seen before a load (or forgets it).
@@ -205,17 +319,11 @@ impl StateDir {
         let start = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
-            if let Some(i) = files
-                .iter()
-                .position(|f| flock(f, libc::LOCK_EX | libc::LOCK_NB))
-            {
+            if let Some(i) = files.iter().position(|f| f.try_lock().is_ok()) {
                 let file = files.swap_remove(i);
                 let _ = file.set_len(0);
                 let _ = (&file).write_all(std::process::id().to_string().as_bytes());
-                return Ok(Some(Slot {
-                    _file: file,
-                    index: i as u32,
-                }));
+                return Ok(Some(Slot { file }));
             }
             crate::signal::check()?;
             if start.elapsed() >= wait {
@@ -231,9 +339,47 @@ impl StateDir {
 /// A held semaphore slot; freed when dropped or when the process dies.
 #[derive(Debug)]
 pub struct Slot {
-    _file: File,
-    /// Which slot.
-    pub index: u32,
+    file: File,
+}
+
+impl Slot {
+    /// Writes what the slot is held for (e.g. a node name) next to the
+    /// holder's pid, for [`StateDir::slot_labels`].
+    pub fn label(&self, text: &str) {
+        let _ = self.file.set_len(0);
+        let line = format!("{} {text}", std::process::id());
+        let _ = self.file.write_all_at(line.as_bytes(), 0);
+    }
+}
+
+impl StateDir {
+    /// The labels of the slots of semaphore `name` that are held now (by
+    /// any process, this one included). A slot is held while its file is
+    /// locked; a free slot's stale label is not returned.
+    pub fn slot_labels(&self, name: &str) -> Vec<String> {
+        let dir = self.root.join("slots").join(name);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut labels = Vec::new();
+        for e in entries.flatten() {
+            let Ok(file) = File::open(e.path()) else {
+                continue;
+            };
+            if file.try_lock_shared().is_ok() {
+                // Free: nobody holds it (the lock goes with the file).
+                continue;
+            }
+            let mut text = String::new();
+            if (&file).read_to_string(&mut text).is_ok()
+                && let Some((_, label)) = text.trim().split_once(' ')
+            {
+                labels.push(label.to_string());
+            }
+        }
+        labels.sort();
+        labels
+    }
 }
 
 /// Writes `data` to `path` atomically: a temp file in the same directory
@@ -241,6 +387,17 @@ pub struct Slot {
 /// sees the old or the new file, never half of one; a failed write leaves
 /// no temp file behind.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o666)
+}
+
+/// [`write_atomic`] for a secret: the file is created with mode 0600, so
+/// no other user can read it at any moment.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o600)
+}
+
+fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -249,8 +406,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> Result<()> {
-        let mut f =
-            File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
@@ -279,14 +441,55 @@ mod tests {
     }
 
     #[test]
+    fn last_run_keeps_its_strings_on_disk() {
+        let mut r = LastRun::default();
+        let v: serde_json::Value = serde_json::to_value(&r).expect("json");
+        assert_eq!((&v["phase"], &v["result"]), (&"".into(), &"running".into()));
+        r.phase = Some(Phase::PostLoad);
+        r.result = RunResult::Interrupted;
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(text.contains(r#""phase":"post-load""#), "{text}");
+        assert!(text.contains(r#""result":"interrupted""#), "{text}");
+        let back: LastRun = serde_json::from_str(&text).expect("parses");
+        assert_eq!((back.phase, back.result), (r.phase, r.result));
+        let none: LastRun =
+            serde_json::from_str(&serde_json::to_string(&LastRun::default()).expect("json"))
+                .expect("parses");
+        assert_eq!(none.phase, None);
+    }
+
+    #[test]
     fn second_lock_fails_naming_the_holder() {
         let s = StateDir::new(&tmp("lock"));
         let held = s.lock("pc7").expect("first lock");
         let err = s.lock("pc7").expect_err("second lock must fail");
-        let locked = err.downcast_ref::<Locked>().expect("a Locked error");
-        assert_eq!(locked.pid, Some(std::process::id()));
+        assert_eq!(err.code(), 73);
+        let pid = format!("pid {}", std::process::id());
+        assert!(err.to_string().contains(&pid), "{err}");
         drop(held);
         assert!(s.lock("pc7").is_ok(), "lock is free after drop");
+    }
+
+    #[test]
+    fn a_holder_that_has_not_written_its_pid_yet_is_still_named() {
+        let s = StateDir::new(&tmp("lock-early"));
+        let path = s.computer_dir("pc7").join("lock");
+        std::fs::create_dir_all(s.computer_dir("pc7")).expect("dir");
+        // Another holder took the lock and has not written its pid yet (or
+        // is emptying the file on its way out).
+        let held = File::create(&path).expect("lock file");
+        held.try_lock().expect("first lock");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            (&held)
+                .write_all(std::process::id().to_string().as_bytes())
+                .expect("write pid");
+            held
+        });
+        let err = s.lock("pc7").expect_err("held");
+        let pid = format!("pid {}", std::process::id());
+        assert!(err.to_string().contains(&pid), "{err}");
+        drop(writer.join());
     }
 
     #[test]
@@ -305,5 +508,22 @@ mod tests {
                 .expect("ok")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn held_slots_show_their_labels_and_free_ones_do_not() {
+        let d = tmp("slot-labels");
+        let s = StateDir::new(&d);
+        assert!(s.slot_labels("y").is_empty());
+        let a = s.acquire_slot("y", 3, Duration::ZERO, |_| {}).expect("ok");
+        let b = s.acquire_slot("y", 3, Duration::ZERO, |_| {}).expect("ok");
+        let (a, b) = (a.expect("slot a"), b.expect("slot b"));
+        a.label("node7");
+        b.label("node8");
+        assert_eq!(s.slot_labels("y"), vec!["node7", "node8"]);
+        drop(a);
+        assert_eq!(s.slot_labels("y"), vec!["node8"]);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

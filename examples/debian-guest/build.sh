@@ -109,7 +109,8 @@ root=$work/root
 cleanup() {
     local m
     for m in proc sys dev/pts dev; do umount "$root/$m" 2>/dev/null || true; done
-    rm -rf "$work"
+    # Never into a mount the chroot still holds (the host's /proc or /sys).
+    rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 
@@ -214,8 +215,10 @@ printf 'nameserver 10.0.2.3\n' >"$root/etc/resolv.conf"
 # Time: systemd-timesyncd asks 10.0.2.2, which QEMU's user networking maps to
 # the host's 127.0.0.1 (so a test can answer it there on UDP 123), then the
 # Debian pool.
+# (reimage's first boot writes its own reimage.conf there when the profile
+# has time_servers; it sorts after this one and wins.)
 mkdir -p "$root/etc/systemd/timesyncd.conf.d"
-cat >"$root/etc/systemd/timesyncd.conf.d/reimage.conf" <<'EOF'
+cat >"$root/etc/systemd/timesyncd.conf.d/10-qemu-host.conf" <<'EOF'
 [Time]
 NTP=10.0.2.2
 EOF

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use super::model::{ChannelKind, Family, ImageConfig, StepConfig, WaitKind};
-use super::plan::Profile;
-use crate::control::ssh::HostKeyPolicy;
+use regex::Regex;
+
+use super::model::{ChannelKind, Family, ImageConfig};
+use super::step::{Probe, Step, StepLimits, Wait};
 
 /// Names of the built-in profiles, one per family.
 pub const FAMILIES: [&str; 5] = ["generic", "linux", "windows-5", "windows-6", "windows-10"];
@@ -44,99 +45,112 @@ fn mins(n: u64) -> Duration {
 /// timeout, power-reset extra wait).
 fn windows_timing(f: Family, image: &ImageConfig) -> (Duration, Duration, Option<Duration>) {
     match f {
-        // XP/2003: mini-setup is short; VCL waits 15 s, then up to 15 min.
+        // XP/2003: VCL's Windows.pm post_load waits 15 s, then up to 900 s
+        // (wait_for_response(15, 900, 8)); Version_5.pm has no power reset.
         Family::Windows5 => (secs(15), mins(15), None),
-        // Vista/2008/7: VCL's windows 6 module. A VM comes up fast; a Sysprep
-        // image on bare metal runs a long mini-setup; on failure, power reset
-        // and 10 more minutes.
-        Family::Windows6 if image.r#virtual => (secs(5), mins(5), Some(mins(10))),
-        Family::Windows6 if image.sysprep => (secs(60), mins(30), Some(mins(10))),
-        Family::Windows6 => (secs(15), mins(10), Some(mins(10))),
-        // 10/11/2016+: specialize passes and updates take longer still.
-        Family::Windows10 if image.r#virtual => (secs(5), mins(10), Some(mins(10))),
-        Family::Windows10 if image.sysprep => (secs(60), mins(45), Some(mins(10))),
-        _ => (secs(15), mins(15), Some(mins(10))),
+        // Vista and later: Version_6.pm wait_for_response: a VM 5 s / 300 s,
+        // a Sysprep image 60 s / 1800 s, else 15 s / 600 s; when that fails
+        // and the provisioner can, power reset and 600 s more. VCL's
+        // Version_10 modules inherit it unchanged, and so does windows-10.
+        _ if image.r#virtual => (secs(5), mins(5), Some(mins(10))),
+        _ if image.sysprep => (secs(60), mins(30), Some(mins(10))),
+        _ => (secs(15), mins(10), Some(mins(10))),
     }
 }
 
-/// The built-in profile of family `f` for `image` (Windows timings depend on
-/// the image being virtual or generalized with Sysprep).
-pub fn builtin_profile(f: Family, image: &ImageConfig, state_dir: &std::path::Path) -> Profile {
-    let channel = default_channel(f);
-    let mut p = Profile {
-        name: f.name().to_string(),
-        family: f,
-        channel,
-        user: if f.is_windows() {
-            "Administrator".into()
-        } else {
-            "root".into()
-        },
-        key_file: None,
-        password_file: None,
-        port: match channel {
-            ChannelKind::Ssh => 22,
-            ChannelKind::Winrm => 5985,
-            ChannelKind::None => 0,
-        },
-        host_keys: HostKeyPolicy::ReplaceAfterLoad,
-        known_hosts: state_dir.join("known_hosts"),
-        first_boot: f != Family::Generic,
-        cloud_init: false,
-        https: false,
-        ca_file: None,
-        insecure: false,
-        admin_password_file: None,
-        steps: Vec::new(),
-        stable_for: if f.is_windows() {
-            secs(30)
-        } else {
-            Duration::ZERO
-        },
-        connect_timeout: secs(5),
-        command_timeout: mins(2),
-    };
-    p.steps = match f {
+/// Login user of family `f` unless told otherwise.
+pub fn default_user(f: Family) -> &'static str {
+    if f.is_windows() {
+        "Administrator"
+    } else {
+        "root"
+    }
+}
+
+/// How long a computer of family `f` must keep answering before it is
+/// ready, unless told otherwise.
+pub fn default_stable_for(f: Family) -> Duration {
+    if f.is_windows() {
+        secs(30)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Connect timeout of one channel attempt unless told otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timeout of one first-boot command unless told otherwise.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The built-in wait sequence of family `f` for `image` (Windows timings
+/// depend on the image being virtual or generalized with Sysprep).
+pub fn builtin_steps(f: Family, image: &ImageConfig) -> Vec<Step> {
+    match f {
         Family::Generic => Vec::new(),
         Family::Linux => linux_steps(),
         _ => {
             let (initial, response, reset) = windows_timing(f, image);
-            let mut sleep = StepConfig::new(WaitKind::Sleep, initial);
-            sleep.name = Some("initial-wait".into());
-            sleep.duration = Some(initial);
-            let mut port = StepConfig::new(WaitKind::Port, response);
-            port.name = Some("response".into());
-            port.reset_on_timeout = reset;
+            let sleep = Step {
+                name: "initial-wait".into(),
+                wait: Wait::Sleep(initial),
+            };
+            let port = Step {
+                name: "response".into(),
+                wait: Wait::Poll(
+                    Probe::Port { port: None },
+                    StepLimits {
+                        reset_on_timeout: reset,
+                        ..StepLimits::timeout(response)
+                    },
+                ),
+            };
             let mut steps = vec![sleep, port];
             if image.sysprep {
-                // Sysprep's specialize pass reboots at least once before the
-                // OS is usable: a WinRM answer before that is too early.
-                let mut r = StepConfig::new(WaitKind::Reboot, response);
-                r.name = Some("sysprep-reboot".into());
-                steps.push(r);
+                // Sysprep reboots between its passes and WinRM may answer
+                // before, between or after them: Windows itself says when
+                // setup is complete. Within the response timeout (VCL has
+                // one wait for all of it).
+                steps.push(Step::poll(Probe::SetupDone, response).named("sysprep-done"));
             }
-            steps.push(StepConfig::new(WaitKind::Login, mins(5)));
+            steps.push(Step::poll(Probe::Login, mins(5)));
             steps
         }
-    };
-    p
+    }
 }
 
-fn linux_steps() -> Vec<StepConfig> {
-    let mut banner = StepConfig::new(WaitKind::Banner, mins(2));
-    banner.regex = Some("^SSH-".into());
+/// A regex written in this file.
+fn literal(re: &str) -> Regex {
+    Regex::new(re).unwrap_or_else(|e| panic!("built-in regex {re}: {e}"))
+}
+
+/// VCL's Linux.pm post_load waits 600 s for SSH (port and login in one,
+/// wait_for_response(5, 600, 5)). reimage gives the port those 600 s and,
+/// once it answers, the banner and the login 1 min each: an sshd that
+/// accepts connections answers both within seconds (a deviation, in the
+/// man page).
+fn linux_steps() -> Vec<Step> {
     vec![
-        StepConfig::new(WaitKind::Port, mins(15)),
-        banner,
-        StepConfig::new(WaitKind::Login, mins(5)),
+        Step::poll(Probe::Port { port: None }, mins(10)),
+        Step::poll(
+            Probe::Banner {
+                port: None,
+                regex: literal("^SSH-"),
+            },
+            mins(1),
+        ),
+        Step::poll(Probe::Login, mins(1)),
     ]
 }
 
 /// The cloud-init wait a linux profile appends when `cloud_init = true`.
-pub fn cloud_init_step() -> StepConfig {
-    let mut s = StepConfig::new(WaitKind::Command, mins(20));
-    s.name = Some("cloud-init".into());
-    s.command = Some(vec!["cloud-init".into(), "status".into(), "--wait".into()]);
-    s.regex = Some("status: done".into());
-    s
+pub fn cloud_init_step() -> Step {
+    Step::poll(
+        Probe::Command {
+            command: vec!["cloud-init".into(), "status".into(), "--wait".into()],
+            regex: Some(literal("status: done")),
+        },
+        mins(20),
+    )
+    .named("cloud-init")
 }

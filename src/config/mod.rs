@@ -6,15 +6,20 @@ mod builtin;
 mod locate;
 mod model;
 mod plan;
+mod step;
 
 pub use model::*;
-pub use plan::{ComputerPlan, Plan, resolve};
+pub use plan::{
+    Activation, ChannelSettings, ComputerPlan, Plan, ProvisionerRef, password_file_name, resolve,
+};
+pub use step::{Probe, Step, StepLimits, Wait};
 
-use anyhow::Result;
 use std::path::{Path, PathBuf};
 
-/// A configuration error, already formatted as `FILE:LINE:COL: message`;
-/// `main` exits 78 on it.
+use crate::error::Error;
+
+/// A configuration error, already formatted as `FILE:LINE:COL: message`
+/// (exit 78).
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
@@ -26,17 +31,41 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A usage error (unknown computer or image); `main` exits 64 on it.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e.0)
     }
 }
 
-impl std::error::Error for UsageError {}
+/// An error inside one table that its owner decodes (a provisioner's):
+/// the key path inside that table, and what is wrong. [`Loaded::key_error`]
+/// turns it into FILE:LINE:COL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyError {
+    /// Keys from the table down to the bad one (array items by index);
+    /// empty when the table as a whole is wrong.
+    pub path: Vec<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl KeyError {
+    /// An error at `key` of the table.
+    pub fn at(key: &str, message: impl Into<String>) -> KeyError {
+        KeyError {
+            path: vec![key.to_string()],
+            message: message.into(),
+        }
+    }
+
+    /// An error about the table as a whole.
+    pub fn table(message: impl Into<String>) -> KeyError {
+        KeyError {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+}
 
 /// The configuration file as read, with its path and text kept so later
 /// checks can point at a line and column.
@@ -60,35 +89,94 @@ impl Loaded {
             .unwrap_or_else(|| self.path.display().to_string());
         ConfigError(format!("{at}: {msg}"))
     }
+
+    /// A [`KeyError`] from the table at `table` (e.g. `["provisioners",
+    /// "xc"]`), pointing at the bad key, or at the table when the key is not
+    /// written in the file.
+    pub fn key_error(&self, table: &[&str], e: &KeyError) -> ConfigError {
+        let mut path: Vec<&str> = table.to_vec();
+        path.extend(e.path.iter().map(String::as_str));
+        let mut n = path.len();
+        while n > table.len() && locate::key_span(&self.text, &path[..n]).is_none() {
+            n -= 1;
+        }
+        self.error_at(&path[..n], &e.message)
+    }
 }
 
-/// Reads and validates the configuration at `path`.
-pub fn load(path: &Path) -> Result<Loaded> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+/// The largest configuration file reimage reads. A site's file is a few
+/// kilobytes; anything near this is a mistake (say `--config /dev/zero`).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads and validates the configuration at `path`. `builtin` names the
+/// provisioners that exist without a `[provisioners.NAME]` table. Only a
+/// regular file of at most [`MAX_CONFIG_BYTES`] is read, so a device or a
+/// FIFO given by mistake neither grows without bound nor blocks.
+pub fn load(path: &Path, builtin: &[&str]) -> Result<Loaded, ConfigError> {
+    use std::io::Read;
+    let fail = |what: String| {
         ConfigError(format!(
-            "{}: cannot read the configuration: {e} (give another with --config or REIMAGE_CONFIG)",
+            "{}: {what} (give another with --config or REIMAGE_CONFIG)",
+            path.display()
+        ))
+    };
+    let meta =
+        std::fs::metadata(path).map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("the configuration is not a regular file".into()));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "the configuration is {} bytes; the most reimage reads is {MAX_CONFIG_BYTES}",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "the configuration grew past {MAX_CONFIG_BYTES} bytes while being read"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        ConfigError(format!(
+            "{}:{line}:{col}: the configuration is not UTF-8 text (TOML files are UTF-8)",
             path.display()
         ))
     })?;
-    parse(path, text)
+    parse(path, text, builtin)
 }
 
 /// Parses and validates configuration text that came from `path`.
-pub fn parse(path: &Path, text: String) -> Result<Loaded> {
+pub fn parse(path: &Path, text: String, builtin: &[&str]) -> Result<Loaded, ConfigError> {
     let config: Config = match toml::from_str(&text) {
         Ok(c) => c,
-        Err(e) => return Err(locate::toml_error(path, &text, &e).into()),
+        Err(e) => return Err(locate::toml_error(path, &text, &e)),
     };
     let loaded = Loaded {
         path: path.to_path_buf(),
         text,
         config,
     };
-    model::validate(&loaded)?;
+    model::validate(&loaded, builtin)?;
     // Every image's profile resolves (step names in `timeouts` exist), so
     // `reimage check` finds what a run would trip over.
-    for img in loaded.config.images.values() {
-        plan::resolve_profile(&loaded, &img.os, img, Path::new("."))?;
+    for (name, img) in &loaded.config.images {
+        let profile = plan::resolve_profile(&loaded, &img.os, img, Path::new("."))?;
+        if img.image_check.is_some() && profile.channel.kind() == ChannelKind::None {
+            return Err(loaded.error_at(
+                &["images", name, "image_check"],
+                format!(
+                    "image `{name}` has an image_check, but its OS profile `{}` has channel none, so the check could never run: remove it, or use a profile with channel ssh or winrm",
+                    img.os
+                ),
+            ));
+        }
     }
     Ok(loaded)
 }

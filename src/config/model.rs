@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, Loaded, builtin};
-use crate::control::ssh::HostKeyPolicy;
 use crate::duration;
-use crate::provision::ProvisionerConfig;
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -22,9 +20,10 @@ pub struct Config {
     /// Attempt k multiplies every load and wait timeout by growth^(k-1).
     #[serde(default = "default_growth")]
     pub timeout_growth: f64,
-    /// `[provisioners.NAME]`: how images get onto computers.
+    /// `[provisioners.NAME]`: how images get onto computers. Kept raw:
+    /// each provisioner kind decodes and validates its own table.
     #[serde(default)]
-    pub provisioners: BTreeMap<String, ProvisionerConfig>,
+    pub provisioners: BTreeMap<String, toml::Table>,
     /// `[os.NAME]`: OS profiles, each starting from a built-in one.
     #[serde(default)]
     pub os: BTreeMap<String, OsConfig>,
@@ -34,6 +33,8 @@ pub struct Config {
     /// `[computers.NAME]`.
     #[serde(default)]
     pub computers: BTreeMap<String, ComputerConfig>,
+    /// `[coordination]`: the site-wide lock and load-limit store.
+    pub coordination: Option<crate::coord::Settings>,
 }
 
 fn default_attempts() -> u32 {
@@ -57,9 +58,30 @@ pub struct ComputerConfig {
     pub provisioner: Option<String>,
     /// Port of the OS channel on `address` (SSH or WinRM), when it is not the
     /// profile's (e.g. a forwarded port of a local VM).
+    #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
     /// MAC address, for provisioners that define the machine.
     pub mac: Option<String>,
+    /// First boot renews the DHCP lease of every interface (Windows:
+    /// `ipconfig /renew`).
+    #[serde(default)]
+    pub renew_dhcp: bool,
+    /// First boot gives this interface a static address and default
+    /// gateway (Windows: `netsh interface ip set address`).
+    pub static_address: Option<StaticAddress>,
+}
+
+/// `static_address = { interface = "Public", address = "192.0.2.7/24", gateway = "192.0.2.1" }`.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAddress {
+    /// The interface's name on the computer (not the one reimage talks
+    /// over: its address would change under the channel).
+    pub interface: String,
+    /// IPv4 address with prefix length.
+    pub address: String,
+    /// Default gateway.
+    pub gateway: Option<String>,
 }
 
 /// `[images.NAME]`: what gets loaded and which OS profile brings it up.
@@ -192,6 +214,7 @@ pub struct OsConfig {
     /// File whose first line is the password (SSH or WinRM).
     pub password_file: Option<PathBuf>,
     /// Channel port (22, 5985, 5986).
+    #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
     /// SSH host-key policy.
     pub host_keys: Option<HostKeyPolicy>,
@@ -207,8 +230,22 @@ pub struct OsConfig {
     pub ca_file: Option<PathBuf>,
     /// Skip TLS verification for WinRM (explicit, warned).
     pub insecure: Option<bool>,
-    /// File with the Administrator password to set (windows first boot).
+    /// File with the Administrator password to set (windows first boot)
+    /// instead of a fresh random one.
     pub admin_password_file: Option<PathBuf>,
+    /// Set a fresh random password for Administrator (windows) or root
+    /// (linux) on every load (default true).
+    pub fresh_password: Option<bool>,
+    /// Sources (CIDRs or addresses) the first boot opens RDP/SSH and ping
+    /// to; default: the management node's own address toward the computer.
+    pub allow_from: Option<Vec<String>>,
+    /// NTP servers the first boot points the clock at and syncs from.
+    pub time_servers: Option<Vec<String>>,
+    /// Windows activation: `{ kms = "host[:port]" }` or `{ mak_file = "..." }`.
+    pub activation: Option<ActivationConfig>,
+    /// Active Directory domain to join at first boot (and leave before a
+    /// reload).
+    pub domain: Option<DomainConfig>,
     /// The wait sequence, replacing the built-in one.
     pub steps: Option<Vec<StepConfig>>,
     /// Timeouts of steps by step name, over the sequence.
@@ -223,6 +260,40 @@ pub struct OsConfig {
     /// Timeout of one first-boot command.
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub command_timeout: Option<Duration>,
+}
+
+/// `activation = { kms = "kms.example.edu:1688" }` or `{ mak_file = "..." }`.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationConfig {
+    /// KMS host, with an optional `:port`.
+    pub kms: Option<String>,
+    /// File whose first line is a MAK product key (a secret).
+    pub mak_file: Option<PathBuf>,
+}
+
+/// `domain = { name = "ad.example.edu", ou = "OU=Lab,DC=ad,DC=example,DC=edu", credentials_file = "..." }`.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// The domain's DNS name.
+    pub name: String,
+    /// Organizational unit for the computer account (distinguished name).
+    pub ou: Option<String>,
+    /// File: first line the user (`user@domain` or `DOMAIN\\user`), second
+    /// line its password.
+    pub credentials_file: PathBuf,
+}
+
+/// serde: a TCP port, 1 to 65535 (port 0 cannot be connected to).
+fn port_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let n = i64::deserialize(d)?;
+    match u16::try_from(n) {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(serde::de::Error::custom(format!(
+            "port {n} is not a TCP port: use 1 to 65535"
+        ))),
+    }
 }
 
 /// A duration in a map value position.
@@ -252,6 +323,9 @@ pub enum WaitKind {
     Command,
     /// The computer goes down and comes back with a new boot id.
     Reboot,
+    /// Windows says its setup is complete: Sysprep's passes are done
+    /// (windows families only).
+    SetupDone,
     /// Just wait.
     Sleep,
 }
@@ -266,13 +340,17 @@ impl WaitKind {
             WaitKind::Login => "login",
             WaitKind::Command => "command",
             WaitKind::Reboot => "reboot",
+            WaitKind::SetupDone => "setup-done",
             WaitKind::Sleep => "sleep",
         }
     }
 
     /// True for steps that need a channel other than `none`.
     pub fn needs_channel(self) -> bool {
-        matches!(self, WaitKind::Login | WaitKind::Command | WaitKind::Reboot)
+        matches!(
+            self,
+            WaitKind::Login | WaitKind::Command | WaitKind::Reboot | WaitKind::SetupDone
+        )
     }
 }
 
@@ -285,6 +363,7 @@ pub struct StepConfig {
     /// Name in events and `timeouts` (default: the wait kind).
     pub name: Option<String>,
     /// TCP port (port, banner; default: the channel's).
+    #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
     /// Give up after this long (grows with the attempt).
     #[serde(default, deserialize_with = "duration::de_opt")]
@@ -305,39 +384,9 @@ pub struct StepConfig {
     pub reset_on_timeout: Option<Duration>,
 }
 
-impl StepConfig {
-    /// A step of kind `wait` with a timeout.
-    pub fn new(wait: WaitKind, timeout: Duration) -> StepConfig {
-        StepConfig {
-            wait,
-            name: None,
-            port: None,
-            timeout: Some(timeout),
-            stall_timeout: None,
-            regex: None,
-            command: None,
-            duration: None,
-            reset_on_timeout: None,
-        }
-    }
-
-    /// Name in events and `timeouts`.
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or(self.wait.name())
-    }
-
-    /// Its timeout at attempt 1 (sleep: its duration).
-    pub fn base_timeout(&self) -> Duration {
-        match self.wait {
-            WaitKind::Sleep => self.duration.or(self.timeout).unwrap_or_default(),
-            _ => self.timeout.unwrap_or(Duration::from_secs(600)),
-        }
-    }
-}
-
-/// Checks that need the whole file: references between tables, step fields,
-/// regexes; each error names file:line:column.
-pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
+/// Checks that need the whole file: references between tables, regexes
+/// (steps are checked as each profile resolves); each error names file:line:column.
+pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
     let c = &l.config;
     if c.max_attempts == 0 {
         return Err(l.error_at(&["max_attempts"], "max_attempts must be 1 or more"));
@@ -345,13 +394,18 @@ pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
     if !(c.timeout_growth.is_finite() && c.timeout_growth >= 1.0) {
         return Err(l.error_at(&["timeout_growth"], "timeout_growth must be 1.0 or more"));
     }
+    if let Some(s) = &c.coordination
+        && let Err((key, msg)) = s.validate()
+    {
+        return Err(l.error_at(&["coordination", key], msg));
+    }
     for (name, p) in &c.provisioners {
-        p.validate().map_err(|e| {
-            l.error_at(
-                &["provisioners", name, "kind"],
-                format!("provisioner `{name}`: {e}"),
-            )
-        })?;
+        if !matches!(p.get("kind"), Some(toml::Value::String(_))) {
+            return Err(l.error_at(
+                &["provisioners", name],
+                format!("provisioner `{name}` needs `kind = \"...\"` (a string)"),
+            ));
+        }
     }
     for (name, os) in &c.os {
         validate_os(l, name, os)?;
@@ -377,7 +431,7 @@ pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
         if let Some(p) = &img.provisioner {
             check_provisioner(
                 l,
-                c,
+                builtin,
                 p,
                 &["images", name, "provisioner"],
                 &format!("image `{name}`"),
@@ -399,21 +453,96 @@ pub fn validate(l: &Loaded) -> Result<(), ConfigError> {
         }
     }
     for (name, comp) in &c.computers {
+        if let Err(why) = check_computer_name(name) {
+            return Err(l.error_at(&["computers", name], why));
+        }
         if comp.address.trim().is_empty() {
             return Err(l.error_at(
                 &["computers", name, "address"],
                 format!("computer `{name}` has an empty address"),
             ));
         }
+        if let Err(why) = check_address(&comp.address) {
+            return Err(l.error_at(&["computers", name, "address"], why));
+        }
         if let Some(p) = &comp.provisioner {
             check_provisioner(
                 l,
-                c,
+                builtin,
                 p,
                 &["computers", name, "provisioner"],
                 &format!("computer `{name}`"),
             )?;
         }
+        if let Some(st) = &comp.static_address {
+            let v4 = |s: &str| s.parse::<std::net::Ipv4Addr>().is_ok();
+            let addr_ok = st
+                .address
+                .split_once('/')
+                .is_some_and(|(a, p)| v4(a) && p.parse::<u8>().is_ok_and(|n| n <= 32));
+            let why = if !addr_ok {
+                Some((
+                    "address",
+                    format!(
+                        "`{}` is not an IPv4 address with a prefix length (like 192.0.2.7/24)",
+                        st.address
+                    ),
+                ))
+            } else if st.gateway.as_deref().is_some_and(|g| !v4(g)) {
+                Some(("gateway", "the gateway is not an IPv4 address".to_string()))
+            } else if st.interface.is_empty()
+                || st.interface.contains(['"', '%', '&', '|', '<', '>', '^'])
+            {
+                Some((
+                    "interface",
+                    "the interface name is empty or holds quotes, %, &, |, <, > or ^".to_string(),
+                ))
+            } else {
+                None
+            };
+            if let Some((k, why)) = why {
+                return Err(l.error_at(&["computers", name, "static_address", k], why));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The longest computer name (a DNS label's length).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A computer's name becomes a directory and a lock in the state dir, so it
+/// must be one plain path component that no other name aliases: letters,
+/// digits, `-`, `_` and `.`, starting with a letter or digit, at most
+/// [`MAX_NAME_LEN`] bytes.
+pub fn check_computer_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok_chars && ok_start && name.len() <= MAX_NAME_LEN {
+        return Ok(());
+    }
+    Err(format!(
+        "computer name {name:?} is not allowed: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit (it names a directory in the state dir)"
+    ))
+}
+
+/// An address reaches commands (ping, ssh) as an argument: it must not
+/// look like an option, nor hold white space or control characters.
+pub fn check_address(address: &str) -> Result<(), String> {
+    if address.starts_with('-') {
+        return Err(format!(
+            "address {address:?} starts with '-', which commands would take as an option: give a host name or IP address"
+        ));
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "address {address:?} holds white space or control characters: give a host name or IP address"
+        ));
     }
     Ok(())
 }
@@ -424,19 +553,20 @@ fn max_zero(v: Option<u32>) -> bool {
 
 fn check_provisioner(
     l: &Loaded,
-    c: &Config,
+    builtin: &[&str],
     p: &str,
     at: &[&str],
     who: &str,
 ) -> Result<(), ConfigError> {
-    if c.provisioners.contains_key(p) || crate::provision::BUILTIN.contains(&p) {
+    let c = &l.config;
+    if c.provisioners.contains_key(p) || builtin.contains(&p) {
         return Ok(());
     }
     let known: Vec<&str> = c
         .provisioners
         .keys()
         .map(String::as_str)
-        .chain(crate::provision::BUILTIN.iter().copied())
+        .chain(builtin.iter().copied())
         .collect();
     Err(l.error_at(
         at,
@@ -457,57 +587,152 @@ fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError>
             ),
         ));
     }
-    if let Some(steps) = &os.steps {
-        let channel = os.channel.or_else(|| {
-            builtin::family_of(name)
-                .or(os.family)
-                .map(builtin::default_channel)
-        });
-        for (i, s) in steps.iter().enumerate() {
-            let idx = i.to_string();
-            let at = |k: &'static str| -> Vec<String> {
-                vec![
-                    "os".into(),
-                    name.into(),
-                    "steps".into(),
-                    idx.clone(),
-                    k.into(),
-                ]
-            };
-            let err = |k: &'static str, msg: String| {
-                let p = at(k);
-                let refs: Vec<&str> = p.iter().map(String::as_str).collect();
-                l.error_at(&refs, format!("os `{name}` step {}: {msg}", i + 1))
-            };
-            if s.wait.needs_channel() && channel.unwrap_or(ChannelKind::None) == ChannelKind::None {
-                return Err(err(
-                    "wait",
-                    format!(
-                        "a `{}` step needs channel = \"ssh\" or \"winrm\"",
-                        s.wait.name()
-                    ),
+    for (key, d) in [
+        ("connect_timeout", os.connect_timeout),
+        ("command_timeout", os.command_timeout),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            return Err(l.error_at(
+                &["os", name, key],
+                format!("`{key}` of 0s could never succeed: give a duration longer than 0s"),
+            ));
+        }
+    }
+    super::plan::check_channel_keys(l, name, os)?;
+    super::plan::check_steps(l, name, os)?;
+    check_first_boot_keys(l, name, os)
+}
+
+/// An address or a CIDR (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`).
+pub fn check_cidr(s: &str) -> Result<(), String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR (like 10.0.0.0/8)"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix.map(|p| p.parse::<u8>()) {
+        None => Ok(()),
+        Some(Ok(n)) if n <= max => Ok(()),
+        Some(_) => Err(format!("`{s}`: the prefix length must be 0 to {max}")),
+    }
+}
+
+/// A host name or address a first-boot command line may hold as is.
+fn plain_host(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+/// The first-boot keys: addresses parse, host names hold nothing a command
+/// line would read as syntax, and the Windows-only keys sit on a Windows
+/// profile.
+fn check_first_boot_keys(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError> {
+    let family = os.family.or_else(|| builtin::family_of(name));
+    for (i, a) in os.allow_from.iter().flatten().enumerate() {
+        if let Err(why) = check_cidr(a) {
+            return Err(l.error_at(&["os", name, "allow_from", &i.to_string()], why));
+        }
+    }
+    for (i, t) in os.time_servers.iter().flatten().enumerate() {
+        if !plain_host(t) {
+            return Err(l.error_at(
+                &["os", name, "time_servers", &i.to_string()],
+                format!("time server `{t}` is not a host name or address"),
+            ));
+        }
+    }
+    let windows = family.is_some_and(Family::is_windows);
+    for (key, set) in [
+        ("activation", os.activation.is_some()),
+        ("domain", os.domain.is_some()),
+    ] {
+        if set && !windows {
+            return Err(l.error_at(
+                &["os", name, key],
+                format!("`{key}` is a Windows first-boot action, and profile `{name}` is not a windows family"),
+            ));
+        }
+    }
+    if let Some(a) = &os.activation {
+        match (&a.kms, &a.mak_file) {
+            (Some(h), None) if plain_host(h) => {}
+            (Some(h), None) => {
+                return Err(l.error_at(
+                    &["os", name, "activation", "kms"],
+                    format!("KMS host `{h}` is not a host name or address"),
                 ));
             }
-            if s.wait == WaitKind::Command && s.command.as_ref().is_none_or(|c| c.is_empty()) {
-                return Err(err(
-                    "wait",
-                    "a `command` step needs command = [\"prog\", \"arg\", ...]".into(),
+            (None, Some(_)) => {}
+            _ => {
+                return Err(l.error_at(
+                    &["os", name, "activation"],
+                    "activation needs exactly one of kms = \"HOST[:PORT]\" and mak_file = \"FILE\"",
                 ));
             }
-            if s.wait == WaitKind::Banner && s.regex.is_none() {
-                return Err(err("wait", "a `banner` step needs regex = \"...\"".into()));
-            }
-            if s.wait == WaitKind::Sleep && s.duration.is_none() && s.timeout.is_none() {
-                return Err(err(
-                    "wait",
-                    "a `sleep` step needs duration = \"30s\"".into(),
-                ));
-            }
-            if let Some(r) = &s.regex {
-                regex::Regex::new(r)
-                    .map_err(|e| err("regex", format!("not a valid regex: {e}")))?;
-            }
+        }
+        if family == Some(Family::Windows5) {
+            return Err(l.error_at(
+                &["os", name, "activation"],
+                "Windows XP/2003 has no KMS or MAK activation through slmgr: remove `activation`",
+            ));
+        }
+    }
+    if let Some(d) = &os.domain {
+        let bad = |s: &str| {
+            s.chars()
+                .any(|c| matches!(c, '"' | '\'' | '%' | '&' | '|' | '<' | '>' | '^'))
+        };
+        if !plain_host(&d.name) {
+            return Err(l.error_at(
+                &["os", name, "domain", "name"],
+                format!("domain `{}` is not a DNS name", d.name),
+            ));
+        }
+        if d.ou.as_deref().is_some_and(bad) {
+            return Err(l.error_at(
+                &["os", name, "domain", "ou"],
+                "the OU may not hold quotes, %, &, |, <, > or ^",
+            ));
         }
     }
     Ok(())
+}
+
+/// What to do with the computer's SSH host key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// The key must already be in the known-hosts file: for standing
+    /// machines whose keys never change.
+    Strict,
+    /// A missing entry is added (trust on first use); a different key is
+    /// refused, like OpenSSH's `StrictHostKeyChecking accept-new`.
+    AcceptNew,
+    /// A freshly loaded computer has new host keys: whatever the file holds
+    /// for it is replaced on the first connection this SSH channel makes;
+    /// after that the key is pinned, so a different key later in the same
+    /// run (say after a reboot step) is refused.
+    #[default]
+    ReplaceAfterLoad,
+}
+
+impl std::str::FromStr for HostKeyPolicy {
+    type Err = String;
+
+    /// Parses the config spelling: `strict`, `accept-new`,
+    /// `replace-after-load`.
+    fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
+        match s {
+            "strict" => Ok(HostKeyPolicy::Strict),
+            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
+            "replace-after-load" => Ok(HostKeyPolicy::ReplaceAfterLoad),
+            _ => Err(format!(
+                "unknown host key policy `{s}`: use strict, accept-new or replace-after-load"
+            )),
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod ssh;
 pub mod winrm;
 
 #[cfg(test)]
+#[path = "../../tests/integration/sshd.rs"]
 mod testsshd;
 
 use std::time::Duration;
@@ -51,6 +52,19 @@ impl ChannelError {
             | ChannelError::HostKey(e)
             | ChannelError::Timeout(e)
             | ChannelError::Protocol(e) => e,
+        }
+    }
+
+    /// The contract's class, with `what` (the computer and the step) as
+    /// context: fatal for credentials and host keys, retry for the rest (the
+    /// computer went away, a command hung).
+    pub fn into_outcome(self, what: String) -> crate::outcome::Outcome {
+        let fatal = self.is_fatal();
+        let err = self.into_inner().context(what);
+        if fatal {
+            crate::outcome::Outcome::Fatal(err)
+        } else {
+            crate::outcome::Outcome::Retry(err)
         }
     }
 

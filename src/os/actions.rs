@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::Plan;
-use crate::control::{Channel, ChannelError, CommandOutput};
+use crate::control::{Channel, CommandOutput};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 
@@ -18,18 +18,6 @@ pub struct Actions<'a> {
     pub report: &'a Reporter,
     /// Timeout of one action (grown for the attempt).
     pub timeout: Duration,
-}
-
-/// A channel error as an outcome: fatal for credentials and host keys,
-/// retry for the rest (the computer went away, a command hung).
-pub fn classify(e: ChannelError, what: String) -> Outcome {
-    let fatal = e.is_fatal();
-    let err = e.into_inner().context(what);
-    if fatal {
-        Outcome::Fatal(err)
-    } else {
-        Outcome::Retry(err)
-    }
 }
 
 impl<'a> Actions<'a> {
@@ -68,13 +56,24 @@ impl<'a> Actions<'a> {
         argv: &[String],
         on_fail: fn(anyhow::Error) -> Outcome,
     ) -> Result<CommandOutput, Outcome> {
+        self.run_classified(name, argv, move |_| on_fail)
+    }
+
+    /// Runs `argv` as action `name`; a non-zero exit fails as `classify`
+    /// says for that exit code.
+    pub fn run_classified(
+        &mut self,
+        name: &str,
+        argv: &[String],
+        classify: impl Fn(i32) -> fn(anyhow::Error) -> Outcome,
+    ) -> Result<CommandOutput, Outcome> {
         self.report.step(name, Some(self.timeout));
         let who = &self.plan.computer.name;
         let out = match self.ch.run(argv, self.timeout) {
             Ok(o) => o,
             Err(e) => {
                 self.report.step_end(false, &e.to_string());
-                return Err(classify(e, format!("{who}: first-boot action `{name}`")));
+                return Err(e.into_outcome(format!("{who}: first-boot action `{name}`")));
             }
         };
         self.output(argv, &out);
@@ -86,7 +85,7 @@ impl<'a> Actions<'a> {
                 text.trim()
             );
             self.report.step_end(false, &m);
-            return Err(on_fail(anyhow::anyhow!(m)));
+            return Err(classify(out.status)(anyhow::anyhow!(m)));
         }
         let last = out
             .stdout
@@ -114,10 +113,7 @@ impl<'a> Actions<'a> {
             }
             Err(e) => {
                 self.report.step_end(false, &e.to_string());
-                Err(classify(
-                    e,
-                    format!("{who}: first-boot action `{name}` writing {path}"),
-                ))
+                Err(e.into_outcome(format!("{who}: first-boot action `{name}` writing {path}")))
             }
         }
     }
@@ -154,7 +150,7 @@ impl<'a> Actions<'a> {
             self.report.step(&name, Some(timeout));
             let out = self.ch.run(&argv, timeout).map_err(|e| {
                 self.report.step_end(false, &e.to_string());
-                classify(e, format!("{who}: post-load script {base}"))
+                e.into_outcome(format!("{who}: post-load script {base}"))
             })?;
             self.output(&argv, &out);
             match out.status {

@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::wait::{self, Limits, Pace, Poll, Waited};
+use super::PowerReset;
 use crate::attempt::Attempt;
-use crate::config::{Plan, StepConfig, WaitKind};
+use crate::config::{Plan, Probe, Step, StepLimits, Wait};
 use crate::control::{Channel, ChannelError};
 use crate::duration;
 use crate::outcome::Outcome;
 use crate::probe::{self, Seen};
-use crate::provision::Provisioner;
 use crate::report::Reporter;
+use crate::wait::{self, Limits, Pace, Poll, Waited};
 
 /// How often the sequence may start over when the computer goes away during
 /// the stability window (a Sysprep reboot after the first answer).
@@ -22,30 +22,41 @@ const MAX_RESTARTS: u32 = 3;
 pub struct Sequence<'a> {
     pub plan: &'a Plan,
     pub attempt: Attempt,
-    pub power: &'a dyn Provisioner,
+    pub power: &'a dyn PowerReset,
     pub report: &'a Reporter,
     pub channel: Option<&'a mut (dyn Channel + 'static)>,
     /// Boot id seen before the load, if one was.
     pub boot_before: Option<String>,
 }
 
-fn channel_poll(e: ChannelError) -> Poll {
-    if e.is_fatal() {
-        Poll::Fatal(e.into_inner())
-    } else {
-        Poll::NotYet(format!("{}: {e}", e.class()))
+/// What a failed channel call means for a wait. Over WinRM a rejected
+/// login is "not yet" (`auth_waits`): while Sysprep runs, Administrator is
+/// disabled or still has the image's password until the oobeSystem pass.
+/// The step decides at its timeout (see [`AUTH`]).
+fn channel_poll(e: ChannelError, auth_waits: bool) -> Poll {
+    match e {
+        ChannelError::Auth(e) if auth_waits => Poll::NotYet(format!("{AUTH}{e:#}")),
+        e if e.is_fatal() => Poll::Fatal(e.into_inner()),
+        e => Poll::NotYet(format!("{}: {e}", e.class())),
     }
 }
 
-impl Sequence<'_> {
-    fn port_of(&self, s: &StepConfig) -> u16 {
-        s.port
-            .or(self.plan.computer.port)
-            .unwrap_or(self.plan.profile.port)
-    }
+/// How a wait's status starts when the login was rejected: a step that
+/// times out on it is fatal (the credentials are wrong, or the account
+/// never came up), not a retry.
+const AUTH: &str = "auth: ";
 
+impl Sequence<'_> {
     fn who(&self) -> String {
         self.plan.computer.name.clone()
+    }
+
+    /// A rejected login is "not yet" over WinRM (see [`channel_poll`]).
+    fn auth_waits(&self) -> bool {
+        matches!(
+            self.plan.profile.channel,
+            crate::config::ChannelSettings::Winrm(_)
+        )
     }
 
     /// Runs the steps, then the stability window; starts over (skipping
@@ -56,7 +67,7 @@ impl Sequence<'_> {
         let mut skip_sleep = false;
         loop {
             for s in &steps {
-                if skip_sleep && s.wait == WaitKind::Sleep {
+                if skip_sleep && matches!(s.wait, Wait::Sleep(_)) {
                     continue;
                 }
                 self.step(s)?;
@@ -78,48 +89,21 @@ impl Sequence<'_> {
         }
     }
 
-    fn step(&mut self, s: &StepConfig) -> Result<(), Outcome> {
-        // A sleep is a wait the OS needs, not a timeout: it does not grow.
-        let timeout = match s.wait {
-            WaitKind::Sleep => s.base_timeout(),
-            _ => self.attempt.scale(s.base_timeout()),
-        };
-        let stall = s.stall_timeout.map(|d| self.attempt.scale(d));
-        self.report.step(s.name(), Some(timeout));
-        let mut w = self.wait_for(s, Limits { timeout, stall });
-        if let (Waited::TimedOut(_), Some(extra)) = (&w, s.reset_on_timeout) {
-            match self.power.power_reset(self.plan, self.report) {
-                Some(Outcome::Done) => {
-                    let extra = self.attempt.scale(extra);
-                    self.report.step_end(
-                        false,
-                        &format!(
-                            "not ready after {}: power was reset",
-                            duration::fmt(timeout)
-                        ),
-                    );
-                    self.report
-                        .step(&format!("{}-after-reset", s.name()), Some(extra));
-                    w = self.wait_for(
-                        s,
-                        Limits {
-                            timeout: extra,
-                            stall,
-                        },
-                    );
-                }
-                Some(o) => {
-                    self.report.warn(&format!(
-                        "power reset failed: {}",
-                        o.error().map(|e| format!("{e:#}")).unwrap_or_default()
-                    ));
-                }
-                None => self
-                    .report
-                    .info("the provisioner cannot reset power: no second wait"),
+    fn step(&mut self, s: &Step) -> Result<(), Outcome> {
+        let started = Instant::now();
+        let (w, timeout, reset) = match &s.wait {
+            // A sleep is a wait the OS needs, not a timeout: it does not grow.
+            Wait::Sleep(d) => {
+                self.report.step(&s.name, Some(*d));
+                (wait::sleep(self.report, *d), *d, None)
             }
-        }
-        let what = format!("{} step `{}`", self.who(), s.name());
+            Wait::Poll(probe, limits) => {
+                let timeout = self.attempt.scale(limits.timeout);
+                let (w, reset) = self.poll_step(&s.name, probe, limits, timeout);
+                (w, timeout, reset)
+            }
+        };
+        let what = format!("{} step `{}`", self.who(), s.name);
         match w {
             Waited::Ready(msg, took) => {
                 self.report
@@ -132,42 +116,121 @@ impl Sequence<'_> {
                 self.report.step_end(false, &m);
                 Err(Outcome::Fatal(e.context(what)))
             }
+            Waited::TimedOut(last) | Waited::Stalled(last, _) if last.starts_with(AUTH) => {
+                let m = format!(
+                    "{what}: authentication kept failing for {}, check the login user and password_file: {}",
+                    duration::fmt(timeout),
+                    &last[AUTH.len()..]
+                );
+                self.report.step_end(false, &m);
+                Err(Outcome::Fatal(anyhow::anyhow!(m)))
+            }
             other => {
-                let m = wait::describe(&other, &what, timeout);
+                // The numbers are the real ones: after a power reset the
+                // wait lasted both waits and the reset.
+                let m = match reset {
+                    Some((first, extra)) => format!(
+                        "{} (reset power after {}, then waited {} more)",
+                        wait::describe(&other, &what, started.elapsed()),
+                        duration::fmt(first),
+                        duration::fmt(extra)
+                    ),
+                    None => wait::describe(&other, &what, timeout),
+                };
                 self.report.step_end(false, &m);
                 Err(Outcome::Retry(anyhow::anyhow!(m)))
             }
         }
     }
 
-    fn wait_for(&mut self, s: &StepConfig, limits: Limits) -> Waited {
+    /// Reboots the computer with `trigger` as step `name` and waits up to
+    /// `timeout` for it to come back with a new boot id (logged in again).
+    pub fn reboot(
+        &mut self,
+        name: &str,
+        trigger: Vec<String>,
+        timeout: Duration,
+    ) -> Result<(), Outcome> {
+        let step = Step {
+            name: name.to_string(),
+            wait: Wait::Poll(
+                Probe::Reboot {
+                    trigger: Some(trigger),
+                },
+                StepLimits::timeout(timeout),
+            ),
+        };
+        // `step` grows the timeout for the attempt: the caller's is final.
+        let saved = self.attempt;
+        self.attempt = Attempt::new(1, 1, 1.0);
+        let r = self.step(&step);
+        self.attempt = saved;
+        r
+    }
+
+    /// Polls `probe` within `limits` grown for the attempt (`timeout`);
+    /// on a timeout, resets power and waits longer when the step says so.
+    /// After a reset, also the first wait and the second one.
+    fn poll_step(
+        &mut self,
+        name: &str,
+        probe: &Probe,
+        limits: &StepLimits,
+        timeout: Duration,
+    ) -> (Waited, Option<(Duration, Duration)>) {
+        let stall = limits.stall.map(|d| self.attempt.scale(d));
+        self.report.step(name, Some(timeout));
+        let w = self.wait_for(probe, Limits { timeout, stall });
+        let (Waited::TimedOut(last), Some(extra)) = (&w, limits.reset_on_timeout) else {
+            return (w, None);
+        };
+        if last.starts_with(AUTH) {
+            // It answers and refuses us: a power reset cannot help.
+            return (w, None);
+        }
+        match self.power.power_reset(self.report) {
+            Some(Outcome::Done) => {
+                let extra = self.attempt.scale(extra);
+                self.report.step_end(
+                    false,
+                    &format!(
+                        "not ready after {}: power was reset",
+                        duration::fmt(timeout)
+                    ),
+                );
+                self.report
+                    .step(&format!("{name}-after-reset"), Some(extra));
+                let w = self.wait_for(
+                    probe,
+                    Limits {
+                        timeout: extra,
+                        stall,
+                    },
+                );
+                (w, Some((timeout, extra)))
+            }
+            Some(o) => {
+                self.report.warn(&format!(
+                    "power reset failed: {}",
+                    o.error().map(|e| format!("{e:#}")).unwrap_or_default()
+                ));
+                (w, None)
+            }
+            None => {
+                self.report
+                    .info("the provisioner cannot reset power: no second wait");
+                (w, None)
+            }
+        }
+    }
+
+    fn wait_for(&mut self, probe: &Probe, limits: Limits) -> Waited {
         let plan = self.plan;
         let connect = plan.profile.connect_timeout;
-        match s.wait {
-            WaitKind::Sleep => wait::sleep(self.report, limits.timeout),
-            WaitKind::Port | WaitKind::Banner => {
-                let port = self.port_of(s);
-                let host = plan.computer.address.clone();
-                let re = s.regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
-                let probe: Arc<dyn Fn() -> Poll + Send + Sync> = Arc::new(move || {
-                    // Resolved on every probe: a name may appear in DNS only
-                    // once the freshly loaded computer registers it.
-                    let addr = match probe::resolve(&host, port) {
-                        Ok(a) => a,
-                        Err(e) => return Poll::NotYet(e),
-                    };
-                    let seen = match &re {
-                        Some(re) => probe::banner(addr, re, connect),
-                        None => probe::port(addr, connect),
-                    };
-                    match seen {
-                        Seen::Up(m) => Poll::Ready(m),
-                        Seen::Down(m) => Poll::NotYet(format!("port {port}: {m}")),
-                    }
-                });
-                wait::overlapped(self.report, limits, Pace::CHEAP, 8, probe)
-            }
-            WaitKind::Ping => {
+        match probe {
+            Probe::Port { port } => self.wait_port(*port, None, limits),
+            Probe::Banner { port, regex } => self.wait_port(*port, Some(regex.clone()), limits),
+            Probe::Ping => {
                 let host = plan.computer.address.clone();
                 let probe: Arc<dyn Fn() -> Poll + Send + Sync> =
                     Arc::new(move || match probe::ping(&host, connect) {
@@ -176,14 +239,55 @@ impl Sequence<'_> {
                     });
                 wait::overlapped(self.report, limits, Pace::COSTLY, 4, probe)
             }
-            WaitKind::Login => self.wait_login(limits),
-            WaitKind::Command => self.wait_command(s, limits),
-            WaitKind::Reboot => self.wait_reboot(s, limits),
+            Probe::Login => self.wait_login(limits),
+            Probe::Command { command, regex } => self.wait_command(command, regex.as_ref(), limits),
+            Probe::Reboot { trigger } => self.wait_reboot(trigger.as_deref(), limits),
+            Probe::SetupDone => self.wait_setup_done(limits),
         }
     }
 
+    /// TCP connect to the step's port (default: the channel's), and read a
+    /// line matching `banner` when there is one.
+    fn wait_port(
+        &mut self,
+        port: Option<u16>,
+        banner: Option<regex::Regex>,
+        limits: Limits,
+    ) -> Waited {
+        let plan = self.plan;
+        let connect = plan.profile.connect_timeout;
+        // Config resolution refuses a port step with no port anywhere.
+        let Some(port) = port.or(plan.port()) else {
+            return Waited::Fatal(anyhow::anyhow!(
+                "no port to probe: channel none, and neither the step nor the computer names one"
+            ));
+        };
+        let host = plan.computer.address.clone();
+        let probe: Arc<dyn Fn() -> Poll + Send + Sync> = Arc::new(move || {
+            // Resolved on every probe: a name may appear in DNS only
+            // once the freshly loaded computer registers it.
+            let addr = match probe::resolve(&host, port) {
+                Ok(a) => a,
+                Err(e) => return Poll::NotYet(e),
+            };
+            let seen = match &banner {
+                Some(re) => probe::banner(addr, re, connect),
+                None => probe::port(addr, connect),
+            };
+            match seen {
+                Seen::Up(m) => Poll::Ready(m),
+                Seen::Down(m) => Poll::NotYet(format!("port {port}: {m}")),
+            }
+        });
+        wait::overlapped(self.report, limits, Pace::CHEAP, 8, probe)
+    }
+
+    // Login, command and reboot steps find a channel: config resolution
+    // refuses them on channel none. The `else` branches below are the
+    // type's due, not a check anyone reaches.
     fn wait_login(&mut self, limits: Limits) -> Waited {
         let family = self.plan.profile.family;
+        let aw = self.auth_waits();
         let cmd_t = self.plan.profile.command_timeout;
         let before = self.boot_before.clone();
         let Some(ch) = self.channel.as_deref_mut() else {
@@ -193,7 +297,7 @@ impl Sequence<'_> {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             if let Err(e) = ch.login(t) {
                 ch.disconnect();
-                return channel_poll(e);
+                return channel_poll(e, aw);
             }
             let who = ch.identity().map(|i| format!(" ({i})")).unwrap_or_default();
             let Some(old) = &before else {
@@ -207,23 +311,53 @@ impl Sequence<'_> {
                     ))
                 }
                 Ok(id) => Poll::Ready(format!("logged in{who}; new boot id {id}")),
-                Err(e) => channel_poll(e),
+                Err(e) => channel_poll(e, aw),
             }
         })
     }
 
-    fn wait_command(&mut self, s: &StepConfig, limits: Limits) -> Waited {
-        let argv = s.command.clone().unwrap_or_default();
-        let re = s.regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
+    /// Polls Windows' own setup state until it says complete; logs in as
+    /// needed (Sysprep's reboots in between drop the connection).
+    fn wait_setup_done(&mut self, limits: Limits) -> Waited {
+        let family = self.plan.profile.family;
         let cmd_t = self.plan.profile.command_timeout;
+        let aw = self.auth_waits();
+        let cmd = super::windows::setup_state_command(family);
+        let Some(ch) = self.channel.as_deref_mut() else {
+            return Waited::Fatal(anyhow::anyhow!("a setup-done step needs a channel"));
+        };
+        wait::poll(self.report, limits, Pace::COSTLY, |left| {
+            let t = left.min(cmd_t).max(Duration::from_secs(1));
+            let out = match ch.login(t).and_then(|_| ch.run(&cmd, t)) {
+                Ok(o) => o,
+                Err(e) => {
+                    ch.disconnect();
+                    return channel_poll(e, aw);
+                }
+            };
+            match super::windows::setup_state(family, &out.stdout) {
+                Ok(m) => Poll::Ready(m),
+                Err(m) => Poll::NotYet(m),
+            }
+        })
+    }
+
+    fn wait_command(
+        &mut self,
+        argv: &[String],
+        re: Option<&regex::Regex>,
+        limits: Limits,
+    ) -> Waited {
+        let cmd_t = self.plan.profile.command_timeout;
+        let aw = self.auth_waits();
         let Some(ch) = self.channel.as_deref_mut() else {
             return Waited::Fatal(anyhow::anyhow!("a command step needs a channel"));
         };
         wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
-            match ch.run(&argv, t) {
+            match ch.run(argv, t) {
                 Ok(out) => {
-                    let ok = match &re {
+                    let ok = match re {
                         Some(re) => re.is_match(out.stdout.trim()),
                         None => out.status == 0,
                     };
@@ -243,13 +377,13 @@ impl Sequence<'_> {
                 }
                 Err(e) => {
                     ch.disconnect();
-                    channel_poll(e)
+                    channel_poll(e, aw)
                 }
             }
         })
     }
 
-    fn wait_reboot(&mut self, s: &StepConfig, limits: Limits) -> Waited {
+    fn wait_reboot(&mut self, trigger: Option<&[String]>, limits: Limits) -> Waited {
         let family = self.plan.profile.family;
         let cmd_t = self
             .plan
@@ -257,6 +391,7 @@ impl Sequence<'_> {
             .command_timeout
             .min(Duration::from_secs(30));
         let report = self.report;
+        let aw = self.auth_waits();
         let Some(ch) = self.channel.as_deref_mut() else {
             return Waited::Fatal(anyhow::anyhow!("a reboot step needs a channel"));
         };
@@ -265,7 +400,7 @@ impl Sequence<'_> {
             Err(e) if e.is_fatal() => return Waited::Fatal(e.into_inner()),
             Err(_) => None,
         };
-        if let Some(trigger) = &s.command {
+        if let Some(trigger) = trigger {
             report.info(&format!("triggering the reboot: {}", trigger.join(" ")));
             // The connection drops while the command runs; that is expected.
             let _ = ch.run(trigger, Duration::from_secs(10));
@@ -284,11 +419,14 @@ impl Sequence<'_> {
                 }
                 (Err(e), _) => {
                     ch.disconnect();
-                    if e.is_fatal() {
-                        return Poll::Fatal(e.into_inner());
+                    match channel_poll(e, aw) {
+                        Poll::NotYet(m) if m.starts_with(AUTH) => Poll::NotYet(m),
+                        Poll::NotYet(m) => {
+                            went_down = true;
+                            Poll::NotYet(format!("down: {m}"))
+                        }
+                        other => other,
                     }
-                    went_down = true;
-                    Poll::NotYet(format!("down: {e}"))
                 }
             }
         })
@@ -303,9 +441,12 @@ impl Sequence<'_> {
         }
         self.report.step("stable", Some(window));
         let start = Instant::now();
-        let port = self.plan.computer.port.unwrap_or(self.plan.profile.port);
         let connect = self.plan.profile.connect_timeout;
-        let addr = probe::resolve(&self.plan.computer.address, port).ok();
+        // Channel none: config resolution refuses a window with no port.
+        let addr = self
+            .plan
+            .port()
+            .and_then(|port| probe::resolve(&self.plan.computer.address, port).ok());
         while start.elapsed() < window {
             crate::signal::check().map_err(|i| Outcome::Fatal(i.into()))?;
             let ok = match self.channel.as_deref_mut() {
@@ -358,15 +499,7 @@ impl Sequence<'_> {
         let out = ch
             .run(&chk.command, self.plan.profile.command_timeout)
             .map_err(|e| {
-                let fatal = e.is_fatal();
-                let err = e
-                    .into_inner()
-                    .context(format!("{who}: image_check `{}`", chk.command.join(" ")));
-                if fatal {
-                    Outcome::Fatal(err)
-                } else {
-                    Outcome::Retry(err)
-                }
+                e.into_outcome(format!("{who}: image_check `{}`", chk.command.join(" ")))
             })?;
         if re.is_match(out.stdout.trim()) {
             self.report

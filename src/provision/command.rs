@@ -9,7 +9,7 @@ use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
-use crate::exec::{Cmd, ExecError};
+use crate::exec::{Cmd, Hints};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 
@@ -44,6 +44,12 @@ impl CommandConfig {
         if self.load.is_empty() || self.load[0].trim().is_empty() {
             return Err("`load` must be a non-empty argument vector, e.g. [\"/usr/local/bin/reload\", \"{node}\"]".into());
         }
+        if self.timeout.is_zero() {
+            return Err("`timeout` of 0s would kill the load command at once: give a duration longer than 0s, e.g. \"30m\"".into());
+        }
+        if self.power_reset_timeout.is_zero() {
+            return Err("`power_reset_timeout` must be longer than 0s".into());
+        }
         if matches!(&self.power_reset, Some(v) if v.is_empty()) {
             return Err("`power_reset` must be a non-empty argument vector".into());
         }
@@ -52,7 +58,7 @@ impl CommandConfig {
 
     /// Lines for `reimage check`.
     pub fn describe(&self, plan: &Plan) -> Vec<String> {
-        let a = Attempt::new(1, plan.max_attempts, plan.growth);
+        let a = plan.attempt(1, plan.max_attempts);
         let argv: Vec<String> = self
             .load
             .iter()
@@ -119,7 +125,7 @@ impl CommandProvisioner {
                     anyhow::anyhow!(
                         "`{shown}` exited {}: {}",
                         out.code,
-                        crate::exec::tail_lines(&out.text(), 5)
+                        crate::exec::excerpt(&out.text(), 5)
                     )
                 };
                 match out.code {
@@ -133,26 +139,28 @@ impl CommandProvisioner {
                     ),
                 }
             }
-            Err(ExecError::Timeout { after, partial }) => {
-                report.output(&shown, &partial);
-                Outcome::Retry(anyhow::anyhow!(
-                    "{what} of {}: `{shown}` ran past its timeout of {} and was killed",
-                    plan.computer.name,
-                    duration::fmt(after)
-                ))
-            }
-            Err(ExecError::Spawn(e)) => Outcome::Fatal(anyhow::anyhow!(
-                "{what} of {}: cannot start `{shown}`: {e} (check the `load` path in the provisioner)",
-                plan.computer.name
-            )),
-            Err(e @ ExecError::Interrupted(_)) => {
-                Outcome::Fatal(anyhow::anyhow!("{what} of {}: {e}", plan.computer.name))
+            Err(e) => {
+                if let Some(p) = e.partial() {
+                    report.output(&shown, p);
+                }
+                e.into_outcome(
+                    &format!("{what} of {}", plan.computer.name),
+                    &shown,
+                    Hints {
+                        spawn: "check the command's path in the provisioner",
+                        timeout: "",
+                    },
+                )
             }
         }
     }
 }
 
 impl Provisioner for CommandProvisioner {
+    fn describe(&self, plan: &Plan) -> Vec<String> {
+        self.config.describe(plan)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
         self.run(
             &self.config.load,
@@ -164,14 +172,13 @@ impl Provisioner for CommandProvisioner {
         )
     }
 
-    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
+    fn power_reset(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         let argv = self.config.power_reset.as_ref()?;
-        let a = Attempt::new(1, plan.max_attempts, plan.growth);
         Some(self.run(
             argv,
             self.config.power_reset_timeout,
             plan,
-            a,
+            attempt,
             report,
             "power reset",
         ))

@@ -36,4 +36,8 @@ impl Provisioner for Lab {
         ));
         Outcome::Done
     }
+
+    fn describe(&self, _plan: &Plan) -> Vec<String> {
+        vec!["nothing to load: a standing machine".into()]
+    }
 }

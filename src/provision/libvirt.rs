@@ -14,10 +14,10 @@ use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
-use crate::exec::{Cmd, ExecError, Output};
-use crate::os::wait::{self, Limits, Pace, Poll, Waited};
+use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
+use crate::wait::{self, Limits, Pace, Poll, Waited};
 
 /// `[provisioners.NAME] kind = "libvirt"`.
 #[derive(Debug, Deserialize, Clone)]
@@ -188,7 +188,7 @@ fn overlay_path(disk_dir: &Path, computer: &str) -> PathBuf {
 fn render(template: &str, values: &[(&'static str, String)]) -> String {
     let escaped: Vec<(&'static str, String)> = values
         .iter()
-        .map(|(k, v)| (*k, crate::encoding::xml_escape(v)))
+        .map(|(k, v)| (*k, crate::xml::escape(v)))
         .collect();
     expand(template, &escaped)
 }
@@ -286,24 +286,21 @@ impl Libvirt {
                 report.output(&shown, &out);
                 Ok((out, shown))
             }
-            Err(ExecError::Timeout { after, partial }) => {
-                report.output(&shown, &partial);
-                Err(Outcome::Retry(anyhow::anyhow!(
-                    "load of {who}: `{shown}` ran past its timeout of {} and was killed (raise command_timeout if the host is just slow)",
-                    duration::fmt(after)
-                )))
-            }
-            Err(ExecError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(Outcome::Fatal(anyhow::anyhow!(
-                    "load of {who}: cannot start `{shown}`: {} not found: install {package} (apt-get install {package}) or set the path in the provisioner",
-                    cmd.argv.first().map(String::as_str).unwrap_or("")
-                )))
-            }
-            Err(ExecError::Spawn(e)) => Err(Outcome::Fatal(anyhow::anyhow!(
-                "load of {who}: cannot start `{shown}`: {e}"
-            ))),
-            Err(e @ ExecError::Interrupted(_)) => {
-                Err(Outcome::Fatal(anyhow::anyhow!("load of {who}: {e}")))
+            Err(e) => {
+                if let Some(p) = e.partial() {
+                    report.output(&shown, p);
+                }
+                let spawn = format!(
+                    "install {package} (apt-get install {package}) or set the path in the provisioner"
+                );
+                Err(e.into_outcome(
+                    &format!("load of {who}"),
+                    &shown,
+                    Hints {
+                        spawn: &spawn,
+                        timeout: "raise command_timeout if the host is just slow",
+                    },
+                ))
             }
         }
     }
@@ -315,7 +312,7 @@ impl Libvirt {
         let e = anyhow::anyhow!(
             "`{shown}` exited {}: {}",
             out.code,
-            crate::exec::tail_lines(&text, 4)
+            crate::exec::excerpt(&text, 4)
         );
         let who = &plan.computer.name;
         if classify(&text) == Failure::Connect {
@@ -499,7 +496,7 @@ impl Libvirt {
         let e = anyhow::anyhow!(
             "`{shown}` exited {}: {}",
             out.code,
-            crate::exec::tail_lines(&out.text(), 4)
+            crate::exec::excerpt(&out.text(), 4)
         )
         .context(format!(
             "load of {who}: cannot create the disk overlay {}",
@@ -683,11 +680,15 @@ impl Libvirt {
 }
 
 impl Provisioner for Libvirt {
+    fn describe(&self, plan: &Plan) -> Vec<String> {
+        self.config.describe(plan)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
         collapse(self.load_steps(plan, attempt, report))
     }
 
-    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
+    fn power_reset(&self, plan: &Plan, _attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         let name = plan.computer.node.as_str();
         report.info(&format!("resetting domain {name} (virsh reset)"));
         let r = self
@@ -711,12 +712,12 @@ mod tests {
     #[test]
     fn escapes_the_five_xml_specials() {
         assert_eq!(
-            crate::encoding::xml_escape("a<b>&\"c'"),
+            crate::xml::escape("a<b>&\"c'"),
             "a&lt;b&gt;&amp;&quot;c&apos;"
         );
-        assert_eq!(crate::encoding::xml_escape("plain-name_1"), "plain-name_1");
-        assert_eq!(crate::encoding::xml_escape("&amp;"), "&amp;amp;");
-        assert_eq!(crate::encoding::xml_escape("ünï"), "ünï");
+        assert_eq!(crate::xml::escape("plain-name_1"), "plain-name_1");
+        assert_eq!(crate::xml::escape("&amp;"), "&amp;amp;");
+        assert_eq!(crate::xml::escape("ünï"), "ünï");
     }
 
     #[test]

@@ -8,87 +8,26 @@ pub mod qemu;
 pub mod vsphere;
 pub mod xcat;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::attempt::Attempt;
-use crate::config::Plan;
+use crate::config::{KeyError, Plan, ProvisionerRef};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 
-/// Provisioner names that exist without a `[provisioners.NAME]` table.
+/// Provisioner names that exist without a `[provisioners.NAME]` table (each
+/// is its own kind, with every key at its default).
 pub const BUILTIN: [&str; 2] = ["lab", "qemu"];
 
-/// The configuration of a built-in provisioner name.
-pub fn builtin_config(name: &str) -> Option<ProvisionerConfig> {
-    match name {
-        "lab" => Some(ProvisionerConfig::Lab(lab::LabConfig::default())),
-        "qemu" => Some(ProvisionerConfig::Qemu(qemu::QemuConfig::default())),
-        _ => None,
-    }
-}
-
-/// `[provisioners.NAME]`, by `kind`.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum ProvisionerConfig {
-    /// Any external command whose exit code follows the contract.
-    Command(command::CommandConfig),
-    /// A standing machine: nothing to load.
-    Lab(lab::LabConfig),
-    /// A local QEMU VM.
-    Qemu(qemu::QemuConfig),
-    /// A libvirt domain through virsh.
-    Libvirt(libvirt::LibvirtConfig),
-    /// Bare metal through xCAT.
-    Xcat(xcat::XcatConfig),
-    /// A VM through the vSphere Automation REST API.
-    Vsphere(vsphere::VsphereConfig),
-}
-
-impl ProvisionerConfig {
-    /// The kind name.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProvisionerConfig::Command(_) => "command",
-            ProvisionerConfig::Lab(_) => "lab",
-            ProvisionerConfig::Qemu(_) => "qemu",
-            ProvisionerConfig::Libvirt(_) => "libvirt",
-            ProvisionerConfig::Xcat(_) => "xcat",
-            ProvisionerConfig::Vsphere(_) => "vsphere",
-        }
-    }
-
-    /// Checks serde cannot make (empty commands, ranges).
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            ProvisionerConfig::Command(c) => c.validate(),
-            ProvisionerConfig::Lab(_) => Ok(()),
-            ProvisionerConfig::Qemu(c) => c.validate(),
-            ProvisionerConfig::Libvirt(c) => c.validate(),
-            ProvisionerConfig::Xcat(c) => c.validate(),
-            ProvisionerConfig::Vsphere(c) => c.validate(),
-        }
-    }
-
-    /// Lines for `reimage check`: the settings that shape a load, with the
-    /// timeout at each attempt.
-    pub fn describe(&self, plan: &Plan) -> Vec<String> {
-        match self {
-            ProvisionerConfig::Command(c) => c.describe(plan),
-            ProvisionerConfig::Lab(_) => vec!["nothing to load: a standing machine".into()],
-            ProvisionerConfig::Qemu(c) => c.describe(plan),
-            ProvisionerConfig::Libvirt(c) => c.describe(plan),
-            ProvisionerConfig::Xcat(c) => c.describe(plan),
-            ProvisionerConfig::Vsphere(c) => c.describe(plan),
-        }
-    }
-}
+/// Every kind a `[provisioners.NAME]` table can name.
+pub const KINDS: [&str; 6] = ["command", "lab", "qemu", "libvirt", "xcat", "vsphere"];
 
 /// Puts an image on a computer and starts it.
 pub trait Provisioner {
     /// Loads the plan's image onto its computer, attempt `attempt`. Done when
     /// the image is loaded and the computer is starting; never waits for the
-    /// OS.
+    /// OS. Retry when loading again could help: the runner, not the module,
+    /// turns a retry on the last attempt into fatal.
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome;
 
     /// False for provisioners that leave the running OS in place (`lab`):
@@ -97,23 +36,92 @@ pub trait Provisioner {
         true
     }
 
-    /// Resets the computer's power, for OS profiles that do so when a first
-    /// wait fails. `None` when this provisioner cannot.
-    fn power_reset(&self, _plan: &Plan, _report: &Reporter) -> Option<Outcome> {
+    /// Resets the computer's power during attempt `attempt`, for OS profiles
+    /// that do so when a first wait fails. `None` when this provisioner
+    /// cannot.
+    fn power_reset(&self, _plan: &Plan, _attempt: Attempt, _report: &Reporter) -> Option<Outcome> {
         None
     }
+
+    /// Lines for `reimage check`: the settings that shape a load, with the
+    /// timeout at each attempt.
+    fn describe(&self, plan: &Plan) -> Vec<String>;
 }
 
-/// The provisioner the plan names.
-pub fn build(plan: &Plan) -> Box<dyn Provisioner> {
-    match &plan.provisioner.1 {
-        ProvisionerConfig::Command(c) => Box::new(command::CommandProvisioner::new(c.clone())),
-        ProvisionerConfig::Lab(c) => Box::new(lab::Lab::new(c.clone())),
-        ProvisionerConfig::Qemu(c) => Box::new(qemu::Qemu::new(c.clone())),
-        ProvisionerConfig::Libvirt(c) => Box::new(libvirt::Libvirt::new(c.clone())),
-        ProvisionerConfig::Xcat(c) => Box::new(xcat::Xcat::new(c.clone())),
-        ProvisionerConfig::Vsphere(c) => Box::new(vsphere::Vsphere::new(c.clone())),
-    }
+/// The provisioner `r` names, decoded and validated from its table (Packer's
+/// `Prepare`): errors name the key inside the table.
+pub fn prepare(r: &ProvisionerRef) -> Result<Box<dyn Provisioner>, KeyError> {
+    let t = &r.table;
+    Ok(match r.kind.as_str() {
+        "command" => Box::new(command::CommandProvisioner::new(decode(
+            t,
+            |c: &command::CommandConfig| c.validate(),
+        )?)),
+        "lab" => Box::new(lab::Lab::new(decode(t, |_: &lab::LabConfig| Ok(()))?)),
+        "qemu" => Box::new(qemu::Qemu::new(decode(t, qemu::QemuConfig::validate)?)),
+        "libvirt" => Box::new(libvirt::Libvirt::new(decode(
+            t,
+            libvirt::LibvirtConfig::validate,
+        )?)),
+        "xcat" => Box::new(xcat::Xcat::new(decode(t, xcat::XcatConfig::validate)?)),
+        "vsphere" => Box::new(vsphere::Vsphere::new(decode(
+            t,
+            vsphere::VsphereConfig::validate,
+        )?)),
+        k => {
+            return Err(KeyError::at(
+                "kind",
+                format!(
+                    "provisioner `{}` has unknown kind `{k}` (kinds: {})",
+                    r.name,
+                    KINDS.join(", ")
+                ),
+            ));
+        }
+    })
+}
+
+/// Decodes a provisioner's table into its config type, then runs its
+/// checks. Serde errors carry the path to the bad key; a check's message
+/// names its key first, in backquotes (`` `timeout` must be ... ``), and
+/// points there.
+fn decode<T: DeserializeOwned>(
+    table: &toml::Table,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, KeyError> {
+    let value = toml::Value::Table(table.clone());
+    let c: T = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut path: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = e.inner().to_string();
+        if let Some(key) = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            path.push(key.to_string());
+        }
+        KeyError { path, message }
+    })?;
+    check(&c).map_err(|message| {
+        let key = message
+            .strip_prefix('`')
+            .and_then(|r| r.split(['`', ' ', '=']).next())
+            .unwrap_or_default()
+            .to_string();
+        if key.is_empty() {
+            KeyError::table(message)
+        } else {
+            KeyError::at(&key, message)
+        }
+    })?;
+    Ok(c)
 }
 
 /// The placeholder values of a plan at an attempt: `{computer} {node}

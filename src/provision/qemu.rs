@@ -11,6 +11,7 @@
 //! as `console.log.old`).
 
 use anyhow::{Context, Result, anyhow, bail};
+use rustix::process::{Pid, Signal};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,12 +22,12 @@ use std::time::{Duration, Instant};
 use super::command::per_attempt;
 use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::{ChannelKind, Plan};
+use crate::config::{ChannelSettings, Plan};
 use crate::duration;
-use crate::exec::{Cmd, ExecError, alive};
-use crate::os::wait::{self, Limits, Pace, Poll, Waited};
+use crate::exec::{Cmd, Hints, alive};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
+use crate::wait::{self, Limits, Pace, Poll, Waited};
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -154,7 +155,7 @@ impl QemuConfig {
 
     /// Lines for `reimage check`.
     pub fn describe(&self, plan: &Plan) -> Vec<String> {
-        let a = Attempt::new(1, plan.max_attempts, plan.growth);
+        let a = plan.attempt(1, plan.max_attempts);
         let run = RunDir::new(self, plan);
         let (accel, why) = resolve_accel(self.accel);
         let img = &plan.image.config;
@@ -218,10 +219,10 @@ impl QemuConfig {
         if !self.forwards.is_empty() {
             return Ok(self.forwards.clone());
         }
-        let guest = match plan.profile.channel {
-            ChannelKind::None => 22,
-            _ if plan.profile.port == 0 => 22,
-            _ => plan.profile.port,
+        let guest = match &plan.profile.channel {
+            ChannelSettings::None { .. } => 22,
+            ChannelSettings::Ssh(ssh) => ssh.port,
+            ChannelSettings::Winrm(w) => w.port,
         };
         match plan.computer.port {
             Some(host) => Ok(vec![Forward { host, guest }]),
@@ -382,8 +383,7 @@ fn tail_of_file(p: &Path, n: usize) -> String {
     let mut buf = Vec::new();
     let _ = f.read_to_end(&mut buf);
     let start = buf.len().saturating_sub(4096);
-    let text = String::from_utf8_lossy(&buf[start..]);
-    crate::exec::tail_lines(&text, n)
+    crate::exec::excerpt(&String::from_utf8_lossy(&buf[start..]), n)
 }
 
 /// A QMP connection: JSON lines over the VM's unix socket.
@@ -459,11 +459,11 @@ impl Qmp {
     }
 }
 
-/// Sends `sig` to `pid`.
-fn kill(pid: i32, sig: i32) {
-    // SAFETY: plain syscall; pid was checked to be a QEMU of ours.
-    unsafe {
-        libc::kill(pid, sig);
+/// Sends `sig` to `pid` (checked to be a QEMU of ours); an error means it
+/// is gone already.
+fn kill(pid: i32, sig: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
@@ -510,11 +510,11 @@ fn stop_run(run: &RunDir, report: &Reporter) -> Result<()> {
         }
         if !left.is_empty() {
             for p in &left {
-                kill(*p, libc::SIGTERM);
+                kill(*p, Signal::TERM);
             }
             left = wait_gone(&left, Duration::from_secs(3));
             for p in &left {
-                kill(*p, libc::SIGKILL);
+                kill(*p, Signal::KILL);
             }
             left = wait_gone(&left, Duration::from_secs(2));
         }
@@ -651,7 +651,7 @@ impl Qemu {
         if !out.success() {
             return Err(fatal(format!(
                 "base image {base_s} is not a disk image qemu-img can read: {}",
-                crate::exec::tail_lines(&out.text(), 3)
+                crate::exec::excerpt(&out.text(), 3)
             )));
         }
         let fmt = serde_json::from_str::<Value>(&out.stdout)
@@ -689,7 +689,7 @@ impl Qemu {
                 "`{}` exited {}: {}",
                 create.display(),
                 out.code,
-                crate::exec::tail_lines(&out.text(), 3)
+                crate::exec::excerpt(&out.text(), 3)
             )));
         }
         report.info(&format!("fresh overlay {ov} on {base_s} ({fmt})"));
@@ -702,20 +702,18 @@ impl Qemu {
                 report.output(&cmd.display(), &o);
                 Ok(o)
             }
-            Err(ExecError::Timeout { after, partial }) => {
-                report.output(&cmd.display(), &partial);
-                Err(Outcome::Retry(anyhow!(
-                    "`{}` ran past {} and was killed",
-                    cmd.display(),
-                    duration::fmt(after)
-                )))
-            }
-            Err(ExecError::Spawn(e)) => Err(fatal(format!(
-                "cannot run `{}`: {e} (install qemu-utils)",
-                cmd.display()
-            ))),
-            Err(e @ ExecError::Interrupted(_)) => {
-                Err(Outcome::Fatal(anyhow!("`{}`: {e}", cmd.display())))
+            Err(e) => {
+                if let Some(p) = e.partial() {
+                    report.output(&cmd.display(), p);
+                }
+                Err(e.into_outcome(
+                    "making the disk",
+                    &cmd.display(),
+                    Hints {
+                        spawn: "install qemu-utils",
+                        timeout: "",
+                    },
+                ))
             }
         }
     }
@@ -809,21 +807,17 @@ impl Qemu {
             Err(e) => {
                 // The launcher is gone; a QEMU it daemonized may not be.
                 let _ = stop_run(&run, report);
-                return Err(match e {
-                    ExecError::Spawn(e) => fatal(format!(
-                        "cannot run `{}`: {e} (install qemu-system-x86 or fix `qemu`)",
-                        c.qemu
-                    )),
-                    ExecError::Timeout { after, partial } => {
-                        report.output(&cmd.display(), &partial);
-                        Outcome::Retry(anyhow!(
-                            "QEMU did not finish starting within {} and was stopped: {}",
-                            duration::fmt(after),
-                            crate::exec::tail_lines(&partial.text(), 5)
-                        ))
-                    }
-                    e @ ExecError::Interrupted(_) => Outcome::Fatal(anyhow!("starting QEMU: {e}")),
-                });
+                if let Some(p) = e.partial() {
+                    report.output(&cmd.display(), p);
+                }
+                return Err(e.into_outcome(
+                    "starting QEMU",
+                    &cmd.display(),
+                    Hints {
+                        spawn: "install qemu-system-x86 or fix `qemu`",
+                        timeout: "QEMU did not finish starting and was stopped",
+                    },
+                ));
             }
         };
         report.output(&cmd.display(), &out);
@@ -834,7 +828,7 @@ impl Qemu {
                 "`{}` exited {}: {}",
                 c.qemu,
                 out.code,
-                crate::exec::tail_lines(&text, 5)
+                crate::exec::excerpt(&text, 5)
             );
             // Bad arguments, files or ports do not get better on a reload;
             // a host short of memory might.
@@ -917,6 +911,10 @@ impl Qemu {
 }
 
 impl Provisioner for Qemu {
+    fn describe(&self, plan: &Plan) -> Vec<String> {
+        self.config.describe(plan)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
         match self.load_inner(plan, attempt, report) {
             Ok(()) => Outcome::Done,
@@ -924,7 +922,7 @@ impl Provisioner for Qemu {
         }
     }
 
-    fn power_reset(&self, plan: &Plan, report: &Reporter) -> Option<Outcome> {
+    fn power_reset(&self, plan: &Plan, _attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         let run = RunDir::new(&self.config, plan);
         report.info(&format!(
             "power reset of {} through QMP system_reset",

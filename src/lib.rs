@@ -1,0 +1,318 @@
+//! reimage gets one computer ready for one reservation: a provisioning
+//! module loads the image, then an OS module waits for the OS and configures
+//! it, in an attempt loop whose results map to exit codes.
+//!
+//! The modules stand on floors; a floor imports only floors below it:
+//!
+//! - this file and `cli`: parse, one dispatch, the exit code from [`Error`];
+//! - `runner`: the attempt loop and the contract's rules;
+//! - `provision` and `os`, side by side (neither imports the other; the OS
+//!   module gets only a [`os::PowerReset`] from the runner);
+//! - `control`: how an OS module talks to the computer (SSH, WinRM);
+//! - `config`: the TOML model, validation with file:line:col, the plan;
+//! - `fleet`: the admin's views (status, log) over records and the store;
+//! - `report`, `state`, `coord`: events and logs; lock and records; the
+//!   site-wide lock and load-limit store;
+//! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
+//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
+
+mod attempt;
+mod cli;
+mod config;
+mod control;
+mod coord;
+mod duration;
+mod encoding;
+mod error;
+mod exec;
+mod fleet;
+mod os;
+mod outcome;
+mod probe;
+#[cfg(test)]
+mod proptests;
+mod provision;
+mod report;
+mod runner;
+mod secret;
+mod signal;
+mod state;
+mod wait;
+mod xml;
+
+use clap::Parser;
+use std::path::PathBuf;
+
+use cli::{CheckArgs, Cli, Command, StepArgs};
+use config::{Loaded, Plan};
+pub use error::Error;
+use outcome::EXIT_USAGE;
+use runner::Phase;
+
+/// Runs reimage with the process's arguments and returns the exit code.
+pub fn main() -> i32 {
+    if let Some(var) = empty_env() {
+        let e = Error::Usage(format!(
+            "the environment variable {var} is set but empty: unset it, or set it to a path"
+        ));
+        if std::env::args_os().any(|a| a == "--json") {
+            json_event(None, None, &e);
+        }
+        report::stderr_line(&format!("reimage: error: {e}"));
+        return e.code();
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    signal::install();
+    match execute(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if cli.json {
+                json_end(&cli, &e);
+            }
+            report::stderr_line(&format!("reimage: error: {e}"));
+            e.code()
+        }
+    }
+}
+
+/// An environment variable that stands for a flag, set but empty, while
+/// its flag is not given: clap would blame the flag.
+fn empty_env() -> Option<&'static str> {
+    [
+        ("REIMAGE_CONFIG", "--config"),
+        ("REIMAGE_STATE_DIR", "--state-dir"),
+    ]
+    .into_iter()
+    .find(|(var, flag)| {
+        std::env::var_os(var).is_some_and(|v| v.is_empty())
+            && !std::env::args_os().any(|a| {
+                a.to_str()
+                    .is_some_and(|a| a == *flag || a.starts_with(&format!("{flag}=")))
+            })
+    })
+    .map(|(var, _)| var)
+}
+
+/// With `--json`, a run that stops before its events start (usage, config,
+/// lock) still ends with one `run` event that carries the exit code.
+fn json_end(cli: &Cli, e: &Error) {
+    let (computer, image) = match &cli.command {
+        Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
+        Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
+        Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
+        Command::Log(a) => (Some(&a.computer), None),
+        Command::Status(_) | Command::SetupDb => (None, None),
+    };
+    json_event(computer, image, e);
+}
+
+/// The final `run` event of a run that stopped on `e`.
+fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
+    let event = serde_json::json!({
+        "time": report::rfc3339(std::time::SystemTime::now()),
+        "kind": "run",
+        "computer": computer,
+        "image": image,
+        "result": e.kind(),
+        "message": e.to_string(),
+        "code": e.code(),
+    });
+    report::stdout_line(&event.to_string());
+}
+
+/// What a run does once its computer and image are known.
+enum Job {
+    /// The whole attempt loop with this many attempts (default: the plan's).
+    Provision(Option<u32>),
+    /// One phase at attempt K of N (N default: the plan's).
+    Single(Phase, u32, Option<u32>),
+}
+
+/// The one dispatch over the subcommand.
+fn execute(cli: &Cli) -> Result<i32, Error> {
+    let loaded = config::load(&cli.config, &provision::BUILTIN)?;
+    // Every provisioner table is decoded up front, so `check` finds what a
+    // run would trip over, and a run fails before it takes the lock.
+    for (name, table) in &loaded.config.provisioners {
+        let mut table = table.clone();
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(k)) => k,
+            _ => String::new(),
+        };
+        let r = config::ProvisionerRef {
+            name: name.clone(),
+            kind,
+            table,
+        };
+        provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
+    }
+    let (target, job) = match &cli.command {
+        Command::Check(a) => return check(cli, &loaded, a),
+        Command::Status(a) => {
+            let dir = state_dir(cli, &loaded);
+            return fleet::status(&loaded, &dir, &a.computers, cli.json);
+        }
+        Command::Log(a) => {
+            let dir = state_dir(cli, &loaded);
+            return fleet::log(&dir, a, cli.json);
+        }
+        Command::SetupDb => return setup_db(&loaded),
+        Command::Provision(a) => (
+            (&a.computer, &a.image, &a.reservation),
+            Job::Provision(a.attempts),
+        ),
+        Command::Load(a) => (target(a), single(Phase::Load, a)?),
+        Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
+    };
+    let (computer, image, reservation) = target;
+    run(cli, &loaded, computer, image, reservation.clone(), job)
+}
+
+fn target(a: &StepArgs) -> (&String, &String, &Option<String>) {
+    (&a.computer, &a.image, &a.reservation)
+}
+
+fn single(phase: Phase, a: &StepArgs) -> Result<Job, Error> {
+    if let Some(of) = a.of
+        && a.attempt > of
+    {
+        return Err(Error::Usage(format!(
+            "--attempt {} is more than --of {of}: attempts count from 1 to --of",
+            a.attempt
+        )));
+    }
+    Ok(Job::Single(phase, a.attempt, a.of))
+}
+
+fn state_dir(cli: &Cli, loaded: &Loaded) -> PathBuf {
+    cli.state_dir
+        .clone()
+        .or_else(|| loaded.config.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/reimage"))
+}
+
+/// The plan's provisioner, decoded (its table was checked in `execute`).
+fn provisioner(loaded: &Loaded, plan: &Plan) -> Result<Box<dyn provision::Provisioner>, Error> {
+    provision::prepare(&plan.provisioner).map_err(|e| {
+        loaded
+            .key_error(&["provisioners", &plan.provisioner.name], &e)
+            .into()
+    })
+}
+
+fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
+    let (Some(computer), Some(image)) = (&a.computer, &a.image) else {
+        let c = &loaded.config;
+        report::stdout_line(&format!(
+            "{}: OK ({} computers, {} images, {} OS profiles, {} provisioners)",
+            loaded.path.display(),
+            c.computers.len(),
+            c.images.len(),
+            c.os.len(),
+            c.provisioners.len()
+        ));
+        return Ok(0);
+    };
+    let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
+    let lines = provisioner(loaded, &plan)?.describe(&plan);
+    report::stdout_line(plan.describe(&lines).trim_end_matches('\n'));
+    Ok(0)
+}
+
+fn setup_db(loaded: &Loaded) -> Result<i32, Error> {
+    let Some(s) = &loaded.config.coordination else {
+        return Err(Error::Usage(format!(
+            "{} has no [coordination] table: setup-db needs url = \"postgresql://USER@HOST/DB\"",
+            loaded.path.display()
+        )));
+    };
+    let (place, v) = coord::store::setup(s).map_err(|e| Error::Store(format!("{e:#}")))?;
+    report::stdout_line(&format!("{place}: schema version {v} ready"));
+    Ok(0)
+}
+
+/// The command as the store and the event log name it.
+fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String {
+    let mut s = match job {
+        Job::Provision(n) => format!(
+            "provision --image {image}{}",
+            n.map(|n| format!(" --attempts {n}")).unwrap_or_default()
+        ),
+        Job::Single(p, k, of) => format!(
+            "{} --image {image} --attempt {k}{}",
+            p.name(),
+            of.map(|n| format!(" --of {n}")).unwrap_or_default()
+        ),
+    };
+    if let Some(r) = reservation {
+        s.push_str(&format!(" --reservation {r}"));
+    }
+    s
+}
+
+fn run(
+    cli: &Cli,
+    loaded: &Loaded,
+    computer: &str,
+    image: &str,
+    reservation: Option<String>,
+    job: Job,
+) -> Result<i32, Error> {
+    let dir = state_dir(cli, loaded);
+    let mut plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
+    let provisioner = provisioner(loaded, &plan)?;
+    let os = os::build(&plan);
+    let state = state::StateDir::new(&dir);
+    let command = describe_job(&job, &plan.image.name, &reservation);
+    let (_hold, slots) = coord::hold(
+        loaded.config.coordination.as_ref(),
+        &state,
+        &plan.computer.name,
+        &command,
+    )?;
+    plan.slots = slots;
+    let report = report::Reporter::new(
+        &plan.computer.name,
+        &plan.image.name,
+        reservation,
+        cli.json,
+        cli.quiet,
+        cli.verbose,
+    );
+    let log = state.event_log(&plan.computer.name);
+    if let Err(e) = report.log_to(&log) {
+        report.warn(&format!("cannot open the event log {}: {e}", log.display()));
+    }
+    report.start(&command);
+    let (name, of) = match job {
+        Job::Provision(n) => ("provision", n.unwrap_or(plan.max_attempts)),
+        Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
+    };
+    let previous = state.read_last_run(&plan.computer.name);
+    let mut runner = runner::Runner {
+        plan: &plan,
+        provisioner: provisioner.as_ref(),
+        os: os.as_ref(),
+        state: &state,
+        report: &report,
+        record: runner::Runner::record_for(&plan, name, of),
+        record_failed: false,
+    };
+    runner.note_previous(previous);
+    let code = match job {
+        Job::Provision(_) => runner.provision(of),
+        // Without --of, an attempt past the plan's count is the last one.
+        Job::Single(phase, k, _) => runner.single(phase, plan.attempt(k, of.max(k))),
+    };
+    if report.mode() != report::Mode::Json && code != 0 && !cli.quiet {
+        report::stderr_line(&format!("reimage: event log: {}", log.display()));
+    }
+    Ok(code)
+}

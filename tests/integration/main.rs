@@ -1,0 +1,22 @@
+//! The integration tests: one binary, one module per area, all driving the
+//! built `reimage` binary.
+
+mod common;
+mod pg;
+mod sshd;
+mod test;
+
+mod configs;
+mod core;
+mod debian;
+mod e2e;
+mod harden;
+mod libvirt;
+mod man;
+mod profiles;
+mod qemu;
+mod site;
+mod ssh;
+mod vsphere;
+mod windows;
+mod xcat;
