@@ -321,4 +321,113 @@ mod tests {
         let log = run_with_stub_iptables(FIREWALL, &["192.0.2.5", "@peer"], "");
         assert_eq!(log.matches("-I INPUT").count(), 1, "{log}");
     }
+
+    /// A stand-in for nft(8) with one table, `inet filter`, whose input
+    /// chain holds the rules in `chain`: it prints what `list chains` and
+    /// `-a list chain` print (the formats of nftables 1.0 on Debian 12),
+    /// logs the commands `-f /dev/stdin` reads, and accepts `-c -f FILE`.
+    const STUB_NFT: &str = r#"#!/bin/sh
+case "$*" in
+"list chains") printf 'table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t}\n\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n\t}\n}\n' ;;
+"-a list chain inet filter input") printf 'table inet filter {\n\tchain input { # handle 1\n\t\ttype filter hook input priority filter; policy drop;\n'; cat "$(dirname "$0")/chain"; printf '\t}\n}\n' ;;
+"-f /dev/stdin") cat >> "$(dirname "$0")/log" ;;
+"-c -f "*) exit 0 ;;
+*) echo "unexpected: $*" >&2; exit 1 ;;
+esac
+"#;
+
+    /// Runs FIREWALL with `args` against STUB_NFT and a root holding
+    /// `conf` as /etc/nftables.conf; the nft commands and the new conf.
+    fn run_with_stub_nft(args: &[&str], chain: &str, conf: &str) -> (String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("reimage-nft-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).expect("temp dir");
+        std::fs::create_dir_all(dir.join("root/etc")).expect("temp dir");
+        let stub = dir.join("bin/nft");
+        std::fs::write(&stub, STUB_NFT).expect("stub");
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(dir.join("bin/chain"), chain).expect("chain");
+        std::fs::write(dir.join("root/etc/nftables.conf"), conf).expect("conf");
+        let argv = sh(FIREWALL, args);
+        let out = std::process::Command::new("/bin/sh")
+            .args(&argv[1..])
+            .env(
+                "PATH",
+                format!("{}:/bin:/usr/bin", dir.join("bin").display()),
+            )
+            .env("REIMAGE_ROOT", dir.join("root"))
+            .env("SSH_CLIENT", "10.0.2.2 40000 22")
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!(
+                "nftables: 22/tcp from 192.0.2.5 2001:db8::1 10.0.2.2 (kept in {}/root/etc/nftables.conf)",
+                dir.display()
+            )
+        );
+        let log = std::fs::read_to_string(dir.join("bin/log")).unwrap_or_default();
+        let conf = std::fs::read_to_string(dir.join("root/etc/nftables.conf")).expect("conf");
+        let _ = std::fs::remove_dir_all(&dir);
+        (log, conf)
+    }
+
+    #[test]
+    fn nftables_opens_ssh_to_the_sources_only_in_every_input_chain_and_its_config() {
+        let image_conf = "#!/usr/sbin/nft -f\nflush ruleset\ntable inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tiif \"lo\" accept\n\t\ttcp dport 22 accept\n\t}\n}\n";
+        let chain = "\t\tiif \"lo\" accept # handle 4\n\t\ttcp dport 22 accept # handle 5\n";
+        let args = ["192.0.2.5", "2001:db8::1", "@peer"];
+        let (log, conf) = run_with_stub_nft(&args, chain, image_conf);
+        let cmds: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+        let tag = "comment \"reimage-ssh\"";
+        assert_eq!(
+            cmds,
+            [
+                // The image's rule that let SSH in from anywhere goes.
+                "delete rule inet filter input handle 5".to_string(),
+                format!("add rule inet filter input tcp dport 22 drop {tag}"),
+                format!(
+                    "insert rule inet filter input ip saddr 192.0.2.5 tcp dport 22 accept {tag}"
+                ),
+                format!(
+                    "insert rule inet filter input ip6 saddr 2001:db8::1 tcp dport 22 accept {tag}"
+                ),
+                format!(
+                    "insert rule inet filter input ip saddr 10.0.2.2 tcp dport 22 accept {tag}"
+                ),
+            ],
+            "{log}"
+        );
+        // Only the input hook's chain, not output.
+        assert!(!log.contains("output"), "{log}");
+        assert!(
+            conf.contains("# reimage-ssh: \t\ttcp dport 22 accept\n"),
+            "{conf}"
+        );
+        assert!(conf.contains("\t\tiif \"lo\" accept\n"), "{conf}");
+        assert!(
+            conf.ends_with(&format!(
+                "# reimage-ssh begin\n{}\n# reimage-ssh end\n",
+                cmds[1..].join("\n")
+            )),
+            "{conf}"
+        );
+
+        // A rerun finds its own rules: they go, and come back once; the
+        // config keeps one block.
+        let chain2 = format!(
+            "\t\tip saddr 10.0.2.2 tcp dport 22 accept {tag} # handle 9\n\t\tiif \"lo\" accept # handle 4\n\t\ttcp dport 22 drop {tag} # handle 8\n"
+        );
+        let (log2, conf2) = run_with_stub_nft(&args, &chain2, &conf);
+        assert!(
+            log2.starts_with(
+                "delete rule inet filter input handle 9\ndelete rule inet filter input handle 8\n"
+            ),
+            "{log2}"
+        );
+        assert_eq!(log2.matches("add rule").count(), 1, "{log2}");
+        assert_eq!(conf2, conf);
+    }
 }
