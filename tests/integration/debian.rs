@@ -278,8 +278,10 @@ fn is_root_password(g: &Path, port: u16, file: &Path) -> bool {
 
 #[test]
 fn debian_with_systemd_openssh_nftables_and_timesyncd() {
-    let g = guest_dir();
+    // The build (debootstrap, minutes on a cold cache) takes the lock too:
+    // it would slow other tests' guests down past their timeouts.
     let _one = one_vm_at_a_time();
+    let g = guest_dir();
     let ntp = Ntp::start();
     let port = free_port();
     let s = Scratch::new("debian");
