@@ -33,10 +33,10 @@ mod signal;
 mod state;
 mod wait;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 
-use cli::{CheckArgs, Cli, Command, StepArgs};
+use cli::{CheckArgs, Cli, Command, CompletionsArgs, StepArgs};
 use config::{Loaded, Plan};
 pub use error::Error;
 use outcome::EXIT_USAGE;
@@ -72,9 +72,25 @@ enum Job {
 
 /// The one dispatch over the subcommand.
 fn execute(cli: &Cli) -> Result<i32, Error> {
+    let (target, job) = match &cli.command {
+        Command::Completions(a) => return completions(a),
+        Command::Check(a) => return check(cli, &load(cli)?, a),
+        Command::Provision(a) => (
+            (&a.computer, &a.image, &a.reservation),
+            Job::Provision(a.attempts),
+        ),
+        Command::Load(a) => (target(a), single(Phase::Load, a)?),
+        Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
+    };
+    let (computer, image, reservation) = target;
+    run(cli, &load(cli)?, computer, image, reservation.clone(), job)
+}
+
+/// Loads the config and decodes every provisioner table up front, so
+/// `check` finds what a run would trip over, and a run fails before it
+/// takes the lock.
+fn load(cli: &Cli) -> Result<Loaded, Error> {
     let loaded = config::load(&cli.config, &provision::BUILTIN)?;
-    // Every provisioner table is decoded up front, so `check` finds what a
-    // run would trip over, and a run fails before it takes the lock.
     for (name, table) in &loaded.config.provisioners {
         let mut table = table.clone();
         let kind = match table.remove("kind") {
@@ -88,17 +104,19 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         };
         provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
     }
-    let (target, job) = match &cli.command {
-        Command::Check(a) => return check(cli, &loaded, a),
-        Command::Provision(a) => (
-            (&a.computer, &a.image, &a.reservation),
-            Job::Provision(a.attempts),
-        ),
-        Command::Load(a) => (target(a), single(Phase::Load, a)?),
-        Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
-    };
-    let (computer, image, reservation) = target;
-    run(cli, &loaded, computer, image, reservation.clone(), job)
+    Ok(loaded)
+}
+
+/// Writes the completion script for `a.shell` on stdout; it needs no config,
+/// so the packages generate theirs with the binary they ship.
+fn completions(a: &CompletionsArgs) -> Result<i32, Error> {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut Cli::command(), "reimage", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|e| Error::Fatal(anyhow::anyhow!("cannot write the completion script: {e}")))?;
+    Ok(0)
 }
 
 fn target(a: &StepArgs) -> (&String, &String, &Option<String>) {

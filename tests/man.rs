@@ -33,7 +33,7 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
     let man = man.replace("\\-", "-");
     let top = run(Command::new(bin()).arg("--help"), Duration::from_secs(10));
     assert_eq!(top.code, 0);
-    let subs = ["provision", "load", "post-load", "check"];
+    let subs = ["provision", "load", "post-load", "check", "completions"];
     for s in subs {
         assert!(top.stdout.contains(s), "`{s}` missing from --help");
         assert!(
