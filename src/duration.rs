@@ -1,10 +1,16 @@
 //! Durations as people write them in the config: "90s", "45m", "2h", "1h30m",
-//! "500ms", or a bare number of seconds.
+//! "500ms", or a bare number of seconds. The units are humantime's
+//! (`parse_duration`), which checks every step for overflow.
 
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
-/// Parses "90s", "45m", "2h", "1h30m", "250ms", "1.5h", "0".
+/// The longest duration taken: 100 years. Longer values are errors, not
+/// panics later, when a deadline `Instant::now() + d` would overflow.
+pub const MAX: Duration = Duration::from_secs(36_525 * 86_400);
+
+/// Parses "90s", "45m", "2h", "1h30m", "1h 30m", "250ms", "1.5h", "2d",
+/// "0", or a bare number of seconds ("12", "0.5").
 pub fn parse(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
@@ -13,43 +19,28 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<f64>() {
         return from_secs(secs, s);
     }
-    let mut total = 0.0f64;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("`{s}` needs a unit: ms, s, m, h or d"))?;
-        if num_end == 0 {
-            return Err(format!(
-                "`{s}` is not a duration like \"90s\", \"45m\" or \"2h\""
-            ));
-        }
-        let n: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration like \"90s\", \"45m\" or \"2h\""))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mult = match rest[..unit_end].trim() {
-            "ms" => 0.001,
-            "s" | "sec" | "secs" => 1.0,
-            "m" | "min" | "mins" => 60.0,
-            "h" | "hr" | "hours" => 3600.0,
-            "d" | "days" => 86_400.0,
-            u => return Err(format!("unknown unit `{u}` in `{s}`: use ms, s, m, h or d")),
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
+    let d = humantime::parse_duration(t).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_long(s),
+        e => format!("`{s}` is not a duration like \"90s\", \"45m\" or \"1h30m\": {e}"),
+    })?;
+    if d > MAX {
+        return Err(too_long(s));
     }
-    from_secs(total, s)
+    Ok(d)
 }
 
 fn from_secs(secs: f64, s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{s}` is not a duration of zero or more"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX => Ok(d),
+        _ => Err(too_long(s)),
+    }
+}
+
+fn too_long(s: &str) -> String {
+    format!("`{s}` is longer than the longest duration reimage takes (100 years)")
 }
 
 /// Formats a duration the way the config writes it: "45m", "1h30m", "2.5s".
@@ -112,6 +103,51 @@ mod tests {
         assert!(parse("ten minutes").is_err());
         assert!(parse("5 fortnights").is_err());
         assert!(parse("-3s").is_err());
+        assert_eq!(parse("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse(" 0 "), Ok(Duration::ZERO));
+        assert_eq!(parse("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse("").is_err());
+        assert!(parse("90").is_ok_and(|d| d == Duration::from_secs(90)));
+        assert!(parse("1x").is_err());
+        assert!(parse("inf").is_err());
+        assert!(parse("NaN").is_err());
+    }
+
+    #[test]
+    fn out_of_range_is_an_error_not_a_panic() {
+        for s in [
+            "1e20",
+            "99999999999999999999h",
+            "18446744073709551615s",
+            "10000000000000000000",
+            "101y",
+            "36526d",
+            "9999999999999999999999999999999999999999",
+        ] {
+            let e = parse(s).expect_err(s);
+            assert!(e.contains("longer than"), "{s}: {e}");
+        }
+        assert_eq!(parse("36525d"), Ok(MAX));
+        assert!(parse("100y").is_ok());
+    }
+
+    #[test]
+    fn numbers_from_toml_are_seconds_and_checked() {
+        #[derive(Deserialize)]
+        struct C {
+            #[serde(deserialize_with = "de")]
+            t: Duration,
+        }
+        let t = |text: &str| toml::from_str::<C>(text).map(|c| c.t);
+        assert_eq!(t("t = 90").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(t("t = 1.5").ok(), Some(Duration::from_millis(1500)));
+        assert_eq!(t("t = \"1h30m\"").ok(), Some(Duration::from_secs(5400)));
+        for bad in ["t = 1e20", "t = -1", "t = 9223372036854775807", "t = nan"] {
+            let e = t(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("duration"), "{bad}: {e}");
+        }
     }
 
     #[test]

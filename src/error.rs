@@ -32,6 +32,18 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The name of this kind of error in JSON events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Config(_) => "config",
+            Error::Locked(_) => "locked",
+            Error::Fatal(_) => "fatal",
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -2,6 +2,7 @@
 //! own process group, with a timeout after which the whole group is killed,
 //! and stopped at once when reimage is interrupted.
 
+use rustix::process::{Pid, Signal};
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -217,7 +218,7 @@ impl Cmd {
             pause = (pause * 2).min(Duration::from_millis(50));
         };
         // The leader is gone; anything it left in its group goes with it.
-        unsafe_killpg(child.id(), libc::SIGKILL);
+        signal_group(&child, Signal::KILL);
         let code = status
             .map(|st| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
             .unwrap_or(-1);
@@ -299,17 +300,15 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-fn unsafe_killpg(pid: u32, sig: i32) {
-    // SAFETY: plain syscall; the group id is the child's pid (process_group(0)).
-    unsafe {
-        libc::killpg(pid as libc::pid_t, sig);
-    }
+/// Sends `sig` to the child's process group, whose id is the child's pid
+/// (process_group(0)). An error means the group is empty already.
+fn signal_group(child: &Child, sig: Signal) {
+    let _ = rustix::process::kill_process_group(Pid::from_child(child), sig);
 }
 
 /// SIGTERM to the child's whole group, a short grace, then SIGKILL.
 fn kill_group(child: &mut Child) {
-    let pid = child.id();
-    unsafe_killpg(pid, libc::SIGTERM);
+    signal_group(child, Signal::TERM);
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(500) {
         if let Ok(Some(_)) = child.try_wait() {
@@ -317,7 +316,7 @@ fn kill_group(child: &mut Child) {
         }
         thread::sleep(Duration::from_millis(10));
     }
-    unsafe_killpg(pid, libc::SIGKILL);
+    signal_group(child, Signal::KILL);
     let _ = child.wait();
 }
 

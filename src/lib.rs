@@ -12,7 +12,7 @@
 //! - `config`: the TOML model, validation with file:line:col, the plan;
 //! - `report`, `state`: events and logs; lock and records;
 //! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
-//!   `encoding`, `secret`, `error`: shared mechanisms.
+//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
 
 mod attempt;
 mod cli;
@@ -32,6 +32,7 @@ mod secret;
 mod signal;
 mod state;
 mod wait;
+mod xml;
 
 use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
@@ -56,10 +57,33 @@ pub fn main() -> i32 {
     match execute(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("reimage: error: {e}");
+            if cli.json {
+                json_end(&cli, &e);
+            }
+            report::stderr_line(&format!("reimage: error: {e}"));
             e.code()
         }
     }
+}
+
+/// With `--json`, a run that stops before its events start (usage, config,
+/// lock) still ends with one `run` event that carries the exit code.
+fn json_end(cli: &Cli, e: &Error) {
+    let (computer, image) = match &cli.command {
+        Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
+        Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
+        Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
+    };
+    let event = serde_json::json!({
+        "time": report::rfc3339(std::time::SystemTime::now()),
+        "kind": "run",
+        "computer": computer,
+        "image": image,
+        "result": e.kind(),
+        "message": e.to_string(),
+        "code": e.code(),
+    });
+    report::stdout_line(&event.to_string());
 }
 
 /// What a run does once its computer and image are known.
@@ -214,7 +238,7 @@ fn run(
         Job::Single(phase, k, _) => runner.single(phase, plan.attempt(k, of.max(k))),
     };
     if report.mode() != report::Mode::Json && code != 0 && !cli.quiet {
-        eprintln!("reimage: event log: {}", log.display());
+        report::stderr_line(&format!("reimage: event log: {}", log.display()));
     }
     Ok(code)
 }

@@ -5,6 +5,7 @@
 //! `Fatal` means it cannot (bad credentials, unknown image, host-key mismatch,
 //! bad configuration).
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Exit code: the step is done.
@@ -19,6 +20,45 @@ pub const EXIT_LOCKED: i32 = 73;
 pub const EXIT_RETRY: i32 = 75;
 /// Exit code (EX_CONFIG): the configuration file is wrong.
 pub const EXIT_CONFIG: i32 = 78;
+
+/// The two steps of an attempt, as events and the last-run record name
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The provisioning module.
+    Load,
+    /// The OS module.
+    PostLoad,
+}
+
+impl Phase {
+    /// The name in events and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Load => "load",
+            Phase::PostLoad => "post-load",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An outcome without its error: what events and records keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// See [`Outcome::Done`].
+    Done,
+    /// See [`Outcome::Retry`].
+    Retry,
+    /// See [`Outcome::Fatal`].
+    Fatal,
+}
 
 /// What a provisioning module's `load` or an OS module's `post_load` says.
 #[derive(Debug)]
@@ -41,12 +81,13 @@ impl Outcome {
         }
     }
 
-    /// Short lower-case name used in events and the last-run record.
-    pub fn name(&self) -> &'static str {
+    /// The outcome without its error, as events and the last-run record
+    /// keep it.
+    pub fn verdict(&self) -> Verdict {
         match self {
-            Outcome::Done => "done",
-            Outcome::Retry(_) => "retry",
-            Outcome::Fatal(_) => "fatal",
+            Outcome::Done => Verdict::Done,
+            Outcome::Retry(_) => Verdict::Retry,
+            Outcome::Fatal(_) => Verdict::Fatal,
         }
     }
 
@@ -85,5 +126,20 @@ mod tests {
         assert_eq!(Outcome::Done.exit_code(), 0);
         assert_eq!(Outcome::Retry(anyhow::anyhow!("x")).exit_code(), 75);
         assert_eq!(Outcome::Fatal(anyhow::anyhow!("x")).exit_code(), 1);
+    }
+
+    #[test]
+    fn names_on_disk_stay_as_they_were() {
+        fn j<T: Serialize>(v: &T) -> String {
+            serde_json::to_string(v).unwrap_or_default()
+        }
+        assert_eq!(j(&Phase::Load), r#""load""#);
+        assert_eq!(j(&Phase::PostLoad), r#""post-load""#);
+        assert_eq!(j(&Verdict::Done), r#""done""#);
+        assert_eq!(j(&Verdict::Retry), r#""retry""#);
+        assert_eq!(j(&Verdict::Fatal), r#""fatal""#);
+        assert_eq!(Phase::PostLoad.to_string(), "post-load");
+        let p: Phase = serde_json::from_str(r#""post-load""#).expect("parses");
+        assert_eq!(p, Phase::PostLoad);
     }
 }

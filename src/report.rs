@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::duration;
 use crate::exec::Output;
+use crate::outcome::{Phase, Verdict};
 
 /// How events reach the person or program that ran reimage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +26,77 @@ pub enum Mode {
     Json,
 }
 
+/// What an event tells.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// An attempt starts.
+    Attempt,
+    /// A phase starts.
+    Phase,
+    /// A wait step or action starts.
+    Step,
+    /// What the current step sees now.
+    Progress,
+    /// The current step ended.
+    StepEnd,
+    /// A command's captured output.
+    Output,
+    /// Something worth telling.
+    Info,
+    /// Something the user should fix.
+    Warn,
+    /// A phase ended.
+    Result,
+    /// The run ended.
+    Run,
+}
+
+/// How a step or a phase ended.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventResult {
+    /// A step succeeded.
+    Ok,
+    /// A step failed.
+    Failed,
+    /// A phase was done.
+    Done,
+    /// A phase asked for a retry.
+    Retry,
+    /// A phase failed.
+    Fatal,
+}
+
+impl EventResult {
+    fn name(self) -> &'static str {
+        match self {
+            EventResult::Ok => "ok",
+            EventResult::Failed => "failed",
+            EventResult::Done => "done",
+            EventResult::Retry => "retry",
+            EventResult::Fatal => "fatal",
+        }
+    }
+}
+
+impl From<Verdict> for EventResult {
+    fn from(v: Verdict) -> EventResult {
+        match v {
+            Verdict::Done => EventResult::Done,
+            Verdict::Retry => EventResult::Retry,
+            Verdict::Fatal => EventResult::Fatal,
+        }
+    }
+}
+
 /// One event, as written to the event log and to stdout with `--json`.
 #[derive(Debug, Serialize, Clone)]
 pub struct Event {
     /// UTC time, RFC 3339.
     pub time: String,
-    /// attempt | phase | step | progress | step-end | output | info | warn | result | run.
-    pub kind: &'static str,
+    /// What it tells.
+    pub kind: EventKind,
     /// Computer name.
     pub computer: String,
     /// Image name.
@@ -45,15 +110,15 @@ pub struct Event {
     /// Attempts in all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub of: Option<u32>,
-    /// load | post-load.
+    /// The phase it belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     /// Wait step or action name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
-    /// done | retry | fatal (results), ok | failed (steps).
+    /// How a step or phase ended.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
+    pub result: Option<EventResult>,
     /// Human-readable text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -70,7 +135,7 @@ pub struct Event {
 
 struct Inner {
     attempt: Option<(u32, u32)>,
-    phase: Option<String>,
+    phase: Option<Phase>,
     step: Option<(String, Instant, Option<Duration>)>,
     last_progress: String,
     log: Option<File>,
@@ -149,7 +214,7 @@ impl Reporter {
         }
     }
 
-    fn base(&self, inner: &Inner, kind: &'static str) -> Event {
+    fn base(&self, inner: &Inner, kind: EventKind) -> Event {
         Event {
             time: rfc3339(SystemTime::now()),
             kind,
@@ -158,7 +223,7 @@ impl Reporter {
             reservation: self.reservation.clone(),
             attempt: inner.attempt.map(|a| a.0),
             of: inner.attempt.map(|a| a.1),
-            phase: inner.phase.clone(),
+            phase: inner.phase,
             step: inner.step.as_ref().map(|s| s.0.clone()),
             result: None,
             message: None,
@@ -187,7 +252,9 @@ impl Reporter {
                 let _ = out.flush();
             }
         }
-        if !show || self.mode == Mode::Json || (self.quiet && !matches!(e.kind, "warn" | "result"))
+        if !show
+            || self.mode == Mode::Json
+            || (self.quiet && !matches!(e.kind, EventKind::Warn | EventKind::Result))
         {
             return;
         }
@@ -204,18 +271,18 @@ impl Reporter {
         i.attempt = Some((k, n));
         i.phase = None;
         i.step = None;
-        let mut e = self.base(&i, "attempt");
+        let mut e = self.base(&i, EventKind::Attempt);
         e.message = Some(format!("attempt {k} of {n}"));
         self.emit(&mut i, e, true);
     }
 
-    /// A phase (load, post-load) starts.
-    pub fn phase(&self, name: &str) {
+    /// A phase starts.
+    pub fn phase(&self, phase: Phase) {
         let mut i = self.lock();
-        i.phase = Some(name.into());
+        i.phase = Some(phase);
         i.step = None;
-        let mut e = self.base(&i, "phase");
-        e.message = Some(format!("{name} starts"));
+        let mut e = self.base(&i, EventKind::Phase);
+        e.message = Some(format!("{phase} starts"));
         self.emit(&mut i, e, true);
         if self.mode == Mode::Tty && i.bar.is_none() {
             let bar = ProgressBar::new_spinner();
@@ -234,7 +301,7 @@ impl Reporter {
         let mut i = self.lock();
         i.step = Some((name.into(), Instant::now(), timeout));
         i.last_progress.clear();
-        let mut e = self.base(&i, "step");
+        let mut e = self.base(&i, EventKind::Step);
         e.message = Some(match timeout {
             Some(t) => format!("{name}: waiting up to {}", duration::fmt(t)),
             None => name.to_string(),
@@ -249,7 +316,7 @@ impl Reporter {
         let mut i = self.lock();
         if i.last_progress != status {
             i.last_progress = status.to_string();
-            let mut e = self.base(&i, "progress");
+            let mut e = self.base(&i, EventKind::Progress);
             e.message = Some(status.to_string());
             self.emit(&mut i, e, self.verbose);
         }
@@ -259,20 +326,24 @@ impl Reporter {
     /// The current step ended.
     pub fn step_end(&self, ok: bool, message: &str) {
         let mut i = self.lock();
-        let mut e = self.base(&i, "step-end");
-        e.result = Some(if ok { "ok" } else { "failed" }.into());
+        let mut e = self.base(&i, EventKind::StepEnd);
+        e.result = Some(if ok {
+            EventResult::Ok
+        } else {
+            EventResult::Failed
+        });
         e.message = Some(message.to_string());
         self.emit(&mut i, e, true);
         i.step = None;
         self.redraw(&i);
     }
 
-    /// A phase ended with a result (done / retry / fatal).
-    pub fn result(&self, phase: &str, result: &str, message: Option<String>) {
+    /// A phase ended with a result.
+    pub fn result(&self, phase: Phase, result: Verdict, message: Option<String>) {
         let mut i = self.lock();
         i.step = None;
-        i.phase = Some(phase.into());
-        let mut e = self.base(&i, "result");
+        i.phase = Some(phase);
+        let mut e = self.base(&i, EventKind::Result);
         e.elapsed_ms = None;
         e.result = Some(result.into());
         e.message = message;
@@ -286,7 +357,7 @@ impl Reporter {
             bar.finish_and_clear();
         }
         i.step = None;
-        let mut e = self.base(&i, "run");
+        let mut e = self.base(&i, EventKind::Run);
         e.code = Some(code);
         e.message = Some(message.to_string());
         self.emit(&mut i, e, true);
@@ -295,7 +366,7 @@ impl Reporter {
     /// Something worth telling.
     pub fn info(&self, msg: &str) {
         let mut i = self.lock();
-        let mut e = self.base(&i, "info");
+        let mut e = self.base(&i, EventKind::Info);
         e.message = Some(msg.to_string());
         self.emit(&mut i, e, true);
     }
@@ -303,7 +374,7 @@ impl Reporter {
     /// Something the user should fix.
     pub fn warn(&self, msg: &str) {
         let mut i = self.lock();
-        let mut e = self.base(&i, "warn");
+        let mut e = self.base(&i, EventKind::Warn);
         e.message = Some(msg.to_string());
         self.emit(&mut i, e, true);
     }
@@ -312,7 +383,7 @@ impl Reporter {
     /// with `-v`.
     pub fn output(&self, command: &str, out: &Output) {
         let mut i = self.lock();
-        let mut e = self.base(&i, "output");
+        let mut e = self.base(&i, EventKind::Output);
         e.code = Some(out.code);
         e.elapsed_ms = Some(out.elapsed.as_millis() as u64);
         e.message = Some(format!("{command}\n{}", out.text()));
@@ -361,11 +432,12 @@ fn plain(e: &Event) -> String {
     if let Some(p) = &e.phase {
         s.push_str(&format!(" {p}"));
     }
+    let result = e.result.map_or("?", EventResult::name);
     match e.kind {
-        "result" => s.push_str(&format!(": {}", e.result.as_deref().unwrap_or("?"))),
-        "step-end" => {
+        EventKind::Result => s.push_str(&format!(": {result}")),
+        EventKind::StepEnd => {
             if let Some(st) = &e.step {
-                s.push_str(&format!(" {st}: {}", e.result.as_deref().unwrap_or("?")));
+                s.push_str(&format!(" {st}: {result}"));
             }
             if let Some(ms) = e.elapsed_ms {
                 s.push_str(&format!(
@@ -374,7 +446,7 @@ fn plain(e: &Event) -> String {
                 ));
             }
         }
-        "warn" => s.push_str(": warning"),
+        EventKind::Warn => s.push_str(": warning"),
         _ => {}
     }
     if let Some(m) = &e.message {
@@ -384,28 +456,25 @@ fn plain(e: &Event) -> String {
     s
 }
 
-/// `SystemTime` as RFC 3339 UTC with milliseconds.
+/// `SystemTime` as RFC 3339 UTC with milliseconds. A clock outside what
+/// RFC 3339 can write (before 1970 here, or past 9999) is clamped to it.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    // The last millisecond of 9999-12-31.
+    let last = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
+    humantime::format_rfc3339_millis(t.clamp(UNIX_EPOCH, last)).to_string()
+}
+
+/// Writes one line to stderr; a closed or broken stderr is ignored, so it
+/// can neither end nor change the run.
+pub fn stderr_line(line: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{line}");
+}
+
+/// Writes one line to stdout and flushes it; a closed stdout is ignored.
+pub fn stdout_line(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}").and_then(|_| o.flush());
 }
 
 #[cfg(test)]
@@ -413,9 +482,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_json_keeps_its_strings() {
+        let r = Reporter::new("pc7", "img", None, false, true, false);
+        let i = r.lock();
+        let mut e = r.base(&i, EventKind::StepEnd);
+        e.phase = Some(Phase::PostLoad);
+        e.result = Some(EventResult::Failed);
+        let v = serde_json::to_value(&e).expect("json");
+        assert_eq!(v["kind"], "step-end");
+        assert_eq!(v["phase"], "post-load");
+        assert_eq!(v["result"], "failed");
+        e.kind = EventKind::Result;
+        e.result = Some(Verdict::Retry.into());
+        let v = serde_json::to_value(&e).expect("json");
+        assert_eq!(
+            (&v["kind"], &v["result"]),
+            (&"result".into(), &"retry".into())
+        );
+        assert_eq!(plain(&e), "pc7 post-load: retry");
+    }
+
+    #[test]
     fn formats_utc_times() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
+        let leap_day = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap_day), "2000-02-29T00:00:00.000Z");
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
+        let after = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(rfc3339(after), "9999-12-31T23:59:59.999Z");
     }
 }

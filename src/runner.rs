@@ -8,30 +8,12 @@ use std::time::SystemTime;
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::os::{OsModule, PowerReset};
+pub use crate::outcome::Phase;
 use crate::outcome::{EXIT_DONE, EXIT_FATAL, Outcome};
 use crate::provision::Provisioner;
 use crate::report::{Reporter, rfc3339};
 use crate::signal;
-use crate::state::{LastRun, StateDir};
-
-/// Which single step to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The provisioning module.
-    Load,
-    /// The OS module.
-    PostLoad,
-}
-
-impl Phase {
-    /// The name in events and records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Load => "load",
-            Phase::PostLoad => "post-load",
-        }
-    }
-}
+use crate::state::{LastRun, RunResult, StateDir};
 
 /// A provisioner's power reset bound to the plan and the real attempt: the
 /// narrow capability the OS module gets.
@@ -86,8 +68,8 @@ impl Runner<'_> {
             reservation: plan.reservation.clone(),
             attempt: 0,
             of,
-            phase: String::new(),
-            result: "running".into(),
+            phase: None,
+            result: RunResult::Running,
             message: None,
             exit_code: None,
             started: now.clone(),
@@ -109,7 +91,11 @@ impl Runner<'_> {
 
     fn phase(&mut self, phase: Phase, attempt: Attempt) -> Outcome {
         self.record.attempt = attempt.number;
-        self.record.phase = phase.name().into();
+        self.record.phase = Some(phase);
+        // The record never claims more than is true: while a phase runs,
+        // its result is "running", not the previous phase's.
+        self.record.result = RunResult::Running;
+        self.record.message = None;
         self.save();
         if phase == Phase::Load {
             if self.provisioner.reloads() {
@@ -119,7 +105,7 @@ impl Runner<'_> {
                     .warn(&format!("cannot clear the recorded boot id: {e:#}"));
             }
         }
-        self.report.phase(phase.name());
+        self.report.phase(phase);
         let o = match phase {
             Phase::Load => self.provisioner.load(self.plan, attempt, self.report),
             Phase::PostLoad => self.os.post_load(
@@ -136,8 +122,8 @@ impl Runner<'_> {
         };
         let o = last_attempt_rule(o, attempt);
         let msg = o.error().map(|e| format!("{e:#}"));
-        self.report.result(phase.name(), o.name(), msg.clone());
-        self.record.result = o.name().into();
+        self.report.result(phase, o.verdict(), msg.clone());
+        self.record.result = o.verdict().into();
         self.record.message = msg;
         self.save();
         o
@@ -148,7 +134,7 @@ impl Runner<'_> {
     fn end(&mut self, code: i32, message: &str) -> i32 {
         let (code, message) = match signal::caught() {
             Some(sig) => {
-                self.record.result = "interrupted".into();
+                self.record.result = RunResult::Interrupted;
                 (128 + sig, signal::Interrupted(sig).to_string())
             }
             None => (code, message.to_string()),
@@ -219,6 +205,7 @@ impl Runner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Verdict;
 
     #[test]
     fn retry_on_the_last_attempt_becomes_fatal() {
@@ -226,7 +213,7 @@ mod tests {
             Outcome::Retry(anyhow::anyhow!("timed out")),
             Attempt::new(3, 3, 1.0),
         );
-        assert_eq!(o.name(), "fatal");
+        assert_eq!(o.verdict(), Verdict::Fatal);
         let msg = format!("{:#}", o.error().expect("an error"));
         assert!(
             msg.contains("no attempts left") && msg.contains("timed out"),
@@ -236,8 +223,8 @@ mod tests {
             Outcome::Retry(anyhow::anyhow!("timed out")),
             Attempt::new(2, 3, 1.0),
         );
-        assert_eq!(o.name(), "retry");
+        assert_eq!(o.verdict(), Verdict::Retry);
         let o = last_attempt_rule(Outcome::Done, Attempt::new(3, 3, 1.0));
-        assert_eq!(o.name(), "done");
+        assert_eq!(o.verdict(), Verdict::Done);
     }
 }

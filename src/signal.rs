@@ -4,25 +4,20 @@
 //! A signal handler can only set a flag, so this is the one piece of
 //! process-wide state reimage has; everything else is passed down.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 
-static CAUGHT: AtomicI32 = AtomicI32::new(0);
+/// The number of the signal that arrived last; 0 for none.
+static CAUGHT: LazyLock<Arc<AtomicUsize>> = LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    CAUGHT.store(sig, Ordering::SeqCst);
-}
-
-/// Installs the handlers for SIGINT and SIGTERM.
+/// Installs the handlers for SIGINT and SIGTERM: each stores its number in
+/// [`CAUGHT`] (signal-hook's handler does only that atomic store).
 pub fn install() {
-    // SAFETY: the handler only stores into an atomic, which is
-    // async-signal-safe; sigaction is given a zeroed, then filled struct.
-    unsafe {
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            sa.sa_flags = 0;
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+    for sig in [SIGINT, SIGTERM] {
+        // Fails only for signals that may not be caught (SIGKILL, SIGSTOP).
+        if let Err(e) = signal_hook::flag::register_usize(sig, Arc::clone(&CAUGHT), sig as usize) {
+            eprintln!("reimage: cannot catch signal {sig}: {e}");
         }
     }
 }
@@ -31,7 +26,7 @@ pub fn install() {
 pub fn caught() -> Option<i32> {
     match CAUGHT.load(Ordering::SeqCst) {
         0 => None,
-        s => Some(s),
+        s => i32::try_from(s).ok(),
     }
 }
 
@@ -43,8 +38,8 @@ pub struct Interrupted(pub i32);
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self.0 {
-            libc::SIGINT => "SIGINT",
-            libc::SIGTERM => "SIGTERM",
+            SIGINT => "SIGINT",
+            SIGTERM => "SIGTERM",
             _ => "a signal",
         };
         write!(f, "interrupted by {name}")

@@ -8,9 +8,10 @@ use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::outcome::{Phase, Verdict};
 
 /// The computer is locked by another run; `main` exits 73 on it.
 #[derive(Debug)]
@@ -67,10 +68,7 @@ pub struct Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
-        // SAFETY: plain syscall on an fd we own.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        let _ = self.file.unlock();
     }
 }
 
@@ -87,10 +85,11 @@ pub struct LastRun {
     pub attempt: u32,
     /// Attempts in all.
     pub of: u32,
-    /// Last phase reached (load, post-load).
-    pub phase: String,
-    /// done | retry | fatal | interrupted | running.
-    pub result: String,
+    /// Last phase reached; written `""` before the first.
+    #[serde(with = "phase_or_empty")]
+    pub phase: Option<Phase>,
+    /// Where the run stands.
+    pub result: RunResult,
     /// The error, if any.
     pub message: Option<String>,
     /// Exit code, once finished.
@@ -103,9 +102,65 @@ pub struct LastRun {
     pub pid: u32,
 }
 
-fn flock(f: &File, how: i32) -> bool {
-    // SAFETY: plain syscall on an fd we own.
-    unsafe { libc::flock(f.as_raw_fd(), how) == 0 }
+/// Where a run stands in its last-run record.
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    /// Still going.
+    #[default]
+    Running,
+    /// The last phase was done.
+    Done,
+    /// The last phase asked for a retry.
+    Retry,
+    /// The last phase failed, or the attempts are spent.
+    Fatal,
+    /// Stopped by a signal.
+    Interrupted,
+}
+
+impl From<Verdict> for RunResult {
+    fn from(v: Verdict) -> RunResult {
+        match v {
+            Verdict::Done => RunResult::Done,
+            Verdict::Retry => RunResult::Retry,
+            Verdict::Fatal => RunResult::Fatal,
+        }
+    }
+}
+
+/// `phase` as the record has always had it: the phase's name, or `""`
+/// before the first phase.
+mod phase_or_empty {
+    use super::Phase;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<Phase>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => p.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Phase>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        Phase::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&s)).map(Some)
+    }
+}
+
+/// Takes the exclusive lock (flock(2), by std) on `file` without waiting;
+/// Ok(false) when another process holds it.
+fn try_lock(file: &File, path: &Path) -> Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 impl StateDir {
@@ -152,7 +207,7 @@ impl StateDir {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        if !try_lock(&file, &path)? {
             let mut s = String::new();
             let _ = file.read_to_string(&mut s);
             return Err(LockError::Held(Locked {
@@ -228,10 +283,7 @@ impl StateDir {
         let start = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
-            if let Some(i) = files
-                .iter()
-                .position(|f| flock(f, libc::LOCK_EX | libc::LOCK_NB))
-            {
+            if let Some(i) = files.iter().position(|f| f.try_lock().is_ok()) {
                 let file = files.swap_remove(i);
                 let _ = file.set_len(0);
                 let _ = (&file).write_all(std::process::id().to_string().as_bytes());
@@ -299,6 +351,24 @@ mod tests {
         let d = std::env::temp_dir().join(format!("reimage-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn last_run_keeps_its_strings_on_disk() {
+        let mut r = LastRun::default();
+        let v: serde_json::Value = serde_json::to_value(&r).expect("json");
+        assert_eq!((&v["phase"], &v["result"]), (&"".into(), &"running".into()));
+        r.phase = Some(Phase::PostLoad);
+        r.result = RunResult::Interrupted;
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(text.contains(r#""phase":"post-load""#), "{text}");
+        assert!(text.contains(r#""result":"interrupted""#), "{text}");
+        let back: LastRun = serde_json::from_str(&text).expect("parses");
+        assert_eq!((back.phase, back.result), (r.phase, r.result));
+        let none: LastRun =
+            serde_json::from_str(&serde_json::to_string(&LastRun::default()).expect("json"))
+                .expect("parses");
+        assert_eq!(none.phase, None);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use super::model::HostKeyPolicy;
-use super::model::{ChannelKind, Family, ImageConfig, StepConfig, WaitKind};
-use super::plan::Profile;
+use regex::Regex;
+
+use super::model::{ChannelKind, Family, ImageConfig};
+use super::step::{Probe, Step, StepLimits, Wait};
 
 /// Names of the built-in profiles, one per family.
 pub const FAMILIES: [&str; 5] = ["generic", "linux", "windows-5", "windows-6", "windows-10"];
@@ -59,84 +60,94 @@ fn windows_timing(f: Family, image: &ImageConfig) -> (Duration, Duration, Option
     }
 }
 
-/// The built-in profile of family `f` for `image` (Windows timings depend on
-/// the image being virtual or generalized with Sysprep).
-pub fn builtin_profile(f: Family, image: &ImageConfig, state_dir: &std::path::Path) -> Profile {
-    let channel = default_channel(f);
-    let mut p = Profile {
-        name: f.name().to_string(),
-        family: f,
-        channel,
-        user: if f.is_windows() {
-            "Administrator".into()
-        } else {
-            "root".into()
-        },
-        key_file: None,
-        password_file: None,
-        port: match channel {
-            ChannelKind::Ssh => 22,
-            ChannelKind::Winrm => 5985,
-            ChannelKind::None => 0,
-        },
-        host_keys: HostKeyPolicy::ReplaceAfterLoad,
-        known_hosts: state_dir.join("known_hosts"),
-        first_boot: f != Family::Generic,
-        cloud_init: false,
-        https: false,
-        ca_file: None,
-        insecure: false,
-        admin_password_file: None,
-        steps: Vec::new(),
-        stable_for: if f.is_windows() {
-            secs(30)
-        } else {
-            Duration::ZERO
-        },
-        connect_timeout: secs(5),
-        command_timeout: mins(2),
-    };
-    p.steps = match f {
+/// Login user of family `f` unless told otherwise.
+pub fn default_user(f: Family) -> &'static str {
+    if f.is_windows() {
+        "Administrator"
+    } else {
+        "root"
+    }
+}
+
+/// How long a computer of family `f` must keep answering before it is
+/// ready, unless told otherwise.
+pub fn default_stable_for(f: Family) -> Duration {
+    if f.is_windows() {
+        secs(30)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Connect timeout of one channel attempt unless told otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timeout of one first-boot command unless told otherwise.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The built-in wait sequence of family `f` for `image` (Windows timings
+/// depend on the image being virtual or generalized with Sysprep).
+pub fn builtin_steps(f: Family, image: &ImageConfig) -> Vec<Step> {
+    match f {
         Family::Generic => Vec::new(),
         Family::Linux => linux_steps(),
         _ => {
             let (initial, response, reset) = windows_timing(f, image);
-            let mut sleep = StepConfig::new(WaitKind::Sleep, initial);
-            sleep.name = Some("initial-wait".into());
-            sleep.duration = Some(initial);
-            let mut port = StepConfig::new(WaitKind::Port, response);
-            port.name = Some("response".into());
-            port.reset_on_timeout = reset;
+            let sleep = Step {
+                name: "initial-wait".into(),
+                wait: Wait::Sleep(initial),
+            };
+            let port = Step {
+                name: "response".into(),
+                wait: Wait::Poll(
+                    Probe::Port { port: None },
+                    StepLimits {
+                        reset_on_timeout: reset,
+                        ..StepLimits::timeout(response)
+                    },
+                ),
+            };
             let mut steps = vec![sleep, port];
             if image.sysprep {
                 // Sysprep's specialize pass reboots at least once before the
                 // OS is usable: a WinRM answer before that is too early.
-                let mut r = StepConfig::new(WaitKind::Reboot, response);
-                r.name = Some("sysprep-reboot".into());
-                steps.push(r);
+                steps.push(
+                    Step::poll(Probe::Reboot { trigger: None }, response).named("sysprep-reboot"),
+                );
             }
-            steps.push(StepConfig::new(WaitKind::Login, mins(5)));
+            steps.push(Step::poll(Probe::Login, mins(5)));
             steps
         }
-    };
-    p
+    }
 }
 
-fn linux_steps() -> Vec<StepConfig> {
-    let mut banner = StepConfig::new(WaitKind::Banner, mins(2));
-    banner.regex = Some("^SSH-".into());
+/// A regex written in this file.
+fn literal(re: &str) -> Regex {
+    Regex::new(re).unwrap_or_else(|e| panic!("built-in regex {re}: {e}"))
+}
+
+fn linux_steps() -> Vec<Step> {
     vec![
-        StepConfig::new(WaitKind::Port, mins(15)),
-        banner,
-        StepConfig::new(WaitKind::Login, mins(5)),
+        Step::poll(Probe::Port { port: None }, mins(15)),
+        Step::poll(
+            Probe::Banner {
+                port: None,
+                regex: literal("^SSH-"),
+            },
+            mins(2),
+        ),
+        Step::poll(Probe::Login, mins(5)),
     ]
 }
 
 /// The cloud-init wait a linux profile appends when `cloud_init = true`.
-pub fn cloud_init_step() -> StepConfig {
-    let mut s = StepConfig::new(WaitKind::Command, mins(20));
-    s.name = Some("cloud-init".into());
-    s.command = Some(vec!["cloud-init".into(), "status".into(), "--wait".into()]);
-    s.regex = Some("status: done".into());
-    s
+pub fn cloud_init_step() -> Step {
+    Step::poll(
+        Probe::Command {
+            command: vec!["cloud-init".into(), "status".into(), "--wait".into()],
+            regex: Some(literal("status: done")),
+        },
+        mins(20),
+    )
+    .named("cloud-init")
 }

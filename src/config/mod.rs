@@ -6,9 +6,11 @@ mod builtin;
 mod locate;
 mod model;
 mod plan;
+mod step;
 
 pub use model::*;
-pub use plan::{ComputerPlan, Plan, ProvisionerRef, resolve};
+pub use plan::{ChannelSettings, ComputerPlan, Plan, ProvisionerRef, resolve};
+pub use step::{Probe, Step, StepLimits, Wait};
 
 use std::path::{Path, PathBuf};
 
@@ -100,12 +102,48 @@ impl Loaded {
     }
 }
 
+/// The largest configuration file reimage reads. A site's file is a few
+/// kilobytes; anything near this is a mistake (say `--config /dev/zero`).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// Reads and validates the configuration at `path`. `builtin` names the
-/// provisioners that exist without a `[provisioners.NAME]` table.
+/// provisioners that exist without a `[provisioners.NAME]` table. Only a
+/// regular file of at most [`MAX_CONFIG_BYTES`] is read, so a device or a
+/// FIFO given by mistake neither grows without bound nor blocks.
 pub fn load(path: &Path, builtin: &[&str]) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    let fail = |what: String| {
         ConfigError(format!(
-            "{}: cannot read the configuration: {e} (give another with --config or REIMAGE_CONFIG)",
+            "{}: {what} (give another with --config or REIMAGE_CONFIG)",
+            path.display()
+        ))
+    };
+    let meta =
+        std::fs::metadata(path).map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("the configuration is not a regular file".into()));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "the configuration is {} bytes; the most reimage reads is {MAX_CONFIG_BYTES}",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "the configuration grew past {MAX_CONFIG_BYTES} bytes while being read"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        ConfigError(format!(
+            "{}:{line}:{col}: the configuration is not UTF-8 text (TOML files are UTF-8)",
             path.display()
         ))
     })?;

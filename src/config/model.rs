@@ -304,38 +304,8 @@ pub struct StepConfig {
     pub reset_on_timeout: Option<Duration>,
 }
 
-impl StepConfig {
-    /// A step of kind `wait` with a timeout.
-    pub fn new(wait: WaitKind, timeout: Duration) -> StepConfig {
-        StepConfig {
-            wait,
-            name: None,
-            port: None,
-            timeout: Some(timeout),
-            stall_timeout: None,
-            regex: None,
-            command: None,
-            duration: None,
-            reset_on_timeout: None,
-        }
-    }
-
-    /// Name in events and `timeouts`.
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or(self.wait.name())
-    }
-
-    /// Its timeout at attempt 1 (sleep: its duration).
-    pub fn base_timeout(&self) -> Duration {
-        match self.wait {
-            WaitKind::Sleep => self.duration.or(self.timeout).unwrap_or_default(),
-            _ => self.timeout.unwrap_or(Duration::from_secs(600)),
-        }
-    }
-}
-
-/// Checks that need the whole file: references between tables, step fields,
-/// regexes; each error names file:line:column.
+/// Checks that need the whole file: references between tables, regexes
+/// (steps are checked as each profile resolves); each error names file:line:column.
 pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
     let c = &l.config;
     if c.max_attempts == 0 {
@@ -398,6 +368,9 @@ pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
         }
     }
     for (name, comp) in &c.computers {
+        if let Err(why) = check_computer_name(name) {
+            return Err(l.error_at(&["computers", name], why));
+        }
         if comp.address.trim().is_empty() {
             return Err(l.error_at(
                 &["computers", name, "address"],
@@ -415,6 +388,29 @@ pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// The longest computer name (a DNS label's length).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A computer's name becomes a directory and a lock in the state dir, so it
+/// must be one plain path component that no other name aliases: letters,
+/// digits, `-`, `_` and `.`, starting with a letter or digit, at most
+/// [`MAX_NAME_LEN`] bytes.
+pub fn check_computer_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok_chars && ok_start && name.len() <= MAX_NAME_LEN {
+        return Ok(());
+    }
+    Err(format!(
+        "computer name {name:?} is not allowed: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit (it names a directory in the state dir)"
+    ))
 }
 
 fn max_zero(v: Option<u32>) -> bool {
@@ -457,58 +453,8 @@ fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError>
             ),
         ));
     }
-    if let Some(steps) = &os.steps {
-        let channel = os.channel.or_else(|| {
-            builtin::family_of(name)
-                .or(os.family)
-                .map(builtin::default_channel)
-        });
-        for (i, s) in steps.iter().enumerate() {
-            let idx = i.to_string();
-            let at = |k: &'static str| -> Vec<String> {
-                vec![
-                    "os".into(),
-                    name.into(),
-                    "steps".into(),
-                    idx.clone(),
-                    k.into(),
-                ]
-            };
-            let err = |k: &'static str, msg: String| {
-                let p = at(k);
-                let refs: Vec<&str> = p.iter().map(String::as_str).collect();
-                l.error_at(&refs, format!("os `{name}` step {}: {msg}", i + 1))
-            };
-            if s.wait.needs_channel() && channel.unwrap_or(ChannelKind::None) == ChannelKind::None {
-                return Err(err(
-                    "wait",
-                    format!(
-                        "a `{}` step needs channel = \"ssh\" or \"winrm\"",
-                        s.wait.name()
-                    ),
-                ));
-            }
-            if s.wait == WaitKind::Command && s.command.as_ref().is_none_or(|c| c.is_empty()) {
-                return Err(err(
-                    "wait",
-                    "a `command` step needs command = [\"prog\", \"arg\", ...]".into(),
-                ));
-            }
-            if s.wait == WaitKind::Banner && s.regex.is_none() {
-                return Err(err("wait", "a `banner` step needs regex = \"...\"".into()));
-            }
-            if s.wait == WaitKind::Sleep && s.duration.is_none() && s.timeout.is_none() {
-                return Err(err(
-                    "wait",
-                    "a `sleep` step needs duration = \"30s\"".into(),
-                ));
-            }
-            if let Some(r) = &s.regex {
-                regex::Regex::new(r)
-                    .map_err(|e| err("regex", format!("not a valid regex: {e}")))?;
-            }
-        }
-    }
+    super::plan::check_channel_keys(l, name, os)?;
+    super::plan::check_steps(l, name, os)?;
     Ok(())
 }
 

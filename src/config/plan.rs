@@ -4,9 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::builtin::{builtin_profile, cloud_init_step, family_of};
+use super::builtin::{
+    COMMAND_TIMEOUT, CONNECT_TIMEOUT, builtin_steps, cloud_init_step, default_channel,
+    default_stable_for, default_user, family_of,
+};
 use super::model::HostKeyPolicy;
-use super::model::{ChannelKind, Family, ImageConfig, OsConfig, StepConfig, WaitKind};
+use super::model::{ChannelKind, Family, ImageConfig, OsConfig};
+use super::step::{self, Probe, Step, Wait};
 use super::{ConfigError, Loaded};
 use crate::attempt::Attempt;
 use crate::error::Error;
@@ -37,44 +41,25 @@ pub struct ImagePlan {
     pub config: ImageConfig,
 }
 
-/// A resolved OS profile.
+/// A resolved OS profile: the family's fields, the channel's settings and
+/// the wait sequence.
 #[derive(Debug, Clone)]
 pub struct Profile {
     /// Profile name.
     pub name: String,
     /// OS family.
     pub family: Family,
-    /// Channel kind.
-    pub channel: ChannelKind,
-    /// Login user.
-    pub user: String,
-    /// SSH key file.
-    pub key_file: Option<PathBuf>,
-    /// Password file.
-    pub password_file: Option<PathBuf>,
-    /// Channel port.
-    pub port: u16,
-    /// SSH host-key policy.
-    pub host_keys: HostKeyPolicy,
-    /// known_hosts file.
-    pub known_hosts: PathBuf,
+    /// The channel and its settings.
+    pub channel: ChannelSettings,
     /// Run first-boot configuration.
     pub first_boot: bool,
-    /// Wait for cloud-init (linux).
-    pub cloud_init: bool,
-    /// WinRM over HTTPS.
-    pub https: bool,
-    /// WinRM CA file.
-    pub ca_file: Option<PathBuf>,
-    /// WinRM without TLS verification.
-    pub insecure: bool,
     /// Administrator password file (windows first boot).
     pub admin_password_file: Option<PathBuf>,
     /// The wait sequence.
-    pub steps: Vec<StepConfig>,
+    pub steps: Vec<Step>,
     /// Must keep answering this long before ready.
     pub stable_for: Duration,
-    /// Connect timeout of one channel attempt.
+    /// Connect timeout of one channel attempt (and of one probe).
     pub connect_timeout: Duration,
     /// Timeout of one first-boot command.
     pub command_timeout: Duration,
@@ -91,6 +76,94 @@ pub struct ProvisionerRef {
     pub kind: String,
     /// The table, without `kind`.
     pub table: toml::Table,
+}
+
+/// How the OS module reaches the computer, with exactly that channel's
+/// settings.
+#[derive(Debug, Clone)]
+pub enum ChannelSettings {
+    /// Network probes only; `port` is what port and banner steps probe when
+    /// they name none.
+    None { port: Option<u16> },
+    /// SSH.
+    Ssh(SshSettings),
+    /// WS-Management.
+    Winrm(WinrmSettings),
+}
+
+/// An SSH channel's settings.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// Port on the computer (before the computer's own `port`).
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Private key file (ssh-agent when unset and no password file).
+    pub key_file: Option<PathBuf>,
+    /// Password file.
+    pub password_file: Option<PathBuf>,
+    /// Host-key policy.
+    pub host_keys: HostKeyPolicy,
+    /// known_hosts file.
+    pub known_hosts: PathBuf,
+}
+
+/// A WinRM channel's settings.
+#[derive(Debug, Clone)]
+pub struct WinrmSettings {
+    /// Port on the computer (before the computer's own `port`).
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Password file.
+    pub password_file: Option<PathBuf>,
+    /// HTTPS instead of HTTP.
+    pub https: bool,
+    /// CA (or pinned certificate) file for HTTPS.
+    pub ca_file: Option<PathBuf>,
+    /// HTTPS without verification.
+    pub insecure: bool,
+}
+
+impl ChannelSettings {
+    /// The kind in the config.
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            ChannelSettings::None { .. } => ChannelKind::None,
+            ChannelSettings::Ssh(_) => ChannelKind::Ssh,
+            ChannelSettings::Winrm(_) => ChannelKind::Winrm,
+        }
+    }
+
+    /// The profile's port of this channel (the computer's `port` wins over
+    /// it: see [`Plan::port`]).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ChannelSettings::None { port } => *port,
+            ChannelSettings::Ssh(s) => Some(s.port),
+            ChannelSettings::Winrm(w) => Some(w.port),
+        }
+    }
+
+    /// The login user, for channels that log in.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            ChannelSettings::None { .. } => None,
+            ChannelSettings::Ssh(s) => Some(&s.user),
+            ChannelSettings::Winrm(w) => Some(&w.user),
+        }
+    }
+}
+
+/// The port of a channel when the profile names none: 22 for SSH, 5985 for
+/// WinRM, 5986 for WinRM over HTTPS; none for channel `none`.
+pub fn default_port(kind: ChannelKind, https: bool) -> Option<u16> {
+    match kind {
+        ChannelKind::Ssh => Some(22),
+        ChannelKind::Winrm if https => Some(5986),
+        ChannelKind::Winrm => Some(5985),
+        ChannelKind::None => None,
+    }
 }
 
 /// Everything one run needs.
@@ -164,6 +237,38 @@ pub fn resolve(
         },
     };
     let profile = resolve_profile(l, &img.os, img, state_dir)?;
+    if profile.channel.port().is_none() && comp.port.is_none() {
+        // Channel none and no port anywhere: name what would probe nothing.
+        let portless = profile
+            .steps
+            .iter()
+            .position(|s| matches!(&s.wait, Wait::Poll(p, _) if p.takes_channel_port()));
+        if let Some(i) = portless {
+            let idx = i.to_string();
+            return Err(l
+                .error_at(
+                    &["os", &img.os, "steps", &idx, "wait"],
+                    format!(
+                        "step `{}` of profile `{}` names no port, and channel none has none: add port = N to the step, or port = N to [computers.{computer}]",
+                        profile.steps[i].name, img.os
+                    ),
+                )
+                .into());
+        }
+        if !profile.stable_for.is_zero() {
+            return Err(l
+                .error_at(
+                    &["os", &img.os, "stable_for"],
+                    format!(
+                        "profile `{}` checks for {} that the computer keeps answering, but channel none has no port to check: add port = N to [os.{}] or [computers.{computer}]",
+                        img.os,
+                        crate::duration::fmt(profile.stable_for),
+                        img.os
+                    ),
+                )
+                .into());
+        }
+    }
     Ok(Plan {
         computer: super::ComputerPlan {
             name: computer.to_string(),
@@ -195,88 +300,174 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// The profile `name` for `image`: the built-in profile of its family with
-/// the `[os.NAME]` keys laid over it.
+/// The profile `name` for `image`: the built-in defaults of its family with
+/// the `[os.NAME]` keys laid over them, steps checked and resolved.
 pub fn resolve_profile(
     l: &Loaded,
     name: &str,
     image: &ImageConfig,
     state_dir: &Path,
 ) -> Result<Profile, ConfigError> {
-    let user = l.config.os.get(name);
-    let family = user
-        .and_then(|o| o.family)
+    let none = OsConfig::default();
+    let user_table = l.config.os.get(name);
+    let o = user_table.unwrap_or(&none);
+    let family = o
+        .family
         .or_else(|| family_of(name))
         .unwrap_or(Family::Generic);
-    let mut p = builtin_profile(family, image, state_dir);
-    p.name = name.to_string();
-    if let Some(o) = user {
-        overlay(&mut p, o);
-        for (step, t) in &o.timeouts {
-            let Some(s) = p.steps.iter_mut().find(|s| s.name() == step) else {
-                let known: Vec<&str> = p.steps.iter().map(|s| s.name()).collect();
-                return Err(l.error_at(
-                    &["os", name, "timeouts", step],
-                    if known.is_empty() {
-                        format!("profile `{name}` has no step `{step}`: it has no steps")
-                    } else {
-                        format!(
-                            "profile `{name}` has no step `{step}` (steps: {})",
-                            known.join(", ")
-                        )
-                    },
-                ));
-            };
-            if s.wait == super::WaitKind::Sleep {
-                s.duration = Some(t.0);
-            }
-            s.timeout = Some(t.0);
-        }
+    let kind = o.channel.unwrap_or_else(|| default_channel(family));
+    let https = o.https.unwrap_or(false);
+    let port = o.port.or_else(|| default_port(kind, https));
+    let user = || {
+        o.user
+            .clone()
+            .unwrap_or_else(|| default_user(family).to_string())
+    };
+    let channel = match (kind, port) {
+        (ChannelKind::Ssh, Some(port)) => ChannelSettings::Ssh(SshSettings {
+            port,
+            user: user(),
+            key_file: o.key_file.clone(),
+            password_file: o.password_file.clone(),
+            host_keys: o.host_keys.unwrap_or(HostKeyPolicy::ReplaceAfterLoad),
+            known_hosts: o
+                .known_hosts
+                .clone()
+                .unwrap_or_else(|| state_dir.join("known_hosts")),
+        }),
+        (ChannelKind::Winrm, Some(port)) => ChannelSettings::Winrm(WinrmSettings {
+            port,
+            user: user(),
+            password_file: o.password_file.clone(),
+            https,
+            ca_file: o.ca_file.clone(),
+            insecure: o.insecure.unwrap_or(false),
+        }),
+        _ => ChannelSettings::None { port },
+    };
+    let mut steps = match &o.steps {
+        Some(_) => check_steps(l, name, o)?,
+        None => builtin_steps(family, image),
+    };
+    for (step, t) in &o.timeouts {
+        let Some(s) = steps.iter_mut().find(|s| &s.name == step) else {
+            let known: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+            return Err(l.error_at(
+                &["os", name, "timeouts", step],
+                if known.is_empty() {
+                    format!("profile `{name}` has no step `{step}`: it has no steps")
+                } else {
+                    format!(
+                        "profile `{name}` has no step `{step}` (steps: {})",
+                        known.join(", ")
+                    )
+                },
+            ));
+        };
+        s.set_timeout(t.0);
     }
-    if p.cloud_init && !p.steps.iter().any(|s| s.name() == "cloud-init") {
-        p.steps.push(cloud_init_step());
+    if o.cloud_init == Some(true) && !steps.iter().any(|s| s.name == "cloud-init") {
+        steps.push(cloud_init_step());
     }
-    Ok(p)
+    Ok(Profile {
+        name: name.to_string(),
+        family,
+        channel,
+        first_boot: o.first_boot.unwrap_or(family != Family::Generic),
+        admin_password_file: o.admin_password_file.clone(),
+        steps,
+        stable_for: o.stable_for.unwrap_or_else(|| default_stable_for(family)),
+        connect_timeout: o.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+        command_timeout: o.command_timeout.unwrap_or(COMMAND_TIMEOUT),
+    })
 }
 
-fn overlay(p: &mut Profile, o: &OsConfig) {
-    if let Some(c) = o.channel {
-        if c != p.channel {
-            p.port = match c {
-                ChannelKind::Ssh => 22,
-                ChannelKind::Winrm if o.https == Some(true) => 5986,
-                ChannelKind::Winrm => 5985,
-                ChannelKind::None => 0,
-            };
-        }
-        p.channel = c;
+/// The family and channel of profile `name` with table `o`.
+fn family_and_channel(name: &str, o: &OsConfig) -> (Family, ChannelKind) {
+    let family = o
+        .family
+        .or_else(|| family_of(name))
+        .unwrap_or(Family::Generic);
+    (family, o.channel.unwrap_or_else(|| default_channel(family)))
+}
+
+/// Refuses the keys of `[os.NAME]` that its channel does not use (SSH keys
+/// on WinRM, WinRM's on SSH, login keys on channel none): one would be
+/// ignored silently otherwise.
+pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), ConfigError> {
+    let (_, kind) = family_and_channel(name, o);
+    let keys = [
+        ("key_file", o.key_file.is_some(), ChannelKind::Ssh),
+        ("host_keys", o.host_keys.is_some(), ChannelKind::Ssh),
+        ("known_hosts", o.known_hosts.is_some(), ChannelKind::Ssh),
+        ("https", o.https.is_some(), ChannelKind::Winrm),
+        ("ca_file", o.ca_file.is_some(), ChannelKind::Winrm),
+        ("insecure", o.insecure.is_some(), ChannelKind::Winrm),
+    ];
+    if let Some((key, _, of)) = keys.iter().find(|(_, set, of)| *set && *of != kind) {
+        return Err(l.error_at(
+            &["os", name, key],
+            format!(
+                "`{key}` is a setting of channel {}, and profile `{name}` talks over channel {}",
+                of.name(),
+                kind.name()
+            ),
+        ));
     }
-    if o.https == Some(true) && o.port.is_none() && p.channel == ChannelKind::Winrm {
-        p.port = 5986;
+    let login = [
+        ("user", o.user.is_some()),
+        ("password_file", o.password_file.is_some()),
+    ];
+    if let (ChannelKind::None, Some((key, _))) = (kind, login.iter().find(|(_, set)| *set)) {
+        return Err(l.error_at(
+            &["os", name, key],
+            format!(
+                "profile `{name}` has channel none, which logs in nowhere: `{key}` is not used"
+            ),
+        ));
     }
-    macro_rules! set {
-        ($($f:ident),*) => { $( if let Some(v) = &o.$f { p.$f = v.clone(); } )* };
+    Ok(())
+}
+
+/// The steps of `[os.NAME]` (table `o`) as written, each checked, and
+/// those that need a channel checked against its channel; errors point at
+/// the key in the step's table. The built-in steps of a family that talks
+/// over a channel need it too: `channel = "none"` without `steps` is an
+/// error there.
+pub fn check_steps(l: &Loaded, name: &str, o: &OsConfig) -> Result<Vec<Step>, ConfigError> {
+    let (family, kind) = family_and_channel(name, o);
+    let steps = match &o.steps {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                step::resolve(s).map_err(|(key, msg)| {
+                    let idx = i.to_string();
+                    l.error_at(
+                        &["os", name, "steps", &idx, key],
+                        format!("os `{name}` step {}: {msg}", i + 1),
+                    )
+                })
+            })
+            .collect::<Result<Vec<Step>, ConfigError>>()?,
+        // Which steps a family has does not depend on the image: only
+        // their timeouts do.
+        None => builtin_steps(family, &ImageConfig::default()),
+    };
+    let needs_channel = steps.iter().position(|s| s.kind().needs_channel());
+    if let (ChannelKind::None, Some(i)) = (kind, needs_channel) {
+        let msg = format!(
+            "os `{name}` step {}: a `{}` step needs channel = \"ssh\" or \"winrm\"",
+            i + 1,
+            steps[i].kind().name()
+        );
+        let idx = i.to_string();
+        return Err(match &o.steps {
+            Some(_) => l.error_at(&["os", name, "steps", &idx, "wait"], msg),
+            None => l.error_at(&["os", name, "channel"], msg),
+        });
     }
-    macro_rules! set_opt {
-        ($($f:ident),*) => { $( if o.$f.is_some() { p.$f = o.$f.clone(); } )* };
-    }
-    set!(
-        user,
-        port,
-        host_keys,
-        known_hosts,
-        first_boot,
-        cloud_init,
-        https,
-        insecure,
-        stable_for,
-        connect_timeout,
-        command_timeout
-    );
-    set_opt!(key_file, password_file, ca_file, admin_password_file);
-    if let Some(steps) = &o.steps {
-        p.steps = steps.clone();
-    }
+    Ok(steps)
 }
 
 impl Plan {
@@ -290,6 +481,22 @@ impl Plan {
     /// describing timeouts at each attempt.
     pub fn attempts(&self) -> impl Iterator<Item = Attempt> + '_ {
         (1..=self.max_attempts).map(|k| self.attempt(k, self.max_attempts))
+    }
+
+    /// The port of the OS channel on the computer's address: the computer's
+    /// `port` (a forwarded port of a local VM), else `own`, the profile's.
+    /// The one place that decides it (with [`default_port`] for `own`).
+    pub fn port_over(&self, own: u16) -> u16 {
+        self.computer.port.unwrap_or(own)
+    }
+
+    /// [`Plan::port_over`] the profile's port; for channel none without a
+    /// port, the computer's `port`, if any.
+    pub fn port(&self) -> Option<u16> {
+        match self.profile.channel.port() {
+            Some(own) => Some(self.port_over(own)),
+            None => self.computer.port,
+        }
     }
 
     /// The plan as `reimage check COMPUTER --image IMAGE` prints it: the
@@ -328,26 +535,29 @@ impl Plan {
         for d in provisioner {
             line(format!("  {d}"));
         }
-        let port = self.computer.port.unwrap_or(p.port);
+        let port = self.port();
+        let port_of =
+            |own: &Option<u16>| own.or(port).map_or("none".to_string(), |p| p.to_string());
+        let port_text = port_of(&None);
         line(format!(
             "os profile: {} (family {}, channel {})",
             p.name,
             p.family.name(),
-            p.channel.name()
+            p.channel.kind().name()
         ));
-        if p.channel != ChannelKind::None {
+        if let Some(user) = p.channel.user() {
             line(format!(
-                "  login: {}@{}:{}",
-                p.user, self.computer.address, port
+                "  login: {user}@{}:{port_text}",
+                self.computer.address
             ));
         }
-        if p.channel == ChannelKind::Ssh {
-            let hk = match p.host_keys {
+        if let ChannelSettings::Ssh(ssh) = &p.channel {
+            let hk = match ssh.host_keys {
                 HostKeyPolicy::Strict => "strict",
                 HostKeyPolicy::AcceptNew => "accept-new",
                 HostKeyPolicy::ReplaceAfterLoad => "replace-after-load",
             };
-            line(format!("  host keys: {hk} ({})", p.known_hosts.display()));
+            line(format!("  host keys: {hk} ({})", ssh.known_hosts.display()));
         }
         if self.image.config.sysprep || self.image.config.r#virtual {
             line(format!(
@@ -357,32 +567,35 @@ impl Plan {
         }
         line("  wait sequence (timeout at attempt 1..n):".into());
         for (i, st) in p.steps.iter().enumerate() {
-            let mut d = format!("    {}. {} [{}]", i + 1, st.name(), st.wait.name());
-            match st.wait {
-                WaitKind::Port | WaitKind::Banner => {
-                    d.push_str(&format!(" port {}", st.port.unwrap_or(port)))
-                }
-                WaitKind::Command | WaitKind::Reboot => {
-                    if let Some(c) = &st.command {
-                        d.push_str(&format!(" `{}`", c.join(" ")));
+            let mut d = format!("    {}. {} [{}]", i + 1, st.name, st.kind().name());
+            match &st.wait {
+                // A sleep does not grow with the attempt (not a timeout).
+                Wait::Sleep(t) => d.push_str(&format!(": {} (every attempt)", fmt(*t))),
+                Wait::Poll(probe, limits) => {
+                    match probe {
+                        Probe::Port { port: own } => d.push_str(&format!(" port {}", port_of(own))),
+                        Probe::Banner { port: own, regex } => {
+                            d.push_str(&format!(" port {} /{regex}/", port_of(own)))
+                        }
+                        Probe::Command { command, regex } => {
+                            d.push_str(&format!(" `{}`", command.join(" ")));
+                            if let Some(r) = regex {
+                                d.push_str(&format!(" /{r}/"));
+                            }
+                        }
+                        Probe::Reboot {
+                            trigger: Some(command),
+                        } => d.push_str(&format!(" `{}`", command.join(" "))),
+                        Probe::Ping | Probe::Login | Probe::Reboot { trigger: None } => {}
+                    }
+                    d.push_str(&format!(": timeout {}", at(limits.timeout)));
+                    if let Some(stall) = limits.stall {
+                        d.push_str(&format!("; stall {}", at(stall)));
+                    }
+                    if let Some(r) = limits.reset_on_timeout {
+                        d.push_str(&format!("; on timeout: power reset, then {}", at(r)));
                     }
                 }
-                _ => {}
-            }
-            if let Some(r) = &st.regex {
-                d.push_str(&format!(" /{r}/"));
-            }
-            if st.wait == WaitKind::Sleep {
-                // A sleep does not grow with the attempt (not a timeout).
-                d.push_str(&format!(": {} (every attempt)", fmt(st.base_timeout())));
-            } else {
-                d.push_str(&format!(": timeout {}", at(st.base_timeout())));
-            }
-            if let Some(stall) = st.stall_timeout {
-                d.push_str(&format!("; stall {}", at(stall)));
-            }
-            if let Some(r) = st.reset_on_timeout {
-                d.push_str(&format!("; on timeout: power reset, then {}", at(r)));
             }
             line(d);
         }
@@ -397,7 +610,7 @@ impl Plan {
         }
         line(format!(
             "  boot id check: {}",
-            if p.channel == ChannelKind::None {
+            if p.channel.kind() == ChannelKind::None {
                 "no (channel none)"
             } else {
                 "yes, when the old OS answers before the load"
@@ -405,7 +618,7 @@ impl Plan {
         ));
         line(format!(
             "  first boot: {}",
-            if p.first_boot && p.channel != ChannelKind::None {
+            if p.first_boot && p.channel.kind() != ChannelKind::None {
                 "yes"
             } else {
                 "no"
@@ -422,5 +635,85 @@ impl Plan {
             line(format!("  post-load scripts: {}", scripts.join(", ")));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan for computer `pc` and image `img` of a config whose OS
+    /// profile `p` has `os` keys and whose computer has `computer` keys.
+    fn plan(os: &str, computer: &str) -> Plan {
+        let text = format!(
+            "[os.p]\n{os}\n[images.img]\nos = \"p\"\nprovisioner = \"lab\"\n\
+             [computers.pc]\naddress = \"10.0.0.7\"\n{computer}\n"
+        );
+        let l = super::super::parse(Path::new("t.toml"), text, &["lab", "qemu"])
+            .expect("config parses");
+        resolve(&l, "pc", "img", Path::new("/state"), None).expect("plan resolves")
+    }
+
+    #[test]
+    fn the_channel_port_has_one_default_and_one_override() {
+        let cases = [
+            ("family = \"linux\"", "", Some(22)),
+            ("family = \"windows-6\"", "", Some(5985)),
+            ("family = \"windows-6\"\nhttps = true", "", Some(5986)),
+            ("family = \"linux\"\nchannel = \"winrm\"", "", Some(5985)),
+            ("family = \"windows-10\"\nport = 15985", "", Some(15985)),
+            ("family = \"linux\"", "port = 2222", Some(2222)),
+            ("family = \"generic\"", "", None),
+            ("family = \"generic\"\nport = 80", "", Some(80)),
+            ("family = \"generic\"", "port = 8080", Some(8080)),
+        ];
+        for (os, computer, want) in cases {
+            assert_eq!(plan(os, computer).port(), want, "{os} / {computer}");
+        }
+    }
+
+    #[test]
+    fn channel_settings_carry_only_their_channel() {
+        let p = plan(
+            "family = \"windows-6\"\nhttps = true\ninsecure = true\nuser = \"admin\"",
+            "",
+        );
+        let ChannelSettings::Winrm(w) = &p.profile.channel else {
+            panic!("{:?}", p.profile.channel)
+        };
+        assert!(w.https && w.insecure && w.user == "admin" && w.port == 5986);
+        let p = plan("family = \"linux\"\nhost_keys = \"strict\"", "");
+        let ChannelSettings::Ssh(s) = &p.profile.channel else {
+            panic!("{:?}", p.profile.channel)
+        };
+        assert_eq!(s.host_keys, HostKeyPolicy::Strict);
+        assert_eq!(s.known_hosts, Path::new("/state/known_hosts"));
+        assert_eq!((s.user.as_str(), s.port), ("root", 22));
+    }
+
+    #[test]
+    fn steps_resolve_to_their_kind() {
+        let p = plan(
+            "family = \"linux\"\ncloud_init = true\ntimeouts = { banner = \"7s\" }",
+            "",
+        );
+        let kinds: Vec<&str> = p.profile.steps.iter().map(|s| s.kind().name()).collect();
+        assert_eq!(kinds, ["port", "banner", "login", "command"]);
+        let Wait::Poll(Probe::Banner { port: None, regex }, limits) = &p.profile.steps[1].wait
+        else {
+            panic!("{:?}", p.profile.steps[1])
+        };
+        assert!(regex.is_match("SSH-2.0-OpenSSH"));
+        assert_eq!(limits.timeout, Duration::from_secs(7));
+        let Wait::Poll(Probe::Command { command, regex }, _) = &p.profile.steps[3].wait else {
+            panic!("{:?}", p.profile.steps[3])
+        };
+        assert_eq!(command[0], "cloud-init");
+        assert!(regex.as_ref().is_some_and(|r| r.is_match("status: done")));
+        let p = plan(
+            "family = \"generic\"\nsteps = [{ wait = \"sleep\", timeout = \"3s\" }]",
+            "",
+        );
+        assert!(matches!(p.profile.steps[0].wait, Wait::Sleep(d) if d == Duration::from_secs(3)));
     }
 }

@@ -6,6 +6,7 @@ pub mod ssh;
 pub mod winrm;
 
 #[cfg(test)]
+#[path = "../../tests/integration/sshd.rs"]
 mod testsshd;
 
 use std::time::Duration;

@@ -2,10 +2,11 @@
 //! or HTTPS with `ureq`, Basic authentication, and the Windows Remote Shell
 //! resource (`.../windows/shell/cmd`).
 //!
-//! Why by hand: the protocol needed here is six SOAP messages (Identify,
-//! Create, Command, Send, Receive, Signal, Delete), so the XML is written
-//! with one escape function and read with small, tolerant extractors that
-//! match element names with any namespace prefix.
+//! The protocol needed here is six SOAP messages (Identify, Create, Command,
+//! Send, Receive, Signal, Delete): they are written as format strings with
+//! [`xml::escape`] and read with [`crate::xml`] (roxmltree), matching element
+//! names by local name in any namespace, as WinRM versions differ in the
+//! prefixes they use.
 //!
 //! Error classes (see [`ChannelError`]): connection refused, reset, or no
 //! answer in time → `Unreachable`; HTTP 401/403 → `Auth` (fatal); a TLS
@@ -19,6 +20,7 @@ use super::{Channel, ChannelError, CommandOutput};
 use crate::encoding;
 use crate::secret::Secret;
 use crate::signal;
+use crate::xml;
 use anyhow::{Context, anyhow};
 use std::fmt;
 use std::path::PathBuf;
@@ -135,7 +137,7 @@ struct Fault {
 
 impl Fault {
     fn is_timed_out(&self) -> bool {
-        self.wsman_code == Some(FAULT_TIMED_OUT) || local_name(&self.subcode) == "TimedOut"
+        self.wsman_code == Some(FAULT_TIMED_OUT) || xml::local_name(&self.subcode) == "TimedOut"
     }
 }
 
@@ -225,7 +227,8 @@ impl WinRm {
                 )));
             }
         };
-        let field = |name: &str| find_text(&xml, name);
+        let doc = self.read("Identify", &xml)?;
+        let field = |name: &str| xml::descendant(doc.root(), name).map(xml::text);
         match (
             field("ProductVendor"),
             field("ProductVersion"),
@@ -253,6 +256,17 @@ impl WinRm {
     /// "WinRM host:port Action", the prefix of every error message.
     fn what(&self, action: &str) -> String {
         format!("WinRM {}:{} {action}", self.cfg.host, self.cfg.port)
+    }
+
+    /// Parses an answer's body; malformed XML is a `Protocol` error.
+    fn read<'a>(&self, action: &str, text: &'a str) -> Result<xml::Document<'a>, ChannelError> {
+        xml::parse(text).map_err(|e| {
+            ChannelError::Protocol(anyhow!(
+                "{}: the answer is not well-formed XML ({e}){}",
+                self.what(action),
+                snippet(text)
+            ))
+        })
     }
 
     /// Sends one SOAP message and sorts the answer: a body, a fault, or a
@@ -398,15 +412,15 @@ impl WinRm {
              <w:Locale xml:lang=\"en-US\" s:mustUnderstand=\"false\"/>\
              <p:DataLocale xml:lang=\"en-US\" s:mustUnderstand=\"false\"/>\
              <w:OperationTimeout>{}</w:OperationTimeout>",
-            encoding::xml_escape(&self.url),
-            encoding::xml_escape(action),
+            xml::escape(&self.url),
+            xml::escape(action),
             message_id(),
             xs_duration(op_timeout),
         ));
         if let Some(id) = shell_id {
             s.push_str(&format!(
                 "<w:SelectorSet><w:Selector Name=\"ShellId\">{}</w:Selector></w:SelectorSet>",
-                encoding::xml_escape(id)
+                xml::escape(id)
             ));
         }
         if !options.is_empty() {
@@ -414,8 +428,8 @@ impl WinRm {
             for (name, value) in options {
                 s.push_str(&format!(
                     "<w:Option Name=\"{}\">{}</w:Option>",
-                    encoding::xml_escape(name),
-                    encoding::xml_escape(value)
+                    xml::escape(name),
+                    xml::escape(value)
                 ));
             }
             s.push_str("</w:OptionSet>");
@@ -451,12 +465,12 @@ impl WinRm {
                     <rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>";
         let options = [("WINRS_NOPROFILE", "FALSE"), ("WINRS_CODEPAGE", "65001")];
         let xml = self.shell_call("Create", ACTION_CREATE, None, &options, body, deadline)?;
-        let from_selector = elements(&xml, "Selector")
-            .into_iter()
-            .find(|e| e.attr("Name").as_deref() == Some("ShellId"))
-            .map(|e| e.text());
-        match from_selector.or_else(|| find_text(&xml, "ShellId")) {
-            Some(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        let doc = self.read("Create", &xml)?;
+        let from_selector = xml::descendants(doc.root(), "Selector")
+            .find(|e| e.attribute("Name") == Some("ShellId"))
+            .map(xml::text);
+        match from_selector.or_else(|| xml::descendant(doc.root(), "ShellId").map(xml::text)) {
+            Some(id) if !id.is_empty() => Ok(id),
             _ => Err(ChannelError::Protocol(anyhow!(
                 "{}: no ShellId in the answer{}",
                 self.what("Create"),
@@ -486,12 +500,12 @@ impl WinRm {
         };
         let mut body = format!(
             "<rsp:CommandLine><rsp:Command>{}</rsp:Command>",
-            encoding::xml_escape(command)
+            xml::escape(command)
         );
         for a in args {
             body.push_str(&format!(
                 "<rsp:Arguments>{}</rsp:Arguments>",
-                encoding::xml_escape(a)
+                xml::escape(a)
             ));
         }
         body.push_str("</rsp:CommandLine>");
@@ -507,8 +521,9 @@ impl WinRm {
             &body,
             deadline,
         )?;
-        match find_text(&xml, "CommandId") {
-            Some(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        let doc = self.read("Command", &xml)?;
+        match xml::descendant(doc.root(), "CommandId").map(xml::text) {
+            Some(id) if !id.is_empty() => Ok(id),
             _ => Err(ChannelError::Protocol(anyhow!(
                 "{}: no CommandId in the answer{}",
                 self.what("Command"),
@@ -535,7 +550,7 @@ impl WinRm {
             check_signal()?;
             let body = format!(
                 "<rsp:Send><rsp:Stream Name=\"stdin\" CommandId=\"{}\"{}>{}</rsp:Stream></rsp:Send>",
-                encoding::xml_escape(command_id),
+                xml::escape(command_id),
                 if i == last { " End=\"true\"" } else { "" },
                 encoding::base64_encode(chunk)
             );
@@ -558,7 +573,7 @@ impl WinRm {
         let mut stderr = Vec::new();
         let body = format!(
             "<rsp:Receive><rsp:DesiredStream CommandId=\"{}\">stdout stderr</rsp:DesiredStream></rsp:Receive>",
-            encoding::xml_escape(command_id)
+            xml::escape(command_id)
         );
         loop {
             check_signal()?;
@@ -606,7 +621,7 @@ impl WinRm {
     fn terminate(&self, shell_id: &str, command_id: &str) {
         let body = format!(
             "<rsp:Signal CommandId=\"{}\"><rsp:Code>{SIGNAL_TERMINATE}</rsp:Code></rsp:Signal>",
-            encoding::xml_escape(command_id)
+            xml::escape(command_id)
         );
         let deadline = Instant::now() + self.cfg.operation_timeout.min(Duration::from_secs(10));
         let _ = self.shell_call(
@@ -811,186 +826,27 @@ fn xs_duration(d: Duration) -> String {
     format!("PT{}.{:03}S", d.as_secs(), d.subsec_millis())
 }
 
-/// Undoes XML escaping: the five named entities and numeric references;
-/// anything unknown is kept as written.
-fn xml_unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let Some(end) = rest.find(';').filter(|&e| e <= 12) else {
-            out.push('&');
-            rest = &rest[1..];
-            continue;
-        };
-        let entity = &rest[1..end];
-        let decoded = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            _ => entity
-                .strip_prefix("#x")
-                .or_else(|| entity.strip_prefix("#X"))
-                .map(|h| u32::from_str_radix(h, 16))
-                .or_else(|| entity.strip_prefix('#').map(|d| d.parse::<u32>()))
-                .and_then(|r| r.ok())
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[end + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The part of a qualified name after its prefix: `s:Envelope` → `Envelope`.
-fn local_name(qname: &str) -> &str {
-    qname.rsplit(':').next().unwrap_or(qname)
-}
-
-/// One element found in a message: its raw attributes and raw content.
-#[derive(Debug, Clone, Copy)]
-struct Element<'a> {
-    attrs: &'a str,
-    inner: &'a str,
-}
-
-impl Element<'_> {
-    /// Content as text (entities undone, CDATA kept as is).
-    fn text(&self) -> String {
-        xml_unescape(self.inner)
-    }
-
-    /// The attribute whose local name is `name`, unescaped.
-    fn attr(&self, name: &str) -> Option<String> {
-        let mut rest = self.attrs;
-        loop {
-            rest = rest.trim_start();
-            let eq = rest.find('=')?;
-            let key = rest[..eq].trim();
-            let after = rest[eq + 1..].trim_start();
-            let quote = after.chars().next()?;
-            if quote != '"' && quote != '\'' {
-                return None;
-            }
-            let close = after[1..].find(quote)?;
-            let value = &after[1..1 + close];
-            if local_name(key) == name {
-                return Some(xml_unescape(value));
-            }
-            rest = &after[close + 2..];
-        }
-    }
-}
-
-/// Every element whose local name is `name`, in document order, whatever
-/// its prefix. Tolerant: skips comments, processing instructions and
-/// declarations; an element of the same name nested in itself is not
-/// supported (WS-Man has none).
-fn elements<'a>(xml: &'a str, name: &str) -> Vec<Element<'a>> {
-    let mut found = Vec::new();
-    let mut pos = 0;
-    while let Some(off) = xml[pos..].find('<') {
-        let start = pos + off + 1;
-        let rest = &xml[start..];
-        if rest.starts_with('/') || rest.starts_with('?') || rest.starts_with('!') {
-            pos = start;
-            continue;
-        }
-        let name_end = rest
-            .find(|c: char| c.is_whitespace() || c == '/' || c == '>')
-            .unwrap_or(rest.len());
-        let qname = &rest[..name_end];
-        // End of the start tag, skipping quoted attribute values.
-        let mut quote = None;
-        let mut tag_end = None;
-        for (i, c) in rest[name_end..]
-            .char_indices()
-            .map(|(i, c)| (i + name_end, c))
-        {
-            match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                (None, '"' | '\'') => quote = Some(c),
-                (None, '>') => {
-                    tag_end = Some(i);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let Some(tag_end) = tag_end else { break };
-        let self_closing = rest[..tag_end].ends_with('/');
-        let attrs_end = if self_closing { tag_end - 1 } else { tag_end };
-        let attrs = &rest[name_end..attrs_end.max(name_end)];
-        pos = start + tag_end + 1;
-        if local_name(qname) != name {
-            continue;
-        }
-        if self_closing {
-            found.push(Element { attrs, inner: "" });
-            continue;
-        }
-        let close = format!("</{qname}");
-        let mut search = pos;
-        let mut inner_end = None;
-        while let Some(c) = xml[search..].find(&close) {
-            let at = search + c;
-            let after = xml[at + close.len()..].trim_start();
-            if after.starts_with('>') {
-                inner_end = Some(at);
-                break;
-            }
-            search = at + close.len();
-        }
-        match inner_end {
-            Some(end) => found.push(Element {
-                attrs,
-                inner: &xml[pos..end],
-            }),
-            None => found.push(Element { attrs, inner: "" }),
-        }
-    }
-    found
-}
-
-/// Text of the first element named `name` (any prefix).
-fn find_text(xml: &str, name: &str) -> Option<String> {
-    elements(xml, name)
-        .first()
-        .map(|e| e.text().trim().to_string())
-}
-
-/// The fault in a response, if it holds one.
-fn parse_fault(xml: &str, status: u16) -> Option<Fault> {
-    let fault = elements(xml, "Fault").into_iter().next()?;
-    let inner = fault.inner;
-    let subcode = elements(inner, "Subcode")
-        .first()
-        .and_then(|s| find_text(s.inner, "Value"))
-        .or_else(|| find_text(inner, "Value"))
-        .unwrap_or_default();
-    let reason = find_text(inner, "Text")
-        .or_else(|| find_text(inner, "Message"))
-        .unwrap_or_default();
-    let wsman_code = elements(inner, "WSManFault")
-        .first()
-        .and_then(|e| e.attr("Code"))
+/// The fault in a response, if it holds one: Code/Subcode/Value (or
+/// Code/Value), Reason/Text (or the WSManFault Message) and the WSManFault
+/// Code from the Detail.
+fn parse_fault(text: &str, status: u16) -> Option<Fault> {
+    let doc = xml::parse(text).ok()?;
+    let f = xml::soap_fault(&doc)?;
+    let wsman = f.detail.and_then(|d| xml::descendant(d, "WSManFault"));
+    let reason = if f.reason.is_empty() {
+        wsman
+            .and_then(|w| xml::descendant(w, "Message"))
+            .map(xml::text)
+            .unwrap_or_default()
+    } else {
+        f.reason
+    };
+    let wsman_code = wsman
+        .and_then(|w| w.attribute("Code"))
         .and_then(|c| c.trim().parse().ok());
     Some(Fault {
         status,
-        subcode,
+        subcode: f.subcodes.into_iter().next().unwrap_or(f.code),
         reason,
         wsman_code,
     })
@@ -1005,26 +861,29 @@ struct ReceiveChunk {
     exit_code: Option<i32>,
 }
 
-fn parse_receive(xml: &str) -> anyhow::Result<ReceiveChunk> {
-    if elements(xml, "ReceiveResponse").is_empty() {
-        anyhow::bail!("the answer is not a ReceiveResponse{}", snippet(xml));
-    }
+fn parse_receive(text: &str) -> anyhow::Result<ReceiveChunk> {
+    let doc = xml::parse(text)
+        .map_err(|e| anyhow!("the answer is not well-formed XML ({e}){}", snippet(text)))?;
+    let Some(response) = xml::descendant(doc.root(), "ReceiveResponse") else {
+        anyhow::bail!("the answer is not a ReceiveResponse{}", snippet(text));
+    };
     let mut chunk = ReceiveChunk::default();
-    for s in elements(xml, "Stream") {
-        let data = encoding::base64_decode(&s.text())
+    for s in xml::descendants(response, "Stream") {
+        let data = encoding::base64_decode(&xml::text(s))
             .ok_or_else(|| anyhow!("a Stream element holds invalid base64"))?;
-        match s.attr("Name").as_deref() {
+        match s.attribute("Name") {
             Some("stdout") => chunk.stdout.extend(data),
             Some("stderr") => chunk.stderr.extend(data),
             _ => {}
         }
     }
-    for state in elements(xml, "CommandState") {
+    for state in xml::descendants(response, "CommandState") {
         let done = state
-            .attr("State")
+            .attribute("State")
             .is_some_and(|s| s.trim_end().ends_with("/Done"));
         if done {
-            let code = find_text(state.inner, "ExitCode")
+            let code = xml::descendant(state, "ExitCode")
+                .map(xml::text)
                 .ok_or_else(|| anyhow!("CommandState Done without ExitCode"))?;
             // Windows exit codes are DWORDs; 0xC0000005 comes as 3221225477.
             let code = code
@@ -1418,60 +1277,6 @@ mod tests {
     }
 
     #[test]
-    fn escape_covers_markup_and_quotes() {
-        assert_eq!(
-            encoding::xml_escape("a&b<c>d\"e'f"),
-            "a&amp;b&lt;c&gt;d&quot;e&apos;f"
-        );
-        assert_eq!(encoding::xml_escape("plain é 漢"), "plain é 漢");
-        assert_eq!(encoding::xml_escape("tab\there\r\n"), "tab\there\r\n");
-        assert_eq!(
-            encoding::xml_escape("nul\u{0}bell\u{7}"),
-            "nul\u{FFFD}bell\u{FFFD}"
-        );
-        assert_eq!(encoding::xml_escape("&amp;"), "&amp;amp;");
-        for s in ["a&b<c>d\"e'f", "&amp;", "x ; & y", "é&#1;"] {
-            assert_eq!(xml_unescape(&encoding::xml_escape(s)), s);
-        }
-    }
-
-    #[test]
-    fn unescape_is_tolerant() {
-        assert_eq!(xml_unescape("&lt;a&gt; &#65;&#x42;&#X43;"), "<a> ABC");
-        assert_eq!(
-            xml_unescape("AT&T; & &bogus; &#xZZ;"),
-            "AT&T; & &bogus; &#xZZ;"
-        );
-        assert_eq!(xml_unescape("tail &"), "tail &");
-    }
-
-    #[test]
-    fn extraction_ignores_prefixes() {
-        let xml = r#"<?xml version="1.0"?><!-- c --><s:Envelope xmlns:s="x"><s:Body>
-            <x:ResourceCreated><w:SelectorSet>
-            <w:Selector Name='Other'>no</w:Selector>
-            <w:Selector Name="ShellId" >AB-12&amp;</w:Selector></w:SelectorSet></x:ResourceCreated>
-            <Shell><ShellId>plain</ShellId><Empty a="1>2"/></Shell>
-            </s:Body></s:Envelope>"#;
-        let sel = elements(xml, "Selector");
-        assert_eq!(sel.len(), 2);
-        assert_eq!(sel[1].attr("Name").as_deref(), Some("ShellId"));
-        assert_eq!(sel[1].text(), "AB-12&");
-        assert_eq!(find_text(xml, "ShellId").as_deref(), Some("plain"));
-        let empty = elements(xml, "Empty");
-        assert_eq!(empty.len(), 1);
-        assert_eq!(empty[0].attr("a").as_deref(), Some("1>2"));
-        assert_eq!(empty[0].text(), "");
-        assert!(elements(xml, "Missing").is_empty());
-        assert!(elements("<a><b>unclosed", "b")[0].text().is_empty());
-        let odd = elements("<é:x k='v'>ü</é:x><p:y/>", "x");
-        assert_eq!(
-            (odd[0].attr("k").as_deref(), odd[0].text().as_str()),
-            (Some("v"), "ü")
-        );
-    }
-
-    #[test]
     fn faults_are_parsed() {
         let xml = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault>
             <s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:TimedOut</s:Value></s:Subcode></s:Code>
@@ -1489,11 +1294,20 @@ mod tests {
         );
         assert!(!other.expect("fault").is_timed_out());
         assert!(parse_fault("<html>oops</html>", 500).is_none());
+        assert!(parse_fault("<html>oops", 500).is_none());
+        // No Reason/Text: the WSManFault's Message is the reason.
+        let message_only = parse_fault(
+            &xml.replace("<s:Text", "<s:Other")
+                .replace("</s:Text>", "</s:Other>"),
+            500,
+        );
+        assert_eq!(message_only.expect("fault").reason, "m");
     }
 
     #[test]
     fn receive_responses_are_parsed() {
-        let xml = r#"<s:Envelope><s:Body><rsp:ReceiveResponse>
+        let xml = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"
+            xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell"><s:Body><rsp:ReceiveResponse>
             <rsp:Stream Name="stdout" CommandId="C">aGkN
             Cg==</rsp:Stream><rsp:Stream Name="stderr" CommandId="C">b29wcw==</rsp:Stream>
             <rsp:Stream Name="stdout" CommandId="C" End="true"></rsp:Stream>
@@ -1505,8 +1319,15 @@ mod tests {
         assert_eq!(c.exit_code, Some(0xC000_0005_u32 as i32));
         let running = xml.replace("CommandState/Done", "CommandState/Running");
         assert_eq!(parse_receive(&running).expect("parse").exit_code, None);
-        assert!(parse_receive("<x/>").is_err());
+        let no_response = parse_receive("<x/>").expect_err("not a ReceiveResponse");
+        assert!(no_response.to_string().contains("not a ReceiveResponse"));
+        let malformed = parse_receive("<rsp:ReceiveResponse>").expect_err("malformed");
+        assert!(
+            malformed.to_string().contains("not well-formed"),
+            "{malformed}"
+        );
         assert!(parse_receive(&xml.replace("b29wcw==", "b29w!!")).is_err());
+        assert!(parse_receive(&xml.replace("3221225477", "x")).is_err());
     }
 
     #[test]

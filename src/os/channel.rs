@@ -3,8 +3,7 @@
 use anyhow::Result;
 use std::path::PathBuf;
 
-use crate::config::HostKeyPolicy;
-use crate::config::{ChannelKind, Plan};
+use crate::config::{ChannelSettings, HostKeyPolicy, Plan};
 use crate::control::Channel;
 use crate::control::ssh::{Ssh, SshConfig};
 use crate::control::winrm::{WinRm, WinRmConfig};
@@ -19,20 +18,19 @@ pub fn open(plan: &Plan) -> Result<Option<Box<dyn Channel>>> {
 /// OS's key must not be trusted for the new one.
 pub fn open_with(plan: &Plan, known_hosts: Option<PathBuf>) -> Result<Option<Box<dyn Channel>>> {
     let p = &plan.profile;
-    let port = plan.computer.port.unwrap_or(p.port);
-    Ok(match p.channel {
-        ChannelKind::None => None,
-        ChannelKind::Ssh => {
+    Ok(match &p.channel {
+        ChannelSettings::None { .. } => None,
+        ChannelSettings::Ssh(ssh) => {
             let (known_hosts, host_keys) = match known_hosts {
                 Some(k) => (k, HostKeyPolicy::ReplaceAfterLoad),
-                None => (p.known_hosts.clone(), p.host_keys),
+                None => (ssh.known_hosts.clone(), ssh.host_keys),
             };
             Some(Box::new(Ssh::new(SshConfig {
                 host: plan.computer.address.clone(),
-                port,
-                user: p.user.clone(),
-                key_file: p.key_file.clone(),
-                password_file: p.password_file.clone(),
+                port: plan.port_over(ssh.port),
+                user: ssh.user.clone(),
+                key_file: ssh.key_file.clone(),
+                password_file: ssh.password_file.clone(),
                 known_hosts,
                 host_keys,
                 // Stored under the computer's name: its address may change
@@ -41,14 +39,14 @@ pub fn open_with(plan: &Plan, known_hosts: Option<PathBuf>) -> Result<Option<Box
                 connect_timeout: p.connect_timeout,
             })))
         }
-        ChannelKind::Winrm => Some(Box::new(WinRm::new(WinRmConfig {
+        ChannelSettings::Winrm(w) => Some(Box::new(WinRm::new(WinRmConfig {
             host: plan.computer.address.clone(),
-            port,
-            https: p.https,
-            user: p.user.clone(),
-            password_file: p.password_file.clone(),
-            ca_file: p.ca_file.clone(),
-            insecure: p.insecure,
+            port: plan.port_over(w.port),
+            https: w.https,
+            user: w.user.clone(),
+            password_file: w.password_file.clone(),
+            ca_file: w.ca_file.clone(),
+            insecure: w.insecure,
             operation_timeout: p.command_timeout.min(std::time::Duration::from_secs(60)),
         })?)),
     })

@@ -118,7 +118,10 @@ impl OsModule for Module {
         };
         match &id {
             Some(id) => report.info(&format!("boot id before load: {id}")),
-            None if plan.profile.channel == crate::config::ChannelKind::None => {}
+            None if matches!(
+                plan.profile.channel,
+                crate::config::ChannelSettings::None { .. }
+            ) => {}
             None => report
                 .info("no boot id before load (computer not answering): boot-id check skipped"),
         }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::PowerReset;
 use crate::attempt::Attempt;
-use crate::config::{Plan, StepConfig, WaitKind};
+use crate::config::{Plan, Probe, Step, StepLimits, Wait};
 use crate::control::{Channel, ChannelError};
 use crate::duration;
 use crate::outcome::Outcome;
@@ -38,12 +38,6 @@ fn channel_poll(e: ChannelError) -> Poll {
 }
 
 impl Sequence<'_> {
-    fn port_of(&self, s: &StepConfig) -> u16 {
-        s.port
-            .or(self.plan.computer.port)
-            .unwrap_or(self.plan.profile.port)
-    }
-
     fn who(&self) -> String {
         self.plan.computer.name.clone()
     }
@@ -56,7 +50,7 @@ impl Sequence<'_> {
         let mut skip_sleep = false;
         loop {
             for s in &steps {
-                if skip_sleep && s.wait == WaitKind::Sleep {
+                if skip_sleep && matches!(s.wait, Wait::Sleep(_)) {
                     continue;
                 }
                 self.step(s)?;
@@ -78,48 +72,19 @@ impl Sequence<'_> {
         }
     }
 
-    fn step(&mut self, s: &StepConfig) -> Result<(), Outcome> {
-        // A sleep is a wait the OS needs, not a timeout: it does not grow.
-        let timeout = match s.wait {
-            WaitKind::Sleep => s.base_timeout(),
-            _ => self.attempt.scale(s.base_timeout()),
-        };
-        let stall = s.stall_timeout.map(|d| self.attempt.scale(d));
-        self.report.step(s.name(), Some(timeout));
-        let mut w = self.wait_for(s, Limits { timeout, stall });
-        if let (Waited::TimedOut(_), Some(extra)) = (&w, s.reset_on_timeout) {
-            match self.power.power_reset(self.report) {
-                Some(Outcome::Done) => {
-                    let extra = self.attempt.scale(extra);
-                    self.report.step_end(
-                        false,
-                        &format!(
-                            "not ready after {}: power was reset",
-                            duration::fmt(timeout)
-                        ),
-                    );
-                    self.report
-                        .step(&format!("{}-after-reset", s.name()), Some(extra));
-                    w = self.wait_for(
-                        s,
-                        Limits {
-                            timeout: extra,
-                            stall,
-                        },
-                    );
-                }
-                Some(o) => {
-                    self.report.warn(&format!(
-                        "power reset failed: {}",
-                        o.error().map(|e| format!("{e:#}")).unwrap_or_default()
-                    ));
-                }
-                None => self
-                    .report
-                    .info("the provisioner cannot reset power: no second wait"),
+    fn step(&mut self, s: &Step) -> Result<(), Outcome> {
+        let (w, timeout) = match &s.wait {
+            // A sleep is a wait the OS needs, not a timeout: it does not grow.
+            Wait::Sleep(d) => {
+                self.report.step(&s.name, Some(*d));
+                (wait::sleep(self.report, *d), *d)
             }
-        }
-        let what = format!("{} step `{}`", self.who(), s.name());
+            Wait::Poll(probe, limits) => {
+                let timeout = self.attempt.scale(limits.timeout);
+                (self.poll_step(&s.name, probe, limits, timeout), timeout)
+            }
+        };
+        let what = format!("{} step `{}`", self.who(), s.name);
         match w {
             Waited::Ready(msg, took) => {
                 self.report
@@ -140,34 +105,63 @@ impl Sequence<'_> {
         }
     }
 
-    fn wait_for(&mut self, s: &StepConfig, limits: Limits) -> Waited {
+    /// Polls `probe` within `limits` grown for the attempt (`timeout`);
+    /// on a timeout, resets power and waits longer when the step says so.
+    fn poll_step(
+        &mut self,
+        name: &str,
+        probe: &Probe,
+        limits: &StepLimits,
+        timeout: Duration,
+    ) -> Waited {
+        let stall = limits.stall.map(|d| self.attempt.scale(d));
+        self.report.step(name, Some(timeout));
+        let w = self.wait_for(probe, Limits { timeout, stall });
+        let (Waited::TimedOut(_), Some(extra)) = (&w, limits.reset_on_timeout) else {
+            return w;
+        };
+        match self.power.power_reset(self.report) {
+            Some(Outcome::Done) => {
+                let extra = self.attempt.scale(extra);
+                self.report.step_end(
+                    false,
+                    &format!(
+                        "not ready after {}: power was reset",
+                        duration::fmt(timeout)
+                    ),
+                );
+                self.report
+                    .step(&format!("{name}-after-reset"), Some(extra));
+                self.wait_for(
+                    probe,
+                    Limits {
+                        timeout: extra,
+                        stall,
+                    },
+                )
+            }
+            Some(o) => {
+                self.report.warn(&format!(
+                    "power reset failed: {}",
+                    o.error().map(|e| format!("{e:#}")).unwrap_or_default()
+                ));
+                w
+            }
+            None => {
+                self.report
+                    .info("the provisioner cannot reset power: no second wait");
+                w
+            }
+        }
+    }
+
+    fn wait_for(&mut self, probe: &Probe, limits: Limits) -> Waited {
         let plan = self.plan;
         let connect = plan.profile.connect_timeout;
-        match s.wait {
-            WaitKind::Sleep => wait::sleep(self.report, limits.timeout),
-            WaitKind::Port | WaitKind::Banner => {
-                let port = self.port_of(s);
-                let host = plan.computer.address.clone();
-                let re = s.regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
-                let probe: Arc<dyn Fn() -> Poll + Send + Sync> = Arc::new(move || {
-                    // Resolved on every probe: a name may appear in DNS only
-                    // once the freshly loaded computer registers it.
-                    let addr = match probe::resolve(&host, port) {
-                        Ok(a) => a,
-                        Err(e) => return Poll::NotYet(e),
-                    };
-                    let seen = match &re {
-                        Some(re) => probe::banner(addr, re, connect),
-                        None => probe::port(addr, connect),
-                    };
-                    match seen {
-                        Seen::Up(m) => Poll::Ready(m),
-                        Seen::Down(m) => Poll::NotYet(format!("port {port}: {m}")),
-                    }
-                });
-                wait::overlapped(self.report, limits, Pace::CHEAP, 8, probe)
-            }
-            WaitKind::Ping => {
+        match probe {
+            Probe::Port { port } => self.wait_port(*port, None, limits),
+            Probe::Banner { port, regex } => self.wait_port(*port, Some(regex.clone()), limits),
+            Probe::Ping => {
                 let host = plan.computer.address.clone();
                 let probe: Arc<dyn Fn() -> Poll + Send + Sync> =
                     Arc::new(move || match probe::ping(&host, connect) {
@@ -176,12 +170,51 @@ impl Sequence<'_> {
                     });
                 wait::overlapped(self.report, limits, Pace::COSTLY, 4, probe)
             }
-            WaitKind::Login => self.wait_login(limits),
-            WaitKind::Command => self.wait_command(s, limits),
-            WaitKind::Reboot => self.wait_reboot(s, limits),
+            Probe::Login => self.wait_login(limits),
+            Probe::Command { command, regex } => self.wait_command(command, regex.as_ref(), limits),
+            Probe::Reboot { trigger } => self.wait_reboot(trigger.as_deref(), limits),
         }
     }
 
+    /// TCP connect to the step's port (default: the channel's), and read a
+    /// line matching `banner` when there is one.
+    fn wait_port(
+        &mut self,
+        port: Option<u16>,
+        banner: Option<regex::Regex>,
+        limits: Limits,
+    ) -> Waited {
+        let plan = self.plan;
+        let connect = plan.profile.connect_timeout;
+        // Config resolution refuses a port step with no port anywhere.
+        let Some(port) = port.or(plan.port()) else {
+            return Waited::Fatal(anyhow::anyhow!(
+                "no port to probe: channel none, and neither the step nor the computer names one"
+            ));
+        };
+        let host = plan.computer.address.clone();
+        let probe: Arc<dyn Fn() -> Poll + Send + Sync> = Arc::new(move || {
+            // Resolved on every probe: a name may appear in DNS only
+            // once the freshly loaded computer registers it.
+            let addr = match probe::resolve(&host, port) {
+                Ok(a) => a,
+                Err(e) => return Poll::NotYet(e),
+            };
+            let seen = match &banner {
+                Some(re) => probe::banner(addr, re, connect),
+                None => probe::port(addr, connect),
+            };
+            match seen {
+                Seen::Up(m) => Poll::Ready(m),
+                Seen::Down(m) => Poll::NotYet(format!("port {port}: {m}")),
+            }
+        });
+        wait::overlapped(self.report, limits, Pace::CHEAP, 8, probe)
+    }
+
+    // Login, command and reboot steps find a channel: config resolution
+    // refuses them on channel none. The `else` branches below are the
+    // type's due, not a check anyone reaches.
     fn wait_login(&mut self, limits: Limits) -> Waited {
         let family = self.plan.profile.family;
         let cmd_t = self.plan.profile.command_timeout;
@@ -212,18 +245,21 @@ impl Sequence<'_> {
         })
     }
 
-    fn wait_command(&mut self, s: &StepConfig, limits: Limits) -> Waited {
-        let argv = s.command.clone().unwrap_or_default();
-        let re = s.regex.as_deref().and_then(|r| regex::Regex::new(r).ok());
+    fn wait_command(
+        &mut self,
+        argv: &[String],
+        re: Option<&regex::Regex>,
+        limits: Limits,
+    ) -> Waited {
         let cmd_t = self.plan.profile.command_timeout;
         let Some(ch) = self.channel.as_deref_mut() else {
             return Waited::Fatal(anyhow::anyhow!("a command step needs a channel"));
         };
         wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
-            match ch.run(&argv, t) {
+            match ch.run(argv, t) {
                 Ok(out) => {
-                    let ok = match &re {
+                    let ok = match re {
                         Some(re) => re.is_match(out.stdout.trim()),
                         None => out.status == 0,
                     };
@@ -249,7 +285,7 @@ impl Sequence<'_> {
         })
     }
 
-    fn wait_reboot(&mut self, s: &StepConfig, limits: Limits) -> Waited {
+    fn wait_reboot(&mut self, trigger: Option<&[String]>, limits: Limits) -> Waited {
         let family = self.plan.profile.family;
         let cmd_t = self
             .plan
@@ -265,7 +301,7 @@ impl Sequence<'_> {
             Err(e) if e.is_fatal() => return Waited::Fatal(e.into_inner()),
             Err(_) => None,
         };
-        if let Some(trigger) = &s.command {
+        if let Some(trigger) = trigger {
             report.info(&format!("triggering the reboot: {}", trigger.join(" ")));
             // The connection drops while the command runs; that is expected.
             let _ = ch.run(trigger, Duration::from_secs(10));
@@ -303,9 +339,12 @@ impl Sequence<'_> {
         }
         self.report.step("stable", Some(window));
         let start = Instant::now();
-        let port = self.plan.computer.port.unwrap_or(self.plan.profile.port);
         let connect = self.plan.profile.connect_timeout;
-        let addr = probe::resolve(&self.plan.computer.address, port).ok();
+        // Channel none: config resolution refuses a window with no port.
+        let addr = self
+            .plan
+            .port()
+            .and_then(|port| probe::resolve(&self.plan.computer.address, port).ok());
         while start.elapsed() < window {
             crate::signal::check().map_err(|i| Outcome::Fatal(i.into()))?;
             let ok = match self.channel.as_deref_mut() {

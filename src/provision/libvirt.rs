@@ -188,7 +188,7 @@ fn overlay_path(disk_dir: &Path, computer: &str) -> PathBuf {
 fn render(template: &str, values: &[(&'static str, String)]) -> String {
     let escaped: Vec<(&'static str, String)> = values
         .iter()
-        .map(|(k, v)| (*k, crate::encoding::xml_escape(v)))
+        .map(|(k, v)| (*k, crate::xml::escape(v)))
         .collect();
     expand(template, &escaped)
 }
@@ -712,12 +712,12 @@ mod tests {
     #[test]
     fn escapes_the_five_xml_specials() {
         assert_eq!(
-            crate::encoding::xml_escape("a<b>&\"c'"),
+            crate::xml::escape("a<b>&\"c'"),
             "a&lt;b&gt;&amp;&quot;c&apos;"
         );
-        assert_eq!(crate::encoding::xml_escape("plain-name_1"), "plain-name_1");
-        assert_eq!(crate::encoding::xml_escape("&amp;"), "&amp;amp;");
-        assert_eq!(crate::encoding::xml_escape("ünï"), "ünï");
+        assert_eq!(crate::xml::escape("plain-name_1"), "plain-name_1");
+        assert_eq!(crate::xml::escape("&amp;"), "&amp;amp;");
+        assert_eq!(crate::xml::escape("ünï"), "ünï");
     }
 
     #[test]

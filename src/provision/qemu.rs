@@ -11,6 +11,7 @@
 //! as `console.log.old`).
 
 use anyhow::{Context, Result, anyhow, bail};
+use rustix::process::{Pid, Signal};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::command::per_attempt;
 use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::{ChannelKind, Plan};
+use crate::config::{ChannelSettings, Plan};
 use crate::duration;
 use crate::exec::{Cmd, Hints, alive};
 use crate::outcome::Outcome;
@@ -218,10 +219,10 @@ impl QemuConfig {
         if !self.forwards.is_empty() {
             return Ok(self.forwards.clone());
         }
-        let guest = match plan.profile.channel {
-            ChannelKind::None => 22,
-            _ if plan.profile.port == 0 => 22,
-            _ => plan.profile.port,
+        let guest = match &plan.profile.channel {
+            ChannelSettings::None { .. } => 22,
+            ChannelSettings::Ssh(ssh) => ssh.port,
+            ChannelSettings::Winrm(w) => w.port,
         };
         match plan.computer.port {
             Some(host) => Ok(vec![Forward { host, guest }]),
@@ -458,11 +459,11 @@ impl Qmp {
     }
 }
 
-/// Sends `sig` to `pid`.
-fn kill(pid: i32, sig: i32) {
-    // SAFETY: plain syscall; pid was checked to be a QEMU of ours.
-    unsafe {
-        libc::kill(pid, sig);
+/// Sends `sig` to `pid` (checked to be a QEMU of ours); an error means it
+/// is gone already.
+fn kill(pid: i32, sig: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
@@ -509,11 +510,11 @@ fn stop_run(run: &RunDir, report: &Reporter) -> Result<()> {
         }
         if !left.is_empty() {
             for p in &left {
-                kill(*p, libc::SIGTERM);
+                kill(*p, Signal::TERM);
             }
             left = wait_gone(&left, Duration::from_secs(3));
             for p in &left {
-                kill(*p, libc::SIGKILL);
+                kill(*p, Signal::KILL);
             }
             left = wait_gone(&left, Duration::from_secs(2));
         }

@@ -11,10 +11,9 @@
 //! - Timeouts grow by timeout_growth (1.5 by default) per attempt; the
 //!   initial wait is a wait, not a timeout. Windows must keep answering 30 s.
 
-mod common;
-
-use common::{Scratch, run};
-use std::time::Duration;
+use crate::common;
+use crate::test::Test;
+use common::Scratch;
 
 const IMAGES: &str = r#"
 [images.lin]
@@ -45,11 +44,8 @@ provisioner = "lab"
 "#;
 
 fn check(s: &Scratch, image: &str) -> String {
-    let r = run(
-        &mut s.reimage(&["check", "pc", "--image", image]),
-        Duration::from_secs(30),
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = Test::with(s).check("pc", image).run();
+    r.code(0);
     r.stdout
 }
 
@@ -295,31 +291,24 @@ fn timeouts_table_overrides_by_step_name() {
          [images.mine]\nos = \"win\"\n",
         IMAGES
     ));
-    let r = run(
-        &mut s.reimage(&["check", "pc", "--image", "mine"]),
-        Duration::from_secs(30),
-    );
-    assert_eq!(r.code, 78, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("no step `sysprep-reboot`"),
-        "{}",
-        r.stderr
-    );
+    let r = Test::with(&s).check("pc", "mine").run();
+    r.code(78);
+    r.stderr_has("no step `sysprep-reboot`");
 }
 
 #[test]
 fn windows_example_config_checks() {
     let s = Scratch::new("profiles-example");
     for image in ["win7-base", "win10-vm", "win7-lab"] {
-        let r = run(
-            std::process::Command::new(common::bin())
-                .arg("--config")
-                .arg(common::repo("examples/windows.toml"))
-                .args(["--state-dir", s.path("state").to_str().unwrap()])
-                .args(["check", "lab-pc-07", "--image", image]),
-            Duration::from_secs(30),
-        );
+        let r = Test::with(&s)
+            .no_config_flag()
+            .arg("--config")
+            .arg(common::repo("examples/windows.toml"))
+            .arg("--state-dir")
+            .arg(s.path("state"))
+            .check("lab-pc-07", image)
+            .run();
         assert_eq!(r.code, 0, "{image}: {}", r.stderr);
-        assert!(r.stdout.contains("channel winrm"), "{}", r.stdout);
+        r.stdout_has("channel winrm");
     }
 }

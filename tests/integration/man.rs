@@ -2,9 +2,9 @@
 //! binary accepts appears in man/reimage.1, and every config key the
 //! examples use appears in man/reimage.toml.5.
 
-mod common;
-
-use common::{bin, repo, run};
+use crate::common;
+use crate::test::run;
+use common::{bin, repo};
 use std::process::Command;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
     // roff writes a dash as `\-`.
     let man = man.replace("\\-", "-");
     let top = run(Command::new(bin()).arg("--help"), Duration::from_secs(10));
-    assert_eq!(top.code, 0);
+    top.code(0);
     let subs = ["provision", "load", "post-load", "check", "completions"];
     for s in subs {
         assert!(top.stdout.contains(s), "`{s}` missing from --help");
@@ -44,7 +44,7 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
             Command::new(bin()).args([s, "--help"]),
             Duration::from_secs(10),
         );
-        assert_eq!(h.code, 0);
+        h.code(0);
         for f in flags(&h.stdout) {
             assert!(
                 man.contains(&f),

@@ -13,14 +13,12 @@
 //! produce (a dropped connection on `start`) come from a *fault injector*
 //! wrapper that otherwise runs the real virsh.
 
-mod common;
-
-use common::{Run, Scratch, run};
+use crate::common;
+use crate::test::{Output, Test, run};
+use common::{LIMIT, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// The real virsh, or a test failure saying what to install.
 fn require_tools() {
@@ -205,8 +203,8 @@ fn setup<'a>(uri: &'a str, virsh: &'a Path, template: Option<&'a Path>) -> Setup
     }
 }
 
-fn load(s: &Scratch) -> Run {
-    run(&mut s.reimage(&["load", "vm1", "--image", "vm"]), LIMIT)
+fn load(s: &Scratch) -> Output {
+    Test::with(s).load("vm1", "vm").run()
 }
 
 fn real_virsh() -> PathBuf {
@@ -223,7 +221,7 @@ fn defines_from_the_template_starts_and_sees_it_running() {
     config(&s, &base, &setup("test:///default", &virsh, Some(&t)));
 
     let r = load(&s);
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     // vm1 did not exist: nothing to stop or undefine.
     assert_eq!(journal(&s), ["define", "start"]);
 
@@ -273,7 +271,7 @@ fn redefines_an_existing_running_domain() {
     config(&s, &base, &setup(&uri, &virsh, Some(&t)));
 
     let r = load(&s);
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     assert_eq!(journal(&s), ["destroy", "undefine", "define", "start"]);
     // The node file's vm1 had 32 MiB; the template's has 64.
     let xml = virsh_after(&s, &uri, &["dumpxml", "vm1"]);
@@ -293,7 +291,7 @@ fn reuses_an_existing_running_domain_without_a_template() {
     config(&s, &base, &setup(&uri, &virsh, None));
 
     let r = load(&s);
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     // Destroyed, then started again; never redefined, no overlay.
     assert_eq!(journal(&s), ["destroy", "start"]);
     assert!(!s.path("disks/vm1.qcow2").exists());
@@ -314,7 +312,7 @@ fn reuse_domain_keeps_the_definition_but_renews_the_disk() {
     config(&s, &base, &c);
 
     let r = load(&s);
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     // Shut off: nothing to destroy; kept: no undefine/define.
     assert_eq!(journal(&s), ["start"]);
     assert!(s.path("disks/vm1.qcow2").is_file());
@@ -330,7 +328,7 @@ fn unknown_domain_without_a_template_is_fatal() {
     config(&s, &base, &setup("test:///default", &v, None));
 
     let r = load(&s);
-    assert_eq!(r.code, 1, "{r:?}");
+    r.code(1);
     assert!(
         r.stderr.contains("no domain `vm1`") && r.stderr.contains("set domain_xml"),
         "{}",
@@ -351,9 +349,9 @@ fn a_template_libvirt_rejects_is_fatal() {
     );
     config(&s, &base, &setup("test:///default", &v, Some(&t)));
     let r = load(&s);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("rejects the XML"), "{}", r.stderr);
-    assert!(r.stderr.contains("XML error"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("rejects the XML");
+    r.stderr_has("XML error");
 
     // Not even well-formed.
     let t = s.write(
@@ -362,8 +360,8 @@ fn a_template_libvirt_rejects_is_fatal() {
     );
     config(&s, &base, &setup("test:///default", &v, Some(&t)));
     let r = load(&s);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("rejects the XML"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("rejects the XML");
 }
 
 #[test]
@@ -375,8 +373,8 @@ fn a_missing_base_disk_is_fatal_before_anything_is_stopped() {
     let t = example_template();
     config(&s, &s.path("missing.qcow2"), &setup(&uri, &virsh, Some(&t)));
     let r = load(&s);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("base disk"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("base disk");
     assert!(journal(&s).is_empty(), "{:?}", journal(&s));
 }
 
@@ -387,8 +385,8 @@ fn missing_virsh_is_fatal_and_says_what_to_install() {
     let v = s.path("no-such-virsh");
     config(&s, &base, &setup("test:///default", &v, None));
     let r = load(&s);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("libvirt-clients"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("libvirt-clients");
 }
 
 #[test]
@@ -402,8 +400,8 @@ fn an_unreachable_uri_asks_for_a_retry() {
     let uri = format!("test://{}", s.path("no-such-node.xml").display());
     config(&s, &base, &setup(&uri, &v, None));
     let r = load(&s);
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(r.stderr.contains("cannot reach libvirt"), "{}", r.stderr);
+    r.code(75);
+    r.stderr_has("cannot reach libvirt");
 }
 
 #[test]
@@ -420,8 +418,8 @@ fn a_connection_lost_at_start_asks_for_a_retry() {
     let t = example_template();
     config(&s, &base, &setup("test:///default", &fault, Some(&t)));
     let r = load(&s);
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(r.stderr.contains("start domain `vm1`"), "{}", r.stderr);
+    r.code(75);
+    r.stderr_has("start domain `vm1`");
 }
 
 #[test]
@@ -439,7 +437,7 @@ fn a_domain_that_never_runs_times_out_as_a_retry() {
     config(&s, &base, &c);
 
     let r = load(&s);
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert!(
         r.stderr.contains("not running after 1s") && r.stderr.contains("shut off"),
         "{}",
@@ -466,7 +464,7 @@ fn values_reach_the_xml_escaped() {
     config(&s, &base, &c);
 
     let r = load(&s);
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     // The file the template was rendered to.
     let rendered =
         std::fs::read_to_string(s.path("state/computers/vm1/domain.xml")).expect("rendered XML");
@@ -504,10 +502,7 @@ fn power_reset_resets_the_domain() {
     );
     config(&s, &base, &c);
 
-    let r = run(
-        &mut s.reimage(&["post-load", "vm1", "--image", "vm"]),
-        LIMIT,
-    );
+    let r = Test::with(&s).post_load("vm1", "vm").run();
     assert_ne!(r.code, 0, "{r:?}");
     assert_eq!(journal(&s), ["reset"], "{r:?}");
 }
@@ -520,8 +515,8 @@ fn check_describes_the_plan() {
     let v = real_virsh();
     let t = example_template();
     config(&s, &base, &setup("test:///default", &v, Some(&t)));
-    let r = run(&mut s.reimage(&["check", "vm1", "--image", "vm"]), LIMIT);
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = Test::with(&s).check("vm1", "vm").run();
+    r.code(0);
     let out = format!("{}{}", r.stdout, r.stderr);
     assert!(out.contains("libvirt uri: test:///default"), "{out}");
     assert!(out.contains("domain: vm1"), "{out}");
@@ -541,5 +536,51 @@ fn the_example_config_checks() {
         .arg("check")
         .env_remove("REIMAGE_CONFIG");
     let r = run(&mut cmd, LIMIT);
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
+}
+
+#[test]
+fn a_load_retry_on_the_last_attempt_is_fatal() {
+    require_tools();
+    let s = Scratch::new("lv-last");
+    let base = base_disk(&s);
+    let v = real_virsh();
+    // The same real failure as an_unreachable_uri_asks_for_a_retry.
+    let uri = format!("test://{}", s.path("no-such-node.xml").display());
+    config(&s, &base, &setup(&uri, &v, None));
+    let r = Test::with(&s).load("vm1", "vm").attempt(2, 2).run();
+    r.code(1);
+    r.stderr_has("cannot reach libvirt");
+    r.stderr_has("no attempts left");
+    Test::with(&s)
+        .load("vm1", "vm")
+        .attempt(1, 2)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
+}
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    require_tools();
+    let s = Scratch::new("lv-post-last");
+    let base = base_disk(&s);
+    let v = real_virsh();
+    let port = common::free_port();
+    let mut c = setup("test:///default", &v, None);
+    // A wait that cannot succeed: nothing listens on the port.
+    c.steps = format!("[{{ wait = \"port\", port = {port}, timeout = \"300ms\" }}]");
+    config(&s, &base, &c);
+    Test::with(&s)
+        .post_load("vm1", "vm")
+        .attempt(2, 2)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    Test::with(&s)
+        .post_load("vm1", "vm")
+        .attempt(1, 2)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
 }

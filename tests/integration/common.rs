@@ -1,12 +1,14 @@
 //! Helpers shared by the integration tests: a scratch directory, a config
 //! file in it, and the built `reimage` binary run with a timeout.
 
-#![allow(dead_code)]
-
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// How long one run of the binary may take before the test fails: a guard
+/// against hangs, not a speed check.
+pub const LIMIT: Duration = Duration::from_secs(90);
 
 /// The built binary under test.
 pub fn bin() -> PathBuf {
@@ -22,10 +24,13 @@ pub struct Scratch {
 impl Scratch {
     /// A new empty scratch directory named after the test.
     pub fn new(name: &str) -> Scratch {
+        // One test binary runs every area: a counter keeps two scratch
+        // directories of the same name apart.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "reimage-test-{name}-{}-{}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos()
+            NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
@@ -62,15 +67,6 @@ impl Scratch {
         self.write("reimage.toml", &text)
     }
 
-    /// A `reimage` command with `--config` set to this scratch's config.
-    pub fn reimage(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("--config").arg(self.path("reimage.toml")).args(args);
-        c.env_remove("REIMAGE_CONFIG")
-            .env_remove("REIMAGE_STATE_DIR");
-        c
-    }
-
     /// The computer's event log lines, parsed.
     pub fn events(&self, computer: &str) -> Vec<serde_json::Value> {
         let p = self.path(&format!("state/computers/{computer}/events.jsonl"));
@@ -85,49 +81,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// What a finished run left.
-#[derive(Debug)]
-pub struct Run {
-    /// Exit code (-1 when killed by a signal).
-    pub code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-    /// Wall time.
-    pub took: Duration,
-}
-
-/// Runs `cmd` to the end, failing the test if it takes longer than `limit`.
-pub fn run(cmd: &mut Command, limit: Duration) -> Run {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn reimage");
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let status = wait_limit(&mut child, limit);
-    Run {
-        code: status.unwrap_or(-1),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-        took: start.elapsed(),
-    }
-}
-
-fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut r) = r {
-            let _ = r.read_to_string(&mut s);
-        }
-        s
-    })
 }
 
 /// Waits for `child` at most `limit`; kills it and panics past that.
@@ -186,7 +139,3 @@ pub fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde
 pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
-
-/// A real OpenSSH sshd on 127.0.0.1 (the harness the SSH channel's own tests use).
-#[path = "../../src/control/testsshd.rs"]
-pub mod sshd;

@@ -3,13 +3,12 @@
 //! configuration errors and JSON events. Load steps use the `command`
 //! provisioner with small shell scripts; waits use real TCP listeners.
 
-mod common;
-
-use common::{Scratch, alive, eventually, free_port, of_kind, run};
+use crate::common;
+use crate::test::{Test, run};
+use common::{LIMIT, Scratch, alive, eventually, free_port, of_kind};
+use rustix::process::{Pid, Signal, kill_process};
 use std::net::TcpListener;
 use std::time::Duration;
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// A config whose `script` provisioner runs `load.sh` and whose OS profile
 /// waits for nothing (or for `steps`).
@@ -48,27 +47,27 @@ const OK: &str = "#!/bin/sh\nexit 0\n";
 #[test]
 fn version_and_usage_errors() {
     let s = setup("usage", OK, "");
-    let r = run(s.reimage(&["--version"]).env_clear(), LIMIT);
-    assert_eq!(r.code, 0);
+    let r = run(
+        Test::with(&s).args(&["--version"]).command().env_clear(),
+        LIMIT,
+    );
+    r.code(0);
     assert!(r.stdout.starts_with("reimage "), "{}", r.stdout);
-    let r = run(
-        &mut s.reimage(&["provision", "pc7", "--image", "centos7", "--bogus"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 64, "unknown flag: {r:?}");
-    let r = run(
-        &mut s.reimage(&["provision", "pc99", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 64, "unknown computer: {r:?}");
+    let r = Test::with(&s)
+        .provision("pc7", "centos7")
+        .args(&["--bogus"])
+        .run();
+    r.code(64); // unknown flag
+    let r = Test::with(&s).provision("pc99", "centos7").run();
+    r.code(64); // unknown computer
     assert!(
         r.stderr.contains("unknown computer `pc99`") && r.stderr.contains("pc7"),
         "{}",
         r.stderr
     );
-    let r = run(&mut s.reimage(&["load", "pc7", "--image", "nope"]), LIMIT);
-    assert_eq!(r.code, 64, "unknown image: {r:?}");
-    assert!(r.stderr.contains("unknown image `nope`"), "{}", r.stderr);
+    let r = Test::with(&s).load("pc7", "nope").run();
+    r.code(64); // unknown image
+    r.stderr_has("unknown image `nope`");
 }
 
 #[test]
@@ -103,14 +102,11 @@ node = "pc7-bmc"
             s.path("state").display()
         ),
     );
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = Test::with(&s).args(&["check"]).run();
+    r.code(0);
     assert!(r.stdout.contains(&cfg.display().to_string()) && r.stdout.contains("OK"));
-    let r = run(
-        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = Test::with(&s).check("pc7", "centos7").run();
+    r.code(0);
     assert!(
         r.stdout
             .contains("load command: /usr/local/libexec/reload-node pc7-bmc centos7-x86_64"),
@@ -118,11 +114,7 @@ node = "pc7-bmc"
         r.stdout
     );
     // max_attempts = 2 on the image, growth 1.5: 30m then 45m.
-    assert!(
-        r.stdout.contains("load timeout: 30m, 45m\n"),
-        "{}",
-        r.stdout
-    );
+    r.stdout_has("load timeout: 30m, 45m\n");
     assert!(
         r.stdout
             .contains("1. port [port] port 22: timeout 10m, 15m"),
@@ -149,7 +141,7 @@ fn config_errors_name_file_line_and_column() {
             .map(|l| format!("{l}\n"))
             .collect();
         std::fs::write(&cfg, format!("{state_line}\n{extra}{rest}")).expect("write");
-        let r = run(&mut s.reimage(&["check"]), LIMIT);
+        let r = Test::with(&s).args(&["check"]).run();
         assert_eq!(r.code, 78, "{extra}: {r:?}");
         let want = format!("{}{at}", cfg.display());
         assert!(
@@ -169,19 +161,19 @@ fn config_errors_name_file_line_and_column() {
     // `check` on the config with one edit.
     let check_with = |edited: String| {
         std::fs::write(&cfg, edited).expect("write");
-        run(&mut s.reimage(&["check"]), LIMIT)
+        Test::with(&s).args(&["check"]).run()
     };
     let r = check_with(text.replace("timeout = \"20s\"", "timeout = \"20s\"\nretries = 4"));
-    assert_eq!(r.code, 78, "{r:?}");
+    r.code(78);
     assert!(
         r.stderr.contains(&format!("{}:8:1:", cfg.display())),
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("retries"), "{}", r.stderr);
+    r.stderr_has("retries");
     // An image naming a missing OS profile.
     let r = check_with(text.replace("os = \"appliance\"", "os = \"solaris\""));
-    assert_eq!(r.code, 78, "{r:?}");
+    r.code(78);
     assert!(
         r.stderr.contains(":15:1:") && r.stderr.contains("`solaris`"),
         "{}",
@@ -189,7 +181,7 @@ fn config_errors_name_file_line_and_column() {
     );
     // A missing provisioner.
     let r = check_with(text.replace("provisioner = \"script\"", "provisioner = \"maas\""));
-    assert_eq!(r.code, 78, "{r:?}");
+    r.code(78);
     assert!(
         r.stderr.contains(":16:1:") && r.stderr.contains("`maas`"),
         "{}",
@@ -197,30 +189,194 @@ fn config_errors_name_file_line_and_column() {
     );
     // A bad duration.
     let r = check_with(text.replace("timeout = \"20s\"", "timeout = \"ten minutes\""));
-    assert_eq!(r.code, 78, "{r:?}");
-    assert!(r.stderr.contains("ten minutes"), "{}", r.stderr);
+    r.code(78);
+    r.stderr_has("ten minutes");
+    // Durations too long for a deadline are config errors, not a panic.
+    for long in ["\"99999999999999999999h\"", "\"1e20\"", "1e20"] {
+        let r = check_with(text.replace("timeout = \"20s\"", &format!("timeout = {long}")));
+        r.code(78);
+        r.stderr_has("longer than");
+        r.stderr_lacks("panicked");
+    }
     // A step name in `timeouts` that the profile does not have: plain
     // `check` resolves every image's profile and finds it.
     let r = check_with(text.replace(
         "channel = \"none\"",
         "channel = \"none\"\ntimeouts = { login = \"5m\" }",
     ));
-    assert_eq!(r.code, 78, "{r:?}");
+    r.code(78);
     assert!(
         r.stderr.contains(":12:14:") && r.stderr.contains("no step `login`"),
         "{}",
         r.stderr
     );
     // A missing file.
-    let r = run(
-        std::process::Command::new(common::bin()).args([
-            "--config",
-            "/nonexistent/reimage.toml",
-            "check",
-        ]),
-        LIMIT,
-    );
+    Test::with(&s)
+        .no_config_flag()
+        .args(&["--config", "/nonexistent/reimage.toml", "check"])
+        .run()
+        .code(78);
+}
+
+/// Each wait kind takes its own keys: a step table is checked once, when
+/// the config loads, and the error points at the key.
+#[test]
+fn step_tables_are_checked_by_their_kind() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"{ wait = "port", port = 1, regex = "^x" }"#,
+            "regex",
+            "a `port` step takes no `regex`",
+        ),
+        (
+            r#"{ wait = "sleep", duration = "1s", stall_timeout = "1s" }"#,
+            "stall_timeout",
+            "a `sleep` step takes no `stall_timeout`",
+        ),
+        (
+            r#"{ wait = "banner", port = 1 }"#,
+            "wait",
+            "a `banner` step needs regex",
+        ),
+        (
+            r#"{ wait = "banner", port = 1, regex = "(" }"#,
+            "regex",
+            "not a valid regex",
+        ),
+        (
+            r#"{ wait = "command", command = [] }"#,
+            "wait",
+            "a `command` step needs command",
+        ),
+        (
+            r#"{ wait = "port", port = 1 }, { wait = "login" }"#,
+            "wait = \"login",
+            "a `login` step needs channel",
+        ),
+    ];
+    for (i, (steps, key, msg)) in cases.iter().enumerate() {
+        let s = setup(&format!("steps{i}"), OK, steps);
+        let cfg = s.path("reimage.toml");
+        let text = std::fs::read_to_string(&cfg).expect("config");
+        let line = text.lines().nth(11).expect("steps line");
+        assert!(line.starts_with("steps = "), "{line}");
+        let col = line.find(key).expect("key in line") + 1;
+        let r = Test::with(&s).args(&["check"]).run();
+        assert_eq!(r.code, 78, "{steps}: {r:?}");
+        let want = format!("{}:12:{col}:", cfg.display());
+        assert!(
+            r.stderr.contains(&want) && r.stderr.contains(msg),
+            "{steps}: wanted `{want}` and `{msg}` in {}",
+            r.stderr
+        );
+    }
+    // A built-in sequence that logs in needs a channel as well.
+    let s = setup("steps-builtin", OK, "");
+    let cfg = s.path("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("family = \"generic\"", "family = \"linux\"")
+            .replace("steps = []\n", ""),
+    )
+    .expect("write");
+    let r = Test::with(&s).args(&["check"]).run();
     assert_eq!(r.code, 78, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!("{}:11:1:", cfg.display()))
+            && r.stderr.contains("a `login` step needs channel"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Each channel has its own settings: a key of another channel would be
+/// ignored, so it is refused where it stands.
+#[test]
+fn keys_of_another_channel_are_refused() {
+    let s = setup("chankeys", OK, "");
+    let cfg = s.path("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let cases = [
+        (
+            "channel = \"winrm\"\nkey_file = \"/k\"",
+            "`key_file` is a setting of channel ssh",
+        ),
+        (
+            "channel = \"ssh\"\nhttps = true",
+            "`https` is a setting of channel winrm",
+        ),
+        (
+            "channel = \"none\"\nca_file = \"/ca.pem\"",
+            "`ca_file` is a setting of channel winrm",
+        ),
+        (
+            "channel = \"none\"\nuser = \"root\"",
+            "channel none, which logs in nowhere",
+        ),
+    ];
+    for (keys, msg) in cases {
+        std::fs::write(&cfg, text.replace("channel = \"none\"", keys)).expect("write");
+        let r = Test::with(&s).args(&["check"]).run();
+        assert_eq!(r.code, 78, "{keys}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!("{}:12:1:", cfg.display())) && r.stderr.contains(msg),
+            "{keys}: wanted `{msg}` at line 12 in {}",
+            r.stderr
+        );
+    }
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "channel = \"none\"",
+            "channel = \"winrm\"\nhttps = true\nuser = \"a\"",
+        )
+        .replace("steps = []\n", ""),
+    )
+    .expect("write");
+    let r = Test::with(&s)
+        .args(&["check", "pc7", "--image", "centos7"])
+        .run();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("login: a@127.0.0.1:5986"), "{}", r.stdout);
+}
+
+/// A port step that names no port probes the channel's; with channel none
+/// that is the computer's `port`, and without one the plan is refused
+/// before anything runs.
+#[test]
+fn a_port_step_without_a_port_needs_one_somewhere() {
+    let s = setup("portless", OK, r#"{ wait = "port", timeout = "1m" }"#);
+    assert_eq!(Test::with(&s).args(&["check"]).run().code, 0);
+    let r = Test::with(&s)
+        .args(&["check", "pc7", "--image", "centos7"])
+        .run();
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(
+        r.stderr.contains(":12:12:") && r.stderr.contains("names no port"),
+        "{}",
+        r.stderr
+    );
+    let r = Test::with(&s)
+        .args(&["post-load", "pc7", "--image", "centos7"])
+        .run();
+    assert_eq!(r.code, 78, "{r:?}");
+    let cfg = s.path("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("node = \"pc7-bmc\"", "node = \"pc7-bmc\"\nport = 2222"),
+    )
+    .expect("write");
+    let r = Test::with(&s)
+        .args(&["check", "pc7", "--image", "centos7"])
+        .run();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("1. port [port] port 2222: timeout 1m"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -230,12 +386,9 @@ fn load_retry_then_success() {
         "#!/bin/sh\n[ \"$3\" = 1 ] && exit 75\nexit 0\n",
         "",
     );
-    let r = run(
-        &mut s.reimage(&["provision", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    let ev = s.events("pc7");
+    let r = Test::with(&s).provision("pc7", "centos7").run();
+    r.code(0);
+    let ev = r.events();
     let attempts: Vec<_> = of_kind(&ev, "attempt")
         .iter()
         .map(|e| e["attempt"].as_u64())
@@ -279,12 +432,9 @@ fn post_load_retry_reloads() {
         &load,
         &format!("{{ wait = \"port\", port = {port}, timeout = \"1s\" }}"),
     );
-    let r = run(
-        &mut s.reimage(&["provision", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    let ev = s.events("pc7");
+    let r = Test::with(&s).provision("pc7", "centos7").run();
+    r.code(0);
+    let ev = r.events();
     let results: Vec<String> = of_kind(&ev, "result")
         .iter()
         .map(|e| format!("{}:{}:{}", e["attempt"], e["phase"], e["result"]))
@@ -303,13 +453,10 @@ fn post_load_retry_reloads() {
 #[test]
 fn fatal_stops_at_once() {
     let s = setup("fatal", "#!/bin/sh\necho 'no such image' >&2\nexit 1\n", "");
-    let r = run(
-        &mut s.reimage(&["provision", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("no such image"), "{}", r.stderr);
-    let ev = s.events("pc7");
+    let r = Test::with(&s).provision("pc7", "centos7").run();
+    r.code(1);
+    r.stderr_has("no such image");
+    let ev = r.events();
     assert_eq!(
         of_kind(&ev, "attempt").len(),
         1,
@@ -324,19 +471,16 @@ fn fatal_stops_at_once() {
 #[test]
 fn attempts_spent_is_fatal() {
     let s = setup("spent", "#!/bin/sh\nexit 75\n", "");
-    let r = run(
-        &mut s.reimage(&["provision", "pc7", "--image", "centos7", "--attempts", "2"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("attempts spent"), "{}", r.stderr);
+    let r = Test::with(&s)
+        .provision("pc7", "centos7")
+        .args(&["--attempts", "2"])
+        .run();
+    r.code(1);
+    r.stderr_has("attempts spent");
     assert_eq!(of_kind(&s.events("pc7"), "attempt").len(), 2);
     // A single step with a retry exits 75.
-    let r = run(
-        &mut s.reimage(&["load", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 75, "{r:?}");
+    let r = Test::with(&s).load("pc7", "centos7").run();
+    r.code(75);
 }
 
 #[test]
@@ -348,22 +492,12 @@ fn placeholders_and_environment_reach_the_command() {
         out.display()
     );
     let s2 = setup("ph", &load, "");
-    let r = run(
-        &mut s2.reimage(&[
-            "load",
-            "pc7",
-            "--image",
-            "centos7",
-            "--attempt",
-            "2",
-            "--of",
-            "3",
-            "--reservation",
-            "4711",
-        ]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = Test::with(&s2)
+        .load("pc7", "centos7")
+        .attempt(2, 3)
+        .args(&["--reservation", "4711"])
+        .run();
+    r.code(0);
     let seen = std::fs::read_to_string(&out).expect("load ran");
     assert!(
         seen.contains("args=pc7-bmc centos7-x86_64 2 3 4711 pc7 127.0.0.1 centos7\n"),
@@ -396,48 +530,13 @@ fn timeouts_grow_with_the_attempt() {
             .replace("max_attempts = 3", "max_attempts = 3\ntimeout_growth = 2.0"),
     )
     .expect("write");
-    let r = run(
-        &mut s.reimage(&[
-            "load",
-            "pc7",
-            "--image",
-            "centos7",
-            "--attempt",
-            "1",
-            "--of",
-            "3",
-        ]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(
-        r.stderr.contains("ran past its timeout of 1s"),
-        "{}",
-        r.stderr
-    );
-    let r = run(
-        &mut s.reimage(&[
-            "load",
-            "pc7",
-            "--image",
-            "centos7",
-            "--attempt",
-            "2",
-            "--of",
-            "3",
-        ]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    let r = run(
-        &mut s.reimage(&["check", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert!(
-        r.stdout.contains("load timeout: 1s, 2s, 4s"),
-        "{}",
-        r.stdout
-    );
+    let r = Test::with(&s).load("pc7", "centos7").attempt(1, 3).run();
+    r.code(75);
+    r.stderr_has("ran past its timeout of 1s");
+    let r = Test::with(&s).load("pc7", "centos7").attempt(2, 3).run();
+    r.code(0);
+    let r = Test::with(&s).check("pc7", "centos7").run();
+    r.stdout_has("load timeout: 1s, 2s, 4s");
 }
 
 #[test]
@@ -448,36 +547,18 @@ fn wait_timeout_is_retry_then_fatal_on_the_last_attempt() {
         OK,
         &format!("{{ wait = \"port\", port = {port}, timeout = \"300ms\" }}"),
     );
-    let r = run(
-        &mut s.reimage(&[
-            "post-load",
-            "pc7",
-            "--image",
-            "centos7",
-            "--attempt",
-            "1",
-            "--of",
-            "3",
-        ]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(r.stderr.contains("connection refused"), "{}", r.stderr);
-    let r = run(
-        &mut s.reimage(&[
-            "post-load",
-            "pc7",
-            "--image",
-            "centos7",
-            "--attempt",
-            "3",
-            "--of",
-            "3",
-        ]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("no attempts left"), "{}", r.stderr);
+    let r = Test::with(&s)
+        .post_load("pc7", "centos7")
+        .attempt(1, 3)
+        .run();
+    r.code(75);
+    r.stderr_has("connection refused");
+    let r = Test::with(&s)
+        .post_load("pc7", "centos7")
+        .attempt(3, 3)
+        .run();
+    r.code(1);
+    r.stderr_has("no attempts left");
 }
 
 #[test]
@@ -490,12 +571,12 @@ fn stall_timeout_gives_up_before_the_timeout() {
             "{{ wait = \"port\", port = {port}, timeout = \"60s\", stall_timeout = \"700ms\" }}"
         ),
     );
-    let r = run(
-        &mut s.reimage(&["post-load", "pc7", "--image", "centos7", "--of", "3"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(r.stderr.contains("no change for 700ms"), "{}", r.stderr);
+    let r = Test::with(&s)
+        .post_load("pc7", "centos7")
+        .args(&["--of", "3"])
+        .run();
+    r.code(75);
+    r.stderr_has("no change for 700ms");
     assert!(
         r.took < Duration::from_secs(10),
         "stalled wait took {:?}",
@@ -520,29 +601,27 @@ fn banner_step_matches_the_first_line() {
             "{{ wait = \"banner\", port = {port}, regex = \"^SSH-2\\\\.0-\", timeout = \"5s\" }}"
         ),
     );
-    let r = run(
-        &mut s.reimage(&["post-load", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = Test::with(&s).post_load("pc7", "centos7").run();
+    r.code(0);
     let s = setup(
         "banner2",
         OK,
         &format!("{{ wait = \"banner\", port = {port}, regex = \"^HTTP\", timeout = \"500ms\" }}"),
     );
-    let r = run(
-        &mut s.reimage(&["post-load", "pc7", "--image", "centos7", "--of", "2"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(r.stderr.contains("does not match"), "{}", r.stderr);
+    let r = Test::with(&s)
+        .post_load("pc7", "centos7")
+        .args(&["--of", "2"])
+        .run();
+    r.code(75);
+    r.stderr_has("does not match");
 }
 
 #[test]
 fn a_second_run_on_a_locked_computer_exits_73() {
     let s = setup("lock", "#!/bin/sh\nsleep 5\nexit 0\n", "");
-    let mut first = s
-        .reimage(&["load", "pc7", "--image", "centos7"])
+    let mut first = Test::with(&s)
+        .load("pc7", "centos7")
+        .command()
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
@@ -550,11 +629,8 @@ fn a_second_run_on_a_locked_computer_exits_73() {
     assert!(eventually(Duration::from_secs(5), || {
         std::fs::read_to_string(&lock).is_ok_and(|p| !p.is_empty())
     }));
-    let r = run(
-        &mut s.reimage(&["load", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 73, "{r:?}");
+    let r = Test::with(&s).load("pc7", "centos7").run();
+    r.code(73);
     assert!(
         r.stderr.contains(&format!("pid {}", first.id())),
         "{}",
@@ -575,8 +651,9 @@ fn sigterm_during_load_kills_the_child_and_frees_the_lock() {
     let pidf = s.path("child.pid");
     let load = format!("#!/bin/sh\necho $$ > {}\nsleep 30 & wait\n", pidf.display());
     let t = setup("term", &load, "");
-    let mut child = t
-        .reimage(&["provision", "pc7", "--image", "centos7"])
+    let mut child = Test::with(&t)
+        .provision("pc7", "centos7")
+        .command()
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
@@ -588,10 +665,7 @@ fn sigterm_during_load_kills_the_child_and_frees_the_lock() {
         .trim()
         .parse()
         .expect("pid number");
-    // SAFETY: sending a signal to our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM to reimage");
     let code = common::wait_limit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(143));
     assert!(
@@ -609,11 +683,8 @@ fn sigterm_during_load_kills_the_child_and_frees_the_lock() {
     assert_eq!(rec["result"], "interrupted");
     // The lock is free: a quick run takes it.
     std::fs::write(t.path("load.sh"), OK).expect("rewrite load");
-    let r = run(
-        &mut t.reimage(&["load", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = Test::with(&t).load("pc7", "centos7").run();
+    r.code(0);
 }
 
 #[test]
@@ -625,20 +696,13 @@ fn json_events_carry_attempt_phase_step_and_result() {
         OK,
         &format!("{{ wait = \"port\", port = {port}, timeout = \"5s\" }}"),
     );
-    let r = run(
-        &mut s.reimage(&[
-            "--json",
-            "provision",
-            "pc7",
-            "--image",
-            "centos7",
-            "--reservation",
-            "77",
-        ]),
-        LIMIT,
-    );
+    let r = Test::with(&s)
+        .args(&["--json"])
+        .provision("pc7", "centos7")
+        .args(&["--reservation", "77"])
+        .run();
     drop(l);
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     let ev: Vec<serde_json::Value> = r
         .stdout
         .lines()
@@ -692,13 +756,10 @@ fn a_port_that_opens_late_is_seen_soon_after() {
         at
     });
     let start = std::time::Instant::now();
-    let r = run(
-        &mut s.reimage(&["post-load", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
+    let r = Test::with(&s).post_load("pc7", "centos7").run();
     let done = std::time::Instant::now();
     let opened = opener.join().expect("opener");
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     let lag = done.duration_since(opened);
     eprintln!(
         "port opened {:?} after start; reimage exited {lag:?} after it opened",
@@ -728,7 +789,7 @@ fn a_terminal_gets_a_spinner_with_step_attempt_and_time_left() {
         std::process::Command::new("script").args(["-qec", &line, "/dev/null"]),
         LIMIT,
     );
-    assert_eq!(r.code, 75, "{r:?}");
+    r.code(75);
     assert!(
         r.stdout.contains("[1/2] pc7 post-load · port 0:0"),
         "no spinner line: {}",
@@ -739,12 +800,12 @@ fn a_terminal_gets_a_spinner_with_step_attempt_and_time_left() {
         "no time left shown: {}",
         r.stdout
     );
-    assert!(r.stdout.contains("connection refused"), "{}", r.stdout);
+    r.stdout_has("connection refused");
     // Without a terminal: plain lines only, no spinner.
-    let r = run(
-        &mut s.reimage(&["post-load", "pc7", "--image", "centos7", "--of", "2"]),
-        LIMIT,
-    );
+    let r = Test::with(&s)
+        .post_load("pc7", "centos7")
+        .args(&["--of", "2"])
+        .run();
     assert!(
         !r.stderr.contains("left)") && !r.stderr.contains('\r'),
         "{}",
@@ -759,12 +820,9 @@ fn ping_and_sleep_steps() {
         OK,
         r#"{ wait = "sleep", name = "settle", duration = "400ms" }, { wait = "ping", timeout = "10s" }"#,
     );
-    let r = run(
-        &mut s.reimage(&["post-load", "pc7", "--image", "centos7"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    let ev = s.events("pc7");
+    let r = Test::with(&s).post_load("pc7", "centos7").run();
+    r.code(0);
+    let ev = r.events();
     let ends = of_kind(&ev, "step-end");
     let settle = ends
         .iter()
@@ -786,4 +844,145 @@ fn ping_and_sleep_steps() {
             .contains("answers ping"),
         "{ping}"
     );
+}
+
+/// A `command` provisioner whose load script answers `load_exit`, and a
+/// generic OS that waits `1s` for a port nobody listens on.
+fn contract(load_exit: i32, provisioner: &str) -> Test<'static> {
+    let closed = free_port();
+    Test::new()
+        .script("load.sh", &format!("#!/bin/sh\nexit {load_exit}\n"))
+        .script("reset.sh", "#!/bin/sh\necho \"$1\" >> $DIR/resets\n")
+        .config(&format!(
+            r#"max_attempts = 3
+
+[provisioners.script]
+kind = "command"
+load = ["$DIR/load.sh"]
+power_reset = ["$DIR/reset.sh", "{{attempt}}"]
+timeout = "10s"
+
+[os.appliance]
+family = "generic"
+channel = "none"
+steps = [{{ wait = "port", port = {closed}, timeout = "1s" }}]
+
+[os.resettable]
+family = "generic"
+channel = "none"
+steps = [{{ wait = "port", port = {closed}, timeout = "300ms", reset_on_timeout = "300ms" }}]
+
+[images.img]
+os = "appliance"
+provisioner = "{provisioner}"
+source = "img-src"
+
+[images.reset]
+os = "resettable"
+provisioner = "{provisioner}"
+source = "img-src"
+
+[computers.pc7]
+address = "127.0.0.1"
+node = "pc7-bmc"
+"#
+        ))
+}
+
+#[test]
+fn command_load_retry_on_the_last_attempt_is_fatal() {
+    // The load script asks for a reload (exit 75); attempt 3 of 3 has none.
+    contract(75, "script")
+        .load("pc7", "img")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    contract(75, "script")
+        .load("pc7", "img")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left")
+        .stdout_lacks("no attempts left");
+}
+
+#[test]
+fn command_load_timeout_on_the_last_attempt_is_fatal() {
+    // The issue's case: a load that times out on attempt 2 of 2.
+    let t = Test::new()
+        .script("load.sh", "#!/bin/sh\nsleep 30\n")
+        .config(
+            r#"[provisioners.script]
+kind = "command"
+load = ["$DIR/load.sh"]
+timeout = "1s"
+
+[os.appliance]
+family = "generic"
+channel = "none"
+steps = []
+
+[images.img]
+os = "appliance"
+provisioner = "script"
+
+[computers.pc7]
+address = "127.0.0.1"
+"#,
+        );
+    t.load("pc7", "img")
+        .attempt(2, 2)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+}
+
+#[test]
+fn command_post_load_timeout_on_the_last_attempt_is_fatal() {
+    contract(0, "script")
+        .post_load("pc7", "img")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    contract(0, "script")
+        .post_load("pc7", "img")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
+}
+
+// A `lab` computer has nothing to load, so its load cannot ask for a retry:
+// only the post-load side of the last-attempt rule applies to it.
+#[test]
+fn lab_load_is_done_and_post_load_timeout_on_the_last_attempt_is_fatal() {
+    contract(75, "lab")
+        .load("pc7", "img")
+        .attempt(3, 3)
+        .run()
+        .code(0);
+    contract(0, "lab")
+        .post_load("pc7", "img")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    contract(0, "lab")
+        .post_load("pc7", "img")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .event_log_has("\"kind\":\"result\"");
+}
+
+#[test]
+fn power_reset_script_sees_the_real_attempt() {
+    let t = contract(0, "script");
+    let resets = t.scratch().path("resets");
+    let out = t.post_load("pc7", "reset").attempt(3, 3).run();
+    out.code(1).stderr_has("no attempts left");
+    let seen = std::fs::read_to_string(&resets).unwrap_or_default();
+    assert_eq!(seen, "3\n", "the reset script's {{attempt}}");
 }

@@ -1,10 +1,9 @@
 //! Test harness: a real OpenSSH `sshd` on 127.0.0.1, with host and client
 //! keys generated per test in a temp dir, killed (with every connection it
-//! forked) on drop. Shared by the channel's unit tests and the integration
-//! tests (tests/common includes this file), so it uses std only.
+//! forked) on drop. Owned by the integration tests; the SSH channel's unit
+//! tests include it too (src/control/mod.rs), so it uses std only.
 
-#![allow(dead_code)]
-
+use rustix::process::{Pid, Signal};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -150,11 +149,8 @@ impl Sshd {
             all.extend(children_of(parent));
             i += 1;
         }
-        for pid in all.iter().rev() {
-            // SAFETY: plain syscall on pids we just found under our child.
-            unsafe {
-                libc::kill(*pid, libc::SIGKILL);
-            }
+        for pid in all.into_iter().rev().filter_map(Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
         let _ = self.child.wait();
     }

@@ -5,9 +5,9 @@
 //! every change: the tests assert on that file. The computer is a standing
 //! (`lab`) machine: there is nothing to load.
 
-mod common;
-
-use common::{Run, Scratch, free_port, of_kind, repo, run};
+use crate::common;
+use crate::test::{Output, Test};
+use common::{Scratch, free_port, of_kind, repo};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +15,6 @@ use std::time::Duration;
 
 const LOGIN_PW: &str = "Image-Pw-4711";
 const ADMIN_SECRET: &str = "Fresh-Secret-9b2e";
-const LIMIT: Duration = Duration::from_secs(90);
 
 /// A running stand-in; killed on drop.
 struct Standin {
@@ -104,10 +103,8 @@ fn config_family(s: &Scratch, port: u16, login_pw: &str, response: &str, family:
     ));
 }
 
-fn post_load(s: &Scratch, image: &str, extra: &[&str]) -> Run {
-    let mut args = vec!["post-load", "pcw", "--image", image];
-    args.extend_from_slice(extra);
-    run(&mut s.reimage(&args), LIMIT)
+fn post_load(s: &Scratch, image: &str, extra: &[&str]) -> Output {
+    Test::with(s).post_load("pcw", image).args(extra).run()
 }
 
 fn json_lines(out: &str) -> Vec<serde_json::Value> {
@@ -126,7 +123,7 @@ fn step_end<'a>(events: &'a [serde_json::Value], name: &str) -> &'a serde_json::
         .unwrap_or_else(|| panic!("no step-end for {name}"))
 }
 
-fn no_secrets(s: &Scratch, r: &Run) {
+fn no_secrets(s: &Scratch, r: &Output) {
     let log =
         std::fs::read_to_string(s.path("state/computers/pcw/events.jsonl")).unwrap_or_default();
     for secret in [ADMIN_SECRET, LOGIN_PW] {
@@ -240,7 +237,7 @@ fn bad_password_is_fatal_at_once() {
     let r = post_load(&s, "w7", &["--attempt", "1", "--of", "3"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.took < Duration::from_secs(10), "took {:?}", r.took);
-    assert!(r.stderr.contains("credentials"), "{}", r.stderr);
+    r.stderr_has("credentials");
     assert!(!r.stderr.contains("not-the-password"));
     // Nothing was configured.
     assert_eq!(w.state()["icmp_rules"], 0);
@@ -326,10 +323,7 @@ fn running_twice_is_idempotent() {
     let w = Standin::start(&s, port, &[]);
     config(&s, port, LOGIN_PW, "20s");
     // First through the whole attempt loop (lab: nothing to load).
-    let r = run(
-        &mut s.reimage(&["provision", "pcw", "--image", "w7"]),
-        LIMIT,
-    );
+    let r = Test::with(&s).provision("pcw", "w7").run();
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(w.state()["icmp_rules"], 1);
     assert_eq!(w.state()["administrator_password"], ADMIN_SECRET);
@@ -534,5 +528,5 @@ fn windows_10_profile_fails_without_its_powershell() {
     std::fs::write(s.path("reimage.toml"), text).unwrap();
     let r = post_load(&s, "w7sys", &["--attempt", "1", "--of", "2"]);
     assert_eq!(r.code, 75, "{}", r.stderr);
-    assert!(r.stderr.contains("Get-CimInstance"), "{}", r.stderr);
+    r.stderr_has("Get-CimInstance");
 }

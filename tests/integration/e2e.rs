@@ -4,14 +4,16 @@
 //! configuration. Each scenario runs in order in one test so only one guest
 //! runs at a time on a 2-core machine.
 
-mod common;
-
-use common::{Scratch, free_port, of_kind, repo, run};
+use crate::common;
+use crate::test::Test;
+use common::{Scratch, free_port, of_kind, repo};
+use rustix::process::{Pid, Signal, kill_process};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-const LIMIT: Duration = Duration::from_secs(300);
+/// Building the guest and booting it under TCG takes minutes, not seconds.
+const BOOT: Duration = Duration::from_secs(300);
 
 fn guest_dir() -> PathBuf {
     let dir = std::env::var_os("REIMAGE_GUEST_DIR")
@@ -58,12 +60,10 @@ struct Vm(PathBuf);
 impl Drop for Vm {
     fn drop(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(&self.0)
-            && let Ok(pid) = pid.trim().parse::<i32>()
+            && let Some(pid) = pid.trim().parse().ok().and_then(Pid::from_raw)
         {
-            // SAFETY: killing the test's own VM by its pid file.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // The test's own VM, by its pid file.
+            let _ = kill_process(pid, Signal::KILL);
         }
     }
 }
@@ -115,19 +115,13 @@ port = {port}
             )
             .display()
     ));
-    let r = run(
-        &mut s.reimage(&[
-            "provision",
-            "demo-vm",
-            "--image",
-            "tiny-linux",
-            "--reservation",
-            "r-42",
-        ]),
-        LIMIT,
-    );
+    let r = Test::with(&s)
+        .provision("demo-vm", "tiny-linux")
+        .args(&["--reservation", "r-42"])
+        .limit(BOOT)
+        .run();
     eprintln!("{}", r.stderr);
-    assert_eq!(r.code, 0, "provision failed");
+    r.code(0); // provision
     eprintln!("provision with a retry and a reboot took {:?}", r.took);
 
     // The event log shows both attempts: attempt 1's post-load retried.
@@ -194,16 +188,16 @@ port = {port}
         ),
     )
     .expect("cfg");
-    let r = run(
-        &mut s.reimage(&["load", "demo-vm", "--image", "tiny-linux"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    let r = run(
-        &mut s.reimage(&["post-load", "demo-vm", "--image", "tiny-linux"]),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = Test::with(&s)
+        .load("demo-vm", "tiny-linux")
+        .limit(BOOT)
+        .run();
+    r.code(0);
+    let r = Test::with(&s)
+        .post_load("demo-vm", "tiny-linux")
+        .limit(BOOT)
+        .run();
+    r.code(0);
     let boot2 = guest(&g, port, "cat /proc/sys/kernel/random/boot_id");
     assert_ne!(boot1, boot2, "the second load must boot a new VM");
     let marker2 = guest(&g, port, "cat /var/lib/reimage/post-load");

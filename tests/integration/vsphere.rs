@@ -5,9 +5,9 @@
 //! file after each change, and logs every request (method, path, whether
 //! the session header was there), which is what these tests assert on.
 
-mod common;
-
-use common::{Scratch, free_port, of_kind, run};
+use crate::common;
+use crate::test::{Output, Test, run};
+use common::{LIMIT, Scratch, free_port, of_kind};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,6 @@ use std::time::Duration;
 
 const USER: &str = "reimage@vsphere.local";
 const PASSWORD: &str = "Pw-for-stand-in-7731";
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// A running stand-in, killed on drop.
 struct Standin {
@@ -164,10 +163,8 @@ folder = "reimage"
 resource_pool = "Lab-Pool"
 datastore = "datastore1""#;
 
-fn load(s: &Scratch, extra: &[&str]) -> common::Run {
-    let mut args = vec!["load", "pc1", "--image", "w7"];
-    args.extend_from_slice(extra);
-    let r = run(&mut s.reimage(&args), LIMIT);
+fn load(s: &Scratch, extra: &[&str]) -> Output {
+    let r = Test::with(s).load("pc1", "w7").args(extra).run();
     println!(
         "exit {}\nstdout:\n{}\nstderr:\n{}",
         r.code, r.stdout, r.stderr
@@ -176,7 +173,7 @@ fn load(s: &Scratch, extra: &[&str]) -> common::Run {
 }
 
 /// The password appears nowhere the run left text.
-fn assert_no_password(s: &Scratch, r: &common::Run) {
+fn assert_no_password(s: &Scratch, r: &Output) {
     assert!(!r.stderr.contains(PASSWORD) && !r.stdout.contains(PASSWORD));
     let events =
         std::fs::read_to_string(s.path("state/computers/pc1/events.jsonl")).unwrap_or_default();
@@ -217,7 +214,7 @@ fn clean_load_replaces_the_vm_and_powers_it_on() {
     let old_id = old[0].0.clone();
 
     let r = load(&s, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
 
     let calls = st.calls();
     println!("{calls:#?}");
@@ -274,14 +271,10 @@ fn bad_password_is_fatal_and_names_the_call() {
     let st = Standin::start(&s, &[]);
     config(&s, &st.url("http", "127.0.0.1"), "not-the-password", "");
     let r = load(&s, &[]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("POST /api/session"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("check username and password_file"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("VM pc1"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("POST /api/session");
+    r.stderr_has("check username and password_file");
+    r.stderr_has("VM pc1");
     assert!(!r.stderr.contains("not-the-password"));
     assert_eq!(st.calls(), vec!["POST /api/session"]);
     assert_eq!(st.vms_named("pc1")[0].1["power_state"], "POWERED_ON");
@@ -301,8 +294,8 @@ fn missing_template_is_fatal_and_keeps_the_old_vm() {
         ),
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("template not found"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("template not found");
     assert!(
         r.stderr
             .contains("GET /api/vcenter/vm?names=no-such-template")
@@ -323,18 +316,14 @@ fn unavailable_clone_asks_for_a_retry_until_the_last_attempt() {
     let st = Standin::start(&s, &["--fail", "clone-503"]);
     config(&s, &st.url("http", "127.0.0.1"), PASSWORD, "");
     let r = load(&s, &[]);
-    assert_eq!(r.code, 75);
-    assert!(
-        r.stderr.contains("POST /api/vcenter/vm?action=clone"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("503 SERVICE_UNAVAILABLE"), "{}", r.stderr);
+    r.code(75);
+    r.stderr_has("POST /api/vcenter/vm?action=clone");
+    r.stderr_has("503 SERVICE_UNAVAILABLE");
     assert_session_used_and_deleted(&st);
 
     let r = load(&s, &["--attempt", "3", "--of", "3"]);
     assert_eq!(r.code, 1, "no reload left on the last attempt");
-    assert!(r.stderr.contains("no attempts left"), "{}", r.stderr);
+    r.stderr_has("no attempts left");
 }
 
 #[test]
@@ -343,9 +332,9 @@ fn connection_refused_asks_for_a_retry() {
     let port = free_port();
     config(&s, &format!("http://127.0.0.1:{port}"), PASSWORD, "");
     let r = load(&s, &[]);
-    assert_eq!(r.code, 75);
-    assert!(r.stderr.contains("POST /api/session"), "{}", r.stderr);
-    assert!(r.stderr.contains("VM pc1"), "{}", r.stderr);
+    r.code(75);
+    r.stderr_has("POST /api/session");
+    r.stderr_has("VM pc1");
     assert_no_password(&s, &r);
 }
 
@@ -355,7 +344,7 @@ fn slow_power_on_is_polled_and_a_stuck_one_times_out() {
     let st = Standin::start(&s, &["--power-on-delay", "1.5"]);
     config(&s, &st.url("http", "127.0.0.1"), PASSWORD, "");
     let r = load(&s, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     let polls = st
         .calls()
         .iter()
@@ -381,12 +370,8 @@ fn slow_power_on_is_polled_and_a_stuck_one_times_out() {
         "power_on_timeout = \"1s\"",
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 75);
-    assert!(
-        r.stderr.contains("did not report POWERED_ON"),
-        "{}",
-        r.stderr
-    );
+    r.code(75);
+    r.stderr_has("did not report POWERED_ON");
     assert_session_used_and_deleted(&st);
 }
 
@@ -401,7 +386,7 @@ fn instant_clone_of_a_running_source() {
         "clone = \"instant\"",
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     let vm = &st.vms_named("pc1")[0].1;
     assert_eq!(vm["clone_kind"], "instant-clone");
     assert_eq!(vm["power_state"], "POWERED_ON");
@@ -420,8 +405,8 @@ fn instant_clone_of_a_running_source() {
         "clone = \"instant\"",
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("running source VM"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("running source VM");
     assert_eq!(st.vms_named("pc1").len(), 1, "old VM kept");
 }
 
@@ -469,16 +454,16 @@ fn https_verifies_against_ca_file() {
         &format!("ca_file = \"{}\"", cert.display()),
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     assert_eq!(st.vms_named("pc1")[0].1["cloned_from"], "vm-100");
-    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    r.stderr_lacks("warning");
 
     config(&s, &url, PASSWORD, "");
     let r = load(&s, &[]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("TLS"), "{}", r.stderr);
-    assert!(r.stderr.contains("set ca_file"), "{}", r.stderr);
-    assert!(r.stderr.contains("POST /api/session"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("TLS");
+    r.stderr_has("set ca_file");
+    r.stderr_has("POST /api/session");
 }
 
 #[test]
@@ -496,8 +481,8 @@ fn insecure_warns_and_connects() {
         "insecure = true",
     );
     let r = load(&s, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("insecure = true"), "{}", r.stderr);
+    r.code(0);
+    r.stderr_has("insecure = true");
     let events = s.events("pc1");
     let warns = of_kind(&events, "warn");
     assert!(
@@ -513,9 +498,9 @@ fn insecure_warns_and_connects() {
 fn check_describes_the_plan() {
     let s = Scratch::new("vsphere-check");
     config(&s, "https://vcenter.example", PASSWORD, PLACEMENT);
-    let r = run(&mut s.reimage(&["check", "pc1", "--image", "w7"]), LIMIT);
+    let r = Test::with(&s).check("pc1", "w7").run();
     println!("{}\n{}", r.stdout, r.stderr);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.code(0);
     for want in [
         "vCenter: https://vcenter.example as reimage@vsphere.local",
         "template VM: win7-template",
@@ -531,9 +516,9 @@ fn check_describes_the_plan() {
         "reimage.toml",
         &text.replace("url = \"https://", "url = \"ftp://"),
     );
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
+    let r = Test::with(&s).args(&["check"]).run();
     assert_eq!(r.code, 78, "{}", r.stderr);
-    assert!(r.stderr.contains("https://"), "{}", r.stderr);
+    r.stderr_has("https://");
 }
 
 #[test]
@@ -552,8 +537,8 @@ fn the_example_config_checks() {
                 .env_remove("REIMAGE_STATE_DIR"),
             LIMIT,
         );
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        assert!(r.stdout.contains("kind vsphere"), "{}", r.stdout);
+        r.code(0);
+        r.stdout_has("kind vsphere");
         assert!(r.stdout.contains(want), "{}", r.stdout);
     }
 }
@@ -574,10 +559,7 @@ fn a_wait_that_times_out_resets_the_vm() {
             ),
         ),
     );
-    let r = run(
-        &mut s.reimage(&["post-load", "pc1", "--image", "w7"]),
-        LIMIT,
-    );
+    let r = Test::with(&s).post_load("pc1", "w7").run();
     println!("exit {}\n{}", r.code, r.stderr);
     assert_eq!(r.code, 75, "{}", r.stderr);
     let calls = st.calls();
@@ -585,7 +567,7 @@ fn a_wait_that_times_out_resets_the_vm() {
         calls.contains(&"POST /api/vcenter/vm/vm-101/power?action=reset".to_string()),
         "{calls:#?}"
     );
-    assert!(r.stderr.contains("power was reset"), "{}", r.stderr);
+    r.stderr_has("power was reset");
     assert_session_used_and_deleted(&st);
 }
 
@@ -619,4 +601,34 @@ fn busy_and_unavailable_error_types_ask_for_a_retry() {
             assert_session_used_and_deleted(&st);
         }
     }
+}
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    let s = Scratch::new("vsphere-post-last");
+    // An OS step nothing can pass, on a vSphere VM; post-load does not talk
+    // to vSphere for it, so no stand-in runs.
+    config(
+        &s,
+        &format!("http://127.0.0.1:{}", free_port()),
+        PASSWORD,
+        &format!(
+            "\n[os.closed]\nfamily = \"generic\"\nchannel = \"none\"\n\
+             steps = [{{ wait = \"port\", port = {}, timeout = \"300ms\" }}]\n\n\
+             [images.closed]\nos = \"closed\"\nprovisioner = \"vc\"\nsource = \"win7-template\"\n",
+            free_port()
+        ),
+    );
+    Test::with(&s)
+        .post_load("pc1", "closed")
+        .attempt(3, 3)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    Test::with(&s)
+        .post_load("pc1", "closed")
+        .attempt(1, 3)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
 }

@@ -4,16 +4,15 @@
 //! VM take a lock so at most one guest runs at a time, and every VM is
 //! killed at the end of its test by a guard.
 
-mod common;
-
-use common::{Scratch, alive, eventually, free_port, run};
+use crate::common;
+use crate::test::Test;
+use common::{Scratch, alive, eventually, free_port};
+use rustix::process::{Pid, Signal, kill_process};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-
-const LIMIT: Duration = Duration::from_secs(90);
 
 /// The tiny guest's directory, built on first use.
 fn guest() -> &'static Path {
@@ -118,11 +117,9 @@ struct VmGuard(PathBuf);
 
 impl Drop for VmGuard {
     fn drop(&mut self) {
-        for pid in vm_pids(&self.0) {
-            // SAFETY: plain syscall; the pid's command line names our run dir.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+        // Each pid's command line names our run dir.
+        for pid in vm_pids(&self.0).into_iter().filter_map(Pid::from_raw) {
+            let _ = kill_process(pid, Signal::KILL);
         }
     }
 }
@@ -207,11 +204,8 @@ fn load_starts_a_vm_and_the_next_load_replaces_it() {
     let dir = run_dir(&s);
     let _guard = VmGuard(dir.clone());
 
-    let r = run(
-        s.reimage(&["load", "vm1", "--image", "tiny"]).arg("-q"),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "first load: {r:?}");
+    let r = Test::with(&s).load("vm1", "tiny").arg("-q").run();
+    r.code(0); // first load
     eprintln!("first load took {:?}", r.took);
     assert_eq!(qmp_status(&dir), "running");
     let first = pid_of(&dir);
@@ -227,21 +221,12 @@ fn load_starts_a_vm_and_the_next_load_replaces_it() {
     let overlay = dir.join("overlay.qcow2");
     let before = identity(&overlay);
 
-    let r = run(
-        s.reimage(&[
-            "load",
-            "vm1",
-            "--image",
-            "tiny",
-            "--attempt",
-            "2",
-            "--of",
-            "3",
-        ])
-        .arg("-q"),
-        LIMIT,
-    );
-    assert_eq!(r.code, 0, "second load: {r:?}");
+    let r = Test::with(&s)
+        .load("vm1", "tiny")
+        .attempt(2, 3)
+        .arg("-q")
+        .run();
+    r.code(0); // second load
     eprintln!("second load (stops the first VM) took {:?}", r.took);
     assert!(!alive(first), "the first VM (pid {first}) still runs");
     let second = pid_of(&dir);
@@ -264,12 +249,11 @@ fn load_starts_a_vm_and_the_next_load_replaces_it() {
         })
     };
     assert!(boots(1), "the guest did not boot: {}", console(&dir));
-    let r = run(
-        s.reimage(&["post-load", "vm1", "--image", "tiny-reset"])
-            .arg("-q"),
-        LIMIT,
-    );
-    assert_eq!(r.code, 75, "post-load with a step that cannot pass: {r:?}");
+    let r = Test::with(&s)
+        .post_load("vm1", "tiny-reset")
+        .arg("-q")
+        .run();
+    r.code(75); // post-load with a step that cannot pass
     assert!(
         boots(2),
         "no second boot after the power reset: {}",
@@ -327,8 +311,10 @@ fn interrupted_load_leaves_no_vm_and_frees_the_lock() {
     let dir = run_dir(&s);
     let _guard = VmGuard(dir.clone());
 
-    let mut child = s
-        .reimage(&["load", "vm1", "--image", "tiny", "-q"])
+    let mut child = Test::with(&s)
+        .load("vm1", "tiny")
+        .args(&["-q"])
+        .command()
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -342,10 +328,7 @@ fn interrupted_load_leaves_no_vm_and_frees_the_lock() {
         !vm_pids(&dir).is_empty(),
         "QEMU is not running before the signal"
     );
-    // SAFETY: plain syscall to our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM to reimage");
     let t = Instant::now();
     let code = common::wait_limit(&mut child, Duration::from_secs(30));
     assert_eq!(code, Some(143), "exit code after SIGTERM");
@@ -357,15 +340,11 @@ fn interrupted_load_leaves_no_vm_and_frees_the_lock() {
     );
 
     // The lock is free: the next load runs (and stops at the missing base).
-    let r = run(&mut s.reimage(&["load", "vm1", "--image", "gone"]), LIMIT);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("no-such-base.qcow2"), "{}", r.stderr);
-    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("examples/tiny-guest/build.sh"),
-        "{}",
-        r.stderr
-    );
+    let r = Test::with(&s).load("vm1", "gone").run();
+    r.code(1);
+    r.stderr_has("no-such-base.qcow2");
+    r.stderr_has("does not exist");
+    r.stderr_has("examples/tiny-guest/build.sh");
 }
 
 #[test]
@@ -376,10 +355,10 @@ fn missing_qemu_binary_is_fatal() {
         free_port(),
         "provisioner = \"broken\"\n\n[provisioners.broken]\nkind = \"qemu\"\nqemu = \"/nonexistent/qemu\"\n",
     );
-    let r = run(&mut s.reimage(&["load", "vm1", "--image", "tiny"]), LIMIT);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("/nonexistent/qemu"), "{}", r.stderr);
-    assert!(r.stderr.contains("install qemu-system-x86"), "{}", r.stderr);
+    let r = Test::with(&s).load("vm1", "tiny").run();
+    r.code(1);
+    r.stderr_has("/nonexistent/qemu");
+    r.stderr_has("install qemu-system-x86");
 }
 
 #[test]
@@ -389,10 +368,10 @@ fn a_port_in_use_is_fatal_and_named() {
     let port = held.local_addr().expect("addr").port();
     config(&s, port, "");
     let _guard = VmGuard(run_dir(&s));
-    let r = run(&mut s.reimage(&["load", "vm1", "--image", "tiny"]), LIMIT);
-    assert_eq!(r.code, 1, "{r:?}");
+    let r = Test::with(&s).load("vm1", "tiny").run();
+    r.code(1);
     assert!(r.stderr.contains(&format!("port {port}")), "{}", r.stderr);
-    assert!(r.stderr.contains("already in use"), "{}", r.stderr);
+    r.stderr_has("already in use");
     assert!(vm_pids(&run_dir(&s)).is_empty());
 }
 
@@ -401,8 +380,8 @@ fn check_describes_the_vm() {
     let s = Scratch::new("qemu-check");
     let port = free_port();
     config(&s, port, "");
-    let r = run(&mut s.reimage(&["check", "vm1", "--image", "tiny"]), LIMIT);
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = Test::with(&s).check("vm1", "tiny").run();
+    r.code(0);
     for want in [
         "qemu: qemu-system-x86_64 (machine q35, accel ",
         "memory: 256 MiB, cpus: 1",
@@ -427,9 +406,9 @@ fn bad_config_values_name_the_line() {
         free_port(),
         "\n[provisioners.q]\nkind = \"qemu\"\naccel = \"warp\"\n",
     );
-    let r = run(&mut s.reimage(&["check"]), LIMIT);
-    assert_eq!(r.code, 78, "{r:?}");
-    assert!(r.stderr.contains("warp"), "{}", r.stderr);
+    let r = Test::with(&s).args(&["check"]).run();
+    r.code(78);
+    r.stderr_has("warp");
 }
 
 #[test]
@@ -455,9 +434,67 @@ fn a_vm_that_dies_during_start_asks_for_a_retry() {
         ),
     );
     let _guard = VmGuard(dir.clone());
-    let r = run(&mut s.reimage(&["load", "vm1", "--image", "tiny"]), LIMIT);
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(r.stderr.contains("exited"), "{}", r.stderr);
-    assert!(r.stderr.contains("console:"), "{}", r.stderr);
+    let r = Test::with(&s).load("vm1", "tiny").run();
+    r.code(75);
+    r.stderr_has("exited");
+    r.stderr_has("console:");
     assert!(vm_pids(&dir).is_empty());
+}
+
+#[test]
+fn a_load_retry_on_the_last_attempt_is_fatal() {
+    let _one = one_vm_at_a_time();
+    let s = Scratch::new("qemu-last");
+    let dir = run_dir(&s);
+    // The dying QEMU of a_vm_that_dies_during_start_asks_for_a_retry, on
+    // attempt 2 of 2: no reload is left to ask for.
+    let wrapper = s.script(
+        "dying-qemu",
+        &format!(
+            "#!/bin/sh\nqemu-system-x86_64 \"$@\" || exit $?\nkill -9 \"$(cat '{}')\"\n",
+            dir.join("qemu.pid").display()
+        ),
+    );
+    config(
+        &s,
+        free_port(),
+        &format!(
+            "provisioner = \"dying\"\n\n[provisioners.dying]\nkind = \"qemu\"\nqemu = \"{}\"\n",
+            wrapper.display()
+        ),
+    );
+    let _guard = VmGuard(dir.clone());
+    let r = Test::with(&s).load("vm1", "tiny").attempt(2, 2).run();
+    r.code(1);
+    r.stderr_has("exited");
+    r.stderr_has("no attempts left");
+    assert!(vm_pids(&dir).is_empty());
+}
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    let s = Scratch::new("qemu-post-last");
+    // A step nothing can pass; post-load does not need the VM for it.
+    config(
+        &s,
+        free_port(),
+        &format!(
+            "\n[os.closed]\nfamily = \"generic\"\nchannel = \"none\"\n\
+             steps = [{{ wait = \"port\", port = {}, timeout = \"300ms\" }}]\n\n\
+             [images.closed]\nos = \"closed\"\nprovisioner = \"qemu\"\n",
+            free_port()
+        ),
+    );
+    Test::with(&s)
+        .post_load("vm1", "closed")
+        .attempt(2, 2)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    Test::with(&s)
+        .post_load("vm1", "closed")
+        .attempt(1, 2)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
 }

@@ -3,12 +3,11 @@
 //! documented output; no real xCAT runs here). Each test gets its own
 //! stand-in cluster directory ($XCAT_STANDIN_DIR) and its own `bin_dir`.
 
-mod common;
-
-use common::{Scratch, of_kind, repo, run};
+use crate::common;
+use crate::test::{Output, Test};
+use common::{Scratch, of_kind, repo};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 const IMAGE: &str = "rhels7-x86_64-compute";
@@ -90,17 +89,15 @@ source = "no-such-osimage"
         self.s.path("cluster")
     }
 
-    fn reimage(&self, args: &[&str]) -> Command {
-        let mut c = self.s.reimage(args);
-        c.env("XCAT_STANDIN_DIR", self.dir());
-        c
+    /// A run against this cluster's stand-in commands.
+    fn test(&self) -> Test<'_> {
+        Test::with(&self.s)
+            .env("XCAT_STANDIN_DIR", self.dir())
+            .limit(Duration::from_secs(40))
     }
 
-    fn load(&self, computer: &str, image: &str) -> common::Run {
-        run(
-            &mut self.reimage(&["load", computer, "--image", image]),
-            Duration::from_secs(40),
-        )
+    fn load(&self, computer: &str, image: &str) -> Output {
+        self.test().load(computer, image).run()
     }
 
     fn calls(&self) -> String {
@@ -121,7 +118,7 @@ fn clean_install_powers_on_and_reports_every_status_change() {
     c.s.write("cluster/nodes/node1/power", "off\n");
     c.s.write("cluster/crlf", "");
     let r = c.load("node1", "rhel");
-    assert_eq!(r.code, 0, "{r:?}");
+    r.code(0);
     let calls = c.calls();
     assert!(
         calls.contains(&format!("nodeset node1 osimage={IMAGE}")),
@@ -146,11 +143,8 @@ fn clean_install_powers_on_and_reports_every_status_change() {
 #[test]
 fn provision_resets_a_running_node_then_post_load_is_immediate() {
     let c = Cluster::new("xcat-provision", &["node2"], QUICK, "");
-    let r = run(
-        &mut c.reimage(&["provision", "node2", "--image", "rhel"]),
-        Duration::from_secs(40),
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = c.test().provision("node2", "rhel").run();
+    r.code(0);
     let calls = c.calls();
     assert!(calls.contains("rpower node2 reset"), "{calls}");
     assert!(!calls.contains("rpower node2 on"), "{calls}");
@@ -166,31 +160,19 @@ fn provision_resets_a_running_node_then_post_load_is_immediate() {
 fn a_stalled_install_asks_for_a_retry() {
     let c = Cluster::new("xcat-stall", &["node3"], HANGS, "stall_timeout = \"1s\"");
     let r = c.load("node3", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(r.stderr.contains("no change for 1s"), "{}", r.stderr);
-    assert!(r.stderr.contains("node3"), "{}", r.stderr);
-    assert!(r.stderr.contains("nodestat node3"), "{}", r.stderr);
+    r.code(75);
+    r.stderr_has("no change for 1s");
+    r.stderr_has("node3");
+    r.stderr_has("nodestat node3");
     assert!(r.took < Duration::from_secs(10), "{r:?}");
 }
 
 #[test]
 fn the_last_attempt_answers_fatal_instead_of_retry() {
     let c = Cluster::new("xcat-last", &["node4"], HANGS, "stall_timeout = \"1s\"");
-    let r = run(
-        &mut c.reimage(&[
-            "load",
-            "node4",
-            "--image",
-            "rhel",
-            "--attempt",
-            "2",
-            "--of",
-            "2",
-        ]),
-        Duration::from_secs(40),
-    );
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("no attempts left"), "{}", r.stderr);
+    let r = c.test().load("node4", "rhel").attempt(2, 2).run();
+    r.code(1);
+    r.stderr_has("no attempts left");
 }
 
 #[test]
@@ -201,23 +183,19 @@ fn a_power_failure_asks_for_a_retry() {
         "Unable to get IPMI session: timeout\n",
     );
     let r = c.load("node5", "rhel");
-    assert_eq!(r.code, 75, "{r:?}");
-    assert!(r.stderr.contains("rpower node5 stat"), "{}", r.stderr);
-    assert!(r.stderr.contains("IPMI"), "{}", r.stderr);
-    assert!(r.stderr.contains("computer `node5`"), "{}", r.stderr);
+    r.code(75);
+    r.stderr_has("rpower node5 stat");
+    r.stderr_has("IPMI");
+    r.stderr_has("computer `node5`");
 }
 
 #[test]
 fn an_unknown_node_is_fatal_and_named() {
     let c = Cluster::new("xcat-ghost", &["node6"], QUICK, "");
     let r = c.load("ghost", "rhel");
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("xCAT does not know node `ghost`"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("lsdef -t node -o ghost"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("xCAT does not know node `ghost`");
+    r.stderr_has("lsdef -t node -o ghost");
     assert!(!c.calls().contains("rpower"), "{}", c.calls());
 }
 
@@ -225,9 +203,9 @@ fn an_unknown_node_is_fatal_and_named() {
 fn an_unknown_osimage_is_fatal() {
     let c = Cluster::new("xcat-noimage", &["node7"], QUICK, "");
     let r = c.load("node7", "missing");
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("no-such-osimage"), "{}", r.stderr);
-    assert!(r.stderr.contains("lsdef -t osimage"), "{}", r.stderr);
+    r.code(1);
+    r.stderr_has("no-such-osimage");
+    r.stderr_has("lsdef -t osimage");
     assert!(!c.calls().contains("rpower"), "{}", c.calls());
 }
 
@@ -240,18 +218,15 @@ fn reload_time_under_ten_minutes_is_a_config_error() {
         &text.replace("reload_time = \"10m\"", "reload_time = \"5m\""),
     );
     let r = c.load("node8", "rhel");
-    assert_eq!(r.code, 78, "{r:?}");
-    assert!(r.stderr.contains("reload_time"), "{}", r.stderr);
+    r.code(78);
+    r.stderr_has("reload_time");
 }
 
 #[test]
 fn check_describes_the_load() {
     let c = Cluster::new("xcat-check", &["node9"], QUICK, "stall_timeout = \"1m\"");
-    let r = run(
-        &mut c.reimage(&["check", "node9", "--image", "rhel"]),
-        Duration::from_secs(20),
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let r = c.test().check("node9", "rhel").run();
+    r.code(0);
     let text = format!("{}{}", r.stdout, r.stderr);
     for want in [
         "xcat-bin",
@@ -288,7 +263,9 @@ fn eleven_loads_share_ten_slots() {
     let children: Vec<_> = names
         .iter()
         .map(|n| {
-            c.reimage(&["load", n, "--image", "rhel"])
+            c.test()
+                .load(n, "rhel")
+                .command()
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
@@ -344,4 +321,32 @@ fn eleven_loads_share_ten_slots() {
         waited.contains("waiting for a load slot: 10/10 busy"),
         "{last}: {waited}"
     );
+}
+
+#[test]
+fn a_post_load_retry_on_the_last_attempt_is_fatal() {
+    // An OS step nothing can pass, on an xCAT node (stand-in cluster).
+    let closed = crate::common::free_port();
+    let c = Cluster::new(
+        "xcat-post-last",
+        &["node6"],
+        QUICK,
+        &format!(
+            "\n[os.closed]\nfamily = \"generic\"\nchannel = \"none\"\n\
+             steps = [{{ wait = \"port\", port = {closed}, timeout = \"300ms\" }}]\n\n\
+             [images.closed]\nos = \"closed\"\nprovisioner = \"x\"\nsource = \"{IMAGE}\"\n"
+        ),
+    );
+    c.test()
+        .post_load("node6", "closed")
+        .attempt(2, 2)
+        .run()
+        .code(1)
+        .stderr_has("no attempts left");
+    c.test()
+        .post_load("node6", "closed")
+        .attempt(1, 2)
+        .run()
+        .code(75)
+        .stderr_lacks("no attempts left");
 }
