@@ -73,6 +73,7 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
         Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
         Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
+        Command::Completions(_) => (None, None),
     };
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
