@@ -27,9 +27,11 @@ mod outcome;
 mod probe;
 mod provision;
 mod report;
+mod retention;
 mod runner;
 mod secret;
 mod signal;
+mod size;
 mod state;
 mod wait;
 mod xml;
@@ -207,7 +209,7 @@ fn run(
     let plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
     let provisioner = provisioner(loaded, &plan)?;
     let os = os::build(&plan);
-    let state = state::StateDir::new(&dir);
+    let state = state::StateDir::open(&dir)?;
     let _lock = state.lock(&plan.computer.name)?;
     let report = report::Reporter::new(
         &plan.computer.name,
@@ -218,6 +220,10 @@ fn run(
         cli.verbose,
     );
     let log = state.event_log(&plan.computer.name);
+    // Under the lock and before this run's first event: no one writes it.
+    if let Err(e) = retention::trim(&log, loaded.config.logs.retention()) {
+        report.warn(&format!("cannot trim the event log: {e:#}"));
+    }
     if let Err(e) = report.log_to(&log) {
         report.warn(&format!("cannot open the event log {}: {e}", log.display()));
     }
