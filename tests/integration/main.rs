@@ -12,6 +12,7 @@ mod man;
 mod profiles;
 mod qemu;
 mod ssh;
+mod state;
 mod vsphere;
 mod windows;
 mod xcat;
