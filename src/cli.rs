@@ -8,8 +8,9 @@ use std::path::PathBuf;
 /// the image, then an OS module waits for the OS and configures it.
 ///
 /// Exit codes: 0 done, 75 retry (load the image again), 1 fatal (don't),
-/// 64 usage error, 73 computer locked by another run, 78 configuration
-/// error, 130/143 interrupted by SIGINT/SIGTERM.
+/// 64 usage error, 69 coordination store unreachable or lost, 73 computer
+/// locked by another run, 78 configuration error, 130/143 interrupted by
+/// SIGINT/SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "reimage", version, about, long_about = None, max_term_width = 100)]
 pub struct Cli {
@@ -71,6 +72,43 @@ pub enum Command {
     /// The packages install them; by hand, e.g.
     /// `reimage completions bash > /etc/bash_completion.d/reimage`.
     Completions(CompletionsArgs),
+    /// Show the fleet: one line per computer with its last run, and whether
+    /// a run is in progress (here, or anywhere when [coordination] is set).
+    ///
+    /// A record that says running but whose process is gone is shown as
+    /// stale.
+    Status(StatusArgs),
+    /// Show a computer's event log: the last run, one run, or all.
+    Log(LogArgs),
+    /// Create the coordination store's tables (also done on first use).
+    ///
+    /// Exits 0 with the schema version, 69 when the store cannot be used.
+    #[command(name = "setup-db")]
+    SetupDb,
+}
+
+/// `reimage status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Computers to show (default: every computer in the config or the
+    /// state directory).
+    pub computers: Vec<String>,
+}
+
+/// `reimage log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Computer name.
+    pub computer: String,
+    /// Show run N (1 is the oldest in the log; default: the last run).
+    #[arg(long, value_name = "N", conflicts_with = "all", value_parser = clap::value_parser!(u32).range(1..))]
+    pub run: Option<u32>,
+    /// Show every run in the log.
+    #[arg(long)]
+    pub all: bool,
+    /// Keep showing new events of the last run until it ends.
+    #[arg(short, long, conflicts_with_all = ["run", "all"])]
+    pub follow: bool,
 }
 
 /// `reimage provision`.

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::outcome::{EXIT_CONFIG, EXIT_FATAL, EXIT_LOCKED, EXIT_USAGE};
+use crate::outcome::{EXIT_CONFIG, EXIT_FATAL, EXIT_LOCKED, EXIT_STORE, EXIT_USAGE};
 
 /// Why reimage could not run a module, or stopped around one.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub enum Error {
     Config(String),
     /// The computer is locked by another run (exit 73).
     Locked(String),
+    /// The coordination store could not be used (exit 69).
+    Store(String),
     /// Anything else that stopped the run (exit 1).
     Fatal(anyhow::Error),
 }
@@ -27,6 +29,7 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::Config(_) => EXIT_CONFIG,
             Error::Locked(_) => EXIT_LOCKED,
+            Error::Store(_) => EXIT_STORE,
             Error::Fatal(_) => EXIT_FATAL,
         }
     }
@@ -39,6 +42,7 @@ impl Error {
             Error::Usage(_) => "usage",
             Error::Config(_) => "config",
             Error::Locked(_) => "locked",
+            Error::Store(_) => "store",
             Error::Fatal(_) => "fatal",
         }
     }
@@ -47,7 +51,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Config(m) | Error::Locked(m) => f.write_str(m),
+            Error::Usage(m) | Error::Config(m) | Error::Locked(m) | Error::Store(m) => {
+                f.write_str(m)
+            }
             Error::Fatal(e) => write!(f, "{e:#}"),
         }
     }

@@ -10,7 +10,9 @@
 //!   module gets only a [`os::PowerReset`] from the runner);
 //! - `control`: how an OS module talks to the computer (SSH, WinRM);
 //! - `config`: the TOML model, validation with file:line:col, the plan;
-//! - `report`, `state`: events and logs; lock and records;
+//! - `fleet`: the admin's views (status, log) over records and the store;
+//! - `report`, `state`, `coord`: events and logs; lock and records; the
+//!   site-wide lock and load-limit store;
 //! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
 //!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
 
@@ -18,10 +20,12 @@ mod attempt;
 mod cli;
 mod config;
 mod control;
+mod coord;
 mod duration;
 mod encoding;
 mod error;
 mod exec;
+mod fleet;
 mod os;
 mod outcome;
 mod probe;
@@ -75,7 +79,8 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
         Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
         Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
-        Command::Completions(_) => (None, None),
+        Command::Log(a) => (Some(&a.computer), None),
+        Command::Status(_) | Command::SetupDb | Command::Completions(_) => (None, None),
     };
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
@@ -102,6 +107,17 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
     let (target, job) = match &cli.command {
         Command::Completions(a) => return completions(a),
         Command::Check(a) => return check(cli, &load(cli)?, a),
+        Command::Status(a) => {
+            let loaded = load(cli)?;
+            let dir = state_dir(cli, &loaded);
+            return fleet::status(&loaded, &dir, &a.computers, cli.json);
+        }
+        Command::Log(a) => {
+            let loaded = load(cli)?;
+            let dir = state_dir(cli, &loaded);
+            return fleet::log(&dir, a, cli.json);
+        }
+        Command::SetupDb => return setup_db(&load(cli)?),
         Command::Provision(a) => (
             (&a.computer, &a.image, &a.reservation),
             Job::Provision(a.attempts),
@@ -197,6 +213,37 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
+fn setup_db(loaded: &Loaded) -> Result<i32, Error> {
+    let Some(s) = &loaded.config.coordination else {
+        return Err(Error::Usage(format!(
+            "{} has no [coordination] table: setup-db needs url = \"postgresql://USER@HOST/DB\"",
+            loaded.path.display()
+        )));
+    };
+    let (place, v) = coord::store::setup(s).map_err(|e| Error::Store(format!("{e:#}")))?;
+    report::stdout_line(&format!("{place}: schema version {v} ready"));
+    Ok(0)
+}
+
+/// The command as the store and the event log name it.
+fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String {
+    let mut s = match job {
+        Job::Provision(n) => format!(
+            "provision --image {image}{}",
+            n.map(|n| format!(" --attempts {n}")).unwrap_or_default()
+        ),
+        Job::Single(p, k, of) => format!(
+            "{} --image {image} --attempt {k}{}",
+            p.name(),
+            of.map(|n| format!(" --of {n}")).unwrap_or_default()
+        ),
+    };
+    if let Some(r) = reservation {
+        s.push_str(&format!(" --reservation {r}"));
+    }
+    s
+}
+
 fn run(
     cli: &Cli,
     loaded: &Loaded,
@@ -206,11 +253,18 @@ fn run(
     job: Job,
 ) -> Result<i32, Error> {
     let dir = state_dir(cli, loaded);
-    let plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
+    let mut plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
     let provisioner = provisioner(loaded, &plan)?;
     let os = os::build(&plan);
     let state = state::StateDir::open(&dir)?;
-    let _lock = state.lock(&plan.computer.name)?;
+    let command = describe_job(&job, &plan.image.name, &reservation);
+    let (_hold, slots) = coord::hold(
+        loaded.config.coordination.as_ref(),
+        &state,
+        &plan.computer.name,
+        &command,
+    )?;
+    plan.slots = slots;
     let report = report::Reporter::new(
         &plan.computer.name,
         &plan.image.name,
@@ -227,6 +281,7 @@ fn run(
     if let Err(e) = report.log_to(&log) {
         report.warn(&format!("cannot open the event log {}: {e}", log.display()));
     }
+    report.start(&command);
     let (name, of) = match job {
         Job::Provision(n) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),

@@ -16,6 +16,9 @@ pub const EXIT_FATAL: i32 = 1;
 pub const EXIT_USAGE: i32 = 64;
 /// Exit code (EX_CANTCREAT): the computer is locked by another reimage run.
 pub const EXIT_LOCKED: i32 = 73;
+/// Exit code (EX_UNAVAILABLE): the coordination store could not be used,
+/// or was lost mid-run (the run stopped its child).
+pub const EXIT_STORE: i32 = 69;
 /// Exit code (EX_TEMPFAIL): load the image again.
 pub const EXIT_RETRY: i32 = 75;
 /// Exit code (EX_CONFIG): the configuration file is wrong.

@@ -30,6 +30,9 @@ pub enum Mode {
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
+    /// A run starts (written to the event log only; `reimage log` splits
+    /// runs here).
+    Start,
     /// An attempt starts.
     Attempt,
     /// A phase starts.
@@ -263,6 +266,15 @@ impl Reporter {
             (Mode::Tty, Some(bar)) => bar.println(text),
             _ => eprintln!("{} {text}", e.time),
         }
+    }
+
+    /// A run of `command` starts: marks where its events begin in the event
+    /// log (`reimage log` splits runs there). Not shown on a terminal.
+    pub fn start(&self, command: &str) {
+        let mut i = self.lock();
+        let mut e = self.base(&i, EventKind::Start);
+        e.message = Some(format!("{command} (pid {})", std::process::id()));
+        self.emit(&mut i, e, false);
     }
 
     /// Attempt `k` of `n` starts.

@@ -6,11 +6,12 @@
 //! before the run writes its first event, so no reimage process is writing
 //! it: the kept runs are copied to a temporary file that is renamed over the
 //! log (`state::write_atomic`), which a reader sees either before or after,
-//! never half. A run ends with its `run` event; lines after the last one
-//! belong to a run that was killed before it could write it, and count as a
-//! run of their own. Lines that are not whole JSON (a line cut short by a
-//! crash or a full disk) are dropped, so the next run's first line does not
-//! join a broken one.
+//! never half. Runs are split as `reimage log` splits them: a run begins
+//! at its `start` event (or after the previous run's `run` event) and ends
+//! with its `run` event, so a run killed before its end counts as one run.
+//! Lines that are not whole JSON (a line cut short by a crash or a full
+//! disk) are dropped, so the next run's first line does not join a broken
+//! one.
 //!
 //! Done in reimage rather than by logrotate: "the last N runs" needs to
 //! know where a run ends, and logrotate's `copytruncate` loses the lines
@@ -56,6 +57,7 @@ pub struct Trimmed {
 }
 
 /// One finished run: its lines, as byte ranges of the log.
+#[derive(Default)]
 struct Run {
     lines: Vec<(u64, usize)>,
     bytes: u64,
@@ -77,10 +79,7 @@ pub fn trim(path: &Path, keep: Retention) -> Result<Trimmed> {
     };
     let mut reader = BufReader::new(file);
     let mut runs: Vec<Run> = Vec::new();
-    let mut current = Run {
-        lines: Vec::new(),
-        bytes: 0,
-    };
+    let mut current = Run::default();
     let mut trimmed = Trimmed::default();
     let mut offset = 0u64;
     let mut line = Vec::new();
@@ -102,16 +101,15 @@ pub fn trim(path: &Path, keep: Retention) -> Result<Trimmed> {
             trimmed.broken_lines += 1;
             continue;
         };
+        // A run begins at its `start` event and ends with its `run` event,
+        // as `reimage log` splits them.
+        if k.kind == Some("start") && !current.lines.is_empty() {
+            runs.push(std::mem::take(&mut current));
+        }
         current.lines.push((start, n));
         current.bytes += n as u64;
         if k.kind == Some("run") {
-            runs.push(std::mem::replace(
-                &mut current,
-                Run {
-                    lines: Vec::new(),
-                    bytes: 0,
-                },
-            ));
+            runs.push(std::mem::take(&mut current));
         }
     }
     if !current.lines.is_empty() {
@@ -223,6 +221,24 @@ mod tests {
         );
         let expect = format!("{}{{\"kind\":\"attempt\"}}\n", run(2));
         assert_eq!(std::fs::read_to_string(&p).expect("log"), expect);
+    }
+
+    #[test]
+    fn a_run_begins_at_its_start_event() {
+        // Run 2 was killed after its attempt event: no `run` event.
+        let started = |n: u32| format!("{{\"kind\":\"start\",\"n\":{n}}}\n{}", run(n));
+        let text = format!(
+            "{}{{\"kind\":\"start\",\"n\":2}}\n{{\"kind\":\"attempt\",\"n\":2}}\n{}",
+            started(1),
+            started(3)
+        );
+        let p = log("start", &text);
+        let keep = Retention {
+            keep_runs: 2,
+            max_bytes: 1 << 20,
+        };
+        assert_eq!(trim(&p, keep).expect("trim").runs, 2);
+        assert_eq!(std::fs::read_to_string(&p).expect("log"), started(3));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::os::{OsModule, PowerReset};
 pub use crate::outcome::Phase;
-use crate::outcome::{EXIT_DONE, EXIT_FATAL, Outcome};
+use crate::outcome::{EXIT_DONE, EXIT_FATAL, EXIT_STORE, Outcome};
 use crate::provision::Provisioner;
 use crate::report::{Reporter, rfc3339};
 use crate::signal;
@@ -130,9 +130,17 @@ impl Runner<'_> {
     }
 
     /// Ends the run: the record, the final event, the exit code. An
-    /// interrupt wins over whatever the module said.
+    /// interrupt (or a lost coordination store) wins over whatever the
+    /// module said.
     fn end(&mut self, code: i32, message: &str) -> i32 {
         let (code, message) = match signal::caught() {
+            Some(signal::STORE_LOST) => {
+                self.record.result = RunResult::Interrupted;
+                (
+                    EXIT_STORE,
+                    signal::Interrupted(signal::STORE_LOST).to_string(),
+                )
+            }
             Some(sig) => {
                 self.record.result = RunResult::Interrupted;
                 (128 + sig, signal::Interrupted(sig).to_string())

@@ -31,6 +31,43 @@ impl Secret {
         Ok(Secret(line.to_string()))
     }
 
+    /// A fresh random password of `len` (at least 4) characters from the
+    /// kernel's random source: letters and digits, at least one upper-case
+    /// letter, one lower-case letter and one digit (Windows' complexity rule
+    /// wants three of four classes), and nothing a command line, cmd.exe or
+    /// VBScript would read as syntax.
+    pub fn random(len: usize) -> anyhow::Result<Secret> {
+        use std::io::Read;
+        const SETS: [&[u8]; 3] = [
+            b"ABCDEFGHJKLMNPQRSTUVWXYZ",
+            b"abcdefghijkmnopqrstuvwxyz",
+            b"23456789",
+        ];
+        let all: Vec<u8> = SETS.concat();
+        let len = len.max(4);
+        let mut f = std::fs::File::open("/dev/urandom")
+            .map_err(|e| anyhow::anyhow!("cannot open /dev/urandom: {e}"))?;
+        loop {
+            let mut out = Vec::with_capacity(len);
+            let mut buf = [0u8; 64];
+            while out.len() < len {
+                f.read_exact(&mut buf)
+                    .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom: {e}"))?;
+                // Rejection sampling keeps every character equally likely.
+                let limit = 256 - 256 % all.len();
+                out.extend(
+                    buf.iter()
+                        .filter(|b| (**b as usize) < limit)
+                        .map(|b| all[*b as usize % all.len()])
+                        .take(len - out.len()),
+                );
+            }
+            if SETS.iter().all(|set| out.iter().any(|c| set.contains(c))) {
+                return Ok(Secret(String::from_utf8_lossy(&out).into_owned()));
+            }
+        }
+    }
+
     /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -61,6 +98,21 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "<redacted>");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn random_passwords_differ_and_keep_the_rules() {
+        let a = Secret::random(16).expect("random");
+        let b = Secret::random(16).expect("random");
+        assert_ne!(a, b);
+        for s in [&a, &b] {
+            let v = s.expose();
+            assert_eq!(v.len(), 16);
+            assert!(v.chars().any(|c| c.is_ascii_uppercase()), "{v}");
+            assert!(v.chars().any(|c| c.is_ascii_lowercase()), "{v}");
+            assert!(v.chars().any(|c| c.is_ascii_digit()), "{v}");
+            assert!(v.chars().all(|c| c.is_ascii_alphanumeric()), "{v}");
+        }
     }
 
     #[test]

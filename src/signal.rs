@@ -2,14 +2,32 @@
 //! command can stop, save its state and release the lock.
 //!
 //! A signal handler can only set a flag, so this is the one piece of
-//! process-wide state reimage has; everything else is passed down.
+//! process-wide state reimage has; everything else is passed down. The
+//! coordination store's lease keeper raises the same flag when the store is
+//! lost ([`STORE_LOST`]), so a lost store stops the run the way SIGTERM does.
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// The number of the signal that arrived last; 0 for none.
 static CAUGHT: LazyLock<Arc<AtomicUsize>> = LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
+/// Why the coordination store counts as lost.
+static LOST: Mutex<String> = Mutex::new(String::new());
+/// [`CAUGHT`]'s value for a lost store: no signal has this number.
+const LOST_FLAG: usize = usize::MAX;
+
+/// Not a signal: what [`caught`] says when the coordination store was lost.
+pub const STORE_LOST: i32 = -1;
+
+/// Stops the run because the coordination store was lost; `why` is the
+/// message the run ends with. A signal that came first wins.
+pub fn stop_store_lost(why: String) {
+    if let Ok(mut l) = LOST.lock() {
+        *l = why;
+    }
+    let _ = CAUGHT.compare_exchange(0, LOST_FLAG, Ordering::SeqCst, Ordering::SeqCst);
+}
 
 /// Installs the handlers for SIGINT and SIGTERM: each stores its number in
 /// [`CAUGHT`] (signal-hook's handler does only that atomic store).
@@ -26,6 +44,7 @@ pub fn install() {
 pub fn caught() -> Option<i32> {
     match CAUGHT.load(Ordering::SeqCst) {
         0 => None,
+        LOST_FLAG => Some(STORE_LOST),
         s => i32::try_from(s).ok(),
     }
 }
@@ -37,6 +56,10 @@ pub struct Interrupted(pub i32);
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == STORE_LOST {
+            let why = LOST.lock().map(|l| l.clone()).unwrap_or_default();
+            return f.write_str(&why);
+        }
         let name = match self.0 {
             SIGINT => "SIGINT",
             SIGTERM => "SIGTERM",

@@ -8,6 +8,7 @@ use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -337,10 +338,7 @@ impl StateDir {
                 let file = files.swap_remove(i);
                 let _ = file.set_len(0);
                 let _ = (&file).write_all(std::process::id().to_string().as_bytes());
-                return Ok(Some(Slot {
-                    _file: file,
-                    index: i as u32,
-                }));
+                return Ok(Some(Slot { file }));
             }
             crate::signal::check()?;
             if start.elapsed() >= wait {
@@ -356,9 +354,47 @@ impl StateDir {
 /// A held semaphore slot; freed when dropped or when the process dies.
 #[derive(Debug)]
 pub struct Slot {
-    _file: File,
-    /// Which slot.
-    pub index: u32,
+    file: File,
+}
+
+impl Slot {
+    /// Writes what the slot is held for (e.g. a node name) next to the
+    /// holder's pid, for [`StateDir::slot_labels`].
+    pub fn label(&self, text: &str) {
+        let _ = self.file.set_len(0);
+        let line = format!("{} {text}", std::process::id());
+        let _ = self.file.write_all_at(line.as_bytes(), 0);
+    }
+}
+
+impl StateDir {
+    /// The labels of the slots of semaphore `name` that are held now (by
+    /// any process, this one included). A slot is held while its file is
+    /// locked; a free slot's stale label is not returned.
+    pub fn slot_labels(&self, name: &str) -> Vec<String> {
+        let dir = self.root.join("slots").join(name);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut labels = Vec::new();
+        for e in entries.flatten() {
+            let Ok(file) = File::open(e.path()) else {
+                continue;
+            };
+            if file.try_lock_shared().is_ok() {
+                // Free: nobody holds it (the lock goes with the file).
+                continue;
+            }
+            let mut text = String::new();
+            if (&file).read_to_string(&mut text).is_ok()
+                && let Some((_, label)) = text.trim().split_once(' ')
+            {
+                labels.push(label.to_string());
+            }
+        }
+        labels.sort();
+        labels
+    }
 }
 
 /// Writes `data` to `path` atomically: a temp file in the same directory
@@ -366,6 +402,17 @@ pub struct Slot {
 /// sees the old or the new file, never half of one; a failed write leaves
 /// no temp file behind.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o666)
+}
+
+/// [`write_atomic`] for a secret: the file is created with mode 0600, so
+/// no other user can read it at any moment.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o600)
+}
+
+fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -374,8 +421,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> Result<()> {
-        let mut f =
-            File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
@@ -449,5 +501,22 @@ mod tests {
                 .expect("ok")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn held_slots_show_their_labels_and_free_ones_do_not() {
+        let d = tmp("slot-labels");
+        let s = StateDir::new(&d);
+        assert!(s.slot_labels("y").is_empty());
+        let a = s.acquire_slot("y", 3, Duration::ZERO, |_| {}).expect("ok");
+        let b = s.acquire_slot("y", 3, Duration::ZERO, |_| {}).expect("ok");
+        let (a, b) = (a.expect("slot a"), b.expect("slot b"));
+        a.label("node7");
+        b.label("node8");
+        assert_eq!(s.slot_labels("y"), vec!["node7", "node8"]);
+        drop(a);
+        assert_eq!(s.slot_labels("y"), vec!["node8"]);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

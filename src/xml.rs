@@ -47,18 +47,6 @@ pub fn child<'a, 'i, 'n, 'm>(
         .find(|c| c.is_element() && c.has_tag_name(name))
 }
 
-/// The child elements of `node` with that name, in document order.
-// Unused by WinRM; here for the vSphere SOAP client (lists of objects).
-#[allow(dead_code)]
-pub fn children<'a, 'i, 'n, 'm>(
-    node: Node<'a, 'i>,
-    name: impl Into<ExpandedName<'n, 'm>>,
-) -> impl Iterator<Item = Node<'a, 'i>> {
-    let name = name.into();
-    node.children()
-        .filter(move |c| c.is_element() && c.has_tag_name(name))
-}
-
 /// The elements below `node` (not `node` itself) with that name, at any
 /// depth, in document order.
 pub fn descendants<'a, 'i, 'n, 'm>(
@@ -215,9 +203,6 @@ mod tests {
             Some("plain")
         );
         assert!(path(env, &["Body", "Missing"]).is_none());
-        let shell = path(env, &["Body", "Shell"]).expect("shell");
-        let names: Vec<_> = children(shell, "ShellId").map(text).collect();
-        assert_eq!(names, ["plain", "w"]);
         let empty = descendant(env, "Empty").expect("empty");
         assert_eq!(
             (empty.attribute("a"), text(empty).as_str()),

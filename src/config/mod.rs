@@ -9,7 +9,9 @@ mod plan;
 mod step;
 
 pub use model::*;
-pub use plan::{ChannelSettings, ComputerPlan, Plan, ProvisionerRef, resolve};
+pub use plan::{
+    Activation, ChannelSettings, ComputerPlan, Plan, ProvisionerRef, password_file_name, resolve,
+};
 pub use step::{Probe, Step, StepLimits, Wait};
 
 use std::path::{Path, PathBuf};

@@ -35,6 +35,8 @@ pub struct Config {
     /// `[computers.NAME]`.
     #[serde(default)]
     pub computers: BTreeMap<String, ComputerConfig>,
+    /// `[coordination]`: the site-wide lock and load-limit store.
+    pub coordination: Option<crate::coord::Settings>,
     /// `[logs]`: how much of each computer's event log is kept.
     #[serde(default)]
     pub logs: LogsConfig,
@@ -96,6 +98,26 @@ pub struct ComputerConfig {
     pub port: Option<u16>,
     /// MAC address, for provisioners that define the machine.
     pub mac: Option<String>,
+    /// First boot renews the DHCP lease of every interface (Windows:
+    /// `ipconfig /renew`).
+    #[serde(default)]
+    pub renew_dhcp: bool,
+    /// First boot gives this interface a static address and default
+    /// gateway (Windows: `netsh interface ip set address`).
+    pub static_address: Option<StaticAddress>,
+}
+
+/// `static_address = { interface = "Public", address = "192.0.2.7/24", gateway = "192.0.2.1" }`.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAddress {
+    /// The interface's name on the computer (not the one reimage talks
+    /// over: its address would change under the channel).
+    pub interface: String,
+    /// IPv4 address with prefix length.
+    pub address: String,
+    /// Default gateway.
+    pub gateway: Option<String>,
 }
 
 /// `[images.NAME]`: what gets loaded and which OS profile brings it up.
@@ -243,8 +265,22 @@ pub struct OsConfig {
     pub ca_file: Option<PathBuf>,
     /// Skip TLS verification for WinRM (explicit, warned).
     pub insecure: Option<bool>,
-    /// File with the Administrator password to set (windows first boot).
+    /// File with the Administrator password to set (windows first boot)
+    /// instead of a fresh random one.
     pub admin_password_file: Option<PathBuf>,
+    /// Set a fresh random password for Administrator (windows) or root
+    /// (linux) on every load (default true).
+    pub fresh_password: Option<bool>,
+    /// Sources (CIDRs or addresses) the first boot opens RDP/SSH and ping
+    /// to; default: the management node's own address toward the computer.
+    pub allow_from: Option<Vec<String>>,
+    /// NTP servers the first boot points the clock at and syncs from.
+    pub time_servers: Option<Vec<String>>,
+    /// Windows activation: `{ kms = "host[:port]" }` or `{ mak_file = "..." }`.
+    pub activation: Option<ActivationConfig>,
+    /// Active Directory domain to join at first boot (and leave before a
+    /// reload).
+    pub domain: Option<DomainConfig>,
     /// The wait sequence, replacing the built-in one.
     pub steps: Option<Vec<StepConfig>>,
     /// Timeouts of steps by step name, over the sequence.
@@ -259,6 +295,29 @@ pub struct OsConfig {
     /// Timeout of one first-boot command.
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub command_timeout: Option<Duration>,
+}
+
+/// `activation = { kms = "kms.example.edu:1688" }` or `{ mak_file = "..." }`.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationConfig {
+    /// KMS host, with an optional `:port`.
+    pub kms: Option<String>,
+    /// File whose first line is a MAK product key (a secret).
+    pub mak_file: Option<PathBuf>,
+}
+
+/// `domain = { name = "ad.example.edu", ou = "OU=Lab,DC=ad,DC=example,DC=edu", credentials_file = "..." }`.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// The domain's DNS name.
+    pub name: String,
+    /// Organizational unit for the computer account (distinguished name).
+    pub ou: Option<String>,
+    /// File: first line the user (`user@domain` or `DOMAIN\\user`), second
+    /// line its password.
+    pub credentials_file: PathBuf,
 }
 
 /// A duration in a map value position.
@@ -288,6 +347,9 @@ pub enum WaitKind {
     Command,
     /// The computer goes down and comes back with a new boot id.
     Reboot,
+    /// Windows says its setup is complete: Sysprep's passes are done
+    /// (windows families only).
+    SetupDone,
     /// Just wait.
     Sleep,
 }
@@ -302,13 +364,17 @@ impl WaitKind {
             WaitKind::Login => "login",
             WaitKind::Command => "command",
             WaitKind::Reboot => "reboot",
+            WaitKind::SetupDone => "setup-done",
             WaitKind::Sleep => "sleep",
         }
     }
 
     /// True for steps that need a channel other than `none`.
     pub fn needs_channel(self) -> bool {
-        matches!(self, WaitKind::Login | WaitKind::Command | WaitKind::Reboot)
+        matches!(
+            self,
+            WaitKind::Login | WaitKind::Command | WaitKind::Reboot | WaitKind::SetupDone
+        )
     }
 }
 
@@ -356,6 +422,11 @@ pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
             &["logs", "keep_runs"],
             "keep_runs must be 1 or more (the run in progress is one)",
         ));
+    }
+    if let Some(s) = &c.coordination
+        && let Err((key, msg)) = s.validate()
+    {
+        return Err(l.error_at(&["coordination", key], msg));
     }
     for (name, p) in &c.provisioners {
         if !matches!(p.get("kind"), Some(toml::Value::String(_))) {
@@ -429,6 +500,36 @@ pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
                 &format!("computer `{name}`"),
             )?;
         }
+        if let Some(st) = &comp.static_address {
+            let v4 = |s: &str| s.parse::<std::net::Ipv4Addr>().is_ok();
+            let addr_ok = st
+                .address
+                .split_once('/')
+                .is_some_and(|(a, p)| v4(a) && p.parse::<u8>().is_ok_and(|n| n <= 32));
+            let why = if !addr_ok {
+                Some((
+                    "address",
+                    format!(
+                        "`{}` is not an IPv4 address with a prefix length (like 192.0.2.7/24)",
+                        st.address
+                    ),
+                ))
+            } else if st.gateway.as_deref().is_some_and(|g| !v4(g)) {
+                Some(("gateway", "the gateway is not an IPv4 address".to_string()))
+            } else if st.interface.is_empty()
+                || st.interface.contains(['"', '%', '&', '|', '<', '>', '^'])
+            {
+                Some((
+                    "interface",
+                    "the interface name is empty or holds quotes, %, &, |, <, > or ^".to_string(),
+                ))
+            } else {
+                None
+            };
+            if let Some((k, why)) = why {
+                return Err(l.error_at(&["computers", name, "static_address", k], why));
+            }
+        }
     }
     Ok(())
 }
@@ -498,6 +599,105 @@ fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError>
     }
     super::plan::check_channel_keys(l, name, os)?;
     super::plan::check_steps(l, name, os)?;
+    check_first_boot_keys(l, name, os)
+}
+
+/// An address or a CIDR (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`).
+pub fn check_cidr(s: &str) -> Result<(), String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR (like 10.0.0.0/8)"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix.map(|p| p.parse::<u8>()) {
+        None => Ok(()),
+        Some(Ok(n)) if n <= max => Ok(()),
+        Some(_) => Err(format!("`{s}`: the prefix length must be 0 to {max}")),
+    }
+}
+
+/// A host name or address a first-boot command line may hold as is.
+fn plain_host(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+/// The first-boot keys: addresses parse, host names hold nothing a command
+/// line would read as syntax, and the Windows-only keys sit on a Windows
+/// profile.
+fn check_first_boot_keys(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError> {
+    let family = os.family.or_else(|| builtin::family_of(name));
+    for (i, a) in os.allow_from.iter().flatten().enumerate() {
+        if let Err(why) = check_cidr(a) {
+            return Err(l.error_at(&["os", name, "allow_from", &i.to_string()], why));
+        }
+    }
+    for (i, t) in os.time_servers.iter().flatten().enumerate() {
+        if !plain_host(t) {
+            return Err(l.error_at(
+                &["os", name, "time_servers", &i.to_string()],
+                format!("time server `{t}` is not a host name or address"),
+            ));
+        }
+    }
+    let windows = family.is_some_and(Family::is_windows);
+    for (key, set) in [
+        ("activation", os.activation.is_some()),
+        ("domain", os.domain.is_some()),
+    ] {
+        if set && !windows {
+            return Err(l.error_at(
+                &["os", name, key],
+                format!("`{key}` is a Windows first-boot action, and profile `{name}` is not a windows family"),
+            ));
+        }
+    }
+    if let Some(a) = &os.activation {
+        match (&a.kms, &a.mak_file) {
+            (Some(h), None) if plain_host(h) => {}
+            (Some(h), None) => {
+                return Err(l.error_at(
+                    &["os", name, "activation", "kms"],
+                    format!("KMS host `{h}` is not a host name or address"),
+                ));
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(l.error_at(
+                    &["os", name, "activation"],
+                    "activation needs exactly one of kms = \"HOST[:PORT]\" and mak_file = \"FILE\"",
+                ));
+            }
+        }
+        if family == Some(Family::Windows5) {
+            return Err(l.error_at(
+                &["os", name, "activation"],
+                "Windows XP/2003 has no KMS or MAK activation through slmgr: remove `activation`",
+            ));
+        }
+    }
+    if let Some(d) = &os.domain {
+        let bad = |s: &str| {
+            s.chars()
+                .any(|c| matches!(c, '"' | '\'' | '%' | '&' | '|' | '<' | '>' | '^'))
+        };
+        if !plain_host(&d.name) {
+            return Err(l.error_at(
+                &["os", name, "domain", "name"],
+                format!("domain `{}` is not a DNS name", d.name),
+            ));
+        }
+        if d.ou.as_deref().is_some_and(bad) {
+            return Err(l.error_at(
+                &["os", name, "domain", "ou"],
+                "the OU may not hold quotes, %, &, |, <, > or ^",
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use super::builtin::{
     COMMAND_TIMEOUT, CONNECT_TIMEOUT, builtin_steps, cloud_init_step, default_channel,
     default_stable_for, default_user, family_of,
 };
-use super::model::HostKeyPolicy;
-use super::model::{ChannelKind, Family, ImageConfig, OsConfig};
+use super::model::{ChannelKind, DomainConfig, Family, ImageConfig, OsConfig, StaticAddress};
+use super::model::{HostKeyPolicy, WaitKind};
 use super::step::{self, Probe, Step, Wait};
 use super::{ConfigError, Loaded};
 use crate::attempt::Attempt;
@@ -28,6 +28,10 @@ pub struct ComputerPlan {
     pub port: Option<u16>,
     /// MAC address, if configured.
     pub mac: Option<String>,
+    /// First boot renews the DHCP lease.
+    pub renew_dhcp: bool,
+    /// First boot sets this static address.
+    pub static_address: Option<StaticAddress>,
 }
 
 /// The image as the modules see it.
@@ -53,8 +57,20 @@ pub struct Profile {
     pub channel: ChannelSettings,
     /// Run first-boot configuration.
     pub first_boot: bool,
-    /// Administrator password file (windows first boot).
+    /// Administrator password file (windows first boot), instead of a
+    /// random one.
     pub admin_password_file: Option<PathBuf>,
+    /// A fresh random Administrator/root password on every load.
+    pub fresh_password: bool,
+    /// Where RDP/SSH and ping are opened to; empty: the management node's
+    /// own address toward the computer, found at run time.
+    pub allow_from: Vec<String>,
+    /// NTP servers; empty: the clock is left alone.
+    pub time_servers: Vec<String>,
+    /// Windows activation.
+    pub activation: Option<Activation>,
+    /// Active Directory domain to join.
+    pub domain: Option<DomainConfig>,
     /// The wait sequence.
     pub steps: Vec<Step>,
     /// Must keep answering this long before ready.
@@ -76,6 +92,15 @@ pub struct ProvisionerRef {
     pub kind: String,
     /// The table, without `kind`.
     pub table: toml::Table,
+}
+
+/// How Windows is activated at first boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// Against this KMS host (`host[:port]`).
+    Kms(String),
+    /// With the MAK product key in this file.
+    Mak(PathBuf),
 }
 
 /// How the OS module reaches the computer, with exactly that channel's
@@ -185,6 +210,9 @@ pub struct Plan {
     pub state_dir: PathBuf,
     /// Reservation id, when the scheduler gave one.
     pub reservation: Option<String>,
+    /// Where a provisioner takes load slots (the state directory's, or the
+    /// coordination store's once the run holds the computer there).
+    pub slots: crate::coord::Slots,
 }
 
 /// Resolves `computer` and `image` against the config. Unknown names are
@@ -276,6 +304,8 @@ pub fn resolve(
             node: comp.node.clone().unwrap_or_else(|| computer.to_string()),
             port: comp.port,
             mac: comp.mac.clone(),
+            renew_dhcp: comp.renew_dhcp,
+            static_address: comp.static_address.clone(),
         },
         image: ImagePlan {
             name: image.to_string(),
@@ -288,6 +318,7 @@ pub fn resolve(
         growth: c.timeout_growth,
         state_dir: state_dir.to_path_buf(),
         reservation,
+        slots: crate::coord::Slots::local(crate::state::StateDir::new(state_dir)),
     })
 }
 
@@ -375,6 +406,18 @@ pub fn resolve_profile(
         channel,
         first_boot: o.first_boot.unwrap_or(family != Family::Generic),
         admin_password_file: o.admin_password_file.clone(),
+        fresh_password: o.fresh_password.unwrap_or(true),
+        allow_from: o.allow_from.clone().unwrap_or_default(),
+        time_servers: o.time_servers.clone().unwrap_or_default(),
+        activation: o
+            .activation
+            .as_ref()
+            .and_then(|a| match (&a.kms, &a.mak_file) {
+                (Some(h), _) => Some(Activation::Kms(h.clone())),
+                (None, Some(f)) => Some(Activation::Mak(f.clone())),
+                (None, None) => None,
+            }),
+        domain: o.domain.clone(),
         steps,
         stable_for: o.stable_for.unwrap_or_else(|| default_stable_for(family)),
         connect_timeout: o.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
@@ -454,6 +497,17 @@ pub fn check_steps(l: &Loaded, name: &str, o: &OsConfig) -> Result<Vec<Step>, Co
         // their timeouts do.
         None => builtin_steps(family, &ImageConfig::default()),
     };
+    let setup_done = steps.iter().position(|s| s.kind() == WaitKind::SetupDone);
+    if let (false, Some(i)) = (family.is_windows(), setup_done) {
+        return Err(l.error_at(
+            &["os", name, "steps", &i.to_string(), "wait"],
+            format!(
+                "os `{name}` step {}: a `setup-done` step asks Windows; profile `{name}` is family {}",
+                i + 1,
+                family.name()
+            ),
+        ));
+    }
     let needs_channel = steps.iter().position(|s| s.kind().needs_channel());
     if let (ChannelKind::None, Some(i)) = (kind, needs_channel) {
         let msg = format!(
@@ -586,7 +640,10 @@ impl Plan {
                         Probe::Reboot {
                             trigger: Some(command),
                         } => d.push_str(&format!(" `{}`", command.join(" "))),
-                        Probe::Ping | Probe::Login | Probe::Reboot { trigger: None } => {}
+                        Probe::Ping
+                        | Probe::Login
+                        | Probe::SetupDone
+                        | Probe::Reboot { trigger: None } => {}
                     }
                     d.push_str(&format!(": timeout {}", at(limits.timeout)));
                     if let Some(stall) = limits.stall {
@@ -616,14 +673,16 @@ impl Plan {
                 "yes, when the old OS answers before the load"
             }
         ));
+        let first_boot = p.first_boot && p.channel.kind() != ChannelKind::None;
         line(format!(
             "  first boot: {}",
-            if p.first_boot && p.channel.kind() != ChannelKind::None {
-                "yes"
-            } else {
-                "no"
-            }
+            if first_boot { "yes" } else { "no" }
         ));
+        if first_boot && (p.family == Family::Linux || p.family.is_windows()) {
+            for l in self.first_boot_lines() {
+                line(format!("    {l}"));
+            }
+        }
         if !self.image.config.post_load.is_empty() {
             let scripts: Vec<String> = self
                 .image
@@ -635,6 +694,104 @@ impl Plan {
             line(format!("  post-load scripts: {}", scripts.join(", ")));
         }
         s
+    }
+}
+
+impl Plan {
+    /// What the first boot will do, one line each, as `reimage check`
+    /// shows it: lockdown, password, scrub, and the optional actions.
+    pub fn first_boot_lines(&self) -> Vec<String> {
+        let p = &self.profile;
+        let windows = p.family.is_windows();
+        let from = if p.allow_from.is_empty() && windows {
+            "the management node's own address toward the computer".to_string()
+        } else if p.allow_from.is_empty() {
+            "the management node's own address toward the computer and the address the computer sees the SSH connection come from".to_string()
+        } else {
+            p.allow_from.join(", ")
+        };
+        let mut v = Vec::new();
+        let (door, port) = if windows {
+            ("RDP", "TCP 3389")
+        } else {
+            ("SSH", "TCP 22")
+        };
+        v.push(if windows {
+            format!("lockdown: {door} ({port}) and ping open only from {from}")
+        } else {
+            format!("lockdown: {door} ({port}) open only from {from}; ping as the image has it")
+        });
+        let account = if windows { "Administrator" } else { "root" };
+        let file = self
+            .state_dir
+            .join("computers")
+            .join(&self.computer.name)
+            .join(password_file_name(p.family));
+        match (&p.admin_password_file, p.fresh_password) {
+            (Some(f), _) if windows => {
+                v.push(format!("password: {account} set from {}", f.display()))
+            }
+            (_, true) => v.push(format!(
+                "password: fresh random {account} password, written to {}",
+                file.display()
+            )),
+            (_, false) => v.push(format!("password: {account} keeps the image's")),
+        }
+        v.push(if windows {
+            "scrub: Sysprep/Panther/unattend answer files removed".to_string()
+        } else {
+            "scrub: private keys under /root/.ssh removed".to_string()
+        });
+        if windows {
+            v.push(format!(
+                "name: renamed to {}, rebooted, name checked",
+                self.computer.name
+            ));
+            v.push("power: sleep and hibernation off".to_string());
+        }
+        if !p.time_servers.is_empty() {
+            v.push(format!("time: synced from {}", p.time_servers.join(", ")));
+        }
+        match &p.activation {
+            Some(Activation::Kms(h)) => v.push(format!("activation: KMS host {h}")),
+            Some(Activation::Mak(f)) => v.push(format!("activation: MAK from {}", f.display())),
+            None => {}
+        }
+        if let Some(d) = &p.domain {
+            v.push(format!(
+                "domain: join {}{} (credentials {}); unjoin before a reload",
+                d.name,
+                d.ou.as_deref()
+                    .map(|o| format!(" in {o}"))
+                    .unwrap_or_default(),
+                d.credentials_file.display()
+            ));
+        }
+        if windows && self.computer.renew_dhcp {
+            v.push("network: DHCP lease renewed".to_string());
+        }
+        if let (true, Some(s)) = (windows, &self.computer.static_address) {
+            v.push(format!(
+                "network: {} on `{}`{}",
+                s.address,
+                s.interface,
+                s.gateway
+                    .as_deref()
+                    .map(|g| format!(", gateway {g}"))
+                    .unwrap_or_default()
+            ));
+        }
+        v
+    }
+}
+
+/// The file under STATE_DIR/computers/NAME/ that holds the password set at
+/// the last first boot.
+pub fn password_file_name(f: Family) -> &'static str {
+    if f.is_windows() {
+        "administrator-password"
+    } else {
+        "root-password"
     }
 }
 

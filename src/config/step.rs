@@ -50,6 +50,10 @@ pub enum Probe {
     /// The computer goes down and comes back with a new boot id; `trigger`,
     /// if given, is run to start the reboot.
     Reboot { trigger: Option<Vec<String>> },
+    /// Windows itself says setup is complete (ImageState, or XP's
+    /// SystemSetupInProgress and MiniSetupInProgress); logs in as needed,
+    /// a reboot in between is fine.
+    SetupDone,
 }
 
 /// The limits of a polling step at attempt 1 (each grows with the attempt).
@@ -85,6 +89,7 @@ impl Probe {
             Probe::Login => WaitKind::Login,
             Probe::Command { .. } => WaitKind::Command,
             Probe::Reboot { .. } => WaitKind::Reboot,
+            Probe::SetupDone => WaitKind::SetupDone,
         }
     }
 
@@ -136,7 +141,9 @@ pub fn resolve(s: &StepConfig) -> Result<Step, (&'static str, String)> {
     // The keys this kind takes besides wait, name and timeout.
     let takes: &[&str] = match kind {
         WaitKind::Sleep => &["duration"],
-        WaitKind::Ping | WaitKind::Login => &["stall_timeout", "reset_on_timeout"],
+        WaitKind::Ping | WaitKind::Login | WaitKind::SetupDone => {
+            &["stall_timeout", "reset_on_timeout"]
+        }
         WaitKind::Port => &["port", "stall_timeout", "reset_on_timeout"],
         WaitKind::Banner => &["port", "regex", "stall_timeout", "reset_on_timeout"],
         WaitKind::Command => &["command", "regex", "stall_timeout", "reset_on_timeout"],
@@ -179,6 +186,7 @@ pub fn resolve(s: &StepConfig) -> Result<Step, (&'static str, String)> {
             None => return Err(("wait", "a `banner` step needs regex = \"...\"".into())),
         },
         WaitKind::Login => Probe::Login,
+        WaitKind::SetupDone => Probe::SetupDone,
         WaitKind::Command => match &s.command {
             Some(c) if !c.is_empty() => Probe::Command {
                 command: c.clone(),

@@ -56,6 +56,17 @@ impl<'a> Actions<'a> {
         argv: &[String],
         on_fail: fn(anyhow::Error) -> Outcome,
     ) -> Result<CommandOutput, Outcome> {
+        self.run_classified(name, argv, move |_| on_fail)
+    }
+
+    /// Runs `argv` as action `name`; a non-zero exit fails as `classify`
+    /// says for that exit code.
+    pub fn run_classified(
+        &mut self,
+        name: &str,
+        argv: &[String],
+        classify: impl Fn(i32) -> fn(anyhow::Error) -> Outcome,
+    ) -> Result<CommandOutput, Outcome> {
         self.report.step(name, Some(self.timeout));
         let who = &self.plan.computer.name;
         let out = match self.ch.run(argv, self.timeout) {
@@ -74,7 +85,7 @@ impl<'a> Actions<'a> {
                 text.trim()
             );
             self.report.step_end(false, &m);
-            return Err(on_fail(anyhow::anyhow!(m)));
+            return Err(classify(out.status)(anyhow::anyhow!(m)));
         }
         let last = out
             .stdout

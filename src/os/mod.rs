@@ -91,6 +91,71 @@ pub fn boot_id(
     }
 }
 
+/// Where the first boot opens RDP/SSH and ping to: the profile's
+/// `allow_from`, or else the address this management node uses toward the
+/// computer (the source of its packets there, as the kernel routes them).
+pub fn allow_from(plan: &Plan) -> anyhow::Result<Vec<String>> {
+    use std::net::{ToSocketAddrs, UdpSocket};
+    if !plan.profile.allow_from.is_empty() {
+        return Ok(plan.profile.allow_from.clone());
+    }
+    let port = plan.port().unwrap_or(22);
+    let who = &plan.computer.name;
+    let target = (plan.computer.address.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("{who}: cannot resolve {}: {e}", plan.computer.address))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{who}: {} has no address", plan.computer.address))?;
+    let bind = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    // A UDP connect sends nothing: it only asks the kernel for the route.
+    let local = UdpSocket::bind(bind)
+        .and_then(|s| s.connect(target).and(s.local_addr()))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{who}: cannot tell this node's address toward {target}: {e}; set allow_from in the OS profile"
+            )
+        })?;
+    Ok(vec![local.ip().to_string()])
+}
+
+/// The password first boot sets for Administrator / root: the profile's
+/// `admin_password_file` (windows), else a fresh random one written to
+/// STATE_DIR/computers/NAME/ (mode 0600, atomically) before it is set, or
+/// `None` when the profile keeps the image's. Events name the file, never
+/// the value.
+pub fn new_password(
+    plan: &Plan,
+    state: &StateDir,
+    report: &Reporter,
+) -> Result<Option<crate::secret::Secret>, Outcome> {
+    let p = &plan.profile;
+    let who = &plan.computer.name;
+    if let (Some(f), true) = (&p.admin_password_file, p.family.is_windows()) {
+        let s = crate::secret::Secret::from_file(f, "admin_password_file")
+            .map_err(|e| Outcome::Fatal(e.context(format!("{who}: first boot"))))?;
+        report.info(&format!("new password: from {}", f.display()));
+        return Ok(Some(s));
+    }
+    if !p.fresh_password {
+        return Ok(None);
+    }
+    let s = crate::secret::Secret::random(16).map_err(Outcome::Fatal)?;
+    let file = state
+        .computer_dir(who)
+        .join(crate::config::password_file_name(p.family));
+    crate::state::write_private(&file, format!("{}\n", s.expose()).as_bytes())
+        .map_err(|e| Outcome::Fatal(e.context(format!("{who}: cannot keep the new password"))))?;
+    report.info(&format!(
+        "new password: a fresh random one, in {} (mode 0600)",
+        file.display()
+    ));
+    Ok(Some(s))
+}
+
 struct Module {
     family: Family,
 }
@@ -107,6 +172,9 @@ impl OsModule for Module {
                     .login(t)
                     .ok()
                     .and_then(|_| boot_id(ch.as_mut(), self.family, t).ok());
+                if id.is_some() && self.family.is_windows() && plan.profile.first_boot {
+                    windows::before_load(plan, ch.as_mut(), report);
+                }
                 ch.disconnect();
                 id
             }
@@ -152,15 +220,17 @@ impl OsModule for Module {
             boot_before: before,
         };
         let r = seq.run().and_then(|_| seq.check_image()).and_then(|_| {
-            if !plan.profile.first_boot {
+            if !plan.profile.first_boot || seq.channel.is_none() {
                 return Ok(());
             }
-            let Some(ch) = seq.channel.as_deref_mut() else {
-                return Ok(());
-            };
             match self.family {
-                Family::Linux => linux::first_boot(plan, attempt, ch, report),
-                f if f.is_windows() => windows::first_boot(plan, attempt, ch, report),
+                Family::Linux => {
+                    let Some(ch) = seq.channel.as_deref_mut() else {
+                        return Ok(());
+                    };
+                    linux::first_boot(plan, attempt, ch, state, report)
+                }
+                f if f.is_windows() => windows::first_boot(plan, attempt, &mut seq, state, report),
                 _ => Ok(()),
             }
         });

@@ -29,17 +29,34 @@ pub struct Sequence<'a> {
     pub boot_before: Option<String>,
 }
 
-fn channel_poll(e: ChannelError) -> Poll {
-    if e.is_fatal() {
-        Poll::Fatal(e.into_inner())
-    } else {
-        Poll::NotYet(format!("{}: {e}", e.class()))
+/// What a failed channel call means for a wait. Over WinRM a rejected
+/// login is "not yet" (`auth_waits`): while Sysprep runs, Administrator is
+/// disabled or still has the image's password until the oobeSystem pass.
+/// The step decides at its timeout (see [`AUTH`]).
+fn channel_poll(e: ChannelError, auth_waits: bool) -> Poll {
+    match e {
+        ChannelError::Auth(e) if auth_waits => Poll::NotYet(format!("{AUTH}{e:#}")),
+        e if e.is_fatal() => Poll::Fatal(e.into_inner()),
+        e => Poll::NotYet(format!("{}: {e}", e.class())),
     }
 }
+
+/// How a wait's status starts when the login was rejected: a step that
+/// times out on it is fatal (the credentials are wrong, or the account
+/// never came up), not a retry.
+const AUTH: &str = "auth: ";
 
 impl Sequence<'_> {
     fn who(&self) -> String {
         self.plan.computer.name.clone()
+    }
+
+    /// A rejected login is "not yet" over WinRM (see [`channel_poll`]).
+    fn auth_waits(&self) -> bool {
+        matches!(
+            self.plan.profile.channel,
+            crate::config::ChannelSettings::Winrm(_)
+        )
     }
 
     /// Runs the steps, then the stability window; starts over (skipping
@@ -73,15 +90,17 @@ impl Sequence<'_> {
     }
 
     fn step(&mut self, s: &Step) -> Result<(), Outcome> {
-        let (w, timeout) = match &s.wait {
+        let started = Instant::now();
+        let (w, timeout, reset) = match &s.wait {
             // A sleep is a wait the OS needs, not a timeout: it does not grow.
             Wait::Sleep(d) => {
                 self.report.step(&s.name, Some(*d));
-                (wait::sleep(self.report, *d), *d)
+                (wait::sleep(self.report, *d), *d, None)
             }
             Wait::Poll(probe, limits) => {
                 let timeout = self.attempt.scale(limits.timeout);
-                (self.poll_step(&s.name, probe, limits, timeout), timeout)
+                let (w, reset) = self.poll_step(&s.name, probe, limits, timeout);
+                (w, timeout, reset)
             }
         };
         let what = format!("{} step `{}`", self.who(), s.name);
@@ -97,29 +116,78 @@ impl Sequence<'_> {
                 self.report.step_end(false, &m);
                 Err(Outcome::Fatal(e.context(what)))
             }
+            Waited::TimedOut(last) | Waited::Stalled(last, _) if last.starts_with(AUTH) => {
+                let m = format!(
+                    "{what}: authentication kept failing for {}, check the login user and password_file: {}",
+                    duration::fmt(timeout),
+                    &last[AUTH.len()..]
+                );
+                self.report.step_end(false, &m);
+                Err(Outcome::Fatal(anyhow::anyhow!(m)))
+            }
             other => {
-                let m = wait::describe(&other, &what, timeout);
+                // The numbers are the real ones: after a power reset the
+                // wait lasted both waits and the reset.
+                let m = match reset {
+                    Some((first, extra)) => format!(
+                        "{} (reset power after {}, then waited {} more)",
+                        wait::describe(&other, &what, started.elapsed()),
+                        duration::fmt(first),
+                        duration::fmt(extra)
+                    ),
+                    None => wait::describe(&other, &what, timeout),
+                };
                 self.report.step_end(false, &m);
                 Err(Outcome::Retry(anyhow::anyhow!(m)))
             }
         }
     }
 
+    /// Reboots the computer with `trigger` as step `name` and waits up to
+    /// `timeout` for it to come back with a new boot id (logged in again).
+    pub fn reboot(
+        &mut self,
+        name: &str,
+        trigger: Vec<String>,
+        timeout: Duration,
+    ) -> Result<(), Outcome> {
+        let step = Step {
+            name: name.to_string(),
+            wait: Wait::Poll(
+                Probe::Reboot {
+                    trigger: Some(trigger),
+                },
+                StepLimits::timeout(timeout),
+            ),
+        };
+        // `step` grows the timeout for the attempt: the caller's is final.
+        let saved = self.attempt;
+        self.attempt = Attempt::new(1, 1, 1.0);
+        let r = self.step(&step);
+        self.attempt = saved;
+        r
+    }
+
     /// Polls `probe` within `limits` grown for the attempt (`timeout`);
     /// on a timeout, resets power and waits longer when the step says so.
+    /// After a reset, also the first wait and the second one.
     fn poll_step(
         &mut self,
         name: &str,
         probe: &Probe,
         limits: &StepLimits,
         timeout: Duration,
-    ) -> Waited {
+    ) -> (Waited, Option<(Duration, Duration)>) {
         let stall = limits.stall.map(|d| self.attempt.scale(d));
         self.report.step(name, Some(timeout));
         let w = self.wait_for(probe, Limits { timeout, stall });
-        let (Waited::TimedOut(_), Some(extra)) = (&w, limits.reset_on_timeout) else {
-            return w;
+        let (Waited::TimedOut(last), Some(extra)) = (&w, limits.reset_on_timeout) else {
+            return (w, None);
         };
+        if last.starts_with(AUTH) {
+            // It answers and refuses us: a power reset cannot help.
+            return (w, None);
+        }
         match self.power.power_reset(self.report) {
             Some(Outcome::Done) => {
                 let extra = self.attempt.scale(extra);
@@ -132,25 +200,26 @@ impl Sequence<'_> {
                 );
                 self.report
                     .step(&format!("{name}-after-reset"), Some(extra));
-                self.wait_for(
+                let w = self.wait_for(
                     probe,
                     Limits {
                         timeout: extra,
                         stall,
                     },
-                )
+                );
+                (w, Some((timeout, extra)))
             }
             Some(o) => {
                 self.report.warn(&format!(
                     "power reset failed: {}",
                     o.error().map(|e| format!("{e:#}")).unwrap_or_default()
                 ));
-                w
+                (w, None)
             }
             None => {
                 self.report
                     .info("the provisioner cannot reset power: no second wait");
-                w
+                (w, None)
             }
         }
     }
@@ -173,6 +242,7 @@ impl Sequence<'_> {
             Probe::Login => self.wait_login(limits),
             Probe::Command { command, regex } => self.wait_command(command, regex.as_ref(), limits),
             Probe::Reboot { trigger } => self.wait_reboot(trigger.as_deref(), limits),
+            Probe::SetupDone => self.wait_setup_done(limits),
         }
     }
 
@@ -217,6 +287,7 @@ impl Sequence<'_> {
     // type's due, not a check anyone reaches.
     fn wait_login(&mut self, limits: Limits) -> Waited {
         let family = self.plan.profile.family;
+        let aw = self.auth_waits();
         let cmd_t = self.plan.profile.command_timeout;
         let before = self.boot_before.clone();
         let Some(ch) = self.channel.as_deref_mut() else {
@@ -226,7 +297,7 @@ impl Sequence<'_> {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             if let Err(e) = ch.login(t) {
                 ch.disconnect();
-                return channel_poll(e);
+                return channel_poll(e, aw);
             }
             let who = ch.identity().map(|i| format!(" ({i})")).unwrap_or_default();
             let Some(old) = &before else {
@@ -240,7 +311,33 @@ impl Sequence<'_> {
                     ))
                 }
                 Ok(id) => Poll::Ready(format!("logged in{who}; new boot id {id}")),
-                Err(e) => channel_poll(e),
+                Err(e) => channel_poll(e, aw),
+            }
+        })
+    }
+
+    /// Polls Windows' own setup state until it says complete; logs in as
+    /// needed (Sysprep's reboots in between drop the connection).
+    fn wait_setup_done(&mut self, limits: Limits) -> Waited {
+        let family = self.plan.profile.family;
+        let cmd_t = self.plan.profile.command_timeout;
+        let aw = self.auth_waits();
+        let cmd = super::windows::setup_state_command(family);
+        let Some(ch) = self.channel.as_deref_mut() else {
+            return Waited::Fatal(anyhow::anyhow!("a setup-done step needs a channel"));
+        };
+        wait::poll(self.report, limits, Pace::COSTLY, |left| {
+            let t = left.min(cmd_t).max(Duration::from_secs(1));
+            let out = match ch.login(t).and_then(|_| ch.run(&cmd, t)) {
+                Ok(o) => o,
+                Err(e) => {
+                    ch.disconnect();
+                    return channel_poll(e, aw);
+                }
+            };
+            match super::windows::setup_state(family, &out.stdout) {
+                Ok(m) => Poll::Ready(m),
+                Err(m) => Poll::NotYet(m),
             }
         })
     }
@@ -252,6 +349,7 @@ impl Sequence<'_> {
         limits: Limits,
     ) -> Waited {
         let cmd_t = self.plan.profile.command_timeout;
+        let aw = self.auth_waits();
         let Some(ch) = self.channel.as_deref_mut() else {
             return Waited::Fatal(anyhow::anyhow!("a command step needs a channel"));
         };
@@ -279,7 +377,7 @@ impl Sequence<'_> {
                 }
                 Err(e) => {
                     ch.disconnect();
-                    channel_poll(e)
+                    channel_poll(e, aw)
                 }
             }
         })
@@ -293,6 +391,7 @@ impl Sequence<'_> {
             .command_timeout
             .min(Duration::from_secs(30));
         let report = self.report;
+        let aw = self.auth_waits();
         let Some(ch) = self.channel.as_deref_mut() else {
             return Waited::Fatal(anyhow::anyhow!("a reboot step needs a channel"));
         };
@@ -320,11 +419,14 @@ impl Sequence<'_> {
                 }
                 (Err(e), _) => {
                     ch.disconnect();
-                    if e.is_fatal() {
-                        return Poll::Fatal(e.into_inner());
+                    match channel_poll(e, aw) {
+                        Poll::NotYet(m) if m.starts_with(AUTH) => Poll::NotYet(m),
+                        Poll::NotYet(m) => {
+                            went_down = true;
+                            Poll::NotYet(format!("down: {m}"))
+                        }
+                        other => other,
                     }
-                    went_down = true;
-                    Poll::NotYet(format!("down: {e}"))
                 }
             }
         })

@@ -1,7 +1,10 @@
 //! Windows first-boot configuration over WinRM (or SSH where the image runs
-//! an SSH server): computer name, Remote Desktop and ping firewall rules,
-//! no sleep, Sysprep answer files removed (they hold passwords), the
-//! image's scripts, then the Administrator password from a secret file.
+//! an SSH server), after Apache VCL's Windows modules (Windows.pm,
+//! Version_5.pm, Version_6.pm post_load): the computer name (reboot,
+//! check), an optional domain join (reboot, check), Remote Desktop and ping
+//! open only from the management network, no sleep, optional network,
+//! time and activation, Sysprep answer files removed (they hold passwords),
+//! the image's scripts, then a fresh Administrator password.
 //!
 //! Each family gets only commands its stock install ships; [`toolset`] is
 //! the one place that decides. Windows 5.x (XP/2003) has no PowerShell and
@@ -13,27 +16,40 @@
 use std::time::Duration;
 
 use super::actions::Actions;
+use super::sequence::Sequence;
 use crate::attempt::Attempt;
 use crate::config::{Family, Plan};
 use crate::control::{Channel, CommandOutput};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
+use crate::state::StateDir;
 
 /// Where reimage keeps its files on a Windows computer.
 pub const DIR: &str = r"C:\Windows\Temp\reimage";
 
-/// Sysprep answer files of Windows 6.x and later that may hold clear-text
-/// passwords (and an XP-era `sysprep.inf` an old image may still carry).
-pub const ANSWER_FILES: [&str; 5] = [
-    r"C:\Windows\Panther\unattend.xml",
-    r"C:\Windows\Panther\Unattend\unattend.xml",
-    r"C:\Windows\System32\sysprep\unattend.xml",
-    r"C:\Windows\System32\sysprep\Panther\unattend.xml",
-    r"C:\sysprep\sysprep.inf",
+/// Answer files and Sysprep logs of Windows 6.x and later that may hold
+/// clear-text passwords, as cmd.exe wildcards: what VCL's Version_6.pm
+/// sanitize_files cleans (everything under System32\sysprep and
+/// %SystemRoot%\Panther), by the names Windows Setup reads and writes
+/// answer files under (Microsoft, "Windows Setup Automation Overview":
+/// Panther\unattend.xml, Panther\Unattend\, sysprep\unattend.xml;
+/// Panther\UnattendGC holds the oobeSystem pass's copy and logs), and an
+/// XP-era C:\sysprep\*.inf an old image may still carry.
+pub const ANSWER_FILES: [&str; 8] = [
+    r"C:\Windows\Panther\unattend*.xml",
+    r"C:\Windows\Panther\Unattend\*",
+    r"C:\Windows\Panther\UnattendGC\*",
+    r"C:\Windows\System32\sysprep\*.xml",
+    r"C:\Windows\System32\sysprep\*.inf",
+    r"C:\Windows\System32\sysprep\Panther\unattend*.xml",
+    r"C:\Windows\System32\sysprep\Panther\UnattendGC\*",
+    r"C:\sysprep\*.inf",
 ];
 
-/// Sysprep and unattended-setup answer files of Windows 5.x (XP/2003).
-pub const ANSWER_FILES_5: [&str; 2] = [r"C:\sysprep\sysprep.inf", r"C:\sysprep\unattend.txt"];
+/// Sysprep and unattended-setup answer files of Windows 5.x (XP/2003):
+/// VCL's Version_5.pm sanitize_files cleans %SystemDrive%\Sysprep
+/// (sysprep.inf, unattend.txt and their kin).
+pub const ANSWER_FILES_5: [&str; 2] = [r"C:\sysprep\*.inf", r"C:\sysprep\*.txt"];
 
 /// What a family's stock install ships, as far as the first-boot commands
 /// care: the one place where the Windows families differ.
@@ -141,6 +157,66 @@ pub fn boot_id_from(f: Family, stdout: &str) -> Option<String> {
     })
 }
 
+/// The registry key whose `ImageState` says how far Windows setup is, on
+/// Vista and later (Microsoft, "Windows Setup States": IMAGE_STATE_COMPLETE
+/// once the specialize and oobeSystem passes are done; VCL's Version_6.pm
+/// writes that value before Sysprep, too).
+const SETUP_STATE_KEY: &str = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State";
+
+/// XP/2003's setup key: `SystemSetupInProgress` and `MiniSetupInProgress`
+/// are 1 while (mini-)setup runs and 0 (or gone) once it is done.
+const SETUP_KEY_5: &str = r"HKLM\SYSTEM\Setup";
+
+/// The command that prints Windows' setup state: reg.exe, which every
+/// family ships (no PowerShell needed).
+pub fn setup_state_command(f: Family) -> Vec<String> {
+    if f == Family::Windows5 {
+        argv(&["reg", "query", SETUP_KEY_5])
+    } else {
+        argv(&["reg", "query", SETUP_STATE_KEY, "/v", "ImageState"])
+    }
+}
+
+/// The value of `name` in reg.exe's query output (`    NAME    TYPE    DATA`).
+fn reg_value<'a>(out: &'a str, name: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next()?.eq_ignore_ascii_case(name) && w.next()?.starts_with("REG_"))
+            .then(|| w.next().unwrap_or(""))
+    })
+}
+
+/// Ok (what it says) when the output of [`setup_state_command`] says setup
+/// is complete; Err (what it says) when not yet.
+pub fn setup_state(f: Family, stdout: &str) -> Result<String, String> {
+    if f == Family::Windows5 {
+        let flag = |n: &str| match reg_value(stdout, n) {
+            None => Ok(0),
+            Some(v) => u32::from_str_radix(v.trim_start_matches("0x"), 16).map_err(|_| v),
+        };
+        return match (flag("SystemSetupInProgress"), flag("MiniSetupInProgress")) {
+            (Ok(0), Ok(0)) if reg_value(stdout, "SystemSetupInProgress").is_some() => {
+                Ok("setup complete (SystemSetupInProgress and MiniSetupInProgress are 0)".into())
+            }
+            (Ok(s), Ok(m)) if reg_value(stdout, "SystemSetupInProgress").is_some() => Err(format!(
+                "setup running (SystemSetupInProgress {s}, MiniSetupInProgress {m})"
+            )),
+            _ => Err(format!(
+                "no SystemSetupInProgress in: {}",
+                crate::exec::excerpt(stdout, 3)
+            )),
+        };
+    }
+    match reg_value(stdout, "ImageState") {
+        Some("IMAGE_STATE_COMPLETE") => Ok("ImageState IMAGE_STATE_COMPLETE".into()),
+        Some(s) => Err(format!("ImageState {s}")),
+        None => Err(format!(
+            "no ImageState in: {}",
+            crate::exec::excerpt(stdout, 3)
+        )),
+    }
+}
+
 /// How one first-boot action runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Act {
@@ -153,6 +229,9 @@ pub enum Act {
     /// Remove these files with cmd.exe, each checked gone afterwards (`del`
     /// exits 0 when it fails, too).
     RemoveFiles(&'static [&'static str]),
+    /// XP/2003's sleep settings: read the current scheme's name from
+    /// `powercfg /query`, then change each setting of that scheme.
+    XpPower,
     /// Cannot be done: the reason.
     Refuse(String),
 }
@@ -163,15 +242,59 @@ fn cmd_safe_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-/// The actions for one family, as (name, how, fatal-on-failure).
-pub fn actions(f: Family, computer: &str) -> Vec<(&'static str, Act, bool)> {
-    let t = toolset(f);
-    let mut v = Vec::new();
-    // Renaming is idempotent: only when the name differs (the rename takes
-    // effect at the next boot, which the user's first logon may bring).
-    let rename = if t.powershell {
+/// What the first boot does beyond the family's defaults: the plan's
+/// settings, with `allow_from` resolved (never empty).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Sources RDP and ping are opened to.
+    pub allow_from: Vec<String>,
+    /// NTP servers (empty: the clock is left alone).
+    pub time_servers: Vec<String>,
+    /// KMS host to activate against.
+    pub kms: Option<String>,
+    /// `ipconfig /renew`.
+    pub renew_dhcp: bool,
+    /// (interface, address, mask, gateway).
+    pub static_address: Option<(String, String, String, Option<String>)>,
+}
+
+impl Settings {
+    /// The settings of `plan`, RDP and ping opened to `allow_from`.
+    pub fn of(plan: &Plan, allow_from: Vec<String>) -> Settings {
+        let p = &plan.profile;
+        Settings {
+            allow_from,
+            time_servers: p.time_servers.clone(),
+            kms: match &p.activation {
+                Some(crate::config::Activation::Kms(h)) => Some(h.clone()),
+                _ => None,
+            },
+            renew_dhcp: plan.computer.renew_dhcp,
+            static_address: plan.computer.static_address.as_ref().map(|s| {
+                let (addr, prefix) = s.address.split_once('/').unwrap_or((&s.address, "32"));
+                let bits: u32 = prefix.parse().unwrap_or(32).min(32);
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                (
+                    s.interface.clone(),
+                    addr.to_string(),
+                    std::net::Ipv4Addr::from(mask).to_string(),
+                    s.gateway.clone(),
+                )
+            }),
+        }
+    }
+}
+
+/// The rename action of family `f`: renames only when the name differs,
+/// and says whether it did (the new name takes effect at the next boot).
+pub fn rename_action(f: Family, computer: &str) -> Act {
+    if toolset(f).powershell {
         Act::Run(ps(&format!(
-            "if ($env:COMPUTERNAME -ne '{n}') {{ Rename-Computer -NewName '{n}' -Force -ErrorAction Stop }}; 'computer name {n}'",
+            "if ($env:COMPUTERNAME -ne '{n}') {{ Rename-Computer -NewName '{n}' -Force -ErrorAction Stop; '{RENAMED}' }} else {{ 'computer name {n}' }}",
             n = computer.replace('\'', "''")
         )))
     } else if cmd_safe_name(computer) {
@@ -202,8 +325,123 @@ pub fn actions(f: Family, computer: &str) -> Vec<(&'static str, Act, bool)> {
             "computer name `{computer}` cannot be set through cmd.exe and wmic: \
              use letters, digits and hyphens, or set first_boot = false"
         ))
-    };
-    v.push(("set-computer-name", rename, true));
+    }
+}
+
+/// What the PowerShell rename prints when it renamed.
+const RENAMED: &str = "renamed: takes effect at the next boot";
+
+/// The reboot command: VCL's Windows.pm `reboot` runs shutdown.exe /r /t 0
+/// /f (XP's shutdown.exe takes the same switches).
+pub fn reboot_command() -> Vec<String> {
+    argv(&["shutdown", "/r", "/t", "0", "/f"])
+}
+
+/// How long a first-boot reboot may take at attempt 1: VCL's Windows.pm
+/// `reboot` waits 300 s.
+pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `netsh advfirewall` (Vista and later): delete every inbound rule for
+/// `filter` (by protocol and port, never by the localized display or group
+/// names), then add one rule named `name` that allows it from `from` only.
+/// VCL's Version_6.pm firewall_enable_rdp/ping do the same delete-then-add.
+fn advfirewall(name: &str, filter: &[&str], from: &[String]) -> Vec<String> {
+    let mut v = argv(&[
+        "cmd",
+        "/c",
+        "netsh",
+        "advfirewall",
+        "firewall",
+        "delete",
+        "rule",
+        "name=all",
+        "dir=in",
+    ]);
+    v.extend(filter.iter().map(|s| s.to_string()));
+    // No rule to delete is an error exit; `&` goes on regardless, and the
+    // add's exit is the line's.
+    v.extend(argv(&[
+        ">nul",
+        "2>&1",
+        "&",
+        "netsh",
+        "advfirewall",
+        "firewall",
+        "add",
+        "rule",
+    ]));
+    v.push(format!("name=\"{name}\""));
+    v.extend(argv(&["dir=in", "action=allow", "enable=yes"]));
+    v.extend(filter.iter().map(|s| s.to_string()));
+    v.push(format!("remoteip={}", from.join(",")));
+    v
+}
+
+/// The powercfg settings that put a computer to sleep: all of them go to 0
+/// (VCL's Version_6.pm / Version_5.pm disable_sleep).
+pub const POWER_SETTINGS: [&str; 8] = [
+    "monitor-timeout-ac",
+    "monitor-timeout-dc",
+    "disk-timeout-ac",
+    "disk-timeout-dc",
+    "standby-timeout-ac",
+    "standby-timeout-dc",
+    "hibernate-timeout-ac",
+    "hibernate-timeout-dc",
+];
+
+/// `cmd /c powercfg /change S 0 && ...` for every setting; on XP/2003
+/// (`scheme` given) the scheme-name form `powercfg /change "NAME" /S 0`.
+pub fn power_command(scheme: Option<&str>) -> Vec<String> {
+    let mut v = argv(&["cmd", "/c"]);
+    for (i, s) in POWER_SETTINGS.iter().enumerate() {
+        if i > 0 {
+            v.push("&&".into());
+        }
+        v.extend(argv(&["powercfg", "/change"]));
+        match scheme {
+            Some(n) => {
+                v.push(format!("\"{n}\""));
+                v.push(format!("/{s}"));
+            }
+            None => v.push(s.to_string()),
+        }
+        v.push("0".into());
+    }
+    v
+}
+
+/// The power scheme's name in XP's `powercfg /query` output (the `Name`
+/// line; VCL's Version_5.pm disable_sleep reads it the same way).
+pub fn xp_scheme_name(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("Name")?;
+        let n = rest.trim();
+        (!n.is_empty() && !n.contains('"') && rest.starts_with(char::is_whitespace))
+            .then(|| n.to_string())
+    })
+}
+
+/// slmgr.vbs through cscript (every activation-capable Windows ships both;
+/// VCL's Version_6.pm runs `cscript.exe //NoLogo slmgr.vbs -skms/-ato`).
+fn slmgr(args: &[&str]) -> Vec<String> {
+    let mut v = argv(&[
+        "cmd",
+        "/c",
+        "cscript",
+        "//nologo",
+        r"%SystemRoot%\System32\slmgr.vbs",
+    ]);
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+/// The actions for one family, as (name, how, what a failure means), after the
+/// rename: Remote Desktop and the lockdown, power, network, time,
+/// activation, and the scrub of answer files.
+pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, OnFail)> {
+    let t = toolset(f);
+    let mut v = Vec::new();
     v.push((
         "enable-rdp",
         Act::Run(argv(&[
@@ -220,9 +458,12 @@ pub fn actions(f: Family, computer: &str) -> Vec<(&'static str, Act, bool)> {
             "0",
             "/f",
         ])),
-        true,
+        OnFail::Fatal,
     ));
     if t.legacy_firewall {
+        // XP/2003: the service's exception by its type keyword (not a
+        // localized name), with a custom scope (VCL's Windows.pm sets
+        // `scope = CUSTOM addresses = ...` on its port openings).
         v.push((
             "firewall-rdp",
             Act::Run(argv(&[
@@ -232,9 +473,13 @@ pub fn actions(f: Family, computer: &str) -> Vec<(&'static str, Act, bool)> {
                 "service",
                 "type=remotedesktop",
                 "mode=enable",
+                "scope=custom",
+                &format!("addresses={}", s.allow_from.join(",")),
             ])),
-            true,
+            OnFail::Fatal,
         ));
+        // `netsh firewall set icmpsetting` has no scope on XP/2003: echo is
+        // allowed from every source there (in the man page).
         v.push((
             "firewall-ping",
             Act::Run(argv(&[
@@ -245,81 +490,92 @@ pub fn actions(f: Family, computer: &str) -> Vec<(&'static str, Act, bool)> {
                 "type=8",
                 "mode=enable",
             ])),
-            true,
+            OnFail::Fatal,
         ));
     } else {
         v.push((
             "firewall-rdp",
-            Act::Run(argv(&[
-                "netsh",
-                "advfirewall",
-                "firewall",
-                "set",
-                "rule",
-                r#"group="remote desktop""#,
-                "new",
-                "enable=yes",
-            ])),
-            true,
+            Act::Run(advfirewall(
+                "reimage RDP",
+                &["protocol=TCP", "localport=3389"],
+                &s.allow_from,
+            )),
+            OnFail::Fatal,
         ));
-        // Delete, then add: running twice leaves one rule. Through cmd.exe,
-        // not PowerShell: cmd.exe (WinRM's shell) would take a `|` in a
-        // PowerShell line as its own pipe, and PowerShell would split the
-        // `icmpv4:8,any` argument at the comma. The delete fails when there
-        // is no rule yet; `&` goes on regardless.
         v.push((
             "firewall-ping",
-            Act::Run(argv(&[
-                "cmd",
-                "/c",
-                "netsh",
-                "advfirewall",
-                "firewall",
-                "delete",
-                "rule",
-                r#"name="reimage ICMPv4 echo""#,
-                ">nul",
-                "&",
-                "netsh",
-                "advfirewall",
-                "firewall",
-                "add",
-                "rule",
-                r#"name="reimage ICMPv4 echo""#,
-                "protocol=icmpv4:8,any",
-                "dir=in",
-                "action=allow",
-            ])),
-            true,
+            Act::Run(advfirewall(
+                "reimage ICMPv4 echo",
+                &["protocol=icmpv4:8,any"],
+                &s.allow_from,
+            )),
+            OnFail::Fatal,
         ));
     }
-    // XP/2003's powercfg (SP2) changes the current scheme with slashed
-    // settings; Vista and later take them bare.
-    let standby = if t.xp_powercfg {
-        "/standby-timeout-ac"
-    } else {
-        "standby-timeout-ac"
-    };
     v.push((
         "disable-sleep",
-        Act::Run(argv(&["powercfg", "/change", standby, "0"])),
-        false,
+        if t.xp_powercfg {
+            Act::XpPower
+        } else {
+            Act::Run(power_command(None))
+        },
+        OnFail::GoOn,
     ));
     v.push((
         "disable-hibernate",
         Act::Run(argv(&["powercfg", "/hibernate", "off"])),
-        false,
+        OnFail::GoOn,
     ));
-    let remove = if t.powershell {
-        let files: Vec<String> = t.answer_files.iter().map(|f| format!("'{f}'")).collect();
-        Act::Run(ps(&format!(
-            "foreach ($f in @({})) {{ if (Test-Path $f) {{ Remove-Item -Force $f; 'removed ' + $f }} }}; 'answer files gone'",
-            files.join(",")
-        )))
-    } else {
-        Act::RemoveFiles(t.answer_files)
-    };
-    v.push(("remove-answer-files", remove, true));
+    if s.renew_dhcp {
+        v.push((
+            "renew-dhcp",
+            Act::Run(argv(&["ipconfig", "/renew"])),
+            OnFail::GoOn,
+        ));
+    }
+    if let Some((iface, addr, mask, gw)) = &s.static_address {
+        // The positional form XP through 11 all take (VCL's Windows.pm
+        // set_static_public_address uses netsh interface ip set address).
+        let mut cmd = argv(&["netsh", "interface", "ip", "set", "address"]);
+        cmd.push(format!("name=\"{iface}\""));
+        cmd.extend(argv(&["static", addr, mask]));
+        if let Some(g) = gw {
+            cmd.extend(argv(&[g, "1"]));
+        }
+        v.push(("static-address", Act::Run(cmd), OnFail::Fatal));
+    }
+    if !s.time_servers.is_empty() {
+        // VCL's Windows.pm configure_time_synchronization: the service must
+        // run before /config (net start exits 2 when it already does: `&`
+        // goes on), then /resync. Microsoft's w32tm reference:
+        // /manualpeerlist takes a space-separated list, /update makes the
+        // service read it.
+        let mut cmd = argv(&[
+            "cmd", "/c", "net", "start", "w32time", ">nul", "2>&1", "&", "w32tm", "/config",
+        ]);
+        cmd.push(format!("/manualpeerlist:\"{}\"", s.time_servers.join(" ")));
+        cmd.extend(argv(&["/syncfromflags:manual", "/update"]));
+        v.push(("time-servers", Act::Run(cmd), OnFail::Fatal));
+        // A server that does not answer may answer after a reload on
+        // another network path: retry, never "going on" with a wrong clock.
+        v.push((
+            "time-sync",
+            Act::Run(argv(&["w32tm", "/resync", "/rediscover"])),
+            OnFail::Retry,
+        ));
+    }
+    if let Some(kms) = &s.kms {
+        v.push((
+            "activation-kms",
+            Act::Run(slmgr(&["/skms", kms])),
+            OnFail::Fatal,
+        ));
+    }
+    v.push((
+        "remove-answer-files",
+        Act::RemoveFiles(t.answer_files),
+        OnFail::Fatal,
+    ));
     v
 }
 
@@ -459,13 +715,14 @@ fn exec(a: &mut Actions, name: &str, cmd: &[String]) -> Result<CommandOutput, Ou
     Ok(out)
 }
 
-/// Runs an action that is more than one plain command, as one step.
+/// Runs an action as one step; Ok(true) when it changed something that
+/// takes effect at the next boot (a rename).
 fn run_act(
     a: &mut Actions,
     name: &str,
     act: &Act,
     on_fail: fn(anyhow::Error) -> Outcome,
-) -> Result<(), Outcome> {
+) -> Result<bool, Outcome> {
     let who = a.plan.computer.name.clone();
     let failed = |a: &mut Actions, why: String| {
         let m = format!("{who}: first-boot action `{name}`: {why}");
@@ -473,7 +730,34 @@ fn run_act(
         Err(on_fail(anyhow::anyhow!(m)))
     };
     match act {
-        Act::Run(cmd) => a.run(name, cmd, on_fail).map(|_| ()),
+        Act::Run(cmd) => a
+            .run(name, cmd, on_fail)
+            .map(|o| o.stdout.contains(RENAMED)),
+        Act::XpPower => {
+            a.report.step(name, Some(a.timeout));
+            let q = exec(a, name, &argv(&["powercfg", "/query"]))?;
+            let Some(scheme) = xp_scheme_name(&q.stdout).filter(|_| q.status == 0) else {
+                let text = format!("{}{}", q.stdout.trim(), q.stderr.trim());
+                return failed(
+                    a,
+                    format!(
+                        "no power scheme name in `powercfg /query`: {}",
+                        crate::exec::excerpt(&text, 5)
+                    ),
+                );
+            };
+            let out = exec(a, name, &power_command(Some(&scheme)))?;
+            if out.status != 0 {
+                let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
+                return failed(
+                    a,
+                    format!("exited {}: {}", out.status, crate::exec::excerpt(&text, 5)),
+                );
+            }
+            a.report
+                .step_end(true, &format!("sleep off in power scheme `{scheme}`"));
+            Ok(false)
+        }
         Act::Refuse(why) => {
             a.report.step(name, Some(a.timeout));
             failed(a, why.clone())
@@ -491,7 +775,7 @@ fn run_act(
             match wmi_result(&out) {
                 Ok(m) => {
                     a.report.step_end(true, &m);
-                    Ok(())
+                    Ok(m.contains("ReturnValue = 0"))
                 }
                 Err(why) => failed(a, why),
             }
@@ -519,43 +803,287 @@ fn run_act(
                 format!("answer files gone (removed {})", removed.join(", "))
             };
             a.report.step_end(true, &m);
-            Ok(())
+            Ok(false)
         }
     }
 }
 
-/// Runs the Windows first-boot configuration.
+/// What a failed action means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFail {
+    /// Stop; a reload cannot help.
+    Fatal,
+    /// Stop; a reload (or a later attempt) may help.
+    Retry,
+    /// Warn and go on: not needed for the computer to be used.
+    GoOn,
+}
+
+/// The VBScript that joins the domain with the credentials in the file
+/// named by its first argument (user on line 1, password on line 2) and
+/// deletes the file first thing: Win32_ComputerSystem.JoinDomainOrWorkgroup
+/// with NETSETUP_JOIN_DOMAIN | NETSETUP_ACCT_CREATE (1 + 2, as VCL's
+/// Windows.pm ad_join_wmic). WMI and Windows Script Host ship with XP and
+/// later; the password never reaches a command line. Exits with the
+/// method's return value (2691, already joined, counts as done).
+pub fn domain_script() -> String {
+    [
+        "' reimage: joins the Active Directory domain named by the second",
+        "' argument (OU: the third, may be empty) with the credentials in the",
+        "' file named by the first (user, then password), deleting that file.",
+        "Option Explicit",
+        "Dim fso, f, user, pw, cs, rc, ou",
+        "If WScript.Arguments.Count < 2 Then",
+        "  WScript.StdErr.WriteLine \"usage: cscript //nologo domain.vbs CREDENTIALS-FILE DOMAIN [OU]\"",
+        "  WScript.Quit 2",
+        "End If",
+        "Set fso = CreateObject(\"Scripting.FileSystemObject\")",
+        "On Error Resume Next",
+        "Set f = fso.OpenTextFile(WScript.Arguments(0), 1)",
+        "user = f.ReadLine",
+        "pw = f.ReadLine",
+        "f.Close",
+        "fso.DeleteFile WScript.Arguments(0), True",
+        "If Err.Number <> 0 Then",
+        "  WScript.StdErr.WriteLine \"cannot read the credentials file: \" & Err.Description",
+        "  WScript.Quit 1",
+        "End If",
+        "On Error GoTo 0",
+        "ou = Null",
+        "If WScript.Arguments.Count > 2 Then ou = WScript.Arguments(2)",
+        "rc = 1",
+        "For Each cs In GetObject(\"winmgmts:{impersonationLevel=impersonate}!\\\\.\\root\\cimv2\").InstancesOf(\"Win32_ComputerSystem\")",
+        "  rc = cs.JoinDomainOrWorkgroup(WScript.Arguments(1), pw, user, ou, 3)",
+        "Next",
+        "If rc = 2691 Then rc = 0",
+        "If rc <> 0 Then WScript.StdErr.WriteLine \"JoinDomainOrWorkgroup returned \" & rc",
+        "If rc = 0 Then WScript.Echo \"joined \" & WScript.Arguments(1) & \": takes effect at the next boot\"",
+        "WScript.Quit rc",
+        "",
+    ]
+    .join("\r\n")
+}
+
+/// The VBScript that installs the MAK product key in the file named by its
+/// argument (deleted first thing) through
+/// SoftwareLicensingService.InstallProductKey, what `slmgr /ipk` calls,
+/// without the key on a command line.
+pub fn mak_script() -> String {
+    [
+        "' reimage: installs the product key in the file named by the first",
+        "' argument, deleting that file.",
+        "Option Explicit",
+        "Dim fso, f, key, svc",
+        "Set fso = CreateObject(\"Scripting.FileSystemObject\")",
+        "On Error Resume Next",
+        "Set f = fso.OpenTextFile(WScript.Arguments(0), 1)",
+        "key = Trim(f.ReadLine)",
+        "f.Close",
+        "fso.DeleteFile WScript.Arguments(0), True",
+        "If Err.Number <> 0 Then",
+        "  WScript.StdErr.WriteLine \"cannot read the key file: \" & Err.Description",
+        "  WScript.Quit 1",
+        "End If",
+        "For Each svc In GetObject(\"winmgmts:\\\\.\\root\\cimv2\").InstancesOf(\"SoftwareLicensingService\")",
+        "  svc.InstallProductKey key",
+        "  If Err.Number = 0 Then svc.RefreshLicenseStatus",
+        "Next",
+        "If Err.Number <> 0 Then",
+        "  WScript.StdErr.WriteLine \"InstallProductKey failed: 0x\" & Hex(Err.Number) & \" \" & Err.Description",
+        "  WScript.Quit 1",
+        "End If",
+        "WScript.Echo \"product key installed\"",
+        "",
+    ]
+    .join("\r\n")
+}
+
+/// `wmic computersystem get domain,partofdomain /value`: VCL's Windows.pm
+/// ad_get_current_domain.
+pub fn domain_query() -> Vec<String> {
+    wmic(&["computersystem", "get", "domain,partofdomain", "/value"])
+}
+
+/// The domain the computer is a member of, from [`domain_query`]'s
+/// output; `None` in a workgroup.
+pub fn joined_domain(stdout: &str) -> Option<String> {
+    let text: String = stdout.chars().filter(|c| *c != '\0').collect();
+    let val = |k: &str| {
+        text.lines().find_map(|l| {
+            let (a, b) = l.trim().split_once('=')?;
+            a.trim()
+                .eq_ignore_ascii_case(k)
+                .then(|| b.trim().to_string())
+        })
+    };
+    match val("PartOfDomain") {
+        Some(p) if p.eq_ignore_ascii_case("TRUE") => val("Domain"),
+        _ => None,
+    }
+}
+
+/// Leaves the domain without credentials (FUnjoinOptions=0, as VCL's
+/// Windows.pm ad_unjoin): the computer is about to be reloaded, only its
+/// membership must not linger.
+pub fn unjoin_command() -> Vec<String> {
+    wmic(&[
+        "computersystem",
+        "where",
+        r#"name="%COMPUTERNAME%""#,
+        "call",
+        "unjoindomainorworkgroup",
+        "funjoinoptions=0",
+    ])
+}
+
+fn outcome(f: OnFail) -> fn(anyhow::Error) -> Outcome {
+    match f {
+        OnFail::Fatal => Outcome::Fatal,
+        _ => Outcome::Retry,
+    }
+}
+
+/// Runs the Windows first-boot configuration: rename (reboot, check),
+/// domain (reboot, check), Remote Desktop and the lockdown, power, network,
+/// time, activation, the scrub, the image's scripts, and the password last.
 pub fn first_boot(
     plan: &Plan,
     attempt: Attempt,
-    ch: &mut dyn Channel,
+    seq: &mut Sequence,
+    state: &StateDir,
     report: &Reporter,
 ) -> Result<(), Outcome> {
     let family = plan.profile.family;
+    let who = plan.computer.name.clone();
+    let allow_from = super::allow_from(plan).map_err(Outcome::Fatal)?;
+    let settings = Settings::of(plan, allow_from);
+    let reboot_t = attempt.scale(REBOOT_TIMEOUT);
+    let Some(ch) = seq.channel.as_deref_mut() else {
+        return Ok(());
+    };
     let mut a = Actions::new(plan, attempt, ch, report);
     a.run(
         "mkdir-state",
         &argv(&["cmd", "/c", &format!("if not exist {DIR} mkdir {DIR}")]),
         Outcome::Retry,
     )?;
-    for (name, act, fatal) in actions(family, &plan.computer.name) {
-        let r = run_act(
-            &mut a,
-            name,
-            &act,
-            if fatal {
-                Outcome::Fatal
-            } else {
-                Outcome::Retry
-            },
-        );
-        match r {
-            Ok(()) => {}
-            Err(Outcome::Retry(e)) if !fatal => {
+    // Item: the name. The rename takes effect at the next boot only: reboot
+    // now and check, as VCL's Windows.pm post_load does after renaming.
+    let renamed = run_act(
+        &mut a,
+        "set-computer-name",
+        &rename_action(family, &who),
+        Outcome::Fatal,
+    )?;
+    if renamed {
+        seq.reboot("rename-reboot", reboot_command(), reboot_t)?;
+    }
+    let Some(ch) = seq.channel.as_deref_mut() else {
+        return Ok(());
+    };
+    let mut a = Actions::new(plan, attempt, ch, report);
+    let out = a.run("check-computer-name", &argv(&["hostname"]), Outcome::Retry)?;
+    let name = out.stdout.trim().to_string();
+    // NetBIOS names are upper case and at most 15 characters.
+    let want: String = who.chars().take(15).collect();
+    if !name.eq_ignore_ascii_case(&want) {
+        return Err(Outcome::Fatal(anyhow::anyhow!(
+            "{who}: the computer is still named `{name}` after the rename and a reboot"
+        )));
+    }
+    if let Some(d) = plan.profile.domain.clone() {
+        let out = a.run("check-domain", &domain_query(), Outcome::Retry)?;
+        if joined_domain(&out.stdout).is_some_and(|j| j.eq_ignore_ascii_case(&d.name)) {
+            report.info(&format!("already a member of {}", d.name));
+        } else {
+            let creds = std::fs::read_to_string(&d.credentials_file).map_err(|e| {
+                Outcome::Fatal(anyhow::anyhow!(
+                    "{who}: cannot read domain credentials_file {}: {e}",
+                    d.credentials_file.display()
+                ))
+            })?;
+            let mut lines = creds.lines().map(|l| l.trim_end_matches('\r'));
+            let (user, pw) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+            if user.is_empty() || pw.is_empty() {
+                return Err(Outcome::Fatal(anyhow::anyhow!(
+                    "domain credentials_file {} needs the user on its first line and the password on its second",
+                    d.credentials_file.display()
+                )));
+            }
+            let script = format!(r"{DIR}\domain.vbs");
+            let file = format!(r"{DIR}\domain-credentials.txt");
+            a.upload(
+                "upload-domain-script",
+                domain_script().as_bytes(),
+                &script,
+                0o600,
+            )?;
+            a.upload(
+                "upload-domain-credentials",
+                format!("{user}\r\n{pw}\r\n").as_bytes(),
+                &file,
+                0o600,
+            )?;
+            let mut cmd = argv(&["cscript", "//nologo", &script, &file, &d.name]);
+            if let Some(ou) = &d.ou {
+                cmd.push(format!("\"{ou}\""));
+            }
+            // A domain controller that does not answer may answer on the
+            // next attempt; bad credentials or OU will not: the script's
+            // exit is the method's code, named in the message.
+            let r = a.run("join-domain", &cmd, Outcome::Retry);
+            if r.is_err() {
+                let _ = a.ch.run(&del_command(&file), a.timeout);
+            }
+            r?;
+            seq.reboot("domain-reboot", reboot_command(), reboot_t)?;
+            let Some(ch) = seq.channel.as_deref_mut() else {
+                return Ok(());
+            };
+            a = Actions::new(plan, attempt, ch, report);
+            let out = a.run("check-domain", &domain_query(), Outcome::Retry)?;
+            match joined_domain(&out.stdout) {
+                Some(j) if j.eq_ignore_ascii_case(&d.name) => {}
+                other => {
+                    return Err(Outcome::Retry(anyhow::anyhow!(
+                        "{who}: joined {} but after the reboot the computer is in {}",
+                        d.name,
+                        other.unwrap_or_else(|| "a workgroup".into())
+                    )));
+                }
+            }
+        }
+    }
+    for (name, act, on_fail) in actions(family, &settings) {
+        match run_act(&mut a, name, &act, outcome(on_fail)) {
+            Ok(_) => {}
+            Err(Outcome::Retry(e)) if on_fail == OnFail::GoOn => {
                 report.warn(&format!("{e:#} (not needed for use: going on)"))
             }
             Err(o) => return Err(o),
         }
+    }
+    if let Some(act) = &plan.profile.activation {
+        if let crate::config::Activation::Mak(f) = act {
+            let key = crate::secret::Secret::from_file(f, "activation mak_file")
+                .map_err(Outcome::Fatal)?;
+            let script = format!(r"{DIR}\mak.vbs");
+            let file = format!(r"{DIR}\mak.txt");
+            a.upload("upload-mak-script", mak_script().as_bytes(), &script, 0o600)?;
+            a.upload("upload-mak", key.expose().as_bytes(), &file, 0o600)?;
+            let r = a.run(
+                "install-mak",
+                &argv(&["cscript", "//nologo", &script, &file]),
+                Outcome::Fatal,
+            );
+            if r.is_err() {
+                let _ = a.ch.run(&del_command(&file), a.timeout);
+            }
+            r?;
+        }
+        // /ato asks the KMS host (or Microsoft, for a MAK): one that does
+        // not answer now may answer on a later attempt.
+        a.run("activate", &slmgr(&["/ato"]), Outcome::Retry)?;
     }
     // The image's scripts run before the Administrator password changes:
     // when the channel logs in as Administrator, the new password ends it.
@@ -574,45 +1102,67 @@ pub fn first_boot(
             argv(&["cmd", "/c", p])
         }
     })?;
-    if let Some(pf) = &plan.profile.admin_password_file {
-        let secret = std::fs::read_to_string(pf).map_err(|e| {
-            Outcome::Fatal(anyhow::anyhow!(
-                "{}: cannot read admin_password_file {}: {e}",
-                plan.computer.name,
-                pf.display()
-            ))
-        })?;
-        let pw = secret.lines().next().unwrap_or("").trim_end_matches('\r');
-        if pw.is_empty() {
-            return Err(Outcome::Fatal(anyhow::anyhow!(
-                "admin_password_file {} is empty",
-                pf.display()
-            )));
-        }
-        let script = format!(r"{DIR}\set-password.vbs");
-        if !toolset(family).powershell {
-            a.upload(
-                "upload-password-script",
-                password_script("Administrator").as_bytes(),
-                &script,
-                0o600,
-            )?;
-        }
-        let remote = format!(r"{DIR}\admin-password.txt");
-        a.upload("upload-admin-password", pw.as_bytes(), &remote, 0o600)?;
-        let r = a.run(
-            "set-admin-password",
-            &password_command(family, "Administrator", &remote, &script),
-            Outcome::Fatal,
-        );
-        if r.is_err() {
-            // The command deletes the file first thing; should it not have
-            // run at all, no password stays behind on the computer.
-            let _ = a.ch.run(&del_command(&remote), a.timeout);
-        }
-        r?;
+    let Some(pw) = super::new_password(plan, state, report)? else {
+        return Ok(());
+    };
+    let script = format!(r"{DIR}\set-password.vbs");
+    if !toolset(family).powershell {
+        a.upload(
+            "upload-password-script",
+            password_script("Administrator").as_bytes(),
+            &script,
+            0o600,
+        )?;
     }
+    let remote = format!(r"{DIR}\admin-password.txt");
+    a.upload(
+        "upload-admin-password",
+        pw.expose().as_bytes(),
+        &remote,
+        0o600,
+    )?;
+    let r = a.run(
+        "set-admin-password",
+        &password_command(family, "Administrator", &remote, &script),
+        Outcome::Fatal,
+    );
+    if r.is_err() {
+        // The command deletes the file first thing; should it not have
+        // run at all, no password stays behind on the computer.
+        let _ = a.ch.run(&del_command(&remote), a.timeout);
+    }
+    r?;
     Ok(())
+}
+
+/// Before a reload: when the profile joins a domain and the old OS is a
+/// member, leave the domain so no stale membership lingers (VCL's
+/// Windows.pm pre_reload). Best effort: a computer that does not answer is
+/// reloaded anyway.
+pub fn before_load(plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
+    let Some(d) = &plan.profile.domain else {
+        return;
+    };
+    let t = plan.profile.command_timeout;
+    report.step("unjoin-domain", Some(t));
+    let joined = match ch.run(&domain_query(), t) {
+        Ok(o) => joined_domain(&o.stdout),
+        Err(e) => {
+            report.step_end(false, &format!("cannot ask the old OS: {e}"));
+            return;
+        }
+    };
+    let Some(j) = joined else {
+        report.step_end(true, "not a domain member");
+        return;
+    };
+    match ch.run(&unjoin_command(), t) {
+        Ok(o) => match wmi_result(&o) {
+            Ok(_) => report.step_end(true, &format!("left {j} (configured: {})", d.name)),
+            Err(why) => report.step_end(false, &format!("could not leave {j}: {why}")),
+        },
+        Err(e) => report.step_end(false, &format!("could not leave {j}: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -649,14 +1199,140 @@ mod tests {
         );
     }
 
+    fn settings() -> Settings {
+        Settings {
+            allow_from: vec!["10.1.0.0/16".into(), "192.0.2.5".into()],
+            time_servers: vec!["ntp1.example.edu".into(), "ntp2.example.edu".into()],
+            kms: Some("kms.example.edu:1688".into()),
+            renew_dhcp: true,
+            static_address: Some((
+                "Public".into(),
+                "192.0.2.7".into(),
+                "255.255.255.0".into(),
+                Some("192.0.2.1".into()),
+            )),
+        }
+    }
+
+    fn line(f: Family, name: &str) -> String {
+        match actions(f, &settings())
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+        {
+            Some((_, Act::Run(v), _)) => v.join(" "),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lockdown_is_by_port_and_protocol_from_the_allowed_sources() {
+        let rdp = line(Family::Windows10, "firewall-rdp");
+        assert_eq!(
+            rdp,
+            r#"cmd /c netsh advfirewall firewall delete rule name=all dir=in protocol=TCP localport=3389 >nul 2>&1 & netsh advfirewall firewall add rule name="reimage RDP" dir=in action=allow enable=yes protocol=TCP localport=3389 remoteip=10.1.0.0/16,192.0.2.5"#
+        );
+        assert!(!rdp.to_lowercase().contains("group="), "{rdp}");
+        let ping = line(Family::Windows6, "firewall-ping");
+        assert!(
+            ping.contains("delete rule name=all dir=in protocol=icmpv4:8,any"),
+            "{ping}"
+        );
+        assert!(
+            ping.ends_with("protocol=icmpv4:8,any remoteip=10.1.0.0/16,192.0.2.5"),
+            "{ping}"
+        );
+        assert_eq!(
+            line(Family::Windows5, "firewall-rdp"),
+            "netsh firewall set service type=remotedesktop mode=enable scope=custom addresses=10.1.0.0/16,192.0.2.5"
+        );
+    }
+
+    #[test]
+    fn first_boot_command_lines() {
+        assert_eq!(
+            line(Family::Windows6, "time-servers"),
+            r#"cmd /c net start w32time >nul 2>&1 & w32tm /config /manualpeerlist:"ntp1.example.edu ntp2.example.edu" /syncfromflags:manual /update"#
+        );
+        assert_eq!(
+            line(Family::Windows6, "time-sync"),
+            "w32tm /resync /rediscover"
+        );
+        assert_eq!(
+            line(Family::Windows10, "activation-kms"),
+            r"cmd /c cscript //nologo %SystemRoot%\System32\slmgr.vbs /skms kms.example.edu:1688"
+        );
+        assert_eq!(line(Family::Windows6, "renew-dhcp"), "ipconfig /renew");
+        assert_eq!(
+            line(Family::Windows6, "static-address"),
+            r#"netsh interface ip set address name="Public" static 192.0.2.7 255.255.255.0 192.0.2.1 1"#
+        );
+        let sleep = line(Family::Windows6, "disable-sleep");
+        for s in POWER_SETTINGS {
+            assert!(
+                sleep.contains(&format!("powercfg /change {s} 0")),
+                "{sleep}"
+            );
+        }
+        assert!(matches!(
+            actions(Family::Windows5, &settings())
+                .into_iter()
+                .find(|(n, _, _)| *n == "disable-sleep"),
+            Some((_, Act::XpPower, OnFail::GoOn))
+        ));
+        assert_eq!(
+            power_command(Some("Home/Office Desk"))[2..6].join(" "),
+            r#"powercfg /change "Home/Office Desk" /monitor-timeout-ac"#
+        );
+        let q = "Field Description          Value\r\n-----------------          -----\r\nName                       Home/Office Desk\r\nNumerical ID               0\r\n";
+        assert_eq!(xp_scheme_name(q).as_deref(), Some("Home/Office Desk"));
+        assert_eq!(xp_scheme_name("Numerical ID 0\r\n"), None);
+    }
+
+    #[test]
+    fn setup_state_is_read_from_reg_output() {
+        let done = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Setup\\State\r\n    ImageState    REG_SZ    IMAGE_STATE_COMPLETE\r\n\r\n";
+        assert!(setup_state(Family::Windows6, done).is_ok());
+        let running = done.replace("IMAGE_STATE_COMPLETE", "IMAGE_STATE_UNDEPLOYABLE");
+        assert_eq!(
+            setup_state(Family::Windows10, &running).unwrap_err(),
+            "ImageState IMAGE_STATE_UNDEPLOYABLE"
+        );
+        assert!(setup_state(Family::Windows6, "ERROR: not found").is_err());
+        let xp = "\r\nHKEY_LOCAL_MACHINE\\SYSTEM\\Setup\r\n    SetupType    REG_DWORD    0x0\r\n    SystemSetupInProgress    REG_DWORD    0x1\r\n    MiniSetupInProgress    REG_DWORD    0x1\r\n";
+        assert!(setup_state(Family::Windows5, xp).is_err());
+        let xp_done = xp.replace("0x1", "0x0");
+        assert!(setup_state(Family::Windows5, &xp_done).is_ok());
+        // MiniSetupInProgress gone once mini-setup is over: done.
+        let xp_gone = "    SystemSetupInProgress    REG_DWORD    0x0\r\n";
+        assert!(setup_state(Family::Windows5, xp_gone).is_ok());
+        assert!(setup_state(Family::Windows5, "").is_err());
+    }
+
+    #[test]
+    fn domain_membership_from_wmic() {
+        let joined = "\r\r\nDomain=ad.example.edu\r\r\nPartOfDomain=TRUE\r\r\n";
+        assert_eq!(joined_domain(joined).as_deref(), Some("ad.example.edu"));
+        assert_eq!(
+            joined_domain("Domain=WORKGROUP\r\nPartOfDomain=FALSE\r\n"),
+            None
+        );
+        let s = domain_script();
+        assert!(s.contains("JoinDomainOrWorkgroup(WScript.Arguments(1), pw, user, ou, 3)"));
+        assert!(s.contains("fso.DeleteFile WScript.Arguments(0), True"));
+    }
+
     #[test]
     fn families_use_what_they_ship() {
         for f in [Family::Windows5, Family::Windows6] {
-            let all: Vec<String> = actions(f, "lab-pc-07")
+            let all: Vec<String> = actions(f, &settings())
                 .into_iter()
                 .flat_map(|(_, act, _)| match act {
                     Act::Run(v) | Act::WmiCall(v) => v,
                     _ => vec![],
+                })
+                .chain(match rename_action(f, "lab-pc-07") {
+                    Act::WmiCall(v) => v,
+                    other => panic!("{other:?}"),
                 })
                 .chain(boot_id_command(f))
                 .chain(password_command(f, "Administrator", "F", "S.vbs"))
@@ -668,17 +1344,22 @@ mod tests {
             );
         }
         assert_eq!(boot_id_command(Family::Windows10)[0], "powershell");
-        assert!(actions(Family::Windows5, "pc").iter().any(
-            |(n, a, _)| *n == "firewall-rdp" && matches!(a, Act::Run(v) if v[1] == "firewall")
-        ));
         assert!(
-            matches!(&actions(Family::Windows5, "pc")[6], (_, Act::RemoveFiles(f), _) if f.contains(&r"C:\sysprep\unattend.txt"))
+            actions(Family::Windows5, &settings())
+                .iter()
+                .any(|(n, a, _)| *n == "firewall-rdp"
+                    && matches!(a, Act::Run(v) if v[1] == "firewall"))
+        );
+        assert!(
+            actions(Family::Windows5, &settings()).iter().any(
+                |(_, a, _)| matches!(a, Act::RemoveFiles(f) if f.contains(&r"C:\sysprep\*.txt"))
+            )
         );
     }
 
     #[test]
     fn rename_goes_through_wmic_with_a_guard() {
-        let (_, act, _) = &actions(Family::Windows5, "lab-pc-07")[0];
+        let act = &rename_action(Family::Windows5, "lab-pc-07");
         let Act::WmiCall(v) = act else {
             panic!("{act:?}")
         };
@@ -687,8 +1368,8 @@ mod tests {
             r#"cmd /c if /i not "%COMPUTERNAME%"=="lab-pc-07" wmic computersystem where name="%COMPUTERNAME%" call rename name="lab-pc-07" <nul"#
         );
         assert!(matches!(
-            &actions(Family::Windows6, "a&b")[0],
-            (_, Act::Refuse(_), true)
+            rename_action(Family::Windows6, "a&b"),
+            Act::Refuse(_)
         ));
     }
 

@@ -139,3 +139,50 @@ pub fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde
 pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// Records the command line of every process on this machine, every few
+/// milliseconds, until stopped: a test then checks that a secret never
+/// showed up in a process listing (what `ps` shows, from /proc/PID/cmdline).
+pub struct ProcWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::collections::BTreeSet<String>>>,
+}
+
+impl ProcWatch {
+    /// Starts watching.
+    pub fn start() -> ProcWatch {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(dir) = std::fs::read_dir("/proc") {
+                    for e in dir.flatten() {
+                        if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
+                            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+                            if !line.trim().is_empty() {
+                                seen.insert(line);
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        });
+        ProcWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns every command line seen.
+    pub fn finish(mut self) -> std::collections::BTreeSet<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}

@@ -2,6 +2,7 @@
 //! built `reimage` binary.
 
 mod common;
+mod pg;
 mod sshd;
 mod test;
 
@@ -11,6 +12,7 @@ mod libvirt;
 mod man;
 mod profiles;
 mod qemu;
+mod site;
 mod ssh;
 mod state;
 mod vsphere;

@@ -33,7 +33,16 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
     let man = man.replace("\\-", "-");
     let top = run(Command::new(bin()).arg("--help"), Duration::from_secs(10));
     top.code(0);
-    let subs = ["provision", "load", "post-load", "check", "completions"];
+    let subs = [
+        "provision",
+        "load",
+        "post-load",
+        "check",
+        "status",
+        "log",
+        "setup-db",
+        "completions",
+    ];
     for s in subs {
         assert!(top.stdout.contains(s), "`{s}` missing from --help");
         assert!(
@@ -58,7 +67,7 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
             "global flag `{f}` missing from man/reimage.1"
         );
     }
-    for code in ["0", "1", "64", "73", "75", "78", "130", "143"] {
+    for code in ["0", "1", "64", "69", "73", "75", "78", "130", "143"] {
         assert!(
             man.contains(&format!(".B {code}\n"))
                 || man.contains(&format!("{code}\""))

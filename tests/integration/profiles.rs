@@ -108,7 +108,7 @@ fn windows(initial: f64, response: f64, reset: Option<f64>, sysprep: bool) -> Ve
     ];
     if sysprep {
         v.push(format!(
-            "sysprep-reboot [reboot]: timeout {}",
+            "sysprep-done [setup-done]: timeout {}",
             grown(response)
         ));
     }
@@ -179,7 +179,7 @@ fn windows_5() {
         got.last().unwrap(),
         &format!("login [login]: timeout {}", grown(300.0))
     );
-    assert!(!out.contains("sysprep-reboot"));
+    assert!(!out.contains("sysprep-done"));
     assert!(out.contains("stable for: 30s"));
 }
 
@@ -212,8 +212,8 @@ fn timeouts(line: &str) -> Vec<u64> {
 }
 
 #[test]
-fn windows_10_is_windows_6_shaped_and_never_shorter() {
-    let s = scratch("windows_10_is_windows_6_shaped_and_never_shorter");
+fn windows_10_is_windows_6_shaped_with_its_timeouts() {
+    let s = scratch("windows_10_is_windows_6_shaped_with_its_timeouts");
     for (w10, w6, sysprep) in [
         ("w10", "w6", false),
         ("w10v", "w6v", false),
@@ -226,7 +226,7 @@ fn windows_10_is_windows_6_shaped_and_never_shorter() {
                 .collect()
         };
         assert_eq!(names(&a), names(&b), "{w10} vs {w6}");
-        assert_eq!(a.iter().any(|l| l.starts_with("sysprep-reboot")), sysprep);
+        assert_eq!(a.iter().any(|l| l.starts_with("sysprep-done")), sysprep);
         assert_eq!(a[0], b[0], "initial wait of {w10}");
         let (ta, tb) = (timeouts(&a[1]), timeouts(&b[1]));
         assert!(
@@ -271,7 +271,7 @@ fn timeouts_table_overrides_by_step_name() {
     let s = Scratch::new("profiles-over");
     s.config(&format!(
         "timeout_growth = 2.0\n[os.win]\nfamily = \"windows-6\"\n\
-         timeouts = {{ initial-wait = \"0s\", response = \"20s\", sysprep-reboot = \"30s\" }}\n\
+         timeouts = {{ initial-wait = \"0s\", response = \"20s\", sysprep-done = \"30s\" }}\n\
          stable_for = \"1s\"\n{}\n[images.mine]\nos = \"win\"\nsysprep = true\n",
         IMAGES
     ));
@@ -282,18 +282,18 @@ fn timeouts_table_overrides_by_step_name() {
         got[1].starts_with("response [port] port 5985: timeout 20s, 40s, 1m20s"),
         "{out}"
     );
-    assert_eq!(got[2], "sysprep-reboot [reboot]: timeout 30s, 1m, 2m");
+    assert_eq!(got[2], "sysprep-done [setup-done]: timeout 30s, 1m, 2m");
     assert!(out.contains("stable for: 1s"));
 
     // A step the profile does not have is a config error naming the steps.
     s.config(&format!(
-        "[os.win]\nfamily = \"windows-6\"\ntimeouts = {{ sysprep-reboot = \"30s\" }}\n{}\n\
+        "[os.win]\nfamily = \"windows-6\"\ntimeouts = {{ sysprep-done = \"30s\" }}\n{}\n\
          [images.mine]\nos = \"win\"\n",
         IMAGES
     ));
     let r = Test::with(&s).check("pc", "mine").run();
     r.code(78);
-    r.stderr_has("no step `sysprep-reboot`");
+    r.stderr_has("no step `sysprep-done`");
 }
 
 #[test]
@@ -310,5 +310,16 @@ fn windows_example_config_checks() {
             .run();
         assert_eq!(r.code, 0, "{image}: {}", r.stderr);
         r.stdout_has("channel winrm");
+        r.stdout_has("lockdown: RDP (TCP 3389) and ping open only from");
+        if image == "win7-base" {
+            r.stdout_has("10.0.0.0/16, 192.0.2.10");
+            r.stdout_has("sysprep-done [setup-done]");
+            r.stdout_has("domain: join ad.example.edu");
+            r.stdout_has("activation: KMS host kms.example.edu:1688");
+            r.stdout_has("network: 192.0.2.107/24 on `Public`, gateway 192.0.2.1");
+        }
+        if image == "win7-lab" {
+            r.stdout_has("password: Administrator set from /etc/reimage/secrets/admin");
+        }
     }
 }

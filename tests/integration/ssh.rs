@@ -301,3 +301,208 @@ fn sshd_started_late_is_seen() {
     // asserted here: a loaded machine makes any bound flaky.
     eprintln!("sshd spawned; reimage post-load exited ready {lag:?} later");
 }
+
+/// Stand-ins for the system tools the Linux first boot calls, for a run
+/// on this machine through the real sshd: each logs what it got under
+/// `root` (the scripts' REIMAGE_ROOT) and changes nothing else. iptables
+/// keeps its rules in a file and answers -C / -I / -A / -D / -S as
+/// iptables(8) documents; chronyc answers `tracking`, `add server`,
+/// `waitsync` (failing when every source ends in .invalid) and `makestep`.
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn stub_tools(dir: &std::path::Path, root: &std::path::Path) {
+    let r = root.display();
+    let tools = [
+        ("hostnamectl", format!("#!/bin/sh\n[ \"$1\" = set-hostname ] && printf '%s\\n' \"$2\" > {r}/hostname\n")),
+        ("hostname", format!("#!/bin/sh\ncat {r}/hostname\n")),
+        (
+            "systemctl",
+            "#!/bin/sh\ncase \"$1\" in list-unit-files) echo \"ssh.service enabled\";; enable) exit 0;; *) exit 3;; esac\n"
+                .to_string(),
+        ),
+        ("firewall-cmd", "#!/bin/sh\necho 'not running'; exit 252\n".to_string()),
+        ("ufw", "#!/bin/sh\necho 'Status: inactive'\n".to_string()),
+        (
+            "iptables",
+            format!(
+                "#!/bin/sh\nf={r}/iptables.rules; touch $f; op=$1; shift; rule=\"$*\"\n\
+                 case $op in\n\
+                 -S) cat $f;;\n\
+                 -C) grep -qxF -- \"$rule\" $f;;\n\
+                 -I) {{ printf '%s\\n' \"$rule\"; cat $f; }} > $f.new && mv $f.new $f;;\n\
+                 -A) printf '%s\\n' \"$rule\" >> $f;;\n\
+                 -D) grep -qxF -- \"$rule\" $f || exit 1; grep -vxF -- \"$rule\" $f > $f.new; mv $f.new $f;;\n\
+                 *) exit 2;;\nesac\n"
+            ),
+        ),
+        ("ip6tables", format!("#!/bin/sh\necho \"$*\" >> {r}/ip6tables.log\n[ \"$1\" = -C ] && exit 1\nexit 0\n")),
+        (
+            "chronyc",
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {r}/chronyc.log\n\
+                 case \"$1\" in waitsync) grep 'add server' {r}/chronyc.log | grep -qv '\\.invalid ' ; exit $?;; esac\nexit 0\n"
+            ),
+        ),
+        ("chpasswd", format!("#!/bin/sh\ncat >> {r}/chpasswd.log\n")),
+    ];
+    std::fs::create_dir_all(dir).expect("stub dir");
+    for (name, text) in tools {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("stub");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+/// A fixture whose sshd sessions find the stub tools first and run the
+/// scripts under `root`; plus the computer's /root/.ssh as an image ships
+/// it: two private keys with their .pub, authorized_keys, known_hosts and
+/// a note.
+fn first_boot_fixture(name: &str, s: &Scratch) -> (Fixture, std::path::PathBuf) {
+    let root = s.path("computer");
+    let stubs = s.path("stubs");
+    stub_tools(&stubs, &root);
+    let ssh = root.join("root/.ssh");
+    std::fs::create_dir_all(&ssh).expect("root/.ssh");
+    for (f, text) in [
+        (
+            "id_rsa",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n",
+        ),
+        ("id_rsa.pub", "ssh-rsa AAAA image\n"),
+        (
+            "id_ed25519",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n",
+        ),
+        ("authorized_keys", "ssh-ed25519 AAAA admin\n"),
+        ("known_hosts", "github.com ssh-ed25519 AAAA\n"),
+        ("notes.txt", "not a key\n"),
+    ] {
+        std::fs::write(ssh.join(f), text).expect("key file");
+    }
+    let mut fx = Fixture::new(name);
+    fx.extra_config = format!(
+        "SetEnv PATH={}:/usr/sbin:/usr/bin:/sbin:/bin REIMAGE_ROOT={}",
+        stubs.display(),
+        root.display()
+    );
+    (fx, root)
+}
+
+#[test]
+fn linux_first_boot_lockdown_password_scrub_and_time() {
+    // Items 4, 5, 6, 8 on Linux, through the real sshd, with the system
+    // tools stubbed (this machine's firewall, clock and root password stay
+    // untouched; a real Debian guest runs them for real in the e2e area).
+    let s = Scratch::new("ssh-firstboot");
+    let (fx, root) = first_boot_fixture("it-firstboot", &s);
+    let sshd = fx.start(&fx.host_key_a);
+    let os = format!("time_servers = [\"ntp1.example.edu\", \"ntp2.example.edu\"]\n{TIMEOUTS}");
+    config(&s, &fx, sshd.port, &fx.client_key, &os, "", "lab");
+    let text = std::fs::read_to_string(s.path("reimage.toml"))
+        .unwrap()
+        .replacen("first_boot = false\n", "first_boot = true\n", 1);
+    std::fs::write(s.path("reimage.toml"), text).unwrap();
+    let watch = common::ProcWatch::start();
+    let r = Test::with(&s)
+        .post_load("box", "img")
+        .args(&["--json"])
+        .run();
+    let listing = watch.finish();
+    r.code(0);
+
+    // 4: SSH from this node's address only, then DROP for the rest.
+    let rules = std::fs::read_to_string(root.join("iptables.rules")).expect("iptables rules");
+    assert_eq!(
+        rules.lines().collect::<Vec<_>>(),
+        [
+            "INPUT -p tcp -s 127.0.0.1 --dport 22 -j ACCEPT",
+            "INPUT -p tcp --dport 22 -j DROP"
+        ],
+        "{rules}"
+    );
+    // 8: chrony pointed at both servers, synced, stepped.
+    let chrony = std::fs::read_to_string(root.join("chronyc.log")).expect("chronyc log");
+    for want in [
+        "add server ntp1.example.edu iburst",
+        "add server ntp2.example.edu iburst",
+        "waitsync 6",
+        "-a makestep",
+    ] {
+        assert!(chrony.lines().any(|l| l == want), "{want} in {chrony}");
+    }
+    // 6: the image's private keys (and their .pub) gone, the rest stays.
+    let mut left: Vec<String> = std::fs::read_dir(root.join("root/.ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["authorized_keys", "known_hosts", "notes.txt"]);
+    // 5: a fresh root password, kept 0600 in the state dir, given to
+    // chpasswd on stdin, never shown.
+    let kept = s.path("state/computers/box/root-password");
+    let pw = std::fs::read_to_string(&kept).expect("root-password kept");
+    let pw = pw.trim_end();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("chpasswd.log")).expect("chpasswd ran"),
+        format!("root:{pw}\n")
+    );
+    assert!(!std::path::Path::new("/var/lib/reimage/root-password").exists());
+    let log = std::fs::read_to_string(s.path("state/computers/box/events.jsonl")).unwrap();
+    for text in [&r.stdout, &r.stderr, &log] {
+        assert!(!text.contains(pw), "the password leaked");
+    }
+    assert!(
+        !listing.iter().any(|l| l.contains(pw)),
+        "the password in a process listing"
+    );
+    assert!(r.stdout.contains("state/computers/box/root-password"));
+    let ok: Vec<String> = of_kind(&json_lines(&r.stdout), "step-end")
+        .iter()
+        .filter(|e| e["result"] == "ok")
+        .filter_map(|e| e["step"].as_str().map(String::from))
+        .collect();
+    for want in [
+        "firewall-ssh",
+        "time-sync",
+        "remove-private-keys",
+        "set-root-password",
+    ] {
+        assert!(ok.iter().any(|s| s == want), "{want} in {ok:?}");
+    }
+
+    // Again: idempotent (the rules stay two, nothing left to scrub).
+    let r = Test::with(&s).post_load("box", "img").run();
+    r.code(0);
+    let rules = std::fs::read_to_string(root.join("iptables.rules")).unwrap();
+    assert_eq!(rules.lines().count(), 2, "{rules}");
+}
+
+#[test]
+fn linux_time_server_that_never_answers_is_a_retry() {
+    let s = Scratch::new("ssh-time-bad");
+    let (fx, _root) = first_boot_fixture("it-time-bad", &s);
+    let sshd = fx.start(&fx.host_key_a);
+    let os = format!("time_servers = [\"ntp.invalid\"]\nfresh_password = false\n{TIMEOUTS}");
+    config(&s, &fx, sshd.port, &fx.client_key, &os, "", "lab");
+    let text = std::fs::read_to_string(s.path("reimage.toml"))
+        .unwrap()
+        .replacen("first_boot = false\n", "first_boot = true\n", 1);
+    std::fs::write(s.path("reimage.toml"), text).unwrap();
+    let r = Test::with(&s)
+        .post_load("box", "img")
+        .args(&["--attempt", "1", "--of", "2"])
+        .run();
+    r.code(75);
+    r.stderr_has("time-sync");
+}

@@ -20,6 +20,8 @@ pub struct Fixture {
     pub client_key: PathBuf,
     pub wrong_client_key: PathBuf,
     pub user: String,
+    /// More sshd_config lines (e.g. `SetEnv ...` for the sessions).
+    pub extra_config: String,
 }
 
 impl Fixture {
@@ -41,6 +43,7 @@ impl Fixture {
             )
             .trim()
             .to_string(),
+            extra_config: String::new(),
             dir,
         };
         let pubkey = std::fs::read_to_string(pub_of(&f.client_key)).expect("client .pub");
@@ -68,9 +71,10 @@ impl Fixture {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
              PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
              PasswordAuthentication yes\nKbdInteractiveAuthentication no\nPrintMotd no\n\
-             LogLevel INFO\n",
+             LogLevel INFO\n{}\n",
             host_key.display(),
-            self.dir.join("authorized_keys").display()
+            self.dir.join("authorized_keys").display(),
+            self.extra_config
         );
         std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
         let spawned_at = Instant::now();

@@ -1,53 +1,58 @@
-//! The `xcat` provisioner against stand-ins for xCAT's nodeset, rpower,
-//! nodestat and lsdef (tests/standins/xcat/: bash scripts emulating xCAT's
-//! documented output; no real xCAT runs here). Each test gets its own
-//! stand-in cluster directory ($XCAT_STANDIN_DIR) and its own `bin_dir`.
+//! The `xcat` provisioner against a stand-in xCAT (no real xCAT runs here):
+//! tests/standins/xcat/xcatclient, written from xCAT's own code and Apache
+//! VCL's xCAT module (its header lists each fact and the upstream file it
+//! comes from). Each test installs it as an xCAT root of its own, bin/ and
+//! sbin/ as a stock xCAT has them, with a stand-in xCAT directory
+//! ($XCAT_STANDIN_DIR) holding the nodes, osimages and how the hardware
+//! behaves.
 
-use crate::common;
+use crate::common::{Scratch, free_port, of_kind, repo};
 use crate::test::{Output, Test};
-use common::{Scratch, of_kind, repo};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-const IMAGE: &str = "rhels7-x86_64-compute";
+/// A diskful osimage and what `nodeset osimage=` makes of it.
+const IMAGE: &str = "rhels7.9-x86_64-install-compute";
+const INSTALL: &str = "install rhels7.9-x86_64-compute";
+/// A diskless osimage.
+const DISKLESS: &str = "rhels8.6-x86_64-netboot-compute";
 
-/// An install that takes about 1.2 s after power on or reset.
-const QUICK: &str = "\
-0|noping|powering-on|-
-200|install {osimage}|installing|-
-900|noping|booting|boot
-2000|sshd|booted|boot
-";
-
-/// An install that hangs in the installer.
-const HANGS: &str = "\
-0|noping|powering-on|-
-200|install {osimage}|installing|-
-";
-
-/// A stand-in xCAT cluster with its nodes, and a config using it.
+/// A stand-in xCAT with its nodes, and a config using it.
 struct Cluster {
     s: Scratch,
 }
 
 impl Cluster {
-    /// Nodes `nodes`, the stand-ins in a fresh bin_dir, `timeline` for every
+    /// Nodes `nodes` (each with a MAC, `booted` on its old system and
+    /// powered on), the stand-in as an xCAT root, `behaviour` for every
     /// node, and `[provisioners.x]` with `extra` keys.
-    fn new(name: &str, nodes: &[&str], timeline: &str, extra: &str) -> Cluster {
+    fn new(name: &str, nodes: &[&str], behaviour: &str, extra: &str) -> Cluster {
         let s = Scratch::new(name);
-        let bin = s.path("xcat-bin");
-        std::fs::create_dir_all(&bin).expect("bin dir");
-        for f in ["common.sh", "nodeset", "rpower", "nodestat", "lsdef"] {
-            let text = std::fs::read_to_string(repo(&format!("tests/standins/xcat/{f}")))
-                .expect("stand-in script");
-            s.script(&format!("xcat-bin/{f}"), &text);
+        let text = std::fs::read_to_string(repo("tests/standins/xcat/xcatclient"))
+            .expect("stand-in script");
+        s.script("opt-xcat/bin/xcatclient", &text);
+        std::fs::create_dir_all(s.path("opt-xcat/sbin")).expect("sbin");
+        for c in ["rpower", "nodestat", "lsdef"] {
+            std::os::unix::fs::symlink("xcatclient", s.path(&format!("opt-xcat/bin/{c}")))
+                .expect("link");
         }
+        std::os::unix::fs::symlink("../bin/xcatclient", s.path("opt-xcat/sbin/nodeset"))
+            .expect("link");
         for n in nodes {
-            std::fs::create_dir_all(s.path(&format!("cluster/nodes/{n}"))).expect("node dir");
+            s.write(&format!("xcat/nodes/{n}/mac"), "42:00:00:00:00:01\n");
+            s.write(&format!("xcat/nodes/{n}/status"), "booted\n");
         }
-        s.write("cluster/osimages", &format!("{IMAGE}\n"));
-        s.write("cluster/timeline", timeline);
+        s.write(
+            &format!("xcat/osimages/{IMAGE}"),
+            "install rhels7.9 x86_64 compute\n",
+        );
+        s.write(
+            &format!("xcat/osimages/{DISKLESS}"),
+            "netboot rhels8.6 x86_64 compute\n",
+        );
+        s.write("xcat/behaviour", behaviour);
         let mut computers = String::new();
         for n in nodes.iter().chain(["ghost"].iter()) {
             computers.push_str(&format!(
@@ -58,7 +63,6 @@ impl Cluster {
             r#"
 [provisioners.x]
 kind = "xcat"
-bin_dir = "{bin}"
 reload_time = "10m"
 overall_timeout = "30s"
 poll_interval = "100ms"
@@ -74,34 +78,66 @@ os = "none"
 provisioner = "x"
 source = "{IMAGE}"
 
+[images.diskless]
+os = "none"
+provisioner = "x"
+source = "{DISKLESS}"
+
 [images.missing]
 os = "none"
 provisioner = "x"
 source = "no-such-osimage"
 
-{computers}"#,
-            bin = bin.display()
+{computers}"#
         ));
         Cluster { s }
     }
 
-    fn dir(&self) -> PathBuf {
-        self.s.path("cluster")
+    fn root(&self) -> PathBuf {
+        self.s.path("opt-xcat")
     }
 
-    /// A run against this cluster's stand-in commands.
+    fn dir(&self) -> PathBuf {
+        self.s.path("xcat")
+    }
+
+    /// A run with the stand-in as the xCAT root ($XCATROOT, as xCAT's own
+    /// profile sets it).
     fn test(&self) -> Test<'_> {
         Test::with(&self.s)
             .env("XCAT_STANDIN_DIR", self.dir())
-            .limit(Duration::from_secs(40))
+            .env("XCATROOT", self.root())
+            .limit(Duration::from_secs(60))
     }
 
     fn load(&self, computer: &str, image: &str) -> Output {
         self.test().load(computer, image).run()
     }
 
+    /// Runs a stand-in xCAT command as an admin would (rinstall is nodeset
+    /// and rpower).
+    fn admin(&self, cmd: &str, args: &[&str]) {
+        let out = Command::new(self.root().join(cmd))
+            .args(args)
+            .env("XCAT_STANDIN_DIR", self.dir())
+            .output()
+            .expect("run stand-in");
+        assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
+    }
+
     fn calls(&self) -> String {
         std::fs::read_to_string(self.dir().join("calls")).unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("log")).unwrap_or_default()
+    }
+
+    fn node(&self, node: &str, file: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("nodes/{node}/{file}")))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     fn messages(&self, computer: &str, kind: &str) -> Vec<String> {
@@ -112,130 +148,327 @@ source = "no-such-osimage"
     }
 }
 
+// --- 1. The commands of a stock xCAT -----------------------------------------
+
 #[test]
-fn clean_install_powers_on_and_reports_every_status_change() {
-    let c = Cluster::new("xcat-clean", &["node1"], QUICK, "stall_timeout = \"5s\"");
-    c.s.write("cluster/nodes/node1/power", "off\n");
-    c.s.write("cluster/crlf", "");
+fn a_stock_xcat_root_runs_nodeset_from_sbin_and_the_rest_from_bin() {
+    let c = Cluster::new("xcat-root", &["node1"], "", "");
     let r = c.load("node1", "rhel");
     r.code(0);
-    let calls = c.calls();
-    assert!(
-        calls.contains(&format!("nodeset node1 osimage={IMAGE}")),
-        "{calls}"
+    let outputs = c.messages("node1", "output").join("\n");
+    let root = c.root().display().to_string();
+    for cmd in [
+        format!("{root}/sbin/nodeset node1 osimage={IMAGE}"),
+        format!("{root}/bin/rpower node1 boot"),
+        format!("{root}/bin/nodestat node1"),
+        format!("{root}/bin/lsdef -t node -o node1 -i status"),
+    ] {
+        assert!(outputs.contains(&cmd), "{cmd} not run: {outputs}");
+    }
+}
+
+#[test]
+fn xcat_root_and_a_per_command_path_can_be_set() {
+    let c = Cluster::new("xcat-root-key", &["node1"], "", "");
+    // A nodestat wrapper elsewhere, as a site might have.
+    let wrapper = c.s.script(
+        "site-bin/nodestat",
+        &format!(
+            "#!/bin/sh\necho wrapped >>\"$XCAT_STANDIN_DIR/wrapper\"\nexec {}/bin/nodestat \"$@\"\n",
+            c.root().display()
+        ),
     );
-    assert!(calls.contains("rpower node1 on"), "{calls}");
-    assert!(!calls.contains("rpower node1 reset"), "{calls}");
-    let progress = c.messages("node1", "progress").join("\n");
-    assert!(progress.contains("power was off: rpower on"), "{progress}");
-    assert!(
-        progress.contains(&format!("nodestat: install {IMAGE} · status: installing")),
-        "{progress}"
-    );
-    assert!(progress.contains("status: booting"), "{progress}");
-    let ends = c.messages("node1", "step-end").join("\n");
-    assert!(ends.contains("installed after"), "{ends}");
-    assert!(ends.contains("load slot 1 of 10"), "{ends}");
-    // The stale `booted` from before the load did not end it early.
-    assert!(r.took >= Duration::from_millis(900), "{r:?}");
-}
-
-#[test]
-fn provision_resets_a_running_node_then_post_load_is_immediate() {
-    let c = Cluster::new("xcat-provision", &["node2"], QUICK, "");
-    let r = c.test().provision("node2", "rhel").run();
-    r.code(0);
-    let calls = c.calls();
-    assert!(calls.contains("rpower node2 reset"), "{calls}");
-    assert!(!calls.contains("rpower node2 on"), "{calls}");
-    let results: Vec<_> = of_kind(&c.s.events("node2"), "result")
-        .iter()
-        .map(|e| (e["phase"].clone(), e["result"].clone()))
-        .collect();
-    assert_eq!(results.len(), 2, "{results:?}");
-    assert!(results.iter().all(|(_, r)| r == "done"), "{results:?}");
-}
-
-#[test]
-fn a_stalled_install_asks_for_a_retry() {
-    let c = Cluster::new("xcat-stall", &["node3"], HANGS, "stall_timeout = \"1s\"");
-    let r = c.load("node3", "rhel");
-    r.code(75);
-    r.stderr_has("no change for 1s");
-    r.stderr_has("node3");
-    r.stderr_has("nodestat node3");
-    assert!(r.took < Duration::from_secs(10), "{r:?}");
-}
-
-#[test]
-fn the_last_attempt_answers_fatal_instead_of_retry() {
-    let c = Cluster::new("xcat-last", &["node4"], HANGS, "stall_timeout = \"1s\"");
-    let r = c.test().load("node4", "rhel").attempt(2, 2).run();
-    r.code(1);
-    r.stderr_has("no attempts left");
-}
-
-#[test]
-fn a_power_failure_asks_for_a_retry() {
-    let c = Cluster::new("xcat-power", &["node5"], QUICK, "");
-    c.s.write(
-        "cluster/fail/rpower",
-        "Unable to get IPMI session: timeout\n",
-    );
-    let r = c.load("node5", "rhel");
-    r.code(75);
-    r.stderr_has("rpower node5 stat");
-    r.stderr_has("IPMI");
-    r.stderr_has("computer `node5`");
-}
-
-#[test]
-fn an_unknown_node_is_fatal_and_named() {
-    let c = Cluster::new("xcat-ghost", &["node6"], QUICK, "");
-    let r = c.load("ghost", "rhel");
-    r.code(1);
-    r.stderr_has("xCAT does not know node `ghost`");
-    r.stderr_has("lsdef -t node -o ghost");
-    assert!(!c.calls().contains("rpower"), "{}", c.calls());
-}
-
-#[test]
-fn an_unknown_osimage_is_fatal() {
-    let c = Cluster::new("xcat-noimage", &["node7"], QUICK, "");
-    let r = c.load("node7", "missing");
-    r.code(1);
-    r.stderr_has("no-such-osimage");
-    r.stderr_has("lsdef -t osimage");
-    assert!(!c.calls().contains("rpower"), "{}", c.calls());
-}
-
-#[test]
-fn reload_time_under_ten_minutes_is_a_config_error() {
-    let c = Cluster::new("xcat-short", &["node8"], QUICK, "");
     let text = std::fs::read_to_string(c.s.path("reimage.toml")).expect("config");
     c.s.write(
         "reimage.toml",
-        &text.replace("reload_time = \"10m\"", "reload_time = \"5m\""),
+        &text.replace(
+            "kind = \"xcat\"\n",
+            &format!(
+                "kind = \"xcat\"\nxcat_root = \"{}\"\nnodestat = \"{}\"\n",
+                c.root().display(),
+                wrapper.display()
+            ),
+        ),
     );
-    let r = c.load("node8", "rhel");
-    r.code(78);
-    r.stderr_has("reload_time");
+    let r = c
+        .test()
+        .env("XCATROOT", "/nonexistent")
+        .load("node1", "rhel")
+        .run();
+    r.code(0);
+    let wrapped = std::fs::read_to_string(c.dir().join("wrapper")).unwrap_or_default();
+    assert!(wrapped.contains("wrapped"), "nodestat override not used");
 }
 
 #[test]
-fn check_describes_the_load() {
-    let c = Cluster::new("xcat-check", &["node9"], QUICK, "stall_timeout = \"1m\"");
-    let r = c.test().check("node9", "rhel").run();
+fn bin_dir_is_a_config_error_that_says_what_to_set() {
+    let c = Cluster::new("xcat-bindir", &["node1"], "", "bin_dir = \"/opt/xcat/bin\"");
+    let r = c.load("node1", "rhel");
+    r.code(78);
+    assert!(r.stderr.contains("xcat_root"), "{}", r.stderr);
+    assert!(r.stderr.contains("sbin"), "{}", r.stderr);
+    assert!(!c.calls().contains("nodeset"), "{}", c.calls());
+}
+
+// --- 2. Done on evidence that the install ran and ended ---------------------
+
+#[test]
+fn a_normal_install_follows_xcats_status_sequence_and_ends_at_nodeset_boot() {
+    let c = Cluster::new("xcat-normal", &["node1"], "", "stall_timeout = \"5s\"");
+    let r = c.load("node1", "rhel");
     r.code(0);
-    let text = format!("{}{}", r.stdout, r.stderr);
+    // The install really ended (the installer asked for `next`) before
+    // reimage said it was loaded.
+    assert!(c.log().contains("next node1"), "{}", c.log());
+    let progress = c.messages("node1", "progress").join("\n");
     for want in [
-        "xcat-bin",
-        &format!("osimage: {IMAGE}"),
-        "stall timeout (no status change): 1m, 1m30s, 2m15s",
-        "at most 10",
+        "status: powering-on",
+        "nodestat: installing prep · status: installing",
+        &format!("nodeset: {INSTALL}"),
     ] {
-        assert!(text.contains(want), "missing {want:?} in {text}");
+        assert!(progress.contains(want), "missing {want:?}: {progress}");
     }
+    let ends = c.messages("node1", "step-end").join("\n");
+    assert!(ends.contains("was on: reset"), "{ends}");
+    assert!(ends.contains("nodeset: boot"), "{ends}");
+    assert!(ends.contains("installs to disk"), "{ends}");
+}
+
+#[test]
+fn a_pxe_miss_is_a_retry_that_says_the_network_boot_did_not_happen() {
+    // The node boots its old system (installed by xCAT, so it reports
+    // `booted` on every boot) instead of the installer.
+    let c = Cluster::new(
+        "xcat-pxemiss",
+        &["node1"],
+        "pxe=miss\napps=https,sshd\n",
+        "",
+    );
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    assert!(
+        r.stderr.contains("the network boot did not happen"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("makedhcp -q node1"), "{}", r.stderr);
+    assert!(!c.log().contains("next node1"), "{}", c.log());
+}
+
+#[test]
+fn a_pxe_miss_onto_a_system_xcat_did_not_install_stalls_with_a_hint() {
+    // This old system reports nothing to xCAT: only nodestat sees it, with
+    // two applications open.
+    let c = Cluster::new(
+        "xcat-pxemiss-other",
+        &["node1"],
+        "pxe=miss\noldos=other\napps=sshd,https\n",
+        // Longer than each boot phase (1s), so it ends on the old system.
+        "stall_timeout = \"3s\"",
+    );
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    assert!(r.stderr.contains("no change for 3s"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("answered on https,sshd: the network boot probably did not happen"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn with_xcatdebugmode_2_sshd_during_the_install_is_not_the_end() {
+    let c = Cluster::new("xcat-debugmode", &["node1"], "", "");
+    c.s.write("xcat/site/xcatdebugmode", "2\n");
+    let r = c.load("node1", "rhel");
+    r.code(0);
+    let progress = c.messages("node1", "progress").join("\n");
+    assert!(
+        progress.contains("nodestat: sshd · status: installing"),
+        "the installer's sshd was not seen: {progress}"
+    );
+    assert!(c.log().contains("next node1"), "ended early: {}", c.log());
+}
+
+#[test]
+fn a_diskless_image_is_loaded_when_it_has_booted_after_netbooting() {
+    let c = Cluster::new("xcat-diskless", &["node1"], "", "");
+    let r = c.load("node1", "diskless");
+    r.code(0);
+    let ends = c.messages("node1", "step-end").join("\n");
+    assert!(ends.contains("(diskless)"), "{ends}");
+    assert!(ends.contains("status: booted"), "{ends}");
+    assert!(c.log().contains("booted node1"), "{}", c.log());
+    let progress = c.messages("node1", "progress").join("\n");
+    assert!(progress.contains("status: netbooting"), "{progress}");
+}
+
+// --- 3. A power reset that works from off, with the real numbers --------------
+
+#[test]
+fn a_power_reset_powers_on_a_node_that_is_off_and_the_message_has_real_numbers() {
+    // The node powers itself off at the end of the install; the OS never
+    // answers, so the profile resets power after 1s and waits 1s more.
+    let closed = free_port();
+    let c = Cluster::new(
+        "xcat-reset-off",
+        &["node1"],
+        "poweroff=1\n",
+        "stall_timeout = \"5s\"",
+    );
+    let text = std::fs::read_to_string(c.s.path("reimage.toml")).expect("config");
+    c.s.write(
+        "reimage.toml",
+        &text.replace(
+            "steps = []",
+            &format!(
+                "steps = [{{ wait = \"port\", port = {closed}, timeout = \"1s\", reset_on_timeout = \"1s\" }}]"
+            ),
+        ),
+    );
+    let r = c
+        .test()
+        .provision("node1", "rhel")
+        .args(&["--attempts", "1"])
+        .run();
+    r.code(1);
+    assert_eq!(c.node("node1", "power"), "on", "{}", c.calls());
+    let ends = c.messages("node1", "step-end").join("\n");
+    assert!(ends.contains("was off: powered on"), "{ends}");
+    assert!(
+        r.stderr
+            .contains("(reset power after 1s, then waited 1s more)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("step `port`: not ready after 1s"),
+        "{}",
+        r.stderr
+    );
+}
+
+// --- 4. Power commands are retried inside the attempt ------------------------
+
+#[test]
+fn a_bmc_that_times_out_once_costs_no_reload() {
+    let c = Cluster::new("xcat-bmc-once", &["node1"], "bmc_timeouts=1\n", "");
+    let r = c.load("node1", "rhel");
+    r.code(0);
+    assert_eq!(
+        c.calls().matches("rpower node1 boot").count(),
+        2,
+        "{}",
+        c.calls()
+    );
+    let progress = c.messages("node1", "progress").join("\n");
+    assert!(progress.contains("try 2 of 3"), "{progress}");
+    assert!(progress.contains("Error: timeout"), "{progress}");
+}
+
+#[test]
+fn a_bmc_that_never_answers_is_a_retry_after_power_tries() {
+    let c = Cluster::new(
+        "xcat-bmc-dead",
+        &["node1"],
+        "bmc_timeouts=99\n",
+        "power_tries = 2",
+    );
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    assert_eq!(
+        c.calls().matches("rpower node1 boot").count(),
+        2,
+        "{}",
+        c.calls()
+    );
+    assert!(
+        r.stderr
+            .contains("power is not on after 2 tries of `rpower node1 boot`"),
+        "{}",
+        r.stderr
+    );
+}
+
+// --- 5. Only a real change restarts the stall timer ---------------------------
+
+#[test]
+fn a_flapping_status_stalls_instead_of_running_to_the_overall_timeout() {
+    // The installer hangs; every other nodestat hangs too and is killed.
+    let c = Cluster::new(
+        "xcat-flap",
+        &["node1"],
+        "hang=1\nflap=1\n",
+        "stall_timeout = \"2s\"\ncommand_timeout = \"400ms\"",
+    );
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    assert!(r.stderr.contains("no change for 2s"), "{}", r.stderr);
+    assert!(!r.stderr.contains("not ready after 30s"), "{}", r.stderr);
+    let progress = c.messages("node1", "progress").join("\n");
+    assert!(progress.contains("nodestat: no answer"), "{progress}");
+}
+
+#[test]
+fn a_stalled_install_asks_for_a_retry_and_the_last_attempt_is_fatal() {
+    let c = Cluster::new(
+        "xcat-stall",
+        &["node1"],
+        "hang=1\n",
+        "stall_timeout = \"1s\"",
+    );
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    assert!(r.stderr.contains("no change for 1s"), "{}", r.stderr);
+    assert!(r.stderr.contains("nodestat node1"), "{}", r.stderr);
+    let r = c.test().load("node1", "rhel").attempt(2, 2).run();
+    r.code(1);
+    assert!(r.stderr.contains("no attempts left"), "{}", r.stderr);
+}
+
+// --- 6. The limit counts what xCAT itself runs -------------------------------
+
+#[test]
+fn installs_started_outside_reimage_count_toward_the_limit() {
+    let c = Cluster::new(
+        "xcat-outside",
+        &["node1", "other1", "other2"],
+        "",
+        "max_concurrent_loads = 2\nslot_wait = \"1s\"",
+    );
+    // An admin's `rinstall` of two nodes whose installs hang.
+    for n in ["other1", "other2"] {
+        c.s.write(&format!("xcat/nodes/{n}/behaviour"), "hang=1\n");
+        c.admin("sbin/nodeset", &[n, &format!("osimage={IMAGE}")]);
+        c.admin("bin/rpower", &[n, "boot"]);
+    }
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    assert!(
+        r.stderr
+            .contains("2 busy, started outside reimage: other1, other2"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !c.calls().contains("nodeset node1 osimage"),
+        "loaded past the limit: {}",
+        c.calls()
+    );
+    // With room for three, it loads, and says what it counted.
+    let text = std::fs::read_to_string(c.s.path("reimage.toml")).expect("config");
+    c.s.write(
+        "reimage.toml",
+        &text.replace("max_concurrent_loads = 2", "max_concurrent_loads = 3"),
+    );
+    let r = c.load("node1", "rhel");
+    r.code(0);
+    let ends = c.messages("node1", "step-end").join("\n");
+    assert!(
+        ends.contains("load slot 3 of 3 (2 busy, started outside reimage: other1, other2"),
+        "{ends}"
+    );
 }
 
 /// Eleven loads through one management node with max_concurrent_loads =
@@ -244,21 +477,16 @@ fn check_describes_the_load() {
 fn eleven_loads_share_ten_slots() {
     let nodes: Vec<String> = (1..=11).map(|i| format!("n{i:02}")).collect();
     let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let slow = "\
-0|noping|powering-on|-
-300|install {osimage}|installing|-
-2500|sshd|booted|boot
-";
     let c = Cluster::new(
         "xcat-eleven",
         &names,
-        slow,
-        "poll_interval = \"300ms\"\nmax_concurrent_loads = 10",
+        "install_ms=4000\n",
+        "max_concurrent_loads = 10",
     );
     let text = std::fs::read_to_string(c.s.path("reimage.toml")).expect("config");
     c.s.write(
         "reimage.toml",
-        &text.replace("poll_interval = \"100ms\"\n", ""),
+        &text.replace("poll_interval = \"100ms\"", "poll_interval = \"300ms\""),
     );
     let children: Vec<_> = names
         .iter()
@@ -282,8 +510,8 @@ fn eleven_loads_share_ten_slots() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // The stand-ins log when each install started and ended.
-    let log = std::fs::read_to_string(c.dir().join("log")).expect("log");
+    // The stand-in logs when each install was set up and when it ended.
+    let log = c.log();
     let mut start = BTreeMap::new();
     let mut done = BTreeMap::new();
     let mut edges = Vec::new();
@@ -295,10 +523,11 @@ fn eleven_loads_share_ten_slots() {
                 start.insert(f[1].to_string(), t);
                 edges.push((t, 1i32));
             }
-            _ => {
+            "next" => {
                 done.insert(f[1].to_string(), t);
                 edges.push((t, -1));
             }
+            _ => {}
         }
     }
     assert_eq!((start.len(), done.len()), (11, 11), "{log}");
@@ -318,35 +547,131 @@ fn eleven_loads_share_ten_slots() {
     assert!(last_start >= first_done, "{last} started early: {log}");
     let waited = c.messages(&last, "progress").join("\n");
     assert!(
-        waited.contains("waiting for a load slot: 10/10 busy"),
+        waited.contains("waiting for a load slot"),
         "{last}: {waited}"
     );
 }
 
+// --- What xCAT refuses ----------------------------------------------------------
+
 #[test]
-fn a_post_load_retry_on_the_last_attempt_is_fatal() {
-    // An OS step nothing can pass, on an xCAT node (stand-in cluster).
-    let closed = crate::common::free_port();
-    let c = Cluster::new(
-        "xcat-post-last",
-        &["node6"],
-        QUICK,
-        &format!(
-            "\n[os.closed]\nfamily = \"generic\"\nchannel = \"none\"\n\
-             steps = [{{ wait = \"port\", port = {closed}, timeout = \"300ms\" }}]\n\n\
-             [images.closed]\nos = \"closed\"\nprovisioner = \"x\"\nsource = \"{IMAGE}\"\n"
-        ),
+fn xcatd_down_is_a_retry_that_says_so() {
+    let c = Cluster::new("xcat-down", &["node1"], "", "");
+    c.s.write("xcat/xcatd-down", "");
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    assert!(r.stderr.contains("xcatd does not answer"), "{}", r.stderr);
+    assert!(r.stderr.contains("systemctl status xcatd"), "{}", r.stderr);
+}
+
+#[test]
+fn an_unknown_osimage_is_fatal() {
+    let c = Cluster::new("xcat-noimage", &["node1"], "", "");
+    let r = c.load("node1", "missing");
+    r.code(1);
+    assert!(
+        r.stderr
+            .contains("Cannot find the OS image no-such-osimage"),
+        "{}",
+        r.stderr
     );
-    c.test()
-        .post_load("node6", "closed")
-        .attempt(2, 2)
-        .run()
-        .code(1)
-        .stderr_has("no attempts left");
-    c.test()
-        .post_load("node6", "closed")
-        .attempt(1, 2)
-        .run()
-        .code(75)
-        .stderr_lacks("no attempts left");
+    assert!(r.stderr.contains("lsdef -t osimage"), "{}", r.stderr);
+    assert!(!c.calls().contains("rpower"), "{}", c.calls());
+}
+
+#[test]
+fn a_node_without_a_mac_is_fatal() {
+    let c = Cluster::new("xcat-nomac", &["node1"], "", "");
+    std::fs::remove_file(c.dir().join("nodes/node1/mac")).expect("rm mac");
+    let r = c.load("node1", "rhel");
+    r.code(1);
+    assert!(
+        r.stderr.contains("No MAC address available for this node"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("lsdef node1"), "{}", r.stderr);
+    assert!(!c.calls().contains("rpower"), "{}", c.calls());
+}
+
+#[test]
+fn an_unknown_node_is_fatal_and_named() {
+    let c = Cluster::new("xcat-ghost", &["node1"], "", "");
+    let r = c.load("ghost", "rhel");
+    r.code(1);
+    assert!(
+        r.stderr.contains("xCAT does not know node `ghost`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("lsdef -t node -o ghost"), "{}", r.stderr);
+    assert!(!c.calls().contains("rpower"), "{}", c.calls());
+}
+
+#[test]
+fn reload_time_under_ten_minutes_is_a_config_error() {
+    let c = Cluster::new("xcat-short", &["node1"], "", "");
+    let text = std::fs::read_to_string(c.s.path("reimage.toml")).expect("config");
+    c.s.write(
+        "reimage.toml",
+        &text.replace("reload_time = \"10m\"", "reload_time = \"5m\""),
+    );
+    let r = c.load("node1", "rhel");
+    r.code(78);
+    assert!(r.stderr.contains("reload_time"), "{}", r.stderr);
+}
+
+#[test]
+fn check_describes_the_load() {
+    let c = Cluster::new("xcat-check", &["node1"], "", "stall_timeout = \"1m\"");
+    let r = c.test().check("node1", "rhel").run();
+    r.code(0);
+    let text = format!("{}{}", r.stdout, r.stderr);
+    let root = c.root().display().to_string();
+    for want in [
+        format!("{root}/sbin/nodeset, {root}/bin/rpower"),
+        format!("osimage: {IMAGE}"),
+        "stall timeout (no status change): 1m, 1m30s, 2m15s".into(),
+        "at most 10, counting reimage's and the installs xCAT shows in `nodeset all stat`".into(),
+        "up to 3 tries".into(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in {text}");
+    }
+}
+
+// --- 7. The man page ---------------------------------------------------------------
+
+#[test]
+fn the_man_page_says_what_each_xcat_answer_means() {
+    let man = std::fs::read_to_string(repo("man/reimage.toml.5")).expect("man page");
+    let start = man.find("SECTION: PROVISIONER-XCAT").expect("xcat section");
+    let end = man.find("END: PROVISIONER-XCAT").expect("xcat section end");
+    let xcat = man[start..end]
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fR", "")
+        .replace("\\fI", "");
+    for want in [
+        "XCATROOT",
+        "sbin/nodeset",
+        "xcat_root",
+        "bin_dir",
+        "https,sshd",
+        "installing prep",
+        "xcatdebugmode",
+        "nodeset stat",
+        "booted",
+        "netbooting",
+        "Running",
+        "Not Activated",
+        "rpower NODE boot",
+        "power_tries",
+        "power_wait",
+        "command_timeout",
+        "stall timer",
+        "limit_noderange",
+        "XCATHOST",
+    ] {
+        assert!(xcat.contains(want), "the xcat section lacks {want:?}");
+    }
 }

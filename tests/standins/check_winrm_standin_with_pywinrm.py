@@ -200,7 +200,7 @@ def first_boot_checks():
                 with open(state_file) as f:
                     return json.load(f)
 
-            check("answer files present at start", len(state()["answer_files"]), 5)
+            check("answer files present at start", len(state()["answer_files"]), 8)
             boot0 = s.run_cmd("powershell", BOOT_ID)
             check("boot id status", boot0.status_code, 0)
             check("boot id is an 'o' time", re.fullmatch(rb"\d{4}-\d\d-\d\dT[\d:.]+Z\r\n", boot0.std_out) is not None,
@@ -244,13 +244,31 @@ def first_boot_checks():
                                                                  in r.std_err), (1, True))
             check("powercfg standby", s.run_cmd("powercfg", ["/change", "standby-timeout-ac", "0"]).status_code, 0)
             check("powercfg hibernate", s.run_cmd("powercfg", ["/hibernate", "off"]).status_code, 0)
-            check("powercfg state", state()["powercfg"], {"standby-timeout-ac": 0, "hibernate": "off"})
+            check("powercfg state", (state()["powercfg"]["standby-timeout-ac"], state()["powercfg"]["hibernate"]),
+                  (0, "off"))
             files = ",".join(f"'{f}'" for f in ANSWER_FILES)
             r = s.run_cmd("powershell", ps(f"foreach ($f in @({files})) {{ if (Test-Path $f) {{ Remove-Item "
                                            f"-Force $f; 'removed ' + $f }} }}; 'answer files gone'"))
             check("answer files status", r.status_code, 0)
             check("answer files output", r.std_out.count(b"removed C:\\"), 5)
+            check("answer files left", len(state()["answer_files"]), 3)
+            for pat in (r"C:\Windows\Panther\unattend*.xml", r"C:\Windows\Panther\UnattendGC\*",
+                        r"C:\Windows\System32\sysprep\*.inf"):
+                q = f'"{pat}"'
+                r = s.run_cmd("cmd", ["/c", "if", "exist", q, "del", "/f", "/q", q])
+                check(f"del {pat}", r.status_code, 0)
+                check(f"{pat} gone", s.run_cmd("cmd", ["/c", "if", "exist", q, "exit", "1"]).status_code, 0)
             check("answer files gone", state()["answer_files"], [])
+            check("sysprep.exe stays", r"C:\Windows\System32\sysprep\sysprep.exe" in state()["files"], True)
+            # Lockdown by port and protocol, whatever the rules' names.
+            r = s.run_cmd("cmd", ["/c", "netsh", "advfirewall", "firewall", "delete", "rule", "name=all", "dir=in",
+                                  "protocol=TCP", "localport=3389", ">nul", "2>&1", "&", "netsh", "advfirewall",
+                                  "firewall", "add", "rule", 'name="reimage RDP"', "dir=in", "action=allow",
+                                  "enable=yes", "protocol=TCP", "localport=3389", "remoteip=10.0.0.0/8,192.0.2.5"])
+            check("rdp lockdown status", r.status_code, 0)
+            rdp = [x for x in state()["firewall_rules"] if x["localport"] == "3389"]
+            check("rdp lockdown", [(x["name"], x["remoteip"]) for x in rdp],
+                  [("reimage RDP", "10.0.0.0/8,192.0.2.5")])
             r = s.run_cmd("powershell", ps(f'foreach ($f in @({files})) {{ "removed $f" }}'))
             check("double quotes do not reach PowerShell", r.status_code, 1)
 
@@ -387,8 +405,14 @@ def legacy_checks():
             check("xp: no netsh advfirewall", r.status_code, 1)
             r = s.run_cmd("netsh", ["firewall", "set", "service", "type=remotedesktop", "mode=enable"])
             check("xp: netsh firewall", (r.status_code, state()["legacy_firewall"]["remotedesktop"]), (0, True))
-            check("xp: powercfg slashed setting",
-                  s.run_cmd("powercfg", ["/change", "/standby-timeout-ac", "0"]).status_code, 0)
+            q = s.run_cmd("powercfg", ["/query"])
+            check("xp: powercfg /query names the scheme", (q.status_code, b"Home/Office Desk" in q.std_out),
+                  (0, True))
+            check("xp: powercfg without the scheme name",
+                  s.run_cmd("powercfg", ["/change", "/standby-timeout-ac", "0"]).status_code, 1)
+            check("xp: powercfg scheme-name form",
+                  s.run_cmd("powercfg", ["/change", '"Home/Office Desk"', "/standby-timeout-ac", "0"]).status_code,
+                  0)
             check("xp: powercfg state", state()["powercfg"]["standby-timeout-ac"], 0)
             check("xp: powercfg bare setting is Vista's",
                   s.run_cmd("powercfg", ["/change", "standby-timeout-ac", "0"]).status_code, 1)

@@ -17,10 +17,33 @@ Usage:
                    [--no-powershell | --powershell-2]
 
 --no-powershell: Windows XP / Server 2003 as installed: `powershell` is not
-recognized, there is no `netsh advfirewall`, and powercfg takes XP's slashed
-settings (`/change /standby-timeout-ac 0`). --powershell-2: stock Windows 7 /
+recognized, there is no `netsh advfirewall`, and powercfg takes XP's
+scheme-name form (`/change "NAME" /standby-timeout-ac 0`, the name from
+`powercfg /query`). --powershell-2: stock Windows 7 /
 2008 R2: PowerShell 2, which has no Get-CimInstance, no Rename-Computer and
 no `Get-Content -Raw`.
+
+The Windows behaviour the first-boot tests need follows, besides MS-WSMV:
+Apache VCL's managementnode/lib/VCL/Module/OS/Windows.pm, Windows/
+Version_5.pm and Version_6.pm (the commands VCL runs and the outputs it
+parses: netsh advfirewall delete/add rule, netsh firewall set ... scope,
+powercfg, w32tm, slmgr, wmic computersystem domain/unjoin, shutdown /r),
+and Microsoft's documentation: "Windows Setup States" (ImageState values),
+KB Q185739 (SystemSetupInProgress), the netsh advfirewall, w32tm, Slmgr.vbs
+and powercfg command references, and Win32_ComputerSystem's
+JoinDomainOrWorkgroup / UnjoinDomainOrWorkgroup return codes.
+
+Time-dependent state (for the wait tests):
+  --sysprep-for S      ImageState is IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE,
+                       then IMAGE_STATE_UNDEPLOYABLE, and IMAGE_STATE_COMPLETE
+                       S seconds after start (XP: SystemSetupInProgress and
+                       MiniSetupInProgress 1, then 0)
+  --auth-fails-for S   every login gets 401 for S seconds after start, as
+                       while Sysprep keeps Administrator disabled
+  --reboot-after S     one reboot S seconds after the first command
+  SIGUSR1              a reboot now (a test's load command)
+  --locale de-DE       Windows' own firewall rules and groups have German
+                       names (the localized-group trap)
 
 Serves POST /wsman. Prints "winrm-standin listening on HOST:PORT" on stdout
 (flushed) once it accepts connections.
@@ -49,6 +72,34 @@ Behaviour:
                          WinNT ADSI GetObject, SetPassword, SetInfo,
                          DeleteFile of WScript.Arguments(0)) is applied;
                          others exit with their first `WScript.Quit N`
+    reg query KEY [/v NAME]   values, incl. the setup state above
+    netsh advfirewall firewall delete rule name=all dir=in protocol=P
+                         [localport=N] / add rule name=.. dir=in action=allow
+                         protocol=P [localport=N] remoteip=LIST: the rule list
+                         in the state file; `set rule group="G"` by the
+                         (localized) group name
+    netsh firewall set service type=remotedesktop mode=enable scope=custom
+                         addresses=LIST / set icmpsetting type=8 (XP)
+    netsh interface ip set address name="IF" static ADDR MASK [GW 1]
+    ipconfig /renew      counted
+    powercfg /change SETTING 0, /hibernate off (XP: /query, scheme-name form)
+    net start w32time    starts the time service (exit 2 when running)
+    w32tm /config /manualpeerlist:"A B" /syncfromflags:manual /update,
+    w32tm /resync [/rediscover]   fails when every peer ends in .invalid
+    cscript //nologo %SystemRoot%\System32\slmgr.vbs /skms HOST | /ato
+                         /ato fails (0xC004F074) for a KMS host ending in
+                         .invalid and no MAK installed
+    cscript //nologo mak.vbs FILE / domain.vbs FILE DOMAIN [OU]   reimage's
+                         uploaded VBScripts, recognized by what they call
+                         (InstallProductKey; JoinDomainOrWorkgroup): the file
+                         is read and deleted; the join checks the domain and
+                         credentials (--ad-domain, --ad-credentials-file),
+                         1355 / 1326 otherwise, and takes effect at the next
+                         boot
+    wmic computersystem get domain,partofdomain /value; ... call
+                         unjoindomainorworkgroup funjoinoptions=0
+    shutdown /r /t 0 /f  the listener goes down and comes back on a new
+                         boot: the pending name and domain apply then
     hostname             the machine name (default WIN-STANDIN)
     set-name NAME        stand-in only: change the machine name
     exit N               exit code N
@@ -64,6 +115,7 @@ Behaviour:
 import argparse
 import base64
 import datetime
+import fnmatch
 import json
 import os
 import re
@@ -155,16 +207,30 @@ def fault(relates_to, code, subcode, reason, wsman_code):
     return envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body)
 
 
+# Where Windows Setup and Sysprep keep answer files and the oobeSystem
+# pass's copies (Microsoft, "Windows Setup Automation Overview"; VCL's
+# Version_6.pm sanitize_files cleans System32\sysprep and Panther).
 ANSWER_FILES = [
     r"C:\Windows\Panther\unattend.xml",
+    r"C:\Windows\Panther\unattend-original.xml",
     r"C:\Windows\Panther\Unattend\unattend.xml",
+    r"C:\Windows\Panther\UnattendGC\setupact.log",
     r"C:\Windows\System32\sysprep\unattend.xml",
+    r"C:\Windows\System32\sysprep\sysprep.inf",
     r"C:\Windows\System32\sysprep\Panther\unattend.xml",
     r"C:\sysprep\sysprep.inf",
 ]
+# Files that hold no password and must stay.
+KEEP_FILES = [r"C:\Windows\System32\sysprep\sysprep.exe", r"C:\Windows\Panther\setupact.log"]
 # Windows XP / 2003: Sysprep's and unattended setup's answer files.
 ANSWER_FILES_XP = [r"C:\sysprep\sysprep.inf", r"C:\sysprep\unattend.txt"]
 RDP_KEY = r"HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server"
+# Windows' setup state (Microsoft, "Windows Setup States"): ImageState under
+# this key, a REG_SZ, IMAGE_STATE_COMPLETE once specialize and oobeSystem
+# are done. XP/2003 (KB Q185739 and VCL's Version_5.pm era): HKLM\SYSTEM\Setup
+# SystemSetupInProgress / MiniSetupInProgress, REG_DWORD 1 while setup runs.
+STATE_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State"
+SETUP_KEY = r"HKLM\SYSTEM\Setup"
 CWD = r"C:\Users\Administrator"
 NOT_RECOGNIZED = ("'{0}' is not recognized as an internal or external command,\r\n"
                   "operable program or batch file.\r\n")
@@ -194,6 +260,15 @@ PASSWORD_SCRIPT = [
     re.compile(r"(?i)\.DeleteFile\b"),
     re.compile(r"(?i)WScript\.Arguments\(0\)"),
 ]
+
+
+# The VBScripts reimage uploads to join a domain and to install a MAK:
+# recognized by what they call, not by their exact text.
+DOMAIN_SCRIPT = [re.compile(r"(?i)\.JoinDomainOrWorkgroup\("), re.compile(r"(?i)WScript\.Arguments\(0\)"),
+                 re.compile(r"(?i)\.DeleteFile\b")]
+MAK_SCRIPT = [re.compile(r"(?i)\.InstallProductKey\b"), re.compile(r"(?i)WScript\.Arguments\(0\)"),
+              re.compile(r"(?i)\.DeleteFile\b")]
+SLMGR = r"C:\Windows\System32\slmgr.vbs"
 
 
 def norm(path):
@@ -240,10 +315,11 @@ class Machine:
         if cfg.user:
             self.accounts[cfg.user] = cfg.password
         self.registry = {RDP_KEY.lower(): {"fDenyTSConnections": ("REG_DWORD", "1")}}
-        self.rdp_firewall = False
-        self.legacy_firewall = {"remotedesktop": False, "icmp8": False}
-        self.rules = []  # names of rules added with `netsh advfirewall firewall add rule`
-        self.powercfg = {"standby-timeout-ac": 30, "hibernate": "on"}
+        self.started = time.monotonic()
+        self.refresh_setup()
+        self.legacy_firewall = {"remotedesktop": False, "icmp8": False, "remotedesktop_scope": None}
+        self.powercfg = {s: 30 for s in sorted(POWERCFG_SETTINGS)}
+        self.powercfg["hibernate"] = "on"
         self.files = {}  # norm(path) -> bytes
         self.display = {}  # norm(path) -> path as first written
         self.dirs = set()
@@ -252,10 +328,63 @@ class Machine:
         for f in cfg.answer_files:
             self.mkdirs(parent(norm(f)))
             self.write(f, b"<unattend><!-- AdministratorPassword: image-secret --></unattend>\r\n")
+        for f in KEEP_FILES + [SLMGR]:
+            self.mkdirs(parent(norm(f)))
+            self.write(f, b"MZ")
+        # netsh advfirewall rules: Windows' own, disabled, named and grouped
+        # in the install's language (--locale de: German names).
+        de = cfg.locale.lower().startswith("de")
+        rdp_group = "Remotedesktop" if de else "Remote Desktop"
+        self.rules = [
+            {"name": f"{rdp_group} - Benutzermodus (TCP eingehend)" if de
+             else "Remote Desktop - User Mode (TCP-In)", "group": rdp_group, "dir": "in",
+             "protocol": "tcp", "localport": "3389", "remoteip": "any", "enable": "no", "action": "allow"},
+            {"name": "Datei- und Druckerfreigabe (Echoanforderung - ICMPv4 eingehend)" if de
+             else "File and Printer Sharing (Echo Request - ICMPv4-In)",
+             "group": "Datei- und Druckerfreigabe" if de else "File and Printer Sharing", "dir": "in",
+             "protocol": "icmpv4:8,any", "localport": "any", "remoteip": "any", "enable": "no",
+             "action": "allow"},
+        ]
+        self.w32time = {"running": False, "peers": None, "synced": 0}
+        self.activation = {"kms": None, "key_installed": False, "activated": False}
+        self.domain = cfg.joined_domain
+        self.pending_domain = None
+        self.domain_unjoins = 0
+        self.domain_joins = []  # (domain, user, ou) as the join method got them
+        self.network = {"dhcp_renewed": 0, "static": None}
+        self.power_scheme = "Home/Office Desk"
         self.scripts_run = []
         self.commands = []
+        self.on_reboot = None  # set by Life: schedules a simulated reboot
+        self.reboots_requested = 0
         self.shells = {}  # shell id -> {command id -> result dict}
         self.shell_logons = {}  # shell id -> (user, password) it was opened with
+
+    def sysprep_running(self):
+        """--sysprep-for S: Sysprep's passes run for S seconds from start."""
+        return time.monotonic() - self.started < self.cfg.sysprep_for
+
+    def auth_disabled(self):
+        """--auth-fails-for S: every login is rejected (401) for S seconds
+        from start, as while Sysprep keeps Administrator disabled."""
+        return time.monotonic() - self.started < self.cfg.auth_fails_for
+
+    def refresh_setup(self):
+        """The setup state values as they are now: specialize done, then
+        oobeSystem running (UNDEPLOYABLE), then COMPLETE."""
+        left = self.cfg.sysprep_for - (time.monotonic() - self.started)
+        if left <= 0:
+            state, flag = "IMAGE_STATE_COMPLETE", "0"
+        elif left > self.cfg.sysprep_for / 2:
+            state, flag = "IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE", "1"
+        else:
+            state, flag = "IMAGE_STATE_UNDEPLOYABLE", "1"
+        self.registry[STATE_KEY.lower()] = {"ImageState": ("REG_SZ", state)}
+        self.registry.setdefault(SETUP_KEY.lower(), {}).update({
+            "SystemSetupInProgress": ("REG_DWORD", flag),
+            "MiniSetupInProgress": ("REG_DWORD", flag),
+            "SetupType": ("REG_DWORD", "0"),
+        })
 
     # -- files --------------------------------------------------------------
     def mkdirs(self, key):
@@ -265,9 +394,18 @@ class Machine:
                 break
             key = parent(key)
 
+    def matching(self, path):
+        """The files a cmd.exe path names: itself, or with * and ? in its
+        last part, every file of that folder whose name matches."""
+        k = norm(path)
+        if "*" not in k and "?" not in k:
+            return [k] if k in self.files else []
+        folder, pat = parent(k), k.rsplit("\\", 1)[-1]
+        return [f for f in self.files if parent(f) == folder and fnmatch.fnmatchcase(f.rsplit("\\", 1)[-1], pat)]
+
     def exists(self, path):
         k = norm(path)
-        return k in self.files or k in self.dirs
+        return k in self.dirs or bool(self.matching(path))
 
     def write(self, path, data, append=False):
         """Writes a file; an error text when its folder does not exist."""
@@ -286,9 +424,11 @@ class Machine:
         return self.files.get(norm(path))
 
     def remove(self, path):
-        k = norm(path)
-        self.display.pop(k, None)
-        return self.files.pop(k, None) is not None
+        found = self.matching(path)
+        for k in found:
+            self.display.pop(k, None)
+            self.files.pop(k, None)
+        return bool(found)
 
     # -- boots --------------------------------------------------------------
     def boot(self):
@@ -300,6 +440,9 @@ class Machine:
                 self.boot_time = time.time()
             if self.pending_name:
                 self.name, self.pending_name = self.pending_name.upper(), None
+            if self.pending_domain is not None:
+                self.domain = self.pending_domain or None
+                self.pending_domain = None
             self.shells = {}
             self.shell_logons = {}
             self.up = True
@@ -308,7 +451,7 @@ class Machine:
     def dump(self):
         if not self.cfg.state_file:
             return
-        present = [f for f in ANSWER_FILES + ANSWER_FILES_XP if norm(f) in self.files]
+        present = [self.display.get(norm(f), f) for f in ANSWER_FILES + ANSWER_FILES_XP if norm(f) in self.files]
         present = list(dict.fromkeys(present))
         present += [self.display.get(norm(f), f) for f in self.cfg.answer_files
                     if norm(f) in self.files and f not in present]
@@ -324,15 +467,23 @@ class Machine:
             "registry": {k: {n: v[1] for n, v in vals.items()} for k, vals in self.registry.items()},
             "fDenyTSConnections": int(self.registry.get(RDP_KEY.lower(), {})
                                       .get("fDenyTSConnections", ("", "1"))[1], 0),
-            "rdp_firewall_enabled": self.rdp_firewall,
             "legacy_firewall": self.legacy_firewall,
             "firewall_rules": self.rules,
-            "icmp_rules": self.rules.count("reimage ICMPv4 echo"),
+            "icmp_rules": sum(1 for r in self.rules if r["name"] == "reimage ICMPv4 echo"),
+            "rdp_firewall_enabled": any(r["localport"] == "3389" and r["enable"] == "yes" for r in self.rules),
+            "w32time": self.w32time,
+            "activation": self.activation,
+            "domain": self.domain,
+            "pending_domain": self.pending_domain,
+            "domain_joins": self.domain_joins,
+            "domain_unjoins": self.domain_unjoins,
+            "network": self.network,
             "powercfg": self.powercfg,
             "answer_files": present,
             "files": sorted(self.display.get(k, k) for k in self.files),
             "dirs": sorted(self.dirs),
             "scripts_run": self.scripts_run,
+            "reboots_requested": self.reboots_requested,
             "commands": self.commands,
         }
         tmp = self.cfg.state_file + ".tmp"
@@ -591,6 +742,25 @@ class Shell:
                    "->rename()\r\nMethod execution successful.\r\nOut Parameters:\r\n"
                    f"instance of __PARAMETERS\r\n{{\r\n\tReturnValue = {code};\r\n}};\r\n\r\n")
             return Result(out.encode())
+        if low == ["computersystem", "get", "domain,partofdomain", "/value"]:
+            # VCL's Windows.pm ad_get_current_domain reads these two.
+            dom = self.m.domain or "WORKGROUP"
+            part = "TRUE" if self.m.domain else "FALSE"
+            return Result(f"\r\r\n\r\r\nDomain={dom}\r\r\nPartOfDomain={part}\r\r\n\r\r\n".encode())
+        mt = re.fullmatch(r"""computersystem where name=(['"]?)([^'"]*)\1 call unjoindomainorworkgroup """
+                          r"""funjoinoptions=(\d+)""", " ".join(a), re.I)
+        if mt:
+            if mt.group(2).lower() != self.m.name.lower():
+                return Result(b"", b"No Instance(s) Available.\r\n", 0)
+            # 2692: NERR_NotJoined, as Win32_ComputerSystem documents.
+            code = 0 if self.m.domain else 2692
+            if code == 0:
+                self.m.pending_domain = ""
+                self.m.domain_unjoins += 1
+            out = (f'Executing (\\\\{self.m.name}\\ROOT\\CIMV2:Win32_ComputerSystem.Name="{self.m.name}")'
+                   "->UnjoinDomainOrWorkgroup()\r\nMethod execution successful.\r\nOut Parameters:\r\n"
+                   f"instance of __PARAMETERS\r\n{{\r\n\tReturnValue = {code};\r\n}};\r\n\r\n")
+            return Result(out.encode())
         if low[0] not in ("os", "computersystem"):
             return fail(f"{a[0]} - Alias not found.\r\n", 44135)
         return fail("Invalid query\r\n", 44135)
@@ -615,9 +785,82 @@ class Shell:
         found = [p.search(src) for p in PASSWORD_SCRIPT]
         if ext == "vbs" and all(found):
             return self.set_password_script(found[0].group(1), args, banner)
+        if norm(path) == norm(SLMGR):
+            return self.slmgr(args, banner)
+        if ext == "vbs" and all(p.search(src) for p in DOMAIN_SCRIPT):
+            return self.domain_script(args, banner)
+        if ext == "vbs" and all(p.search(src) for p in MAK_SCRIPT):
+            return self.mak_script(args, banner)
         self.m.scripts_run.append(path)
         mt = re.search(r"(?im)^\s*WScript\.Quit\s*\(?\s*(\d+)", src)
         return Result(banner + f"ran {path}\r\n".encode(), b"", int(mt.group(1)) if mt else 0)
+
+    def slmgr(self, args, banner):
+        """slmgr.vbs /skms HOST[:PORT], /ato (Microsoft's "Slmgr.vbs options
+        for volume activation"). A KMS host whose name ends in .invalid does
+        not answer (0xC004F074). Stand-in assumption: slmgr exits non-zero
+        when it prints an error."""
+        low = [w.lower() for w in args]
+        act = self.m.activation
+        if len(low) == 2 and low[0] in ("/skms", "-skms"):
+            act["kms"] = args[1]
+            return Result(banner + f"Key Management Service machine name set to {args[1]} successfully.\r\n"
+                          .encode())
+        if low in (["/ato"], ["-ato"]):
+            kms_ok = act["kms"] and not act["kms"].split(":")[0].lower().endswith(".invalid")
+            if kms_ok or act["key_installed"]:
+                act["activated"] = True
+                return Result(banner + b"Activating Windows(R), ServerStandard edition ...\r\n"
+                              b"Product activated successfully.\r\n")
+            return Result(banner + b"Activating Windows(R), ServerStandard edition ...\r\n",
+                          b"Error: 0xC004F074 The Software Licensing Service reported that the computer could "
+                          b"not be activated. No Key Management Service (KMS) could be contacted.\r\n", 1)
+        return Result(banner, b"Error: 0xC004F025 Access denied: the requested action requires elevated "
+                      b"privileges\r\n" if not low else b"Unknown option.\r\n", 1)
+
+    def mak_script(self, args, banner):
+        """reimage's MAK VBScript: reads the key file, deletes it, installs
+        the key (SoftwareLicensingService.InstallProductKey)."""
+        data = self.m.read(args[0]) if len(args) == 1 else None
+        if data is None:
+            return Result(banner, b"cannot read the key file: File not found\r\n", 1)
+        self.m.remove(args[0])
+        key = data.decode("utf-8-sig", "replace").split("\n")[0].strip()
+        if not re.fullmatch(r"([A-Z0-9]{5}-){4}[A-Z0-9]{5}", key):
+            return Result(banner, b"InstallProductKey failed: 0xC004F050 The Software Licensing Service "
+                          b"reported that the product key is invalid.\r\n", 1)
+        self.m.activation["key_installed"] = True
+        self.m.activation["key_last5"] = key[-5:]
+        return Result(banner + b"product key installed\r\n")
+
+    def domain_script(self, args, banner):
+        """reimage's domain VBScript: CREDENTIALS-FILE DOMAIN [OU]. Reads and
+        deletes the file, then Win32_ComputerSystem.JoinDomainOrWorkgroup:
+        1355 no such domain, 1326 logon failure, 2691 already joined (the
+        script counts it as done); the membership starts at the next boot."""
+        if len(args) < 2:
+            return Result(banner, b"usage\r\n", 2)
+        data = self.m.read(args[0])
+        if data is None:
+            return Result(banner, b"cannot read the credentials file: File not found\r\n", 1)
+        self.m.remove(args[0])
+        lines = data.decode("utf-8-sig", "replace").replace("\r", "").split("\n")
+        user, pw = (lines + ["", ""])[:2]
+        domain, ou = args[1], (args[2] if len(args) > 2 else None)
+        cfg = self.m.cfg
+        if cfg.ad_domain is None or domain.lower() != cfg.ad_domain.lower():
+            rc = 1355
+        elif (user, pw) != cfg.ad_credentials:
+            rc = 1326
+        elif (self.m.domain or "").lower() == domain.lower():
+            rc = 0
+        else:
+            rc = 0
+            self.m.pending_domain = domain
+            self.m.domain_joins.append({"domain": domain, "user": user, "ou": ou})
+        if rc:
+            return Result(banner, f"JoinDomainOrWorkgroup returned {rc}\r\n".encode(), rc)
+        return Result(banner + f"joined {domain}: takes effect at the next boot\r\n".encode())
 
     def set_password_script(self, user, args, banner):
         """What reimage's password VBScript does: read the file (UTF-8, up to
@@ -636,6 +879,18 @@ class Shell:
             return Result(banner, f"no account {user}: The user name could not be found.\r\n".encode(), 1)
         self.m.accounts[match[0]] = pw
         return Result(banner + f"password of {user} set\r\n".encode())
+
+    def p_shutdown(self, a, text, stdin):
+        """shutdown /r /t 0 /f (VCL's Windows.pm reboot; `-r` too): the
+        listener goes down shortly after the command returns, as Windows'
+        does, and comes back on a new boot."""
+        low = {w.lower().replace("-", "/", 1) for w in a}
+        if "/r" not in low:
+            return fail("stand-in: only shutdown /r is simulated\r\n")
+        self.m.reboots_requested += 1
+        if self.m.on_reboot:
+            self.m.on_reboot()
+        return Result()
 
     def p_hostname(self, a, text, stdin):
         if a:
@@ -746,12 +1001,19 @@ class Shell:
                 return fail("ERROR: Invalid syntax.\r\nType \"REG /?\" for usage.\r\n")
         if not key.lower().startswith("hklm\\"):
             return fail("ERROR: Invalid key name.\r\nType \"REG /?\" for usage.\r\n")
+        self.m.refresh_setup()
         vals = self.m.registry.get(key.lower())
         if a[0].lower() == "query":
+            def show(name, v):
+                data = f"0x{int(v[1]):x}" if v[0] == "REG_DWORD" else v[1]
+                return f"    {name}    {v[0]}    {data}\r\n"
+            if "v" not in opts and vals is not None:
+                lines = "".join(show(n, v) for n, v in vals.items())
+                return Result(f"\r\n{key}\r\n{lines}\r\n".encode())
             v = (vals or {}).get(opts.get("v", ""))
             if v is None:
                 return fail("ERROR: The system was unable to find the specified registry key or value.\r\n")
-            return Result(f"\r\n{key}\r\n    {opts['v']}    {v[0]}    0x{int(v[1]):x}\r\n\r\n".encode())
+            return Result(f"\r\n{key}\r\n{show(opts['v'], v)}\r\n".encode())
         if "v" not in opts or "d" not in opts:
             return fail("ERROR: Invalid syntax.\r\nType \"REG /?\" for usage.\r\n")
         typ = opts.get("t", "REG_SZ").upper()
@@ -766,11 +1028,19 @@ class Shell:
 
     def p_netsh(self, a, text, stdin):
         low = [w.lower() for w in a]
+        if low[:2] == ["interface", "ip"] or low[:2] == ["interface", "ipv4"]:
+            return self.netsh_address(a[2:])
         if low[:2] == ["firewall", "set"]:
+            # XP/2003 (netsh firewall, KB 947709 / VCL's Windows.pm): the
+            # service exception by type, with an optional custom scope.
             kv = dict(w.split("=", 1) for w in low[3:] if "=" in w)
             ok_mode = kv.get("mode") in ("enable", "disable")
-            if low[2:3] == ["service"] and kv.get("type") == "remotedesktop" and ok_mode and len(kv) == len(low) - 3:
+            scope_ok = kv.get("scope", "all") in ("all", "subnet", "custom") and \
+                (kv.get("scope") != "custom" or kv.get("addresses"))
+            if low[2:3] == ["service"] and kv.get("type") == "remotedesktop" and ok_mode and scope_ok \
+                    and len(kv) == len(low) - 3:
                 self.m.legacy_firewall["remotedesktop"] = kv["mode"] == "enable"
+                self.m.legacy_firewall["remotedesktop_scope"] = kv.get("addresses", kv.get("scope", "all"))
                 return Result(b"\r\nIMPORTANT: Command executed successfully.\r\n"
                               b"However, \"netsh firewall\" is deprecated;\r\nuse \"netsh advfirewall firewall\" "
                               b"instead.\r\n\r\nOk.\r\n\r\n")
@@ -779,76 +1049,166 @@ class Shell:
                 return Result(b"\r\nOk.\r\n\r\n")
             return Result(b"The syntax supplied for this command is not valid. Check help for the correct syntax.\r\n",
                           b"", 1)
+        not_found = Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
         if self.m.cfg.no_powershell and low[:1] == ["advfirewall"]:
             # XP/2003: no Windows Firewall with Advanced Security.
-            return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
-        if low[:3] != ["advfirewall", "firewall", low[2] if len(low) > 2 else ""] or len(low) < 4:
-            return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
-        verb = low[2]
-        if low[3:4] != ["rule"]:
-            return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
-        args = a[4:]
-        bad = [w for w in args if "=" not in w and w.lower() != "new"]
-        if bad:
-            return Result(b"A specified value is not valid.\r\n\r\nUsage: ...\r\n", b"", 1)
+            return not_found
+        if low[:2] != ["advfirewall", "firewall"] or len(low) < 4 or low[3] != "rule":
+            return not_found
+        verb, args = low[2], a[4:]
+        invalid = Result(b"A specified value is not valid.\r\n\r\nUsage: ...\r\n", b"", 1)
+        if [w for w in args if "=" not in w and w.lower() != "new"]:
+            return invalid
         if verb == "set":
+            # `set rule group="NAME" new enable=yes`: by the group's name,
+            # which is in the install's language.
             if "new" not in [w.lower() for w in args]:
-                return Result(b"A specified value is not valid.\r\n", b"", 1)
+                return invalid
             k = [w.lower() for w in args].index("new")
-            where = dict(w.split("=", 1) for w in args[:k])
-            new = dict(w.split("=", 1) for w in args[k + 1:])
-            if set(k.lower() for k in where) != {"group"} or list(k.lower() for k in new) != ["enable"]:
-                return Result(b"A specified value is not valid.\r\n", b"", 1)
-            group = next(iter(where.values())).lower()
-            enable = next(iter(new.values())).lower()
-            if group != "remote desktop":
+            where = {x.split("=", 1)[0].lower(): x.split("=", 1)[1] for x in args[:k]}
+            new = {x.split("=", 1)[0].lower(): x.split("=", 1)[1].lower() for x in args[k + 1:]}
+            if set(where) != {"group"} or list(new) != ["enable"] or new["enable"] not in ("yes", "no"):
+                return invalid
+            hit = [r for r in self.m.rules if r.get("group", "").lower() == where["group"].lower()]
+            if not hit:
                 return Result(b"\r\nNo rules match the specified criteria.\r\n\r\n", b"", 1)
-            if enable not in ("yes", "no"):
-                return Result(b"A specified value is not valid.\r\n", b"", 1)
-            self.m.rdp_firewall = enable == "yes"
-            return Result(b"\r\nUpdated 3 rule(s).\r\nOk.\r\n\r\n")
+            for r in hit:
+                r["enable"] = new["enable"]
+            return Result(f"\r\nUpdated {len(hit)} rule(s).\r\nOk.\r\n\r\n".encode())
         kv = {}
         for w in args:
             k, v = w.split("=", 1)
             kv[k.lower()] = v
         if verb == "delete":
-            if set(kv) - {"name", "dir", "protocol", "profile"} or "name" not in kv:
-                return Result(b"A specified value is not valid.\r\n", b"", 1)
-            n = sum(1 for r in self.m.rules if r.lower() == kv["name"].lower())
+            # name=all with filters deletes every rule that matches them.
+            if set(kv) - {"name", "dir", "protocol", "localport", "profile"} or "name" not in kv:
+                return invalid
+
+            def match(r):
+                if kv["name"].lower() != "all" and r["name"].lower() != kv["name"].lower():
+                    return False
+                return all(r.get(f, "any").lower() == kv[f].lower() for f in ("dir", "protocol", "localport")
+                           if f in kv)
+            n = sum(1 for r in self.m.rules if match(r))
             if n == 0:
                 return Result(b"\r\nNo rules match the specified criteria.\r\n\r\n", b"", 1)
-            self.m.rules = [r for r in self.m.rules if r.lower() != kv["name"].lower()]
+            self.m.rules = [r for r in self.m.rules if not match(r)]
             return Result(f"\r\nDeleted {n} rule(s).\r\nOk.\r\n\r\n".encode())
         if verb == "add":
-            allowed = {"name", "dir", "action", "protocol", "enable", "profile", "localport", "remoteip"}
+            allowed = {"name", "dir", "action", "protocol", "enable", "profile", "localport", "remoteip",
+                       "description"}
             if set(kv) - allowed or not {"name", "dir", "action"} <= set(kv):
-                return Result(b"A specified value is not valid.\r\n", b"", 1)
+                return invalid
             if kv["dir"].lower() not in ("in", "out") or kv["action"].lower() not in ("allow", "block", "bypass"):
-                return Result(b"A specified value is not valid.\r\n", b"", 1)
+                return invalid
             proto = kv.get("protocol", "any").lower()
             if not re.fullmatch(r"any|tcp|udp|\d+|icmpv[46](:(\d+|any),(\d+|any))?", proto):
                 return Result(b"A specified protocol value is not valid.\r\n", b"", 1)
-            self.m.rules.append(kv["name"])
+            if "localport" in kv and proto not in ("tcp", "udp"):
+                return Result(b"A specified port value is not valid.\r\n", b"", 1)
+            remote = kv.get("remoteip", "any")
+            for part in remote.split(","):
+                if part.lower() not in ("any", "localsubnet") and \
+                        not re.fullmatch(r"[0-9a-fA-F.:]+(/\d{1,3})?", part):
+                    return Result(b"A specified IP address or address keyword is not valid.\r\n", b"", 1)
+            self.m.rules.append({"name": kv["name"], "dir": kv["dir"].lower(), "protocol": proto,
+                                 "localport": kv.get("localport", "any"), "remoteip": remote,
+                                 "enable": kv.get("enable", "yes").lower(), "action": kv["action"].lower()})
             return Result(b"Ok.\r\n\r\n")
-        return Result(f"The following command was not found: {' '.join(a)}.\r\n".encode(), b"", 1)
+        return not_found
+
+    def netsh_address(self, a):
+        """netsh interface ip set address name="IF" static ADDR MASK [GW METRIC]."""
+        low = [w.lower() for w in a]
+        if low[:2] != ["set", "address"] or len(a) < 5:
+            return Result(b"The syntax supplied for this command is not valid.\r\n", b"", 1)
+        iface = a[2].split("=", 1)[1] if a[2].lower().startswith("name=") else a[2]
+        rest = low[3:]
+        ip = r"\d{1,3}(\.\d{1,3}){3}"
+        if rest[0] != "static" or len(rest) not in (3, 5) or not all(re.fullmatch(ip, w) for w in rest[1:3]):
+            return Result(b"The syntax supplied for this command is not valid.\r\n", b"", 1)
+        if iface.lower() not in [i.lower() for i in self.m.cfg.interfaces]:
+            return Result(b"The filename, directory name, or volume label syntax is incorrect.\r\n\r\n", b"", 1)
+        self.m.network["static"] = {"interface": iface, "address": rest[1], "mask": rest[2],
+                                    "gateway": rest[3] if len(rest) == 5 else None}
+        return Result(b"\r\n")
 
     def p_powercfg(self, a, text, stdin):
+        """Vista and later: /change SETTING N, /hibernate off. XP/2003: the
+        scheme-name form `/change "NAME" /SETTING N` (VCL's Version_5.pm
+        disable_sleep) and `/query`, which prints the scheme's Name."""
         low = [w.lower().replace("-", "/", 1) if w.startswith("-") else w.lower() for w in a]
-        if len(low) == 3 and low[0] in ("/change", "/x") and low[2].isdigit():
-            # XP/2003 (SP2): /standby-timeout-ac; Vista and later: bare
-            # (or with a dash).
-            setting = low[1]
-            xp = self.m.cfg.no_powershell
-            if xp and setting.startswith("/") and setting[1:] in POWERCFG_SETTINGS:
-                setting = setting[1:]
-            elif xp or setting not in POWERCFG_SETTINGS:
-                return fail("Invalid Parameters -- try \"/?\" for help\r\n")
-            self.m.powercfg[setting] = int(low[2])
+        xp = self.m.cfg.no_powershell
+        bad = fail("Invalid Parameters -- try \"/?\" for help\r\n")
+        if xp and low == ["/query"]:
+            rows = [("Field Description", "Value"), ("-----------------", "-----"),
+                    ("Name", self.m.power_scheme), ("Numerical ID", "2")]
+            rows += [(k, f"After {v} mins" if v else "Never") for k, v in sorted(self.m.powercfg.items())
+                     if k != "hibernate"]
+            return Result("".join(f"{k:<27}{v}\r\n" for k, v in rows).encode())
+        if low[:1] in (["/change"], ["/x"]):
+            if xp:
+                if len(a) != 4 or a[1].lower() != self.m.power_scheme.lower() or not low[2].startswith("/") \
+                        or low[2][1:] not in POWERCFG_SETTINGS or not low[3].isdigit():
+                    return bad
+                setting, value = low[2][1:], low[3]
+            else:
+                if len(low) != 3 or low[1] not in POWERCFG_SETTINGS or not low[2].isdigit():
+                    return bad
+                setting, value = low[1], low[2]
+            self.m.powercfg[setting] = int(value)
             return Result()
         if len(low) == 2 and low[0] in ("/hibernate", "/h") and low[1] in ("on", "off"):
             self.m.powercfg["hibernate"] = low[1]
             return Result()
-        return fail("Invalid Parameters -- try \"/?\" for help\r\n")
+        return bad
+
+    def p_ipconfig(self, a, text, stdin):
+        if [w.lower() for w in a] == ["/renew"]:
+            self.m.network["dhcp_renewed"] += 1
+            return Result(b"\r\nWindows IP Configuration\r\n\r\nEthernet adapter Ethernet:\r\n\r\n"
+                          b"   IPv4 Address. . . . . . . . . . . : 192.0.2.7\r\n")
+        return fail("Error: unrecognized or incomplete command line.\r\n")
+
+    def p_net(self, a, text, stdin):
+        """net start w32time."""
+        low = [w.lower() for w in a]
+        if low == ["start", "w32time"]:
+            if self.m.w32time["running"]:
+                return Result(b"", b"The requested service has already been started.\r\n\r\n"
+                              b"More help is available by typing NET HELPMSG 2182.\r\n", 2)
+            self.m.w32time["running"] = True
+            return Result(b"The Windows Time service is starting.\r\nThe Windows Time service was started "
+                          b"successfully.\r\n\r\n")
+        return fail("The syntax of this command is:\r\n\r\nNET\r\n", 1)
+
+    def p_w32tm(self, a, text, stdin):
+        """w32tm /config /manualpeerlist:"A B" /syncfromflags:manual /update,
+        and /resync [/rediscover] (Microsoft's w32tm reference). The service
+        must run; a peer whose name ends in .invalid never answers."""
+        low = [w.lower() for w in a]
+        not_running = Result(b"The following error occurred: The service has not been started. (0x80070426)\r\n",
+                             b"", 1)
+        if low[:1] == ["/config"]:
+            opts = dict((w.split(":", 1) + [""])[:2] for w in a[1:])
+            opts = {k.lower(): v for k, v in opts.items()}
+            if set(opts) - {"/manualpeerlist", "/syncfromflags", "/update", "/reliable"}:
+                return Result(b"The following arguments were unexpected:\r\n", b"", 87)
+            if not self.m.w32time["running"]:
+                return not_running
+            if "/manualpeerlist" in opts:
+                self.m.w32time["peers"] = opts["/manualpeerlist"].split()
+            return Result(b"The command completed successfully.\r\n")
+        if low[:1] == ["/resync"] and set(low[1:]) <= {"/rediscover", "/nowait", "/force"}:
+            if not self.m.w32time["running"]:
+                return not_running
+            peers = self.m.w32time["peers"] or []
+            if not peers or all(p.lower().endswith(".invalid") for p in peers):
+                return Result(b"Sending resync command to local computer\r\nThe computer did not resync because no "
+                              b"time data was available.\r\n", b"", 1)
+            self.m.w32time["synced"] += 1
+            return Result(b"Sending resync command to local computer\r\nThe command completed successfully.\r\n")
+        return Result(b"The following arguments were unexpected:\r\n", b"", 87)
 
     def p_powershell(self, a, text, stdin):
         i = 0
@@ -963,11 +1323,19 @@ class PowerShell:
             if not rest.startswith("{"):
                 raise PSError(f"Missing statement block after {mt.group(1)} ( condition ).")
             body, k = ps_group(rest, 0)
-            if rest[k:].strip():
-                raise PSError(f"Unexpected token '{rest[k:].strip()}' in expression or statement.")
+            tail = rest[k:].strip()
+            other = None
+            em = re.match(r"(?i)else\s*\{", tail)
+            if mt.group(1).lower() == "if" and em:
+                other, j = ps_group(tail, em.end() - 1)
+                tail = tail[j:].strip()
+            if tail:
+                raise PSError(f"Unexpected token '{tail}' in expression or statement.")
             if mt.group(1).lower() == "if":
                 if self.truthy(self.cond(head)):
                     self.block(body)
+                elif other is not None:
+                    self.block(other)
                 return
             fm = re.fullmatch(r"(?s)\s*\$(\w+)\s+in\s+(.+)", head)
             if not fm:
@@ -1188,6 +1556,8 @@ class Handler(BaseHTTPRequestHandler):
         with machine.lock:
             if shell_id and machine.shell_logons.get(shell_id) == self.creds:
                 return True
+            if machine.auth_disabled():
+                return False
             # Windows user names are case-insensitive; passwords are not.
             return any(u.lower() == user.lower() and p == password for u, p in machine.accounts.items())
 
@@ -1460,6 +1830,7 @@ class Life:
         self.args = args
         self.cfg = cfg
         self.machine = Machine(cfg)
+        self.machine.on_reboot = self.reboot_soon
         self.server = None
         self.rebooting = False
         self.timer = None
@@ -1482,6 +1853,11 @@ class Life:
             self.timer = threading.Timer(self.args.reboot_after, self.reboot)
             self.timer.daemon = True
             self.timer.start()
+
+    def reboot_soon(self):
+        t = threading.Timer(0.3, self.reboot)
+        t.daemon = True
+        t.start()
 
     def reboot(self):
         sys.stderr.write("winrm-standin: simulated reboot: going down\n")
@@ -1512,6 +1888,18 @@ def main():
     p.add_argument("--reboot-after", type=float,
                    help="simulate a Sysprep reboot this many seconds after the first command")
     p.add_argument("--down-for", type=float, default=2.0, help="how long the simulated reboot takes")
+    p.add_argument("--sysprep-for", type=float, default=0.0,
+                   help="Sysprep's passes run this many seconds from start: ImageState (XP: "
+                        "SystemSetupInProgress) says not complete until then")
+    p.add_argument("--auth-fails-for", type=float, default=0.0,
+                   help="every login gets 401 for this many seconds from start (Administrator disabled)")
+    p.add_argument("--locale", default="en-US",
+                   help="the install's language: de-DE names Windows' own firewall rules and groups in German")
+    p.add_argument("--interfaces", default="Ethernet,Public", help="comma-separated network interface names")
+    p.add_argument("--ad-domain", help="the Active Directory domain a join may reach")
+    p.add_argument("--ad-credentials-file",
+                   help="file: the domain user on line 1, its password on line 2 (what a join must send)")
+    p.add_argument("--joined-domain", help="the computer starts as a member of this domain")
     p.add_argument("--wrong-os", action="store_true",
                    help="the boot time never changes (a reboot brings back the same OS)")
     shells = p.add_mutually_exclusive_group()
@@ -1527,6 +1915,13 @@ def main():
         password = ""
         state_file = a.state_file
         wrong_os = a.wrong_os
+        sysprep_for = a.sysprep_for
+        locale = a.locale
+        interfaces = [i for i in a.interfaces.split(",") if i]
+        ad_domain = a.ad_domain
+        ad_credentials = None
+        joined_domain = a.joined_domain
+        auth_fails_for = a.auth_fails_for
         no_powershell = a.no_powershell
         powershell_2 = a.powershell_2
         product_version = ("OS: 5.2.3790 SP: 2.0 Stack: 2.0" if a.no_powershell
@@ -1539,6 +1934,10 @@ def main():
     if a.password_file:
         with open(a.password_file, encoding="utf-8") as f:
             Cfg.password = f.readline().rstrip("\r\n")
+    if a.ad_credentials_file:
+        with open(a.ad_credentials_file, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        Cfg.ad_credentials = (lines + ["", ""])[0], (lines + ["", ""])[1]
     if a.delay_start > 0:
         time.sleep(a.delay_start)
 
@@ -1547,6 +1946,8 @@ def main():
     print(f"winrm-standin listening on {a.host}:{a.port}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGUSR1: a reload (by a test's load command): the computer reboots.
+    signal.signal(signal.SIGUSR1, lambda *_: life.reboot_soon())
     try:
         while not stop.wait(3600):
             pass

@@ -1,0 +1,440 @@
+//! The admin's views: `reimage status` (one line per computer, from the
+//! last-run records and, with `[coordination]`, the store's live holders)
+//! and `reimage log` (a computer's event log, split into runs).
+//!
+//! Both read files other processes write while they read; a record or a
+//! line that does not parse is shown as such, never an error.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::LogArgs;
+use crate::config::Loaded;
+use crate::coord::store::{Holder, Store};
+use crate::error::Error;
+use crate::signal;
+
+/// One line on stdout; a closed stdout (`reimage log pc7 | head`) is not
+/// an error.
+macro_rules! out {
+    ($($t:tt)*) => {
+        crate::report::stdout_line(&format!($($t)*))
+    };
+}
+
+/// The last-run record as `status` reads it: every field optional, so a
+/// record from an older or newer reimage still shows.
+#[derive(Debug, Deserialize, Default, Clone)]
+struct Record {
+    command: Option<String>,
+    image: Option<String>,
+    reservation: Option<String>,
+    attempt: Option<u32>,
+    of: Option<u32>,
+    phase: Option<String>,
+    result: Option<String>,
+    message: Option<String>,
+    exit_code: Option<i32>,
+    started: Option<String>,
+    updated: Option<String>,
+    pid: Option<u32>,
+}
+
+/// Whether process `pid` exists on this host.
+fn alive(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(p) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
+
+fn computers_dir(dir: &Path) -> PathBuf {
+    dir.join("computers")
+}
+
+fn read_record(dir: &Path, computer: &str) -> Option<Result<Record, String>> {
+    let p = computers_dir(dir).join(computer).join("last-run.json");
+    let text = std::fs::read_to_string(&p).ok()?;
+    Some(serde_json::from_str(&text).map_err(|e| format!("unreadable record {}: {e}", p.display())))
+}
+
+/// Is a run in progress, and where.
+fn run_state(rec: Option<&Record>, holder: Option<&Holder>) -> String {
+    if let Some(h) = holder {
+        return format!("running on {} (pid {})", h.host, h.pid);
+    }
+    match rec {
+        None => "never run".into(),
+        Some(r) if r.result.as_deref() == Some("running") => match r.pid {
+            Some(p) if alive(p) => format!("running (pid {p})"),
+            Some(p) => format!("stale (pid {p} gone)"),
+            None => "stale".into(),
+        },
+        Some(_) => "idle".into(),
+    }
+}
+
+/// `reimage status [COMPUTER...]`.
+pub fn status(loaded: &Loaded, dir: &Path, wanted: &[String], json: bool) -> Result<i32, Error> {
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(computers_dir(dir))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if wanted.is_empty() {
+        names.extend(loaded.config.computers.keys().cloned());
+        names.extend(on_disk.iter().cloned());
+    } else {
+        for w in wanted {
+            if !loaded.config.computers.contains_key(w) && !on_disk.contains(w) {
+                return Err(Error::Usage(format!(
+                    "unknown computer `{w}`: not in {} and no records in {}",
+                    loaded.path.display(),
+                    computers_dir(dir).display()
+                )));
+            }
+            names.insert(w.clone());
+        }
+    }
+    let names: Vec<String> = names.into_iter().collect();
+    let mut code = 0;
+    let mut holders: BTreeMap<String, Holder> = BTreeMap::new();
+    if let Some(s) = &loaded.config.coordination {
+        match Store::new(s).and_then(|st| st.holders(&names)) {
+            Ok(v) => holders.extend(v.into_iter().map(|h| (h.computer.clone(), h))),
+            Err(e) => {
+                crate::report::stderr_line(&format!(
+                    "reimage: warning: {e:#}: runs on other management nodes are not shown"
+                ));
+                code = crate::outcome::EXIT_STORE;
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for n in &names {
+        let rec = read_record(dir, n);
+        let (rec, bad) = match rec {
+            Some(Ok(r)) => (Some(r), None),
+            Some(Err(e)) => (Some(Record::default()), Some(e)),
+            None => (None, None),
+        };
+        let holder = holders.get(n);
+        let run = run_state(rec.as_ref(), holder);
+        if json {
+            let mut v = serde_json::json!({ "computer": n, "run": run });
+            if let Some(r) = &rec {
+                v["record"] = serde_json::json!({
+                    "command": r.command, "image": r.image, "reservation": r.reservation,
+                    "phase": r.phase, "attempt": r.attempt, "of": r.of, "result": r.result,
+                    "message": r.message, "exit_code": r.exit_code, "started": r.started,
+                    "updated": r.updated, "pid": r.pid,
+                });
+            }
+            if let Some(h) = holder {
+                v["holder"] = serde_json::json!({
+                    "host": h.host, "pid": h.pid, "command": h.command, "started": h.started,
+                });
+            }
+            if let Some(b) = &bad {
+                v["error"] = serde_json::json!(b);
+            }
+            out!("{v}");
+            continue;
+        }
+        let r = rec.clone().unwrap_or_default();
+        let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+        rows.push([
+            n.clone(),
+            dash(&r.command),
+            dash(&r.image),
+            dash(&r.reservation),
+            dash(&r.phase.clone().filter(|p| !p.is_empty())),
+            match (r.attempt, r.of) {
+                (Some(a), Some(o)) => format!("{a}/{o}"),
+                _ => "-".into(),
+            },
+            bad.map(|_| "unreadable".to_string())
+                .unwrap_or_else(|| dash(&r.result)),
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            dash(&r.started),
+            dash(&r.updated),
+            run,
+        ]);
+    }
+    if !json {
+        let head = [
+            "COMPUTER",
+            "COMMAND",
+            "IMAGE",
+            "RESERVATION",
+            "PHASE",
+            "ATTEMPT",
+            "RESULT",
+            "EXIT",
+            "STARTED",
+            "UPDATED",
+            "RUN",
+        ];
+        // The command column keeps only the subcommand: the rest is in
+        // the image and attempt columns.
+        for r in rows.iter_mut() {
+            r[1] = r[1].split_whitespace().next().unwrap_or("-").to_string();
+        }
+        let mut w = head.map(str::len);
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let mut s = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    s.push_str(c);
+                } else {
+                    s.push_str(&format!("{c:<width$}  ", width = w[i]));
+                }
+            }
+            out!("{}", s.trim_end());
+        };
+        line(head.to_vec());
+        for r in &rows {
+            line(r.iter().map(String::as_str).collect());
+        }
+    }
+    Ok(code)
+}
+
+/// The event log split into runs: a run begins at a `start` event, or at
+/// the first event after a `run` (end) event.
+fn split_runs(text: &str) -> Vec<Vec<&str>> {
+    let mut runs: Vec<Vec<&str>> = Vec::new();
+    let mut ended = true;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let kind = kind_of(line);
+        if kind.as_deref() == Some("start") || ended {
+            runs.push(Vec::new());
+        }
+        ended = kind.as_deref() == Some("run");
+        if let Some(r) = runs.last_mut() {
+            r.push(line);
+        }
+    }
+    runs
+}
+
+fn kind_of(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v.get("kind")?.as_str().map(str::to_string)
+}
+
+/// One event as a readable line.
+fn readable(line: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return format!("(unreadable line) {line}");
+    };
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let n = |k: &str| v.get(k).and_then(|x| x.as_i64());
+    let kind = s("kind").unwrap_or_default();
+    let mut out = format!(
+        "{} {}",
+        s("time").unwrap_or_default(),
+        s("computer").unwrap_or_default()
+    );
+    if let (Some(a), Some(o)) = (n("attempt"), n("of")) {
+        out.push_str(&format!(" [{a}/{o}]"));
+    }
+    if let Some(p) = s("phase") {
+        out.push_str(&format!(" {p}"));
+    }
+    match kind.as_str() {
+        "start" => out.push_str(": start"),
+        "step" => out.push_str(&format!(" {}: started", s("step").unwrap_or_default())),
+        "step-end" => out.push_str(&format!(
+            " {}: {}",
+            s("step").unwrap_or_default(),
+            s("result").unwrap_or_default()
+        )),
+        "result" => out.push_str(&format!(": {}", s("result").unwrap_or_default())),
+        "run" => out.push_str(&format!(": exit {}", n("code").unwrap_or(-1))),
+        "output" => out.push_str(&format!(": output (exit {})", n("code").unwrap_or(-1))),
+        "warn" => out.push_str(": warning"),
+        _ => {}
+    }
+    if let Some(m) = s("message") {
+        let m = m.trim_end();
+        if m.contains('\n') {
+            out.push(':');
+            for l in m.lines() {
+                out.push_str(&format!("\n    {l}"));
+            }
+        } else if !m.is_empty() {
+            out.push_str(&format!(": {m}"));
+        }
+    }
+    out
+}
+
+fn show(line: &str, json: bool) {
+    if json {
+        out!("{line}");
+    } else {
+        out!("{}", readable(line));
+    }
+}
+
+/// `reimage log COMPUTER [--run N | --all | --follow]`.
+pub fn log(dir: &Path, a: &LogArgs, json: bool) -> Result<i32, Error> {
+    let path = computers_dir(dir).join(&a.computer).join("events.jsonl");
+    let mut file = std::fs::File::open(&path).map_err(|e| {
+        Error::Usage(format!(
+            "no event log for computer `{}` at {}: {e} (has it run on this host? see --state-dir)",
+            a.computer,
+            path.display()
+        ))
+    })?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::Fatal(anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
+    // Only whole lines: a writer may be in the middle of one.
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let text = String::from_utf8_lossy(&bytes[..whole]).into_owned();
+    let runs = split_runs(&text);
+    if runs.is_empty() {
+        return Err(Error::Usage(format!(
+            "the event log {} has no events yet",
+            path.display()
+        )));
+    }
+    if a.all {
+        for (i, r) in runs.iter().enumerate() {
+            if !json {
+                out!("== run {} of {}", i + 1, runs.len());
+            }
+            r.iter().for_each(|l| show(l, json));
+        }
+        return Ok(0);
+    }
+    let k = a.run.map_or(runs.len(), |n| n as usize);
+    let Some(run) = runs.get(k.wrapping_sub(1)) else {
+        return Err(Error::Usage(format!(
+            "computer `{}` has {} run(s) in its event log: --run takes 1 to {}",
+            a.computer,
+            runs.len(),
+            runs.len()
+        )));
+    };
+    run.iter().for_each(|l| show(l, json));
+    if !a.follow || run.last().and_then(|l| kind_of(l)).as_deref() == Some("run") {
+        return Ok(0);
+    }
+    follow(dir, &a.computer, &mut file, whole as u64, json)
+}
+
+/// Shows new events until the run ends (its `run` event), its process is
+/// gone, or SIGINT.
+fn follow(
+    dir: &Path,
+    computer: &str,
+    file: &mut std::fs::File,
+    mut at: u64,
+    json: bool,
+) -> Result<i32, Error> {
+    let mut pending = Vec::new();
+    loop {
+        if signal::check().is_err() {
+            return Ok(0);
+        }
+        let mut buf = Vec::new();
+        if file.seek(SeekFrom::Start(at)).is_ok() && file.read_to_end(&mut buf).is_ok() {
+            at += buf.len() as u64;
+            pending.extend_from_slice(&buf);
+        }
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            if line.is_empty() {
+                continue;
+            }
+            let kind = kind_of(&line);
+            if kind.as_deref() == Some("start") {
+                // Another run began: ours ended without its last event.
+                return Ok(0);
+            }
+            show(&line, json);
+            if kind.as_deref() == Some("run") {
+                return Ok(0);
+            }
+        }
+        if buf.is_empty() {
+            // A new run trims the log by renaming a new file over it, so
+            // the run followed here has ended.
+            if replaced(
+                &computers_dir(dir).join(computer).join("events.jsonl"),
+                file,
+            ) {
+                return Ok(0);
+            }
+            let running = match read_record(dir, computer) {
+                Some(Ok(r)) => r.result.as_deref() == Some("running") && r.pid.is_some_and(alive),
+                _ => false,
+            };
+            if !running {
+                if !json {
+                    out!("(the run's process is gone; no more events)");
+                }
+                return Ok(0);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The file at `path` is no longer the one `file` has open.
+fn replaced(path: &Path, file: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(p), Ok(f)) => (p.dev(), p.ino()) != (f.dev(), f.ino()),
+        (Err(_), _) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_at_start_and_after_run_events() {
+        let text = concat!(
+            "{\"kind\":\"attempt\"}\n",
+            "{\"kind\":\"run\",\"code\":0}\n",
+            "{\"kind\":\"start\"}\n",
+            "{\"kind\":\"attempt\"}\n",
+            "{\"kind\":\"start\"}\n",
+            "{\"kind\":\"attempt\"}\n",
+            "{\"kind\":\"run\",\"code\":1}\n",
+            "{\"kind\":\"attempt\"}\n",
+        );
+        let runs = split_runs(text);
+        assert_eq!(
+            runs.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 3, 1]
+        );
+    }
+}

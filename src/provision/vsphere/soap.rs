@@ -1,0 +1,580 @@
+//! vim25 SOAP over ureq: one POST to `/sdk` per call, the session cookie
+//! (`vmware_soap_session`), answers read with roxmltree, and faults
+//! classified by their type (the `xsi:type` of the element in the fault's
+//! `detail`), never by their message.
+//!
+//! A call runs on a helper thread while the caller watches the signal flag,
+//! so SIGINT/SIGTERM ends a load at once even in a long blocking call (the
+//! abandoned request ends at its own timeout or with the process).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::signal;
+use crate::xml::escape;
+
+/// The session cookie's name, as ESXi and vCenter set it.
+pub const COOKIE: &str = "vmware_soap_session";
+/// How often a waiting call looks at the signal flag.
+const SIGNAL_TICK: Duration = Duration::from_millis(100);
+/// The longest answer read (property dumps of big inventories are large).
+const MAX_BODY: u64 = 64 << 20;
+
+/// A managed object reference: `<x type="VirtualMachine">vm-42</x>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoRef {
+    pub ty: String,
+    pub value: String,
+}
+
+impl MoRef {
+    pub fn new(ty: &str, value: &str) -> MoRef {
+        MoRef {
+            ty: ty.into(),
+            value: value.into(),
+        }
+    }
+
+    /// The reference as element `tag`.
+    pub fn xml(&self, tag: &str) -> String {
+        format!(
+            "<{tag} type=\"{}\">{}</{tag}>",
+            escape(&self.ty),
+            escape(&self.value)
+        )
+    }
+}
+
+impl fmt::Display for MoRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.ty, self.value)
+    }
+}
+
+/// An owned XML element of an answer: enough of it to read properties, and
+/// its source text to send parts of it back (a device being edited).
+#[derive(Debug, Clone, Default)]
+pub struct Elem {
+    /// Local name.
+    pub name: String,
+    /// Local part of `xsi:type`, if any.
+    pub xsi_type: Option<String>,
+    /// The `type` attribute (managed object references).
+    pub mo_type: Option<String>,
+    /// Text of a leaf.
+    pub text: String,
+    pub children: Vec<Elem>,
+    /// The element as it appeared in the answer.
+    pub raw: String,
+}
+
+const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+impl Elem {
+    fn from_node(n: roxmltree::Node, src: &str) -> Elem {
+        let xsi_type = n
+            .attribute((XSI, "type"))
+            .map(|t| t.rsplit(':').next().unwrap_or(t).to_string());
+        let children: Vec<Elem> = n
+            .children()
+            .filter(|c| c.is_element())
+            .map(|c| Elem::from_node(c, src))
+            .collect();
+        let text = if children.is_empty() {
+            n.text().unwrap_or("").to_string()
+        } else {
+            String::new()
+        };
+        Elem {
+            name: n.tag_name().name().to_string(),
+            xsi_type,
+            mo_type: n
+                .attributes()
+                .find(|a| a.name() == "type" && a.namespace().is_none())
+                .map(|a| a.value().to_string()),
+            text,
+            children,
+            raw: src.get(n.range()).unwrap_or("").to_string(),
+        }
+    }
+
+    /// The first child named `name`.
+    pub fn child(&self, name: &str) -> Option<&Elem> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// Every child named `name`.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Elem> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The element at a `/`-separated path of child names.
+    pub fn at(&self, path: &str) -> Option<&Elem> {
+        path.split('/').try_fold(self, |e, name| e.child(name))
+    }
+
+    /// The text at a path.
+    pub fn text_at(&self, path: &str) -> Option<&str> {
+        self.at(path).map(|e| e.text.as_str())
+    }
+
+    /// This element as a managed object reference.
+    pub fn moref(&self) -> Option<MoRef> {
+        Some(MoRef::new(self.mo_type.as_deref()?, self.text.trim()))
+    }
+}
+
+/// What went wrong in a call.
+#[derive(Debug)]
+pub enum Error {
+    /// The server answered with a SOAP fault (or a task ended in one).
+    Fault {
+        /// The fault type, e.g. `InvalidLogin`, `FileNotFound`.
+        ty: String,
+        message: String,
+        detail: Box<Elem>,
+    },
+    /// No usable answer: connection, timeout, TLS, HTTP status.
+    Transport { retry: bool, message: String },
+    /// An answer we cannot read.
+    Malformed(String),
+    /// SIGINT/SIGTERM arrived during the call.
+    Interrupted(i32),
+}
+
+/// What a failed call means for the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Loading again will not help.
+    Fatal,
+    /// Loading again may help.
+    Retry,
+    /// The session expired: log in again, once, and repeat the call.
+    Relogin,
+}
+
+/// Fault types that say "try again later". Subtypes of
+/// InsufficientResourcesFault all start with `Insufficient`.
+const RETRY_FAULTS: [&str; 11] = [
+    "TaskInProgress",
+    "HostConnectionLost",
+    "HostNotConnected",
+    "HostNotReachable",
+    "HostCommunication",
+    "ResourceInUse",
+    "ConcurrentAccess",
+    "RequestCanceled",
+    "Timedout",
+    "NotEnoughLicenses",
+    "SystemError",
+];
+
+impl Error {
+    /// The load's view of this error.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Fault { ty, .. } => classify_fault(ty),
+            Error::Transport { retry, .. } => {
+                if *retry {
+                    Class::Retry
+                } else {
+                    Class::Fatal
+                }
+            }
+            Error::Malformed(_) => Class::Fatal,
+            Error::Interrupted(_) => Class::Fatal,
+        }
+    }
+
+    /// The fault type, if this is a fault.
+    pub fn fault_type(&self) -> Option<&str> {
+        match self {
+            Error::Fault { ty, .. } => Some(ty),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies a fault by its type name.
+pub fn classify_fault(ty: &str) -> Class {
+    if ty == "NotAuthenticated" {
+        Class::Relogin
+    } else if ty.starts_with("Insufficient") || RETRY_FAULTS.contains(&ty) {
+        Class::Retry
+    } else {
+        Class::Fatal
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Fault {
+                ty,
+                message,
+                detail,
+            } => {
+                write!(f, "fault {ty}")?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                // What the fault is about, when it says (FileFault.file,
+                // InvalidArgument.invalidProperty, ...).
+                for key in ["file", "name", "invalidProperty", "privilegeId"] {
+                    if let Some(v) = detail.text_at(key).filter(|v| !v.is_empty()) {
+                        write!(f, " ({key} {v})")?;
+                    }
+                }
+                Ok(())
+            }
+            Error::Transport { message, .. } | Error::Malformed(message) => f.write_str(message),
+            Error::Interrupted(s) => write!(f, "{}", signal::Interrupted(*s)),
+        }
+    }
+}
+
+/// The SOAP endpoint and the session cookie.
+pub struct Client {
+    agent: ureq::Agent,
+    /// `https://host/sdk`.
+    url: String,
+    /// `urn:vim25/VERSION`, from the endpoint's about.apiVersion once known.
+    action: RefCell<String>,
+    cookie: RefCell<Option<Secret>>,
+}
+
+impl Client {
+    pub fn new(agent: ureq::Agent, url: String) -> Client {
+        Client {
+            agent,
+            url,
+            action: RefCell::new("urn:vim25/6.0".into()),
+            cookie: RefCell::new(None),
+        }
+    }
+
+    /// Speaks this API version from now on (`SOAPAction: urn:vim25/V`).
+    pub fn set_version(&self, v: &str) {
+        *self.action.borrow_mut() = format!("urn:vim25/{v}");
+    }
+
+    pub fn has_session(&self) -> bool {
+        self.cookie.borrow().is_some()
+    }
+
+    pub fn forget_session(&self) {
+        *self.cookie.borrow_mut() = None;
+    }
+
+    /// Calls `method` on `this` with `body` (the request's elements after
+    /// `_this`), within `timeout`. Ok is the `*Response` element.
+    pub fn call(
+        &self,
+        method: &str,
+        this: &MoRef,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<Elem, Error> {
+        self.call_inner(method, this, body, timeout, true)
+    }
+
+    /// A call that runs even after SIGINT/SIGTERM: the logout that follows
+    /// an interrupt.
+    pub fn call_uninterruptible(
+        &self,
+        method: &str,
+        this: &MoRef,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<Elem, Error> {
+        self.call_inner(method, this, body, timeout, false)
+    }
+
+    fn call_inner(
+        &self,
+        method: &str,
+        this: &MoRef,
+        body: &str,
+        timeout: Duration,
+        interruptible: bool,
+    ) -> Result<Elem, Error> {
+        let check = || {
+            if interruptible {
+                signal::check().map_err(|i| Error::Interrupted(i.0))
+            } else {
+                Ok(())
+            }
+        };
+        check()?;
+        let envelope = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"{XSI}\">\
+<soapenv:Body><{method} xmlns=\"urn:vim25\">{}{body}</{method}></soapenv:Body></soapenv:Envelope>",
+            this.xml("_this")
+        );
+        let agent = self.agent.clone();
+        let url = self.url.clone();
+        let action = self.action.borrow().clone();
+        let cookie = self.cookie.borrow().clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(post(
+                &agent,
+                &url,
+                &action,
+                cookie.as_ref(),
+                envelope,
+                timeout,
+            ));
+        });
+        let (status, set_cookie, text) = loop {
+            match rx.recv_timeout(SIGNAL_TICK) {
+                Ok(r) => break r?,
+                Err(mpsc::RecvTimeoutError::Timeout) => check()?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Transport {
+                        retry: true,
+                        message: format!("{method}: the request thread ended without an answer"),
+                    });
+                }
+            }
+        };
+        if let Some(c) = set_cookie {
+            *self.cookie.borrow_mut() = Some(c);
+        }
+        parse_answer(method, status, &text)
+    }
+}
+
+/// One POST; (status, session cookie if set, body).
+fn post(
+    agent: &ureq::Agent,
+    url: &str,
+    action: &str,
+    cookie: Option<&Secret>,
+    envelope: String,
+    timeout: Duration,
+) -> Result<(u16, Option<Secret>, String), Error> {
+    let mut req = agent
+        .post(url)
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .header("SOAPAction", action);
+    if let Some(c) = cookie {
+        req = req.header("Cookie", format!("{COOKIE}={}", c.expose()));
+    }
+    let mut resp = req
+        .config()
+        .timeout_global(Some(timeout))
+        .build()
+        .send(envelope)
+        .map_err(|e| transport(e, timeout))?;
+    let status = resp.status().as_u16();
+    let set_cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(session_cookie)
+        .map(Secret::new);
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_string()
+        .map_err(|e| transport(e, timeout))?;
+    Ok((status, set_cookie, text))
+}
+
+/// The value of `vmware_soap_session` in a Set-Cookie header (quotes kept:
+/// ESXi quotes it and wants it back so).
+fn session_cookie(header: &str) -> Option<String> {
+    let first = header.split(';').next()?.trim();
+    let (name, value) = first.split_once('=')?;
+    (name.trim() == COOKIE && !value.is_empty()).then(|| value.to_string())
+}
+
+/// Classifies a transport error: certificates fatal, the rest retry.
+fn transport(e: ureq::Error, timeout: Duration) -> Error {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    let tls = matches!(e, ureq::Error::Rustls(_) | ureq::Error::Tls(_));
+    if tls || lower.contains("certificate") {
+        return Error::Transport {
+            retry: false,
+            message: format!("TLS: {text}"),
+        };
+    }
+    let message = match e {
+        ureq::Error::Timeout(_) => format!(
+            "no answer within {} ({text})",
+            crate::duration::fmt(timeout)
+        ),
+        _ => text,
+    };
+    Error::Transport {
+        retry: true,
+        message,
+    }
+}
+
+/// Reads an answer: the `*Response` element, or the fault.
+pub fn parse_answer(method: &str, status: u16, text: &str) -> Result<Elem, Error> {
+    let doc = match crate::xml::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let excerpt = excerpt(text);
+            return Err(if status >= 500 || status == 408 || status == 429 {
+                Error::Transport {
+                    retry: true,
+                    message: format!("{method}: HTTP {status}{excerpt}"),
+                }
+            } else if status >= 300 {
+                Error::Transport {
+                    retry: false,
+                    message: format!(
+                        "{method}: HTTP {status}{excerpt}; is `url` an ESXi host or a vCenter (it must answer on /sdk)?"
+                    ),
+                }
+            } else {
+                Error::Malformed(format!("{method}: not XML ({e}){excerpt}"))
+            });
+        }
+    };
+    let body = doc
+        .descendants()
+        .find(|n| n.is_element() && n.tag_name().name() == "Body")
+        .ok_or_else(|| Error::Malformed(format!("{method}: no SOAP Body in the answer")))?;
+    let first = body
+        .children()
+        .find(|n| n.is_element())
+        .ok_or_else(|| Error::Malformed(format!("{method}: an empty SOAP Body")))?;
+    let el = Elem::from_node(first, text);
+    if el.name == "Fault" {
+        return Err(fault_of(&el));
+    }
+    if status >= 300 {
+        return Err(Error::Transport {
+            retry: status >= 500,
+            message: format!("{method}: HTTP {status} without a SOAP fault"),
+        });
+    }
+    Ok(el)
+}
+
+/// A `soapenv:Fault` as an error: its type from the detail element.
+fn fault_of(el: &Elem) -> Error {
+    let message = el.text_at("faultstring").unwrap_or("").trim().to_string();
+    let detail = el
+        .child("detail")
+        .and_then(|d| d.children.first())
+        .cloned()
+        .unwrap_or_default();
+    let ty = detail.xsi_type.clone().unwrap_or_else(|| {
+        detail
+            .name
+            .strip_suffix("Fault")
+            .unwrap_or(&detail.name)
+            .to_string()
+    });
+    let ty = if ty.is_empty() {
+        // No detail: a server-side failure without a vim25 type.
+        "SystemError".to_string()
+    } else {
+        ty
+    };
+    Error::Fault {
+        ty,
+        message,
+        detail: Box::new(detail),
+    }
+}
+
+/// A task's `info.error` (LocalizedMethodFault) as an error.
+pub fn task_fault(error: &Elem) -> Error {
+    let fault = error.child("fault").cloned().unwrap_or_default();
+    let ty = fault
+        .xsi_type
+        .clone()
+        .unwrap_or_else(|| "SystemError".into());
+    let message = error
+        .text_at("localizedMessage")
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Error::Fault {
+        ty,
+        message,
+        detail: Box::new(fault),
+    }
+}
+
+/// A short, single-line excerpt of an answer for a message.
+fn excerpt(text: &str) -> String {
+    let t: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.is_empty() {
+        return String::new();
+    }
+    let cut: String = t.chars().take(200).collect();
+    if cut.len() < t.len() {
+        format!(": {cut}…")
+    } else {
+        format!(": {cut}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAULT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>Login failure</faultstring><detail><InvalidLoginFault xmlns="urn:vim25" xsi:type="InvalidLogin"></InvalidLoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#;
+
+    #[test]
+    fn faults_are_classified_by_type() {
+        let e = parse_answer("Login", 500, FAULT).unwrap_err();
+        assert_eq!(e.fault_type(), Some("InvalidLogin"));
+        assert_eq!(e.class(), Class::Fatal);
+        assert!(e.to_string().contains("Login failure"));
+        assert_eq!(classify_fault("NotAuthenticated"), Class::Relogin);
+        assert_eq!(classify_fault("NoPermission"), Class::Fatal);
+        assert_eq!(
+            classify_fault("InsufficientMemoryResourcesFault"),
+            Class::Retry
+        );
+        assert_eq!(classify_fault("TaskInProgress"), Class::Retry);
+        assert_eq!(classify_fault("HostConnectionLost"), Class::Retry);
+        assert_eq!(classify_fault("FileNotFound"), Class::Fatal);
+        // A fault whose message mentions a retryable condition stays fatal:
+        // the type decides.
+        let text = FAULT.replace("Login failure", "TaskInProgress, try later");
+        assert_eq!(
+            parse_answer("Login", 500, &text).unwrap_err().class(),
+            Class::Fatal
+        );
+    }
+
+    #[test]
+    fn answers_and_http_errors() {
+        let ok = r#"<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><LoginResponse xmlns="urn:vim25"><returnval><key>k</key><userName>u</userName></returnval></LoginResponse></soapenv:Body></soapenv:Envelope>"#;
+        let r = parse_answer("Login", 200, ok).expect("ok");
+        assert_eq!(r.text_at("returnval/userName"), Some("u"));
+        let e = parse_answer("Login", 503, "Service Unavailable").unwrap_err();
+        assert_eq!(e.class(), Class::Retry);
+        let e = parse_answer("Login", 404, "<html>not found").unwrap_err();
+        assert_eq!(e.class(), Class::Fatal);
+        assert!(e.to_string().contains("/sdk"));
+    }
+
+    #[test]
+    fn session_cookie_and_escaping() {
+        assert_eq!(
+            session_cookie("vmware_soap_session=\"52ab\"; Path=/; HttpOnly; Secure;"),
+            Some("\"52ab\"".into())
+        );
+        assert_eq!(session_cookie("other=1"), None);
+    }
+}

@@ -1,0 +1,318 @@
+//! How the vSphere endpoint's TLS certificate is trusted: the system's
+//! roots, a CA file, a pinned SHA-256 thumbprint (govc's `-thumbprint`, for
+//! ESXi hosts with their self-signed certificates), or nothing at all.
+//!
+//! ureq verifies names and chains; a pin needs a verifier that compares the
+//! end-entity certificate's SHA-256 with the pin and ignores names and
+//! issuers, so that mode plugs its own rustls connector into ureq's
+//! transport chain. The handshake signatures are still checked, so the
+//! server must hold the pinned certificate's key.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector,
+    Transport, TransportAdapter,
+};
+
+/// How the endpoint's certificate is trusted.
+pub enum Trust {
+    /// The Mozilla roots ureq ships.
+    System,
+    /// The CA certificates of a PEM file.
+    Ca(Vec<ureq::tls::Certificate<'static>>),
+    /// The SHA-256 of the endpoint's certificate.
+    Pinned([u8; 32]),
+    /// No verification (`insecure = true`).
+    Off,
+}
+
+impl Trust {
+    /// Reads a CA file: one or more PEM certificates.
+    pub fn ca_file(path: &Path) -> Result<Trust, String> {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read the vSphere ca_file {}: {e}", path.display()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot parse the vSphere ca_file {}: {e}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        if certs.is_empty() {
+            return Err(format!(
+                "the vSphere ca_file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ));
+        }
+        Ok(Trust::Ca(certs))
+    }
+}
+
+/// Parses a SHA-256 thumbprint: 32 bytes in hex, with or without `:`
+/// between them (govc prints `AA:BB:...`), any case.
+pub fn parse_thumbprint(s: &str) -> Result<[u8; 32], String> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`thumbprint` must be the certificate's SHA-256: 32 hex bytes, e.g. \"AB:CD:...\" (64 hex digits); got {s:?}"
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|e| format!("`thumbprint`: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// A thumbprint in govc's form: colon-separated upper-case hex.
+pub fn fmt_thumbprint(t: &[u8]) -> String {
+    t.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A ureq agent for the endpoint, trusting its certificate as `trust` says.
+pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    let pin = match trust {
+        Trust::System => None,
+        Trust::Ca(certs) => {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+            None
+        }
+        Trust::Off => {
+            tls = tls.disable_verification(true);
+            None
+        }
+        Trust::Pinned(p) => Some(p),
+    };
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls.build())
+        .timeout_connect(Some(connect_timeout))
+        .user_agent(concat!("reimage/", env!("CARGO_PKG_VERSION")))
+        .build();
+    match pin {
+        None => config.new_agent(),
+        Some(pin) => {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = Arc::new(PinVerifier {
+                pin,
+                algorithms: provider.signature_verification_algorithms,
+            });
+            let client = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.dangerous()
+                        .with_custom_certificate_verifier(verifier)
+                        .with_no_client_auth()
+                });
+            match client {
+                Ok(c) => {
+                    let connector = ().chain(TcpConnector::default()).chain(PinnedTls {
+                        config: Arc::new(c),
+                    });
+                    ureq::Agent::with_parts(config, connector, DefaultResolver::default())
+                }
+                // ring supports the default versions; if it ever does not,
+                // fail closed: every TLS connection is refused.
+                Err(_) => ureq::Agent::with_parts(
+                    config,
+                    ().chain(TcpConnector::default()).chain(Refuse),
+                    DefaultResolver::default(),
+                ),
+            }
+        }
+    }
+}
+
+/// Accepts exactly the certificate whose SHA-256 is `pin`.
+#[derive(Debug)]
+struct PinVerifier {
+    pin: [u8; 32],
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        if got.as_ref() == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate thumbprint mismatch: the server's SHA-256 is {}, `thumbprint` is {}",
+                fmt_thumbprint(got.as_ref()),
+                fmt_thumbprint(&self.pin)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Wraps the TCP transport in rustls with the pin verifier.
+#[derive(Debug)]
+struct PinnedTls {
+    config: Arc<ClientConfig>,
+}
+
+impl<In: Transport> Connector<In> for PinnedTls {
+    type Out = Either<In, PinnedTransport>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let Some(transport) = chained else {
+            return Ok(None);
+        };
+        if !details.needs_tls() || transport.is_tls() {
+            return Ok(Some(Either::A(transport)));
+        }
+        let host = details
+            .uri
+            .host()
+            .unwrap_or("")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let name = ServerName::try_from(host).map_err(|_| ureq::Error::Tls("invalid host name"))?;
+        let mut conn = ClientConnection::new(self.config.clone(), name)?;
+        let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
+        sock.set_timeout(details.timeout);
+        conn.complete_io(&mut sock)?;
+        let buffers = LazyBuffers::new(
+            details.config.input_buffer_size(),
+            details.config.output_buffer_size(),
+        );
+        Ok(Some(Either::B(PinnedTransport {
+            buffers,
+            stream: StreamOwned { conn, sock },
+        })))
+    }
+}
+
+/// Refuses every TLS connection (a pin whose TLS setup failed).
+#[derive(Debug)]
+struct Refuse;
+
+impl<In: Transport> Connector<In> for Refuse {
+    type Out = In;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        if details.needs_tls() {
+            return Err(ureq::Error::Tls("no TLS setup for the pinned thumbprint"));
+        }
+        Ok(chained)
+    }
+}
+
+struct PinnedTransport {
+    buffers: LazyBuffers,
+    stream: StreamOwned<ClientConnection, TransportAdapter>,
+}
+
+impl fmt::Debug for PinnedTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinnedTransport")
+    }
+}
+
+impl Transport for PinnedTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.stream.get_mut().set_timeout(timeout);
+        let output = &self.buffers.output()[..amount];
+        self.stream.write_all(output)?;
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.stream.get_mut().set_timeout(timeout);
+        let input = self.buffers.input_append_buf();
+        let amount = self.stream.read(input)?;
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.stream.get_mut().get_mut().is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprints_parse_in_govc_form_or_bare() {
+        let t = "F0:E8:4E:9C:45:D9:BC:8E:62:A6:F2:91:D0:0A:34:CE:AC:BA:38:17:CA:BE:32:8C:44:79:84:CB:26:A2:A4:CB";
+        let p = parse_thumbprint(t).expect("govc form");
+        assert_eq!(p[0], 0xF0);
+        assert_eq!(p[31], 0xCB);
+        assert_eq!(fmt_thumbprint(&p), t);
+        let bare = t.replace(':', "").to_lowercase();
+        assert_eq!(parse_thumbprint(&bare).expect("bare"), p);
+        assert!(parse_thumbprint("AB:CD").is_err());
+        assert!(parse_thumbprint(&t.replace("F0", "G0")).is_err());
+        // A SHA-1 thumbprint (what older tools print) is refused.
+        assert!(parse_thumbprint(&"AB:".repeat(20)).is_err());
+    }
+}
