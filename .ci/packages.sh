@@ -31,25 +31,36 @@ apt_install dpkg-dev man-db rpm rpm2cpio cpio
 if [ "$(dpkg-query -W -f='${db:Status-Status}' reimage 2>/dev/null)" = installed ]; then
     dpkg --purge reimage >/dev/null
 fi
-# A /var/lib/reimage the package does not own (the SSH tests' computer is
-# this machine, and post-load writes its marker there) is moved aside while
-# the package is installed and purged, and put back afterwards.
-saved=""
-if [ -e /var/lib/reimage ]; then
-    saved=/var/lib/reimage.packages-test.$$
-    mv /var/lib/reimage "$saved"
+
+# The package must create /var/lib/reimage itself, but this machine may have
+# one already (the SSH tests' computer is this machine, and post-load
+# writes its marker there), and tests may write it while this runs. So the
+# rest runs in a mount namespace whose /var/lib is a tmpfs holding every
+# entry of the real one but reimage: dpkg's database and the files the
+# package installs are the machine's, its state directory is the test's.
+if [ -z "${REIMAGE_PACKAGES_REAL:-}" ]; then
+    real=$(mktemp -d)
+    rc=0
+    unshare --mount env REIMAGE_PACKAGES_REAL="$real" bash .ci/packages.sh || rc=$?
+    rmdir "$real"
+    exit $rc
 fi
-restore() {
-    dpkg --purge reimage >/dev/null 2>&1 || true
-    if [ -n "$saved" ]; then
-        if [ -e /var/lib/reimage ]; then
-            echo "packages: /var/lib/reimage reappeared; yours is in $saved" >&2
-        else
-            mv "$saved" /var/lib/reimage
-        fi
+real=$REIMAGE_PACKAGES_REAL
+mount --make-rprivate /
+mount --bind /var/lib "$real"
+mount -t tmpfs -o mode=0755 reimage-packages-test /var/lib
+for e in "$real"/* "$real"/.[!.]*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    n=${e##*/}
+    [ "$n" = reimage ] && continue
+    if [ -L "$e" ]; then
+        cp -P "$e" "/var/lib/$n"
+        continue
     fi
-}
-trap restore EXIT
+    if [ -d "$e" ]; then mkdir "/var/lib/$n"; else touch "/var/lib/$n"; fi
+    mount --bind "$e" "/var/lib/$n"
+done
+[ ! -e /var/lib/reimage ] || fail "/var/lib/reimage is still there in the test's namespace"
 
 built=$SECONDS
 mapfile -t pkgs < <(bash examples/packaging/build.sh all)
@@ -61,6 +72,7 @@ echo "packages: built in ${built}s: $deb ($(stat -c %s "$deb") bytes), $rpm ($(s
 
 ## The .deb, installed.
 dpkg -i "$deb" >/dev/null
+trap 'dpkg --purge reimage >/dev/null 2>&1 || true' EXIT
 
 expect "reimage --version" "$(env -u REIMAGE_CONFIG reimage --version)" "reimage $version"
 expect "man -w reimage" "$(man -w reimage)" /usr/share/man/man1/reimage.1.gz
@@ -94,6 +106,7 @@ dpkg -i "$deb" >/dev/null
 expect "edited config kept across an upgrade" "$(tail -n1 /etc/reimage/reimage.toml)" "# edited by the admin"
 
 dpkg --purge reimage >/dev/null
+trap - EXIT
 for f in /usr/bin/reimage /etc/reimage/reimage.toml /var/lib/reimage; do
     [ ! -e "$f" ] || fail "$f still there after dpkg --purge"
 done
