@@ -90,6 +90,19 @@ fn fifty_runs_keep_the_last_keep_runs() {
         provision(&s, &format!("r{i:02}"));
     }
     assert_eq!(names(&runs(&s)), expected(46..=50));
+    // `reimage log` counts the same runs in the trimmed log.
+    Test::with(&s)
+        .args(&["log", "pc7", "--all"])
+        .run()
+        .code(0)
+        .stdout_has("== run 5 of 5")
+        .stdout_lacks("== run 6");
+    Test::with(&s)
+        .args(&["--json", "log", "pc7", "--run", "1"])
+        .run()
+        .code(0)
+        .stdout_has("\"reservation\":\"r46\"")
+        .stdout_lacks("\"reservation\":\"r47\"");
 }
 
 #[test]
