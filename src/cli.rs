@@ -9,8 +9,8 @@ use std::path::PathBuf;
 ///
 /// Exit codes: 0 done, 75 retry (load the image again), 1 fatal (don't),
 /// 64 usage error, 69 coordination store unreachable or lost, 73 computer
-/// locked by another run, 78 configuration error, 130/143 interrupted by
-/// SIGINT/SIGTERM.
+/// locked by another run, 78 configuration error, 129/130/143 interrupted by
+/// SIGHUP/SIGINT/SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "reimage", version, about, long_about = None, max_term_width = 100)]
 pub struct Cli {

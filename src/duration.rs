@@ -2,7 +2,7 @@
 //! "500ms", or a bare number of seconds. The units are humantime's
 //! (`parse_duration`), which checks every step for overflow.
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 use std::time::Duration;
 
 /// The longest duration taken: 100 years. Longer values are errors, not
@@ -69,18 +69,32 @@ pub fn fmt(d: Duration) -> String {
     out
 }
 
-/// serde: a duration from a string ("45m") or a number of seconds.
+/// What a duration looks like, for type errors.
+const EXPECTING: &str = "a duration like \"90s\", \"45m\" or \"1h30m\", or a number of seconds";
+
+/// serde: a duration from a string ("45m") or a number of seconds; any
+/// other type is an error that says what a duration looks like.
 pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        S(String),
-        N(f64),
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(EXPECTING)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+            parse(s).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+            from_secs(n as f64, &n.to_string()).map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            from_secs(n as f64, &n.to_string()).map_err(E::custom)
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+            from_secs(n, &n.to_string()).map_err(E::custom)
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
-        Raw::N(n) => from_secs(n, &n.to_string()).map_err(serde::de::Error::custom),
-    }
+    d.deserialize_any(V)
 }
 
 /// serde: an optional duration.
@@ -91,6 +105,7 @@ pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn parses_the_forms_people_write() {
@@ -147,6 +162,21 @@ mod tests {
         for bad in ["t = 1e20", "t = -1", "t = 9223372036854775807", "t = nan"] {
             let e = t(bad).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains("duration"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_says_what_a_duration_looks_like() {
+        #[derive(Deserialize, Debug)]
+        struct C {
+            #[allow(dead_code)]
+            #[serde(deserialize_with = "de")]
+            t: Duration,
+        }
+        for bad in ["t = true", "t = [1]", "t = { a = 1 }", "t = 1979-05-27"] {
+            let e = toml::from_str::<C>(bad).expect_err(bad).to_string();
+            assert!(e.contains("expected a duration like"), "{bad}: {e}");
+            assert!(!e.contains("untagged"), "{bad}: {e}");
         }
     }
 

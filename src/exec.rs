@@ -168,6 +168,13 @@ impl Cmd {
     }
 
     /// Runs it to the end, the timeout, or an interrupt.
+    ///
+    /// Its output is read here, with a deadline, never by a thread that is
+    /// joined: a daemon the command leaves behind (in another session, out
+    /// of reach of the group kill) may hold the pipes open for as long as
+    /// it likes, and reimage still returns at the timeout or the interrupt.
+    /// Of each stream only the last [`KEEP_BYTES`] and [`KEEP_LINES`] are
+    /// kept.
     pub fn run(&self) -> std::result::Result<Output, ExecError> {
         let Some((prog, args)) = self.argv.split_first() else {
             return Err(ExecError::Spawn(std::io::Error::new(
@@ -184,29 +191,59 @@ impl Cmd {
         for (k, v) in &self.env {
             c.env(k, v);
         }
+        die_with_parent(&mut c);
         let start = Instant::now();
         let mut child = c.spawn().map_err(ExecError::Spawn)?;
-        let out = reader(child.stdout.take());
-        let err = reader(child.stderr.take());
+        let mut pipes = Pipes {
+            out: child.stdout.take(),
+            err: child.stderr.take(),
+            tails: [Tail::default(), Tail::default()],
+            buf: vec![0; 64 * 1024],
+        };
         let mut pause = Duration::from_millis(2);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break Some(st),
-                Ok(None) => {}
-                Err(_) => break None,
+        let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
+        loop {
+            pipes.read_for(if exited.is_some() {
+                Duration::from_millis(20)
+            } else {
+                pause
+            });
+            if exited.is_none() {
+                match child.try_wait() {
+                    Ok(Some(st)) => {
+                        // The leader is gone; anything it left in its group
+                        // goes with it.
+                        signal_group(&child, Signal::KILL);
+                        exited = Some((st, Instant::now()));
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        kill_group(&mut child);
+                        break;
+                    }
+                }
+            }
+            if let Some((_, at)) = exited
+                && (pipes.closed() || at.elapsed() >= DRAIN_GRACE)
+            {
+                break;
             }
             if let Err(i) = signal::check() {
-                kill_group(&mut child);
-                let _ = join(out);
-                let _ = join(err);
+                if exited.is_none() {
+                    kill_group(&mut child);
+                }
                 return Err(ExecError::Interrupted(i));
             }
             if start.elapsed() >= self.timeout {
+                if exited.is_some() {
+                    break;
+                }
                 kill_group(&mut child);
+                let [stdout, stderr] = pipes.tails.map(Tail::text);
                 let partial = Output {
                     code: -1,
-                    stdout: join(out),
-                    stderr: join(err),
+                    stdout,
+                    stderr,
                     elapsed: start.elapsed(),
                 };
                 return Err(ExecError::Timeout {
@@ -214,20 +251,212 @@ impl Cmd {
                     partial,
                 });
             }
-            thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
-        };
-        // The leader is gone; anything it left in its group goes with it.
-        signal_group(&child, Signal::KILL);
-        let code = status
-            .map(|st| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+        }
+        let code = exited
+            .map(|(st, _)| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
             .unwrap_or(-1);
+        let [stdout, stderr] = pipes.tails.map(Tail::text);
         Ok(Output {
             code,
-            stdout: join(out),
-            stderr: join(err),
+            stdout,
+            stderr,
             elapsed: start.elapsed(),
         })
+    }
+}
+
+/// How long output is still read after the command exited, for what a
+/// process it left behind (outside its group) may hold open.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// The most of each output stream kept in memory, in bytes: the tail.
+pub const KEEP_BYTES: usize = 1 << 20;
+
+/// The most of each output stream kept in memory, in lines: the tail.
+pub const KEEP_LINES: usize = 10_000;
+
+/// The last bytes of one stream, and how many came in all.
+#[derive(Default)]
+struct Tail {
+    buf: Vec<u8>,
+    total: u64,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        // Trimmed now and then, not at every read: at most twice the bound.
+        if self.buf.len() > 2 * KEEP_BYTES {
+            let cut = self.buf.len() - KEEP_BYTES;
+            self.buf.drain(..cut);
+        }
+    }
+
+    /// The kept text, with a first line that says what was dropped.
+    fn text(self) -> String {
+        let earlier = self.total - self.buf.len() as u64;
+        let text = String::from_utf8_lossy(&self.buf);
+        let (kept, dropped) = tail(&text, KEEP_BYTES, KEEP_LINES);
+        with_note(kept, earlier + dropped as u64)
+    }
+}
+
+/// `text` behind a first line that says `dropped` bytes came before it.
+fn with_note(text: &str, dropped: u64) -> String {
+    if dropped == 0 {
+        text.to_string()
+    } else {
+        format!("{}\n{text}", dropped_note(dropped))
+    }
+}
+
+/// The line that stands where output was dropped.
+pub fn dropped_note(bytes: u64) -> String {
+    format!("[reimage: {bytes} earlier bytes of output not kept]")
+}
+
+/// The end of `s`: at most `max_bytes` bytes (starting at a character
+/// boundary) and at most `max_lines` lines; and how many bytes were cut.
+pub fn tail(s: &str, max_bytes: usize, max_lines: usize) -> (&str, usize) {
+    let mut start = s.len().saturating_sub(max_bytes);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    let body = s[start..].strip_suffix('\n').unwrap_or(&s[start..]);
+    if let Some((i, _)) = body.rmatch_indices('\n').nth(max_lines.saturating_sub(1)) {
+        start += i + 1;
+    } else if max_lines == 0 {
+        start = s.len();
+    }
+    (&s[start..], start)
+}
+
+/// A command's output for an event: its tail of at most `max_bytes` and
+/// `max_lines`, behind one note of all that was dropped (here and when it
+/// was captured).
+pub fn bounded(s: &str, max_bytes: usize, max_lines: usize) -> String {
+    let (before, body) = split_note(s);
+    let (kept, dropped) = tail(body, max_bytes, max_lines);
+    with_note(kept, before + dropped as u64)
+}
+
+/// The bytes a leading [`dropped_note`] says were dropped, and the rest.
+fn split_note(s: &str) -> (u64, &str) {
+    let parsed = s
+        .strip_prefix("[reimage: ")
+        .and_then(|r| r.split_once(" earlier bytes of output not kept]\n"))
+        .and_then(|(n, rest)| Some((n.parse().ok()?, rest)));
+    parsed.unwrap_or((0, s))
+}
+
+/// A message cut to at most about `max` bytes: its head and its tail
+/// around a note of how much was left out (the head says what failed, the
+/// tail how it ended).
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut head = max / 2;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut from = s.len() - max / 2;
+    while !s.is_char_boundary(from) {
+        from += 1;
+    }
+    format!(
+        "{} […{} bytes not kept…] {}",
+        &s[..head],
+        from - head,
+        &s[from..]
+    )
+}
+
+/// The two pipes of a running command and what came out of them.
+struct Pipes {
+    out: Option<std::process::ChildStdout>,
+    err: Option<std::process::ChildStderr>,
+    tails: [Tail; 2],
+    buf: Vec<u8>,
+}
+
+impl Pipes {
+    fn closed(&self) -> bool {
+        self.out.is_none() && self.err.is_none()
+    }
+
+    /// Waits up to `wait` for output on either pipe and reads one chunk of
+    /// each that has some; a pipe at its end (or broken) is closed.
+    fn read_for(&mut self, wait: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        if self.closed() {
+            thread::sleep(wait);
+            return;
+        }
+        let flags = PollFlags::IN;
+        let (out_ready, err_ready) = {
+            let mut fds = Vec::with_capacity(2);
+            if let Some(o) = &self.out {
+                fds.push(PollFd::new(o, flags));
+            }
+            if let Some(e) = &self.err {
+                fds.push(PollFd::new(e, flags));
+            }
+            let t = Timespec {
+                tv_sec: wait.as_secs() as _,
+                tv_nsec: wait.subsec_nanos() as _,
+            };
+            match rustix::event::poll(&mut fds, Some(&t)) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+            let mut it = ready.into_iter();
+            let o = self.out.is_some() && it.next().unwrap_or(false);
+            let e = self.err.is_some() && it.next().unwrap_or(false);
+            (o, e)
+        };
+        if out_ready && !read_chunk(&mut self.out, &mut self.buf, &mut self.tails[0]) {
+            self.out = None;
+        }
+        if err_ready && !read_chunk(&mut self.err, &mut self.buf, &mut self.tails[1]) {
+            self.err = None;
+        }
+    }
+}
+
+/// One read from a pipe poll said is ready; false at its end or on error.
+fn read_chunk<R: Read>(pipe: &mut Option<R>, buf: &mut [u8], tail: &mut Tail) -> bool {
+    let Some(p) = pipe.as_mut() else { return false };
+    match p.read(buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            tail.push(&buf[..n]);
+            true
+        }
+        Err(e) => e.kind() == std::io::ErrorKind::Interrupted,
+    }
+}
+
+/// Ties the command's life to reimage's: when the thread that started it
+/// ends (reimage killed, even by SIGKILL), the kernel sends it SIGKILL
+/// (PR_SET_PDEATHSIG). If reimage is gone already, it does not start.
+fn die_with_parent(c: &mut Command) {
+    let parent = rustix::process::getpid();
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe work is allowed. It makes two raw system calls
+    // (prctl, getppid) and builds an io::Error from an errno number; it
+    // allocates nothing, takes no lock and touches no shared state.
+    unsafe {
+        c.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            if rustix::process::getppid() != Some(parent) {
+                return Err(rustix::io::Errno::SRCH.into());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -270,22 +499,6 @@ pub fn excerpt(s: &str, lines: usize) -> String {
         end -= 1;
     }
     format!("{}…", &t[..end])
-}
-
-fn reader<R: Read + Send + 'static>(r: Option<R>) -> Option<thread::JoinHandle<Vec<u8>>> {
-    r.map(|mut r| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    })
-}
-
-fn join(h: Option<thread::JoinHandle<Vec<u8>>>) -> String {
-    h.and_then(|h| h.join().ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
 }
 
 /// True when process `pid` exists and is not a zombie (a killed process
@@ -332,6 +545,34 @@ mod tests {
         let e = excerpt(&long, 1);
         assert!(e.len() <= EXCERPT_BYTES + "…".len(), "{}", e.len());
         assert!(e.ends_with('…'));
+    }
+
+    #[test]
+    fn tails_keep_the_last_bytes_and_lines_and_say_what_went() {
+        assert_eq!(tail("a\nb\nc\n", 100, 2), ("b\nc\n", 2));
+        assert_eq!(tail("abc", 2, 10), ("bc", 1));
+        assert_eq!(tail("abc", 10, 0), ("", 3));
+        let (t, cut) = tail("ééé", 3, 10);
+        assert_eq!((t, cut), ("é", 4));
+        let b = bounded(&format!("{}\nx\ny", dropped_note(10)), 100, 1);
+        assert_eq!(b, format!("{}\ny", dropped_note(12)));
+        let long = "x".repeat(1000);
+        let s = shorten(&long, 100);
+        assert!(s.len() < 150 && s.contains("900 bytes not kept"), "{s}");
+    }
+
+    #[test]
+    fn a_flood_of_output_keeps_only_the_tail() {
+        let o = Cmd::new(
+            &["sh", "-c", "yes | head -c 5000000; echo END"],
+            Duration::from_secs(60),
+        )
+        .run()
+        .expect("sh runs");
+        assert!(o.stdout.len() <= KEEP_BYTES + 100, "{}", o.stdout.len());
+        assert!(o.stdout.lines().count() <= KEEP_LINES + 1);
+        assert!(o.stdout.starts_with("[reimage: "), "{}", &o.stdout[..80]);
+        assert!(o.stdout.ends_with("END\n"));
     }
 
     #[test]

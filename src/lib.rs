@@ -29,6 +29,8 @@ mod fleet;
 mod os;
 mod outcome;
 mod probe;
+#[cfg(test)]
+mod proptests;
 mod provision;
 mod report;
 mod retention;
@@ -51,6 +53,16 @@ use runner::Phase;
 
 /// Runs reimage with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
+    if let Some(var) = empty_env() {
+        let e = Error::Usage(format!(
+            "the environment variable {var} is set but empty: unset it, or set it to a path"
+        ));
+        if std::env::args_os().any(|a| a == "--json") {
+            json_event(None, None, &e);
+        }
+        report::stderr_line(&format!("reimage: error: {e}"));
+        return e.code();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -72,6 +84,24 @@ pub fn main() -> i32 {
     }
 }
 
+/// An environment variable that stands for a flag, set but empty, while
+/// its flag is not given: clap would blame the flag.
+fn empty_env() -> Option<&'static str> {
+    [
+        ("REIMAGE_CONFIG", "--config"),
+        ("REIMAGE_STATE_DIR", "--state-dir"),
+    ]
+    .into_iter()
+    .find(|(var, flag)| {
+        std::env::var_os(var).is_some_and(|v| v.is_empty())
+            && !std::env::args_os().any(|a| {
+                a.to_str()
+                    .is_some_and(|a| a == *flag || a.starts_with(&format!("{flag}=")))
+            })
+    })
+    .map(|(var, _)| var)
+}
+
 /// With `--json`, a run that stops before its events start (usage, config,
 /// lock) still ends with one `run` event that carries the exit code.
 fn json_end(cli: &Cli, e: &Error) {
@@ -82,6 +112,11 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Log(a) => (Some(&a.computer), None),
         Command::Status(_) | Command::SetupDb | Command::Completions(_) => (None, None),
     };
+    json_event(computer, image, e);
+}
+
+/// The final `run` event of a run that stopped on `e`.
+fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
         "kind": "run",
@@ -197,19 +232,19 @@ fn provisioner(loaded: &Loaded, plan: &Plan) -> Result<Box<dyn provision::Provis
 fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     let (Some(computer), Some(image)) = (&a.computer, &a.image) else {
         let c = &loaded.config;
-        println!(
+        report::stdout_line(&format!(
             "{}: OK ({} computers, {} images, {} OS profiles, {} provisioners)",
             loaded.path.display(),
             c.computers.len(),
             c.images.len(),
             c.os.len(),
             c.provisioners.len()
-        );
+        ));
         return Ok(0);
     };
     let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
     let lines = provisioner(loaded, &plan)?.describe(&plan);
-    print!("{}", plan.describe(&lines));
+    report::stdout_line(plan.describe(&lines).trim_end_matches('\n'));
     Ok(0)
 }
 
@@ -286,6 +321,7 @@ fn run(
         Job::Provision(n) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
     };
+    let previous = state.read_last_run(&plan.computer.name);
     let mut runner = runner::Runner {
         plan: &plan,
         provisioner: provisioner.as_ref(),
@@ -293,7 +329,9 @@ fn run(
         state: &state,
         report: &report,
         record: runner::Runner::record_for(&plan, name, of),
+        record_failed: false,
     };
+    runner.note_previous(previous);
     let code = match job {
         Job::Provision(_) => runner.provision(of),
         // Without --of, an attempt past the plan's count is the last one.

@@ -69,6 +69,8 @@ pub enum EventResult {
     Retry,
     /// A phase failed.
     Fatal,
+    /// The run was stopped by a signal.
+    Interrupted,
 }
 
 impl EventResult {
@@ -79,6 +81,7 @@ impl EventResult {
             EventResult::Done => "done",
             EventResult::Retry => "retry",
             EventResult::Fatal => "fatal",
+            EventResult::Interrupted => "interrupted",
         }
     }
 }
@@ -136,12 +139,23 @@ pub struct Event {
     pub code: Option<i32>,
 }
 
+/// The most of each output stream an output event holds: its tail.
+pub const EVENT_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// The most lines of each output stream an output event holds.
+pub const EVENT_OUTPUT_LINES: usize = 500;
+
+/// The most any other event message holds, in bytes (its head and tail).
+pub const MESSAGE_BYTES: usize = 16 * 1024;
+
 struct Inner {
     attempt: Option<(u32, u32)>,
     phase: Option<Phase>,
     step: Option<(String, Instant, Option<Duration>)>,
     last_progress: String,
-    log: Option<File>,
+    log: Option<(File, std::path::PathBuf)>,
+    /// A write to the event log failed once (and was said).
+    log_failed: bool,
     bar: Option<ProgressBar>,
 }
 
@@ -187,6 +201,7 @@ impl Reporter {
                 step: None,
                 last_progress: String::new(),
                 log: None,
+                log_failed: false,
                 bar: None,
             }),
         }
@@ -201,7 +216,7 @@ impl Reporter {
             .create(true)
             .append(true)
             .open(path)?;
-        self.lock().log = Some(f);
+        self.lock().log = Some((f, path.to_path_buf()));
         Ok(())
     }
 
@@ -243,16 +258,17 @@ impl Reporter {
         }
     }
 
-    fn emit(&self, inner: &mut Inner, e: Event, show: bool) {
+    fn emit(&self, inner: &mut Inner, mut e: Event, show: bool) {
+        if e.kind != EventKind::Output
+            && let Some(m) = e.message.as_mut()
+            && m.len() > MESSAGE_BYTES
+        {
+            *m = crate::exec::shorten(m, MESSAGE_BYTES);
+        }
         if let Ok(line) = serde_json::to_string(&e) {
-            if let Some(f) = inner.log.as_mut() {
-                // One write per line keeps concurrent appends whole.
-                let _ = f.write_all(format!("{line}\n").as_bytes());
-            }
+            self.log_line(inner, &line);
             if self.mode == Mode::Json {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+                stdout_line(&line);
             }
         }
         if !show
@@ -264,7 +280,37 @@ impl Reporter {
         let text = plain(&e);
         match (&self.mode, inner.bar.as_ref()) {
             (Mode::Tty, Some(bar)) => bar.println(text),
-            _ => eprintln!("{} {text}", e.time),
+            _ => stderr_line(&format!("{} {text}", e.time)),
+        }
+    }
+
+    /// Appends one line to the event log, whole or not at all: a write that
+    /// fails (disk full, file too large) is cut back to where the file
+    /// ended, so the next line never glues onto half of one. The first
+    /// failure is told once, naming the file.
+    fn log_line(&self, inner: &mut Inner, line: &str) {
+        let Some((f, path)) = inner.log.as_mut() else {
+            return;
+        };
+        let before = f.metadata().map(|m| m.len());
+        // One write per line keeps concurrent appends whole.
+        let Err(err) = f.write_all(format!("{line}\n").as_bytes()) else {
+            return;
+        };
+        let cut = match before {
+            Ok(len) => f.set_len(len).err(),
+            Err(e) => Some(e),
+        };
+        if !inner.log_failed {
+            inner.log_failed = true;
+            let mut msg = format!(
+                "reimage: warning: cannot write the event log {}: {err}; events that do not fit are left out",
+                path.display()
+            );
+            if let Some(c) = cut {
+                msg.push_str(&format!(" (and cutting back a partial line failed: {c})"));
+            }
+            stderr_line(&msg);
         }
     }
 
@@ -351,19 +397,19 @@ impl Reporter {
     }
 
     /// A phase ended with a result.
-    pub fn result(&self, phase: Phase, result: Verdict, message: Option<String>) {
+    pub fn result(&self, phase: Phase, result: EventResult, message: Option<String>) {
         let mut i = self.lock();
         i.step = None;
         i.phase = Some(phase);
         let mut e = self.base(&i, EventKind::Result);
         e.elapsed_ms = None;
-        e.result = Some(result.into());
+        e.result = Some(result);
         e.message = message;
         self.emit(&mut i, e, true);
     }
 
-    /// The run ended with an exit code.
-    pub fn finish(&self, code: i32, message: &str) {
+    /// The run ended with an exit code and a result (the record's).
+    pub fn finish(&self, code: i32, result: EventResult, message: &str) {
         let mut i = self.lock();
         if let Some(bar) = i.bar.take() {
             bar.finish_and_clear();
@@ -371,6 +417,7 @@ impl Reporter {
         i.step = None;
         let mut e = self.base(&i, EventKind::Run);
         e.code = Some(code);
+        e.result = Some(result);
         e.message = Some(message.to_string());
         self.emit(&mut i, e, true);
     }
@@ -398,7 +445,10 @@ impl Reporter {
         let mut e = self.base(&i, EventKind::Output);
         e.code = Some(out.code);
         e.elapsed_ms = Some(out.elapsed.as_millis() as u64);
-        e.message = Some(format!("{command}\n{}", out.text()));
+        e.message = Some(format!(
+            "{command}\n{}",
+            crate::exec::bounded(&out.text(), EVENT_OUTPUT_BYTES, EVENT_OUTPUT_LINES)
+        ));
         self.emit(&mut i, e, self.verbose);
     }
 

@@ -11,7 +11,7 @@ use crate::os::{OsModule, PowerReset};
 pub use crate::outcome::Phase;
 use crate::outcome::{EXIT_DONE, EXIT_FATAL, EXIT_STORE, Outcome};
 use crate::provision::Provisioner;
-use crate::report::{Reporter, rfc3339};
+use crate::report::{EventResult, Reporter, rfc3339};
 use crate::signal;
 use crate::state::{LastRun, RunResult, StateDir};
 
@@ -42,6 +42,9 @@ fn last_attempt_rule(o: Outcome, attempt: Attempt) -> Outcome {
     }
 }
 
+/// The most of an error message the last-run record holds, in bytes.
+pub const RECORD_MESSAGE_BYTES: usize = 16 * 1024;
+
 /// What the runner works with.
 pub struct Runner<'a> {
     /// The resolved plan.
@@ -56,6 +59,8 @@ pub struct Runner<'a> {
     pub report: &'a Reporter,
     /// The last-run record, updated as the run goes.
     pub record: LastRun,
+    /// A write of the record failed once (and was said).
+    pub record_failed: bool,
 }
 
 impl Runner<'_> {
@@ -75,6 +80,7 @@ impl Runner<'_> {
             started: now.clone(),
             updated: now,
             pid: std::process::id(),
+            previous: None,
         }
     }
 
@@ -83,9 +89,15 @@ impl Runner<'_> {
         if let Err(e) = self
             .state
             .write_last_run(&self.plan.computer.name, &self.record)
+            && !self.record_failed
         {
-            self.report
-                .warn(&format!("cannot write the last-run record: {e:#}"));
+            // Said once: a full disk fails every later write the same way.
+            self.record_failed = true;
+            let path = self.state.computer_dir(&self.plan.computer.name);
+            self.report.warn(&format!(
+                "cannot write the last-run record in {}: {e:#}",
+                path.display()
+            ));
         }
     }
 
@@ -121,9 +133,18 @@ impl Runner<'_> {
             ),
         };
         let o = last_attempt_rule(o, attempt);
-        let msg = o.error().map(|e| format!("{e:#}"));
-        self.report.result(phase, o.verdict(), msg.clone());
-        self.record.result = o.verdict().into();
+        // The record holds a bounded message: its head and tail.
+        let msg = o
+            .error()
+            .map(|e| crate::exec::shorten(&format!("{e:#}"), RECORD_MESSAGE_BYTES));
+        // An interrupt wins over what the module made of it, in the event
+        // and in the record alike.
+        let (event, record) = match signal::caught() {
+            Some(_) => (EventResult::Interrupted, RunResult::Interrupted),
+            None => (o.verdict().into(), o.verdict().into()),
+        };
+        self.report.result(phase, event, msg.clone());
+        self.record.result = record;
         self.record.message = msg;
         self.save();
         o
@@ -149,8 +170,37 @@ impl Runner<'_> {
         };
         self.record.exit_code = Some(code);
         self.save();
-        self.report.finish(code, &message);
+        let result = match self.record.result {
+            RunResult::Running | RunResult::Done => EventResult::Done,
+            RunResult::Retry => EventResult::Retry,
+            RunResult::Fatal => EventResult::Fatal,
+            RunResult::Interrupted => EventResult::Interrupted,
+        };
+        // The run's result is the record's; a provision run whose attempts
+        // all asked for retries has a fatal record already.
+        let result = if code != 0 && result == EventResult::Done {
+            EventResult::Fatal
+        } else {
+            result
+        };
+        self.report.finish(code, result, &message);
         code
+    }
+
+    /// Tells, in the first event and in the record, that the last run on
+    /// this computer died while it ran (its record still says "running";
+    /// this run holds the lock, so that run is gone).
+    pub fn note_previous(&mut self, previous: Option<LastRun>) {
+        let Some(p) = previous.filter(|p| p.result == RunResult::Running) else {
+            return;
+        };
+        let phase = p.phase.map_or("before its first phase", |p| p.name());
+        let msg = format!(
+            "the previous run (pid {}, `{}` of image {}, started {}) ended without finishing, in {phase}: it was killed or crashed; its record said \"running\"",
+            p.pid, p.command, p.image, p.started
+        );
+        self.report.warn(&msg);
+        self.record.previous = Some(msg);
     }
 
     /// `reimage provision`: attempts 1..=n of load then post-load.

@@ -1,4 +1,4 @@
-//! SIGINT/SIGTERM: remember that one arrived so every wait loop and child
+//! SIGINT/SIGTERM/SIGHUP: remember that one arrived so every wait loop and child
 //! command can stop, save its state and release the lock.
 //!
 //! A signal handler can only set a flag, so this is the one piece of
@@ -6,7 +6,8 @@
 //! coordination store's lease keeper raises the same flag when the store is
 //! lost ([`STORE_LOST`]), so a lost store stops the run the way SIGTERM does.
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -29,13 +30,15 @@ pub fn stop_store_lost(why: String) {
     let _ = CAUGHT.compare_exchange(0, LOST_FLAG, Ordering::SeqCst, Ordering::SeqCst);
 }
 
-/// Installs the handlers for SIGINT and SIGTERM: each stores its number in
+/// Installs the handlers for SIGINT, SIGTERM and SIGHUP (a closed terminal
+/// or session: handled like SIGTERM, exit 129): each stores its number in
 /// [`CAUGHT`] (signal-hook's handler does only that atomic store).
 pub fn install() {
-    for sig in [SIGINT, SIGTERM] {
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
         // Fails only for signals that may not be caught (SIGKILL, SIGSTOP).
         if let Err(e) = signal_hook::flag::register_usize(sig, Arc::clone(&CAUGHT), sig as usize) {
-            eprintln!("reimage: cannot catch signal {sig}: {e}");
+            // A closed stderr is ignored: it must not end the run.
+            let _ = writeln!(std::io::stderr(), "reimage: cannot catch signal {sig}: {e}");
         }
     }
 }
@@ -63,6 +66,7 @@ impl std::fmt::Display for Interrupted {
         let name = match self.0 {
             SIGINT => "SIGINT",
             SIGTERM => "SIGTERM",
+            SIGHUP => "SIGHUP",
             _ => "a signal",
         };
         write!(f, "interrupted by {name}")

@@ -72,10 +72,17 @@ pub struct Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
+        // Emptied while still held: a pid read from a held lock is always
+        // the holder's (a reader that finds it empty reads again).
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
     }
 }
+
+/// How long a run that finds the lock held looks for the holder's pid (the
+/// holder writes it just after taking the lock, and empties the file just
+/// before letting go). Generous: the machine may be loaded.
+const HOLDER_WAIT: Duration = Duration::from_secs(10);
 
 /// What the last run on a computer did, for people and for scripts.
 #[derive(Debug, Serialize, Deserialize, Clone, Default)]
@@ -105,6 +112,9 @@ pub struct LastRun {
     pub updated: String,
     /// The process that wrote it.
     pub pid: u32,
+    /// When the run before this one died while it ran: what it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// Where a run stands in its last-run record.
@@ -154,6 +164,14 @@ mod phase_or_empty {
         }
         Phase::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&s)).map(Some)
     }
+}
+
+/// The pid written in a lock file, if there is one.
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut s = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
 }
 
 /// Takes the exclusive lock (flock(2), by std) on `file` without waiting;
@@ -258,19 +276,30 @@ impl StateDir {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        if !try_lock(&file, &path)? {
-            let mut s = String::new();
-            let _ = file.read_to_string(&mut s);
-            return Err(LockError::Held(Locked {
-                computer: computer.into(),
-                pid: s.trim().parse().ok(),
-            }));
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        while !try_lock(&file, &path)? {
+            // Held. The pid in the file is the holder's once it is there
+            // and alive; empty or dead means the holder is between taking
+            // the lock and writing its pid, or between emptying the file and
+            // letting go: look again (and try the lock again).
+            let holder = read_pid(&mut file).filter(|&p| crate::exec::alive(p as i32));
+            if holder.is_some() || start.elapsed() >= HOLDER_WAIT {
+                return Err(LockError::Held(Locked {
+                    computer: computer.into(),
+                    pid: holder,
+                }));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
         let mark = |file: &mut File| -> std::io::Result<()> {
-            file.set_len(0)?;
-            file.rewind()?;
-            write!(file, "{}", std::process::id())?;
-            file.flush()
+            // One write at offset 0, then the length: a reader sees the
+            // old text, or the pid, never a mix of both.
+            use std::os::unix::fs::FileExt;
+            let pid = std::process::id().to_string();
+            file.write_all_at(pid.as_bytes(), 0)?;
+            file.set_len(pid.len() as u64)
         };
         mark(&mut file).with_context(|| format!("cannot write lock file {}", path.display()))?;
         Ok(Lock { file })
@@ -282,6 +311,12 @@ impl StateDir {
         self.ensure(&dir)?;
         let text = serde_json::to_vec_pretty(r)?;
         write_atomic(&dir.join("last-run.json"), &text)
+    }
+
+    /// The last-run record, if there is one that parses.
+    pub fn read_last_run(&self, computer: &str) -> Option<LastRun> {
+        let text = std::fs::read(self.computer_dir(computer).join("last-run.json")).ok()?;
+        serde_json::from_slice(&text).ok()
     }
 
     /// Remembers the computer's boot id seen before a load (or forgets it).
@@ -483,6 +518,28 @@ mod tests {
         assert!(err.to_string().contains(&pid), "{err}");
         drop(held);
         assert!(s.lock("pc7").is_ok(), "lock is free after drop");
+    }
+
+    #[test]
+    fn a_holder_that_has_not_written_its_pid_yet_is_still_named() {
+        let s = StateDir::new(&tmp("lock-early"));
+        let path = s.computer_dir("pc7").join("lock");
+        std::fs::create_dir_all(s.computer_dir("pc7")).expect("dir");
+        // Another holder took the lock and has not written its pid yet (or
+        // is emptying the file on its way out).
+        let held = File::create(&path).expect("lock file");
+        held.try_lock().expect("first lock");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            (&held)
+                .write_all(std::process::id().to_string().as_bytes())
+                .expect("write pid");
+            held
+        });
+        let err = s.lock("pc7").expect_err("held");
+        let pid = format!("pid {}", std::process::id());
+        assert!(err.to_string().contains(&pid), "{err}");
+        drop(writer.join());
     }
 
     #[test]

@@ -166,8 +166,17 @@ pub fn parse(path: &Path, text: String, builtin: &[&str]) -> Result<Loaded, Conf
     model::validate(&loaded, builtin)?;
     // Every image's profile resolves (step names in `timeouts` exist), so
     // `reimage check` finds what a run would trip over.
-    for img in loaded.config.images.values() {
-        plan::resolve_profile(&loaded, &img.os, img, Path::new("."))?;
+    for (name, img) in &loaded.config.images {
+        let profile = plan::resolve_profile(&loaded, &img.os, img, Path::new("."))?;
+        if img.image_check.is_some() && profile.channel.kind() == ChannelKind::None {
+            return Err(loaded.error_at(
+                &["images", name, "image_check"],
+                format!(
+                    "image `{name}` has an image_check, but its OS profile `{}` has channel none, so the check could never run: remove it, or use a profile with channel ssh or winrm",
+                    img.os
+                ),
+            ));
+        }
     }
     Ok(loaded)
 }

@@ -95,6 +95,7 @@ pub struct ComputerConfig {
     pub provisioner: Option<String>,
     /// Port of the OS channel on `address` (SSH or WinRM), when it is not the
     /// profile's (e.g. a forwarded port of a local VM).
+    #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
     /// MAC address, for provisioners that define the machine.
     pub mac: Option<String>,
@@ -250,6 +251,7 @@ pub struct OsConfig {
     /// File whose first line is the password (SSH or WinRM).
     pub password_file: Option<PathBuf>,
     /// Channel port (22, 5985, 5986).
+    #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
     /// SSH host-key policy.
     pub host_keys: Option<HostKeyPolicy>,
@@ -320,6 +322,17 @@ pub struct DomainConfig {
     pub credentials_file: PathBuf,
 }
 
+/// serde: a TCP port, 1 to 65535 (port 0 cannot be connected to).
+fn port_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let n = i64::deserialize(d)?;
+    match u16::try_from(n) {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(serde::de::Error::custom(format!(
+            "port {n} is not a TCP port: use 1 to 65535"
+        ))),
+    }
+}
+
 /// A duration in a map value position.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DurationValue(pub Duration);
@@ -387,6 +400,7 @@ pub struct StepConfig {
     /// Name in events and `timeouts` (default: the wait kind).
     pub name: Option<String>,
     /// TCP port (port, banner; default: the channel's).
+    #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
     /// Give up after this long (grows with the attempt).
     #[serde(default, deserialize_with = "duration::de_opt")]
@@ -491,6 +505,9 @@ pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
                 format!("computer `{name}` has an empty address"),
             ));
         }
+        if let Err(why) = check_address(&comp.address) {
+            return Err(l.error_at(&["computers", name, "address"], why));
+        }
         if let Some(p) = &comp.provisioner {
             check_provisioner(
                 l,
@@ -557,6 +574,22 @@ pub fn check_computer_name(name: &str) -> Result<(), String> {
     ))
 }
 
+/// An address reaches commands (ping, ssh) as an argument: it must not
+/// look like an option, nor hold white space or control characters.
+pub fn check_address(address: &str) -> Result<(), String> {
+    if address.starts_with('-') {
+        return Err(format!(
+            "address {address:?} starts with '-', which commands would take as an option: give a host name or IP address"
+        ));
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "address {address:?} holds white space or control characters: give a host name or IP address"
+        ));
+    }
+    Ok(())
+}
+
 fn max_zero(v: Option<u32>) -> bool {
     v == Some(0)
 }
@@ -596,6 +629,17 @@ fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError>
                 builtin::FAMILIES.join(", ")
             ),
         ));
+    }
+    for (key, d) in [
+        ("connect_timeout", os.connect_timeout),
+        ("command_timeout", os.command_timeout),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            return Err(l.error_at(
+                &["os", name, key],
+                format!("`{key}` of 0s could never succeed: give a duration longer than 0s"),
+            ));
+        }
     }
     super::plan::check_channel_keys(l, name, os)?;
     super::plan::check_steps(l, name, os)?;

@@ -44,6 +44,12 @@ impl CommandConfig {
         if self.load.is_empty() || self.load[0].trim().is_empty() {
             return Err("`load` must be a non-empty argument vector, e.g. [\"/usr/local/bin/reload\", \"{node}\"]".into());
         }
+        if self.timeout.is_zero() {
+            return Err("`timeout` of 0s would kill the load command at once: give a duration longer than 0s, e.g. \"30m\"".into());
+        }
+        if self.power_reset_timeout.is_zero() {
+            return Err("`power_reset_timeout` must be longer than 0s".into());
+        }
         if matches!(&self.power_reset, Some(v) if v.is_empty()) {
             return Err("`power_reset` must be a non-empty argument vector".into());
         }

@@ -6,8 +6,10 @@ mod pg;
 mod sshd;
 mod test;
 
+mod configs;
 mod core;
 mod e2e;
+mod harden;
 mod libvirt;
 mod man;
 mod profiles;

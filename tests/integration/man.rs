@@ -67,9 +67,10 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
             "global flag `{f}` missing from man/reimage.1"
         );
     }
-    for code in ["0", "1", "64", "69", "73", "75", "78", "130", "143"] {
+    for code in ["0", "1", "64", "69", "73", "75", "78", "129", "130", "143"] {
         assert!(
             man.contains(&format!(".B {code}\n"))
+                || man.contains(&format!(" {code} \""))
                 || man.contains(&format!("{code}\""))
                 || man.contains(&format!(" {code}\n"))
                 || man.contains(&format!(".BR {code} ")),

@@ -1,0 +1,82 @@
+//! The corpus of broken configurations in tests/configs/broken: one file
+//! each, whose header says where the error is and what it says:
+//!
+//!     # expect: LINE:COL: a fragment of the message
+//!     # args: check pc7 --image img      (optional; default `check`)
+//!
+//! Each must exit 78 with FILE:LINE:COL and the fragment, and never panic.
+
+use crate::common::{LIMIT, repo};
+use crate::test::run;
+use std::process::Command;
+
+struct Case {
+    file: std::path::PathBuf,
+    at: String,
+    fragment: String,
+    args: Vec<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let dir = repo("tests/configs/broken");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/configs/broken")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let bytes = std::fs::read(&file).expect("read");
+            let text = String::from_utf8_lossy(&bytes);
+            let header = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("# {key}: ")))
+                    .map(str::to_string)
+            };
+            let expect = header("expect")
+                .unwrap_or_else(|| panic!("{}: no `# expect:` line", file.display()));
+            let mut parts = expect.splitn(3, ':');
+            let (line, col) = (parts.next().expect("line"), parts.next().expect("col"));
+            let fragment = parts.next().expect("fragment").trim().to_string();
+            let args = header("args")
+                .unwrap_or_else(|| "check".into())
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            Case {
+                at: format!("{}:{line}:{col}:", file.display()),
+                fragment,
+                args,
+                file,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_broken_config_names_its_line_column_and_fault() {
+    let cases = cases();
+    assert!(cases.len() >= 15, "the corpus is there");
+    let mut failures = Vec::new();
+    for c in &cases {
+        let mut cmd = Command::new(crate::common::bin());
+        cmd.arg("--config")
+            .arg(&c.file)
+            .args(&c.args)
+            .env_remove("REIMAGE_CONFIG")
+            .env("REIMAGE_STATE_DIR", std::env::temp_dir());
+        let r = run(&mut cmd, LIMIT);
+        if r.code != 78 || !r.stderr.contains(&c.at) || !r.stderr.contains(&c.fragment) {
+            failures.push(format!(
+                "{}: wanted exit 78, `{}` and `{}`; got {r:?}",
+                c.file.display(),
+                c.at,
+                c.fragment
+            ));
+        }
+        assert!(!r.stderr.contains("panicked"), "{r:?}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
