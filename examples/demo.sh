@@ -64,6 +64,9 @@ family = "linux"
 key_file = "$GUEST/id_ed25519"
 connect_timeout = "3s"
 timeouts = { port = "2m", banner = "2m", login = "1m" }
+# The tiny guest's busybox has no chpasswd, so it keeps its (key-only) root;
+# the Debian guest (examples/debian-guest) gets a fresh root password.
+fresh_password = false
 
 [images.tiny-linux]
 os = "tiny-linux"

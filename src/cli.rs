@@ -67,6 +67,11 @@ pub enum Command {
     /// provisioner, OS profile, and each wait step with its timeout at every
     /// attempt.
     Check(CheckArgs),
+    /// Print a completion script for a shell on stdout (needs no config).
+    ///
+    /// The packages install them; by hand, e.g.
+    /// `reimage completions bash > /etc/bash_completion.d/reimage`.
+    Completions(CompletionsArgs),
     /// Show the fleet: one line per computer with its last run, and whether
     /// a run is in progress (here, or anywhere when [coordination] is set).
     ///
@@ -150,4 +155,12 @@ pub struct CheckArgs {
     /// Image to plan for (needs a computer).
     #[arg(long, value_name = "IMAGE", requires = "computer")]
     pub image: Option<String>,
+}
+
+/// `reimage completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }

@@ -382,6 +382,14 @@ fn follow(
             }
         }
         if buf.is_empty() {
+            // A new run trims the log by renaming a new file over it, so
+            // the run followed here has ended.
+            if replaced(
+                &computers_dir(dir).join(computer).join("events.jsonl"),
+                file,
+            ) {
+                return Ok(0);
+            }
             let running = match read_record(dir, computer) {
                 Some(Ok(r)) => r.result.as_deref() == Some("running") && r.pid.is_some_and(alive),
                 _ => false,
@@ -394,6 +402,16 @@ fn follow(
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// The file at `path` is no longer the one `file` has open.
+fn replaced(path: &Path, file: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(p), Ok(f)) => (p.dev(), p.ino()) != (f.dev(), f.ino()),
+        (Err(_), _) => true,
+        _ => false,
     }
 }
 

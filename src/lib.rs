@@ -33,17 +33,19 @@ mod probe;
 mod proptests;
 mod provision;
 mod report;
+mod retention;
 mod runner;
 mod secret;
 mod signal;
+mod size;
 mod state;
 mod wait;
 mod xml;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 
-use cli::{CheckArgs, Cli, Command, StepArgs};
+use cli::{CheckArgs, Cli, Command, CompletionsArgs, StepArgs};
 use config::{Loaded, Plan};
 pub use error::Error;
 use outcome::EXIT_USAGE;
@@ -108,7 +110,7 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
         Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
         Command::Log(a) => (Some(&a.computer), None),
-        Command::Status(_) | Command::SetupDb => (None, None),
+        Command::Status(_) | Command::SetupDb | Command::Completions(_) => (None, None),
     };
     json_event(computer, image, e);
 }
@@ -137,9 +139,36 @@ enum Job {
 
 /// The one dispatch over the subcommand.
 fn execute(cli: &Cli) -> Result<i32, Error> {
+    let (target, job) = match &cli.command {
+        Command::Completions(a) => return completions(a),
+        Command::Check(a) => return check(cli, &load(cli)?, a),
+        Command::Status(a) => {
+            let loaded = load(cli)?;
+            let dir = state_dir(cli, &loaded);
+            return fleet::status(&loaded, &dir, &a.computers, cli.json);
+        }
+        Command::Log(a) => {
+            let loaded = load(cli)?;
+            let dir = state_dir(cli, &loaded);
+            return fleet::log(&dir, a, cli.json);
+        }
+        Command::SetupDb => return setup_db(&load(cli)?),
+        Command::Provision(a) => (
+            (&a.computer, &a.image, &a.reservation),
+            Job::Provision(a.attempts),
+        ),
+        Command::Load(a) => (target(a), single(Phase::Load, a)?),
+        Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
+    };
+    let (computer, image, reservation) = target;
+    run(cli, &load(cli)?, computer, image, reservation.clone(), job)
+}
+
+/// Loads the config and decodes every provisioner table up front, so
+/// `check` finds what a run would trip over, and a run fails before it
+/// takes the lock.
+fn load(cli: &Cli) -> Result<Loaded, Error> {
     let loaded = config::load(&cli.config, &provision::BUILTIN)?;
-    // Every provisioner table is decoded up front, so `check` finds what a
-    // run would trip over, and a run fails before it takes the lock.
     for (name, table) in &loaded.config.provisioners {
         let mut table = table.clone();
         let kind = match table.remove("kind") {
@@ -153,26 +182,19 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         };
         provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
     }
-    let (target, job) = match &cli.command {
-        Command::Check(a) => return check(cli, &loaded, a),
-        Command::Status(a) => {
-            let dir = state_dir(cli, &loaded);
-            return fleet::status(&loaded, &dir, &a.computers, cli.json);
-        }
-        Command::Log(a) => {
-            let dir = state_dir(cli, &loaded);
-            return fleet::log(&dir, a, cli.json);
-        }
-        Command::SetupDb => return setup_db(&loaded),
-        Command::Provision(a) => (
-            (&a.computer, &a.image, &a.reservation),
-            Job::Provision(a.attempts),
-        ),
-        Command::Load(a) => (target(a), single(Phase::Load, a)?),
-        Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
-    };
-    let (computer, image, reservation) = target;
-    run(cli, &loaded, computer, image, reservation.clone(), job)
+    Ok(loaded)
+}
+
+/// Writes the completion script for `a.shell` on stdout; it needs no config,
+/// so the packages generate theirs with the binary they ship.
+fn completions(a: &CompletionsArgs) -> Result<i32, Error> {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut Cli::command(), "reimage", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|e| Error::Fatal(anyhow::anyhow!("cannot write the completion script: {e}")))?;
+    Ok(0)
 }
 
 fn target(a: &StepArgs) -> (&String, &String, &Option<String>) {
@@ -269,7 +291,7 @@ fn run(
     let mut plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
     let provisioner = provisioner(loaded, &plan)?;
     let os = os::build(&plan);
-    let state = state::StateDir::new(&dir);
+    let state = state::StateDir::open(&dir)?;
     let command = describe_job(&job, &plan.image.name, &reservation);
     let (_hold, slots) = coord::hold(
         loaded.config.coordination.as_ref(),
@@ -287,6 +309,10 @@ fn run(
         cli.verbose,
     );
     let log = state.event_log(&plan.computer.name);
+    // Under the lock and before this run's first event: no one writes it.
+    if let Err(e) = retention::trim(&log, loaded.config.logs.retention()) {
+        report.warn(&format!("cannot trim the event log: {e:#}"));
+    }
     if let Err(e) = report.log_to(&log) {
         report.warn(&format!("cannot open the event log {}: {e}", log.display()));
     }

@@ -53,6 +53,10 @@ impl From<anyhow::Error> for LockError {
     }
 }
 
+/// The state directory's format, in its `format` file. Raise it when a
+/// file in the directory changes in a way an older reimage would misread.
+pub const FORMAT: u32 = 1;
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -188,6 +192,52 @@ impl StateDir {
         StateDir {
             root: root.to_path_buf(),
         }
+    }
+
+    /// The state directory at `root`, created root-only (it holds secrets)
+    /// if missing, and checked for its format: a directory without a
+    /// `format` file gets the current one; one a newer reimage wrote is
+    /// refused rather than misread.
+    pub fn open(root: &Path) -> Result<StateDir, Error> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .with_context(|| {
+                format!(
+                    "cannot create state directory {} (set --state-dir or state_dir to a writable place)",
+                    root.display()
+                )
+            })?;
+        let path = root.join("format");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match text.trim().parse::<u32>() {
+                Ok(FORMAT) => {}
+                Ok(n) if n > FORMAT => {
+                    return Err(Error::Fatal(anyhow::anyhow!(
+                        "state directory {} has format {n}, written by a newer reimage; this one knows format {FORMAT}: upgrade reimage, or give this one another --state-dir",
+                        root.display()
+                    )));
+                }
+                _ => {
+                    return Err(Error::Fatal(anyhow::anyhow!(
+                        "{} says `{}`, not a state directory format this reimage knows ({FORMAT}): restore it, or give reimage another --state-dir",
+                        path.display(),
+                        text.trim()
+                    )));
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomic(&path, format!("{FORMAT}\n").as_bytes())?;
+            }
+            Err(e) => {
+                return Err(Error::Fatal(
+                    anyhow::Error::new(e).context(format!("cannot read {}", path.display())),
+                ));
+            }
+        }
+        Ok(StateDir::new(root))
     }
 
     /// The directory of one computer.

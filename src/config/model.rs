@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use super::{ConfigError, Loaded, builtin};
 use crate::duration;
+use crate::retention::Retention;
+use crate::size;
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -35,6 +37,41 @@ pub struct Config {
     pub computers: BTreeMap<String, ComputerConfig>,
     /// `[coordination]`: the site-wide lock and load-limit store.
     pub coordination: Option<crate::coord::Settings>,
+    /// `[logs]`: how much of each computer's event log is kept.
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: each computer's event log keeps the last `keep_runs` runs, and
+/// of the finished ones no more than `max_bytes`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Runs kept, the one in progress included.
+    pub keep_runs: u32,
+    /// Bytes the finished runs kept may take ("8MiB", or a number).
+    #[serde(deserialize_with = "size::de")]
+    pub max_bytes: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> LogsConfig {
+        let r = Retention::default();
+        LogsConfig {
+            keep_runs: r.keep_runs,
+            max_bytes: r.max_bytes,
+        }
+    }
+}
+
+impl LogsConfig {
+    /// The retention the state directory applies.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            keep_runs: self.keep_runs,
+            max_bytes: self.max_bytes,
+        }
+    }
 }
 
 fn default_attempts() -> u32 {
@@ -393,6 +430,12 @@ pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
     }
     if !(c.timeout_growth.is_finite() && c.timeout_growth >= 1.0) {
         return Err(l.error_at(&["timeout_growth"], "timeout_growth must be 1.0 or more"));
+    }
+    if c.logs.keep_runs == 0 {
+        return Err(l.error_at(
+            &["logs", "keep_runs"],
+            "keep_runs must be 1 or more (the run in progress is one)",
+        ));
     }
     if let Some(s) = &c.coordination
         && let Err((key, msg)) = s.validate()

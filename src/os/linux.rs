@@ -246,16 +246,18 @@ pub fn first_boot(
     let Some(pw) = super::new_password(plan, state, report)? else {
         return Ok(());
     };
-    let file = "/var/lib/reimage/root-password";
+    // Named after this run, so two runs against one host (tests, or a
+    // computer that is its own management node) never share the file.
+    let file = format!("/var/lib/reimage/root-password.{}", std::process::id());
     a.upload(
         "upload-root-password",
         format!("root:{}\n", pw.expose()).as_bytes(),
-        file,
+        &file,
         0o600,
     )?;
-    let r = a.run("set-root-password", &sh(PASSWORD, &[file]), Outcome::Fatal);
+    let r = a.run("set-root-password", &sh(PASSWORD, &[&file]), Outcome::Fatal);
     if r.is_err() {
-        let _ = a.ch.run(&sh(r#"rm -f "$1""#, &[file]), a.timeout);
+        let _ = a.ch.run(&sh(r#"rm -f "$1""#, &[&file]), a.timeout);
     }
     r.map(|_| ())
 }

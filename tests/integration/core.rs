@@ -986,3 +986,28 @@ fn power_reset_script_sees_the_real_attempt() {
     let seen = std::fs::read_to_string(&resets).unwrap_or_default();
     assert_eq!(seen, "3\n", "the reset script's {{attempt}}");
 }
+
+#[test]
+fn completions_need_no_config() {
+    let out = Test::new()
+        .no_config_flag()
+        .env("REIMAGE_CONFIG", "/nonexistent/reimage.toml")
+        .args(&["completions", "bash"])
+        .run();
+    out.code(0).stdout_has("complete -F _reimage");
+    for sub in ["provision", "load", "post-load", "check", "completions"] {
+        out.stdout_has(sub);
+    }
+    Test::new()
+        .no_config_flag()
+        .args(&["completions", "zsh"])
+        .run()
+        .code(0)
+        .stdout_has("#compdef reimage");
+    Test::new()
+        .no_config_flag()
+        .args(&["completions", "tcsh"])
+        .run()
+        .code(64)
+        .stderr_has("invalid value 'tcsh'");
+}

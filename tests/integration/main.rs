@@ -17,6 +17,7 @@ mod profiles;
 mod qemu;
 mod site;
 mod ssh;
+mod state;
 mod vsphere;
 mod windows;
 mod xcat;

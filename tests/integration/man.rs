@@ -41,6 +41,7 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
         "status",
         "log",
         "setup-db",
+        "completions",
     ];
     for s in subs {
         assert!(top.stdout.contains(s), "`{s}` missing from --help");

@@ -457,7 +457,17 @@ fn linux_first_boot_lockdown_password_scrub_and_time() {
         std::fs::read_to_string(root.join("chpasswd.log")).expect("chpasswd ran"),
         format!("root:{pw}\n")
     );
-    assert!(!std::path::Path::new("/var/lib/reimage/root-password").exists());
+    // The uploaded file (named after the run) is gone once chpasswd read it.
+    let uploaded = of_kind(&json_lines(&r.stdout), "step-end")
+        .iter()
+        .find(|e| e["step"] == "upload-root-password")
+        .and_then(|e| e["message"].as_str().map(String::from))
+        .expect("upload-root-password step");
+    let path = uploaded
+        .split_whitespace()
+        .find(|w| w.starts_with("/var/lib/reimage/root-password."))
+        .expect("the uploaded path in the event");
+    assert!(!std::path::Path::new(path).exists(), "{path} left behind");
     let log = std::fs::read_to_string(s.path("state/computers/box/events.jsonl")).unwrap();
     for text in [&r.stdout, &r.stderr, &log] {
         assert!(!text.contains(pw), "the password leaked");
