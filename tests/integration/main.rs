@@ -11,6 +11,7 @@ mod libvirt;
 mod man;
 mod profiles;
 mod qemu;
+mod reuse;
 mod ssh;
 mod vsphere;
 mod windows;
