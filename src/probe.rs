@@ -50,57 +50,64 @@ pub fn port(addr: SocketAddr, timeout: Duration) -> Seen {
 
 /// A TCP connect started without blocking; see [`start_connect`].
 pub enum Started {
-    /// Answered at once (a loopback target answers inside `connect`).
+    /// Connected at once.
     Connected(TcpStream),
-    /// Refused or unreachable at once.
+    /// Refused or unreachable at once (a loopback or LAN target usually
+    /// answers before `connect` returns). The socket is closed: Linux lets
+    /// a failed socket connect again only after one more failing call
+    /// (ECONNABORTED), which costs what a new socket does.
     Failed(std::io::Error),
     /// On its way: poll [`Pending::fd`] for writable, then [`Pending::finish`].
     Pending(Pending),
 }
 
+/// A TCP socket not connected yet.
+struct Socket {
+    fd: OwnedFd,
+}
+
 /// A non-blocking connect in flight; dropping it closes the socket.
 pub struct Pending {
-    fd: OwnedFd,
+    sock: Socket,
+}
+
+/// The socket's pending error (SO_ERROR), which reading clears.
+fn so_error(fd: RawFd) -> std::io::Result<Option<std::io::Error>> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt on a socket we own, into a c_int-sized buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((err != 0).then(|| std::io::Error::from_raw_os_error(err)))
 }
 
 impl Pending {
     /// The socket, for poll(2) (POLLOUT when the connect has an answer).
     pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.sock.fd.as_raw_fd()
     }
 
     /// The connect's result once poll(2) said the socket is writable.
     pub fn finish(self) -> std::io::Result<TcpStream> {
-        let mut err: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt on a socket we own, into a c_int-sized buffer.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
+        match so_error(self.fd())? {
+            None => Ok(TcpStream::from(self.sock.fd)),
+            Some(e) => Err(e),
         }
-        if err != 0 {
-            return Err(std::io::Error::from_raw_os_error(err));
-        }
-        Ok(TcpStream::from(self.fd))
     }
 }
 
-/// Starts a TCP connect to `addr` without blocking: one socket and one
-/// `connect` call, no thread. The stream of a finished connect stays
-/// non-blocking.
-pub fn start_connect(addr: SocketAddr) -> Started {
-    let family = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
+fn new_socket(v6: bool) -> std::io::Result<Socket> {
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain syscall; the fd is owned right after.
     let raw = unsafe {
         libc::socket(
@@ -110,10 +117,23 @@ pub fn start_connect(addr: SocketAddr) -> Started {
         )
     };
     if raw < 0 {
-        return Started::Failed(std::io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `raw` is a fresh socket nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(Socket {
+        fd: unsafe { OwnedFd::from_raw_fd(raw) },
+    })
+}
+
+/// Starts a TCP connect to `addr` without blocking: a `socket` and a
+/// `connect` call, no thread. The stream of a finished connect stays
+/// non-blocking.
+pub fn start_connect(addr: SocketAddr) -> Started {
+    let sock = match new_socket(addr.is_ipv6()) {
+        Ok(s) => s,
+        Err(e) => return Started::Failed(e),
+    };
+    let fd = sock.fd.as_raw_fd();
     let r = match addr {
         SocketAddr::V4(a) => {
             // SAFETY: all-zero is a valid sockaddr_in.
@@ -124,7 +144,7 @@ pub fn start_connect(addr: SocketAddr) -> Started {
             // SAFETY: connect with a sockaddr_in and its size.
             unsafe {
                 libc::connect(
-                    fd.as_raw_fd(),
+                    fd,
                     (&sa as *const libc::sockaddr_in).cast(),
                     std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
                 )
@@ -141,7 +161,7 @@ pub fn start_connect(addr: SocketAddr) -> Started {
             // SAFETY: connect with a sockaddr_in6 and its size.
             unsafe {
                 libc::connect(
-                    fd.as_raw_fd(),
+                    fd,
                     (&sa as *const libc::sockaddr_in6).cast(),
                     std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
                 )
@@ -149,13 +169,17 @@ pub fn start_connect(addr: SocketAddr) -> Started {
         }
     };
     if r == 0 {
-        return Started::Connected(TcpStream::from(fd));
+        return Started::Connected(TcpStream::from(sock.fd));
     }
     let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EINPROGRESS) {
-        Started::Pending(Pending { fd })
-    } else {
-        Started::Failed(e)
+    if e.raw_os_error() != Some(libc::EINPROGRESS) {
+        return Started::Failed(e);
+    }
+    // A loopback or LAN refusal has usually arrived already: take it now
+    // rather than after another trip through poll(2).
+    match so_error(fd) {
+        Ok(Some(e)) => Started::Failed(e),
+        _ => Started::Pending(Pending { sock }),
     }
 }
 

@@ -311,6 +311,20 @@ pub fn tcp_counted(
     let mut pause = rate.answering;
     let mut next = t.start;
     let mut fds: Vec<libc::pollfd> = Vec::new();
+    // The last refusal's status, made once, not on every probe.
+    let mut refused: Option<(i32, String)> = None;
+    let mut failed = |e: &std::io::Error, t: &mut Tracker| {
+        let code = e.raw_os_error().unwrap_or(-1);
+        let status = match &refused {
+            Some((c, s)) if *c == code => s.clone(),
+            _ => {
+                let s = format!("{label}: {}", probe::io_text(e));
+                refused = Some((code, s.clone()));
+                s
+            }
+        };
+        t.see(status, report);
+    };
     // A finished connect or banner: Some(ready text), or the status seen.
     let connected = |s: TcpStream, flights: &mut Vec<(Flight, Instant)>, since: Instant| match want
     {
@@ -355,7 +369,7 @@ pub fn tcp_counted(
                     }
                     Started::Failed(e) => {
                         pause = rate.answering;
-                        t.see(format!("{label}: {}", probe::io_text(&e)), report);
+                        failed(&e, &mut t);
                     }
                     Started::Pending(p) => flights.push((Flight::Connecting(p), now)),
                 },
@@ -423,7 +437,7 @@ pub fn tcp_counted(
                     }
                     Err(e) => {
                         pause = rate.answering;
-                        t.see(format!("{label}: {}", probe::io_text(&e)), report);
+                        failed(&e, &mut t);
                     }
                 },
                 Flight::Reading(mut s, mut buf) => {
