@@ -82,6 +82,70 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| die(&format!("no free port: {e}")))
 }
 
+/// A port bound but not listening: it refuses connections (RST) until
+/// `listen`, and no other socket can take it meanwhile (a free port picked
+/// and let go could become the local port of some outgoing connect).
+struct Reserved {
+    fd: std::os::fd::OwnedFd,
+    port: u16,
+}
+
+fn reserve() -> Reserved {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: plain syscalls on a socket owned right after creation.
+    unsafe {
+        let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if raw < 0 {
+            die("socket");
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(raw);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in).cast(),
+            len,
+        ) != 0
+        {
+            die("bind 127.0.0.1:0");
+        }
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut glen = len;
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut got as *mut libc::sockaddr_in).cast(),
+            &mut glen,
+        );
+        Reserved {
+            port: u16::from_be(got.sin_port),
+            fd,
+        }
+    }
+}
+
+impl Reserved {
+    /// Starts listening: from now on the port accepts.
+    fn listen(self) -> TcpListener {
+        use std::os::fd::AsRawFd;
+        // SAFETY: listen on the bound socket we own.
+        if unsafe { libc::listen(self.fd.as_raw_fd(), 128) } != 0 {
+            die(&format!("listen on {}", self.port));
+        }
+        TcpListener::from(self.fd)
+    }
+}
+
+/// A target being prepared: its port, and what makes it ready (the
+/// returned value keeps it so until dropped).
+type Target<'a> = (u16, Box<dyn FnOnce() -> Box<dyn std::any::Any> + 'a>);
+
+fn port_target<'a>() -> Target<'a> {
+    let r = reserve();
+    (r.port, Box::new(move || Box::new(r.listen())))
+}
+
 /// How a process ended: exit code, when, and its resource use (its own and
 /// its waited-for children's, as wait4 reports it).
 #[derive(Debug, Clone, Copy)]
@@ -154,7 +218,6 @@ struct Bench {
     ansible: Option<PathBuf>,
     key: PathBuf,
     user: String,
-    rng: Rng,
 }
 
 impl Bench {
@@ -310,20 +373,19 @@ struct Tool<'a> {
     start: Box<dyn Fn(u16) -> Command + 'a>,
 }
 
-/// Runs `tools` interleaved over `trials`; `open` makes the target ready
-/// on `port` and returns a guard that keeps it so until dropped.
-fn lag_trials<G>(
-    b: &mut Bench,
+/// Runs `tools` interleaved over `trials`, each against a fresh target.
+fn lag_trials<'a>(
+    rng: &mut Rng,
     trials: usize,
     tools: &[Tool<'_>],
-    open: &dyn Fn(&Bench, u16) -> G,
+    target: &dyn Fn() -> Target<'a>,
 ) -> BTreeMap<String, Vec<f64>> {
     let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for t in 0..trials {
-        let delay = b.rng.delay();
+        let delay = rng.delay();
         for i in 0..tools.len() {
             let tool = &tools[(t + i) % tools.len()];
-            let port = free_port();
+            let (port, open) = target();
             let started = Instant::now();
             let rx = watch(spawn(&mut (tool.start)(port)));
             let open_at = started + tool.offset + delay;
@@ -335,7 +397,7 @@ fn lag_trials<G>(
                 ));
             }
             let opened = Instant::now();
-            let guard = open(b, port);
+            let guard = open();
             let e = wait_for(&rx, tool.name);
             drop(guard);
             if e.code != 0 {
@@ -419,15 +481,15 @@ fn main() {
     )
     .trim()
     .to_string();
-    let mut b = Bench {
+    let b = Bench {
         key: dir.join("client"),
         dir: dir.clone(),
         reimage: reimage(),
         ansible: ansible.clone(),
         user,
-        rng: Rng::new(),
     };
     let mut results = serde_json::Map::new();
+    results.insert("trials".into(), trials.into());
     let has_ansible = ansible.as_ref().is_some_and(|d| d.join("ansible").exists());
     if !has_ansible {
         eprintln!("bench: no --ansible VENV/bin with ansible in it: the Ansible rows are left out");
@@ -516,19 +578,14 @@ fn main() {
             start: Box::new(|p| b.ansible_wait_for(p, 60)),
         });
     }
-    let bind = |_: &Bench, port: u16| {
-        TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| die(&format!("bind {port}: {e}")))
-    };
-    let mut bb = Bench {
-        dir: b.dir.clone(),
-        reimage: b.reimage.clone(),
-        ansible: b.ansible.clone(),
-        key: b.key.clone(),
-        user: b.user.clone(),
-        rng: Rng::new(),
-    };
-    let port_lags = lag_trials(&mut bb, trials, &port_tools, &bind);
+    let mut rng = Rng::new();
+    let port_lags = lag_trials(&mut rng, trials, &port_tools, &port_target);
     drop(port_tools);
+    results.insert(
+        "port_lags_ms".into(),
+        serde_json::to_value(&port_lags).unwrap_or_default(),
+    );
+    save(&out, &results);
 
     // SSH target: sshd starts after the delay; ready = logged in.
     let mut ssh_tools = vec![
@@ -561,16 +618,22 @@ fn main() {
             start: Box::new(|p| b.ansible_wait_for_connection(p)),
         });
     }
-    let start_sshd = |b: &Bench, port: u16| Killed(b.sshd(port));
+    let bref = &b;
+    let sshd_target = move || -> Target<'_> {
+        let p = free_port();
+        (
+            p,
+            Box::new(move || Box::new(Killed(bref.sshd(p))) as Box<dyn std::any::Any>),
+        )
+    };
     let mut ssh_delays = Vec::new();
     let mut ssh_lags = {
         // Same seed sequence as the trials: record the delays for VCL.
-        let seed = bb.rng.0;
-        let mut r = Rng(seed);
+        let mut r = Rng(rng.0);
         for _ in 0..trials {
             ssh_delays.push(r.delay());
         }
-        lag_trials(&mut bb, trials, &ssh_tools, &start_sshd)
+        lag_trials(&mut rng, trials, &ssh_tools, &sshd_target)
     };
     drop(ssh_tools);
     // Apache VCL's pattern, computed, not run: an SSH try every 15 s from
@@ -590,6 +653,11 @@ fn main() {
         })
         .collect();
     ssh_lags.insert("VCL, ssh every 15 s (computed)".into(), vcl);
+    results.insert(
+        "ssh_lags_ms".into(),
+        serde_json::to_value(&ssh_lags).unwrap_or_default(),
+    );
+    save(&out, &results);
 
     // Waiting cost over `cost_secs` against a port that never opens, all
     // tools at once (each its own target).
@@ -631,6 +699,9 @@ fn main() {
         }
     }
 
+    results.insert("cost".into(), serde_json::Value::Object(cost.clone()));
+    save(&out, &results);
+
     // `concurrent` post-load runs at once, each its own computer and port.
     let conc = if concurrent > 0 {
         let mut ports = Vec::new();
@@ -638,11 +709,11 @@ fn main() {
         let mut opens = Vec::new();
         let t0 = Instant::now();
         for _ in 0..concurrent {
-            let port = free_port();
+            let r = reserve();
             let started = Instant::now();
-            rxs.push(watch(spawn(&mut b.reimage_port(port, "120s"))));
-            opens.push(started + b.rng.delay());
-            ports.push(port);
+            rxs.push(watch(spawn(&mut b.reimage_port(r.port, "120s"))));
+            opens.push(started + rng.delay());
+            ports.push(Some(r));
         }
         let spawned = t0.elapsed();
         let mut order: Vec<usize> = (0..concurrent).collect();
@@ -652,7 +723,9 @@ fn main() {
         for i in order {
             std::thread::sleep(opens[i].saturating_duration_since(Instant::now()));
             opened[i] = Instant::now();
-            listeners.push(bind(&b, ports[i]));
+            if let Some(r) = ports[i].take() {
+                listeners.push(r.listen());
+            }
         }
         let mut lags = Vec::new();
         let (mut ok, mut cpu, mut rss_sum, mut rss_max) = (0, 0.0, 0i64, 0i64);
@@ -681,6 +754,11 @@ fn main() {
     } else {
         None
     };
+
+    if let Some(c) = &conc {
+        results.insert("concurrent".into(), c.clone());
+        save(&out, &results);
+    }
 
     // --reuse against a full provision on the tiny QEMU guest.
     let reuse = guest.map(|g| reuse_bench(&b, &g));
@@ -714,6 +792,17 @@ fn main() {
     print!("{table}");
     let _ = std::io::stdout().flush();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes what is measured so far (after every part: a later part that
+/// fails keeps the earlier ones).
+fn save(out: &Path, results: &serde_json::Map<String, serde_json::Value>) {
+    let path = out.join("results.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(results).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
 }
 
 /// Times a full provision (a preload: no reservation) and a `--reuse`
