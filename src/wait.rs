@@ -240,11 +240,12 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Port and banner steps: at most 20 probes a second per computer
-    /// (one every 50 ms), at most 3 connects in flight, pauses up to 2 s
-    /// for a silent target.
+    /// Port and banner steps: at most 25 probes a second per computer
+    /// (one every 40 ms: an opened port is seen 20 ms later in the median,
+    /// 40 ms at worst), at most 3 connects in flight, pauses up to 2 s for a
+    /// silent target.
     pub const TCP: Rate = Rate {
-        answering: Duration::from_millis(50),
+        answering: Duration::from_millis(40),
         silent_max: Duration::from_secs(2),
         in_flight: 3,
     };
