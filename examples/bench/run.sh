@@ -51,7 +51,7 @@ fi
 # 200 concurrent runs and their targets need more than 1024 descriptors.
 ulimit -n 8192 2>/dev/null || true
 mkdir -p "$OUT"
-echo "bench: running; progress on stderr, tables at the end (about 25 minutes)"
+echo "bench: running; progress on stderr, tables at the end (about 15 minutes)"
 "$repo/target/release/examples/bench_ready" \
   --trials "${TRIALS:-20}" --concurrent "${CONCURRENT:-200}" --cost-secs "${COST_SECS:-60}" \
   --ansible "$VENV/bin" "${guest[@]}" --out "$OUT"
