@@ -110,7 +110,12 @@ set +e
 rc=$?
 set -e
 echo
-echo "demo: reimage exited $rc; event log: $DEMO/state/computers/demo-vm/events.jsonl"
+log="$DEMO/state/computers/demo-vm/events.jsonl"
+# QEMU uses KVM when /dev/kvm opens read-write and the CPU shows vmx/svm,
+# else TCG (software emulation, several times slower to boot).
+accel=$(grep -o '"message":"accelerator: [^"]*"' "$log" 2>/dev/null | tail -n 1 | sed 's/.*accelerator: //; s/"$//')
+echo "demo: QEMU accelerator used: ${accel:-unknown (no load ran)}"
+echo "demo: reimage exited $rc; event log: $log"
 if [ $rc -eq 0 ]; then
   echo "demo: log in to the VM with: ssh -i $key -p $PORT -o UserKnownHostsFile=$DEMO/state/known_hosts.ssh -o StrictHostKeyChecking=accept-new root@127.0.0.1"
 fi

@@ -125,6 +125,12 @@ pub struct ProvisionArgs {
     /// Reservation id, passed to modules and recorded in events.
     #[arg(long, value_name = "ID")]
     pub reservation: Option<String>,
+    /// Skip the load when the computer still runs a preload: a `provision`
+    /// without --reservation that reimage ran to ready, no run on the
+    /// computer since, the same boot id now and the image check passing.
+    /// Otherwise load as usual. `check COMPUTER --image IMAGE` explains.
+    #[arg(long, requires = "reservation")]
+    pub reuse: bool,
 }
 
 /// `reimage load` and `reimage post-load`.

@@ -131,8 +131,9 @@ fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
 
 /// What a run does once its computer and image are known.
 enum Job {
-    /// The whole attempt loop with this many attempts (default: the plan's).
-    Provision(Option<u32>),
+    /// The whole attempt loop with this many attempts (default: the plan's),
+    /// and whether a preload may stand in for the load.
+    Provision(Option<u32>, bool),
     /// One phase at attempt K of N (N default: the plan's).
     Single(Phase, u32, Option<u32>),
 }
@@ -155,7 +156,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         Command::SetupDb => return setup_db(&load(cli)?),
         Command::Provision(a) => (
             (&a.computer, &a.image, &a.reservation),
-            Job::Provision(a.attempts),
+            Job::Provision(a.attempts, a.reuse),
         ),
         Command::Load(a) => (target(a), single(Phase::Load, a)?),
         Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
@@ -245,7 +246,37 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
     let lines = provisioner(loaded, &plan)?.describe(&plan);
     report::stdout_line(plan.describe(&lines).trim_end_matches('\n'));
+    report::stdout_line(
+        reuse_rule(&plan, &state::StateDir::new(&state_dir(cli, loaded))).trim_end_matches('\n'),
+    );
     Ok(0)
+}
+
+/// `check`'s account of `provision --reuse` for this computer and image.
+fn reuse_rule(plan: &Plan, state: &state::StateDir) -> String {
+    let name = &plan.computer.name;
+    let mut s = String::from(
+        "reuse (provision --reservation ID --reuse):\n  skips the load only when this computer still runs a preload: a `provision`\n  without --reservation that reimage ran to ready, no run of any kind on the\n  computer since (every run ends the preload, so one handed to a reservation\n  is never reused), and now the same boot id and a passing image_check;\n  otherwise it loads as usual. The events say which way and why.\n",
+    );
+    match &plan.image.config.image_check {
+        Some(c) => s.push_str(&format!(
+            "  image check: `{}` must match /{}/\n",
+            c.command.join(" "),
+            c.expect
+        )),
+        None => s.push_str(&format!(
+            "  image check: none for `{}`, so this image is never reused\n",
+            plan.image.name
+        )),
+    }
+    match state.read_preload(name) {
+        Some(p) => s.push_str(&format!(
+            "  preload now: image `{}`, boot id {}, verified {}\n",
+            p.image, p.boot_id, p.verified
+        )),
+        None => s.push_str("  preload now: none\n"),
+    }
+    s
 }
 
 fn setup_db(loaded: &Loaded) -> Result<i32, Error> {
@@ -263,9 +294,10 @@ fn setup_db(loaded: &Loaded) -> Result<i32, Error> {
 /// The command as the store and the event log name it.
 fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String {
     let mut s = match job {
-        Job::Provision(n) => format!(
-            "provision --image {image}{}",
-            n.map(|n| format!(" --attempts {n}")).unwrap_or_default()
+        Job::Provision(n, reuse) => format!(
+            "provision --image {image}{}{}",
+            n.map(|n| format!(" --attempts {n}")).unwrap_or_default(),
+            if *reuse { " --reuse" } else { "" }
         ),
         Job::Single(p, k, of) => format!(
             "{} --image {image} --attempt {k}{}",
@@ -318,7 +350,7 @@ fn run(
     }
     report.start(&command);
     let (name, of) = match job {
-        Job::Provision(n) => ("provision", n.unwrap_or(plan.max_attempts)),
+        Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
     };
     let previous = state.read_last_run(&plan.computer.name);
@@ -332,8 +364,15 @@ fn run(
         record_failed: false,
     };
     runner.note_previous(previous);
+    // Every run takes the preload record away as it starts: a preload is
+    // reused at most once, and never after anyone else has had the computer.
+    let preload = state.take_preload(&plan.computer.name).unwrap_or_else(|e| {
+        report.warn(&format!("{e:#}: nothing will be reused"));
+        None
+    });
     let code = match job {
-        Job::Provision(_) => runner.provision(of),
+        Job::Provision(_, true) => runner.provision(of, runner::Reuse::Asked(preload)),
+        Job::Provision(_, false) => runner.provision(of, runner::Reuse::Off),
         // Without --of, an attempt past the plan's count is the last one.
         Job::Single(phase, k, _) => runner.single(phase, plan.attempt(k, of.max(k))),
     };

@@ -2,8 +2,8 @@
 //! system `ping`. Each answers at once with what it saw; the step engine
 //! decides how often to ask.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use crate::exec::Cmd;
@@ -48,37 +48,88 @@ pub fn port(addr: SocketAddr, timeout: Duration) -> Seen {
     }
 }
 
-/// TCP connect and read the first line; Up when it matches `re`.
-pub fn banner(addr: SocketAddr, re: &regex::Regex, timeout: Duration) -> Seen {
-    let s = match TcpStream::connect_timeout(&addr, timeout) {
-        Ok(s) => s,
-        Err(e) => return Seen::Down(io_text(&e)),
-    };
-    let _ = s.set_read_timeout(Some(timeout));
-    let mut line = String::new();
-    let mut r = BufReader::new(s).take_line_limit();
-    match r.read_line(&mut line) {
-        Ok(0) => Seen::Down("closed before sending a banner".into()),
-        Ok(_) => {
-            let l = line.trim_end().to_string();
-            if re.is_match(&l) {
-                Seen::Up(format!("banner `{l}`"))
-            } else {
-                Seen::Down(format!("banner `{l}` does not match /{}/", re.as_str()))
-            }
-        }
-        Err(e) => Seen::Down(format!("no banner: {}", io_text(&e))),
+/// A TCP connect started without blocking; see [`start_connect`].
+pub enum Started {
+    /// Connected at once.
+    Connected(TcpStream),
+    /// Refused or unreachable at once (a loopback or LAN target usually
+    /// answers before `connect` returns). The socket is closed: Linux lets
+    /// a failed socket connect again only after one more failing call
+    /// (ECONNABORTED), which costs what a new socket does.
+    Failed(std::io::Error),
+    /// On its way: poll [`Pending::fd`] for writable, then [`Pending::finish`].
+    Pending(Pending),
+}
+
+/// A TCP socket not connected yet.
+struct Socket {
+    fd: OwnedFd,
+}
+
+/// A non-blocking connect in flight; dropping it closes the socket.
+pub struct Pending {
+    sock: Socket,
+}
+
+/// The socket's pending error (SO_ERROR), which reading clears.
+fn so_error(fd: &OwnedFd) -> std::io::Result<Option<std::io::Error>> {
+    match rustix::net::sockopt::socket_error(fd)? {
+        Ok(()) => Ok(None),
+        Err(e) => Ok(Some(e.into())),
     }
 }
 
-trait LineLimit: Sized {
-    fn take_line_limit(self) -> std::io::Take<Self>;
+/// The socket, for poll(2) (POLLOUT when the connect has an answer).
+impl AsFd for Pending {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.fd.as_fd()
+    }
 }
 
-impl<R: std::io::Read> LineLimit for BufReader<R> {
-    /// A banner is one short line; never read a stream without bound.
-    fn take_line_limit(self) -> std::io::Take<Self> {
-        std::io::Read::take(self, 4096)
+impl Pending {
+    /// The connect's result once poll(2) said the socket is writable.
+    pub fn finish(self) -> std::io::Result<TcpStream> {
+        match so_error(&self.sock.fd)? {
+            None => Ok(TcpStream::from(self.sock.fd)),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+fn new_socket(v6: bool) -> std::io::Result<Socket> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = if v6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok(Socket { fd })
+}
+
+/// Starts a TCP connect to `addr` without blocking: a `socket` and a
+/// `connect` call, no thread. The stream of a finished connect stays
+/// non-blocking.
+pub fn start_connect(addr: SocketAddr) -> Started {
+    let sock = match new_socket(addr.is_ipv6()) {
+        Ok(s) => s,
+        Err(e) => return Started::Failed(e),
+    };
+    match rustix::net::connect(&sock.fd, &addr) {
+        Ok(()) => return Started::Connected(TcpStream::from(sock.fd)),
+        Err(rustix::io::Errno::INPROGRESS) => {}
+        Err(e) => return Started::Failed(e.into()),
+    }
+    // A loopback or LAN refusal has usually arrived already: take it now
+    // rather than after another trip through poll(2).
+    match so_error(&sock.fd) {
+        Ok(Some(e)) => Started::Failed(e),
+        _ => Started::Pending(Pending { sock }),
     }
 }
 
@@ -104,19 +155,18 @@ mod tests {
     use std::net::TcpListener;
 
     #[test]
-    fn port_and_banner_see_a_listener() {
+    fn port_and_start_connect_see_a_listener() {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
         let t = std::thread::spawn(move || {
-            for mut s in l.incoming().take(2).flatten() {
+            for mut s in l.incoming().take(1).flatten() {
                 let _ = s.write_all(b"SSH-2.0-Test\r\n");
             }
         });
         assert!(matches!(port(addr, Duration::from_secs(1)), Seen::Up(_)));
-        let re = regex::Regex::new("^SSH-").expect("re");
         assert!(matches!(
-            banner(addr, &re, Duration::from_secs(1)),
-            Seen::Up(_)
+            start_connect(addr),
+            Started::Connected(_) | Started::Pending(_)
         ));
         let _ = t.join();
     }

@@ -13,7 +13,16 @@ use crate::outcome::{EXIT_DONE, EXIT_FATAL, EXIT_STORE, Outcome};
 use crate::provision::Provisioner;
 use crate::report::{EventResult, Reporter, rfc3339};
 use crate::signal;
-use crate::state::{LastRun, RunResult, StateDir};
+use crate::state::{LastRun, Preload, RunResult, StateDir};
+
+/// Whether `provision` may skip the load (`--reuse`), with the preload
+/// record this run took away when it started.
+pub enum Reuse {
+    /// Load as usual.
+    Off,
+    /// Skip the load if the preload still holds.
+    Asked(Option<Preload>),
+}
 
 /// A provisioner's power reset bound to the plan and the real attempt: the
 /// narrow capability the OS module gets.
@@ -102,6 +111,12 @@ impl Runner<'_> {
     }
 
     fn phase(&mut self, phase: Phase, attempt: Attempt) -> Outcome {
+        self.phase_as(phase, attempt, true)
+    }
+
+    /// One phase; `last_rule`: a retry on the last attempt is fatal (every
+    /// phase but the post-load of a reused preload, which is no attempt).
+    fn phase_as(&mut self, phase: Phase, attempt: Attempt, last_rule: bool) -> Outcome {
         self.record.attempt = attempt.number;
         self.record.phase = Some(phase);
         // The record never claims more than is true: while a phase runs,
@@ -132,7 +147,11 @@ impl Runner<'_> {
                 self.report,
             ),
         };
-        let o = last_attempt_rule(o, attempt);
+        let o = if last_rule {
+            last_attempt_rule(o, attempt)
+        } else {
+            o
+        };
         // The record holds a bounded message: its head and tail.
         let msg = o
             .error()
@@ -146,7 +165,9 @@ impl Runner<'_> {
         self.report.result(phase, event, msg.clone());
         self.record.result = record;
         self.record.message = msg;
-        self.save();
+        // Not saved here: whatever comes next saves at once (the next
+        // phase as it starts, or `end`), and each save is two fsyncs that
+        // would stand between "ready" and the exit the scheduler waits for.
         o
     }
 
@@ -203,8 +224,23 @@ impl Runner<'_> {
         self.record.previous = Some(msg);
     }
 
-    /// `reimage provision`: attempts 1..=n of load then post-load.
-    pub fn provision(&mut self, n: u32) -> i32 {
+    /// `reimage provision`: attempts 1..=n of load then post-load; with
+    /// `--reuse`, first the preload, when it still holds.
+    pub fn provision(&mut self, n: u32, reuse: Reuse) -> i32 {
+        if let Reuse::Asked(preload) = reuse {
+            match self.reusable(preload) {
+                Ok(why) => {
+                    self.report
+                        .info(&format!("reuse: skipping the load: {why}"));
+                    if let Some(code) = self.post_load_reused(n) {
+                        return code;
+                    }
+                }
+                Err(why) => self
+                    .report
+                    .info(&format!("reuse: refused, loading as usual: {why}")),
+            }
+        }
         for k in 1..=n {
             let a = self.plan.attempt(k, n);
             self.report.attempt(k, n);
@@ -223,6 +259,9 @@ impl Runner<'_> {
             }
             match ready {
                 Outcome::Done => {
+                    if self.plan.reservation.is_none() {
+                        self.record_preload();
+                    }
                     return self.end(
                         EXIT_DONE,
                         &format!(
@@ -237,6 +276,99 @@ impl Runner<'_> {
         }
         // Not reached: the last attempt's retry became fatal in `phase`.
         self.end(EXIT_FATAL, "attempts spent")
+    }
+
+    /// Whether the preload this run took may stand in for a load: Ok(why),
+    /// or Err(why not).
+    fn reusable(&self, preload: Option<Preload>) -> Result<String, String> {
+        let plan = self.plan;
+        let Some(p) = preload else {
+            return Err(format!(
+                "no preload record: reimage has not loaded {} for no reservation, or a run (a reservation) has had it since",
+                plan.computer.name
+            ));
+        };
+        if p.image != plan.image.name {
+            return Err(format!(
+                "the preload is image `{}`, not `{}`",
+                p.image, plan.image.name
+            ));
+        }
+        self.report
+            .progress("checking the preload: boot id and image check");
+        let now = self
+            .os
+            .identify(plan, true)
+            .map_err(|e| format!("it does not answer as preloaded: {e}"))?;
+        if now != p.boot_id {
+            return Err(format!(
+                "its boot id changed since the preload ({} then, {now} now): it rebooted or was loaded again",
+                p.boot_id
+            ));
+        }
+        Ok(format!(
+            "{} still runs the preload of `{}` verified {} (boot id {now} unchanged, image check passed)",
+            plan.computer.name, p.image, p.verified
+        ))
+    }
+
+    /// Post-load on a reused preload: no load, and not an attempt of its
+    /// own. Some(exit code) when that settles the run; None: load as usual.
+    fn post_load_reused(&mut self, n: u32) -> Option<i32> {
+        // No load happened: post-load must not wait for a new boot id.
+        if let Err(e) = self.state.write_boot_id(&self.plan.computer.name, None) {
+            self.report
+                .warn(&format!("cannot clear the recorded boot id: {e:#}"));
+        }
+        let a = self.plan.attempt(1, n);
+        self.report.attempt(1, n);
+        let o = self.phase_as(Phase::PostLoad, a, false);
+        if signal::caught().is_some() {
+            return Some(self.end(EXIT_FATAL, ""));
+        }
+        match o {
+            Outcome::Done => Some(self.end(
+                EXIT_DONE,
+                &format!(
+                    "{} is ready with image {} (preload reused, no load)",
+                    self.plan.computer.name, self.plan.image.name
+                ),
+            )),
+            Outcome::Retry(e) => {
+                self.report.info(&format!(
+                    "reuse: the preloaded computer did not get ready ({e:#}): loading as usual"
+                ));
+                None
+            }
+            Outcome::Fatal(e) => Some(self.fatal(Phase::PostLoad, &e)),
+        }
+    }
+
+    /// After a provision for no reservation: records the preload, with the
+    /// boot id the computer answers with now.
+    fn record_preload(&self) {
+        let name = &self.plan.computer.name;
+        match self.os.identify(self.plan, false) {
+            Ok(boot_id) => {
+                let p = Preload {
+                    image: self.plan.image.name.clone(),
+                    boot_id: boot_id.clone(),
+                    verified: rfc3339(SystemTime::now()),
+                    pid: std::process::id(),
+                };
+                match self.state.write_preload(name, &p) {
+                    Ok(()) => self.report.info(&format!(
+                        "preload recorded (boot id {boot_id}): `provision --reuse` for the next reservation may skip the load"
+                    )),
+                    Err(e) => self
+                        .report
+                        .warn(&format!("cannot record the preload: {e:#}")),
+                }
+            }
+            Err(e) => self.report.info(&format!(
+                "no preload recorded ({e}): `--reuse` will load as usual"
+            )),
+        }
     }
 
     /// Ends a provision run on a fatal outcome.

@@ -117,6 +117,25 @@ pub struct LastRun {
     pub previous: Option<String>,
 }
 
+/// A preload: reimage ran `provision` to ready for no reservation and then
+/// read this boot id. `provision --reservation ID --reuse` skips the load
+/// when the computer still answers with it and passes the image check.
+/// Every run on the computer takes the record away when it starts (see
+/// [`StateDir::take_preload`]), so the record means "nobody has had it
+/// since", and a computer handed to a reservation is never reused.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Preload {
+    /// The image loaded and verified.
+    pub image: String,
+    /// The boot id read once the preload was ready.
+    pub boot_id: String,
+    /// RFC 3339 time the preload was verified.
+    pub verified: String,
+    /// The run that made it (its pid), for people reading the file.
+    pub pid: u32,
+}
+
 /// Where a run stands in its last-run record.
 #[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -317,6 +336,41 @@ impl StateDir {
     pub fn read_last_run(&self, computer: &str) -> Option<LastRun> {
         let text = std::fs::read(self.computer_dir(computer).join("last-run.json")).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+
+    fn preload_path(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("preload.json")
+    }
+
+    /// Records a verified preload (atomically).
+    pub fn write_preload(&self, computer: &str, p: &Preload) -> Result<()> {
+        let dir = self.computer_dir(computer);
+        self.ensure(&dir)?;
+        write_atomic(&self.preload_path(computer), &serde_json::to_vec_pretty(p)?)
+    }
+
+    /// The preload record, if there is one (for `check`); a record that
+    /// cannot be read is none.
+    pub fn read_preload(&self, computer: &str) -> Option<Preload> {
+        let text = std::fs::read(self.preload_path(computer)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Takes the preload record away: called by every run when it starts,
+    /// under the computer's lock, so a record is used at most once. Err
+    /// when a record exists but cannot be removed: then nothing may be
+    /// reused, and the caller says so.
+    pub fn take_preload(&self, computer: &str) -> Result<Option<Preload>> {
+        let path = self.preload_path(computer);
+        let p = self.read_preload(computer);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "cannot remove the preload record {}",
+                path.display()
+            ))),
+        }
     }
 
     /// Remembers the computer's boot id seen before a load (or forgets it).

@@ -3,12 +3,16 @@
 //! the stall timeout. Probes that may hang on a host that does not answer
 //! run overlapped, so readiness is seen soon after it happens.
 
+use rustix::event::{PollFd, PollFlags};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::duration;
+use crate::probe::{self, Pending, Started};
 use crate::report::Reporter;
 use crate::signal;
 
@@ -216,6 +220,277 @@ pub fn overlapped(
     }
 }
 
+/// How hard a TCP watch ([`tcp`]) may knock on one computer.
+///
+/// A refusal (RST) or a wrong banner costs the target microseconds, so a
+/// target that answers is probed at a flat, short interval: the port is
+/// seen within one interval of opening. A target that does not answer at
+/// all (packets dropped, the computer still off) gets ever longer pauses,
+/// and never more than `in_flight` connects at once, each of them the
+/// kernel's own SYN retransmits for at most the connect timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    /// Pause between probes while the target answers.
+    pub answering: Duration,
+    /// Longest pause between probes to a silent target (the pause doubles
+    /// from `answering` while earlier connects are still unanswered).
+    pub silent_max: Duration,
+    /// Most connects (or banner reads) in flight at once.
+    pub in_flight: usize,
+}
+
+impl Rate {
+    /// Port and banner steps: at most 25 probes a second per computer
+    /// (one every 40 ms: an opened port is seen 20 ms later in the median,
+    /// 40 ms at worst), at most 3 connects in flight, pauses up to 2 s for a
+    /// silent target.
+    pub const TCP: Rate = Rate {
+        answering: Duration::from_millis(40),
+        silent_max: Duration::from_secs(2),
+        in_flight: 3,
+    };
+}
+
+/// What a TCP watch looks for once a connect succeeds.
+#[derive(Debug, Clone, Copy)]
+pub enum Want<'a> {
+    /// The connect alone.
+    Connect,
+    /// A first line matching the regex.
+    Banner(&'a regex::Regex),
+}
+
+/// What a TCP watch did, for tests and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpStats {
+    /// Connects started.
+    pub probes: u32,
+    /// The most connects in flight at once.
+    pub most_in_flight: usize,
+}
+
+enum Flight {
+    Connecting(Pending),
+    Reading(TcpStream, Vec<u8>),
+}
+
+/// A banner is one short line: never read more than this.
+const BANNER_LIMIT: usize = 4096;
+
+/// Watches a TCP service until it accepts (and sends a matching banner):
+/// non-blocking connects from this one thread, paced by `rate`, each given
+/// up after `connect_timeout`. `target` gives the address for each probe
+/// (Err: why there is none yet); `label` starts every status ("port 22").
+#[allow(clippy::too_many_arguments)]
+pub fn tcp(
+    report: &Reporter,
+    limits: Limits,
+    rate: Rate,
+    connect_timeout: Duration,
+    want: Want<'_>,
+    label: &str,
+    target: impl FnMut() -> Result<SocketAddr, String>,
+) -> Waited {
+    tcp_counted(report, limits, rate, connect_timeout, want, label, target).0
+}
+
+/// [`tcp`], also saying how many probes it made.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_counted(
+    report: &Reporter,
+    limits: Limits,
+    rate: Rate,
+    connect_timeout: Duration,
+    want: Want<'_>,
+    label: &str,
+    mut target: impl FnMut() -> Result<SocketAddr, String>,
+) -> (Waited, TcpStats) {
+    let mut t = Tracker::new();
+    let mut stats = TcpStats::default();
+    let deadline = t.start + limits.timeout;
+    let mut flights: Vec<(Flight, Instant)> = Vec::new();
+    let mut pause = rate.answering;
+    let mut next = t.start;
+    // The last refusal's status, made once, not on every probe.
+    let mut refused: Option<(i32, String)> = None;
+    let mut failed = |e: &std::io::Error, t: &mut Tracker| {
+        let code = e.raw_os_error().unwrap_or(-1);
+        let status = match &refused {
+            Some((c, s)) if *c == code => s.clone(),
+            _ => {
+                let s = format!("{label}: {}", probe::io_text(e));
+                refused = Some((code, s.clone()));
+                s
+            }
+        };
+        t.see(status, report);
+    };
+    // A finished connect or banner: Some(ready text), or the status seen.
+    let connected = |s: TcpStream, flights: &mut Vec<(Flight, Instant)>, since: Instant| match want
+    {
+        Want::Connect => Some(format!("{} accepts connections", peer(&s))),
+        Want::Banner(_) => {
+            flights.push((Flight::Reading(s, Vec::new()), since));
+            None
+        }
+    };
+    loop {
+        if let Err(i) = signal::check() {
+            return (Waited::Interrupted(i), stats);
+        }
+        let now = Instant::now();
+        // Give up on connects and banners that took too long.
+        flights.retain(|(f, since)| {
+            let keep = now.duration_since(*since) < connect_timeout;
+            if !keep {
+                let m = match f {
+                    Flight::Connecting(_) => "no answer",
+                    Flight::Reading(..) => "no banner: no answer",
+                };
+                t.see(format!("{label}: {m}"), report);
+            }
+            keep
+        });
+        if now >= next && flights.len() < rate.in_flight {
+            // Earlier probes still unanswered: the target is silent, so
+            // wait longer before the next.
+            if !flights.is_empty() {
+                pause = rate.silent_max.min(pause * 2);
+            }
+            next = now + pause;
+            stats.probes += 1;
+            match target() {
+                Err(e) => t.see(e, report),
+                Ok(addr) => match probe::start_connect(addr) {
+                    Started::Connected(s) => {
+                        if let Some(m) = connected(s, &mut flights, now) {
+                            return (Waited::Ready(m, t.start.elapsed()), stats);
+                        }
+                    }
+                    Started::Failed(e) => {
+                        pause = rate.answering;
+                        failed(&e, &mut t);
+                    }
+                    Started::Pending(p) => flights.push((Flight::Connecting(p), now)),
+                },
+            }
+            stats.most_in_flight = stats.most_in_flight.max(flights.len());
+        }
+        if let Some(v) = t.verdict(limits) {
+            return (v, stats);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return (Waited::TimedOut(t.status.clone()), stats);
+        }
+        // Sleep in poll(2) until an answer, the next probe, the first
+        // expiry, or 50 ms (signals are checked at least that often).
+        let mut wake = deadline.min(now + Duration::from_millis(50));
+        if flights.len() < rate.in_flight {
+            wake = wake.min(next);
+        }
+        for (_, since) in &flights {
+            wake = wake.min(*since + connect_timeout);
+        }
+        let left = wake.saturating_duration_since(now);
+        let ts = rustix::event::Timespec {
+            tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: left.subsec_nanos().into(),
+        };
+        // Sleep in poll(2); the indices of the flights that have an answer.
+        let ready: Vec<usize> = {
+            let mut fds: Vec<PollFd<'_>> = flights
+                .iter()
+                .map(|(f, _)| match f {
+                    Flight::Connecting(p) => PollFd::new(p, PollFlags::OUT),
+                    Flight::Reading(s, _) => PollFd::new(s, PollFlags::IN),
+                })
+                .collect();
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(n) if n > 0 => fds
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| !f.revents().is_empty())
+                    .map(|(i, _)| i)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        if ready.is_empty() {
+            continue;
+        }
+        // Walk backwards so removing a flight keeps earlier indices valid.
+        for i in ready.into_iter().rev() {
+            let (f, since) = flights.swap_remove(i);
+            match f {
+                Flight::Connecting(p) => match p.finish() {
+                    Ok(s) => {
+                        if let Some(m) = connected(s, &mut flights, since) {
+                            return (Waited::Ready(m, t.start.elapsed()), stats);
+                        }
+                    }
+                    Err(e) => {
+                        pause = rate.answering;
+                        failed(&e, &mut t);
+                    }
+                },
+                Flight::Reading(mut s, mut buf) => {
+                    let Want::Banner(re) = want else { continue };
+                    let mut chunk = [0u8; 1024];
+                    let (line, ended) = match s.read(&mut chunk) {
+                        Ok(0) => (None, true),
+                        Ok(k) => {
+                            buf.extend_from_slice(&chunk[..k]);
+                            match buf.iter().position(|b| *b == b'\n') {
+                                Some(end) => (Some(end), false),
+                                None if buf.len() >= BANNER_LIMIT => (Some(buf.len()), false),
+                                None => (None, false),
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => (None, false),
+                        Err(e) => {
+                            pause = rate.answering;
+                            t.see(
+                                format!("{label}: no banner: {}", probe::io_text(&e)),
+                                report,
+                            );
+                            continue;
+                        }
+                    };
+                    match (line, ended) {
+                        (Some(end), _) => {
+                            let text = String::from_utf8_lossy(&buf[..end]);
+                            let l = text.trim_end();
+                            if re.is_match(l) {
+                                return (
+                                    Waited::Ready(format!("banner `{l}`"), t.start.elapsed()),
+                                    stats,
+                                );
+                            }
+                            pause = rate.answering;
+                            t.see(
+                                format!("{label}: banner `{l}` does not match /{}/", re.as_str()),
+                                report,
+                            );
+                        }
+                        (None, true) => {
+                            pause = rate.answering;
+                            t.see(format!("{label}: closed before sending a banner"), report);
+                        }
+                        (None, false) => flights.push((Flight::Reading(s, buf), since)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn peer(s: &TcpStream) -> String {
+    s.peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "the target".into())
+}
+
 /// A sentence for a wait that did not end ready.
 pub fn describe(w: &Waited, what: &str, timeout: Duration) -> String {
     match w {
@@ -233,5 +508,147 @@ pub fn describe(w: &Waited, what: &str, timeout: Duration) -> String {
         ),
         Waited::Fatal(e) => format!("{what}: {e:#}"),
         Waited::Interrupted(i) => format!("{what}: {i}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn quiet() -> Reporter {
+        Reporter::new("pc7", "img", None, false, true, false)
+    }
+
+    fn limits(ms: u64) -> Limits {
+        Limits {
+            timeout: Duration::from_millis(ms),
+            stall: None,
+        }
+    }
+
+    /// A port nothing listens on.
+    fn closed_port() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    }
+
+    /// The most probes a watch of `ms` may start at `rate`: one at the
+    /// start, then one per interval.
+    fn bound(ms: u64, rate: Rate) -> u32 {
+        (ms / rate.answering.as_millis() as u64) as u32 + 1
+    }
+
+    #[test]
+    fn a_refusing_target_gets_at_most_the_documented_rate() {
+        let addr = closed_port();
+        let (w, stats) = tcp_counted(
+            &quiet(),
+            limits(1000),
+            Rate::TCP,
+            Duration::from_secs(5),
+            Want::Connect,
+            "port",
+            || Ok(addr),
+        );
+        assert!(
+            matches!(&w, Waited::TimedOut(s) if s.contains("refused")),
+            "{w:?}"
+        );
+        assert!(stats.probes >= 2, "{stats:?}");
+        assert!(stats.probes <= bound(1000, Rate::TCP), "{stats:?}");
+    }
+
+    #[test]
+    fn a_wrong_banner_is_asked_again_at_most_at_the_documented_rate() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicU32::new(0));
+        let n = Arc::clone(&accepted);
+        thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                n.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(b"HTTP/1.0 400 nope\r\n");
+            }
+        });
+        let re = regex::Regex::new("^SSH-").expect("re");
+        let (w, stats) = tcp_counted(
+            &quiet(),
+            limits(1000),
+            Rate::TCP,
+            Duration::from_secs(5),
+            Want::Banner(&re),
+            "port",
+            || Ok(addr),
+        );
+        assert!(
+            matches!(&w, Waited::TimedOut(s) if s.contains("does not match")),
+            "{w:?}"
+        );
+        let got = accepted.load(Ordering::SeqCst);
+        assert!(
+            got >= 2 && got <= bound(1000, Rate::TCP),
+            "{got} connections, {stats:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_target_never_has_more_than_a_few_connects_in_flight() {
+        // A listener whose accept queue is full drops further SYNs, as a
+        // host that drops packets does.
+        use rustix::net::{AddressFamily, SocketType, bind, listen, socket};
+        let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        bind(&fd, &any).expect("bind");
+        listen(&fd, 0).expect("listen");
+        let l = std::net::TcpListener::from(fd);
+        let addr = l.local_addr().expect("addr");
+        // Fill the queue (backlog 0 still queues one).
+        let _fill: Vec<_> = (0..2)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
+            .collect();
+        let (w, stats) = tcp_counted(
+            &quiet(),
+            limits(1500),
+            Rate::TCP,
+            Duration::from_secs(30),
+            Want::Connect,
+            "port",
+            || Ok(addr),
+        );
+        assert!(matches!(w, Waited::TimedOut(_)), "{w:?}");
+        assert!(stats.most_in_flight <= Rate::TCP.in_flight, "{stats:?}");
+        assert!(stats.probes <= Rate::TCP.in_flight as u32, "{stats:?}");
+    }
+
+    #[test]
+    fn a_port_that_opens_is_seen_and_a_banner_read_on_the_same_connect() {
+        let addr = closed_port();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            let l = TcpListener::bind(addr).expect("bind again");
+            for mut s in l.incoming().take(1).flatten() {
+                let _ = s.write_all(b"SSH-2.0-Test\r\n");
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let re = regex::Regex::new("^SSH-").expect("re");
+        let (w, stats) = tcp_counted(
+            &quiet(),
+            limits(20_000),
+            Rate::TCP,
+            Duration::from_secs(5),
+            Want::Banner(&re),
+            "port",
+            || Ok(addr),
+        );
+        assert!(
+            matches!(&w, Waited::Ready(m, _) if m == "banner `SSH-2.0-Test`"),
+            "{w:?}"
+        );
+        assert!(stats.probes >= 2, "{stats:?}");
+        let _ = t.join();
     }
 }

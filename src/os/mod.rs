@@ -34,6 +34,11 @@ pub trait OsModule {
     /// old one.
     fn before_load(&self, _plan: &Plan, _state: &StateDir, _report: &Reporter) {}
 
+    /// Logs in and reads the boot id, for preload records and `provision
+    /// --reuse`; with `check_image`, also runs the image's `image_check`
+    /// and wants it to match. Err says why not, in a sentence.
+    fn identify(&self, plan: &Plan, check_image: bool) -> Result<String, String>;
+
     /// Waits for the OS, checks it, configures it. `power` resets the
     /// computer, for profiles that do so on a failed wait. Retry when a
     /// reload could help: the runner turns a retry on the last attempt into
@@ -196,6 +201,49 @@ impl OsModule for Module {
         if let Err(e) = state.write_boot_id(&plan.computer.name, id.as_deref()) {
             report.warn(&format!("cannot record the boot id: {e:#}"));
         }
+    }
+
+    fn identify(&self, plan: &Plan, check_image: bool) -> Result<String, String> {
+        let chk = &plan.image.config.image_check;
+        if check_image && chk.is_none() {
+            return Err(format!(
+                "image `{}` has no image_check, so nothing proves what the computer runs",
+                plan.image.name
+            ));
+        }
+        let mut ch = match channel::open(plan) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err("channel none: no login to read a boot id over".into()),
+            Err(e) => return Err(format!("cannot open the channel: {e:#}")),
+        };
+        let t = plan.profile.connect_timeout;
+        let r = (|| {
+            ch.login(t).map_err(|e| format!("no login: {e}"))?;
+            let id = boot_id(ch.as_mut(), self.family, t.max(Duration::from_secs(5)))
+                .map_err(|e| format!("no boot id: {e}"))?;
+            let Some(chk) = chk.as_ref().filter(|_| check_image) else {
+                return Ok(id);
+            };
+            let re = regex::Regex::new(&chk.expect).map_err(|e| format!("image_check: {e}"))?;
+            let out = ch
+                .run(
+                    &chk.command,
+                    plan.profile.command_timeout.min(Duration::from_secs(60)),
+                )
+                .map_err(|e| format!("image_check `{}`: {e}", chk.command.join(" ")))?;
+            if out.status == 0 && re.is_match(out.stdout.trim()) {
+                Ok(id)
+            } else {
+                Err(format!(
+                    "the image check failed: `{}` printed `{}`, expected /{}/",
+                    chk.command.join(" "),
+                    out.stdout.trim(),
+                    chk.expect
+                ))
+            }
+        })();
+        ch.disconnect();
+        r
     }
 
     fn post_load(

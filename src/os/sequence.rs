@@ -262,24 +262,37 @@ impl Sequence<'_> {
                 "no port to probe: channel none, and neither the step nor the computer names one"
             ));
         };
-        let host = plan.computer.address.clone();
-        let probe: Arc<dyn Fn() -> Poll + Send + Sync> = Arc::new(move || {
-            // Resolved on every probe: a name may appear in DNS only
-            // once the freshly loaded computer registers it.
-            let addr = match probe::resolve(&host, port) {
-                Ok(a) => a,
-                Err(e) => return Poll::NotYet(e),
-            };
-            let seen = match &banner {
-                Some(re) => probe::banner(addr, re, connect),
-                None => probe::port(addr, connect),
-            };
-            match seen {
-                Seen::Up(m) => Poll::Ready(m),
-                Seen::Down(m) => Poll::NotYet(format!("port {port}: {m}")),
+        let host = &plan.computer.address;
+        // An address is looked up once; a name at most once a second: it may
+        // appear in DNS only once the freshly loaded computer registers it.
+        let literal = host.parse::<std::net::IpAddr>().ok();
+        let mut looked_up: Option<(Result<std::net::SocketAddr, String>, Instant)> = None;
+        let target = move || {
+            if let Some(ip) = literal {
+                return Ok(std::net::SocketAddr::new(ip, port));
             }
-        });
-        wait::overlapped(self.report, limits, Pace::CHEAP, 8, probe)
+            match &looked_up {
+                Some((r, at)) if at.elapsed() < Duration::from_secs(1) => r.clone(),
+                _ => {
+                    let r = probe::resolve(host, port);
+                    looked_up = Some((r.clone(), Instant::now()));
+                    r
+                }
+            }
+        };
+        let want = match &banner {
+            Some(re) => wait::Want::Banner(re),
+            None => wait::Want::Connect,
+        };
+        wait::tcp(
+            self.report,
+            limits,
+            wait::Rate::TCP,
+            connect,
+            want,
+            &format!("port {port}"),
+            target,
+        )
     }
 
     // Login, command and reboot steps find a channel: config resolution

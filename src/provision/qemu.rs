@@ -801,6 +801,8 @@ impl Qemu {
         let timeout = attempt.scale(c.start_timeout);
         let start = Instant::now();
         let cmd = Cmd::new(&argv, timeout);
+        let (accel, why) = resolve_accel(c.accel);
+        report.info(&format!("accelerator: {} ({why})", accel.name()));
         report.info(&format!("starting `{}`", cmd.display()));
         let out = match cmd.run() {
             Ok(o) => o,

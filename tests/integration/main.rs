@@ -15,6 +15,7 @@ mod libvirt;
 mod man;
 mod profiles;
 mod qemu;
+mod reuse;
 mod site;
 mod ssh;
 mod state;

@@ -207,6 +207,13 @@ fn load_starts_a_vm_and_the_next_load_replaces_it() {
     let cl = cmdline(first);
     assert!(cl.contains("qemu-system"), "pid {first} is not qemu: {cl}");
     assert!(cl.contains("reimage.attempt=1"), "{cl}");
+    // The events say which accelerator the VM got, as its command line has it.
+    let accel = if cl.contains("-accel kvm") {
+        "kvm"
+    } else {
+        "tcg"
+    };
+    r.event_log_has(&format!("accelerator: {accel} (auto, "));
     std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(5),
