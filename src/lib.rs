@@ -171,16 +171,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
 fn load(cli: &Cli) -> Result<Loaded, Error> {
     let loaded = config::load(&cli.config, &provision::BUILTIN)?;
     for (name, table) in &loaded.config.provisioners {
-        let mut table = table.clone();
-        let kind = match table.remove("kind") {
-            Some(toml::Value::String(k)) => k,
-            _ => String::new(),
-        };
-        let r = config::ProvisionerRef {
-            name: name.clone(),
-            kind,
-            table,
-        };
+        let r = config::ProvisionerRef::from_table(name, table);
         provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
     }
     Ok(loaded)

@@ -96,16 +96,7 @@ fn load(text: String) {
     match config::parse(path, text, &provision::BUILTIN) {
         Ok(loaded) => {
             for (name, table) in &loaded.config.provisioners {
-                let mut table = table.clone();
-                let kind = match table.remove("kind") {
-                    Some(toml::Value::String(k)) => k,
-                    _ => String::new(),
-                };
-                let r = config::ProvisionerRef {
-                    name: name.clone(),
-                    kind,
-                    table,
-                };
+                let r = config::ProvisionerRef::from_table(name, table);
                 if let Err(e) = provision::prepare(&r) {
                     let _ = loaded.key_error(&["provisioners", name], &e);
                 }

@@ -103,6 +103,22 @@ pub enum Activation {
     Mak(PathBuf),
 }
 
+impl ProvisionerRef {
+    /// `[provisioners.NAME]` as written: its `kind` taken out of the table.
+    pub fn from_table(name: &str, table: &toml::Table) -> ProvisionerRef {
+        let mut table = table.clone();
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(k)) => k,
+            _ => String::new(),
+        };
+        ProvisionerRef {
+            name: name.to_string(),
+            kind,
+            table,
+        }
+    }
+}
+
 /// How the OS module reaches the computer, with exactly that channel's
 /// settings.
 #[derive(Debug, Clone)]
@@ -246,18 +262,7 @@ pub fn resolve(
         )
     })?;
     let provisioner = match c.provisioners.get(&pname) {
-        Some(t) => {
-            let mut table = t.clone();
-            let kind = match table.remove("kind") {
-                Some(toml::Value::String(k)) => k,
-                _ => String::new(),
-            };
-            ProvisionerRef {
-                name: pname,
-                kind,
-                table,
-            }
-        }
+        Some(t) => ProvisionerRef::from_table(&pname, t),
         None => ProvisionerRef {
             kind: pname.clone(),
             name: pname,
