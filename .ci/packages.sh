@@ -113,8 +113,15 @@ done
 echo "packages: ok: purge removes the binary, the config and the state dir"
 
 ## The .rpm, read (Debian's rpm has no RHEL to install it on).
-expect "rpm file list" "$(rpm -qlp "$rpm" 2>/dev/null | sort | tr '\n' ' ')" \
-    "/etc/reimage/reimage.toml /usr/bin/reimage /usr/share/bash-completion/completions/reimage /usr/share/doc/reimage/README.md /usr/share/doc/reimage/examples/command.toml /usr/share/doc/reimage/examples/lab.toml /usr/share/doc/reimage/examples/libvirt.toml /usr/share/doc/reimage/examples/qemu.toml /usr/share/doc/reimage/examples/vsphere.toml /usr/share/doc/reimage/examples/windows.toml /usr/share/doc/reimage/examples/xcat.toml /usr/share/fish/vendor_completions.d/reimage.fish /usr/share/man/man1/reimage.1.gz /usr/share/man/man5/reimage.toml.5.gz /usr/share/zsh/site-functions/_reimage "
+# The examples are whatever examples/*.toml holds (both packages ship them
+# by that glob); the rest is fixed.
+examples=$(for f in examples/*.toml; do echo "/usr/share/doc/reimage/examples/${f#examples/}"; done)
+want=$(printf '%s\n' /etc/reimage/reimage.toml /usr/bin/reimage \
+    /usr/share/bash-completion/completions/reimage /usr/share/doc/reimage/README.md \
+    $examples /usr/share/fish/vendor_completions.d/reimage.fish \
+    /usr/share/man/man1/reimage.1.gz /usr/share/man/man5/reimage.toml.5.gz \
+    /usr/share/zsh/site-functions/_reimage | sort | tr '\n' ' ')
+expect "rpm file list" "$(rpm -qlp "$rpm" 2>/dev/null | sort | tr '\n' ' ')" "$want"
 expect "rpm config files" "$(rpm -qcp "$rpm" 2>/dev/null)" /etc/reimage/reimage.toml
 expect "rpm config file is noreplace" \
     "$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm" 2>/dev/null | grep ' /etc/reimage/reimage.toml$')" \
