@@ -1068,13 +1068,7 @@ fn load_vcenter(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> R
         attempt.scale(cfg.clone_timeout),
         |_| None,
     )?;
-    let vm = result
-        .as_ref()
-        .and_then(Elem::moref)
-        .ok_or_else(|| Outcome::Retry(anyhow::anyhow!("vSphere: {what}: the task gave no VM")))?;
-    l.power_on(&vm, attempt)?;
-    report_mac(l, &vm, mac);
-    Ok(())
+    start_new_vm(l, &what, result, attempt, mac)
 }
 
 /// The root resource pool of a host's compute resource.
@@ -1139,6 +1133,24 @@ fn nic_mac_edit(template: &Obj, mac: &str) -> Option<String> {
     Some(format!(
         "<deviceChange><operation>edit</operation><device xsi:type=\"{ty}\">{inner}</device></deviceChange>"
     ))
+}
+
+/// The end of both load paths: the VM the clone or create task made, powered
+/// on, its MAC reported.
+fn start_new_vm(
+    l: &Load,
+    what: &str,
+    result: Option<Elem>,
+    attempt: Attempt,
+    mac: Option<&str>,
+) -> Result<(), Outcome> {
+    let vm = result
+        .as_ref()
+        .and_then(Elem::moref)
+        .ok_or_else(|| Outcome::Retry(anyhow::anyhow!("vSphere: {what}: the task gave no VM")))?;
+    l.power_on(&vm, attempt)?;
+    report_mac(l, &vm, mac);
+    Ok(())
 }
 
 /// Reports the new VM's MAC; a configured one that did not stick is worth a
@@ -1359,13 +1371,7 @@ fn load_esxi(l: &Load, plan: &Plan, attempt: Attempt, mac: Option<&str>) -> Resu
     let body = format!("<config>{spec}</config>{}", pool.xml("pool"));
     let what = format!("create VM {}", l.name);
     let result = l.long_task(&what, "CreateVM_Task", &folder, &body, timeout, |_| None)?;
-    let vm = result
-        .as_ref()
-        .and_then(Elem::moref)
-        .ok_or_else(|| Outcome::Retry(anyhow::anyhow!("vSphere: {what}: the task gave no VM")))?;
-    l.power_on(&vm, attempt)?;
-    report_mac(l, &vm, mac);
-    Ok(())
+    start_new_vm(l, &what, result, attempt, mac)
 }
 
 #[cfg(test)]
