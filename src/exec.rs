@@ -4,6 +4,7 @@
 
 use rustix::process::{Pid, Signal};
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -200,14 +201,26 @@ impl Cmd {
             tails: [Tail::default(), Tail::default()],
             buf: vec![0; 64 * 1024],
         };
+        // Turns readable when the child exits: with it (Linux 5.3+) and the
+        // signal descriptor, the loop sleeps until output, the exit, a
+        // signal or the timeout, with no wake-ups of its own.
+        let pidfd = rustix::process::pidfd_open(
+            Pid::from_child(&child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok()
+        .filter(|_| signal::wake_fd().is_some());
         let mut pause = Duration::from_millis(2);
         let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
         loop {
-            pipes.read_for(if exited.is_some() {
-                Duration::from_millis(20)
-            } else {
-                pause
-            });
+            let wait = match (&pidfd, exited) {
+                (Some(_), None) => self.timeout.saturating_sub(start.elapsed()),
+                (Some(_), Some((_, at))) => DRAIN_GRACE.saturating_sub(at.elapsed()),
+                (None, Some(_)) => Duration::from_millis(20),
+                (None, None) => pause,
+            };
+            let watch = pidfd.as_ref().filter(|_| exited.is_none());
+            pipes.read_for(wait, watch);
             if exited.is_none() {
                 match child.try_wait() {
                     Ok(Some(st)) => {
@@ -389,26 +402,36 @@ impl Pipes {
 
     /// Waits up to `wait` for output on either pipe and reads one chunk of
     /// each that has some; a pipe at its end (or broken) is closed.
-    fn read_for(&mut self, wait: Duration) {
-        use rustix::event::{PollFd, PollFlags, Timespec};
-        if self.closed() {
-            thread::sleep(wait);
+    /// With `exit` (the child's pidfd) the wait also ends when the child
+    /// exits, and always when a signal arrives.
+    fn read_for(&mut self, wait: Duration, exit: Option<&OwnedFd>) {
+        use rustix::event::{PollFd, PollFlags};
+        let flags = PollFlags::IN;
+        let sig = signal::wake_fd();
+        if self.closed() && exit.is_none() {
+            match sig {
+                Some(_) => {
+                    let _ = signal::sleep(wait);
+                }
+                None => thread::sleep(wait),
+            }
             return;
         }
-        let flags = PollFlags::IN;
         let (out_ready, err_ready) = {
-            let mut fds = Vec::with_capacity(2);
+            let mut fds = Vec::with_capacity(4);
             if let Some(o) = &self.out {
                 fds.push(PollFd::new(o, flags));
             }
             if let Some(e) = &self.err {
                 fds.push(PollFd::new(e, flags));
             }
-            let t = Timespec {
-                tv_sec: wait.as_secs() as _,
-                tv_nsec: wait.subsec_nanos() as _,
-            };
-            match rustix::event::poll(&mut fds, Some(&t)) {
+            if let Some(x) = exit {
+                fds.push(PollFd::new(x, flags));
+            }
+            if let Some(sig) = &sig {
+                fds.push(PollFd::new(sig, flags));
+            }
+            match rustix::event::poll(&mut fds, Some(&signal::timespec(wait))) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }

@@ -151,24 +151,20 @@ pub fn ping(host: &str, timeout: Duration) -> Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::net::TcpListener;
 
     #[test]
     fn port_and_start_connect_see_a_listener() {
+        // The kernel completes both handshakes into the listen backlog; the
+        // listener lives until both connects are done (no accept needed).
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
-        let t = std::thread::spawn(move || {
-            for mut s in l.incoming().take(1).flatten() {
-                let _ = s.write_all(b"SSH-2.0-Test\r\n");
-            }
-        });
         assert!(matches!(port(addr, Duration::from_secs(1)), Seen::Up(_)));
         assert!(matches!(
             start_connect(addr),
             Started::Connected(_) | Started::Pending(_)
         ));
-        let _ = t.join();
+        drop(l);
     }
 
     #[test]

@@ -5,16 +5,34 @@
 //! process-wide state reimage has; everything else is passed down. The
 //! coordination store's lease keeper raises the same flag when the store is
 //! lost ([`STORE_LOST`]), so a lost store stops the run the way SIGTERM does.
+//!
+//! Waiting costs no wake-ups of its own: after setting the flag, the
+//! handler writes a byte to a socket pair whose read end ([`wake_fd`]) every
+//! sleep polls ([`sleep`]), so a sleep lasts as long as it was asked to and
+//! still ends the moment a signal arrives. The byte is never read: once
+//! interrupted, every later sleep returns at once and the run winds down.
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 /// The number of the signal that arrived last; 0 for none.
 static CAUGHT: LazyLock<Arc<AtomicUsize>> = LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
 /// Why the coordination store counts as lost.
 static LOST: Mutex<String> = Mutex::new(String::new());
+/// The wake-up pair: (read end, write end), both non-blocking. None when
+/// the process cannot make one (out of descriptors at start): sleeps then
+/// check the flag every 50 ms instead.
+static WAKE: LazyLock<Option<(UnixStream, UnixStream)>> = LazyLock::new(|| {
+    let (r, w) = UnixStream::pair().ok()?;
+    r.set_nonblocking(true).ok()?;
+    w.set_nonblocking(true).ok()?;
+    Some((r, w))
+});
 /// [`CAUGHT`]'s value for a lost store: no signal has this number.
 const LOST_FLAG: usize = usize::MAX;
 
@@ -28,11 +46,17 @@ pub fn stop_store_lost(why: String) {
         *l = why;
     }
     let _ = CAUGHT.compare_exchange(0, LOST_FLAG, Ordering::SeqCst, Ordering::SeqCst);
+    if let Some((_, w)) = WAKE.as_ref() {
+        // Full means a byte is already there: the sleepers wake anyway.
+        let _ = (&*w).write(&[0]);
+    }
 }
 
 /// Installs the handlers for SIGINT, SIGTERM and SIGHUP (a closed terminal
 /// or session: handled like SIGTERM, exit 129): each stores its number in
-/// [`CAUGHT`] (signal-hook's handler does only that atomic store).
+/// [`CAUGHT`] (signal-hook's handler does only that atomic store), then
+/// writes a byte to the wake-up pair (a non-blocking send; the handlers run
+/// in the order registered, so the flag is set before any sleeper wakes).
 pub fn install() {
     for sig in [SIGINT, SIGTERM, SIGHUP] {
         // Fails only for signals that may not be caught (SIGKILL, SIGSTOP).
@@ -40,6 +64,50 @@ pub fn install() {
             // A closed stderr is ignored: it must not end the run.
             let _ = writeln!(std::io::stderr(), "reimage: cannot catch signal {sig}: {e}");
         }
+        if let Some(w) = WAKE.as_ref().and_then(|(_, w)| w.try_clone().ok())
+            && let Err(e) = signal_hook::low_level::pipe::register(sig, w)
+        {
+            let _ = writeln!(std::io::stderr(), "reimage: cannot watch signal {sig}: {e}");
+        }
+    }
+}
+
+/// The descriptor that turns readable when a signal arrives (or the store
+/// is lost), for loops that sleep in poll(2) on descriptors of their own.
+pub fn wake_fd() -> Option<BorrowedFd<'static>> {
+    WAKE.as_ref().map(|(r, _)| r.as_fd())
+}
+
+/// Sleeps `d` in one poll(2) on [`wake_fd`], ending early only when a
+/// signal arrives: Err then (also when one had arrived before).
+pub fn sleep(d: Duration) -> Result<(), Interrupted> {
+    let until = Instant::now() + d;
+    loop {
+        check()?;
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        match wake_fd() {
+            Some(fd) => {
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::IN,
+                )];
+                // EINTR (a signal we do not catch, a stop/continue) just
+                // comes round again.
+                let _ = rustix::event::poll(&mut fds, Some(&timespec(left)));
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(50))),
+        }
+    }
+}
+
+/// A poll(2) timeout for `d` (saturating).
+pub fn timespec(d: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: d.subsec_nanos().into(),
     }
 }
 

@@ -4,8 +4,9 @@
 //! run overlapped, so readiness is seen soon after it happens.
 
 use rustix::event::{PollFd, PollFlags};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
@@ -81,12 +82,8 @@ pub fn pause(d: Duration) -> Result<(), signal::Interrupted> {
 }
 
 fn sleep_checked(d: Duration, deadline: Instant) -> Result<(), signal::Interrupted> {
-    let until = (Instant::now() + d).min(deadline);
-    while Instant::now() < until {
-        signal::check()?;
-        thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
-    }
-    signal::check()
+    let now = Instant::now();
+    signal::sleep(d.min(deadline.saturating_duration_since(now)))
 }
 
 struct Tracker {
@@ -181,6 +178,11 @@ pub fn overlapped(
     let mut t = Tracker::new();
     let deadline = t.start + limits.timeout;
     let (tx, rx) = mpsc::channel::<Poll>();
+    // Each probe thread writes a byte here after sending its answer, so
+    // this thread can sleep in poll(2) beside the signal descriptor.
+    let bell = UnixStream::pair()
+        .ok()
+        .filter(|(r, w)| r.set_nonblocking(true).is_ok() && w.set_nonblocking(true).is_ok());
     let mut in_flight = 0usize;
     let mut pause = pace.first;
     let mut next = Instant::now();
@@ -191,31 +193,52 @@ pub fn overlapped(
         let now = Instant::now();
         if now >= next && in_flight < max_in_flight {
             let tx = tx.clone();
+            let ring = bell.as_ref().and_then(|(_, w)| w.try_clone().ok());
             let p = Arc::clone(&probe);
             in_flight += 1;
             thread::spawn(move || {
                 let _ = tx.send(p());
+                if let Some(mut w) = ring {
+                    let _ = w.write(&[0]);
+                }
             });
             next = now + pause;
             pause = pace.max.min(pause.mul_f64(1.5));
         }
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(1), Duration::from_millis(50));
-        match rx.recv_timeout(wait) {
-            Ok(Poll::Ready(s)) => return Waited::Ready(s, t.start.elapsed()),
-            Ok(Poll::Fatal(e)) => return Waited::Fatal(e),
-            Ok(Poll::NotYet(s)) => {
-                in_flight -= 1;
-                t.see(s, report);
+        while let Ok(answer) = rx.try_recv() {
+            match answer {
+                Poll::Ready(s) => return Waited::Ready(s, t.start.elapsed()),
+                Poll::Fatal(e) => return Waited::Fatal(e),
+                Poll::NotYet(s) => {
+                    in_flight -= 1;
+                    t.see(s, report);
+                }
             }
-            Err(_) => {}
         }
         if let Some(v) = t.verdict(limits) {
             return v;
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return Waited::TimedOut(t.status.clone());
+        }
+        let mut wake = deadline;
+        if in_flight < max_in_flight {
+            wake = wake.min(next);
+        }
+        let left = wake.saturating_duration_since(now);
+        match (&bell, signal::wake_fd()) {
+            (Some((r, _)), Some(sig)) => {
+                let mut fds = [
+                    PollFd::new(r, PollFlags::IN),
+                    PollFd::new(&sig, PollFlags::IN),
+                ];
+                let _ = rustix::event::poll(&mut fds, Some(&signal::timespec(left)));
+                let mut sink = [0u8; 64];
+                while matches!((&*r).read(&mut sink), Ok(k) if k > 0) {}
+            }
+            // No descriptors to sleep on: look every 50 ms.
+            _ => thread::sleep(left.clamp(Duration::from_millis(1), Duration::from_millis(50))),
         }
     }
 }
@@ -384,20 +407,17 @@ pub fn tcp_counted(
             return (Waited::TimedOut(t.status.clone()), stats);
         }
         // Sleep in poll(2) until an answer, the next probe, the first
-        // expiry, or 50 ms (signals are checked at least that often).
-        let mut wake = deadline.min(now + Duration::from_millis(50));
+        // expiry, the deadline, or a signal: no wake-up of its own.
+        let mut wake = deadline;
         if flights.len() < rate.in_flight {
             wake = wake.min(next);
         }
         for (_, since) in &flights {
             wake = wake.min(*since + connect_timeout);
         }
-        let left = wake.saturating_duration_since(now);
-        let ts = rustix::event::Timespec {
-            tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
-            tv_nsec: left.subsec_nanos().into(),
-        };
+        let ts = signal::timespec(wake.saturating_duration_since(now));
         // Sleep in poll(2); the indices of the flights that have an answer.
+        let wake_fd = signal::wake_fd();
         let ready: Vec<usize> = {
             let mut fds: Vec<PollFd<'_>> = flights
                 .iter()
@@ -406,8 +426,21 @@ pub fn tcp_counted(
                     Flight::Reading(s, _) => PollFd::new(s, PollFlags::IN),
                 })
                 .collect();
+            let n = fds.len();
+            // The signal descriptor goes last, so a flight's index is its
+            // index in `fds`; without one, wake every 50 ms to check.
+            let ts = match &wake_fd {
+                Some(fd) => {
+                    fds.push(PollFd::new(fd, PollFlags::IN));
+                    ts
+                }
+                None => signal::timespec(
+                    wake.saturating_duration_since(now)
+                        .min(Duration::from_millis(50)),
+                ),
+            };
             match rustix::event::poll(&mut fds, Some(&ts)) {
-                Ok(n) if n > 0 => fds
+                Ok(k) if k > 0 => fds[..n]
                     .iter()
                     .enumerate()
                     .filter(|(_, f)| !f.revents().is_empty())

@@ -11,6 +11,7 @@ mod core;
 mod debian;
 mod e2e;
 mod harden;
+mod idle;
 mod libvirt;
 mod man;
 mod profiles;
