@@ -137,6 +137,37 @@ impl Reserved {
     }
 }
 
+/// A target that drops SYNs, as a host that is off, still booting or
+/// firewalled does: a listener with backlog 0 whose queue is full (the
+/// kernel then drops further SYNs), and the connections that fill it.
+fn silent_target() -> (u16, TcpListener, Vec<std::net::TcpStream>) {
+    let r = reserve();
+    let port = r.port;
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen on the bound socket we own.
+    if unsafe { libc::listen(r.fd.as_raw_fd(), 0) } != 0 {
+        die(&format!("listen on {port}"));
+    }
+    let l = TcpListener::from(r.fd);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let fill: Vec<_> = (0..3)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+        })
+        .collect();
+    (port, l, fill)
+}
+
+/// `--floor SECS`: the least any poller at 25 probes a second can cost
+/// here: a loop that only sleeps 40 ms at a time, nothing else.
+fn floor_loop(secs: u64) -> ! {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    std::process::exit(0)
+}
+
 /// A target being prepared: its port, and what makes it ready (the
 /// returned value keeps it so until dropped).
 type Target<'a> = (u16, Box<dyn FnOnce() -> Box<dyn std::any::Any> + 'a>);
@@ -453,6 +484,9 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(secs) = arg(&args, "--floor").and_then(|s| s.parse().ok()) {
+        floor_loop(secs);
+    }
     let trials: usize = arg(&args, "--trials")
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
@@ -664,12 +698,30 @@ fn main() {
     let mut cost = serde_json::Map::new();
     {
         let secs = cost_secs.to_string();
-        let mut runs: Vec<(&str, mpsc::Receiver<Ended>)> = vec![
+        let (silent_port, _silent, _fill) = silent_target();
+        let floor = {
+            let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("current exe: {e}")));
+            let mut c = Command::new(exe);
+            c.args(["--floor", &secs]);
+            watch(spawn(&mut c))
+        };
+        let mut runs: Vec<(&str, &str, mpsc::Receiver<Ended>)> = vec![
             (
                 "reimage (port)",
+                "refuses",
                 watch(spawn(&mut b.reimage_port(free_port(), &format!("{secs}s")))),
             ),
-            ("shell loop, nc -z every 1 s", {
+            (
+                "reimage (port)",
+                "silent",
+                watch(spawn(&mut b.reimage_port(silent_port, &format!("{secs}s")))),
+            ),
+            (
+                "an empty loop waking 25 times a second (the floor)",
+                "none",
+                floor,
+            ),
+            ("shell loop, nc -z every 1 s", "refuses", {
                 let mut c = Command::new("timeout");
                 c.arg(&secs).arg("bash").arg("-c").arg(format!(
                     "until nc -z 127.0.0.1 {} 2>/dev/null; do sleep 1; done",
@@ -681,20 +733,21 @@ fn main() {
         if has_ansible {
             runs.push((
                 "ansible wait_for",
+                "refuses",
                 watch(spawn(
                     &mut b.ansible_wait_for(free_port(), cost_secs as u32),
                 )),
             ));
         }
-        for (name, rx) in runs {
+        for (name, target, rx) in runs {
             let e = wait_for(&rx, name);
             eprintln!(
-                "waiting {cost_secs} s: {name}: {:.3} CPU-s, peak RSS {} KiB",
+                "waiting {cost_secs} s: {name}, target {target}: {:.3} CPU-s, peak RSS {} KiB",
                 e.cpu, e.rss_kib
             );
             cost.insert(
-                name.into(),
-                serde_json::json!({"cpu_s": e.cpu, "rss_kib": e.rss_kib, "secs": cost_secs}),
+                format!("{name} / {target}"),
+                serde_json::json!({"tool": name, "target": target, "cpu_s": e.cpu, "rss_kib": e.rss_kib, "secs": cost_secs}),
             );
         }
     }
@@ -936,12 +989,21 @@ fn table(
         m("reimage"),
         m("openssh")
     ));
-    s.push_str("\nWaiting cost against a port that never opens:\n\n| tool | CPU-s per minute | peak RSS |\n|---|---:|---:|\n");
+    s.push_str("\nWaiting cost against a port that never opens (refuses: the OS is up, the service not yet; silent: the host drops packets, as one still off or booting does):\n\n| tool | target | CPU-s per minute | peak RSS |\n|---|---|---:|---:|\n");
     if let Some(c) = json["cost"].as_object() {
-        for (n, v) in c {
+        let mut rows: Vec<(&String, &serde_json::Value)> = c.iter().collect();
+        rows.sort_by_key(|(n, v)| {
+            (
+                !n.starts_with("reimage"),
+                v["target"].as_str() != Some("refuses"),
+            )
+        });
+        for (n, v) in rows {
             let secs = v["secs"].as_f64().unwrap_or(60.0);
+            let tool = v["tool"].as_str().unwrap_or(n);
+            let target = v["target"].as_str().unwrap_or("refuses");
             s.push_str(&format!(
-                "| {n} | {:.3} | {:.1} MB |\n",
+                "| {tool} | {target} | {:.3} | {:.1} MB |\n",
                 v["cpu_s"].as_f64().unwrap_or(0.0) * 60.0 / secs,
                 v["rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
             ));

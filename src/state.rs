@@ -434,7 +434,7 @@ impl StateDir {
                 return Ok(None);
             }
             waiting(start.elapsed());
-            std::thread::sleep(pause);
+            crate::signal::sleep(pause)?;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }

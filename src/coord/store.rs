@@ -577,7 +577,7 @@ impl Shared {
             // Up to 5 s between tries: 1,000 waiting runs make at most
             // 200 short connections a second.
             let left = wait.saturating_sub(start.elapsed());
-            std::thread::sleep(backoff(n + 3, Duration::from_secs(5)).min(left));
+            signal::sleep(backoff(n + 3, Duration::from_secs(5)).min(left))?;
             n += 1;
         }
     }

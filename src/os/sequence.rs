@@ -484,9 +484,10 @@ impl Sequence<'_> {
                 "answering for {}",
                 duration::fmt(Duration::from_secs(start.elapsed().as_secs()))
             ));
-            std::thread::sleep(
+            crate::signal::sleep(
                 Duration::from_millis(500).min(window.saturating_sub(start.elapsed())),
-            );
+            )
+            .map_err(|i| Outcome::Fatal(i.into()))?;
         }
         self.report.step_end(
             true,
