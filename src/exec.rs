@@ -617,14 +617,21 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let pidfile = dir.join("grandchild");
         let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-        let r = Cmd::new(&["sh", "-c", &script], Duration::from_millis(300)).run();
+        // 1 s: time for the shell to start its child and write the pid on a
+        // loaded machine; the sleep runs 30.
+        let r = Cmd::new(&["sh", "-c", &script], Duration::from_secs(1)).run();
         assert!(matches!(r, Err(ExecError::Timeout { .. })), "{r:?}");
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .expect("pid written")
             .trim()
             .parse()
             .expect("pid");
-        std::thread::sleep(Duration::from_millis(100));
+        // SIGKILL is delivered at once, but a loaded machine may take a
+        // moment to run the exit.
+        let t = std::time::Instant::now();
+        while alive(pid) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(!alive(pid), "grandchild {pid} survived the timeout");
     }
 }

@@ -659,8 +659,15 @@ mod tests {
     #[test]
     fn a_port_that_opens_is_seen_and_a_banner_read_on_the_same_connect() {
         let addr = closed_port();
+        // The port opens once the first probe was refused (the second is
+        // being asked for), however slowly this machine got there.
+        let asked = Arc::new(AtomicU32::new(0));
+        let seen = Arc::clone(&asked);
         let t = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(200));
+            let start = Instant::now();
+            while seen.load(Ordering::SeqCst) < 2 && start.elapsed() < Duration::from_secs(10) {
+                thread::sleep(Duration::from_millis(5));
+            }
             let l = TcpListener::bind(addr).expect("bind again");
             for mut s in l.incoming().take(1).flatten() {
                 let _ = s.write_all(b"SSH-2.0-Test\r\n");
@@ -675,7 +682,10 @@ mod tests {
             Duration::from_secs(5),
             Want::Banner(&re),
             "port",
-            || Ok(addr),
+            || {
+                asked.fetch_add(1, Ordering::SeqCst);
+                Ok(addr)
+            },
         );
         assert!(
             matches!(&w, Waited::Ready(m, _) if m == "banner `SSH-2.0-Test`"),

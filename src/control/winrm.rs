@@ -1121,7 +1121,9 @@ mod tests {
             .expect_err("must time out");
         assert!(matches!(e, ChannelError::Timeout(_)), "{e}");
         assert!(!e.is_fatal());
-        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+        // Well before the 30 s the command runs, with room for a loaded
+        // machine (it normally returns in under 2.5 s).
+        assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
         assert!(e.to_string().contains("sleep"), "{e}");
     }
 
@@ -1197,7 +1199,9 @@ mod tests {
             detected - t0
         );
         assert!(failures > 0, "the stand-in was listening at once");
-        assert!(delay < Duration::from_secs(1), "detected after {delay:?}");
+        // How soon is a benchmark's question; this bound only tells a
+        // client that keeps probing from one that stops, on a loaded machine.
+        assert!(delay < Duration::from_secs(5), "detected after {delay:?}");
     }
 
     #[test]

@@ -78,6 +78,18 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// The computer's event log while a run may still be appending to it:
+    /// a line caught half written is left out (the next read has it).
+    pub fn events_so_far(&self, computer: &str) -> Vec<serde_json::Value> {
+        let p = self.path(&format!("state/computers/{computer}/events.jsonl"));
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -519,15 +519,15 @@ fn placeholders_and_environment_reach_the_command() {
 
 #[test]
 fn timeouts_grow_with_the_attempt() {
-    // 1 s at attempt 1, 2 s at attempt 2 (growth 2): a 1.4 s load only fits
-    // the second.
-    let s = setup("grow", "#!/bin/sh\nsleep 1.4\nexit 0\n", "");
+    // 1 s at attempt 1, 4 s at attempt 2 (growth 4): a 1.5 s load only
+    // fits the second, with 2.5 s to spare for a loaded machine.
+    let s = setup("grow", "#!/bin/sh\nsleep 1.5\nexit 0\n", "");
     let cfg = s.path("reimage.toml");
     let text = std::fs::read_to_string(&cfg).expect("cfg");
     std::fs::write(
         &cfg,
         text.replace("timeout = \"20s\"", "timeout = \"1s\"")
-            .replace("max_attempts = 3", "max_attempts = 3\ntimeout_growth = 2.0"),
+            .replace("max_attempts = 3", "max_attempts = 3\ntimeout_growth = 4.0"),
     )
     .expect("write");
     let r = Test::with(&s).load("pc7", "centos7").attempt(1, 3).run();
@@ -536,7 +536,7 @@ fn timeouts_grow_with_the_attempt() {
     let r = Test::with(&s).load("pc7", "centos7").attempt(2, 3).run();
     r.code(0);
     let r = Test::with(&s).check("pc7", "centos7").run();
-    r.stdout_has("load timeout: 1s, 2s, 4s");
+    r.stdout_has("load timeout: 1s, 4s, 16s");
 }
 
 #[test]
@@ -577,8 +577,9 @@ fn stall_timeout_gives_up_before_the_timeout() {
         .run();
     r.code(75);
     r.stderr_has("no change for 700ms");
+    // Half the 60 s timeout: far more than a loaded machine adds to 700 ms.
     assert!(
-        r.took < Duration::from_secs(10),
+        r.took < Duration::from_secs(30),
         "stalled wait took {:?}",
         r.took
     );
@@ -618,7 +619,9 @@ fn banner_step_matches_the_first_line() {
 
 #[test]
 fn a_second_run_on_a_locked_computer_exits_73() {
-    let s = setup("lock", "#!/bin/sh\nsleep 5\nexit 0\n", "");
+    // The first run holds the lock 30 s: a second run that waited for it
+    // instead of answering at once would take that long.
+    let s = setup("lock", "#!/bin/sh\nsleep 30\nexit 0\n", "");
     let mut first = Test::with(&s)
         .load("pc7", "centos7")
         .command()
@@ -626,7 +629,7 @@ fn a_second_run_on_a_locked_computer_exits_73() {
         .spawn()
         .expect("spawn");
     let lock = s.path("state/computers/pc7/lock");
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(eventually(Duration::from_secs(30), || {
         std::fs::read_to_string(&lock).is_ok_and(|p| !p.is_empty())
     }));
     let r = Test::with(&s).load("pc7", "centos7").run();
@@ -637,12 +640,13 @@ fn a_second_run_on_a_locked_computer_exits_73() {
         r.stderr
     );
     assert!(
-        r.took < Duration::from_secs(2),
+        r.took < Duration::from_secs(15),
         "lock contention must answer at once, took {:?}",
         r.took
     );
-    let _ = first.kill();
-    let _ = first.wait();
+    // SIGTERM, so reimage stops its load script too.
+    kill_process(Pid::from_child(&first), Signal::TERM).expect("SIGTERM to reimage");
+    common::wait_limit(&mut first, Duration::from_secs(30));
 }
 
 #[test]
@@ -657,7 +661,7 @@ fn sigterm_during_load_kills_the_child_and_frees_the_lock() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(30), || {
         std::fs::read_to_string(&pidf).is_ok_and(|p| !p.trim().is_empty())
     }));
     let script_pid: i32 = std::fs::read_to_string(&pidf)
@@ -666,10 +670,10 @@ fn sigterm_during_load_kills_the_child_and_frees_the_lock() {
         .parse()
         .expect("pid number");
     kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM to reimage");
-    let code = common::wait_limit(&mut child, Duration::from_secs(10));
+    let code = common::wait_limit(&mut child, Duration::from_secs(30));
     assert_eq!(code, Some(143));
     assert!(
-        eventually(Duration::from_secs(3), || !alive(script_pid)),
+        eventually(Duration::from_secs(10), || !alive(script_pid)),
         "load command {script_pid} survived"
     );
     let ev = t.events("pc7");
@@ -747,27 +751,33 @@ fn a_port_that_opens_late_is_seen_soon_after() {
         OK,
         &format!("{{ wait = \"port\", port = {port}, timeout = \"20s\" }}"),
     );
-    let opener = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        let l = TcpListener::bind(("127.0.0.1", port)).expect("bind late");
-        let at = std::time::Instant::now();
-        std::thread::sleep(Duration::from_secs(3));
-        drop(l);
-        at
+    // The port opens once reimage has reported it closed, however long the
+    // run took to get there, and stays open until the run ends.
+    let (r, opened, listener) = std::thread::scope(|scope| {
+        let opener = scope.spawn(|| {
+            let refused = eventually(Duration::from_secs(15), || {
+                of_kind(&s.events_so_far("pc7"), "progress")
+                    .iter()
+                    .any(|e| e["step"] == "port")
+            });
+            let l = TcpListener::bind(("127.0.0.1", port)).expect("bind late");
+            (refused, std::time::Instant::now(), l)
+        });
+        let r = Test::with(&s).post_load("pc7", "centos7").run();
+        let done = std::time::Instant::now();
+        let (refused, opened, l) = opener.join().expect("opener");
+        assert!(refused, "reimage never reported the closed port");
+        (r, done.duration_since(opened), l)
     });
-    let start = std::time::Instant::now();
-    let r = Test::with(&s).post_load("pc7", "centos7").run();
-    let done = std::time::Instant::now();
-    let opened = opener.join().expect("opener");
+    drop(listener);
     r.code(0);
-    let lag = done.duration_since(opened);
-    eprintln!(
-        "port opened {:?} after start; reimage exited {lag:?} after it opened",
-        opened.duration_since(start)
-    );
+    // How soon is measured by the benchmark (examples/bench_ready.rs); the
+    // bound here only tells "seen while polling" from "seen at the end of
+    // the 20 s timeout or never", with room for a loaded machine.
+    eprintln!("reimage exited {opened:?} after the port opened");
     assert!(
-        lag < Duration::from_secs(1),
-        "ready seen {lag:?} after the port opened"
+        opened < Duration::from_secs(10),
+        "ready seen {opened:?} after the port opened"
     );
 }
 

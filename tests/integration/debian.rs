@@ -170,8 +170,10 @@ const REBOOT_STEPS: &str = r#"steps = [
 
 /// In the guest: two network namespaces behind veth pairs, `inside` with
 /// 192.168.77.2 (in allow_from) and `outside` with 192.168.78.2 (not), and
-/// what sshd answers each of them within 5 s (`SSH-2.0`, or nothing when
-/// the firewall drops the connection).
+/// what sshd answers each of them (`SSH-2.0`, or nothing when the firewall
+/// drops the connection): `inside` waits up to 60 s, room for sshd under
+/// TCG on a loaded machine; `outside` 5 s, as the firewall drops its
+/// connection and it waits out whatever it is given.
 const FROM_NAMESPACES: &str = r#"set -e
 for ns in inside:77 outside:78; do
   n=${ns%%:*} net=${ns##*:}
@@ -182,9 +184,9 @@ for ns in inside:77 outside:78; do
   ip netns exec "$n" ip addr add "192.168.$net.2/24" dev eth0
   ip netns exec "$n" ip link set eth0 up
 done
-for ns in inside:77 outside:78; do
-  n=${ns%%:*} net=${ns##*:}
-  a=$(ip netns exec "$n" timeout 5 bash -c 'exec 3<>/dev/tcp/$0/22; head -c 7 <&3' "192.168.$net.1" 2>/dev/null || true)
+for ns in inside:77:60 outside:78:5; do
+  n=${ns%%:*} rest=${ns#*:} net=${rest%%:*} wait=${rest##*:}
+  a=$(ip netns exec "$n" timeout "$wait" bash -c 'exec 3<>/dev/tcp/$0/22; head -c 7 <&3' "192.168.$net.1" 2>/dev/null || true)
   echo "$n: ${a:-nothing}"
 done"#;
 

@@ -86,9 +86,12 @@ fresh_password = false
 key_file = "{g}/id_ed25519"
 connect_timeout = "3s"
 # The guest reboots once during post-load: the sequence expects it.
+# QEMU's forward answers at once, so the banner step is the boot: about
+# 4 s here, and attempt 1 (no SSH server) sits out all 45 s of it; 45 s
+# leaves a loaded machine ten times the usual boot.
 steps = [
   {{ wait = "port", timeout = "2m" }},
-  {{ wait = "banner", regex = "^SSH-", timeout = "25s" }},
+  {{ wait = "banner", regex = "^SSH-", timeout = "45s" }},
   {{ wait = "login", timeout = "1m" }},
   {{ wait = "reboot", command = ["reboot"], timeout = "2m" }},
 ]

@@ -112,8 +112,9 @@ fn a_daemonizing_command_does_not_hang_the_run() {
             daemon.display()
         )
     };
-    // The command returns after 0.3 s; the daemon keeps the pipes.
-    config(&s, &argv(""), "2s");
+    // The command returns after 0.3 s; the daemon keeps the pipes. A run
+    // that waited for the daemon would end at the 10 s timeout (75).
+    config(&s, &argv(""), "10s");
     let r = Test::with(&s)
         .load("pc7", "img")
         .attempt(1, 2)

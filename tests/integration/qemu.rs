@@ -245,7 +245,8 @@ fn load_starts_a_vm_and_the_next_load_replaces_it() {
     // Power reset through QMP: a post-load whose only step times out
     // resets the VM, which boots again with a new boot id.
     let boots = |n: usize| {
-        eventually(Duration::from_secs(60), || {
+        // A hang bound: a TCG boot on a loaded machine can take a minute.
+        eventually(Duration::from_secs(180), || {
             boot_ids(&dir.join("console.log")).len() >= n
         })
     };

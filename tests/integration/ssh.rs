@@ -96,30 +96,41 @@ fn command_step_waits_until_the_output_matches() {
         flag.display()
     );
     config(&s, &fx, sshd.port, &fx.client_key, &steps, "", "lab");
-    let writer = {
-        let flag = flag.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1500));
-            std::fs::write(flag, "ready\n").expect("flag");
-        })
-    };
-    let r = Test::with(&s).args(&["-v"]).post_load("box", "img").run();
-    writer.join().expect("writer");
+    // The flag appears only once the step has seen the command fail (a
+    // `progress` event of step `app` with exit 1 in the event log), however
+    // slow the steps before it were; 20 s bounds the wait if it never does.
+    let r = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let seen = common::eventually(Duration::from_secs(20), || {
+                s.events_so_far("box").iter().any(failed_app_poll)
+            });
+            std::fs::write(&flag, "ready\n").expect("flag");
+            seen
+        });
+        let r = Test::with(&s).args(&["-v"]).post_load("box", "img").run();
+        assert!(writer.join().expect("writer"), "the command never failed");
+        r
+    });
     r.code(0);
     let ev = s.events("box");
-    let app = of_kind(&ev, "step-end")
-        .into_iter()
-        .find(|e| e["step"] == "app")
+    let end = ev
+        .iter()
+        .position(|e| e["kind"] == "step-end" && e["step"] == "app")
         .expect("app step");
-    assert_eq!(app["result"], "ok");
-    assert!(app["elapsed_ms"].as_u64().unwrap_or(0) >= 1000, "{app}");
-    // It saw the file missing first.
-    assert!(
-        of_kind(&ev, "progress")
-            .iter()
-            .any(|e| e["step"] == "app" && e["message"].as_str().unwrap_or("").contains("exit 1")),
-        "no progress event of the failing command"
-    );
+    assert_eq!(ev[end]["result"], "ok", "{}", ev[end]);
+    // It saw the file missing first, and kept polling until it matched.
+    let failed = ev
+        .iter()
+        .position(failed_app_poll)
+        .expect("no progress event of the failing command");
+    assert!(failed < end, "the failing poll came after the step ended");
+}
+
+/// A `progress` event of step `app` that says the command exited 1.
+fn failed_app_poll(e: &serde_json::Value) -> bool {
+    e["kind"] == "progress"
+        && e["step"] == "app"
+        && e["message"].as_str().unwrap_or("").contains("exit 1")
 }
 
 #[test]
@@ -127,7 +138,17 @@ fn wrong_key_is_fatal_at_once() {
     let fx = Fixture::new("it-auth");
     let sshd = fx.start(&fx.host_key_a);
     let s = Scratch::new("ssh-auth");
-    config(&s, &fx, sshd.port, &fx.wrong_client_key, "", "", "lab");
+    // A login timeout far past what one rejected login takes, however
+    // loaded the machine: a run that waited for it would take 60 s.
+    config(
+        &s,
+        &fx,
+        sshd.port,
+        &fx.wrong_client_key,
+        r#"timeouts = { port = "20s", banner = "10s", login = "60s" }"#,
+        "",
+        "lab",
+    );
     let r = Test::with(&s)
         .post_load("box", "img")
         .args(&["--of", "3"])
@@ -139,8 +160,8 @@ fn wrong_key_is_fatal_at_once() {
         r.stderr
     );
     assert!(
-        r.took < Duration::from_secs(8),
-        "fatal must not wait for the timeout: {:?}",
+        r.took < Duration::from_secs(45),
+        "fatal must not wait for the 60 s login timeout: {:?}",
         r.took
     );
 }
@@ -246,9 +267,10 @@ fn the_old_os_answering_is_not_ready() {
         &fx,
         sshd.port,
         &fx.client_key,
-        // login 6s, not 2s: one login must fit even while a QEMU guest
-        // boots under TCG in the same test binary.
-        r#"timeouts = { port = "5s", banner = "5s", login = "6s" }"#,
+        // The run sits out the whole login timeout (the old OS keeps
+        // answering); 10 s leaves room for the first login to get through
+        // on a loaded machine, where one takes a few seconds.
+        r#"timeouts = { port = "20s", banner = "10s", login = "10s" }"#,
         "",
         "noop",
     );
@@ -269,7 +291,8 @@ fn the_old_os_answering_is_not_ready() {
     let text = std::fs::read_to_string(s.path("reimage.toml")).expect("cfg");
     std::fs::write(
         s.path("reimage.toml"),
-        text.replace("provisioner = \"noop\"", "provisioner = \"lab\""),
+        text.replace("provisioner = \"noop\"", "provisioner = \"lab\"")
+            .replace("login = \"10s\"", "login = \"30s\""),
     )
     .expect("cfg");
     let r = Test::with(&s)
@@ -290,8 +313,15 @@ fn sshd_started_late_is_seen() {
         .command()
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(1500));
+    // sshd starts once reimage has found the port closed (a `progress`
+    // event of the port step), however long reimage took to get there.
+    let refused = common::eventually(Duration::from_secs(15), || {
+        of_kind(&s.events_so_far("box"), "progress")
+            .iter()
+            .any(|e| e["step"] == "port")
+    });
     let sshd = fx.start_on(&fx.host_key_a, port).expect("late sshd");
+    assert!(refused, "reimage never reported the closed port");
     let started = sshd.spawned_at;
     let code = common::wait_limit(&mut child, LIMIT);
     let done = Instant::now();

@@ -105,7 +105,7 @@ impl Fixture {
             spawned_at,
         };
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
+        while t.elapsed() < Duration::from_secs(30) {
             if sshd.log().contains("Server listening on") {
                 return Ok(sshd);
             }
@@ -115,7 +115,7 @@ impl Fixture {
             thread::sleep(Duration::from_millis(5));
         }
         Err(format!(
-            "sshd on port {port} did not listen within 10s: {}",
+            "sshd on port {port} did not listen within 30s: {}",
             sshd.log()
         ))
     }

@@ -103,7 +103,7 @@ impl Sim {
             let _ = tx.send(line);
         });
         let line = rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(60))
             .expect("vcsim did not start");
         let parts: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(parts.len(), 3, "vcsim said {line:?}");
@@ -573,8 +573,8 @@ fn esx_wrong_password_is_fatal() {
 
 /// Waits until the event log shows a step whose message has `text`.
 fn wait_for_step(s: &Scratch, text: &str) {
-    let ok = common::eventually(Duration::from_secs(30), || {
-        s.events("pc1")
+    let ok = common::eventually(Duration::from_secs(60), || {
+        s.events_so_far("pc1")
             .iter()
             .any(|e| e["kind"] == "step" && e["message"].as_str().is_some_and(|m| m.contains(text)))
     });
@@ -712,7 +712,9 @@ fn esx_power_reset_resets_the_running_vm() {
 #[test]
 fn vpx_ended_session_logs_in_again_once() {
     let s = Scratch::new("vs-relogin");
-    let sim = Sim::start(&s, Model::Vpx, Some("CloneVM_Task=3000"));
+    // The clone call is held 10 s: the session is ended while it runs,
+    // however slowly this machine gets from the step event to the end.
+    let sim = Sim::start(&s, Model::Vpx, Some("CloneVM_Task=10000"));
     config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
     let child = Test::with(&s)
         .load("pc1", "img")

@@ -6,7 +6,7 @@
 //! ($XCAT_STANDIN_DIR) holding the nodes, osimages and how the hardware
 //! behaves.
 
-use crate::common::{Scratch, free_port, of_kind, repo};
+use crate::common::{self, Scratch, free_port, of_kind, repo};
 use crate::test::{Output, Test};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -263,12 +263,13 @@ fn a_pxe_miss_onto_a_system_xcat_did_not_install_stalls_with_a_hint() {
         "xcat-pxemiss-other",
         &["node1"],
         "pxe=miss\noldos=other\napps=sshd,https\n",
-        // Longer than each boot phase (1s), so it ends on the old system.
-        "stall_timeout = \"3s\"",
+        // Well past each boot phase (1s, and a look or two more on a
+        // loaded machine), so it ends on the old system.
+        "stall_timeout = \"6s\"",
     );
     let r = c.load("node1", "rhel");
     r.code(75);
-    assert!(r.stderr.contains("no change for 3s"), "{}", r.stderr);
+    assert!(r.stderr.contains("no change for 6s"), "{}", r.stderr);
     assert!(
         r.stderr
             .contains("answered on https,sshd: the network boot probably did not happen"),
@@ -396,15 +397,17 @@ fn a_bmc_that_never_answers_is_a_retry_after_power_tries() {
 #[test]
 fn a_flapping_status_stalls_instead_of_running_to_the_overall_timeout() {
     // The installer hangs; every other nodestat hangs too and is killed.
+    // The command timeout leaves every answering command (tens of ms) room
+    // on a loaded machine; the stall spans a few flaps.
     let c = Cluster::new(
         "xcat-flap",
         &["node1"],
         "hang=1\nflap=1\n",
-        "stall_timeout = \"2s\"\ncommand_timeout = \"400ms\"",
+        "stall_timeout = \"6s\"\ncommand_timeout = \"2s\"",
     );
     let r = c.load("node1", "rhel");
     r.code(75);
-    assert!(r.stderr.contains("no change for 2s"), "{}", r.stderr);
+    assert!(r.stderr.contains("no change for 6s"), "{}", r.stderr);
     assert!(!r.stderr.contains("not ready after 30s"), "{}", r.stderr);
     let progress = c.messages("node1", "progress").join("\n");
     assert!(progress.contains("nodestat: no answer"), "{progress}");
@@ -477,16 +480,21 @@ fn installs_started_outside_reimage_count_toward_the_limit() {
 fn eleven_loads_share_ten_slots() {
     let nodes: Vec<String> = (1..=11).map(|i| format!("n{i:02}")).collect();
     let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    // The installs are held until ten run and the eleventh waits for a
+    // slot, however long eleven runs take to get there on a loaded machine.
     let c = Cluster::new(
         "xcat-eleven",
         &names,
-        "install_ms=4000\n",
+        "install_ms=1000\nhold=1\n",
         "max_concurrent_loads = 10",
     );
+    c.s.write("xcat/hold", "");
     let text = std::fs::read_to_string(c.s.path("reimage.toml")).expect("config");
     c.s.write(
         "reimage.toml",
-        &text.replace("poll_interval = \"100ms\"", "poll_interval = \"300ms\""),
+        &text
+            .replace("poll_interval = \"100ms\"", "poll_interval = \"300ms\"")
+            .replace("overall_timeout = \"30s\"", "overall_timeout = \"2m\""),
     );
     let children: Vec<_> = names
         .iter()
@@ -501,6 +509,20 @@ fn eleven_loads_share_ten_slots() {
                 .expect("spawn reimage")
         })
         .collect();
+    let held = common::eventually(Duration::from_secs(60), || {
+        c.log().lines().filter(|l| l.starts_with("start ")).count() == 10
+            && names.iter().any(|n| {
+                c.s.events_so_far(n).iter().any(|e| {
+                    e["kind"] == "progress"
+                        && e["message"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("waiting for a load slot")
+                })
+            })
+    });
+    std::fs::remove_file(c.s.path("xcat/hold")).expect("let the installs end");
+    assert!(held, "ten installs and one waiting never came: {}", c.log());
     for (n, child) in names.iter().zip(children) {
         let out = child.wait_with_output().expect("wait");
         assert_eq!(

@@ -40,6 +40,8 @@ Time-dependent state (for the wait tests):
                        MiniSetupInProgress 1, then 0)
   --auth-fails-for S   every login gets 401 for S seconds after start, as
                        while Sysprep keeps Administrator disabled
+  --auth-fails-until F the same until file F exists (a test creates it once
+                       it has seen the 401s, however slow the machine)
   --reboot-after S     one reboot S seconds after the first command
   SIGUSR1              a reboot now (a test's load command)
   --locale de-DE       Windows' own firewall rules and groups have German
@@ -366,7 +368,10 @@ class Machine:
 
     def auth_disabled(self):
         """--auth-fails-for S: every login is rejected (401) for S seconds
-        from start, as while Sysprep keeps Administrator disabled."""
+        from start, as while Sysprep keeps Administrator disabled;
+        --auth-fails-until F: until file F exists."""
+        if self.cfg.auth_fails_until and not os.path.exists(self.cfg.auth_fails_until):
+            return True
         return time.monotonic() - self.started < self.cfg.auth_fails_for
 
     def refresh_setup(self):
@@ -1893,6 +1898,8 @@ def main():
                         "SystemSetupInProgress) says not complete until then")
     p.add_argument("--auth-fails-for", type=float, default=0.0,
                    help="every login gets 401 for this many seconds from start (Administrator disabled)")
+    p.add_argument("--auth-fails-until",
+                   help="every login gets 401 until this file exists (Administrator disabled)")
     p.add_argument("--locale", default="en-US",
                    help="the install's language: de-DE names Windows' own firewall rules and groups in German")
     p.add_argument("--interfaces", default="Ethernet,Public", help="comma-separated network interface names")
@@ -1922,6 +1929,7 @@ def main():
         ad_credentials = None
         joined_domain = a.joined_domain
         auth_fails_for = a.auth_fails_for
+        auth_fails_until = a.auth_fails_until
         no_powershell = a.no_powershell
         powershell_2 = a.powershell_2
         product_version = ("OS: 5.2.3790 SP: 2.0 Stack: 2.0" if a.no_powershell
