@@ -114,7 +114,9 @@ impl Drop for Ntp {
 /// Runs `cmd` in the guest with OpenSSH's client (not reimage's channel),
 /// `input` on its standard input.
 fn guest_in(g: &Path, port: u16, cmd: &str, input: &str) -> String {
-    let mut child = Command::new("ssh")
+    // coreutils' timeout bounds the whole session, not only the connect.
+    let mut child = Command::new("timeout")
+        .args(["120", "ssh"])
         .arg("-i")
         .arg(g.join("id_ed25519"))
         .args(["-p", &port.to_string()])
