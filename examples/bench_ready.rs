@@ -901,16 +901,31 @@ port = {port}
         let e = wait_for(&watch(spawn(&mut c)), "provision on the tiny guest");
         (e.code, e.at.duration_since(t).as_secs_f64())
     };
+    // Stops the VM the runs leave running (also before giving up).
+    let stop_vm = || {
+        let pidfile = b.dir.join("state/qemu/vm/qemu.pid");
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: plain kill on the pid QEMU wrote for this VM.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    };
     let (mut full, mut reused) = (Vec::new(), Vec::new());
     for i in 0..3 {
         let (code, s) = run(&[]);
         if code != 0 {
+            stop_vm();
             die(&format!("full provision on the tiny guest exited {code}"));
         }
         full.push(s);
         let r = format!("r{i}");
         let (code, s) = run(&["--reservation", &r, "--reuse"]);
         if code != 0 {
+            stop_vm();
             die(&format!(
                 "--reuse provision on the tiny guest exited {code}"
             ));
@@ -921,17 +936,7 @@ port = {port}
             s0 = full[i]
         );
     }
-    // Stop the VM this left running.
-    let pidfile = b.dir.join("state/qemu/vm/qemu.pid");
-    if let Some(pid) = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    {
-        // SAFETY: plain kill on the pid QEMU wrote for this VM.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-    }
+    stop_vm();
     let accel = std::fs::read_to_string(b.dir.join("state/computers/vm/events.jsonl"))
         .ok()
         .and_then(|t| {
