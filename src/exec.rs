@@ -208,8 +208,7 @@ impl Cmd {
             Pid::from_child(&child),
             rustix::process::PidfdFlags::empty(),
         )
-        .ok()
-        .filter(|_| signal::wake_fd().is_some());
+        .ok();
         let mut pause = Duration::from_millis(2);
         let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
         loop {
@@ -407,38 +406,21 @@ impl Pipes {
     fn read_for(&mut self, wait: Duration, exit: Option<&OwnedFd>) {
         use rustix::event::{PollFd, PollFlags};
         let flags = PollFlags::IN;
-        let sig = signal::wake_fd();
-        if self.closed() && exit.is_none() {
-            match sig {
-                Some(_) => {
-                    let _ = signal::sleep(wait);
-                }
-                None => thread::sleep(wait),
-            }
-            return;
+        let mut fds = Vec::with_capacity(4);
+        if let Some(o) = &self.out {
+            fds.push(PollFd::new(o, flags));
         }
+        if let Some(e) = &self.err {
+            fds.push(PollFd::new(e, flags));
+        }
+        if let Some(x) = exit {
+            fds.push(PollFd::new(x, flags));
+        }
+        signal::poll(&mut fds, wait);
         let (out_ready, err_ready) = {
-            let mut fds = Vec::with_capacity(4);
-            if let Some(o) = &self.out {
-                fds.push(PollFd::new(o, flags));
-            }
-            if let Some(e) = &self.err {
-                fds.push(PollFd::new(e, flags));
-            }
-            if let Some(x) = exit {
-                fds.push(PollFd::new(x, flags));
-            }
-            if let Some(sig) = &sig {
-                fds.push(PollFd::new(sig, flags));
-            }
-            match rustix::event::poll(&mut fds, Some(&signal::timespec(wait))) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-            let mut it = ready.into_iter();
-            let o = self.out.is_some() && it.next().unwrap_or(false);
-            let e = self.err.is_some() && it.next().unwrap_or(false);
+            let mut ready = fds.iter().map(|f| !f.revents().is_empty());
+            let o = self.out.is_some() && ready.next().unwrap_or(false);
+            let e = self.err.is_some() && ready.next().unwrap_or(false);
             (o, e)
         };
         if out_ready && !read_chunk(&mut self.out, &mut self.buf, &mut self.tails[0]) {

@@ -12,6 +12,7 @@
 //! still ends the moment a signal arrives. The byte is never read: once
 //! interrupted, every later sleep returns at once and the run winds down.
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -24,15 +25,19 @@ use std::time::{Duration, Instant};
 static CAUGHT: LazyLock<Arc<AtomicUsize>> = LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
 /// Why the coordination store counts as lost.
 static LOST: Mutex<String> = Mutex::new(String::new());
-/// The wake-up pair: (read end, write end), both non-blocking. None when
-/// the process cannot make one (out of descriptors at start): sleeps then
-/// check the flag every 50 ms instead.
-static WAKE: LazyLock<Option<(UnixStream, UnixStream)>> = LazyLock::new(|| {
+/// The wake-up pair: (read end, write end). None when the process cannot
+/// make one (out of descriptors at start): [`poll`] then looks at the flag
+/// every 50 ms instead.
+static WAKE: LazyLock<Option<(UnixStream, UnixStream)>> = LazyLock::new(bell);
+
+/// A socket pair, both ends non-blocking: a byte written to the second
+/// makes the first readable, for a thread that sleeps in poll(2).
+pub fn bell() -> Option<(UnixStream, UnixStream)> {
     let (r, w) = UnixStream::pair().ok()?;
     r.set_nonblocking(true).ok()?;
     w.set_nonblocking(true).ok()?;
     Some((r, w))
-});
+}
 /// [`CAUGHT`]'s value for a lost store: no signal has this number.
 const LOST_FLAG: usize = usize::MAX;
 
@@ -73,13 +78,35 @@ pub fn install() {
 }
 
 /// The descriptor that turns readable when a signal arrives (or the store
-/// is lost), for loops that sleep in poll(2) on descriptors of their own.
-pub fn wake_fd() -> Option<BorrowedFd<'static>> {
+/// is lost).
+fn wake_fd() -> Option<BorrowedFd<'static>> {
     WAKE.as_ref().map(|(r, _)| r.as_fd())
 }
 
-/// Sleeps `d` in one poll(2) on [`wake_fd`], ending early only when a
-/// signal arrives: Err then (also when one had arrived before).
+/// One poll(2) on `fds` for at most `d` that also ends when a signal
+/// arrives (without the wake-up pair: after at most 50 ms). The callers
+/// read each descriptor's `revents` (all empty after an error: EINTR from
+/// a stop/continue); a signal shows in [`check`].
+pub fn poll(fds: &mut Vec<PollFd<'_>>, d: Duration) {
+    let (timeout, ours) = match wake_fd() {
+        Some(fd) => {
+            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            (d, true)
+        }
+        None => (d.min(Duration::from_millis(50)), false),
+    };
+    let ts = Timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    let _ = rustix::event::poll(fds, Some(&ts));
+    if ours {
+        fds.pop();
+    }
+}
+
+/// Sleeps `d`, ending early only when a signal arrives: Err then (also
+/// when one had arrived before).
 pub fn sleep(d: Duration) -> Result<(), Interrupted> {
     let until = Instant::now() + d;
     loop {
@@ -88,26 +115,7 @@ pub fn sleep(d: Duration) -> Result<(), Interrupted> {
         if left.is_zero() {
             return Ok(());
         }
-        match wake_fd() {
-            Some(fd) => {
-                let mut fds = [rustix::event::PollFd::new(
-                    &fd,
-                    rustix::event::PollFlags::IN,
-                )];
-                // EINTR (a signal we do not catch, a stop/continue) just
-                // comes round again.
-                let _ = rustix::event::poll(&mut fds, Some(&timespec(left)));
-            }
-            None => std::thread::sleep(left.min(Duration::from_millis(50))),
-        }
-    }
-}
-
-/// A poll(2) timeout for `d` (saturating).
-pub fn timespec(d: Duration) -> rustix::event::Timespec {
-    rustix::event::Timespec {
-        tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
-        tv_nsec: d.subsec_nanos().into(),
+        poll(&mut Vec::new(), left);
     }
 }
 

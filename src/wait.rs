@@ -6,7 +6,6 @@
 use rustix::event::{PollFd, PollFlags};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
@@ -180,9 +179,7 @@ pub fn overlapped(
     let (tx, rx) = mpsc::channel::<Poll>();
     // Each probe thread writes a byte here after sending its answer, so
     // this thread can sleep in poll(2) beside the signal descriptor.
-    let bell = UnixStream::pair()
-        .ok()
-        .filter(|(r, w)| r.set_nonblocking(true).is_ok() && w.set_nonblocking(true).is_ok());
+    let bell = signal::bell();
     let mut in_flight = 0usize;
     let mut pause = pace.first;
     let mut next = Instant::now();
@@ -227,18 +224,14 @@ pub fn overlapped(
             wake = wake.min(next);
         }
         let left = wake.saturating_duration_since(now);
-        match (&bell, signal::wake_fd()) {
-            (Some((r, _)), Some(sig)) => {
-                let mut fds = [
-                    PollFd::new(r, PollFlags::IN),
-                    PollFd::new(&sig, PollFlags::IN),
-                ];
-                let _ = rustix::event::poll(&mut fds, Some(&signal::timespec(left)));
+        match &bell {
+            Some((r, _)) => {
+                signal::poll(&mut vec![PollFd::new(r, PollFlags::IN)], left);
                 let mut sink = [0u8; 64];
                 while matches!((&*r).read(&mut sink), Ok(k) if k > 0) {}
             }
-            // No descriptors to sleep on: look every 50 ms.
-            _ => thread::sleep(left.clamp(Duration::from_millis(1), Duration::from_millis(50))),
+            // No bell to ring: look for answers every 50 ms.
+            None => signal::poll(&mut Vec::new(), left.min(Duration::from_millis(50))),
         }
     }
 }
@@ -415,9 +408,7 @@ pub fn tcp_counted(
         for (_, since) in &flights {
             wake = wake.min(*since + connect_timeout);
         }
-        let ts = signal::timespec(wake.saturating_duration_since(now));
         // Sleep in poll(2); the indices of the flights that have an answer.
-        let wake_fd = signal::wake_fd();
         let ready: Vec<usize> = {
             let mut fds: Vec<PollFd<'_>> = flights
                 .iter()
@@ -426,28 +417,12 @@ pub fn tcp_counted(
                     Flight::Reading(s, _) => PollFd::new(s, PollFlags::IN),
                 })
                 .collect();
-            let n = fds.len();
-            // The signal descriptor goes last, so a flight's index is its
-            // index in `fds`; without one, wake every 50 ms to check.
-            let ts = match &wake_fd {
-                Some(fd) => {
-                    fds.push(PollFd::new(fd, PollFlags::IN));
-                    ts
-                }
-                None => signal::timespec(
-                    wake.saturating_duration_since(now)
-                        .min(Duration::from_millis(50)),
-                ),
-            };
-            match rustix::event::poll(&mut fds, Some(&ts)) {
-                Ok(k) if k > 0 => fds[..n]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| !f.revents().is_empty())
-                    .map(|(i, _)| i)
-                    .collect(),
-                _ => Vec::new(),
-            }
+            signal::poll(&mut fds, wake.saturating_duration_since(now));
+            fds.iter()
+                .enumerate()
+                .filter(|(_, f)| !f.revents().is_empty())
+                .map(|(i, _)| i)
+                .collect()
         };
         if ready.is_empty() {
             continue;
