@@ -206,3 +206,31 @@ pub fn one_vm_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// A config for computer `pc7` and image `img`: the `script` provisioner
+/// runs `load` (TOML array text) with `timeout`; the generic OS profile
+/// waits for `steps` (TOML inline tables, "" for nothing).
+pub fn command_config(s: &Scratch, load: &str, timeout: &str, steps: &str) {
+    s.config(&format!(
+        r#"max_attempts = 2
+
+[provisioners.script]
+kind = "command"
+load = {load}
+timeout = "{timeout}"
+
+[os.appliance]
+family = "generic"
+channel = "none"
+steps = [{steps}]
+
+[images.img]
+os = "appliance"
+provisioner = "script"
+source = "src"
+
+[computers.pc7]
+address = "127.0.0.1"
+"#
+    ));
+}

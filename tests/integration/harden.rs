@@ -4,7 +4,7 @@
 //! Time bounds here only prove "did not hang"; they are far above what a
 //! run takes even on a loaded machine.
 
-use crate::common::{self, Scratch, alive, eventually, of_kind};
+use crate::common::{self, Scratch, alive, command_config, eventually, of_kind};
 use crate::test::Test;
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
@@ -12,33 +12,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A config whose `script` provisioner runs `load` (TOML array text) with
-/// `timeout`, and whose OS profile waits for nothing.
-fn config(s: &Scratch, load: &str, timeout: &str) {
-    s.config(&format!(
-        r#"max_attempts = 2
-
-[provisioners.script]
-kind = "command"
-load = {load}
-timeout = "{timeout}"
-
-[os.appliance]
-family = "generic"
-channel = "none"
-steps = []
-
-[images.img]
-os = "appliance"
-provisioner = "script"
-source = "src"
-
-[computers.pc7]
-address = "127.0.0.1"
-"#
-    ));
-}
 
 fn record(s: &Scratch) -> Value {
     let p = s.path("state/computers/pc7/last-run.json");
@@ -64,7 +37,7 @@ fn read_pid(path: &std::path::Path) -> i32 {
 /// it and ends 0.
 #[track_caller]
 fn lock_is_free(s: &Scratch) {
-    config(s, r#"["true"]"#, "20s");
+    command_config(s, r#"["true"]"#, "20s", "");
     Test::with(s).load("pc7", "img").run().code(0);
 }
 
@@ -114,7 +87,7 @@ fn a_daemonizing_command_does_not_hang_the_run() {
     };
     // The command returns after 0.3 s; the daemon keeps the pipes. A run
     // that waited for the daemon would end at the 10 s timeout (75).
-    config(&s, &argv(""), "10s");
+    command_config(&s, &argv(""), "10s", "");
     let r = Test::with(&s)
         .load("pc7", "img")
         .attempt(1, 2)
@@ -129,7 +102,7 @@ fn a_daemonizing_command_does_not_hang_the_run() {
     let _ = std::fs::remove_file(&daemon);
 
     // The command runs on past its 2 s timeout: killed, retry.
-    config(&s, &argv("; sleep 300"), "2s");
+    command_config(&s, &argv("; sleep 300"), "2s", "");
     let r = Test::with(&s)
         .load("pc7", "img")
         .attempt(1, 2)
@@ -149,7 +122,7 @@ fn a_daemonizing_command_does_not_hang_the_run() {
         (Signal::INT, 130, "; sleep 300"),
         (Signal::TERM, 143, ""),
     ] {
-        config(&s, &argv(rest), "10m");
+        command_config(&s, &argv(rest), "10m", "");
         let mut child = spawn(Test::with(&s).load("pc7", "img").attempt(1, 2));
         let d = read_pid(&daemon);
         kill_process(Pid::from_child(&child), sig).expect("signal");
@@ -206,10 +179,11 @@ fn run_measured(mut cmd: Command) -> (i32, i64) {
 #[test]
 fn command_output_is_kept_bounded() {
     let s = Scratch::new("flood");
-    config(
+    command_config(
         &s,
         r#"["sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' x; echo; yes 'a line of output' | head -c 80000000; echo LAST-LINE; exit 3"]"#,
         "10m",
+        "",
     );
     let (code, rss) = run_measured(Test::with(&s).load("pc7", "img").attempt(1, 2).command());
     assert_eq!(code, 1, "exit 3 is fatal");
@@ -240,7 +214,7 @@ fn command_output_is_kept_bounded() {
             .contains("LAST-LINE")
     );
 
-    config(&s, r#"["timeout", "3", "yes"]"#, "10m");
+    command_config(&s, r#"["timeout", "3", "yes"]"#, "10m", "");
     let (code, rss) = run_measured(Test::with(&s).load("pc7", "img").attempt(1, 2).command());
     println!("peak RSS with `yes` for 3 s: {rss} KiB");
     assert_eq!(
@@ -267,7 +241,12 @@ fn sigkill_mid_load_then_a_new_run() {
         "load.sh",
         &format!("#!/bin/sh\necho $$ > {}\nexec sleep 300\n", pidf.display()),
     );
-    config(&s, &format!("[\"{}\"]", s.path("load.sh").display()), "10m");
+    command_config(
+        &s,
+        &format!("[\"{}\"]", s.path("load.sh").display()),
+        "10m",
+        "",
+    );
     let mut child = spawn(Test::with(&s).load("pc7", "img").attempt(1, 2));
     let load = read_pid(&pidf);
     let dead = child.id();
@@ -279,7 +258,7 @@ fn sigkill_mid_load_then_a_new_run() {
     );
     assert_eq!(record(&s)["result"], "running");
     let r = {
-        config(&s, r#"["true"]"#, "20s");
+        command_config(&s, r#"["true"]"#, "20s", "");
         Test::with(&s).load("pc7", "img").run()
     };
     r.code(0);
@@ -324,7 +303,12 @@ fn sighup_interrupts_like_sigterm() {
             pidf.display()
         ),
     );
-    config(&s, &format!("[\"{}\"]", s.path("load.sh").display()), "10m");
+    command_config(
+        &s,
+        &format!("[\"{}\"]", s.path("load.sh").display()),
+        "10m",
+        "",
+    );
     let mut child = Test::with(&s)
         .load("pc7", "img")
         .attempt(1, 2)
@@ -389,7 +373,12 @@ fn a_closed_stderr_or_stdout_does_not_change_the_run() {
         "load.sh",
         "#!/bin/sh\necho some output\nsleep 1\necho more\nexit 0\n",
     );
-    config(&s, &format!("[\"{}\"]", s.path("load.sh").display()), "1m");
+    command_config(
+        &s,
+        &format!("[\"{}\"]", s.path("load.sh").display()),
+        "1m",
+        "",
+    );
     for json in [false, true] {
         let mut t = Test::with(&s)
             .load("pc7", "img")
@@ -440,7 +429,7 @@ fn a_closed_stderr_or_stdout_does_not_change_the_run() {
 #[test]
 fn a_full_state_dir_keeps_event_lines_whole() {
     let s = Scratch::new("full");
-    config(&s, r#"["sh", "-c", "echo loaded"]"#, "1m");
+    command_config(&s, r#"["sh", "-c", "echo loaded"]"#, "1m", "");
     let log = s.path("state/computers/pc7/events.jsonl");
     let line = format!(
         "{}\n",
@@ -528,7 +517,12 @@ fn fifty_simultaneous_runs_on_one_computer() {
             go.display()
         ),
     );
-    config(&s, &format!("[\"{}\"]", s.path("load.sh").display()), "10m");
+    command_config(
+        &s,
+        &format!("[\"{}\"]", s.path("load.sh").display()),
+        "10m",
+        "",
+    );
     // Every other run with --json: its one event must say 73 too.
     let mut children: Vec<Child> = (0..50)
         .map(|i| {
@@ -622,7 +616,12 @@ fn the_record_says_running_while_a_phase_runs() {
             seen.display()
         ),
     );
-    config(&s, &format!("[\"{}\"]", s.path("load.sh").display()), "1m");
+    command_config(
+        &s,
+        &format!("[\"{}\"]", s.path("load.sh").display()),
+        "1m",
+        "",
+    );
     let r = Test::with(&s).provision("pc7", "img").run();
     r.code(0);
     let during: Value =
@@ -667,7 +666,7 @@ fn the_config_must_be_a_small_regular_file() {
 #[test]
 fn early_errors_are_told_plainly_and_end_json_runs() {
     let s = Scratch::new("early");
-    config(&s, r#"["true"]"#, "1m");
+    command_config(&s, r#"["true"]"#, "1m", "");
     for var in ["REIMAGE_CONFIG", "REIMAGE_STATE_DIR"] {
         let r = Test::with(&s)
             .no_config_flag()

@@ -5,7 +5,7 @@
 //! voluntary context switches over one second shows it (a 50 ms slice made
 //! 20); SIGTERM still ends each wait at once.
 
-use crate::common::{self, Scratch, eventually};
+use crate::common::{self, Scratch, command_config, eventually};
 use crate::test::Test;
 use rustix::process::{Pid, Signal, kill_process};
 use std::process::{Child, Stdio};
@@ -56,35 +56,17 @@ fn wakes_in_a_second_then_sigterm(
     after.saturating_sub(before)
 }
 
-fn generic(s: &Scratch, steps: &str, load: &str) {
-    s.config(&format!(
-        r#"
-[provisioners.cmd]
-kind = "command"
-load = {load}
-timeout = "5m"
-
-[os.g]
-family = "generic"
-channel = "none"
-steps = [ {steps} ]
-
-[images.img]
-os = "g"
-provisioner = "cmd"
-
-[computers.box]
-address = "127.0.0.1"
-"#
-    ));
-}
-
 #[test]
 fn a_sleep_step_sleeps_in_one_piece() {
     let s = Scratch::new("idle-sleep");
-    generic(&s, r#"{ wait = "sleep", duration = "60s" }"#, r#"["true"]"#);
-    let t = Test::with(&s).post_load("box", "img");
-    let wakes = wakes_in_a_second_then_sigterm(&s, "box", t, "sleeping");
+    command_config(
+        &s,
+        r#"["true"]"#,
+        "5m",
+        r#"{ wait = "sleep", duration = "60s" }"#,
+    );
+    let t = Test::with(&s).post_load("pc7", "img");
+    let wakes = wakes_in_a_second_then_sigterm(&s, "pc7", t, "sleeping");
     assert!(wakes <= 2, "{wakes} wake-ups in one second of a sleep step");
 }
 
@@ -109,13 +91,14 @@ fn a_silent_target_is_waited_on_without_wakes_between_probes() {
         })
         .collect();
     let s = Scratch::new("idle-silent");
-    generic(
+    command_config(
         &s,
-        &format!(r#"{{ wait = "port", port = {port}, timeout = "60s" }}"#),
         r#"["true"]"#,
+        "5m",
+        &format!(r#"{{ wait = "port", port = {port}, timeout = "60s" }}"#),
     );
-    let t = Test::with(&s).post_load("box", "img");
-    let wakes = wakes_in_a_second_then_sigterm(&s, "box", t, "port: waiting up to");
+    let t = Test::with(&s).post_load("pc7", "img");
+    let wakes = wakes_in_a_second_then_sigterm(&s, "pc7", t, "port: waiting up to");
     // At most 3 connects in flight, each given up after the connect
     // timeout (5 s), pauses doubling to 2 s: a second holds at most a
     // couple of probes or expiries.
@@ -129,13 +112,9 @@ fn a_silent_target_is_waited_on_without_wakes_between_probes() {
 #[test]
 fn a_long_load_command_is_waited_on_without_wakes() {
     let s = Scratch::new("idle-load");
-    generic(
-        &s,
-        r#"{ wait = "sleep", duration = "1s" }"#,
-        r#"["sleep", "60"]"#,
-    );
-    let t = Test::with(&s).load("box", "img");
-    let wakes = wakes_in_a_second_then_sigterm(&s, "box", t, "running `sleep 60`");
+    command_config(&s, r#"["sleep", "60"]"#, "5m", "");
+    let t = Test::with(&s).load("pc7", "img");
+    let wakes = wakes_in_a_second_then_sigterm(&s, "pc7", t, "running `sleep 60`");
     assert!(
         wakes <= 2,
         "{wakes} wake-ups in one second of a silent load command"
