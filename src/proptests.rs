@@ -34,6 +34,7 @@ fn toml_line() -> impl Strategy<Value = String> {
         "power_reset",
         "stable_for",
         "connect_timeout",
+        "probe_interval",
         "command_timeout",
         "steps",
         "timeouts",

@@ -249,7 +249,8 @@ pub struct Rate {
     /// Pause between probes while the target answers.
     pub answering: Duration,
     /// Longest pause between probes to a silent target (the pause doubles
-    /// from `answering` while earlier connects are still unanswered).
+    /// from `answering` while earlier connects are still unanswered; never
+    /// shorter than `answering`).
     pub silent_max: Duration,
     /// Most connects (or banner reads) in flight at once.
     pub in_flight: usize,
@@ -371,7 +372,7 @@ pub fn tcp_counted(
             // Earlier probes still unanswered: the target is silent, so
             // wait longer before the next.
             if !flights.is_empty() {
-                pause = rate.silent_max.min(pause * 2);
+                pause = rate.silent_max.max(rate.answering).min(pause * 2);
             }
             next = now + pause;
             stats.probes += 1;
@@ -602,10 +603,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_silent_target_never_has_more_than_a_few_connects_in_flight() {
-        // A listener whose accept queue is full drops further SYNs, as a
-        // host that drops packets does.
+    /// A listener whose accept queue is full: it drops further SYNs, as a
+    /// host that drops packets does. Keep the returned values alive.
+    fn silent_target() -> (SocketAddr, TcpListener, Vec<TcpStream>) {
         use rustix::net::{AddressFamily, SocketType, bind, listen, socket};
         let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
         let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -614,9 +614,39 @@ mod tests {
         let l = std::net::TcpListener::from(fd);
         let addr = l.local_addr().expect("addr");
         // Fill the queue (backlog 0 still queues one).
-        let _fill: Vec<_> = (0..2)
+        let fill: Vec<_> = (0..2)
             .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
             .collect();
+        (addr, l, fill)
+    }
+
+    #[test]
+    fn a_silent_target_is_never_probed_faster_than_one_that_answers() {
+        // probe_interval longer than the silent backoff's cap: the pause
+        // stays at the interval (probes at 0 and 800 ms in 1.5 s), where
+        // capping at `silent_max` alone would have made it 100 ms.
+        let (addr, _l, _fill) = silent_target();
+        let rate = Rate {
+            answering: Duration::from_millis(800),
+            silent_max: Duration::from_millis(100),
+            in_flight: 3,
+        };
+        let (w, stats) = tcp_counted(
+            &quiet(),
+            limits(1500),
+            rate,
+            Duration::from_secs(30),
+            Want::Connect,
+            "port",
+            || Ok(addr),
+        );
+        assert!(matches!(w, Waited::TimedOut(_)), "{w:?}");
+        assert!(stats.probes <= 2, "{stats:?}");
+    }
+
+    #[test]
+    fn a_silent_target_never_has_more_than_a_few_connects_in_flight() {
+        let (addr, _l, _fill) = silent_target();
         let (w, stats) = tcp_counted(
             &quiet(),
             limits(1500),

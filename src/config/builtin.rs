@@ -80,6 +80,15 @@ pub fn default_stable_for(f: Family) -> Duration {
 /// Connect timeout of one channel attempt unless told otherwise.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Pause between port or banner probes while the target answers (refuses
+/// or sends a wrong banner): 25 probes a second, so an opened port is seen
+/// 20 ms later in the median. `probe_interval` may only lengthen it.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(40);
+/// The shortest `probe_interval`: the cap of 25 probes a second.
+pub const PROBE_INTERVAL_MIN: Duration = PROBE_INTERVAL;
+/// The longest `probe_interval`.
+pub const PROBE_INTERVAL_MAX: Duration = Duration::from_secs(60);
+
 /// Timeout of one first-boot command unless told otherwise.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 

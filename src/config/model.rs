@@ -294,6 +294,9 @@ pub struct OsConfig {
     /// Connect timeout of one channel attempt.
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub connect_timeout: Option<Duration>,
+    /// Pause between port or banner probes while the target answers.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub probe_interval: Option<Duration>,
     /// Timeout of one first-boot command.
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub command_timeout: Option<Duration>,
@@ -640,6 +643,18 @@ fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError>
                 format!("`{key}` of 0s could never succeed: give a duration longer than 0s"),
             ));
         }
+    }
+    if let Some(d) = os.probe_interval
+        && !(builtin::PROBE_INTERVAL_MIN..=builtin::PROBE_INTERVAL_MAX).contains(&d)
+    {
+        return Err(l.error_at(
+            &["os", name, "probe_interval"],
+            format!(
+                "`probe_interval` must be from {} to {} (at most 25 probes a second per computer)",
+                humantime::format_duration(builtin::PROBE_INTERVAL_MIN),
+                humantime::format_duration(builtin::PROBE_INTERVAL_MAX)
+            ),
+        ));
     }
     super::plan::check_channel_keys(l, name, os)?;
     super::plan::check_steps(l, name, os)?;

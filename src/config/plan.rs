@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::builtin::{
-    COMMAND_TIMEOUT, CONNECT_TIMEOUT, builtin_steps, cloud_init_step, default_channel,
-    default_stable_for, default_user, family_of,
+    COMMAND_TIMEOUT, CONNECT_TIMEOUT, PROBE_INTERVAL, builtin_steps, cloud_init_step,
+    default_channel, default_stable_for, default_user, family_of,
 };
 use super::model::{ChannelKind, DomainConfig, Family, ImageConfig, OsConfig, StaticAddress};
 use super::model::{HostKeyPolicy, WaitKind};
@@ -77,6 +77,8 @@ pub struct Profile {
     pub stable_for: Duration,
     /// Connect timeout of one channel attempt (and of one probe).
     pub connect_timeout: Duration,
+    /// Pause between port or banner probes while the target answers.
+    pub probe_interval: Duration,
     /// Timeout of one first-boot command.
     pub command_timeout: Duration,
 }
@@ -426,6 +428,7 @@ pub fn resolve_profile(
         steps,
         stable_for: o.stable_for.unwrap_or_else(|| default_stable_for(family)),
         connect_timeout: o.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+        probe_interval: o.probe_interval.unwrap_or(PROBE_INTERVAL),
         command_timeout: o.command_timeout.unwrap_or(COMMAND_TIMEOUT),
     })
 }
@@ -660,6 +663,19 @@ impl Plan {
                 }
             }
             line(d);
+        }
+        if p.steps.iter().any(|s| {
+            matches!(
+                s.wait,
+                Wait::Poll(Probe::Port { .. } | Probe::Banner { .. }, _)
+            )
+        }) {
+            let per_min = (60.0 / p.probe_interval.as_secs_f64()).round();
+            line(format!(
+                "  port probes: every {} while the target answers ({per_min} a minute; probe_interval), pauses doubling to {} while it is silent",
+                fmt(p.probe_interval),
+                fmt(p.probe_interval.max(Duration::from_secs(2)))
+            ));
         }
         line(format!("  stable for: {}", fmt(p.stable_for)));
         match &self.image.config.image_check {

@@ -287,7 +287,10 @@ impl Sequence<'_> {
         wait::tcp(
             self.report,
             limits,
-            wait::Rate::TCP,
+            wait::Rate {
+                answering: plan.profile.probe_interval,
+                ..wait::Rate::TCP
+            },
             connect,
             want,
             &format!("port {port}"),

@@ -617,6 +617,62 @@ fn banner_step_matches_the_first_line() {
     r.stderr_has("does not match");
 }
 
+/// A server that answers every connection with a wrong banner, counting
+/// them: each probe of a banner step is one connection.
+fn counting_wrong_banner_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let n = std::sync::Arc::new(AtomicU32::new(0));
+    let seen = std::sync::Arc::clone(&n);
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for mut c in l.incoming().flatten() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = c.write_all(b"HTTP/1.0 400 nope\r\n");
+        }
+    });
+    (port, n)
+}
+
+#[test]
+fn probe_interval_slows_the_probes_of_a_target_that_answers() {
+    use std::sync::atomic::Ordering;
+    // A 2 s banner step on a server that always sends the wrong banner:
+    // the default (25 a second) asks it dozens of times, probe_interval =
+    // "500ms" at most once per 500 ms (5 in 2 s: at 0, 0.5, 1, 1.5, 2 s).
+    let probes = |interval: Option<&str>| {
+        let (port, n) = counting_wrong_banner_server();
+        let s = setup(
+            "interval",
+            OK,
+            &format!("{{ wait = \"banner\", port = {port}, regex = \"^SSH-\", timeout = \"2s\" }}"),
+        );
+        if let Some(i) = interval {
+            let cfg = s.path("reimage.toml");
+            let text = std::fs::read_to_string(&cfg).expect("config");
+            let text = text.replace(
+                "channel = \"none\"\n",
+                &format!("channel = \"none\"\nprobe_interval = \"{i}\"\n"),
+            );
+            std::fs::write(&cfg, text).expect("write config");
+        }
+        let r = Test::with(&s)
+            .post_load("pc7", "centos7")
+            .args(&["--of", "1"])
+            .run();
+        r.code(1);
+        r.stderr_has("does not match");
+        n.load(Ordering::SeqCst)
+    };
+    let slow = probes(Some("500ms"));
+    assert!((1..=5).contains(&slow), "{slow} probes in 2 s at 500ms");
+    // The default asks far more often: 51 at most in 2 s; even a loaded
+    // machine makes more than the slow run's most.
+    let fast = probes(None);
+    assert!(fast > 5 && fast <= 51, "{fast} probes in 2 s at 40ms");
+}
+
 #[test]
 fn a_second_run_on_a_locked_computer_exits_73() {
     // The first run holds the lock 30 s: a second run that waited for it
