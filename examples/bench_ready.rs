@@ -168,6 +168,20 @@ fn floor_loop(secs: u64) -> ! {
     std::process::exit(0)
 }
 
+/// `--floor-connect SECS PORT`: the least any poller at 25 probes a
+/// second can cost against a refusing target here: sleep 40 ms, one
+/// blocking connect to a loopback port nothing listens on (refused before
+/// `connect` returns), nothing else.
+fn floor_connect_loop(secs: u64, port: u16) -> ! {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(40));
+        let _ = std::net::TcpStream::connect(addr);
+    }
+    std::process::exit(0)
+}
+
 /// A target being prepared: its port, and what makes it ready (the
 /// returned value keeps it so until dropped).
 type Target<'a> = (u16, Box<dyn FnOnce() -> Box<dyn std::any::Any> + 'a>);
@@ -311,10 +325,18 @@ impl Bench {
 
     /// reimage post-load on a generic port profile.
     fn reimage_port(&self, port: u16, timeout: &str) -> Command {
+        self.reimage_port_every(port, timeout, None)
+    }
+
+    /// [`Bench::reimage_port`] with the OS profile's `probe_interval`.
+    fn reimage_port_every(&self, port: u16, timeout: &str, interval: Option<&str>) -> Command {
+        let every = interval
+            .map(|i| format!("probe_interval = \"{i}\"\n"))
+            .unwrap_or_default();
         let cfg = self.write_config(
             &format!("port-{port}.toml"),
             &format!(
-                "[os.p]\nfamily = \"generic\"\nchannel = \"none\"\nsteps = [{{ wait = \"port\", port = {port}, timeout = \"{timeout}\" }}]\n[images.i]\nos = \"p\"\nprovisioner = \"lab\"\n[computers.c{port}]\naddress = \"127.0.0.1\"\n"
+                "[os.p]\nfamily = \"generic\"\nchannel = \"none\"\n{every}steps = [{{ wait = \"port\", port = {port}, timeout = \"{timeout}\" }}]\n[images.i]\nos = \"p\"\nprovisioner = \"lab\"\n[computers.c{port}]\naddress = \"127.0.0.1\"\n"
             ),
         );
         let mut c = Command::new(&self.reimage);
@@ -482,10 +504,20 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// The slower probe rate measured beside the default (5 probes a second).
+const SLOW_INTERVAL: &str = "200ms";
+const SLOW_PORT: &str = "reimage (port, probe_interval 200ms)";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(secs) = arg(&args, "--floor").and_then(|s| s.parse().ok()) {
         floor_loop(secs);
+    }
+    if let Some(secs) = arg(&args, "--floor-connect").and_then(|s| s.parse().ok()) {
+        let port = arg(&args, "--port")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| die("--floor-connect needs --port PORT"));
+        floor_connect_loop(secs, port);
     }
     let trials: usize = arg(&args, "--trials")
         .and_then(|s| s.parse().ok())
@@ -594,6 +626,11 @@ fn main() {
             start: Box::new(|p| b.reimage_port(p, "60s")),
         },
         Tool {
+            name: SLOW_PORT,
+            offset: Duration::ZERO,
+            start: Box::new(|p| b.reimage_port_every(p, "60s", Some(SLOW_INTERVAL))),
+        },
+        Tool {
             name: "shell loop, nc -z every 1 s",
             offset: Duration::ZERO,
             start: Box::new(|p| {
@@ -693,53 +730,73 @@ fn main() {
     );
     save(&out, &results);
 
-    // Waiting cost over `cost_secs` against a port that never opens, all
-    // tools at once (each its own target).
+    // Waiting cost over `cost_secs` against a port that never opens: one
+    // tool at a time (each its own target), so that no tool's load changes
+    // what another's wake-ups cost.
     let mut cost = serde_json::Map::new();
     {
         let secs = cost_secs.to_string();
+        let timeout = format!("{secs}s");
         let (silent_port, _silent, _fill) = silent_target();
-        let floor = {
-            let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("current exe: {e}")));
-            let mut c = Command::new(exe);
-            c.args(["--floor", &secs]);
-            watch(spawn(&mut c))
-        };
-        let mut runs: Vec<(&str, &str, mpsc::Receiver<Ended>)> = vec![
+        let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("current exe: {e}")));
+        type Start<'a> = Box<dyn Fn() -> Command + 'a>;
+        let mut runs: Vec<(&str, &str, Start<'_>)> = vec![
             (
                 "reimage (port)",
                 "refuses",
-                watch(spawn(&mut b.reimage_port(free_port(), &format!("{secs}s")))),
+                Box::new(|| b.reimage_port(free_port(), &timeout)),
+            ),
+            (
+                SLOW_PORT,
+                "refuses",
+                Box::new(|| b.reimage_port_every(free_port(), &timeout, Some(SLOW_INTERVAL))),
             ),
             (
                 "reimage (port)",
                 "silent",
-                watch(spawn(&mut b.reimage_port(silent_port, &format!("{secs}s")))),
+                Box::new(|| b.reimage_port(silent_port, &timeout)),
             ),
             (
-                "an empty loop waking 25 times a second (the floor)",
+                "floor: a loop that only sleeps 40 ms at a time",
                 "none",
-                floor,
+                Box::new(|| {
+                    let mut c = Command::new(&exe);
+                    c.args(["--floor", &secs]);
+                    c
+                }),
             ),
-            ("shell loop, nc -z every 1 s", "refuses", {
-                let mut c = Command::new("timeout");
-                c.arg(&secs).arg("bash").arg("-c").arg(format!(
-                    "until nc -z 127.0.0.1 {} 2>/dev/null; do sleep 1; done",
-                    free_port()
-                ));
-                watch(spawn(&mut c))
-            }),
+            (
+                "floor: sleep 40 ms, one refused connect, repeat",
+                "refuses",
+                Box::new(|| {
+                    let mut c = Command::new(&exe);
+                    c.args(["--floor-connect", &secs, "--port", &free_port().to_string()]);
+                    c
+                }),
+            ),
+            (
+                "shell loop, nc -z every 1 s",
+                "refuses",
+                Box::new(|| {
+                    let mut c = Command::new("timeout");
+                    c.arg(&secs).arg("bash").arg("-c").arg(format!(
+                        "until nc -z 127.0.0.1 {} 2>/dev/null; do sleep 1; done",
+                        free_port()
+                    ));
+                    c
+                }),
+            ),
         ];
         if has_ansible {
             runs.push((
                 "ansible wait_for",
                 "refuses",
-                watch(spawn(
-                    &mut b.ansible_wait_for(free_port(), cost_secs as u32),
-                )),
+                Box::new(|| b.ansible_wait_for(free_port(), cost_secs as u32)),
             ));
         }
-        for (name, target, rx) in runs {
+        for (name, target, start) in runs {
+            eprintln!("waiting {cost_secs} s: {name}, target {target} ...");
+            let rx = watch(spawn(&mut start()));
             let e = wait_for(&rx, name);
             eprintln!(
                 "waiting {cost_secs} s: {name}, target {target}: {:.3} CPU-s, peak RSS {} KiB",
