@@ -59,7 +59,8 @@ echo "no systemd: sshd is started by the image's own init""#;
 /// open rules deleted), nftables (Debian's default since 10: in every input
 /// base chain, the open `tcp dport 22 accept` out, an accept per source at
 /// the head, a drop for the rest at the end; also in /etc/nftables.conf) or
-/// iptables/ip6tables (ACCEPT from each source, then DROP for the rest).
+/// iptables/ip6tables (ACCEPT from each source, then DROP for the rest;
+/// also in iptables-persistent's or iptables-services' saved rules).
 /// Ping is left to the image's firewall (in the man page).
 const FIREWALL: &str = r#"fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
 # @peer: the address this SSH connection comes from as the computer sees it
@@ -118,16 +119,41 @@ elif command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | aw
   fi
   echo "nftables: 22/tcp from $* ($kept)"
 elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
-  iptables -D INPUT -p tcp --dport 22 -j ACCEPT 2>/dev/null
+  # Rules carry the comment reimage-ssh, so a rerun replaces them. The old
+  # DROP goes first and the new one comes last: SSH is never shut to the
+  # connection this runs over.
+  tagged() { $1 -S INPUT | grep -e "--comment \"\{0,1\}reimage-ssh\"\{0,1\} -j $2\$" | sed 's/^-A //'; }
+  for t in iptables ip6tables; do
+    command -v $t >/dev/null 2>&1 && $t -S INPUT >/dev/null 2>&1 || continue
+    for j in DROP ACCEPT; do
+      tagged $t $j | while read -r r; do $t -D $r || exit 1; done || exit 1
+    done
+  done
   for c in "$@"; do
     t=iptables; [ "$(fam "$c")" = ipv6 ] && t=ip6tables
-    $t -C INPUT -p tcp -s "$c" --dport 22 -j ACCEPT 2>/dev/null || $t -I INPUT -p tcp -s "$c" --dport 22 -j ACCEPT || exit 1
+    rule="INPUT -p tcp -s $c --dport 22 -m comment --comment reimage-ssh -j ACCEPT"
+    $t -C $rule 2>/dev/null || $t -I $rule || exit 1
   done
   for t in iptables ip6tables; do
-    command -v $t >/dev/null 2>&1 || continue
-    $t -C INPUT -p tcp --dport 22 -j DROP 2>/dev/null || $t -A INPUT -p tcp --dport 22 -j DROP
+    command -v $t >/dev/null 2>&1 && $t -S INPUT >/dev/null 2>&1 || continue
+    # The image's rule that let SSH in from anywhere goes.
+    i=0; while [ $i -lt 64 ] && $t -D INPUT -p tcp --dport 22 -j ACCEPT 2>/dev/null; do i=$((i+1)); done
+    $t -A INPUT -p tcp --dport 22 -m comment --comment reimage-ssh -j DROP || exit 1
   done
-  echo "iptables: 22/tcp from $*"
+  # Kept where the boot loads them: iptables-persistent's rules.v4/v6
+  # (Debian, Ubuntu) or iptables-services' /etc/sysconfig (RHEL family).
+  kept=""
+  save() {
+    [ -f "$2" ] && command -v "$1-save" >/dev/null 2>&1 || return 0
+    if "$1-save" > "$2.reimage" && cat "$2.reimage" > "$2"; then kept="$kept $2"; fi
+    rm -f "$2.reimage"
+  }
+  r=${REIMAGE_ROOT:-}
+  save iptables "$r/etc/iptables/rules.v4"; save ip6tables "$r/etc/iptables/rules.v6"
+  save iptables "$r/etc/sysconfig/iptables"; save ip6tables "$r/etc/sysconfig/ip6tables"
+  if [ -n "$kept" ]; then kept="kept in${kept}"
+  else kept="not kept: no /etc/iptables/rules.v4 (iptables-persistent) or /etc/sysconfig/iptables (iptables-services)"; fi
+  echo "iptables: 22/tcp from $* ($kept)"
 else
   echo "no firewall found: nothing to restrict"
 fi"#;
@@ -265,63 +291,253 @@ pub fn first_boot(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
 
-    /// Runs `script` with `args` under sh, with PATH holding only a stub
-    /// iptables that logs its arguments (and no firewalld or ufw).
-    fn run_with_stub_iptables(script: &str, args: &[&str], ssh_client: &str) -> String {
-        let dir = std::env::temp_dir().join(format!("reimage-fw-{}", std::process::id()));
+    /// Where a system tool lives, for the netns tests' PATH.
+    fn system_tool(name: &str) -> PathBuf {
+        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| {
+                panic!("{name} is missing: install iptables and nftables (.ci/run does)")
+            })
+    }
+
+    /// Runs `body` (sh) as root in a new network namespace of its own, so
+    /// the real iptables and nft change nothing outside it. `$FW` is a file
+    /// holding FIREWALL, `$ROOT` a scratch root (REIMAGE_ROOT), PATH holds
+    /// only `tools` (linked from the system) and /bin:/usr/bin. Returns
+    /// stdout; panics with stderr unless it exits 0.
+    fn in_netns(
+        tag: &str,
+        tools: &[&str],
+        root_files: &[(&str, &str)],
+        body: &str,
+    ) -> (String, PathBuf) {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("reimage-fw-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let log = dir.join("log");
-        let stub = dir.join("iptables");
-        std::fs::write(
-            &stub,
-            format!(
-                "#!/bin/sh\necho \"$*\" >> {}\n[ \"$1\" = -C ] && exit 1\nexit 0\n",
-                log.display()
-            ),
-        )
-        .expect("stub");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let argv = sh(script, args);
-        let out = std::process::Command::new("/bin/sh")
-            .args(&argv[1..])
-            .env("PATH", format!("{}:/bin:/usr/bin", dir.display()))
-            .env("SSH_CLIENT", ssh_client)
+        std::fs::create_dir_all(dir.join("bin")).expect("temp dir");
+        for t in tools {
+            symlink(system_tool(t), dir.join("bin").join(t)).expect("symlink");
+        }
+        std::fs::create_dir_all(dir.join("root")).expect("root dir");
+        for (f, text) in root_files {
+            let p = dir.join("root").join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("root dir");
+            std::fs::write(&p, text).expect("root file");
+        }
+        std::fs::write(dir.join("fw.sh"), FIREWALL).expect("script");
+        let out = std::process::Command::new(system_tool("unshare"))
+            .args(["--net", "/bin/sh", "-ec", body])
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:/bin:/usr/bin", dir.join("bin").display()),
+            )
+            .env("FW", dir.join("fw.sh"))
+            .env("ROOT", dir.join("root"))
+            .env("REIMAGE_ROOT", dir.join("root"))
+            .env("SSH_CLIENT", "10.0.2.2 40000 22")
             .output()
-            .expect("sh runs");
-        assert!(out.status.success(), "{out:?}");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+            .expect("unshare runs");
+        assert!(
+            out.status.success(),
+            "needs root (unshare --net): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (String::from_utf8_lossy(&out.stdout).into_owned(), dir)
+    }
+
+    /// The rules of `text` (`iptables -S INPUT`) between two markers.
+    fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.split(&format!("== {name}\n"))
+            .nth(1)
+            .unwrap_or("")
+            .lines()
+            .take_while(|l| !l.starts_with("== "))
+            .collect()
+    }
+
+    const IPT: &[&str] = &["iptables", "ip6tables", "iptables-save", "ip6tables-save"];
+
+    #[test]
+    fn iptables_opens_ssh_to_the_sources_only_and_keeps_it_for_the_boot() {
+        // The real iptables (Debian's, nf_tables backend) in a namespace of
+        // its own; an image that lets SSH in from anywhere and ships
+        // iptables-persistent's (empty) rules files. No nft on PATH, so the
+        // iptables branch runs. A source named twice gets one rule.
+        let body = r#"
+iptables -A INPUT -i lo -j ACCEPT
+iptables -A INPUT -p tcp --dport 22 -j ACCEPT
+ip6tables -A INPUT -p tcp --dport 22 -j ACCEPT
+echo "== first"; sh "$FW" 192.0.2.5 2001:db8::1 @peer 192.0.2.5
+echo "== v4"; iptables -S INPUT; echo "== v6"; ip6tables -S INPUT
+echo "== second"; sh "$FW" 198.51.100.7
+echo "== v4 again"; iptables -S INPUT; echo "== v6 again"; ip6tables -S INPUT
+echo "== end"
+"#;
+        let files = [("etc/iptables/rules.v4", ""), ("etc/iptables/rules.v6", "")];
+        let (out, dir) = in_netns("ipt", IPT, &files, body);
+        let root = dir.join("root");
+        let v4file = root.join("etc/iptables/rules.v4");
+        let v6file = root.join("etc/iptables/rules.v6");
+        assert_eq!(
+            section(&out, "first"),
+            [format!(
+                "iptables: 22/tcp from 192.0.2.5 2001:db8::1 10.0.2.2 192.0.2.5 (kept in {} {})",
+                v4file.display(),
+                v6file.display()
+            )],
+            "{out}"
+        );
+        let tag = "-m comment --comment reimage-ssh";
+        assert_eq!(
+            section(&out, "v4"),
+            [
+                "-P INPUT ACCEPT".to_string(),
+                // @peer: behind QEMU's NAT the computer sees 10.0.2.2.
+                format!("-A INPUT -s 10.0.2.2/32 -p tcp -m tcp --dport 22 {tag} -j ACCEPT"),
+                format!("-A INPUT -s 192.0.2.5/32 -p tcp -m tcp --dport 22 {tag} -j ACCEPT"),
+                "-A INPUT -i lo -j ACCEPT".to_string(),
+                // The image's open rule is gone; the rest is dropped.
+                format!("-A INPUT -p tcp -m tcp --dport 22 {tag} -j DROP"),
+            ],
+            "{out}"
+        );
+        assert_eq!(
+            section(&out, "v6"),
+            [
+                "-P INPUT ACCEPT".to_string(),
+                format!("-A INPUT -s 2001:db8::1/128 -p tcp -m tcp --dport 22 {tag} -j ACCEPT"),
+                format!("-A INPUT -p tcp -m tcp --dport 22 {tag} -j DROP"),
+            ],
+            "{out}"
+        );
+        // A rerun replaces its own rules (the old sources go) and keeps
+        // the image's others.
+        assert_eq!(
+            section(&out, "v4 again"),
+            [
+                "-P INPUT ACCEPT".to_string(),
+                format!("-A INPUT -s 198.51.100.7/32 -p tcp -m tcp --dport 22 {tag} -j ACCEPT"),
+                "-A INPUT -i lo -j ACCEPT".to_string(),
+                format!("-A INPUT -p tcp -m tcp --dport 22 {tag} -j DROP"),
+            ],
+            "{out}"
+        );
+        assert_eq!(
+            section(&out, "v6 again"),
+            [
+                "-P INPUT ACCEPT".to_string(),
+                format!("-A INPUT -p tcp -m tcp --dport 22 {tag} -j DROP"),
+            ],
+            "{out}"
+        );
+        // What the boot loads (iptables-restore of rules.v4) is the last
+        // run's rules.
+        let v4 = std::fs::read_to_string(&v4file).expect("rules.v4");
+        assert!(
+            v4.contains("*filter\n") && v4.contains("\nCOMMIT\n"),
+            "{v4}"
+        );
+        assert!(
+            v4.contains(&format!(
+                "-A INPUT -s 198.51.100.7/32 -p tcp -m tcp --dport 22 {tag} -j ACCEPT\n"
+            )),
+            "{v4}"
+        );
+        assert!(!v4.contains("192.0.2.5"), "{v4}");
+        assert!(v4.contains(&format!("--dport 22 {tag} -j DROP\n")), "{v4}");
+        let v6 = std::fs::read_to_string(&v6file).expect("rules.v6");
+        assert!(v6.contains(&format!("--dport 22 {tag} -j DROP\n")), "{v6}");
         let _ = std::fs::remove_dir_all(&dir);
-        text
     }
 
     #[test]
-    fn ssh_is_opened_to_the_sources_and_the_peer_then_dropped() {
-        let log = run_with_stub_iptables(FIREWALL, &["192.0.2.5", "@peer"], "10.0.2.2 40000 22");
-        let lines: Vec<&str> = log.lines().collect();
-        assert!(
-            lines.contains(&"-I INPUT -p tcp -s 192.0.2.5 --dport 22 -j ACCEPT"),
-            "{log}"
-        );
-        // Behind QEMU's NAT the computer sees the connection from 10.0.2.2.
-        assert!(
-            lines.contains(&"-I INPUT -p tcp -s 10.0.2.2 --dport 22 -j ACCEPT"),
-            "{log}"
-        );
-        assert!(
-            lines.contains(&"-A INPUT -p tcp --dport 22 -j DROP"),
-            "{log}"
+    fn iptables_without_a_saved_ruleset_says_the_rules_are_not_kept() {
+        let body =
+            r#"echo "== run"; sh "$FW" 192.0.2.5; echo "== v4"; iptables -S INPUT; echo "== end""#;
+        let (out, dir) = in_netns("ipt-nokeep", IPT, &[], body);
+        assert_eq!(
+            section(&out, "run"),
+            [
+                "iptables: 22/tcp from 192.0.2.5 (not kept: no /etc/iptables/rules.v4 (iptables-persistent) or /etc/sysconfig/iptables (iptables-services))"
+            ],
+            "{out}"
         );
         assert!(
-            lines.contains(&"-D INPUT -p tcp --dport 22 -j ACCEPT"),
-            "{log}"
+            section(&out, "v4").contains(
+                &"-A INPUT -s 192.0.2.5/32 -p tcp -m tcp --dport 22 -m comment --comment reimage-ssh -j ACCEPT"
+            ),
+            "{out}"
         );
-        assert!(!log.contains("@peer"), "{log}");
-        // No SSH_CLIENT (not over SSH): @peer adds nothing.
-        let log = run_with_stub_iptables(FIREWALL, &["192.0.2.5", "@peer"], "");
-        assert_eq!(log.matches("-I INPUT").count(), 1, "{log}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn iptables_services_rules_are_kept_in_etc_sysconfig() {
+        let body = r#"echo "== run"; sh "$FW" 192.0.2.5; echo "== end""#;
+        let (out, dir) = in_netns("ipt-rhel", IPT, &[("etc/sysconfig/iptables", "")], body);
+        let file = dir.join("root/etc/sysconfig/iptables");
+        assert_eq!(
+            section(&out, "run"),
+            [format!(
+                "iptables: 22/tcp from 192.0.2.5 (kept in {})",
+                file.display()
+            )],
+            "{out}"
+        );
+        let saved = std::fs::read_to_string(&file).expect("saved");
+        assert!(saved.contains("-s 192.0.2.5/32"), "{saved}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn nftables_for_real_opens_ssh_to_the_sources_and_the_boot_config_loads_the_same() {
+        // The real nft in a namespace of its own, with Debian's default
+        // layout (inet filter, input policy drop) plus an open SSH rule, in
+        // the ruleset and in /etc/nftables.conf; then the conf is loaded
+        // again as nftables.service does at boot.
+        let conf = "#!/usr/sbin/nft -f\nflush ruleset\ntable inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tiif \"lo\" accept\n\t\ttcp dport 22 accept\n\t}\n}\n";
+        let body = r#"
+nft -f "$ROOT/etc/nftables.conf"
+echo "== first"; sh "$FW" 192.0.2.5 2001:db8::1 @peer
+echo "== second"; sh "$FW" 192.0.2.5 2001:db8::1 @peer
+echo "== live"; nft list chain inet filter input
+nft -f "$ROOT/etc/nftables.conf"
+echo "== boot"; nft list chain inet filter input
+echo "== end"
+"#;
+        let root_conf = "etc/nftables.conf";
+        let (out, dir) = in_netns("nft", &["nft"], &[(root_conf, conf)], body);
+        let conf_path = dir.join("root").join(root_conf);
+        assert_eq!(
+            section(&out, "first"),
+            [format!(
+                "nftables: 22/tcp from 192.0.2.5 2001:db8::1 10.0.2.2 (kept in {})",
+                conf_path.display()
+            )],
+            "{out}"
+        );
+        let rules = |name: &str| -> Vec<String> {
+            section(&out, name)
+                .iter()
+                .map(|l| l.trim().to_string())
+                .filter(|l| l.contains("dport"))
+                .collect()
+        };
+        let want = [
+            "ip saddr 10.0.2.2 tcp dport 22 accept comment \"reimage-ssh\"",
+            "ip6 saddr 2001:db8::1 tcp dport 22 accept comment \"reimage-ssh\"",
+            "ip saddr 192.0.2.5 tcp dport 22 accept comment \"reimage-ssh\"",
+            "tcp dport 22 drop comment \"reimage-ssh\"",
+        ];
+        // Twice run, once there; the open rule gone; the boot's the same.
+        assert_eq!(rules("live"), want, "{out}");
+        assert_eq!(rules("boot"), want, "{out}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A stand-in for nft(8) with one table, `inet filter`, whose input

@@ -334,7 +334,9 @@ fn sshd_started_late_is_seen() {
 
 /// Stand-ins for the system tools the Linux first boot calls, for a run
 /// on this machine through the real sshd: each logs what it got under
-/// `root` (the scripts' REIMAGE_ROOT) and changes nothing else. iptables
+/// `root` (the scripts' REIMAGE_ROOT) and changes nothing else (nft finds
+/// no ruleset, so the iptables branch runs; the real iptables and nft are
+/// tested in src/os/linux.rs, each in a network namespace). iptables
 /// keeps its rules in a file and answers -C / -I / -A / -D / -S as
 /// iptables(8) documents; chronyc answers `tracking`, `add server`,
 /// `waitsync` (failing when every source ends in .invalid) and `makestep`.
@@ -370,7 +372,13 @@ fn stub_tools(dir: &std::path::Path, root: &std::path::Path) {
                  *) exit 2;;\nesac\n"
             ),
         ),
-        ("ip6tables", format!("#!/bin/sh\necho \"$*\" >> {r}/ip6tables.log\n[ \"$1\" = -C ] && exit 1\nexit 0\n")),
+        (
+            "ip6tables",
+            format!("#!/bin/sh\necho \"$*\" >> {r}/ip6tables.log\ncase $1 in -C|-D) exit 1;; esac\nexit 0\n"),
+        ),
+        // No nftables ruleset: the iptables branch runs (this machine's
+        // own nft, which .ci/run installs, is never reached).
+        ("nft", format!("#!/bin/sh\necho \"$*\" >> {r}/nft.log\nexit 1\n")),
         (
             "chronyc",
             format!(
@@ -451,8 +459,8 @@ fn linux_first_boot_lockdown_password_scrub_and_time() {
     assert_eq!(
         rules.lines().collect::<Vec<_>>(),
         [
-            "INPUT -p tcp -s 127.0.0.1 --dport 22 -j ACCEPT",
-            "INPUT -p tcp --dport 22 -j DROP"
+            "INPUT -p tcp -s 127.0.0.1 --dport 22 -m comment --comment reimage-ssh -j ACCEPT",
+            "INPUT -p tcp --dport 22 -m comment --comment reimage-ssh -j DROP"
         ],
         "{rules}"
     );
