@@ -60,7 +60,8 @@ echo "no systemd: sshd is started by the image's own init""#;
 /// base chain, the open `tcp dport 22 accept` out, an accept per source at
 /// the head, a drop for the rest at the end; also in /etc/nftables.conf) or
 /// iptables/ip6tables (ACCEPT from each source, then DROP for the rest;
-/// also in iptables-persistent's or iptables-services' saved rules).
+/// also in iptables-persistent's or iptables-services' saved rules, and
+/// taken before nftables when the image has those).
 /// Ping is left to the image's firewall (in the man page).
 const FIREWALL: &str = r#"fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
 # @peer: the address this SSH connection comes from as the computer sees it
@@ -71,6 +72,17 @@ while [ $i -lt $n ]; do
   [ "$c" = @peer ] && c=${SSH_CLIENT%% *}
   [ -n "$c" ] && set -- "$@" "$c"
 done
+# An image whose boot restores saved iptables rules (iptables-persistent,
+# iptables-services) takes the iptables branch even where nft is there
+# too: iptables-nft's own tables show up in nft, but /etc/nftables.conf is
+# not what that boot loads.
+ipt_saved() {
+  command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1 || return 1
+  for f in /etc/iptables/rules.v4 /etc/sysconfig/iptables; do
+    [ -f "${REIMAGE_ROOT:-}$f" ] && return 0
+  done
+  return 1
+}
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
   firewall-cmd --permanent --remove-service=ssh >/dev/null 2>&1
   for c in "$@"; do
@@ -81,7 +93,7 @@ elif command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status:
   for r in 22/tcp 22 ssh OpenSSH; do ufw delete allow "$r" >/dev/null 2>&1; done
   for c in "$@"; do ufw allow from "$c" to any port 22 proto tcp >/dev/null || exit 1; done
   echo "ufw: 22/tcp from $*"
-elif command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
+elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
     $1 == "table" { t = $2 " " $3 }
     $1 == "chain" { c = $2 }
     /hook input/ && t ~ /^(ip|ip6|inet) / { print t, c }') && [ -n "$chains" ]; then
@@ -366,8 +378,9 @@ mod tests {
     fn iptables_opens_ssh_to_the_sources_only_and_keeps_it_for_the_boot() {
         // The real iptables (Debian's, nf_tables backend) in a namespace of
         // its own; an image that lets SSH in from anywhere and ships
-        // iptables-persistent's (empty) rules files. No nft on PATH, so the
-        // iptables branch runs. A source named twice gets one rule.
+        // iptables-persistent's (empty) rules files. nft is there too, as on
+        // Debian, and sees iptables-nft's tables; the saved rules files make
+        // it the iptables branch. A source named twice gets one rule.
         let body = r#"
 iptables -A INPUT -i lo -j ACCEPT
 iptables -A INPUT -p tcp --dport 22 -j ACCEPT
@@ -379,7 +392,8 @@ echo "== v4 again"; iptables -S INPUT; echo "== v6 again"; ip6tables -S INPUT
 echo "== end"
 "#;
         let files = [("etc/iptables/rules.v4", ""), ("etc/iptables/rules.v6", "")];
-        let (out, dir) = in_netns("ipt", IPT, &files, body);
+        let with_nft = [IPT, &["nft"]].concat();
+        let (out, dir) = in_netns("ipt", &with_nft, &files, body);
         let root = dir.join("root");
         let v4file = root.join("etc/iptables/rules.v4");
         let v6file = root.join("etc/iptables/rules.v6");
@@ -511,7 +525,9 @@ echo "== boot"; nft list chain inet filter input
 echo "== end"
 "#;
         let root_conf = "etc/nftables.conf";
-        let (out, dir) = in_netns("nft", &["nft"], &[(root_conf, conf)], body);
+        // iptables is there too (no saved rules files): nftables' branch.
+        let tools = [IPT, &["nft"]].concat();
+        let (out, dir) = in_netns("nft", &tools, &[(root_conf, conf)], body);
         let conf_path = dir.join("root").join(root_conf);
         assert_eq!(
             section(&out, "first"),
