@@ -132,8 +132,9 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
   echo "nftables: 22/tcp from $* ($kept)"
 elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
   # Rules carry the comment reimage-ssh, so a rerun replaces them. The old
-  # DROP goes first and the new one comes last: SSH is never shut to the
-  # connection this runs over.
+  # DROP goes first and the new one comes last, so the connection this
+  # runs over is not cut off (a packet that meets a DROP policy in the few
+  # commands between is retransmitted).
   tagged() { $1 -S INPUT | grep -e "--comment \"\{0,1\}reimage-ssh\"\{0,1\} -j $2\$" | sed 's/^-A //'; }
   for t in iptables ip6tables; do
     command -v $t >/dev/null 2>&1 && $t -S INPUT >/dev/null 2>&1 || continue
