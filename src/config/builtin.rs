@@ -81,9 +81,9 @@ pub fn default_stable_for(f: Family) -> Duration {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pause between port or banner probes while the target answers (refuses
-/// or sends a wrong banner): 25 probes a second, so an opened port is seen
-/// 20 ms later in the median. `probe_interval` may only lengthen it.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(40);
+/// or sends a wrong banner): the poller's own 40 ms, 25 probes a second.
+/// `probe_interval` may only lengthen it.
+pub const PROBE_INTERVAL: Duration = crate::wait::Rate::TCP.answering;
 /// The shortest `probe_interval`: the cap of 25 probes a second.
 pub const PROBE_INTERVAL_MIN: Duration = PROBE_INTERVAL;
 /// The longest `probe_interval`.
