@@ -76,11 +76,13 @@ done
 # iptables-services) takes the iptables branch even where nft is there
 # too: iptables-nft's own tables show up in nft, but /etc/nftables.conf is
 # not what that boot loads.
+# TOOL:FILE for each: iptables-persistent (Debian, Ubuntu), then
+# iptables-services (RHEL family).
+saved="iptables:/etc/iptables/rules.v4 ip6tables:/etc/iptables/rules.v6
+iptables:/etc/sysconfig/iptables ip6tables:/etc/sysconfig/ip6tables"
 ipt_saved() {
   command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1 || return 1
-  for f in /etc/iptables/rules.v4 /etc/sysconfig/iptables; do
-    [ -f "${REIMAGE_ROOT:-}$f" ] && return 0
-  done
+  for e in $saved; do [ -f "${REIMAGE_ROOT:-}${e#*:}" ] && return 0; done
   return 1
 }
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
@@ -136,8 +138,9 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
   # runs over is not cut off (a packet that meets a DROP policy in the few
   # commands between is retransmitted).
   tagged() { $1 -S INPUT | grep -e "--comment \"\{0,1\}reimage-ssh\"\{0,1\} -j $2\$" | sed 's/^-A //'; }
-  for t in iptables ip6tables; do
-    command -v $t >/dev/null 2>&1 && $t -S INPUT >/dev/null 2>&1 || continue
+  tools=iptables
+  command -v ip6tables >/dev/null 2>&1 && ip6tables -S INPUT >/dev/null 2>&1 && tools="$tools ip6tables"
+  for t in $tools; do
     for j in DROP ACCEPT; do
       tagged $t $j | while read -r r; do $t -D $r || exit 1; done || exit 1
     done
@@ -147,23 +150,19 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
     rule="INPUT -p tcp -s $c --dport 22 -m comment --comment reimage-ssh -j ACCEPT"
     $t -C $rule 2>/dev/null || $t -I $rule || exit 1
   done
-  for t in iptables ip6tables; do
-    command -v $t >/dev/null 2>&1 && $t -S INPUT >/dev/null 2>&1 || continue
+  for t in $tools; do
     # The image's rule that let SSH in from anywhere goes.
     i=0; while [ $i -lt 64 ] && $t -D INPUT -p tcp --dport 22 -j ACCEPT 2>/dev/null; do i=$((i+1)); done
     $t -A INPUT -p tcp --dport 22 -m comment --comment reimage-ssh -j DROP || exit 1
   done
-  # Kept where the boot loads them: iptables-persistent's rules.v4/v6
-  # (Debian, Ubuntu) or iptables-services' /etc/sysconfig (RHEL family).
+  # Kept where the boot loads them ($saved).
   kept=""
-  save() {
-    [ -f "$2" ] && command -v "$1-save" >/dev/null 2>&1 || return 0
-    if "$1-save" > "$2.reimage" && cat "$2.reimage" > "$2"; then kept="$kept $2"; fi
-    rm -f "$2.reimage"
-  }
-  r=${REIMAGE_ROOT:-}
-  save iptables "$r/etc/iptables/rules.v4"; save ip6tables "$r/etc/iptables/rules.v6"
-  save iptables "$r/etc/sysconfig/iptables"; save ip6tables "$r/etc/sysconfig/ip6tables"
+  for e in $saved; do
+    t=${e%%:*}; f=${REIMAGE_ROOT:-}${e#*:}
+    [ -f "$f" ] && command -v "$t-save" >/dev/null 2>&1 || continue
+    if "$t-save" > "$f.reimage" && cat "$f.reimage" > "$f"; then kept="$kept $f"; fi
+    rm -f "$f.reimage"
+  done
   if [ -n "$kept" ]; then kept="kept in${kept}"
   else kept="not kept: no /etc/iptables/rules.v4 (iptables-persistent) or /etc/sysconfig/iptables (iptables-services)"; fi
   echo "iptables: 22/tcp from $* ($kept)"
