@@ -158,26 +158,18 @@ fn silent_target() -> (u16, TcpListener, Vec<std::net::TcpStream>) {
     (port, l, fill)
 }
 
-/// `--floor SECS`: the least any poller at 25 probes a second can cost
-/// here: a loop that only sleeps 40 ms at a time, nothing else.
-fn floor_loop(secs: u64) -> ! {
+/// `--floor SECS [--port PORT]`: the least any poller at 25 probes a
+/// second can cost here: a loop that only sleeps 40 ms at a time, and with
+/// PORT one blocking connect to a loopback port nothing listens on after
+/// each sleep (refused before `connect` returns), nothing else.
+fn floor_loop(secs: u64, refused: Option<u16>) -> ! {
+    let addr = refused.map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(40));
-    }
-    std::process::exit(0)
-}
-
-/// `--floor-connect SECS PORT`: the least any poller at 25 probes a
-/// second can cost against a refusing target here: sleep 40 ms, one
-/// blocking connect to a loopback port nothing listens on (refused before
-/// `connect` returns), nothing else.
-fn floor_connect_loop(secs: u64, port: u16) -> ! {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(40));
-        let _ = std::net::TcpStream::connect(addr);
+        if let Some(a) = addr {
+            let _ = std::net::TcpStream::connect(a);
+        }
     }
     std::process::exit(0)
 }
@@ -511,13 +503,7 @@ const SLOW_PORT: &str = "reimage (port, probe_interval 200ms)";
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(secs) = arg(&args, "--floor").and_then(|s| s.parse().ok()) {
-        floor_loop(secs);
-    }
-    if let Some(secs) = arg(&args, "--floor-connect").and_then(|s| s.parse().ok()) {
-        let port = arg(&args, "--port")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| die("--floor-connect needs --port PORT"));
-        floor_connect_loop(secs, port);
+        floor_loop(secs, arg(&args, "--port").and_then(|s| s.parse().ok()));
     }
     let trials: usize = arg(&args, "--trials")
         .and_then(|s| s.parse().ok())
@@ -770,7 +756,7 @@ fn main() {
                 "refuses",
                 Box::new(|| {
                     let mut c = Command::new(&exe);
-                    c.args(["--floor-connect", &secs, "--port", &free_port().to_string()]);
+                    c.args(["--floor", &secs, "--port", &free_port().to_string()]);
                     c
                 }),
             ),
