@@ -91,47 +91,34 @@ struct Reserved {
 }
 
 fn reserve() -> Reserved {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: plain syscalls on a socket owned right after creation.
-    unsafe {
-        let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if raw < 0 {
-            die("socket");
-        }
-        let fd = std::os::fd::OwnedFd::from_raw_fd(raw);
-        let mut sa: libc::sockaddr_in = std::mem::zeroed();
-        sa.sin_family = libc::AF_INET as libc::sa_family_t;
-        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        if libc::bind(
-            fd.as_raw_fd(),
-            (&sa as *const libc::sockaddr_in).cast(),
-            len,
-        ) != 0
-        {
-            die("bind 127.0.0.1:0");
-        }
-        let mut got: libc::sockaddr_in = std::mem::zeroed();
-        let mut glen = len;
-        libc::getsockname(
-            fd.as_raw_fd(),
-            (&mut got as *mut libc::sockaddr_in).cast(),
-            &mut glen,
-        );
-        Reserved {
-            port: u16::from_be(got.sin_port),
-            fd,
-        }
-    }
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap_or_else(|e| die(&format!("socket: {e}")));
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    rustix::net::bind(&fd, &any).unwrap_or_else(|e| die(&format!("bind 127.0.0.1:0: {e}")));
+    let port = rustix::net::getsockname(&fd)
+        .ok()
+        .and_then(|a| std::net::SocketAddr::try_from(a).ok())
+        .map(|a| a.port())
+        .unwrap_or_else(|| die("getsockname"));
+    Reserved { fd, port }
 }
 
 impl Reserved {
     /// Starts listening: from now on the port accepts.
     fn listen(self) -> TcpListener {
-        use std::os::fd::AsRawFd;
-        // SAFETY: listen on the bound socket we own.
-        if unsafe { libc::listen(self.fd.as_raw_fd(), 128) } != 0 {
-            die(&format!("listen on {}", self.port));
+        self.listen_with(128)
+    }
+
+    /// [`Reserved::listen`] with a backlog of `backlog`.
+    fn listen_with(self, backlog: i32) -> TcpListener {
+        if let Err(e) = rustix::net::listen(&self.fd, backlog) {
+            die(&format!("listen on {}: {e}", self.port));
         }
         TcpListener::from(self.fd)
     }
@@ -143,12 +130,7 @@ impl Reserved {
 fn silent_target() -> (u16, TcpListener, Vec<std::net::TcpStream>) {
     let r = reserve();
     let port = r.port;
-    use std::os::fd::AsRawFd;
-    // SAFETY: listen on the bound socket we own.
-    if unsafe { libc::listen(r.fd.as_raw_fd(), 0) } != 0 {
-        die(&format!("listen on {port}"));
-    }
-    let l = TcpListener::from(r.fd);
+    let l = r.listen_with(0);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let fill: Vec<_> = (0..3)
         .filter_map(|_| {
@@ -950,11 +932,9 @@ port = {port}
         if let Some(pid) = std::fs::read_to_string(&pidfile)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
         {
-            // SAFETY: plain kill on the pid QEMU wrote for this VM.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
     };
     let (mut full, mut reused) = (Vec::new(), Vec::new());
