@@ -32,6 +32,15 @@ impl Attempt {
     }
 }
 
+/// "30m, 45m, 1h7m30s": `base` at every attempt of `of` with growth
+/// `growth`, as `check` prints a timeout.
+pub fn per_attempt(base: Duration, of: u32, growth: f64) -> String {
+    (1..=of)
+        .map(|k| crate::duration::fmt(scale(base, k, growth)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `base * growth^(number-1)`, saturating at a day-long ceiling so a silly
 /// growth factor cannot overflow.
 pub fn scale(base: Duration, number: u32, growth: f64) -> Duration {
@@ -52,5 +61,14 @@ mod tests {
         assert_eq!(a.scale(Duration::from_secs(60)), Duration::from_secs(135));
         assert!(a.is_last());
         assert!(!Attempt::new(2, 3, 1.5).is_last());
+    }
+
+    #[test]
+    fn per_attempt_lists_every_attempt() {
+        assert_eq!(
+            per_attempt(Duration::from_secs(60), 3, 1.5),
+            "1m, 1m30s, 2m15s"
+        );
+        assert_eq!(per_attempt(Duration::from_secs(60), 1, 2.0), "1m");
     }
 }

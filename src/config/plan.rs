@@ -539,10 +539,9 @@ impl Plan {
         Attempt::new(number, of, self.growth)
     }
 
-    /// Every attempt of a `provision` run with the plan's attempt count, for
-    /// describing timeouts at each attempt.
-    pub fn attempts(&self) -> impl Iterator<Item = Attempt> + '_ {
-        (1..=self.max_attempts).map(|k| self.attempt(k, self.max_attempts))
+    /// `base` at every attempt of a `provision` run: "30m, 45m, 1h7m30s".
+    pub fn per_attempt(&self, base: Duration) -> String {
+        crate::attempt::per_attempt(base, self.max_attempts, self.growth)
     }
 
     /// The port of the OS channel on the computer's address: the computer's
@@ -566,12 +565,7 @@ impl Plan {
     /// profile, and every wait step with its timeout at each attempt.
     pub fn describe(&self, provisioner: &[String]) -> String {
         use crate::duration::fmt;
-        let at = |d: Duration| -> String {
-            self.attempts()
-                .map(|a| fmt(a.scale(d)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let at = |d: Duration| self.per_attempt(d);
         let p = &self.profile;
         let mut s = String::new();
         let mut line = |t: String| {

@@ -12,6 +12,7 @@
 //!
 //! Times are the database's (`now()`), so the hosts' clocks need not agree.
 
+use crate::wait::Backoff;
 use anyhow::{Context, Result, anyhow, bail};
 use openssl::ssl::{SslConnector, SslMethod};
 use postgres::config::{Host, SslMode};
@@ -139,31 +140,6 @@ fn transient(e: &postgres::Error) -> bool {
     }
 }
 
-/// A pause that grows from 20 ms to `cap`, with jitter so that many runs
-/// that failed together do not come back together.
-fn backoff(n: u32, cap: Duration) -> Duration {
-    let base = Duration::from_millis(20).saturating_mul(1 << n.min(10));
-    let base = base.min(cap);
-    let jitter = (random_u64() % 1000) as f64 / 1000.0;
-    base.mul_f64(0.5 + jitter * 0.5)
-}
-
-/// 64 random bits from the kernel (time and pid if that fails).
-fn random_u64() -> u64 {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) => u64::from_ne_bytes(b),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            t ^ (u64::from(std::process::id()) << 32)
-        }
-    }
-}
-
 /// This machine's host name.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -243,7 +219,7 @@ impl Store {
         deadline: Instant,
         mut f: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T> {
-        let mut n = 0;
+        let mut pause = Backoff::new(ms(20), Duration::from_secs(1)).jittered();
         loop {
             let r = self.connect().and_then(|mut c| {
                 let r = f(&mut c);
@@ -253,9 +229,7 @@ impl Store {
             match r {
                 Ok(v) => return Ok(v),
                 Err(e) if transient(&e) && Instant::now() < deadline => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    std::thread::sleep(backoff(n, Duration::from_secs(1)).min(left));
-                    n += 1;
+                    std::thread::sleep(pause.next_until(deadline));
                 }
                 Err(e) => {
                     return Err(anyhow!(
@@ -318,7 +292,11 @@ impl Store {
         // Nothing is held yet, so a busy or restarting server may take up
         // to a whole lease to answer.
         let deadline = Instant::now() + self.lease;
-        let token = format!("{:016x}{:016x}", random_u64(), random_u64());
+        let token = format!(
+            "{:016x}{:016x}",
+            crate::wait::random_u64(),
+            crate::wait::random_u64()
+        );
         let pid = std::process::id() as i32;
         let secs = self.lease.as_secs_f64();
         let mut began = Instant::now();
@@ -551,7 +529,7 @@ impl Shared {
         mut waiting: impl FnMut(Duration),
     ) -> Result<Option<SiteSlot>> {
         let start = Instant::now();
-        let mut n = 0;
+        let mut pause = Backoff::new(ms(160), Duration::from_secs(5)).jittered();
         loop {
             // A store that fails now and then only delays the slot: the
             // keeper decides when the store is lost.
@@ -576,9 +554,7 @@ impl Shared {
             waiting(start.elapsed());
             // Up to 5 s between tries: 1,000 waiting runs make at most
             // 200 short connections a second.
-            let left = wait.saturating_sub(start.elapsed());
-            signal::sleep(backoff(n + 3, Duration::from_secs(5)).min(left))?;
-            n += 1;
+            signal::sleep(pause.next_until(start + wait))?;
         }
     }
 }
@@ -653,7 +629,7 @@ fn keep(s: &Shared, taken: Instant) {
         if s.sleep(next) {
             return;
         }
-        let mut n = 0;
+        let mut pause = Backoff::new(ms(80), Duration::from_secs(1)).jittered();
         loop {
             let began = Instant::now();
             let deadline = (last_ok + give_up).max(began + Duration::from_millis(1));
@@ -677,11 +653,9 @@ fn keep(s: &Shared, taken: Instant) {
                         ));
                         return;
                     }
-                    let left = give_up.saturating_sub(last_ok.elapsed());
-                    if s.sleep(backoff(n + 2, Duration::from_secs(1)).min(left)) {
+                    if s.sleep(pause.next_until(last_ok + give_up)) {
                         return;
                     }
-                    n += 1;
                 }
             }
         }
@@ -747,4 +721,8 @@ pub fn setup(s: &Settings) -> Result<(String, i32)> {
     let store = Store::new(s)?;
     let v = store.setup()?;
     Ok((store.place, v))
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }

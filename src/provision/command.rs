@@ -66,7 +66,7 @@ impl CommandConfig {
             .collect();
         vec![
             format!("load command: {}", argv.join(" ")),
-            format!("load timeout: {}", per_attempt(self.timeout, plan)),
+            format!("load timeout: {}", plan.per_attempt(self.timeout)),
             format!(
                 "power reset: {}",
                 self.power_reset
@@ -76,14 +76,6 @@ impl CommandConfig {
             ),
         ]
     }
-}
-
-/// "30m, 45m, 1h7m30s": a timeout at every attempt.
-pub fn per_attempt(base: Duration, plan: &Plan) -> String {
-    (1..=plan.max_attempts)
-        .map(|k| duration::fmt(crate::attempt::scale(base, k, plan.growth)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The command provisioner.

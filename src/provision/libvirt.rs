@@ -9,7 +9,6 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::command::per_attempt;
 use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::Plan;
@@ -152,7 +151,7 @@ impl LibvirtConfig {
         }
         v.push(format!(
             "start timeout: {}",
-            per_attempt(self.start_timeout, plan)
+            plan.per_attempt(self.start_timeout)
         ));
         v
     }

@@ -19,7 +19,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::command::per_attempt;
 use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::{ChannelSettings, Plan};
@@ -205,7 +204,7 @@ impl QemuConfig {
         }
         v.push(format!(
             "start timeout: {}",
-            per_attempt(self.start_timeout, plan)
+            plan.per_attempt(self.start_timeout)
         ));
         if !self.extra_args.is_empty() {
             v.push(format!("extra args: {}", self.extra_args.join(" ")));

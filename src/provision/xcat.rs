@@ -53,7 +53,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::Provisioner;
-use super::command::per_attempt;
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::coord::Slot;
@@ -310,12 +309,9 @@ impl XcatConfig {
             format!("expected load time: {}", duration::fmt(self.reload_time)),
             format!(
                 "stall timeout (no status change): {}",
-                per_attempt(self.stall(), plan)
+                plan.per_attempt(self.stall())
             ),
-            format!(
-                "overall load timeout: {}",
-                per_attempt(self.overall(), plan)
-            ),
+            format!("overall load timeout: {}", plan.per_attempt(self.overall())),
             format!(
                 "concurrent loads through xcatd at {}: at most {}, counting reimage's and the installs xCAT shows in `nodeset {} stat` (waiting up to {} for a slot)",
                 self.xcatd(),

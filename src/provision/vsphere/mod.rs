@@ -35,7 +35,6 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::command::per_attempt;
 use super::{Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::Plan;
@@ -446,8 +445,8 @@ impl VsphereConfig {
         }
         lines.extend([
             format!("request timeout: {}", duration::fmt(self.request_timeout)),
-            format!("clone timeout: {}", per_attempt(self.clone_timeout, plan)),
-            format!("task timeout: {}", per_attempt(self.task_timeout, plan)),
+            format!("clone timeout: {}", plan.per_attempt(self.clone_timeout)),
+            format!("task timeout: {}", plan.per_attempt(self.task_timeout)),
         ]);
         lines
     }
