@@ -827,8 +827,8 @@ fn signal_number(name: &str) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::testsshd::{Fixture, Sshd, free_port, pub_b64};
     use crate::exec::Cmd;
+    use testbed::sshd::{Fixture, Sshd, free_port, pub_b64};
 
     const T: Duration = Duration::from_secs(10);
 

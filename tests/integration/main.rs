@@ -3,7 +3,6 @@
 
 mod common;
 mod pg;
-mod sshd;
 mod test;
 
 mod configs;

@@ -4,10 +4,10 @@
 //! guest (the e2e area).
 
 use crate::common;
-use crate::sshd::{Fixture, pub_b64};
 use crate::test::Test;
 use common::{LIMIT, Scratch, free_port, of_kind};
 use std::time::{Duration, Instant};
+use testbed::sshd::{Fixture, pub_b64};
 
 const TIMEOUTS: &str = r#"timeouts = { port = "20s", banner = "10s", login = "10s" }"#;
 

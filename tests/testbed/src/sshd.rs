@@ -1,7 +1,7 @@
-//! Test harness: a real OpenSSH `sshd` on 127.0.0.1, with host and client
-//! keys generated per test in a temp dir, killed (with every connection it
-//! forked) on drop. Owned by the integration tests; the SSH channel's unit
-//! tests include it too (src/control/mod.rs), so it uses std only.
+//! A real OpenSSH `sshd` on 127.0.0.1, with host and client keys generated
+//! per test in a temp dir, killed (with every connection it forked) on
+//! drop. The SSH channel's unit tests (src/control/ssh.rs) and the
+//! integration tests both start it from here.
 
 use rustix::process::{Pid, Signal};
 use std::io::{BufRead, BufReader};
