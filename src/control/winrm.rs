@@ -917,11 +917,9 @@ fn base64_lines(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
-    use std::sync::mpsc;
+    use std::process::{Command, Stdio};
+    use testbed::winrm::USER;
 
-    const USER: &str = "Administrator";
     const PASSWORD: &str = "S3cret&<pw> \"x\"";
 
     /// A scratch directory removed on drop.
@@ -951,65 +949,28 @@ mod tests {
     }
 
     /// The WinRM STAND-IN (tests/standins/winrm_standin.py, built from the
-    /// MS-WSMV formats; no Windows runs here) as a child process, killed on
-    /// drop.
+    /// MS-WSMV formats; no Windows runs here) with `USER`'s password
+    /// `PASSWORD`, and a scratch directory for the client's files.
     struct Standin {
-        child: Child,
-        port: u16,
-        listening: mpsc::Receiver<Instant>,
+        standin: testbed::winrm::Standin,
         scratch: Scratch,
     }
 
     impl Standin {
         fn start(extra: &[&str]) -> Standin {
-            let scratch = Scratch::new("standin");
-            let pw = scratch.path("server-password");
-            std::fs::write(&pw, format!("{PASSWORD}\n")).expect("write password file");
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("pick a free port")
                 .port();
-            let script = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/standins/winrm_standin.py"
-            );
-            let mut child = Command::new("python3")
-                .arg(script)
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--user",
-                    USER,
-                    "--password-file",
-                ])
-                .arg(&pw)
-                .args(extra)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start python3 winrm_standin.py");
-            let stdout = child.stdout.take().expect("stand-in stdout");
-            let (tx, listening) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.contains("listening") {
-                        let _ = tx.send(Instant::now());
-                    }
-                }
-            });
             Standin {
-                child,
-                port,
-                listening,
-                scratch,
+                standin: testbed::winrm::Standin::spawn(port, PASSWORD, extra),
+                scratch: Scratch::new("standin"),
             }
         }
 
         /// When the stand-in said it listens.
         fn listening_at(&self) -> Instant {
-            self.listening
-                .recv_timeout(Duration::from_secs(15))
-                .expect("stand-in did not start listening")
+            self.standin.listening_at()
         }
 
         fn config(&self, password: Option<&str>) -> WinRmConfig {
@@ -1020,7 +981,7 @@ mod tests {
             });
             WinRmConfig {
                 host: "127.0.0.1".into(),
-                port: self.port,
+                port: self.standin.port(),
                 https: false,
                 user: USER.into(),
                 password_file,
@@ -1033,13 +994,6 @@ mod tests {
         fn client(&self) -> WinRm {
             let _ = self.listening_at();
             WinRm::new(self.config(Some(PASSWORD))).expect("client")
-        }
-    }
-
-    impl Drop for Standin {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 
@@ -1138,7 +1092,10 @@ mod tests {
         assert!(e.is_fatal());
         let msg = format!("{e} {e:?} {w:?}");
         assert!(!msg.contains(wrong) && !msg.contains(PASSWORD), "{msg}");
-        assert!(msg.contains(&format!("127.0.0.1:{}", s.port)), "{msg}");
+        assert!(
+            msg.contains(&format!("127.0.0.1:{}", s.standin.port())),
+            "{msg}"
+        );
         assert!(msg.contains("Create"), "{msg}");
 
         // No password file at all: the same class.

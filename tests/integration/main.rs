@@ -2,7 +2,6 @@
 //! built `reimage` binary.
 
 mod common;
-mod pg;
 mod test;
 
 mod configs;

@@ -3,8 +3,7 @@
 //! (`status`, `log`). Two state directories with their own configs stand
 //! for two hosts, `node-a` and `node-b`.
 
-use crate::common::{Scratch, alive, bin, eventually, repo, wait_limit};
-use crate::pg::Pg;
+use crate::common::{Scratch, alive, bin, eventually, wait_limit};
 use crate::test::{Output, Test};
 use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
@@ -12,6 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testbed::pg::Pg;
+use testbed::xcat::Xcat;
 
 const OSIMAGE: &str = "rhels7-x86_64-compute";
 
@@ -302,25 +303,12 @@ source = "{OSIMAGE}"
 "#
         ),
     );
-    let s = &site.s;
-    let text =
-        std::fs::read_to_string(repo("tests/standins/xcat/xcatclient")).expect("stand-in script");
-    s.script("opt-xcat/bin/xcatclient", &text);
-    std::fs::create_dir_all(s.path("opt-xcat/sbin")).expect("sbin");
-    for c in ["rpower", "nodestat", "lsdef"] {
-        std::os::unix::fs::symlink("xcatclient", s.path(&format!("opt-xcat/bin/{c}")))
-            .expect("link");
-    }
-    std::os::unix::fs::symlink("../bin/xcatclient", s.path("opt-xcat/sbin/nodeset")).expect("link");
+    let x = Xcat::install(&site.s.dir);
     for i in 1..=12 {
-        s.write(&format!("xcat/nodes/n{i:02}/mac"), "42:00:00:00:00:01\n");
-        s.write(&format!("xcat/nodes/n{i:02}/status"), "booted\n");
+        x.node(&format!("n{i:02}"));
     }
-    s.write(
-        &format!("xcat/osimages/{OSIMAGE}"),
-        "install rhels7.9 x86_64 compute\n",
-    );
-    s.write("xcat/behaviour", behaviour);
+    x.osimage(OSIMAGE, "install rhels7.9 x86_64 compute");
+    x.behaviour(behaviour);
     // The schema up front, as an admin would, so the tests can watch it.
     site.run("a", &["setup-db"]).code(0);
     site
@@ -330,8 +318,7 @@ impl Site {
     /// An xCAT load of `node` on `host` through the stand-in.
     fn xcat_load(&self, host: &str, node: &str) -> Command {
         let mut c = self.reimage(host, &["load", node, "--image", "rhel"]);
-        c.env("XCAT_STANDIN_DIR", self.s.path("xcat"))
-            .env("XCATROOT", self.s.path("opt-xcat"));
+        c.envs(Xcat::at(&self.s.dir).env());
         c
     }
 }
@@ -430,8 +417,7 @@ fn a_killed_holder_frees_its_load_slot_within_the_lease() {
     // load until then); the store still has the dead run's slot.
     let out = Command::new(site.s.path("opt-xcat/sbin/nodeset"))
         .args(["n01", "boot"])
-        .env("XCAT_STANDIN_DIR", site.s.path("xcat"))
-        .env("XCATROOT", site.s.path("opt-xcat"))
+        .envs(Xcat::at(&site.s.dir).env())
         .output()
         .expect("nodeset");
     assert!(out.status.success(), "{out:?}");

@@ -7,65 +7,24 @@
 
 use crate::common;
 use crate::test::{Output, Test};
-use common::{ProcWatch, Scratch, free_port, of_kind, repo};
-use std::io::{BufRead, BufReader};
+use common::{ProcWatch, Scratch, free_port, of_kind};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use testbed::winrm::Standin;
 
 const LOGIN_PW: &str = "Image-Pw-4711";
 
-/// A running stand-in; killed on drop.
-struct Standin {
-    child: Child,
-    state: PathBuf,
-}
-
-impl Standin {
-    /// Starts the stand-in on `port` with Administrator's password
-    /// `LOGIN_PW`; waits for "listening" unless `--delay-start` is in `extra`.
-    fn start(s: &Scratch, port: u16, extra: &[&str]) -> Standin {
-        let pw = s.write("standin-pw", &format!("{LOGIN_PW}\n"));
-        let state = s.path("standin-state.json");
-        let mut child = Command::new("python3")
-            .arg(repo("tests/standins/winrm_standin.py"))
-            .args(["--port", &port.to_string(), "--user", "Administrator"])
-            .arg("--password-file")
-            .arg(&pw)
-            .arg("--state-file")
-            .arg(&state)
-            .args(if extra.contains(&"--no-powershell") {
-                ["--answer-files", "xp"]
-            } else {
-                ["--answer-files", "all"]
-            })
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 winrm_standin.py");
-        if !extra.contains(&"--delay-start") {
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().expect("stdout"))
-                .read_line(&mut line)
-                .expect("stand-in output");
-            assert!(line.contains("listening"), "stand-in said {line:?}");
-        }
-        Standin { child, state }
-    }
-
-    /// The simulated Windows state as the stand-in last dumped it.
-    fn state(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(&self.state).expect("stand-in state file");
-        serde_json::from_str(&text).expect("stand-in state is JSON")
-    }
-}
-
-impl Drop for Standin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the stand-in on `port` with Administrator's password `LOGIN_PW`
+/// and the answer files its Windows version has.
+fn standin(port: u16, extra: &[&str]) -> Standin {
+    let files = if extra.contains(&"--no-powershell") {
+        "xp"
+    } else {
+        "all"
+    };
+    let mut args = vec!["--answer-files", files];
+    args.extend(extra);
+    Standin::start(port, LOGIN_PW, &args)
 }
 
 /// A config for computer `pcw` (127.0.0.1:`port`, lab provisioner) with
@@ -175,7 +134,7 @@ fn ready_over_winrm_with_first_boot_configuration() {
     // Items 4-7 and 11 on a stock windows-6 image.
     let s = Scratch::new("win-ready");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     config(&s, port, LOGIN_PW, "20s");
     let watch = ProcWatch::start();
     let r = post_load(&s, "w7", &["--json"]);
@@ -320,7 +279,7 @@ fn waits_for_a_listener_that_starts_late() {
             let missing = common::eventually(Duration::from_secs(15), || {
                 progress_of(&s.events_so_far("pcw"), "response", "")
             });
-            (missing, Standin::start(&s, port, &[]))
+            (missing, standin(port, &[]))
         });
         let r = post_load(&s, "w7", &["--json"]);
         let (missing, w) = starter.join().expect("starter");
@@ -368,7 +327,7 @@ fn bad_password_is_fatal_at_the_login_timeout() {
     // step times out on it is the run fatal, and it says why.
     let s = Scratch::new("win-badpw");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     config(&s, port, "not-the-password", "20s");
     login_timeout(&s, "3s");
     let r = post_load(&s, "w7", &["--attempt", "1", "--of", "3", "--json"]);
@@ -400,8 +359,7 @@ fn a_401_while_booting_is_not_yet() {
     let s = Scratch::new("win-401");
     let port = free_port();
     let enabled = s.path("administrator-enabled");
-    let _w = Standin::start(
-        &s,
+    let _w = standin(
         port,
         &["--auth-fails-until", &enabled.display().to_string()],
     );
@@ -445,8 +403,7 @@ fn sysprep_done_is_read_from_windows() {
     // through all of it.
     let s = Scratch::new("win-sysprep");
     let port = free_port();
-    let w = Standin::start(
-        &s,
+    let w = standin(
         port,
         &[
             "--sysprep-for",
@@ -505,7 +462,7 @@ fn sysprep_image_that_answers_after_its_last_reboot_is_ready() {
     // happened: now the state decides, at once.
     let s = Scratch::new("win-sysprep-late");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     config(&s, port, LOGIN_PW, "20s");
     let r = post_load(&s, "w7sys", &["--json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -524,7 +481,7 @@ fn sysprep_image_that_answers_after_its_last_reboot_is_ready() {
 fn sysprep_that_never_completes_is_not_ready() {
     let s = Scratch::new("win-noreboot");
     let port = free_port();
-    let _w = Standin::start(&s, port, &["--sysprep-for", "600"]);
+    let _w = standin(port, &["--sysprep-for", "600"]);
     config(&s, port, LOGIN_PW, "20s");
     let text = std::fs::read_to_string(s.path("reimage.toml"))
         .unwrap()
@@ -570,7 +527,7 @@ fn login_with(s: &Scratch, pw: &str) {
 fn running_twice_is_idempotent() {
     let s = Scratch::new("win-twice");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     config(&s, port, LOGIN_PW, "20s");
     // First through the whole attempt loop (lab: nothing to load).
     let r = Test::with(&s).provision("pcw", "w7").run();
@@ -604,7 +561,7 @@ fn a_fixed_password_file_or_the_images_password() {
     // false keeps the image's.
     let s = Scratch::new("win-pwfile");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     let admin = s.write("secrets/admin-pw", "Fixed-Secret-9b2e\n");
     config_with(
         &s,
@@ -627,7 +584,7 @@ fn a_fixed_password_file_or_the_images_password() {
 
     let s = Scratch::new("win-pwkeep");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     config_with(
         &s,
         port,
@@ -670,8 +627,7 @@ fn windows_5_without_powershell() {
     // and MiniSetupInProgress through a reboot in the middle of setup.
     let s = Scratch::new("win5");
     let port = free_port();
-    let w = Standin::start(
-        &s,
+    let w = standin(
         port,
         &[
             "--no-powershell",
@@ -802,7 +758,7 @@ fn windows_6_with_powershell_2() {
     // Rename-Computer or Get-Content -Raw: windows-6 needs none of them.
     let s = Scratch::new("win6-ps2");
     let port = free_port();
-    let w = Standin::start(&s, port, &["--powershell-2"]);
+    let w = standin(port, &["--powershell-2"]);
     config(&s, port, LOGIN_PW, "20s");
     let r = post_load(&s, "w7", &["--json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -823,8 +779,7 @@ fn windows_6_with_powershell_2() {
 fn windows_10_uses_powershell() {
     let s = Scratch::new("win10");
     let port = free_port();
-    let w = Standin::start(
-        &s,
+    let w = standin(
         port,
         &[
             "--sysprep-for",
@@ -863,7 +818,7 @@ fn windows_10_profile_fails_without_its_powershell() {
     // the same image will not grow it), naming the missing cmdlet.
     let s = Scratch::new("win10-ps2");
     let port = free_port();
-    let _w = Standin::start(&s, port, &["--powershell-2"]);
+    let _w = standin(port, &["--powershell-2"]);
     config_family(&s, port, LOGIN_PW, "20s", "windows-10");
     let r = post_load(&s, "w7sys", &["--attempt", "1", "--of", "2"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -877,7 +832,7 @@ fn lockdown_on_a_german_windows_from_the_configured_sources() {
     // protocol it works, and only from allow_from.
     let s = Scratch::new("win-de");
     let port = free_port();
-    let w = Standin::start(&s, port, &["--locale", "de-DE"]);
+    let w = standin(port, &["--locale", "de-DE"]);
     config_with(
         &s,
         port,
@@ -905,7 +860,7 @@ fn time_is_synced_and_an_unreachable_server_is_a_retry() {
     // Item 8: w32tm points at the servers and resyncs.
     let s = Scratch::new("win-time");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     let servers = "time_servers = [\"ntp1.example.edu\", \"ntp2.example.edu\"]";
     config_with(&s, port, LOGIN_PW, "20s", "windows-6", servers, "");
     let r = post_load(&s, "w7", &["--json"]);
@@ -922,7 +877,7 @@ fn time_is_synced_and_an_unreachable_server_is_a_retry() {
     // A server that never answers: retry (75) before the last attempt.
     let s = Scratch::new("win-time-bad");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     let servers = "time_servers = [\"ntp.invalid\"]";
     config_with(&s, port, LOGIN_PW, "20s", "windows-6", servers, "");
     let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
@@ -936,7 +891,7 @@ fn activation_against_kms_or_with_a_mak() {
     // Item 9: KMS host set, then /ato.
     let s = Scratch::new("win-kms");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     let kms = "activation = { kms = \"kms.example.edu:1688\" }";
     config_with(&s, port, LOGIN_PW, "20s", "windows-10", kms, "");
     let r = post_load(&s, "w7", &[]);
@@ -955,7 +910,7 @@ fn activation_against_kms_or_with_a_mak() {
     // A KMS host that does not answer: retry.
     let s = Scratch::new("win-kms-bad");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     let kms = "activation = { kms = \"kms.invalid\" }";
     config_with(&s, port, LOGIN_PW, "20s", "windows-10", kms, "");
     let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
@@ -968,7 +923,7 @@ fn activation_against_kms_or_with_a_mak() {
     const MAK: &str = "ABCDE-FGHIJ-KLMNP-QRSTV-WXY23";
     let s = Scratch::new("win-mak");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     let key = s.write("secrets/mak", &format!("{MAK}\n"));
     let mak = format!("activation = {{ mak_file = \"{}\" }}", key.display());
     config_with(&s, port, LOGIN_PW, "20s", "windows-6", &mak, "");
@@ -1006,8 +961,7 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
     let s = Scratch::new("win-ad");
     let port = free_port();
     let (creds, os) = domain_setup(&s);
-    let w = Standin::start(
-        &s,
+    let w = standin(
         port,
         &[
             "--ad-domain",
@@ -1055,7 +1009,7 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
         s.path("reimage.toml"),
         format!(
             "{text}\n[provisioners.noop]\nkind = \"command\"\nload = [\"kill\", \"-USR1\", \"{}\"]\n",
-            w.child.id()
+            w.pid()
         ),
     )
     .unwrap();
@@ -1084,8 +1038,7 @@ fn a_join_with_wrong_credentials_is_not_ready() {
     let port = free_port();
     let (_, os) = domain_setup(&s);
     let other = s.write("secrets/ad-real", "svc-join@ad.example.edu\nOther-Pw\n");
-    let _w = Standin::start(
-        &s,
+    let _w = standin(
         port,
         &[
             "--ad-domain",
@@ -1108,7 +1061,7 @@ fn network_renew_and_static_address() {
     // gateway set.
     let s = Scratch::new("win-net");
     let port = free_port();
-    let w = Standin::start(&s, port, &[]);
+    let w = standin(port, &[]);
     config_with(
         &s,
         port,
@@ -1130,7 +1083,7 @@ fn network_renew_and_static_address() {
     // grow it.
     let s = Scratch::new("win-net-bad");
     let port = free_port();
-    let _w = Standin::start(&s, port, &[]);
+    let _w = standin(port, &[]);
     config_with(
         &s,
         port,

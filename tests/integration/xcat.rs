@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use testbed::xcat::Xcat;
 
 /// A diskful osimage and what `nodeset osimage=` makes of it.
 const IMAGE: &str = "rhels7.9-x86_64-install-compute";
@@ -22,6 +23,7 @@ const DISKLESS: &str = "rhels8.6-x86_64-netboot-compute";
 /// A stand-in xCAT with its nodes, and a config using it.
 struct Cluster {
     s: Scratch,
+    x: Xcat,
 }
 
 impl Cluster {
@@ -30,29 +32,13 @@ impl Cluster {
     /// node, and `[provisioners.x]` with `extra` keys.
     fn new(name: &str, nodes: &[&str], behaviour: &str, extra: &str) -> Cluster {
         let s = Scratch::new(name);
-        let text = std::fs::read_to_string(repo("tests/standins/xcat/xcatclient"))
-            .expect("stand-in script");
-        s.script("opt-xcat/bin/xcatclient", &text);
-        std::fs::create_dir_all(s.path("opt-xcat/sbin")).expect("sbin");
-        for c in ["rpower", "nodestat", "lsdef"] {
-            std::os::unix::fs::symlink("xcatclient", s.path(&format!("opt-xcat/bin/{c}")))
-                .expect("link");
-        }
-        std::os::unix::fs::symlink("../bin/xcatclient", s.path("opt-xcat/sbin/nodeset"))
-            .expect("link");
+        let x = Xcat::install(&s.dir);
         for n in nodes {
-            s.write(&format!("xcat/nodes/{n}/mac"), "42:00:00:00:00:01\n");
-            s.write(&format!("xcat/nodes/{n}/status"), "booted\n");
+            x.node(n);
         }
-        s.write(
-            &format!("xcat/osimages/{IMAGE}"),
-            "install rhels7.9 x86_64 compute\n",
-        );
-        s.write(
-            &format!("xcat/osimages/{DISKLESS}"),
-            "netboot rhels8.6 x86_64 compute\n",
-        );
-        s.write("xcat/behaviour", behaviour);
+        x.osimage(IMAGE, "install rhels7.9 x86_64 compute");
+        x.osimage(DISKLESS, "netboot rhels8.6 x86_64 compute");
+        x.behaviour(behaviour);
         let mut computers = String::new();
         for n in nodes.iter().chain(["ghost"].iter()) {
             computers.push_str(&format!(
@@ -90,23 +76,24 @@ source = "no-such-osimage"
 
 {computers}"#
         ));
-        Cluster { s }
+        Cluster { s, x }
     }
 
     fn root(&self) -> PathBuf {
-        self.s.path("opt-xcat")
+        self.x.root.clone()
     }
 
     fn dir(&self) -> PathBuf {
-        self.s.path("xcat")
+        self.x.dir.clone()
     }
 
     /// A run with the stand-in as the xCAT root ($XCATROOT, as xCAT's own
     /// profile sets it).
     fn test(&self) -> Test<'_> {
+        let [(k1, v1), (k2, v2)] = self.x.env();
         Test::with(&self.s)
-            .env("XCAT_STANDIN_DIR", self.dir())
-            .env("XCATROOT", self.root())
+            .env(k1, v1)
+            .env(k2, v2)
             .limit(Duration::from_secs(60))
     }
 
@@ -119,25 +106,22 @@ source = "no-such-osimage"
     fn admin(&self, cmd: &str, args: &[&str]) {
         let out = Command::new(self.root().join(cmd))
             .args(args)
-            .env("XCAT_STANDIN_DIR", self.dir())
+            .envs(self.x.env())
             .output()
             .expect("run stand-in");
         assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
     }
 
     fn calls(&self) -> String {
-        std::fs::read_to_string(self.dir().join("calls")).unwrap_or_default()
+        self.x.calls()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir().join("log")).unwrap_or_default()
+        self.x.log()
     }
 
     fn node(&self, node: &str, file: &str) -> String {
-        std::fs::read_to_string(self.dir().join(format!("nodes/{node}/{file}")))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        self.x.node_file(node, file)
     }
 
     fn messages(&self, computer: &str, kind: &str) -> Vec<String> {

@@ -8,8 +8,6 @@
 //! postgres and psql run as `nobody` through `setpriv` (util-linux), and
 //! the temp dir is handed to `nobody`.
 
-#![allow(dead_code)]
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
