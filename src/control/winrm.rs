@@ -918,6 +918,7 @@ fn base64_lines(data: &[u8]) -> String {
 mod tests {
     use super::*;
     use std::process::{Command, Stdio};
+    use testbed::port::Port;
     use testbed::winrm::USER;
 
     const PASSWORD: &str = "S3cret&<pw> \"x\"";
@@ -958,12 +959,9 @@ mod tests {
 
     impl Standin {
         fn start(extra: &[&str]) -> Standin {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("pick a free port")
-                .port();
+            let port = Port::new();
             Standin {
-                standin: testbed::winrm::Standin::spawn(port, PASSWORD, extra),
+                standin: testbed::winrm::Standin::spawn(&port, PASSWORD, extra),
                 scratch: Scratch::new("standin"),
             }
         }
@@ -1106,10 +1104,7 @@ mod tests {
 
     #[test]
     fn closed_port_is_unreachable() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
+        let port = testbed::port::closed();
         let cfg = WinRmConfig {
             host: "127.0.0.1".into(),
             port,

@@ -23,6 +23,7 @@ use crate::test::{Output, Test, run};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use testbed::port;
 use testbed::vcsim::Vcsim;
 
 const USER: &str = "reimage-svc";
@@ -622,7 +623,7 @@ fn power_reset_resets_the_running_vm(model: Model) {
     let before = sim.vms_named("pc1");
     assert_eq!(before[0].power, "poweredOn");
     // A wait that cannot succeed (nothing listens), with a reset on timeout.
-    let closed = common::free_port();
+    let closed = port::closed();
     let text = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
     s.write(
         "reimage.toml",
@@ -933,7 +934,7 @@ fn a_post_load_retry_on_the_last_attempt_is_fatal() {
     let s = Scratch::new("vs-post-last");
     let sim = Sim::start(&s, Model::Vpx, None);
     config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
-    let closed = common::free_port();
+    let closed = port::closed();
     let text = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
     s.write(
         "reimage.toml",

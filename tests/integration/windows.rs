@@ -7,16 +7,17 @@
 
 use crate::common;
 use crate::test::{Output, Test};
-use common::{ProcWatch, Scratch, free_port, of_kind};
+use common::{ProcWatch, Scratch, of_kind};
 use std::path::PathBuf;
 use std::time::Duration;
+use testbed::port::Port;
 use testbed::winrm::Standin;
 
 const LOGIN_PW: &str = "Image-Pw-4711";
 
 /// Starts the stand-in on `port` with Administrator's password `LOGIN_PW`
 /// and the answer files its Windows version has.
-fn standin(port: u16, extra: &[&str]) -> Standin {
+fn standin(port: &Port, extra: &[&str]) -> Standin {
     let files = if extra.contains(&"--no-powershell") {
         "xp"
     } else {
@@ -133,8 +134,9 @@ fn no_secrets(s: &Scratch, r: &Output, st: &serde_json::Value, more: &[&str]) {
 fn ready_over_winrm_with_first_boot_configuration() {
     // Items 4-7 and 11 on a stock windows-6 image.
     let s = Scratch::new("win-ready");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     config(&s, port, LOGIN_PW, "20s");
     let watch = ProcWatch::start();
     let r = post_load(&s, "w7", &["--json"]);
@@ -270,7 +272,8 @@ fn ready_over_winrm_with_first_boot_configuration() {
 #[test]
 fn waits_for_a_listener_that_starts_late() {
     let s = Scratch::new("win-late");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     config(&s, port, LOGIN_PW, "20s");
     // The listener starts once reimage has reported it missing (a progress
     // event of the response step), however long reimage took to get there.
@@ -279,7 +282,7 @@ fn waits_for_a_listener_that_starts_late() {
             let missing = common::eventually(Duration::from_secs(15), || {
                 progress_of(&s.events_so_far("pcw"), "response", "")
             });
-            (missing, standin(port, &[]))
+            (missing, standin(&held, &[]))
         });
         let r = post_load(&s, "w7", &["--json"]);
         let (missing, w) = starter.join().expect("starter");
@@ -326,8 +329,9 @@ fn bad_password_is_fatal_at_the_login_timeout() {
     // Item 1: a 401 is "not yet" while Windows boots; only when the login
     // step times out on it is the run fatal, and it says why.
     let s = Scratch::new("win-badpw");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     config(&s, port, "not-the-password", "20s");
     login_timeout(&s, "3s");
     let r = post_load(&s, "w7", &["--attempt", "1", "--of", "3", "--json"]);
@@ -357,10 +361,11 @@ fn a_401_while_booting_is_not_yet() {
     // the step keeps polling through the 401s and logs in once it is
     // enabled.
     let s = Scratch::new("win-401");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let enabled = s.path("administrator-enabled");
     let _w = standin(
-        port,
+        &held,
         &["--auth-fails-until", &enabled.display().to_string()],
     );
     config(&s, port, LOGIN_PW, "20s");
@@ -402,9 +407,10 @@ fn sysprep_done_is_read_from_windows() {
     // disabled for the first 2 s; the sysprep-done step polls ImageState
     // through all of it.
     let s = Scratch::new("win-sysprep");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let w = standin(
-        port,
+        &held,
         &[
             "--sysprep-for",
             "10",
@@ -461,8 +467,9 @@ fn sysprep_image_that_answers_after_its_last_reboot_is_ready() {
     // The old sysprep-reboot step waited for a reboot that had already
     // happened: now the state decides, at once.
     let s = Scratch::new("win-sysprep-late");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     config(&s, port, LOGIN_PW, "20s");
     let r = post_load(&s, "w7sys", &["--json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -480,8 +487,9 @@ fn sysprep_image_that_answers_after_its_last_reboot_is_ready() {
 #[test]
 fn sysprep_that_never_completes_is_not_ready() {
     let s = Scratch::new("win-noreboot");
-    let port = free_port();
-    let _w = standin(port, &["--sysprep-for", "600"]);
+    let held = Port::new();
+    let port = held.num();
+    let _w = standin(&held, &["--sysprep-for", "600"]);
     config(&s, port, LOGIN_PW, "20s");
     let text = std::fs::read_to_string(s.path("reimage.toml"))
         .unwrap()
@@ -505,7 +513,8 @@ fn sysprep_that_never_completes_is_not_ready() {
 #[test]
 fn no_listener_is_retry_then_fatal_on_the_last_attempt() {
     let s = Scratch::new("win-nolistener");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     config(&s, port, LOGIN_PW, "2s");
     let r = post_load(&s, "w7", &["--attempt", "1", "--of", "3"]);
     assert_eq!(r.code, 75, "{}", r.stderr);
@@ -526,8 +535,9 @@ fn login_with(s: &Scratch, pw: &str) {
 #[test]
 fn running_twice_is_idempotent() {
     let s = Scratch::new("win-twice");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     config(&s, port, LOGIN_PW, "20s");
     // First through the whole attempt loop (lab: nothing to load).
     let r = Test::with(&s).provision("pcw", "w7").run();
@@ -560,8 +570,9 @@ fn a_fixed_password_file_or_the_images_password() {
     // admin_password_file wins over a random password; fresh_password =
     // false keeps the image's.
     let s = Scratch::new("win-pwfile");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     let admin = s.write("secrets/admin-pw", "Fixed-Secret-9b2e\n");
     config_with(
         &s,
@@ -583,8 +594,9 @@ fn a_fixed_password_file_or_the_images_password() {
     no_secrets(&s, &r, &st, &["Fixed-Secret-9b2e"]);
 
     let s = Scratch::new("win-pwkeep");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     config_with(
         &s,
         port,
@@ -626,9 +638,10 @@ fn windows_5_without_powershell() {
     // A Sysprep image: the sysprep-done step reads SystemSetupInProgress
     // and MiniSetupInProgress through a reboot in the middle of setup.
     let s = Scratch::new("win5");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let w = standin(
-        port,
+        &held,
         &[
             "--no-powershell",
             "--sysprep-for",
@@ -757,8 +770,9 @@ fn windows_6_with_powershell_2() {
     // --powershell-2: stock 7 / 2008 R2. No Get-CimInstance,
     // Rename-Computer or Get-Content -Raw: windows-6 needs none of them.
     let s = Scratch::new("win6-ps2");
-    let port = free_port();
-    let w = standin(port, &["--powershell-2"]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &["--powershell-2"]);
     config(&s, port, LOGIN_PW, "20s");
     let r = post_load(&s, "w7", &["--json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -778,9 +792,10 @@ fn windows_6_with_powershell_2() {
 #[test]
 fn windows_10_uses_powershell() {
     let s = Scratch::new("win10");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let w = standin(
-        port,
+        &held,
         &[
             "--sysprep-for",
             "2",
@@ -817,8 +832,9 @@ fn windows_10_profile_fails_without_its_powershell() {
     // needs Rename-Computer, which PowerShell 2 lacks: fatal (a reload of
     // the same image will not grow it), naming the missing cmdlet.
     let s = Scratch::new("win10-ps2");
-    let port = free_port();
-    let _w = standin(port, &["--powershell-2"]);
+    let held = Port::new();
+    let port = held.num();
+    let _w = standin(&held, &["--powershell-2"]);
     config_family(&s, port, LOGIN_PW, "20s", "windows-10");
     let r = post_load(&s, "w7sys", &["--attempt", "1", "--of", "2"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -831,8 +847,9 @@ fn lockdown_on_a_german_windows_from_the_configured_sources() {
     // `set rule group="remote desktop"` finds nothing there. By port and
     // protocol it works, and only from allow_from.
     let s = Scratch::new("win-de");
-    let port = free_port();
-    let w = standin(port, &["--locale", "de-DE"]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &["--locale", "de-DE"]);
     config_with(
         &s,
         port,
@@ -859,8 +876,9 @@ fn lockdown_on_a_german_windows_from_the_configured_sources() {
 fn time_is_synced_and_an_unreachable_server_is_a_retry() {
     // Item 8: w32tm points at the servers and resyncs.
     let s = Scratch::new("win-time");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     let servers = "time_servers = [\"ntp1.example.edu\", \"ntp2.example.edu\"]";
     config_with(&s, port, LOGIN_PW, "20s", "windows-6", servers, "");
     let r = post_load(&s, "w7", &["--json"]);
@@ -876,8 +894,9 @@ fn time_is_synced_and_an_unreachable_server_is_a_retry() {
 
     // A server that never answers: retry (75) before the last attempt.
     let s = Scratch::new("win-time-bad");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     let servers = "time_servers = [\"ntp.invalid\"]";
     config_with(&s, port, LOGIN_PW, "20s", "windows-6", servers, "");
     let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
@@ -890,8 +909,9 @@ fn time_is_synced_and_an_unreachable_server_is_a_retry() {
 fn activation_against_kms_or_with_a_mak() {
     // Item 9: KMS host set, then /ato.
     let s = Scratch::new("win-kms");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     let kms = "activation = { kms = \"kms.example.edu:1688\" }";
     config_with(&s, port, LOGIN_PW, "20s", "windows-10", kms, "");
     let r = post_load(&s, "w7", &[]);
@@ -909,8 +929,9 @@ fn activation_against_kms_or_with_a_mak() {
 
     // A KMS host that does not answer: retry.
     let s = Scratch::new("win-kms-bad");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     let kms = "activation = { kms = \"kms.invalid\" }";
     config_with(&s, port, LOGIN_PW, "20s", "windows-10", kms, "");
     let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
@@ -922,8 +943,9 @@ fn activation_against_kms_or_with_a_mak() {
     // line, an event or the log.
     const MAK: &str = "ABCDE-FGHIJ-KLMNP-QRSTV-WXY23";
     let s = Scratch::new("win-mak");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     let key = s.write("secrets/mak", &format!("{MAK}\n"));
     let mak = format!("activation = {{ mak_file = \"{}\" }}", key.display());
     config_with(&s, port, LOGIN_PW, "20s", "windows-6", &mak, "");
@@ -959,10 +981,11 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
     // credentials in an uploaded file (deleted at once); it takes effect at
     // the reboot that follows; the domain is checked after it.
     let s = Scratch::new("win-ad");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let (creds, os) = domain_setup(&s);
     let w = standin(
-        port,
+        &held,
         &[
             "--ad-domain",
             "ad.example.edu",
@@ -1035,11 +1058,12 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
 #[test]
 fn a_join_with_wrong_credentials_is_not_ready() {
     let s = Scratch::new("win-ad-bad");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let (_, os) = domain_setup(&s);
     let other = s.write("secrets/ad-real", "svc-join@ad.example.edu\nOther-Pw\n");
     let _w = standin(
-        port,
+        &held,
         &[
             "--ad-domain",
             "ad.example.edu",
@@ -1060,8 +1084,9 @@ fn network_renew_and_static_address() {
     // Item 11: DHCP renewed, the public interface's static address and
     // gateway set.
     let s = Scratch::new("win-net");
-    let port = free_port();
-    let w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &[]);
     config_with(
         &s,
         port,
@@ -1082,8 +1107,9 @@ fn network_renew_and_static_address() {
     // An interface the computer does not have: fatal, a reload will not
     // grow it.
     let s = Scratch::new("win-net-bad");
-    let port = free_port();
-    let _w = standin(port, &[]);
+    let held = Port::new();
+    let port = held.num();
+    let _w = standin(&held, &[]);
     config_with(
         &s,
         port,

@@ -6,12 +6,13 @@
 //! ($XCAT_STANDIN_DIR) holding the nodes, osimages and how the hardware
 //! behaves.
 
-use crate::common::{self, Scratch, free_port, of_kind, repo};
+use crate::common::{self, Scratch, of_kind, repo};
 use crate::test::{Output, Test};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use testbed::port;
 use testbed::xcat::Xcat;
 
 /// A diskful osimage and what `nodeset osimage=` makes of it.
@@ -295,7 +296,7 @@ fn a_diskless_image_is_loaded_when_it_has_booted_after_netbooting() {
 fn a_power_reset_powers_on_a_node_that_is_off_and_the_message_has_real_numbers() {
     // The node powers itself off at the end of the install; the OS never
     // answers, so the profile resets power after 1s and waits 1s more.
-    let closed = free_port();
+    let closed = port::closed();
     let c = Cluster::new(
         "xcat-reset-off",
         &["node1"],

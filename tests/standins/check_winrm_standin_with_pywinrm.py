@@ -27,14 +27,20 @@ def check(name, got, want):
         FAILURES.append(name)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def held_port():
+    """A port on 127.0.0.1 that no parallel test can take: a socket binds it
+    (SO_REUSEADDR) and never listens, so the kernel hands it to no one else
+    and connecting is refused, while the stand-in (socketserver sets
+    SO_REUSEADDR too) still binds it. Keep the socket while the port is in
+    use (testbed's Port does the same for the Rust tests)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
 
 
 def main():
-    port = free_port()
+    hold, port = held_port()
     with tempfile.TemporaryDirectory() as tmp:
         pw_file = os.path.join(tmp, "pw")
         with open(pw_file, "w") as f:
@@ -180,7 +186,7 @@ def first_boot_checks():
     """The Windows first-boot commands exactly as src/os/windows.rs sends
     them (Command + Arguments elements), through pywinrm, with the stand-in's
     state file as the witness; then a simulated Sysprep reboot."""
-    port = free_port()
+    hold, port = held_port()
     with tempfile.TemporaryDirectory() as tmp:
         pw_file = os.path.join(tmp, "pw")
         with open(pw_file, "w") as f:
@@ -391,7 +397,7 @@ PASSWORD_VBS = "\r\n".join([
 def legacy_checks():
     """Windows XP / 2003 as installed (--no-powershell): the commands
     src/os/windows.rs sends to windows-5 (and windows-6), through pywinrm."""
-    port = free_port()
+    hold, port = held_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc, state = start_standin(tmp, port, ["--no-powershell", "--answer-files", "xp"])
         try:
@@ -498,7 +504,7 @@ def legacy_checks():
 def powershell_2_checks():
     """Stock Windows 7 / 2008 R2 (--powershell-2): PowerShell 2 lacks what
     windows-10's commands use; what windows-6 sends still works."""
-    port = free_port()
+    hold, port = held_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc, state = start_standin(tmp, port, ["--powershell-2", "--answer-files", "all"])
         try:

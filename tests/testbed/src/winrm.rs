@@ -4,6 +4,7 @@
 //! JSON dump of the Windows state it simulates live in a temp dir of its
 //! own, removed on drop.
 
+use crate::port::Port;
 use std::cell::OnceCell;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,17 +24,18 @@ pub fn script() -> PathBuf {
 /// A running stand-in.
 pub struct Standin {
     child: Child,
-    port: u16,
+    port: Port,
     dir: PathBuf,
     listening: mpsc::Receiver<Instant>,
     listening_at: OnceCell<Instant>,
 }
 
 impl Standin {
-    /// Spawns the stand-in on 127.0.0.1:`port`, `USER`'s password
-    /// `password`, with more `args`; returns at once (see
+    /// Spawns the stand-in on 127.0.0.1:`port` (it binds the held port
+    /// with SO_REUSEADDR, again after each simulated reboot), `USER`'s
+    /// password `password`, with more `args`; returns at once (see
     /// [`Standin::listening_at`]).
-    pub fn spawn(port: u16, password: &str, args: &[&str]) -> Standin {
+    pub fn spawn(port: &Port, password: &str, args: &[&str]) -> Standin {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "testbed-winrm-{}-{}",
@@ -46,7 +48,7 @@ impl Standin {
         std::fs::write(&pw, format!("{password}\n")).expect("write the password file");
         let mut child = Command::new("python3")
             .arg(script())
-            .args(["--port", &port.to_string(), "--user", USER])
+            .args(["--port", &port.num().to_string(), "--user", USER])
             .arg("--password-file")
             .arg(&pw)
             .arg("--state-file")
@@ -68,7 +70,7 @@ impl Standin {
         });
         Standin {
             child,
-            port,
+            port: port.clone(),
             dir,
             listening,
             listening_at: OnceCell::new(),
@@ -76,7 +78,7 @@ impl Standin {
     }
 
     /// [`Standin::spawn`], then waits until it listens.
-    pub fn start(port: u16, password: &str, args: &[&str]) -> Standin {
+    pub fn start(port: &Port, password: &str, args: &[&str]) -> Standin {
         let s = Standin::spawn(port, password, args);
         s.listening_at();
         s
@@ -93,7 +95,7 @@ impl Standin {
 
     /// Its TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.port.num()
     }
 
     /// Its process id (a test's load command signals it).
