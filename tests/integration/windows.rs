@@ -403,23 +403,22 @@ fn a_401_while_booting_is_not_yet() {
 
 #[test]
 fn sysprep_done_is_read_from_windows() {
-    // Item 2: Sysprep runs 10 s with a reboot inside it and Administrator
-    // disabled for the first 2 s; the sysprep-done step polls ImageState
-    // through all of it.
+    // Item 2: Sysprep's passes last six reads of the setup state, with
+    // Sysprep's reboot after the second and Administrator disabled for the
+    // first three logins; the sysprep-done step polls ImageState through
+    // all of it. The stand-in moves on those reads, not on a clock.
     let s = Scratch::new("win-sysprep");
     let held = Port::new();
     let port = held.num();
     let w = standin(
         &held,
         &[
-            "--sysprep-for",
-            "10",
-            "--auth-fails-for",
+            "--sysprep-polls",
+            "6",
+            "--sysprep-reboot-at-poll",
             "2",
-            "--reboot-after",
-            "0.2",
-            "--down-for",
-            "1",
+            "--auth-fails",
+            "3",
         ],
     );
     config(&s, port, LOGIN_PW, "20s");
@@ -440,17 +439,24 @@ fn sysprep_done_is_read_from_windows() {
             .contains("IMAGE_STATE_COMPLETE"),
         "{done}"
     );
-    assert!(done["elapsed_ms"].as_u64().unwrap() >= 3000, "{done}");
+    // It read the state until it said complete: the six reads of the
+    // passes and the seventh, through the 401s and Sysprep's reboot (the
+    // rename's reboot comes after).
+    assert_eq!(st["setup_reads"], 7, "{st}");
+    assert_eq!(st["boots"], 3, "{st}");
+    assert_eq!(st["reboots_requested"], 1, "{st}");
     let seen: Vec<&str> = ev
         .iter()
-        .filter(|e| e["kind"] == "progress")
+        .filter(|e| e["kind"] == "progress" && e["step"] == "sysprep-done")
         .filter_map(|e| e["message"].as_str())
         .collect();
-    // Before it was complete, it said where setup was (specialize done,
-    // or oobeSystem running).
+    // Before it was complete, it said where setup was: specialize done,
+    // then oobeSystem running, in that order.
+    let first = |what: &str| seen.iter().position(|m| m.contains(what));
+    let specialize = first("IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE");
+    let oobe = first("IMAGE_STATE_UNDEPLOYABLE");
     assert!(
-        seen.iter().any(|m| m.contains("IMAGE_STATE_UNDEPLOYABLE")
-            || m.contains("IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE")),
+        matches!((specialize, oobe), (Some(a), Some(b)) if a < b),
         "{seen:?}"
     );
     let order: Vec<&str> = of_kind(&ev, "step-end")
@@ -489,7 +495,7 @@ fn sysprep_that_never_completes_is_not_ready() {
     let s = Scratch::new("win-noreboot");
     let held = Port::new();
     let port = held.num();
-    let _w = standin(&held, &["--sysprep-for", "600"]);
+    let _w = standin(&held, &["--sysprep-polls", "never"]);
     config(&s, port, LOGIN_PW, "20s");
     let text = std::fs::read_to_string(s.path("reimage.toml"))
         .unwrap()
@@ -644,11 +650,9 @@ fn windows_5_without_powershell() {
         &held,
         &[
             "--no-powershell",
-            "--sysprep-for",
+            "--sysprep-polls",
             "3",
-            "--reboot-after",
-            "0.5",
-            "--down-for",
+            "--sysprep-reboot-at-poll",
             "1",
         ],
     );
@@ -796,14 +800,7 @@ fn windows_10_uses_powershell() {
     let port = held.num();
     let w = standin(
         &held,
-        &[
-            "--sysprep-for",
-            "2",
-            "--reboot-after",
-            "0.5",
-            "--down-for",
-            "1",
-        ],
+        &["--sysprep-polls", "2", "--sysprep-reboot-at-poll", "1"],
     );
     config_family(&s, port, LOGIN_PW, "20s", "windows-10");
     let r = post_load(&s, "w7sys", &["--json"]);

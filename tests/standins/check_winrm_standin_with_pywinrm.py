@@ -195,7 +195,7 @@ def first_boot_checks():
         proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "winrm_standin.py"), "--port", str(port),
              "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file,
-             "--answer-files", "all", "--reboot-after", "30", "--down-for", "1"],
+             "--answer-files", "all"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             proc.stdout.readline()
@@ -313,27 +313,32 @@ def first_boot_checks():
             r = s.run_cmd("cmd", ["/c", f"{d}\\missing.cmd"])
             check("missing script", r.status_code, 1)
 
-            # A simulated Sysprep reboot: down (refused), back with a new boot
-            # time and the pending name applied.
+            # A reboot (shutdown /r, as reimage sends it): the listener goes
+            # down once the client is done with the shell, resets the next
+            # two connections (--down-connects 2), and is back on a new boot
+            # with the pending name applied.
             proc.kill()
             proc.wait()
             proc = subprocess.Popen(
                 [sys.executable, os.path.join(HERE, "winrm_standin.py"), "--port", str(port),
-                 "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file,
-                 "--reboot-after", "0.5", "--down-for", "1.5"],
+                 "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             proc.stdout.readline()
             s = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="basic")
             s.run_cmd("powershell", ps(rename))
             before = s.run_cmd("powershell", BOOT_ID).std_out
-            time.sleep(1)
-            refused = False
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except ConnectionRefusedError:
-                refused = True
-            check("refused while rebooting", refused, True)
-            time.sleep(1.5)
+            r = s.run_cmd("shutdown", ["/r", "/t", "0", "/f"])
+            check("shutdown /r status", r.status_code, 0)
+            check("down once the shell is closed", state()["up"], False)
+            for k in (1, 2):
+                reset = False
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                        c.settimeout(5)
+                        reset = c.recv(1) == b""
+                except ConnectionError:  # reset (or refused): not answering
+                    reset = True
+                check(f"connection {k} reset while rebooting", reset, True)
             after = s.run_cmd("powershell", BOOT_ID).std_out
             check("new boot time after the reboot", after != before and after != b"", True)
             check("pending name applied at boot", s.run_cmd("hostname").std_out, b"LAB-PC-07\r\n")
