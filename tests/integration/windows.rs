@@ -7,7 +7,7 @@
 
 use crate::common;
 use crate::test::{Output, Test};
-use common::{ProcWatch, Scratch, of_kind};
+use common::{Scratch, of_kind};
 use std::path::PathBuf;
 use std::time::Duration;
 use testbed::port::Port;
@@ -102,12 +102,19 @@ fn step_end<'a>(events: &'a [serde_json::Value], name: &str) -> &'a serde_json::
         .unwrap_or_else(|| panic!("no step-end for {name}"))
 }
 
-/// No secret on stdout, stderr, in the event log or in a command line the
-/// stand-in ran: the login password, the password first boot set, and
-/// `more`.
-fn no_secrets(s: &Scratch, r: &Output, st: &serde_json::Value, more: &[&str]) {
+/// No secret on stdout, stderr, in the event log, or in anything reimage
+/// sent the computer in the clear: the login password, the password first
+/// boot set, and `more`. The stand-in runs "Windows" commands inside its
+/// own process, so a process listing could never show one there; what it
+/// received over the wire can: a secret in a command line, an argument or
+/// the shell's environment shows in a request body (a file upload carries
+/// its content base64-encoded on stdin, the one way a secret travels).
+fn no_secrets(s: &Scratch, r: &Output, w: &Standin, more: &[&str]) {
     let log =
         std::fs::read_to_string(s.path("state/computers/pcw/events.jsonl")).unwrap_or_default();
+    let st = w.state();
+    let wire = w.wire();
+    assert!(!wire.is_empty(), "the stand-in logged no request");
     let set = st["administrator_password"]
         .as_str()
         .unwrap_or("")
@@ -121,6 +128,20 @@ fn no_secrets(s: &Scratch, r: &Output, st: &serde_json::Value, more: &[&str]) {
         assert!(!r.stdout.contains(secret.as_str()), "secret on stdout");
         assert!(!r.stderr.contains(secret.as_str()), "secret on stderr");
         assert!(!log.contains(secret.as_str()), "secret in the event log");
+        // As sent (XML-escaped where it would be), and as the stand-in
+        // read each command line.
+        let escaped = secret
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&apos;");
+        for body in &wire {
+            assert!(
+                !body.contains(secret.as_str()) && !body.contains(&escaped),
+                "secret sent in the clear: {body}"
+            );
+        }
         for c in st["commands"].as_array().into_iter().flatten() {
             assert!(
                 !c.as_str().unwrap_or("").contains(secret.as_str()),
@@ -138,9 +159,7 @@ fn ready_over_winrm_with_first_boot_configuration() {
     let port = held.num();
     let w = standin(&held, &[]);
     config(&s, port, LOGIN_PW, "20s");
-    let watch = ProcWatch::start();
     let r = post_load(&s, "w7", &["--json"]);
-    let listing = watch.finish();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 
     let st = w.state();
@@ -207,13 +226,7 @@ fn ready_over_winrm_with_first_boot_configuration() {
         !files.iter().any(|f| f.contains("admin-password")),
         "{files:?}"
     );
-    no_secrets(&s, &r, &st, &[]);
-    assert!(
-        !listing
-            .iter()
-            .any(|l| l.contains(&pw) || l.contains(LOGIN_PW)),
-        "a secret in a process listing"
-    );
+    no_secrets(&s, &r, &w, &[]);
     assert!(
         r.stdout
             .contains("state/computers/pcw/administrator-password"),
@@ -465,7 +478,7 @@ fn sysprep_done_is_read_from_windows() {
         .collect();
     let pos = |n: &str| order.iter().position(|s| *s == n).unwrap();
     assert!(pos("sysprep-done") < pos("login") && pos("login") < pos("stable"));
-    no_secrets(&s, &r, &st, &[]);
+    no_secrets(&s, &r, &w, &[]);
 }
 
 #[test]
@@ -568,7 +581,7 @@ fn running_twice_is_idempotent() {
     assert_ne!(first, second);
     assert_eq!(st["administrator_password"], second.as_str());
     assert_eq!(st["scripts_run"].as_array().unwrap().len(), 2);
-    no_secrets(&s, &r, &st, &[&first]);
+    no_secrets(&s, &r, &w, &[&first]);
 }
 
 #[test]
@@ -597,7 +610,7 @@ fn a_fixed_password_file_or_the_images_password() {
         !s.path("state/computers/pcw/administrator-password")
             .exists()
     );
-    no_secrets(&s, &r, &st, &["Fixed-Secret-9b2e"]);
+    no_secrets(&s, &r, &w, &["Fixed-Secret-9b2e"]);
 
     let s = Scratch::new("win-pwkeep");
     let held = Port::new();
@@ -709,7 +722,7 @@ fn windows_5_without_powershell() {
         "{cmds:?}"
     );
     assert!(!cmds.iter().any(|c| c.contains("advfirewall")));
-    no_secrets(&s, &r, &st, &[]);
+    no_secrets(&s, &r, &w, &[]);
 
     let ev = json_lines(&r.stdout);
     let steps = ok_steps(&ev);
@@ -766,7 +779,7 @@ fn windows_5_without_powershell() {
         st["scripts_run"],
         serde_json::json!([r"C:\Windows\Temp\reimage\setup.cmd"])
     );
-    no_secrets(&s, &r, &st, &[&pw]);
+    no_secrets(&s, &r, &w, &[&pw]);
 }
 
 #[test]
@@ -790,7 +803,7 @@ fn windows_6_with_powershell_2() {
             .iter()
             .all(|e| e["result"] == "ok")
     );
-    no_secrets(&s, &r, &st, &[]);
+    no_secrets(&s, &r, &w, &[]);
 }
 
 #[test]
@@ -820,7 +833,7 @@ fn windows_10_uses_powershell() {
         "{cmds:?}"
     );
     assert!(!cmds.iter().any(|c| c.contains("wmic")));
-    no_secrets(&s, &r, &st, &[]);
+    no_secrets(&s, &r, &w, &[]);
 }
 
 #[test]
@@ -959,7 +972,7 @@ fn activation_against_kms_or_with_a_mak() {
             .iter()
             .any(|f| f.as_str().unwrap().ends_with("mak.txt"))
     );
-    no_secrets(&s, &r, &st, &[MAK]);
+    no_secrets(&s, &r, &w, &[MAK]);
 }
 
 /// Domain `ad.example.edu` and the credentials it takes.
@@ -1008,7 +1021,7 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
             .iter()
             .any(|f| f.as_str().unwrap().contains("credentials"))
     );
-    no_secrets(&s, &r, &st, &["Join-Pw-77"]);
+    no_secrets(&s, &r, &w, &["Join-Pw-77"]);
     let ev = json_lines(&r.stdout);
     let steps = ok_steps(&ev);
     let pos = |n: &str| steps.iter().rposition(|s| *s == n).unwrap();
@@ -1049,7 +1062,7 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
             .unwrap()
             .contains("left ad.example.edu")
     );
-    no_secrets(&s, &r, &st, &["Join-Pw-77", &pw]);
+    no_secrets(&s, &r, &w, &["Join-Pw-77", &pw]);
 }
 
 #[test]

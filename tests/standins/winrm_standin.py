@@ -58,7 +58,9 @@ machine sees the same sequence as a fast one and no test depends on time:
                        names (the localized-group trap)
 
 Serves POST /wsman. Prints "winrm-standin listening on HOST:PORT" on stdout
-(flushed) once it accepts connections.
+(flushed) once it accepts connections. --state-file: the simulated Windows
+state as JSON after every change (with every command line it ran);
+--wire-log: every request body as received.
 
 Behaviour:
 - Identify (wsmid:Identify body): answered without authentication, as
@@ -1602,6 +1604,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        self.server.life.record_wire(raw)
         if self.path.split("?")[0].lower() != "/wsman":
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -1883,6 +1886,7 @@ class Life:
         self.machine = Machine(cfg)
         self.server = None
         self.down_left = 0
+        self.wire_lock = threading.Lock()
 
     def listen(self):
         server = Server((self.args.host, self.args.port), Handler)
@@ -1893,6 +1897,15 @@ class Life:
         self.server = server
         self.machine.boot()
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def record_wire(self, body):
+        """--wire-log FILE: every request body as it came over the wire
+        (one JSON string a line), so a test can check what the client sent,
+        secrets included, where a command line on Windows would show it."""
+        if not self.args.wire_log:
+            return
+        with self.wire_lock, open(self.args.wire_log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(body.decode("utf-8", "replace")) + "\n")
 
     def before_request(self, shell_id):
         """A reboot waits for the client to be done with its shell: any
@@ -1955,6 +1968,7 @@ def main():
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--state-file", help="dump the simulated Windows state here (JSON) after every change")
+    p.add_argument("--wire-log", help="append every request body here as it came over the wire (JSON lines)")
     p.add_argument("--answer-files", default="",
                    help="comma-separated Sysprep answer files present at start, 'all' (Vista and later) "
                         "or 'xp' (XP/2003)")

@@ -53,6 +53,8 @@ impl Standin {
             .arg(&pw)
             .arg("--state-file")
             .arg(dir.join("state.json"))
+            .arg("--wire-log")
+            .arg(dir.join("wire.jsonl"))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -108,6 +110,19 @@ impl Standin {
         let text = std::fs::read_to_string(self.dir.join("state.json"))
             .expect("the stand-in's state file");
         serde_json::from_str(&text).expect("the stand-in's state is JSON")
+    }
+}
+
+impl Standin {
+    /// Every request body the stand-in received, as it came over the wire
+    /// (what a client sent: command lines, arguments, shell environment,
+    /// stdin), in order.
+    pub fn wire(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("wire.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a wire log line is a JSON string"))
+            .collect()
     }
 }
 
