@@ -59,7 +59,10 @@ machine sees the same sequence as a fast one and no test depends on time:
 
 Serves POST /wsman. Prints "winrm-standin listening on HOST:PORT" on stdout
 (flushed) once it accepts connections. --state-file: the simulated Windows
-state as JSON after every change (with every command line it ran);
+state as JSON after every change (with every command line it ran, and how
+the state was read and changed: boot_time_reads by tool, renamed_via,
+password_set_via, and not_recognized, every program or PowerShell term this
+Windows does not have that a client asked for);
 --wire-log: every request body as received.
 
 Behaviour:
@@ -375,6 +378,14 @@ class Machine:
         self.scripts_run = []
         self.commands = []
         self.reboots_requested = 0
+        # How the state was read and changed, for tests that check the
+        # effect rather than the command line: the tool that read the boot
+        # time, the way the computer was renamed and the password set, and
+        # every program or PowerShell term this Windows did not recognize.
+        self.boot_time_reads = {"wmic": 0, "cim": 0}
+        self.renamed_via = None
+        self.password_set_via = None
+        self.not_recognized = []
         self.current_shell = None  # the shell whose command runs now
         self.reboot_shell = None  # a reboot waits for the client to leave this shell
         self.shells = {}  # shell id -> {command id -> result dict}
@@ -518,6 +529,10 @@ class Machine:
             "scripts_run": self.scripts_run,
             "reboots_requested": self.reboots_requested,
             "setup_reads": self.setup_reads,
+            "boot_time_reads": self.boot_time_reads,
+            "renamed_via": self.renamed_via,
+            "password_set_via": self.password_set_via,
+            "not_recognized": self.not_recognized,
             "commands": self.commands,
         }
         tmp = self.cfg.state_file + ".tmp"
@@ -562,6 +577,8 @@ def cmd_split(line):
         elif c == "^" and not quoted and i + 1 < len(line):
             cur.append(line[i + 1])
             i += 1
+        elif c == "&" and not quoted and cur and cur[-1] == ">":
+            cur.append(c)  # 2>&1: a redirection, not a command separator
         elif c in "&|" and not quoted:
             segs.append((op, "".join(cur)))
             cur = []
@@ -579,7 +596,7 @@ def cmd_split(line):
 
 def cmd_redirects(seg):
     """(segment without redirections, [(fd, append, target)]); fd 0 is
-    `<FILE` (stdin from FILE)."""
+    `<FILE` (stdin from FILE); a target `&N` is where fd N goes (2>&1)."""
     out, reds, quoted, i = [], [], False, 0
     while i < len(seg):
         c = seg[i]
@@ -602,7 +619,7 @@ def cmd_redirects(seg):
             i += 2 if append else 1
             while i < len(seg) and seg[i] in " \t":
                 i += 1
-            m = re.match(r'"[^"]*"|[^\s<>&|]+', seg[i:])
+            m = re.match(r'&[12]|"[^"]*"|[^\s<>&|]+', seg[i:])
             target = m.group(0) if m else ""
             i += len(target)
             reds.append((fd, append, target))
@@ -663,18 +680,31 @@ class Shell:
         if not reds:
             return r
         for fd, _, target in reds:
+            if target.startswith("&"):
+                continue
             if target.strip('"').lower() != "nul" and parent(norm(target)) not in self.m.dirs:
                 return fail("The system cannot find the path specified.\r\n")
 
         def apply(out, err, code):
+            # Where each stream goes, redirection by redirection (cmd.exe
+            # reads them left to right): itself, another stream's place
+            # (N>&M), or a file.
+            where = {1: ("stream", 1), 2: ("stream", 2)}
             for fd, append, target in reds:
-                data = out if fd == 1 else err
-                self.m.write(target, data, append)
-                if fd == 1:
-                    out = b""
+                if target.startswith("&"):
+                    where[fd] = where[int(target[1:])]
                 else:
-                    err = b""
-            return out, err, code
+                    where[fd] = ("file", target, append)
+            streams, opened = {1: b"", 2: b""}, set()
+            for fd, data in ((1, out), (2, err)):
+                dest = where[fd]
+                if dest[0] == "stream":
+                    streams[dest[1]] += data
+                else:
+                    key = norm(dest[1])
+                    self.m.write(dest[1], data, dest[2] or key in opened)
+                    opened.add(key)
+            return streams[1], streams[2], code
 
         if r.on_stdin is not None:
             inner = r.on_stdin
@@ -702,6 +732,7 @@ class Shell:
         if base == "if":
             return self.cmd_if(text, stdin)
         if base == "powershell" and self.m.cfg.no_powershell:
+            self.m.not_recognized.append(words[0])
             return fail(NOT_RECOGNIZED.format(words[0]))
         if base == "echo":
             t = text[4:].strip()
@@ -713,6 +744,7 @@ class Shell:
             return handler(words[1:], text, stdin)
         if self.m.read(words[0]) is not None:
             return self.script(words[0], words[1:])
+        self.m.not_recognized.append(words[0])
         return fail(NOT_RECOGNIZED.format(words[0]))
 
     def script(self, path, args):
@@ -760,6 +792,7 @@ class Shell:
         if not low:
             return fail("wmic:root\\cli>: stand-in has no interactive mode\r\n")
         if low == ["os", "get", "lastbootuptime", "/value"]:
+            self.m.boot_time_reads["wmic"] += 1
             return Result(f"\r\r\n\r\r\nLastBootUpTime={cim_time(self.m.boot_time)}\r\r\n\r\r\n\r\r\n".encode())
         mt = re.fullmatch(r"""computersystem where name=(['"]?)([^'"]*)\1 call rename name=(['"]?)([^'"]*)\3""",
                           " ".join(a), re.I)
@@ -770,6 +803,7 @@ class Shell:
             code = 0
             if re.fullmatch(r"(?=.*[A-Za-z-])[A-Za-z0-9-]{1,15}", new):
                 self.m.pending_name = new
+                self.m.renamed_via = "wmic"
             else:
                 code = 1210  # ERROR_INVALID_COMPUTERNAME
             out = (f'Executing (\\\\{self.m.name}\\ROOT\\CIMV2:Win32_ComputerSystem.Name="{self.m.name}")'
@@ -912,6 +946,7 @@ class Shell:
         if not match:
             return Result(banner, f"no account {user}: The user name could not be found.\r\n".encode(), 1)
         self.m.accounts[match[0]] = pw
+        self.m.password_set_via = "vbscript"
         return Result(banner + f"password of {user} set\r\n".encode())
 
     def p_shutdown(self, a, text, stdin):
@@ -1395,6 +1430,7 @@ class PowerShell:
                 raise PSError('Exception calling "SetPassword" with "1" argument(s): "The user name could not be '
                               'found."')
             self.m.accounts[match[0]] = pw
+            self.m.password_set_via = "powershell"
             return
         mt = TERM.match(st)
         if mt and self.m.cfg.powershell_2 and mt.group(0).lower() == "rename-computer":
@@ -1450,6 +1486,7 @@ class PowerShell:
             raise PSError(f"Rename-Computer : Skip computer '{self.m.name}' with new name '{new}' because "
                           "the new name is not valid.")
         self.m.pending_name = new
+        self.m.renamed_via = "Rename-Computer"
         self.out.append("WARNING: The changes will take effect after you restart the computer "
                         f"{self.m.name}.")
 
@@ -1507,6 +1544,7 @@ class PowerShell:
         if re.fullmatch(r"(?is)\(\s*Get-CimInstance\s+(-ClassName\s+)?Win32_OperatingSystem\s*\)"
                         r"\.LastBootUpTime\.ToUniversalTime\(\)\.ToString\(\s*'o'\s*\)", t) \
                 and not self.m.cfg.powershell_2:
+            self.m.boot_time_reads["cim"] += 1
             return net_time(self.m.boot_time)
         mt = re.fullmatch(r"(?is)Test-Path\s+(.+)", t)
         if mt:
@@ -1518,8 +1556,8 @@ class PowerShell:
         word = TERM.search(t)  # the first command name, inside brackets too
         self.not_recognized(word.group(0) if word else t.split()[0])
 
-    @staticmethod
-    def not_recognized(name):
+    def not_recognized(self, name):
+        self.m.not_recognized.append(name)
         raise PSError(f"{name} : The term '{name}' is not recognized as the name of a cmdlet, function, "
                       "script file, or operable program. Check the spelling of the name, or if a path was "
                       "included, verify that the path is correct and try again.")
