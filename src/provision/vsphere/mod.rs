@@ -404,6 +404,18 @@ impl Load<'_> {
         }
     }
 
+    /// Removes the computer's current VM `old`, if there is one.
+    fn remove_if_any(&self, old: Option<Obj>, attempt: Attempt) -> Result<(), Outcome> {
+        match old {
+            Some(vm) => self.remove(&vm, attempt),
+            None => {
+                self.report
+                    .info(&format!("vSphere: no VM {:?} to remove", self.name));
+                Ok(())
+            }
+        }
+    }
+
     /// Powers the new VM on.
     fn power_on(&self, vm: &MoRef, attempt: Attempt) -> Result<(), Outcome> {
         let timeout = attempt.scale(self.cfg.task_timeout);

@@ -17,7 +17,6 @@ pub(super) fn load_vcenter(
     attempt: Attempt,
     mac: Option<&str>,
 ) -> Result<(), Outcome> {
-    let cfg = l.cfg;
     let source = plan.image.source.as_str();
     if l.name == source {
         return Err(Outcome::Fatal(anyhow::anyhow!(
@@ -26,141 +25,193 @@ pub(super) fn load_vcenter(
         )));
     }
     let dc = l.datacenter()?;
-    let vm_folder = dc_ref(&dc, "vmFolder")?;
-    let host_folder = dc_ref(&dc, "hostFolder")?;
-    let mut props: Vec<&str> = VM_PROPS.to_vec();
-    props.push("config.hardware.device");
-    let template = l.one(&vm_folder, "VirtualMachine", source, &props, "template VM")?;
-
+    let template = find_template(l, &dc, source)?;
     // Placement, all resolved before anything is removed.
-    let folder = match &cfg.folder {
-        Some(f) => l.one(&vm_folder, "Folder", f, &[], "folder")?.moref,
-        None => vm_folder.clone(),
-    };
-    let host = match &cfg.host {
-        Some(h) => Some(l.one(&host_folder, "HostSystem", h, &["parent"], "host")?),
-        None => None,
-    };
-    let pool = if let Some(p) = &cfg.resource_pool {
-        l.one(&host_folder, "ResourcePool", p, &[], "resource pool")?
-            .moref
-    } else if let Some(c) = &cfg.cluster {
-        l.one(
-            &host_folder,
-            "ClusterComputeResource",
-            c,
-            &["resourcePool"],
-            "cluster",
-        )?
-        .moref_of("resourcePool")
-        .ok_or_else(|| {
-            Outcome::Fatal(anyhow::anyhow!(
-                "vSphere: cluster {c:?} has no resource pool"
-            ))
-        })?
-    } else if let Some(h) = &host {
-        pool_of_host(l, h)?
-    } else if let Some(p) = template.moref_of("resourcePool") {
-        p
-    } else {
-        let h = template.moref_of("runtime.host").ok_or_else(|| {
-            Outcome::Fatal(anyhow::anyhow!(
-                "vSphere: template {source:?} has no host; set `resource_pool`, `cluster` or `host`"
-            ))
-        })?;
-        let h = l
-            .vim
-            .get(&h, &["parent"])
-            .map_err(|e| fail("read the template's host", e))?
-            .ok_or_else(|| {
-                Outcome::Retry(anyhow::anyhow!("vSphere: the template's host vanished"))
-            })?;
-        pool_of_host(l, &h)?
-    };
-    let datastore = match &cfg.datastore {
-        Some(d) => Some(l.one(&dc.moref, "Datastore", d, &[], "datastore")?.moref),
-        None => None,
-    };
-    let snapshot = if cfg.linked {
-        Some(template.moref_of("snapshot.currentSnapshot").ok_or_else(|| {
-            Outcome::Fatal(anyhow::anyhow!(
-                "vSphere: linked = true needs a snapshot of template {source:?}, and it has none; take one or set linked = false"
-            ))
-        })?)
-    } else {
-        None
-    };
-    let nic_edit = match mac {
-        Some(m) => Some(nic_mac_edit(&template, m).ok_or_else(|| {
-            Outcome::Fatal(anyhow::anyhow!(
-                "vSphere: template {source:?} has no network card to give MAC {m}"
-            ))
-        })?),
-        None => None,
-    };
-
-    if let Some(old) = l.current_vm(&dc)? {
-        if old.moref == template.moref {
-            return Err(Outcome::Fatal(anyhow::anyhow!(
-                "vSphere: VM {:?} is the template itself; refusing to destroy it",
-                l.name
-            )));
-        }
-        l.remove(&old, attempt)?;
-    } else {
-        l.report
-            .info(&format!("vSphere: no VM {:?} to remove", l.name));
+    let clone = CloneSpec::resolve(l, &dc, &template, source, mac)?;
+    let old = l.current_vm(&dc)?;
+    if old.as_ref().is_some_and(|o| o.moref == template.moref) {
+        return Err(Outcome::Fatal(anyhow::anyhow!(
+            "vSphere: VM {:?} is the template itself; refusing to destroy it",
+            l.name
+        )));
     }
-
-    // VirtualMachineCloneSpec, in the schema's element order.
-    let mut location = String::new();
-    if let Some(d) = &datastore {
-        location.push_str(&d.xml("datastore"));
-    }
-    if snapshot.is_some() {
-        location.push_str("<diskMoveType>createNewChildDiskBacking</diskMoveType>");
-    }
-    location.push_str(&pool.xml("pool"));
-    if let Some(h) = &host {
-        location.push_str(&h.moref.xml("host"));
-    }
-    let mut config = String::new();
-    if let Some(c) = plan.image.config.cpus {
-        config.push_str(&format!("<numCPUs>{c}</numCPUs>"));
-    }
-    if let Some(m) = plan.image.config.memory {
-        config.push_str(&format!("<memoryMB>{m}</memoryMB>"));
-    }
-    if let Some(edit) = &nic_edit {
-        config.push_str(edit);
-    }
-    let mut spec = format!("<location>{location}</location><template>false</template>");
-    if !config.is_empty() {
-        spec.push_str(&format!("<config>{config}</config>"));
-    }
-    spec.push_str("<powerOn>false</powerOn>");
-    if let Some(s) = &snapshot {
-        spec.push_str(&s.xml("snapshot"));
-    }
-    let body = format!(
-        "{}<name>{}</name><spec>{spec}</spec>",
-        folder.xml("folder"),
-        escape(&l.name)
-    );
+    l.remove_if_any(old, attempt)?;
     let what = format!(
         "{} clone of {source} to VM {}",
-        if cfg.linked { "linked" } else { "full" },
+        if l.cfg.linked { "linked" } else { "full" },
         l.name
     );
     let result = l.long_task(
         &what,
         "CloneVM_Task",
         &template.moref,
-        &body,
-        attempt.scale(cfg.clone_timeout),
+        &clone.body(plan, &l.name),
+        attempt.scale(l.cfg.clone_timeout),
         |_| None,
     )?;
     start_new_vm(l, &what, result, attempt, mac)
+}
+
+/// The template VM, with its devices (for the NIC to give a MAC).
+fn find_template(l: &Load, dc: &Obj, source: &str) -> Result<Obj, Outcome> {
+    let vm_folder = dc_ref(dc, "vmFolder")?;
+    let mut props: Vec<&str> = VM_PROPS.to_vec();
+    props.push("config.hardware.device");
+    l.one(&vm_folder, "VirtualMachine", source, &props, "template VM")
+}
+
+/// Where and how the clone goes: what `CloneVM_Task` is told.
+struct CloneSpec {
+    folder: MoRef,
+    host: Option<Obj>,
+    pool: MoRef,
+    datastore: Option<MoRef>,
+    /// The template's current snapshot, for a linked clone.
+    snapshot: Option<MoRef>,
+    /// The deviceChange that gives the NIC the computer's MAC.
+    nic_edit: Option<String>,
+}
+
+impl CloneSpec {
+    /// Looks up everything the clone needs; a missing piece is fatal.
+    fn resolve(
+        l: &Load,
+        dc: &Obj,
+        template: &Obj,
+        source: &str,
+        mac: Option<&str>,
+    ) -> Result<CloneSpec, Outcome> {
+        let cfg = l.cfg;
+        let vm_folder = dc_ref(dc, "vmFolder")?;
+        let host_folder = dc_ref(dc, "hostFolder")?;
+        let folder = match &cfg.folder {
+            Some(f) => l.one(&vm_folder, "Folder", f, &[], "folder")?.moref,
+            None => vm_folder.clone(),
+        };
+        let host = match &cfg.host {
+            Some(h) => Some(l.one(&host_folder, "HostSystem", h, &["parent"], "host")?),
+            None => None,
+        };
+        let pool = resource_pool(l, &host_folder, host.as_ref(), template, source)?;
+        let datastore = match &cfg.datastore {
+            Some(d) => Some(l.one(&dc.moref, "Datastore", d, &[], "datastore")?.moref),
+            None => None,
+        };
+        let snapshot = if cfg.linked {
+            Some(template.moref_of("snapshot.currentSnapshot").ok_or_else(|| {
+                Outcome::Fatal(anyhow::anyhow!(
+                    "vSphere: linked = true needs a snapshot of template {source:?}, and it has none; take one or set linked = false"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let nic_edit = match mac {
+            Some(m) => Some(nic_mac_edit(template, m).ok_or_else(|| {
+                Outcome::Fatal(anyhow::anyhow!(
+                    "vSphere: template {source:?} has no network card to give MAC {m}"
+                ))
+            })?),
+            None => None,
+        };
+        Ok(CloneSpec {
+            folder,
+            host,
+            pool,
+            datastore,
+            snapshot,
+            nic_edit,
+        })
+    }
+
+    /// The body of `CloneVM_Task` for VM `name`: the folder, the name and
+    /// a VirtualMachineCloneSpec, in the schema's element order.
+    fn body(&self, plan: &Plan, name: &str) -> String {
+        let mut location = String::new();
+        if let Some(d) = &self.datastore {
+            location.push_str(&d.xml("datastore"));
+        }
+        if self.snapshot.is_some() {
+            location.push_str("<diskMoveType>createNewChildDiskBacking</diskMoveType>");
+        }
+        location.push_str(&self.pool.xml("pool"));
+        if let Some(h) = &self.host {
+            location.push_str(&h.moref.xml("host"));
+        }
+        let mut config = String::new();
+        if let Some(c) = plan.image.config.cpus {
+            config.push_str(&format!("<numCPUs>{c}</numCPUs>"));
+        }
+        if let Some(m) = plan.image.config.memory {
+            config.push_str(&format!("<memoryMB>{m}</memoryMB>"));
+        }
+        if let Some(edit) = &self.nic_edit {
+            config.push_str(edit);
+        }
+        let mut spec = format!("<location>{location}</location><template>false</template>");
+        if !config.is_empty() {
+            spec.push_str(&format!("<config>{config}</config>"));
+        }
+        spec.push_str("<powerOn>false</powerOn>");
+        if let Some(s) = &self.snapshot {
+            spec.push_str(&s.xml("snapshot"));
+        }
+        format!(
+            "{}<name>{}</name><spec>{spec}</spec>",
+            self.folder.xml("folder"),
+            escape(name)
+        )
+    }
+}
+
+/// The resource pool the clone runs in: the named one, the cluster's, the
+/// host's, else the template's (or its host's).
+fn resource_pool(
+    l: &Load,
+    host_folder: &MoRef,
+    host: Option<&Obj>,
+    template: &Obj,
+    source: &str,
+) -> Result<MoRef, Outcome> {
+    let cfg = l.cfg;
+    if let Some(p) = &cfg.resource_pool {
+        return Ok(l
+            .one(host_folder, "ResourcePool", p, &[], "resource pool")?
+            .moref);
+    }
+    if let Some(c) = &cfg.cluster {
+        return l
+            .one(
+                host_folder,
+                "ClusterComputeResource",
+                c,
+                &["resourcePool"],
+                "cluster",
+            )?
+            .moref_of("resourcePool")
+            .ok_or_else(|| {
+                Outcome::Fatal(anyhow::anyhow!(
+                    "vSphere: cluster {c:?} has no resource pool"
+                ))
+            });
+    }
+    if let Some(h) = host {
+        return pool_of_host(l, h);
+    }
+    if let Some(p) = template.moref_of("resourcePool") {
+        return Ok(p);
+    }
+    let h = template.moref_of("runtime.host").ok_or_else(|| {
+        Outcome::Fatal(anyhow::anyhow!(
+            "vSphere: template {source:?} has no host; set `resource_pool`, `cluster` or `host`"
+        ))
+    })?;
+    let h = l
+        .vim
+        .get(&h, &["parent"])
+        .map_err(|e| fail("read the template's host", e))?
+        .ok_or_else(|| Outcome::Retry(anyhow::anyhow!("vSphere: the template's host vanished")))?;
+    pool_of_host(l, &h)
 }
 
 /// The root resource pool of a host's compute resource.
