@@ -308,47 +308,16 @@ impl VsphereConfig {
 
     /// Lines for `reimage check`.
     pub fn describe(&self, plan: &Plan) -> Vec<String> {
-        let tls = if !self.url.starts_with("https://") {
-            "no TLS (http)".to_string()
-        } else if self.insecure {
-            "certificate NOT verified (insecure = true)".to_string()
-        } else if let Some(ca) = &self.ca_file {
-            format!("certificate verified against {}", ca.display())
-        } else if let Some(t) = &self.thumbprint {
-            format!("certificate pinned to SHA-256 {t}")
-        } else {
-            "certificate verified against the system's roots".to_string()
-        };
-        let source = &plan.image.source;
-        let vc = format!("vCenter: clone template VM {source:?}");
-        let esx = if self.linked {
-            format!("ESXi host: a child disk on base disk {source:?}, and create the VM")
-        } else {
-            format!("ESXi host: copy base disk {source:?} and create the VM")
-        };
-        let seen = std::fs::read_to_string(self.seen_file(&plan.state_dir)).ok();
-        let seen = seen.as_deref().and_then(|t| t.split_once('\n'));
-        let path = match (self.endpoint, seen) {
-            (Endpoint::Vcenter, _) => format!("path: {vc}"),
-            (Endpoint::Esxi, _) => format!("path: {esx}"),
-            (Endpoint::Auto, Some((api, name))) if api == "VirtualCenter" || api == "HostAgent" => {
-                format!(
-                    "path: {} (the endpoint said it is {} at the last connection; decided again at every load)",
-                    if api == "VirtualCenter" { &vc } else { &esx },
-                    name.trim()
-                )
-            }
-            (Endpoint::Auto, _) => {
-                format!("path: decided at load from the endpoint's apiType ({vc}; {esx})")
-            }
-        };
         let attempt = Attempt::new(1, plan.max_attempts, plan.growth);
         let name = expand(&self.vm_name, &placeholders(plan, attempt));
-        let opt = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.into());
-        let cfg = &plan.image.config;
         let mut lines = vec![
-            format!("endpoint: {} as {} ({tls})", self.sdk_url(), self.username),
-            path,
+            format!(
+                "endpoint: {} as {} ({})",
+                self.sdk_url(),
+                self.username,
+                self.trust_words()
+            ),
+            self.path_line(plan),
             format!("VM: {name}"),
             format!(
                 "MAC: {}",
@@ -357,27 +326,8 @@ impl VsphereConfig {
                     .clone()
                     .unwrap_or_else(|| "assigned by vSphere".into())
             ),
-            format!(
-                "CPUs: {}, memory: {}",
-                cfg.cpus
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "the template's (ESXi: 1)".into()),
-                cfg.memory
-                    .map(|m| format!("{m} MiB"))
-                    .unwrap_or_else(|| "the template's (ESXi: 1024 MiB)".into())
-            ),
-            format!(
-                "placement: datacenter {}, folder {}, resource pool {}, host {}, datastore {}",
-                opt(&self.datacenter, "the only one"),
-                opt(&self.folder, "the root VM folder"),
-                match (&self.resource_pool, &self.cluster) {
-                    (Some(p), _) => p.clone(),
-                    (None, Some(c)) => format!("cluster {c}'s"),
-                    (None, None) => "the template's (ESXi: the host's)".into(),
-                },
-                opt(&self.host, "any"),
-                opt(&self.datastore, "the template's or base disk's"),
-            ),
+            hardware_line(plan),
+            self.placement_line(),
             format!(
                 "linked: {}",
                 if self.linked {
@@ -403,6 +353,81 @@ impl VsphereConfig {
         ]);
         lines
     }
+
+    /// How the endpoint's certificate is trusted, in words.
+    fn trust_words(&self) -> String {
+        if !self.url.starts_with("https://") {
+            "no TLS (http)".to_string()
+        } else if self.insecure {
+            "certificate NOT verified (insecure = true)".to_string()
+        } else if let Some(ca) = &self.ca_file {
+            format!("certificate verified against {}", ca.display())
+        } else if let Some(t) = &self.thumbprint {
+            format!("certificate pinned to SHA-256 {t}")
+        } else {
+            "certificate verified against the system's roots".to_string()
+        }
+    }
+
+    /// The load path: the configured one, else the one the endpoint's
+    /// apiType picked at the last connection (recorded in the state
+    /// directory), else both.
+    fn path_line(&self, plan: &Plan) -> String {
+        let source = &plan.image.source;
+        let vc = format!("vCenter: clone template VM {source:?}");
+        let esx = if self.linked {
+            format!("ESXi host: a child disk on base disk {source:?}, and create the VM")
+        } else {
+            format!("ESXi host: copy base disk {source:?} and create the VM")
+        };
+        let seen = std::fs::read_to_string(self.seen_file(&plan.state_dir)).ok();
+        let seen = seen.as_deref().and_then(|t| t.split_once('\n'));
+        match (self.endpoint, seen) {
+            (Endpoint::Vcenter, _) => format!("path: {vc}"),
+            (Endpoint::Esxi, _) => format!("path: {esx}"),
+            (Endpoint::Auto, Some((api, name))) if api == "VirtualCenter" || api == "HostAgent" => {
+                format!(
+                    "path: {} (the endpoint said it is {} at the last connection; decided again at every load)",
+                    if api == "VirtualCenter" { &vc } else { &esx },
+                    name.trim()
+                )
+            }
+            (Endpoint::Auto, _) => {
+                format!("path: decided at load from the endpoint's apiType ({vc}; {esx})")
+            }
+        }
+    }
+
+    /// Where the VM goes, each part with its default in words.
+    fn placement_line(&self) -> String {
+        let opt = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.into());
+        format!(
+            "placement: datacenter {}, folder {}, resource pool {}, host {}, datastore {}",
+            opt(&self.datacenter, "the only one"),
+            opt(&self.folder, "the root VM folder"),
+            match (&self.resource_pool, &self.cluster) {
+                (Some(p), _) => p.clone(),
+                (None, Some(c)) => format!("cluster {c}'s"),
+                (None, None) => "the template's (ESXi: the host's)".into(),
+            },
+            opt(&self.host, "any"),
+            opt(&self.datastore, "the template's or base disk's"),
+        )
+    }
+}
+
+/// The image's CPUs and memory, or whose they are when it sets none.
+fn hardware_line(plan: &Plan) -> String {
+    let cfg = &plan.image.config;
+    format!(
+        "CPUs: {}, memory: {}",
+        cfg.cpus
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "the template's (ESXi: 1)".into()),
+        cfg.memory
+            .map(|m| format!("{m} MiB"))
+            .unwrap_or_else(|| "the template's (ESXi: 1024 MiB)".into())
+    )
 }
 
 #[cfg(test)]
