@@ -16,7 +16,7 @@ use crate::duration;
 use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
-use crate::wait::{self, Limits, Pace, Poll, Waited};
+use crate::wait::{self, Limits, Pace, Poll};
 
 /// `[provisioners.NAME] kind = "libvirt"`.
 #[derive(Debug, Deserialize, Clone)]
@@ -570,6 +570,7 @@ impl Libvirt {
         Err(self.failed(plan, &shown, &out, &format!("start domain `{name}`"), false))
     }
 
+    /// Waits (step `running`) until libvirt says the domain runs.
     fn wait_running(
         &self,
         plan: &Plan,
@@ -580,6 +581,7 @@ impl Libvirt {
         let who = &plan.computer.name;
         let timeout = attempt.scale(self.config.start_timeout);
         report.step("running", Some(timeout));
+        let mut last = String::new();
         let mut error = None;
         let w = wait::poll(
             report,
@@ -593,7 +595,7 @@ impl Libvirt {
                     .config
                     .command_timeout
                     .min(left.max(Duration::from_secs(1)));
-                match self.domstate(plan, report, t) {
+                let p = match self.domstate(plan, report, t) {
                     Ok(Some(s)) if s == "running" => Poll::Ready(s),
                     Ok(Some(s)) => Poll::NotYet(format!("domain {name} is {s}")),
                     Ok(None) => Poll::NotYet(format!("domain {name} is gone")),
@@ -603,30 +605,31 @@ impl Libvirt {
                         error = Some(s.clone());
                         Poll::NotYet(s)
                     }
+                };
+                if let Poll::NotYet(s) = &p {
+                    last.clone_from(s);
                 }
+                p
             },
         );
-        match w {
-            Waited::Ready(_, _) => {
+        match w.into_outcome(
+            &format!("waiting for domain {name} to run"),
+            timeout,
+            report,
+        ) {
+            Ok(_) => {
                 report.step_end(true, &format!("domain {name} is running"));
                 Ok(())
             }
-            Waited::TimedOut(last) | Waited::Stalled(last, _) => {
-                report.step_end(false, &last);
-                Err(Outcome::Retry(anyhow::anyhow!(
-                    "load of {who}: domain {name} was started but is not running after {} (last seen: {}{})",
-                    duration::fmt(timeout),
-                    last,
-                    error
-                        .map(|e| format!("; last error: {e}"))
-                        .unwrap_or_default()
-                )))
-            }
-            Waited::Fatal(e) => {
-                report.step_end(false, &format!("{e:#}"));
-                Err(Outcome::Fatal(e))
-            }
-            Waited::Interrupted(i) => Err(Outcome::Fatal(anyhow::anyhow!("load of {who}: {i}"))),
+            Err(Outcome::Retry(_)) => Err(Outcome::Retry(anyhow::anyhow!(
+                "load of {who}: domain {name} was started but is not running after {} (last seen: {}{})",
+                duration::fmt(timeout),
+                last,
+                error
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ))),
+            Err(o) => Err(o),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::config::Plan;
 use crate::duration;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
-use crate::wait::{self, Limits, Pace, Poll, Waited};
+use crate::wait::{self, Limits, Pace, Poll};
 
 impl Xcat {
     /// Looks at the node once: nodestat, lsdef status, nodeset stat. A
@@ -75,6 +75,9 @@ impl Xcat {
         Ok(seen)
     }
 
+    /// Watches the install (step `install`) until xCAT shows it ran and
+    /// ended; a failed install, a missed network boot, a timeout and a
+    /// stall ask for a retry.
     pub(super) fn monitor(
         &self,
         plan: &Plan,
@@ -83,41 +86,20 @@ impl Xcat {
         kind: ImageKind,
     ) -> Result<(), Outcome> {
         let overall = attempt.scale(self.config.overall());
-        let stall = attempt.scale(self.config.stall());
         let limits = Limits {
             timeout: overall,
-            stall: Some(stall),
+            stall: Some(attempt.scale(self.config.stall())),
         };
         let pace = Pace {
             first: self.config.poll_interval.min(Duration::from_secs(1)),
             max: self.config.poll_interval,
         };
         report.step("install", Some(overall));
-        let mut monitor = Monitor::new(kind);
-        let mut logged: [String; 3] = Default::default();
-        let mut known = Seen::default();
-        let mut ended: Option<Verdict> = None;
-        let waited = wait::poll(report, limits, pace, |_| {
-            let seen = match self.look(plan, report, &mut logged) {
-                Ok(s) => s,
-                Err(p) => return p,
-            };
-            known.merge(&seen);
-            match monitor.observe(&known) {
-                Verdict::Loaded(s) => Poll::Ready(s),
-                Verdict::Going(s) => Poll::NotYet(s),
-                v => {
-                    let s = v.text().to_string();
-                    ended = Some(v);
-                    Poll::Fatal(anyhow::anyhow!("{s}"))
-                }
-            }
-        });
-        let node = &plan.computer.node;
-        let who = who(plan);
-        let image = &plan.image.source;
-        match waited {
-            Waited::Ready(s, took) => {
+        let mut watch = Watch::new(kind);
+        let waited = wait::poll(report, limits, pace, |_| watch.look(self, plan, report));
+        let what = format!("install of osimage `{}`", plan.image.source);
+        match waited.into_outcome(&what, overall, report) {
+            Ok((s, took)) => {
                 report.progress(&s);
                 report.step_end(
                     true,
@@ -125,27 +107,68 @@ impl Xcat {
                 );
                 Ok(())
             }
-            Waited::Fatal(e) => {
-                report.step_end(false, &format!("{e:#}"));
-                match ended {
-                    Some(Verdict::Failed(s)) => Err(Outcome::Retry(anyhow::anyhow!(
-                        "{who}: xCAT reports the install of osimage `{image}` failed ({s}); see /var/log/xcat/computes.log on the management node"
-                    ))),
-                    Some(Verdict::Missed(s)) => Err(Outcome::Retry(anyhow::anyhow!(
-                        "{who}: the network boot did not happen: the node started the system on its disk instead of installing osimage `{image}` (xCAT never saw the install start; {s}); check that the node boots from the network first, that DHCP answers it (`makedhcp -q {node}`) and the DHCP/TFTP lines for its MAC in /var/log/messages"
-                    ))),
-                    _ => Err(Outcome::Fatal(e)),
-                }
+            Err(o) => Err(watch.failure(plan, o)),
+        }
+    }
+}
+
+/// What watching an install keeps between looks.
+struct Watch {
+    monitor: Monitor,
+    /// The output last logged of each status command: the event log gets
+    /// an answer again only when it changed.
+    logged: [String; 3],
+    /// The last answer of each command.
+    known: Seen,
+    /// Why the monitor ended the wait early: the install failed or never
+    /// started.
+    ended: Option<Verdict>,
+}
+
+impl Watch {
+    fn new(kind: ImageKind) -> Watch {
+        Watch {
+            monitor: Monitor::new(kind),
+            logged: Default::default(),
+            known: Seen::default(),
+            ended: None,
+        }
+    }
+
+    /// One look at the node, and what the monitor makes of it.
+    fn look(&mut self, x: &Xcat, plan: &Plan, report: &Reporter) -> Poll {
+        let seen = match x.look(plan, report, &mut self.logged) {
+            Ok(s) => s,
+            Err(p) => return p,
+        };
+        self.known.merge(&seen);
+        match self.monitor.observe(&self.known) {
+            Verdict::Loaded(s) => Poll::Ready(s),
+            Verdict::Going(s) => Poll::NotYet(s),
+            v => {
+                let s = v.text().to_string();
+                self.ended = Some(v);
+                Poll::Fatal(anyhow::anyhow!("{s}"))
             }
-            Waited::Interrupted(i) => {
-                report.step_end(false, &i.to_string());
-                Err(Outcome::Fatal(anyhow::anyhow!("{who}: {i}")))
-            }
-            w @ (Waited::TimedOut(_) | Waited::Stalled(..)) => {
-                let what = format!("install of osimage `{image}`");
-                let text = wait::describe(&w, &what, overall);
-                report.step_end(false, &text);
-                let hint = match (monitor.install_seen(), monitor.up_without_install()) {
+        }
+    }
+
+    /// The outcome of an install that did not end installed, saying what
+    /// xCAT saw and what to check.
+    fn failure(&self, plan: &Plan, o: Outcome) -> Outcome {
+        let node = &plan.computer.node;
+        let who = who(plan);
+        let image = &plan.image.source;
+        match (&self.ended, o) {
+            (Some(Verdict::Failed(s)), _) => Outcome::Retry(anyhow::anyhow!(
+                "{who}: xCAT reports the install of osimage `{image}` failed ({s}); see /var/log/xcat/computes.log on the management node"
+            )),
+            (Some(Verdict::Missed(s)), _) => Outcome::Retry(anyhow::anyhow!(
+                "{who}: the network boot did not happen: the node started the system on its disk instead of installing osimage `{image}` (xCAT never saw the install start; {s}); check that the node boots from the network first, that DHCP answers it (`makedhcp -q {node}`) and the DHCP/TFTP lines for its MAC in /var/log/messages"
+            )),
+            (_, Outcome::Retry(e)) => {
+                let m = &self.monitor;
+                let hint = match (m.install_seen(), m.up_without_install()) {
                     (false, Some(apps)) => format!(
                         "; xCAT never saw the install start while the node answered on {apps}: the network boot probably did not happen (check the boot order and `makedhcp -q {node}`)"
                     ),
@@ -154,10 +177,11 @@ impl Xcat {
                     }
                     _ => String::new(),
                 };
-                Err(Outcome::Retry(anyhow::anyhow!(
-                    "{who}: {text}{hint}; watch it with `rcons {node}` and `nodestat {node}`"
-                )))
+                Outcome::Retry(anyhow::anyhow!(
+                    "{who}: {e}{hint}; watch it with `rcons {node}` and `nodestat {node}`"
+                ))
             }
+            (_, o) => o,
         }
     }
 }
