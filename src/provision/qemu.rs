@@ -26,7 +26,7 @@ use crate::duration;
 use crate::exec::{Cmd, Hints, alive};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
-use crate::wait::{self, Limits, Pace, Poll};
+use crate::wait::{self, Backoff, Limits, Pace, Poll};
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -469,14 +469,13 @@ fn kill(pid: i32, sig: Signal) {
 /// Waits up to `limit` until none of `pids` is alive; the ones still alive.
 fn wait_gone(pids: &[i32], limit: Duration) -> Vec<i32> {
     let start = Instant::now();
-    let mut pause = Duration::from_millis(10);
+    let mut pause = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
     loop {
         let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
         if left.is_empty() || start.elapsed() >= limit {
             return left;
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
+        std::thread::sleep(pause.next_pause());
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::Plan;
 use crate::duration;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
-use crate::wait;
+use crate::wait::{self, Backoff};
 
 impl Xcat {
     /// `rpower NODE boot` (on when off, reset when on), tried up to
@@ -71,7 +71,7 @@ impl Xcat {
     fn wait_power_on(&self, plan: &Plan, report: &Reporter) -> Result<Result<(), String>, Outcome> {
         let node = plan.computer.node.as_str();
         let until = Instant::now() + self.config.power_wait;
-        let mut pause = Duration::from_millis(200);
+        let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let (shown, out, err) = self.ask(plan, report, "rpower", &[node, "stat"])?;
             let state = match err {
@@ -91,9 +91,8 @@ impl Xcat {
                 return Ok(Err(name));
             }
             report.progress(&format!("power: {name}"));
-            wait::pause(pause.min(until.saturating_duration_since(Instant::now())))
+            wait::pause(pause.next_until(until))
                 .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 }

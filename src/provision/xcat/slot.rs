@@ -15,7 +15,7 @@ use crate::coord::Slot;
 use crate::duration;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
-use crate::wait;
+use crate::wait::{self, Backoff};
 
 impl Xcat {
     /// The nodes xCAT shows installing or capturing in `limit_noderange`
@@ -73,7 +73,10 @@ impl Xcat {
             return Err(no_slot(&format!("{max} loads by reimage")));
         };
         slot.label(node);
-        let mut pause = Duration::from_millis(500);
+        let mut pause = Backoff::new(
+            Duration::from_millis(500),
+            c.poll_interval.max(Duration::from_millis(500)),
+        );
         loop {
             let xcat = self.xcat_loads(plan, report)?;
             let ours = plan.slots.labels(&name);
@@ -117,10 +120,8 @@ impl Xcat {
                 )));
             }
             report.progress(&format!("waiting for a load slot: {said} of {max}"));
-            let left = c.slot_wait.saturating_sub(start.elapsed());
-            wait::pause(pause.min(left))
+            wait::pause(pause.next_until(start + c.slot_wait))
                 .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
-            pause = (pause * 2).min(c.poll_interval.max(Duration::from_millis(500)));
         }
     }
 }
