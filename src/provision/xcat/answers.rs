@@ -86,22 +86,95 @@ pub fn status_word(value: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Boot states `nodeset` sets (destiny.pm), which nodestat echoes for a
+/// A boot state `nodeset` sets (destiny.pm), which nodestat echoes for a
 /// node that pings with no known port open.
-const NODESET_STATES: [&str; 12] = [
-    "install",
-    "netboot",
-    "statelite",
-    "boot",
-    "image",
-    "shell",
-    "standby",
-    "runcmd",
-    "runimage",
-    "offline",
-    "discover",
-    "iscsiboot",
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destiny {
+    Install,
+    Netboot,
+    Statelite,
+    Boot,
+    Image,
+    Shell,
+    Standby,
+    Runcmd,
+    Runimage,
+    Offline,
+    Discover,
+    Iscsiboot,
+}
+
+impl Destiny {
+    /// Every state and its name.
+    const NAMES: [(Destiny, &'static str); 12] = [
+        (Destiny::Install, "install"),
+        (Destiny::Netboot, "netboot"),
+        (Destiny::Statelite, "statelite"),
+        (Destiny::Boot, "boot"),
+        (Destiny::Image, "image"),
+        (Destiny::Shell, "shell"),
+        (Destiny::Standby, "standby"),
+        (Destiny::Runcmd, "runcmd"),
+        (Destiny::Runimage, "runimage"),
+        (Destiny::Offline, "offline"),
+        (Destiny::Discover, "discover"),
+        (Destiny::Iscsiboot, "iscsiboot"),
+    ];
+
+    /// The state a value starts with (`install rhels7-x86_64-compute`);
+    /// `None` when it is no nodeset state.
+    pub fn of(value: &str) -> Option<Destiny> {
+        let word = status_word(value);
+        Destiny::NAMES
+            .iter()
+            .find(|(_, n)| *n == word)
+            .map(|(d, _)| *d)
+    }
+
+    /// Its name, as nodeset prints it.
+    pub fn name(self) -> &'static str {
+        Destiny::NAMES
+            .iter()
+            .find(|(d, _)| *d == self)
+            .map_or("", |(_, n)| n)
+    }
+}
+
+/// A node's `status` attribute, as xCAT's scripts set it (the notes at the
+/// top say where each is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// `powering-on`: rpower turned it on.
+    PoweringOn,
+    /// `installing`: the installer's %pre ran.
+    Installing,
+    /// `postbooting`: the first boot runs the postscripts.
+    Postbooting,
+    /// `netbooting`: a diskless image is booting.
+    Netbooting,
+    /// `booted`: a system came up (on every boot, not only the first).
+    Booted,
+    /// `failed`: a postscript failed.
+    Failed,
+    /// Anything else.
+    Other,
+}
+
+impl Status {
+    /// The status a value starts with; `None` when it has no word.
+    pub fn of(value: &str) -> Option<Status> {
+        Some(match status_word(value).as_str() {
+            "" => return None,
+            "powering-on" => Status::PoweringOn,
+            "installing" => Status::Installing,
+            "postbooting" => Status::Postbooting,
+            "netbooting" => Status::Netbooting,
+            "booted" => Status::Booted,
+            "failed" => Status::Failed,
+            _ => Status::Other,
+        })
+    }
+}
 
 /// What one `nodestat` value says (plugins/nodestat.pm).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +200,7 @@ pub fn parse_nodestat(value: &str) -> NodeStat {
     if word == "noping" {
         return NodeStat::Noping;
     }
-    if NODESET_STATES.contains(&word.as_str()) {
+    if Destiny::of(&word).is_some() {
         return NodeStat::Echo(v.to_string());
     }
     if word.starts_with("installing") || word.starts_with("partimage") {
@@ -167,13 +240,38 @@ pub enum Power {
     Other(String),
 }
 
-/// Parses the value of `rpower NODE stat` (ipmi.pm; PPCpower.pm for HMCs).
+/// What `rpower NODE stat` prints, lower-case, and the state it means
+/// (ipmi.pm; an HMC's words in PPCpower.pm); the first word of a state is
+/// its name.
+const POWER_WORDS: [(&str, Power); 6] = [
+    ("on", Power::On),
+    ("off", Power::Off),
+    ("running", Power::On),
+    ("operating", Power::On),
+    ("open firmware", Power::On),
+    ("not activated", Power::Off),
+];
+
+/// Parses the value of `rpower NODE stat`.
 pub fn parse_power(value: &str) -> Power {
     let v = value.trim().to_ascii_lowercase();
-    match v.as_str() {
-        "on" | "running" | "operating" | "open firmware" => Power::On,
-        "off" | "not activated" => Power::Off,
-        _ => Power::Other(value.trim().to_string()),
+    POWER_WORDS
+        .iter()
+        .find(|(w, _)| *w == v)
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| Power::Other(value.trim().to_string()))
+}
+
+impl Power {
+    /// The state in words: `on`, `off`, or what was printed.
+    pub fn name(&self) -> &str {
+        match self {
+            Power::Other(s) => s,
+            p => POWER_WORDS
+                .iter()
+                .find(|(_, q)| q == p)
+                .map_or("", |(w, _)| w),
+        }
     }
 }
 
@@ -287,8 +385,8 @@ pub enum ImageKind {
 impl ImageKind {
     /// From the state `nodeset NODE osimage=` answered.
     pub fn of_state(state: &str) -> ImageKind {
-        match status_word(state).as_str() {
-            "netboot" | "statelite" => ImageKind::Diskless,
+        match Destiny::of(state) {
+            Some(Destiny::Netboot | Destiny::Statelite) => ImageKind::Diskless,
             _ => ImageKind::Diskful,
         }
     }
@@ -386,6 +484,26 @@ mod tests {
         assert_eq!(parse_power("Open Firmware"), Power::On);
         assert_eq!(parse_power("Not Activated"), Power::Off);
         assert_eq!(parse_power("Starting"), Power::Other("Starting".into()));
+        assert_eq!(parse_power("Running").name(), "on");
+        assert_eq!(parse_power("Not Activated").name(), "off");
+        assert_eq!(parse_power("Starting").name(), "Starting");
+    }
+
+    #[test]
+    fn nodeset_states_and_statuses_by_name() {
+        for (d, n) in Destiny::NAMES {
+            assert_eq!(Destiny::of(n), Some(d));
+            assert_eq!(d.name(), n);
+        }
+        assert_eq!(
+            Destiny::of("install rhels7-x86_64-compute"),
+            Some(Destiny::Install)
+        );
+        assert_eq!(Destiny::of("installing prep"), None);
+        assert_eq!(Status::of("booted"), Some(Status::Booted));
+        assert_eq!(Status::of("powering-on"), Some(Status::PoweringOn));
+        assert_eq!(Status::of("alive"), Some(Status::Other));
+        assert_eq!(Status::of(" "), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::config::Plan;
 use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
-use answers::{ImageKind, XcatError};
+use answers::{Destiny, ImageKind, XcatError};
 pub use answers::{find_error, node_value};
 /// The readers the property tests feed random text.
 #[cfg(test)]
@@ -145,7 +145,7 @@ impl Xcat {
         report.step("nodeset", None);
         let osimage = format!("osimage={}", plan.image.source);
         let out = self.must(plan, report, "nodeset", &[node, &osimage])?;
-        let state = node_value(&out.stdout, node).unwrap_or_else(|| "install".into());
+        let state = node_value(&out.stdout, node).unwrap_or_else(|| Destiny::Install.name().into());
         let kind = ImageKind::of_state(&state);
         report.step_end(
             true,

@@ -2,7 +2,7 @@
 //! never on what the node showed before the load or on a running sshd
 //! alone. Pure logic over what the status commands answered.
 
-use super::answers::{ImageKind, NodeStat, parse_nodestat, status_word};
+use super::answers::{Destiny, ImageKind, NodeStat, Status, parse_nodestat};
 
 /// One look at the node; `None` where a command gave no usable answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,21 +108,21 @@ impl Monitor {
 
     /// Takes one look.
     pub fn observe(&mut self, s: &Seen) -> Verdict {
-        let st = s.status.as_deref().map(status_word).unwrap_or_default();
-        let boot = s.boot.as_deref().map(status_word);
+        let st = s.status.as_deref().and_then(Status::of);
+        let boot = s.boot.as_deref().and_then(Destiny::of);
         let ns = s.nodestat.as_deref().map(parse_nodestat);
-        if st == "failed" {
+        if st == Some(Status::Failed) {
             return Verdict::Failed(s.line());
         }
         let running = match self.kind {
-            ImageKind::Diskful => st == "installing",
-            ImageKind::Diskless => st == "netbooting",
+            ImageKind::Diskful => st == Some(Status::Installing),
+            ImageKind::Diskless => st == Some(Status::Netbooting),
         };
         if running || matches!(ns, Some(NodeStat::Installer(_))) {
             self.install_seen = true;
         }
-        let booted = st == "booted";
-        if !st.is_empty() && !booted {
+        let booted = st == Some(Status::Booted);
+        if st.is_some() && !booted {
             self.fresh = true;
         }
         if !self.install_seen
@@ -134,7 +134,7 @@ impl Monitor {
             ImageKind::Diskful => {
                 // nodeset back at `boot`: the installer's postscript asked
                 // for `next` at the end of the install.
-                if boot.as_deref() == Some("boot") || (self.install_seen && booted) {
+                if boot == Some(Destiny::Boot) || (self.install_seen && booted) {
                     return Verdict::Loaded(s.line());
                 }
             }

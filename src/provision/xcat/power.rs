@@ -86,7 +86,7 @@ impl Xcat {
             if state == Power::On {
                 return Ok(Ok(()));
             }
-            let name = power_name(&state);
+            let name = state.name().to_string();
             if Instant::now() >= until {
                 return Ok(Err(name));
             }
@@ -94,13 +94,5 @@ impl Xcat {
             wait::pause(pause.next_until(until))
                 .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
         }
-    }
-}
-
-fn power_name(p: &Power) -> String {
-    match p {
-        Power::On => "on".into(),
-        Power::Off => "off".into(),
-        Power::Other(s) => s.clone(),
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::answers::{XcatError, node_values, status_word};
+use super::answers::{Destiny, XcatError, node_values};
 use super::{Xcat, failure, short, who};
 use crate::config::Plan;
 use crate::coord::Slot;
@@ -37,7 +37,7 @@ impl Xcat {
         }
         Ok(node_values(&out.stdout)
             .into_iter()
-            .filter(|(_, v)| matches!(status_word(v).as_str(), "install" | "image"))
+            .filter(|(_, v)| matches!(Destiny::of(v), Some(Destiny::Install | Destiny::Image)))
             .map(|(n, _)| n)
             .collect())
     }
