@@ -1074,6 +1074,8 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(c.accel, Accel::Tcg);
+        assert_eq!(Accel::Tcg.name(), "tcg");
+        assert_eq!(Accel::Auto.name(), "auto");
         assert_eq!(c.start_timeout, Duration::from_secs(120));
         assert_eq!(c.memory, 256);
         assert!(toml::from_str::<QemuConfig>("acel = \"tcg\"").is_err());

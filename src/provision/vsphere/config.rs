@@ -1,7 +1,7 @@
 //! `[provisioners.NAME] kind = "vsphere"`: the keys, their defaults and
 //! checks, and what `reimage check` says of a load.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,10 +9,10 @@ use super::tls;
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
-use crate::provision::{expand, placeholders};
+use crate::provision::{config_name, expand, placeholders};
 
 /// Which load path an endpoint gets.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Endpoint {
     /// Whatever the endpoint says it is at load.
@@ -25,7 +25,7 @@ pub enum Endpoint {
 }
 
 /// The virtual NIC of a VM created on an ESXi host.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Nic {
     /// Intel E1000: a driver in every guest, Windows XP included.
@@ -37,13 +37,22 @@ pub enum Nic {
     Vmxnet3,
 }
 
-impl Nic {
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Nic::E1000 => "e1000",
-            Nic::E1000e => "e1000e",
-            Nic::Vmxnet3 => "vmxnet3",
+impl Endpoint {
+    /// The path an endpoint's `apiType` picks: `VirtualCenter` is a
+    /// vCenter, `HostAgent` an ESXi host; `None` for anything else.
+    pub(super) fn of_api_type(api: &str) -> Option<Endpoint> {
+        match api {
+            "VirtualCenter" => Some(Endpoint::Vcenter),
+            "HostAgent" => Some(Endpoint::Esxi),
+            _ => None,
         }
+    }
+}
+
+impl Nic {
+    /// Its name in the config file.
+    pub(super) fn name(self) -> String {
+        config_name(&self)
     }
 
     pub(super) fn xsi_type(self) -> &'static str {
@@ -56,7 +65,7 @@ impl Nic {
 }
 
 /// The disk controller of a VM created on an ESXi host.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Controller {
     /// LSI Logic SAS: Windows Vista / 2008 and later.
@@ -71,13 +80,9 @@ pub enum Controller {
 }
 
 impl Controller {
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Controller::LsilogicSas => "lsilogic-sas",
-            Controller::Lsilogic => "lsilogic",
-            Controller::Pvscsi => "pvscsi",
-            Controller::Buslogic => "buslogic",
-        }
+    /// Its name in the config file.
+    pub(super) fn name(self) -> String {
+        config_name(&self)
     }
 
     pub(super) fn xsi_type(self) -> &'static str {
@@ -381,15 +386,17 @@ impl VsphereConfig {
             format!("ESXi host: copy base disk {source:?} and create the VM")
         };
         let seen = std::fs::read_to_string(self.seen_file(&plan.state_dir)).ok();
-        let seen = seen.as_deref().and_then(|t| t.split_once('\n'));
+        let seen = seen
+            .as_deref()
+            .and_then(|t| t.split_once('\n'))
+            .and_then(|(api, name)| Some((Endpoint::of_api_type(api)?, name.trim())));
         match (self.endpoint, seen) {
             (Endpoint::Vcenter, _) => format!("path: {vc}"),
             (Endpoint::Esxi, _) => format!("path: {esx}"),
-            (Endpoint::Auto, Some((api, name))) if api == "VirtualCenter" || api == "HostAgent" => {
+            (Endpoint::Auto, Some((path, name))) => {
                 format!(
-                    "path: {} (the endpoint said it is {} at the last connection; decided again at every load)",
-                    if api == "VirtualCenter" { &vc } else { &esx },
-                    name.trim()
+                    "path: {} (the endpoint said it is {name} at the last connection; decided again at every load)",
+                    if path == Endpoint::Vcenter { &vc } else { &esx },
                 )
             }
             (Endpoint::Auto, _) => {
@@ -480,5 +487,30 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("not both"));
         let c = cfg("folder = \"\"").expect("parses");
         assert!(c.validate().unwrap_err().contains("folder"));
+    }
+
+    #[test]
+    fn names_are_the_config_files_and_the_api_types() {
+        for n in [Nic::E1000, Nic::E1000e, Nic::Vmxnet3] {
+            let c = cfg(&format!("nic = \"{}\"", n.name())).expect("parses");
+            assert_eq!(c.nic, n);
+        }
+        let all = [
+            Controller::LsilogicSas,
+            Controller::Lsilogic,
+            Controller::Pvscsi,
+            Controller::Buslogic,
+        ];
+        for d in all {
+            let c = cfg(&format!("disk_controller = \"{}\"", d.name())).expect("parses");
+            assert_eq!(c.disk_controller, d);
+        }
+        assert_eq!(Controller::LsilogicSas.name(), "lsilogic-sas");
+        assert_eq!(
+            Endpoint::of_api_type("VirtualCenter"),
+            Some(Endpoint::Vcenter)
+        );
+        assert_eq!(Endpoint::of_api_type("HostAgent"), Some(Endpoint::Esxi));
+        assert_eq!(Endpoint::of_api_type("Agent"), None);
     }
 }

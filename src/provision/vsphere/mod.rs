@@ -45,7 +45,7 @@ use crate::secret::Secret;
 use config::Endpoint;
 pub use config::VsphereConfig;
 use soap::{Class, Elem, Error, MoRef};
-use vim::{Obj, Vim};
+use vim::{About, Obj, Vim};
 
 /// Ethernet card types a template's NIC can have.
 const NIC_TYPES: [&str; 8] = [
@@ -89,35 +89,11 @@ impl Vsphere {
             Ok(v) => v,
             Err(o) => return o,
         };
-        let about = vim.about.clone();
-        let vcenter = about.is_vcenter();
-        let seen = format!("{}\n{}\n", about.api_type, about.full_name);
-        if let Err(e) = crate::state::write_atomic(&cfg.seen_file(&plan.state_dir), seen.as_bytes())
-        {
-            report.warn(&format!(
-                "vSphere: cannot record what {} is for `reimage check`: {e:#}",
-                cfg.url
-            ));
-        }
-        if !vcenter && about.api_type != "HostAgent" {
-            return Outcome::Fatal(anyhow::anyhow!(
-                "vSphere {}: apiType {:?} is neither VirtualCenter nor HostAgent",
-                cfg.url,
-                about.api_type
-            ));
-        }
-        let wrong = match cfg.endpoint {
-            Endpoint::Vcenter if !vcenter => Some("endpoint = \"vcenter\", but it is an ESXi host"),
-            Endpoint::Esxi if vcenter => Some("endpoint = \"esxi\", but it is a vCenter"),
-            _ => None,
+        let about = &vim.about;
+        let path = match path_of(cfg, about, plan, report) {
+            Ok(p) => p,
+            Err(o) => return o,
         };
-        if let Some(w) = wrong {
-            return Outcome::Fatal(anyhow::anyhow!(
-                "vSphere {} ({}): {w}; set endpoint = \"auto\" or fix `url`",
-                cfg.url,
-                about.full_name
-            ));
-        }
         if let Err(e) = vim.login() {
             return fail(&format!("log in to {} as {:?}", cfg.url, cfg.username), e);
         }
@@ -129,6 +105,7 @@ impl Vsphere {
             vim: &vim,
             cfg,
             report,
+            path,
             name: expand(&cfg.vm_name, &placeholders(plan, attempt)),
         };
         let result = f(&load);
@@ -146,6 +123,45 @@ impl Vsphere {
             )),
         }
         collapse(result)
+    }
+}
+
+/// The load path the endpoint's apiType picks, recorded for `reimage
+/// check`; fatal when it is neither, or not the configured one.
+fn path_of(
+    cfg: &VsphereConfig,
+    about: &About,
+    plan: &Plan,
+    report: &Reporter,
+) -> Result<Endpoint, Outcome> {
+    let seen = format!("{}\n{}\n", about.api_type, about.full_name);
+    if let Err(e) = crate::state::write_atomic(&cfg.seen_file(&plan.state_dir), seen.as_bytes()) {
+        report.warn(&format!(
+            "vSphere: cannot record what {} is for `reimage check`: {e:#}",
+            cfg.url
+        ));
+    }
+    let Some(path) = Endpoint::of_api_type(&about.api_type) else {
+        return Err(Outcome::Fatal(anyhow::anyhow!(
+            "vSphere {}: apiType {:?} is neither VirtualCenter nor HostAgent",
+            cfg.url,
+            about.api_type
+        )));
+    };
+    let wrong = match (cfg.endpoint, path) {
+        (Endpoint::Vcenter, Endpoint::Esxi) => {
+            Some("endpoint = \"vcenter\", but it is an ESXi host")
+        }
+        (Endpoint::Esxi, Endpoint::Vcenter) => Some("endpoint = \"esxi\", but it is a vCenter"),
+        _ => None,
+    };
+    match wrong {
+        Some(w) => Err(Outcome::Fatal(anyhow::anyhow!(
+            "vSphere {} ({}): {w}; set endpoint = \"auto\" or fix `url`",
+            cfg.url,
+            about.full_name
+        ))),
+        None => Ok(path),
     }
 }
 
@@ -226,6 +242,8 @@ struct Load<'a> {
     vim: &'a Vim,
     cfg: &'a VsphereConfig,
     report: &'a Reporter,
+    /// The path the endpoint's apiType picked: vCenter or ESXi.
+    path: Endpoint,
     /// The VM's name.
     name: String,
 }
@@ -501,10 +519,9 @@ impl Provisioner for Vsphere {
                 })?),
                 None => None,
             };
-            if l.vim.about.is_vcenter() {
-                vcenter::load_vcenter(l, plan, attempt, mac.as_deref())
-            } else {
-                esxi::load_esxi(l, plan, attempt, mac.as_deref())
+            match l.path {
+                Endpoint::Vcenter => vcenter::load_vcenter(l, plan, attempt, mac.as_deref()),
+                _ => esxi::load_esxi(l, plan, attempt, mac.as_deref()),
             }
         })
     }
