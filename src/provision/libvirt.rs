@@ -305,8 +305,16 @@ impl Libvirt {
     }
 
     /// The outcome of a failed virsh call: connection trouble asks for a
-    /// retry; otherwise `fatal` decides.
-    fn failed(&self, plan: &Plan, shown: &str, out: &Output, what: &str, fatal: bool) -> Outcome {
+    /// retry; otherwise it is of `class` (`Outcome::Fatal` or
+    /// `Outcome::Retry`).
+    fn failed(
+        &self,
+        plan: &Plan,
+        shown: &str,
+        out: &Output,
+        what: &str,
+        class: fn(anyhow::Error) -> Outcome,
+    ) -> Outcome {
         let text = out.text();
         let e = anyhow::anyhow!(
             "`{shown}` exited {}: {}",
@@ -320,12 +328,7 @@ impl Libvirt {
                 self.config.uri
             )));
         }
-        let e = e.context(format!("load of {who}: cannot {what}"));
-        if fatal {
-            Outcome::Fatal(e)
-        } else {
-            Outcome::Retry(e)
-        }
+        class(e.context(format!("load of {who}: cannot {what}")))
     }
 
     /// The domain's state, `None` when there is no such domain.
@@ -347,7 +350,7 @@ impl Libvirt {
                 &shown,
                 &out,
                 &format!("get the state of domain `{name}`"),
-                false,
+                Outcome::Retry,
             )),
         }
     }
@@ -427,7 +430,13 @@ impl Libvirt {
         if out.success() || out.text().contains("domain is not running") {
             return Ok(());
         }
-        Err(self.failed(plan, &shown, &out, &format!("stop domain `{name}`"), false))
+        Err(self.failed(
+            plan,
+            &shown,
+            &out,
+            &format!("stop domain `{name}`"),
+            Outcome::Retry,
+        ))
     }
 
     fn undefine(&self, plan: &Plan, report: &Reporter) -> Result<(), Outcome> {
@@ -450,7 +459,7 @@ impl Libvirt {
             &shown,
             &out,
             &format!("undefine domain `{name}`"),
-            true,
+            Outcome::Fatal,
         ))
     }
 
@@ -556,7 +565,7 @@ impl Libvirt {
                 file.display()
             )
         };
-        Err(self.failed(plan, &shown, &out, &what, true))
+        Err(self.failed(plan, &shown, &out, &what, Outcome::Fatal))
     }
 
     fn start(&self, plan: &Plan, report: &Reporter) -> Result<(), Outcome> {
@@ -567,7 +576,13 @@ impl Libvirt {
         if out.success() || out.text().contains("already active") {
             return Ok(());
         }
-        Err(self.failed(plan, &shown, &out, &format!("start domain `{name}`"), false))
+        Err(self.failed(
+            plan,
+            &shown,
+            &out,
+            &format!("start domain `{name}`"),
+            Outcome::Retry,
+        ))
     }
 
     /// Waits (step `running`) until libvirt says the domain runs.
@@ -699,8 +714,12 @@ impl Provisioner for Libvirt {
                 if out.success() {
                     Ok(())
                 } else {
-                    let fatal = classify(&out.text()) == Failure::NoDomain;
-                    Err(self.failed(plan, &shown, &out, &format!("reset domain `{name}`"), fatal))
+                    let class = if classify(&out.text()) == Failure::NoDomain {
+                        Outcome::Fatal
+                    } else {
+                        Outcome::Retry
+                    };
+                    Err(self.failed(plan, &shown, &out, &format!("reset domain `{name}`"), class))
                 }
             });
         Some(collapse(r))
