@@ -78,50 +78,56 @@ impl Xcat {
             c.poll_interval.max(Duration::from_millis(500)),
         );
         loop {
-            let xcat = self.xcat_loads(plan, report)?;
-            let ours = plan.slots.labels(&name);
-            let busy: BTreeSet<String> = xcat
-                .iter()
-                .chain(ours.iter())
-                .filter(|n| n.as_str() != node)
-                .cloned()
-                .collect();
-            let outside: Vec<&String> = xcat
-                .iter()
-                .filter(|n| n.as_str() != node && !ours.contains(n))
-                .collect();
-            let said = if outside.is_empty() {
-                format!("{} busy", busy.len())
-            } else {
-                format!(
-                    "{} busy, started outside reimage: {}",
-                    busy.len(),
-                    outside
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            if (busy.len() as u64) < u64::from(max) {
+            let (busy, said) = self.others(plan, report, &name)?;
+            if (busy as u64) < u64::from(max) {
                 report.step_end(
                     true,
-                    &format!(
-                        "load slot {} of {max} ({said} besides this one)",
-                        busy.len() + 1
-                    ),
+                    &format!("load slot {} of {max} ({said} besides this one)", busy + 1),
                 );
                 return Ok(slot);
             }
             if start.elapsed() >= c.slot_wait {
                 return Err(no_slot(&format!(
-                    "{} loads run through this management node ({said})",
-                    busy.len()
+                    "{busy} loads run through this management node ({said})"
                 )));
             }
             report.progress(&format!("waiting for a load slot: {said} of {max}"));
             wait::pause(pause.next_until(start + c.slot_wait))
                 .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
         }
+    }
+
+    /// The loads besides this node's that run through this management node
+    /// now, xCAT's and reimage's (slot `name`), and the words for them.
+    fn others(
+        &self,
+        plan: &Plan,
+        report: &Reporter,
+        name: &str,
+    ) -> Result<(usize, String), Outcome> {
+        let node = plan.computer.node.as_str();
+        let xcat = self.xcat_loads(plan, report)?;
+        let ours = plan.slots.labels(name);
+        let busy: BTreeSet<String> = xcat
+            .iter()
+            .chain(ours.iter())
+            .filter(|n| n.as_str() != node)
+            .cloned()
+            .collect();
+        let outside: Vec<&str> = xcat
+            .iter()
+            .filter(|n| n.as_str() != node && !ours.contains(n))
+            .map(String::as_str)
+            .collect();
+        let said = if outside.is_empty() {
+            format!("{} busy", busy.len())
+        } else {
+            format!(
+                "{} busy, started outside reimage: {}",
+                busy.len(),
+                outside.join(", ")
+            )
+        };
+        Ok((busy.len(), said))
     }
 }
