@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::tls;
-use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
 use crate::provision::{config_name, expand, placeholders};
@@ -313,7 +312,7 @@ impl VsphereConfig {
 
     /// Lines for `reimage check`.
     pub fn describe(&self, plan: &Plan) -> Vec<String> {
-        let attempt = Attempt::new(1, plan.max_attempts, plan.growth);
+        let attempt = plan.attempt(1, plan.max_attempts);
         let name = expand(&self.vm_name, &placeholders(plan, attempt));
         let mut lines = vec![
             format!(
