@@ -26,6 +26,11 @@
 //! Faults are classified by type (see `soap`): bad credentials, missing
 //! privileges and anything missing are fatal; busy, lost hosts, short
 //! resources, connection errors and 5xx ask for a retry.
+//!
+//! Files: `config` (the table and what `check` says), `vcenter` and
+//! `esxi` (the two paths), `vim`, `soap` and `tls` (the API, its envelope
+//! and faults, the certificate trust); here: the session, the lookups and
+//! tasks both paths share, and the provisioner.
 
 mod config;
 mod esxi;
