@@ -803,11 +803,7 @@ impl Qemu {
         let start = Instant::now();
         self.launch(&argv, timeout, &run, report)?;
         let pid = run.pid();
-        self.wait_running(&run, pid, timeout.saturating_sub(start.elapsed()), report)?;
-        report.step_end(
-            true,
-            &format!("running after {}", duration::fmt(start.elapsed())),
-        );
+        self.wait_running(&run, pid, start, timeout, report)?;
         self.report_running(plan, &run, pid, report);
         Ok(())
     }
@@ -898,17 +894,19 @@ impl Qemu {
         })
     }
 
-    /// Waits up to `timeout` (step `qemu running`) until QMP says the VM
-    /// (QEMU's pid `pid`) runs; the caller ends the step. A VM that exits or fails meanwhile,
-    /// or does not run in time, is stopped and asks for a retry, with the
-    /// console's last lines.
+    /// Waits (step `qemu running`) until QMP says the VM (QEMU's pid
+    /// `pid`) runs, up to `timeout` after `start`. A VM that exits or fails
+    /// meanwhile, or does not run in time, is stopped and asks for a retry,
+    /// with the console's last lines.
     fn wait_running(
         &self,
         run: &RunDir,
         pid: Option<i32>,
+        start: Instant,
         timeout: Duration,
         report: &Reporter,
     ) -> Result<(), Outcome> {
+        let timeout = timeout.saturating_sub(start.elapsed());
         report.step("qemu running", Some(timeout));
         let limits = Limits {
             timeout,
@@ -921,25 +919,34 @@ impl Qemu {
             failed = matches!(p, Poll::Fatal(_));
             p
         });
-        let Err(o) = waited.into_outcome("QEMU start", timeout, report) else {
-            return Ok(());
+        let o = match waited.into_outcome("QEMU start", timeout, report) {
+            Ok(_) => {
+                report.step_end(
+                    true,
+                    &format!("running after {}", duration::fmt(start.elapsed())),
+                );
+                return Ok(());
+            }
+            Err(o) => o,
         };
         let _ = stop_run(run, report);
-        match o {
-            Outcome::Fatal(e) if !failed => Err(Outcome::Fatal(e)),
-            o => {
-                let what = o.error().map(|e| format!("{e:#}")).unwrap_or_default();
-                let console = run.console_tail();
-                Err(Outcome::Retry(anyhow!(
-                    "{what}; console: {}",
-                    if console.is_empty() {
-                        "(empty)".into()
-                    } else {
-                        console
-                    }
-                )))
-            }
+        // An interrupt stays fatal; a VM that died or failed, or did not
+        // run in time, asks for a reload.
+        if let Outcome::Fatal(_) = o
+            && !failed
+        {
+            return Err(o);
         }
+        let what = o.error().map(|e| format!("{e:#}")).unwrap_or_default();
+        let console = run.console_tail();
+        Err(Outcome::Retry(anyhow!(
+            "{what}; console: {}",
+            if console.is_empty() {
+                "(empty)".into()
+            } else {
+                console
+            }
+        )))
     }
 
     /// Says where the running VM is: its pid, forwards and console.
