@@ -47,6 +47,34 @@ pub trait Provisioner {
     /// Lines for `reimage check`: the settings that shape a load, with the
     /// timeout at each attempt.
     fn describe(&self, plan: &Plan) -> Vec<String>;
+
+    /// Refuses a plan this provisioner must not load as configured: above
+    /// all one whose load would destroy or overwrite the image's own base
+    /// (the golden disk). `reimage check` turns the refusal into a config
+    /// error (exit 78) at the key's file:line:column (the path runs from
+    /// the file's root); every load runs it first and is fatal on it,
+    /// before anything changes. It looks only at the config and local
+    /// files; what only the endpoint knows, each load checks itself.
+    fn vet(&self, _plan: &Plan) -> Result<(), KeyError> {
+        Ok(())
+    }
+
+    /// The image names this provisioner's table has settings for
+    /// (`[provisioners.NAME.images.IMAGE]`): each must be an image of the
+    /// file.
+    fn image_tables(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A fatal outcome from a refusal of [`Provisioner::vet`], for a load.
+pub fn refused(plan: &Plan, e: KeyError) -> Outcome {
+    Outcome::Fatal(anyhow::anyhow!(
+        "refusing to load image `{}` onto computer `{}`: {}",
+        plan.image.name,
+        plan.computer.name,
+        e.message
+    ))
 }
 
 /// The provisioner `r` names, decoded and validated from its table (Packer's
