@@ -112,8 +112,9 @@ pub fn prepare(r: &ProvisionerRef) -> Result<Box<dyn Provisioner>, KeyError> {
 
 /// Decodes a provisioner's table into its config type, then runs its
 /// checks. Serde errors carry the path to the bad key; a check's message
-/// names its key first, in backquotes (`` `timeout` must be ... ``), and
-/// points there.
+/// names its key first, in backquotes (`` `timeout` must be ... ``; a
+/// dotted `` `images.win11.vtpm` `` for a key in a sub-table), and points
+/// there.
 fn decode<T: DeserializeOwned>(
     table: &toml::Table,
     check: impl FnOnce(&T) -> Result<(), String>,
@@ -139,15 +140,19 @@ fn decode<T: DeserializeOwned>(
         KeyError { path, message }
     })?;
     check(&c).map_err(|message| {
-        let key = message
+        // A dotted key (`images.win11.vtpm`) is a path into the table.
+        let path: Vec<String> = message
             .strip_prefix('`')
             .and_then(|r| r.split(['`', ' ', '=']).next())
             .unwrap_or_default()
-            .to_string();
-        if key.is_empty() {
+            .split('.')
+            .filter(|k| !k.is_empty())
+            .map(String::from)
+            .collect();
+        if path.is_empty() {
             KeyError::table(message)
         } else {
-            KeyError::at(&key, message)
+            KeyError { path, message }
         }
     })?;
     Ok(c)
