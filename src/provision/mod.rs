@@ -2,6 +2,7 @@
 //! provisioner never logs in to the OS; the OS module does that.
 
 pub mod command;
+mod disk;
 pub mod lab;
 pub mod libvirt;
 pub mod qemu;
