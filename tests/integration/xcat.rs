@@ -983,6 +983,15 @@ fn the_man_page_says_what_each_xcat_answer_means() {
         "stall timer",
         "limit_noderange",
         "XCATHOST",
+        "set_boot",
+        "rsetboot NODE net",
+        "NODE: Network",
+        "rnetboot NODE",
+        "Unable to identify plugin",
+        "UEFI",
+        "chdef",
+        "os=rhels8.6,arch=x86_64,profile=compute",
+        "2.13.8",
     ] {
         assert!(xcat.contains(want), "the xcat section lacks {want:?}");
     }
