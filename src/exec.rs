@@ -506,15 +506,30 @@ pub fn excerpt(s: &str, lines: usize) -> String {
     format!("{}…", &t[..end])
 }
 
-/// True when process `pid` exists and is not a zombie (a killed process
-/// whose parent is gone may linger as a zombie where PID 1 does not reap).
+/// True when process `pid` runs: it exists and is not a zombie (one that
+/// exited and was not reaped, as a killed process whose parent is gone may
+/// linger where PID 1 does not reap). Another user's process counts too,
+/// also where `/proc` hides it (hidepid): then it cannot be seen whether it
+/// is a zombie, and it counts as running.
 pub fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Some(p) = Pid::from_raw(pid) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(p) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::PERM => {}
+        Err(_) => return false,
+    }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the name in parentheses, which may hold any
+        // byte but ends at the last `)`.
         Ok(stat) => stat
             .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => true,
     }
 }
 
@@ -591,6 +606,23 @@ mod tests {
         assert_eq!(o.code, 3);
         assert_eq!(o.stdout.trim(), "out");
         assert_eq!(o.stderr.trim(), "err");
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive_and_no_pid_is_alive() {
+        assert!(alive(std::process::id() as i32));
+        assert!(!alive(0) && !alive(-1) && !alive(i32::MAX));
+        let mut child = Command::new("true").spawn().expect("true runs");
+        let pid = child.id() as i32;
+        // Not reaped: it stays a zombie until the wait below.
+        let t = Instant::now();
+        while alive(pid) && t.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("zombie is listed");
+        assert!(stat.contains(") Z"), "{stat}");
+        assert!(!alive(pid), "zombie {pid} counted as alive");
+        let _ = child.wait();
     }
 
     #[test]

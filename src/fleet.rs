@@ -43,18 +43,9 @@ struct Record {
     pid: Option<u32>,
 }
 
-/// Whether process `pid` exists on this host.
+/// Whether the run's process `pid` still runs on this host.
 fn alive(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    match rustix::process::test_kill_process(p) {
-        Ok(()) => true,
-        Err(e) => e == rustix::io::Errno::PERM,
-    }
+    i32::try_from(pid).is_ok_and(crate::exec::alive)
 }
 
 fn computers_dir(dir: &Path) -> PathBuf {

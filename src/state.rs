@@ -302,7 +302,8 @@ impl StateDir {
             // and alive; empty or dead means the holder is between taking
             // the lock and writing its pid, or between emptying the file and
             // letting go: look again (and try the lock again).
-            let holder = read_pid(&mut file).filter(|&p| crate::exec::alive(p as i32));
+            let holder =
+                read_pid(&mut file).filter(|&p| i32::try_from(p).is_ok_and(crate::exec::alive));
             if holder.is_some() || start.elapsed() >= HOLDER_WAIT {
                 return Err(LockError::Held(Locked {
                     computer: computer.into(),
