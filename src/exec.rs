@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::outcome::Outcome;
 use crate::signal;
 
@@ -209,14 +210,15 @@ impl Cmd {
             rustix::process::PidfdFlags::empty(),
         )
         .ok();
-        let mut pause = Duration::from_millis(2);
+        // Without a pidfd: look for the exit after 2 ms, then ever later.
+        let mut pause = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
         let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
         loop {
             let wait = match (&pidfd, exited) {
                 (Some(_), None) => self.timeout.saturating_sub(start.elapsed()),
                 (Some(_), Some((_, at))) => DRAIN_GRACE.saturating_sub(at.elapsed()),
                 (None, Some(_)) => Duration::from_millis(20),
-                (None, None) => pause,
+                (None, None) => pause.next_pause(),
             };
             let watch = pidfd.as_ref().filter(|_| exited.is_none());
             pipes.read_for(wait, watch);
@@ -263,7 +265,6 @@ impl Cmd {
                     partial,
                 });
             }
-            pause = (pause * 2).min(Duration::from_millis(50));
         }
         let code = exited
             .map(|(st, _)| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))

@@ -13,10 +13,11 @@
 //! - `fleet`: the admin's views (status, log) over records and the store;
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
-//! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
-//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
+//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `attempt`,
+//!   `duration`, `encoding`, `xml`, `secret`, `error`: shared mechanisms.
 
 mod attempt;
+mod backoff;
 mod cli;
 mod config;
 mod control;

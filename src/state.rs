@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::outcome::{Phase, Verdict};
 
 /// The computer is locked by another run; `main` exits 73 on it.
@@ -296,7 +297,7 @@ impl StateDir {
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         let start = Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pause = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
         while !try_lock(&file, &path)? {
             // Held. The pid in the file is the holder's once it is there
             // and alive; empty or dead means the holder is between taking
@@ -310,8 +311,7 @@ impl StateDir {
                     pid: holder,
                 }));
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(100));
+            std::thread::sleep(pause.next_pause());
         }
         let mark = |file: &mut File| -> std::io::Result<()> {
             // One write at offset 0, then the length: a reader sees the
@@ -422,7 +422,7 @@ impl StateDir {
             })
             .collect::<Result<Vec<File>>>()?;
         let start = Instant::now();
-        let mut pause = Duration::from_millis(20);
+        let mut pause = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         loop {
             if let Some(i) = files.iter().position(|f| f.try_lock().is_ok()) {
                 let file = files.swap_remove(i);
@@ -435,8 +435,7 @@ impl StateDir {
                 return Ok(None);
             }
             waiting(start.elapsed());
-            crate::signal::sleep(pause)?;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            crate::signal::sleep(pause.next_pause())?;
         }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The one backoff; also reachable here, beside the waits that pace with it.
+pub use crate::backoff::Backoff;
 use crate::duration;
 use crate::probe::{self, Pending, Started};
 use crate::report::Reporter;
@@ -64,76 +66,10 @@ impl Pace {
         first: Duration::from_millis(100),
         max: Duration::from_secs(2),
     };
-}
 
-/// A pause that grows from a first value by a factor up to a longest one,
-/// optionally with jitter: the one backoff every polling loop uses.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-    factor: f64,
-    jitter: bool,
-}
-
-impl Backoff {
-    /// Doubles from `first` up to `max`.
-    pub fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            next: first.min(max),
-            max,
-            factor: 2.0,
-            jitter: false,
-        }
-    }
-
-    /// Follows `pace`: grows by half from `pace.first` up to `pace.max`.
-    pub fn pace(pace: Pace) -> Backoff {
-        Backoff {
-            factor: 1.5,
-            ..Backoff::new(pace.first, pace.max)
-        }
-    }
-
-    /// Each pause a random 50-100 % of its value, so that many runs that
-    /// failed together do not come back together.
-    pub fn jittered(self) -> Backoff {
-        Backoff {
-            jitter: true,
-            ..self
-        }
-    }
-
-    /// The next pause; the one after it is longer, up to the longest.
-    pub fn next_pause(&mut self) -> Duration {
-        let d = self.next;
-        self.next = self.max.min(self.next.mul_f64(self.factor));
-        if self.jitter {
-            d.mul_f64(0.5 + (random_u64() % 1000) as f64 / 2000.0)
-        } else {
-            d
-        }
-    }
-
-    /// The next pause, but not past `deadline`.
-    pub fn next_until(&mut self, deadline: Instant) -> Duration {
-        self.next_pause()
-            .min(deadline.saturating_duration_since(Instant::now()))
-    }
-}
-
-/// 64 random bits from the kernel (time and pid if that fails): jitter only.
-pub fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) => u64::from_ne_bytes(b),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            t ^ u64::from(std::process::id()).rotate_left(32)
-        }
+    /// The pauses of this pace: from `first`, growing by half up to `max`.
+    pub fn backoff(self) -> Backoff {
+        Backoff::new(self.first, self.max).growing_by(1.5)
     }
 }
 
@@ -214,7 +150,7 @@ pub fn poll(
 ) -> Waited {
     let mut t = Tracker::new();
     let deadline = t.start + limits.timeout;
-    let mut pause = Backoff::pace(pace);
+    let mut pause = pace.backoff();
     loop {
         if let Err(i) = signal::check() {
             return Waited::Interrupted(i);
@@ -251,7 +187,7 @@ pub fn overlapped(
     // this thread can sleep in poll(2) beside the signal descriptor.
     let bell = signal::bell();
     let mut in_flight = 0usize;
-    let mut pause = Backoff::pace(pace);
+    let mut pause = pace.backoff();
     let mut next = Instant::now();
     loop {
         if let Err(i) = signal::check() {
@@ -593,22 +529,6 @@ pub fn describe(w: &Waited, what: &str, timeout: Duration) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_grows_to_its_longest_and_jitter_stays_within_half() {
-        let ms = Duration::from_millis;
-        let mut b = Backoff::new(ms(10), ms(50));
-        let seen: Vec<_> = (0..5).map(|_| b.next_pause()).collect();
-        assert_eq!(seen, [ms(10), ms(20), ms(40), ms(50), ms(50)]);
-        let mut p = Backoff::pace(Pace::COSTLY);
-        assert_eq!((p.next_pause(), p.next_pause()), (ms(100), ms(150)));
-        let mut j = Backoff::new(ms(1000), ms(1000)).jittered();
-        for _ in 0..50 {
-            let d = j.next_pause();
-            assert!(d >= ms(500) && d <= ms(1000), "{d:?}");
-        }
-        let mut late = Backoff::new(ms(1000), ms(1000));
-        assert!(late.next_until(Instant::now() + ms(30)) <= ms(30));
-    }
     use std::io::Write;
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicU32, Ordering};
