@@ -14,11 +14,12 @@ use crate::backoff::Backoff;
 use crate::outcome::Outcome;
 use crate::signal;
 
-/// What a finished command left behind.
-#[derive(Debug, Clone)]
+/// What a finished command left behind: one run here, or one run on the
+/// computer over a channel (`control`).
+#[derive(Debug, Clone, Default)]
 pub struct Output {
-    /// Exit code, or `128 + signal` when it was killed by a signal.
-    pub code: i32,
+    /// Exit status, or `128 + signal` when it was killed by a signal.
+    pub status: i32,
     /// Captured standard output (lossy UTF-8).
     pub stdout: String,
     /// Captured standard error (lossy UTF-8).
@@ -30,7 +31,7 @@ pub struct Output {
 impl Output {
     /// True when the command exited 0.
     pub fn success(&self) -> bool {
-        self.code == 0
+        self.status == 0
     }
 
     /// stdout and stderr together, trimmed, for error messages.
@@ -255,7 +256,7 @@ impl Cmd {
                 kill_group(&mut child);
                 let [stdout, stderr] = pipes.tails.map(Tail::text);
                 let partial = Output {
-                    code: -1,
+                    status: -1,
                     stdout,
                     stderr,
                     elapsed: start.elapsed(),
@@ -266,12 +267,12 @@ impl Cmd {
                 });
             }
         }
-        let code = exited
+        let status = exited
             .map(|(st, _)| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
             .unwrap_or(-1);
         let [stdout, stderr] = pipes.tails.map(Tail::text);
         Ok(Output {
-            code,
+            status,
             stdout,
             stderr,
             elapsed: start.elapsed(),
@@ -475,7 +476,7 @@ impl Cmd {
             Ok(o) => Err(format!(
                 "`{}` exited {}: {}",
                 self.display(),
-                o.code,
+                o.status,
                 o.text()
             )),
             Err(e) => Err(format!("`{}`: {e}", self.display())),
@@ -604,7 +605,7 @@ mod tests {
         )
         .run()
         .expect("sh runs");
-        assert_eq!(o.code, 3);
+        assert_eq!(o.status, 3);
         assert_eq!(o.stdout.trim(), "out");
         assert_eq!(o.stderr.trim(), "err");
     }

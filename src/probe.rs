@@ -142,8 +142,8 @@ pub fn ping(host: &str, timeout: Duration) -> Seen {
     );
     match cmd.run() {
         Ok(o) if o.success() => Seen::Up(format!("{host} answers ping")),
-        Ok(o) if o.code == 1 => Seen::Down("no echo reply".into()),
-        Ok(o) => Seen::Down(format!("ping exited {}: {}", o.code, o.text())),
+        Ok(o) if o.status == 1 => Seen::Down("no echo reply".into()),
+        Ok(o) => Seen::Down(format!("ping exited {}: {}", o.status, o.text())),
         Err(e) => Seen::Down(format!("ping: {e} (install iputils-ping)")),
     }
 }

@@ -443,7 +443,7 @@ impl Reporter {
     pub fn output(&self, command: &str, out: &Output) {
         let mut i = self.lock();
         let mut e = self.base(&i, EventKind::Output);
-        e.code = Some(out.code);
+        e.code = Some(out.status);
         e.elapsed_ms = Some(out.elapsed.as_millis() as u64);
         e.message = Some(format!(
             "{command}\n{}",
