@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::LogArgs;
@@ -16,6 +16,7 @@ use crate::config::Loaded;
 use crate::coord::store::{Holder, Store};
 use crate::error::Error;
 use crate::signal;
+use crate::state::StateDir;
 
 /// One line on stdout; a closed stdout (`reimage log pc7 | head`) is not
 /// an error.
@@ -48,12 +49,8 @@ fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(crate::exec::alive)
 }
 
-fn computers_dir(dir: &Path) -> PathBuf {
-    dir.join("computers")
-}
-
-fn read_record(dir: &Path, computer: &str) -> Option<Result<Record, String>> {
-    let p = computers_dir(dir).join(computer).join("last-run.json");
+fn read_record(state: &StateDir, computer: &str) -> Option<Result<Record, String>> {
+    let p = state.last_run_file(computer);
     let text = std::fs::read_to_string(&p).ok()?;
     Some(serde_json::from_str(&text).map_err(|e| format!("unreadable record {}: {e}", p.display())))
 }
@@ -75,16 +72,14 @@ fn run_state(rec: Option<&Record>, holder: Option<&Holder>) -> String {
 }
 
 /// `reimage status [COMPUTER...]`.
-pub fn status(loaded: &Loaded, dir: &Path, wanted: &[String], json: bool) -> Result<i32, Error> {
+pub fn status(
+    loaded: &Loaded,
+    state: &StateDir,
+    wanted: &[String],
+    json: bool,
+) -> Result<i32, Error> {
     let mut names: BTreeSet<String> = BTreeSet::new();
-    let on_disk: BTreeSet<String> = std::fs::read_dir(computers_dir(dir))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let on_disk = state.computers();
     if wanted.is_empty() {
         names.extend(loaded.config.computers.keys().cloned());
         names.extend(on_disk.iter().cloned());
@@ -94,7 +89,7 @@ pub fn status(loaded: &Loaded, dir: &Path, wanted: &[String], json: bool) -> Res
                 return Err(Error::Usage(format!(
                     "unknown computer `{w}`: not in {} and no records in {}",
                     loaded.path.display(),
-                    computers_dir(dir).display()
+                    state.computers_dir().display()
                 )));
             }
             names.insert(w.clone());
@@ -116,7 +111,7 @@ pub fn status(loaded: &Loaded, dir: &Path, wanted: &[String], json: bool) -> Res
     }
     let mut rows = Vec::new();
     for n in &names {
-        let rec = read_record(dir, n);
+        let rec = read_record(state, n);
         let (rec, bad) = match rec {
             Some(Ok(r)) => (Some(r), None),
             Some(Err(e)) => (Some(Record::default()), Some(e)),
@@ -290,8 +285,8 @@ fn show(line: &str, json: bool) {
 }
 
 /// `reimage log COMPUTER [--run N | --all | --follow]`.
-pub fn log(dir: &Path, a: &LogArgs, json: bool) -> Result<i32, Error> {
-    let path = computers_dir(dir).join(&a.computer).join("events.jsonl");
+pub fn log(state: &StateDir, a: &LogArgs, json: bool) -> Result<i32, Error> {
+    let path = state.event_log(&a.computer);
     let mut file = std::fs::File::open(&path).map_err(|e| {
         Error::Usage(format!(
             "no event log for computer `{}` at {}: {e} (has it run on this host? see --state-dir)",
@@ -334,13 +329,13 @@ pub fn log(dir: &Path, a: &LogArgs, json: bool) -> Result<i32, Error> {
     if !a.follow || run.last().and_then(|l| kind_of(l)).as_deref() == Some("run") {
         return Ok(0);
     }
-    follow(dir, &a.computer, &mut file, whole as u64, json)
+    follow(state, &a.computer, &mut file, whole as u64, json)
 }
 
 /// Shows new events until the run ends (its `run` event), its process is
 /// gone, or SIGINT.
 fn follow(
-    dir: &Path,
+    state: &StateDir,
     computer: &str,
     file: &mut std::fs::File,
     mut at: u64,
@@ -375,13 +370,10 @@ fn follow(
         if buf.is_empty() {
             // A new run trims the log by renaming a new file over it, so
             // the run followed here has ended.
-            if replaced(
-                &computers_dir(dir).join(computer).join("events.jsonl"),
-                file,
-            ) {
+            if replaced(&state.event_log(computer), file) {
                 return Ok(0);
             }
-            let running = match read_record(dir, computer) {
+            let running = match read_record(state, computer) {
                 Some(Ok(r)) => r.result.as_deref() == Some("running") && r.pid.is_some_and(alive),
                 _ => false,
             };

@@ -146,13 +146,13 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         Command::Check(a) => return check(cli, &load(cli)?, a),
         Command::Status(a) => {
             let loaded = load(cli)?;
-            let dir = state_dir(cli, &loaded);
-            return fleet::status(&loaded, &dir, &a.computers, cli.json);
+            let state = state::StateDir::new(&state_dir(cli, &loaded));
+            return fleet::status(&loaded, &state, &a.computers, cli.json);
         }
         Command::Log(a) => {
             let loaded = load(cli)?;
-            let dir = state_dir(cli, &loaded);
-            return fleet::log(&dir, a, cli.json);
+            let state = state::StateDir::new(&state_dir(cli, &loaded));
+            return fleet::log(&state, a, cli.json);
         }
         Command::SetupDb => return setup_db(&load(cli)?),
         Command::Provision(a) => (

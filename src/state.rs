@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -260,14 +261,65 @@ impl StateDir {
         Ok(StateDir::new(root))
     }
 
+    // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
+    // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
+    // with lock, last-run.json, events.jsonl, preload.json,
+    // boot-id-before-load, known_hosts.before-load and ACCOUNT-password.
+
+    /// The directory that holds one directory per computer.
+    pub fn computers_dir(&self) -> PathBuf {
+        self.root.join("computers")
+    }
+
     /// The directory of one computer.
     pub fn computer_dir(&self, computer: &str) -> PathBuf {
-        self.root.join("computers").join(computer)
+        self.computers_dir().join(computer)
+    }
+
+    /// The computers that have a directory here (that is, records of runs
+    /// on this host); none when the directory cannot be read.
+    pub fn computers(&self) -> BTreeSet<String> {
+        let Ok(rd) = std::fs::read_dir(self.computers_dir()) else {
+            return BTreeSet::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect()
     }
 
     /// The computer's append-only event log.
     pub fn event_log(&self, computer: &str) -> PathBuf {
         self.computer_dir(computer).join("events.jsonl")
+    }
+
+    /// The computer's last-run record ([`LastRun`], as JSON).
+    pub fn last_run_file(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("last-run.json")
+    }
+
+    /// Where the password first boot set for `account` (Administrator,
+    /// root) on the computer is kept: `administrator-password`,
+    /// `root-password`.
+    pub fn password_file(&self, computer: &str, account: &str) -> PathBuf {
+        self.computer_dir(computer)
+            .join(format!("{}-password", account.to_ascii_lowercase()))
+    }
+
+    /// The SSH host keys of every computer, under its name (the default of
+    /// the profile's `known_hosts`).
+    pub fn known_hosts(&self) -> PathBuf {
+        self.root.join("known_hosts")
+    }
+
+    /// Scratch host keys for the look at the computer before a load, which
+    /// must not touch the real ones.
+    pub fn known_hosts_before_load(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("known_hosts.before-load")
+    }
+
+    fn slots_dir(&self, name: &str) -> PathBuf {
+        self.root.join("slots").join(name)
     }
 
     fn ensure(&self, dir: &Path) -> Result<()> {
@@ -330,12 +382,12 @@ impl StateDir {
         let dir = self.computer_dir(computer);
         self.ensure(&dir)?;
         let text = serde_json::to_vec_pretty(r)?;
-        write_atomic(&dir.join("last-run.json"), &text)
+        write_atomic(&self.last_run_file(computer), &text)
     }
 
     /// The last-run record, if there is one that parses.
     pub fn read_last_run(&self, computer: &str) -> Option<LastRun> {
-        let text = std::fs::read(self.computer_dir(computer).join("last-run.json")).ok()?;
+        let text = std::fs::read(self.last_run_file(computer)).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -407,7 +459,7 @@ impl StateDir {
         wait: Duration,
         mut waiting: impl FnMut(Duration),
     ) -> Result<Option<Slot>> {
-        let dir = self.root.join("slots").join(name);
+        let dir = self.slots_dir(name);
         self.ensure(&dir)?;
         // Opened once; each poll only tries the locks.
         let mut files = (0..max.max(1))
@@ -461,7 +513,7 @@ impl StateDir {
     /// any process, this one included). A slot is held while its file is
     /// locked; a free slot's stale label is not returned.
     pub fn slot_labels(&self, name: &str) -> Vec<String> {
-        let dir = self.root.join("slots").join(name);
+        let dir = self.slots_dir(name);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
@@ -560,6 +612,21 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&LastRun::default()).expect("json"))
                 .expect("parses");
         assert_eq!(none.phase, None);
+    }
+
+    #[test]
+    fn the_layout_keeps_the_documented_names() {
+        // README "Where things go" and reimage.toml(5) name these paths.
+        let s = StateDir::new(Path::new("/s"));
+        let c = |f: &str| PathBuf::from("/s/computers/pc7").join(f);
+        assert_eq!(s.event_log("pc7"), c("events.jsonl"));
+        assert_eq!(s.last_run_file("pc7"), c("last-run.json"));
+        assert_eq!(
+            s.password_file("pc7", "Administrator"),
+            c("administrator-password")
+        );
+        assert_eq!(s.password_file("pc7", "root"), c("root-password"));
+        assert_eq!(s.known_hosts(), Path::new("/s/known_hosts"));
     }
 
     #[test]
