@@ -15,8 +15,9 @@ use crate::cli::LogArgs;
 use crate::config::Loaded;
 use crate::coord::store::{Holder, Store};
 use crate::error::Error;
+use crate::report::EventKind;
 use crate::signal;
-use crate::state::StateDir;
+use crate::state::{RunResult, StateDir};
 
 /// One line on stdout; a closed stdout (`reimage log pc7 | head`) is not
 /// an error.
@@ -44,6 +45,14 @@ struct Record {
     pid: Option<u32>,
 }
 
+impl Record {
+    /// The record says its run is still going (true or not: the process
+    /// may be gone).
+    fn says_running(&self) -> bool {
+        self.result.as_deref().and_then(RunResult::from_name) == Some(RunResult::Running)
+    }
+}
+
 /// Whether the run's process `pid` still runs on this host.
 fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(crate::exec::alive)
@@ -62,7 +71,7 @@ fn run_state(rec: Option<&Record>, holder: Option<&Holder>) -> String {
     }
     match rec {
         None => "never run".into(),
-        Some(r) if r.result.as_deref() == Some("running") => match r.pid {
+        Some(r) if r.says_running() => match r.pid {
             Some(p) if alive(p) => format!("running (pid {p})"),
             Some(p) => format!("stale (pid {p} gone)"),
             None => "stale".into(),
@@ -213,10 +222,10 @@ fn split_runs(text: &str) -> Vec<Vec<&str>> {
     let mut ended = true;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let kind = kind_of(line);
-        if kind.as_deref() == Some("start") || ended {
+        if kind == Some(EventKind::Start) || ended {
             runs.push(Vec::new());
         }
-        ended = kind.as_deref() == Some("run");
+        ended = kind == Some(EventKind::Run);
         if let Some(r) = runs.last_mut() {
             r.push(line);
         }
@@ -224,9 +233,11 @@ fn split_runs(text: &str) -> Vec<Vec<&str>> {
     runs
 }
 
-fn kind_of(line: &str) -> Option<String> {
+/// The kind of the event on `line`; None for a line that is not an event
+/// or a kind this reimage does not know.
+fn kind_of(line: &str) -> Option<EventKind> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    v.get("kind")?.as_str().map(str::to_string)
+    EventKind::from_name(v.get("kind")?.as_str()?)
 }
 
 /// One event as a readable line.
@@ -236,7 +247,7 @@ fn readable(line: &str) -> String {
     };
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let n = |k: &str| v.get(k).and_then(|x| x.as_i64());
-    let kind = s("kind").unwrap_or_default();
+    let kind = s("kind").as_deref().and_then(EventKind::from_name);
     let mut out = format!(
         "{} {}",
         s("time").unwrap_or_default(),
@@ -248,18 +259,22 @@ fn readable(line: &str) -> String {
     if let Some(p) = s("phase") {
         out.push_str(&format!(" {p}"));
     }
-    match kind.as_str() {
-        "start" => out.push_str(": start"),
-        "step" => out.push_str(&format!(" {}: started", s("step").unwrap_or_default())),
-        "step-end" => out.push_str(&format!(
+    match kind {
+        Some(EventKind::Start) => out.push_str(": start"),
+        Some(EventKind::Step) => {
+            out.push_str(&format!(" {}: started", s("step").unwrap_or_default()))
+        }
+        Some(EventKind::StepEnd) => out.push_str(&format!(
             " {}: {}",
             s("step").unwrap_or_default(),
             s("result").unwrap_or_default()
         )),
-        "result" => out.push_str(&format!(": {}", s("result").unwrap_or_default())),
-        "run" => out.push_str(&format!(": exit {}", n("code").unwrap_or(-1))),
-        "output" => out.push_str(&format!(": output (exit {})", n("code").unwrap_or(-1))),
-        "warn" => out.push_str(": warning"),
+        Some(EventKind::Result) => out.push_str(&format!(": {}", s("result").unwrap_or_default())),
+        Some(EventKind::Run) => out.push_str(&format!(": exit {}", n("code").unwrap_or(-1))),
+        Some(EventKind::Output) => {
+            out.push_str(&format!(": output (exit {})", n("code").unwrap_or(-1)))
+        }
+        Some(EventKind::Warn) => out.push_str(": warning"),
         _ => {}
     }
     if let Some(m) = s("message") {
@@ -326,7 +341,7 @@ pub fn log(state: &StateDir, a: &LogArgs, json: bool) -> Result<i32, Error> {
         )));
     };
     run.iter().for_each(|l| show(l, json));
-    if !a.follow || run.last().and_then(|l| kind_of(l)).as_deref() == Some("run") {
+    if !a.follow || run.last().and_then(|l| kind_of(l)) == Some(EventKind::Run) {
         return Ok(0);
     }
     follow(state, &a.computer, &mut file, whole as u64, json)
@@ -358,12 +373,12 @@ fn follow(
                 continue;
             }
             let kind = kind_of(&line);
-            if kind.as_deref() == Some("start") {
+            if kind == Some(EventKind::Start) {
                 // Another run began: ours ended without its last event.
                 return Ok(0);
             }
             show(&line, json);
-            if kind.as_deref() == Some("run") {
+            if kind == Some(EventKind::Run) {
                 return Ok(0);
             }
         }
@@ -374,7 +389,7 @@ fn follow(
                 return Ok(0);
             }
             let running = match read_record(state, computer) {
-                Some(Ok(r)) => r.result.as_deref() == Some("running") && r.pid.is_some_and(alive),
+                Some(Ok(r)) => r.says_running() && r.pid.is_some_and(alive),
                 _ => false,
             };
             if !running {
@@ -419,5 +434,20 @@ mod tests {
             runs.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![2, 2, 3, 1]
         );
+    }
+
+    #[test]
+    fn events_read_as_lines_by_their_kind() {
+        let line = |kind: &str| {
+            readable(&format!(
+                r#"{{"time":"T","computer":"pc7","kind":"{kind}","step":"port 22","result":"ok","code":3}}"#
+            ))
+        };
+        assert_eq!(line("step-end"), "T pc7 port 22: ok");
+        assert_eq!(line("run"), "T pc7: exit 3");
+        assert_eq!(line("output"), "T pc7: output (exit 3)");
+        // A kind from a newer reimage still shows, without a suffix.
+        assert_eq!(line("teleport"), "T pc7");
+        assert_eq!(readable("nope"), "(unreadable line) nope");
     }
 }

@@ -13,8 +13,9 @@
 //! - `fleet`: the admin's views (status, log) over records and the store;
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
-//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `attempt`,
-//!   `duration`, `encoding`, `xml`, `secret`, `error`: shared mechanisms.
+//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
+//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
+//!   mechanisms.
 
 mod attempt;
 mod backoff;
@@ -27,6 +28,7 @@ mod encoding;
 mod error;
 mod exec;
 mod fleet;
+mod names;
 mod os;
 mod outcome;
 mod probe;
@@ -120,7 +122,7 @@ fn json_end(cli: &Cli, e: &Error) {
 fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
-        "kind": "run",
+        "kind": report::EventKind::Run,
         "computer": computer,
         "image": image,
         "result": e.kind(),

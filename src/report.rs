@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::duration;
 use crate::exec::Output;
+use crate::names::names;
 use crate::outcome::{Phase, Verdict};
 
 /// How events reach the person or program that ran reimage.
@@ -28,7 +29,7 @@ pub enum Mode {
 
 /// What an event tells.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str")]
 pub enum EventKind {
     /// A run starts (written to the event log only; `reimage log` splits
     /// runs here).
@@ -55,9 +56,23 @@ pub enum EventKind {
     Run,
 }
 
+names!(EventKind {
+    Start => "start",
+    Attempt => "attempt",
+    Phase => "phase",
+    Step => "step",
+    Progress => "progress",
+    StepEnd => "step-end",
+    Output => "output",
+    Info => "info",
+    Warn => "warn",
+    Result => "result",
+    Run => "run",
+});
+
 /// How a step or a phase ended.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str")]
 pub enum EventResult {
     /// A step succeeded.
     Ok,
@@ -73,18 +88,14 @@ pub enum EventResult {
     Interrupted,
 }
 
-impl EventResult {
-    fn name(self) -> &'static str {
-        match self {
-            EventResult::Ok => "ok",
-            EventResult::Failed => "failed",
-            EventResult::Done => "done",
-            EventResult::Retry => "retry",
-            EventResult::Fatal => "fatal",
-            EventResult::Interrupted => "interrupted",
-        }
-    }
-}
+names!(EventResult {
+    Ok => "ok",
+    Failed => "failed",
+    Done => "done",
+    Retry => "retry",
+    Fatal => "fatal",
+    Interrupted => "interrupted",
+});
 
 impl From<Verdict> for EventResult {
     fn from(v: Verdict) -> EventResult {

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
+use crate::report::EventKind;
 use crate::state::write_atomic;
 
 /// Defaults: 20 runs (three weeks of nightly reloads), 8 MiB.
@@ -103,12 +104,13 @@ pub fn trim(path: &Path, keep: Retention) -> Result<Trimmed> {
         };
         // A run begins at its `start` event and ends with its `run` event,
         // as `reimage log` splits them.
-        if k.kind == Some("start") && !current.lines.is_empty() {
+        let kind = k.kind.and_then(EventKind::from_name);
+        if kind == Some(EventKind::Start) && !current.lines.is_empty() {
             runs.push(std::mem::take(&mut current));
         }
         current.lines.push((start, n));
         current.bytes += n as u64;
-        if k.kind == Some("run") {
+        if kind == Some(EventKind::Run) {
             runs.push(std::mem::take(&mut current));
         }
     }

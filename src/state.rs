@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
+use crate::names::names;
 use crate::outcome::{Phase, Verdict};
 
 /// The computer is locked by another run; `main` exits 73 on it.
@@ -140,7 +141,7 @@ pub struct Preload {
 
 /// Where a run stands in its last-run record.
 #[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum RunResult {
     /// Still going.
     #[default]
@@ -154,6 +155,14 @@ pub enum RunResult {
     /// Stopped by a signal.
     Interrupted,
 }
+
+names!(RunResult {
+    Running => "running",
+    Done => "done",
+    Retry => "retry",
+    Fatal => "fatal",
+    Interrupted => "interrupted",
+});
 
 impl From<Verdict> for RunResult {
     fn from(v: Verdict) -> RunResult {
@@ -169,13 +178,10 @@ impl From<Verdict> for RunResult {
 /// before the first phase.
 mod phase_or_empty {
     use super::Phase;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(p: &Option<Phase>, s: S) -> Result<S::Ok, S::Error> {
-        match p {
-            Some(p) => p.serialize(s),
-            None => s.serialize_str(""),
-        }
+        s.serialize_str(p.map_or("", Phase::name))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Phase>, D::Error> {
@@ -183,7 +189,7 @@ mod phase_or_empty {
         if s.is_empty() {
             return Ok(None);
         }
-        Phase::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&s)).map(Some)
+        Phase::try_from(s).map(Some).map_err(D::Error::custom)
     }
 }
 
