@@ -15,7 +15,7 @@ use crate::cli::LogArgs;
 use crate::config::Loaded;
 use crate::coord::store::{Holder, Store};
 use crate::error::Error;
-use crate::report::EventKind;
+use crate::report::{EventKind, Format};
 use crate::signal;
 use crate::state::{RunResult, StateDir};
 
@@ -85,7 +85,7 @@ pub fn status(
     loaded: &Loaded,
     state: &StateDir,
     wanted: &[String],
-    json: bool,
+    format: Format,
 ) -> Result<i32, Error> {
     let mut names: BTreeSet<String> = BTreeSet::new();
     let on_disk = state.computers();
@@ -128,7 +128,7 @@ pub fn status(
         };
         let holder = holders.get(n);
         let run = run_state(rec.as_ref(), holder);
-        if json {
+        if format == Format::Json {
             let mut v = serde_json::json!({ "computer": n, "run": run });
             if let Some(r) = &rec {
                 v["record"] = serde_json::json!({
@@ -171,7 +171,7 @@ pub fn status(
             run,
         ]);
     }
-    if !json {
+    if format == Format::Human {
         let head = [
             "COMPUTER",
             "COMMAND",
@@ -291,8 +291,8 @@ fn readable(line: &str) -> String {
     out
 }
 
-fn show(line: &str, json: bool) {
-    if json {
+fn show(line: &str, format: Format) {
+    if format == Format::Json {
         out!("{line}");
     } else {
         out!("{}", readable(line));
@@ -300,7 +300,7 @@ fn show(line: &str, json: bool) {
 }
 
 /// `reimage log COMPUTER [--run N | --all | --follow]`.
-pub fn log(state: &StateDir, a: &LogArgs, json: bool) -> Result<i32, Error> {
+pub fn log(state: &StateDir, a: &LogArgs, format: Format) -> Result<i32, Error> {
     let path = state.event_log(&a.computer);
     let mut file = std::fs::File::open(&path).map_err(|e| {
         Error::Usage(format!(
@@ -324,10 +324,10 @@ pub fn log(state: &StateDir, a: &LogArgs, json: bool) -> Result<i32, Error> {
     }
     if a.all {
         for (i, r) in runs.iter().enumerate() {
-            if !json {
+            if format == Format::Human {
                 out!("== run {} of {}", i + 1, runs.len());
             }
-            r.iter().for_each(|l| show(l, json));
+            r.iter().for_each(|l| show(l, format));
         }
         return Ok(0);
     }
@@ -340,11 +340,11 @@ pub fn log(state: &StateDir, a: &LogArgs, json: bool) -> Result<i32, Error> {
             runs.len()
         )));
     };
-    run.iter().for_each(|l| show(l, json));
+    run.iter().for_each(|l| show(l, format));
     if !a.follow || run.last().and_then(|l| kind_of(l)) == Some(EventKind::Run) {
         return Ok(0);
     }
-    follow(state, &a.computer, &mut file, whole as u64, json)
+    follow(state, &a.computer, &mut file, whole as u64, format)
 }
 
 /// Shows new events until the run ends (its `run` event), its process is
@@ -354,7 +354,7 @@ fn follow(
     computer: &str,
     file: &mut std::fs::File,
     mut at: u64,
-    json: bool,
+    format: Format,
 ) -> Result<i32, Error> {
     let mut pending = Vec::new();
     loop {
@@ -377,7 +377,7 @@ fn follow(
                 // Another run began: ours ended without its last event.
                 return Ok(0);
             }
-            show(&line, json);
+            show(&line, format);
             if kind == Some(EventKind::Run) {
                 return Ok(0);
             }
@@ -393,7 +393,7 @@ fn follow(
                 _ => false,
             };
             if !running {
-                if !json {
+                if format == Format::Human {
                     out!("(the run's process is gone; no more events)");
                 }
                 return Ok(0);

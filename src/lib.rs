@@ -149,12 +149,12 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         Command::Status(a) => {
             let loaded = load(cli)?;
             let state = state::StateDir::new(&state_dir(cli, &loaded));
-            return fleet::status(&loaded, &state, &a.computers, cli.json);
+            return fleet::status(&loaded, &state, &a.computers, format(cli));
         }
         Command::Log(a) => {
             let loaded = load(cli)?;
             let state = state::StateDir::new(&state_dir(cli, &loaded));
-            return fleet::log(&state, a, cli.json);
+            return fleet::log(&state, a, format(cli));
         }
         Command::SetupDb => return setup_db(&load(cli)?),
         Command::Provision(a) => (
@@ -213,6 +213,24 @@ fn state_dir(cli: &Cli, loaded: &Loaded) -> PathBuf {
         .clone()
         .or_else(|| loaded.config.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from("/var/lib/reimage"))
+}
+
+/// How events and views are written: `--json` or for people.
+fn format(cli: &Cli) -> report::Format {
+    if cli.json {
+        report::Format::Json
+    } else {
+        report::Format::Human
+    }
+}
+
+/// How much the screen shows: `-q` or `-v` (clap lets only one through).
+fn verbosity(cli: &Cli) -> report::Verbosity {
+    match (cli.quiet, cli.verbose) {
+        (true, _) => report::Verbosity::Quiet,
+        (false, true) => report::Verbosity::Verbose,
+        (false, false) => report::Verbosity::Normal,
+    }
 }
 
 /// The plan's provisioner, decoded (its table was checked in `execute`).
@@ -330,9 +348,8 @@ fn run(
         &plan.computer.name,
         &plan.image.name,
         reservation,
-        cli.json,
-        cli.quiet,
-        cli.verbose,
+        format(cli),
+        verbosity(cli),
     );
     let log = state.event_log(&plan.computer.name);
     // Under the lock and before this run's first event: no one writes it.

@@ -534,7 +534,13 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn quiet() -> Reporter {
-        Reporter::new("pc7", "img", None, false, true, false)
+        Reporter::new(
+            "pc7",
+            "img",
+            None,
+            crate::report::Format::Human,
+            crate::report::Verbosity::Quiet,
+        )
     }
 
     fn limits(ms: u64) -> Limits {
