@@ -179,6 +179,38 @@ impl Cmd {
     /// Of each stream only the last [`KEEP_BYTES`] and [`KEEP_LINES`] are
     /// kept.
     pub fn run(&self) -> std::result::Result<Output, ExecError> {
+        let mut r = self.start()?;
+        // Without a pidfd: look for the exit after 2 ms, then ever later.
+        let mut pause = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
+        loop {
+            let wait = r.next_wait(self.timeout, &mut pause);
+            r.read_for(wait);
+            if r.reap().is_err() {
+                kill_group(&mut r.child);
+                break;
+            }
+            if r.drained() {
+                break;
+            }
+            if let Err(i) = signal::check() {
+                if r.exited.is_none() {
+                    kill_group(&mut r.child);
+                }
+                return Err(ExecError::Interrupted(i));
+            }
+            if r.start.elapsed() >= self.timeout {
+                if r.exited.is_some() {
+                    break;
+                }
+                return Err(r.time_out(self.timeout));
+            }
+        }
+        Ok(r.output())
+    }
+
+    /// Starts it: no stdin, both outputs piped, in a process group of its
+    /// own, killed when reimage dies.
+    fn start(&self) -> std::result::Result<Running, ExecError> {
         let Some((prog, args)) = self.argv.split_first() else {
             return Err(ExecError::Spawn(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -197,86 +229,107 @@ impl Cmd {
         die_with_parent(&mut c);
         let start = Instant::now();
         let mut child = c.spawn().map_err(ExecError::Spawn)?;
-        let mut pipes = Pipes {
+        let pipes = Pipes {
             out: child.stdout.take(),
             err: child.stderr.take(),
             tails: [Tail::default(), Tail::default()],
             buf: vec![0; 64 * 1024],
         };
         // Turns readable when the child exits: with it (Linux 5.3+) and the
-        // signal descriptor, the loop sleeps until output, the exit, a
+        // signal descriptor, the watch sleeps until output, the exit, a
         // signal or the timeout, with no wake-ups of its own.
         let pidfd = rustix::process::pidfd_open(
             Pid::from_child(&child),
             rustix::process::PidfdFlags::empty(),
         )
         .ok();
-        // Without a pidfd: look for the exit after 2 ms, then ever later.
-        let mut pause = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
-        let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
-        loop {
-            let wait = match (&pidfd, exited) {
-                (Some(_), None) => self.timeout.saturating_sub(start.elapsed()),
-                (Some(_), Some((_, at))) => DRAIN_GRACE.saturating_sub(at.elapsed()),
-                (None, Some(_)) => Duration::from_millis(20),
-                (None, None) => pause.next_pause(),
-            };
-            let watch = pidfd.as_ref().filter(|_| exited.is_none());
-            pipes.read_for(wait, watch);
-            if exited.is_none() {
-                match child.try_wait() {
-                    Ok(Some(st)) => {
-                        // The leader is gone; anything it left in its group
-                        // goes with it.
-                        signal_group(&child, Signal::KILL);
-                        exited = Some((st, Instant::now()));
-                    }
-                    Ok(None) => {}
-                    Err(_) => {
-                        kill_group(&mut child);
-                        break;
-                    }
-                }
-            }
-            if let Some((_, at)) = exited
-                && (pipes.closed() || at.elapsed() >= DRAIN_GRACE)
-            {
-                break;
-            }
-            if let Err(i) = signal::check() {
-                if exited.is_none() {
-                    kill_group(&mut child);
-                }
-                return Err(ExecError::Interrupted(i));
-            }
-            if start.elapsed() >= self.timeout {
-                if exited.is_some() {
-                    break;
-                }
-                kill_group(&mut child);
-                let [stdout, stderr] = pipes.tails.map(Tail::text);
-                let partial = Output {
-                    status: -1,
-                    stdout,
-                    stderr,
-                    elapsed: start.elapsed(),
-                };
-                return Err(ExecError::Timeout {
-                    after: self.timeout,
-                    partial,
-                });
-            }
+        Ok(Running {
+            child,
+            pipes,
+            pidfd,
+            start,
+            exited: None,
+        })
+    }
+}
+
+/// A started command, watched to its end.
+struct Running {
+    child: Child,
+    pipes: Pipes,
+    /// Readable when the child exits; None where the kernel has no pidfd.
+    pidfd: Option<OwnedFd>,
+    start: Instant,
+    /// The child's exit status, and when it was seen.
+    exited: Option<(std::process::ExitStatus, Instant)>,
+}
+
+impl Running {
+    /// How long the next read may wait: to the timeout while it runs (the
+    /// pidfd ends the wait at the exit), to the end of the drain grace once
+    /// it exited; without a pidfd, the next pause of `pause` (20 ms once it
+    /// exited).
+    fn next_wait(&self, timeout: Duration, pause: &mut Backoff) -> Duration {
+        match (&self.pidfd, self.exited) {
+            (Some(_), None) => timeout.saturating_sub(self.start.elapsed()),
+            (Some(_), Some((_, at))) => DRAIN_GRACE.saturating_sub(at.elapsed()),
+            (None, Some(_)) => Duration::from_millis(20),
+            (None, None) => pause.next_pause(),
         }
-        let status = exited
+    }
+
+    /// Reads what comes within `wait` (sooner when the child exits).
+    fn read_for(&mut self, wait: Duration) {
+        let watch = self.pidfd.as_ref().filter(|_| self.exited.is_none());
+        self.pipes.read_for(wait, watch);
+    }
+
+    /// Notes the exit if the child exited; its group goes with it. Err: the
+    /// child cannot be waited for.
+    fn reap(&mut self) -> std::io::Result<()> {
+        if self.exited.is_none()
+            && let Some(st) = self.child.try_wait()?
+        {
+            // The leader is gone; anything it left in its group goes with it.
+            signal_group(&self.child, Signal::KILL);
+            self.exited = Some((st, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// It exited and its output is read: both pipes at their end, or the
+    /// drain grace passed.
+    fn drained(&self) -> bool {
+        self.exited
+            .is_some_and(|(_, at)| self.pipes.closed() || at.elapsed() >= DRAIN_GRACE)
+    }
+
+    /// Kills the group at the timeout; the error keeps what it printed.
+    fn time_out(mut self, after: Duration) -> ExecError {
+        kill_group(&mut self.child);
+        let [stdout, stderr] = self.pipes.tails.map(Tail::text);
+        let partial = Output {
+            status: -1,
+            stdout,
+            stderr,
+            elapsed: self.start.elapsed(),
+        };
+        ExecError::Timeout { after, partial }
+    }
+
+    /// What it left behind (status -1 when its exit was never seen).
+    fn output(self) -> Output {
+        let status = self
+            .exited
             .map(|(st, _)| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
             .unwrap_or(-1);
-        let [stdout, stderr] = pipes.tails.map(Tail::text);
-        Ok(Output {
+        let [stdout, stderr] = self.pipes.tails.map(Tail::text);
+        Output {
             status,
             stdout,
             stderr,
-            elapsed: start.elapsed(),
-        })
+            elapsed: self.start.elapsed(),
+        }
     }
 }
 
