@@ -5,7 +5,7 @@
 //! Both read files other processes write while they read; a record or a
 //! line that does not parse is shown as such, never an error.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -29,7 +29,7 @@ macro_rules! out {
 
 /// The last-run record as `status` reads it: every field optional, so a
 /// record from an older or newer reimage still shows.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Serialize, Deserialize, Default, Clone)]
 struct Record {
     command: Option<String>,
     image: Option<String>,
@@ -80,139 +80,188 @@ fn run_state(rec: Option<&Record>, holder: Option<&Holder>) -> String {
     }
 }
 
-/// `reimage status [COMPUTER...]`.
+/// `reimage status [COMPUTER...]`: one JSON line per computer as it is
+/// read, or one table at the end.
 pub fn status(
     loaded: &Loaded,
     state: &StateDir,
     wanted: &[String],
     format: Format,
 ) -> Result<i32, Error> {
-    let mut names: BTreeSet<String> = BTreeSet::new();
+    let names = computers_to_show(loaded, state, wanted)?;
+    let (holders, code) = live_holders(loaded, &names);
+    let mut rows = Vec::new();
+    for name in &names {
+        let seen = Seen::read(state, name, holders.get(name));
+        match format {
+            Format::Json => out!("{}", seen.json()),
+            Format::Human => rows.push(seen.row()),
+        }
+    }
+    if format == Format::Human {
+        print_table(&rows);
+    }
+    Ok(code)
+}
+
+/// The computers `status` shows: those asked for (each must be in the
+/// config or have records), else every one in the config or on disk.
+fn computers_to_show(
+    loaded: &Loaded,
+    state: &StateDir,
+    wanted: &[String],
+) -> Result<Vec<String>, Error> {
     let on_disk = state.computers();
     if wanted.is_empty() {
+        let mut names = on_disk;
         names.extend(loaded.config.computers.keys().cloned());
-        names.extend(on_disk.iter().cloned());
-    } else {
-        for w in wanted {
-            if !loaded.config.computers.contains_key(w) && !on_disk.contains(w) {
-                return Err(Error::Usage(format!(
-                    "unknown computer `{w}`: not in {} and no records in {}",
-                    loaded.path.display(),
-                    state.computers_dir().display()
-                )));
-            }
-            names.insert(w.clone());
+        return Ok(names.into_iter().collect());
+    }
+    let mut names = BTreeSet::new();
+    for w in wanted {
+        if !loaded.config.computers.contains_key(w) && !on_disk.contains(w) {
+            return Err(Error::Usage(format!(
+                "unknown computer `{w}`: not in {} and no records in {}",
+                loaded.path.display(),
+                state.computers_dir().display()
+            )));
+        }
+        names.insert(w.clone());
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// With `[coordination]`, the store's live holders of `names`, by
+/// computer; and the exit code: 69 when the store cannot be read (said on
+/// stderr; the local records still show).
+fn live_holders(loaded: &Loaded, names: &[String]) -> (BTreeMap<String, Holder>, i32) {
+    let Some(s) = &loaded.config.coordination else {
+        return (BTreeMap::new(), 0);
+    };
+    match Store::new(s).and_then(|st| st.holders(names)) {
+        Ok(v) => (v.into_iter().map(|h| (h.computer.clone(), h)).collect(), 0),
+        Err(e) => {
+            crate::report::stderr_line(&format!(
+                "reimage: warning: {e:#}: runs on other management nodes are not shown"
+            ));
+            (BTreeMap::new(), crate::outcome::EXIT_STORE)
         }
     }
-    let names: Vec<String> = names.into_iter().collect();
-    let mut code = 0;
-    let mut holders: BTreeMap<String, Holder> = BTreeMap::new();
-    if let Some(s) = &loaded.config.coordination {
-        match Store::new(s).and_then(|st| st.holders(&names)) {
-            Ok(v) => holders.extend(v.into_iter().map(|h| (h.computer.clone(), h))),
-            Err(e) => {
-                crate::report::stderr_line(&format!(
-                    "reimage: warning: {e:#}: runs on other management nodes are not shown"
-                ));
-                code = crate::outcome::EXIT_STORE;
-            }
-        }
-    }
-    let mut rows = Vec::new();
-    for n in &names {
-        let rec = read_record(state, n);
-        let (rec, bad) = match rec {
+}
+
+/// What `status` knows of one computer.
+struct Seen<'a> {
+    name: &'a str,
+    /// The last-run record (empty when it does not parse).
+    record: Option<Record>,
+    /// Why the record does not parse.
+    bad: Option<String>,
+    holder: Option<&'a Holder>,
+    /// Is a run in progress, and where.
+    run: String,
+}
+
+impl<'a> Seen<'a> {
+    fn read(state: &StateDir, name: &'a str, holder: Option<&'a Holder>) -> Seen<'a> {
+        let (record, bad) = match read_record(state, name) {
             Some(Ok(r)) => (Some(r), None),
             Some(Err(e)) => (Some(Record::default()), Some(e)),
             None => (None, None),
         };
-        let holder = holders.get(n);
-        let run = run_state(rec.as_ref(), holder);
-        if format == Format::Json {
-            let mut v = serde_json::json!({ "computer": n, "run": run });
-            if let Some(r) = &rec {
-                v["record"] = serde_json::json!({
-                    "command": r.command, "image": r.image, "reservation": r.reservation,
-                    "phase": r.phase, "attempt": r.attempt, "of": r.of, "result": r.result,
-                    "message": r.message, "exit_code": r.exit_code, "started": r.started,
-                    "updated": r.updated, "pid": r.pid,
-                });
-            }
-            if let Some(h) = holder {
-                v["holder"] = serde_json::json!({
-                    "host": h.host, "pid": h.pid, "command": h.command, "started": h.started,
-                });
-            }
-            if let Some(b) = &bad {
-                v["error"] = serde_json::json!(b);
-            }
-            out!("{v}");
-            continue;
-        }
-        let r = rec.clone().unwrap_or_default();
-        let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-        rows.push([
-            n.clone(),
-            dash(&r.command),
-            dash(&r.image),
-            dash(&r.reservation),
-            dash(&r.phase.clone().filter(|p| !p.is_empty())),
-            match (r.attempt, r.of) {
-                (Some(a), Some(o)) => format!("{a}/{o}"),
-                _ => "-".into(),
-            },
-            bad.map(|_| "unreadable".to_string())
-                .unwrap_or_else(|| dash(&r.result)),
-            r.exit_code
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "-".into()),
-            dash(&r.started),
-            dash(&r.updated),
+        let run = run_state(record.as_ref(), holder);
+        Seen {
+            name,
+            record,
+            bad,
+            holder,
             run,
-        ]);
-    }
-    if format == Format::Human {
-        let head = [
-            "COMPUTER",
-            "COMMAND",
-            "IMAGE",
-            "RESERVATION",
-            "PHASE",
-            "ATTEMPT",
-            "RESULT",
-            "EXIT",
-            "STARTED",
-            "UPDATED",
-            "RUN",
-        ];
-        // The command column keeps only the subcommand: the rest is in
-        // the image and attempt columns.
-        for r in rows.iter_mut() {
-            r[1] = r[1].split_whitespace().next().unwrap_or("-").to_string();
-        }
-        let mut w = head.map(str::len);
-        for r in &rows {
-            for (i, c) in r.iter().enumerate() {
-                w[i] = w[i].max(c.chars().count());
-            }
-        }
-        let line = |cells: Vec<&str>| {
-            let mut s = String::new();
-            for (i, c) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    s.push_str(c);
-                } else {
-                    s.push_str(&format!("{c:<width$}  ", width = w[i]));
-                }
-            }
-            out!("{}", s.trim_end());
-        };
-        line(head.to_vec());
-        for r in &rows {
-            line(r.iter().map(String::as_str).collect());
         }
     }
-    Ok(code)
+
+    /// The computer as one JSON object.
+    fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "computer": self.name, "run": self.run });
+        if let Some(r) = &self.record {
+            v["record"] = serde_json::to_value(r).unwrap_or_default();
+        }
+        if let Some(h) = self.holder {
+            v["holder"] = serde_json::json!({
+                "host": h.host, "pid": h.pid, "command": h.command, "started": h.started,
+            });
+        }
+        if let Some(b) = &self.bad {
+            v["error"] = serde_json::json!(b);
+        }
+        v
+    }
+
+    /// The computer as a table row, one cell per [`COLUMNS`] entry.
+    fn row(&self) -> [String; COLUMNS.len()] {
+        let r = self.record.clone().unwrap_or_default();
+        let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+        [
+            self.name.to_string(),
+            // Only the subcommand: the rest is in the image and attempt
+            // columns.
+            dash(
+                r.command
+                    .and_then(|c| c.split_whitespace().next().map(str::to_string)),
+            ),
+            dash(r.image),
+            dash(r.reservation),
+            dash(r.phase.filter(|p| !p.is_empty())),
+            dash(r.attempt.zip(r.of).map(|(a, o)| format!("{a}/{o}"))),
+            match self.bad {
+                Some(_) => "unreadable".to_string(),
+                None => dash(r.result),
+            },
+            dash(r.exit_code.map(|c| c.to_string())),
+            dash(r.started),
+            dash(r.updated),
+            self.run.clone(),
+        ]
+    }
+}
+
+/// The columns of `status`'s table.
+const COLUMNS: [&str; 11] = [
+    "COMPUTER",
+    "COMMAND",
+    "IMAGE",
+    "RESERVATION",
+    "PHASE",
+    "ATTEMPT",
+    "RESULT",
+    "EXIT",
+    "STARTED",
+    "UPDATED",
+    "RUN",
+];
+
+/// The table: a head line, then the rows, each column as wide as its
+/// widest cell (the last one not padded).
+fn print_table(rows: &[[String; COLUMNS.len()]]) {
+    let mut w = COLUMNS.map(str::len);
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; COLUMNS.len()]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        out!("{}", s.trim_end());
+    };
+    line(COLUMNS);
+    for r in rows {
+        line(r.each_ref().map(String::as_str));
+    }
 }
 
 /// The event log split into runs: a run begins at a `start` event, or at
@@ -434,6 +483,48 @@ mod tests {
             runs.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![2, 2, 3, 1]
         );
+    }
+
+    #[test]
+    fn a_status_row_shortens_the_command_and_dashes_what_is_missing() {
+        let record = Record {
+            command: Some("provision --image img --reservation 4711".into()),
+            phase: Some(String::new()),
+            attempt: Some(2),
+            of: Some(3),
+            result: Some("retry".into()),
+            ..Record::default()
+        };
+        let seen = Seen {
+            name: "pc7",
+            record: Some(record),
+            bad: None,
+            holder: None,
+            run: "idle".into(),
+        };
+        let row = seen.row();
+        assert_eq!(
+            row.each_ref().map(String::as_str),
+            [
+                "pc7",
+                "provision",
+                "-",
+                "-",
+                "-",
+                "2/3",
+                "retry",
+                "-",
+                "-",
+                "-",
+                "idle"
+            ]
+        );
+        let unreadable = Seen {
+            bad: Some("unreadable record".into()),
+            ..seen
+        };
+        assert_eq!(unreadable.row()[6], "unreadable");
+        assert_eq!(unreadable.json()["error"], "unreadable record");
     }
 
     #[test]
