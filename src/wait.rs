@@ -325,177 +325,261 @@ pub fn tcp_counted(
     connect_timeout: Duration,
     want: Want<'_>,
     label: &str,
-    mut target: impl FnMut() -> Result<SocketAddr, String>,
+    target: impl FnMut() -> Result<SocketAddr, String>,
 ) -> (Waited, TcpStats) {
-    let mut t = Tracker::new();
-    let mut stats = TcpStats::default();
-    let deadline = t.start + limits.timeout;
-    let mut flights: Vec<(Flight, Instant)> = Vec::new();
-    let mut pause = rate.answering;
-    let mut next = t.start;
-    // The last refusal's status, made once, not on every probe.
-    let mut refused: Option<(i32, String)> = None;
-    let mut failed = |e: &std::io::Error, t: &mut Tracker| {
-        let code = e.raw_os_error().unwrap_or(-1);
-        let status = match &refused {
-            Some((c, s)) if *c == code => s.clone(),
-            _ => {
-                let s = format!("{label}: {}", probe::io_text(e));
-                refused = Some((code, s.clone()));
-                s
-            }
-        };
-        t.see(status, report);
+    let t = Tracker::new();
+    let next = t.start;
+    let mut w = TcpWatch {
+        report,
+        limits,
+        rate,
+        connect_timeout,
+        want,
+        label,
+        target,
+        t,
+        stats: TcpStats::default(),
+        flights: Vec::new(),
+        pause: rate.answering,
+        next,
+        refused: None,
     };
-    // A finished connect or banner: Some(ready text), or the status seen.
-    let connected = |s: TcpStream, flights: &mut Vec<(Flight, Instant)>, since: Instant| match want
-    {
-        Want::Connect => Some(format!("{} accepts connections", peer(&s))),
-        Want::Banner(_) => {
-            flights.push((Flight::Reading(s, Vec::new()), since));
-            None
-        }
-    };
-    loop {
-        if let Err(i) = signal::check() {
-            return (Waited::Interrupted(i), stats);
-        }
-        let now = Instant::now();
-        // Give up on connects and banners that took too long.
-        flights.retain(|(f, since)| {
-            let keep = now.duration_since(*since) < connect_timeout;
-            if !keep {
-                let m = match f {
-                    Flight::Connecting(_) => "no answer",
-                    Flight::Reading(..) => "no banner: no answer",
-                };
-                t.see(format!("{label}: {m}"), report);
+    let waited = w.run();
+    (waited, w.stats)
+}
+
+/// One TCP watch under way: the connects and banner reads in flight, the
+/// pacing, and what has been seen.
+struct TcpWatch<'a, F> {
+    report: &'a Reporter,
+    limits: Limits,
+    rate: Rate,
+    connect_timeout: Duration,
+    want: Want<'a>,
+    label: &'a str,
+    target: F,
+    t: Tracker,
+    stats: TcpStats,
+    /// Each with the time its connect started.
+    flights: Vec<(Flight, Instant)>,
+    /// The pause before the next probe: `rate.answering`, or longer while
+    /// the target is silent.
+    pause: Duration,
+    /// When the next probe may start.
+    next: Instant,
+    /// The last refusal's errno and status, made once, not on every probe.
+    refused: Option<(i32, String)>,
+}
+
+impl<F: FnMut() -> Result<SocketAddr, String>> TcpWatch<'_, F> {
+    /// Probes until ready, out of time, stalled or interrupted.
+    fn run(&mut self) -> Waited {
+        let deadline = self.t.start + self.limits.timeout;
+        loop {
+            if let Err(i) = signal::check() {
+                return Waited::Interrupted(i);
             }
-            keep
-        });
-        if now >= next && flights.len() < rate.in_flight {
-            // Earlier probes still unanswered: the target is silent, so
-            // wait longer before the next.
-            if !flights.is_empty() {
-                pause = rate.silent_max.max(rate.answering).min(pause * 2);
+            self.expire(Instant::now());
+            if let Some(m) = self.probe_if_due(Instant::now()) {
+                return Waited::Ready(m, self.t.start.elapsed());
             }
-            next = now + pause;
-            stats.probes += 1;
-            match target() {
-                Err(e) => t.see(e, report),
-                Ok(addr) => match probe::start_connect(addr) {
-                    Started::Connected(s) => {
-                        if let Some(m) = connected(s, &mut flights, now) {
-                            return (Waited::Ready(m, t.start.elapsed()), stats);
-                        }
-                    }
-                    Started::Failed(e) => {
-                        pause = rate.answering;
-                        failed(&e, &mut t);
-                    }
-                    Started::Pending(p) => flights.push((Flight::Connecting(p), now)),
-                },
+            if let Some(v) = self.t.verdict(self.limits) {
+                return v;
             }
-            stats.most_in_flight = stats.most_in_flight.max(flights.len());
-        }
-        if let Some(v) = t.verdict(limits) {
-            return (v, stats);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return (Waited::TimedOut(t.status.clone()), stats);
-        }
-        // Sleep in poll(2) until an answer, the next probe, the first
-        // expiry, the deadline, or a signal: no wake-up of its own.
-        let mut wake = deadline;
-        if flights.len() < rate.in_flight {
-            wake = wake.min(next);
-        }
-        for (_, since) in &flights {
-            wake = wake.min(*since + connect_timeout);
-        }
-        // Sleep in poll(2); the indices of the flights that have an answer.
-        let ready: Vec<usize> = {
-            let mut fds: Vec<PollFd<'_>> = flights
-                .iter()
-                .map(|(f, _)| match f {
-                    Flight::Connecting(p) => PollFd::new(p, PollFlags::OUT),
-                    Flight::Reading(s, _) => PollFd::new(s, PollFlags::IN),
-                })
-                .collect();
-            signal::poll(&mut fds, wake.saturating_duration_since(now));
-            fds.iter()
-                .enumerate()
-                .filter(|(_, f)| !f.revents().is_empty())
-                .map(|(i, _)| i)
-                .collect()
-        };
-        if ready.is_empty() {
-            continue;
-        }
-        // Walk backwards so removing a flight keeps earlier indices valid.
-        for i in ready.into_iter().rev() {
-            let (f, since) = flights.swap_remove(i);
-            match f {
-                Flight::Connecting(p) => match p.finish() {
-                    Ok(s) => {
-                        if let Some(m) = connected(s, &mut flights, since) {
-                            return (Waited::Ready(m, t.start.elapsed()), stats);
-                        }
-                    }
-                    Err(e) => {
-                        pause = rate.answering;
-                        failed(&e, &mut t);
-                    }
-                },
-                Flight::Reading(mut s, mut buf) => {
-                    let Want::Banner(re) = want else { continue };
-                    let mut chunk = [0u8; 1024];
-                    let (line, ended) = match s.read(&mut chunk) {
-                        Ok(0) => (None, true),
-                        Ok(k) => {
-                            buf.extend_from_slice(&chunk[..k]);
-                            match buf.iter().position(|b| *b == b'\n') {
-                                Some(end) => (Some(end), false),
-                                None if buf.len() >= BANNER_LIMIT => (Some(buf.len()), false),
-                                None => (None, false),
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => (None, false),
-                        Err(e) => {
-                            pause = rate.answering;
-                            t.see(
-                                format!("{label}: no banner: {}", probe::io_text(&e)),
-                                report,
-                            );
-                            continue;
-                        }
-                    };
-                    match (line, ended) {
-                        (Some(end), _) => {
-                            let text = String::from_utf8_lossy(&buf[..end]);
-                            let l = text.trim_end();
-                            if re.is_match(l) {
-                                return (
-                                    Waited::Ready(format!("banner `{l}`"), t.start.elapsed()),
-                                    stats,
-                                );
-                            }
-                            pause = rate.answering;
-                            t.see(
-                                format!("{label}: banner `{l}` does not match /{}/", re.as_str()),
-                                report,
-                            );
-                        }
-                        (None, true) => {
-                            pause = rate.answering;
-                            t.see(format!("{label}: closed before sending a banner"), report);
-                        }
-                        (None, false) => flights.push((Flight::Reading(s, buf), since)),
-                    }
+            let now = Instant::now();
+            if now >= deadline {
+                return Waited::TimedOut(self.t.status.clone());
+            }
+            // Walk backwards so removing a flight keeps earlier indices valid.
+            for i in self.await_answers(now, deadline).into_iter().rev() {
+                if let Some(m) = self.answer(i) {
+                    return Waited::Ready(m, self.t.start.elapsed());
                 }
             }
         }
+    }
+
+    fn see(&mut self, status: String) {
+        self.t.see(status, self.report);
+    }
+
+    /// Gives up on connects and banners that took too long.
+    fn expire(&mut self, now: Instant) {
+        let (kept, late): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flights)
+            .into_iter()
+            .partition(|(_, since)| now.duration_since(*since) < self.connect_timeout);
+        self.flights = kept;
+        for (f, _) in late {
+            let m = match f {
+                Flight::Connecting(_) => "no answer",
+                Flight::Reading(..) => "no banner: no answer",
+            };
+            self.see(format!("{}: {m}", self.label));
+        }
+    }
+
+    /// Starts a connect if one is due and a slot is free: Some(ready text)
+    /// when it connected at once and only the connect was wanted.
+    fn probe_if_due(&mut self, now: Instant) -> Option<String> {
+        if now < self.next || self.flights.len() >= self.rate.in_flight {
+            return None;
+        }
+        // Earlier probes still unanswered: the target is silent, so wait
+        // longer before the next (doubling; never shorter than answering).
+        if !self.flights.is_empty() {
+            let longest = self.rate.silent_max.max(self.rate.answering);
+            self.pause = longest.min(self.pause * 2);
+        }
+        self.next = now + self.pause;
+        self.stats.probes += 1;
+        let ready = match (self.target)() {
+            Err(e) => {
+                self.see(e);
+                None
+            }
+            Ok(addr) => match probe::start_connect(addr) {
+                Started::Connected(s) => self.connected(s, now),
+                Started::Failed(e) => {
+                    self.failed(&e);
+                    None
+                }
+                Started::Pending(p) => {
+                    self.flights.push((Flight::Connecting(p), now));
+                    None
+                }
+            },
+        };
+        self.stats.most_in_flight = self.stats.most_in_flight.max(self.flights.len());
+        ready
+    }
+
+    /// A finished connect: Some(ready text) when only the connect was
+    /// wanted, else its banner is read next.
+    fn connected(&mut self, s: TcpStream, since: Instant) -> Option<String> {
+        match self.want {
+            Want::Connect => Some(format!("{} accepts connections", peer(&s))),
+            Want::Banner(_) => {
+                self.flights.push((Flight::Reading(s, Vec::new()), since));
+                None
+            }
+        }
+    }
+
+    /// The target answered: back to the short pause.
+    fn answered(&mut self, status: String) {
+        self.pause = self.rate.answering;
+        self.see(status);
+    }
+
+    /// A connect that failed (refused, unreachable).
+    fn failed(&mut self, e: &std::io::Error) {
+        let code = e.raw_os_error().unwrap_or(-1);
+        let status = match &self.refused {
+            Some((c, s)) if *c == code => s.clone(),
+            _ => {
+                let s = format!("{}: {}", self.label, probe::io_text(e));
+                self.refused = Some((code, s.clone()));
+                s
+            }
+        };
+        self.answered(status);
+    }
+
+    /// Sleeps in poll(2) until an answer, the next probe, the first expiry,
+    /// the deadline, or a signal (no wake-up of its own); the indices of
+    /// the flights that have an answer.
+    fn await_answers(&self, now: Instant, deadline: Instant) -> Vec<usize> {
+        let mut wake = deadline;
+        if self.flights.len() < self.rate.in_flight {
+            wake = wake.min(self.next);
+        }
+        for (_, since) in &self.flights {
+            wake = wake.min(*since + self.connect_timeout);
+        }
+        let mut fds: Vec<PollFd<'_>> = self
+            .flights
+            .iter()
+            .map(|(f, _)| match f {
+                Flight::Connecting(p) => PollFd::new(p, PollFlags::OUT),
+                Flight::Reading(s, _) => PollFd::new(s, PollFlags::IN),
+            })
+            .collect();
+        signal::poll(&mut fds, wake.saturating_duration_since(now));
+        fds.iter()
+            .enumerate()
+            .filter(|(_, f)| !f.revents().is_empty())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Takes up flight `i`, which has an answer: Some(ready text) when it
+    /// is what the watch wants.
+    fn answer(&mut self, i: usize) -> Option<String> {
+        let (f, since) = self.flights.swap_remove(i);
+        match f {
+            Flight::Connecting(p) => match p.finish() {
+                Ok(s) => self.connected(s, since),
+                Err(e) => {
+                    self.failed(&e);
+                    None
+                }
+            },
+            Flight::Reading(s, buf) => self.banner(s, buf, since),
+        }
+    }
+
+    /// Reads on from a connection that is to send a banner: Some(ready
+    /// text) when its first line matches.
+    fn banner(&mut self, mut s: TcpStream, mut buf: Vec<u8>, since: Instant) -> Option<String> {
+        let Want::Banner(re) = self.want else {
+            return None;
+        };
+        let label = self.label;
+        match read_banner(&mut s, &mut buf) {
+            Banner::Line(l) if re.is_match(&l) => return Some(format!("banner `{l}`")),
+            Banner::Line(l) => self.answered(format!(
+                "{label}: banner `{l}` does not match /{}/",
+                re.as_str()
+            )),
+            Banner::Closed => self.answered(format!("{label}: closed before sending a banner")),
+            Banner::Failed(e) => {
+                self.answered(format!("{label}: no banner: {}", probe::io_text(&e)))
+            }
+            Banner::Partial => self.flights.push((Flight::Reading(s, buf), since)),
+        }
+        None
+    }
+}
+
+/// What one read of a banner gave.
+enum Banner {
+    /// The first line (or the first [`BANNER_LIMIT`] bytes), without its
+    /// line end.
+    Line(String),
+    /// The other side closed before a whole line.
+    Closed,
+    /// No whole line yet.
+    Partial,
+    /// The read failed.
+    Failed(std::io::Error),
+}
+
+/// Reads what `s` has into `buf` and looks for the first line.
+fn read_banner(s: &mut TcpStream, buf: &mut Vec<u8>) -> Banner {
+    let mut chunk = [0u8; 1024];
+    match s.read(&mut chunk) {
+        Ok(0) => Banner::Closed,
+        Ok(k) => {
+            buf.extend_from_slice(&chunk[..k]);
+            let end = match buf.iter().position(|b| *b == b'\n') {
+                Some(end) => end,
+                None if buf.len() >= BANNER_LIMIT => buf.len(),
+                None => return Banner::Partial,
+            };
+            Banner::Line(String::from_utf8_lossy(&buf[..end]).trim_end().to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Banner::Partial,
+        Err(e) => Banner::Failed(e),
     }
 }
 
