@@ -271,6 +271,14 @@ impl Rate {
         silent_max: Duration::from_secs(2),
         in_flight: 3,
     };
+
+    /// The pauses between probes to a silent target: doubling from
+    /// `answering` (its first is twice that) up to `silent_max`, never
+    /// shorter than `answering`.
+    fn silent_backoff(&self) -> Backoff {
+        let longest = self.silent_max.max(self.answering);
+        Backoff::new((self.answering * 2).min(longest), longest)
+    }
 }
 
 /// What a TCP watch looks for once a connect succeeds.
@@ -341,6 +349,7 @@ pub fn tcp_counted(
         stats: TcpStats::default(),
         flights: Vec::new(),
         pause: rate.answering,
+        silent: rate.silent_backoff(),
         next,
         refused: None,
     };
@@ -365,6 +374,8 @@ struct TcpWatch<'a, F> {
     /// The pause before the next probe: `rate.answering`, or longer while
     /// the target is silent.
     pause: Duration,
+    /// The pauses for a silent target, started over when it answers.
+    silent: Backoff,
     /// When the next probe may start.
     next: Instant,
     /// The last refusal's errno and status, made once, not on every probe.
@@ -425,10 +436,9 @@ impl<F: FnMut() -> Result<SocketAddr, String>> TcpWatch<'_, F> {
             return None;
         }
         // Earlier probes still unanswered: the target is silent, so wait
-        // longer before the next (doubling; never shorter than answering).
+        // longer before the next.
         if !self.flights.is_empty() {
-            let longest = self.rate.silent_max.max(self.rate.answering);
-            self.pause = longest.min(self.pause * 2);
+            self.pause = self.silent.next_pause();
         }
         self.next = now + self.pause;
         self.stats.probes += 1;
@@ -468,6 +478,7 @@ impl<F: FnMut() -> Result<SocketAddr, String>> TcpWatch<'_, F> {
     /// The target answered: back to the short pause.
     fn answered(&mut self, status: String) {
         self.pause = self.rate.answering;
+        self.silent = self.rate.silent_backoff();
         self.see(status);
     }
 
@@ -644,6 +655,31 @@ mod tests {
     /// start, then one per interval.
     fn bound(ms: u64, rate: Rate) -> u32 {
         (ms / rate.answering.as_millis() as u64) as u32 + 1
+    }
+
+    #[test]
+    fn a_silent_target_gets_doubling_pauses_within_the_rate() {
+        let ms = Duration::from_millis;
+        let mut b = Rate::TCP.silent_backoff();
+        let seen: Vec<_> = (0..7).map(|_| b.next_pause()).collect();
+        assert_eq!(
+            seen,
+            [
+                ms(80),
+                ms(160),
+                ms(320),
+                ms(640),
+                ms(1280),
+                ms(2000),
+                ms(2000)
+            ]
+        );
+        let slow = Rate {
+            answering: ms(800),
+            silent_max: ms(100),
+            in_flight: 3,
+        };
+        assert_eq!(slow.silent_backoff().next_pause(), ms(800));
     }
 
     #[test]
