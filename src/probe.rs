@@ -57,7 +57,8 @@ pub enum Started {
     /// a failed socket connect again only after one more failing call
     /// (ECONNABORTED), which costs what a new socket does.
     Failed(std::io::Error),
-    /// On its way: poll [`Pending::fd`] for writable, then [`Pending::finish`].
+    /// On its way: poll it (its `as_fd`) for writable, then
+    /// [`Pending::finish`].
     Pending(Pending),
 }
 
