@@ -13,14 +13,12 @@
 //!
 //! Needs Debian's postgresql (as the tests do). Numbers only, no pass/fail.
 
-#[path = "../tests/integration/pg.rs"]
-mod pg;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+use testbed::pg;
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 /// The one backoff; also reachable here, beside the waits that pace with it.
 pub use crate::backoff::Backoff;
 use crate::duration;
+use crate::outcome::Outcome;
 use crate::probe::{self, Pending, Started};
 use crate::report::Reporter;
 use crate::signal;
@@ -620,6 +621,36 @@ pub fn describe(w: &Waited, what: &str, timeout: Duration) -> String {
     }
 }
 
+impl Waited {
+    /// A wait that was a step, as the contract classes it: the one mapping
+    /// from a finished wait to an outcome. Ready is `Ok` with what was seen
+    /// and how long it took; the caller ends the step saying what it made
+    /// of that. Otherwise the step ends here with [`describe`]'s sentence
+    /// for `what` within `timeout`, and the outcome is fatal when a poll
+    /// said waiting cannot help or a signal came (the error, in the context
+    /// of `what`), retry when the time ran out or nothing changed (the
+    /// sentence).
+    pub fn into_outcome(
+        self,
+        what: &str,
+        timeout: Duration,
+        report: &Reporter,
+    ) -> Result<(String, Duration), Outcome> {
+        if let Waited::Ready(seen, took) = self {
+            return Ok((seen, took));
+        }
+        let sentence = describe(&self, what, timeout);
+        report.step_end(false, &sentence);
+        Err(match self {
+            Waited::Fatal(e) => Outcome::Fatal(e.context(what.to_string())),
+            Waited::Interrupted(i) => {
+                Outcome::Fatal(anyhow::Error::new(i).context(what.to_string()))
+            }
+            _ => Outcome::Retry(anyhow::anyhow!(sentence)),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,6 +658,33 @@ mod tests {
     use std::io::Write;
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn a_finished_wait_becomes_the_contracts_outcome() {
+        let r = quiet();
+        let t = Duration::from_secs(3);
+        let ready = Waited::Ready("up".into(), Duration::from_millis(5)).into_outcome("x", t, &r);
+        assert!(matches!(ready, Ok((s, d)) if s == "up" && d == Duration::from_millis(5)));
+        let msg = |w: Waited| match w.into_outcome("step `port`", t, &r) {
+            Err(Outcome::Retry(e)) => format!("retry: {e:#}"),
+            Err(Outcome::Fatal(e)) => format!("fatal: {e:#}"),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            msg(Waited::TimedOut("refused".into())),
+            "retry: step `port`: not ready after 3s (last seen: refused)"
+        );
+        assert_eq!(
+            msg(Waited::Stalled("booting".into(), Duration::from_secs(2))),
+            "retry: step `port`: no change for 2s (stuck at: booting)"
+        );
+        assert_eq!(
+            msg(Waited::Fatal(anyhow::anyhow!("bad key"))),
+            "fatal: step `port`: bad key"
+        );
+        let i = msg(Waited::Interrupted(signal::Interrupted(2)));
+        assert!(i.starts_with("fatal: step `port`: "), "{i}");
+    }
 
     fn quiet() -> Reporter {
         Reporter::new(

@@ -5,10 +5,6 @@
 pub mod ssh;
 pub mod winrm;
 
-#[cfg(test)]
-#[path = "../../tests/integration/sshd.rs"]
-mod testsshd;
-
 use std::time::Duration;
 
 use crate::exec::Output;

@@ -830,8 +830,9 @@ fn signal_number(name: &str) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::testsshd::{Fixture, Sshd, free_port, pub_b64};
     use crate::exec::Cmd;
+    use testbed::port::Port;
+    use testbed::sshd::{Fixture, Sshd, pub_b64};
 
     const T: Duration = Duration::from_secs(10);
 
@@ -1058,12 +1059,11 @@ mod tests {
     fn dropped_connection_is_recovered_on_the_next_run() {
         let fx = Fixture::new("drop");
         let mut sshd = fx.start(&fx.host_key_a);
-        let port = sshd.port;
-        let mut ssh = Ssh::new(config(&fx, port, HostKeyPolicy::ReplaceAfterLoad));
+        let mut ssh = Ssh::new(config(&fx, sshd.port, HostKeyPolicy::ReplaceAfterLoad));
         ssh.login(T).expect("first login");
         sshd.kill();
         let _sshd2: Sshd = fx
-            .start_on(&fx.host_key_a, port)
+            .start_on(&fx.host_key_a, &sshd.held)
             .expect("restart on the same port");
         let out = ssh
             .run(&argv(&["echo", "back"]), T)
@@ -1145,8 +1145,7 @@ mod tests {
     fn replace_after_load_replaces_stale_entry_then_pins() {
         let fx = Fixture::new("replace");
         let mut sshd = fx.start(&fx.host_key_b);
-        let port = sshd.port;
-        let cfg = config(&fx, port, HostKeyPolicy::ReplaceAfterLoad);
+        let cfg = config(&fx, sshd.port, HostKeyPolicy::ReplaceAfterLoad);
         let name = cfg.known_hosts_name();
         std::fs::create_dir_all(fx.dir.join("state")).expect("mkdir");
         let other = "[10.9.9.9]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm1F2Yu0nBhS0p1cqYdKX6bJ5W0x0G1UeyWqgQ9xYpN\n";
@@ -1185,7 +1184,7 @@ mod tests {
         // The computer comes back with another key within the same run.
         sshd.kill();
         let _sshd2 = fx
-            .start_on(&fx.host_key_a, port)
+            .start_on(&fx.host_key_a, &sshd.held)
             .expect("restart with key a");
         let e = ssh
             .run(&argv(&["true"]), T)
@@ -1218,7 +1217,7 @@ mod tests {
             .expect("strict accepts the added entry");
         sshd.kill();
         let _sshd2 = fx
-            .start_on(&fx.host_key_b, port)
+            .start_on(&fx.host_key_b, &sshd.held)
             .expect("restart with key b");
         let e = Ssh::new(cfg.clone())
             .login(T)
@@ -1233,8 +1232,8 @@ mod tests {
     #[test]
     fn login_succeeds_after_a_late_sshd_starts() {
         let fx = Fixture::new("late");
-        let port = free_port();
-        let mut cfg = config(&fx, port, HostKeyPolicy::ReplaceAfterLoad);
+        let port = Port::new();
+        let mut cfg = config(&fx, port.num(), HostKeyPolicy::ReplaceAfterLoad);
         cfg.connect_timeout = Duration::from_millis(200);
         // sshd starts once a login was refused, however slow the machine.
         let refused = std::sync::atomic::AtomicUsize::new(0);
@@ -1246,7 +1245,8 @@ mod tests {
                 {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                fx.start_on(&fx.host_key_a, port).expect("late sshd starts")
+                fx.start_on(&fx.host_key_a, &port)
+                    .expect("late sshd starts")
             });
             let mut ssh = Ssh::new(cfg);
             let t = Instant::now();

@@ -919,11 +919,10 @@ fn base64_lines(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
-    use std::sync::mpsc;
+    use std::process::{Command, Stdio};
+    use testbed::port::Port;
+    use testbed::winrm::USER;
 
-    const USER: &str = "Administrator";
     const PASSWORD: &str = "S3cret&<pw> \"x\"";
 
     /// A scratch directory removed on drop.
@@ -953,65 +952,25 @@ mod tests {
     }
 
     /// The WinRM STAND-IN (tests/standins/winrm_standin.py, built from the
-    /// MS-WSMV formats; no Windows runs here) as a child process, killed on
-    /// drop.
+    /// MS-WSMV formats; no Windows runs here) with `USER`'s password
+    /// `PASSWORD`, and a scratch directory for the client's files.
     struct Standin {
-        child: Child,
-        port: u16,
-        listening: mpsc::Receiver<Instant>,
+        standin: testbed::winrm::Standin,
         scratch: Scratch,
     }
 
     impl Standin {
         fn start(extra: &[&str]) -> Standin {
-            let scratch = Scratch::new("standin");
-            let pw = scratch.path("server-password");
-            std::fs::write(&pw, format!("{PASSWORD}\n")).expect("write password file");
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("pick a free port")
-                .port();
-            let script = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/standins/winrm_standin.py"
-            );
-            let mut child = Command::new("python3")
-                .arg(script)
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--user",
-                    USER,
-                    "--password-file",
-                ])
-                .arg(&pw)
-                .args(extra)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start python3 winrm_standin.py");
-            let stdout = child.stdout.take().expect("stand-in stdout");
-            let (tx, listening) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.contains("listening") {
-                        let _ = tx.send(Instant::now());
-                    }
-                }
-            });
+            let port = Port::new();
             Standin {
-                child,
-                port,
-                listening,
-                scratch,
+                standin: testbed::winrm::Standin::spawn(&port, PASSWORD, extra),
+                scratch: Scratch::new("standin"),
             }
         }
 
         /// When the stand-in said it listens.
         fn listening_at(&self) -> Instant {
-            self.listening
-                .recv_timeout(Duration::from_secs(15))
-                .expect("stand-in did not start listening")
+            self.standin.listening_at()
         }
 
         fn config(&self, password: Option<&str>) -> WinRmConfig {
@@ -1020,16 +979,7 @@ mod tests {
                 std::fs::write(&f, format!("{p}\r\nsecond line ignored\n")).expect("write");
                 f
             });
-            WinRmConfig {
-                host: "127.0.0.1".into(),
-                port: self.port,
-                https: false,
-                user: USER.into(),
-                password_file,
-                ca_file: None,
-                insecure: false,
-                operation_timeout: Duration::from_secs(20),
-            }
+            client_config(self.standin.port(), password_file)
         }
 
         fn client(&self) -> WinRm {
@@ -1038,10 +988,17 @@ mod tests {
         }
     }
 
-    impl Drop for Standin {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+    /// A client of 127.0.0.1:`port` as `USER`.
+    fn client_config(port: u16, password_file: Option<PathBuf>) -> WinRmConfig {
+        WinRmConfig {
+            host: "127.0.0.1".into(),
+            port,
+            https: false,
+            user: USER.into(),
+            password_file,
+            ca_file: None,
+            insecure: false,
+            operation_timeout: Duration::from_secs(20),
         }
     }
 
@@ -1140,7 +1097,10 @@ mod tests {
         assert!(e.is_fatal());
         let msg = format!("{e} {e:?} {w:?}");
         assert!(!msg.contains(wrong) && !msg.contains(PASSWORD), "{msg}");
-        assert!(msg.contains(&format!("127.0.0.1:{}", s.port)), "{msg}");
+        assert!(
+            msg.contains(&format!("127.0.0.1:{}", s.standin.port())),
+            "{msg}"
+        );
         assert!(msg.contains("Create"), "{msg}");
 
         // No password file at all: the same class.
@@ -1151,21 +1111,8 @@ mod tests {
 
     #[test]
     fn closed_port_is_unreachable() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let cfg = WinRmConfig {
-            host: "127.0.0.1".into(),
-            port,
-            https: false,
-            user: USER.into(),
-            password_file: None,
-            ca_file: None,
-            insecure: false,
-            operation_timeout: Duration::from_secs(5),
-        };
-        let w = WinRm::new(cfg).expect("client");
+        let port = testbed::port::closed();
+        let w = WinRm::new(client_config(port, None)).expect("client");
         let e = w
             .identify(Duration::from_secs(2))
             .expect_err("nothing listens");
@@ -1179,31 +1126,38 @@ mod tests {
 
     #[test]
     fn detects_listener_soon_after_it_starts() {
-        let s = Standin::start(&["--delay-start", "1.5"]);
-        let w = WinRm::new(s.config(None)).expect("client");
+        // The stand-in starts on the (held, closed) port once a probe was
+        // refused, however slow the machine.
+        let port = Port::new();
+        let w = WinRm::new(client_config(port.num(), None)).expect("client");
+        let mut standin = None;
         let t0 = Instant::now();
         let mut pause = Duration::from_millis(20);
         let mut failures = 0;
         let detected = loop {
             match w.identify(Duration::from_millis(500)) {
                 Ok(_) => break Instant::now(),
-                Err(ChannelError::Unreachable(_)) => failures += 1,
+                Err(ChannelError::Unreachable(_)) => {
+                    failures += 1;
+                    standin.get_or_insert_with(|| {
+                        testbed::winrm::Standin::spawn(&port, PASSWORD, &[])
+                    });
+                }
                 Err(e) => panic!("unexpected {e}"),
             }
-            assert!(t0.elapsed() < Duration::from_secs(15), "never detected");
+            assert!(t0.elapsed() < Duration::from_secs(60), "never detected");
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
         };
-        let listening = s.listening_at();
-        let delay = detected.saturating_duration_since(listening);
+        let listening = standin.expect("started").listening_at();
+        // How soon is a benchmark's question (examples/bench_ready.rs); this
+        // test asserts that refused probes leave the client able to see the
+        // listener once it is there.
         println!(
-            "listener detected {delay:?} after it started listening ({failures} refused probes, {:?} after the first)",
-            detected - t0
+            "listener detected {:?} after it said it listens ({failures} refused probes)",
+            detected.saturating_duration_since(listening)
         );
         assert!(failures > 0, "the stand-in was listening at once");
-        // How soon is a benchmark's question; this bound only tells a
-        // client that keeps probing from one that stops, on a loaded machine.
-        assert!(delay < Duration::from_secs(5), "detected after {delay:?}");
     }
 
     #[test]

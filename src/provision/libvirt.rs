@@ -16,7 +16,7 @@ use crate::duration;
 use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
-use crate::wait::{self, Limits, Pace, Poll, Waited};
+use crate::wait::{self, Limits, Pace, Poll};
 
 /// `[provisioners.NAME] kind = "libvirt"`.
 #[derive(Debug, Deserialize, Clone)]
@@ -305,8 +305,16 @@ impl Libvirt {
     }
 
     /// The outcome of a failed virsh call: connection trouble asks for a
-    /// retry; otherwise `fatal` decides.
-    fn failed(&self, plan: &Plan, shown: &str, out: &Output, what: &str, fatal: bool) -> Outcome {
+    /// retry; otherwise it is of `class` (`Outcome::Fatal` or
+    /// `Outcome::Retry`).
+    fn failed(
+        &self,
+        plan: &Plan,
+        shown: &str,
+        out: &Output,
+        what: &str,
+        class: fn(anyhow::Error) -> Outcome,
+    ) -> Outcome {
         let text = out.text();
         let e = anyhow::anyhow!(
             "`{shown}` exited {}: {}",
@@ -320,12 +328,7 @@ impl Libvirt {
                 self.config.uri
             )));
         }
-        let e = e.context(format!("load of {who}: cannot {what}"));
-        if fatal {
-            Outcome::Fatal(e)
-        } else {
-            Outcome::Retry(e)
-        }
+        class(e.context(format!("load of {who}: cannot {what}")))
     }
 
     /// The domain's state, `None` when there is no such domain.
@@ -347,7 +350,7 @@ impl Libvirt {
                 &shown,
                 &out,
                 &format!("get the state of domain `{name}`"),
-                false,
+                Outcome::Retry,
             )),
         }
     }
@@ -427,7 +430,13 @@ impl Libvirt {
         if out.success() || out.text().contains("domain is not running") {
             return Ok(());
         }
-        Err(self.failed(plan, &shown, &out, &format!("stop domain `{name}`"), false))
+        Err(self.failed(
+            plan,
+            &shown,
+            &out,
+            &format!("stop domain `{name}`"),
+            Outcome::Retry,
+        ))
     }
 
     fn undefine(&self, plan: &Plan, report: &Reporter) -> Result<(), Outcome> {
@@ -450,7 +459,7 @@ impl Libvirt {
             &shown,
             &out,
             &format!("undefine domain `{name}`"),
-            true,
+            Outcome::Fatal,
         ))
     }
 
@@ -556,7 +565,7 @@ impl Libvirt {
                 file.display()
             )
         };
-        Err(self.failed(plan, &shown, &out, &what, true))
+        Err(self.failed(plan, &shown, &out, &what, Outcome::Fatal))
     }
 
     fn start(&self, plan: &Plan, report: &Reporter) -> Result<(), Outcome> {
@@ -567,9 +576,16 @@ impl Libvirt {
         if out.success() || out.text().contains("already active") {
             return Ok(());
         }
-        Err(self.failed(plan, &shown, &out, &format!("start domain `{name}`"), false))
+        Err(self.failed(
+            plan,
+            &shown,
+            &out,
+            &format!("start domain `{name}`"),
+            Outcome::Retry,
+        ))
     }
 
+    /// Waits (step `running`) until libvirt says the domain runs.
     fn wait_running(
         &self,
         plan: &Plan,
@@ -580,6 +596,7 @@ impl Libvirt {
         let who = &plan.computer.name;
         let timeout = attempt.scale(self.config.start_timeout);
         report.step("running", Some(timeout));
+        let mut last = String::new();
         let mut error = None;
         let w = wait::poll(
             report,
@@ -593,7 +610,7 @@ impl Libvirt {
                     .config
                     .command_timeout
                     .min(left.max(Duration::from_secs(1)));
-                match self.domstate(plan, report, t) {
+                let p = match self.domstate(plan, report, t) {
                     Ok(Some(s)) if s == "running" => Poll::Ready(s),
                     Ok(Some(s)) => Poll::NotYet(format!("domain {name} is {s}")),
                     Ok(None) => Poll::NotYet(format!("domain {name} is gone")),
@@ -603,30 +620,31 @@ impl Libvirt {
                         error = Some(s.clone());
                         Poll::NotYet(s)
                     }
+                };
+                if let Poll::NotYet(s) = &p {
+                    last.clone_from(s);
                 }
+                p
             },
         );
-        match w {
-            Waited::Ready(_, _) => {
+        match w.into_outcome(
+            &format!("waiting for domain {name} to run"),
+            timeout,
+            report,
+        ) {
+            Ok(_) => {
                 report.step_end(true, &format!("domain {name} is running"));
                 Ok(())
             }
-            Waited::TimedOut(last) | Waited::Stalled(last, _) => {
-                report.step_end(false, &last);
-                Err(Outcome::Retry(anyhow::anyhow!(
-                    "load of {who}: domain {name} was started but is not running after {} (last seen: {}{})",
-                    duration::fmt(timeout),
-                    last,
-                    error
-                        .map(|e| format!("; last error: {e}"))
-                        .unwrap_or_default()
-                )))
-            }
-            Waited::Fatal(e) => {
-                report.step_end(false, &format!("{e:#}"));
-                Err(Outcome::Fatal(e))
-            }
-            Waited::Interrupted(i) => Err(Outcome::Fatal(anyhow::anyhow!("load of {who}: {i}"))),
+            Err(Outcome::Retry(_)) => Err(Outcome::Retry(anyhow::anyhow!(
+                "load of {who}: domain {name} was started but is not running after {} (last seen: {}{})",
+                duration::fmt(timeout),
+                last,
+                error
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ))),
+            Err(o) => Err(o),
         }
     }
 
@@ -696,8 +714,12 @@ impl Provisioner for Libvirt {
                 if out.success() {
                     Ok(())
                 } else {
-                    let fatal = classify(&out.text()) == Failure::NoDomain;
-                    Err(self.failed(plan, &shown, &out, &format!("reset domain `{name}`"), fatal))
+                    let class = if classify(&out.text()) == Failure::NoDomain {
+                        Outcome::Fatal
+                    } else {
+                        Outcome::Retry
+                    };
+                    Err(self.failed(plan, &shown, &out, &format!("reset domain `{name}`"), class))
                 }
             });
         Some(collapse(r))

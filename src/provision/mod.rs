@@ -8,6 +8,7 @@ pub mod qemu;
 pub mod vsphere;
 pub mod xcat;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::attempt::Attempt;
@@ -122,6 +123,15 @@ fn decode<T: DeserializeOwned>(
         }
     })?;
     Ok(c)
+}
+
+/// The name a value of a config enum has in the file: serde's (the enum's
+/// `rename_all`), so each enum's names are spelled once.
+fn config_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
 }
 
 /// The placeholder values of a plan at an attempt: `{computer} {node}

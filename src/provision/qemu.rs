@@ -26,7 +26,7 @@ use crate::duration;
 use crate::exec::{Cmd, Hints, alive};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
-use crate::wait::{self, Limits, Pace, Poll, Waited};
+use crate::wait::{self, Backoff, Limits, Pace, Poll};
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -469,14 +469,13 @@ fn kill(pid: i32, sig: Signal) {
 /// Waits up to `limit` until none of `pids` is alive; the ones still alive.
 fn wait_gone(pids: &[i32], limit: Duration) -> Vec<i32> {
     let start = Instant::now();
-    let mut pause = Duration::from_millis(10);
+    let mut pause = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
     loop {
         let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
         if left.is_empty() || start.elapsed() >= limit {
             return left;
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
+        std::thread::sleep(pause.next_pause());
     }
 }
 
@@ -554,6 +553,28 @@ fn find_program(prog: &str) -> bool {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).any(|d| exec(&d.join(prog))))
         .unwrap_or(false)
+}
+
+/// One look at a starting VM: its process, then its run state over QMP.
+fn vm_status(run: &RunDir, pid: Option<i32>) -> Poll {
+    if let Some(p) = pid
+        && !alive(p)
+    {
+        return Poll::Fatal(anyhow!("QEMU (pid {p}) exited"));
+    }
+    match Qmp::connect(&run.qmp, QMP_TIMEOUT).and_then(|mut q| q.status()) {
+        Ok(s) if s == "running" => Poll::Ready(s),
+        Ok(s)
+            if matches!(
+                s.as_str(),
+                "internal-error" | "guest-panicked" | "shutdown" | "io-error"
+            ) =>
+        {
+            Poll::Fatal(anyhow!("VM status is {s}"))
+        }
+        Ok(s) => Poll::NotYet(format!("VM status {s}")),
+        Err(e) => Poll::NotYet(format!("{e:#}")),
+    }
 }
 
 /// The qemu provisioner.
@@ -770,11 +791,27 @@ impl Qemu {
     }
 
     fn load_inner(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Result<(), Outcome> {
-        let c = &self.config;
-        let run = RunDir::new(c, plan);
+        let run = RunDir::new(&self.config, plan);
         self.preflight(plan, &run)?;
         self.stop(plan, report).map_err(Outcome::Retry)?;
-        for f in c.forwards(plan).map_err(Outcome::Fatal)? {
+        self.check_ports_free(plan)?;
+        self.fresh_run_dir(plan, &run, report)?;
+        let argv = self.argv(plan, attempt, &run).map_err(Outcome::Fatal)?;
+        // Do not start a VM only to stop it again.
+        crate::signal::check().map_err(|i| Outcome::Fatal(anyhow!("before starting QEMU: {i}")))?;
+        let timeout = attempt.scale(self.config.start_timeout);
+        let start = Instant::now();
+        self.launch(&argv, timeout, &run, report)?;
+        let pid = run.pid();
+        self.wait_running(&run, pid, start, timeout, report)?;
+        self.report_running(plan, &run, pid, report);
+        Ok(())
+    }
+
+    /// Fatal when a port to forward is taken already: QEMU would fail on
+    /// it, and so would every reload.
+    fn check_ports_free(&self, plan: &Plan) -> Result<(), Outcome> {
+        for f in self.config.forwards(plan).map_err(Outcome::Fatal)? {
             if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", f.host)) {
                 return Err(fatal(format!(
                     "port {} on 127.0.0.1 (forwarded to the guest's port {}) is already in use ({e}): stop what holds it or give computer `{}` another `port`",
@@ -782,6 +819,11 @@ impl Qemu {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// The run directory, its console log moved aside, a fresh overlay.
+    fn fresh_run_dir(&self, plan: &Plan, run: &RunDir, report: &Reporter) -> Result<(), Outcome> {
         std::fs::create_dir_all(&run.dir).map_err(|e| {
             fatal(format!(
                 "cannot create the run directory {}: {e} (set `run_dir` or `state_dir` to a writable place)",
@@ -792,14 +834,22 @@ impl Qemu {
             let _ = std::fs::rename(&run.console, run.dir.join("console.log.old"));
         }
         if let Some(base) = base_of(plan) {
-            self.overlay(&base, &run, report)?;
+            self.overlay(&base, run, report)?;
         }
-        let argv = self.argv(plan, attempt, &run).map_err(Outcome::Fatal)?;
-        // Do not start a VM only to stop it again.
-        crate::signal::check().map_err(|i| Outcome::Fatal(anyhow!("before starting QEMU: {i}")))?;
-        let timeout = attempt.scale(c.start_timeout);
-        let start = Instant::now();
-        let cmd = Cmd::new(&argv, timeout);
+        Ok(())
+    }
+
+    /// Runs the QEMU command line, which daemonizes: done when the launcher
+    /// exits 0. A failed launch leaves no VM behind.
+    fn launch(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        run: &RunDir,
+        report: &Reporter,
+    ) -> Result<(), Outcome> {
+        let c = &self.config;
+        let cmd = Cmd::new(argv, timeout);
         let (accel, why) = resolve_accel(c.accel);
         report.info(&format!("accelerator: {} ({why})", accel.name()));
         report.info(&format!("starting `{}`", cmd.display()));
@@ -807,7 +857,7 @@ impl Qemu {
             Ok(o) => o,
             Err(e) => {
                 // The launcher is gone; a QEMU it daemonized may not be.
-                let _ = stop_run(&run, report);
+                let _ = stop_run(run, report);
                 if let Some(p) = e.partial() {
                     report.output(&cmd.display(), p);
                 }
@@ -822,92 +872,98 @@ impl Qemu {
             }
         };
         report.output(&cmd.display(), &out);
-        if !out.success() {
-            let _ = stop_run(&run, report);
-            let text = out.text();
-            let msg = format!(
-                "`{}` exited {}: {}",
-                c.qemu,
-                out.status,
-                crate::exec::excerpt(&text, 5)
-            );
-            // Bad arguments, files or ports do not get better on a reload;
-            // a host short of memory might.
-            return Err(if text.contains("Cannot allocate memory") {
-                Outcome::Retry(anyhow!(msg))
-            } else if text.contains("hostfwd") || text.contains("host forwarding") {
-                fatal(format!("{msg} (a forwarded port is in use?)"))
-            } else {
-                fatal(msg)
-            });
+        if out.success() {
+            return Ok(());
         }
-        let pid = run.pid();
-        report.step(
-            "qemu running",
-            Some(timeout.saturating_sub(start.elapsed())),
+        let _ = stop_run(run, report);
+        let text = out.text();
+        let msg = format!(
+            "`{}` exited {}: {}",
+            c.qemu,
+            out.status,
+            crate::exec::excerpt(&text, 5)
         );
+        // Bad arguments, files or ports do not get better on a reload;
+        // a host short of memory might.
+        Err(if text.contains("Cannot allocate memory") {
+            Outcome::Retry(anyhow!(msg))
+        } else if text.contains("hostfwd") || text.contains("host forwarding") {
+            fatal(format!("{msg} (a forwarded port is in use?)"))
+        } else {
+            fatal(msg)
+        })
+    }
+
+    /// Waits (step `qemu running`) until QMP says the VM (QEMU's pid
+    /// `pid`) runs, up to `timeout` after `start`. A VM that exits or fails
+    /// meanwhile, or does not run in time, is stopped and asks for a retry,
+    /// with the console's last lines.
+    fn wait_running(
+        &self,
+        run: &RunDir,
+        pid: Option<i32>,
+        start: Instant,
+        timeout: Duration,
+        report: &Reporter,
+    ) -> Result<(), Outcome> {
+        let timeout = timeout.saturating_sub(start.elapsed());
+        report.step("qemu running", Some(timeout));
         let limits = Limits {
-            timeout: timeout.saturating_sub(start.elapsed()),
+            timeout,
             stall: None,
         };
+        // Set when the VM exited or failed: a reload may help.
+        let mut failed = false;
         let waited = wait::poll(report, limits, Pace::CHEAP, |_| {
-            if let Some(p) = pid
-                && !alive(p)
-            {
-                return Poll::Fatal(anyhow!("QEMU (pid {p}) exited"));
-            }
-            match Qmp::connect(&run.qmp, QMP_TIMEOUT).and_then(|mut q| q.status()) {
-                Ok(s) if s == "running" => Poll::Ready(s),
-                Ok(s)
-                    if matches!(
-                        s.as_str(),
-                        "internal-error" | "guest-panicked" | "shutdown" | "io-error"
-                    ) =>
-                {
-                    Poll::Fatal(anyhow!("VM status is {s}"))
-                }
-                Ok(s) => Poll::NotYet(format!("VM status {s}")),
-                Err(e) => Poll::NotYet(format!("{e:#}")),
-            }
+            let p = vm_status(run, pid);
+            failed = matches!(p, Poll::Fatal(_));
+            p
         });
-        match waited {
-            Waited::Ready(_, _) => {
-                let took = start.elapsed();
-                report.step_end(true, &format!("running after {}", duration::fmt(took)));
-                let fw: Vec<String> = c
-                    .forwards(plan)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|f| format!("127.0.0.1:{} -> {}", f.host, f.guest))
-                    .collect();
-                report.info(&format!(
-                    "VM running (pid {}, forwards {}, console {})",
-                    pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
-                    fw.join(", "),
-                    run.console.display()
-                ));
-                Ok(())
+        let o = match waited.into_outcome("QEMU start", timeout, report) {
+            Ok(_) => {
+                report.step_end(
+                    true,
+                    &format!("running after {}", duration::fmt(start.elapsed())),
+                );
+                return Ok(());
             }
-            Waited::Interrupted(i) => {
-                report.step_end(false, &i.to_string());
-                let _ = stop_run(&run, report);
-                Err(Outcome::Fatal(anyhow!("starting QEMU: {i}")))
-            }
-            other => {
-                let what = wait::describe(&other, "QEMU start", limits.timeout);
-                report.step_end(false, &what);
-                let _ = stop_run(&run, report);
-                let console = run.console_tail();
-                Err(Outcome::Retry(anyhow!(
-                    "{what}; console: {}",
-                    if console.is_empty() {
-                        "(empty)".into()
-                    } else {
-                        console
-                    }
-                )))
-            }
+            Err(o) => o,
+        };
+        let _ = stop_run(run, report);
+        // An interrupt stays fatal; a VM that died or failed, or did not
+        // run in time, asks for a reload.
+        if let Outcome::Fatal(_) = o
+            && !failed
+        {
+            return Err(o);
         }
+        let what = o.error().map(|e| format!("{e:#}")).unwrap_or_default();
+        let console = run.console_tail();
+        Err(Outcome::Retry(anyhow!(
+            "{what}; console: {}",
+            if console.is_empty() {
+                "(empty)".into()
+            } else {
+                console
+            }
+        )))
+    }
+
+    /// Says where the running VM is: its pid, forwards and console.
+    fn report_running(&self, plan: &Plan, run: &RunDir, pid: Option<i32>, report: &Reporter) {
+        let fw: Vec<String> = self
+            .config
+            .forwards(plan)
+            .unwrap_or_default()
+            .iter()
+            .map(|f| format!("127.0.0.1:{} -> {}", f.host, f.guest))
+            .collect();
+        report.info(&format!(
+            "VM running (pid {}, forwards {}, console {})",
+            pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+            fw.join(", "),
+            run.console.display()
+        ));
     }
 }
 
@@ -1025,6 +1081,8 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(c.accel, Accel::Tcg);
+        assert_eq!(Accel::Tcg.name(), "tcg");
+        assert_eq!(Accel::Auto.name(), "auto");
         assert_eq!(c.start_timeout, Duration::from_secs(120));
         assert_eq!(c.memory, 256);
         assert!(toml::from_str::<QemuConfig>("acel = \"tcg\"").is_err());

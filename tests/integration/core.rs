@@ -5,10 +5,11 @@
 
 use crate::common;
 use crate::test::{Test, run};
-use common::{LIMIT, Scratch, alive, eventually, free_port, of_kind};
+use common::{LIMIT, Scratch, alive, eventually, of_kind};
 use rustix::process::{Pid, Signal, kill_process};
 use std::net::TcpListener;
 use std::time::Duration;
+use testbed::port::{self, Port};
 
 /// A config whose `script` provisioner runs `load.sh` and whose OS profile
 /// waits for nothing (or for `steps`).
@@ -423,7 +424,8 @@ fn load_retry_then_success() {
 #[test]
 fn post_load_retry_reloads() {
     // The port opens only once attempt 2's load has run.
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let load = format!(
         "#!/bin/sh\nif [ \"$3\" = 2 ]; then setsid python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\",{port})); s.listen(); time.sleep(20)' >/dev/null 2>&1 & while ! python3 -c 'import socket; socket.create_connection((\"127.0.0.1\",{port}))' 2>/dev/null; do sleep 0.05; done; fi\nexit 0\n"
     );
@@ -541,7 +543,8 @@ fn timeouts_grow_with_the_attempt() {
 
 #[test]
 fn wait_timeout_is_retry_then_fatal_on_the_last_attempt() {
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let s = setup(
         "waitfatal",
         OK,
@@ -563,7 +566,8 @@ fn wait_timeout_is_retry_then_fatal_on_the_last_attempt() {
 
 #[test]
 fn stall_timeout_gives_up_before_the_timeout() {
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let s = setup(
         "stall",
         OK,
@@ -801,7 +805,8 @@ fn json_events_carry_attempt_phase_step_and_result() {
 
 #[test]
 fn a_port_that_opens_late_is_seen_soon_after() {
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let s = setup(
         "late",
         OK,
@@ -816,7 +821,7 @@ fn a_port_that_opens_late_is_seen_soon_after() {
                     .iter()
                     .any(|e| e["step"] == "port")
             });
-            let l = TcpListener::bind(("127.0.0.1", port)).expect("bind late");
+            let l = held.listen();
             (refused, std::time::Instant::now(), l)
         });
         let r = Test::with(&s).post_load("pc7", "centos7").run();
@@ -840,7 +845,8 @@ fn a_port_that_opens_late_is_seen_soon_after() {
 #[test]
 fn a_terminal_gets_a_spinner_with_step_attempt_and_time_left() {
     // `script` gives reimage a pseudo-terminal for stderr.
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let s = setup(
         "tty",
         OK,
@@ -915,7 +921,7 @@ fn ping_and_sleep_steps() {
 /// A `command` provisioner whose load script answers `load_exit`, and a
 /// generic OS that waits `1s` for a port nobody listens on.
 fn contract(load_exit: i32, provisioner: &str) -> Test<'static> {
-    let closed = free_port();
+    let closed = port::closed();
     Test::new()
         .script("load.sh", &format!("#!/bin/sh\nexit {load_exit}\n"))
         .script("reset.sh", "#!/bin/sh\necho \"$1\" >> $DIR/resets\n")

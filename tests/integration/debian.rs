@@ -8,7 +8,7 @@
 
 use crate::common;
 use crate::test::{Output, Test, run};
-use common::{Scratch, free_port, of_kind, one_vm_at_a_time, repo};
+use common::{Scratch, of_kind, one_vm_at_a_time, repo};
 use rustix::process::{Pid, Signal, kill_process};
 use std::io::Write;
 use std::net::UdpSocket;
@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use testbed::port::Port;
 
 /// A run that boots the guest under TCG on a busy 2-core machine: minutes.
 const BOOT: Duration = Duration::from_secs(600);
@@ -287,7 +288,8 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let _one = one_vm_at_a_time();
     let g = guest_dir();
     let ntp = Ntp::start();
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let s = Scratch::new("debian");
     let _vm = Vm(s.path("state/qemu/deb-vm/qemu.pid"));
     s.config(&config(&g, port, ""));

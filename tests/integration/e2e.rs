@@ -6,11 +6,12 @@
 
 use crate::common;
 use crate::test::Test;
-use common::{Scratch, free_port, of_kind, one_vm_at_a_time, repo};
+use common::{Scratch, of_kind, one_vm_at_a_time, repo};
 use rustix::process::{Pid, Signal, kill_process};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use testbed::port::Port;
 
 /// Building the guest and booting it under TCG takes minutes, not seconds.
 const BOOT: Duration = Duration::from_secs(300);
@@ -72,7 +73,8 @@ impl Drop for Vm {
 fn provision_a_real_vm_with_retry_reboot_and_first_boot() {
     let g = guest_dir();
     let _one = one_vm_at_a_time();
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let s = Scratch::new("e2e");
     let _vm = Vm(s.path("state/qemu/demo-vm/qemu.pid"));
     s.config(&format!(

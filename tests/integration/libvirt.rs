@@ -19,6 +19,7 @@ use common::{LIMIT, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use testbed::port::Port;
 
 /// The real virsh, or a test failure saying what to install.
 fn require_tools() {
@@ -496,7 +497,8 @@ fn power_reset_resets_the_domain() {
     let base = base_disk(&s);
     let virsh = journal_virsh(&s);
     let uri = node_file(&s, &[("vm1", true)]);
-    let port = common::free_port();
+    let held = Port::new();
+    let port = held.num();
     let mut c = setup(&uri, &virsh, None);
     // A wait that cannot succeed (nothing listens), with a reset on timeout.
     c.steps = format!(
@@ -568,7 +570,8 @@ fn a_post_load_retry_on_the_last_attempt_is_fatal() {
     let s = Scratch::new("lv-post-last");
     let base = base_disk(&s);
     let v = real_virsh();
-    let port = common::free_port();
+    let held = Port::new();
+    let port = held.num();
     let mut c = setup("test:///default", &v, None);
     // A wait that cannot succeed: nothing listens on the port.
     c.steps = format!("[{{ wait = \"port\", port = {port}, timeout = \"300ms\" }}]");

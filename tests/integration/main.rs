@@ -2,8 +2,6 @@
 //! built `reimage` binary.
 
 mod common;
-mod pg;
-mod sshd;
 mod test;
 
 mod configs;

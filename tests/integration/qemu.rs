@@ -6,13 +6,14 @@
 
 use crate::common;
 use crate::test::Test;
-use common::{Scratch, alive, eventually, free_port, one_vm_at_a_time};
+use common::{Scratch, alive, eventually, one_vm_at_a_time};
 use rustix::process::{Pid, Signal, kill_process};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use testbed::port::{self, Port};
 
 /// The tiny guest's directory, built on first use.
 fn guest() -> &'static Path {
@@ -74,7 +75,7 @@ port = {port}
 {extra}"#,
         g = g.display(),
         missing = s.path("no-such-base.qcow2").display(),
-        closed = free_port(),
+        closed = port::closed(),
     ));
 }
 
@@ -193,7 +194,8 @@ fn identity(
 fn load_starts_a_vm_and_the_next_load_replaces_it() {
     let _one = one_vm_at_a_time();
     let s = Scratch::new("qemu-load");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     config(&s, port, "");
     let dir = run_dir(&s);
     let _guard = VmGuard(dir.clone());
@@ -301,7 +303,8 @@ fn interrupted_load_leaves_no_vm_and_frees_the_lock() {
             marker.display()
         ),
     );
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     config(
         &s,
         port,
@@ -354,7 +357,7 @@ fn missing_qemu_binary_is_fatal() {
     let s = Scratch::new("qemu-nobin");
     config(
         &s,
-        free_port(),
+        port::closed(),
         "provisioner = \"broken\"\n\n[provisioners.broken]\nkind = \"qemu\"\nqemu = \"/nonexistent/qemu\"\n",
     );
     let r = Test::with(&s).load("vm1", "tiny").run();
@@ -380,7 +383,8 @@ fn a_port_in_use_is_fatal_and_named() {
 #[test]
 fn check_describes_the_vm() {
     let s = Scratch::new("qemu-check");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     config(&s, port, "");
     let r = Test::with(&s).check("vm1", "tiny").run();
     r.code(0);
@@ -405,7 +409,7 @@ fn bad_config_values_name_the_line() {
     let s = Scratch::new("qemu-badcfg");
     config(
         &s,
-        free_port(),
+        port::closed(),
         "\n[provisioners.q]\nkind = \"qemu\"\naccel = \"warp\"\n",
     );
     let r = Test::with(&s).args(&["check"]).run();
@@ -429,7 +433,7 @@ fn a_vm_that_dies_during_start_asks_for_a_retry() {
     );
     config(
         &s,
-        free_port(),
+        port::closed(),
         &format!(
             "provisioner = \"dying\"\n\n[provisioners.dying]\nkind = \"qemu\"\nqemu = \"{}\"\n",
             wrapper.display()
@@ -459,7 +463,7 @@ fn a_load_retry_on_the_last_attempt_is_fatal() {
     );
     config(
         &s,
-        free_port(),
+        port::closed(),
         &format!(
             "provisioner = \"dying\"\n\n[provisioners.dying]\nkind = \"qemu\"\nqemu = \"{}\"\n",
             wrapper.display()
@@ -479,12 +483,12 @@ fn a_post_load_retry_on_the_last_attempt_is_fatal() {
     // A step nothing can pass; post-load does not need the VM for it.
     config(
         &s,
-        free_port(),
+        port::closed(),
         &format!(
             "\n[os.closed]\nfamily = \"generic\"\nchannel = \"none\"\n\
              steps = [{{ wait = \"port\", port = {}, timeout = \"300ms\" }}]\n\n\
              [images.closed]\nos = \"closed\"\nprovisioner = \"qemu\"\n",
-            free_port()
+            port::closed()
         ),
     );
     Test::with(&s)

@@ -5,12 +5,12 @@
 //! machine's own.
 
 use crate::common::Scratch;
-use crate::sshd::Fixture;
 use crate::test::{Output, Test};
+use testbed::sshd::Fixture;
 
 /// Computer `box` at the fixture's sshd, image `img` whose image check reads
 /// `image-id` in the scratch directory.
-fn setup(name: &str) -> (Fixture, crate::sshd::Sshd, Scratch) {
+fn setup(name: &str) -> (Fixture, testbed::sshd::Sshd, Scratch) {
     let fx = Fixture::new(name);
     let sshd = fx.start(&fx.host_key_a);
     let s = Scratch::new(name);

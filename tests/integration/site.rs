@@ -3,8 +3,7 @@
 //! (`status`, `log`). Two state directories with their own configs stand
 //! for two hosts, `node-a` and `node-b`.
 
-use crate::common::{Scratch, alive, bin, eventually, repo, wait_limit};
-use crate::pg::Pg;
+use crate::common::{Scratch, alive, bin, eventually, wait_limit};
 use crate::test::{Output, Test};
 use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
@@ -12,6 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testbed::pg::Pg;
+use testbed::xcat::Xcat;
 
 const OSIMAGE: &str = "rhels7-x86_64-compute";
 
@@ -302,25 +303,12 @@ source = "{OSIMAGE}"
 "#
         ),
     );
-    let s = &site.s;
-    let text =
-        std::fs::read_to_string(repo("tests/standins/xcat/xcatclient")).expect("stand-in script");
-    s.script("opt-xcat/bin/xcatclient", &text);
-    std::fs::create_dir_all(s.path("opt-xcat/sbin")).expect("sbin");
-    for c in ["rpower", "nodestat", "lsdef"] {
-        std::os::unix::fs::symlink("xcatclient", s.path(&format!("opt-xcat/bin/{c}")))
-            .expect("link");
-    }
-    std::os::unix::fs::symlink("../bin/xcatclient", s.path("opt-xcat/sbin/nodeset")).expect("link");
+    let x = Xcat::install(&site.s.dir);
     for i in 1..=12 {
-        s.write(&format!("xcat/nodes/n{i:02}/mac"), "42:00:00:00:00:01\n");
-        s.write(&format!("xcat/nodes/n{i:02}/status"), "booted\n");
+        x.node(&format!("n{i:02}"));
     }
-    s.write(
-        &format!("xcat/osimages/{OSIMAGE}"),
-        "install rhels7.9 x86_64 compute\n",
-    );
-    s.write("xcat/behaviour", behaviour);
+    x.osimage(OSIMAGE, "install rhels7.9 x86_64 compute");
+    x.behaviour(behaviour);
     // The schema up front, as an admin would, so the tests can watch it.
     site.run("a", &["setup-db"]).code(0);
     site
@@ -330,8 +318,7 @@ impl Site {
     /// An xCAT load of `node` on `host` through the stand-in.
     fn xcat_load(&self, host: &str, node: &str) -> Command {
         let mut c = self.reimage(host, &["load", node, "--image", "rhel"]);
-        c.env("XCAT_STANDIN_DIR", self.s.path("xcat"))
-            .env("XCATROOT", self.s.path("opt-xcat"));
+        c.envs(Xcat::at(&self.s.dir).env());
         c
     }
 }
@@ -339,7 +326,9 @@ impl Site {
 #[test]
 fn twelve_xcat_loads_on_two_hosts_share_ten_site_wide_slots() {
     let pg = Pg::start("slots");
-    let site = xcat_site("site-slots", &pg, "10s", 10, "install_ms=4000\n");
+    // Each install lasts five looks of each host's poll: long enough that
+    // the twelve overlap.
+    let site = xcat_site("site-slots", &pg, "10s", 10, "install_polls=5\n");
     let s = &site.s;
     let children: Vec<(String, Child)> = (1..=12)
         .map(|i| {
@@ -367,29 +356,24 @@ fn twelve_xcat_loads_on_two_hosts_share_ten_site_wide_slots() {
         let (code, _, err) = finish(child);
         assert_eq!(code, 0, "{node}: {err}");
     }
-    // The stand-in logs when each install was set up and when it ended.
+    // The stand-in logs each install set up and each one ended, in the
+    // order they happened.
     let log = std::fs::read_to_string(s.path("xcat/log")).expect("stand-in log");
-    let mut edges = Vec::new();
     let mut starts = BTreeMap::new();
-    for l in log.lines() {
+    let (mut now, mut most) = (0, 0);
+    for (t, l) in log.lines().enumerate() {
         let f: Vec<&str> = l.split_whitespace().collect();
-        let t: u64 = f[2].parse().expect("time");
         match f[0] {
             "start" => {
                 starts.insert(f[1].to_string(), t);
-                edges.push((t, 1i32));
+                now += 1;
             }
-            "next" => edges.push((t, -1)),
+            "next" => now -= 1,
             _ => {}
         }
-    }
-    assert_eq!(starts.len(), 12, "all 12 loads started: {log}");
-    edges.sort();
-    let (mut now, mut most) = (0, 0);
-    for (_, d) in edges {
-        now += d;
         most = most.max(now);
     }
+    assert_eq!(starts.len(), 12, "all 12 loads started: {log}");
     eprintln!("installs at once over both hosts: at most {most}; slot rows seen: {rows_seen}");
     assert!(most <= 10, "{most} installs at once over both hosts: {log}");
     assert_eq!(now, 0, "every install ended: {log}");
@@ -403,8 +387,10 @@ fn twelve_xcat_loads_on_two_hosts_share_ten_site_wide_slots() {
 #[test]
 fn a_killed_holder_frees_its_load_slot_within_the_lease() {
     let pg = Pg::start("slotkill");
-    let site = xcat_site("site-slotkill", &pg, "4s", 1, "install_ms=120000\n");
-    site.s.write("xcat/nodes/n02/behaviour", "install_ms=500\n");
+    // n01's install never ends by itself (an admin ends it below); n02's
+    // does.
+    let site = xcat_site("site-slotkill", &pg, "4s", 1, "hang=1\n");
+    site.s.write("xcat/nodes/n02/behaviour", "hang=0\n");
     let mut a = site
         .xcat_load("a", "n01")
         .stdin(Stdio::null())
@@ -430,8 +416,7 @@ fn a_killed_holder_frees_its_load_slot_within_the_lease() {
     // load until then); the store still has the dead run's slot.
     let out = Command::new(site.s.path("opt-xcat/sbin/nodeset"))
         .args(["n01", "boot"])
-        .env("XCAT_STANDIN_DIR", site.s.path("xcat"))
-        .env("XCATROOT", site.s.path("opt-xcat"))
+        .envs(Xcat::at(&site.s.dir).env())
         .output()
         .expect("nodeset");
     assert!(out.status.success(), "{out:?}");

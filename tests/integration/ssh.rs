@@ -4,10 +4,11 @@
 //! guest (the e2e area).
 
 use crate::common;
-use crate::sshd::{Fixture, pub_b64};
 use crate::test::Test;
-use common::{LIMIT, Scratch, free_port, of_kind};
+use common::{LIMIT, Scratch, of_kind};
 use std::time::{Duration, Instant};
+use testbed::port::Port;
+use testbed::sshd::{Fixture, pub_b64};
 
 const TIMEOUTS: &str = r#"timeouts = { port = "20s", banner = "10s", login = "10s" }"#;
 
@@ -305,7 +306,8 @@ fn the_old_os_answering_is_not_ready() {
 #[test]
 fn sshd_started_late_is_seen() {
     let fx = Fixture::new("it-late");
-    let port = free_port();
+    let held = Port::new();
+    let port = held.num();
     let s = Scratch::new("ssh-late");
     config(&s, &fx, port, &fx.client_key, "", "", "lab");
     let mut child = Test::with(&s)
@@ -320,7 +322,7 @@ fn sshd_started_late_is_seen() {
             .iter()
             .any(|e| e["step"] == "port")
     });
-    let sshd = fx.start_on(&fx.host_key_a, port).expect("late sshd");
+    let sshd = fx.start_on(&fx.host_key_a, &held).expect("late sshd");
     assert!(refused, "reimage never reported the closed port");
     let started = sshd.spawned_at;
     let code = common::wait_limit(&mut child, LIMIT);

@@ -20,12 +20,11 @@
 
 use crate::common::{self, LIMIT, Scratch};
 use crate::test::{Output, Test, run};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use testbed::port;
+use testbed::vcsim::Vcsim;
 
 const USER: &str = "reimage-svc";
 const PASSWORD: &str = "Pw-for-vcsim-7731";
@@ -33,19 +32,7 @@ const MAC: &str = "00:50:56:01:02:03";
 
 /// The simulator binary, built once per test run.
 fn vcsim() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vcsim/vcsim");
-        let start = Instant::now();
-        let st = Command::new("bash")
-            .arg(common::repo("tests/vcsim/build.sh"))
-            .arg(&out)
-            .status()
-            .expect("run tests/vcsim/build.sh");
-        assert!(st.success(), "tests/vcsim/build.sh failed");
-        println!("vcsim ready in {:?}", start.elapsed());
-        out
-    })
+    testbed::vcsim::binary(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("vcsim/vcsim"))
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -54,9 +41,10 @@ enum Model {
     Esx,
 }
 
-/// A running simulator, stopped on drop.
+/// A running simulator (killed on drop), with a SOAP client of the test's
+/// own to look at its inventory.
 struct Sim {
-    child: Child,
+    vcsim: Vcsim,
     /// `https://127.0.0.1:PORT` (no /sdk).
     base: String,
     thumbprint: String,
@@ -68,47 +56,12 @@ struct Sim {
 impl Sim {
     fn start(s: &Scratch, model: Model, delay: Option<&str>) -> Sim {
         let pw = s.write("vcsim-password", &format!("{PASSWORD}\n"));
-        let cert = s.path("vcsim-cert.pem");
-        let mut cmd = Command::new(vcsim());
-        cmd.args([
-            "-model",
-            match model {
-                Model::Vpx => "vpx",
-                Model::Esx => "esx",
-            },
-            "-user",
-            USER,
-        ])
-        .arg("-password-file")
-        .arg(&pw)
-        .arg("-cert")
-        .arg(&cert);
-        if let Some(d) = delay {
-            cmd.args(["-delay", d]);
-        }
-        // Its datastores are temporary directories: in the scratch
-        // directory, they go with it even when the simulator is killed.
-        cmd.env("TMPDIR", &s.dir);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start vcsim");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("vcsim did not start");
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(parts.len(), 3, "vcsim said {line:?}");
-        let base = parts[1].trim_end_matches("/sdk").to_string();
-        let pem = std::fs::read(&cert).expect("vcsim wrote its certificate");
+        let name = match model {
+            Model::Vpx => "vpx",
+            Model::Esx => "esx",
+        };
+        let vcsim = Vcsim::start(vcsim(), &s.dir, name, USER, &pw, delay);
+        let pem = std::fs::read(&vcsim.cert).expect("vcsim wrote its certificate");
         let certs: Vec<_> = ureq::tls::parse_pem(&pem)
             .filter_map(|i| match i {
                 Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
@@ -126,10 +79,10 @@ impl Sim {
             .build()
             .new_agent();
         let sim = Sim {
-            child,
-            base,
-            thumbprint: parts[2].to_string(),
-            cert,
+            base: vcsim.base.clone(),
+            thumbprint: vcsim.thumbprint.clone(),
+            cert: vcsim.cert.clone(),
+            vcsim,
             model,
             agent,
         };
@@ -333,14 +286,7 @@ xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body><{method} 
 
     /// Kills the simulator at once.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.kill();
+        self.vcsim.kill();
     }
 }
 
@@ -677,7 +623,7 @@ fn power_reset_resets_the_running_vm(model: Model) {
     let before = sim.vms_named("pc1");
     assert_eq!(before[0].power, "poweredOn");
     // A wait that cannot succeed (nothing listens), with a reset on timeout.
-    let closed = common::free_port();
+    let closed = port::closed();
     let text = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
     s.write(
         "reimage.toml",
@@ -988,7 +934,7 @@ fn a_post_load_retry_on_the_last_attempt_is_fatal() {
     let s = Scratch::new("vs-post-last");
     let sim = Sim::start(&s, Model::Vpx, None);
     config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
-    let closed = common::free_port();
+    let closed = port::closed();
     let text = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
     s.write(
         "reimage.toml",

@@ -6,12 +6,14 @@
 //! ($XCAT_STANDIN_DIR) holding the nodes, osimages and how the hardware
 //! behaves.
 
-use crate::common::{self, Scratch, free_port, of_kind, repo};
+use crate::common::{self, Scratch, of_kind, repo};
 use crate::test::{Output, Test};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use testbed::port;
+use testbed::xcat::Xcat;
 
 /// A diskful osimage and what `nodeset osimage=` makes of it.
 const IMAGE: &str = "rhels7.9-x86_64-install-compute";
@@ -22,6 +24,7 @@ const DISKLESS: &str = "rhels8.6-x86_64-netboot-compute";
 /// A stand-in xCAT with its nodes, and a config using it.
 struct Cluster {
     s: Scratch,
+    x: Xcat,
 }
 
 impl Cluster {
@@ -30,29 +33,13 @@ impl Cluster {
     /// node, and `[provisioners.x]` with `extra` keys.
     fn new(name: &str, nodes: &[&str], behaviour: &str, extra: &str) -> Cluster {
         let s = Scratch::new(name);
-        let text = std::fs::read_to_string(repo("tests/standins/xcat/xcatclient"))
-            .expect("stand-in script");
-        s.script("opt-xcat/bin/xcatclient", &text);
-        std::fs::create_dir_all(s.path("opt-xcat/sbin")).expect("sbin");
-        for c in ["rpower", "nodestat", "lsdef"] {
-            std::os::unix::fs::symlink("xcatclient", s.path(&format!("opt-xcat/bin/{c}")))
-                .expect("link");
-        }
-        std::os::unix::fs::symlink("../bin/xcatclient", s.path("opt-xcat/sbin/nodeset"))
-            .expect("link");
+        let x = Xcat::install(&s.dir);
         for n in nodes {
-            s.write(&format!("xcat/nodes/{n}/mac"), "42:00:00:00:00:01\n");
-            s.write(&format!("xcat/nodes/{n}/status"), "booted\n");
+            x.node(n);
         }
-        s.write(
-            &format!("xcat/osimages/{IMAGE}"),
-            "install rhels7.9 x86_64 compute\n",
-        );
-        s.write(
-            &format!("xcat/osimages/{DISKLESS}"),
-            "netboot rhels8.6 x86_64 compute\n",
-        );
-        s.write("xcat/behaviour", behaviour);
+        x.osimage(IMAGE, "install rhels7.9 x86_64 compute");
+        x.osimage(DISKLESS, "netboot rhels8.6 x86_64 compute");
+        x.behaviour(behaviour);
         let mut computers = String::new();
         for n in nodes.iter().chain(["ghost"].iter()) {
             computers.push_str(&format!(
@@ -90,23 +77,24 @@ source = "no-such-osimage"
 
 {computers}"#
         ));
-        Cluster { s }
+        Cluster { s, x }
     }
 
     fn root(&self) -> PathBuf {
-        self.s.path("opt-xcat")
+        self.x.root.clone()
     }
 
     fn dir(&self) -> PathBuf {
-        self.s.path("xcat")
+        self.x.dir.clone()
     }
 
     /// A run with the stand-in as the xCAT root ($XCATROOT, as xCAT's own
     /// profile sets it).
     fn test(&self) -> Test<'_> {
+        let [(k1, v1), (k2, v2)] = self.x.env();
         Test::with(&self.s)
-            .env("XCAT_STANDIN_DIR", self.dir())
-            .env("XCATROOT", self.root())
+            .env(k1, v1)
+            .env(k2, v2)
             .limit(Duration::from_secs(60))
     }
 
@@ -119,25 +107,22 @@ source = "no-such-osimage"
     fn admin(&self, cmd: &str, args: &[&str]) {
         let out = Command::new(self.root().join(cmd))
             .args(args)
-            .env("XCAT_STANDIN_DIR", self.dir())
+            .envs(self.x.env())
             .output()
             .expect("run stand-in");
         assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
     }
 
     fn calls(&self) -> String {
-        std::fs::read_to_string(self.dir().join("calls")).unwrap_or_default()
+        self.x.calls()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir().join("log")).unwrap_or_default()
+        self.x.log()
     }
 
     fn node(&self, node: &str, file: &str) -> String {
-        std::fs::read_to_string(self.dir().join(format!("nodes/{node}/{file}")))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        self.x.node_file(node, file)
     }
 
     fn messages(&self, computer: &str, kind: &str) -> Vec<String> {
@@ -263,8 +248,8 @@ fn a_pxe_miss_onto_a_system_xcat_did_not_install_stalls_with_a_hint() {
         "xcat-pxemiss-other",
         &["node1"],
         "pxe=miss\noldos=other\napps=sshd,https\n",
-        // Well past each boot phase (1s, and a look or two more on a
-        // loaded machine), so it ends on the old system.
+        // The boot phases move on reimage's looks (two of them here), so
+        // the node soon sits on its old system and nothing changes.
         "stall_timeout = \"6s\"",
     );
     let r = c.load("node1", "rhel");
@@ -311,7 +296,7 @@ fn a_diskless_image_is_loaded_when_it_has_booted_after_netbooting() {
 fn a_power_reset_powers_on_a_node_that_is_off_and_the_message_has_real_numbers() {
     // The node powers itself off at the end of the install; the OS never
     // answers, so the profile resets power after 1s and waits 1s more.
-    let closed = free_port();
+    let closed = port::closed();
     let c = Cluster::new(
         "xcat-reset-off",
         &["node1"],
@@ -485,7 +470,7 @@ fn eleven_loads_share_ten_slots() {
     let c = Cluster::new(
         "xcat-eleven",
         &names,
-        "install_ms=1000\nhold=1\n",
+        "hold=1\n",
         "max_concurrent_loads = 10",
     );
     c.s.write("xcat/hold", "");
@@ -532,33 +517,28 @@ fn eleven_loads_share_ten_slots() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // The stand-in logs when each install was set up and when it ended.
+    // The stand-in logs each install set up and each one ended, in the
+    // order they happened: the line number orders them.
     let log = c.log();
     let mut start = BTreeMap::new();
     let mut done = BTreeMap::new();
-    let mut edges = Vec::new();
-    for l in log.lines() {
+    let (mut now, mut most) = (0, 0);
+    for (t, l) in log.lines().enumerate() {
         let f: Vec<&str> = l.split_whitespace().collect();
-        let t: u64 = f[2].parse().expect("time");
         match f[0] {
             "start" => {
                 start.insert(f[1].to_string(), t);
-                edges.push((t, 1i32));
+                now += 1;
             }
             "next" => {
                 done.insert(f[1].to_string(), t);
-                edges.push((t, -1));
+                now -= 1;
             }
             _ => {}
         }
-    }
-    assert_eq!((start.len(), done.len()), (11, 11), "{log}");
-    edges.sort();
-    let (mut now, mut most) = (0, 0);
-    for (_, d) in edges {
-        now += d;
         most = most.max(now);
     }
+    assert_eq!((start.len(), done.len()), (11, 11), "{log}");
     assert_eq!(most, 10, "installs at once: {log}");
     let (last, last_start) = start
         .iter()

@@ -27,14 +27,20 @@ def check(name, got, want):
         FAILURES.append(name)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def held_port():
+    """A port on 127.0.0.1 that no parallel test can take: a socket binds it
+    (SO_REUSEADDR) and never listens, so the kernel hands it to no one else
+    and connecting is refused, while the stand-in (socketserver sets
+    SO_REUSEADDR too) still binds it. Keep the socket while the port is in
+    use (testbed's Port does the same for the Rust tests)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
 
 
 def main():
-    port = free_port()
+    hold, port = held_port()
     with tempfile.TemporaryDirectory() as tmp:
         pw_file = os.path.join(tmp, "pw")
         with open(pw_file, "w") as f:
@@ -180,7 +186,7 @@ def first_boot_checks():
     """The Windows first-boot commands exactly as src/os/windows.rs sends
     them (Command + Arguments elements), through pywinrm, with the stand-in's
     state file as the witness; then a simulated Sysprep reboot."""
-    port = free_port()
+    hold, port = held_port()
     with tempfile.TemporaryDirectory() as tmp:
         pw_file = os.path.join(tmp, "pw")
         with open(pw_file, "w") as f:
@@ -189,7 +195,7 @@ def first_boot_checks():
         proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "winrm_standin.py"), "--port", str(port),
              "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file,
-             "--answer-files", "all", "--reboot-after", "30", "--down-for", "1"],
+             "--answer-files", "all"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             proc.stdout.readline()
@@ -307,27 +313,32 @@ def first_boot_checks():
             r = s.run_cmd("cmd", ["/c", f"{d}\\missing.cmd"])
             check("missing script", r.status_code, 1)
 
-            # A simulated Sysprep reboot: down (refused), back with a new boot
-            # time and the pending name applied.
+            # A reboot (shutdown /r, as reimage sends it): the listener goes
+            # down once the client is done with the shell, resets the next
+            # two connections (--down-connects 2), and is back on a new boot
+            # with the pending name applied.
             proc.kill()
             proc.wait()
             proc = subprocess.Popen(
                 [sys.executable, os.path.join(HERE, "winrm_standin.py"), "--port", str(port),
-                 "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file,
-                 "--reboot-after", "0.5", "--down-for", "1.5"],
+                 "--user", "Administrator", "--password-file", pw_file, "--state-file", state_file],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             proc.stdout.readline()
             s = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="basic")
             s.run_cmd("powershell", ps(rename))
             before = s.run_cmd("powershell", BOOT_ID).std_out
-            time.sleep(1)
-            refused = False
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except ConnectionRefusedError:
-                refused = True
-            check("refused while rebooting", refused, True)
-            time.sleep(1.5)
+            r = s.run_cmd("shutdown", ["/r", "/t", "0", "/f"])
+            check("shutdown /r status", r.status_code, 0)
+            check("down once the shell is closed", state()["up"], False)
+            for k in (1, 2):
+                reset = False
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                        c.settimeout(5)
+                        reset = c.recv(1) == b""
+                except ConnectionError:  # reset (or refused): not answering
+                    reset = True
+                check(f"connection {k} reset while rebooting", reset, True)
             after = s.run_cmd("powershell", BOOT_ID).std_out
             check("new boot time after the reboot", after != before and after != b"", True)
             check("pending name applied at boot", s.run_cmd("hostname").std_out, b"LAB-PC-07\r\n")
@@ -391,7 +402,7 @@ PASSWORD_VBS = "\r\n".join([
 def legacy_checks():
     """Windows XP / 2003 as installed (--no-powershell): the commands
     src/os/windows.rs sends to windows-5 (and windows-6), through pywinrm."""
-    port = free_port()
+    hold, port = held_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc, state = start_standin(tmp, port, ["--no-powershell", "--answer-files", "xp"])
         try:
@@ -498,7 +509,7 @@ def legacy_checks():
 def powershell_2_checks():
     """Stock Windows 7 / 2008 R2 (--powershell-2): PowerShell 2 lacks what
     windows-10's commands use; what windows-6 sends still works."""
-    port = free_port()
+    hold, port = held_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc, state = start_standin(tmp, port, ["--powershell-2", "--answer-files", "all"])
         try:

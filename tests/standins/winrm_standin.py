@@ -13,8 +13,7 @@ client (pywinrm) accepts it.
 
 Usage:
   winrm_standin.py --port N [--host 127.0.0.1] [--user U --password-file F]
-                   [--delay-start SECONDS] [--tls-cert C --tls-key K]
-                   [--no-powershell | --powershell-2]
+                   [--tls-cert C --tls-key K] [--no-powershell | --powershell-2]
 
 --no-powershell: Windows XP / Server 2003 as installed: `powershell` is not
 recognized, there is no `netsh advfirewall`, and powercfg takes XP's
@@ -33,22 +32,38 @@ KB Q185739 (SystemSetupInProgress), the netsh advfirewall, w32tm, Slmgr.vbs
 and powercfg command references, and Win32_ComputerSystem's
 JoinDomainOrWorkgroup / UnjoinDomainOrWorkgroup return codes.
 
-Time-dependent state (for the wait tests):
-  --sysprep-for S      ImageState is IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE,
-                       then IMAGE_STATE_UNDEPLOYABLE, and IMAGE_STATE_COMPLETE
-                       S seconds after start (XP: SystemSetupInProgress and
-                       MiniSetupInProgress 1, then 0)
-  --auth-fails-for S   every login gets 401 for S seconds after start, as
+State that moves (for the wait tests). It moves on events, never on a
+clock: on what the client does (its reads of the setup state, its requests,
+its connections) or on what the test does (a file, a signal), so a slow
+machine sees the same sequence as a fast one and no test depends on time:
+  --sysprep-polls N    Sysprep's passes end after the client has read the
+                       setup state N times (a `reg query` of the State key,
+                       XP: of HKLM\SYSTEM\Setup): ImageState reads
+                       IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE for the first
+                       half of them, then IMAGE_STATE_UNDEPLOYABLE, and
+                       IMAGE_STATE_COMPLETE from read N+1 on (XP:
+                       SystemSetupInProgress and MiniSetupInProgress 1, then
+                       0); `never`: it stays in specialize
+  --sysprep-reboot-at-poll K   Sysprep's reboot: the machine reboots once the
+                       client is done with the shell of its K-th read
+  --auth-fails N       the first N requests that need a login get 401, as
                        while Sysprep keeps Administrator disabled
-  --auth-fails-until F the same until file F exists (a test creates it once
-                       it has seen the 401s, however slow the machine)
-  --reboot-after S     one reboot S seconds after the first command
+  --auth-fails-until F every login gets 401 until file F exists (a test
+                       creates it once it has seen the 401s)
+  --down-connects N    a reboot keeps the listener down (every connection is
+                       reset at once) for the client's next N connections
+                       (default 2), then the machine is up on a new boot
   SIGUSR1              a reboot now (a test's load command)
   --locale de-DE       Windows' own firewall rules and groups have German
                        names (the localized-group trap)
 
 Serves POST /wsman. Prints "winrm-standin listening on HOST:PORT" on stdout
-(flushed) once it accepts connections.
+(flushed) once it accepts connections. --state-file: the simulated Windows
+state as JSON after every change (with every command line it ran, and how
+the state was read and changed: boot_time_reads by tool, renamed_via,
+password_set_via, and not_recognized, every program or PowerShell term this
+Windows does not have that a client asked for);
+--wire-log: every request body as received.
 
 Behaviour:
 - Identify (wsmid:Identify body): answered without authentication, as
@@ -100,8 +115,11 @@ Behaviour:
                          boot
     wmic computersystem get domain,partofdomain /value; ... call
                          unjoindomainorworkgroup funjoinoptions=0
-    shutdown /r /t 0 /f  the listener goes down and comes back on a new
-                         boot: the pending name and domain apply then
+    shutdown /r /t 0 /f  the listener goes down once the client is done with
+                         the shell that ran it (its Delete, or any other
+                         request first), and comes back on a new boot (see
+                         --down-connects): the pending name and domain apply
+                         then
     hostname             the machine name (default WIN-STANDIN)
     set-name NAME        stand-in only: change the machine name
     exit N               exit code N
@@ -124,6 +142,7 @@ import re
 import signal
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -317,7 +336,8 @@ class Machine:
         if cfg.user:
             self.accounts[cfg.user] = cfg.password
         self.registry = {RDP_KEY.lower(): {"fDenyTSConnections": ("REG_DWORD", "1")}}
-        self.started = time.monotonic()
+        self.setup_reads = 0  # reads of the setup state (--sysprep-polls)
+        self.auth_failures = 0  # 401s given for --auth-fails
         self.refresh_setup()
         self.legacy_firewall = {"remotedesktop": False, "icmp8": False, "remotedesktop_scope": None}
         self.powercfg = {s: 30 for s in sorted(POWERCFG_SETTINGS)}
@@ -357,30 +377,49 @@ class Machine:
         self.power_scheme = "Home/Office Desk"
         self.scripts_run = []
         self.commands = []
-        self.on_reboot = None  # set by Life: schedules a simulated reboot
         self.reboots_requested = 0
+        # How the state was read and changed, for tests that check the
+        # effect rather than the command line: the tool that read the boot
+        # time, the way the computer was renamed and the password set, and
+        # every program or PowerShell term this Windows did not recognize.
+        self.boot_time_reads = {"wmic": 0, "cim": 0}
+        self.renamed_via = None
+        self.password_set_via = None
+        self.not_recognized = []
+        self.current_shell = None  # the shell whose command runs now
+        self.reboot_shell = None  # a reboot waits for the client to leave this shell
         self.shells = {}  # shell id -> {command id -> result dict}
         self.shell_logons = {}  # shell id -> (user, password) it was opened with
 
-    def sysprep_running(self):
-        """--sysprep-for S: Sysprep's passes run for S seconds from start."""
-        return time.monotonic() - self.started < self.cfg.sysprep_for
-
     def auth_disabled(self):
-        """--auth-fails-for S: every login is rejected (401) for S seconds
-        from start, as while Sysprep keeps Administrator disabled;
-        --auth-fails-until F: until file F exists."""
+        """--auth-fails N: the first N logins are rejected (401), as while
+        Sysprep keeps Administrator disabled; --auth-fails-until F: every
+        login until file F exists."""
         if self.cfg.auth_fails_until and not os.path.exists(self.cfg.auth_fails_until):
             return True
-        return time.monotonic() - self.started < self.cfg.auth_fails_for
+        if self.auth_failures < self.cfg.auth_fails:
+            self.auth_failures += 1
+            return True
+        return False
 
-    def refresh_setup(self):
-        """The setup state values as they are now: specialize done, then
-        oobeSystem running (UNDEPLOYABLE), then COMPLETE."""
-        left = self.cfg.sysprep_for - (time.monotonic() - self.started)
-        if left <= 0:
+    def reboot_after_this_shell(self):
+        """A reboot (shutdown /r, Sysprep's own): the listener goes down
+        once the client is done with the shell the command runs in."""
+        self.reboot_shell = self.current_shell
+
+    def refresh_setup(self, read=False):
+        """The setup state values after `read` (a client's read of them):
+        specialize done, then oobeSystem running (UNDEPLOYABLE) for the
+        second half of --sysprep-polls reads, then COMPLETE; Sysprep's
+        reboot after the --sysprep-reboot-at-poll-th read."""
+        if read:
+            self.setup_reads += 1
+            if self.setup_reads == self.cfg.sysprep_reboot_at_poll:
+                self.reboot_after_this_shell()
+        n, r = self.cfg.sysprep_polls, self.setup_reads
+        if r > n:
             state, flag = "IMAGE_STATE_COMPLETE", "0"
-        elif left > self.cfg.sysprep_for / 2:
+        elif n == float("inf") or r <= (n + 1) // 2:
             state, flag = "IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE", "1"
         else:
             state, flag = "IMAGE_STATE_UNDEPLOYABLE", "1"
@@ -489,6 +528,11 @@ class Machine:
             "dirs": sorted(self.dirs),
             "scripts_run": self.scripts_run,
             "reboots_requested": self.reboots_requested,
+            "setup_reads": self.setup_reads,
+            "boot_time_reads": self.boot_time_reads,
+            "renamed_via": self.renamed_via,
+            "password_set_via": self.password_set_via,
+            "not_recognized": self.not_recognized,
             "commands": self.commands,
         }
         tmp = self.cfg.state_file + ".tmp"
@@ -533,6 +577,8 @@ def cmd_split(line):
         elif c == "^" and not quoted and i + 1 < len(line):
             cur.append(line[i + 1])
             i += 1
+        elif c == "&" and not quoted and cur and cur[-1] == ">":
+            cur.append(c)  # 2>&1: a redirection, not a command separator
         elif c in "&|" and not quoted:
             segs.append((op, "".join(cur)))
             cur = []
@@ -550,7 +596,7 @@ def cmd_split(line):
 
 def cmd_redirects(seg):
     """(segment without redirections, [(fd, append, target)]); fd 0 is
-    `<FILE` (stdin from FILE)."""
+    `<FILE` (stdin from FILE); a target `&N` is where fd N goes (2>&1)."""
     out, reds, quoted, i = [], [], False, 0
     while i < len(seg):
         c = seg[i]
@@ -573,7 +619,7 @@ def cmd_redirects(seg):
             i += 2 if append else 1
             while i < len(seg) and seg[i] in " \t":
                 i += 1
-            m = re.match(r'"[^"]*"|[^\s<>&|]+', seg[i:])
+            m = re.match(r'&[12]|"[^"]*"|[^\s<>&|]+', seg[i:])
             target = m.group(0) if m else ""
             i += len(target)
             reds.append((fd, append, target))
@@ -634,18 +680,31 @@ class Shell:
         if not reds:
             return r
         for fd, _, target in reds:
+            if target.startswith("&"):
+                continue
             if target.strip('"').lower() != "nul" and parent(norm(target)) not in self.m.dirs:
                 return fail("The system cannot find the path specified.\r\n")
 
         def apply(out, err, code):
+            # Where each stream goes, redirection by redirection (cmd.exe
+            # reads them left to right): itself, another stream's place
+            # (N>&M), or a file.
+            where = {1: ("stream", 1), 2: ("stream", 2)}
             for fd, append, target in reds:
-                data = out if fd == 1 else err
-                self.m.write(target, data, append)
-                if fd == 1:
-                    out = b""
+                if target.startswith("&"):
+                    where[fd] = where[int(target[1:])]
                 else:
-                    err = b""
-            return out, err, code
+                    where[fd] = ("file", target, append)
+            streams, opened = {1: b"", 2: b""}, set()
+            for fd, data in ((1, out), (2, err)):
+                dest = where[fd]
+                if dest[0] == "stream":
+                    streams[dest[1]] += data
+                else:
+                    key = norm(dest[1])
+                    self.m.write(dest[1], data, dest[2] or key in opened)
+                    opened.add(key)
+            return streams[1], streams[2], code
 
         if r.on_stdin is not None:
             inner = r.on_stdin
@@ -673,6 +732,7 @@ class Shell:
         if base == "if":
             return self.cmd_if(text, stdin)
         if base == "powershell" and self.m.cfg.no_powershell:
+            self.m.not_recognized.append(words[0])
             return fail(NOT_RECOGNIZED.format(words[0]))
         if base == "echo":
             t = text[4:].strip()
@@ -684,6 +744,7 @@ class Shell:
             return handler(words[1:], text, stdin)
         if self.m.read(words[0]) is not None:
             return self.script(words[0], words[1:])
+        self.m.not_recognized.append(words[0])
         return fail(NOT_RECOGNIZED.format(words[0]))
 
     def script(self, path, args):
@@ -731,6 +792,7 @@ class Shell:
         if not low:
             return fail("wmic:root\\cli>: stand-in has no interactive mode\r\n")
         if low == ["os", "get", "lastbootuptime", "/value"]:
+            self.m.boot_time_reads["wmic"] += 1
             return Result(f"\r\r\n\r\r\nLastBootUpTime={cim_time(self.m.boot_time)}\r\r\n\r\r\n\r\r\n".encode())
         mt = re.fullmatch(r"""computersystem where name=(['"]?)([^'"]*)\1 call rename name=(['"]?)([^'"]*)\3""",
                           " ".join(a), re.I)
@@ -741,6 +803,7 @@ class Shell:
             code = 0
             if re.fullmatch(r"(?=.*[A-Za-z-])[A-Za-z0-9-]{1,15}", new):
                 self.m.pending_name = new
+                self.m.renamed_via = "wmic"
             else:
                 code = 1210  # ERROR_INVALID_COMPUTERNAME
             out = (f'Executing (\\\\{self.m.name}\\ROOT\\CIMV2:Win32_ComputerSystem.Name="{self.m.name}")'
@@ -883,18 +946,19 @@ class Shell:
         if not match:
             return Result(banner, f"no account {user}: The user name could not be found.\r\n".encode(), 1)
         self.m.accounts[match[0]] = pw
+        self.m.password_set_via = "vbscript"
         return Result(banner + f"password of {user} set\r\n".encode())
 
     def p_shutdown(self, a, text, stdin):
         """shutdown /r /t 0 /f (VCL's Windows.pm reboot; `-r` too): the
-        listener goes down shortly after the command returns, as Windows'
-        does, and comes back on a new boot."""
+        command returns, then the listener goes down (once the client is
+        done with this shell), as Windows' does, and comes back on a new
+        boot."""
         low = {w.lower().replace("-", "/", 1) for w in a}
         if "/r" not in low:
             return fail("stand-in: only shutdown /r is simulated\r\n")
         self.m.reboots_requested += 1
-        if self.m.on_reboot:
-            self.m.on_reboot()
+        self.m.reboot_after_this_shell()
         return Result()
 
     def p_hostname(self, a, text, stdin):
@@ -1006,7 +1070,8 @@ class Shell:
                 return fail("ERROR: Invalid syntax.\r\nType \"REG /?\" for usage.\r\n")
         if not key.lower().startswith("hklm\\"):
             return fail("ERROR: Invalid key name.\r\nType \"REG /?\" for usage.\r\n")
-        self.m.refresh_setup()
+        reads_setup = a[0].lower() == "query" and key.lower() in (STATE_KEY.lower(), SETUP_KEY.lower())
+        self.m.refresh_setup(read=reads_setup)
         vals = self.m.registry.get(key.lower())
         if a[0].lower() == "query":
             def show(name, v):
@@ -1365,6 +1430,7 @@ class PowerShell:
                 raise PSError('Exception calling "SetPassword" with "1" argument(s): "The user name could not be '
                               'found."')
             self.m.accounts[match[0]] = pw
+            self.m.password_set_via = "powershell"
             return
         mt = TERM.match(st)
         if mt and self.m.cfg.powershell_2 and mt.group(0).lower() == "rename-computer":
@@ -1420,6 +1486,7 @@ class PowerShell:
             raise PSError(f"Rename-Computer : Skip computer '{self.m.name}' with new name '{new}' because "
                           "the new name is not valid.")
         self.m.pending_name = new
+        self.m.renamed_via = "Rename-Computer"
         self.out.append("WARNING: The changes will take effect after you restart the computer "
                         f"{self.m.name}.")
 
@@ -1477,6 +1544,7 @@ class PowerShell:
         if re.fullmatch(r"(?is)\(\s*Get-CimInstance\s+(-ClassName\s+)?Win32_OperatingSystem\s*\)"
                         r"\.LastBootUpTime\.ToUniversalTime\(\)\.ToString\(\s*'o'\s*\)", t) \
                 and not self.m.cfg.powershell_2:
+            self.m.boot_time_reads["cim"] += 1
             return net_time(self.m.boot_time)
         mt = re.fullmatch(r"(?is)Test-Path\s+(.+)", t)
         if mt:
@@ -1488,8 +1556,8 @@ class PowerShell:
         word = TERM.search(t)  # the first command name, inside brackets too
         self.not_recognized(word.group(0) if word else t.split()[0])
 
-    @staticmethod
-    def not_recognized(name):
+    def not_recognized(self, name):
+        self.m.not_recognized.append(name)
         raise PSError(f"{name} : The term '{name}' is not recognized as the name of a cmdlet, function, "
                       "script file, or operable program. Check the spelling of the name, or if a path was "
                       "included, verify that the path is correct and try again.")
@@ -1505,6 +1573,15 @@ class PowerShell:
         if not re.fullmatch(r"\w+", name):
             raise PSError(f"Unexpected token '{ref}' in expression or statement.")
         return self.vars.get(name)
+
+
+def request_shell_id(root):
+    """The ShellId selector of a request, or None."""
+    shell_id = None
+    for sel in root.iter():
+        if local(sel.tag) == "Selector" and sel.get("Name") == "ShellId":
+            shell_id = (sel.text or "").strip()
+    return shell_id
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -1535,7 +1612,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def authorized(self, root):
+    def authorized(self, root, shell_id):
         """HTTP Basic against the machine's accounts. A shell keeps the logon
         it was opened with (stand-in assumption): after SetPassword changes
         the password of the user it runs as, its open shell still answers,
@@ -1554,10 +1631,6 @@ class Handler(BaseHTTPRequestHandler):
         user, _, password = decoded.partition(":")
         self.creds = (user.lower(), password)
         machine = self.server.machine
-        shell_id = None
-        for sel in root.iter():
-            if local(sel.tag) == "Selector" and sel.get("Name") == "ShellId":
-                shell_id = (sel.text or "").strip()
         with machine.lock:
             if shell_id and machine.shell_logons.get(shell_id) == self.creds:
                 return True
@@ -1569,6 +1642,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        self.server.life.record_wire(raw)
         if self.path.split("?")[0].lower() != "/wsman":
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -1586,9 +1660,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(400, fault("", "Sender", "w:SchemaValidationError",
                                         f"The SOAP XML in the message does not match the schema: {e}",
                                         2150858817))
+        shell_id = request_shell_id(root)
+        if self.server.life.before_request(shell_id):
+            # Rebooting: this connection goes with the machine, unanswered.
+            self.close_connection = True
+            return
         if find(root, "Identify") is not None and find(root, "Identify").tag == f"{{{NS_WSMID}}}Identify":
             return self.send(200, self.identify())
-        if not self.authorized(root):
+        if not self.authorized(root, shell_id):
             self.send_response(401)
             self.send_header("WWW-Authenticate", "Negotiate")
             self.send_header("WWW-Authenticate", 'Basic realm="WSMAN"')
@@ -1598,6 +1677,8 @@ class Handler(BaseHTTPRequestHandler):
         status, text = self.dispatch(root)
         self.server.machine_changed()
         self.send(status, text)
+        action_el = find(root, "Action")
+        self.server.life.after_request((action_el.text or "").strip() if action_el is not None else "", shell_id)
 
     def identify(self):
         return (
@@ -1680,8 +1761,8 @@ class Handler(BaseHTTPRequestHandler):
             parts = [(find(cl, "Command").text or "").strip()]
             parts += [(el.text or "") for el in cl if local(el.tag) == "Arguments"]
             line = " ".join(p for p in parts if p != "")
-            self.server.first_command()
             with machine.lock:
+                machine.current_shell = shell_id
                 machine.commands.append(line)
                 try:
                     r = Shell(machine).line(line)
@@ -1789,17 +1870,23 @@ class Server(ThreadingHTTPServer):
         with self.machine.lock:
             self.machine.dump()
 
-    def first_command(self):
-        self.life.first_command()
-
     def handle_error(self, request, client_address):
         # A simulated reboot cuts connections: no tracebacks for those.
-        if not self.life.rebooting:
+        if self.machine.up:
             super().handle_error(request, client_address)
 
+    def verify_request(self, request, client_address):
+        """While the machine is down, every connection is reset at once
+        (and counted: the machine comes back after --down-connects)."""
+        if self.life.counts_down():
+            request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        return True
+
     def finish_request(self, request, client_address):
+        raw = request
         with self.conns_lock:
-            self.conns.add(request)
+            self.conns.add(raw)
         try:
             if self.tls is not None:
                 try:
@@ -1812,13 +1899,11 @@ class Server(ThreadingHTTPServer):
             super().finish_request(request, client_address)
         finally:
             with self.conns_lock:
-                self.conns.discard(request)
+                self.conns.discard(raw)
 
     def cut(self):
-        """Stops listening and drops every open connection, as a computer
-        that goes down does."""
-        self.shutdown()
-        self.server_close()
+        """Drops every open connection, as a computer that goes down does.
+        The listening socket stays: the port stays the stand-in's."""
         with self.conns_lock:
             for c in list(self.conns):
                 try:
@@ -1828,18 +1913,18 @@ class Server(ThreadingHTTPServer):
 
 
 class Life:
-    """The listener's lifetime: up, and with --reboot-after, down for
-    --down-for seconds once, then up again on a new boot."""
+    """The machine's boots. Up; a reboot (shutdown /r once the client is
+    done with its shell, Sysprep's own, SIGUSR1) takes it down: every open
+    connection is cut and the next --down-connects connections are reset;
+    then it is up again on a new boot. Moves on events only."""
 
     def __init__(self, args, cfg):
         self.args = args
         self.cfg = cfg
         self.machine = Machine(cfg)
-        self.machine.on_reboot = self.reboot_soon
         self.server = None
-        self.rebooting = False
-        self.timer = None
-        self.lock = threading.Lock()
+        self.down_left = 0
+        self.wire_lock = threading.Lock()
 
     def listen(self):
         server = Server((self.args.host, self.args.port), Handler)
@@ -1851,30 +1936,65 @@ class Life:
         self.machine.boot()
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
-    def first_command(self):
-        with self.lock:
-            if self.args.reboot_after is None or self.timer is not None:
+    def record_wire(self, body):
+        """--wire-log FILE: every request body as it came over the wire
+        (one JSON string a line), so a test can check what the client sent,
+        secrets included, where a command line on Windows would show it."""
+        if not self.args.wire_log:
+            return
+        with self.wire_lock, open(self.args.wire_log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(body.decode("utf-8", "replace")) + "\n")
+
+    def before_request(self, shell_id):
+        """A reboot waits for the client to be done with its shell: any
+        request about something else takes the machine down first. True
+        when this request found it down (it gets no answer)."""
+        m = self.machine
+        with m.lock:
+            if m.up and m.reboot_shell is not None and shell_id != m.reboot_shell:
+                self.go_down()
+            return not m.up
+
+    def after_request(self, action, shell_id):
+        """The Delete of the shell a reboot waited for: down now."""
+        m = self.machine
+        with m.lock:
+            if m.up and action == A_DELETE and m.reboot_shell is not None and shell_id == m.reboot_shell:
+                self.go_down()
+
+    def go_down(self):
+        m = self.machine
+        with m.lock:
+            if not m.up:
                 return
-            self.timer = threading.Timer(self.args.reboot_after, self.reboot)
-            self.timer.daemon = True
-            self.timer.start()
+            sys.stderr.write("winrm-standin: simulated reboot: going down\n")
+            m.up = False
+            m.reboot_shell = None
+            self.down_left = max(self.args.down_connects, 0)
+            m.dump()
+            self.server.cut()
+            if self.down_left == 0:
+                self.come_up()
 
-    def reboot_soon(self):
-        t = threading.Timer(0.3, self.reboot)
-        t.daemon = True
-        t.start()
+    def counts_down(self):
+        """True (and counted) for a connection while the machine is down."""
+        m = self.machine
+        with m.lock:
+            if m.up:
+                return False
+            self.down_left -= 1
+            if self.down_left <= 0:
+                self.come_up()
+            return True
 
-    def reboot(self):
-        sys.stderr.write("winrm-standin: simulated reboot: going down\n")
-        self.rebooting = True
-        self.server.cut()
-        with self.machine.lock:
-            self.machine.up = False
-            self.machine.dump()
-        time.sleep(self.args.down_for)
-        self.rebooting = False
-        self.listen()
+    def come_up(self):
+        self.machine.boot()
         sys.stderr.write(f"winrm-standin: back up (boot {self.machine.boots})\n")
+
+
+def polls(text):
+    """A count of reads, or 'never'."""
+    return float("inf") if text == "never" else int(text)
 
 
 def main():
@@ -1883,21 +2003,22 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--user")
     p.add_argument("--password-file")
-    p.add_argument("--delay-start", type=float, default=0.0)
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--state-file", help="dump the simulated Windows state here (JSON) after every change")
+    p.add_argument("--wire-log", help="append every request body here as it came over the wire (JSON lines)")
     p.add_argument("--answer-files", default="",
                    help="comma-separated Sysprep answer files present at start, 'all' (Vista and later) "
                         "or 'xp' (XP/2003)")
-    p.add_argument("--reboot-after", type=float,
-                   help="simulate a Sysprep reboot this many seconds after the first command")
-    p.add_argument("--down-for", type=float, default=2.0, help="how long the simulated reboot takes")
-    p.add_argument("--sysprep-for", type=float, default=0.0,
-                   help="Sysprep's passes run this many seconds from start: ImageState (XP: "
-                        "SystemSetupInProgress) says not complete until then")
-    p.add_argument("--auth-fails-for", type=float, default=0.0,
-                   help="every login gets 401 for this many seconds from start (Administrator disabled)")
+    p.add_argument("--down-connects", type=int, default=2,
+                   help="a reboot resets the client's next this many connections, then the machine is up")
+    p.add_argument("--sysprep-polls", type=polls, default=0,
+                   help="Sysprep's passes end after this many reads of the setup state ('never': they "
+                        "never do): ImageState (XP: SystemSetupInProgress) says not complete until then")
+    p.add_argument("--sysprep-reboot-at-poll", type=int, default=0,
+                   help="Sysprep's reboot: after the client's read of the setup state with this number")
+    p.add_argument("--auth-fails", type=int, default=0,
+                   help="the first this many logins get 401 (Administrator disabled)")
     p.add_argument("--auth-fails-until",
                    help="every login gets 401 until this file exists (Administrator disabled)")
     p.add_argument("--locale", default="en-US",
@@ -1922,13 +2043,14 @@ def main():
         password = ""
         state_file = a.state_file
         wrong_os = a.wrong_os
-        sysprep_for = a.sysprep_for
+        sysprep_polls = a.sysprep_polls
+        sysprep_reboot_at_poll = a.sysprep_reboot_at_poll
         locale = a.locale
         interfaces = [i for i in a.interfaces.split(",") if i]
         ad_domain = a.ad_domain
         ad_credentials = None
         joined_domain = a.joined_domain
-        auth_fails_for = a.auth_fails_for
+        auth_fails = a.auth_fails
         auth_fails_until = a.auth_fails_until
         no_powershell = a.no_powershell
         powershell_2 = a.powershell_2
@@ -1946,16 +2068,13 @@ def main():
         with open(a.ad_credentials_file, encoding="utf-8") as f:
             lines = f.read().splitlines()
         Cfg.ad_credentials = (lines + ["", ""])[0], (lines + ["", ""])[1]
-    if a.delay_start > 0:
-        time.sleep(a.delay_start)
-
     life = Life(a, Cfg)
     life.listen()
     print(f"winrm-standin listening on {a.host}:{a.port}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # SIGUSR1: a reload (by a test's load command): the computer reboots.
-    signal.signal(signal.SIGUSR1, lambda *_: life.reboot_soon())
+    signal.signal(signal.SIGUSR1, lambda *_: life.go_down())
     try:
         while not stop.wait(3600):
             pass

@@ -246,6 +246,15 @@ pub struct Client {
     cookie: RefCell<Option<Secret>>,
 }
 
+/// What a call does when SIGINT/SIGTERM arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnSignal {
+    /// Stops waiting: the call fails as interrupted.
+    Stop,
+    /// Runs to its end (the logout that follows an interrupt).
+    Finish,
+}
+
 impl Client {
     pub fn new(agent: ureq::Agent, url: String) -> Client {
         Client {
@@ -278,7 +287,7 @@ impl Client {
         body: &str,
         timeout: Duration,
     ) -> Result<Elem, Error> {
-        self.call_inner(method, this, body, timeout, true)
+        self.call_inner(method, this, body, timeout, OnSignal::Stop)
     }
 
     /// A call that runs even after SIGINT/SIGTERM: the logout that follows
@@ -290,7 +299,7 @@ impl Client {
         body: &str,
         timeout: Duration,
     ) -> Result<Elem, Error> {
-        self.call_inner(method, this, body, timeout, false)
+        self.call_inner(method, this, body, timeout, OnSignal::Finish)
     }
 
     fn call_inner(
@@ -299,10 +308,10 @@ impl Client {
         this: &MoRef,
         body: &str,
         timeout: Duration,
-        interruptible: bool,
+        on_signal: OnSignal,
     ) -> Result<Elem, Error> {
         let check = || {
-            if interruptible {
+            if on_signal == OnSignal::Stop {
                 signal::check().map_err(|i| Error::Interrupted(i.0))
             } else {
                 Ok(())

@@ -23,12 +23,6 @@ pub struct About {
     pub api_version: String,
 }
 
-impl About {
-    pub fn is_vcenter(&self) -> bool {
-        self.api_type == "VirtualCenter"
-    }
-}
-
 /// An object with the properties asked for.
 #[derive(Debug, Clone)]
 pub struct Obj {

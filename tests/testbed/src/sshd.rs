@@ -1,8 +1,9 @@
-//! Test harness: a real OpenSSH `sshd` on 127.0.0.1, with host and client
-//! keys generated per test in a temp dir, killed (with every connection it
-//! forked) on drop. Owned by the integration tests; the SSH channel's unit
-//! tests include it too (src/control/mod.rs), so it uses std only.
+//! A real OpenSSH `sshd` on 127.0.0.1, with host and client keys generated
+//! per test in a temp dir, killed (with every connection it forked) on
+//! drop. The SSH channel's unit tests (src/control/ssh.rs) and the
+//! integration tests both start it from here.
 
+use crate::port::Port;
 use rustix::process::{Pid, Signal};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -51,20 +52,16 @@ impl Fixture {
         f
     }
 
-    /// Starts sshd with `host_key` on a free port, retrying on collisions.
+    /// Starts sshd with `host_key` on a port of its own.
     pub fn start(&self, host_key: &Path) -> Sshd {
-        let mut last = String::new();
-        for _ in 0..10 {
-            match self.start_on(host_key, free_port()) {
-                Ok(s) => return s,
-                Err(e) => last = e,
-            }
-        }
-        panic!("sshd did not start: {last}");
+        self.start_on(host_key, &Port::new())
+            .unwrap_or_else(|e| panic!("sshd did not start: {e}"))
     }
 
-    /// Starts sshd on `port`; Ok once it logs that it listens.
-    pub fn start_on(&self, host_key: &Path, port: u16) -> Result<Sshd, String> {
+    /// Starts sshd on `held` (sshd binds it with SO_REUSEADDR); Ok once
+    /// it logs that it listens.
+    pub fn start_on(&self, host_key: &Path, held: &Port) -> Result<Sshd, String> {
+        let port = held.num();
         std::fs::create_dir_all("/run/sshd").map_err(|e| format!("/run/sshd: {e}"))?;
         let config = self.dir.join(format!("sshd_config.{port}"));
         let text = format!(
@@ -100,6 +97,7 @@ impl Fixture {
         }
         let mut sshd = Sshd {
             port,
+            held: held.clone(),
             child,
             log,
             spawned_at,
@@ -130,6 +128,9 @@ impl Drop for Fixture {
 /// A running sshd.
 pub struct Sshd {
     pub port: u16,
+    /// The port, held for as long as this value lives (and any clone):
+    /// another sshd can start on it after this one is killed.
+    pub held: Port,
     /// Just before the process was spawned.
     pub spawned_at: Instant,
     child: Child,
@@ -187,12 +188,6 @@ fn children_of(parent: i32) -> Vec<i32> {
         }
     }
     out
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// Generates an ed25519 key pair `dir/name` (+ `.pub`), no passphrase.

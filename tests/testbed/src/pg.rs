@@ -8,8 +8,7 @@
 //! postgres and psql run as `nobody` through `setpriv` (util-linux), and
 //! the temp dir is handed to `nobody`.
 
-#![allow(dead_code)]
-
+use crate::port::Port;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,14 +35,6 @@ fn bin_dir() -> PathBuf {
 
 fn as_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A command for a PostgreSQL program, as `nobody` when we are root.
@@ -108,6 +99,9 @@ pub struct Pg {
     bin: PathBuf,
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
+    /// The port, held while the cluster lives (postgres binds it with
+    /// SO_REUSEADDR), so a restart finds it free.
+    _held: Port,
     server: Option<Child>,
 }
 
@@ -189,13 +183,14 @@ impl Pg {
             give_away(&dir.join("server.key"));
             give_away(&dir.join("server.crt"));
         }
+        let held = Port::new();
         let mut pg = Pg {
             dir,
             bin,
-            port: 0,
+            port: held.num(),
+            _held: held,
             server: None,
         };
-        pg.port = free_port();
         pg.run_server(tls);
         run_ok(
             pg_command(&pg.bin.join("createdb"))

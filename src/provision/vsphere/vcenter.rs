@@ -1,0 +1,307 @@
+//! The vCenter path: clone the template VM (full, or linked from its
+//! current snapshot), placed by folder, resource pool or cluster or host,
+//! and datastore; everything looked up before the old VM is removed.
+
+use super::soap::MoRef;
+use super::vim::Obj;
+use super::{Load, NIC_TYPES, VM_PROPS, dc_ref, fail, start_new_vm};
+use crate::attempt::Attempt;
+use crate::config::Plan;
+use crate::outcome::Outcome;
+use crate::xml::escape;
+
+/// The vCenter path: clone the template.
+pub(super) fn load_vcenter(
+    l: &Load,
+    plan: &Plan,
+    attempt: Attempt,
+    mac: Option<&str>,
+) -> Result<(), Outcome> {
+    let source = plan.image.source.as_str();
+    if l.name == source {
+        return Err(Outcome::Fatal(anyhow::anyhow!(
+            "vSphere: the VM name {:?} is the template's; loading would destroy the template",
+            l.name
+        )));
+    }
+    let dc = l.datacenter()?;
+    let template = find_template(l, &dc, source)?;
+    // Placement, all resolved before anything is removed.
+    let clone = CloneSpec::resolve(l, &dc, &template, source, mac)?;
+    let old = l.current_vm(&dc)?;
+    if old.as_ref().is_some_and(|o| o.moref == template.moref) {
+        return Err(Outcome::Fatal(anyhow::anyhow!(
+            "vSphere: VM {:?} is the template itself; refusing to destroy it",
+            l.name
+        )));
+    }
+    l.remove_if_any(old, attempt)?;
+    let what = format!(
+        "{} clone of {source} to VM {}",
+        if l.cfg.linked { "linked" } else { "full" },
+        l.name
+    );
+    let result = l.long_task(
+        &what,
+        "CloneVM_Task",
+        &template.moref,
+        &clone.body(plan, &l.name),
+        attempt.scale(l.cfg.clone_timeout),
+        |_| None,
+    )?;
+    start_new_vm(l, &what, result, attempt, mac)
+}
+
+/// The template VM, with its devices (for the NIC to give a MAC).
+fn find_template(l: &Load, dc: &Obj, source: &str) -> Result<Obj, Outcome> {
+    let vm_folder = dc_ref(dc, "vmFolder")?;
+    let mut props: Vec<&str> = VM_PROPS.to_vec();
+    props.push("config.hardware.device");
+    l.one(&vm_folder, "VirtualMachine", source, &props, "template VM")
+}
+
+/// Where and how the clone goes: what `CloneVM_Task` is told.
+struct CloneSpec {
+    folder: MoRef,
+    host: Option<Obj>,
+    pool: MoRef,
+    datastore: Option<MoRef>,
+    /// The template's current snapshot, for a linked clone.
+    snapshot: Option<MoRef>,
+    /// The deviceChange that gives the NIC the computer's MAC.
+    nic_edit: Option<String>,
+}
+
+impl CloneSpec {
+    /// Looks up everything the clone needs; a missing piece is fatal.
+    fn resolve(
+        l: &Load,
+        dc: &Obj,
+        template: &Obj,
+        source: &str,
+        mac: Option<&str>,
+    ) -> Result<CloneSpec, Outcome> {
+        let cfg = l.cfg;
+        let vm_folder = dc_ref(dc, "vmFolder")?;
+        let host_folder = dc_ref(dc, "hostFolder")?;
+        let folder = match &cfg.folder {
+            Some(f) => l.one(&vm_folder, "Folder", f, &[], "folder")?.moref,
+            None => vm_folder.clone(),
+        };
+        let host = match &cfg.host {
+            Some(h) => Some(l.one(&host_folder, "HostSystem", h, &["parent"], "host")?),
+            None => None,
+        };
+        let pool = resource_pool(l, &host_folder, host.as_ref(), template, source)?;
+        let datastore = match &cfg.datastore {
+            Some(d) => Some(l.one(&dc.moref, "Datastore", d, &[], "datastore")?.moref),
+            None => None,
+        };
+        let snapshot = if cfg.linked {
+            Some(template.moref_of("snapshot.currentSnapshot").ok_or_else(|| {
+                Outcome::Fatal(anyhow::anyhow!(
+                    "vSphere: linked = true needs a snapshot of template {source:?}, and it has none; take one or set linked = false"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let nic_edit = match mac {
+            Some(m) => Some(nic_mac_edit(template, m).ok_or_else(|| {
+                Outcome::Fatal(anyhow::anyhow!(
+                    "vSphere: template {source:?} has no network card to give MAC {m}"
+                ))
+            })?),
+            None => None,
+        };
+        Ok(CloneSpec {
+            folder,
+            host,
+            pool,
+            datastore,
+            snapshot,
+            nic_edit,
+        })
+    }
+
+    /// The body of `CloneVM_Task` for VM `name`: the folder, the name and
+    /// a VirtualMachineCloneSpec, in the schema's element order.
+    fn body(&self, plan: &Plan, name: &str) -> String {
+        let mut location = String::new();
+        if let Some(d) = &self.datastore {
+            location.push_str(&d.xml("datastore"));
+        }
+        if self.snapshot.is_some() {
+            location.push_str("<diskMoveType>createNewChildDiskBacking</diskMoveType>");
+        }
+        location.push_str(&self.pool.xml("pool"));
+        if let Some(h) = &self.host {
+            location.push_str(&h.moref.xml("host"));
+        }
+        let mut config = String::new();
+        if let Some(c) = plan.image.config.cpus {
+            config.push_str(&format!("<numCPUs>{c}</numCPUs>"));
+        }
+        if let Some(m) = plan.image.config.memory {
+            config.push_str(&format!("<memoryMB>{m}</memoryMB>"));
+        }
+        if let Some(edit) = &self.nic_edit {
+            config.push_str(edit);
+        }
+        let mut spec = format!("<location>{location}</location><template>false</template>");
+        if !config.is_empty() {
+            spec.push_str(&format!("<config>{config}</config>"));
+        }
+        spec.push_str("<powerOn>false</powerOn>");
+        if let Some(s) = &self.snapshot {
+            spec.push_str(&s.xml("snapshot"));
+        }
+        format!(
+            "{}<name>{}</name><spec>{spec}</spec>",
+            self.folder.xml("folder"),
+            escape(name)
+        )
+    }
+}
+
+/// The resource pool the clone runs in: the named one, the cluster's, the
+/// host's, else the template's (or its host's).
+fn resource_pool(
+    l: &Load,
+    host_folder: &MoRef,
+    host: Option<&Obj>,
+    template: &Obj,
+    source: &str,
+) -> Result<MoRef, Outcome> {
+    let cfg = l.cfg;
+    if let Some(p) = &cfg.resource_pool {
+        return Ok(l
+            .one(host_folder, "ResourcePool", p, &[], "resource pool")?
+            .moref);
+    }
+    if let Some(c) = &cfg.cluster {
+        return l
+            .one(
+                host_folder,
+                "ClusterComputeResource",
+                c,
+                &["resourcePool"],
+                "cluster",
+            )?
+            .moref_of("resourcePool")
+            .ok_or_else(|| {
+                Outcome::Fatal(anyhow::anyhow!(
+                    "vSphere: cluster {c:?} has no resource pool"
+                ))
+            });
+    }
+    if let Some(h) = host {
+        return pool_of_host(l, h);
+    }
+    if let Some(p) = template.moref_of("resourcePool") {
+        return Ok(p);
+    }
+    let h = template.moref_of("runtime.host").ok_or_else(|| {
+        Outcome::Fatal(anyhow::anyhow!(
+            "vSphere: template {source:?} has no host; set `resource_pool`, `cluster` or `host`"
+        ))
+    })?;
+    let h = l
+        .vim
+        .get(&h, &["parent"])
+        .map_err(|e| fail("read the template's host", e))?
+        .ok_or_else(|| Outcome::Retry(anyhow::anyhow!("vSphere: the template's host vanished")))?;
+    pool_of_host(l, &h)
+}
+
+/// The root resource pool of a host's compute resource.
+fn pool_of_host(l: &Load, host: &Obj) -> Result<MoRef, Outcome> {
+    let parent = host.moref_of("parent").ok_or_else(|| {
+        Outcome::Fatal(anyhow::anyhow!(
+            "vSphere: host {:?} has no parent",
+            host.name()
+        ))
+    })?;
+    l.vim
+        .get(&parent, &["resourcePool"])
+        .map_err(|e| fail("read a host's resource pool", e))?
+        .and_then(|p| p.moref_of("resourcePool"))
+        .ok_or_else(|| {
+            Outcome::Fatal(anyhow::anyhow!(
+                "vSphere: host {:?} has no resource pool",
+                host.name()
+            ))
+        })
+}
+
+/// A deviceChange that gives the template's first NIC the manual MAC `mac`,
+/// keeping every other property of the card as the template has it.
+fn nic_mac_edit(template: &Obj, mac: &str) -> Option<String> {
+    let devices = template.prop("config.hardware.device")?;
+    let nic = devices.children.iter().find(|d| {
+        d.xsi_type
+            .as_deref()
+            .is_some_and(|t| NIC_TYPES.contains(&t))
+    })?;
+    let ty = nic.xsi_type.as_deref()?;
+    let mut inner = String::new();
+    let mut placed = false;
+    for c in &nic.children {
+        match c.name.as_str() {
+            "addressType" => {
+                inner.push_str("<addressType>manual</addressType>");
+                inner.push_str(&format!("<macAddress>{}</macAddress>", escape(mac)));
+                placed = true;
+            }
+            "macAddress" => {}
+            // These follow macAddress in the schema.
+            "wakeOnLanEnabled"
+            | "resourceAllocation"
+            | "externalId"
+            | "uptCompatibilityEnabled"
+                if !placed =>
+            {
+                inner.push_str("<addressType>manual</addressType>");
+                inner.push_str(&format!("<macAddress>{}</macAddress>", escape(mac)));
+                placed = true;
+                inner.push_str(&c.raw);
+            }
+            _ => inner.push_str(&c.raw),
+        }
+    }
+    if !placed {
+        inner.push_str("<addressType>manual</addressType>");
+        inner.push_str(&format!("<macAddress>{}</macAddress>", escape(mac)));
+    }
+    Some(format!(
+        "<deviceChange><operation>edit</operation><device xsi:type=\"{ty}\">{inner}</device></deviceChange>"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::vsphere::soap;
+
+    #[test]
+    fn nic_edit_keeps_the_card_and_sets_the_mac() {
+        let text = r#"<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><R xmlns="urn:vim25"><val><VirtualDevice xsi:type="VirtualIDEController"><key>200</key></VirtualDevice><VirtualDevice xsi:type="VirtualE1000"><key>4000</key><backing xsi:type="VirtualEthernetCardNetworkBackingInfo"><deviceName>VM Network</deviceName></backing><controllerKey>100</controllerKey><unitNumber>7</unitNumber><addressType>generated</addressType><macAddress>00:0c:29:00:00:01</macAddress><wakeOnLanEnabled>true</wakeOnLanEnabled></VirtualDevice></val></R></soapenv:Body></soapenv:Envelope>"#;
+        let r = soap::parse_answer("R", 200, text).expect("parses");
+        let obj = Obj {
+            moref: MoRef::new("VirtualMachine", "vm-1"),
+            props: vec![(
+                "config.hardware.device".into(),
+                r.child("val").expect("val").clone(),
+            )],
+        };
+        let edit = nic_mac_edit(&obj, "00:50:56:01:02:03").expect("a NIC");
+        assert!(edit.starts_with(
+            "<deviceChange><operation>edit</operation><device xsi:type=\"VirtualE1000\"><key>4000</key>"
+        ));
+        assert!(edit.contains("<deviceName>VM Network</deviceName>"));
+        assert!(edit.contains(
+            "<addressType>manual</addressType><macAddress>00:50:56:01:02:03</macAddress><wakeOnLanEnabled>"
+        ));
+        assert!(!edit.contains("00:0c:29:00:00:01"));
+    }
+}
