@@ -13,10 +13,12 @@
 //! - `fleet`: the admin's views (status, log) over records and the store;
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
-//! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
-//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
+//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
+//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
+//!   mechanisms.
 
 mod attempt;
+mod backoff;
 mod cli;
 mod config;
 mod control;
@@ -26,6 +28,7 @@ mod encoding;
 mod error;
 mod exec;
 mod fleet;
+mod names;
 mod os;
 mod outcome;
 mod probe;
@@ -119,7 +122,7 @@ fn json_end(cli: &Cli, e: &Error) {
 fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
-        "kind": "run",
+        "kind": report::EventKind::Run,
         "computer": computer,
         "image": image,
         "result": e.kind(),
@@ -145,13 +148,13 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         Command::Check(a) => return check(cli, &load(cli)?, a),
         Command::Status(a) => {
             let loaded = load(cli)?;
-            let dir = state_dir(cli, &loaded);
-            return fleet::status(&loaded, &dir, &a.computers, cli.json);
+            let state = state::StateDir::new(&state_dir(cli, &loaded));
+            return fleet::status(&loaded, &state, &a.computers, format(cli));
         }
         Command::Log(a) => {
             let loaded = load(cli)?;
-            let dir = state_dir(cli, &loaded);
-            return fleet::log(&dir, a, cli.json);
+            let state = state::StateDir::new(&state_dir(cli, &loaded));
+            return fleet::log(&state, a, format(cli));
         }
         Command::SetupDb => return setup_db(&load(cli)?),
         Command::Provision(a) => (
@@ -210,6 +213,24 @@ fn state_dir(cli: &Cli, loaded: &Loaded) -> PathBuf {
         .clone()
         .or_else(|| loaded.config.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from("/var/lib/reimage"))
+}
+
+/// How events and views are written: `--json` or for people.
+fn format(cli: &Cli) -> report::Format {
+    if cli.json {
+        report::Format::Json
+    } else {
+        report::Format::Human
+    }
+}
+
+/// How much the screen shows: `-q` or `-v` (clap lets only one through).
+fn verbosity(cli: &Cli) -> report::Verbosity {
+    match (cli.quiet, cli.verbose) {
+        (true, _) => report::Verbosity::Quiet,
+        (false, true) => report::Verbosity::Verbose,
+        (false, false) => report::Verbosity::Normal,
+    }
 }
 
 /// The plan's provisioner, decoded (its table was checked in `execute`).
@@ -327,9 +348,8 @@ fn run(
         &plan.computer.name,
         &plan.image.name,
         reservation,
-        cli.json,
-        cli.quiet,
-        cli.verbose,
+        format(cli),
+        verbosity(cli),
     );
     let log = state.event_log(&plan.computer.name);
     // Under the lock and before this run's first event: no one writes it.

@@ -116,11 +116,11 @@ impl CommandProvisioner {
                 let err = || {
                     anyhow::anyhow!(
                         "`{shown}` exited {}: {}",
-                        out.code,
+                        out.status,
                         crate::exec::excerpt(&out.text(), 5)
                     )
                 };
-                match out.code {
+                match out.status {
                     0 => Outcome::Done,
                     75 => Outcome::Retry(err().context(format!(
                         "{what} of {} asked for a retry",

@@ -318,7 +318,7 @@ impl Libvirt {
         let text = out.text();
         let e = anyhow::anyhow!(
             "`{shown}` exited {}: {}",
-            out.code,
+            out.status,
             crate::exec::excerpt(&text, 4)
         );
         let who = &plan.computer.name;
@@ -503,7 +503,7 @@ impl Libvirt {
         }
         let e = anyhow::anyhow!(
             "`{shown}` exited {}: {}",
-            out.code,
+            out.status,
             crate::exec::excerpt(&out.text(), 4)
         )
         .context(format!(

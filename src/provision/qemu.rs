@@ -708,7 +708,7 @@ impl Qemu {
             return Err(fatal(format!(
                 "`{}` exited {}: {}",
                 create.display(),
-                out.code,
+                out.status,
                 crate::exec::excerpt(&out.text(), 3)
             )));
         }
@@ -880,7 +880,7 @@ impl Qemu {
         let msg = format!(
             "`{}` exited {}: {}",
             c.qemu,
-            out.code,
+            out.status,
             crate::exec::excerpt(&text, 5)
         );
         // Bad arguments, files or ports do not get better on a reload;

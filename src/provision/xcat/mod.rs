@@ -199,7 +199,7 @@ fn failure(plan: &Plan, shown: &str, out: &Output, err: XcatError) -> Outcome {
         )),
         XcatError::Other(_) => Outcome::Retry(anyhow::anyhow!(
             "{who}: `{shown}` failed (exit {}): {said}",
-            out.code
+            out.status
         )),
     }
 }
