@@ -287,6 +287,8 @@ in_root update-initramfs -u -k "$kver" >/dev/null 2>&1 || die "update-initramfs 
 in_root apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/debconf/*-old "$root"/var/log/* \
     "$root"/tmp/* "$root"/var/tmp/*
+# munged will not start without the log directory its package made.
+in_root install -d -o munge -g munge -m 700 /var/log/munge
 cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$work/initrd.img"
 # QEMU boots the uncompressed ELF kernel through its PVH entry point, which
