@@ -265,16 +265,134 @@ fn job_lines(l: TcpListener) -> Receiver<(Instant, String)> {
     rx
 }
 
-/// The cluster: the namespace, munged, slurmctld and how to reach them.
+/// A Slurm cluster of the test's: munged with a throwaway key, slurmctld
+/// in a namespace of its own, examples/slurm's programs logging to a
+/// syslog socket of the test's. The fields drop in order: slurmctld,
+/// everything else in the namespace (the programs, reimage, QEMU), munged.
 struct Cluster<'a> {
+    ctld: Daemon,
+    ns: Netns,
+    _munged: Daemon,
+    syslog: Syslog,
     s: &'a Scratch,
-    ns: &'a Netns,
     conf: PathBuf,
-    /// The guests' SSH keys, for a look inside when something failed.
+    /// The MUNGE key, base64, for the guests' post-load scripts.
+    key: String,
+    /// Guests to look into when something failed (name, SSH port), with
+    /// the keys that log in to them.
+    guests: Vec<(&'static str, u16)>,
     keys: Vec<PathBuf>,
 }
 
-impl Cluster<'_> {
+impl<'a> Cluster<'a> {
+    /// Starts a cluster in `s`. slurm.conf: power saving through the
+    /// example programs with ResumeTimeout `resume_timeout`, then `nodes`
+    /// (the NodeName and PartitionName lines). reimage-slurm.conf: the
+    /// built reimage, `s`'s reimage.toml, the syslog socket, then
+    /// `settings`.
+    fn start(s: &'a Scratch, nodes: &str, resume_timeout: u64, settings: &str) -> Cluster<'a> {
+        use std::os::unix::fs::PermissionsExt;
+        // munged checks every directory above its socket.
+        std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::create_dir_all(s.path("munge")).expect("munge dir");
+        let key = s.path("munge/munge.key");
+        let r = run(
+            Command::new("mungekey").arg("-c").arg("-k").arg(&key),
+            Duration::from_secs(30),
+        );
+        assert_eq!(r.code, 0, "mungekey (apt-get install munge): {}", r.stderr);
+        let sock = s.path("munge/munge.socket.2");
+        let arg = |k: &str, p: &str| format!("--{k}={}", s.path(p).display());
+        let munged = Daemon(
+            Command::new("munged")
+                .arg("-F")
+                .arg(arg("key-file", "munge/munge.key"))
+                .arg(arg("socket", "munge/munge.socket.2"))
+                .arg(arg("pid-file", "munge/munged.pid"))
+                .arg(arg("seed-file", "munge/munged.seed"))
+                .arg(arg("log-file", "munge/munged.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(s.path("munge/munged.err")).expect("munged.err"),
+                ))
+                .spawn()
+                .expect("munged (apt-get install munge)"),
+        );
+        assert!(
+            eventually(Duration::from_secs(30), || sock.exists()),
+            "munged did not start: {}",
+            std::fs::read_to_string(s.path("munge/munged.err")).unwrap_or_default()
+        );
+        let key = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(&key).expect("key"))
+        };
+
+        for f in ["reimage-resume", "reimage-suspend", "reimage-slurm-lib.sh"] {
+            let to = s.path(&format!("bin/{f}"));
+            std::fs::create_dir_all(to.parent().expect("bin")).expect("bin dir");
+            std::fs::copy(repo(&format!("examples/slurm/{f}")), &to).expect("copy a program");
+            // slurmctld refuses programs that group or others may write.
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let log_sock = s.path("syslog.sock");
+        let syslog = Syslog::new(&log_sock);
+        s.write(
+            "reimage-slurm.conf",
+            &format!(
+                "REIMAGE={}\nREIMAGE_CONFIG={}\nLOG_SOCKET={}\n{settings}",
+                bin().display(),
+                s.path("reimage.toml").display(),
+                log_sock.display()
+            ),
+        );
+        let conf = s.write(
+            "slurm.conf",
+            &slurm_conf(s, &short_hostname(), &sock, resume_timeout, nodes),
+        );
+        std::fs::create_dir_all(s.path("slurmctld")).expect("state dir");
+
+        let ns = Netns::new();
+        let mut c = ns.cmd("slurmctld");
+        c.args(["-D", "-i"])
+            .env("SLURM_CONF", &conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(s.path("slurmctld.err")).expect("slurmctld.err"),
+            ));
+        let ctld = Daemon(c.spawn().expect("slurmctld (apt-get install slurmctld)"));
+        let mut cl = Cluster {
+            ctld,
+            ns,
+            _munged: munged,
+            syslog,
+            s,
+            conf,
+            key,
+            guests: Vec::new(),
+            keys: Vec::new(),
+        };
+        let started = Instant::now();
+        while !cl.slurm("scontrol", &["ping"]).stdout.contains("is UP") {
+            if let Ok(Some(st)) = cl.ctld.0.try_wait() {
+                panic!(
+                    "slurmctld exited ({st}): {}\n{}",
+                    std::fs::read_to_string(s.path("slurmctld.err")).unwrap_or_default(),
+                    std::fs::read_to_string(s.path("slurmctld.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "slurmctld did not answer `scontrol ping` within 60 s: {}",
+                std::fs::read_to_string(s.path("slurmctld.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        cl
+    }
+
     /// A Slurm client command in the namespace; fails the test past 60 s.
     fn slurm(&self, prog: &str, args: &[&str]) -> Output {
         let mut c = self.ns.cmd(prog);
@@ -353,25 +471,24 @@ impl Cluster<'_> {
     /// slurmctld's log.
     fn diagnosis(&self) -> String {
         let mut d = format!(
-            "{}\n{}\n--- slurmctld.log\n{}",
+            "{}\n{}\n--- slurmctld.log\n{}\n--- syslog\n{}",
             self.slurm("scontrol", &["show", "nodes"]).stdout,
             self.slurm("squeue", &[]).stdout,
-            tail(&self.s.path("slurmctld.log"), 60)
+            tail(&self.s.path("slurmctld.log"), 60),
+            self.syslog.lines().join("\n")
         );
-        for n in &NODES {
-            let console = self.s.path(&format!("state/qemu/{}/console.log", n.name));
+        for (name, ssh) in &self.guests {
+            let console = self.s.path(&format!("state/qemu/{name}/console.log"));
             d.push_str(&format!(
-                "\n--- {}: console\n{}\n--- {}: slurmd and munge\n",
-                n.name,
+                "\n--- {name}: console\n{}\n--- {name}: slurmd and munge\n",
                 tail(&console, 15),
-                n.name
             ));
             let mut c = self.ns.cmd("timeout");
             c.args(["20", "ssh"]);
             for k in &self.keys {
                 c.arg("-i").arg(k);
             }
-            c.args(["-p", &n.ssh.to_string()])
+            c.args(["-p", &ssh.to_string()])
                 .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
                 .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"])
                 .arg("root@127.0.0.1")
@@ -548,8 +665,14 @@ provisioner = "q-{name}"
     c
 }
 
-fn slurm_conf(s: &Scratch, host: &str, munge_socket: &Path) -> String {
-    let mut c = format!(
+fn slurm_conf(
+    s: &Scratch,
+    host: &str,
+    munge_socket: &Path,
+    resume_timeout: u64,
+    nodes: &str,
+) -> String {
+    format!(
         r#"ClusterName=reimage-test
 SlurmctldHost={host}(10.0.2.2)
 SlurmctldPort={SLURMCTLD_PORT}
@@ -575,22 +698,14 @@ ResumeProgram={dir}/bin/reimage-resume
 SuspendProgram={dir}/bin/reimage-suspend
 SuspendTime=20
 SuspendTimeout=15
-ResumeTimeout={RESUME_TIMEOUT}
+ResumeTimeout={resume_timeout}
 ResumeRate=20
 SuspendRate=60
 PrivateData=cloud
-"#,
+{nodes}"#,
         sock = munge_socket.display(),
         dir = s.dir.display(),
-    );
-    for n in &NODES {
-        c.push_str(&format!(
-            "NodeName={} NodeAddr=127.0.0.1 Port={} CPUs=1{} State=CLOUD\n",
-            n.name, n.slurmd, n.feature
-        ));
-    }
-    c.push_str("PartitionName=main Nodes=node[1-3] Default=YES MaxTime=30 State=UP\n");
-    c
+    )
 }
 
 /// The short host name, which SlurmctldHost must name.
@@ -650,60 +765,26 @@ fn slurm_resumes_nodes_through_reimage_and_suspends_them() {
         .unwrap_or_else(|| PathBuf::from("/var/cache/reimage/tiny-guest"));
 
     let s = Scratch::new("slurm");
-    use std::os::unix::fs::PermissionsExt;
-    // munged checks every directory above its socket.
-    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut nodes = String::new();
+    for n in &NODES {
+        nodes.push_str(&format!(
+            "NodeName={} NodeAddr=127.0.0.1 Port={} CPUs=1{} State=CLOUD\n",
+            n.name, n.slurmd, n.feature
+        ));
+    }
+    nodes.push_str("PartitionName=main Nodes=node[1-3] Default=YES MaxTime=30 State=UP\n");
+    let mut cl = Cluster::start(&s, &nodes, RESUME_TIMEOUT, "DEFAULT_IMAGE=tiny-slurm\n");
+    cl.guests = NODES.iter().map(|n| (n.name, n.ssh)).collect();
+    cl.keys = vec![deb.join("id_ed25519"), tiny.join("id_ed25519")];
+    let jobs = job_lines(cl.ns.listen(JOB_PORT));
+    let syslog = &cl.syslog;
 
-    // --- munged with a throwaway key ------------------------------------
-    std::fs::create_dir_all(s.path("munge")).expect("munge dir");
-    let key = s.path("munge/munge.key");
-    let r = run(
-        Command::new("mungekey").arg("-c").arg("-k").arg(&key),
-        Duration::from_secs(30),
-    );
-    assert_eq!(r.code, 0, "mungekey: {}", r.stderr);
-    let sock = s.path("munge/munge.socket.2");
-    let _munged = Daemon(
-        Command::new("munged")
-            .arg("-F")
-            .arg(format!("--key-file={}", key.display()))
-            .arg(format!("--socket={}", sock.display()))
-            .arg(format!(
-                "--pid-file={}",
-                s.path("munge/munged.pid").display()
-            ))
-            .arg(format!(
-                "--seed-file={}",
-                s.path("munge/munged.seed").display()
-            ))
-            .arg(format!(
-                "--log-file={}",
-                s.path("munge/munged.log").display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(s.path("munge/munged.err")).expect("munged.err"),
-            ))
-            .spawn()
-            .expect("munged (apt-get install munge)"),
-    );
-    assert!(
-        eventually(Duration::from_secs(30), || sock.exists()),
-        "munged did not start: {}",
-        std::fs::read_to_string(s.path("munge/munged.err")).unwrap_or_default()
-    );
-    let key_b64 = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&key).expect("key"))
-    };
-
-    // --- the guests' scripts, the job, reimage, the programs -------------
+    // --- the guests' scripts, the job, reimage ----------------------------
     let sockdir = s.path("munge").display().to_string();
     let ctld = SLURMCTLD_PORT.to_string();
     let ports = format!("{}-{}", NODES[0].slurmd, NODES[2].slurmd);
     let node_vars = [
-        ("KEY", key_b64.as_str()),
+        ("KEY", cl.key.as_str()),
         ("SOCKDIR", sockdir.as_str()),
         ("CTLD", ctld.as_str()),
         ("PORTS", ports.as_str()),
@@ -712,61 +793,6 @@ fn slurm_resumes_nodes_through_reimage_and_suspends_them() {
     s.script("tiny-node.sh", &fill(TINY_NODE, &node_vars));
     s.script("job.sh", &JOB.replace("PORT", &JOB_PORT.to_string()));
     s.config(&reimage_config(&s, &deb, &tiny, &tiny_slurm));
-    for f in ["reimage-resume", "reimage-suspend", "reimage-slurm-lib.sh"] {
-        let to = s.path(&format!("bin/{f}"));
-        std::fs::create_dir_all(to.parent().expect("bin")).expect("bin dir");
-        std::fs::copy(repo(&format!("examples/slurm/{f}")), &to).expect("copy a program");
-        // slurmctld refuses programs that group or others may write.
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    let log_sock = s.path("syslog.sock");
-    let syslog = Syslog::new(&log_sock);
-    s.write(
-        "reimage-slurm.conf",
-        &format!(
-            "REIMAGE={}\nREIMAGE_CONFIG={}\nDEFAULT_IMAGE=tiny-slurm\nLOG_SOCKET={}\n",
-            bin().display(),
-            s.path("reimage.toml").display(),
-            log_sock.display()
-        ),
-    );
-    let conf = s.write("slurm.conf", &slurm_conf(&s, &short_hostname(), &sock));
-    std::fs::create_dir_all(s.path("slurmctld")).expect("state dir");
-
-    // --- slurmctld in the namespace ---------------------------------------
-    let ns = Netns::new();
-    let jobs = job_lines(ns.listen(JOB_PORT));
-    let mut c = ns.cmd("slurmctld");
-    c.args(["-D", "-i"])
-        .env("SLURM_CONF", &conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(s.path("slurmctld.err")).expect("slurmctld.err"),
-        ));
-    let mut ctld = Daemon(c.spawn().expect("slurmctld (apt-get install slurmctld)"));
-    let cl = Cluster {
-        s: &s,
-        ns: &ns,
-        conf: conf.clone(),
-        keys: vec![deb.join("id_ed25519"), tiny.join("id_ed25519")],
-    };
-    let started = Instant::now();
-    while !cl.slurm("scontrol", &["ping"]).stdout.contains("is UP") {
-        if let Ok(Some(st)) = ctld.0.try_wait() {
-            panic!(
-                "slurmctld exited ({st}): {}\n{}",
-                std::fs::read_to_string(s.path("slurmctld.err")).unwrap_or_default(),
-                std::fs::read_to_string(s.path("slurmctld.log")).unwrap_or_default()
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "slurmctld did not answer `scontrol ping` within 60 s: {}",
-            std::fs::read_to_string(s.path("slurmctld.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
     for n in &NODES {
         assert_eq!(
             cl.state(n.name).0,
@@ -913,4 +939,149 @@ fn slurm_resumes_nodes_through_reimage_and_suspends_them() {
     }) {
         eprintln!("slurmctld: {l}");
     }
+}
+
+/// The programs' own logic against the real slurmctld, without guests: a
+/// command provisioner whose load and power-off record what they do. One
+/// ResumeProgram run gets pc[1-5] with PARALLEL=2: at most two reimage
+/// runs at once (pc1's load waits until another one has started, so a
+/// program that ran them one by one fails here); pc4's load fails and pc5's
+/// image does not exist (its feature names no image of reimage.toml), and
+/// both end DOWN with reimage's message; the SuspendProgram then powers pc4
+/// off through the provisioner's `power_off`, while pc5's power-off is
+/// refused (64) and says so in the reason.
+#[test]
+fn resume_runs_reimage_bounded_and_marks_failures_down() {
+    let s = Scratch::new("slurm-cmd");
+    let load = s.script(
+        "load.sh",
+        r#"#!/bin/sh
+log=$(dirname "$0")/loads.log
+echo "start $1" >>"$log"
+if [ "$1" = pc1 ]; then
+    i=0
+    while [ "$(grep -c '^start' "$log")" -lt 2 ] && [ $i -lt 600 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    grep -q '^start pc[2-4]$' "$log" || { echo "no other load started" >&2; exit 1; }
+fi
+sleep 1
+echo "end $1" >>"$log"
+if [ "$1" = pc4 ]; then
+    echo "pc4's BMC does not answer" >&2
+    exit 1
+fi
+"#,
+    );
+    let off = s.script(
+        "off.sh",
+        "#!/bin/sh\necho \"off $1\" >>\"$(dirname \"$0\")/off.log\"\n",
+    );
+    let mut toml = format!(
+        r#"max_attempts = 1
+
+[provisioners.script]
+kind = "command"
+load = ["{}", "{{computer}}"]
+power_off = ["{}", "{{computer}}"]
+
+[os.appliance]
+family = "generic"
+channel = "none"
+steps = []
+
+[images.img]
+os = "appliance"
+provisioner = "script"
+"#,
+        load.display(),
+        off.display()
+    );
+    for n in 1..=5 {
+        toml.push_str(&format!("\n[computers.pc{n}]\naddress = \"127.0.0.1\"\n"));
+    }
+    s.config(&toml);
+    let nodes = "NodeName=pc[1-4] NodeAddr=127.0.0.1 Port=6899 CPUs=1 State=CLOUD
+NodeName=pc5 NodeAddr=127.0.0.1 Port=6899 CPUs=1 Feature=image:nope State=CLOUD
+PartitionName=main Nodes=pc[1-5] Default=YES MaxTime=30 State=UP
+";
+    let cl = Cluster::start(&s, nodes, 600, "DEFAULT_IMAGE=img\nPARALLEL=2\n");
+    cl.slurm(
+        "scontrol",
+        &["update", "nodename=pc[1-5]", "state=power_up"],
+    )
+    .code(0);
+
+    cl.until(
+        "pc4 and pc5 DOWN with reimage's reasons",
+        Duration::from_secs(180),
+        || {
+            ["pc4", "pc5"].iter().all(|n| {
+                let (state, reason) = cl.state(n);
+                state.starts_with("DOWN") && reason.starts_with("reimage")
+            })
+        },
+    );
+    cl.until(
+        "the ResumeProgram's last line",
+        Duration::from_secs(60),
+        || (1..=5).all(|n| cl.syslog.has(&format!("resume: pc{n}: exit "))),
+    );
+    assert!(cl.syslog.has("resume: resuming 5 node(s): pc[1-5]"));
+    for n in 1..=3 {
+        assert!(cl.syslog.has(&format!("resume: pc{n}: exit 0 after")));
+        // Ready for reimage; Slurm waits for a slurmd that never comes.
+        assert!(cl.state(&format!("pc{n}")).0.contains("POWERING_UP"));
+    }
+    assert!(cl.syslog.has("resume: pc4: exit 1 after"));
+    assert!(cl.syslog.has("resume: pc5: exit 64 after"));
+
+    // At most two loads at a time, and every load but pc5's ran.
+    let log = std::fs::read_to_string(s.path("loads.log")).expect("loads.log");
+    let (mut now, mut most) = (0, 0);
+    for l in log.lines() {
+        if l.starts_with("start ") {
+            now += 1;
+            most = most.max(now);
+        } else {
+            now -= 1;
+        }
+    }
+    assert_eq!(most, 2, "loads at once:\n{log}");
+    let mut started: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("start "))
+        .collect();
+    started.sort();
+    assert_eq!(started, ["pc1", "pc2", "pc3", "pc4"]);
+
+    // pc4 powered down through its provisioner, the reason kept.
+    cl.until("pc4 powered down", Duration::from_secs(120), || {
+        cl.state("pc4").0 == "DOWN+CLOUD+POWERED_DOWN"
+    });
+    let (_, reason) = cl.state("pc4");
+    assert!(
+        reason.starts_with("reimage: load failed, not retrying")
+            && reason.contains("pc4's BMC does not answer"),
+        "{reason}"
+    );
+    assert!(cl.syslog.has("suspend: pc4: power-off exit 0 after"));
+    assert_eq!(
+        std::fs::read_to_string(s.path("off.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "off pc4")
+            .count(),
+        1
+    );
+    // pc5: no image to resolve a provisioner with, so no power-off either.
+    cl.until("pc5's power-off refused", Duration::from_secs(120), || {
+        cl.syslog.has("suspend: pc5: power-off exit 64 after")
+    });
+    let (_, reason) = cl.state("pc5");
+    assert!(
+        reason.starts_with("reimage power-off: unknown image `nope`"),
+        "{reason}"
+    );
 }
