@@ -285,9 +285,10 @@ struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
-    /// Starts a cluster in `s`. slurm.conf: power saving through the
-    /// example programs with ResumeTimeout `resume_timeout`, then `nodes`
-    /// (the NodeName and PartitionName lines). reimage-slurm.conf: the
+    /// Starts a cluster in `s`. slurm.conf: the cluster's lines, the power
+    /// saving lines of examples/slurm/slurm.conf (shorter times,
+    /// ResumeTimeout `resume_timeout`), then `nodes` (the NodeName and
+    /// PartitionName lines). reimage-slurm.conf: the
     /// built reimage, `s`'s reimage.toml, the syslog socket, then
     /// `settings`.
     fn start(s: &'a Scratch, nodes: &str, resume_timeout: u64, settings: &str) -> Cluster<'a> {
@@ -672,7 +673,7 @@ fn slurm_conf(
     resume_timeout: u64,
     nodes: &str,
 ) -> String {
-    format!(
+    let mut c = format!(
         r#"ClusterName=reimage-test
 SlurmctldHost={host}(10.0.2.2)
 SlurmctldPort={SLURMCTLD_PORT}
@@ -693,19 +694,57 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 MpiDefault=none
-# Power saving through examples/slurm, as its slurm.conf has it.
-ResumeProgram={dir}/bin/reimage-resume
-SuspendProgram={dir}/bin/reimage-suspend
-SuspendTime=20
-SuspendTimeout=15
-ResumeTimeout={resume_timeout}
-ResumeRate=20
-SuspendRate=60
-PrivateData=cloud
-{nodes}"#,
+"#,
         sock = munge_socket.display(),
         dir = s.dir.display(),
-    )
+    );
+    c.push_str(&power_saving(
+        &std::fs::read_to_string(repo("examples/slurm/slurm.conf")).expect("the fragment"),
+        &[
+            (
+                "ResumeProgram",
+                &format!("{}/bin/reimage-resume", s.dir.display()),
+            ),
+            (
+                "SuspendProgram",
+                &format!("{}/bin/reimage-suspend", s.dir.display()),
+            ),
+            ("SuspendTime", "20"),
+            ("SuspendTimeout", "15"),
+            ("ResumeTimeout", &resume_timeout.to_string()),
+        ],
+    ));
+    c.push_str(nodes);
+    c
+}
+
+/// examples/slurm/slurm.conf as a site adds it, with the test's values for
+/// `set` (the programs' paths, shorter times) and without its example nodes
+/// and partition: slurmctld reading it checks the fragment's keys and
+/// values.
+fn power_saving(fragment: &str, set: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    let mut seen = Vec::new();
+    for line in fragment.lines() {
+        let key = line.split('=').next().unwrap_or_default();
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if key == "NodeName" || key == "PartitionName" {
+            continue;
+        }
+        match set.iter().find(|(k, _)| *k == key) {
+            Some((k, v)) => {
+                seen.push(*k);
+                out.push_str(&format!("{k}={v}\n"));
+            }
+            None => out.push_str(&format!("{line}\n")),
+        }
+    }
+    for (k, _) in set {
+        assert!(seen.contains(k), "examples/slurm/slurm.conf has no {k}");
+    }
+    out
 }
 
 /// The short host name, which SlurmctldHost must name.
