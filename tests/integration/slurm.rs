@@ -43,10 +43,8 @@ const SLURMCTLD_PORT: u16 = 6817;
 /// Where the jobs send their output: 10.0.2.2 in a guest, 127.0.0.1 in
 /// the namespace.
 const JOB_PORT: u16 = 7000;
-/// ResumeTimeout: the Debian image's plan at attempt 1 (`reimage check
-/// node1 --image debian-slurm`): QEMU start 1m, port 5m, banner 5m,
-/// login 3m, the post-load script 2m.
-const RESUME_TIMEOUT: u64 = 16 * 60;
+/// The images' `post_load_timeout`, which `reimage check` does not print.
+const POST_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One node: its name, its Slurm feature, the ports QEMU forwards (SSH,
 /// slurmd).
@@ -617,7 +615,7 @@ initrd = "{deb}/initrd.img"
 cmdline = "root=/dev/vda rw console=ttyS0 quiet"
 image_check = {{ command = ["cat", "/etc/reimage-image"], expect = "^debian-" }}
 post_load = ["{dnode}"]
-post_load_timeout = "2m"
+post_load_timeout = "{plt}s"
 
 [images.tiny-slurm]
 os = "tiny"
@@ -628,7 +626,7 @@ initrd = "{tslurm}/initrd.cpio"
 cmdline = "console=ttyS0 quiet reimage.attempt={{attempt}}"
 image_check = {{ command = ["cat", "/etc/reimage-image"], expect = "^tiny-linux$" }}
 post_load = ["{tnode}"]
-post_load_timeout = "2m"
+post_load_timeout = "{plt}s"
 
 # Broken: no SSH server on any attempt.
 [images.tiny-broken]
@@ -644,6 +642,7 @@ cmdline = "console=ttyS0 quiet reimage.attempt={{attempt}} reimage.nossh=all"
         tslurm = tiny_slurm.display(),
         dnode = s.path("debian-node.sh").display(),
         tnode = s.path("tiny-node.sh").display(),
+        plt = POST_LOAD_TIMEOUT.as_secs(),
     );
     for n in &NODES {
         c.push_str(&format!(
@@ -747,6 +746,32 @@ fn power_saving(fragment: &str, set: &[(&str, &str)]) -> String {
     out
 }
 
+/// What `reimage check COMPUTER --image IMAGE` plans at attempt 1: the
+/// first value of each "timeout" list (the provisioner's start, each wait
+/// step), summed.
+fn plan_at_attempt_1(s: &Scratch, computer: &str, image: &str) -> Duration {
+    let r = run(
+        Command::new(bin())
+            .arg("--config")
+            .arg(s.path("reimage.toml"))
+            .args(["check", computer, "--image", image]),
+        Duration::from_secs(30),
+    );
+    r.code(0);
+    let firsts: Vec<Duration> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("timeout"))
+        .filter_map(|(_, rest)| {
+            let first = rest.trim_start_matches([':', ' ']).split(',').next()?;
+            humantime::parse_duration(first.trim()).ok()
+        })
+        .collect();
+    // The start timeout and the port, banner and login steps.
+    assert_eq!(firsts.len(), 4, "{}", r.stdout);
+    firsts.into_iter().sum()
+}
+
 /// The short host name, which SlurmctldHost must name.
 fn short_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -812,7 +837,17 @@ fn slurm_resumes_nodes_through_reimage_and_suspends_them() {
         ));
     }
     nodes.push_str("PartitionName=main Nodes=node[1-3] Default=YES MaxTime=30 State=UP\n");
-    let mut cl = Cluster::start(&s, &nodes, RESUME_TIMEOUT, "DEFAULT_IMAGE=tiny-slurm\n");
+    s.config(&reimage_config(&s, &deb, &tiny, &tiny_slurm));
+    // ResumeTimeout as the README says to choose it: the slowest image's
+    // plan at attempt 1, plus its post-load scripts' timeout.
+    let resume_timeout = plan_at_attempt_1(&s, "node1", "debian-slurm") + POST_LOAD_TIMEOUT;
+    eprintln!("ResumeTimeout: {resume_timeout:?}");
+    let mut cl = Cluster::start(
+        &s,
+        &nodes,
+        resume_timeout.as_secs(),
+        "DEFAULT_IMAGE=tiny-slurm\n",
+    );
     cl.guests = NODES.iter().map(|n| (n.name, n.ssh)).collect();
     cl.keys = vec![deb.join("id_ed25519"), tiny.join("id_ed25519")];
     let jobs = job_lines(cl.ns.listen(JOB_PORT));
@@ -831,7 +866,6 @@ fn slurm_resumes_nodes_through_reimage_and_suspends_them() {
     s.script("debian-node.sh", &fill(DEBIAN_NODE, &node_vars));
     s.script("tiny-node.sh", &fill(TINY_NODE, &node_vars));
     s.script("job.sh", &JOB.replace("PORT", &JOB_PORT.to_string()));
-    s.config(&reimage_config(&s, &deb, &tiny, &tiny_slurm));
     for n in &NODES {
         assert_eq!(
             cl.state(n.name).0,
