@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Provisioner, expand, placeholders};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
@@ -701,6 +701,10 @@ impl Provisioner for Libvirt {
         self.config.describe(plan)
     }
 
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
         collapse(self.load_steps(plan, attempt, report))
     }
@@ -723,6 +727,32 @@ impl Provisioner for Libvirt {
                 }
             });
         Some(collapse(r))
+    }
+}
+
+/// `reimage power-off`: `virsh destroy`, libvirt's hard power-off, for a
+/// domain with a live process; a domain that is shut off or not defined
+/// is off already. The definition and the overlay stay.
+impl PowerOff for Libvirt {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let name = plan.computer.node.as_str();
+        let r = self
+            .domstate(plan, report, self.config.command_timeout)
+            .and_then(|state| match state {
+                None => {
+                    report.info(&format!(
+                        "libvirt at {} has no domain {name}: it is off",
+                        self.config.uri
+                    ));
+                    Ok(())
+                }
+                Some(s) if s == "shut off" => {
+                    report.info(&format!("domain {name} is shut off"));
+                    Ok(())
+                }
+                Some(s) => self.destroy(plan, report, &s),
+            });
+        collapse(r).context(format!("libvirt power-off of {}", plan.computer.name))
     }
 }
 

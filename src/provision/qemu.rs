@@ -19,7 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Provisioner, expand, placeholders};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::{ChannelSettings, Plan};
 use crate::duration;
@@ -972,6 +972,10 @@ impl Provisioner for Qemu {
         self.config.describe(plan)
     }
 
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
         match self.load_inner(plan, attempt, report) {
             Ok(()) => Outcome::Done,
@@ -996,6 +1000,26 @@ impl Provisioner for Qemu {
                 ))),
             },
         )
+    }
+}
+
+/// `reimage power-off`: the VM stops the way a load stops the one before
+/// it (QMP quit, then signals); the run directory keeps the overlay and the
+/// console log.
+impl PowerOff for Qemu {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let run = RunDir::new(&self.config, plan);
+        let name = &plan.computer.name;
+        if run.processes().is_empty() {
+            report.info(&format!(
+                "{name}: no VM of ours runs from {}: it is off",
+                run.dir.display()
+            ));
+        }
+        match stop_run(&run, report) {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(e.context(format!("qemu power-off of {name}"))),
+        }
     }
 }
 

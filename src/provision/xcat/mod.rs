@@ -19,7 +19,7 @@ mod slot;
 
 use std::time::Duration;
 
-use super::Provisioner;
+use super::{PowerOff, Provisioner};
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::exec::{Cmd, Hints, Output};
@@ -240,5 +240,9 @@ impl Provisioner for Xcat {
                 o
             }
         })
+    }
+
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
     }
 }
