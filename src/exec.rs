@@ -10,14 +10,16 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::outcome::Outcome;
 use crate::signal;
 
-/// What a finished command left behind.
-#[derive(Debug, Clone)]
+/// What a finished command left behind: one run here, or one run on the
+/// computer over a channel (`control`).
+#[derive(Debug, Clone, Default)]
 pub struct Output {
-    /// Exit code, or `128 + signal` when it was killed by a signal.
-    pub code: i32,
+    /// Exit status, or `128 + signal` when it was killed by a signal.
+    pub status: i32,
     /// Captured standard output (lossy UTF-8).
     pub stdout: String,
     /// Captured standard error (lossy UTF-8).
@@ -29,7 +31,7 @@ pub struct Output {
 impl Output {
     /// True when the command exited 0.
     pub fn success(&self) -> bool {
-        self.code == 0
+        self.status == 0
     }
 
     /// stdout and stderr together, trimmed, for error messages.
@@ -177,6 +179,38 @@ impl Cmd {
     /// Of each stream only the last [`KEEP_BYTES`] and [`KEEP_LINES`] are
     /// kept.
     pub fn run(&self) -> std::result::Result<Output, ExecError> {
+        let mut r = self.start()?;
+        // Without a pidfd: look for the exit after 2 ms, then ever later.
+        let mut pause = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
+        loop {
+            let wait = r.next_wait(self.timeout, &mut pause);
+            r.read_for(wait);
+            if r.reap().is_err() {
+                kill_group(&mut r.child);
+                break;
+            }
+            if r.drained() {
+                break;
+            }
+            if let Err(i) = signal::check() {
+                if r.exited.is_none() {
+                    kill_group(&mut r.child);
+                }
+                return Err(ExecError::Interrupted(i));
+            }
+            if r.start.elapsed() >= self.timeout {
+                if r.exited.is_some() {
+                    break;
+                }
+                return Err(r.time_out(self.timeout));
+            }
+        }
+        Ok(r.output())
+    }
+
+    /// Starts it: no stdin, both outputs piped, in a process group of its
+    /// own, killed when reimage dies.
+    fn start(&self) -> std::result::Result<Running, ExecError> {
         let Some((prog, args)) = self.argv.split_first() else {
             return Err(ExecError::Spawn(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -195,86 +229,107 @@ impl Cmd {
         die_with_parent(&mut c);
         let start = Instant::now();
         let mut child = c.spawn().map_err(ExecError::Spawn)?;
-        let mut pipes = Pipes {
+        let pipes = Pipes {
             out: child.stdout.take(),
             err: child.stderr.take(),
             tails: [Tail::default(), Tail::default()],
             buf: vec![0; 64 * 1024],
         };
         // Turns readable when the child exits: with it (Linux 5.3+) and the
-        // signal descriptor, the loop sleeps until output, the exit, a
+        // signal descriptor, the watch sleeps until output, the exit, a
         // signal or the timeout, with no wake-ups of its own.
         let pidfd = rustix::process::pidfd_open(
             Pid::from_child(&child),
             rustix::process::PidfdFlags::empty(),
         )
         .ok();
-        let mut pause = Duration::from_millis(2);
-        let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
-        loop {
-            let wait = match (&pidfd, exited) {
-                (Some(_), None) => self.timeout.saturating_sub(start.elapsed()),
-                (Some(_), Some((_, at))) => DRAIN_GRACE.saturating_sub(at.elapsed()),
-                (None, Some(_)) => Duration::from_millis(20),
-                (None, None) => pause,
-            };
-            let watch = pidfd.as_ref().filter(|_| exited.is_none());
-            pipes.read_for(wait, watch);
-            if exited.is_none() {
-                match child.try_wait() {
-                    Ok(Some(st)) => {
-                        // The leader is gone; anything it left in its group
-                        // goes with it.
-                        signal_group(&child, Signal::KILL);
-                        exited = Some((st, Instant::now()));
-                    }
-                    Ok(None) => {}
-                    Err(_) => {
-                        kill_group(&mut child);
-                        break;
-                    }
-                }
-            }
-            if let Some((_, at)) = exited
-                && (pipes.closed() || at.elapsed() >= DRAIN_GRACE)
-            {
-                break;
-            }
-            if let Err(i) = signal::check() {
-                if exited.is_none() {
-                    kill_group(&mut child);
-                }
-                return Err(ExecError::Interrupted(i));
-            }
-            if start.elapsed() >= self.timeout {
-                if exited.is_some() {
-                    break;
-                }
-                kill_group(&mut child);
-                let [stdout, stderr] = pipes.tails.map(Tail::text);
-                let partial = Output {
-                    code: -1,
-                    stdout,
-                    stderr,
-                    elapsed: start.elapsed(),
-                };
-                return Err(ExecError::Timeout {
-                    after: self.timeout,
-                    partial,
-                });
-            }
-            pause = (pause * 2).min(Duration::from_millis(50));
+        Ok(Running {
+            child,
+            pipes,
+            pidfd,
+            start,
+            exited: None,
+        })
+    }
+}
+
+/// A started command, watched to its end.
+struct Running {
+    child: Child,
+    pipes: Pipes,
+    /// Readable when the child exits; None where the kernel has no pidfd.
+    pidfd: Option<OwnedFd>,
+    start: Instant,
+    /// The child's exit status, and when it was seen.
+    exited: Option<(std::process::ExitStatus, Instant)>,
+}
+
+impl Running {
+    /// How long the next read may wait: to the timeout while it runs (the
+    /// pidfd ends the wait at the exit), to the end of the drain grace once
+    /// it exited; without a pidfd, the next pause of `pause` (20 ms once it
+    /// exited).
+    fn next_wait(&self, timeout: Duration, pause: &mut Backoff) -> Duration {
+        match (&self.pidfd, self.exited) {
+            (Some(_), None) => timeout.saturating_sub(self.start.elapsed()),
+            (Some(_), Some((_, at))) => DRAIN_GRACE.saturating_sub(at.elapsed()),
+            (None, Some(_)) => Duration::from_millis(20),
+            (None, None) => pause.next_pause(),
         }
-        let code = exited
-            .map(|(st, _)| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
-            .unwrap_or(-1);
-        let [stdout, stderr] = pipes.tails.map(Tail::text);
-        Ok(Output {
-            code,
+    }
+
+    /// Reads what comes within `wait` (sooner when the child exits).
+    fn read_for(&mut self, wait: Duration) {
+        let watch = self.pidfd.as_ref().filter(|_| self.exited.is_none());
+        self.pipes.read_for(wait, watch);
+    }
+
+    /// Notes the exit if the child exited; its group goes with it. Err: the
+    /// child cannot be waited for.
+    fn reap(&mut self) -> std::io::Result<()> {
+        if self.exited.is_none()
+            && let Some(st) = self.child.try_wait()?
+        {
+            // The leader is gone; anything it left in its group goes with it.
+            signal_group(&self.child, Signal::KILL);
+            self.exited = Some((st, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// It exited and its output is read: both pipes at their end, or the
+    /// drain grace passed.
+    fn drained(&self) -> bool {
+        self.exited
+            .is_some_and(|(_, at)| self.pipes.closed() || at.elapsed() >= DRAIN_GRACE)
+    }
+
+    /// Kills the group at the timeout; the error keeps what it printed.
+    fn time_out(mut self, after: Duration) -> ExecError {
+        kill_group(&mut self.child);
+        let [stdout, stderr] = self.pipes.tails.map(Tail::text);
+        let partial = Output {
+            status: -1,
             stdout,
             stderr,
-            elapsed: start.elapsed(),
-        })
+            elapsed: self.start.elapsed(),
+        };
+        ExecError::Timeout { after, partial }
+    }
+
+    /// What it left behind (status -1 when its exit was never seen).
+    fn output(self) -> Output {
+        let status = self
+            .exited
+            .map(|(st, _)| st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+            .unwrap_or(-1);
+        let [stdout, stderr] = self.pipes.tails.map(Tail::text);
+        Output {
+            status,
+            stdout,
+            stderr,
+            elapsed: self.start.elapsed(),
+        }
     }
 }
 
@@ -474,7 +529,7 @@ impl Cmd {
             Ok(o) => Err(format!(
                 "`{}` exited {}: {}",
                 self.display(),
-                o.code,
+                o.status,
                 o.text()
             )),
             Err(e) => Err(format!("`{}`: {e}", self.display())),
@@ -506,15 +561,30 @@ pub fn excerpt(s: &str, lines: usize) -> String {
     format!("{}…", &t[..end])
 }
 
-/// True when process `pid` exists and is not a zombie (a killed process
-/// whose parent is gone may linger as a zombie where PID 1 does not reap).
+/// True when process `pid` runs: it exists and is not a zombie (one that
+/// exited and was not reaped, as a killed process whose parent is gone may
+/// linger where PID 1 does not reap). Another user's process counts too,
+/// also where `/proc` hides it (hidepid): then it cannot be seen whether it
+/// is a zombie, and it counts as running.
 pub fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Some(p) = Pid::from_raw(pid) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(p) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::PERM => {}
+        Err(_) => return false,
+    }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the name in parentheses, which may hold any
+        // byte but ends at the last `)`.
         Ok(stat) => stat
             .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => true,
     }
 }
 
@@ -588,9 +658,26 @@ mod tests {
         )
         .run()
         .expect("sh runs");
-        assert_eq!(o.code, 3);
+        assert_eq!(o.status, 3);
         assert_eq!(o.stdout.trim(), "out");
         assert_eq!(o.stderr.trim(), "err");
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive_and_no_pid_is_alive() {
+        assert!(alive(std::process::id() as i32));
+        assert!(!alive(0) && !alive(-1) && !alive(i32::MAX));
+        let mut child = Command::new("true").spawn().expect("true runs");
+        let pid = child.id() as i32;
+        // Not reaped: it stays a zombie until the wait below.
+        let t = Instant::now();
+        while alive(pid) && t.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("zombie is listed");
+        assert!(stat.contains(") Z"), "{stat}");
+        assert!(!alive(pid), "zombie {pid} counted as alive");
+        let _ = child.wait();
     }
 
     #[test]

@@ -5,17 +5,19 @@
 //! Both read files other processes write while they read; a record or a
 //! line that does not parse is shown as such, never an error.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::LogArgs;
 use crate::config::Loaded;
 use crate::coord::store::{Holder, Store};
 use crate::error::Error;
+use crate::report::{EventKind, Format};
 use crate::signal;
+use crate::state::{RunResult, StateDir};
 
 /// One line on stdout; a closed stdout (`reimage log pc7 | head`) is not
 /// an error.
@@ -27,7 +29,7 @@ macro_rules! out {
 
 /// The last-run record as `status` reads it: every field optional, so a
 /// record from an older or newer reimage still shows.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Serialize, Deserialize, Default, Clone)]
 struct Record {
     command: Option<String>,
     image: Option<String>,
@@ -43,26 +45,21 @@ struct Record {
     pid: Option<u32>,
 }
 
-/// Whether process `pid` exists on this host.
-fn alive(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    match rustix::process::test_kill_process(p) {
-        Ok(()) => true,
-        Err(e) => e == rustix::io::Errno::PERM,
+impl Record {
+    /// The record says its run is still going (true or not: the process
+    /// may be gone).
+    fn says_running(&self) -> bool {
+        self.result.as_deref().and_then(RunResult::from_name) == Some(RunResult::Running)
     }
 }
 
-fn computers_dir(dir: &Path) -> PathBuf {
-    dir.join("computers")
+/// Whether the run's process `pid` still runs on this host.
+fn alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(crate::exec::alive)
 }
 
-fn read_record(dir: &Path, computer: &str) -> Option<Result<Record, String>> {
-    let p = computers_dir(dir).join(computer).join("last-run.json");
+fn read_record(state: &StateDir, computer: &str) -> Option<Result<Record, String>> {
+    let p = state.last_run_file(computer);
     let text = std::fs::read_to_string(&p).ok()?;
     Some(serde_json::from_str(&text).map_err(|e| format!("unreadable record {}: {e}", p.display())))
 }
@@ -74,7 +71,7 @@ fn run_state(rec: Option<&Record>, holder: Option<&Holder>) -> String {
     }
     match rec {
         None => "never run".into(),
-        Some(r) if r.result.as_deref() == Some("running") => match r.pid {
+        Some(r) if r.says_running() => match r.pid {
             Some(p) if alive(p) => format!("running (pid {p})"),
             Some(p) => format!("stale (pid {p} gone)"),
             None => "stale".into(),
@@ -83,141 +80,188 @@ fn run_state(rec: Option<&Record>, holder: Option<&Holder>) -> String {
     }
 }
 
-/// `reimage status [COMPUTER...]`.
-pub fn status(loaded: &Loaded, dir: &Path, wanted: &[String], json: bool) -> Result<i32, Error> {
-    let mut names: BTreeSet<String> = BTreeSet::new();
-    let on_disk: BTreeSet<String> = std::fs::read_dir(computers_dir(dir))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    if wanted.is_empty() {
-        names.extend(loaded.config.computers.keys().cloned());
-        names.extend(on_disk.iter().cloned());
-    } else {
-        for w in wanted {
-            if !loaded.config.computers.contains_key(w) && !on_disk.contains(w) {
-                return Err(Error::Usage(format!(
-                    "unknown computer `{w}`: not in {} and no records in {}",
-                    loaded.path.display(),
-                    computers_dir(dir).display()
-                )));
-            }
-            names.insert(w.clone());
-        }
-    }
-    let names: Vec<String> = names.into_iter().collect();
-    let mut code = 0;
-    let mut holders: BTreeMap<String, Holder> = BTreeMap::new();
-    if let Some(s) = &loaded.config.coordination {
-        match Store::new(s).and_then(|st| st.holders(&names)) {
-            Ok(v) => holders.extend(v.into_iter().map(|h| (h.computer.clone(), h))),
-            Err(e) => {
-                crate::report::stderr_line(&format!(
-                    "reimage: warning: {e:#}: runs on other management nodes are not shown"
-                ));
-                code = crate::outcome::EXIT_STORE;
-            }
-        }
-    }
+/// `reimage status [COMPUTER...]`: one JSON line per computer as it is
+/// read, or one table at the end.
+pub fn status(
+    loaded: &Loaded,
+    state: &StateDir,
+    wanted: &[String],
+    format: Format,
+) -> Result<i32, Error> {
+    let names = computers_to_show(loaded, state, wanted)?;
+    let (holders, code) = live_holders(loaded, &names);
     let mut rows = Vec::new();
-    for n in &names {
-        let rec = read_record(dir, n);
-        let (rec, bad) = match rec {
+    for name in &names {
+        let seen = Seen::read(state, name, holders.get(name));
+        match format {
+            Format::Json => out!("{}", seen.json()),
+            Format::Human => rows.push(seen.row()),
+        }
+    }
+    if format == Format::Human {
+        print_table(&rows);
+    }
+    Ok(code)
+}
+
+/// The computers `status` shows: those asked for (each must be in the
+/// config or have records), else every one in the config or on disk.
+fn computers_to_show(
+    loaded: &Loaded,
+    state: &StateDir,
+    wanted: &[String],
+) -> Result<Vec<String>, Error> {
+    let on_disk = state.computers();
+    if wanted.is_empty() {
+        let mut names = on_disk;
+        names.extend(loaded.config.computers.keys().cloned());
+        return Ok(names.into_iter().collect());
+    }
+    let mut names = BTreeSet::new();
+    for w in wanted {
+        if !loaded.config.computers.contains_key(w) && !on_disk.contains(w) {
+            return Err(Error::Usage(format!(
+                "unknown computer `{w}`: not in {} and no records in {}",
+                loaded.path.display(),
+                state.computers_dir().display()
+            )));
+        }
+        names.insert(w.clone());
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// With `[coordination]`, the store's live holders of `names`, by
+/// computer; and the exit code: 69 when the store cannot be read (said on
+/// stderr; the local records still show).
+fn live_holders(loaded: &Loaded, names: &[String]) -> (BTreeMap<String, Holder>, i32) {
+    let Some(s) = &loaded.config.coordination else {
+        return (BTreeMap::new(), 0);
+    };
+    match Store::new(s).and_then(|st| st.holders(names)) {
+        Ok(v) => (v.into_iter().map(|h| (h.computer.clone(), h)).collect(), 0),
+        Err(e) => {
+            crate::report::stderr_line(&format!(
+                "reimage: warning: {e:#}: runs on other management nodes are not shown"
+            ));
+            (BTreeMap::new(), crate::outcome::EXIT_STORE)
+        }
+    }
+}
+
+/// What `status` knows of one computer.
+struct Seen<'a> {
+    name: &'a str,
+    /// The last-run record (empty when it does not parse).
+    record: Option<Record>,
+    /// Why the record does not parse.
+    bad: Option<String>,
+    holder: Option<&'a Holder>,
+    /// Is a run in progress, and where.
+    run: String,
+}
+
+impl<'a> Seen<'a> {
+    fn read(state: &StateDir, name: &'a str, holder: Option<&'a Holder>) -> Seen<'a> {
+        let (record, bad) = match read_record(state, name) {
             Some(Ok(r)) => (Some(r), None),
             Some(Err(e)) => (Some(Record::default()), Some(e)),
             None => (None, None),
         };
-        let holder = holders.get(n);
-        let run = run_state(rec.as_ref(), holder);
-        if json {
-            let mut v = serde_json::json!({ "computer": n, "run": run });
-            if let Some(r) = &rec {
-                v["record"] = serde_json::json!({
-                    "command": r.command, "image": r.image, "reservation": r.reservation,
-                    "phase": r.phase, "attempt": r.attempt, "of": r.of, "result": r.result,
-                    "message": r.message, "exit_code": r.exit_code, "started": r.started,
-                    "updated": r.updated, "pid": r.pid,
-                });
-            }
-            if let Some(h) = holder {
-                v["holder"] = serde_json::json!({
-                    "host": h.host, "pid": h.pid, "command": h.command, "started": h.started,
-                });
-            }
-            if let Some(b) = &bad {
-                v["error"] = serde_json::json!(b);
-            }
-            out!("{v}");
-            continue;
-        }
-        let r = rec.clone().unwrap_or_default();
-        let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-        rows.push([
-            n.clone(),
-            dash(&r.command),
-            dash(&r.image),
-            dash(&r.reservation),
-            dash(&r.phase.clone().filter(|p| !p.is_empty())),
-            match (r.attempt, r.of) {
-                (Some(a), Some(o)) => format!("{a}/{o}"),
-                _ => "-".into(),
-            },
-            bad.map(|_| "unreadable".to_string())
-                .unwrap_or_else(|| dash(&r.result)),
-            r.exit_code
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "-".into()),
-            dash(&r.started),
-            dash(&r.updated),
+        let run = run_state(record.as_ref(), holder);
+        Seen {
+            name,
+            record,
+            bad,
+            holder,
             run,
-        ]);
-    }
-    if !json {
-        let head = [
-            "COMPUTER",
-            "COMMAND",
-            "IMAGE",
-            "RESERVATION",
-            "PHASE",
-            "ATTEMPT",
-            "RESULT",
-            "EXIT",
-            "STARTED",
-            "UPDATED",
-            "RUN",
-        ];
-        // The command column keeps only the subcommand: the rest is in
-        // the image and attempt columns.
-        for r in rows.iter_mut() {
-            r[1] = r[1].split_whitespace().next().unwrap_or("-").to_string();
-        }
-        let mut w = head.map(str::len);
-        for r in &rows {
-            for (i, c) in r.iter().enumerate() {
-                w[i] = w[i].max(c.chars().count());
-            }
-        }
-        let line = |cells: Vec<&str>| {
-            let mut s = String::new();
-            for (i, c) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    s.push_str(c);
-                } else {
-                    s.push_str(&format!("{c:<width$}  ", width = w[i]));
-                }
-            }
-            out!("{}", s.trim_end());
-        };
-        line(head.to_vec());
-        for r in &rows {
-            line(r.iter().map(String::as_str).collect());
         }
     }
-    Ok(code)
+
+    /// The computer as one JSON object.
+    fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "computer": self.name, "run": self.run });
+        if let Some(r) = &self.record {
+            v["record"] = serde_json::to_value(r).unwrap_or_default();
+        }
+        if let Some(h) = self.holder {
+            v["holder"] = serde_json::json!({
+                "host": h.host, "pid": h.pid, "command": h.command, "started": h.started,
+            });
+        }
+        if let Some(b) = &self.bad {
+            v["error"] = serde_json::json!(b);
+        }
+        v
+    }
+
+    /// The computer as a table row, one cell per [`COLUMNS`] entry.
+    fn row(&self) -> [String; COLUMNS.len()] {
+        let r = self.record.clone().unwrap_or_default();
+        let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+        [
+            self.name.to_string(),
+            // Only the subcommand: the rest is in the image and attempt
+            // columns.
+            dash(
+                r.command
+                    .and_then(|c| c.split_whitespace().next().map(str::to_string)),
+            ),
+            dash(r.image),
+            dash(r.reservation),
+            dash(r.phase.filter(|p| !p.is_empty())),
+            dash(r.attempt.zip(r.of).map(|(a, o)| format!("{a}/{o}"))),
+            match self.bad {
+                Some(_) => "unreadable".to_string(),
+                None => dash(r.result),
+            },
+            dash(r.exit_code.map(|c| c.to_string())),
+            dash(r.started),
+            dash(r.updated),
+            self.run.clone(),
+        ]
+    }
+}
+
+/// The columns of `status`'s table.
+const COLUMNS: [&str; 11] = [
+    "COMPUTER",
+    "COMMAND",
+    "IMAGE",
+    "RESERVATION",
+    "PHASE",
+    "ATTEMPT",
+    "RESULT",
+    "EXIT",
+    "STARTED",
+    "UPDATED",
+    "RUN",
+];
+
+/// The table: a head line, then the rows, each column as wide as its
+/// widest cell (the last one not padded).
+fn print_table(rows: &[[String; COLUMNS.len()]]) {
+    let mut w = COLUMNS.map(str::len);
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; COLUMNS.len()]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        out!("{}", s.trim_end());
+    };
+    line(COLUMNS);
+    for r in rows {
+        line(r.each_ref().map(String::as_str));
+    }
 }
 
 /// The event log split into runs: a run begins at a `start` event, or at
@@ -227,10 +271,10 @@ fn split_runs(text: &str) -> Vec<Vec<&str>> {
     let mut ended = true;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let kind = kind_of(line);
-        if kind.as_deref() == Some("start") || ended {
+        if kind == Some(EventKind::Start) || ended {
             runs.push(Vec::new());
         }
-        ended = kind.as_deref() == Some("run");
+        ended = kind == Some(EventKind::Run);
         if let Some(r) = runs.last_mut() {
             r.push(line);
         }
@@ -238,9 +282,11 @@ fn split_runs(text: &str) -> Vec<Vec<&str>> {
     runs
 }
 
-fn kind_of(line: &str) -> Option<String> {
+/// The kind of the event on `line`; None for a line that is not an event
+/// or a kind this reimage does not know.
+fn kind_of(line: &str) -> Option<EventKind> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    v.get("kind")?.as_str().map(str::to_string)
+    EventKind::from_name(v.get("kind")?.as_str()?)
 }
 
 /// One event as a readable line.
@@ -250,7 +296,7 @@ fn readable(line: &str) -> String {
     };
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let n = |k: &str| v.get(k).and_then(|x| x.as_i64());
-    let kind = s("kind").unwrap_or_default();
+    let kind = s("kind").as_deref().and_then(EventKind::from_name);
     let mut out = format!(
         "{} {}",
         s("time").unwrap_or_default(),
@@ -262,18 +308,22 @@ fn readable(line: &str) -> String {
     if let Some(p) = s("phase") {
         out.push_str(&format!(" {p}"));
     }
-    match kind.as_str() {
-        "start" => out.push_str(": start"),
-        "step" => out.push_str(&format!(" {}: started", s("step").unwrap_or_default())),
-        "step-end" => out.push_str(&format!(
+    match kind {
+        Some(EventKind::Start) => out.push_str(": start"),
+        Some(EventKind::Step) => {
+            out.push_str(&format!(" {}: started", s("step").unwrap_or_default()))
+        }
+        Some(EventKind::StepEnd) => out.push_str(&format!(
             " {}: {}",
             s("step").unwrap_or_default(),
             s("result").unwrap_or_default()
         )),
-        "result" => out.push_str(&format!(": {}", s("result").unwrap_or_default())),
-        "run" => out.push_str(&format!(": exit {}", n("code").unwrap_or(-1))),
-        "output" => out.push_str(&format!(": output (exit {})", n("code").unwrap_or(-1))),
-        "warn" => out.push_str(": warning"),
+        Some(EventKind::Result) => out.push_str(&format!(": {}", s("result").unwrap_or_default())),
+        Some(EventKind::Run) => out.push_str(&format!(": exit {}", n("code").unwrap_or(-1))),
+        Some(EventKind::Output) => {
+            out.push_str(&format!(": output (exit {})", n("code").unwrap_or(-1)))
+        }
+        Some(EventKind::Warn) => out.push_str(": warning"),
         _ => {}
     }
     if let Some(m) = s("message") {
@@ -290,8 +340,8 @@ fn readable(line: &str) -> String {
     out
 }
 
-fn show(line: &str, json: bool) {
-    if json {
+fn show(line: &str, format: Format) {
+    if format == Format::Json {
         out!("{line}");
     } else {
         out!("{}", readable(line));
@@ -299,8 +349,8 @@ fn show(line: &str, json: bool) {
 }
 
 /// `reimage log COMPUTER [--run N | --all | --follow]`.
-pub fn log(dir: &Path, a: &LogArgs, json: bool) -> Result<i32, Error> {
-    let path = computers_dir(dir).join(&a.computer).join("events.jsonl");
+pub fn log(state: &StateDir, a: &LogArgs, format: Format) -> Result<i32, Error> {
+    let path = state.event_log(&a.computer);
     let mut file = std::fs::File::open(&path).map_err(|e| {
         Error::Usage(format!(
             "no event log for computer `{}` at {}: {e} (has it run on this host? see --state-dir)",
@@ -323,10 +373,10 @@ pub fn log(dir: &Path, a: &LogArgs, json: bool) -> Result<i32, Error> {
     }
     if a.all {
         for (i, r) in runs.iter().enumerate() {
-            if !json {
+            if format == Format::Human {
                 out!("== run {} of {}", i + 1, runs.len());
             }
-            r.iter().for_each(|l| show(l, json));
+            r.iter().for_each(|l| show(l, format));
         }
         return Ok(0);
     }
@@ -339,21 +389,21 @@ pub fn log(dir: &Path, a: &LogArgs, json: bool) -> Result<i32, Error> {
             runs.len()
         )));
     };
-    run.iter().for_each(|l| show(l, json));
-    if !a.follow || run.last().and_then(|l| kind_of(l)).as_deref() == Some("run") {
+    run.iter().for_each(|l| show(l, format));
+    if !a.follow || run.last().and_then(|l| kind_of(l)) == Some(EventKind::Run) {
         return Ok(0);
     }
-    follow(dir, &a.computer, &mut file, whole as u64, json)
+    follow(state, &a.computer, &mut file, whole as u64, format)
 }
 
 /// Shows new events until the run ends (its `run` event), its process is
 /// gone, or SIGINT.
 fn follow(
-    dir: &Path,
+    state: &StateDir,
     computer: &str,
     file: &mut std::fs::File,
     mut at: u64,
-    json: bool,
+    format: Format,
 ) -> Result<i32, Error> {
     let mut pending = Vec::new();
     loop {
@@ -372,30 +422,27 @@ fn follow(
                 continue;
             }
             let kind = kind_of(&line);
-            if kind.as_deref() == Some("start") {
+            if kind == Some(EventKind::Start) {
                 // Another run began: ours ended without its last event.
                 return Ok(0);
             }
-            show(&line, json);
-            if kind.as_deref() == Some("run") {
+            show(&line, format);
+            if kind == Some(EventKind::Run) {
                 return Ok(0);
             }
         }
         if buf.is_empty() {
             // A new run trims the log by renaming a new file over it, so
             // the run followed here has ended.
-            if replaced(
-                &computers_dir(dir).join(computer).join("events.jsonl"),
-                file,
-            ) {
+            if replaced(&state.event_log(computer), file) {
                 return Ok(0);
             }
-            let running = match read_record(dir, computer) {
-                Some(Ok(r)) => r.result.as_deref() == Some("running") && r.pid.is_some_and(alive),
+            let running = match read_record(state, computer) {
+                Some(Ok(r)) => r.says_running() && r.pid.is_some_and(alive),
                 _ => false,
             };
             if !running {
-                if !json {
+                if format == Format::Human {
                     out!("(the run's process is gone; no more events)");
                 }
                 return Ok(0);
@@ -436,5 +483,62 @@ mod tests {
             runs.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![2, 2, 3, 1]
         );
+    }
+
+    #[test]
+    fn a_status_row_shortens_the_command_and_dashes_what_is_missing() {
+        let record = Record {
+            command: Some("provision --image img --reservation 4711".into()),
+            phase: Some(String::new()),
+            attempt: Some(2),
+            of: Some(3),
+            result: Some("retry".into()),
+            ..Record::default()
+        };
+        let seen = Seen {
+            name: "pc7",
+            record: Some(record),
+            bad: None,
+            holder: None,
+            run: "idle".into(),
+        };
+        let row = seen.row();
+        assert_eq!(
+            row.each_ref().map(String::as_str),
+            [
+                "pc7",
+                "provision",
+                "-",
+                "-",
+                "-",
+                "2/3",
+                "retry",
+                "-",
+                "-",
+                "-",
+                "idle"
+            ]
+        );
+        let unreadable = Seen {
+            bad: Some("unreadable record".into()),
+            ..seen
+        };
+        assert_eq!(unreadable.row()[6], "unreadable");
+        assert_eq!(unreadable.json()["error"], "unreadable record");
+    }
+
+    #[test]
+    fn events_read_as_lines_by_their_kind() {
+        let line = |kind: &str| {
+            readable(&format!(
+                r#"{{"time":"T","computer":"pc7","kind":"{kind}","step":"port 22","result":"ok","code":3}}"#
+            ))
+        };
+        assert_eq!(line("step-end"), "T pc7 port 22: ok");
+        assert_eq!(line("run"), "T pc7: exit 3");
+        assert_eq!(line("output"), "T pc7: output (exit 3)");
+        // A kind from a newer reimage still shows, without a suffix.
+        assert_eq!(line("teleport"), "T pc7");
+        assert_eq!(readable("nope"), "(unreadable line) nope");
     }
 }

@@ -13,10 +13,12 @@
 //! - `fleet`: the admin's views (status, log) over records and the store;
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
-//! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
-//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
+//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
+//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
+//!   mechanisms.
 
 mod attempt;
+mod backoff;
 mod cli;
 mod config;
 mod control;
@@ -26,6 +28,7 @@ mod encoding;
 mod error;
 mod exec;
 mod fleet;
+mod names;
 mod os;
 mod outcome;
 mod probe;
@@ -45,7 +48,7 @@ mod xml;
 use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 
-use cli::{CheckArgs, Cli, Command, CompletionsArgs, StepArgs};
+use cli::{CheckArgs, Cli, Command, CompletionsArgs, PowerOffArgs, StepArgs};
 use config::{Loaded, Plan};
 pub use error::Error;
 use outcome::EXIT_USAGE;
@@ -109,6 +112,7 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
         Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
         Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
+        Command::PowerOff(a) => (Some(&a.computer), a.image.as_ref()),
         Command::Log(a) => (Some(&a.computer), None),
         Command::Status(_) | Command::SetupDb | Command::Completions(_) => (None, None),
     };
@@ -119,7 +123,7 @@ fn json_end(cli: &Cli, e: &Error) {
 fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
-        "kind": "run",
+        "kind": report::EventKind::Run,
         "computer": computer,
         "image": image,
         "result": e.kind(),
@@ -136,6 +140,8 @@ enum Job {
     Provision(Option<u32>, bool),
     /// One phase at attempt K of N (N default: the plan's).
     Single(Phase, u32, Option<u32>),
+    /// The provisioner's power-off.
+    PowerOff,
 }
 
 /// The one dispatch over the subcommand.
@@ -145,13 +151,13 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         Command::Check(a) => return check(cli, &load(cli)?, a),
         Command::Status(a) => {
             let loaded = load(cli)?;
-            let dir = state_dir(cli, &loaded);
-            return fleet::status(&loaded, &dir, &a.computers, cli.json);
+            let state = state::StateDir::new(&state_dir(cli, &loaded));
+            return fleet::status(&loaded, &state, &a.computers, format(cli));
         }
         Command::Log(a) => {
             let loaded = load(cli)?;
-            let dir = state_dir(cli, &loaded);
-            return fleet::log(&dir, a, cli.json);
+            let state = state::StateDir::new(&state_dir(cli, &loaded));
+            return fleet::log(&state, a, format(cli));
         }
         Command::SetupDb => return setup_db(&load(cli)?),
         Command::Provision(a) => (
@@ -160,9 +166,30 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         ),
         Command::Load(a) => (target(a), single(Phase::Load, a)?),
         Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
+        Command::PowerOff(a) => {
+            let loaded = load(cli)?;
+            let image = power_off_image(cli, &loaded, a)?;
+            return run(cli, &loaded, &a.computer, &image, None, Job::PowerOff);
+        }
     };
     let (computer, image, reservation) = target;
     run(cli, &load(cli)?, computer, image, reservation.clone(), job)
+}
+
+/// The image `power-off` resolves its plan with (the provisioner is the
+/// computer's, else the image's): `--image`, else the computer's last run's.
+fn power_off_image(cli: &Cli, loaded: &Loaded, a: &PowerOffArgs) -> Result<String, Error> {
+    if let Some(i) = &a.image {
+        return Ok(i.clone());
+    }
+    let state = state::StateDir::new(&state_dir(cli, loaded));
+    match state.read_last_run(&a.computer) {
+        Some(r) if !r.image.is_empty() => Ok(r.image),
+        _ => Err(Error::Usage(format!(
+            "computer `{}` has no last run to take the image from: give --image IMAGE, whose provisioner (or the computer's) powers it off",
+            a.computer
+        ))),
+    }
 }
 
 /// Loads the config and decodes every provisioner table up front, so
@@ -225,6 +252,24 @@ fn state_dir(cli: &Cli, loaded: &Loaded) -> PathBuf {
         .clone()
         .or_else(|| loaded.config.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from("/var/lib/reimage"))
+}
+
+/// How events and views are written: `--json` or for people.
+fn format(cli: &Cli) -> report::Format {
+    if cli.json {
+        report::Format::Json
+    } else {
+        report::Format::Human
+    }
+}
+
+/// How much the screen shows: `-q` or `-v` (clap lets only one through).
+fn verbosity(cli: &Cli) -> report::Verbosity {
+    match (cli.quiet, cli.verbose) {
+        (true, _) => report::Verbosity::Quiet,
+        (false, true) => report::Verbosity::Verbose,
+        (false, false) => report::Verbosity::Normal,
+    }
 }
 
 /// The plan's provisioner, decoded (its table was checked in `execute`).
@@ -315,6 +360,7 @@ fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String 
             p.name(),
             of.map(|n| format!(" --of {n}")).unwrap_or_default()
         ),
+        Job::PowerOff => format!("power-off --image {image}"),
     };
     if let Some(r) = reservation {
         s.push_str(&format!(" --reservation {r}"));
@@ -333,6 +379,19 @@ fn run(
     let dir = state_dir(cli, loaded);
     let mut plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
     let provisioner = provisioner(loaded, &plan)?;
+    if matches!(job, Job::PowerOff) && provisioner.power_off().is_none() {
+        return Err(Error::Usage(format!(
+            "provisioner `{}` (kind {}) of computer `{}` cannot power it off: {}",
+            plan.provisioner.name,
+            plan.provisioner.kind,
+            plan.computer.name,
+            if plan.provisioner.kind == "command" {
+                "give it a power_off command"
+            } else {
+                "it leaves the computer's power alone"
+            }
+        )));
+    }
     let os = os::build(&plan);
     let state = state::StateDir::open(&dir)?;
     let command = describe_job(&job, &plan.image.name, &reservation);
@@ -347,9 +406,8 @@ fn run(
         &plan.computer.name,
         &plan.image.name,
         reservation,
-        cli.json,
-        cli.quiet,
-        cli.verbose,
+        format(cli),
+        verbosity(cli),
     );
     let log = state.event_log(&plan.computer.name);
     // Under the lock and before this run's first event: no one writes it.
@@ -363,6 +421,7 @@ fn run(
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
+        Job::PowerOff => ("power-off", 1),
     };
     let previous = state.read_last_run(&plan.computer.name);
     let mut runner = runner::Runner {
@@ -386,6 +445,7 @@ fn run(
         Job::Provision(_, false) => runner.provision(of, runner::Reuse::Off),
         // Without --of, an attempt past the plan's count is the last one.
         Job::Single(phase, k, _) => runner.single(phase, plan.attempt(k, of.max(k))),
+        Job::PowerOff => runner.power_off(),
     };
     if report.mode() != report::Mode::Json && code != 0 && !cli.quiet {
         report::stderr_line(&format!("reimage: event log: {}", log.display()));

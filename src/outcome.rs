@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::names::names;
+
 /// Exit code: the step is done.
 pub const EXIT_DONE: i32 = 0;
 /// Exit code: a module failed for a reason that may not come back.
@@ -27,7 +29,7 @@ pub const EXIT_CONFIG: i32 = 78;
 /// The two steps of an attempt, as events and the last-run record name
 /// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Phase {
     /// The provisioning module.
     Load,
@@ -35,25 +37,14 @@ pub enum Phase {
     PostLoad,
 }
 
-impl Phase {
-    /// The name in events and records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Load => "load",
-            Phase::PostLoad => "post-load",
-        }
-    }
-}
+names!(Phase {
+    Load => "load",
+    PostLoad => "post-load",
+});
 
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An outcome without its error: what events and records keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// An outcome without its error: what events and records keep (as the
+/// result of an event and of the last-run record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// See [`Outcome::Done`].
     Done,
@@ -138,9 +129,15 @@ mod tests {
         }
         assert_eq!(j(&Phase::Load), r#""load""#);
         assert_eq!(j(&Phase::PostLoad), r#""post-load""#);
-        assert_eq!(j(&Verdict::Done), r#""done""#);
-        assert_eq!(j(&Verdict::Retry), r#""retry""#);
-        assert_eq!(j(&Verdict::Fatal), r#""fatal""#);
+        // A verdict reaches the disk as the record's and the event's result.
+        for (v, name) in [
+            (Verdict::Done, r#""done""#),
+            (Verdict::Retry, r#""retry""#),
+            (Verdict::Fatal, r#""fatal""#),
+        ] {
+            assert_eq!(j(&crate::state::RunResult::from(v)), name);
+            assert_eq!(j(&crate::report::EventResult::from(v)), name);
+        }
         assert_eq!(Phase::PostLoad.to_string(), "post-load");
         let p: Phase = serde_json::from_str(r#""post-load""#).expect("parses");
         assert_eq!(p, Phase::PostLoad);

@@ -57,7 +57,8 @@ pub enum Started {
     /// a failed socket connect again only after one more failing call
     /// (ECONNABORTED), which costs what a new socket does.
     Failed(std::io::Error),
-    /// On its way: poll [`Pending::fd`] for writable, then [`Pending::finish`].
+    /// On its way: poll it (its `as_fd`) for writable, then
+    /// [`Pending::finish`].
     Pending(Pending),
 }
 
@@ -142,8 +143,8 @@ pub fn ping(host: &str, timeout: Duration) -> Seen {
     );
     match cmd.run() {
         Ok(o) if o.success() => Seen::Up(format!("{host} answers ping")),
-        Ok(o) if o.code == 1 => Seen::Down("no echo reply".into()),
-        Ok(o) => Seen::Down(format!("ping exited {}: {}", o.code, o.text())),
+        Ok(o) if o.status == 1 => Seen::Down("no echo reply".into()),
+        Ok(o) => Seen::Down(format!("ping exited {}: {}", o.status, o.text())),
         Err(e) => Seen::Down(format!("ping: {e} (install iputils-ping)")),
     }
 }

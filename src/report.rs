@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::duration;
 use crate::exec::Output;
+use crate::names::names;
 use crate::outcome::{Phase, Verdict};
 
 /// How events reach the person or program that ran reimage.
@@ -26,9 +27,40 @@ pub enum Mode {
     Json,
 }
 
+/// How the person or program that ran reimage wants events: `--json`
+/// or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// For people: a spinner on a terminal, else plain lines (stderr).
+    Human,
+    /// JSON lines on stdout.
+    Json,
+}
+
+/// How much of the run the screen shows (the event log gets all of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// `-q`: warnings and results only, and no spinner.
+    Quiet,
+    /// Attempts, phases, steps and their ends, warnings, results.
+    Normal,
+    /// `-v`: also what each step sees and commands' output.
+    Verbose,
+}
+
+/// Whether an event is shown on the screen besides the event log (and
+/// stdout with `--json`); [`Verbosity::Quiet`] still hides all but
+/// warnings and results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Screen {
+    Always,
+    IfVerbose,
+    Never,
+}
+
 /// What an event tells.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str")]
 pub enum EventKind {
     /// A run starts (written to the event log only; `reimage log` splits
     /// runs here).
@@ -55,9 +87,23 @@ pub enum EventKind {
     Run,
 }
 
+names!(EventKind {
+    Start => "start",
+    Attempt => "attempt",
+    Phase => "phase",
+    Step => "step",
+    Progress => "progress",
+    StepEnd => "step-end",
+    Output => "output",
+    Info => "info",
+    Warn => "warn",
+    Result => "result",
+    Run => "run",
+});
+
 /// How a step or a phase ended.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str")]
 pub enum EventResult {
     /// A step succeeded.
     Ok,
@@ -73,18 +119,14 @@ pub enum EventResult {
     Interrupted,
 }
 
-impl EventResult {
-    fn name(self) -> &'static str {
-        match self {
-            EventResult::Ok => "ok",
-            EventResult::Failed => "failed",
-            EventResult::Done => "done",
-            EventResult::Retry => "retry",
-            EventResult::Fatal => "fatal",
-            EventResult::Interrupted => "interrupted",
-        }
-    }
-}
+names!(EventResult {
+    Ok => "ok",
+    Failed => "failed",
+    Done => "done",
+    Retry => "retry",
+    Fatal => "fatal",
+    Interrupted => "interrupted",
+});
 
 impl From<Verdict> for EventResult {
     fn from(v: Verdict) -> EventResult {
@@ -162,8 +204,7 @@ struct Inner {
 /// The reporter every module writes to.
 pub struct Reporter {
     mode: Mode,
-    quiet: bool,
-    verbose: bool,
+    verbosity: Verbosity,
     computer: String,
     image: String,
     reservation: Option<String>,
@@ -171,27 +212,26 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// A reporter for one computer and image; `json` picks JSON lines, else a
-    /// spinner when stderr is a terminal, else plain lines.
+    /// A reporter for one computer and image: JSON lines for
+    /// [`Format::Json`], else a spinner when stderr is a terminal (and not
+    /// [`Verbosity::Quiet`]), else plain lines.
     pub fn new(
         computer: &str,
         image: &str,
         reservation: Option<String>,
-        json: bool,
-        quiet: bool,
-        verbose: bool,
+        format: Format,
+        verbosity: Verbosity,
     ) -> Reporter {
-        let mode = if json {
-            Mode::Json
-        } else if std::io::stderr().is_terminal() && !quiet {
-            Mode::Tty
-        } else {
-            Mode::Plain
+        let mode = match format {
+            Format::Json => Mode::Json,
+            Format::Human if std::io::stderr().is_terminal() && verbosity != Verbosity::Quiet => {
+                Mode::Tty
+            }
+            Format::Human => Mode::Plain,
         };
         Reporter {
             mode,
-            quiet,
-            verbose,
+            verbosity,
             computer: computer.into(),
             image: image.into(),
             reservation,
@@ -258,7 +298,7 @@ impl Reporter {
         }
     }
 
-    fn emit(&self, inner: &mut Inner, mut e: Event, show: bool) {
+    fn emit(&self, inner: &mut Inner, mut e: Event, screen: Screen) {
         if e.kind != EventKind::Output
             && let Some(m) = e.message.as_mut()
             && m.len() > MESSAGE_BYTES
@@ -271,9 +311,15 @@ impl Reporter {
                 stdout_line(&line);
             }
         }
+        let show = match screen {
+            Screen::Always => true,
+            Screen::IfVerbose => self.verbosity == Verbosity::Verbose,
+            Screen::Never => false,
+        };
         if !show
             || self.mode == Mode::Json
-            || (self.quiet && !matches!(e.kind, EventKind::Warn | EventKind::Result))
+            || (self.verbosity == Verbosity::Quiet
+                && !matches!(e.kind, EventKind::Warn | EventKind::Result))
         {
             return;
         }
@@ -320,7 +366,7 @@ impl Reporter {
         let mut i = self.lock();
         let mut e = self.base(&i, EventKind::Start);
         e.message = Some(format!("{command} (pid {})", std::process::id()));
-        self.emit(&mut i, e, false);
+        self.emit(&mut i, e, Screen::Never);
     }
 
     /// Attempt `k` of `n` starts.
@@ -331,7 +377,7 @@ impl Reporter {
         i.step = None;
         let mut e = self.base(&i, EventKind::Attempt);
         e.message = Some(format!("attempt {k} of {n}"));
-        self.emit(&mut i, e, true);
+        self.emit(&mut i, e, Screen::Always);
     }
 
     /// A phase starts.
@@ -341,7 +387,7 @@ impl Reporter {
         i.step = None;
         let mut e = self.base(&i, EventKind::Phase);
         e.message = Some(format!("{phase} starts"));
-        self.emit(&mut i, e, true);
+        self.emit(&mut i, e, Screen::Always);
         if self.mode == Mode::Tty && i.bar.is_none() {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
@@ -364,7 +410,7 @@ impl Reporter {
             Some(t) => format!("{name}: waiting up to {}", duration::fmt(t)),
             None => name.to_string(),
         });
-        self.emit(&mut i, e, true);
+        self.emit(&mut i, e, Screen::Always);
         self.redraw(&i);
     }
 
@@ -376,7 +422,7 @@ impl Reporter {
             i.last_progress = status.to_string();
             let mut e = self.base(&i, EventKind::Progress);
             e.message = Some(status.to_string());
-            self.emit(&mut i, e, self.verbose);
+            self.emit(&mut i, e, Screen::IfVerbose);
         }
         self.redraw(&i);
     }
@@ -391,7 +437,7 @@ impl Reporter {
             EventResult::Failed
         });
         e.message = Some(message.to_string());
-        self.emit(&mut i, e, true);
+        self.emit(&mut i, e, Screen::Always);
         i.step = None;
         self.redraw(&i);
     }
@@ -405,7 +451,7 @@ impl Reporter {
         e.elapsed_ms = None;
         e.result = Some(result);
         e.message = message;
-        self.emit(&mut i, e, true);
+        self.emit(&mut i, e, Screen::Always);
     }
 
     /// The run ended with an exit code and a result (the record's).
@@ -419,7 +465,7 @@ impl Reporter {
         e.code = Some(code);
         e.result = Some(result);
         e.message = Some(message.to_string());
-        self.emit(&mut i, e, true);
+        self.emit(&mut i, e, Screen::Always);
     }
 
     /// Something worth telling.
@@ -427,7 +473,7 @@ impl Reporter {
         let mut i = self.lock();
         let mut e = self.base(&i, EventKind::Info);
         e.message = Some(msg.to_string());
-        self.emit(&mut i, e, true);
+        self.emit(&mut i, e, Screen::Always);
     }
 
     /// Something the user should fix.
@@ -435,7 +481,7 @@ impl Reporter {
         let mut i = self.lock();
         let mut e = self.base(&i, EventKind::Warn);
         e.message = Some(msg.to_string());
-        self.emit(&mut i, e, true);
+        self.emit(&mut i, e, Screen::Always);
     }
 
     /// A command's captured output: into the event log always, to the screen
@@ -443,13 +489,13 @@ impl Reporter {
     pub fn output(&self, command: &str, out: &Output) {
         let mut i = self.lock();
         let mut e = self.base(&i, EventKind::Output);
-        e.code = Some(out.code);
+        e.code = Some(out.status);
         e.elapsed_ms = Some(out.elapsed.as_millis() as u64);
         e.message = Some(format!(
             "{command}\n{}",
             crate::exec::bounded(&out.text(), EVENT_OUTPUT_BYTES, EVENT_OUTPUT_LINES)
         ));
-        self.emit(&mut i, e, self.verbose);
+        self.emit(&mut i, e, Screen::IfVerbose);
     }
 
     fn redraw(&self, i: &Inner) {
@@ -545,7 +591,7 @@ mod tests {
 
     #[test]
     fn event_json_keeps_its_strings() {
-        let r = Reporter::new("pc7", "img", None, false, true, false);
+        let r = Reporter::new("pc7", "img", None, Format::Human, Verbosity::Quiet);
         let i = r.lock();
         let mut e = r.base(&i, EventKind::StepEnd);
         e.phase = Some(Phase::PostLoad);

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
+use crate::report::EventKind;
 use crate::state::write_atomic;
 
 /// Defaults: 20 runs (three weeks of nightly reloads), 8 MiB.
@@ -77,17 +78,35 @@ pub fn trim(path: &Path, keep: Retention) -> Result<Trimmed> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Trimmed::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
+    let (runs, broken_lines) =
+        split_runs(file).with_context(|| format!("cannot read {}", path.display()))?;
+    let (kept, bytes) = newest_that_fit(&runs, keep);
+    let trimmed = Trimmed {
+        runs: runs.len() - kept,
+        broken_lines,
+    };
+    if trimmed == Trimmed::default() {
+        return Ok(trimmed);
+    }
+    let data = read_runs(path, &runs[runs.len() - kept..], bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    write_atomic(path, &data)?;
+    Ok(trimmed)
+}
+
+/// The log's runs, as `reimage log` splits them: a run begins at its
+/// `start` event and ends with its `run` event. And how many lines were
+/// not whole JSON (left out of every run).
+fn split_runs(file: std::fs::File) -> std::io::Result<(Vec<Run>, usize)> {
     let mut reader = BufReader::new(file);
     let mut runs: Vec<Run> = Vec::new();
     let mut current = Run::default();
-    let mut trimmed = Trimmed::default();
+    let mut broken = 0;
     let mut offset = 0u64;
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let n = reader.read_until(b'\n', &mut line)?;
         if n == 0 {
             break;
         }
@@ -98,24 +117,28 @@ pub fn trim(path: &Path, keep: Retention) -> Result<Trimmed> {
             None => None,
         };
         let Some(k) = parsed else {
-            trimmed.broken_lines += 1;
+            broken += 1;
             continue;
         };
-        // A run begins at its `start` event and ends with its `run` event,
-        // as `reimage log` splits them.
-        if k.kind == Some("start") && !current.lines.is_empty() {
+        let kind = k.kind.and_then(EventKind::from_name);
+        if kind == Some(EventKind::Start) && !current.lines.is_empty() {
             runs.push(std::mem::take(&mut current));
         }
         current.lines.push((start, n));
         current.bytes += n as u64;
-        if k.kind == Some("run") {
+        if kind == Some(EventKind::Run) {
             runs.push(std::mem::take(&mut current));
         }
     }
     if !current.lines.is_empty() {
         runs.push(current);
     }
-    // Newest first: keep while both limits allow.
+    Ok((runs, broken))
+}
+
+/// How many of the newest finished runs `keep` allows (room is left for
+/// the run about to start), and their bytes.
+fn newest_that_fit(runs: &[Run], keep: Retention) -> (usize, u64) {
     let room = keep.keep_runs.saturating_sub(1) as usize;
     let mut kept = 0usize;
     let mut bytes = 0u64;
@@ -126,29 +149,23 @@ pub fn trim(path: &Path, keep: Retention) -> Result<Trimmed> {
         kept += 1;
         bytes += r.bytes;
     }
-    trimmed.runs = runs.len() - kept;
-    if trimmed == Trimmed::default() {
-        return Ok(trimmed);
-    }
-    // What is kept is at most max_bytes: it is read into memory once.
+    (kept, bytes)
+}
+
+/// The lines of `runs` read back from the log, `bytes` of them (at most
+/// `max_bytes`: they fit in memory).
+fn read_runs(path: &Path, runs: &[Run], bytes: u64) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::with_capacity(bytes as usize);
-    let mut reader = BufReader::new(
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
-    );
+    let mut reader = BufReader::new(std::fs::File::open(path)?);
     let mut at = 0u64;
-    for r in &runs[runs.len() - kept..] {
-        for &(start, len) in &r.lines {
-            std::io::Seek::seek_relative(&mut reader, (start - at) as i64)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let from = data.len();
-            data.resize(from + len, 0);
-            std::io::Read::read_exact(&mut reader, &mut data[from..])
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            at = start + len as u64;
-        }
+    for &(start, len) in runs.iter().flat_map(|r| &r.lines) {
+        std::io::Seek::seek_relative(&mut reader, (start - at) as i64)?;
+        let from = data.len();
+        data.resize(from + len, 0);
+        std::io::Read::read_exact(&mut reader, &mut data[from..])?;
+        at = start + len as u64;
     }
-    write_atomic(path, &data)?;
-    Ok(trimmed)
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -51,6 +51,16 @@ fn last_attempt_rule(o: Outcome, attempt: Attempt) -> Outcome {
     }
 }
 
+/// What a phase runs as, for the contract's rule of the last attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunAs {
+    /// Part of an attempt: a retry on the last attempt is fatal.
+    Attempt,
+    /// The post-load of a reused preload, which is no attempt: its retry
+    /// means "load as usual".
+    ReusedPreload,
+}
+
 /// The most of an error message the last-run record holds, in bytes.
 pub const RECORD_MESSAGE_BYTES: usize = 16 * 1024;
 
@@ -111,12 +121,11 @@ impl Runner<'_> {
     }
 
     fn phase(&mut self, phase: Phase, attempt: Attempt) -> Outcome {
-        self.phase_as(phase, attempt, true)
+        self.phase_as(phase, attempt, RunAs::Attempt)
     }
 
-    /// One phase; `last_rule`: a retry on the last attempt is fatal (every
-    /// phase but the post-load of a reused preload, which is no attempt).
-    fn phase_as(&mut self, phase: Phase, attempt: Attempt, last_rule: bool) -> Outcome {
+    /// One phase, run as `run_as` says.
+    fn phase_as(&mut self, phase: Phase, attempt: Attempt, run_as: RunAs) -> Outcome {
         self.record.attempt = attempt.number;
         self.record.phase = Some(phase);
         // The record never claims more than is true: while a phase runs,
@@ -147,10 +156,9 @@ impl Runner<'_> {
                 self.report,
             ),
         };
-        let o = if last_rule {
-            last_attempt_rule(o, attempt)
-        } else {
-            o
+        let o = match run_as {
+            RunAs::Attempt => last_attempt_rule(o, attempt),
+            RunAs::ReusedPreload => o,
         };
         // The record holds a bounded message: its head and tail.
         let msg = o
@@ -322,7 +330,7 @@ impl Runner<'_> {
         }
         let a = self.plan.attempt(1, n);
         self.report.attempt(1, n);
-        let o = self.phase_as(Phase::PostLoad, a, false);
+        let o = self.phase_as(Phase::PostLoad, a, RunAs::ReusedPreload);
         if signal::caught().is_some() {
             return Some(self.end(EXIT_FATAL, ""));
         }
@@ -388,6 +396,36 @@ impl Runner<'_> {
             Outcome::Retry(e) => format!("{} asks for a retry: {e:#}", phase.name()),
             Outcome::Fatal(e) => format!("{} failed: {e:#}", phase.name()),
         };
+        self.end(o.exit_code(), &msg)
+    }
+
+    /// `reimage power-off`: the provisioner's own power-off, once; exit 0
+    /// / 75 / 1 as for a single step. No phase, no attempt loop: the record
+    /// says `power-off` with attempt 1 of 1.
+    pub fn power_off(&mut self) -> i32 {
+        let name = &self.plan.computer.name;
+        let Some(off) = self.provisioner.power_off() else {
+            // `main` refuses before the lock; kept as a fatal for safety.
+            return self.end(
+                EXIT_FATAL,
+                &format!(
+                    "provisioner `{}` has no power-off",
+                    self.plan.provisioner.name
+                ),
+            );
+        };
+        self.record.attempt = 1;
+        self.save();
+        let o = off.off(self.plan, self.report);
+        let msg = match &o {
+            Outcome::Done => format!("{name} is off"),
+            Outcome::Retry(e) => format!("power-off asks for a retry: {e:#}"),
+            Outcome::Fatal(e) => format!("power-off failed: {e:#}"),
+        };
+        self.record.result = o.verdict().into();
+        self.record.message = o
+            .error()
+            .map(|e| crate::exec::shorten(&format!("{e:#}"), RECORD_MESSAGE_BYTES));
         self.end(o.exit_code(), &msg)
     }
 }

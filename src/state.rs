@@ -6,12 +6,15 @@ use anyhow::{Context, Result};
 
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+use crate::names::names;
 use crate::outcome::{Phase, Verdict};
 
 /// The computer is locked by another run; `main` exits 73 on it.
@@ -138,7 +141,7 @@ pub struct Preload {
 
 /// Where a run stands in its last-run record.
 #[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum RunResult {
     /// Still going.
     #[default]
@@ -152,6 +155,14 @@ pub enum RunResult {
     /// Stopped by a signal.
     Interrupted,
 }
+
+names!(RunResult {
+    Running => "running",
+    Done => "done",
+    Retry => "retry",
+    Fatal => "fatal",
+    Interrupted => "interrupted",
+});
 
 impl From<Verdict> for RunResult {
     fn from(v: Verdict) -> RunResult {
@@ -167,13 +178,10 @@ impl From<Verdict> for RunResult {
 /// before the first phase.
 mod phase_or_empty {
     use super::Phase;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(p: &Option<Phase>, s: S) -> Result<S::Ok, S::Error> {
-        match p {
-            Some(p) => p.serialize(s),
-            None => s.serialize_str(""),
-        }
+        s.serialize_str(p.map_or("", Phase::name))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Phase>, D::Error> {
@@ -181,7 +189,7 @@ mod phase_or_empty {
         if s.is_empty() {
             return Ok(None);
         }
-        Phase::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&s)).map(Some)
+        Phase::try_from(s).map(Some).map_err(D::Error::custom)
     }
 }
 
@@ -259,14 +267,65 @@ impl StateDir {
         Ok(StateDir::new(root))
     }
 
+    // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
+    // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
+    // with lock, last-run.json, events.jsonl, preload.json,
+    // boot-id-before-load, known_hosts.before-load and ACCOUNT-password.
+
+    /// The directory that holds one directory per computer.
+    pub fn computers_dir(&self) -> PathBuf {
+        self.root.join("computers")
+    }
+
     /// The directory of one computer.
     pub fn computer_dir(&self, computer: &str) -> PathBuf {
-        self.root.join("computers").join(computer)
+        self.computers_dir().join(computer)
+    }
+
+    /// The computers that have a directory here (that is, records of runs
+    /// on this host); none when the directory cannot be read.
+    pub fn computers(&self) -> BTreeSet<String> {
+        let Ok(rd) = std::fs::read_dir(self.computers_dir()) else {
+            return BTreeSet::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect()
     }
 
     /// The computer's append-only event log.
     pub fn event_log(&self, computer: &str) -> PathBuf {
         self.computer_dir(computer).join("events.jsonl")
+    }
+
+    /// The computer's last-run record ([`LastRun`], as JSON).
+    pub fn last_run_file(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("last-run.json")
+    }
+
+    /// Where the password first boot set for `account` (Administrator,
+    /// root) on the computer is kept: `administrator-password`,
+    /// `root-password`.
+    pub fn password_file(&self, computer: &str, account: &str) -> PathBuf {
+        self.computer_dir(computer)
+            .join(format!("{}-password", account.to_ascii_lowercase()))
+    }
+
+    /// The SSH host keys of every computer, under its name (the default of
+    /// the profile's `known_hosts`).
+    pub fn known_hosts(&self) -> PathBuf {
+        self.root.join("known_hosts")
+    }
+
+    /// Scratch host keys for the look at the computer before a load, which
+    /// must not touch the real ones.
+    pub fn known_hosts_before_load(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("known_hosts.before-load")
+    }
+
+    fn slots_dir(&self, name: &str) -> PathBuf {
+        self.root.join("slots").join(name)
     }
 
     fn ensure(&self, dir: &Path) -> Result<()> {
@@ -296,21 +355,21 @@ impl StateDir {
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         let start = Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pause = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
         while !try_lock(&file, &path)? {
             // Held. The pid in the file is the holder's once it is there
             // and alive; empty or dead means the holder is between taking
             // the lock and writing its pid, or between emptying the file and
             // letting go: look again (and try the lock again).
-            let holder = read_pid(&mut file).filter(|&p| crate::exec::alive(p as i32));
+            let holder =
+                read_pid(&mut file).filter(|&p| i32::try_from(p).is_ok_and(crate::exec::alive));
             if holder.is_some() || start.elapsed() >= HOLDER_WAIT {
                 return Err(LockError::Held(Locked {
                     computer: computer.into(),
                     pid: holder,
                 }));
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(100));
+            std::thread::sleep(pause.next_pause());
         }
         let mark = |file: &mut File| -> std::io::Result<()> {
             // One write at offset 0, then the length: a reader sees the
@@ -329,12 +388,12 @@ impl StateDir {
         let dir = self.computer_dir(computer);
         self.ensure(&dir)?;
         let text = serde_json::to_vec_pretty(r)?;
-        write_atomic(&dir.join("last-run.json"), &text)
+        write_atomic(&self.last_run_file(computer), &text)
     }
 
     /// The last-run record, if there is one that parses.
     pub fn read_last_run(&self, computer: &str) -> Option<LastRun> {
-        let text = std::fs::read(self.computer_dir(computer).join("last-run.json")).ok()?;
+        let text = std::fs::read(self.last_run_file(computer)).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -406,7 +465,7 @@ impl StateDir {
         wait: Duration,
         mut waiting: impl FnMut(Duration),
     ) -> Result<Option<Slot>> {
-        let dir = self.root.join("slots").join(name);
+        let dir = self.slots_dir(name);
         self.ensure(&dir)?;
         // Opened once; each poll only tries the locks.
         let mut files = (0..max.max(1))
@@ -421,7 +480,7 @@ impl StateDir {
             })
             .collect::<Result<Vec<File>>>()?;
         let start = Instant::now();
-        let mut pause = Duration::from_millis(20);
+        let mut pause = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         loop {
             if let Some(i) = files.iter().position(|f| f.try_lock().is_ok()) {
                 let file = files.swap_remove(i);
@@ -434,8 +493,7 @@ impl StateDir {
                 return Ok(None);
             }
             waiting(start.elapsed());
-            crate::signal::sleep(pause)?;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            crate::signal::sleep(pause.next_pause())?;
         }
     }
 }
@@ -461,7 +519,7 @@ impl StateDir {
     /// any process, this one included). A slot is held while its file is
     /// locked; a free slot's stale label is not returned.
     pub fn slot_labels(&self, name: &str) -> Vec<String> {
-        let dir = self.root.join("slots").join(name);
+        let dir = self.slots_dir(name);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
@@ -560,6 +618,21 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&LastRun::default()).expect("json"))
                 .expect("parses");
         assert_eq!(none.phase, None);
+    }
+
+    #[test]
+    fn the_layout_keeps_the_documented_names() {
+        // README "Where things go" and reimage.toml(5) name these paths.
+        let s = StateDir::new(Path::new("/s"));
+        let c = |f: &str| PathBuf::from("/s/computers/pc7").join(f);
+        assert_eq!(s.event_log("pc7"), c("events.jsonl"));
+        assert_eq!(s.last_run_file("pc7"), c("last-run.json"));
+        assert_eq!(
+            s.password_file("pc7", "Administrator"),
+            c("administrator-password")
+        );
+        assert_eq!(s.password_file("pc7", "root"), c("root-password"));
+        assert_eq!(s.known_hosts(), Path::new("/s/known_hosts"));
     }
 
     #[test]

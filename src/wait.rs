@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The one backoff; also reachable here, beside the waits that pace with it.
+pub use crate::backoff::Backoff;
 use crate::duration;
 use crate::outcome::Outcome;
 use crate::probe::{self, Pending, Started};
@@ -65,76 +67,10 @@ impl Pace {
         first: Duration::from_millis(100),
         max: Duration::from_secs(2),
     };
-}
 
-/// A pause that grows from a first value by a factor up to a longest one,
-/// optionally with jitter: the one backoff every polling loop uses.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-    factor: f64,
-    jitter: bool,
-}
-
-impl Backoff {
-    /// Doubles from `first` up to `max`.
-    pub fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            next: first.min(max),
-            max,
-            factor: 2.0,
-            jitter: false,
-        }
-    }
-
-    /// Follows `pace`: grows by half from `pace.first` up to `pace.max`.
-    pub fn pace(pace: Pace) -> Backoff {
-        Backoff {
-            factor: 1.5,
-            ..Backoff::new(pace.first, pace.max)
-        }
-    }
-
-    /// Each pause a random 50-100 % of its value, so that many runs that
-    /// failed together do not come back together.
-    pub fn jittered(self) -> Backoff {
-        Backoff {
-            jitter: true,
-            ..self
-        }
-    }
-
-    /// The next pause; the one after it is longer, up to the longest.
-    pub fn next_pause(&mut self) -> Duration {
-        let d = self.next;
-        self.next = self.max.min(self.next.mul_f64(self.factor));
-        if self.jitter {
-            d.mul_f64(0.5 + (random_u64() % 1000) as f64 / 2000.0)
-        } else {
-            d
-        }
-    }
-
-    /// The next pause, but not past `deadline`.
-    pub fn next_until(&mut self, deadline: Instant) -> Duration {
-        self.next_pause()
-            .min(deadline.saturating_duration_since(Instant::now()))
-    }
-}
-
-/// 64 random bits from the kernel (time and pid if that fails): jitter only.
-pub fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) => u64::from_ne_bytes(b),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            t ^ u64::from(std::process::id()).rotate_left(32)
-        }
+    /// The pauses of this pace: from `first`, growing by half up to `max`.
+    pub fn backoff(self) -> Backoff {
+        Backoff::new(self.first, self.max).growing_by(1.5)
     }
 }
 
@@ -215,7 +151,7 @@ pub fn poll(
 ) -> Waited {
     let mut t = Tracker::new();
     let deadline = t.start + limits.timeout;
-    let mut pause = Backoff::pace(pace);
+    let mut pause = pace.backoff();
     loop {
         if let Err(i) = signal::check() {
             return Waited::Interrupted(i);
@@ -252,7 +188,7 @@ pub fn overlapped(
     // this thread can sleep in poll(2) beside the signal descriptor.
     let bell = signal::bell();
     let mut in_flight = 0usize;
-    let mut pause = Backoff::pace(pace);
+    let mut pause = pace.backoff();
     let mut next = Instant::now();
     loop {
         if let Err(i) = signal::check() {
@@ -336,6 +272,14 @@ impl Rate {
         silent_max: Duration::from_secs(2),
         in_flight: 3,
     };
+
+    /// The pauses between probes to a silent target: doubling from
+    /// `answering` (its first is twice that) up to `silent_max`, never
+    /// shorter than `answering`.
+    fn silent_backoff(&self) -> Backoff {
+        let longest = self.silent_max.max(self.answering);
+        Backoff::new((self.answering * 2).min(longest), longest)
+    }
 }
 
 /// What a TCP watch looks for once a connect succeeds.
@@ -390,177 +334,264 @@ pub fn tcp_counted(
     connect_timeout: Duration,
     want: Want<'_>,
     label: &str,
-    mut target: impl FnMut() -> Result<SocketAddr, String>,
+    target: impl FnMut() -> Result<SocketAddr, String>,
 ) -> (Waited, TcpStats) {
-    let mut t = Tracker::new();
-    let mut stats = TcpStats::default();
-    let deadline = t.start + limits.timeout;
-    let mut flights: Vec<(Flight, Instant)> = Vec::new();
-    let mut pause = rate.answering;
-    let mut next = t.start;
-    // The last refusal's status, made once, not on every probe.
-    let mut refused: Option<(i32, String)> = None;
-    let mut failed = |e: &std::io::Error, t: &mut Tracker| {
-        let code = e.raw_os_error().unwrap_or(-1);
-        let status = match &refused {
-            Some((c, s)) if *c == code => s.clone(),
-            _ => {
-                let s = format!("{label}: {}", probe::io_text(e));
-                refused = Some((code, s.clone()));
-                s
-            }
-        };
-        t.see(status, report);
+    let t = Tracker::new();
+    let next = t.start;
+    let mut w = TcpWatch {
+        report,
+        limits,
+        rate,
+        connect_timeout,
+        want,
+        label,
+        target,
+        t,
+        stats: TcpStats::default(),
+        flights: Vec::new(),
+        pause: rate.answering,
+        silent: rate.silent_backoff(),
+        next,
+        refused: None,
     };
-    // A finished connect or banner: Some(ready text), or the status seen.
-    let connected = |s: TcpStream, flights: &mut Vec<(Flight, Instant)>, since: Instant| match want
-    {
-        Want::Connect => Some(format!("{} accepts connections", peer(&s))),
-        Want::Banner(_) => {
-            flights.push((Flight::Reading(s, Vec::new()), since));
-            None
-        }
-    };
-    loop {
-        if let Err(i) = signal::check() {
-            return (Waited::Interrupted(i), stats);
-        }
-        let now = Instant::now();
-        // Give up on connects and banners that took too long.
-        flights.retain(|(f, since)| {
-            let keep = now.duration_since(*since) < connect_timeout;
-            if !keep {
-                let m = match f {
-                    Flight::Connecting(_) => "no answer",
-                    Flight::Reading(..) => "no banner: no answer",
-                };
-                t.see(format!("{label}: {m}"), report);
+    let waited = w.run();
+    (waited, w.stats)
+}
+
+/// One TCP watch under way: the connects and banner reads in flight, the
+/// pacing, and what has been seen.
+struct TcpWatch<'a, F> {
+    report: &'a Reporter,
+    limits: Limits,
+    rate: Rate,
+    connect_timeout: Duration,
+    want: Want<'a>,
+    label: &'a str,
+    target: F,
+    t: Tracker,
+    stats: TcpStats,
+    /// Each with the time its connect started.
+    flights: Vec<(Flight, Instant)>,
+    /// The pause before the next probe: `rate.answering`, or longer while
+    /// the target is silent.
+    pause: Duration,
+    /// The pauses for a silent target, started over when it answers.
+    silent: Backoff,
+    /// When the next probe may start.
+    next: Instant,
+    /// The last refusal's errno and status, made once, not on every probe.
+    refused: Option<(i32, String)>,
+}
+
+impl<F: FnMut() -> Result<SocketAddr, String>> TcpWatch<'_, F> {
+    /// Probes until ready, out of time, stalled or interrupted.
+    fn run(&mut self) -> Waited {
+        let deadline = self.t.start + self.limits.timeout;
+        loop {
+            if let Err(i) = signal::check() {
+                return Waited::Interrupted(i);
             }
-            keep
-        });
-        if now >= next && flights.len() < rate.in_flight {
-            // Earlier probes still unanswered: the target is silent, so
-            // wait longer before the next.
-            if !flights.is_empty() {
-                pause = rate.silent_max.max(rate.answering).min(pause * 2);
+            self.expire(Instant::now());
+            if let Some(m) = self.probe_if_due(Instant::now()) {
+                return Waited::Ready(m, self.t.start.elapsed());
             }
-            next = now + pause;
-            stats.probes += 1;
-            match target() {
-                Err(e) => t.see(e, report),
-                Ok(addr) => match probe::start_connect(addr) {
-                    Started::Connected(s) => {
-                        if let Some(m) = connected(s, &mut flights, now) {
-                            return (Waited::Ready(m, t.start.elapsed()), stats);
-                        }
-                    }
-                    Started::Failed(e) => {
-                        pause = rate.answering;
-                        failed(&e, &mut t);
-                    }
-                    Started::Pending(p) => flights.push((Flight::Connecting(p), now)),
-                },
+            if let Some(v) = self.t.verdict(self.limits) {
+                return v;
             }
-            stats.most_in_flight = stats.most_in_flight.max(flights.len());
-        }
-        if let Some(v) = t.verdict(limits) {
-            return (v, stats);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return (Waited::TimedOut(t.status.clone()), stats);
-        }
-        // Sleep in poll(2) until an answer, the next probe, the first
-        // expiry, the deadline, or a signal: no wake-up of its own.
-        let mut wake = deadline;
-        if flights.len() < rate.in_flight {
-            wake = wake.min(next);
-        }
-        for (_, since) in &flights {
-            wake = wake.min(*since + connect_timeout);
-        }
-        // Sleep in poll(2); the indices of the flights that have an answer.
-        let ready: Vec<usize> = {
-            let mut fds: Vec<PollFd<'_>> = flights
-                .iter()
-                .map(|(f, _)| match f {
-                    Flight::Connecting(p) => PollFd::new(p, PollFlags::OUT),
-                    Flight::Reading(s, _) => PollFd::new(s, PollFlags::IN),
-                })
-                .collect();
-            signal::poll(&mut fds, wake.saturating_duration_since(now));
-            fds.iter()
-                .enumerate()
-                .filter(|(_, f)| !f.revents().is_empty())
-                .map(|(i, _)| i)
-                .collect()
-        };
-        if ready.is_empty() {
-            continue;
-        }
-        // Walk backwards so removing a flight keeps earlier indices valid.
-        for i in ready.into_iter().rev() {
-            let (f, since) = flights.swap_remove(i);
-            match f {
-                Flight::Connecting(p) => match p.finish() {
-                    Ok(s) => {
-                        if let Some(m) = connected(s, &mut flights, since) {
-                            return (Waited::Ready(m, t.start.elapsed()), stats);
-                        }
-                    }
-                    Err(e) => {
-                        pause = rate.answering;
-                        failed(&e, &mut t);
-                    }
-                },
-                Flight::Reading(mut s, mut buf) => {
-                    let Want::Banner(re) = want else { continue };
-                    let mut chunk = [0u8; 1024];
-                    let (line, ended) = match s.read(&mut chunk) {
-                        Ok(0) => (None, true),
-                        Ok(k) => {
-                            buf.extend_from_slice(&chunk[..k]);
-                            match buf.iter().position(|b| *b == b'\n') {
-                                Some(end) => (Some(end), false),
-                                None if buf.len() >= BANNER_LIMIT => (Some(buf.len()), false),
-                                None => (None, false),
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => (None, false),
-                        Err(e) => {
-                            pause = rate.answering;
-                            t.see(
-                                format!("{label}: no banner: {}", probe::io_text(&e)),
-                                report,
-                            );
-                            continue;
-                        }
-                    };
-                    match (line, ended) {
-                        (Some(end), _) => {
-                            let text = String::from_utf8_lossy(&buf[..end]);
-                            let l = text.trim_end();
-                            if re.is_match(l) {
-                                return (
-                                    Waited::Ready(format!("banner `{l}`"), t.start.elapsed()),
-                                    stats,
-                                );
-                            }
-                            pause = rate.answering;
-                            t.see(
-                                format!("{label}: banner `{l}` does not match /{}/", re.as_str()),
-                                report,
-                            );
-                        }
-                        (None, true) => {
-                            pause = rate.answering;
-                            t.see(format!("{label}: closed before sending a banner"), report);
-                        }
-                        (None, false) => flights.push((Flight::Reading(s, buf), since)),
-                    }
+            let now = Instant::now();
+            if now >= deadline {
+                return Waited::TimedOut(self.t.status.clone());
+            }
+            // Walk backwards so removing a flight keeps earlier indices valid.
+            for i in self.await_answers(now, deadline).into_iter().rev() {
+                if let Some(m) = self.answer(i) {
+                    return Waited::Ready(m, self.t.start.elapsed());
                 }
             }
         }
+    }
+
+    fn see(&mut self, status: String) {
+        self.t.see(status, self.report);
+    }
+
+    /// Gives up on connects and banners that took too long.
+    fn expire(&mut self, now: Instant) {
+        let (kept, late): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flights)
+            .into_iter()
+            .partition(|(_, since)| now.duration_since(*since) < self.connect_timeout);
+        self.flights = kept;
+        for (f, _) in late {
+            let m = match f {
+                Flight::Connecting(_) => "no answer",
+                Flight::Reading(..) => "no banner: no answer",
+            };
+            self.see(format!("{}: {m}", self.label));
+        }
+    }
+
+    /// Starts a connect if one is due and a slot is free: Some(ready text)
+    /// when it connected at once and only the connect was wanted.
+    fn probe_if_due(&mut self, now: Instant) -> Option<String> {
+        if now < self.next || self.flights.len() >= self.rate.in_flight {
+            return None;
+        }
+        // Earlier probes still unanswered: the target is silent, so wait
+        // longer before the next.
+        if !self.flights.is_empty() {
+            self.pause = self.silent.next_pause();
+        }
+        self.next = now + self.pause;
+        self.stats.probes += 1;
+        let ready = match (self.target)() {
+            Err(e) => {
+                self.see(e);
+                None
+            }
+            Ok(addr) => match probe::start_connect(addr) {
+                Started::Connected(s) => self.connected(s, now),
+                Started::Failed(e) => {
+                    self.failed(&e);
+                    None
+                }
+                Started::Pending(p) => {
+                    self.flights.push((Flight::Connecting(p), now));
+                    None
+                }
+            },
+        };
+        self.stats.most_in_flight = self.stats.most_in_flight.max(self.flights.len());
+        ready
+    }
+
+    /// A finished connect: Some(ready text) when only the connect was
+    /// wanted, else its banner is read next.
+    fn connected(&mut self, s: TcpStream, since: Instant) -> Option<String> {
+        match self.want {
+            Want::Connect => Some(format!("{} accepts connections", peer(&s))),
+            Want::Banner(_) => {
+                self.flights.push((Flight::Reading(s, Vec::new()), since));
+                None
+            }
+        }
+    }
+
+    /// The target answered: back to the short pause.
+    fn answered(&mut self, status: String) {
+        self.pause = self.rate.answering;
+        self.silent = self.rate.silent_backoff();
+        self.see(status);
+    }
+
+    /// A connect that failed (refused, unreachable).
+    fn failed(&mut self, e: &std::io::Error) {
+        let code = e.raw_os_error().unwrap_or(-1);
+        let status = match &self.refused {
+            Some((c, s)) if *c == code => s.clone(),
+            _ => {
+                let s = format!("{}: {}", self.label, probe::io_text(e));
+                self.refused = Some((code, s.clone()));
+                s
+            }
+        };
+        self.answered(status);
+    }
+
+    /// Sleeps in poll(2) until an answer, the next probe, the first expiry,
+    /// the deadline, or a signal (no wake-up of its own); the indices of
+    /// the flights that have an answer.
+    fn await_answers(&self, now: Instant, deadline: Instant) -> Vec<usize> {
+        let mut wake = deadline;
+        if self.flights.len() < self.rate.in_flight {
+            wake = wake.min(self.next);
+        }
+        for (_, since) in &self.flights {
+            wake = wake.min(*since + self.connect_timeout);
+        }
+        let mut fds: Vec<PollFd<'_>> = self
+            .flights
+            .iter()
+            .map(|(f, _)| match f {
+                Flight::Connecting(p) => PollFd::new(p, PollFlags::OUT),
+                Flight::Reading(s, _) => PollFd::new(s, PollFlags::IN),
+            })
+            .collect();
+        signal::poll(&mut fds, wake.saturating_duration_since(now));
+        fds.iter()
+            .enumerate()
+            .filter(|(_, f)| !f.revents().is_empty())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Takes up flight `i`, which has an answer: Some(ready text) when it
+    /// is what the watch wants.
+    fn answer(&mut self, i: usize) -> Option<String> {
+        let (f, since) = self.flights.swap_remove(i);
+        match f {
+            Flight::Connecting(p) => match p.finish() {
+                Ok(s) => self.connected(s, since),
+                Err(e) => {
+                    self.failed(&e);
+                    None
+                }
+            },
+            Flight::Reading(s, buf) => self.banner(s, buf, since),
+        }
+    }
+
+    /// Reads on from a connection that is to send a banner: Some(ready
+    /// text) when its first line matches.
+    fn banner(&mut self, mut s: TcpStream, mut buf: Vec<u8>, since: Instant) -> Option<String> {
+        let Want::Banner(re) = self.want else {
+            return None;
+        };
+        let label = self.label;
+        match read_banner(&mut s, &mut buf) {
+            Banner::Line(l) if re.is_match(&l) => return Some(format!("banner `{l}`")),
+            Banner::Line(l) => self.answered(format!(
+                "{label}: banner `{l}` does not match /{}/",
+                re.as_str()
+            )),
+            Banner::Closed => self.answered(format!("{label}: closed before sending a banner")),
+            Banner::Failed(e) => {
+                self.answered(format!("{label}: no banner: {}", probe::io_text(&e)))
+            }
+            Banner::Partial => self.flights.push((Flight::Reading(s, buf), since)),
+        }
+        None
+    }
+}
+
+/// What one read of a banner gave.
+enum Banner {
+    /// The first line (or the first [`BANNER_LIMIT`] bytes), without its
+    /// line end.
+    Line(String),
+    /// The other side closed before a whole line.
+    Closed,
+    /// No whole line yet.
+    Partial,
+    /// The read failed.
+    Failed(std::io::Error),
+}
+
+/// Reads what `s` has into `buf` and looks for the first line.
+fn read_banner(s: &mut TcpStream, buf: &mut Vec<u8>) -> Banner {
+    let mut chunk = [0u8; 1024];
+    match s.read(&mut chunk) {
+        Ok(0) => Banner::Closed,
+        Ok(k) => {
+            buf.extend_from_slice(&chunk[..k]);
+            let end = match buf.iter().position(|b| *b == b'\n') {
+                Some(end) => end,
+                None if buf.len() >= BANNER_LIMIT => buf.len(),
+                None => return Banner::Partial,
+            };
+            Banner::Line(String::from_utf8_lossy(&buf[..end]).trim_end().to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Banner::Partial,
+        Err(e) => Banner::Failed(e),
     }
 }
 
@@ -624,22 +655,6 @@ impl Waited {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_grows_to_its_longest_and_jitter_stays_within_half() {
-        let ms = Duration::from_millis;
-        let mut b = Backoff::new(ms(10), ms(50));
-        let seen: Vec<_> = (0..5).map(|_| b.next_pause()).collect();
-        assert_eq!(seen, [ms(10), ms(20), ms(40), ms(50), ms(50)]);
-        let mut p = Backoff::pace(Pace::COSTLY);
-        assert_eq!((p.next_pause(), p.next_pause()), (ms(100), ms(150)));
-        let mut j = Backoff::new(ms(1000), ms(1000)).jittered();
-        for _ in 0..50 {
-            let d = j.next_pause();
-            assert!(d >= ms(500) && d <= ms(1000), "{d:?}");
-        }
-        let mut late = Backoff::new(ms(1000), ms(1000));
-        assert!(late.next_until(Instant::now() + ms(30)) <= ms(30));
-    }
     use std::io::Write;
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -672,7 +687,13 @@ mod tests {
     }
 
     fn quiet() -> Reporter {
-        Reporter::new("pc7", "img", None, false, true, false)
+        Reporter::new(
+            "pc7",
+            "img",
+            None,
+            crate::report::Format::Human,
+            crate::report::Verbosity::Quiet,
+        )
     }
 
     fn limits(ms: u64) -> Limits {
@@ -692,6 +713,31 @@ mod tests {
     /// start, then one per interval.
     fn bound(ms: u64, rate: Rate) -> u32 {
         (ms / rate.answering.as_millis() as u64) as u32 + 1
+    }
+
+    #[test]
+    fn a_silent_target_gets_doubling_pauses_within_the_rate() {
+        let ms = Duration::from_millis;
+        let mut b = Rate::TCP.silent_backoff();
+        let seen: Vec<_> = (0..7).map(|_| b.next_pause()).collect();
+        assert_eq!(
+            seen,
+            [
+                ms(80),
+                ms(160),
+                ms(320),
+                ms(640),
+                ms(1280),
+                ms(2000),
+                ms(2000)
+            ]
+        );
+        let slow = Rate {
+            answering: ms(800),
+            silent_max: ms(100),
+            in_flight: 3,
+        };
+        assert_eq!(slow.silent_backoff().next_pause(), ms(800));
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod step;
 
 pub use model::*;
 pub use plan::{
-    Activation, ChannelSettings, ComputerPlan, Plan, ProvisionerRef, password_file_name, resolve,
+    Activation, ChannelSettings, ComputerPlan, Plan, ProvisionerRef, admin_account, resolve,
 };
 pub use step::{Probe, Step, StepLimits, Wait};
 

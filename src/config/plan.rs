@@ -371,7 +371,7 @@ pub fn resolve_profile(
             known_hosts: o
                 .known_hosts
                 .clone()
-                .unwrap_or_else(|| state_dir.join("known_hosts")),
+                .unwrap_or_else(|| crate::state::StateDir::new(state_dir).known_hosts()),
         }),
         (ChannelKind::Winrm, Some(port)) => ChannelSettings::Winrm(WinrmSettings {
             port,
@@ -736,12 +736,9 @@ impl Plan {
         } else {
             format!("lockdown: {door} ({port}) open only from {from}; ping as the image has it")
         });
-        let account = if windows { "Administrator" } else { "root" };
-        let file = self
-            .state_dir
-            .join("computers")
-            .join(&self.computer.name)
-            .join(password_file_name(p.family));
+        let account = admin_account(p.family);
+        let file = crate::state::StateDir::new(&self.state_dir)
+            .password_file(&self.computer.name, account);
         match (&p.admin_password_file, p.fresh_password) {
             (Some(f), _) if windows => {
                 v.push(format!("password: {account} set from {}", f.display()))
@@ -800,13 +797,13 @@ impl Plan {
     }
 }
 
-/// The file under STATE_DIR/computers/NAME/ that holds the password set at
-/// the last first boot.
-pub fn password_file_name(f: Family) -> &'static str {
+/// The account whose password first boot sets (the state directory keeps
+/// it under this name).
+pub fn admin_account(f: Family) -> &'static str {
     if f.is_windows() {
-        "administrator-password"
+        "Administrator"
     } else {
-        "root-password"
+        "root"
     }
 }
 

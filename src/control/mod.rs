@@ -7,16 +7,7 @@ pub mod winrm;
 
 use std::time::Duration;
 
-/// What a remote command left behind.
-#[derive(Debug, Clone, Default)]
-pub struct CommandOutput {
-    /// Exit status on the remote side.
-    pub status: i32,
-    /// Standard output (lossy UTF-8).
-    pub stdout: String,
-    /// Standard error (lossy UTF-8).
-    pub stderr: String,
-}
+use crate::exec::Output;
 
 /// Why a channel operation failed, classified for the module boundary.
 #[derive(Debug)]
@@ -98,7 +89,7 @@ pub trait Channel {
     /// into what the remote side needs (one quoted line for an SSH remote
     /// shell; command plus arguments for WinRM) and reconnects if the
     /// previous connection dropped.
-    fn run(&mut self, argv: &[String], timeout: Duration) -> Result<CommandOutput, ChannelError>;
+    fn run(&mut self, argv: &[String], timeout: Duration) -> Result<Output, ChannelError>;
 
     /// Writes `data` to `path` on the computer with Unix `mode` where that
     /// applies; secrets travel this way, never in a command line.

@@ -32,8 +32,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Channel, ChannelError, CommandOutput};
+use super::{Channel, ChannelError};
 use crate::config::HostKeyPolicy;
+use crate::exec::Output;
 use crate::signal;
 
 /// Where and how to log in.
@@ -357,7 +358,7 @@ impl Ssh {
         argv: &[String],
         stdin: Option<&[u8]>,
         timeout: Duration,
-    ) -> Result<CommandOutput, ChannelError> {
+    ) -> Result<Output, ChannelError> {
         if argv.is_empty() {
             return Err(ChannelError::Protocol(anyhow!("empty command")));
         }
@@ -393,7 +394,7 @@ impl Ssh {
         cmd: &str,
         stdin: Option<&[u8]>,
         deadline: Instant,
-    ) -> Result<CommandOutput, ExecFail> {
+    ) -> Result<Output, ExecFail> {
         let target = self.target();
         let conn = self.conn.as_ref().ok_or_else(|| ExecFail {
             started: false,
@@ -432,12 +433,13 @@ fn pump(
     deadline: Instant,
     target: &str,
     cmd: &str,
-) -> Result<CommandOutput, ChannelError> {
+) -> Result<Output, ChannelError> {
     let fail = |e: std::io::Error| {
         ChannelError::Unreachable(anyhow!(
             "connection to {target} failed while running `{cmd}`: {e}"
         ))
     };
+    let started = Instant::now();
     let data = stdin.unwrap_or(&[]);
     let mut written = 0;
     let mut eof_sent = false;
@@ -502,10 +504,11 @@ fn pump(
         Some(sig) => 128 + signal_number(&sig),
         None => ch.exit_status().unwrap_or(-1),
     };
-    Ok(CommandOutput {
+    Ok(Output {
         status,
         stdout: String::from_utf8_lossy(&out).into_owned(),
         stderr: String::from_utf8_lossy(&err).into_owned(),
+        elapsed: started.elapsed(),
     })
 }
 
@@ -558,7 +561,7 @@ impl Channel for Ssh {
         Ok(())
     }
 
-    fn run(&mut self, argv: &[String], timeout: Duration) -> Result<CommandOutput, ChannelError> {
+    fn run(&mut self, argv: &[String], timeout: Duration) -> Result<Output, ChannelError> {
         self.run_with(argv, None, timeout)
     }
 
@@ -905,7 +908,7 @@ mod tests {
         words.extend(nasty.iter().cloned());
         let line = shell_quote(&words);
         let out = Cmd::new(&["sh", "-c", &line], T).run().expect("sh runs");
-        assert_eq!(out.code, 0, "{line}: {}", out.stderr);
+        assert_eq!(out.status, 0, "{line}: {}", out.stderr);
         let got: Vec<String> = out
             .stdout
             .split('\0')

@@ -16,8 +16,9 @@
 //! → `Protocol`. Messages name host, port and the WS-Man action; the
 //! password never appears in them, in logs, or in any process's argv.
 
-use super::{Channel, ChannelError, CommandOutput};
+use super::{Channel, ChannelError};
 use crate::encoding;
+use crate::exec::Output;
 use crate::secret::Secret;
 use crate::signal;
 use crate::xml;
@@ -568,7 +569,7 @@ impl WinRm {
         label: &str,
         started: Instant,
         deadline: Instant,
-    ) -> Result<CommandOutput, ChannelError> {
+    ) -> Result<Output, ChannelError> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let body = format!(
@@ -607,10 +608,11 @@ impl WinRm {
             stderr.extend_from_slice(&chunk.stderr);
             if let Some(status) = chunk.exit_code {
                 self.terminate(shell_id, command_id);
-                return Ok(CommandOutput {
+                return Ok(Output {
                     status,
                     stdout: String::from_utf8_lossy(&stdout).into_owned(),
                     stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                    elapsed: started.elapsed(),
                 });
             }
         }
@@ -641,7 +643,7 @@ impl WinRm {
         argv: &[String],
         stdin: Option<&[u8]>,
         deadline: Instant,
-    ) -> Result<CommandOutput, ChannelError> {
+    ) -> Result<Output, ChannelError> {
         let started = Instant::now();
         let label = argv.first().map(String::as_str).unwrap_or("");
         let command_id = self.start_command(shell_id, argv, deadline)?;
@@ -660,7 +662,7 @@ impl WinRm {
         &self,
         steps: &[(Vec<String>, Option<&[u8]>)],
         deadline: Instant,
-    ) -> Result<Vec<CommandOutput>, ChannelError> {
+    ) -> Result<Vec<Output>, ChannelError> {
         let shell_id = self.create_shell(deadline)?;
         let mut outputs = Vec::new();
         let mut result = Ok(());
@@ -708,7 +710,7 @@ impl Channel for WinRm {
     /// Signal terminate, Delete. Windows joins Command and Arguments with
     /// spaces into one command line, so an element holding spaces needs its
     /// own quotes, as on a cmd.exe line.
-    fn run(&mut self, argv: &[String], timeout: Duration) -> Result<CommandOutput, ChannelError> {
+    fn run(&mut self, argv: &[String], timeout: Duration) -> Result<Output, ChannelError> {
         let deadline = Instant::now() + timeout;
         let mut outs = self.run_steps(&[(argv.to_vec(), None)], deadline)?;
         outs.pop().ok_or_else(|| {

@@ -12,7 +12,7 @@
 //!
 //! Times are the database's (`now()`), so the hosts' clocks need not agree.
 
-use crate::wait::Backoff;
+use crate::backoff::Backoff;
 use anyhow::{Context, Result, anyhow, bail};
 use openssl::ssl::{SslConnector, SslMethod};
 use postgres::config::{Host, SslMode};
@@ -294,8 +294,8 @@ impl Store {
         let deadline = Instant::now() + self.lease;
         let token = format!(
             "{:016x}{:016x}",
-            crate::wait::random_u64(),
-            crate::wait::random_u64()
+            crate::backoff::random_u64(),
+            crate::backoff::random_u64()
         );
         let pid = std::process::id() as i32;
         let secs = self.lease.as_secs_f64();

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::config::Plan;
-use crate::control::{Channel, CommandOutput};
+use crate::control::Channel;
+use crate::exec::Output;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 
@@ -38,14 +39,8 @@ impl<'a> Actions<'a> {
         }
     }
 
-    fn output(&self, argv: &[String], out: &CommandOutput) {
-        let o = crate::exec::Output {
-            code: out.status,
-            stdout: out.stdout.clone(),
-            stderr: out.stderr.clone(),
-            elapsed: Duration::ZERO,
-        };
-        self.report.output(&argv.join(" "), &o);
+    fn output(&self, argv: &[String], out: &Output) {
+        self.report.output(&argv.join(" "), out);
     }
 
     /// Runs `argv` as action `name`; a non-zero exit fails with `on_fail`
@@ -55,7 +50,7 @@ impl<'a> Actions<'a> {
         name: &str,
         argv: &[String],
         on_fail: fn(anyhow::Error) -> Outcome,
-    ) -> Result<CommandOutput, Outcome> {
+    ) -> Result<Output, Outcome> {
         self.run_classified(name, argv, move |_| on_fail)
     }
 
@@ -66,7 +61,7 @@ impl<'a> Actions<'a> {
         name: &str,
         argv: &[String],
         classify: impl Fn(i32) -> fn(anyhow::Error) -> Outcome,
-    ) -> Result<CommandOutput, Outcome> {
+    ) -> Result<Output, Outcome> {
         self.report.step(name, Some(self.timeout));
         let who = &self.plan.computer.name;
         let out = match self.ch.run(argv, self.timeout) {

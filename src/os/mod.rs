@@ -149,9 +149,7 @@ pub fn new_password(
         return Ok(None);
     }
     let s = crate::secret::Secret::random(16).map_err(Outcome::Fatal)?;
-    let file = state
-        .computer_dir(who)
-        .join(crate::config::password_file_name(p.family));
+    let file = state.password_file(who, crate::config::admin_account(p.family));
     crate::state::write_private(&file, format!("{}\n", s.expose()).as_bytes())
         .map_err(|e| Outcome::Fatal(e.context(format!("{who}: cannot keep the new password"))))?;
     report.info(&format!(
@@ -167,9 +165,7 @@ struct Module {
 
 impl OsModule for Module {
     fn before_load(&self, plan: &Plan, state: &StateDir, report: &Reporter) {
-        let scratch = state
-            .computer_dir(&plan.computer.name)
-            .join("known_hosts.before-load");
+        let scratch = state.known_hosts_before_load(&plan.computer.name);
         let id = match channel::open_with(plan, Some(scratch)) {
             Ok(Some(mut ch)) => {
                 let t = plan.profile.connect_timeout.min(Duration::from_secs(5));

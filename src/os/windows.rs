@@ -19,7 +19,8 @@ use super::actions::Actions;
 use super::sequence::Sequence;
 use crate::attempt::Attempt;
 use crate::config::{Family, Plan};
-use crate::control::{Channel, CommandOutput};
+use crate::control::Channel;
+use crate::exec::Output;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 use crate::state::StateDir;
@@ -673,7 +674,7 @@ pub fn password_command(f: Family, user: &str, file: &str, script: &str) -> Vec<
 }
 
 /// The step message of a finished WMI method call, or why it failed.
-fn wmi_result(out: &CommandOutput) -> Result<String, String> {
+fn wmi_result(out: &Output) -> Result<String, String> {
     let text = format!("{}\n{}", out.stdout, out.stderr).replace('\0', "");
     if text.trim().is_empty() {
         return Ok("already set".to_string());
@@ -699,19 +700,13 @@ fn wmi_result(out: &CommandOutput) -> Result<String, String> {
 
 /// Runs one command of an action, reporting its output; a channel error
 /// becomes an outcome.
-fn exec(a: &mut Actions, name: &str, cmd: &[String]) -> Result<CommandOutput, Outcome> {
+fn exec(a: &mut Actions, name: &str, cmd: &[String]) -> Result<Output, Outcome> {
     let who = a.plan.computer.name.clone();
     let out = a.ch.run(cmd, a.timeout).map_err(|e| {
         a.report.step_end(false, &e.to_string());
         e.into_outcome(format!("{who}: first-boot action `{name}`"))
     })?;
-    let o = crate::exec::Output {
-        code: out.status,
-        stdout: out.stdout.clone(),
-        stderr: out.stderr.clone(),
-        elapsed: Duration::ZERO,
-    };
-    a.report.output(&cmd.join(" "), &o);
+    a.report.output(&cmd.join(" "), &out);
     Ok(out)
 }
 
@@ -1375,24 +1370,25 @@ mod tests {
 
     #[test]
     fn wmi_results() {
-        let ok = CommandOutput {
+        let ok = Output {
             status: 0,
             stdout: "Executing (...)->rename()\r\nMethod execution successful.\r\nOut Parameters:\r\ninstance of __PARAMETERS\r\n{\r\n\tReturnValue = 0;\r\n};\r\n".into(),
             stderr: String::new(),
+            elapsed: Duration::ZERO,
         };
         assert!(wmi_result(&ok).is_ok());
-        let bad = CommandOutput {
+        let bad = Output {
             stdout: ok.stdout.replace("= 0;", "= 1210;"),
             ..ok.clone()
         };
         assert!(wmi_result(&bad).unwrap_err().contains("1210"));
-        let none = CommandOutput {
+        let none = Output {
             stdout: String::new(),
             stderr: "No Instance(s) Available.\r\n".into(),
             ..ok.clone()
         };
         assert!(wmi_result(&none).is_err());
-        let skipped = CommandOutput {
+        let skipped = Output {
             stdout: String::new(),
             ..ok
         };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::disk::{Chain, same_file};
-use super::{Provisioner, expand, placeholders};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::{KeyError, Plan};
 use crate::duration;
@@ -319,7 +319,7 @@ impl Libvirt {
         let text = out.text();
         let e = anyhow::anyhow!(
             "`{shown}` exited {}: {}",
-            out.code,
+            out.status,
             crate::exec::excerpt(&text, 4)
         );
         let who = &plan.computer.name;
@@ -462,7 +462,7 @@ impl Libvirt {
         if !out.success() {
             return Err(Outcome::Fatal(anyhow::anyhow!(
                 "load of {who}: `{shown}` exited {}: the base disk {base_s} of image `{}`, or a file it stands on, cannot be read: {}",
-                out.code,
+                out.status,
                 plan.image.name,
                 crate::exec::excerpt(&out.text(), 4)
             )));
@@ -562,7 +562,7 @@ impl Libvirt {
         }
         let e = anyhow::anyhow!(
             "`{shown}` exited {}: {}",
-            out.code,
+            out.status,
             crate::exec::excerpt(&out.text(), 4)
         )
         .context(format!(
@@ -760,6 +760,10 @@ impl Provisioner for Libvirt {
         self.config.describe(plan)
     }
 
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
+    }
+
     /// The overlay a load makes afresh must not be the base disk.
     fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
         let Some(t) = &plan.image.config.domain_xml else {
@@ -815,6 +819,32 @@ impl Provisioner for Libvirt {
                 }
             });
         Some(collapse(r))
+    }
+}
+
+/// `reimage power-off`: `virsh destroy`, libvirt's hard power-off, for a
+/// domain with a live process; a domain that is shut off or not defined
+/// is off already. The definition and the overlay stay.
+impl PowerOff for Libvirt {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let name = plan.computer.node.as_str();
+        let r = self
+            .domstate(plan, report, self.config.command_timeout)
+            .and_then(|state| match state {
+                None => {
+                    report.info(&format!(
+                        "libvirt at {} has no domain {name}: it is off",
+                        self.config.uri
+                    ));
+                    Ok(())
+                }
+                Some(s) if s == "shut off" => {
+                    report.info(&format!("domain {name} is shut off"));
+                    Ok(())
+                }
+                Some(s) => self.destroy(plan, report, &s),
+            });
+        collapse(r).context(format!("libvirt power-off of {}", plan.computer.name))
     }
 }
 

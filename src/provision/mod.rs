@@ -45,6 +45,12 @@ pub trait Provisioner {
         None
     }
 
+    /// The provisioner's own power-off (`reimage power-off`), `None` when
+    /// it has none (`lab`; `command` without a `power_off` command).
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        None
+    }
+
     /// Lines for `reimage check`: the settings that shape a load, with the
     /// timeout at each attempt.
     fn describe(&self, plan: &Plan) -> Vec<String>;
@@ -76,6 +82,17 @@ pub fn refused(plan: &Plan, e: KeyError) -> Outcome {
         plan.computer.name,
         e.message
     ))
+}
+
+/// Turns a computer off the way its provisioner turns it on: the hard way
+/// (QMP quit, `virsh destroy`, PowerOffVM_Task, `rpower off`), since the
+/// next load puts the image on again. A scheduler's power saving (Slurm's
+/// SuspendProgram) calls it through `reimage power-off`.
+pub trait PowerOff {
+    /// Powers the plan's computer off. Done when it is off, also when it
+    /// was off already or has no VM at all; retry when trying again could
+    /// help (a timeout, a daemon that does not answer).
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome;
 }
 
 /// The provisioner `r` names, decoded and validated from its table (Packer's

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::disk::{Chain, same_file};
-use super::{Provisioner, expand, placeholders};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::{ChannelSettings, KeyError, Plan};
 use crate::duration;
@@ -751,7 +751,7 @@ impl Qemu {
             return Err(fatal(format!(
                 "`{}` exited {}: {}",
                 create.display(),
-                out.code,
+                out.status,
                 crate::exec::excerpt(&out.text(), 3)
             )));
         }
@@ -933,7 +933,7 @@ impl Qemu {
         let msg = format!(
             "`{}` exited {}: {}",
             c.qemu,
-            out.code,
+            out.status,
             crate::exec::excerpt(&text, 5)
         );
         // Bad arguments, files or ports do not get better on a reload;
@@ -1025,6 +1025,10 @@ impl Provisioner for Qemu {
         self.config.describe(plan)
     }
 
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
+    }
+
     /// The base image must not be a file of the computer's run directory
     /// that a load replaces (its overlay above all).
     fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
@@ -1076,6 +1080,26 @@ impl Provisioner for Qemu {
                 ))),
             },
         )
+    }
+}
+
+/// `reimage power-off`: the VM stops the way a load stops the one before
+/// it (QMP quit, then signals); the run directory keeps the overlay and the
+/// console log.
+impl PowerOff for Qemu {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let run = RunDir::new(&self.config, plan);
+        let name = &plan.computer.name;
+        if run.processes().is_empty() {
+            report.info(&format!(
+                "{name}: no VM of ours runs from {}: it is off",
+                run.dir.display()
+            ));
+        }
+        match stop_run(&run, report) {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(e.context(format!("qemu power-off of {name}"))),
+        }
     }
 }
 

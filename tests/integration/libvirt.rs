@@ -662,3 +662,33 @@ fn a_base_disk_that_is_the_overlay_is_never_overwritten() {
     config(&s, &elsewhere, &setup(&uri, &virsh, Some(&t)));
     load(&s).code(0);
 }
+
+#[test]
+fn power_off_destroys_a_running_domain_and_keeps_its_definition() {
+    require_tools();
+    let s = Scratch::new("lv-off");
+    let base = base_disk(&s);
+    let virsh = journal_virsh(&s);
+    let uri = node_file(&s, &[("vm1", true)]);
+    config(&s, &base, &setup(&uri, &virsh, None));
+
+    Test::with(&s)
+        .power_off("vm1")
+        .args(&["--image", "vm"])
+        .run()
+        .code(0)
+        .event_log_has("domain vm1 is running: destroying it");
+    assert_eq!(journal(&s), ["destroy"]);
+    assert_eq!(
+        virsh_after(&s, &uri, &["domstate", "vm1"]).trim(),
+        "shut off"
+    );
+    // Off already: nothing to do, still 0; the image comes from the last
+    // run's record now.
+    Test::with(&s)
+        .power_off("vm1")
+        .run()
+        .code(0)
+        .event_log_has("domain vm1 is shut off");
+    assert_eq!(journal(&s), ["destroy"]);
+}

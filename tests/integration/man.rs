@@ -37,6 +37,7 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
         "provision",
         "load",
         "post-load",
+        "power-off",
         "check",
         "status",
         "log",

@@ -1397,3 +1397,36 @@ fn vpx_never_destroys_the_template_or_a_vm_on_its_disk() {
     assert_eq!(sim.vms_named("pc1").len(), 1, "the old VM is kept");
     assert_eq!(sim.vms_named("DC0_H0_VM0")[0].moref, tmpl[0].moref);
 }
+
+#[test]
+fn power_off_powers_the_vm_off_and_keeps_it() {
+    let s = Scratch::new("vs-off");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    let source = sim.source();
+    config(&s, &sim, source, PASSWORD, None, "");
+    // No VM yet: off already.
+    let r = Test::with(&s)
+        .power_off("pc1")
+        .args(&["--image", "img"])
+        .run();
+    r.code(0)
+        .stderr_has("no VM named \"pc1\" in datacenter DC0: it is off");
+    load(&s).code(0);
+    let before = sim.vms_named("pc1");
+    assert_eq!(before[0].power, "poweredOn");
+
+    let r = Test::with(&s).power_off("pc1").run();
+    r.code(0).event_log_has("VM pc1 is off");
+    assert!(!r.stderr.contains(PASSWORD) && !r.event_log().contains(PASSWORD));
+    let after = sim.vms_named("pc1");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].moref, before[0].moref, "the same VM, kept");
+    assert_eq!(after[0].power, "poweredOff");
+    sim.assert_logged_out();
+    // Off already: done again, nothing powered.
+    Test::with(&s)
+        .power_off("pc1")
+        .run()
+        .code(0)
+        .event_log_has("vSphere: VM pc1 is off");
+}

@@ -996,3 +996,34 @@ fn the_man_page_says_what_each_xcat_answer_means() {
         assert!(xcat.contains(want), "the xcat section lacks {want:?}");
     }
 }
+
+// --- power-off ---------------------------------------------------------------
+
+#[test]
+fn power_off_is_rpower_off_and_an_unknown_node_is_fatal() {
+    let c = Cluster::new("xcat-off", &["node1"], "", "");
+    let r = c.test().power_off("node1").args(&["--image", "rhel"]).run();
+    r.code(0);
+    let root = c.root().display().to_string();
+    assert!(
+        c.messages("node1", "output")
+            .join("\n")
+            .contains(&format!("{root}/bin/rpower node1 off")),
+        "{:?}",
+        c.messages("node1", "output")
+    );
+    assert_eq!(c.node("node1", "power"), "off");
+    assert_eq!(c.node("node1", "status"), "powering-off");
+    // xCAT answers `off` for a node that is off: done again.
+    c.test()
+        .power_off("node1")
+        .args(&["--image", "rhel"])
+        .run()
+        .code(0);
+    c.test()
+        .power_off("ghost")
+        .args(&["--image", "rhel"])
+        .run()
+        .code(1)
+        .stderr_has("xCAT does not know node `ghost`");
+}

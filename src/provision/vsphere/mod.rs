@@ -43,7 +43,7 @@ mod vim;
 
 use std::time::Duration;
 
-use super::{Provisioner, expand, placeholders};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::{KeyError, Plan};
 use crate::outcome::{Outcome, collapse};
@@ -384,30 +384,33 @@ impl Load<'_> {
         }
     }
 
+    /// Powers the VM off (PowerOffVM_Task) unless it is off already.
+    fn power_off_vm(&self, vm: &Obj, timeout: Duration) -> Result<(), Outcome> {
+        let name = vm.name();
+        if vm.text("runtime.powerState") == Some("poweredOff") {
+            self.report.info(&format!("vSphere: VM {name} is off"));
+            return Ok(());
+        }
+        let what = format!("power off VM {name}");
+        self.report.step(&what, Some(timeout));
+        match self.task(&what, "PowerOffVM_Task", &vm.moref, "", timeout) {
+            Ok(_) => self.report.step_end(true, &format!("VM {name} is off")),
+            Err(e) if e.fault_type() == Some("InvalidPowerState") => {
+                self.report.step_end(true, &format!("VM {name} was off"))
+            }
+            Err(e) => {
+                self.report.step_end(false, &e.to_string());
+                return Err(fail(&what, e));
+            }
+        }
+        Ok(())
+    }
+
     /// Powers the VM off (if on) and destroys it.
     fn remove(&self, vm: &Obj, attempt: Attempt) -> Result<(), Outcome> {
         let timeout = attempt.scale(self.cfg.task_timeout);
         let name = vm.name();
-        if vm.text("runtime.powerState") != Some("poweredOff") {
-            self.report
-                .step(&format!("power off VM {name}"), Some(timeout));
-            match self.task(
-                &format!("power off VM {name}"),
-                "PowerOffVM_Task",
-                &vm.moref,
-                "",
-                timeout,
-            ) {
-                Ok(_) => self.report.step_end(true, &format!("VM {name} is off")),
-                Err(e) if e.fault_type() == Some("InvalidPowerState") => {
-                    self.report.step_end(true, &format!("VM {name} was off"))
-                }
-                Err(e) => {
-                    self.report.step_end(false, &e.to_string());
-                    return Err(fail(&format!("power off VM {name}"), e));
-                }
-            }
-        }
+        self.power_off_vm(vm, timeout)?;
         self.report
             .step(&format!("destroy VM {name}"), Some(timeout));
         match self.task(
@@ -578,6 +581,10 @@ impl Provisioner for Vsphere {
         })
     }
 
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
+    }
+
     fn power_reset(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         Some(self.with_session(plan, attempt, report, |l| {
             let dc = l.datacenter()?;
@@ -607,6 +614,27 @@ impl Provisioner for Vsphere {
                 }
             }
         }))
+    }
+}
+
+/// `reimage power-off`: the computer's VM powered off (PowerOffVM_Task,
+/// vSphere's hard power-off) and kept; no VM of that name, or one that is
+/// off, is off already.
+impl PowerOff for Vsphere {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let attempt = plan.attempt(1, 1);
+        self.with_session(plan, attempt, report, |l| {
+            let dc = l.datacenter()?;
+            let Some(vm) = l.current_vm(&dc)? else {
+                l.report.info(&format!(
+                    "vSphere: no VM named {:?} in datacenter {}: it is off",
+                    l.name,
+                    dc.name()
+                ));
+                return Ok(());
+            };
+            l.power_off_vm(&vm, attempt.scale(l.cfg.task_timeout))
+        })
     }
 }
 

@@ -23,7 +23,7 @@ mod target;
 
 use std::time::Duration;
 
-use super::Provisioner;
+use super::{PowerOff, Provisioner};
 use crate::attempt::Attempt;
 use crate::config::{KeyError, Plan};
 use crate::exec::{Cmd, Hints, Output};
@@ -234,7 +234,7 @@ fn failure(plan: &Plan, shown: &str, out: &Output, err: XcatError) -> Outcome {
         )),
         XcatError::Other(_) => Outcome::Retry(anyhow::anyhow!(
             "{who}: `{shown}` failed (exit {}): {said}",
-            out.code
+            out.status
         )),
     }
 }
@@ -288,5 +288,9 @@ impl Provisioner for Xcat {
                 o
             }
         })
+    }
+
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
     }
 }

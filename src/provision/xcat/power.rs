@@ -1,7 +1,8 @@
 //! Step `power`: the next boot set to the network as xCAT's `rinstall`
 //! does (`rsetboot NODE net`, or `rnetboot NODE` on POWER, by the node's
 //! mgt), then `rpower NODE boot` (on when off, reset when on), tried and
-//! checked with `rpower NODE stat` until it says on.
+//! checked with `rpower NODE stat` until it says on. And `reimage
+//! power-off`: `rpower NODE off`.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use super::config::SetBoot;
 use super::{Xcat, failure, short, tenths, who};
 use crate::config::Plan;
 use crate::duration;
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, collapse};
+use crate::provision::PowerOff;
 use crate::report::Reporter;
 use crate::wait::{self, Backoff};
 
@@ -253,5 +255,30 @@ impl Xcat {
             wait::pause(pause.next_until(until))
                 .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
         }
+    }
+}
+
+/// `reimage power-off`: `rpower NODE off` (plugins/ipmi.pm answers `NODE:
+/// off`, also for a node that was off); an unknown node is fatal, xcatd
+/// not answering retry, as for a load.
+impl PowerOff for Xcat {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let node = plan.computer.node.as_str();
+        report.step("power off", None);
+        let r = self
+            .ask(plan, report, "rpower", &[node, "off"])
+            .and_then(|(shown, out, err)| match err {
+                Some(e) => Err(failure(plan, &shown, &out, e)),
+                None => match node_value(&out.stdout, node).map(|v| status_word(&v)) {
+                    Some(v) if v == "off" => Ok(()),
+                    v => Err(Outcome::Retry(anyhow::anyhow!(
+                        "{}: `{shown}` answered {}, not `off`; check the node's BMC (`rpower {node} stat`)",
+                        who(plan),
+                        v.map(|v| format!("`{v}`")).unwrap_or_else(|| "nothing".into())
+                    ))),
+                },
+            });
+        report.step_end(r.is_ok(), if r.is_ok() { "off" } else { "not off" });
+        collapse(r)
     }
 }
