@@ -199,7 +199,22 @@ fn load(cli: &Cli) -> Result<Loaded, Error> {
     let loaded = config::load(&cli.config, &provision::BUILTIN)?;
     for (name, table) in &loaded.config.provisioners {
         let r = config::ProvisionerRef::from_table(name, table);
-        provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
+        let p =
+            provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
+        if let Some(image) = p
+            .image_tables()
+            .into_iter()
+            .find(|i| !loaded.config.images.contains_key(i))
+        {
+            return Err(loaded
+                .error_at(
+                    &["provisioners", name, "images", &image],
+                    format!(
+                        "provisioner `{name}` has settings for image `{image}`, but there is no [images.{image}]: fix the name or remove the table"
+                    ),
+                )
+                .into());
+        }
     }
     Ok(loaded)
 }
@@ -280,7 +295,12 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
         return Ok(0);
     };
     let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
-    let lines = provisioner(loaded, &plan)?.describe(&plan);
+    let p = provisioner(loaded, &plan)?;
+    // What a load would refuse (a golden disk it would destroy) is a
+    // config error here, at the key to change.
+    p.vet(&plan)
+        .map_err(|e| Error::from(loaded.key_error(&[], &e)))?;
+    let lines = p.describe(&plan);
     report::stdout_line(plan.describe(&lines).trim_end_matches('\n'));
     report::stdout_line(
         reuse_rule(&plan, &state::StateDir::new(&state_dir(cli, loaded))).trim_end_matches('\n'),

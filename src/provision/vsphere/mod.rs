@@ -34,6 +34,8 @@
 
 mod config;
 mod esxi;
+mod golden;
+mod hardware;
 mod soap;
 mod tls;
 mod vcenter;
@@ -43,7 +45,7 @@ use std::time::Duration;
 
 use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::Plan;
+use crate::config::{KeyError, Plan};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
 use crate::secret::Secret;
@@ -430,6 +432,39 @@ impl Load<'_> {
         }
     }
 
+    /// Refuses to remove `old` when it holds what `spares` names: its
+    /// directory (`config.files.vmPathName`) and its disks' files go with
+    /// it. `spares` gets the VM's directory and disk files and says why
+    /// not.
+    fn check_old(
+        &self,
+        old: &Obj,
+        spares: impl Fn(Option<String>, Vec<String>) -> Option<String>,
+    ) -> Result<(), Outcome> {
+        let props = ["config.files.vmPathName", "config.hardware.device"];
+        let got = self
+            .vim
+            .get(&old.moref, &props)
+            .map_err(|e| fail(&format!("read VM {}", old.name()), e))?;
+        let dir = got
+            .as_ref()
+            .and_then(|o| o.text("config.files.vmPathName"))
+            .and_then(golden::dir_of);
+        let disks = got
+            .as_ref()
+            .and_then(|o| o.prop("config.hardware.device"))
+            .map(golden::disk_files)
+            .unwrap_or_default();
+        match spares(dir, disks) {
+            None => Ok(()),
+            Some(why) => Err(Outcome::Fatal(anyhow::anyhow!(
+                "vSphere: refusing to destroy VM {:?} ({}): {why}",
+                old.name(),
+                old.moref.value
+            ))),
+        }
+    }
+
     /// Removes the computer's current VM `old`, if there is one.
     fn remove_if_any(&self, old: Option<Obj>, attempt: Attempt) -> Result<(), Outcome> {
         match old {
@@ -519,7 +554,19 @@ impl Provisioner for Vsphere {
         self.config.describe(plan)
     }
 
+    fn image_tables(&self) -> Vec<String> {
+        self.config.images.keys().cloned().collect()
+    }
+
+    /// The VM the load makes must not be where the image's base is.
+    fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        golden::vet(&self.config, plan)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
+        if let Err(e) = self.vet(plan) {
+            return super::refused(plan, e);
+        }
         self.with_session(plan, attempt, report, |l| {
             let mac = match &plan.computer.mac {
                 Some(m) => Some(normalize_mac(m).map_err(|e| {
