@@ -430,48 +430,60 @@ fn transport(e: ureq::Error, timeout: Duration) -> Error {
     }
 }
 
-/// Reads an answer: the `*Response` element, or the fault.
+/// Reads an answer: the `*Response` element, or the fault. An HTTP error
+/// status without a SOAP fault is judged by the status alone, whatever the
+/// body is (HTML, a proxy's XML, a SOAP envelope without a fault): 5xx, 408
+/// and 429 ask for a retry, the rest are fatal.
 pub fn parse_answer(method: &str, status: u16, text: &str) -> Result<Elem, Error> {
     let doc = match crate::xml::parse(text) {
         Ok(d) => d,
+        Err(_) if status >= 300 => return Err(http_error(method, status, text)),
         Err(e) => {
-            let excerpt = excerpt(text);
-            return Err(if status >= 500 || status == 408 || status == 429 {
-                Error::Transport {
-                    retry: true,
-                    message: format!("{method}: HTTP {status}{excerpt}"),
-                }
-            } else if status >= 300 {
-                Error::Transport {
-                    retry: false,
-                    message: format!(
-                        "{method}: HTTP {status}{excerpt}; is `url` an ESXi host or a vCenter (it must answer on /sdk)?"
-                    ),
-                }
-            } else {
-                Error::Malformed(format!("{method}: not XML ({e}){excerpt}"))
-            });
+            return Err(Error::Malformed(format!(
+                "{method}: not XML ({e}){}",
+                excerpt(text)
+            )));
         }
     };
-    let body = doc
+    let first = doc
         .descendants()
         .find(|n| n.is_element() && n.tag_name().name() == "Body")
-        .ok_or_else(|| Error::Malformed(format!("{method}: no SOAP Body in the answer")))?;
-    let first = body
-        .children()
-        .find(|n| n.is_element())
-        .ok_or_else(|| Error::Malformed(format!("{method}: an empty SOAP Body")))?;
-    let el = Elem::from_node(first, text);
-    if el.name == "Fault" {
-        return Err(fault_of(&el));
+        .and_then(|body| body.children().find(|n| n.is_element()));
+    match first {
+        Some(first) => {
+            let el = Elem::from_node(first, text);
+            if el.name == "Fault" {
+                Err(fault_of(&el))
+            } else if status >= 300 {
+                Err(http_error(method, status, text))
+            } else {
+                Ok(el)
+            }
+        }
+        None if status >= 300 => Err(http_error(method, status, text)),
+        None => Err(Error::Malformed(format!(
+            "{method}: no SOAP Body, or an empty one, in the answer{}",
+            excerpt(text)
+        ))),
     }
-    if status >= 300 {
-        return Err(Error::Transport {
-            retry: status >= 500,
-            message: format!("{method}: HTTP {status} without a SOAP fault"),
-        });
+}
+
+/// An HTTP error status that came without a SOAP fault.
+fn http_error(method: &str, status: u16, text: &str) -> Error {
+    let excerpt = excerpt(text);
+    if status >= 500 || status == 408 || status == 429 {
+        Error::Transport {
+            retry: true,
+            message: format!("{method}: HTTP {status} without a SOAP fault{excerpt}"),
+        }
+    } else {
+        Error::Transport {
+            retry: false,
+            message: format!(
+                "{method}: HTTP {status} without a SOAP fault{excerpt}; is `url` an ESXi host or a vCenter (it must answer on /sdk)?"
+            ),
+        }
     }
-    Ok(el)
 }
 
 /// A `soapenv:Fault` as an error: its type from the detail element.
@@ -576,6 +588,33 @@ mod tests {
         let e = parse_answer("Login", 404, "<html>not found").unwrap_err();
         assert_eq!(e.class(), Class::Fatal);
         assert!(e.to_string().contains("/sdk"));
+        // A 5xx is a retry whatever its body, as long as it is no fault:
+        // well-formed XML without an envelope (a proxy's or a load
+        // balancer's error page), an envelope without a Body, an empty
+        // Body, a Body with something else than a fault.
+        for body in [
+            "<?xml version=\"1.0\"?><error><code>503</code><message>vpxd is starting</message></error>",
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"/>",
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body/></soapenv:Envelope>",
+            ok,
+            "",
+        ] {
+            for status in [500, 502, 503, 504] {
+                let e = parse_answer("Login", status, body).unwrap_err();
+                assert_eq!(e.class(), Class::Retry, "{status} {body}: {e}");
+                assert!(e.to_string().contains(&format!("HTTP {status}")), "{e}");
+            }
+            let e = parse_answer("Login", 403, body).unwrap_err();
+            assert_eq!(e.class(), Class::Fatal, "403 {body}: {e}");
+        }
+        // A fault is read whatever the status.
+        assert_eq!(
+            parse_answer("Login", 503, FAULT).unwrap_err().fault_type(),
+            Some("InvalidLogin")
+        );
+        // 2xx without a Body is an answer we cannot read.
+        let e = parse_answer("Login", 200, "<?xml version=\"1.0\"?><x/>").unwrap_err();
+        assert!(matches!(e, Error::Malformed(_)), "{e}");
     }
 
     #[test]
