@@ -1,6 +1,14 @@
 //! The vim25 calls the provisioner makes, over one session: the service
 //! content, login and logout, inventory lookups through a ContainerView and
 //! the PropertyCollector, and waiting for tasks with `WaitForUpdatesEx`.
+//!
+//! A session that ends (`NotAuthenticated`: an idle timeout, a restarted
+//! vCenter, an admin's TerminateSession) is renewed once per load. What
+//! the old session made goes with it: a property filter, a container
+//! view, a continuation token. So a wait for a task makes its filter anew
+//! in the new session (whose first update is the task's whole state: a
+//! task that finished meanwhile is seen at once), and a lookup makes its
+//! view anew.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -60,6 +68,17 @@ pub struct Vim {
     password: Secret,
     timeout: Duration,
     relogged: Cell<bool>,
+    /// Grows at every login: objects made in the session (filters, views)
+    /// belong to one generation.
+    generation: Cell<u32>,
+}
+
+/// How a wait for a task's updates ended.
+enum Waited {
+    /// The task ended: its result.
+    Done(Option<Elem>),
+    /// The session had ended and a new one began: the filter is gone.
+    Renewed,
 }
 
 impl Vim {
@@ -92,6 +111,7 @@ impl Vim {
             password,
             timeout,
             relogged: Cell::new(false),
+            generation: Cell::new(0),
         })
     }
 
@@ -117,6 +137,7 @@ impl Vim {
                 "Login: the answer set no vmware_soap_session cookie".into(),
             ));
         }
+        self.generation.set(self.generation.get().wrapping_add(1));
         Ok(())
     }
 
@@ -156,17 +177,39 @@ impl Vim {
     ) -> Result<Elem, Error> {
         match self.client.call(method, this, body, timeout) {
             Err(e) if e.class() == Class::Relogin && !self.relogged.get() => {
-                self.relogged.set(true);
-                self.client.forget_session();
-                self.login()?;
+                self.renew()?;
                 self.client.call(method, this, body, timeout)
             }
             r => r,
         }
     }
 
+    /// Logs in again after the session ended; once per load.
+    fn renew(&self) -> Result<(), Error> {
+        self.relogged.set(true);
+        self.client.forget_session();
+        self.login()
+    }
+
     /// Every object of `kind` under `container` (recursively), with `props`.
     pub fn find(&self, container: &MoRef, kind: &str, props: &[&str]) -> Result<Vec<Obj>, Error> {
+        let (r, view_lost) = self.find_in_view(container, kind, props)?;
+        if view_lost {
+            // The session ended while the view was read, and the view
+            // with it: read again through a view of the new session.
+            return self.find_in_view(container, kind, props)?.0;
+        }
+        r
+    }
+
+    /// `find` through one ContainerView; true when the session that made
+    /// the view ended while it was read (the result is then worthless).
+    fn find_in_view(
+        &self,
+        container: &MoRef,
+        kind: &str,
+        props: &[&str],
+    ) -> Result<(Result<Vec<Obj>, Error>, bool), Error> {
         let vm = self.manager("viewManager")?;
         let view = self
             .invoke(
@@ -189,9 +232,13 @@ impl Vim {
             path_set(props),
             view.xml("obj")
         );
+        let generation = self.generation.get();
         let r = self.retrieve(&spec);
+        if self.generation.get() != generation {
+            return Ok((r, true));
+        }
         let _ = self.invoke("DestroyView", &view, "");
-        r
+        Ok((r, false))
     }
 
     /// `props` of one object; None when it no longer exists.
@@ -241,7 +288,10 @@ impl Vim {
 
     /// Waits for a task through the PropertyCollector; Ok is its
     /// `info.result`. `what` names it in progress lines; the wait ends at
-    /// `timeout` with a retry.
+    /// `timeout` with a retry. A filter lives in the session that made it:
+    /// when the session ends during the wait, the wait goes on in the new
+    /// session through a new filter, whose first update is the task's
+    /// whole state (so a task that ended meanwhile is seen at once).
     pub fn wait_task(
         &self,
         task: &MoRef,
@@ -250,33 +300,48 @@ impl Vim {
         report: &Reporter,
     ) -> Result<Option<Elem>, Error> {
         let pc = self.manager("propertyCollector")?;
-        let filter = self
-            .invoke(
-                "CreateFilter",
-                &pc,
-                &format!(
-                    "<spec><propSet><type>Task</type><pathSet>info.state</pathSet><pathSet>info.progress</pathSet>\
+        let start = Instant::now();
+        loop {
+            let filter = self
+                .invoke(
+                    "CreateFilter",
+                    &pc,
+                    &format!(
+                        "<spec><propSet><type>Task</type><pathSet>info.state</pathSet><pathSet>info.progress</pathSet>\
 <pathSet>info.error</pathSet><pathSet>info.result</pathSet></propSet><objectSet>{}<skip>false</skip></objectSet></spec>\
 <partialUpdates>false</partialUpdates>",
-                    task.xml("obj")
-                ),
-            )?
-            .child("returnval")
-            .and_then(Elem::moref)
-            .ok_or_else(|| Error::Malformed("CreateFilter: no filter".into()))?;
-        let r = self.wait_filter(&pc, what, timeout, report);
-        let _ = self.invoke("DestroyPropertyFilter", &filter, "");
-        r
+                        task.xml("obj")
+                    ),
+                )?
+                .child("returnval")
+                .and_then(Elem::moref)
+                .ok_or_else(|| Error::Malformed("CreateFilter: no filter".into()))?;
+            let r = match self.wait_filter(&pc, what, start, timeout, report) {
+                Ok(Waited::Renewed) => {
+                    // The filter went with the old session.
+                    report.progress(&format!(
+                        "{what}: the session had ended; logged in again, reading the task anew"
+                    ));
+                    continue;
+                }
+                Ok(Waited::Done(result)) => Ok(result),
+                Err(e) => Err(e),
+            };
+            let _ = self.invoke("DestroyPropertyFilter", &filter, "");
+            return r;
+        }
     }
 
+    /// Waits on the session's one filter until the task ends, `timeout`
+    /// after `start` passes, or the session ends and is renewed.
     fn wait_filter(
         &self,
         pc: &MoRef,
         what: &str,
+        start: Instant,
         timeout: Duration,
         report: &Reporter,
-    ) -> Result<Option<Elem>, Error> {
-        let start = Instant::now();
+    ) -> Result<Waited, Error> {
         let mut version = String::new();
         let mut task = TaskView::default();
         loop {
@@ -292,15 +357,24 @@ impl Vim {
                 });
             }
             let wait = left.min(MAX_WAIT).as_secs().max(1);
-            let r = self.invoke_for(
+            let body = format!(
+                "<version>{}</version><options><maxWaitSeconds>{wait}</maxWaitSeconds></options>",
+                escape(&version)
+            );
+            // Not `invoke`: repeated in a new session, this wait would
+            // wait on no filter at all.
+            let r = match self.client.call(
                 "WaitForUpdatesEx",
                 pc,
-                &format!(
-                    "<version>{}</version><options><maxWaitSeconds>{wait}</maxWaitSeconds></options>",
-                    escape(&version)
-                ),
+                &body,
                 self.timeout + Duration::from_secs(wait),
-            )?;
+            ) {
+                Err(e) if e.class() == Class::Relogin && !self.relogged.get() => {
+                    self.renew()?;
+                    return Ok(Waited::Renewed);
+                }
+                r => r?,
+            };
             if let Some(set) = r.child("returnval") {
                 if let Some(v) = set.text_at("version") {
                     version = v.to_string();
@@ -308,7 +382,7 @@ impl Vim {
                 task.apply(set);
             }
             match task.state.as_str() {
-                "success" => return Ok(task.result),
+                "success" => return Ok(Waited::Done(task.result)),
                 "error" => {
                     return Err(match &task.error {
                         Some(e) => soap::task_fault(e),
