@@ -1087,6 +1087,48 @@ fn vpx_http_503_with_xml_and_no_fault_retries() {
     assert_eq!(sim.vms_named("pc1")[0].power, "poweredOn");
 }
 
+/// SIGTERM while Login is held in the simulator (a slow identity source):
+/// the session the Login then opens is logged out before reimage exits
+/// 143, instead of staying open until vCenter's idle timeout.
+#[test]
+fn vpx_sigterm_during_login_logs_its_session_out() {
+    let s = Scratch::new("vs-login-sigterm");
+    let sim = Sim::start(&s, Model::Vpx, Some("Login=6000"));
+    let front = Front::start(&sim, |_| Act::Pass);
+    config_at(&s, &front.url, "", "DC0_H0_VM0", PASSWORD, "");
+    let child = Test::with(&s)
+        .load("pc1", "img")
+        .attempt(1, 3)
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reimage");
+    // reimage's Login reached the simulator, which holds it.
+    front.wait_for("Login", |_| true);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("reimage ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    // The signal came during the Login, not after it.
+    assert!(!stderr.contains("vSphere: logged in to"), "{stderr}");
+    assert!(stderr.contains("vSphere: logged out of"), "{stderr}");
+    // The simulator has answered the Login (its session exists, or
+    // existed): none of reimage's is open.
+    front.wait_for("Login", |c| c.status == Some(200));
+    assert!(
+        front.seen().iter().any(|c| c.method == "Logout"),
+        "{:?}",
+        front.seen()
+    );
+    sim.assert_logged_out();
+}
+
 #[test]
 fn tls_pin_ca_file_and_insecure() {
     let s = Scratch::new("vs-tls");

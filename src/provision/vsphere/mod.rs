@@ -102,6 +102,11 @@ impl Vsphere {
             Err(o) => return o,
         };
         if let Err(e) = vim.login() {
+            // An interrupted Login may have opened the session all the
+            // same (its answer is still awaited): close it.
+            if vim.logged_in() {
+                logout(&vim, cfg, report);
+            }
             return fail(&format!("log in to {} as {:?}", cfg.url, cfg.username), e);
         }
         report.info(&format!(
@@ -122,14 +127,20 @@ impl Vsphere {
                 cfg.url
             ));
         }
-        match vim.logout() {
-            Ok(()) => report.info(&format!("vSphere: logged out of {}", cfg.url)),
-            Err(e) => report.warn(&format!(
-                "vSphere: the session on {} was not logged out: {e}",
-                cfg.url
-            )),
-        }
+        logout(&vim, cfg, report);
         collapse(result)
+    }
+}
+
+/// Logs the session out, saying so.
+fn logout(vim: &Vim, cfg: &VsphereConfig, report: &Reporter) {
+    match vim.logout() {
+        Ok(true) => report.info(&format!("vSphere: logged out of {}", cfg.url)),
+        Ok(false) => {}
+        Err(e) => report.warn(&format!(
+            "vSphere: the session on {} was not logged out: {e}",
+            cfg.url
+        )),
     }
 }
 

@@ -68,6 +68,9 @@ pub struct Vim {
     password: Secret,
     timeout: Duration,
     relogged: Cell<bool>,
+    /// A Login succeeded and no Logout or ended session followed: there
+    /// is a session to log out.
+    logged_in: Cell<bool>,
     /// Grows at every login: objects made in the session (filters, views)
     /// belong to one generation.
     generation: Cell<u32>,
@@ -111,6 +114,7 @@ impl Vim {
             password,
             timeout,
             relogged: Cell::new(false),
+            logged_in: Cell::new(false),
             generation: Cell::new(0),
         })
     }
@@ -123,7 +127,10 @@ impl Vim {
             .ok_or_else(|| Error::Malformed(format!("the service content has no {name}")))
     }
 
-    /// `SessionManager.Login`.
+    /// `SessionManager.Login`. SIGINT/SIGTERM during it fails it as
+    /// interrupted, yet its answer is still waited for (up to
+    /// `soap::SETTLE`): a session it opened all the same is known, and
+    /// [`Vim::logout`] closes it.
     pub fn login(&self) -> Result<(), Error> {
         let sm = self.manager("sessionManager")?;
         let body = format!(
@@ -131,21 +138,40 @@ impl Vim {
             escape(&self.user),
             escape(self.password.expose())
         );
-        self.client.call("Login", &sm, &body, self.timeout)?;
-        if !self.client.has_session() {
-            return Err(Error::Malformed(
-                "Login: the answer set no vmware_soap_session cookie".into(),
-            ));
+        let (answer, signal) = self.client.call_settling("Login", &sm, &body, self.timeout);
+        let answer = answer.and_then(|_| {
+            if self.client.has_session() {
+                Ok(())
+            } else {
+                Err(Error::Malformed(
+                    "Login: the answer set no vmware_soap_session cookie".into(),
+                ))
+            }
+        });
+        if answer.is_ok() {
+            self.logged_in.set(true);
+            self.generation.set(self.generation.get().wrapping_add(1));
         }
-        self.generation.set(self.generation.get().wrapping_add(1));
-        Ok(())
+        match signal {
+            Some(s) => Err(Error::Interrupted(s)),
+            None => answer,
+        }
     }
 
-    /// `SessionManager.Logout`, bounded; the session is forgotten either way.
-    pub fn logout(&self) -> Result<(), Error> {
-        if !self.client.has_session() {
-            return Ok(());
+    /// True while a session is open (to log out).
+    pub fn logged_in(&self) -> bool {
+        self.logged_in.get()
+    }
+
+    /// `SessionManager.Logout`, bounded; the session is forgotten either
+    /// way. Ok(false): there was no session (none opened, or it had
+    /// ended).
+    pub fn logout(&self) -> Result<bool, Error> {
+        if !self.logged_in.get() {
+            self.client.forget_session();
+            return Ok(false);
         }
+        self.logged_in.set(false);
         let sm = self.manager("sessionManager")?;
         let r = self.client.call_uninterruptible(
             "Logout",
@@ -154,7 +180,7 @@ impl Vim {
             self.timeout.min(Duration::from_secs(10)),
         );
         self.client.forget_session();
-        r.map(|_| ())
+        r.map(|_| true)
     }
 
     /// True once the session was renewed.
@@ -180,6 +206,11 @@ impl Vim {
                 self.renew()?;
                 self.client.call(method, this, body, timeout)
             }
+            Err(e) if e.class() == Class::Relogin => {
+                // Ended again: nothing of it is left to log out.
+                self.logged_in.set(false);
+                Err(e)
+            }
             r => r,
         }
     }
@@ -187,6 +218,7 @@ impl Vim {
     /// Logs in again after the session ended; once per load.
     fn renew(&self) -> Result<(), Error> {
         self.relogged.set(true);
+        self.logged_in.set(false);
         self.client.forget_session();
         self.login()
     }
@@ -372,6 +404,10 @@ impl Vim {
                 Err(e) if e.class() == Class::Relogin && !self.relogged.get() => {
                     self.renew()?;
                     return Ok(Waited::Renewed);
+                }
+                Err(e) if e.class() == Class::Relogin => {
+                    self.logged_in.set(false);
+                    return Err(e);
                 }
                 r => r?,
             };

@@ -74,6 +74,20 @@ impl Front {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("the front's log").clone()
     }
+
+    /// Waits until a call of `method` was seen and `done` holds for it.
+    pub fn wait_for(&self, method: &str, done: impl Fn(&Seen) -> bool) -> Seen {
+        let mut found = None;
+        let ok = crate::common::eventually(Duration::from_secs(60), || {
+            found = self
+                .seen()
+                .into_iter()
+                .find(|c| c.method == method && done(c));
+            found.is_some()
+        });
+        assert!(ok, "no {method} as wanted among {:?}", self.seen());
+        found.expect("found")
+    }
 }
 
 /// A request as read: the headers the simulator needs, and the body.
