@@ -1129,6 +1129,56 @@ fn vpx_sigterm_during_login_logs_its_session_out() {
     sim.assert_logged_out();
 }
 
+/// A `mac` vSphere cannot give the VM's NIC is a config error at the key
+/// (78, file:line:col) in `check`, and a load refuses it before it calls
+/// the endpoint at all; a MAC in VMware's manual range, or of a site's own
+/// OUI, passes.
+#[test]
+fn a_mac_vsphere_refuses_is_a_config_error_before_any_call() {
+    let s = Scratch::new("vs-mac");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    let front = Front::start(&sim, |_| Act::Pass);
+    let set_mac = |mac: &str| {
+        config_at(&s, &front.url, "", "DC0_H0_VM0", PASSWORD, "");
+        let text = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
+        s.write(
+            "reimage.toml",
+            &text.replace(&format!("mac = \"{MAC}\""), &format!("mac = \"{mac}\"")),
+        );
+    };
+    for (mac, why) in [
+        ("00:50:56:zz:00:01", "is not a MAC address"),
+        ("00:50:56:01:02", "is not a MAC address"),
+        ("01:00:5e:00:00:01", "is a multicast address"),
+        ("00:50:56:80:00:01", "above its manual range"),
+    ] {
+        set_mac(mac);
+        let at = format!(
+            "{}:{}:1:",
+            s.path("reimage.toml").display(),
+            config_line(&s, "mac = ")
+        );
+        let r = check(&s);
+        assert_eq!(r.code, 78, "{mac}: {}", r.stderr);
+        assert!(r.stderr.contains(&at), "{mac}: wanted {at}: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{mac}: {}", r.stderr);
+        let r = load(&s);
+        assert_eq!(r.code, 1, "{mac}: fatal: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{mac}: {}", r.stderr);
+    }
+    assert!(
+        front.seen().is_empty(),
+        "a refused load calls nothing: {:?}",
+        front.seen()
+    );
+    for mac in ["00:50:56:3f:ff:ff", "52:54:00:12:34:56"] {
+        set_mac(mac);
+        let r = check(&s);
+        assert_eq!(r.code, 0, "{mac}: {}", r.stderr);
+        assert!(r.stdout.contains(&format!("MAC: {mac}")), "{}", r.stdout);
+    }
+}
+
 #[test]
 fn tls_pin_ca_file_and_insecure() {
     let s = Scratch::new("vs-tls");
