@@ -1042,6 +1042,41 @@ fn esx_session_ended_during_the_disk_copy_wait_still_loads() {
     session_ended_while_waiting_for_the_task(Model::Esx);
 }
 
+/// The session ends again after the one new login: retry (the next
+/// attempt starts a fresh session), with nothing left open and nothing
+/// (a filter's removal, a Logout) sent into the ended session.
+#[test]
+fn vpx_session_ended_twice_in_one_load_retries() {
+    let s = Scratch::new("vs-relogin-twice");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    let mut armed = false;
+    let front = Front::start(&sim, move |method| {
+        armed |= method == "CloneVM_Task";
+        if method == "WaitForUpdatesEx" && armed {
+            return Act::EndSession;
+        }
+        Act::Pass
+    });
+    config_at(&s, &front.url, "", "DC0_H0_VM0", PASSWORD, "");
+    let r = load(&s);
+    assert_eq!(r.code, 75, "retry: {}", r.stderr);
+    assert!(r.stderr.contains("NotAuthenticated"), "{}", r.stderr);
+    let seen = front.seen();
+    assert_eq!(
+        seen.iter().filter(|c| c.ended == Some(true)).count(),
+        2,
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|c| c.method == "Logout" || c.method == "DestroyPropertyFilter"),
+        "nothing is sent into the ended session: {seen:?}"
+    );
+    assert!(!r.stderr.contains("was not logged out"), "{}", r.stderr);
+    sim.assert_logged_out();
+}
+
 /// A 503 whose body is well-formed XML but no SOAP envelope (what a
 /// reverse proxy or a load balancer in front of a starting vCenter sends)
 /// asks for a retry, like any 5xx without a fault; the session is logged

@@ -201,17 +201,22 @@ impl Vim {
         body: &str,
         timeout: Duration,
     ) -> Result<Elem, Error> {
-        match self.client.call(method, this, body, timeout) {
+        let r = match self.client.call(method, this, body, timeout) {
             Err(e) if e.class() == Class::Relogin && !self.relogged.get() => {
                 self.renew()?;
                 self.client.call(method, this, body, timeout)
             }
-            Err(e) if e.class() == Class::Relogin => {
-                // Ended again: nothing of it is left to log out.
-                self.logged_in.set(false);
-                Err(e)
-            }
             r => r,
+        };
+        self.ended_again(&r);
+        r
+    }
+
+    /// Notes a session that ended after its one renewal: nothing of it is
+    /// left to log out.
+    fn ended_again<T>(&self, r: &Result<T, Error>) {
+        if matches!(r, Err(e) if e.class() == Class::Relogin) {
+            self.logged_in.set(false);
         }
     }
 
@@ -359,7 +364,9 @@ impl Vim {
                 Ok(Waited::Done(result)) => Ok(result),
                 Err(e) => Err(e),
             };
-            let _ = self.invoke("DestroyPropertyFilter", &filter, "");
+            if self.logged_in.get() {
+                let _ = self.invoke("DestroyPropertyFilter", &filter, "");
+            }
             return r;
         }
     }
@@ -405,11 +412,10 @@ impl Vim {
                     self.renew()?;
                     return Ok(Waited::Renewed);
                 }
-                Err(e) if e.class() == Class::Relogin => {
-                    self.logged_in.set(false);
-                    return Err(e);
+                r => {
+                    self.ended_again(&r);
+                    r?
                 }
-                r => r?,
             };
             if let Some(set) = r.child("returnval") {
                 if let Some(v) = set.text_at("version") {
