@@ -16,7 +16,13 @@
 //!   a full copy; the test checks the snapshot requirement and the request.
 //! - Task progress: vcsim's tasks finish inside the call that starts them;
 //!   a slow task is simulated with its method delay (`-delay`), which
-//!   holds the call itself, not the task.
+//!   holds the call itself, not the task. A session that ends during a
+//!   task's wait is ended by the test's HTTP front (`front`) between the
+//!   filter's creation and the wait.
+//! - A session that ends between a ContainerView's creation and its read:
+//!   vcsim answers RetrievePropertiesEx without a session (where vCenter
+//!   says NotAuthenticated), so the lookup's new view after a new login
+//!   is not shown here.
 
 use crate::common::{self, LIMIT, Scratch};
 use crate::test::{Output, Test, run};
@@ -25,6 +31,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use testbed::port;
 use testbed::vcsim::Vcsim;
+
+mod front;
+use front::{Act, Front};
 
 const USER: &str = "reimage-svc";
 const PASSWORD: &str = "Pw-for-vcsim-7731";
@@ -42,66 +51,32 @@ enum Model {
 }
 
 /// A running simulator (killed on drop), with a SOAP client of the test's
-/// own to look at its inventory.
+/// own to look at its inventory (its [`Api`], which it derefs to).
 struct Sim {
     vcsim: Vcsim,
-    /// `https://127.0.0.1:PORT` (no /sdk).
-    base: String,
+    api: Api,
     thumbprint: String,
     cert: PathBuf,
     model: Model,
+}
+
+impl std::ops::Deref for Sim {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// The test's own SOAP client of a simulator: raw calls and sessions of
+/// its own. Cloned into the threads of a [`front::Front`].
+#[derive(Clone)]
+pub(crate) struct Api {
+    /// `https://127.0.0.1:PORT` (no /sdk).
+    pub base: String,
     agent: ureq::Agent,
 }
 
-impl Sim {
-    fn start(s: &Scratch, model: Model, delay: Option<&str>) -> Sim {
-        let pw = s.write("vcsim-password", &format!("{PASSWORD}\n"));
-        let name = match model {
-            Model::Vpx => "vpx",
-            Model::Esx => "esx",
-        };
-        let vcsim = Vcsim::start(vcsim(), &s.dir, name, USER, &pw, delay);
-        let pem = std::fs::read(&vcsim.cert).expect("vcsim wrote its certificate");
-        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-            .filter_map(|i| match i {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                    .build(),
-            )
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .new_agent();
-        let sim = Sim {
-            base: vcsim.base.clone(),
-            thumbprint: vcsim.thumbprint.clone(),
-            cert: vcsim.cert.clone(),
-            vcsim,
-            model,
-            agent,
-        };
-        // It answers RetrieveServiceContent on /sdk, with the model's apiType.
-        let sc = sim.soap(
-            "RetrieveServiceContent",
-            "ServiceInstance",
-            "ServiceInstance",
-            "",
-            None,
-        );
-        let want = match model {
-            Model::Vpx => "<apiType>VirtualCenter</apiType>",
-            Model::Esx => "<apiType>HostAgent</apiType>",
-        };
-        assert!(sc.contains(want), "{sc}");
-        sim
-    }
-
+impl Api {
     /// A raw call; the answer's text (faults included).
     fn soap(&self, method: &str, ty: &str, this: &str, body: &str, cookie: Option<&str>) -> String {
         let env = format!(
@@ -156,6 +131,76 @@ xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body><{method} 
         let out = f(&key);
         self.soap("Logout", &ty, &sm, "", Some(&key));
         out
+    }
+}
+
+impl Api {
+    /// Ends session `key` (reimage's) from a session of the test's own,
+    /// as an admin does in vCenter's Sessions view; true when it did.
+    fn terminate_session(&self, key: &str) -> bool {
+        let (st, sm) = self.manager("sessionManager");
+        self.session(|c| {
+            let r = self.soap(
+                "TerminateSession",
+                &st,
+                &sm,
+                &format!("<sessionId>{key}</sessionId>"),
+                Some(c),
+            );
+            !r.contains("Fault>")
+        })
+    }
+}
+
+impl Sim {
+    fn start(s: &Scratch, model: Model, delay: Option<&str>) -> Sim {
+        let pw = s.write("vcsim-password", &format!("{PASSWORD}\n"));
+        let name = match model {
+            Model::Vpx => "vpx",
+            Model::Esx => "esx",
+        };
+        let vcsim = Vcsim::start(vcsim(), &s.dir, name, USER, &pw, delay);
+        let pem = std::fs::read(&vcsim.cert).expect("vcsim wrote its certificate");
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|i| match i {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            )
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .new_agent();
+        let sim = Sim {
+            api: Api {
+                base: vcsim.base.clone(),
+                agent,
+            },
+            thumbprint: vcsim.thumbprint.clone(),
+            cert: vcsim.cert.clone(),
+            vcsim,
+            model,
+        };
+        // It answers RetrieveServiceContent on /sdk, with the model's apiType.
+        let sc = sim.soap(
+            "RetrieveServiceContent",
+            "ServiceInstance",
+            "ServiceInstance",
+            "",
+            None,
+        );
+        let want = match model {
+            Model::Vpx => "<apiType>VirtualCenter</apiType>",
+            Model::Esx => "<apiType>HostAgent</apiType>",
+        };
+        assert!(sc.contains(want), "{sc}");
+        sim
     }
 
     /// Every VM: (moref, name, power state, MACs, CPUs, memory MB, boot time).
@@ -558,10 +603,15 @@ fn between<'a>(s: &'a str, a: &str, b: &str) -> Option<&'a str> {
 /// by thumbprint unless `trust` says otherwise, with `extra` keys; image
 /// `img` from `source`; computer `pc1` with the test MAC.
 fn config(s: &Scratch, sim: &Sim, source: &str, password: &str, trust: Option<&str>, extra: &str) {
-    let pw = s.write("vs-password", &format!("{password}\n"));
     let trust = trust
         .map(str::to_string)
         .unwrap_or_else(|| format!("thumbprint = \"{}\"", sim.thumbprint));
+    config_at(s, &sim.base, &trust, source, password, extra);
+}
+
+/// `config` with the provisioner's `url` and trust line given.
+fn config_at(s: &Scratch, url: &str, trust: &str, source: &str, password: &str, extra: &str) {
+    let pw = s.write("vs-password", &format!("{password}\n"));
     s.config(&format!(
         r#"
 [os.none]
@@ -588,7 +638,7 @@ memory = 2048
 address = "127.0.0.1"
 mac = "{MAC}"
 "#,
-        sim.base,
+        url,
         pw.display()
     ));
 }
@@ -918,6 +968,250 @@ fn vpx_ended_session_logs_in_again_once() {
     assert!(stderr.contains("logged in again once"), "{stderr}");
     assert_eq!(sim.vms_named("pc1")[0].power, "poweredOn");
     sim.assert_logged_out();
+}
+
+/// The task call each model's load waits on longest: the clone (vCenter)
+/// or the disk copy (ESXi).
+fn long_task(model: Model) -> &'static str {
+    match model {
+        Model::Vpx => "CloneVM_Task",
+        Model::Esx => "CopyVirtualDisk_Task",
+    }
+}
+
+/// The session ends (a restarted vCenter, an idle timeout, an admin's
+/// TerminateSession) at the first `at` call after an `after` call: the
+/// front ends it right before passing that call on, so the simulator
+/// refuses it (NotAuthenticated). The load logs in again once and is
+/// ready, not 75.
+fn session_ended_at(model: Model, name: &str, after: &'static str, at: &'static str) {
+    let s = Scratch::new(&format!("vs-relogin-{name}-{model:?}"));
+    let sim = Sim::start(&s, model, None);
+    let (mut armed, mut ended) = (false, false);
+    let front = Front::start(&sim, move |method| {
+        armed |= method == after;
+        if method == at && armed && !ended {
+            ended = true;
+            return Act::EndSession;
+        }
+        Act::Pass
+    });
+    config_at(
+        &s,
+        &front.url,
+        "",
+        sim.source(),
+        PASSWORD,
+        "clone_timeout = \"20s\"",
+    );
+    let r = load(&s);
+    let seen = front.seen();
+    let end = seen
+        .iter()
+        .find(|c| c.ended.is_some())
+        .unwrap_or_else(|| panic!("the front never ended the session: {seen:?}"));
+    assert_eq!(end.method, at);
+    assert_eq!(end.ended, Some(true), "TerminateSession worked: {seen:?}");
+    assert_eq!(end.status, Some(500), "NotAuthenticated: {seen:?}");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("logged in again once"), "{}", r.stderr);
+    let vms = sim.vms_named("pc1");
+    assert_eq!(vms.len(), 1, "{vms:?}");
+    assert_eq!(vms[0].power, "poweredOn");
+    sim.assert_logged_out();
+}
+
+/// The session ends while reimage waits for the clone (or disk copy).
+/// vcsim's tasks end inside the call that starts them, and a method delay
+/// holds that call, not the task; so the front ends the session at the
+/// moment that matters: after the task's filter was made in the old
+/// session, before the first wait on it. The new session has no filter:
+/// the wait must make one anew (whose first update is the task, finished),
+/// not wait on nothing until clone_timeout (which gave 75, the VM off).
+fn session_ended_while_waiting_for_the_task(model: Model) {
+    session_ended_at(model, "wait", long_task(model), "WaitForUpdatesEx");
+}
+
+#[test]
+fn vpx_session_ended_during_the_clone_wait_still_loads() {
+    session_ended_while_waiting_for_the_task(Model::Vpx);
+}
+
+#[test]
+fn esx_session_ended_during_the_disk_copy_wait_still_loads() {
+    session_ended_while_waiting_for_the_task(Model::Esx);
+}
+
+/// The session ends again after the one new login: retry (the next
+/// attempt starts a fresh session), with nothing left open and nothing
+/// (a filter's removal, a Logout) sent into the ended session.
+#[test]
+fn vpx_session_ended_twice_in_one_load_retries() {
+    let s = Scratch::new("vs-relogin-twice");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    let mut armed = false;
+    let front = Front::start(&sim, move |method| {
+        armed |= method == "CloneVM_Task";
+        if method == "WaitForUpdatesEx" && armed {
+            return Act::EndSession;
+        }
+        Act::Pass
+    });
+    config_at(&s, &front.url, "", "DC0_H0_VM0", PASSWORD, "");
+    let r = load(&s);
+    assert_eq!(r.code, 75, "retry: {}", r.stderr);
+    assert!(r.stderr.contains("NotAuthenticated"), "{}", r.stderr);
+    let seen = front.seen();
+    assert_eq!(
+        seen.iter().filter(|c| c.ended == Some(true)).count(),
+        2,
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|c| c.method == "Logout" || c.method == "DestroyPropertyFilter"),
+        "nothing is sent into the ended session: {seen:?}"
+    );
+    assert!(!r.stderr.contains("was not logged out"), "{}", r.stderr);
+    sim.assert_logged_out();
+}
+
+/// A 503 whose body is well-formed XML but no SOAP envelope (what a
+/// reverse proxy or a load balancer in front of a starting vCenter sends)
+/// asks for a retry, like any 5xx without a fault; the session is logged
+/// out, and the next attempt loads.
+#[test]
+fn vpx_http_503_with_xml_and_no_fault_retries() {
+    let s = Scratch::new("vs-503-xml");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    let mut answered = false;
+    let front = Front::start(&sim, move |method| {
+        if method == "CreateContainerView" && !answered {
+            answered = true;
+            return Act::Answer(
+                503,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error><status>503</status>\
+<message>Service Unavailable: the vpxd service is starting</message></error>"
+                    .into(),
+            );
+        }
+        Act::Pass
+    });
+    config_at(&s, &front.url, "", "DC0_H0_VM0", PASSWORD, "");
+    let r = load(&s);
+    assert_eq!(r.code, 75, "retry: {}", r.stderr);
+    assert!(
+        r.stderr.contains("HTTP 503 without a SOAP fault"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("no SOAP Body"), "{}", r.stderr);
+    assert!(
+        front
+            .seen()
+            .iter()
+            .any(|c| c.method == "CreateContainerView" && c.status == Some(503)),
+        "{:?}",
+        front.seen()
+    );
+    assert!(sim.vms_named("pc1").is_empty());
+    sim.assert_logged_out();
+    let r = Test::with(&s).load("pc1", "img").attempt(2, 3).run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sim.vms_named("pc1")[0].power, "poweredOn");
+}
+
+/// SIGTERM while Login is held in the simulator (a slow identity source):
+/// the session the Login then opens is logged out before reimage exits
+/// 143, instead of staying open until vCenter's idle timeout.
+#[test]
+fn vpx_sigterm_during_login_logs_its_session_out() {
+    let s = Scratch::new("vs-login-sigterm");
+    let sim = Sim::start(&s, Model::Vpx, Some("Login=6000"));
+    let front = Front::start(&sim, |_| Act::Pass);
+    config_at(&s, &front.url, "", "DC0_H0_VM0", PASSWORD, "");
+    let child = Test::with(&s)
+        .load("pc1", "img")
+        .attempt(1, 3)
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reimage");
+    // reimage's Login reached the simulator, which holds it.
+    front.wait_for("Login", |_| true);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("reimage ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    // The signal came during the Login, not after it.
+    assert!(!stderr.contains("vSphere: logged in to"), "{stderr}");
+    assert!(stderr.contains("vSphere: logged out of"), "{stderr}");
+    // The simulator has answered the Login (its session exists, or
+    // existed): none of reimage's is open.
+    front.wait_for("Login", |c| c.status == Some(200));
+    assert!(
+        front.seen().iter().any(|c| c.method == "Logout"),
+        "{:?}",
+        front.seen()
+    );
+    sim.assert_logged_out();
+}
+
+/// A `mac` vSphere cannot give the VM's NIC is a config error at the key
+/// (78, file:line:col) in `check`, and a load refuses it before it calls
+/// the endpoint at all; a MAC in VMware's manual range, or of a site's own
+/// OUI, passes.
+#[test]
+fn a_mac_vsphere_refuses_is_a_config_error_before_any_call() {
+    let s = Scratch::new("vs-mac");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    let front = Front::start(&sim, |_| Act::Pass);
+    let set_mac = |mac: &str| {
+        config_at(&s, &front.url, "", "DC0_H0_VM0", PASSWORD, "");
+        let text = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
+        s.write(
+            "reimage.toml",
+            &text.replace(&format!("mac = \"{MAC}\""), &format!("mac = \"{mac}\"")),
+        );
+    };
+    for (mac, why) in [
+        ("00:50:56:zz:00:01", "is not a MAC address"),
+        ("00:50:56:01:02", "is not a MAC address"),
+        ("01:00:5e:00:00:01", "is a multicast address"),
+        ("00:50:56:80:00:01", "above its manual range"),
+    ] {
+        set_mac(mac);
+        let at = format!(
+            "{}:{}:1:",
+            s.path("reimage.toml").display(),
+            config_line(&s, "mac = ")
+        );
+        let r = check(&s);
+        assert_eq!(r.code, 78, "{mac}: {}", r.stderr);
+        assert!(r.stderr.contains(&at), "{mac}: wanted {at}: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{mac}: {}", r.stderr);
+        let r = load(&s);
+        assert_eq!(r.code, 1, "{mac}: fatal: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{mac}: {}", r.stderr);
+    }
+    assert!(
+        front.seen().is_empty(),
+        "a refused load calls nothing: {:?}",
+        front.seen()
+    );
+    for mac in ["00:50:56:3f:ff:ff", "52:54:00:12:34:56"] {
+        set_mac(mac);
+        let r = check(&s);
+        assert_eq!(r.code, 0, "{mac}: {}", r.stderr);
+        assert!(r.stdout.contains(&format!("MAC: {mac}")), "{}", r.stdout);
+    }
 }
 
 #[test]

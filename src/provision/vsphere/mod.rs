@@ -102,6 +102,11 @@ impl Vsphere {
             Err(o) => return o,
         };
         if let Err(e) = vim.login() {
+            // An interrupted Login may have opened the session all the
+            // same (its answer is still awaited): close it.
+            if vim.logged_in() {
+                logout(&vim, cfg, report);
+            }
             return fail(&format!("log in to {} as {:?}", cfg.url, cfg.username), e);
         }
         report.info(&format!(
@@ -122,14 +127,20 @@ impl Vsphere {
                 cfg.url
             ));
         }
-        match vim.logout() {
-            Ok(()) => report.info(&format!("vSphere: logged out of {}", cfg.url)),
-            Err(e) => report.warn(&format!(
-                "vSphere: the session on {} was not logged out: {e}",
-                cfg.url
-            )),
-        }
+        logout(&vim, cfg, report);
         collapse(result)
+    }
+}
+
+/// Logs the session out, saying so.
+fn logout(vim: &Vim, cfg: &VsphereConfig, report: &Reporter) {
+    match vim.logout() {
+        Ok(true) => report.info(&format!("vSphere: logged out of {}", cfg.url)),
+        Ok(false) => {}
+        Err(e) => report.warn(&format!(
+            "vSphere: the session on {} was not logged out: {e}",
+            cfg.url
+        )),
     }
 }
 
@@ -534,19 +545,70 @@ fn dc_ref(dc: &Obj, prop: &str) -> Result<MoRef, Outcome> {
     })
 }
 
-/// Normalizes a MAC to `aa:bb:cc:dd:ee:ff`.
-fn normalize_mac(mac: &str) -> Result<String, String> {
+/// The computer's `mac` as the manual MAC vSphere takes, normalized to
+/// `aa:bb:cc:dd:ee:ff`: six bytes in hex (`:` or `-` between them), a
+/// unicast address that is not all zeros, and within VMware's OUI
+/// 00:50:56 only the part kept for manual addresses.
+///
+/// VMware's vSphere Networking guide (5.5 to 8.0), "Setting a Static MAC
+/// Address to a Virtual Machine" and "VMware OUI in Static MAC Addresses"
+/// (GUID-ADFECCE5-19E7-4A81-B706-171E279ACBCD): a static address with
+/// VMware's OUI must be 00:50:56:XX:YY:ZZ with XX from 00 to 3F, so at most
+/// 00:50:56:3F:FF:FF; the rest of the OUI is vCenter's generated addresses
+/// and VMkernel adapters', and ESXi refuses it as a static address. Other
+/// unique addresses are supported, the guide says (6.5 on), so a site's
+/// own OUI passes.
+fn manual_mac(mac: &str) -> Result<String, String> {
     let parts: Vec<&str> = mac.split([':', '-']).collect();
-    if parts.len() != 6
-        || parts
-            .iter()
-            .any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit()))
-    {
+    let bytes: Option<Vec<u8>> = (parts.len() == 6)
+        .then(|| {
+            parts
+                .iter()
+                .map(|p| {
+                    (p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+                        .then(|| u8::from_str_radix(p, 16).ok())
+                        .flatten()
+                })
+                .collect()
+        })
+        .flatten();
+    let Some(b) = bytes else {
         return Err(format!(
-            "`mac` {mac:?} is not a MAC address like \"00:50:56:01:02:03\""
+            "`mac` {mac:?} is not a MAC address: six bytes in hex, like \"00:50:56:00:07:03\""
+        ));
+    };
+    let norm = b
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    if b.iter().all(|x| *x == 0) {
+        return Err(format!(
+            "`mac` {mac:?} is all zeros, which no NIC can have; use one of VMware's manual range 00:50:56:00:00:00 to 00:50:56:3f:ff:ff"
         ));
     }
-    Ok(parts.join(":").to_ascii_lowercase())
+    if b[0] & 1 == 1 {
+        return Err(format!(
+            "`mac` {mac:?} is a multicast address (the first byte is odd), which no NIC can have; use a unicast one, e.g. in VMware's manual range 00:50:56:00:00:00 to 00:50:56:3f:ff:ff"
+        ));
+    }
+    if b[..3] == [0x00, 0x50, 0x56] && b[3] > 0x3f {
+        return Err(format!(
+            "`mac` {mac:?} is in VMware's OUI 00:50:56 but above its manual range 00:50:56:00:00:00 to 00:50:56:3f:ff:ff (the rest is kept for the addresses vCenter generates and VMkernel adapters), and vSphere refuses it as a manual MAC; pick one in the range"
+        ));
+    }
+    Ok(norm)
+}
+
+/// `vet`'s look at the computer's `mac`: a config error at the key.
+fn vet_mac(plan: &Plan) -> Result<Option<String>, KeyError> {
+    let Some(m) = &plan.computer.mac else {
+        return Ok(None);
+    };
+    manual_mac(m).map(Some).map_err(|e| KeyError {
+        path: vec!["computers".into(), plan.computer.name.clone(), "mac".into()],
+        message: format!("computer `{}`: {e}", plan.computer.name),
+    })
 }
 
 impl Provisioner for Vsphere {
@@ -558,8 +620,10 @@ impl Provisioner for Vsphere {
         self.config.images.keys().cloned().collect()
     }
 
-    /// The VM the load makes must not be where the image's base is.
+    /// The computer's `mac` must be one vSphere takes as a manual MAC;
+    /// the VM the load makes must not be where the image's base is.
     fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        vet_mac(plan)?;
         golden::vet(&self.config, plan)
     }
 
@@ -567,17 +631,11 @@ impl Provisioner for Vsphere {
         if let Err(e) = self.vet(plan) {
             return super::refused(plan, e);
         }
-        self.with_session(plan, attempt, report, |l| {
-            let mac = match &plan.computer.mac {
-                Some(m) => Some(normalize_mac(m).map_err(|e| {
-                    Outcome::Fatal(anyhow::anyhow!("computer {}: {e}", plan.computer.name))
-                })?),
-                None => None,
-            };
-            match l.path {
-                Endpoint::Vcenter => vcenter::load_vcenter(l, plan, attempt, mac.as_deref()),
-                _ => esxi::load_esxi(l, plan, attempt, mac.as_deref()),
-            }
+        // Checked by vet just now.
+        let mac = vet_mac(plan).ok().flatten();
+        self.with_session(plan, attempt, report, |l| match l.path {
+            Endpoint::Vcenter => vcenter::load_vcenter(l, plan, attempt, mac.as_deref()),
+            _ => esxi::load_esxi(l, plan, attempt, mac.as_deref()),
         })
     }
 
@@ -693,12 +751,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn macs() {
+    fn manual_macs() {
         assert_eq!(
-            normalize_mac("00-50-56-0A-0B-0C").expect("dashes"),
+            manual_mac("00-50-56-0A-0B-0C").expect("dashes"),
             "00:50:56:0a:0b:0c"
         );
-        assert!(normalize_mac("00:50:56:0a:0b").is_err());
-        assert!(normalize_mac("00:50:56:0a:0b:zz").is_err());
+        for ok in [
+            "00:50:56:00:00:00",
+            "00:50:56:3F:FF:FF",
+            "00:50:56:00:07:03",
+            // Another OUI than VMware's: supported (vSphere 6.5 on).
+            "52:54:00:12:34:56",
+            "02:00:00:00:00:01",
+        ] {
+            assert!(manual_mac(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("00:50:56:zz:00:01", "not a MAC address"),
+            ("00:50:56:0a:0b", "not a MAC address"),
+            ("00:50:56:0a:0b:0c:0d", "not a MAC address"),
+            ("0:50:56:0a:0b:0c", "not a MAC address"),
+            ("00:50:56:+a:0b:0c", "not a MAC address"),
+            ("00:50:56:0a:0b:0c ", "not a MAC address"),
+            ("", "not a MAC address"),
+            ("00:00:00:00:00:00", "all zeros"),
+            ("01:00:5e:00:00:01", "multicast"),
+            ("ff:ff:ff:ff:ff:ff", "multicast"),
+            ("00:50:56:40:00:00", "above its manual range"),
+            ("00:50:56:80:12:34", "above its manual range"),
+        ] {
+            let e = manual_mac(bad).expect_err(bad);
+            assert!(e.starts_with("`mac` "), "the key first: {e}");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -5,12 +5,15 @@
 //!
 //! A call runs on a helper thread while the caller watches the signal flag,
 //! so SIGINT/SIGTERM ends a load at once even in a long blocking call (the
-//! abandoned request ends at its own timeout or with the process).
+//! abandoned request ends at its own timeout or with the process). A Login
+//! is the exception: the session it opens would outlive an abandoned
+//! request, so its answer is still waited for, up to [`SETTLE`], and the
+//! session it opened is logged out.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::secret::Secret;
 use crate::signal;
@@ -253,7 +256,14 @@ enum OnSignal {
     Stop,
     /// Runs to its end (the logout that follows an interrupt).
     Finish,
+    /// Waits up to [`SETTLE`] more for the answer, to keep what the call
+    /// opened (the session of a Login), then fails as interrupted.
+    Settle,
 }
+
+/// How long a call that opens something (Login) is still waited for after
+/// SIGINT/SIGTERM, so that what it opened can be closed.
+pub const SETTLE: Duration = Duration::from_secs(10);
 
 impl Client {
     pub fn new(agent: ureq::Agent, url: String) -> Client {
@@ -287,7 +297,7 @@ impl Client {
         body: &str,
         timeout: Duration,
     ) -> Result<Elem, Error> {
-        self.call_inner(method, this, body, timeout, OnSignal::Stop)
+        self.exchange(method, this, body, timeout, OnSignal::Stop).0
     }
 
     /// A call that runs even after SIGINT/SIGTERM: the logout that follows
@@ -299,25 +309,47 @@ impl Client {
         body: &str,
         timeout: Duration,
     ) -> Result<Elem, Error> {
-        self.call_inner(method, this, body, timeout, OnSignal::Finish)
+        self.exchange(method, this, body, timeout, OnSignal::Finish)
+            .0
     }
 
-    fn call_inner(
+    /// A call that opens something the server keeps (Login: a session):
+    /// after SIGINT/SIGTERM its answer is still waited for, up to
+    /// [`SETTLE`], so the caller learns whether it opened and can close
+    /// it. The call's own result (its answer, or interrupted when none
+    /// came in time), and the signal that came during it.
+    pub fn call_settling(
+        &self,
+        method: &str,
+        this: &MoRef,
+        body: &str,
+        timeout: Duration,
+    ) -> (Result<Elem, Error>, Option<i32>) {
+        self.exchange(method, this, body, timeout, OnSignal::Settle)
+    }
+
+    /// Sends one call on a helper thread and waits for its answer, looking
+    /// at the signal flag every tick; what a signal does is `on_signal`'s.
+    /// The answer (a session cookie it sets is kept), and the signal that
+    /// came during the call.
+    fn exchange(
         &self,
         method: &str,
         this: &MoRef,
         body: &str,
         timeout: Duration,
         on_signal: OnSignal,
-    ) -> Result<Elem, Error> {
-        let check = || {
-            if on_signal == OnSignal::Stop {
-                signal::check().map_err(|i| Error::Interrupted(i.0))
+    ) -> (Result<Elem, Error>, Option<i32>) {
+        let signalled = || {
+            if on_signal == OnSignal::Finish {
+                None
             } else {
-                Ok(())
+                signal::check().err().map(|i| i.0)
             }
         };
-        check()?;
+        if let Some(s) = signalled() {
+            return (Err(Error::Interrupted(s)), Some(s));
+        }
         let envelope = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
 <soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
@@ -340,22 +372,42 @@ xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"{XSI}\">\
                 timeout,
             ));
         });
-        let (status, set_cookie, text) = loop {
+        let mut signal = None;
+        let mut settle_until = None;
+        let got = loop {
             match rx.recv_timeout(SIGNAL_TICK) {
-                Ok(r) => break r?,
-                Err(mpsc::RecvTimeoutError::Timeout) => check()?,
+                Ok(r) => break r,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if signal.is_none() {
+                        signal = signalled();
+                        if let Some(s) = signal {
+                            if on_signal == OnSignal::Stop {
+                                return (Err(Error::Interrupted(s)), signal);
+                            }
+                            settle_until = Some(Instant::now() + SETTLE);
+                        }
+                    }
+                    if let (Some(s), Some(until)) = (signal, settle_until)
+                        && Instant::now() >= until
+                    {
+                        return (Err(Error::Interrupted(s)), signal);
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Transport {
+                    break Err(Error::Transport {
                         retry: true,
                         message: format!("{method}: the request thread ended without an answer"),
                     });
                 }
             }
         };
-        if let Some(c) = set_cookie {
-            *self.cookie.borrow_mut() = Some(c);
-        }
-        parse_answer(method, status, &text)
+        let answer = got.and_then(|(status, set_cookie, text)| {
+            if let Some(c) = set_cookie {
+                *self.cookie.borrow_mut() = Some(c);
+            }
+            parse_answer(method, status, &text)
+        });
+        (answer, signal)
     }
 }
 
@@ -430,48 +482,60 @@ fn transport(e: ureq::Error, timeout: Duration) -> Error {
     }
 }
 
-/// Reads an answer: the `*Response` element, or the fault.
+/// Reads an answer: the `*Response` element, or the fault. An HTTP error
+/// status without a SOAP fault is judged by the status alone, whatever the
+/// body is (HTML, a proxy's XML, a SOAP envelope without a fault): 5xx, 408
+/// and 429 ask for a retry, the rest are fatal.
 pub fn parse_answer(method: &str, status: u16, text: &str) -> Result<Elem, Error> {
     let doc = match crate::xml::parse(text) {
         Ok(d) => d,
+        Err(_) if status >= 300 => return Err(http_error(method, status, text)),
         Err(e) => {
-            let excerpt = excerpt(text);
-            return Err(if status >= 500 || status == 408 || status == 429 {
-                Error::Transport {
-                    retry: true,
-                    message: format!("{method}: HTTP {status}{excerpt}"),
-                }
-            } else if status >= 300 {
-                Error::Transport {
-                    retry: false,
-                    message: format!(
-                        "{method}: HTTP {status}{excerpt}; is `url` an ESXi host or a vCenter (it must answer on /sdk)?"
-                    ),
-                }
-            } else {
-                Error::Malformed(format!("{method}: not XML ({e}){excerpt}"))
-            });
+            return Err(Error::Malformed(format!(
+                "{method}: not XML ({e}){}",
+                excerpt(text)
+            )));
         }
     };
-    let body = doc
+    let first = doc
         .descendants()
         .find(|n| n.is_element() && n.tag_name().name() == "Body")
-        .ok_or_else(|| Error::Malformed(format!("{method}: no SOAP Body in the answer")))?;
-    let first = body
-        .children()
-        .find(|n| n.is_element())
-        .ok_or_else(|| Error::Malformed(format!("{method}: an empty SOAP Body")))?;
-    let el = Elem::from_node(first, text);
-    if el.name == "Fault" {
-        return Err(fault_of(&el));
+        .and_then(|body| body.children().find(|n| n.is_element()));
+    match first {
+        Some(first) => {
+            let el = Elem::from_node(first, text);
+            if el.name == "Fault" {
+                Err(fault_of(&el))
+            } else if status >= 300 {
+                Err(http_error(method, status, text))
+            } else {
+                Ok(el)
+            }
+        }
+        None if status >= 300 => Err(http_error(method, status, text)),
+        None => Err(Error::Malformed(format!(
+            "{method}: no SOAP Body, or an empty one, in the answer{}",
+            excerpt(text)
+        ))),
     }
-    if status >= 300 {
-        return Err(Error::Transport {
-            retry: status >= 500,
-            message: format!("{method}: HTTP {status} without a SOAP fault"),
-        });
+}
+
+/// An HTTP error status that came without a SOAP fault.
+fn http_error(method: &str, status: u16, text: &str) -> Error {
+    let excerpt = excerpt(text);
+    if status >= 500 || status == 408 || status == 429 {
+        Error::Transport {
+            retry: true,
+            message: format!("{method}: HTTP {status} without a SOAP fault{excerpt}"),
+        }
+    } else {
+        Error::Transport {
+            retry: false,
+            message: format!(
+                "{method}: HTTP {status} without a SOAP fault{excerpt}; is `url` an ESXi host or a vCenter (it must answer on /sdk)?"
+            ),
+        }
     }
-    Ok(el)
 }
 
 /// A `soapenv:Fault` as an error: its type from the detail element.
@@ -576,6 +640,33 @@ mod tests {
         let e = parse_answer("Login", 404, "<html>not found").unwrap_err();
         assert_eq!(e.class(), Class::Fatal);
         assert!(e.to_string().contains("/sdk"));
+        // A 5xx is a retry whatever its body, as long as it is no fault:
+        // well-formed XML without an envelope (a proxy's or a load
+        // balancer's error page), an envelope without a Body, an empty
+        // Body, a Body with something else than a fault.
+        for body in [
+            "<?xml version=\"1.0\"?><error><code>503</code><message>vpxd is starting</message></error>",
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"/>",
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body/></soapenv:Envelope>",
+            ok,
+            "",
+        ] {
+            for status in [500, 502, 503, 504] {
+                let e = parse_answer("Login", status, body).unwrap_err();
+                assert_eq!(e.class(), Class::Retry, "{status} {body}: {e}");
+                assert!(e.to_string().contains(&format!("HTTP {status}")), "{e}");
+            }
+            let e = parse_answer("Login", 403, body).unwrap_err();
+            assert_eq!(e.class(), Class::Fatal, "403 {body}: {e}");
+        }
+        // A fault is read whatever the status.
+        assert_eq!(
+            parse_answer("Login", 503, FAULT).unwrap_err().fault_type(),
+            Some("InvalidLogin")
+        );
+        // 2xx without a Body is an answer we cannot read.
+        let e = parse_answer("Login", 200, "<?xml version=\"1.0\"?><x/>").unwrap_err();
+        assert!(matches!(e, Error::Malformed(_)), "{e}");
     }
 
     #[test]

@@ -1,6 +1,14 @@
 //! The vim25 calls the provisioner makes, over one session: the service
 //! content, login and logout, inventory lookups through a ContainerView and
 //! the PropertyCollector, and waiting for tasks with `WaitForUpdatesEx`.
+//!
+//! A session that ends (`NotAuthenticated`: an idle timeout, a restarted
+//! vCenter, an admin's TerminateSession) is renewed once per load. What
+//! the old session made goes with it: a property filter, a container
+//! view, a continuation token. So a wait for a task makes its filter anew
+//! in the new session (whose first update is the task's whole state: a
+//! task that finished meanwhile is seen at once), and a lookup makes its
+//! view anew.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -60,6 +68,20 @@ pub struct Vim {
     password: Secret,
     timeout: Duration,
     relogged: Cell<bool>,
+    /// A Login succeeded and no Logout or ended session followed: there
+    /// is a session to log out.
+    logged_in: Cell<bool>,
+    /// Grows at every login: objects made in the session (filters, views)
+    /// belong to one generation.
+    generation: Cell<u32>,
+}
+
+/// How a wait for a task's updates ended.
+enum Waited {
+    /// The task ended: its result.
+    Done(Option<Elem>),
+    /// The session had ended and a new one began: the filter is gone.
+    Renewed,
 }
 
 impl Vim {
@@ -92,6 +114,8 @@ impl Vim {
             password,
             timeout,
             relogged: Cell::new(false),
+            logged_in: Cell::new(false),
+            generation: Cell::new(0),
         })
     }
 
@@ -103,7 +127,10 @@ impl Vim {
             .ok_or_else(|| Error::Malformed(format!("the service content has no {name}")))
     }
 
-    /// `SessionManager.Login`.
+    /// `SessionManager.Login`. SIGINT/SIGTERM during it fails it as
+    /// interrupted, yet its answer is still waited for (up to
+    /// `soap::SETTLE`): a session it opened all the same is known, and
+    /// [`Vim::logout`] closes it.
     pub fn login(&self) -> Result<(), Error> {
         let sm = self.manager("sessionManager")?;
         let body = format!(
@@ -111,20 +138,40 @@ impl Vim {
             escape(&self.user),
             escape(self.password.expose())
         );
-        self.client.call("Login", &sm, &body, self.timeout)?;
-        if !self.client.has_session() {
-            return Err(Error::Malformed(
-                "Login: the answer set no vmware_soap_session cookie".into(),
-            ));
+        let (answer, signal) = self.client.call_settling("Login", &sm, &body, self.timeout);
+        let answer = answer.and_then(|_| {
+            if self.client.has_session() {
+                Ok(())
+            } else {
+                Err(Error::Malformed(
+                    "Login: the answer set no vmware_soap_session cookie".into(),
+                ))
+            }
+        });
+        if answer.is_ok() {
+            self.logged_in.set(true);
+            self.generation.set(self.generation.get().wrapping_add(1));
         }
-        Ok(())
+        match signal {
+            Some(s) => Err(Error::Interrupted(s)),
+            None => answer,
+        }
     }
 
-    /// `SessionManager.Logout`, bounded; the session is forgotten either way.
-    pub fn logout(&self) -> Result<(), Error> {
-        if !self.client.has_session() {
-            return Ok(());
+    /// True while a session is open (to log out).
+    pub fn logged_in(&self) -> bool {
+        self.logged_in.get()
+    }
+
+    /// `SessionManager.Logout`, bounded; the session is forgotten either
+    /// way. Ok(false): there was no session (none opened, or it had
+    /// ended).
+    pub fn logout(&self) -> Result<bool, Error> {
+        if !self.logged_in.get() {
+            self.client.forget_session();
+            return Ok(false);
         }
+        self.logged_in.set(false);
         let sm = self.manager("sessionManager")?;
         let r = self.client.call_uninterruptible(
             "Logout",
@@ -133,7 +180,7 @@ impl Vim {
             self.timeout.min(Duration::from_secs(10)),
         );
         self.client.forget_session();
-        r.map(|_| ())
+        r.map(|_| true)
     }
 
     /// True once the session was renewed.
@@ -154,19 +201,52 @@ impl Vim {
         body: &str,
         timeout: Duration,
     ) -> Result<Elem, Error> {
-        match self.client.call(method, this, body, timeout) {
+        let r = match self.client.call(method, this, body, timeout) {
             Err(e) if e.class() == Class::Relogin && !self.relogged.get() => {
-                self.relogged.set(true);
-                self.client.forget_session();
-                self.login()?;
+                self.renew()?;
                 self.client.call(method, this, body, timeout)
             }
             r => r,
+        };
+        self.ended_again(&r);
+        r
+    }
+
+    /// Notes a session that ended after its one renewal: nothing of it is
+    /// left to log out.
+    fn ended_again<T>(&self, r: &Result<T, Error>) {
+        if matches!(r, Err(e) if e.class() == Class::Relogin) {
+            self.logged_in.set(false);
         }
+    }
+
+    /// Logs in again after the session ended; once per load.
+    fn renew(&self) -> Result<(), Error> {
+        self.relogged.set(true);
+        self.logged_in.set(false);
+        self.client.forget_session();
+        self.login()
     }
 
     /// Every object of `kind` under `container` (recursively), with `props`.
     pub fn find(&self, container: &MoRef, kind: &str, props: &[&str]) -> Result<Vec<Obj>, Error> {
+        let (r, view_lost) = self.find_in_view(container, kind, props)?;
+        if view_lost {
+            // The session ended while the view was read, and the view
+            // with it: read again through a view of the new session.
+            return self.find_in_view(container, kind, props)?.0;
+        }
+        r
+    }
+
+    /// `find` through one ContainerView; true when the session that made
+    /// the view ended while it was read (the result is then worthless).
+    fn find_in_view(
+        &self,
+        container: &MoRef,
+        kind: &str,
+        props: &[&str],
+    ) -> Result<(Result<Vec<Obj>, Error>, bool), Error> {
         let vm = self.manager("viewManager")?;
         let view = self
             .invoke(
@@ -189,9 +269,13 @@ impl Vim {
             path_set(props),
             view.xml("obj")
         );
+        let generation = self.generation.get();
         let r = self.retrieve(&spec);
+        if self.generation.get() != generation {
+            return Ok((r, true));
+        }
         let _ = self.invoke("DestroyView", &view, "");
-        r
+        Ok((r, false))
     }
 
     /// `props` of one object; None when it no longer exists.
@@ -241,7 +325,10 @@ impl Vim {
 
     /// Waits for a task through the PropertyCollector; Ok is its
     /// `info.result`. `what` names it in progress lines; the wait ends at
-    /// `timeout` with a retry.
+    /// `timeout` with a retry. A filter lives in the session that made it:
+    /// when the session ends during the wait, the wait goes on in the new
+    /// session through a new filter, whose first update is the task's
+    /// whole state (so a task that ended meanwhile is seen at once).
     pub fn wait_task(
         &self,
         task: &MoRef,
@@ -250,33 +337,50 @@ impl Vim {
         report: &Reporter,
     ) -> Result<Option<Elem>, Error> {
         let pc = self.manager("propertyCollector")?;
-        let filter = self
-            .invoke(
-                "CreateFilter",
-                &pc,
-                &format!(
-                    "<spec><propSet><type>Task</type><pathSet>info.state</pathSet><pathSet>info.progress</pathSet>\
+        let start = Instant::now();
+        loop {
+            let filter = self
+                .invoke(
+                    "CreateFilter",
+                    &pc,
+                    &format!(
+                        "<spec><propSet><type>Task</type><pathSet>info.state</pathSet><pathSet>info.progress</pathSet>\
 <pathSet>info.error</pathSet><pathSet>info.result</pathSet></propSet><objectSet>{}<skip>false</skip></objectSet></spec>\
 <partialUpdates>false</partialUpdates>",
-                    task.xml("obj")
-                ),
-            )?
-            .child("returnval")
-            .and_then(Elem::moref)
-            .ok_or_else(|| Error::Malformed("CreateFilter: no filter".into()))?;
-        let r = self.wait_filter(&pc, what, timeout, report);
-        let _ = self.invoke("DestroyPropertyFilter", &filter, "");
-        r
+                        task.xml("obj")
+                    ),
+                )?
+                .child("returnval")
+                .and_then(Elem::moref)
+                .ok_or_else(|| Error::Malformed("CreateFilter: no filter".into()))?;
+            let r = match self.wait_filter(&pc, what, start, timeout, report) {
+                Ok(Waited::Renewed) => {
+                    // The filter went with the old session.
+                    report.progress(&format!(
+                        "{what}: the session had ended; logged in again, reading the task anew"
+                    ));
+                    continue;
+                }
+                Ok(Waited::Done(result)) => Ok(result),
+                Err(e) => Err(e),
+            };
+            if self.logged_in.get() {
+                let _ = self.invoke("DestroyPropertyFilter", &filter, "");
+            }
+            return r;
+        }
     }
 
+    /// Waits on the session's one filter until the task ends, `timeout`
+    /// after `start` passes, or the session ends and is renewed.
     fn wait_filter(
         &self,
         pc: &MoRef,
         what: &str,
+        start: Instant,
         timeout: Duration,
         report: &Reporter,
-    ) -> Result<Option<Elem>, Error> {
-        let start = Instant::now();
+    ) -> Result<Waited, Error> {
         let mut version = String::new();
         let mut task = TaskView::default();
         loop {
@@ -292,15 +396,27 @@ impl Vim {
                 });
             }
             let wait = left.min(MAX_WAIT).as_secs().max(1);
-            let r = self.invoke_for(
+            let body = format!(
+                "<version>{}</version><options><maxWaitSeconds>{wait}</maxWaitSeconds></options>",
+                escape(&version)
+            );
+            // Not `invoke`: repeated in a new session, this wait would
+            // wait on no filter at all.
+            let r = match self.client.call(
                 "WaitForUpdatesEx",
                 pc,
-                &format!(
-                    "<version>{}</version><options><maxWaitSeconds>{wait}</maxWaitSeconds></options>",
-                    escape(&version)
-                ),
+                &body,
                 self.timeout + Duration::from_secs(wait),
-            )?;
+            ) {
+                Err(e) if e.class() == Class::Relogin && !self.relogged.get() => {
+                    self.renew()?;
+                    return Ok(Waited::Renewed);
+                }
+                r => {
+                    self.ended_again(&r);
+                    r?
+                }
+            };
             if let Some(set) = r.child("returnval") {
                 if let Some(v) = set.text_at("version") {
                     version = v.to_string();
@@ -308,7 +424,7 @@ impl Vim {
                 task.apply(set);
             }
             match task.state.as_str() {
-                "success" => return Ok(task.result),
+                "success" => return Ok(Waited::Done(task.result)),
                 "error" => {
                     return Err(match &task.error {
                         Some(e) => soap::task_fault(e),
