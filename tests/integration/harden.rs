@@ -687,11 +687,13 @@ fn early_errors_are_told_plainly_and_end_json_runs() {
             "more than --of",
         ),
         (Test::with(&s).load("pc99", "img"), 64, "unknown computer"),
+        // Issue 21: a state directory reimage cannot write is the setup's
+        // fault (78), said with the fix.
         (
             Test::with(&s)
                 .load("pc7", "img")
                 .args(&["--state-dir", "/dev/null/x"]),
-            1,
+            78,
             "cannot create state directory",
         ),
     ];
