@@ -122,8 +122,9 @@ pub struct ProvisionArgs {
     /// Attempts (default: the image's max_attempts, else the config's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub attempts: Option<u32>,
-    /// Reservation id, passed to modules and recorded in events.
-    #[arg(long, value_name = "ID")]
+    /// Reservation id, passed to modules and recorded in events (not
+    /// starting with '-', no control characters).
+    #[arg(long, value_name = "ID", value_parser = reservation_id)]
     pub reservation: Option<String>,
     /// Skip the load when the computer still runs a preload: a `provision`
     /// without --reservation that reimage ran to ready, no run on the
@@ -147,9 +148,29 @@ pub struct StepArgs {
     /// Attempts in all (on the last one a module answers fatal, not retry).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub of: Option<u32>,
-    /// Reservation id, passed to modules and recorded in events.
-    #[arg(long, value_name = "ID")]
+    /// Reservation id, passed to modules and recorded in events (not
+    /// starting with '-', no control characters).
+    #[arg(long, value_name = "ID", value_parser = reservation_id)]
     pub reservation: Option<String>,
+}
+
+/// A reservation id as `--reservation` takes it. It reaches the load
+/// command's argument vector as `{reservation}`: one that starts with '-'
+/// would be taken as an option there, so it is refused (64), as are an
+/// empty one and control characters (it is written to records and logs).
+fn reservation_id(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a reservation id cannot be empty".into());
+    }
+    if s.starts_with('-') {
+        return Err(
+            "it starts with '-', which a load command would take as an option: give the reservation's id".into(),
+        );
+    }
+    if s.chars().any(char::is_control) {
+        return Err("it holds control characters: give the reservation's id".into());
+    }
+    Ok(s.to_string())
 }
 
 /// `reimage check`.
@@ -169,4 +190,18 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_id_never_looks_like_an_option() {
+        assert_eq!(reservation_id("4711"), Ok("4711".into()));
+        assert_eq!(reservation_id("r-1"), Ok("r-1".into()));
+        for bad in ["", "-x", "--all", "a\nb", "\u{1b}[2J"] {
+            assert!(reservation_id(bad).is_err(), "{bad:?}");
+        }
+    }
 }
