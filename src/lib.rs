@@ -70,6 +70,12 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            // A usage error ends a --json run with its `run` event too
+            // (--help and --version are no errors).
+            if code != 0 && std::env::args_os().any(|a| a == "--json") {
+                let text = e.render().to_string();
+                json_event(None, None, &Error::Usage(text.trim_end().to_string()));
+            }
             let _ = e.print();
             return code;
         }
@@ -443,7 +449,9 @@ fn run(
     report.start(&command);
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
-        Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
+        // Without --of, an attempt past the plan's count is the last one
+        // (as `single` below runs it), and the record says so: 5/5, not 5/2.
+        Job::Single(p, k, of) => (p.name(), of.unwrap_or(plan.max_attempts).max(k)),
     };
     let previous = state.read_last_run(&plan.computer.name);
     let mut runner = runner::Runner {
