@@ -2,7 +2,7 @@
 //! file in it, and the built `reimage` binary run with a timeout.
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -121,6 +121,29 @@ pub fn alive(pid: i32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// Peak resident memory (KiB) and exit code of a command, by wait4(2).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which clippy cannot see
+pub fn run_measured(mut cmd: Command) -> (i32, i64) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value for this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid pointers to locals.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(r, child.id() as i32, "wait4");
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    (code, usage.ru_maxrss)
 }
 
 /// Polls `f` until it is true or `limit` passes.
