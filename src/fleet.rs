@@ -201,8 +201,11 @@ fn live_holders(loaded: &Loaded, names: &[String]) -> (BTreeMap<String, Holder>,
     match Store::new(s).and_then(|st| st.holders(names)) {
         Ok(v) => (v.into_iter().map(|h| (h.computer.clone(), h)).collect(), 0),
         Err(e) => {
+            // The store's error may quote what its server said.
+            let text = format!("{e:#}");
             crate::report::stderr_line(&format!(
-                "reimage: warning: {e:#}: runs on other management nodes are not shown"
+                "reimage: warning: {}: runs on other management nodes are not shown",
+                printable(&text)
             ));
             (BTreeMap::new(), crate::outcome::EXIT_STORE)
         }
@@ -396,21 +399,32 @@ impl Entry<'_> {
     }
 }
 
-/// The lines of `file` from offset `from` on, skipping the line `from`
-/// cuts; calls `each` with each non-blank line and its offset, and returns
-/// the bytes skipped at the head and the offset after the last whole line.
+/// Where [`each_line`] starts reading.
+#[derive(Debug, Clone, Copy)]
+enum ReadFrom {
+    /// At the start of a window over the log, which may cut a line: the
+    /// rest of that line is skipped.
+    Window(u64),
+    /// At the start of a line.
+    Line(u64),
+}
+
+/// The lines of `file` from `from` on; calls `each` with each non-blank
+/// line, its offset and its end, until it says stop. Returns the bytes
+/// skipped at the head (a window's cut line and all before it) and the
+/// offset after the last whole line.
 fn each_line(
     file: &File,
-    from: u64,
+    from: ReadFrom,
     mut each: impl FnMut(u64, u64, Entry<'_>) -> bool,
 ) -> std::io::Result<(u64, u64)> {
+    let (ReadFrom::Window(at) | ReadFrom::Line(at)) = from;
     let mut reader = file;
-    reader.seek(SeekFrom::Start(from))?;
-    let mut lines = Lines::new(reader, from, LINE_CAP);
-    let unread = if from > 0 {
-        from + skip_partial(&mut lines)?
-    } else {
-        0
+    reader.seek(SeekFrom::Start(at))?;
+    let mut lines = Lines::new(reader, at, LINE_CAP);
+    let unread = match from {
+        ReadFrom::Window(w) if w > 0 => w + skip_partial(&mut lines)?,
+        _ => 0,
     };
     while let Some(line) = lines.next_line()? {
         let go = match line {
@@ -435,7 +449,7 @@ fn scan(file: &File, from: u64, want: Option<usize>) -> std::io::Result<Scan> {
     let mut split = Splitter::new();
     let (mut last, mut last_n) = (Span::default(), 0);
     let mut wanted = None;
-    let (unread, end) = each_line(file, from, |at, end, line| {
+    let (unread, end) = each_line(file, ReadFrom::Window(from), |at, end, line| {
         let n = split.feed(line.kind());
         if n != last_n {
             (last, last_n) = (
@@ -561,7 +575,7 @@ fn show(at: u64, line: Entry<'_>, format: Format, out: &mut Out) {
 
 /// Shows the lines of `span`.
 fn show_span(file: &File, span: Span, format: Format, out: &mut Out) -> std::io::Result<()> {
-    each_line(file, span.start, |at, _, line| {
+    each_line(file, ReadFrom::Line(span.start), |at, _, line| {
         if at >= span.end || out.closed() {
             return false;
         }
@@ -633,7 +647,7 @@ fn show_all(
 ) -> std::io::Result<()> {
     let mut split = Splitter::new();
     let mut current = 0;
-    each_line(file, from, |at, _, line| {
+    each_line(file, ReadFrom::Window(from), |at, _, line| {
         let n = split.feed(line.kind());
         if n != current && format == Format::Human {
             out.line(&format!("== run {n} of {runs}"));

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use lines::{LINE_CAP, LOG_READ_CAP, Line, Lines, skip_partial, window};
-pub use trusted::{Access, Dir, FILE_MODE, Refused};
+pub use trusted::{Access, Dir, FILE_MODE, Refused, make_dirs};
 use trusted::{NewMode, write_path};
 
 use crate::backoff::Backoff;

@@ -15,7 +15,7 @@ pub const LINE_CAP: usize = 1 << 20;
 /// trims the log to `[logs] max_bytes` of finished runs (8 MiB by default)
 /// plus the run in progress, so only a log reimage did not trim, or a
 /// `max_bytes` set above this, is ever cut.
-pub const LOG_READ_CAP: u64 = 256 << 20;
+pub const LOG_READ_CAP: u64 = 64 << 20;
 
 /// Bytes read from the file at a time.
 const CHUNK: usize = 64 * 1024;
@@ -55,6 +55,8 @@ pub struct Lines<R> {
     buf: Vec<u8>,
     /// Where in `buf` the next line starts.
     pos: usize,
+    /// How far from `pos` on `buf` holds no newline (searched already).
+    searched: usize,
     /// The file offset of `buf[0]`.
     base: u64,
     /// A line longer than the cap is being skipped: where it began.
@@ -70,6 +72,7 @@ impl<R: Read> Lines<R> {
             cap,
             buf: Vec::new(),
             pos: 0,
+            searched: 0,
             base: start,
             skipping: None,
         }
@@ -80,23 +83,27 @@ impl<R: Read> Lines<R> {
     /// middle of it, and a later call sees it once it is whole).
     pub fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
         let found = loop {
-            if let Some(i) = self.buf[self.pos..].iter().position(|&b| b == b'\n') {
-                let start = self.pos;
-                self.pos += i + 1;
+            let from = self.pos + self.searched;
+            if let Some(i) = self.buf[from..].iter().position(|&b| b == b'\n') {
+                let (start, end) = (self.pos, from + i);
+                self.pos = end + 1;
+                self.searched = 0;
                 let at = self.base + start as u64;
                 if let Some(from) = self.skipping.take() {
-                    break Found::TooLong(from, at + i as u64 + 1 - from);
+                    break Found::TooLong(from, at + (end - start) as u64 + 1 - from);
                 }
-                break Found::Whole(start, start + i, at);
+                break Found::Whole(start, end, at);
             }
             // No newline in what is left: keep only that, and read more.
             self.base += self.pos as u64;
             self.buf.drain(..self.pos);
             self.pos = 0;
+            self.searched = self.buf.len();
             if self.buf.len() > self.cap {
                 self.skipping.get_or_insert(self.base);
                 self.base += self.buf.len() as u64;
                 self.buf.clear();
+                self.searched = 0;
             }
             let have = self.buf.len();
             self.buf.resize(have + CHUNK, 0);

@@ -456,7 +456,7 @@ fn check_above(path: &Path) -> Result<()> {
 
 /// Makes `path` and its missing parents, each [`DIR_MODE`] whatever the
 /// umask (directories that exist are left as they are).
-fn make_dirs(path: &Path) -> std::io::Result<()> {
+pub fn make_dirs(path: &Path) -> std::io::Result<()> {
     let mut missing = Vec::new();
     let mut at = path;
     loop {
