@@ -26,7 +26,7 @@ pub struct Cli {
 
     /// State directory: locks, event logs, last-run records (default: the
     /// config's state_dir, else /var/lib/reimage).
-    #[arg(long, global = true, env = "REIMAGE_STATE_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "REIMAGE_STATE_DIR", value_name = "DIR", value_parser = state_dir)]
     pub state_dir: Option<PathBuf>,
 
     /// Write events as JSON lines on stdout.
@@ -154,6 +154,15 @@ pub struct StepArgs {
     pub reservation: Option<String>,
 }
 
+/// `--state-dir`: not empty ("" would be whatever directory reimage runs
+/// in; an empty REIMAGE_STATE_DIR is told before clap, naming the variable).
+fn state_dir(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the state directory cannot be empty: give a directory".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
 /// A reservation id as `--reservation` takes it. It reaches the load
 /// command's argument vector as `{reservation}`: one that starts with '-'
 /// would be taken as an option there, so it is refused (64), as are an
@@ -203,5 +212,6 @@ mod tests {
         for bad in ["", "-x", "--all", "a\nb", "\u{1b}[2J"] {
             assert!(reservation_id(bad).is_err(), "{bad:?}");
         }
+        assert!(state_dir("").is_err());
     }
 }
