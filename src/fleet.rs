@@ -18,7 +18,7 @@ use crate::cli::LogArgs;
 use crate::config::Loaded;
 use crate::coord::store::{Holder, Store};
 use crate::error::Error;
-use crate::report::{EventKind, Format, line_kind, printable};
+use crate::report::{EventKind, Format, json_safe, line_kind, printable};
 use crate::signal;
 use crate::state::{
     LINE_CAP, LOG_READ_CAP, Line, Lines, RunResult, StateDir, setup_error, skip_partial, window,
@@ -54,6 +54,11 @@ impl Out {
                 self.failed = Some(e);
             }
         }
+    }
+
+    /// Writes one JSON text as a line, [`json_safe`].
+    pub fn json(&mut self, json: &str) {
+        self.line(&json_safe(json));
     }
 
     /// No more lines will be read or written.
@@ -152,7 +157,7 @@ pub fn status(
     for name in &names {
         let seen = Seen::read(state, name, holders.get(name))?;
         match format {
-            Format::Json => out.line(&seen.json().to_string()),
+            Format::Json => out.json(&seen.json().to_string()),
             Format::Human => rows.push(seen.row()),
         }
     }
@@ -547,9 +552,9 @@ fn readable(line: &[u8]) -> String {
 fn show(at: u64, line: Entry<'_>, format: Format, out: &mut Out) {
     match (format, line) {
         (Format::Json, Entry::Event(text, Some(_))) => {
-            out.line(&String::from_utf8_lossy(text));
+            out.json(&String::from_utf8_lossy(text));
         }
-        (Format::Json, Entry::Event(text, None)) => out.line(
+        (Format::Json, Entry::Event(text, None)) => out.json(
             &serde_json::json!({
                 "kind": "unreadable",
                 "offset": at,
@@ -557,7 +562,7 @@ fn show(at: u64, line: Entry<'_>, format: Format, out: &mut Out) {
             })
             .to_string(),
         ),
-        (Format::Json, Entry::TooLong(len)) => out.line(
+        (Format::Json, Entry::TooLong(len)) => out.json(
             &serde_json::json!({
                 "kind": "unreadable",
                 "offset": at,

@@ -137,7 +137,7 @@ fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
         "message": e.to_string(),
         "code": e.code(),
     });
-    report::stdout_line(&event.to_string());
+    report::stdout_line(&report::json_safe(&event.to_string()));
 }
 
 /// What a run does once its computer and image are known.
@@ -266,28 +266,30 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
         {
             return Err(state::setup_error(e, &dir));
         }
-        out.line(&match format(cli) {
-            report::Format::Json => serde_json::json!({
-                "time": report::rfc3339(std::time::SystemTime::now()),
-                "kind": "check",
-                "config": loaded.path,
-                "result": "ok",
-                "code": 0,
-                "computers": c.computers.len(),
-                "images": c.images.len(),
-                "os": c.os.len(),
-                "provisioners": c.provisioners.len(),
-            })
-            .to_string(),
-            report::Format::Human => format!(
+        match format(cli) {
+            report::Format::Json => out.json(
+                &serde_json::json!({
+                    "time": report::rfc3339(std::time::SystemTime::now()),
+                    "kind": "check",
+                    "config": loaded.path,
+                    "result": "ok",
+                    "code": 0,
+                    "computers": c.computers.len(),
+                    "images": c.images.len(),
+                    "os": c.os.len(),
+                    "provisioners": c.provisioners.len(),
+                })
+                .to_string(),
+            ),
+            report::Format::Human => out.line(&format!(
                 "{}: OK ({} computers, {} images, {} OS profiles, {} provisioners)",
                 loaded.path.display(),
                 c.computers.len(),
                 c.images.len(),
                 c.os.len(),
                 c.provisioners.len()
-            ),
-        });
+            )),
+        }
         return out.done(0);
     };
     let plan = config::resolve(loaded, computer, image, &dir, None)?;
@@ -298,7 +300,7 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     let described = plan.describe(&lines);
     let reuse = reuse_rule(&plan, preload.as_ref());
     match format(cli) {
-        report::Format::Json => out.line(
+        report::Format::Json => out.json(
             &serde_json::json!({
                 "time": report::rfc3339(std::time::SystemTime::now()),
                 "kind": "check",

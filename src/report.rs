@@ -299,7 +299,7 @@ impl Reporter {
         {
             *m = crate::exec::shorten(m, MESSAGE_BYTES);
         }
-        if let Ok(line) = serde_json::to_string(&e) {
+        if let Ok(line) = serde_json::to_string(&e).map(|l| json_safe(&l).into_owned()) {
             self.log_line(inner, &line);
             if self.mode == Mode::Json {
                 stdout_line(&line);
@@ -593,6 +593,27 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `json`, a JSON text, with the characters [`printable`] escapes that
+/// JSON leaves raw (DEL, the C1 controls, the bidirectional-text controls)
+/// written as `\uXXXX`: the same JSON, and harmless on a terminal. These
+/// characters can stand only inside a JSON string, where the escape means
+/// the same character; the other controls JSON escapes itself.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    let raw = |c: char| hidden(c) && (c == '\u{7f}' || !c.is_ascii());
+    if !json.chars().any(raw) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if raw(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// A character [`printable`] escapes.
 fn hidden(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')
@@ -657,9 +678,16 @@ mod tests {
         let mut e = r.base(&i, EventKind::Output);
         e.message = Some("cmd\n\x1b[31mred".into());
         assert_eq!(printable(&plain(&e)), "pc7: cmd\n\\x1b[31mred");
-        // JSON escapes them its own way.
+        // JSON escapes them its own way, and json_safe what JSON leaves.
+        e.message = Some("\x1b[31mred\u{9b}2J\u{7f}\u{202e}é".into());
         let json = serde_json::to_string(&e).expect("json");
-        assert!(json.contains(r"\u001b[31mred"), "{json}");
+        let safe = json_safe(&json);
+        assert!(
+            safe.contains(r"\u001b[31mred\u009b2J\u007f\u202eé"),
+            "{safe}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&safe).expect("still JSON");
+        assert_eq!(back["message"], "\x1b[31mred\u{9b}2J\u{7f}\u{202e}é");
     }
 
     #[test]

@@ -479,6 +479,10 @@ fn control_characters_a_command_prints_reach_the_screen_escaped() {
     // The event log keeps them, as JSON escapes.
     let log = std::fs::read_to_string(s.path("state/computers/pc7/events.jsonl")).expect("log");
     assert!(log.contains(r"\u001b]0;pwned\u0007"), "{log}");
+    assert!(
+        log.contains(r"over\u009b2J") && !log.contains('\u{9b}'),
+        "{log}"
+    );
     // `log` shows them escaped; --json stays JSON.
     let r = Test::with(&s).args(&["log", "pc7"]).run();
     r.code(0).stdout_has(escaped);
@@ -488,7 +492,10 @@ fn control_characters_a_command_prints_reach_the_screen_escaped() {
     );
     let r = Test::with(&s).args(&["--json", "log", "pc7"]).run();
     r.code(0);
-    assert!(!r.stdout.contains('\x1b'), "{r:?}");
+    assert!(
+        !r.stdout.contains('\x1b') && !r.stdout.contains('\u{9b}'),
+        "{r:?}"
+    );
     for l in r.stdout.lines() {
         serde_json::from_str::<serde_json::Value>(l).expect("JSON");
     }
