@@ -439,14 +439,28 @@ fn trusted(path: &Path, meta: &std::fs::Metadata, above: bool) -> Result<()> {
     Ok(())
 }
 
-/// The directories above the state directory at `path`: each must be
-/// root's or this user's, and writable by nobody else unless sticky;
-/// otherwise another user could move the state directory away and put
-/// their own in its place.
+/// The directories above the state directory at `path`, both as written
+/// and as its links resolve: each must be root's or this user's, and
+/// writable by nobody else unless sticky; otherwise another user could
+/// move the state directory away and put their own in its place. A link
+/// as the state directory's own name must be root's or this user's too.
 fn check_above(path: &Path) -> Result<()> {
+    let given = std::path::absolute(path)
+        .with_context(|| format!("cannot resolve state directory {}", path.display()))?;
+    if let Ok(m) = std::fs::symlink_metadata(&given)
+        && m.file_type().is_symlink()
+        && !owner_ok(m.uid())
+    {
+        let (_, who) = me();
+        return Err(refused(
+            &given,
+            format!("is a symbolic link owned by uid {}, not by {who}", m.uid()),
+            "give reimage the directory it points to, after checking it (--state-dir or state_dir)",
+        ));
+    }
     let real = std::fs::canonicalize(path)
         .with_context(|| format!("cannot resolve state directory {}", path.display()))?;
-    for up in real.ancestors().skip(1) {
+    for up in given.ancestors().skip(1).chain(real.ancestors().skip(1)) {
         let meta =
             std::fs::metadata(up).with_context(|| format!("cannot read {}", up.display()))?;
         trusted(up, &meta, true)?;
@@ -646,6 +660,33 @@ mod tests {
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
         assert!(Dir::root(&root, false).is_err(), "sticky is not enough");
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_loose_directory_above_is_refused_unless_sticky() {
+        let top = tmp("above");
+        std::fs::create_dir_all(top.join("loose/state")).expect("dirs");
+        chmod(&top.join("loose"), 0o777);
+        let e = Dir::root(&top.join("loose/state"), false).expect_err("loose parent");
+        assert!(
+            format!("{e:#}").contains("loose which is writable by group or others"),
+            "{e:#}"
+        );
+        chmod(&top.join("loose"), 0o1777);
+        assert!(Dir::root(&top.join("loose/state"), false).is_ok(), "sticky");
+        // The same directory through a link in a loose directory.
+        std::fs::create_dir_all(top.join("open")).expect("dir");
+        chmod(&top.join("open"), 0o777);
+        std::os::unix::fs::symlink(top.join("loose/state"), top.join("open/state")).expect("link");
+        assert!(
+            Dir::root(&top.join("open/state"), false).is_err(),
+            "the link's directory"
+        );
+        let _ = std::fs::remove_dir_all(&top);
+    }
+
+    fn chmod(p: &Path, m: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
     }
 
     #[test]
