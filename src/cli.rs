@@ -63,6 +63,14 @@ pub enum Command {
     /// Exits 0 ready, 75 retry, 1 fatal.
     #[command(name = "post-load")]
     PostLoad(StepArgs),
+    /// Power the computer off through its provisioner (qemu, libvirt,
+    /// vsphere, xcat; command with `power_off`), e.g. from a scheduler's
+    /// power saving.
+    ///
+    /// Exits 0 off (or off already), 75 retry, 1 fatal; 64 when the
+    /// provisioner has no power-off (lab; command without `power_off`).
+    #[command(name = "power-off")]
+    PowerOff(PowerOffArgs),
     /// Validate the configuration; with a computer and image, print the plan:
     /// provisioner, OS profile, and each wait step with its timeout at every
     /// attempt.
@@ -152,6 +160,17 @@ pub struct StepArgs {
     /// starting with '-', no control characters).
     #[arg(long, value_name = "ID", value_parser = reservation_id)]
     pub reservation: Option<String>,
+}
+
+/// `reimage power-off`.
+#[derive(Debug, Args)]
+pub struct PowerOffArgs {
+    /// Computer name from [computers.NAME].
+    pub computer: String,
+    /// Image name from [images.NAME]: the provisioner is the computer's,
+    /// else this image's (default: the image of the computer's last run).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
 }
 
 /// `--state-dir`: not empty ("" would be whatever directory reimage runs

@@ -48,7 +48,7 @@ mod xml;
 use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 
-use cli::{CheckArgs, Cli, Command, CompletionsArgs, StepArgs};
+use cli::{CheckArgs, Cli, Command, CompletionsArgs, PowerOffArgs, StepArgs};
 use config::{Loaded, Plan};
 pub use error::Error;
 use outcome::EXIT_USAGE;
@@ -120,6 +120,7 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
         Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
         Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
+        Command::PowerOff(a) => (Some(&a.computer), a.image.as_ref()),
         Command::Log(a) => (Some(&a.computer), None),
         Command::Status(_) | Command::SetupDb | Command::Completions(_) => (None, None),
     };
@@ -147,6 +148,8 @@ enum Job {
     Provision(Option<u32>, bool),
     /// One phase at attempt K of N (N default: the plan's).
     Single(Phase, u32, Option<u32>),
+    /// The provisioner's power-off.
+    PowerOff,
 }
 
 /// The one dispatch over the subcommand.
@@ -171,9 +174,30 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         ),
         Command::Load(a) => (target(a), single(Phase::Load, a)?),
         Command::PostLoad(a) => (target(a), single(Phase::PostLoad, a)?),
+        Command::PowerOff(a) => {
+            let loaded = load(cli)?;
+            let image = power_off_image(cli, &loaded, a)?;
+            return run(cli, &loaded, &a.computer, &image, None, Job::PowerOff);
+        }
     };
     let (computer, image, reservation) = target;
     run(cli, &load(cli)?, computer, image, reservation.clone(), job)
+}
+
+/// The image `power-off` resolves its plan with (the provisioner is the
+/// computer's, else the image's): `--image`, else the computer's last run's.
+fn power_off_image(cli: &Cli, loaded: &Loaded, a: &PowerOffArgs) -> Result<String, Error> {
+    if let Some(i) = &a.image {
+        return Ok(i.clone());
+    }
+    let state = state::StateDir::new(&state_dir(cli, loaded));
+    match state.read_last_run(&a.computer) {
+        Some(r) if !r.image.is_empty() => Ok(r.image),
+        _ => Err(Error::Usage(format!(
+            "computer `{}` has no last run to take the image from: give --image IMAGE, whose provisioner (or the computer's) powers it off",
+            a.computer
+        ))),
+    }
 }
 
 /// Loads the config and decodes every provisioner table up front, so
@@ -183,7 +207,22 @@ fn load(cli: &Cli) -> Result<Loaded, Error> {
     let loaded = config::load(&cli.config, &provision::BUILTIN)?;
     for (name, table) in &loaded.config.provisioners {
         let r = config::ProvisionerRef::from_table(name, table);
-        provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
+        let p =
+            provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
+        if let Some(image) = p
+            .image_tables()
+            .into_iter()
+            .find(|i| !loaded.config.images.contains_key(i))
+        {
+            return Err(loaded
+                .error_at(
+                    &["provisioners", name, "images", &image],
+                    format!(
+                        "provisioner `{name}` has settings for image `{image}`, but there is no [images.{image}]: fix the name or remove the table"
+                    ),
+                )
+                .into());
+        }
     }
     Ok(loaded)
 }
@@ -293,7 +332,12 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
         return out.done(0);
     };
     let plan = config::resolve(loaded, computer, image, &dir, None)?;
-    let lines = provisioner(loaded, &plan)?.describe(&plan);
+    let p = provisioner(loaded, &plan)?;
+    // What a load would refuse (a golden disk it would destroy) is a
+    // config error here, at the key to change.
+    p.vet(&plan)
+        .map_err(|e| Error::from(loaded.key_error(&[], &e)))?;
+    let lines = p.describe(&plan);
     let preload = state
         .read_preload(&plan.computer.name)
         .map_err(|e| state::setup_error(e, &dir))?;
@@ -412,6 +456,7 @@ fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String 
             p.name(),
             of.map(|n| format!(" --of {n}")).unwrap_or_default()
         ),
+        Job::PowerOff => format!("power-off --image {image}"),
     };
     if let Some(r) = reservation {
         s.push_str(&format!(" --reservation {r}"));
@@ -430,6 +475,19 @@ fn run(
     let dir = state_dir(cli, loaded);
     let mut plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
     let provisioner = provisioner(loaded, &plan)?;
+    if matches!(job, Job::PowerOff) && provisioner.power_off().is_none() {
+        return Err(Error::Usage(format!(
+            "provisioner `{}` (kind {}) of computer `{}` cannot power it off: {}",
+            plan.provisioner.name,
+            plan.provisioner.kind,
+            plan.computer.name,
+            if plan.provisioner.kind == "command" {
+                "give it a power_off command"
+            } else {
+                "it leaves the computer's power alone"
+            }
+        )));
+    }
     let os = os::build(&plan);
     let state = state::StateDir::open(&dir)?;
     let command = describe_job(&job, &plan.image.name, &reservation);
@@ -454,6 +512,7 @@ fn run(
         // Without --of, an attempt past the plan's count is the last one
         // (as `single` below runs it), and the record says so: 5/5, not 5/2.
         Job::Single(p, k, of) => (p.name(), of.unwrap_or(plan.max_attempts).max(k)),
+        Job::PowerOff => ("power-off", 1),
     };
     let previous = state.read_last_run(&plan.computer.name);
     let mut runner = runner::Runner {
@@ -477,6 +536,7 @@ fn run(
         Job::Provision(_, false) => runner.provision(of, runner::Reuse::Off),
         // Without --of, an attempt past the plan's count is the last one.
         Job::Single(phase, k, _) => runner.single(phase, plan.attempt(k, of.max(k))),
+        Job::PowerOff => runner.power_off(),
     };
     if report.mode() != report::Mode::Json && code != 0 && !cli.quiet {
         report::stderr_line(&format!("reimage: event log: {}", log.display()));

@@ -398,6 +398,36 @@ impl Runner<'_> {
         };
         self.end(o.exit_code(), &msg)
     }
+
+    /// `reimage power-off`: the provisioner's own power-off, once; exit 0
+    /// / 75 / 1 as for a single step. No phase, no attempt loop: the record
+    /// says `power-off` with attempt 1 of 1.
+    pub fn power_off(&mut self) -> i32 {
+        let name = &self.plan.computer.name;
+        let Some(off) = self.provisioner.power_off() else {
+            // `main` refuses before the lock; kept as a fatal for safety.
+            return self.end(
+                EXIT_FATAL,
+                &format!(
+                    "provisioner `{}` has no power-off",
+                    self.plan.provisioner.name
+                ),
+            );
+        };
+        self.record.attempt = 1;
+        self.save();
+        let o = off.off(self.plan, self.report);
+        let msg = match &o {
+            Outcome::Done => format!("{name} is off"),
+            Outcome::Retry(e) => format!("power-off asks for a retry: {e:#}"),
+            Outcome::Fatal(e) => format!("power-off failed: {e:#}"),
+        };
+        self.record.result = o.verdict().into();
+        self.record.message = o
+            .error()
+            .map(|e| crate::exec::shorten(&format!("{e:#}"), RECORD_MESSAGE_BYTES));
+        self.end(o.exit_code(), &msg)
+    }
 }
 
 #[cfg(test)]

@@ -28,9 +28,12 @@ outputs=(vmlinuz vmlinux initrd.img base.qcow2 id_ed25519 id_ed25519.pub README)
 # and timedatectl talk to their daemons over it), OpenSSH, an nftables
 # firewall, systemd-timesyncd, systemd-networkd (in systemd) for DHCP, and
 # the distribution's kernel with initramfs-tools. netbase: /etc/protocols,
-# which nft needs to read protocol names.
+# which nft needs to read protocol names. slurmd and munge: the guest can be
+# a Slurm compute node (tests/integration/slurm.rs); both stay disabled and
+# the image holds no MUNGE key (see below).
 packages=(systemd systemd-sysv dbus udev kmod openssh-server nftables
-    systemd-timesyncd iproute2 netbase procps linux-image-amd64 initramfs-tools)
+    systemd-timesyncd iproute2 netbase procps linux-image-amd64 initramfs-tools
+    slurmd munge)
 disk_size=1536M
 
 log() { printf 'debian-guest build: %s\n' "$*" >&2; }
@@ -250,6 +253,14 @@ EOF
 in_root systemctl enable systemd-networkd.service systemd-timesyncd.service \
     nftables.service ssh.service reimage-ssh-host-key.service >/dev/null 2>&1 ||
     die "systemctl enable in the guest failed"
+# Slurm's node daemon and MUNGE, installed but off: munge's postinst made a
+# key, and a key in the image would be shared by every copy of it (and by
+# anyone who reads the image). The cluster's key comes with the load (the
+# Slurm test's post-load script writes it and starts both); without it
+# munged would not start, and slurmd has no configuration yet.
+rm -f "$root/etc/munge/munge.key"
+in_root systemctl disable munge.service slurmd.service >/dev/null 2>&1 ||
+    die "systemctl disable munge slurmd in the guest failed"
 # e2scrub_reap checks LVM snapshots the guest never has, for 25 s under TCG.
 ln -sf /dev/null "$root/etc/systemd/system/e2scrub_reap.service"
 # The serial console is QEMU's -serial; getty on it comes from console=ttyS0.
@@ -276,6 +287,8 @@ in_root update-initramfs -u -k "$kver" >/dev/null 2>&1 || die "update-initramfs 
 in_root apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/debconf/*-old "$root"/var/log/* \
     "$root"/tmp/* "$root"/var/tmp/*
+# munged will not start without the log directory its package made.
+in_root install -d -o munge -g munge -m 700 /var/log/munge
 cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$work/initrd.img"
 # QEMU boots the uncompressed ELF kernel through its PVH entry point, which

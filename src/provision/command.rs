@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use std::time::Duration;
 
-use super::{Provisioner, expand, placeholders};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::duration;
@@ -28,6 +28,12 @@ pub struct CommandConfig {
     /// Timeout of the power-reset command.
     #[serde(default = "default_reset_timeout", deserialize_with = "duration::de")]
     pub power_reset_timeout: Duration,
+    /// Optional power-off command, for `reimage power-off` (a scheduler's
+    /// power saving); without it the computer cannot be powered off.
+    pub power_off: Option<Vec<String>>,
+    /// Timeout of the power-off command.
+    #[serde(default = "default_reset_timeout", deserialize_with = "duration::de")]
+    pub power_off_timeout: Duration,
 }
 
 fn default_timeout() -> Duration {
@@ -53,6 +59,12 @@ impl CommandConfig {
         if matches!(&self.power_reset, Some(v) if v.is_empty()) {
             return Err("`power_reset` must be a non-empty argument vector".into());
         }
+        if self.power_off_timeout.is_zero() {
+            return Err("`power_off_timeout` must be longer than 0s".into());
+        }
+        if matches!(&self.power_off, Some(v) if v.is_empty()) {
+            return Err("`power_off` must be a non-empty argument vector, e.g. [\"/usr/local/bin/power\", \"off\", \"{node}\"]".into());
+        }
         Ok(())
     }
 
@@ -73,6 +85,13 @@ impl CommandConfig {
                     .as_ref()
                     .map(|v| v.join(" "))
                     .unwrap_or_else(|| "not configured".into())
+            ),
+            format!(
+                "power off: {}",
+                self.power_off
+                    .as_ref()
+                    .map(|v| v.join(" "))
+                    .unwrap_or_else(|| "not configured (`reimage power-off` refuses)".into())
             ),
         ]
     }
@@ -196,6 +215,34 @@ impl Provisioner for CommandProvisioner {
             report,
             "power reset",
         ))
+    }
+
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        self.config
+            .power_off
+            .as_ref()
+            .map(|_| self as &dyn PowerOff)
+    }
+}
+
+/// `reimage power-off`: the `power_off` command, with the placeholders of
+/// attempt 1 of 1; exit 0 off, 75 retry, anything else fatal.
+impl PowerOff for CommandProvisioner {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let Some(argv) = &self.config.power_off else {
+            return Outcome::Fatal(anyhow::anyhow!(
+                "provisioner `{}` names no power_off command",
+                plan.provisioner.name
+            ));
+        };
+        self.run(
+            argv,
+            self.config.power_off_timeout,
+            plan,
+            plan.attempt(1, 1),
+            report,
+            "power off",
+        )
     }
 }
 

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Provisioner, expand, placeholders};
+use super::disk::{Chain, same_file};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::Plan;
+use crate::config::{KeyError, Plan};
 use crate::duration;
 use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
@@ -357,7 +358,13 @@ impl Libvirt {
 
     /// Reads and fills the template, checks the base disk: everything that
     /// can fail for good is found before the domain is touched.
-    fn prepare(&self, plan: &Plan, attempt: Attempt, template: &Path) -> Result<Prepared, Outcome> {
+    fn prepare(
+        &self,
+        plan: &Plan,
+        attempt: Attempt,
+        template: &Path,
+        report: &Reporter,
+    ) -> Result<Prepared, Outcome> {
         let who = &plan.computer.name;
         let text = std::fs::read_to_string(template).map_err(|e| {
             Outcome::Fatal(anyhow::anyhow!(
@@ -382,10 +389,9 @@ impl Libvirt {
                     plan.image.name
                 )));
             }
-            Some((
-                base,
-                overlay_path(&self.config.disk_dir, &plan.computer.name),
-            ))
+            let overlay = overlay_path(&self.config.disk_dir, &plan.computer.name);
+            self.spares(plan, &base, &overlay, report)?;
+            Some((base, overlay))
         } else {
             None
         };
@@ -416,6 +422,59 @@ impl Libvirt {
             xml: Some(render(&text, &values)),
             overlay,
         })
+    }
+
+    /// Fatal when the overlay a load makes afresh is the base disk, or a
+    /// file the base stands on (`qemu-img info --backing-chain`): making
+    /// it would destroy the golden disk.
+    fn spares(
+        &self,
+        plan: &Plan,
+        base: &Path,
+        overlay: &Path,
+        report: &Reporter,
+    ) -> Result<(), Outcome> {
+        let who = &plan.computer.name;
+        let refuse = |why: String| {
+            Outcome::Fatal(anyhow::anyhow!(
+                "load of {who}: refusing to load: {why}, and every load makes the overlay afresh: set disk_dir elsewhere, or move the base disk"
+            ))
+        };
+        if same_file(base, overlay) {
+            return Err(refuse(format!(
+                "the base disk {} of image `{}` is the computer's overlay {}",
+                base.display(),
+                plan.image.name,
+                overlay.display()
+            )));
+        }
+        let base_s = base.display().to_string();
+        let argv = [
+            self.config.qemu_img.as_str(),
+            "info",
+            "-U",
+            "--backing-chain",
+            "--output=json",
+            &base_s,
+        ];
+        let cmd = Cmd::new(&argv, self.config.command_timeout);
+        let (out, shown) = self.exec(plan, report, cmd, "qemu-utils")?;
+        if !out.success() {
+            return Err(Outcome::Fatal(anyhow::anyhow!(
+                "load of {who}: `{shown}` exited {}: the base disk {base_s} of image `{}`, or a file it stands on, cannot be read: {}",
+                out.status,
+                plan.image.name,
+                crate::exec::excerpt(&out.text(), 4)
+            )));
+        }
+        match Chain::parse(&out.stdout).and_then(|c| c.holds(overlay).map(Path::to_path_buf)) {
+            Some(hit) => Err(refuse(format!(
+                "the base disk {base_s} of image `{}` stands on {}, which is the computer's overlay",
+                plan.image.name,
+                hit.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn destroy(&self, plan: &Plan, report: &Reporter, state: &str) -> Result<(), Outcome> {
@@ -653,7 +712,7 @@ impl Libvirt {
         let who = &plan.computer.name;
         let template = plan.image.config.domain_xml.as_deref();
         let prepared = match template {
-            Some(t) => self.prepare(plan, attempt, t)?,
+            Some(t) => self.prepare(plan, attempt, t, report)?,
             None => Prepared {
                 xml: None,
                 overlay: None,
@@ -701,7 +760,44 @@ impl Provisioner for Libvirt {
         self.config.describe(plan)
     }
 
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
+    }
+
+    /// The overlay a load makes afresh must not be the base disk.
+    fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        let Some(t) = &plan.image.config.domain_xml else {
+            return Ok(());
+        };
+        if !std::fs::read_to_string(t).is_ok_and(|text| uses(&text, "disk")) {
+            return Ok(());
+        }
+        let base = Path::new(&plan.image.source);
+        let overlay = overlay_path(&self.config.disk_dir, &plan.computer.name);
+        if !same_file(base, &overlay) {
+            return Ok(());
+        }
+        let path = if plan.provisioner.table.contains_key("disk_dir") {
+            vec!["provisioners", plan.provisioner.name.as_str(), "disk_dir"]
+        } else {
+            vec!["images", plan.image.name.as_str(), "source"]
+        };
+        Err(KeyError {
+            path: path.into_iter().map(String::from).collect(),
+            message: format!(
+                "image `{}`'s base disk {} is computer `{}`'s overlay {}, which every load makes afresh: set disk_dir elsewhere, or move the base disk",
+                plan.image.name,
+                base.display(),
+                plan.computer.name,
+                overlay.display()
+            ),
+        })
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
+        if let Err(e) = self.vet(plan) {
+            return super::refused(plan, e);
+        }
         collapse(self.load_steps(plan, attempt, report))
     }
 
@@ -723,6 +819,32 @@ impl Provisioner for Libvirt {
                 }
             });
         Some(collapse(r))
+    }
+}
+
+/// `reimage power-off`: `virsh destroy`, libvirt's hard power-off, for a
+/// domain with a live process; a domain that is shut off or not defined
+/// is off already. The definition and the overlay stay.
+impl PowerOff for Libvirt {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let name = plan.computer.node.as_str();
+        let r = self
+            .domstate(plan, report, self.config.command_timeout)
+            .and_then(|state| match state {
+                None => {
+                    report.info(&format!(
+                        "libvirt at {} has no domain {name}: it is off",
+                        self.config.uri
+                    ));
+                    Ok(())
+                }
+                Some(s) if s == "shut off" => {
+                    report.info(&format!("domain {name} is shut off"));
+                    Ok(())
+                }
+                Some(s) => self.destroy(plan, report, &s),
+            });
+        collapse(r).context(format!("libvirt power-off of {}", plan.computer.name))
     }
 }
 

@@ -2,6 +2,7 @@
 //! provisioner never logs in to the OS; the OS module does that.
 
 pub mod command;
+mod disk;
 pub mod lab;
 pub mod libvirt;
 pub mod qemu;
@@ -44,9 +45,54 @@ pub trait Provisioner {
         None
     }
 
+    /// The provisioner's own power-off (`reimage power-off`), `None` when
+    /// it has none (`lab`; `command` without a `power_off` command).
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        None
+    }
+
     /// Lines for `reimage check`: the settings that shape a load, with the
     /// timeout at each attempt.
     fn describe(&self, plan: &Plan) -> Vec<String>;
+
+    /// Refuses a plan this provisioner must not load as configured: above
+    /// all one whose load would destroy or overwrite the image's own base
+    /// (the golden disk). `reimage check` turns the refusal into a config
+    /// error (exit 78) at the key's file:line:column (the path runs from
+    /// the file's root); every load runs it first and is fatal on it,
+    /// before anything changes. It looks only at the config and local
+    /// files; what only the endpoint knows, each load checks itself.
+    fn vet(&self, _plan: &Plan) -> Result<(), KeyError> {
+        Ok(())
+    }
+
+    /// The image names this provisioner's table has settings for
+    /// (`[provisioners.NAME.images.IMAGE]`): each must be an image of the
+    /// file.
+    fn image_tables(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A fatal outcome from a refusal of [`Provisioner::vet`], for a load.
+pub fn refused(plan: &Plan, e: KeyError) -> Outcome {
+    Outcome::Fatal(anyhow::anyhow!(
+        "refusing to load image `{}` onto computer `{}`: {}",
+        plan.image.name,
+        plan.computer.name,
+        e.message
+    ))
+}
+
+/// Turns a computer off the way its provisioner turns it on: the hard way
+/// (QMP quit, `virsh destroy`, PowerOffVM_Task, `rpower off`), since the
+/// next load puts the image on again. A scheduler's power saving (Slurm's
+/// SuspendProgram) calls it through `reimage power-off`.
+pub trait PowerOff {
+    /// Powers the plan's computer off. Done when it is off, also when it
+    /// was off already or has no VM at all; retry when trying again could
+    /// help (a timeout, a daemon that does not answer).
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome;
 }
 
 /// The provisioner `r` names, decoded and validated from its table (Packer's
@@ -84,8 +130,9 @@ pub fn prepare(r: &ProvisionerRef) -> Result<Box<dyn Provisioner>, KeyError> {
 
 /// Decodes a provisioner's table into its config type, then runs its
 /// checks. Serde errors carry the path to the bad key; a check's message
-/// names its key first, in backquotes (`` `timeout` must be ... ``), and
-/// points there.
+/// names its key first, in backquotes (`` `timeout` must be ... ``; a
+/// dotted `` `images.win11.vtpm` `` for a key in a sub-table), and points
+/// there.
 fn decode<T: DeserializeOwned>(
     table: &toml::Table,
     check: impl FnOnce(&T) -> Result<(), String>,
@@ -111,15 +158,19 @@ fn decode<T: DeserializeOwned>(
         KeyError { path, message }
     })?;
     check(&c).map_err(|message| {
-        let key = message
+        // A dotted key (`images.win11.vtpm`) is a path into the table.
+        let path: Vec<String> = message
             .strip_prefix('`')
             .and_then(|r| r.split(['`', ' ', '=']).next())
             .unwrap_or_default()
-            .to_string();
-        if key.is_empty() {
+            .split('.')
+            .filter(|k| !k.is_empty())
+            .map(String::from)
+            .collect();
+        if path.is_empty() {
             KeyError::table(message)
         } else {
-            KeyError::at(&key, message)
+            KeyError { path, message }
         }
     })?;
     Ok(c)

@@ -19,9 +19,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Provisioner, expand, placeholders};
+use super::disk::{Chain, same_file};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::{ChannelSettings, Plan};
+use crate::config::{ChannelSettings, KeyError, Plan};
 use crate::duration;
 use crate::exec::{Cmd, Hints, alive};
 use crate::outcome::Outcome;
@@ -369,6 +370,18 @@ impl RunDir {
         pids
     }
 
+    /// The files a load removes, replaces or moves: none of them may be the
+    /// image's base.
+    fn replaced(&self) -> [PathBuf; 5] {
+        [
+            self.overlay.clone(),
+            self.console.clone(),
+            self.dir.join("console.log.old"),
+            self.pidfile.clone(),
+            self.qmp.clone(),
+        ]
+    }
+
     /// The last lines of the console log, for error messages.
     fn console_tail(&self) -> String {
         tail_of_file(&self.console, 8)
@@ -659,25 +672,55 @@ impl Qemu {
         Ok(())
     }
 
-    /// A fresh overlay on the base; the base's format from `qemu-img info`.
-    fn overlay(&self, base: &Path, run: &RunDir, report: &Reporter) -> Result<(), Outcome> {
+    /// The base's format from `qemu-img info --backing-chain`, which also
+    /// names every file the base stands on: fatal, before anything is
+    /// stopped, when one of them is a file of the run directory that a load
+    /// replaces (the overlay under the golden disk).
+    fn base_format(&self, base: &Path, run: &RunDir, report: &Reporter) -> Result<String, Outcome> {
         let qi = &self.config.qemu_img;
         let base_s = base.to_string_lossy().to_string();
         let info = Cmd::new(
-            &[qi.as_str(), "info", "-U", "--output=json", &base_s],
+            &[
+                qi.as_str(),
+                "info",
+                "-U",
+                "--backing-chain",
+                "--output=json",
+                &base_s,
+            ],
             QEMU_IMG_TIMEOUT,
         );
         let out = self.run_img(&info, report)?;
         if !out.success() {
             return Err(fatal(format!(
-                "base image {base_s} is not a disk image qemu-img can read: {}",
+                "base image {base_s} is not a disk image qemu-img can read (with every file it stands on): {}",
                 crate::exec::excerpt(&out.text(), 3)
             )));
         }
-        let fmt = serde_json::from_str::<Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.get("format").and_then(Value::as_str).map(str::to_string))
+        let chain = Chain::parse(&out.stdout)
             .ok_or_else(|| fatal(format!("`{}` gave no format for {base_s}", info.display())))?;
+        for f in run.replaced() {
+            if let Some(hit) = chain.holds(&f) {
+                return Err(fatal(format!(
+                    "refusing to load: base image {base_s} stands on {}, which is this computer's {}, replaced by every load: give the computer another run_dir, or rebase the image off it",
+                    hit.display(),
+                    f.display()
+                )));
+            }
+        }
+        Ok(chain.format)
+    }
+
+    /// A fresh overlay on the base, whose format is `fmt`.
+    fn overlay(
+        &self,
+        base: &Path,
+        fmt: &str,
+        run: &RunDir,
+        report: &Reporter,
+    ) -> Result<(), Outcome> {
+        let qi = &self.config.qemu_img;
+        let base_s = base.to_string_lossy().to_string();
         match std::fs::remove_file(&run.overlay) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(fatal(format!(
@@ -698,7 +741,7 @@ impl Qemu {
                 "-b",
                 &base_s,
                 "-F",
-                &fmt,
+                fmt,
                 &ov,
             ],
             QEMU_IMG_TIMEOUT,
@@ -792,10 +835,15 @@ impl Qemu {
 
     fn load_inner(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Result<(), Outcome> {
         let run = RunDir::new(&self.config, plan);
+        self.vet(plan).map_err(|e| super::refused(plan, e))?;
         self.preflight(plan, &run)?;
+        let base = match base_of(plan) {
+            Some(b) => Some((self.base_format(&b, &run, report)?, b)),
+            None => None,
+        };
         self.stop(plan, report).map_err(Outcome::Retry)?;
         self.check_ports_free(plan)?;
-        self.fresh_run_dir(plan, &run, report)?;
+        self.fresh_run_dir(&run, base.as_ref(), report)?;
         let argv = self.argv(plan, attempt, &run).map_err(Outcome::Fatal)?;
         // Do not start a VM only to stop it again.
         crate::signal::check().map_err(|i| Outcome::Fatal(anyhow!("before starting QEMU: {i}")))?;
@@ -823,7 +871,12 @@ impl Qemu {
     }
 
     /// The run directory, its console log moved aside, a fresh overlay.
-    fn fresh_run_dir(&self, plan: &Plan, run: &RunDir, report: &Reporter) -> Result<(), Outcome> {
+    fn fresh_run_dir(
+        &self,
+        run: &RunDir,
+        base: Option<&(String, PathBuf)>,
+        report: &Reporter,
+    ) -> Result<(), Outcome> {
         // 0700 whatever the umask: it is in the state directory by default.
         crate::state::make_dirs(&run.dir).map_err(|e| {
             fatal(format!(
@@ -834,8 +887,8 @@ impl Qemu {
         if run.console.exists() {
             let _ = std::fs::rename(&run.console, run.dir.join("console.log.old"));
         }
-        if let Some(base) = base_of(plan) {
-            self.overlay(&base, run, report)?;
+        if let Some((fmt, base)) = base {
+            self.overlay(base, fmt, run, report)?;
         }
         Ok(())
     }
@@ -973,6 +1026,37 @@ impl Provisioner for Qemu {
         self.config.describe(plan)
     }
 
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
+    }
+
+    /// The base image must not be a file of the computer's run directory
+    /// that a load replaces (its overlay above all).
+    fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        let Some(base) = base_of(plan) else {
+            return Ok(());
+        };
+        let run = RunDir::new(&self.config, plan);
+        let Some(f) = run.replaced().into_iter().find(|f| same_file(&base, f)) else {
+            return Ok(());
+        };
+        let path = if plan.provisioner.table.contains_key("run_dir") {
+            vec!["provisioners", plan.provisioner.name.as_str(), "run_dir"]
+        } else {
+            vec!["images", plan.image.name.as_str(), "source"]
+        };
+        Err(KeyError {
+            path: path.into_iter().map(String::from).collect(),
+            message: format!(
+                "image `{}`'s base {} is {} of computer `{}`'s run directory, which every load replaces: move the base image, or give the computer another run_dir",
+                plan.image.name,
+                base.display(),
+                f.display(),
+                plan.computer.name
+            ),
+        })
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
         match self.load_inner(plan, attempt, report) {
             Ok(()) => Outcome::Done,
@@ -997,6 +1081,26 @@ impl Provisioner for Qemu {
                 ))),
             },
         )
+    }
+}
+
+/// `reimage power-off`: the VM stops the way a load stops the one before
+/// it (QMP quit, then signals); the run directory keeps the overlay and the
+/// console log.
+impl PowerOff for Qemu {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let run = RunDir::new(&self.config, plan);
+        let name = &plan.computer.name;
+        if run.processes().is_empty() {
+            report.info(&format!(
+                "{name}: no VM of ours runs from {}: it is off",
+                run.dir.display()
+            ));
+        }
+        match stop_run(&run, report) {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(e.context(format!("qemu power-off of {name}"))),
+        }
     }
 }
 

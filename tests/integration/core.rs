@@ -710,6 +710,78 @@ fn a_second_run_on_a_locked_computer_exits_73() {
 }
 
 #[test]
+fn power_off_is_refused_without_a_power_off_and_takes_the_lock_with_one() {
+    let s = setup("off-lock", "#!/bin/sh\nsleep 30\nexit 0\n", "");
+    // No power_off in the command provisioner: 64, before any lock or event.
+    Test::with(&s)
+        .power_off("pc7")
+        .args(&["--image", "centos7"])
+        .run()
+        .code(64)
+        .stderr_has("give it a power_off command");
+    assert!(!s.path("state/computers/pc7/events.jsonl").exists());
+    let off = s.script("off.sh", "#!/bin/sh\necho \"off $1\" >>\"$0.log\"\n");
+    let cfg = std::fs::read_to_string(s.path("reimage.toml")).expect("config");
+    std::fs::write(
+        s.path("reimage.toml"),
+        cfg.replace(
+            "timeout = \"20s\"\n",
+            &format!(
+                "timeout = \"20s\"\npower_off = [\"{}\", \"{{node}}\"]\n",
+                off.display()
+            ),
+        ),
+    )
+    .expect("config");
+    // A load holds the computer: power-off answers 73 at once.
+    let mut first = Test::with(&s)
+        .load("pc7", "centos7")
+        .command()
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let lock = s.path("state/computers/pc7/lock");
+    assert!(eventually(Duration::from_secs(30), || {
+        std::fs::read_to_string(&lock).is_ok_and(|p| !p.is_empty())
+    }));
+    Test::with(&s)
+        .power_off("pc7")
+        .args(&["--image", "centos7"])
+        .run()
+        .code(73);
+    kill_process(Pid::from_child(&first), Signal::TERM).expect("SIGTERM to reimage");
+    common::wait_limit(&mut first, Duration::from_secs(30));
+    assert!(!s.path("off.sh.log").exists(), "no power-off while locked");
+    // Free again: the command runs (the image from the last run's record),
+    // and the record says power-off.
+    let r = Test::with(&s).power_off("pc7").run();
+    r.code(0).event_log_has("power off: running");
+    assert_eq!(
+        std::fs::read_to_string(s.path("off.sh.log")).expect("off.sh.log"),
+        "off pc7-bmc\n"
+    );
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path("state/computers/pc7/last-run.json")).expect("record"),
+    )
+    .expect("record JSON");
+    assert_eq!(
+        (
+            &rec["command"],
+            &rec["image"],
+            &rec["result"],
+            &rec["exit_code"]
+        ),
+        (
+            &"power-off".into(),
+            &"centos7".into(),
+            &"done".into(),
+            &0.into()
+        ),
+        "{rec}"
+    );
+}
+
+#[test]
 fn sigterm_during_load_kills_the_child_and_frees_the_lock() {
     let s = Scratch::new("term-pid");
     let pidf = s.path("child.pid");

@@ -589,3 +589,106 @@ fn a_post_load_retry_on_the_last_attempt_is_fatal() {
         .code(75)
         .stderr_lacks("no attempts left");
 }
+
+/// `qemu-img create` of a 16 MiB qcow2 at `p`, on `backing` when given.
+fn qcow2(p: &Path, backing: Option<&Path>) {
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2"]);
+    if let Some(b) = backing {
+        cmd.arg("-b").arg(b).args(["-F", "qcow2"]);
+    }
+    let o = cmd.arg(p).arg("16M").output().expect("qemu-img runs");
+    assert!(o.status.success(), "qemu-img create {}", p.display());
+}
+
+#[test]
+fn a_base_disk_that_is_the_overlay_is_never_overwritten() {
+    require_tools();
+    let s = Scratch::new("lv-golden");
+    let virsh = journal_virsh(&s);
+    let uri = node_file(&s, &[("vm1", true)]);
+    let t = example_template();
+    // The base disk sits where computer vm1's overlay goes.
+    std::fs::create_dir_all(s.path("disks")).expect("disks");
+    let base = s.path("disks/vm1.qcow2");
+    qcow2(&base, None);
+    let golden = std::fs::read(&base).expect("the base");
+    config(&s, &base, &setup(&uri, &virsh, Some(&t)));
+    let line = std::fs::read_to_string(s.path("reimage.toml"))
+        .expect("config")
+        .lines()
+        .position(|l| l.starts_with("disk_dir = "))
+        .expect("the disk_dir line")
+        + 1;
+    // The table sets disk_dir: the key to change.
+    let r = Test::with(&s).check("vm1", "vm").run();
+    r.code(78);
+    r.stderr_has(&format!("reimage.toml:{line}:1:"));
+    r.stderr_has("is computer `vm1`'s overlay");
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has("refusing to load image `vm` onto computer `vm1`");
+    assert!(
+        journal(&s).is_empty(),
+        "the domain was touched: {:?}",
+        journal(&s)
+    );
+    assert_eq!(std::fs::read(&base).expect("the base"), golden);
+
+    // Through a symbolic link it is still the one file.
+    let link = s.path("golden-link.qcow2");
+    std::os::unix::fs::symlink(&base, &link).expect("symlink");
+    config(&s, &link, &setup(&uri, &virsh, Some(&t)));
+    Test::with(&s).check("vm1", "vm").run().code(78);
+
+    // A base that stands on the overlay (its backing file): only a load
+    // reads the chain, and refuses before the domain is touched.
+    let over = s.path("golden.qcow2");
+    qcow2(&over, Some(&base));
+    config(&s, &over, &setup(&uri, &virsh, Some(&t)));
+    Test::with(&s).check("vm1", "vm").run().code(0);
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has(&format!(
+        "stands on {}, which is the computer's overlay",
+        base.display()
+    ));
+    assert!(journal(&s).is_empty(), "{:?}", journal(&s));
+    assert_eq!(std::fs::read(&base).expect("the base"), golden);
+
+    // Elsewhere, the load runs.
+    let elsewhere = s.path("base.qcow2");
+    qcow2(&elsewhere, None);
+    config(&s, &elsewhere, &setup(&uri, &virsh, Some(&t)));
+    load(&s).code(0);
+}
+
+#[test]
+fn power_off_destroys_a_running_domain_and_keeps_its_definition() {
+    require_tools();
+    let s = Scratch::new("lv-off");
+    let base = base_disk(&s);
+    let virsh = journal_virsh(&s);
+    let uri = node_file(&s, &[("vm1", true)]);
+    config(&s, &base, &setup(&uri, &virsh, None));
+
+    Test::with(&s)
+        .power_off("vm1")
+        .args(&["--image", "vm"])
+        .run()
+        .code(0)
+        .event_log_has("domain vm1 is running: destroying it");
+    assert_eq!(journal(&s), ["destroy"]);
+    assert_eq!(
+        virsh_after(&s, &uri, &["domstate", "vm1"]).trim(),
+        "shut off"
+    );
+    // Off already: nothing to do, still 0; the image comes from the last
+    // run's record now.
+    Test::with(&s)
+        .power_off("vm1")
+        .run()
+        .code(0)
+        .event_log_has("domain vm1 is shut off");
+    assert_eq!(journal(&s), ["destroy"]);
+}

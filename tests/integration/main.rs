@@ -16,6 +16,7 @@ mod profiles;
 mod qemu;
 mod reuse;
 mod site;
+mod slurm;
 mod ssh;
 mod state;
 mod vsphere;

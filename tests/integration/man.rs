@@ -37,6 +37,7 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
         "provision",
         "load",
         "post-load",
+        "power-off",
         "check",
         "status",
         "log",
@@ -111,7 +112,8 @@ fn every_config_key_in_the_examples_is_in_the_man_page() {
 }
 
 /// Keys of the tables (skipping user-chosen names at depth 1: the names of
-/// computers, images, profiles and provisioners).
+/// computers, images, profiles and provisioners; and the image names of a
+/// provisioner's `images` table).
 fn collect(v: &toml::Value, out: &mut Vec<String>, depth: usize) {
     match v {
         toml::Value::Table(t) => {
@@ -119,9 +121,16 @@ fn collect(v: &toml::Value, out: &mut Vec<String>, depth: usize) {
                 if depth != 1 {
                     out.push(k.clone());
                 }
-                // `timeouts = { step = ... }` keys are step names.
-                if k != "timeouts" {
-                    collect(v, out, depth + 1);
+                match (k.as_str(), v) {
+                    // `timeouts = { step = ... }` keys are step names.
+                    ("timeouts", _) => {}
+                    // `[provisioners.P.images.IMAGE]`: IMAGE is a name.
+                    ("images", toml::Value::Table(images)) if depth == 2 => {
+                        for image in images.values() {
+                            collect(image, out, depth + 2);
+                        }
+                    }
+                    _ => collect(v, out, depth + 1),
                 }
             }
         }

@@ -504,3 +504,94 @@ fn a_post_load_retry_on_the_last_attempt_is_fatal() {
         .code(75)
         .stderr_lacks("no attempts left");
 }
+
+/// `qemu-img create` of a 16 MiB qcow2 at `p`, on `backing` when given.
+fn qcow2(p: &Path, backing: Option<&Path>) {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).expect("the image's directory");
+    }
+    let mut cmd = std::process::Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2"]);
+    if let Some(b) = backing {
+        cmd.arg("-b").arg(b).args(["-F", "qcow2"]);
+    }
+    let o = cmd.arg(p).arg("16M").output().expect("qemu-img runs");
+    assert!(o.status.success(), "qemu-img create {}", p.display());
+}
+
+/// A config whose image `img` loads `base` (no kernel: no VM is needed,
+/// every load here is refused), with provisioner `q` and `extra` keys.
+fn golden_config(s: &Scratch, base: &Path, extra: &str) {
+    s.config(&format!(
+        r#"
+[provisioners.q]
+kind = "qemu"
+{extra}
+
+[os.none]
+family = "generic"
+channel = "none"
+steps = []
+
+[images.img]
+os = "none"
+provisioner = "q"
+source = "{}"
+
+[computers.vm1]
+address = "127.0.0.1"
+port = {}
+"#,
+        base.display(),
+        port::closed()
+    ));
+}
+
+#[test]
+fn a_base_image_the_load_would_replace_is_never_touched() {
+    let s = Scratch::new("qemu-golden");
+    // The base is named as the overlay, in the directory given as run_dir.
+    let base = s.path("golden/overlay.qcow2");
+    qcow2(&base, None);
+    let golden = std::fs::read(&base).expect("the base");
+    golden_config(
+        &s,
+        &base,
+        &format!("run_dir = \"{}\"", s.path("golden").display()),
+    );
+    let line = std::fs::read_to_string(s.path("reimage.toml"))
+        .expect("config")
+        .lines()
+        .position(|l| l.starts_with("run_dir"))
+        .expect("the run_dir line")
+        + 1;
+    let r = Test::with(&s).check("vm1", "img").run();
+    r.code(78);
+    r.stderr_has(&format!("reimage.toml:{line}:1:"));
+    r.stderr_has("which every load replaces");
+    let r = Test::with(&s).load("vm1", "img").run();
+    r.code(1);
+    r.stderr_has("refusing to load image `img` onto computer `vm1`");
+    assert_eq!(std::fs::read(&base).expect("the base"), golden);
+
+    // The default run directory's overlay as the base: the image's source
+    // is to blame.
+    let overlay = s.path("state/qemu/vm1/overlay.qcow2");
+    qcow2(&overlay, None);
+    let before = std::fs::read(&overlay).expect("the overlay");
+    golden_config(&s, &overlay, "");
+    let r = Test::with(&s).check("vm1", "img").run();
+    r.code(78);
+    r.stderr_has("image `img`'s base");
+
+    // A base that stands on that overlay: the load reads the chain and
+    // refuses before anything is replaced.
+    let over = s.path("images/golden.qcow2");
+    qcow2(&over, Some(&overlay));
+    golden_config(&s, &over, "");
+    Test::with(&s).check("vm1", "img").run().code(0);
+    let r = Test::with(&s).load("vm1", "img").run();
+    r.code(1);
+    r.stderr_has(&format!("stands on {}", overlay.display()));
+    assert_eq!(std::fs::read(&overlay).expect("the overlay"), before);
+}

@@ -125,6 +125,12 @@ impl<'a> Test<'a> {
         self.step("check", computer, image)
     }
 
+    /// `power-off COMPUTER` (add `--image` with `args`).
+    pub fn power_off(mut self, computer: &str) -> Self {
+        self.computer = Some(computer.to_string());
+        self.args(&["power-off", computer])
+    }
+
     fn step(mut self, sub: &str, computer: &str, image: &str) -> Self {
         self.computer = Some(computer.to_string());
         self.args(&[sub, computer, "--image", image])

@@ -263,6 +263,200 @@ xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body><{method} 
         DISK
     }
 
+    /// The morefs and names of every object of `kind` (a ContainerView
+    /// from the root folder), in a session of the test's.
+    fn objects(&self, c: &str, kind: &str) -> Vec<(String, String)> {
+        let (vt, vmgr) = self.manager("viewManager");
+        let (_, root) = self.manager("rootFolder");
+        let v = self.soap(
+            "CreateContainerView",
+            &vt,
+            &vmgr,
+            &format!("<container type=\"Folder\">{root}</container><type>{kind}</type><recursive>true</recursive>"),
+            Some(c),
+        );
+        let view = between(&v, "<returnval type=\"ContainerView\">", "</returnval>")
+            .expect("a view")
+            .to_string();
+        let (pt, pc) = self.manager("propertyCollector");
+        let r = self.soap(
+            "RetrievePropertiesEx",
+            &pt,
+            &pc,
+            &format!(
+                "<specSet><propSet><type>{kind}</type><pathSet>name</pathSet></propSet>\
+<objectSet><obj type=\"ContainerView\">{view}</obj><skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>v</name>\
+<type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet></specSet><options/>"
+            ),
+            Some(c),
+        );
+        let doc = roxmltree::Document::parse(&r).expect("XML");
+        doc.descendants()
+            .filter(|n| n.tag_name().name() == "objects")
+            .map(|o| {
+                let text = |name: &str| {
+                    o.descendants()
+                        .find(|n| n.tag_name().name() == name)
+                        .and_then(|n| n.text())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                (text("obj"), text("val"))
+            })
+            .collect()
+    }
+
+    /// The raw answer for properties `paths` of object `ty`/`moref`.
+    fn props(&self, c: &str, ty: &str, moref: &str, paths: &[&str]) -> String {
+        let (pt, pc) = self.manager("propertyCollector");
+        let sets: String = paths
+            .iter()
+            .map(|p| format!("<pathSet>{p}</pathSet>"))
+            .collect();
+        self.soap(
+            "RetrievePropertiesEx",
+            &pt,
+            &pc,
+            &format!(
+                "<specSet><propSet><type>{ty}</type>{sets}</propSet><objectSet><obj type=\"{ty}\">{moref}</obj></objectSet></specSet><options/>"
+            ),
+            Some(c),
+        )
+    }
+
+    /// A VM's hardware as the simulator keeps it.
+    fn hardware(&self, vm: &str) -> Hw {
+        let r = self.session(|c| {
+            self.props(
+                c,
+                "VirtualMachine",
+                vm,
+                &[
+                    "config.firmware",
+                    "config.version",
+                    "config.bootOptions",
+                    "config.guestId",
+                    "config.hardware.device",
+                ],
+            )
+        });
+        let doc = roxmltree::Document::parse(&r).expect("XML");
+        let prop = |name: &str| {
+            doc.descendants()
+                .filter(|n| n.tag_name().name() == "propSet")
+                .find(|p| {
+                    p.children()
+                        .any(|c| c.tag_name().name() == "name" && c.text() == Some(name))
+                })
+                .and_then(|p| p.children().find(|c| c.tag_name().name() == "val"))
+        };
+        let text = |name: &str| prop(name).and_then(|v| v.text()).unwrap_or("").to_string();
+        Hw {
+            firmware: text("config.firmware"),
+            version: text("config.version"),
+            guest_id: text("config.guestId"),
+            secure_boot: prop("config.bootOptions").is_some_and(|b| {
+                b.descendants().any(|n| {
+                    n.tag_name().name() == "efiSecureBootEnabled" && n.text() == Some("true")
+                })
+            }),
+            vtpm: prop("config.hardware.device").is_some_and(|d| {
+                d.children().any(|n| {
+                    n.attributes()
+                        .any(|a| a.name() == "type" && a.value() == "VirtualTPM")
+                })
+            }),
+            disks: prop("config.hardware.device")
+                .map(|d| {
+                    d.descendants()
+                        .filter(|n| n.tag_name().name() == "fileName")
+                        .filter_map(|n| n.text())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// ReconfigVM_Task of `vm` with `spec` (VirtualMachineConfigSpec
+    /// elements).
+    fn reconfigure(&self, vm: &str, spec: &str) {
+        self.session(|c| {
+            self.task(
+                c,
+                "ReconfigVM_Task",
+                "VirtualMachine",
+                vm,
+                &format!("<spec>{spec}</spec>"),
+            )
+        });
+    }
+
+    /// The first datacenter's moref.
+    fn datacenter(&self, c: &str) -> String {
+        self.objects(c, "Datacenter")
+            .into_iter()
+            .next()
+            .expect("a datacenter")
+            .0
+    }
+
+    /// True when the simulator has the virtual disk `path`.
+    fn disk_exists(&self, path: &str) -> bool {
+        self.session(|c| {
+            let dc = self.datacenter(c);
+            let (dt, dm) = self.manager("virtualDiskManager");
+            let r = self.soap(
+                "QueryVirtualDiskUuid",
+                &dt,
+                &dm,
+                &format!("<name>{path}</name><datacenter type=\"Datacenter\">{dc}</datacenter>"),
+                Some(c),
+            );
+            !r.contains("Fault>")
+        })
+    }
+
+    /// A VM `name` made by the test (CreateVM_Task): its files at `vmx` (a
+    /// datastore path), with `disk` (an existing disk file) as its disk
+    /// when given.
+    fn create_vm(&self, name: &str, vmx: &str, disk: Option<&str>) {
+        self.session(|c| {
+            let dc = self.datacenter(c);
+            let r = self.props(c, "Datacenter", &dc, &["vmFolder"]);
+            let doc = roxmltree::Document::parse(&r).expect("XML");
+            let folder = doc
+                .descendants()
+                .find(|n| n.tag_name().name() == "val")
+                .and_then(|n| n.text())
+                .expect("the datacenter's vmFolder")
+                .to_string();
+            let pool = self
+                .objects(c, "ResourcePool")
+                .into_iter()
+                .next()
+                .expect("a resource pool")
+                .0;
+            let disk = disk
+                .map(|d| {
+                    format!(
+                        "<deviceChange><operation>add</operation><device xsi:type=\"VirtualLsiLogicController\"><key>-100</key><busNumber>0</busNumber><sharedBus>noSharing</sharedBus></device></deviceChange>\
+<deviceChange><operation>add</operation><device xsi:type=\"VirtualDisk\"><key>-101</key><backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{d}</fileName><diskMode>persistent</diskMode></backing><controllerKey>-100</controllerKey><unitNumber>0</unitNumber><capacityInKB>1024</capacityInKB></device></deviceChange>"
+                    )
+                })
+                .unwrap_or_default();
+            self.task(
+                c,
+                "CreateVM_Task",
+                "Folder",
+                &folder,
+                &format!(
+                    "<config><name>{name}</name><guestId>otherGuest64</guestId><files><vmPathName>{vmx}</vmPathName></files>{disk}</config><pool type=\"ResourcePool\">{pool}</pool>"
+                ),
+            );
+        });
+    }
+
     /// VPX: a snapshot of `vm`.
     fn snapshot(&self, vm: &str) {
         self.session(|c| {
@@ -288,6 +482,18 @@ xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body><{method} 
     fn kill(&mut self) {
         self.vcsim.kill();
     }
+}
+
+/// A VM's hardware, read back from the simulator.
+#[derive(Debug, Clone)]
+struct Hw {
+    firmware: String,
+    version: String,
+    guest_id: String,
+    secure_boot: bool,
+    vtpm: bool,
+    /// Every disk file (with parents).
+    disks: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -955,4 +1161,272 @@ fn a_post_load_retry_on_the_last_attempt_is_fatal() {
         .run()
         .code(75)
         .stderr_lacks("no attempts left");
+}
+
+// --- The VM's hardware from the image: UEFI, Secure Boot, vTPM ---------------
+
+/// Runs `check pc1 --image img` on the scratch's config.
+fn check(s: &Scratch) -> Output {
+    Test::with(s).check("pc1", "img").run()
+}
+
+/// The 1-based line of the config's first line that starts with `start`.
+fn config_line(s: &Scratch, start: &str) -> usize {
+    std::fs::read_to_string(s.path("reimage.toml"))
+        .expect("config")
+        .lines()
+        .position(|l| l.starts_with(start))
+        .expect("the line")
+        + 1
+}
+
+#[test]
+fn esx_vm_gets_the_images_firmware_secure_boot_and_hardware_version() {
+    let s = Scratch::new("vs-hw-esx");
+    let sim = Sim::start(&s, Model::Esx, None);
+    let source = sim.source();
+    // The defaults: UEFI, and the host's own hardware version.
+    config(&s, &sim, source, PASSWORD, None, "");
+    load(&s).code(0);
+    let hw = sim.hardware(&sim.vms_named("pc1")[0].moref);
+    assert_eq!(hw.firmware, "efi", "{hw:?}");
+    assert_eq!(hw.version, "vmx-13", "the simulated host's default: {hw:?}");
+    assert!(!hw.secure_boot, "{hw:?}");
+    assert_eq!(hw.guest_id, "otherGuest64");
+
+    // Set for every image of the provisioner...
+    let all = "secure_boot = true\nhardware_version = 15\nguest_id = \"windows9_64Guest\"";
+    config(&s, &sim, source, PASSWORD, None, all);
+    load(&s).code(0);
+    let hw = sim.hardware(&sim.vms_named("pc1")[0].moref);
+    assert_eq!(
+        (hw.firmware.as_str(), hw.version.as_str(), hw.secure_boot),
+        ("efi", "vmx-15", true),
+        "{hw:?}"
+    );
+    assert_eq!(hw.guest_id, "windows9_64Guest");
+
+    // ...and in the image's own table, over it.
+    let image = format!(
+        "{all}\n[provisioners.vs.images.img]\nfirmware = \"bios\"\nsecure_boot = false\nhardware_version = 13\nguest_id = \"windows7_64Guest\""
+    );
+    config(&s, &sim, source, PASSWORD, None, &image);
+    let r = load(&s);
+    r.code(0);
+    r.stderr_has("firmware bios, Secure Boot off, hardware version vmx-13, guest windows7_64Guest");
+    let hw = sim.hardware(&sim.vms_named("pc1")[0].moref);
+    assert_eq!(
+        (hw.firmware.as_str(), hw.version.as_str(), hw.secure_boot),
+        ("bios", "vmx-13", false),
+        "{hw:?}"
+    );
+    assert_eq!(hw.guest_id, "windows7_64Guest");
+    check(&s).code(0).stdout_has(
+        "ESXi VM: firmware bios, Secure Boot off, hardware version vmx-13, guest windows7_64Guest",
+    );
+
+    // A table for an image the file does not have is a config error.
+    let typo = format!("{all}\n[provisioners.vs.images.imgg]\nguest_id = \"windows7_64Guest\"");
+    config(&s, &sim, source, PASSWORD, None, &typo);
+    let r = check(&s);
+    r.code(78);
+    r.stderr_has("has settings for image `imgg`, but there is no [images.imgg]");
+    // And Secure Boot on BIOS, at its line.
+    let bad = format!("{all}\n[provisioners.vs.images.img]\nfirmware = \"bios\"");
+    config(&s, &sim, source, PASSWORD, None, &bad);
+    let r = check(&s);
+    r.code(78);
+    r.stderr_has("`images.img.secure_boot` needs firmware = \"efi\"");
+}
+
+#[test]
+fn a_vtpm_needs_a_vcenter() {
+    let s = Scratch::new("vs-vtpm-esx");
+    let sim = Sim::start(&s, Model::Esx, None);
+    let source = sim.source();
+    config(&s, &sim, source, PASSWORD, None, "vtpm = true");
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has("a vTPM needs a vCenter");
+    assert!(sim.vms_named("pc1").is_empty());
+    // Said of an ESXi endpoint in the config, it is a config error.
+    config(
+        &s,
+        &sim,
+        source,
+        PASSWORD,
+        None,
+        "endpoint = \"esxi\"\nvtpm = true",
+    );
+    let r = check(&s);
+    r.code(78);
+    r.stderr_has(&format!(
+        "reimage.toml:{}:1: `vtpm` needs a vCenter",
+        config_line(&s, "vtpm")
+    ));
+}
+
+#[test]
+fn vpx_clone_keeps_the_templates_hardware_and_adds_a_vtpm() {
+    let s = Scratch::new("vs-vtpm-vpx");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "vtpm = true");
+    // The simulator's template is a BIOS VM: no vTPM on its clone.
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has("the template's firmware is bios: vSphere adds a vTPM to EFI VMs only");
+    assert!(sim.vms_named("pc1").is_empty());
+
+    // An EFI template of hardware version 14.
+    let tmpl = sim.vms_named("DC0_H0_VM0").remove(0).moref;
+    sim.reconfigure(&tmpl, "<version>vmx-14</version><firmware>efi</firmware>");
+    assert_eq!(sim.hardware(&tmpl).firmware, "efi");
+    let r = load(&s);
+    r.code(0);
+    r.stderr_has("the clone keeps template \"DC0_H0_VM0\"'s hardware: firmware efi, Secure Boot off, hardware version vmx-14");
+    r.stderr_has("a vTPM is added");
+    let pc1 = sim.vms_named("pc1").remove(0);
+    assert!(sim.hardware(&pc1.moref).vtpm, "the clone has a vTPM");
+    assert!(!sim.hardware(&tmpl).vtpm, "the template has none");
+    check(&s).code(0).stdout_has(
+        "vCenter clone: the template's firmware, Secure Boot, hardware version and guest id are kept; vTPM: added to the clone",
+    );
+
+    // A firmware set explicitly is checked against the template's, before
+    // the old VM goes.
+    config(
+        &s,
+        &sim,
+        "DC0_H0_VM0",
+        PASSWORD,
+        None,
+        "firmware = \"bios\"",
+    );
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has("the template's firmware is efi, but the image asks for firmware = \"bios\"");
+    assert_eq!(
+        sim.vms_named("pc1")[0].moref,
+        pc1.moref,
+        "the old VM is kept"
+    );
+    check(&s)
+        .code(0)
+        .stdout_has("(firmware = \"bios\" is checked against the template's)");
+}
+
+// --- The golden disk is never destroyed ------------------------------------
+
+#[test]
+fn esx_never_destroys_the_directory_or_the_vm_that_holds_the_base_disk() {
+    let s = Scratch::new("vs-golden-esx");
+    let sim = Sim::start(&s, Model::Esx, None);
+    let source = sim.source();
+    assert_eq!(source, "[LocalDS_0] base/base.vmdk");
+
+    // A VM named after the base disk's directory: a load deletes
+    // `[LocalDS_0] base` before it makes the VM.
+    config(&s, &sim, source, PASSWORD, None, "vm_name = \"base\"");
+    let r = check(&s);
+    r.code(78);
+    r.stderr_has(&format!("reimage.toml:{}:1:", config_line(&s, "vm_name")));
+    r.stderr_has("holds the image's base disk");
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has("refusing to load image `img` onto computer `pc1`");
+    assert!(sim.disk_exists(source), "the base disk is there");
+    assert!(sim.vms_named("base").is_empty());
+
+    // The computer's old VM lives in the base disk's directory: destroying
+    // it deletes that directory.
+    config(&s, &sim, source, PASSWORD, None, "");
+    check(&s).code(0);
+    sim.create_vm("pc1", "[LocalDS_0] base/pc1.vmx", None);
+    let before = sim.vms_named("pc1");
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has("refusing to destroy VM \"pc1\"");
+    r.stderr_has("its directory [LocalDS_0] base holds the image's base disk");
+    assert!(sim.disk_exists(source), "the base disk is there");
+    assert_eq!(sim.vms_named("pc1")[0].moref, before[0].moref);
+
+    // A VM whose own disk is the base disk.
+    sim.create_vm("holder", "[LocalDS_0] holder/holder.vmx", Some(source));
+    config(&s, &sim, source, PASSWORD, None, "vm_name = \"holder\"");
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has("the image's base disk \"[LocalDS_0] base/base.vmdk\" is its own disk");
+    assert_eq!(sim.vms_named("holder").len(), 1);
+    assert!(sim.disk_exists(source));
+
+    // Anywhere else, the load runs.
+    config(&s, &sim, source, PASSWORD, None, "vm_name = \"fresh\"");
+    load(&s).code(0);
+    assert!(sim.disk_exists(source));
+}
+
+#[test]
+fn vpx_never_destroys_the_template_or_a_vm_on_its_disk() {
+    let s = Scratch::new("vs-golden-vpx");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    config(
+        &s,
+        &sim,
+        "DC0_H0_VM0",
+        PASSWORD,
+        None,
+        "vm_name = \"DC0_H0_VM0\"",
+    );
+    let r = check(&s);
+    r.code(78);
+    r.stderr_has(&format!("reimage.toml:{}:1:", config_line(&s, "vm_name")));
+    r.stderr_has("is the template's");
+    load(&s).code(1);
+    let tmpl = sim.vms_named("DC0_H0_VM0");
+    assert_eq!(tmpl.len(), 1);
+
+    // The computer's old VM has the template's disk as its own.
+    let disk = sim.hardware(&tmpl[0].moref).disks.remove(0);
+    sim.create_vm("pc1", "[LocalDS_0] pc1/pc1.vmx", Some(&disk));
+    config(&s, &sim, "DC0_H0_VM0", PASSWORD, None, "");
+    let r = load(&s);
+    r.code(1);
+    r.stderr_has(&format!(
+        "its disk {disk:?} is a disk of template \"DC0_H0_VM0\""
+    ));
+    assert_eq!(sim.vms_named("pc1").len(), 1, "the old VM is kept");
+    assert_eq!(sim.vms_named("DC0_H0_VM0")[0].moref, tmpl[0].moref);
+}
+
+#[test]
+fn power_off_powers_the_vm_off_and_keeps_it() {
+    let s = Scratch::new("vs-off");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    let source = sim.source();
+    config(&s, &sim, source, PASSWORD, None, "");
+    // No VM yet: off already.
+    let r = Test::with(&s)
+        .power_off("pc1")
+        .args(&["--image", "img"])
+        .run();
+    r.code(0)
+        .stderr_has("no VM named \"pc1\" in datacenter DC0: it is off");
+    load(&s).code(0);
+    let before = sim.vms_named("pc1");
+    assert_eq!(before[0].power, "poweredOn");
+
+    let r = Test::with(&s).power_off("pc1").run();
+    r.code(0).event_log_has("VM pc1 is off");
+    assert!(!r.stderr.contains(PASSWORD) && !r.event_log().contains(PASSWORD));
+    let after = sim.vms_named("pc1");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].moref, before[0].moref, "the same VM, kept");
+    assert_eq!(after[0].power, "poweredOff");
+    sim.assert_logged_out();
+    // Off already: done again, nothing powered.
+    Test::with(&s)
+        .power_off("pc1")
+        .run()
+        .code(0)
+        .event_log_has("vSphere: VM pc1 is off");
 }

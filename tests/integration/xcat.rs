@@ -20,6 +20,8 @@ const IMAGE: &str = "rhels7.9-x86_64-install-compute";
 const INSTALL: &str = "install rhels7.9-x86_64-compute";
 /// A diskless osimage.
 const DISKLESS: &str = "rhels8.6-x86_64-netboot-compute";
+/// An image named by nodetype attributes, as VCL's xCAT.pm loads one.
+const NODETYPE: &str = "os=rhels8.6,arch=x86_64,profile=compute";
 
 /// A stand-in xCAT with its nodes, and a config using it.
 struct Cluster {
@@ -75,6 +77,16 @@ os = "none"
 provisioner = "x"
 source = "no-such-osimage"
 
+[images.nodetype]
+os = "none"
+provisioner = "x"
+source = "{NODETYPE}"
+
+[images.nodetype-diskless]
+os = "none"
+provisioner = "x"
+source = "{NODETYPE},provmethod=netboot"
+
 {computers}"#
         ));
         Cluster { s, x }
@@ -123,6 +135,24 @@ source = "no-such-osimage"
 
     fn node(&self, node: &str, file: &str) -> String {
         self.x.node_file(node, file)
+    }
+
+    /// Replaces `from` with `to` in the config.
+    fn edit(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.s.path("reimage.toml")).expect("config");
+        assert!(text.contains(from), "{from:?} not in the config");
+        self.s.write("reimage.toml", &text.replacen(from, to, 1));
+    }
+
+    /// The stand-in's calls of `prog` (without the node's other calls),
+    /// in order.
+    fn calls_of(&self, progs: &[&str]) -> Vec<String> {
+        self.calls()
+            .lines()
+            .filter(|l| progs.iter().any(|p| l.split(' ').next() == Some(*p)))
+            .filter(|l| !l.ends_with(" stat") && !l.contains(" -i "))
+            .map(String::from)
+            .collect()
     }
 
     fn messages(&self, computer: &str, kind: &str) -> Vec<String> {
@@ -641,7 +671,287 @@ fn check_describes_the_load() {
     }
 }
 
-// --- 7. The man page ---------------------------------------------------------------
+// --- 7. UEFI: the next boot set to the network, as rinstall does ------------
+
+#[test]
+fn a_uefi_node_reloads_again_and_again_with_rsetboot_net() {
+    // On UEFI the installer puts the installed system first in the boot
+    // order: only a one-time override sends each reload to the network.
+    let c = Cluster::new("xcat-uefi", &["node1"], "firmware=uefi\n", "");
+    for _ in 0..3 {
+        c.load("node1", "rhel").code(0);
+        assert_eq!(c.node("node1", "bootorder"), "hd,net", "{}", c.log());
+    }
+    assert_eq!(
+        c.calls_of(&["rsetboot", "rpower"]),
+        ["rsetboot node1 net", "rpower node1 boot"].repeat(3),
+        "rsetboot before every power action"
+    );
+    let log = c.log();
+    assert_eq!(log.matches("next node1").count(), 3, "{log}");
+    assert_eq!(log.matches("power node1 net").count(), 3, "{log}");
+    assert!(!log.contains("power node1 hd"), "{log}");
+    let ends = c.messages("node1", "step-end").join("\n");
+    assert!(
+        ends.contains("next boot from the network (`rsetboot node1 net`: Network); was on: reset"),
+        "{ends}"
+    );
+}
+
+#[test]
+fn without_rsetboot_a_uefi_node_misses_its_second_network_boot() {
+    let c = Cluster::new(
+        "xcat-uefi-none",
+        &["node1"],
+        "firmware=uefi\n",
+        "set_boot = \"none\"",
+    );
+    // The first load finds the firmware's network-first order...
+    c.load("node1", "rhel").code(0);
+    assert_eq!(c.node("node1", "bootorder"), "hd,net");
+    // ...the second boots the system that install put first.
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    r.stderr_has("the network boot did not happen");
+    r.stderr_has("nothing set its next boot (set_boot = \"none\")");
+    r.stderr_has("set set_boot = \"net\" in provisioner `x`");
+    assert!(!c.calls().contains("rsetboot"), "{}", c.calls());
+    assert!(c.log().contains("power node1 hd"), "{}", c.log());
+    assert_eq!(c.log().matches("next node1").count(), 1, "{}", c.log());
+    // The same node with the next boot set: it installs again.
+    c.edit("set_boot = \"none\"", "set_boot = \"net\"");
+    c.load("node1", "rhel").code(0);
+    assert_eq!(c.log().matches("next node1").count(), 2, "{}", c.log());
+    assert!(c.calls().contains("rsetboot node1 net"), "{}", c.calls());
+}
+
+#[test]
+fn set_boot_none_for_a_node_whose_firmware_boots_the_network_first() {
+    let c = Cluster::new(
+        "xcat-uefi-locked",
+        &["node1"],
+        "firmware=uefi\norder_locked=1\n",
+        "set_boot = \"none\"",
+    );
+    for _ in 0..2 {
+        c.load("node1", "rhel").code(0);
+    }
+    assert_eq!(c.log().matches("next node1").count(), 2, "{}", c.log());
+    assert!(!c.calls().contains("rsetboot"), "{}", c.calls());
+    assert!(
+        !c.calls().contains("lsdef -t node -o node1 -i mgt"),
+        "{}",
+        c.calls()
+    );
+    let r = c.test().check("node1", "rhel").run();
+    r.code(0);
+    r.stdout_has("next boot: set_boot = \"none\": not set");
+}
+
+#[test]
+fn an_rsetboot_that_times_out_is_tried_again_within_the_attempt() {
+    let c = Cluster::new(
+        "xcat-rsetboot-timeout",
+        &["node1"],
+        "firmware=uefi\nsetboot_timeouts=1\n",
+        "",
+    );
+    // Installed before: its disk is first.
+    c.x.write("nodes/node1/bootorder", "hd,net\n");
+    c.load("node1", "rhel").code(0);
+    assert_eq!(
+        c.calls_of(&["rsetboot", "rpower"]),
+        [
+            "rsetboot node1 net",
+            "rsetboot node1 net",
+            "rpower node1 boot"
+        ]
+    );
+    let progress = c.messages("node1", "progress").join("\n");
+    assert!(progress.contains("try 2 of 3"), "{progress}");
+    assert!(
+        progress.contains("rsetboot node1 net` failed"),
+        "{progress}"
+    );
+    assert!(c.log().contains("next node1"), "{}", c.log());
+}
+
+#[test]
+fn a_power_node_boots_from_the_network_through_rnetboot() {
+    let c = Cluster::new("xcat-rnetboot", &["node1"], "", "");
+    c.x.write("nodes/node1/mgt", "hmc\n");
+    c.x.write("nodes/node1/bootorder", "hd,net\n");
+    c.load("node1", "rhel").code(0);
+    // rnetboot instead of rpower, as rinstall does for hmc, fsp and ivm.
+    assert_eq!(
+        c.calls_of(&["rsetboot", "rnetboot", "rpower"]),
+        ["rnetboot node1"]
+    );
+    let ends = c.messages("node1", "step-end").join("\n");
+    assert!(
+        ends.contains("booting from the network (`rnetboot node1`: Success)"),
+        "{ends}"
+    );
+    assert!(c.log().contains("next node1"), "{}", c.log());
+}
+
+#[test]
+fn a_mgt_without_a_next_boot_command_is_one_warning_not_an_error() {
+    // A KVM guest node: xCAT has neither rsetboot nor rnetboot for it. Its
+    // BMC (the hypervisor) times out once: two power tries, one warning.
+    let c = Cluster::new("xcat-kvm", &["node1"], "bmc_timeouts=1\n", "");
+    c.x.write("nodes/node1/mgt", "kvm\n");
+    c.load("node1", "rhel").code(0);
+    let warnings: Vec<String> = c
+        .messages("node1", "warn")
+        .into_iter()
+        .filter(|m| m.contains("next boot"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("has mgt `kvm`"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("set set_boot = \"none\""),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        c.calls_of(&["rsetboot", "rnetboot", "rpower"]),
+        ["rpower node1 boot", "rpower node1 boot"]
+    );
+}
+
+#[test]
+fn an_xcat_without_the_plugin_for_rsetboot_is_one_warning_too() {
+    // The node says mgt=ipmi, but xCAT finds no plugin for rsetboot.
+    let c = Cluster::new("xcat-noplugin", &["node1"], "", "");
+    c.x.write("nodes/node1/mgt", "ipmi\n");
+    let wrapper = c.s.script(
+        "site-bin/rsetboot",
+        "#!/bin/sh\necho \"$1: [mgmt]: Error: Unable to identify plugin for this command, check relevant tables: nodehm.mgt\" >&2\nexit 1\n",
+    );
+    c.edit(
+        "kind = \"xcat\"\n",
+        &format!("kind = \"xcat\"\nrsetboot = \"{}\"\n", wrapper.display()),
+    );
+    c.load("node1", "rhel").code(0);
+    let warnings = c.messages("node1", "warn");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("xCAT has no `rsetboot` for node `node1`"),
+        "{warnings:?}"
+    );
+}
+
+// --- 8. Images named by nodetype attributes, as VCL loads them ---------------
+
+#[test]
+fn a_nodetype_image_sets_the_attributes_and_runs_nodeset_install() {
+    let c = Cluster::new("xcat-nodetype", &["node1"], "", "");
+    // The last xCAT that builds the boot state from nodetype.
+    c.x.version("2.13.7");
+    c.load("node1", "nodetype").code(0);
+    for (attr, want) in [
+        ("os", "rhels8.6"),
+        ("arch", "x86_64"),
+        ("profile", "compute"),
+        ("provmethod", "install"),
+        ("currstate", "boot"),
+    ] {
+        assert_eq!(c.node("node1", attr), want, "{attr}");
+    }
+    assert_eq!(
+        c.calls_of(&["chdef", "nodeset", "rpower"])
+            .into_iter()
+            .filter(|l| !l.starts_with("nodeset all"))
+            .collect::<Vec<_>>(),
+        [
+            "chdef -t node -o node1 os=rhels8.6 arch=x86_64 profile=compute",
+            "nodeset node1 install",
+            "rpower node1 boot"
+        ]
+    );
+    let info = c.messages("node1", "info").join("\n");
+    assert!(
+        info.contains("loading nodetype os=rhels8.6, arch=x86_64, profile=compute (chdef, then `nodeset NODE install`) onto xCAT node `node1`"),
+        "{info}"
+    );
+    let ends = c.messages("node1", "step-end").join("\n");
+    assert!(
+        ends.contains("install rhels8.6-x86_64-compute (installs to disk)"),
+        "{ends}"
+    );
+    assert!(c.log().contains("next node1"), "{}", c.log());
+
+    // provmethod=netboot: nodeset netboot, a diskless boot.
+    c.load("node1", "nodetype-diskless").code(0);
+    assert!(c.calls().contains("nodeset node1 netboot"), "{}", c.calls());
+    let ends = c.messages("node1", "step-end").join("\n");
+    assert!(
+        ends.contains("netboot rhels8.6-x86_64-compute (diskless)"),
+        "{ends}"
+    );
+}
+
+#[test]
+fn a_current_xcat_refuses_nodetype_images_and_says_what_to_set() {
+    let c = Cluster::new("xcat-nodetype-new", &["node1"], "", "");
+    let r = c.load("node1", "nodetype");
+    r.code(1);
+    r.stderr_has("have been deprecated");
+    r.stderr_has("xCAT 2.13.8 and later take osimages only");
+    r.stderr_has("lsdef -t osimage -w osvers==OS");
+    assert!(!c.calls().contains("rpower"), "{}", c.calls());
+    // An osimage still loads on it, and sets the nodetype attributes.
+    c.load("node1", "rhel").code(0);
+    assert_eq!(c.node("node1", "provmethod"), IMAGE);
+    assert_eq!(c.node("node1", "os"), "rhels7.9");
+}
+
+#[test]
+fn a_nodetype_image_of_an_unknown_node_is_fatal() {
+    let c = Cluster::new("xcat-nodetype-ghost", &["node1"], "", "");
+    c.x.version("2.13.7");
+    let r = c.load("ghost", "nodetype");
+    r.code(1);
+    r.stderr_has("xCAT does not know node `ghost`");
+    r.stderr_has("Attribute 'groups' is not specified");
+    assert!(!c.calls().contains("nodeset ghost"), "{}", c.calls());
+}
+
+#[test]
+fn a_bad_nodetype_source_is_a_config_error_in_check_and_fatal_at_load() {
+    let c = Cluster::new("xcat-nodetype-bad", &["node1"], "", "");
+    c.edit(
+        &format!("source = \"{NODETYPE}\"\n"),
+        "source = \"os=rhels8.6,arch=x86_64\"\n",
+    );
+    let r = c.test().check("node1", "nodetype").run();
+    r.code(78);
+    r.stderr_has("lacks `profile`");
+    let line = std::fs::read_to_string(c.s.path("reimage.toml"))
+        .expect("config")
+        .lines()
+        .position(|l| l.starts_with("source = \"os=rhels8.6,arch=x86_64\""))
+        .expect("the line")
+        + 1;
+    r.stderr_has(&format!("reimage.toml:{line}:1:"));
+    let r = c.load("node1", "nodetype");
+    r.code(1);
+    r.stderr_has("refusing to load image `nodetype`");
+    assert_eq!(c.calls(), "", "nothing ran");
+}
+
+#[test]
+fn check_names_what_an_image_resolves_to() {
+    let c = Cluster::new("xcat-check-nodetype", &["node1"], "", "");
+    let r = c.test().check("node1", "nodetype").run();
+    r.code(0);
+    r.stdout_has("xCAT node: node1, image: nodetype os=rhels8.6, arch=x86_64, profile=compute (chdef, then `nodeset NODE install`)");
+    r.stdout_has("next boot: set_boot = \"net\": before each power try, `rsetboot NODE net`");
+    let r = c.test().check("node1", "rhel").run();
+    r.stdout_has(&format!("xCAT node: node1, osimage: {IMAGE}"));
+}
+
+// --- 9. The man page ---------------------------------------------------------------
 
 #[test]
 fn the_man_page_says_what_each_xcat_answer_means() {
@@ -673,7 +983,47 @@ fn the_man_page_says_what_each_xcat_answer_means() {
         "stall timer",
         "limit_noderange",
         "XCATHOST",
+        "set_boot",
+        "rsetboot NODE net",
+        "NODE: Network",
+        "rnetboot NODE",
+        "Unable to identify plugin",
+        "UEFI",
+        "chdef",
+        "os=rhels8.6,arch=x86_64,profile=compute",
+        "2.13.8",
     ] {
         assert!(xcat.contains(want), "the xcat section lacks {want:?}");
     }
+}
+
+// --- power-off ---------------------------------------------------------------
+
+#[test]
+fn power_off_is_rpower_off_and_an_unknown_node_is_fatal() {
+    let c = Cluster::new("xcat-off", &["node1"], "", "");
+    let r = c.test().power_off("node1").args(&["--image", "rhel"]).run();
+    r.code(0);
+    let root = c.root().display().to_string();
+    assert!(
+        c.messages("node1", "output")
+            .join("\n")
+            .contains(&format!("{root}/bin/rpower node1 off")),
+        "{:?}",
+        c.messages("node1", "output")
+    );
+    assert_eq!(c.node("node1", "power"), "off");
+    assert_eq!(c.node("node1", "status"), "powering-off");
+    // xCAT answers `off` for a node that is off: done again.
+    c.test()
+        .power_off("node1")
+        .args(&["--image", "rhel"])
+        .run()
+        .code(0);
+    c.test()
+        .power_off("ghost")
+        .args(&["--image", "rhel"])
+        .run()
+        .code(1)
+        .stderr_has("xCAT does not know node `ghost`");
 }

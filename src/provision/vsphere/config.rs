@@ -2,9 +2,11 @@
 //! checks, and what `reimage check` says of a load.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::hardware::{Firmware, ImageHardware, VmHardware};
 use super::tls;
 use crate::config::Plan;
 use crate::duration;
@@ -157,6 +159,25 @@ pub struct VsphereConfig {
     /// `windows7_64Guest`.
     #[serde(default = "default_guest_id")]
     pub guest_id: String,
+    /// Firmware of a VM created on an ESXi host: `efi` (default) or
+    /// `bios`. A vCenter clone keeps the template's; set, it is checked
+    /// against it.
+    #[serde(default)]
+    pub firmware: Option<Firmware>,
+    /// UEFI Secure Boot of a VM created on an ESXi host.
+    #[serde(default)]
+    pub secure_boot: bool,
+    /// A virtual TPM on the clone (vCenter only: its key provider).
+    #[serde(default)]
+    pub vtpm: bool,
+    /// Hardware version (vmx-NN as NN) of a VM created on an ESXi host;
+    /// default: the host's.
+    #[serde(default)]
+    pub hardware_version: Option<u32>,
+    /// One image's hardware over the above:
+    /// `[provisioners.NAME.images.IMAGE]`.
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageHardware>,
     /// NIC type of a VM created on an ESXi host.
     #[serde(default)]
     pub nic: Nic,
@@ -277,7 +298,27 @@ impl VsphereConfig {
                 return Err(format!("`{key}` must be longer than 0s"));
             }
         }
+        let vtpm_possible = self.endpoint != Endpoint::Esxi;
+        self.hardware("").check("", vtpm_possible)?;
+        for name in self.images.keys() {
+            self.hardware(name)
+                .check(&format!("images.{name}."), vtpm_possible)?;
+        }
         Ok(())
+    }
+
+    /// Image `image`'s hardware: its table's settings over the
+    /// provisioner's, over the defaults.
+    pub(super) fn hardware(&self, image: &str) -> VmHardware {
+        let i = self.images.get(image).cloned().unwrap_or_default();
+        VmHardware {
+            firmware: i.firmware.or(self.firmware).unwrap_or_default(),
+            firmware_set: i.firmware.or(self.firmware).is_some(),
+            secure_boot: i.secure_boot.unwrap_or(self.secure_boot),
+            vtpm: i.vtpm.unwrap_or(self.vtpm),
+            version: i.hardware_version.or(self.hardware_version),
+            guest_id: i.guest_id.unwrap_or_else(|| self.guest_id.clone()),
+        }
     }
 
     /// The SOAP endpoint.
@@ -341,13 +382,37 @@ impl VsphereConfig {
                 }
             ),
         ];
+        let hw = self.hardware(&plan.image.name);
         if self.endpoint != Endpoint::Vcenter {
             lines.push(format!(
-                "ESXi VM: guest {}, {} NIC on {:?}, {} disk controller",
-                self.guest_id,
+                "ESXi VM: {}, {} NIC on {:?}, {} disk controller{}",
+                hw.words(),
                 self.nic.name(),
                 self.network,
-                self.disk_controller.name()
+                self.disk_controller.name(),
+                if hw.vtpm {
+                    "; vtpm = true: refused on an ESXi host (a vTPM needs a vCenter)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if self.endpoint != Endpoint::Esxi {
+            lines.push(format!(
+                "vCenter clone: the template's firmware, Secure Boot, hardware version and guest id are kept{}; vTPM: {}",
+                if hw.firmware_set {
+                    format!(
+                        " (firmware = \"{}\" is checked against the template's)",
+                        hw.firmware.name()
+                    )
+                } else {
+                    String::new()
+                },
+                if hw.vtpm {
+                    "added to the clone unless the template has one (an EFI template of vmx-14 or later)"
+                } else {
+                    "the template's"
+                }
             ));
         }
         lines.extend([
@@ -465,6 +530,10 @@ mod tests {
         assert_eq!(c.disk_controller, Controller::Pvscsi);
 
         assert!(cfg("bogus = 1").is_err(), "unknown keys are errors");
+        assert!(
+            cfg("[images.x]\nbogus = 1").is_err(),
+            "unknown keys of an image's table are errors"
+        );
         assert!(cfg("endpoint = \"rest\"").is_err());
 
         let mut c = cfg("").expect("parses");
@@ -486,6 +555,42 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("not both"));
         let c = cfg("folder = \"\"").expect("parses");
         assert!(c.validate().unwrap_err().contains("folder"));
+    }
+
+    #[test]
+    fn an_images_hardware_over_the_provisioners() {
+        let c = cfg(
+            "secure_boot = true\nhardware_version = 15\n[images.xp]\nfirmware = \"bios\"\nsecure_boot = false\nguest_id = \"winXPProGuest\"\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        let d = c.hardware("win11");
+        assert_eq!(
+            (d.firmware, d.firmware_set, d.secure_boot, d.version),
+            (Firmware::Efi, false, true, Some(15))
+        );
+        assert_eq!(d.guest_id, "otherGuest64");
+        let xp = c.hardware("xp");
+        assert_eq!(
+            (xp.firmware, xp.firmware_set, xp.secure_boot, xp.version),
+            (Firmware::Bios, true, false, Some(15))
+        );
+        assert_eq!(xp.guest_id, "winXPProGuest");
+
+        let c = cfg("[images.xp]\nfirmware = \"bios\"\nsecure_boot = true\n").expect("parses");
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("`images.xp.secure_boot` needs firmware")
+        );
+        let c = cfg("endpoint = \"esxi\"\nvtpm = true").expect("parses");
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("`vtpm` needs a vCenter")
+        );
+        let c = cfg("firmware = \"uefi\"");
+        assert!(c.is_err(), "efi or bios only");
     }
 
     #[test]

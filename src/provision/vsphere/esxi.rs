@@ -1,7 +1,8 @@
 //! The standalone ESXi path (a host agent cannot clone): copy the base
 //! disk or, linked, make a child disk on it, then create the VM from a
-//! spec built from the image's settings.
+//! spec built from the image's settings (its hardware: `hardware`).
 
+use super::golden;
 use super::soap::{Class, MoRef};
 use super::vim::Obj;
 use super::{Load, dc_ref, fail, start_new_vm};
@@ -11,7 +12,7 @@ use crate::outcome::Outcome;
 use crate::xml::escape;
 
 /// `[datastore] path` → (datastore, path).
-fn split_ds_path(p: &str) -> Option<(&str, &str)> {
+pub(super) fn split_ds_path(p: &str) -> Option<(&str, &str)> {
     let rest = p.trim().strip_prefix('[')?;
     let (ds, path) = rest.split_once(']')?;
     let path = path.trim();
@@ -26,10 +27,35 @@ pub(super) fn load_esxi(
     mac: Option<&str>,
 ) -> Result<(), Outcome> {
     let source = plan.image.source.as_str();
+    let hw = l.cfg.hardware(&plan.image.name);
+    if hw.vtpm {
+        return Err(Outcome::Fatal(anyhow::anyhow!(
+            "vSphere: image `{}` asks for a vTPM (vtpm = true), but {} is an ESXi host, and a vTPM needs a vCenter (its key provider): load it through a vCenter, or set vtpm = false",
+            plan.image.name,
+            l.cfg.url
+        )));
+    }
     let host = Host::resolve(l, source)?;
-    // The base disk must be there before the old VM goes.
+    // The base disk must be there before the old VM goes, and nothing a
+    // load deletes may hold it.
     let vdm = host.check_base_disk(l, source)?;
-    l.remove_if_any(l.current_vm(&host.dc)?, attempt)?;
+    if let Some(why) = golden::refusal(l.cfg, source, &l.name) {
+        return Err(Outcome::Fatal(anyhow::anyhow!("vSphere: {why}")));
+    }
+    let old = l.current_vm(&host.dc)?;
+    if let Some(o) = &old {
+        l.check_old(o, |dir, disks| {
+            if let Some(d) = dir.filter(|d| golden::inside(source, d)) {
+                return Some(format!(
+                    "its directory {d} holds the image's base disk {source:?}, and destroying the VM deletes that directory"
+                ));
+            }
+            disks.iter().find(|f| golden::same_file(f, source)).map(|f| {
+                format!("the image's base disk {f:?} is its own disk, and destroying the VM deletes it")
+            })
+        })?;
+    }
+    l.remove_if_any(old, attempt)?;
     let dir = host.fresh_dir(l, attempt)?;
     let disk = format!("{dir}/{}.vmdk", l.name);
     if !l.cfg.linked {
@@ -40,6 +66,11 @@ pub(super) fn load_esxi(
         vm_spec(l, plan, &dir, &disk, mac),
         host.pool.xml("pool")
     );
+    l.report.info(&format!(
+        "vSphere: VM {}: {}",
+        l.name,
+        l.cfg.hardware(&plan.image.name).words()
+    ));
     let what = format!("create VM {}", l.name);
     let timeout = attempt.scale(l.cfg.task_timeout);
     let result = l.long_task(&what, "CreateVM_Task", &host.folder, &body, timeout, |_| {
@@ -207,16 +238,19 @@ fn host_pool(l: &Load, host_folder: &MoRef) -> Result<MoRef, Outcome> {
 }
 
 /// The VirtualMachineConfigSpec of the new VM, in the schema's element
-/// order: its files in `dir`, the image's CPUs and memory, a disk
-/// controller, the disk `disk` (linked: a child of the base disk) and a
-/// NIC with the computer's MAC.
+/// order: its hardware version and guest id, its files in `dir`, the
+/// image's CPUs and memory, a disk controller, the disk `disk` (linked: a
+/// child of the base disk), a NIC with the computer's MAC, Secure Boot and
+/// the firmware.
 fn vm_spec(l: &Load, plan: &Plan, dir: &str, disk: &str, mac: Option<&str>) -> String {
     let cfg = l.cfg;
     let image = &plan.image.config;
+    let hw = cfg.hardware(&plan.image.name).spec_parts();
     let mut spec = format!(
-        "<name>{}</name><guestId>{}</guestId><files><vmPathName>{}</vmPathName></files>",
+        "<name>{}</name>{}{}<files><vmPathName>{}</vmPathName></files>",
         escape(&l.name),
-        escape(&cfg.guest_id),
+        hw.version,
+        hw.guest_id,
         escape(&format!("{dir}/{}.vmx", l.name))
     );
     spec.push_str(&format!("<numCPUs>{}</numCPUs>", image.cpus.unwrap_or(1)));
@@ -231,6 +265,7 @@ fn vm_spec(l: &Load, plan: &Plan, dir: &str, disk: &str, mac: Option<&str>) -> S
     ));
     spec.push_str(&disk_device(cfg.linked, disk, &plan.image.source));
     spec.push_str(&nic_device(l, mac));
+    spec.push_str(&hw.tail);
     spec
 }
 

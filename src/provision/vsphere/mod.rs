@@ -34,6 +34,8 @@
 
 mod config;
 mod esxi;
+mod golden;
+mod hardware;
 mod soap;
 mod tls;
 mod vcenter;
@@ -41,9 +43,9 @@ mod vim;
 
 use std::time::Duration;
 
-use super::{Provisioner, expand, placeholders};
+use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::Plan;
+use crate::config::{KeyError, Plan};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
 use crate::secret::Secret;
@@ -382,30 +384,33 @@ impl Load<'_> {
         }
     }
 
+    /// Powers the VM off (PowerOffVM_Task) unless it is off already.
+    fn power_off_vm(&self, vm: &Obj, timeout: Duration) -> Result<(), Outcome> {
+        let name = vm.name();
+        if vm.text("runtime.powerState") == Some("poweredOff") {
+            self.report.info(&format!("vSphere: VM {name} is off"));
+            return Ok(());
+        }
+        let what = format!("power off VM {name}");
+        self.report.step(&what, Some(timeout));
+        match self.task(&what, "PowerOffVM_Task", &vm.moref, "", timeout) {
+            Ok(_) => self.report.step_end(true, &format!("VM {name} is off")),
+            Err(e) if e.fault_type() == Some("InvalidPowerState") => {
+                self.report.step_end(true, &format!("VM {name} was off"))
+            }
+            Err(e) => {
+                self.report.step_end(false, &e.to_string());
+                return Err(fail(&what, e));
+            }
+        }
+        Ok(())
+    }
+
     /// Powers the VM off (if on) and destroys it.
     fn remove(&self, vm: &Obj, attempt: Attempt) -> Result<(), Outcome> {
         let timeout = attempt.scale(self.cfg.task_timeout);
         let name = vm.name();
-        if vm.text("runtime.powerState") != Some("poweredOff") {
-            self.report
-                .step(&format!("power off VM {name}"), Some(timeout));
-            match self.task(
-                &format!("power off VM {name}"),
-                "PowerOffVM_Task",
-                &vm.moref,
-                "",
-                timeout,
-            ) {
-                Ok(_) => self.report.step_end(true, &format!("VM {name} is off")),
-                Err(e) if e.fault_type() == Some("InvalidPowerState") => {
-                    self.report.step_end(true, &format!("VM {name} was off"))
-                }
-                Err(e) => {
-                    self.report.step_end(false, &e.to_string());
-                    return Err(fail(&format!("power off VM {name}"), e));
-                }
-            }
-        }
+        self.power_off_vm(vm, timeout)?;
         self.report
             .step(&format!("destroy VM {name}"), Some(timeout));
         match self.task(
@@ -424,6 +429,39 @@ impl Load<'_> {
                 self.report.step_end(false, &e.to_string());
                 Err(fail(&format!("destroy VM {name}"), e))
             }
+        }
+    }
+
+    /// Refuses to remove `old` when it holds what `spares` names: its
+    /// directory (`config.files.vmPathName`) and its disks' files go with
+    /// it. `spares` gets the VM's directory and disk files and says why
+    /// not.
+    fn check_old(
+        &self,
+        old: &Obj,
+        spares: impl Fn(Option<String>, Vec<String>) -> Option<String>,
+    ) -> Result<(), Outcome> {
+        let props = ["config.files.vmPathName", "config.hardware.device"];
+        let got = self
+            .vim
+            .get(&old.moref, &props)
+            .map_err(|e| fail(&format!("read VM {}", old.name()), e))?;
+        let dir = got
+            .as_ref()
+            .and_then(|o| o.text("config.files.vmPathName"))
+            .and_then(golden::dir_of);
+        let disks = got
+            .as_ref()
+            .and_then(|o| o.prop("config.hardware.device"))
+            .map(golden::disk_files)
+            .unwrap_or_default();
+        match spares(dir, disks) {
+            None => Ok(()),
+            Some(why) => Err(Outcome::Fatal(anyhow::anyhow!(
+                "vSphere: refusing to destroy VM {:?} ({}): {why}",
+                old.name(),
+                old.moref.value
+            ))),
         }
     }
 
@@ -516,7 +554,19 @@ impl Provisioner for Vsphere {
         self.config.describe(plan)
     }
 
+    fn image_tables(&self) -> Vec<String> {
+        self.config.images.keys().cloned().collect()
+    }
+
+    /// The VM the load makes must not be where the image's base is.
+    fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        golden::vet(&self.config, plan)
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
+        if let Err(e) = self.vet(plan) {
+            return super::refused(plan, e);
+        }
         self.with_session(plan, attempt, report, |l| {
             let mac = match &plan.computer.mac {
                 Some(m) => Some(normalize_mac(m).map_err(|e| {
@@ -529,6 +579,10 @@ impl Provisioner for Vsphere {
                 _ => esxi::load_esxi(l, plan, attempt, mac.as_deref()),
             }
         })
+    }
+
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
     }
 
     fn power_reset(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Option<Outcome> {
@@ -560,6 +614,27 @@ impl Provisioner for Vsphere {
                 }
             }
         }))
+    }
+}
+
+/// `reimage power-off`: the computer's VM powered off (PowerOffVM_Task,
+/// vSphere's hard power-off) and kept; no VM of that name, or one that is
+/// off, is off already.
+impl PowerOff for Vsphere {
+    fn off(&self, plan: &Plan, report: &Reporter) -> Outcome {
+        let attempt = plan.attempt(1, 1);
+        self.with_session(plan, attempt, report, |l| {
+            let dc = l.datacenter()?;
+            let Some(vm) = l.current_vm(&dc)? else {
+                l.report.info(&format!(
+                    "vSphere: no VM named {:?} in datacenter {}: it is off",
+                    l.name,
+                    dc.name()
+                ));
+                return Ok(());
+            };
+            l.power_off_vm(&vm, attempt.scale(l.cfg.task_timeout))
+        })
     }
 }
 

@@ -1,7 +1,11 @@
 //! The vCenter path: clone the template VM (full, or linked from its
 //! current snapshot), placed by folder, resource pool or cluster or host,
-//! and datastore; everything looked up before the old VM is removed.
+//! and datastore; everything looked up before the old VM is removed. The
+//! clone keeps the template's hardware; the image's is checked against it
+//! and a vTPM added when asked for (`hardware`).
 
+use super::golden;
+use super::hardware::{TEMPLATE_PROPS, TemplateHardware, vtpm_device};
 use super::soap::MoRef;
 use super::vim::Obj;
 use super::{Load, NIC_TYPES, VM_PROPS, dc_ref, fail, start_new_vm};
@@ -18,22 +22,49 @@ pub(super) fn load_vcenter(
     mac: Option<&str>,
 ) -> Result<(), Outcome> {
     let source = plan.image.source.as_str();
-    if l.name == source {
-        return Err(Outcome::Fatal(anyhow::anyhow!(
-            "vSphere: the VM name {:?} is the template's; loading would destroy the template",
-            l.name
-        )));
+    if let Some(why) = golden::refusal(l.cfg, source, &l.name) {
+        return Err(Outcome::Fatal(anyhow::anyhow!("vSphere: {why}")));
     }
     let dc = l.datacenter()?;
     let template = find_template(l, &dc, source)?;
+    // What the clone keeps of the template, checked against the image.
+    let kept = TemplateHardware::read(
+        |p| template.prop(p).cloned(),
+        template.prop("config.hardware.device"),
+    );
+    let add_vtpm = kept.fits(&l.cfg.hardware(&plan.image.name)).map_err(|e| {
+        Outcome::Fatal(anyhow::anyhow!(
+            "vSphere: image `{}` on template {source:?}: {e}",
+            plan.image.name
+        ))
+    })?;
+    l.report.info(&format!(
+        "vSphere: the clone keeps template {source:?}'s hardware: {}{}",
+        kept.words(),
+        if add_vtpm { "; a vTPM is added" } else { "" }
+    ));
     // Placement, all resolved before anything is removed.
-    let clone = CloneSpec::resolve(l, &dc, &template, source, mac)?;
+    let mut clone = CloneSpec::resolve(l, &dc, &template, source, mac)?;
+    clone.vtpm = add_vtpm;
     let old = l.current_vm(&dc)?;
     if old.as_ref().is_some_and(|o| o.moref == template.moref) {
         return Err(Outcome::Fatal(anyhow::anyhow!(
             "vSphere: VM {:?} is the template itself; refusing to destroy it",
             l.name
         )));
+    }
+    if let Some(o) = &old {
+        let base = golden::template_disks(&template);
+        l.check_old(o, |_, disks| {
+            disks
+                .iter()
+                .find(|f| base.iter().any(|b| golden::same_file(f, b)))
+                .map(|f| {
+                    format!(
+                        "its disk {f:?} is a disk of template {source:?}, and destroying the VM deletes it"
+                    )
+                })
+        })?;
     }
     l.remove_if_any(old, attempt)?;
     let what = format!(
@@ -56,7 +87,8 @@ pub(super) fn load_vcenter(
 fn find_template(l: &Load, dc: &Obj, source: &str) -> Result<Obj, Outcome> {
     let vm_folder = dc_ref(dc, "vmFolder")?;
     let mut props: Vec<&str> = VM_PROPS.to_vec();
-    props.push("config.hardware.device");
+    props.extend(["config.hardware.device", "layoutEx.file"]);
+    props.extend(TEMPLATE_PROPS);
     l.one(&vm_folder, "VirtualMachine", source, &props, "template VM")
 }
 
@@ -70,6 +102,8 @@ struct CloneSpec {
     snapshot: Option<MoRef>,
     /// The deviceChange that gives the NIC the computer's MAC.
     nic_edit: Option<String>,
+    /// Add a virtual TPM to the clone.
+    vtpm: bool,
 }
 
 impl CloneSpec {
@@ -121,6 +155,7 @@ impl CloneSpec {
             datastore,
             snapshot,
             nic_edit,
+            vtpm: false,
         })
     }
 
@@ -147,6 +182,9 @@ impl CloneSpec {
         }
         if let Some(edit) = &self.nic_edit {
             config.push_str(edit);
+        }
+        if self.vtpm {
+            config.push_str(vtpm_device());
         }
         let mut spec = format!("<location>{location}</location><template>false</template>");
         if !config.is_empty() {

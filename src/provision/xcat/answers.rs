@@ -36,6 +36,23 @@
 //!   `Operating`, `Open Firmware` (on) or `Not Activated` (off)
 //!   (xCAT/PPCpower.pm). VCL retries rpower up to 3 times and waits up to
 //!   60 s for `on`.
+//! - `rinstall` sets the next boot to the network before it powers a node
+//!   (plugins/rinstall.pm), by the node's `mgt` (nodehm.mgt): `rsetboot
+//!   NODE net` for ipmi and openbmc (and redfish, whose plugin handles
+//!   rsetboot too: plugins/redfish.pm), read back as `NODE: Network`
+//!   (plugins/ipmi.pm setboot_gotstat; hwctl/redfish_client.py
+//!   get_boot_state); `rnetboot NODE` for the POWER hmc, fsp and ivm, which
+//!   boots the node from the network itself and answers `NODE: Success`
+//!   (xCAT/PPCboot.pm), instead of rpower; nothing for kvm, esx, blade or
+//!   rhevm. A command no plugin of the node's mgt handles is `Unable to
+//!   identify plugin for this command` (sbin/xcatd).
+//! - `chdef -t node -o NODE ATTR=VALUE` creates nodes it does not know and
+//!   needs `groups` for that: for an unknown node it says `Attribute
+//!   'groups' is not specified for node 'NODE'` (plugins/DBobjectdefs.pm).
+//!   `nodeset NODE install` builds the state from the nodetype attributes
+//!   up to xCAT 2.13.7; 2.13.8 and later refuse it (`The options
+//!   "install", "netboot", and "statelite" have been deprecated`,
+//!   destiny.pm).
 
 /// The lines of a command's output, without CR and surrounding blanks.
 fn lines(text: &str) -> impl Iterator<Item = &str> {
@@ -279,18 +296,76 @@ impl Power {
 /// `Object name: NODE` then indented `status=VALUE`. `None` when the node
 /// has no status yet.
 pub fn lsdef_status(text: &str, node: &str) -> Option<String> {
+    lsdef_attr(text, node, "status")
+}
+
+/// Attribute `attr` of `node` from `lsdef -t node -o NODE -i ATTR`;
+/// `None` when it is not set.
+pub fn lsdef_attr(text: &str, node: &str, attr: &str) -> Option<String> {
     let mut in_node = !text.contains("Object name:");
     for l in lines(text) {
         if let Some(name) = l.strip_prefix("Object name:") {
             in_node = name.trim() == node;
             continue;
         }
-        if in_node && let Some(v) = l.strip_prefix("status=") {
+        if in_node && let Some(v) = l.strip_prefix(attr).and_then(|r| r.strip_prefix('=')) {
             let v = v.trim();
             return (!v.is_empty()).then(|| v.to_string());
         }
     }
     None
+}
+
+/// How a node's next boot is set to the network, by its `mgt`
+/// (rinstall.pm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetBoot {
+    /// `rsetboot NODE net`, then `rpower NODE boot` (ipmi, openbmc,
+    /// redfish).
+    Rsetboot,
+    /// `rnetboot NODE`, which boots the node from the network itself
+    /// (hmc, fsp, ivm: POWER).
+    Rnetboot,
+    /// No command: the node must boot from the network by itself (kvm,
+    /// esx, blade, rhevm, ...).
+    Nothing,
+}
+
+/// Each mgt with a command that sets the next boot, and the command.
+const NET_BOOT: [(&str, NetBoot); 6] = [
+    ("ipmi", NetBoot::Rsetboot),
+    ("openbmc", NetBoot::Rsetboot),
+    ("redfish", NetBoot::Rsetboot),
+    ("hmc", NetBoot::Rnetboot),
+    ("fsp", NetBoot::Rnetboot),
+    ("ivm", NetBoot::Rnetboot),
+];
+
+impl NetBoot {
+    /// The way for a node whose mgt is `mgt`.
+    pub fn of_mgt(mgt: &str) -> NetBoot {
+        let m = mgt.trim().to_ascii_lowercase();
+        NET_BOOT
+            .iter()
+            .find(|(n, _)| *n == m)
+            .map_or(NetBoot::Nothing, |(_, w)| *w)
+    }
+
+    /// The mgt values that have this way, for messages.
+    pub fn mgts(self) -> String {
+        NET_BOOT
+            .iter()
+            .filter(|(_, w)| *w == self)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// True when xCAT found no plugin of the node's mgt for the command.
+pub fn no_plugin(text: &str) -> bool {
+    text.to_ascii_lowercase()
+        .contains("unable to identify plugin for this command")
 }
 
 /// What an xCAT error is about.
@@ -306,6 +381,9 @@ pub enum XcatError {
     Definition(String),
     /// xcatd does not answer (Client.pm cannot connect).
     Daemon(String),
+    /// This xCAT no longer takes the request (nodeset by nodetype
+    /// attributes, 2.13.8 and later): loading again cannot help.
+    Refused(String),
     /// Anything else: may pass (BMC busy, xcatd restarting).
     Other(String),
 }
@@ -318,6 +396,7 @@ impl XcatError {
             | XcatError::UnknownImage(s)
             | XcatError::Definition(s)
             | XcatError::Daemon(s)
+            | XcatError::Refused(s)
             | XcatError::Other(s) => s,
         }
     }
@@ -353,8 +432,14 @@ pub fn find_error(text: &str) -> Option<XcatError> {
     {
         return Some(XcatError::UnknownImage(err));
     }
-    if low.contains("invalid nodes and/or groups in noderange") || low.contains("of type 'node'") {
+    if low.contains("invalid nodes and/or groups in noderange")
+        || low.contains("of type 'node'")
+        || low.contains("attribute 'groups' is not specified for node")
+    {
         return Some(XcatError::UnknownNode(err));
+    }
+    if low.contains("have been deprecated, use \"osimage=") {
+        return Some(XcatError::Refused(err));
     }
     let definition = [
         "no mac address",
@@ -364,6 +449,7 @@ pub fn find_error(text: &str) -> Option<XcatError> {
         "nodetype.os not defined",
         "nodetype.arch not defined",
         "nodetype.profile not defined",
+        "is not a valid attribute name",
     ];
     if definition.iter().any(|p| low.contains(p)) {
         return Some(XcatError::Definition(err));
@@ -545,5 +631,40 @@ mod tests {
         );
         assert!(matches!(e, Some(XcatError::Daemon(_))), "{e:?}");
         assert_eq!(find_error("node1: install rhels7-x86_64-compute\n"), None);
+        let e = find_error(
+            "Error: [mgmt]: Attribute 'groups' is not specified for node 'node9', skipping to the next node.\nNo object definitions have been created or modified.\n",
+        );
+        assert!(matches!(e, Some(XcatError::UnknownNode(_))), "{e:?}");
+        let e = find_error(
+            "Error: [mgmt]: The options \"install\", \"netboot\", and \"statelite\" have been deprecated, use \"osimage=<osimage_name>\" instead.\n",
+        );
+        assert!(matches!(e, Some(XcatError::Refused(_))), "{e:?}");
+        let e = find_error(
+            "Error: [mgmt]: 'flavour' is not a valid attribute name for an object type of 'node'.\n",
+        );
+        assert!(matches!(e, Some(XcatError::Definition(_))), "{e:?}");
+    }
+
+    #[test]
+    fn the_way_to_the_network_by_mgt() {
+        for m in ["ipmi", "openbmc", "redfish", "IPMI"] {
+            assert_eq!(NetBoot::of_mgt(m), NetBoot::Rsetboot, "{m}");
+        }
+        for m in ["hmc", "fsp", "ivm"] {
+            assert_eq!(NetBoot::of_mgt(m), NetBoot::Rnetboot, "{m}");
+        }
+        for m in ["kvm", "esx", "blade", "rhevm", ""] {
+            assert_eq!(NetBoot::of_mgt(m), NetBoot::Nothing, "{m}");
+        }
+        assert_eq!(NetBoot::Rnetboot.mgts(), "hmc, fsp, ivm");
+        assert!(no_plugin(
+            "node1: [mgmt]: Error: Unable to identify plugin for this command, check relevant tables: nodehm.mgt"
+        ));
+        let t = "Object name: node1\n    mgt=ipmi\n    mgtx=no\n";
+        assert_eq!(lsdef_attr(t, "node1", "mgt").as_deref(), Some("ipmi"));
+        assert_eq!(
+            lsdef_attr("Object name: node1\n    mgt=\n", "node1", "mgt"),
+            None
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! `[provisioners.NAME] kind = "xcat"`: the keys, their defaults and
 //! checks, where the xCAT commands are, and what `reimage check` says.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::target::Target;
 use crate::config::Plan;
 use crate::duration;
+use crate::provision::config_name;
 
 /// The shortest `reload_time` accepted: an xCAT install of a real machine
 /// (PXE, installer, package installation, reboot) never takes less.
@@ -14,6 +16,20 @@ pub const MIN_RELOAD_TIME: Duration = Duration::from_secs(10 * 60);
 
 /// The xCAT root when neither `xcat_root` nor `$XCATROOT` says otherwise.
 pub const DEFAULT_XCAT_ROOT: &str = "/opt/xcat";
+
+/// Whether a load sets the node's next boot to the network before it
+/// powers the node, as xCAT's `rinstall` does.
+#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SetBoot {
+    /// `rsetboot NODE net` (ipmi, openbmc, redfish) or `rnetboot NODE`
+    /// (hmc, fsp, ivm) before every install power action.
+    #[default]
+    Net,
+    /// Nothing: the node boots from the network first by itself (its
+    /// firmware's fixed boot order).
+    None,
+}
 
 /// `[provisioners.NAME] kind = "xcat"`.
 #[derive(Debug, Deserialize, Clone)]
@@ -34,6 +50,19 @@ pub struct XcatConfig {
     /// The `lsdef` command. Default: `XCAT_ROOT/bin/lsdef`.
     #[serde(default)]
     pub lsdef: Option<PathBuf>,
+    /// The `rsetboot` command. Default: `XCAT_ROOT/bin/rsetboot`.
+    #[serde(default)]
+    pub rsetboot: Option<PathBuf>,
+    /// The `rnetboot` command. Default: `XCAT_ROOT/bin/rnetboot`.
+    #[serde(default)]
+    pub rnetboot: Option<PathBuf>,
+    /// The `chdef` command. Default: `XCAT_ROOT/bin/chdef`.
+    #[serde(default)]
+    pub chdef: Option<PathBuf>,
+    /// `net`: set the next boot to the network before every install power
+    /// action; `none`: leave the boot order to the node.
+    #[serde(default)]
+    pub set_boot: SetBoot,
     /// Replaced by `xcat_root`; read only to say so.
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
@@ -116,6 +145,10 @@ impl Default for XcatConfig {
             rpower: None,
             nodestat: None,
             lsdef: None,
+            rsetboot: None,
+            rnetboot: None,
+            chdef: None,
+            set_boot: SetBoot::Net,
             bin_dir: None,
             reload_time: default_reload_time(),
             stall_timeout: None,
@@ -131,8 +164,10 @@ impl Default for XcatConfig {
     }
 }
 
-/// The four xCAT commands reimage runs.
-const COMMANDS: [&str; 4] = ["nodeset", "rpower", "nodestat", "lsdef"];
+/// The xCAT commands reimage runs.
+const COMMANDS: [&str; 7] = [
+    "nodeset", "rpower", "nodestat", "lsdef", "rsetboot", "rnetboot", "chdef",
+];
 
 impl XcatConfig {
     /// Checks serde cannot make.
@@ -150,6 +185,9 @@ impl XcatConfig {
             ("rpower", &self.rpower),
             ("nodestat", &self.nodestat),
             ("lsdef", &self.lsdef),
+            ("rsetboot", &self.rsetboot),
+            ("rnetboot", &self.rnetboot),
+            ("chdef", &self.chdef),
         ] {
             if v.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 return Err(format!("`{key}` must not be empty"));
@@ -207,6 +245,9 @@ impl XcatConfig {
             "nodeset" => &self.nodeset,
             "rpower" => &self.rpower,
             "nodestat" => &self.nodestat,
+            "rsetboot" => &self.rsetboot,
+            "rnetboot" => &self.rnetboot,
+            "chdef" => &self.chdef,
             _ => &self.lsdef,
         };
         if let Some(p) = over {
@@ -249,8 +290,16 @@ impl XcatConfig {
                 duration::fmt(self.command_timeout)
             ),
             format!(
-                "xCAT node: {}, osimage: {}",
-                plan.computer.node, plan.image.source
+                "xCAT node: {}, {}",
+                plan.computer.node,
+                match Target::parse(&plan.image.source) {
+                    Ok(Target::Osimage(o)) => format!("osimage: {o}"),
+                    Ok(t) => format!(
+                        "image: {} (xCAT up to 2.13.7; 2.13.8 and later load osimages only)",
+                        t.words()
+                    ),
+                    Err(e) => format!("source: {e}"),
+                }
             ),
             format!("expected load time: {}", duration::fmt(self.reload_time)),
             format!(
@@ -270,11 +319,26 @@ impl XcatConfig {
                 self.power_tries,
                 duration::fmt(self.power_wait)
             ),
+            self.set_boot_line(),
             format!(
                 "status polled every {} at most",
                 duration::fmt(self.poll_interval)
             ),
         ]
+    }
+
+    /// What `set_boot` does, in words.
+    fn set_boot_line(&self) -> String {
+        match self.set_boot {
+            SetBoot::Net => format!(
+                "next boot: set_boot = \"{}\": before each power try, `rsetboot NODE net` (mgt ipmi, openbmc, redfish; checked for `NODE: Network`) or `rnetboot NODE` instead of rpower (mgt hmc, fsp, ivm), by the node's mgt read at load; other mgt: a warning, the node must boot from the network by itself",
+                config_name(&self.set_boot)
+            ),
+            SetBoot::None => format!(
+                "next boot: set_boot = \"{}\": not set; the node must boot from the network first by itself (a UEFI node puts its installed system first after an install)",
+                config_name(&self.set_boot)
+            ),
+        }
     }
 
     /// The semaphore name: one per management node, i.e. per xcatd address
@@ -344,6 +408,9 @@ mod tests {
         assert_eq!(c.command("rpower"), PathBuf::from("/x/bin/rpower"));
         assert_eq!(c.command("nodestat"), PathBuf::from("/x/bin/nodestat"));
         assert_eq!(c.command("lsdef"), PathBuf::from("/usr/local/bin/lsdef"));
+        assert_eq!(c.command("rsetboot"), PathBuf::from("/x/bin/rsetboot"));
+        assert_eq!(c.command("rnetboot"), PathBuf::from("/x/bin/rnetboot"));
+        assert_eq!(c.command("chdef"), PathBuf::from("/x/bin/chdef"));
     }
 
     #[test]

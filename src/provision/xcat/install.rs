@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::answers::{ImageKind, XcatError, find_error, lsdef_status, node_value};
+use super::answers::{ImageKind, NetBoot, XcatError, find_error, lsdef_status, node_value};
 use super::monitor::{Monitor, Seen, Verdict};
 use super::{RunResult, Xcat, failure, short, tenths, who};
 use crate::attempt::Attempt;
@@ -84,6 +84,7 @@ impl Xcat {
         attempt: Attempt,
         report: &Reporter,
         kind: ImageKind,
+        way: NetBoot,
     ) -> Result<(), Outcome> {
         let overall = attempt.scale(self.config.overall());
         let limits = Limits {
@@ -95,9 +96,9 @@ impl Xcat {
             max: self.config.poll_interval,
         };
         report.step("install", Some(overall));
-        let mut watch = Watch::new(kind);
+        let mut watch = Watch::new(kind, way);
         let waited = wait::poll(report, limits, pace, |_| watch.look(self, plan, report));
-        let what = format!("install of osimage `{}`", plan.image.source);
+        let what = format!("install of image `{}`", plan.image.name);
         match waited.into_outcome(&what, overall, report) {
             Ok((s, took)) => {
                 report.progress(&s);
@@ -107,7 +108,7 @@ impl Xcat {
                 );
                 Ok(())
             }
-            Err(o) => Err(watch.failure(plan, o)),
+            Err(o) => Err(watch.failure(plan, self, o)),
         }
     }
 }
@@ -123,15 +124,37 @@ struct Watch {
     /// Why the monitor ended the wait early: the install failed or never
     /// started.
     ended: Option<Verdict>,
+    /// How the power step set the next boot.
+    way: NetBoot,
 }
 
 impl Watch {
-    fn new(kind: ImageKind) -> Watch {
+    fn new(kind: ImageKind, way: NetBoot) -> Watch {
         Watch {
             monitor: Monitor::new(kind),
             logged: Default::default(),
             known: Seen::default(),
             ended: None,
+            way,
+        }
+    }
+
+    /// What set the next boot, and what to check, for a node that booted
+    /// its disk instead of the network.
+    fn boot_hint(&self, plan: &Plan, x: &Xcat) -> String {
+        let node = &plan.computer.node;
+        match self.way {
+            NetBoot::Rsetboot => format!(
+                "`rsetboot {node} net` had set the next boot to the network: check the BMC's boot override (`rsetboot {node} stat`)"
+            ),
+            NetBoot::Rnetboot => format!(
+                "`rnetboot {node}` had booted it from the network: check the partition's boot list on the HMC"
+            ),
+            NetBoot::Nothing if x.config.set_boot == super::config::SetBoot::None => format!(
+                "nothing set its next boot (set_boot = \"none\"), and a UEFI node boots the system its last install put first: set set_boot = \"net\" in provisioner `{}`, or make the node boot from the network first in its firmware",
+                plan.provisioner.name
+            ),
+            NetBoot::Nothing => "xCAT has no command to set this node's next boot (see the warning): make it boot from the network first in its firmware".into(),
         }
     }
 
@@ -155,16 +178,17 @@ impl Watch {
 
     /// The outcome of an install that did not end installed, saying what
     /// xCAT saw and what to check.
-    fn failure(&self, plan: &Plan, o: Outcome) -> Outcome {
+    fn failure(&self, plan: &Plan, x: &Xcat, o: Outcome) -> Outcome {
         let node = &plan.computer.node;
         let who = who(plan);
-        let image = &plan.image.source;
+        let image = &plan.image.name;
         match (&self.ended, o) {
             (Some(Verdict::Failed(s)), _) => Outcome::Retry(anyhow::anyhow!(
-                "{who}: xCAT reports the install of osimage `{image}` failed ({s}); see /var/log/xcat/computes.log on the management node"
+                "{who}: xCAT reports the install of image `{image}` failed ({s}); see /var/log/xcat/computes.log on the management node"
             )),
             (Some(Verdict::Missed(s)), _) => Outcome::Retry(anyhow::anyhow!(
-                "{who}: the network boot did not happen: the node started the system on its disk instead of installing osimage `{image}` (xCAT never saw the install start; {s}); check that the node boots from the network first, that DHCP answers it (`makedhcp -q {node}`) and the DHCP/TFTP lines for its MAC in /var/log/messages"
+                "{who}: the network boot did not happen: the node started the system on its disk instead of installing image `{image}` (xCAT never saw the install start; {s}); {}; check that DHCP answers it (`makedhcp -q {node}`) and the DHCP/TFTP lines for its MAC in /var/log/messages",
+                self.boot_hint(plan, x)
             )),
             (_, Outcome::Retry(e)) => {
                 let m = &self.monitor;

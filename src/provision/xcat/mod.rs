@@ -1,14 +1,17 @@
 //! `xcat`: bare metal through the xCAT 2.x command line on the management
-//! node, the way Apache VCL's xCAT.pm does it: point the node's network boot
-//! at the osimage (`nodeset NODE osimage=IMAGE`), power it on or reset it
-//! (`rpower NODE boot`), then watch the install through `nodestat`,
-//! `lsdef -i status` and `nodeset NODE stat` until xCAT shows that the
-//! install ran and ended.
+//! node, the way Apache VCL's xCAT.pm and xCAT's own `rinstall` do it:
+//! point the node's network boot at the osimage (`nodeset NODE
+//! osimage=IMAGE`; or, for an image named by nodetype attributes, `chdef`
+//! them and `nodeset NODE install`), set its next boot to the network
+//! (`rsetboot NODE net`, or `rnetboot NODE` on POWER), power it on or
+//! reset it (`rpower NODE boot`), then watch the install through
+//! `nodestat`, `lsdef -i status` and `nodeset NODE stat` until xCAT shows
+//! that the install ran and ended.
 //!
 //! A load is four steps, each in its file: `slot` (a load slot on the
-//! management node), nodeset (here), `power`, `install`. What xCAT's
-//! answers mean, and where that comes from, is in `answers`; when a load
-//! is done, in `monitor`.
+//! management node), nodeset (here, with chdef first for a nodetype image:
+//! `target`), `power`, `install`. What xCAT's answers mean, and where that
+//! comes from, is in `answers`; when a load is done, in `monitor`.
 
 mod answers;
 mod config;
@@ -16,21 +19,23 @@ mod install;
 mod monitor;
 mod power;
 mod slot;
+mod target;
 
 use std::time::Duration;
 
-use super::Provisioner;
+use super::{PowerOff, Provisioner};
 use crate::attempt::Attempt;
-use crate::config::Plan;
+use crate::config::{KeyError, Plan};
 use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
-use answers::{Destiny, ImageKind, XcatError};
+use answers::{Destiny, ImageKind, NetBoot, XcatError};
 pub use answers::{find_error, node_value};
 /// The readers the property tests feed random text.
 #[cfg(test)]
 pub use answers::{lsdef_status, parse_power, status_word};
 pub use config::XcatConfig;
+use target::Target;
 
 /// The xcat provisioner.
 pub struct Xcat {
@@ -132,19 +137,38 @@ impl Xcat {
 
     fn load_steps(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Result<(), Outcome> {
         let node = plan.computer.node.as_str();
+        let target = Target::parse(&plan.image.source).map_err(|e| {
+            Outcome::Fatal(anyhow::anyhow!(
+                "{}: image `{}`: {e}",
+                who(plan),
+                plan.image.name
+            ))
+        })?;
         report.info(&format!(
-            "loading osimage `{}` onto xCAT node `{node}` through {}",
-            plan.image.source,
+            "loading {} onto xCAT node `{node}` through {}",
+            target.words(),
             self.config.root().display()
         ));
 
         // 1. A load slot on this management node.
         let slot = self.take_slot(plan, report)?;
 
-        // 2. Network boot into the osimage.
+        // 2. Network boot into the image: its nodetype attributes first,
+        // when it is named by them.
+        if let Target::Nodetype(n) = &target {
+            report.step("chdef", None);
+            let mut args = vec!["-t", "node", "-o", node];
+            let attrs = n.chdef_args();
+            args.extend(attrs.iter().map(String::as_str));
+            if let Err(o) = self.must(plan, report, "chdef", &args) {
+                report.step_end(false, "nodetype attributes not set");
+                return Err(o);
+            }
+            report.step_end(true, &attrs.join(" "));
+        }
         report.step("nodeset", None);
-        let osimage = format!("osimage={}", plan.image.source);
-        let out = self.must(plan, report, "nodeset", &[node, &osimage])?;
+        let arg = target.nodeset_arg();
+        let out = self.must(plan, report, "nodeset", &[node, &arg])?;
         let state = node_value(&out.stdout, node).unwrap_or_else(|| Destiny::Install.name().into());
         let kind = ImageKind::of_state(&state);
         report.step_end(
@@ -158,18 +182,25 @@ impl Xcat {
             ),
         );
 
-        // 3. Power on when off, reset when on.
+        // 3. The next boot to the network, then power on when off, reset
+        // when on.
         report.step("power", None);
-        match self.power_boot(plan, report) {
-            Ok(did) => report.step_end(true, &did),
+        let started = self
+            .net_boot(plan, report)
+            .and_then(|way| self.power_boot(plan, report, way));
+        let way = match started {
+            Ok((did, way)) => {
+                report.step_end(true, &did);
+                way
+            }
             Err(o) => {
                 report.step_end(false, "power did not come on");
                 return Err(o);
             }
-        }
+        };
 
         // 4. Watch the install; the slot is held until it is done.
-        let r = self.monitor(plan, attempt, report, kind);
+        let r = self.monitor(plan, attempt, report, kind, way);
         drop(slot);
         r
     }
@@ -197,6 +228,10 @@ fn failure(plan: &Plan, shown: &str, out: &Output, err: XcatError) -> Outcome {
         XcatError::Daemon(_) => Outcome::Retry(anyhow::anyhow!(
             "{who}: xcatd does not answer: `{shown}` said: {said}; check that xcatd runs on the management node (`systemctl status xcatd`, `lsxcatd -a`)"
         )),
+        XcatError::Refused(_) => Outcome::Fatal(anyhow::anyhow!(
+            "{who}: this xCAT does not load images by nodetype attributes (xCAT 2.13.8 and later take osimages only): `{shown}` said: {said}; set the source of image `{}` to an osimage name (`lsdef -t osimage -w osvers==OS -w osarch==ARCH -w profile==PROFILE` lists those that match)",
+            plan.image.name
+        )),
         XcatError::Other(_) => Outcome::Retry(anyhow::anyhow!(
             "{who}: `{shown}` failed (exit {}): {said}",
             out.status
@@ -222,7 +257,20 @@ impl Provisioner for Xcat {
         self.config.describe(plan)
     }
 
+    /// The image's source must name an osimage or nodetype attributes.
+    fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        Target::parse(&plan.image.source)
+            .map(|_| ())
+            .map_err(|e| KeyError {
+                path: vec!["images".into(), plan.image.name.clone(), "source".into()],
+                message: format!("image `{}`: {e}", plan.image.name),
+            })
+    }
+
     fn load(&self, plan: &Plan, attempt: Attempt, report: &Reporter) -> Outcome {
+        if let Err(e) = self.vet(plan) {
+            return super::refused(plan, e);
+        }
         collapse(self.load_steps(plan, attempt, report))
     }
 
@@ -230,8 +278,8 @@ impl Provisioner for Xcat {
     /// one that is on, checked with `rpower NODE stat`.
     fn power_reset(&self, plan: &Plan, _attempt: Attempt, report: &Reporter) -> Option<Outcome> {
         report.step("power reset", None);
-        Some(match self.power_boot(plan, report) {
-            Ok(did) => {
+        Some(match self.power_boot(plan, report, NetBoot::Nothing) {
+            Ok((did, _)) => {
                 report.step_end(true, &did);
                 Outcome::Done
             }
@@ -240,5 +288,9 @@ impl Provisioner for Xcat {
                 o
             }
         })
+    }
+
+    fn power_off(&self) -> Option<&dyn PowerOff> {
+        Some(self)
     }
 }

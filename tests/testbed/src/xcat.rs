@@ -17,9 +17,9 @@ pub struct Xcat {
 
 impl Xcat {
     /// Installs the stand-in under `base`: `base/opt-xcat` as the xCAT
-    /// root (bin/xcatclient with bin/rpower, bin/nodestat, bin/lsdef and
-    /// sbin/nodeset linked to it, as xCAT-client.spec installs them) and
-    /// `base/xcat` as its state.
+    /// root (bin/xcatclient with bin/rpower, bin/rsetboot, bin/rnetboot,
+    /// bin/nodestat, bin/lsdef, bin/chdef and sbin/nodeset linked to it, as
+    /// xCAT-client.spec installs them) and `base/xcat` as its state.
     pub fn install(base: &Path) -> Xcat {
         let root = base.join("opt-xcat");
         let dir = base.join("xcat");
@@ -31,7 +31,9 @@ impl Xcat {
         std::fs::copy(&script, &client).expect("copy the xCAT stand-in");
         use std::os::unix::fs::{PermissionsExt, symlink};
         std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        for c in ["rpower", "nodestat", "lsdef"] {
+        for c in [
+            "rpower", "rsetboot", "rnetboot", "nodestat", "lsdef", "chdef",
+        ] {
             symlink("xcatclient", root.join("bin").join(c)).expect("link");
         }
         symlink("../bin/xcatclient", root.join("sbin/nodeset")).expect("link");
@@ -55,10 +57,18 @@ impl Xcat {
         std::fs::write(&p, text).expect("write the stand-in's state");
     }
 
-    /// A node xCAT knows, with a MAC, on and booted into its old system.
+    /// A node xCAT knows, with a MAC and an IPMI BMC (mgt=ipmi), on and
+    /// booted into its old system.
     pub fn node(&self, name: &str) {
         self.write(&format!("nodes/{name}/mac"), "42:00:00:00:00:01\n");
+        self.write(&format!("nodes/{name}/mgt"), "ipmi\n");
         self.write(&format!("nodes/{name}/status"), "booted\n");
+    }
+
+    /// The xCAT version the stand-in answers as (default 2.16.5): up to
+    /// 2.13.7 nodeset takes `install` from the nodetype attributes.
+    pub fn version(&self, v: &str) {
+        self.write("version", &format!("{v}\n"));
     }
 
     /// An osimage: `definition` is "PROVMETHOD OS ARCH PROFILE".
