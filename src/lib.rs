@@ -11,8 +11,9 @@
 //! - `control`: how an OS module talks to the computer (SSH, WinRM);
 //! - `config`: the TOML model, validation with file:line:col, the plan;
 //! - `fleet`: the admin's views (status, log) over records and the store;
-//! - `report`, `state`, `coord`: events and logs; lock and records; the
-//!   site-wide lock and load-limit store;
+//! - `report`, `state`, `coord`: events and logs; lock and records (the
+//!   state directory as a trust boundary, read with bounds); the site-wide
+//!   lock and load-limit store;
 //! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
 //!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
 //!   mechanisms.
