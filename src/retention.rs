@@ -5,10 +5,11 @@
 //! The log is trimmed when a run starts, under the computer's lock and
 //! before the run writes its first event, so no reimage process is writing
 //! it: the kept runs are copied to a temporary file that is renamed over the
-//! log (`state::write_atomic`), which a reader sees either before or after,
-//! never half. Runs are split as `reimage log` splits them: a run begins
-//! at its `start` event (or after the previous run's `run` event) and ends
-//! with its `run` event, so a run killed before its end counts as one run.
+//! log (`StateDir::replace_event_log`), which a reader sees either before
+//! or after, never half. Runs are split as `reimage log` splits them: a run
+//! begins at its `start` event (or after the previous run's `run` event)
+//! and ends with its `run` event, so a run killed before its end counts as
+//! one run.
 //! Lines that are not whole JSON (a line cut short by a crash or a full
 //! disk) are dropped, so the next run's first line does not join a broken
 //! one.
