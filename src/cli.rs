@@ -26,7 +26,7 @@ pub struct Cli {
 
     /// State directory: locks, event logs, last-run records (default: the
     /// config's state_dir, else /var/lib/reimage).
-    #[arg(long, global = true, env = "REIMAGE_STATE_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "REIMAGE_STATE_DIR", value_name = "DIR", value_parser = state_dir)]
     pub state_dir: Option<PathBuf>,
 
     /// Write events as JSON lines on stdout.
@@ -130,8 +130,9 @@ pub struct ProvisionArgs {
     /// Attempts (default: the image's max_attempts, else the config's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub attempts: Option<u32>,
-    /// Reservation id, passed to modules and recorded in events.
-    #[arg(long, value_name = "ID")]
+    /// Reservation id, passed to modules and recorded in events (not
+    /// starting with '-', no control characters).
+    #[arg(long, value_name = "ID", value_parser = reservation_id)]
     pub reservation: Option<String>,
     /// Skip the load when the computer still runs a preload: a `provision`
     /// without --reservation that reimage ran to ready, no run on the
@@ -155,8 +156,9 @@ pub struct StepArgs {
     /// Attempts in all (on the last one a module answers fatal, not retry).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub of: Option<u32>,
-    /// Reservation id, passed to modules and recorded in events.
-    #[arg(long, value_name = "ID")]
+    /// Reservation id, passed to modules and recorded in events (not
+    /// starting with '-', no control characters).
+    #[arg(long, value_name = "ID", value_parser = reservation_id)]
     pub reservation: Option<String>,
 }
 
@@ -169,6 +171,34 @@ pub struct PowerOffArgs {
     /// else this image's (default: the image of the computer's last run).
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+}
+
+/// `--state-dir`: not empty ("" would be whatever directory reimage runs
+/// in; an empty REIMAGE_STATE_DIR is told before clap, naming the variable).
+fn state_dir(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the state directory cannot be empty: give a directory".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// A reservation id as `--reservation` takes it. It reaches the load
+/// command's argument vector as `{reservation}`: one that starts with '-'
+/// would be taken as an option there, so it is refused (64), as are an
+/// empty one and control characters (it is written to records and logs).
+fn reservation_id(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a reservation id cannot be empty".into());
+    }
+    if s.starts_with('-') {
+        return Err(
+            "it starts with '-', which a load command would take as an option: give the reservation's id".into(),
+        );
+    }
+    if s.chars().any(char::is_control) {
+        return Err("it holds control characters: give the reservation's id".into());
+    }
+    Ok(s.to_string())
 }
 
 /// `reimage check`.
@@ -188,4 +218,19 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_id_never_looks_like_an_option() {
+        assert_eq!(reservation_id("4711"), Ok("4711".into()));
+        assert_eq!(reservation_id("r-1"), Ok("r-1".into()));
+        for bad in ["", "-x", "--all", "a\nb", "\u{1b}[2J"] {
+            assert!(reservation_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(state_dir("").is_err());
+    }
 }

@@ -3,28 +3,79 @@
 //! and `reimage log` (a computer's event log, split into runs).
 //!
 //! Both read files other processes write while they read; a record or a
-//! line that does not parse is shown as such, never an error.
+//! line that does not parse is shown as such, never an error. What they
+//! show came from commands and guests: their text output escapes control
+//! characters ([`printable`]); `--json` output is JSON, escaped as JSON.
+//! Every read is bounded (see [`crate::state::Lines`]).
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use crate::cli::LogArgs;
 use crate::config::Loaded;
 use crate::coord::store::{Holder, Store};
 use crate::error::Error;
-use crate::report::{EventKind, Format};
+use crate::report::{EventKind, Format, json_safe, line_kind, printable};
 use crate::signal;
-use crate::state::{RunResult, StateDir};
+use crate::state::{
+    LINE_CAP, LOG_READ_CAP, Line, Lines, RunResult, StateDir, setup_error, skip_partial, window,
+};
 
-/// One line on stdout; a closed stdout (`reimage log pc7 | head`) is not
-/// an error.
-macro_rules! out {
-    ($($t:tt)*) => {
-        crate::report::stdout_line(&format!($($t)*))
-    };
+/// The views' standard output. A reader that stops reading (`reimage log
+/// pc7 | head`) ends the output quietly; any other failed write (a full
+/// disk, an I/O error) ends it too, and makes the command fail (exit 1)
+/// when it is done, rather than exit 0 with its output lost.
+#[derive(Debug, Default)]
+pub struct Out {
+    closed: bool,
+    failed: Option<std::io::Error>,
+}
+
+impl Out {
+    /// A fresh standard output.
+    pub fn new() -> Out {
+        Out::default()
+    }
+
+    /// Writes one line (and flushes it: `log --follow` is read live).
+    pub fn line(&mut self, line: &str) {
+        if self.closed {
+            return;
+        }
+        let mut o = std::io::stdout().lock();
+        match writeln!(o, "{line}").and_then(|_| o.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed = true,
+            Err(e) => {
+                self.closed = true;
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// Writes one JSON text as a line, [`json_safe`].
+    pub fn json(&mut self, json: &str) {
+        self.line(&json_safe(json));
+    }
+
+    /// No more lines will be read or written.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The command's result once its output is written: `code`, or the
+    /// error that lost the output.
+    pub fn done(self, code: i32) -> Result<i32, Error> {
+        match self.failed {
+            Some(e) => Err(Error::Fatal(anyhow::anyhow!(
+                "cannot write to standard output: {e}"
+            ))),
+            None => Ok(code),
+        }
+    }
 }
 
 /// The last-run record as `status` reads it: every field optional, so a
@@ -58,10 +109,21 @@ fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(crate::exec::alive)
 }
 
-fn read_record(state: &StateDir, computer: &str) -> Option<Result<Record, String>> {
+/// The computer's last-run record: none, one that parses, or why it does
+/// not. A directory the state dir refuses is the view's error.
+fn read_record(state: &StateDir, computer: &str) -> Result<Option<Result<Record, String>>, Error> {
     let p = state.last_run_file(computer);
-    let text = std::fs::read_to_string(&p).ok()?;
-    Some(serde_json::from_str(&text).map_err(|e| format!("unreadable record {}: {e}", p.display())))
+    let text = match state.last_run_bytes(computer) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(None),
+        Err(e) if e.downcast_ref::<crate::state::Refused>().is_some() => {
+            return Err(setup_error(e, state.root()));
+        }
+        Err(e) => return Ok(Some(Err(format!("{e:#}")))),
+    };
+    Ok(Some(serde_json::from_slice(&text).map_err(|e| {
+        format!("unreadable record {}: {e}", p.display())
+    })))
 }
 
 /// Is a run in progress, and where.
@@ -90,18 +152,19 @@ pub fn status(
 ) -> Result<i32, Error> {
     let names = computers_to_show(loaded, state, wanted)?;
     let (holders, code) = live_holders(loaded, &names);
+    let mut out = Out::new();
     let mut rows = Vec::new();
     for name in &names {
-        let seen = Seen::read(state, name, holders.get(name));
+        let seen = Seen::read(state, name, holders.get(name))?;
         match format {
-            Format::Json => out!("{}", seen.json()),
+            Format::Json => out.json(&seen.json().to_string()),
             Format::Human => rows.push(seen.row()),
         }
     }
     if format == Format::Human {
-        print_table(&rows);
+        print_table(&rows, &mut out);
     }
-    Ok(code)
+    out.done(code)
 }
 
 /// The computers `status` shows: those asked for (each must be in the
@@ -111,7 +174,9 @@ fn computers_to_show(
     state: &StateDir,
     wanted: &[String],
 ) -> Result<Vec<String>, Error> {
-    let on_disk = state.computers();
+    let on_disk = state
+        .computers()
+        .map_err(|e| setup_error(e, state.root()))?;
     if wanted.is_empty() {
         let mut names = on_disk;
         names.extend(loaded.config.computers.keys().cloned());
@@ -141,8 +206,11 @@ fn live_holders(loaded: &Loaded, names: &[String]) -> (BTreeMap<String, Holder>,
     match Store::new(s).and_then(|st| st.holders(names)) {
         Ok(v) => (v.into_iter().map(|h| (h.computer.clone(), h)).collect(), 0),
         Err(e) => {
+            // The store's error may quote what its server said.
+            let text = format!("{e:#}");
             crate::report::stderr_line(&format!(
-                "reimage: warning: {e:#}: runs on other management nodes are not shown"
+                "reimage: warning: {}: runs on other management nodes are not shown",
+                printable(&text)
             ));
             (BTreeMap::new(), crate::outcome::EXIT_STORE)
         }
@@ -162,20 +230,24 @@ struct Seen<'a> {
 }
 
 impl<'a> Seen<'a> {
-    fn read(state: &StateDir, name: &'a str, holder: Option<&'a Holder>) -> Seen<'a> {
-        let (record, bad) = match read_record(state, name) {
+    fn read(
+        state: &StateDir,
+        name: &'a str,
+        holder: Option<&'a Holder>,
+    ) -> Result<Seen<'a>, Error> {
+        let (record, bad) = match read_record(state, name)? {
             Some(Ok(r)) => (Some(r), None),
             Some(Err(e)) => (Some(Record::default()), Some(e)),
             None => (None, None),
         };
         let run = run_state(record.as_ref(), holder);
-        Seen {
+        Ok(Seen {
             name,
             record,
             bad,
             holder,
             run,
-        }
+        })
     }
 
     /// The computer as one JSON object.
@@ -195,11 +267,12 @@ impl<'a> Seen<'a> {
         v
     }
 
-    /// The computer as a table row, one cell per [`COLUMNS`] entry.
+    /// The computer as a table row, one cell per [`COLUMNS`] entry, each
+    /// [`printable`] (a directory's name or a record may hold anything).
     fn row(&self) -> [String; COLUMNS.len()] {
         let r = self.record.clone().unwrap_or_default();
         let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
-        [
+        let cells = [
             self.name.to_string(),
             // Only the subcommand: the rest is in the image and attempt
             // columns.
@@ -219,7 +292,8 @@ impl<'a> Seen<'a> {
             dash(r.started),
             dash(r.updated),
             self.run.clone(),
-        ]
+        ];
+        cells.map(|c| printable(&c).into_owned())
     }
 }
 
@@ -240,14 +314,14 @@ const COLUMNS: [&str; 11] = [
 
 /// The table: a head line, then the rows, each column as wide as its
 /// widest cell (the last one not padded).
-fn print_table(rows: &[[String; COLUMNS.len()]]) {
+fn print_table(rows: &[[String; COLUMNS.len()]], out: &mut Out) {
     let mut w = COLUMNS.map(str::len);
     for r in rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());
         }
     }
-    let line = |cells: [&str; COLUMNS.len()]| {
+    let mut line = |cells: [&str; COLUMNS.len()]| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -256,7 +330,7 @@ fn print_table(rows: &[[String; COLUMNS.len()]]) {
                 s.push_str(&format!("{c:<width$}  ", width = w[i]));
             }
         }
-        out!("{}", s.trim_end());
+        out.line(s.trim_end());
     };
     line(COLUMNS);
     for r in rows {
@@ -264,39 +338,170 @@ fn print_table(rows: &[[String; COLUMNS.len()]]) {
     }
 }
 
-/// The event log split into runs: a run begins at a `start` event, or at
-/// the first event after a `run` (end) event.
-fn split_runs(text: &str) -> Vec<Vec<&str>> {
-    let mut runs: Vec<Vec<&str>> = Vec::new();
-    let mut ended = true;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let kind = kind_of(line);
-        if kind == Some(EventKind::Start) || ended {
-            runs.push(Vec::new());
-        }
-        ended = kind == Some(EventKind::Run);
-        if let Some(r) = runs.last_mut() {
-            r.push(line);
+/// Splits an event log into runs as it is read, line by line: a run
+/// begins at a `start` event, or at the first line after a `run` (end)
+/// event; blank lines belong to no run.
+#[derive(Debug)]
+struct Splitter {
+    ended: bool,
+    runs: usize,
+}
+
+impl Splitter {
+    fn new() -> Splitter {
+        Splitter {
+            ended: true,
+            runs: 0,
         }
     }
-    runs
+
+    /// The number (from 1) of the run a line of `kind` belongs to (`None`
+    /// for a line that is not an event of a known kind).
+    fn feed(&mut self, kind: Option<EventKind>) -> usize {
+        if kind == Some(EventKind::Start) || self.ended {
+            self.runs += 1;
+        }
+        self.ended = kind == Some(EventKind::Run);
+        self.runs
+    }
 }
 
-/// The kind of the event on `line`; None for a line that is not an event
-/// or a kind this reimage does not know.
-fn kind_of(line: &str) -> Option<EventKind> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    EventKind::from_name(v.get("kind")?.as_str()?)
+/// The bytes of one run in the log, and whether its last line is its
+/// `run` event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    end: u64,
+    ended: bool,
 }
 
-/// One event as a readable line.
-fn readable(line: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-        return format!("(unreadable line) {line}");
+/// What one pass over the log found, in constant memory: how many runs,
+/// the span of the run asked for (or the last), and where reading stopped.
+#[derive(Debug, Default)]
+struct Scan {
+    runs: usize,
+    wanted: Option<Span>,
+    /// The offset after the last whole line.
+    end: u64,
+    /// Bytes at the head not read (past [`LOG_READ_CAP`]).
+    unread: u64,
+}
+
+/// A line of the log as `log` takes it: whole (with its kind, `None` when
+/// it is not an event) or too long to read.
+enum Entry<'l> {
+    Event(&'l [u8], Option<Option<EventKind>>),
+    TooLong(u64),
+}
+
+impl Entry<'_> {
+    /// Its kind, for splitting runs: `None` unless an event of a known kind.
+    fn kind(&self) -> Option<EventKind> {
+        match self {
+            Entry::Event(_, k) => k.flatten(),
+            Entry::TooLong(_) => None,
+        }
+    }
+}
+
+/// Where [`each_line`] starts reading.
+#[derive(Debug, Clone, Copy)]
+enum ReadFrom {
+    /// At the start of a window over the log, which may cut a line: the
+    /// rest of that line is skipped.
+    Window(u64),
+    /// At the start of a line.
+    Line(u64),
+}
+
+/// The lines of `file` from `from` on; calls `each` with each non-blank
+/// line, its offset and its end, until it says stop. Returns the bytes
+/// skipped at the head (a window's cut line and all before it) and the
+/// offset after the last whole line.
+fn each_line(
+    file: &File,
+    from: ReadFrom,
+    mut each: impl FnMut(u64, u64, Entry<'_>) -> bool,
+) -> std::io::Result<(u64, u64)> {
+    let (ReadFrom::Window(at) | ReadFrom::Line(at)) = from;
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(at))?;
+    let mut lines = Lines::new(reader, at, LINE_CAP);
+    let unread = match from {
+        ReadFrom::Window(w) if w > 0 => w + skip_partial(&mut lines)?,
+        _ => 0,
     };
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    while let Some(line) = lines.next_line()? {
+        let go = match line {
+            Line::Whole { text, .. } if text.trim_ascii().is_empty() => true,
+            Line::Whole { at, text } => each(
+                at,
+                at + text.len() as u64 + 1,
+                Entry::Event(text, line_kind(text)),
+            ),
+            Line::TooLong { at, len } => each(at, at + len, Entry::TooLong(len)),
+        };
+        if !go {
+            break;
+        }
+    }
+    Ok((unread, lines.offset()))
+}
+
+/// One pass over the log: counts its runs and keeps the span of run
+/// `want` (from 1; `None`: the last).
+fn scan(file: &File, from: u64, want: Option<usize>) -> std::io::Result<Scan> {
+    let mut split = Splitter::new();
+    let (mut last, mut last_n) = (Span::default(), 0);
+    let mut wanted = None;
+    let (unread, end) = each_line(file, ReadFrom::Window(from), |at, end, line| {
+        let n = split.feed(line.kind());
+        if n != last_n {
+            (last, last_n) = (
+                Span {
+                    start: at,
+                    ..Span::default()
+                },
+                n,
+            );
+        }
+        last.end = end;
+        last.ended = line.kind() == Some(EventKind::Run);
+        if want == Some(n) {
+            wanted = Some(last);
+        }
+        true
+    })?;
+    Ok(Scan {
+        runs: split.runs,
+        wanted: if want.is_some() {
+            wanted
+        } else {
+            (split.runs > 0).then_some(last)
+        },
+        end,
+        unread,
+    })
+}
+
+/// One event as a readable line, every part [`printable`].
+fn readable(line: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return format!(
+            "(unreadable line) {}",
+            printable(&String::from_utf8_lossy(line))
+        );
+    };
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .map(|t| printable(t).into_owned())
+    };
     let n = |k: &str| v.get(k).and_then(|x| x.as_i64());
-    let kind = s("kind").as_deref().and_then(EventKind::from_name);
+    let kind = v
+        .get("kind")
+        .and_then(|x| x.as_str())
+        .and_then(EventKind::from_name);
     let mut out = format!(
         "{} {}",
         s("time").unwrap_or_default(),
@@ -326,136 +531,228 @@ fn readable(line: &str) -> String {
         Some(EventKind::Warn) => out.push_str(": warning"),
         _ => {}
     }
-    if let Some(m) = s("message") {
+    // Split before escaping: the newlines are the message's own lines.
+    if let Some(m) = v.get("message").and_then(|x| x.as_str()) {
         let m = m.trim_end();
         if m.contains('\n') {
             out.push(':');
             for l in m.lines() {
-                out.push_str(&format!("\n    {l}"));
+                out.push_str(&format!("\n    {}", printable(l)));
             }
         } else if !m.is_empty() {
-            out.push_str(&format!(": {m}"));
+            out.push_str(&format!(": {}", printable(m)));
         }
     }
     out
 }
 
-fn show(line: &str, format: Format) {
-    if format == Format::Json {
-        out!("{line}");
-    } else {
-        out!("{}", readable(line));
+/// One line of the log on stdout: as it is (an event, JSON) with
+/// `--json`, else [`readable`]. A line that is not an event is said to be
+/// unreadable, in JSON too.
+fn show(at: u64, line: Entry<'_>, format: Format, out: &mut Out) {
+    match (format, line) {
+        (Format::Json, Entry::Event(text, Some(_))) => {
+            out.json(&String::from_utf8_lossy(text));
+        }
+        (Format::Json, Entry::Event(text, None)) => out.json(
+            &serde_json::json!({
+                "kind": "unreadable",
+                "offset": at,
+                "text": String::from_utf8_lossy(text),
+            })
+            .to_string(),
+        ),
+        (Format::Json, Entry::TooLong(len)) => out.json(
+            &serde_json::json!({
+                "kind": "unreadable",
+                "offset": at,
+                "bytes": len,
+                "message": format!("a line longer than {LINE_CAP} bytes, not shown"),
+            })
+            .to_string(),
+        ),
+        (Format::Human, Entry::Event(text, _)) => out.line(&readable(text)),
+        (Format::Human, Entry::TooLong(len)) => out.line(&format!(
+            "(unreadable line at byte {at}: {len} bytes, longer than the {LINE_CAP} reimage reads; not shown)"
+        )),
     }
 }
 
-/// `reimage log COMPUTER [--run N | --all | --follow]`.
-pub fn log(state: &StateDir, a: &LogArgs, format: Format) -> Result<i32, Error> {
-    let path = state.event_log(&a.computer);
-    let mut file = std::fs::File::open(&path).map_err(|e| {
-        Error::Usage(format!(
-            "no event log for computer `{}` at {}: {e} (has it run on this host? see --state-dir)",
-            a.computer,
-            path.display()
-        ))
+/// Shows the lines of `span`.
+fn show_span(file: &File, span: Span, format: Format, out: &mut Out) -> std::io::Result<()> {
+    each_line(file, ReadFrom::Line(span.start), |at, _, line| {
+        if at >= span.end || out.closed() {
+            return false;
+        }
+        show(at, line, format, out);
+        true
     })?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Error::Fatal(anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
-    // Only whole lines: a writer may be in the middle of one.
-    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let text = String::from_utf8_lossy(&bytes[..whole]).into_owned();
-    let runs = split_runs(&text);
-    if runs.is_empty() {
+    Ok(())
+}
+
+/// `reimage log COMPUTER [--run N | --all | --follow]`. It reads the
+/// last [`LOG_READ_CAP`] bytes of the log at most, in two passes of
+/// constant memory (count the runs, then show what was asked for).
+pub fn log(state: &StateDir, a: &LogArgs, format: Format) -> Result<i32, Error> {
+    crate::state::check_computer_name(&a.computer).map_err(Error::Usage)?;
+    let path = state.event_log(&a.computer);
+    let io =
+        |e: std::io::Error| Error::Fatal(anyhow::anyhow!("cannot read {}: {e}", path.display()));
+    let file = state
+        .read_event_log(&a.computer)
+        .map_err(|e| setup_error(e, state.root()))?
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "no event log for computer `{}` at {} (has it run on this host? see --state-dir)",
+                a.computer,
+                path.display()
+            ))
+        })?;
+    let len = file.metadata().map_err(io)?.len();
+    let from = window(len, LOG_READ_CAP);
+    let scan = scan(&file, from, a.run.map(|n| n as usize)).map_err(io)?;
+    if scan.runs == 0 {
         return Err(Error::Usage(format!(
             "the event log {} has no events yet",
             path.display()
         )));
     }
-    if a.all {
-        for (i, r) in runs.iter().enumerate() {
-            if format == Format::Human {
-                out!("== run {} of {}", i + 1, runs.len());
-            }
-            r.iter().for_each(|l| show(l, format));
-        }
-        return Ok(0);
+    if scan.unread > 0 {
+        crate::report::stderr_line(&format!(
+            "reimage: note: {} holds {len} bytes; the first {} are not shown (reimage reads the last {LOG_READ_CAP} bytes of a log; runs are counted from there)",
+            path.display(),
+            scan.unread
+        ));
     }
-    let k = a.run.map_or(runs.len(), |n| n as usize);
-    let Some(run) = runs.get(k.wrapping_sub(1)) else {
+    let mut out = Out::new();
+    if a.all {
+        show_all(&file, from, scan.runs, format, &mut out).map_err(io)?;
+        return out.done(0);
+    }
+    let Some(run) = scan.wanted else {
         return Err(Error::Usage(format!(
             "computer `{}` has {} run(s) in its event log: --run takes 1 to {}",
-            a.computer,
-            runs.len(),
-            runs.len()
+            a.computer, scan.runs, scan.runs
         )));
     };
-    run.iter().for_each(|l| show(l, format));
-    if !a.follow || run.last().and_then(|l| kind_of(l)) == Some(EventKind::Run) {
-        return Ok(0);
+    show_span(&file, run, format, &mut out).map_err(io)?;
+    if a.follow && !run.ended && !out.closed() {
+        follow(state, &a.computer, &file, scan.end, format, &mut out).map_err(io)?;
     }
-    follow(state, &a.computer, &mut file, whole as u64, format)
+    out.done(0)
 }
 
-/// Shows new events until the run ends (its `run` event), its process is
-/// gone, or SIGINT.
+/// `log --all`: every run, each under a head line (for people).
+fn show_all(
+    file: &File,
+    from: u64,
+    runs: usize,
+    format: Format,
+    out: &mut Out,
+) -> std::io::Result<()> {
+    let mut split = Splitter::new();
+    let mut current = 0;
+    each_line(file, ReadFrom::Window(from), |at, _, line| {
+        let n = split.feed(line.kind());
+        if n != current && format == Format::Human {
+            out.line(&format!("== run {n} of {runs}"));
+        }
+        current = n;
+        show(at, line, format, out);
+        !out.closed()
+    })?;
+    Ok(())
+}
+
+/// A note while following: a line for people, on stderr with `--json`
+/// (stdout stays events only).
+fn note(format: Format, out: &mut Out, text: &str) {
+    match format {
+        Format::Human => out.line(&format!("({text})")),
+        Format::Json => crate::report::stderr_line(&format!("reimage: note: {text}")),
+    }
+}
+
+/// Shows new events of the run from offset `at` on until the run ends
+/// (its `run` event, or another run's `start`), its process is gone, or
+/// SIGINT. A log renamed away (logrotate) is followed on in the file the
+/// run writes to; one truncated in place (copytruncate) from its new start.
+/// Each is said.
 fn follow(
     state: &StateDir,
     computer: &str,
-    file: &mut std::fs::File,
-    mut at: u64,
+    file: &File,
+    at: u64,
     format: Format,
-) -> Result<i32, Error> {
-    let mut pending = Vec::new();
+    out: &mut Out,
+) -> std::io::Result<()> {
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(at))?;
+    let mut lines = Lines::new(reader, at, LINE_CAP);
+    let mut said_replaced = false;
     loop {
-        if signal::check().is_err() {
-            return Ok(0);
+        if signal::check().is_err() || out.closed() {
+            return Ok(());
         }
-        let mut buf = Vec::new();
-        if file.seek(SeekFrom::Start(at)).is_ok() && file.read_to_end(&mut buf).is_ok() {
-            at += buf.len() as u64;
-            pending.extend_from_slice(&buf);
-        }
-        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=i).collect();
-            let line = String::from_utf8_lossy(&line).trim_end().to_string();
-            if line.is_empty() {
-                continue;
-            }
-            let kind = kind_of(&line);
+        let mut got = false;
+        while let Some(line) = lines.next_line()? {
+            got = true;
+            let (at, entry) = match line {
+                Line::Whole { text, .. } if text.trim_ascii().is_empty() => continue,
+                Line::Whole { at, text } => (at, Entry::Event(text, line_kind(text))),
+                Line::TooLong { at, len } => (at, Entry::TooLong(len)),
+            };
+            let kind = entry.kind();
             if kind == Some(EventKind::Start) {
                 // Another run began: ours ended without its last event.
-                return Ok(0);
+                return Ok(());
             }
-            show(&line, format);
+            show(at, entry, format, out);
             if kind == Some(EventKind::Run) {
-                return Ok(0);
+                return Ok(());
             }
         }
-        if buf.is_empty() {
-            // A new run trims the log by renaming a new file over it, so
-            // the run followed here has ended.
-            if replaced(&state.event_log(computer), file) {
-                return Ok(0);
-            }
-            let running = match read_record(state, computer) {
-                Some(Ok(r)) => r.says_running() && r.pid.is_some_and(alive),
-                _ => false,
-            };
-            if !running {
-                if format == Format::Human {
-                    out!("(the run's process is gone; no more events)");
-                }
-                return Ok(0);
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        if got {
+            continue;
         }
+        if file.metadata()?.len() < lines.offset() + lines.pending() {
+            note(
+                format,
+                out,
+                "the event log was truncated in place (copytruncate?): following it from its new start",
+            );
+            let mut reader = file;
+            reader.seek(SeekFrom::Start(0))?;
+            lines = Lines::new(reader, 0, LINE_CAP);
+            continue;
+        }
+        if !said_replaced && replaced(state, computer, file) {
+            said_replaced = true;
+            note(
+                format,
+                out,
+                "the event log was renamed or replaced: following the file the run writes to",
+            );
+        }
+        let running = match read_record(state, computer) {
+            Ok(Some(Ok(r))) => r.says_running() && r.pid.is_some_and(alive),
+            _ => false,
+        };
+        if !running {
+            note(format, out, "the run's process is gone; no more events");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-/// The file at `path` is no longer the one `file` has open.
-fn replaced(path: &Path, file: &std::fs::File) -> bool {
+/// The event log's name no longer leads to the file `file` has open.
+fn replaced(state: &StateDir, computer: &str, file: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), file.metadata()) {
+    match (
+        std::fs::symlink_metadata(state.event_log(computer)),
+        file.metadata(),
+    ) {
         (Ok(p), Ok(f)) => (p.dev(), p.ino()) != (f.dev(), f.ino()),
         (Err(_), _) => true,
         _ => false,
@@ -466,6 +763,14 @@ fn replaced(path: &Path, file: &std::fs::File) -> bool {
 mod tests {
     use super::*;
 
+    fn scratch(name: &str, text: &str) -> File {
+        let p = std::env::temp_dir().join(format!("reimage-fleet-{name}-{}", std::process::id()));
+        std::fs::write(&p, text).expect("write");
+        let f = File::open(&p).expect("open");
+        let _ = std::fs::remove_file(&p);
+        f
+    }
+
     #[test]
     fn runs_split_at_start_and_after_run_events() {
         let text = concat!(
@@ -473,16 +778,34 @@ mod tests {
             "{\"kind\":\"run\",\"code\":0}\n",
             "{\"kind\":\"start\"}\n",
             "{\"kind\":\"attempt\"}\n",
+            "\n",
             "{\"kind\":\"start\"}\n",
-            "{\"kind\":\"attempt\"}\n",
+            "not json\n",
             "{\"kind\":\"run\",\"code\":1}\n",
             "{\"kind\":\"attempt\"}\n",
         );
-        let runs = split_runs(text);
+        let f = scratch("split", text);
+        let last = scan(&f, 0, None).expect("scan");
+        assert_eq!(last.runs, 4);
+        let at = |line: &str| text.find(line).expect("line") as u64;
         assert_eq!(
-            runs.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![2, 2, 3, 1]
+            last.wanted,
+            Some(Span {
+                start: text.rfind("{\"kind\":\"attempt\"}").expect("last") as u64,
+                end: text.len() as u64,
+                ended: false
+            })
         );
+        let third = scan(&f, 0, Some(3)).expect("scan").wanted.expect("run 3");
+        assert_eq!(
+            (third.start, third.end, third.ended),
+            (
+                at("{\"kind\":\"start\"}\nnot"),
+                text.rfind("{\"kind\":\"attempt\"}").expect("last") as u64,
+                true
+            )
+        );
+        assert_eq!(scan(&f, 0, Some(5)).expect("scan").wanted, None);
     }
 
     #[test]
@@ -530,15 +853,28 @@ mod tests {
     #[test]
     fn events_read_as_lines_by_their_kind() {
         let line = |kind: &str| {
-            readable(&format!(
-                r#"{{"time":"T","computer":"pc7","kind":"{kind}","step":"port 22","result":"ok","code":3}}"#
-            ))
+            readable(
+                format!(
+                    r#"{{"time":"T","computer":"pc7","kind":"{kind}","step":"port 22","result":"ok","code":3}}"#
+                )
+                .as_bytes(),
+            )
         };
         assert_eq!(line("step-end"), "T pc7 port 22: ok");
         assert_eq!(line("run"), "T pc7: exit 3");
         assert_eq!(line("output"), "T pc7: output (exit 3)");
         // A kind from a newer reimage still shows, without a suffix.
         assert_eq!(line("teleport"), "T pc7");
-        assert_eq!(readable("nope"), "(unreadable line) nope");
+        assert_eq!(readable(b"nope"), "(unreadable line) nope");
+    }
+
+    #[test]
+    fn what_a_command_printed_is_shown_escaped() {
+        let line = r#"{"time":"T","computer":"pc7","kind":"output","code":0,"message":"cmd\n\u001b]0;x\u0007ok\r\u009b2J"}"#;
+        assert_eq!(
+            readable(line.as_bytes()),
+            "T pc7: output (exit 0):\n    cmd\n    \\x1b]0;x\\x07ok\\x0d\\u{9b}2J"
+        );
+        assert_eq!(readable(b"\x1b[2Jraw"), "(unreadable line) \\x1b[2Jraw");
     }
 }

@@ -11,8 +11,9 @@
 //! - `control`: how an OS module talks to the computer (SSH, WinRM);
 //! - `config`: the TOML model, validation with file:line:col, the plan;
 //! - `fleet`: the admin's views (status, log) over records and the store;
-//! - `report`, `state`, `coord`: events and logs; lock and records; the
-//!   site-wide lock and load-limit store;
+//! - `report`, `state`, `coord`: events and logs; lock and records (the
+//!   state directory as a trust boundary, read with bounds); the site-wide
+//!   lock and load-limit store;
 //! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
 //!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
 //!   mechanisms.
@@ -70,6 +71,12 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            // A usage error ends a --json run with its `run` event too
+            // (--help and --version are no errors).
+            if code != 0 && std::env::args_os().any(|a| a == "--json") {
+                let text = e.render().to_string();
+                json_event(None, None, &Error::Usage(text.trim_end().to_string()));
+            }
             let _ = e.print();
             return code;
         }
@@ -81,7 +88,9 @@ pub fn main() -> i32 {
             if cli.json {
                 json_end(&cli, &e);
             }
-            report::stderr_line(&format!("reimage: error: {e}"));
+            // The error may quote what a command or a guest printed.
+            let text = e.to_string();
+            report::stderr_line(&format!("reimage: error: {}", report::printable(&text)));
             e.code()
         }
     }
@@ -130,7 +139,7 @@ fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
         "message": e.to_string(),
         "code": e.code(),
     });
-    report::stdout_line(&event.to_string());
+    report::stdout_line(&report::json_safe(&event.to_string()));
 }
 
 /// What a run does once its computer and image are known.
@@ -281,36 +290,86 @@ fn provisioner(loaded: &Loaded, plan: &Plan) -> Result<Box<dyn provision::Provis
     })
 }
 
+/// `reimage check [COMPUTER --image IMAGE]`: the config is valid, the
+/// state directory (when there is one) is one a run would take; with a
+/// computer and image, the plan. With `--json`, one JSON object.
 fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
+    let dir = state_dir(cli, loaded);
+    let state = state::StateDir::new(&dir);
+    let mut out = fleet::Out::new();
+    let c = &loaded.config;
     let (Some(computer), Some(image)) = (&a.computer, &a.image) else {
-        let c = &loaded.config;
-        report::stdout_line(&format!(
-            "{}: OK ({} computers, {} images, {} OS profiles, {} provisioners)",
-            loaded.path.display(),
-            c.computers.len(),
-            c.images.len(),
-            c.os.len(),
-            c.provisioners.len()
-        ));
-        return Ok(0);
+        // A state directory every run would refuse fails the check; one
+        // this user cannot read (a check by another user) does not.
+        if let Err(e) = state.root_dir(false)
+            && e.downcast_ref::<state::Refused>().is_some()
+        {
+            return Err(state::setup_error(e, &dir));
+        }
+        match format(cli) {
+            report::Format::Json => out.json(
+                &serde_json::json!({
+                    "time": report::rfc3339(std::time::SystemTime::now()),
+                    "kind": "check",
+                    "config": loaded.path,
+                    "result": "ok",
+                    "code": 0,
+                    "computers": c.computers.len(),
+                    "images": c.images.len(),
+                    "os": c.os.len(),
+                    "provisioners": c.provisioners.len(),
+                })
+                .to_string(),
+            ),
+            report::Format::Human => out.line(&format!(
+                "{}: OK ({} computers, {} images, {} OS profiles, {} provisioners)",
+                loaded.path.display(),
+                c.computers.len(),
+                c.images.len(),
+                c.os.len(),
+                c.provisioners.len()
+            )),
+        }
+        return out.done(0);
     };
-    let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
+    let plan = config::resolve(loaded, computer, image, &dir, None)?;
     let p = provisioner(loaded, &plan)?;
     // What a load would refuse (a golden disk it would destroy) is a
     // config error here, at the key to change.
     p.vet(&plan)
         .map_err(|e| Error::from(loaded.key_error(&[], &e)))?;
     let lines = p.describe(&plan);
-    report::stdout_line(plan.describe(&lines).trim_end_matches('\n'));
-    report::stdout_line(
-        reuse_rule(&plan, &state::StateDir::new(&state_dir(cli, loaded))).trim_end_matches('\n'),
-    );
-    Ok(0)
+    let preload = state
+        .read_preload(&plan.computer.name)
+        .map_err(|e| state::setup_error(e, &dir))?;
+    let described = plan.describe(&lines);
+    let reuse = reuse_rule(&plan, preload.as_ref());
+    match format(cli) {
+        report::Format::Json => out.json(
+            &serde_json::json!({
+                "time": report::rfc3339(std::time::SystemTime::now()),
+                "kind": "check",
+                "config": loaded.path,
+                "computer": plan.computer.name,
+                "image": plan.image.name,
+                "result": "ok",
+                "code": 0,
+                "plan": described.lines().collect::<Vec<_>>(),
+                "reuse": reuse.lines().collect::<Vec<_>>(),
+            })
+            .to_string(),
+        ),
+        report::Format::Human => {
+            out.line(described.trim_end_matches('\n'));
+            out.line(reuse.trim_end_matches('\n'));
+        }
+    }
+    out.done(0)
 }
 
-/// `check`'s account of `provision --reuse` for this computer and image.
-fn reuse_rule(plan: &Plan, state: &state::StateDir) -> String {
-    let name = &plan.computer.name;
+/// `check`'s account of `provision --reuse` for this computer and image,
+/// with its preload record now.
+fn reuse_rule(plan: &Plan, preload: Option<&state::Preload>) -> String {
     let mut s = String::from(
         "reuse (provision --reservation ID --reuse):\n  skips the load only when this computer still runs a preload: a `provision`\n  without --reservation that reimage ran to ready, no run of any kind on the\n  computer since (every run ends the preload, so one handed to a reservation\n  is never reused), and now the same boot id and a passing image_check;\n  otherwise it loads as usual. The events say which way and why.\n",
     );
@@ -325,7 +384,7 @@ fn reuse_rule(plan: &Plan, state: &state::StateDir) -> String {
             plan.image.name
         )),
     }
-    match state.read_preload(name) {
+    match preload {
         Some(p) => s.push_str(&format!(
             "  preload now: image `{}`, boot id {}, verified {}\n",
             p.image, p.boot_id, p.verified
@@ -345,6 +404,44 @@ fn setup_db(loaded: &Loaded) -> Result<i32, Error> {
     let (place, v) = coord::store::setup(s).map_err(|e| Error::Store(format!("{e:#}")))?;
     report::stdout_line(&format!("{place}: schema version {v} ready"));
     Ok(0)
+}
+
+/// Trims the computer's event log and has `report` append to it; the
+/// caller holds the lock, and no event is written yet, so no one writes the
+/// log. A log the state directory refuses (a link, another user's file)
+/// refuses the run (78); one that cannot be trimmed or opened otherwise is
+/// said, and the run goes on without it.
+fn open_event_log(
+    state: &state::StateDir,
+    computer: &str,
+    loaded: &Loaded,
+    dir: &std::path::Path,
+    report: &report::Reporter,
+) -> Result<PathBuf, Error> {
+    let refused = |e: &anyhow::Error| e.downcast_ref::<state::Refused>().is_some();
+    let log = state.event_log(computer);
+    let trimmed = match retention::trim(state, computer, loaded.config.logs.retention()) {
+        Err(e) if refused(&e) => return Err(state::setup_error(e, dir)),
+        other => other,
+    };
+    match state.append_event_log(computer) {
+        Ok(f) => report.log_to(f, &log),
+        Err(e) if refused(&e) => return Err(state::setup_error(e, dir)),
+        Err(e) => report.warn(&format!(
+            "cannot open the event log {}: {e:#}",
+            log.display()
+        )),
+    }
+    match trimmed {
+        Err(e) => report.warn(&format!("cannot trim the event log: {e:#}")),
+        Ok(t) if t.unread_bytes > 0 => report.warn(&format!(
+            "the event log {} was larger than anything it keeps: its first {} bytes were dropped unread",
+            log.display(),
+            t.unread_bytes
+        )),
+        Ok(_) => {}
+    }
+    Ok(log)
 }
 
 /// The command as the store and the event log name it.
@@ -409,18 +506,13 @@ fn run(
         format(cli),
         verbosity(cli),
     );
-    let log = state.event_log(&plan.computer.name);
-    // Under the lock and before this run's first event: no one writes it.
-    if let Err(e) = retention::trim(&log, loaded.config.logs.retention()) {
-        report.warn(&format!("cannot trim the event log: {e:#}"));
-    }
-    if let Err(e) = report.log_to(&log) {
-        report.warn(&format!("cannot open the event log {}: {e}", log.display()));
-    }
+    let log = open_event_log(&state, &plan.computer.name, loaded, &dir, &report)?;
     report.start(&command);
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
-        Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
+        // Without --of, an attempt past the plan's count is the last one
+        // (as `single` below runs it), and the record says so: 5/5, not 5/2.
+        Job::Single(p, k, of) => (p.name(), of.unwrap_or(plan.max_attempts).max(k)),
         Job::PowerOff => ("power-off", 1),
     };
     let previous = state.read_last_run(&plan.computer.name);

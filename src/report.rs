@@ -5,6 +5,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -247,17 +248,10 @@ impl Reporter {
         }
     }
 
-    /// Appends every later event to the event log at `path`.
-    pub fn log_to(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        self.lock().log = Some((f, path.to_path_buf()));
-        Ok(())
+    /// Appends every later event to the event log `file` (open for
+    /// appending; `path` names it in messages).
+    pub fn log_to(&self, file: File, path: &Path) {
+        self.lock().log = Some((file, path.to_path_buf()));
     }
 
     /// The output mode.
@@ -305,7 +299,7 @@ impl Reporter {
         {
             *m = crate::exec::shorten(m, MESSAGE_BYTES);
         }
-        if let Ok(line) = serde_json::to_string(&e) {
+        if let Ok(line) = serde_json::to_string(&e).map(|l| json_safe(&l).into_owned()) {
             self.log_line(inner, &line);
             if self.mode == Mode::Json {
                 stdout_line(&line);
@@ -323,7 +317,8 @@ impl Reporter {
         {
             return;
         }
-        let text = plain(&e);
+        // What a command or a guest said is data: escaped for the screen.
+        let text = printable(&plain(&e)).into_owned();
         match (&self.mode, inner.bar.as_ref()) {
             (Mode::Tty, Some(bar)) => bar.println(text),
             _ => stderr_line(&format!("{} {text}", e.time)),
@@ -518,7 +513,7 @@ impl Reporter {
         if !i.last_progress.is_empty() {
             msg.push_str(&format!(" · {}", i.last_progress));
         }
-        bar.set_message(msg);
+        bar.set_message(printable(&msg).into_owned());
     }
 }
 
@@ -562,6 +557,67 @@ fn plain(e: &Event) -> String {
         s.push_str(m);
     }
     s
+}
+
+/// The kind of the event on one line of an event log: `None` when the
+/// line is not a whole JSON object, `Some(None)` for an event of a kind
+/// this reimage does not know (a newer one wrote it).
+pub fn line_kind(line: &[u8]) -> Option<Option<EventKind>> {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        kind: Option<Cow<'a, str>>,
+    }
+    let k: Kind = serde_json::from_slice(line).ok()?;
+    Some(k.kind.as_deref().and_then(EventKind::from_name))
+}
+
+/// `s` as it may reach a terminal: control characters other than newline
+/// and tab, and the bidirectional-text controls, written as escapes
+/// (`\x1b`, `\x0d`, `\u{9b}`, `\u{202e}`), so text a command or a guest
+/// printed can neither move the cursor, retitle the window, answer back
+/// through the terminal nor hide what follows it. JSON output is escaped
+/// by JSON instead.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(hidden) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            c if !hidden(c) => out.push(c),
+            c if c.is_ascii() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `json`, a JSON text, with the characters [`printable`] escapes that
+/// JSON leaves raw (DEL, the C1 controls, the bidirectional-text controls)
+/// written as `\uXXXX`: the same JSON, and harmless on a terminal. These
+/// characters can stand only inside a JSON string, where the escape means
+/// the same character; the other controls JSON escapes itself.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    let raw = |c: char| hidden(c) && (c == '\u{7f}' || !c.is_ascii());
+    if !json.chars().any(raw) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if raw(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A character [`printable`] escapes.
+fn hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `SystemTime` as RFC 3339 UTC with milliseconds. A clock outside what
@@ -608,6 +664,30 @@ mod tests {
             (&"result".into(), &"retry".into())
         );
         assert_eq!(plain(&e), "pc7 post-load: retry");
+    }
+
+    #[test]
+    fn control_characters_reach_the_screen_escaped() {
+        assert_eq!(printable("plain\ttext\nnext"), "plain\ttext\nnext");
+        assert_eq!(
+            printable("\x1b]0;owned\x07\x1b[2Jx\ry\u{9b}1m\u{202e}z\x7f"),
+            r"\x1b]0;owned\x07\x1b[2Jx\x0dy\u{9b}1m\u{202e}z\x7f"
+        );
+        let r = Reporter::new("pc7", "img", None, Format::Human, Verbosity::Quiet);
+        let i = r.lock();
+        let mut e = r.base(&i, EventKind::Output);
+        e.message = Some("cmd\n\x1b[31mred".into());
+        assert_eq!(printable(&plain(&e)), "pc7: cmd\n\\x1b[31mred");
+        // JSON escapes them its own way, and json_safe what JSON leaves.
+        e.message = Some("\x1b[31mred\u{9b}2J\u{7f}\u{202e}é".into());
+        let json = serde_json::to_string(&e).expect("json");
+        let safe = json_safe(&json);
+        assert!(
+            safe.contains(r"\u001b[31mred\u009b2J\u007f\u202eé"),
+            "{safe}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&safe).expect("still JSON");
+        assert_eq!(back["message"], "\x1b[31mred\u{9b}2J\u{7f}\u{202e}é");
     }
 
     #[test]

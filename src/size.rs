@@ -1,7 +1,7 @@
 //! Sizes as people write them in the config: "8MiB", "512KiB", "1GiB",
 //! "10MB", or a bare number of bytes.
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 
 /// Parses "8MiB", "512 KiB", "1GiB", "10MB", "64kB", "4096B" or "4096".
 /// Binary units (KiB, MiB, GiB) are powers of 1024, decimal ones (kB, MB,
@@ -35,23 +35,65 @@ fn bad(s: &str) -> String {
     format!("`{s}` is not a size like \"8MiB\", \"512KiB\" or a number of bytes")
 }
 
-/// serde: a size from a string ("8MiB") or a number of bytes.
+/// What a size is, for serde's "invalid type: ..., expected ..." errors.
+const EXPECTING: &str = "a size like \"8MiB\", \"512KiB\" or a number of bytes";
+
+/// serde: a size from a string ("8MiB") or a number of bytes. Anything
+/// else is told as what it is and what was expected (not "did not match
+/// any variant of untagged enum").
 pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        S(String),
-        N(u64),
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(EXPECTING)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<u64, E> {
+            parse(s).map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<u64, E> {
+            Ok(n)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n)
+                .map_err(|_| E::custom(format!("{n} is negative: expected {EXPECTING}")))
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
-        Raw::N(n) => Ok(n),
-    }
+    d.deserialize_any(V)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_of_the_wrong_type_says_what_a_size_is() {
+        #[derive(serde::Deserialize, Debug)]
+        struct T {
+            #[serde(deserialize_with = "de")]
+            #[allow(dead_code)]
+            max_bytes: u64,
+        }
+        for (text, says) in [
+            (
+                "max_bytes = true",
+                "invalid type: boolean `true`, expected a size like",
+            ),
+            (
+                "max_bytes = 1.5",
+                "invalid type: floating point `1.5`, expected a size like",
+            ),
+            ("max_bytes = -1", "-1 is negative: expected a size like"),
+            (
+                "max_bytes = [1]",
+                "invalid type: sequence, expected a size like",
+            ),
+        ] {
+            let e = toml::from_str::<T>(text).expect_err(text).to_string();
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(!e.contains("untagged"), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_forms_people_write() {

@@ -1,17 +1,29 @@
 //! The state directory: per-computer lock (flock), last-run record, event
 //! log, boot id before a load, and counting semaphores shared by reimage
 //! processes. Every write is atomic (temp file, fsync, rename).
+//!
+//! The directory is a trust boundary ([`trusted`]): it and the directories
+//! reimage uses in it must be this user's and writable by nobody else, and
+//! every file in it is opened relative to its directory without following a
+//! link. Every read of a record or an event log is bounded ([`lines`]).
+
+mod lines;
+mod trusted;
 
 use anyhow::{Context, Result};
 
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+pub use lines::{LINE_CAP, LOG_READ_CAP, Line, Lines, skip_partial, window};
+pub use trusted::{Access, Dir, FILE_MODE, Refused, make_dirs};
+use trusted::{NewMode, write_path};
 
 use crate::backoff::Backoff;
 use crate::names::names;
@@ -193,12 +205,79 @@ mod phase_or_empty {
     }
 }
 
-/// The pid written in a lock file, if there is one.
+/// The pid written in a lock file, if there is one (a pid is a few bytes;
+/// no more is read).
 fn read_pid(file: &mut File) -> Option<u32> {
     let mut s = String::new();
     file.rewind().ok()?;
-    file.read_to_string(&mut s).ok()?;
+    file.take(32).read_to_string(&mut s).ok()?;
     s.trim().parse().ok()
+}
+
+/// The most bytes of a record (last-run, preload, boot id, format) that
+/// are read; a larger file is not one reimage wrote, and is refused.
+const RECORD_CAP: u64 = 1 << 20;
+
+/// The names of the files and directories of the layout.
+const COMPUTERS: &str = "computers";
+const SLOTS: &str = "slots";
+const FORMAT_FILE: &str = "format";
+const LOCK: &str = "lock";
+const EVENTS: &str = "events.jsonl";
+const LAST_RUN: &str = "last-run.json";
+const PRELOAD: &str = "preload.json";
+const BOOT_ID: &str = "boot-id-before-load";
+
+/// The longest computer name (a DNS label's length).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A computer's name becomes a directory and a lock in the state dir, so it
+/// must be one plain path component that no other name aliases: letters,
+/// digits, `-`, `_` and `.`, starting with a letter or digit, at most
+/// [`MAX_NAME_LEN`] bytes. `reimage log` takes nothing else.
+pub fn check_computer_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok_chars && ok_start && name.len() <= MAX_NAME_LEN {
+        return Ok(());
+    }
+    Err(format!(
+        "computer name {:?} is not allowed: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit (it names a directory in the state dir)",
+        name
+    ))
+}
+
+/// `e` from the state directory as the run's error: a refusal (see
+/// [`trusted`]) or a directory reimage cannot write (read-only, full, not
+/// a directory, not ours to write) is the setup's fault (78), with what to
+/// do; anything else is fatal.
+pub fn setup_error(e: anyhow::Error, root: &Path) -> Error {
+    if e.downcast_ref::<Refused>().is_some() {
+        return Error::Config(format!("{e:#}"));
+    }
+    use std::io::ErrorKind as K;
+    let kind = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let fix = match kind {
+        Some(K::ReadOnlyFilesystem | K::PermissionDenied | K::NotADirectory) => {
+            "give reimage a state directory it can write (--state-dir or state_dir)"
+        }
+        Some(K::StorageFull | K::QuotaExceeded | K::FileTooLarge) => {
+            "free space where the state directory is, or give reimage another (--state-dir or state_dir)"
+        }
+        _ => return Error::Fatal(e),
+    };
+    Error::Config(format!(
+        "{e:#}; reimage loads no computer without its lock and records in the state directory {}: {fix}",
+        root.display()
+    ))
 }
 
 /// Takes the exclusive lock (flock(2), by std) on `file` without waiting;
@@ -222,24 +301,26 @@ impl StateDir {
     }
 
     /// The state directory at `root`, created root-only (it holds secrets)
-    /// if missing, and checked for its format: a directory without a
-    /// `format` file gets the current one; one a newer reimage wrote is
-    /// refused rather than misread.
+    /// if missing, checked as a trust boundary ([`trusted`]; refused with
+    /// 78), and checked for its format: a directory without a `format` file
+    /// gets the current one; one a newer reimage wrote is refused rather
+    /// than misread.
     pub fn open(root: &Path) -> Result<StateDir, Error> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .with_context(|| {
-                format!(
-                    "cannot create state directory {} (set --state-dir or state_dir to a writable place)",
+        let dir = Dir::root(root, true)
+            .map_err(|e| setup_error(e, root))?
+            .ok_or_else(|| {
+                Error::Fatal(anyhow::anyhow!(
+                    "state directory {} vanished as it was made",
                     root.display()
-                )
+                ))
             })?;
-        let path = root.join("format");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => match text.trim().parse::<u32>() {
+        let path = root.join(FORMAT_FILE);
+        let text = dir
+            .read(FORMAT_FILE, RECORD_CAP)
+            .map_err(|e| setup_error(e, root))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        match text {
+            Some(text) => match text.trim().parse::<u32>() {
                 Ok(FORMAT) => {}
                 Ok(n) if n > FORMAT => {
                     return Err(Error::Fatal(anyhow::anyhow!(
@@ -255,16 +336,52 @@ impl StateDir {
                     )));
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_atomic(&path, format!("{FORMAT}\n").as_bytes())?;
-            }
-            Err(e) => {
-                return Err(Error::Fatal(
-                    anyhow::Error::new(e).context(format!("cannot read {}", path.display())),
-                ));
+            None => {
+                dir.write_atomic(FORMAT_FILE, format!("{FORMAT}\n").as_bytes(), FILE_MODE)
+                    .map_err(|e| setup_error(e, root))?;
             }
         }
         Ok(StateDir::new(root))
+    }
+
+    /// Where it is.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The state directory, checked; made when missing and `create`.
+    pub fn root_dir(&self, create: bool) -> Result<Option<Dir>> {
+        Dir::root(&self.root, create)
+    }
+
+    /// The directory of one computer, checked (and the ones above it); made
+    /// when missing and `create`. `None` when missing.
+    pub fn computer(&self, computer: &str, create: bool) -> Result<Option<Dir>> {
+        let Some(root) = self.root_dir(create)? else {
+            return Ok(None);
+        };
+        let Some(all) = root.dir(COMPUTERS, create)? else {
+            return Ok(None);
+        };
+        all.dir(computer, create)
+    }
+
+    fn made(&self, computer: &str) -> Result<Dir> {
+        self.computer(computer, true)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} vanished as it was made",
+                self.computer_dir(computer).display()
+            )
+        })
+    }
+
+    /// The computer's file `name`, whole (at most [`RECORD_CAP`] bytes), if
+    /// there is one.
+    fn read_record(&self, computer: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.computer(computer, false)? {
+            Some(dir) => dir.read(name, RECORD_CAP),
+            None => Ok(None),
+        }
     }
 
     // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
@@ -283,25 +400,54 @@ impl StateDir {
     }
 
     /// The computers that have a directory here (that is, records of runs
-    /// on this host); none when the directory cannot be read.
-    pub fn computers(&self) -> BTreeSet<String> {
-        let Ok(rd) = std::fs::read_dir(self.computers_dir()) else {
-            return BTreeSet::new();
+    /// on this host): none when there is no state directory yet.
+    pub fn computers(&self) -> Result<BTreeSet<String>> {
+        let Some(root) = self.root_dir(false)? else {
+            return Ok(BTreeSet::new());
         };
-        rd.filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .collect()
+        let Some(all) = root.dir(COMPUTERS, false)? else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(all
+            .names(rustix::fs::FileType::Directory)?
+            .into_iter()
+            .collect())
     }
 
     /// The computer's append-only event log.
     pub fn event_log(&self, computer: &str) -> PathBuf {
-        self.computer_dir(computer).join("events.jsonl")
+        self.computer_dir(computer).join(EVENTS)
+    }
+
+    /// The computer's event log open for appending (made if missing).
+    pub fn append_event_log(&self, computer: &str) -> Result<File> {
+        self.made(computer)?
+            .open(EVENTS, Access::Append)?
+            .ok_or_else(|| anyhow::anyhow!("{} vanished", self.event_log(computer).display()))
+    }
+
+    /// The computer's event log open for reading; `None` when it has none.
+    pub fn read_event_log(&self, computer: &str) -> Result<Option<File>> {
+        match self.computer(computer, false)? {
+            Some(dir) => dir.open(EVENTS, Access::Read),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the computer's event log with `data` (atomically).
+    pub fn replace_event_log(&self, computer: &str, data: &[u8]) -> Result<()> {
+        self.made(computer)?.write_atomic(EVENTS, data, FILE_MODE)
     }
 
     /// The computer's last-run record ([`LastRun`], as JSON).
     pub fn last_run_file(&self, computer: &str) -> PathBuf {
-        self.computer_dir(computer).join("last-run.json")
+        self.computer_dir(computer).join(LAST_RUN)
+    }
+
+    /// The last-run record's bytes, for readers that parse it their own
+    /// way (`status`).
+    pub fn last_run_bytes(&self, computer: &str) -> Result<Option<Vec<u8>>> {
+        self.read_record(computer, LAST_RUN)
     }
 
     /// Where the password first boot set for `account` (Administrator,
@@ -324,14 +470,15 @@ impl StateDir {
         self.computer_dir(computer).join("known_hosts.before-load")
     }
 
-    fn slots_dir(&self, name: &str) -> PathBuf {
-        self.root.join("slots").join(name)
-    }
-
-    fn ensure(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!("cannot create state directory {} (set --state-dir or state_dir to a writable place)", dir.display())
-        })
+    /// The directory of semaphore `name`, checked; made when `create`.
+    fn slots_dir(&self, name: &str, create: bool) -> Result<Option<Dir>> {
+        let Some(root) = self.root_dir(create)? else {
+            return Ok(None);
+        };
+        let Some(all) = root.dir(SLOTS, create)? else {
+            return Ok(None);
+        };
+        all.dir(name, create)
     }
 
     /// Takes the computer's lock at once, or fails with
@@ -339,21 +486,16 @@ impl StateDir {
     pub fn lock(&self, computer: &str) -> Result<Lock, Error> {
         self.try_lock(computer).map_err(|e| match e {
             LockError::Held(l) => Error::Locked(l.to_string()),
-            LockError::Io(e) => Error::Fatal(e),
+            LockError::Io(e) => setup_error(e, &self.root),
         })
     }
 
     fn try_lock(&self, computer: &str) -> Result<Lock, LockError> {
-        let dir = self.computer_dir(computer);
-        self.ensure(&dir)?;
-        let path = dir.join("lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let path = self.computer_dir(computer).join(LOCK);
+        let mut file = self
+            .made(computer)?
+            .open(LOCK, Access::ReadWrite)?
+            .ok_or_else(|| anyhow::anyhow!("{} vanished", path.display()))?;
         let start = Instant::now();
         let mut pause = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
         while !try_lock(&file, &path)? {
@@ -385,34 +527,33 @@ impl StateDir {
 
     /// Records the last run (atomically).
     pub fn write_last_run(&self, computer: &str, r: &LastRun) -> Result<()> {
-        let dir = self.computer_dir(computer);
-        self.ensure(&dir)?;
         let text = serde_json::to_vec_pretty(r)?;
-        write_atomic(&self.last_run_file(computer), &text)
+        self.made(computer)?
+            .write_atomic(LAST_RUN, &text, FILE_MODE)
     }
 
     /// The last-run record, if there is one that parses.
     pub fn read_last_run(&self, computer: &str) -> Option<LastRun> {
-        let text = std::fs::read(self.last_run_file(computer)).ok()?;
+        let text = self.read_record(computer, LAST_RUN).ok()??;
         serde_json::from_slice(&text).ok()
-    }
-
-    fn preload_path(&self, computer: &str) -> PathBuf {
-        self.computer_dir(computer).join("preload.json")
     }
 
     /// Records a verified preload (atomically).
     pub fn write_preload(&self, computer: &str, p: &Preload) -> Result<()> {
-        let dir = self.computer_dir(computer);
-        self.ensure(&dir)?;
-        write_atomic(&self.preload_path(computer), &serde_json::to_vec_pretty(p)?)
+        self.made(computer)?
+            .write_atomic(PRELOAD, &serde_json::to_vec_pretty(p)?, FILE_MODE)
     }
 
     /// The preload record, if there is one (for `check`); a record that
-    /// cannot be read is none.
-    pub fn read_preload(&self, computer: &str) -> Option<Preload> {
-        let text = std::fs::read(self.preload_path(computer)).ok()?;
-        serde_json::from_slice(&text).ok()
+    /// does not parse is none. Err when the state directory is refused.
+    pub fn read_preload(&self, computer: &str) -> Result<Option<Preload>> {
+        Ok(self
+            .read_record(computer, PRELOAD)
+            .or_else(|e| match e.downcast_ref::<Refused>() {
+                Some(_) => Err(e),
+                None => Ok(None),
+            })?
+            .and_then(|text| serde_json::from_slice(&text).ok()))
     }
 
     /// Takes the preload record away: called by every run when it starts,
@@ -420,37 +561,30 @@ impl StateDir {
     /// when a record exists but cannot be removed: then nothing may be
     /// reused, and the caller says so.
     pub fn take_preload(&self, computer: &str) -> Result<Option<Preload>> {
-        let path = self.preload_path(computer);
-        let p = self.read_preload(computer);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(p),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context(format!(
-                "cannot remove the preload record {}",
-                path.display()
-            ))),
+        let p = self.read_preload(computer)?;
+        let Some(dir) = self.computer(computer, false)? else {
+            return Ok(None);
+        };
+        match dir.remove(PRELOAD) {
+            Ok(true) => Ok(p),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e.context("cannot remove the preload record")),
         }
     }
 
     /// Remembers the computer's boot id seen before a load (or forgets it).
     pub fn write_boot_id(&self, computer: &str, id: Option<&str>) -> Result<()> {
-        let dir = self.computer_dir(computer);
-        self.ensure(&dir)?;
-        let path = dir.join("boot-id-before-load");
+        let dir = self.made(computer)?;
         match id {
-            Some(id) => write_atomic(&path, id.as_bytes()),
-            None => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            },
+            Some(id) => dir.write_atomic(BOOT_ID, id.as_bytes(), FILE_MODE),
+            None => dir.remove(BOOT_ID).map(|_| ()),
         }
     }
 
     /// The boot id seen before the last load, if one was seen.
     pub fn read_boot_id(&self, computer: &str) -> Option<String> {
-        let s = std::fs::read_to_string(self.computer_dir(computer).join("boot-id-before-load"))
-            .ok()?;
-        let s = s.trim().to_string();
+        let s = self.read_record(computer, BOOT_ID).ok()??;
+        let s = String::from_utf8_lossy(&s).trim().to_string();
         (!s.is_empty()).then_some(s)
     }
 
@@ -465,18 +599,15 @@ impl StateDir {
         wait: Duration,
         mut waiting: impl FnMut(Duration),
     ) -> Result<Option<Slot>> {
-        let dir = self.slots_dir(name);
-        self.ensure(&dir)?;
+        let dir = self
+            .slots_dir(name, true)?
+            .ok_or_else(|| anyhow::anyhow!("the slots of `{name}` vanished as they were made"))?;
         // Opened once; each poll only tries the locks.
         let mut files = (0..max.max(1))
             .map(|i| {
-                let path = dir.join(format!("slot-{i}"));
-                OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                    .with_context(|| format!("cannot open slot file {}", path.display()))
+                let file = format!("slot-{i}");
+                dir.open(&file, Access::ReadWrite)?
+                    .ok_or_else(|| anyhow::anyhow!("{} vanished", dir.path().join(&file).display()))
             })
             .collect::<Result<Vec<File>>>()?;
         let start = Instant::now();
@@ -519,13 +650,15 @@ impl StateDir {
     /// any process, this one included). A slot is held while its file is
     /// locked; a free slot's stale label is not returned.
     pub fn slot_labels(&self, name: &str) -> Vec<String> {
-        let dir = self.slots_dir(name);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(Some(dir)) = self.slots_dir(name, false) else {
+            return Vec::new();
+        };
+        let Ok(entries) = dir.names(rustix::fs::FileType::RegularFile) else {
             return Vec::new();
         };
         let mut labels = Vec::new();
-        for e in entries.flatten() {
-            let Ok(file) = File::open(e.path()) else {
+        for e in entries {
+            let Ok(Some(file)) = dir.open(&e, Access::Read) else {
                 continue;
             };
             if file.try_lock_shared().is_ok() {
@@ -533,7 +666,8 @@ impl StateDir {
                 continue;
             }
             let mut text = String::new();
-            if (&file).read_to_string(&mut text).is_ok()
+            // A label is a pid and a node name: a few bytes.
+            if file.take(4096).read_to_string(&mut text).is_ok()
                 && let Some((_, label)) = text.trim().split_once(' ')
             {
                 labels.push(label.to_string());
@@ -545,51 +679,20 @@ impl StateDir {
 }
 
 /// Writes `data` to `path` atomically: a temp file in the same directory
-/// (created if missing), fsync, rename, fsync of the directory. A reader
-/// sees the old or the new file, never half of one; a failed write leaves
-/// no temp file behind.
+/// (made, [`DIR_MODE`], if missing), fsync, rename, fsync of the directory.
+/// A reader sees the old or the new file, never half of one; a failed
+/// write leaves no temp file behind; a link at `path` is replaced, never
+/// followed. A new file gets [`FILE_MODE`], one there keeps its mode. For
+/// files given by path (SSH host keys, a provisioner's own files); the
+/// files of the layout go through [`Dir`].
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    write_atomic_mode(path, data, 0o666)
+    write_path(path, data, NewMode::KeepOrPrivate)
 }
 
 /// [`write_atomic`] for a secret: the file is created with mode 0600, so
 /// no other user can read it at any moment.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    write_atomic_mode(path, data, 0o600)
-}
-
-fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| -> Result<()> {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_path(path, data, NewMode::Private)
 }
 
 #[cfg(test)]

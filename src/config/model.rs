@@ -15,6 +15,7 @@ use crate::size;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where locks, event logs and last-run records live.
+    #[serde(default, deserialize_with = "state_dir")]
     pub state_dir: Option<PathBuf>,
     /// Attempts per provision run, unless the image says otherwise.
     #[serde(default = "default_attempts")]
@@ -38,7 +39,7 @@ pub struct Config {
     /// `[coordination]`: the site-wide lock and load-limit store.
     pub coordination: Option<crate::coord::Settings>,
     /// `[logs]`: how much of each computer's event log is kept.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "table")]
     pub logs: LogsConfig,
 }
 
@@ -72,6 +73,39 @@ impl LogsConfig {
             max_bytes: self.max_bytes,
         }
     }
+}
+
+/// serde: a table, and only a table. serde's derive also takes an array
+/// for a struct, its fields in order: `logs = [1, 5]` would be keep_runs 1
+/// and max_bytes 5.
+fn table<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(V(std::marker::PhantomData))
+}
+
+/// serde: `state_dir`, a path that is not empty: "" would be whatever
+/// directory reimage happens to run in.
+fn state_dir<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let p = PathBuf::deserialize(d)?;
+    if p.as_os_str().is_empty() {
+        return Err(serde::de::Error::custom(
+            "state_dir is empty, which would be whatever directory reimage runs in: give a directory, e.g. \"/var/lib/reimage\"",
+        ));
+    }
+    Ok(Some(p))
 }
 
 fn default_attempts() -> u32 {

@@ -97,6 +97,23 @@ impl CommandConfig {
     }
 }
 
+/// `argv` with its placeholders expanded. A word that a placeholder makes
+/// start with '-' (the word itself did not) is refused: a value (a
+/// reservation id, an image name) never becomes an option of the command.
+fn expand_argv(argv: &[String], values: &[(&'static str, String)]) -> anyhow::Result<Vec<String>> {
+    argv.iter()
+        .map(|word| {
+            let w = expand(word, values);
+            if w.starts_with('-') && !word.starts_with('-') {
+                anyhow::bail!(
+                    "`{word}` becomes `{w}`, which the command would take as an option: a placeholder's value may not start with '-'"
+                );
+            }
+            Ok(w)
+        })
+        .collect()
+}
+
 /// The command provisioner.
 pub struct CommandProvisioner {
     config: CommandConfig,
@@ -118,7 +135,12 @@ impl CommandProvisioner {
         what: &str,
     ) -> Outcome {
         let values = placeholders(plan, attempt);
-        let argv: Vec<String> = argv.iter().map(|s| expand(s, &values)).collect();
+        let argv = match expand_argv(argv, &values) {
+            Ok(a) => a,
+            Err(e) => {
+                return Outcome::Fatal(e.context(format!("{what} of {}", plan.computer.name)));
+            }
+        };
         let mut cmd = Cmd::new(&argv, timeout);
         for (k, v) in &values {
             cmd = cmd.env(format!("REIMAGE_{}", k.to_uppercase()), v.clone());
@@ -221,5 +243,28 @@ impl PowerOff for CommandProvisioner {
             report,
             "power off",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placeholder_never_makes_an_option() {
+        let v = vec![
+            ("reservation", "-x".to_string()),
+            ("node", "pc7".to_string()),
+        ];
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(expand_argv(&argv(&["load", "{reservation}"]), &v).is_err());
+        assert_eq!(
+            expand_argv(
+                &argv(&["load", "--node", "{node}", "--id={reservation}"]),
+                &v
+            )
+            .expect("options the config wrote stay"),
+            argv(&["load", "--node", "pc7", "--id=-x"])
+        );
     }
 }

@@ -877,7 +877,8 @@ impl Qemu {
         base: Option<&(String, PathBuf)>,
         report: &Reporter,
     ) -> Result<(), Outcome> {
-        std::fs::create_dir_all(&run.dir).map_err(|e| {
+        // 0700 whatever the umask: it is in the state directory by default.
+        crate::state::make_dirs(&run.dir).map_err(|e| {
             fatal(format!(
                 "cannot create the run directory {}: {e} (set `run_dir` or `state_dir` to a writable place)",
                 run.dir.display()

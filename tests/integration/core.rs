@@ -1155,3 +1155,137 @@ fn completions_need_no_config() {
         .code(64)
         .stderr_has("invalid value 'tcsh'");
 }
+
+/// Issue 21: a reservation id reaches the load command's argv as
+/// `{reservation}`; one that starts with '-' would be an option there, so
+/// it is refused (64) before anything runs; with --json the refusal is a
+/// `run` event, as every usage error is.
+#[test]
+fn a_reservation_that_looks_like_an_option_is_refused() {
+    let s = setup(
+        "reservation-dash",
+        "#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/ran\"\nexit 0\n",
+        "",
+    );
+    for id in ["--reservation=-x", "--reservation=--help"] {
+        let r = Test::with(&s)
+            .provision("pc7", "centos7")
+            .args(&["--json", id])
+            .run();
+        r.code(64)
+            .stderr_has("which a load command would take as an option");
+        let ev: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON event");
+        assert_eq!((&ev["kind"], &ev["code"]), (&"run".into(), &64.into()));
+        assert!(!s.path("ran").exists(), "the load ran");
+    }
+    Test::with(&s)
+        .provision("pc7", "centos7")
+        .args(&["--reservation", "r-1"])
+        .run()
+        .code(0);
+    let argv = std::fs::read_to_string(s.path("ran")).expect("ran");
+    assert!(argv.contains(" r-1 "), "{argv}");
+}
+
+/// Issue 21: with --json, clap's own usage errors end with a `run` event
+/// too, and `check` says what it found as one JSON object.
+#[test]
+fn usage_errors_and_check_speak_json_under_json() {
+    let s = setup("json-usage", OK, "");
+    for args in [
+        vec!["--json", "load"],
+        vec![
+            "--json",
+            "provision",
+            "pc7",
+            "--image",
+            "centos7",
+            "--bogus",
+        ],
+        vec!["--json", "log", "pc7", "--run", "0"],
+    ] {
+        let r = Test::with(&s).args(&args).run();
+        r.code(64);
+        let ev: serde_json::Value = serde_json::from_str(r.stdout.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: one JSON event: {e}; {r:?}"));
+        assert_eq!((&ev["kind"], &ev["code"]), (&"run".into(), &64.into()));
+        assert_eq!(ev["result"], "usage");
+        assert!(ev["message"].as_str().is_some_and(|m| m.contains("error")));
+    }
+    // --help is no error: no event.
+    let r = Test::with(&s).args(&["--json", "--help"]).run();
+    r.code(0).stdout_lacks("\"kind\"");
+    let r = Test::with(&s).args(&["--json", "check"]).run();
+    r.code(0);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(
+        (&v["kind"], &v["code"], &v["computers"]),
+        (&"check".into(), &0.into(), &1.into())
+    );
+    let r = Test::with(&s)
+        .args(&["--json"])
+        .check("pc7", "centos7")
+        .run();
+    r.code(0);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(
+        (&v["kind"], &v["computer"]),
+        (&"check".into(), &"pc7".into())
+    );
+    let plan = v["plan"].as_array().expect("plan lines");
+    assert!(
+        plan.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("provisioner: script"))),
+        "{v}"
+    );
+    assert!(v["reuse"].as_array().is_some_and(|r| !r.is_empty()), "{v}");
+}
+
+/// Issue 21: `status`, `log` and `check` whose output cannot be written
+/// (a full disk) fail, naming why; a reader that stops reading (`| head`)
+/// is no failure.
+#[test]
+fn views_fail_when_stdout_cannot_be_written() {
+    let s = setup("stdout-full", OK, "");
+    Test::with(&s).load("pc7", "centos7").run().code(0);
+    for args in [
+        vec!["status"],
+        vec!["log", "pc7"],
+        vec!["check"],
+        vec!["--json", "status"],
+    ] {
+        let mut cmd = Test::with(&s).args(&args).command();
+        cmd.stdout(std::fs::File::create("/dev/full").expect("/dev/full"));
+        let out = cmd
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write to standard output"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A closed pipe: quiet, and 0.
+    let mut cmd = Test::with(&s).args(&["log", "pc7"]).command();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

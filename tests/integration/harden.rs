@@ -4,7 +4,7 @@
 //! Time bounds here only prove "did not hang"; they are far above what a
 //! run takes even on a loaded machine.
 
-use crate::common::{self, Scratch, alive, command_config, eventually, of_kind};
+use crate::common::{self, Scratch, alive, command_config, eventually, of_kind, run_measured};
 use crate::test::Test;
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
@@ -148,29 +148,6 @@ fn a_daemonizing_command_does_not_hang_the_run() {
         lock_is_free(&s);
     }
     lock_is_free(&s);
-}
-
-/// Peak resident memory (KiB) and exit code of a command, by wait4(2).
-#[allow(clippy::zombie_processes)] // reaped by wait4, which clippy cannot see
-fn run_measured(mut cmd: Command) -> (i32, i64) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid value for this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child with valid pointers to locals.
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(r, child.id() as i32, "wait4");
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
-    (code, usage.ru_maxrss)
 }
 
 /// Issue 9.2: 100 MB of output (one 20 MB line among them) is kept as a
@@ -687,11 +664,13 @@ fn early_errors_are_told_plainly_and_end_json_runs() {
             "more than --of",
         ),
         (Test::with(&s).load("pc99", "img"), 64, "unknown computer"),
+        // Issue 21: a state directory reimage cannot write is the setup's
+        // fault (78), said with the fix.
         (
             Test::with(&s)
                 .load("pc7", "img")
                 .args(&["--state-dir", "/dev/null/x"]),
-            1,
+            78,
             "cannot create state directory",
         ),
     ];
