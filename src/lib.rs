@@ -61,7 +61,7 @@ pub fn main() -> i32 {
             "the environment variable {var} is set but empty: unset it, or set it to a path"
         ));
         if std::env::args_os().any(|a| a == "--json") {
-            json_event(None, None, &e);
+            json_event(None, None, &e, e.code());
         }
         report::stderr_line(&format!("reimage: error: {e}"));
         return e.code();
@@ -78,11 +78,17 @@ pub fn main() -> i32 {
     match execute(&cli) {
         Ok(code) => code,
         Err(e) => {
+            // A run that stopped on a signal before its events began (in
+            // the wait for the store) exits as an interrupted run does.
+            let code = match signal::caught() {
+                Some(sig) if sig > 0 => 128 + sig,
+                _ => e.code(),
+            };
             if cli.json {
-                json_end(&cli, &e);
+                json_end(&cli, &e, code);
             }
             report::stderr_line(&format!("reimage: error: {e}"));
-            e.code()
+            code
         }
     }
 }
@@ -107,7 +113,7 @@ fn empty_env() -> Option<&'static str> {
 
 /// With `--json`, a run that stops before its events start (usage, config,
 /// lock) still ends with one `run` event that carries the exit code.
-fn json_end(cli: &Cli, e: &Error) {
+fn json_end(cli: &Cli, e: &Error, code: i32) {
     let (computer, image) = match &cli.command {
         Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
         Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
@@ -115,11 +121,11 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Log(a) => (Some(&a.computer), None),
         Command::Status(_) | Command::SetupDb | Command::Completions(_) => (None, None),
     };
-    json_event(computer, image, e);
+    json_event(computer, image, e, code);
 }
 
-/// The final `run` event of a run that stopped on `e`.
-fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
+/// The final `run` event of a run that stopped on `e`, exiting `code`.
+fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error, code: i32) {
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
         "kind": report::EventKind::Run,
@@ -127,7 +133,7 @@ fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
         "image": image,
         "result": e.kind(),
         "message": e.to_string(),
-        "code": e.code(),
+        "code": code,
     });
     report::stdout_line(&event.to_string());
 }
@@ -337,7 +343,7 @@ fn run(
     let os = os::build(&plan);
     let state = state::StateDir::open(&dir)?;
     let command = describe_job(&job, &plan.image.name, &reservation);
-    let (_hold, slots) = coord::hold(
+    let (hold, slots) = coord::hold(
         loaded.config.coordination.as_ref(),
         &state,
         &plan.computer.name,
@@ -360,6 +366,11 @@ fn run(
         report.warn(&format!("cannot open the event log {}: {e}", log.display()));
     }
     report.start(&command);
+    match hold.note() {
+        Some((note, true)) => report.warn(&note),
+        Some((note, false)) => report.info(&note),
+        None => {}
+    }
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
