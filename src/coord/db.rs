@@ -26,8 +26,10 @@ use super::clock;
 use crate::backoff::Backoff;
 use crate::duration;
 
-/// How often a running try looks whether it was cancelled.
-const CANCEL_LOOK: Duration = Duration::from_millis(20);
+/// How often a running try looks whether it was cancelled: soon enough
+/// for SIGTERM, rare enough that a thousand runs waiting on a slow server
+/// do not slow it down further.
+const CANCEL_LOOK: Duration = Duration::from_millis(100);
 /// The shortest try the end of an operation's time leaves.
 const MIN_TRY: Duration = Duration::from_millis(250);
 /// How long a finished try waits for its connection to say goodbye.

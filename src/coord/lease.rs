@@ -2,22 +2,23 @@
 //!
 //! Two threads watch it. The keeper renews it every quarter lease; each
 //! try is bounded ([`super::db`]), and a renewal that finds the lease gone
-//! (taken over, revoked by an admin) stops the run at once. The watchdog
-//! depends on nothing but the clock: once the last successful renewal is
-//! older than [`Terms::stop_after`] (half a lease) it raises the
-//! store-lost stop ([`signal::stop_store_lost`]), which kills the running
-//! command the way SIGTERM does and ends the run with 69; if the run is
-//! still there at [`Terms::exit_after`] (three quarters), the watchdog ends
-//! the process itself, and its commands die with it.
+//! (taken over, revoked by an admin, expired) stops the run at once. The
+//! watchdog depends on nothing but the clock: once the last successful
+//! renewal is older than [`Terms::stop_after`] (the lease less a quarter,
+//! at least 2 s) it raises the store-lost stop
+//! ([`signal::stop_store_lost`]), which kills the running command the way
+//! SIGTERM does and ends the run with 69; if the run is still there at
+//! [`Terms::exit_after`] (the lease less half that), the watchdog ends the
+//! process itself, and its commands die with it.
 //!
 //! Why that is enough: a renewal's `expires` is the database's now() in
 //! the renewal plus a lease, and that now() is later than the moment the
 //! try began on this host. Another host can take the computer only once
 //! `expires` has passed, so no earlier than a whole lease after that
-//! moment; this run stopped its load by half a lease after it, and is gone
-//! by three quarters. The margin is at least a quarter lease (1 s at the
-//! shortest lease, [`MIN_LEASE`]), as long as the database's clock does
-//! not jump forward by that much.
+//! moment; this run stopped its command [`Terms::spare`] before that, and
+//! was gone half of it before. The margin is at least 2 s (1 s after the
+//! process's own end), as long as the database's clock does not jump
+//! forward by that much.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -31,13 +32,20 @@ use crate::duration;
 use crate::outcome::EXIT_STORE;
 use crate::signal;
 
-/// The shortest lease: half of it for the watchdog to notice, a quarter to
-/// end the load (SIGTERM, a grace, SIGKILL), a quarter to spare.
+/// The shortest lease: 2 s for renewals to get through, 1 s to end the
+/// running command (SIGTERM, a grace, SIGKILL), 1 s to spare.
 pub const MIN_LEASE: Duration = Duration::from_secs(4);
 
-/// The longest wait for a give-back after a signal: SIGTERM ends the run
-/// promptly whatever the store does (the lease then runs out by itself).
+/// The longest wait for a give-back after a signal when the store is not
+/// answering renewals: SIGTERM ends the run promptly whatever the store
+/// does (the lease then runs out by itself). A store that answers gets one
+/// try, so that a thousand runs stopped at once (a shutdown) still give
+/// their computers back to a loaded server.
 const RELEASE_AFTER_SIGNAL: Duration = Duration::from_secs(2);
+
+/// A renewal under way this long counts as not answered, for the give-back
+/// after a signal.
+const RENEWAL_OVERDUE: Duration = Duration::from_secs(1);
 
 /// The times a lease of one length implies, in one place (reimage(1) and
 /// reimage.toml(5) state them).
@@ -60,29 +68,41 @@ impl Terms {
     }
 
     /// One try of any store operation (connect, TLS, login, statements):
-    /// an eighth of the lease, between 0.5 and 10 s, so that a renewal can
-    /// be tried on a fresh connection at least twice before the watchdog
-    /// stops the run.
+    /// a quarter lease, between 1 and 15 s. A renewal begun on time has a
+    /// whole try before the watchdog's time; a server slowed by load gets
+    /// that long to answer (a try cut short is a connection the server
+    /// may still accept and serve for nothing).
     pub fn try_limit(&self) -> Duration {
-        (self.lease / 8).clamp(Duration::from_millis(500), Duration::from_secs(10))
+        (self.lease / 4).clamp(Duration::from_secs(1), Duration::from_secs(15))
     }
 
     /// The most the start of a run (or `setup-db`, `status`) waits for a
-    /// store that is down or silent: a quarter lease, between 2 and 10 s.
+    /// store that is down or silent: a quarter lease, between 2 and 15 s.
     pub fn start_limit(&self) -> Duration {
-        (self.lease / 4).clamp(Duration::from_secs(2), Duration::from_secs(10))
+        (self.lease / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
+    }
+
+    /// The time between the watchdog's stop and the earliest takeover by
+    /// another host: a quarter lease, at least 2 s. Half of it ends the
+    /// running command (SIGTERM, a grace, SIGKILL), the other half is to
+    /// spare.
+    pub fn spare(&self) -> Duration {
+        (self.lease / 4).max(Duration::from_secs(2))
     }
 
     /// The watchdog stops the run when the last successful renewal began
-    /// this long ago.
+    /// this long ago: the lease less [`Terms::spare`] (three quarters of
+    /// it from 8 s on). Renewals have from a quarter lease to then to get
+    /// through.
     pub fn stop_after(&self) -> Duration {
-        self.lease / 2
+        self.lease.saturating_sub(self.spare())
     }
 
     /// The watchdog ends the process when the run has not ended this long
-    /// after the last successful renewal began.
+    /// after the last successful renewal began: the lease less half the
+    /// spare.
     pub fn exit_after(&self) -> Duration {
-        self.lease * 3 / 4
+        self.lease.saturating_sub(self.spare() / 2)
     }
 }
 
@@ -104,6 +124,8 @@ struct State {
     last_ok: Duration,
     /// Why the last failed renewal failed, for the watchdog's message.
     last_error: Option<String>,
+    /// When the renewal under way began, on [`clock::now`].
+    renewing: Option<Duration>,
     lost: Option<Lost>,
 }
 
@@ -251,6 +273,7 @@ impl Lease {
                 stop: false,
                 last_ok: began,
                 last_error: None,
+                renewing: None,
                 lost: None,
             }),
             wake: Condvar::new(),
@@ -347,10 +370,12 @@ fn keep(s: &Shared) {
             // One try of a fresh connection (retried within its time if
             // it is refused at once), so that the watchdog's message has
             // the latest failure.
-            match s
+            s.state().renewing = Some(clock::now());
+            let r = s
                 .store
-                .renew(&s.token, &s.computer, s.store.brief(), &cancel)
-            {
+                .renew(&s.token, &s.computer, s.store.brief(), &cancel);
+            s.state().renewing = None;
+            match r {
                 Ok((Renewal::Renewed, began)) => {
                     let mut g = s.state();
                     g.last_ok = g.last_ok.max(began);
@@ -441,9 +466,15 @@ fn watch(s: &Shared) {
 impl Drop for Lease {
     fn drop(&mut self) {
         let s = &self.shared;
+        let answering = {
+            let g = s.state();
+            g.last_error.is_none()
+                && g.renewing
+                    .is_none_or(|t| clock::now().saturating_sub(t) < RENEWAL_OVERDUE)
+        };
         s.state().stop = true;
         s.wake.notify_all();
-        // Both end within a few ms: the keeper's store operation is
+        // Both end within 100 ms: the keeper's store operation is
         // cancelled, the watchdog only waits on the condition variable.
         for t in [self.keeper.take(), self.watchdog.take()]
             .into_iter()
@@ -458,7 +489,7 @@ impl Drop for Lease {
             return;
         }
         let t = s.store.terms;
-        let limit = if signal::caught().is_some() {
+        let limit = if signal::caught().is_some() && !answering {
             t.try_limit().min(RELEASE_AFTER_SIGNAL)
         } else {
             t.try_limit()
@@ -500,24 +531,33 @@ mod tests {
     use super::*;
 
     /// For every allowed lease, the run is stopped and gone before another
-    /// host can take the computer, with a quarter lease to spare, and a
-    /// renewal can be tried twice before the watchdog stops the run.
+    /// host can take the computer, with at least a second to spare, and a
+    /// renewal begun on time has a whole try before the watchdog's time.
     #[test]
     fn the_terms_leave_a_margin_for_every_lease() {
-        for secs in [4, 5, 8, 10, 20, 60, 300, 3600, 86_400] {
-            let t = Terms::new(Duration::from_secs(secs));
+        for ms in [
+            4000, 5000, 7999, 8000, 10_000, 20_000, 60_000, 300_000, 86_400_000,
+        ] {
+            let t = Terms::new(Duration::from_millis(ms));
+            assert!(t.lease >= MIN_LEASE, "{t:?}");
             assert!(t.stop_after() < t.exit_after(), "{t:?}");
-            assert!(t.exit_after() + t.lease / 4 <= t.lease, "{t:?}");
-            assert!(t.lease / 4 >= Duration::from_secs(1), "{t:?}");
             assert!(
-                t.renew_every() + 2 * t.try_limit() <= t.stop_after(),
+                t.exit_after() - t.stop_after() >= Duration::from_secs(1),
                 "{t:?}"
             );
+            assert!(t.lease - t.exit_after() >= Duration::from_secs(1), "{t:?}");
+            assert!(t.renew_every() + t.try_limit() <= t.stop_after(), "{t:?}");
             assert!(t.start_limit() < t.lease, "{t:?}");
         }
-        // The ending of a load (SIGTERM, 0.5 s, SIGKILL) fits between the
-        // stop and the process's own end at the shortest lease.
+        let t = Terms::new(Duration::from_secs(60));
+        assert_eq!(
+            (t.stop_after(), t.exit_after()),
+            (Duration::from_secs(45), Duration::from_millis(52_500))
+        );
         let t = Terms::new(MIN_LEASE);
-        assert!(t.exit_after() - t.stop_after() >= Duration::from_secs(1));
+        assert_eq!(
+            (t.stop_after(), t.exit_after()),
+            (Duration::from_secs(2), Duration::from_secs(3))
+        );
     }
 }

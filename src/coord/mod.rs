@@ -51,7 +51,7 @@ impl Settings {
             return Err((
                 "lease",
                 format!(
-                    "`lease` must be {} or more: a run stops its load when half a lease passes without a renewal, and needs the rest to end it before another host may take the computer",
+                    "`lease` must be {} or more: renewals need 2 s to get through, and a run that lost its store needs 2 s more to end its load before another host may take the computer",
                     duration::fmt(lease::MIN_LEASE)
                 ),
             ));

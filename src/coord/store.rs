@@ -325,17 +325,31 @@ impl Store {
                 let row = tx
                     .query_opt(
                         &format!(
-                            "SELECT {HOLDER_COLUMNS} FROM reimage_holder
+                            "SELECT {HOLDER_COLUMNS}, token = $2 FROM reimage_holder
                               WHERE computer = $1 FOR UPDATE"
                         ),
-                        &[&computer],
+                        &[&computer, &token],
                     )
                     .await?;
                 let previous = row.as_ref().map(holder_row);
+                let ours = row.as_ref().is_some_and(|r| r.get::<_, bool>(9));
                 let got = match &previous {
+                    // An earlier try of this run took it, and its answer
+                    // was lost: renew it, so that the lease runs from this
+                    // try as the keeper will count it.
+                    Some(h) if ours && !h.free() && !h.revoked => tx
+                        .query_opt(
+                            "UPDATE reimage_holder
+                                SET expires = now() + $3::float8 * interval '1 second'
+                              WHERE computer = $1 AND token = $2
+                             RETURNING generation",
+                            &[&computer, &token, &secs],
+                        )
+                        .await?
+                        .map(|g| (g, None)),
                     Some(h) if !h.free() => return Ok(Take::Held(h.clone())),
-                    Some(_) => {
-                        tx.query_opt(
+                    Some(_) => tx
+                        .query_opt(
                             "UPDATE reimage_holder
                                 SET token = $2, host = $3, pid = $4, command = $5, started = now(),
                                     expires = now() + $6::float8 * interval '1 second',
@@ -345,9 +359,9 @@ impl Store {
                             &[&computer, &token, &self.host, &pid, &command, &secs],
                         )
                         .await?
-                    }
-                    None => {
-                        tx.query_opt(
+                        .map(|g| (g, previous.clone())),
+                    None => tx
+                        .query_opt(
                             "INSERT INTO reimage_holder
                                 (computer, token, host, pid, command, started, expires, generation)
                              VALUES ($1, $2, $3, $4, $5, now(),
@@ -357,9 +371,9 @@ impl Store {
                             &[&computer, &token, &self.host, &pid, &command, &secs],
                         )
                         .await?
-                    }
+                        .map(|g| (g, None)),
                 };
-                let Some(g) = got else {
+                let Some((g, previous)) = got else {
                     return Ok(Take::Raced);
                 };
                 tx.commit().await?;
