@@ -170,7 +170,7 @@ provisioner = "script"
     let all_held = t0.elapsed();
     let mut took: Vec<Duration> = lat.iter().flatten().copied().collect();
     took.sort();
-    let holders = pg.psql("SELECT count(*) FROM reimage_holder");
+    let holders = pg.psql("SELECT count(*) FROM reimage_holder WHERE released IS NULL");
     println!(
         "runs: {runs}, lease {lease}s (renewed every {:.1}s), held {hold}s",
         lease as f64 / 4.0
@@ -189,7 +189,8 @@ provisioner = "script"
     while held_from.elapsed() < Duration::from_secs(hold) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let still = pg.psql("SELECT count(*) FROM reimage_holder WHERE expires > now()");
+    let still =
+        pg.psql("SELECT count(*) FROM reimage_holder WHERE expires > now() AND released IS NULL");
     println!("live leases after {hold}s of renewals: {}", still.trim());
     let t1 = Instant::now();
     for (c, _, _) in &children {
@@ -212,7 +213,8 @@ provisioner = "script"
     );
     println!(
         "holders left in the store: {}",
-        pg.psql("SELECT count(*) FROM reimage_holder").trim()
+        pg.psql("SELECT count(*) FROM reimage_holder WHERE released IS NULL")
+            .trim()
     );
     stop.store(true, Ordering::SeqCst);
     let samples = monitor.join().unwrap_or(0);

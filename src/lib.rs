@@ -62,7 +62,7 @@ pub fn main() -> i32 {
             "the environment variable {var} is set but empty: unset it, or set it to a path"
         ));
         if std::env::args_os().any(|a| a == "--json") {
-            json_event(None, None, &e);
+            json_event(None, None, &e, e.code());
         }
         report::stderr_line(&format!("reimage: error: {e}"));
         return e.code();
@@ -75,7 +75,8 @@ pub fn main() -> i32 {
             // (--help and --version are no errors).
             if code != 0 && std::env::args_os().any(|a| a == "--json") {
                 let text = e.render().to_string();
-                json_event(None, None, &Error::Usage(text.trim_end().to_string()));
+                let e = Error::Usage(text.trim_end().to_string());
+                json_event(None, None, &e, e.code());
             }
             let _ = e.print();
             return code;
@@ -85,13 +86,19 @@ pub fn main() -> i32 {
     match execute(&cli) {
         Ok(code) => code,
         Err(e) => {
+            // A run that stopped on a signal before its events began (in
+            // the wait for the store) exits as an interrupted run does.
+            let code = match signal::caught() {
+                Some(sig) if sig > 0 => 128 + sig,
+                _ => e.code(),
+            };
             if cli.json {
-                json_end(&cli, &e);
+                json_end(&cli, &e, code);
             }
             // The error may quote what a command or a guest printed.
             let text = e.to_string();
             report::stderr_line(&format!("reimage: error: {}", report::printable(&text)));
-            e.code()
+            code
         }
     }
 }
@@ -116,7 +123,7 @@ fn empty_env() -> Option<&'static str> {
 
 /// With `--json`, a run that stops before its events start (usage, config,
 /// lock) still ends with one `run` event that carries the exit code.
-fn json_end(cli: &Cli, e: &Error) {
+fn json_end(cli: &Cli, e: &Error, code: i32) {
     let (computer, image) = match &cli.command {
         Command::Provision(a) => (Some(&a.computer), Some(&a.image)),
         Command::Load(a) | Command::PostLoad(a) => (Some(&a.computer), Some(&a.image)),
@@ -125,11 +132,11 @@ fn json_end(cli: &Cli, e: &Error) {
         Command::Log(a) => (Some(&a.computer), None),
         Command::Status(_) | Command::SetupDb | Command::Completions(_) => (None, None),
     };
-    json_event(computer, image, e);
+    json_event(computer, image, e, code);
 }
 
-/// The final `run` event of a run that stopped on `e`.
-fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
+/// The final `run` event of a run that stopped on `e`, exiting `code`.
+fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error, code: i32) {
     let event = serde_json::json!({
         "time": report::rfc3339(std::time::SystemTime::now()),
         "kind": report::EventKind::Run,
@@ -137,7 +144,7 @@ fn json_event(computer: Option<&String>, image: Option<&String>, e: &Error) {
         "image": image,
         "result": e.kind(),
         "message": e.to_string(),
-        "code": e.code(),
+        "code": code,
     });
     report::stdout_line(&report::json_safe(&event.to_string()));
 }
@@ -492,7 +499,7 @@ fn run(
     let os = os::build(&plan);
     let state = state::StateDir::open(&dir)?;
     let command = describe_job(&job, &plan.image.name, &reservation);
-    let (_hold, slots) = coord::hold(
+    let (hold, slots) = coord::hold(
         loaded.config.coordination.as_ref(),
         &state,
         &plan.computer.name,
@@ -508,6 +515,11 @@ fn run(
     );
     let log = open_event_log(&state, &plan.computer.name, loaded, &dir, &report)?;
     report.start(&command);
+    match hold.note() {
+        Some((note, true)) => report.warn(&note),
+        Some((note, false)) => report.info(&note),
+        None => {}
+    }
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         // Without --of, an attempt past the plan's count is the last one

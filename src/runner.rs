@@ -184,12 +184,15 @@ impl Runner<'_> {
     /// module said.
     fn end(&mut self, code: i32, message: &str) -> i32 {
         let (code, message) = match signal::caught() {
+            // The lease was lost at some moment of the run (the keeper or
+            // the watchdog raised it), whatever the phase made of it: the
+            // record says so first ("lease lost on computer ..."), not
+            // the module's view of its killed command, and never done.
             Some(signal::STORE_LOST) => {
+                let why = signal::Interrupted(signal::STORE_LOST).to_string();
                 self.record.result = RunResult::Interrupted;
-                (
-                    EXIT_STORE,
-                    signal::Interrupted(signal::STORE_LOST).to_string(),
-                )
+                self.record.message = Some(crate::exec::shorten(&why, RECORD_MESSAGE_BYTES));
+                (EXIT_STORE, why)
             }
             Some(sig) => {
                 self.record.result = RunResult::Interrupted;

@@ -6,6 +6,9 @@
 //! length of the run, and [`Slots`], the semaphore a provisioner takes a
 //! load slot from. Which kind both are is decided once, in [`hold`].
 
+mod clock;
+mod db;
+pub mod lease;
 mod pgpass;
 pub mod store;
 
@@ -44,15 +47,21 @@ fn default_lease() -> Duration {
 impl Settings {
     /// Checks serde cannot make: the key that is wrong and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.lease < Duration::from_secs(2) {
-            return Err(("lease", "`lease` must be 2s or more".into()));
+        if self.lease < lease::MIN_LEASE {
+            return Err((
+                "lease",
+                format!(
+                    "`lease` must be {} or more: renewals need 2 s to get through, and a run that lost its store needs 2 s more to end its load before another host may take the computer",
+                    duration::fmt(lease::MIN_LEASE)
+                ),
+            ));
         }
         if let Some(h) = &self.host
             && h.trim().is_empty()
         {
             return Err(("host", "`host` must not be empty".into()));
         }
-        let c: postgres::Config = self.url.parse().map_err(|e| {
+        let c: tokio_postgres::Config = self.url.parse().map_err(|e| {
             (
                 "url",
                 format!("`url` is not a PostgreSQL URL ({e}): write postgresql://USER@HOST/DB"),
@@ -73,8 +82,17 @@ impl Settings {
 /// lease first.
 #[derive(Debug)]
 pub struct Hold {
-    _lease: Option<store::Lease>,
+    lease: Option<lease::Lease>,
     _lock: state::Lock,
+}
+
+impl Hold {
+    /// What the run's events say about its lease (its generation, the
+    /// terms, a takeover), and whether that is a warning; None without a
+    /// store.
+    pub fn note(&self) -> Option<(String, bool)> {
+        self.lease.as_ref().map(lease::Lease::note)
+    }
 }
 
 /// Where load slots come from: the state directory's flock semaphore, or
@@ -165,11 +183,16 @@ pub fn hold(
     computer: &str,
     command: &str,
 ) -> Result<(Hold, Slots), Error> {
-    let lock = state.lock(computer)?;
+    let host = settings
+        .and_then(|s| s.host.clone())
+        .unwrap_or_else(store::hostname);
+    let lock = state
+        .lock(computer)
+        .map_err(|e| local_holder(e, state, computer, &host))?;
     let Some(s) = settings else {
         return Ok((
             Hold {
-                _lease: None,
+                lease: None,
                 _lock: lock,
             },
             Slots::local(state.clone()),
@@ -181,12 +204,17 @@ pub fn hold(
             let slots = Slots(SlotSource::Site(lease.shared()));
             Ok((
                 Hold {
-                    _lease: Some(lease),
+                    lease: Some(lease),
                     _lock: lock,
                 },
                 slots,
             ))
         }
+        Err(store::StoreError::Held(Some(h))) if h.revoked => Err(Error::Locked(format!(
+            "computer `{computer}` is held by another reimage run: {}; an admin revoked its lease: it stops at its next renewal and gives the computer back, at the latest when its lease runs out in {:.0}s",
+            h.describe(),
+            h.expires_in.max(0.0)
+        ))),
         Err(store::StoreError::Held(Some(h))) => Err(Error::Locked(format!(
             "computer `{computer}` is held by another reimage run: {} (lease for {:.0}s more unless renewed); wait for it to finish or stop it",
             h.describe(),
@@ -195,8 +223,41 @@ pub fn hold(
         Err(store::StoreError::Held(None)) => Err(Error::Locked(format!(
             "computer `{computer}` is held by another reimage run (see `reimage status {computer}`)"
         ))),
+        Err(store::StoreError::Down(e)) if e.is::<db::Cancelled>() => Err(Error::Store(format!(
+            "{}: stopped while taking the lease on `{computer}` in the coordination store; nothing was loaded",
+            crate::signal::check()
+                .err()
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "interrupted".into())
+        ))),
         Err(store::StoreError::Down(e)) => Err(Error::Store(format!(
             "{e:#}; not running without it (a run elsewhere could load `{computer}` at the same time): fix the store or remove [coordination]"
         ))),
     }
+}
+
+/// The local lock's refusal, naming the run that holds it as the store
+/// does: host, pid, command and start, from that run's record (written as
+/// it starts its first phase; before that only the pid is known).
+fn local_holder(e: Error, state: &StateDir, computer: &str, host: &str) -> Error {
+    let Error::Locked(msg) = e else {
+        return e;
+    };
+    let Some(r) = state
+        .read_last_run(computer)
+        .filter(|r| r.result == state::RunResult::Running)
+        .filter(|r| i32::try_from(r.pid).is_ok_and(crate::exec::alive))
+        .filter(|r| msg.contains(&format!("(pid {})", r.pid)))
+    else {
+        return Error::Locked(format!("{msg} (on this host, {host})"));
+    };
+    let image = &r.image;
+    Error::Locked(format!(
+        "computer `{computer}` is held by another reimage run: host {host}, pid {}, `{} --image {image}` (attempt {} of {}), started {}; wait for it to finish or stop it",
+        r.pid,
+        r.command,
+        r.attempt.max(1),
+        r.of,
+        r.started
+    ))
 }

@@ -14,15 +14,52 @@ fn path() -> Option<PathBuf> {
     }
 }
 
+/// What the password file gave for a connection.
+pub enum Found {
+    /// The password.
+    Password(Secret),
+    /// None; why, to add to a login that fails for want of a password
+    /// (None: there is no password file, as for most sites with
+    /// `password_file` or a trust setup).
+    Nothing(Option<String>),
+}
+
 /// The password for this connection, if the password file has one.
-pub fn lookup(host: &str, port: u16, db: &str, user: &str) -> Option<Secret> {
-    let p = path()?;
-    let meta = std::fs::metadata(&p).ok()?;
-    if !meta.is_file() || meta.permissions().mode() & 0o077 != 0 {
-        return None;
+pub fn lookup(host: &str, port: u16, db: &str, user: &str) -> Found {
+    let Some(p) = path() else {
+        return Found::Nothing(None);
+    };
+    let shown = p.display();
+    let meta = match std::fs::metadata(&p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Nothing(None),
+        Err(e) => {
+            return Found::Nothing(Some(format!("cannot read the password file {shown}: {e}")));
+        }
+    };
+    if !meta.is_file() {
+        return Found::Nothing(Some(format!(
+            "the password file {shown} is not a regular file, so it was not read"
+        )));
     }
-    let text = std::fs::read_to_string(&p).ok()?;
-    find(&text, host, port, db, user)
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Found::Nothing(Some(format!(
+            "the password file {shown} was ignored because group or others may access it (mode {mode:04o}); libpq ignores it too: chmod 600 {shown}"
+        )));
+    }
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) => {
+            return Found::Nothing(Some(format!("cannot read the password file {shown}: {e}")));
+        }
+    };
+    match find(&text, host, port, db, user) {
+        Some(s) => Found::Password(s),
+        None => Found::Nothing(Some(format!(
+            "the password file {shown} has no line for {host}:{port}:{db}:{user}"
+        ))),
+    }
 }
 
 /// The first line of `text` matching the connection.

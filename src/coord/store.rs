@@ -1,5 +1,7 @@
 //! The PostgreSQL coordination store: leases on computers and on load
-//! slots, renewed by a keeper thread over short connections.
+//! slots, each operation one short connection bounded by the clock
+//! ([`super::db`]); the lease's keeper and watchdog are in
+//! [`super::lease`].
 //!
 //! Why short connections: a site may run 1,000 reimage processes against a
 //! server with the default `max_connections = 100`. A run holds no
@@ -7,50 +9,47 @@
 //! short transaction, and disconnects. With the default 60 s lease a run
 //! renews every 15 s, so 1,000 runs make about 67 short connections a
 //! second, each open for milliseconds. A server that is briefly full
-//! (SQLSTATE 53300) is retried with jittered backoff inside the time a
-//! renewal has left.
+//! (SQLSTATE 53300) is retried with jittered backoff within the time the
+//! operation has.
 //!
 //! Times are the database's (`now()`), so the hosts' clocks need not agree.
 
-use crate::backoff::Backoff;
 use anyhow::{Context, Result, anyhow, bail};
 use openssl::ssl::{SslConnector, SslMethod};
-use postgres::config::{Host, SslMode};
-use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls};
-use postgres_openssl::MakeTlsConnector;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config};
 
 use super::Settings;
+use super::db::{Db, Limits};
+use super::lease::{Lease, Terms};
 use super::pgpass;
-use crate::duration;
 use crate::secret::Secret;
 use crate::signal;
+
+pub use super::lease::{Shared, SiteSlot};
 
 /// The schema, plain SQL (also in the man page's terms: reimage.toml(5)).
 pub const SCHEMA: &str = include_str!("schema.sql");
 /// The schema version this reimage writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 /// Advisory lock key that serializes schema setup ("reimage" in ASCII).
 const SETUP_LOCK: i64 = 0x0072_6569_6d61_6765;
 
 /// How to reach the store, and the lease terms.
 #[derive(Clone)]
 pub struct Store {
-    config: Config,
-    tls: Option<MakeTlsConnector>,
+    db: Db,
     /// Where it is, for messages (never the password).
     pub place: String,
-    /// The lease: a dead holder's computer and slots are free this long
-    /// after its last renewal.
-    pub lease: Duration,
+    /// The lease and the times derived from it.
+    pub terms: Terms,
     /// This management node's name in the store.
     pub host: String,
 }
 
-/// Who holds a computer, as the store says.
+/// Who holds (or last held) a computer, as the store says.
 #[derive(Debug, Clone)]
 pub struct Holder {
     /// The computer.
@@ -63,27 +62,38 @@ pub struct Holder {
     pub command: String,
     /// RFC 3339 UTC.
     pub started: String,
-    /// Seconds of lease left.
+    /// Seconds of lease left (negative: expired that long ago).
     pub expires_in: f64,
+    /// How many runs have taken the computer, this one included.
+    pub generation: i64,
+    /// An admin deleted the live row: its run stops at its next renewal.
+    pub revoked: bool,
+    /// Its run ended and gave the computer back.
+    pub released: bool,
 }
 
 impl Holder {
-    /// "host H, pid P, `COMMAND`, started T".
+    /// "host H, pid P, `COMMAND`, started T, generation G".
     pub fn describe(&self) -> String {
         format!(
-            "host {}, pid {}, `{}`, started {}",
-            self.host, self.pid, self.command, self.started
+            "host {}, pid {}, `{}`, started {}, generation {}",
+            self.host, self.pid, self.command, self.started, self.generation
         )
+    }
+
+    /// Free for the taking: given back, or expired.
+    fn free(&self) -> bool {
+        self.released || self.expires_in <= 0.0
     }
 }
 
 /// The columns of a [`Holder`], for [`holder_row`].
-const HOLDER_SELECT: &str = "SELECT computer, host, pid, command,
+const HOLDER_COLUMNS: &str = "computer, host, pid, command,
         to_char(started AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-        extract(epoch FROM expires - now())::float8
-    FROM reimage_holder";
+        extract(epoch FROM expires - now())::float8,
+        generation, revoked IS NOT NULL, released IS NOT NULL";
 
-fn holder_row(r: &postgres::Row) -> Holder {
+fn holder_row(r: &tokio_postgres::Row) -> Holder {
     Holder {
         computer: r.get(0),
         host: r.get(1),
@@ -91,6 +101,9 @@ fn holder_row(r: &postgres::Row) -> Holder {
         command: r.get(3),
         started: r.get(4),
         expires_in: r.get(5),
+        generation: r.get(6),
+        revoked: r.get(7),
+        released: r.get(8),
     }
 }
 
@@ -98,10 +111,21 @@ fn holder_row(r: &postgres::Row) -> Holder {
 enum Take {
     /// The schema is missing (0) or has this version, not ours.
     Schema(i32),
-    /// Taken.
-    Got,
-    /// Held by this run (None: gone by the time we looked).
-    Held(Option<Holder>),
+    /// Taken, as this generation; the row's previous holder, if any.
+    Got(i64, Option<Holder>),
+    /// Held by another run.
+    Held(Holder),
+    /// Another run created the row between the look and the insert.
+    Raced,
+}
+
+/// What a renewal found.
+#[derive(Debug)]
+pub enum Renewal {
+    /// Renewed for another lease.
+    Renewed,
+    /// The lease is not this run's any more; why.
+    Gone(String),
 }
 
 /// Why an operation failed: the store could not be used, or it answered no.
@@ -119,34 +143,30 @@ impl From<anyhow::Error> for StoreError {
     }
 }
 
-/// True when trying again soon may help: the server is full or starting,
-/// or the connection itself failed.
-fn transient(e: &postgres::Error) -> bool {
-    match e.code() {
-        Some(c) => {
-            *c == SqlState::TOO_MANY_CONNECTIONS
-                || *c == SqlState::CANNOT_CONNECT_NOW
-                || *c == SqlState::ADMIN_SHUTDOWN
-        }
-        // Not from the server: network and timeouts are worth another try;
-        // TLS, authentication and configuration errors are not.
-        None => {
-            let msg = e.to_string();
-            e.is_closed()
-                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-                || msg.starts_with("timeout")
-                || msg.starts_with("error connecting to server")
-        }
-    }
-}
-
 /// This machine's host name.
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// A wait on the main thread ends when a signal arrives.
+fn on_signal() -> bool {
+    signal::caught().is_some()
+}
+
+/// The schema version (0: none yet).
+async fn schema_version(c: &mut Client) -> Result<i32, tokio_postgres::Error> {
+    match c
+        .query_one("SELECT max(version) FROM reimage_schema", &[])
+        .await
+    {
+        Ok(r) => Ok(r.get::<_, Option<i32>>(0).unwrap_or(0)),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 impl Store {
@@ -163,21 +183,35 @@ impl Store {
         })?;
         let (host, port) = first_host(&config);
         let db = config.get_dbname().unwrap_or(&user).to_string();
+        let mut password_note = None;
         if config.get_password().is_none() {
             if let Some(f) = &s.password_file {
                 let p = Secret::from_file(f, "coordination password_file")?;
                 config.password(p.expose());
-            } else if let Some(p) = pgpass::lookup(&host, port, &db, &user) {
-                config.password(p.expose());
+            } else {
+                match pgpass::lookup(&host, port, &db, &user) {
+                    pgpass::Found::Password(p) => {
+                        config.password(p.expose());
+                    }
+                    pgpass::Found::Nothing(note) => password_note = note,
+                }
             }
         }
-        let op = op_timeout(s.lease);
-        config.connect_timeout(op);
-        config.tcp_user_timeout(op);
+        let terms = Terms::new(s.lease);
+        // Kernel-level bounds on top of the client's own deadline: they
+        // end a connection whose peer is gone sooner on some paths.
+        config.connect_timeout(terms.try_limit());
+        config.tcp_user_timeout(terms.try_limit());
         config.keepalives(true);
-        config.keepalives_idle(op);
+        // Whole seconds: the kernel takes no less than 1 (EINVAL).
+        config.keepalives_idle(terms.try_limit().max(Duration::from_secs(1)));
         config.application_name("reimage");
-        config.options(&format!("-c statement_timeout={}", op.as_millis()));
+        // The server's side of the bound: a statement that waits for a
+        // lock is ended there too.
+        config.options(format!(
+            "-c statement_timeout={}",
+            terms.try_limit().as_millis()
+        ));
         let tls = match config.get_ssl_mode() {
             SslMode::Require => {
                 let mut b = SslConnector::builder(SslMethod::tls_client())
@@ -187,7 +221,7 @@ impl Store {
                         format!("cannot read the coordination ca_file {}", ca.display())
                     })?;
                 }
-                Some(MakeTlsConnector::new(b.build()))
+                Some(postgres_openssl::MakeTlsConnector::new(b.build()))
             }
             // TLS only when the URL asks for it: `prefer` would quietly
             // fall back to plain text.
@@ -196,64 +230,58 @@ impl Store {
                 None
             }
         };
+        let place = format!("postgresql://{user}@{host}:{port}/{db}");
+        let mut db = Db::new(config, tls, place.clone());
+        db.password_note = password_note;
         Ok(Store {
-            config,
-            tls,
-            place: format!("postgresql://{user}@{host}:{port}/{db}"),
-            lease: s.lease,
+            db,
+            place,
+            terms,
             host: s.host.clone().unwrap_or_else(hostname),
         })
     }
 
-    fn connect(&self) -> Result<Client, postgres::Error> {
-        match &self.tls {
-            Some(t) => self.config.connect(t.clone()),
-            None => self.config.connect(NoTls),
-        }
+    /// An operation at the start of a run (or of `setup-db`, `status`):
+    /// nothing is held yet, so a store that is down or silent costs at most
+    /// [`Terms::start_limit`]; a signal ends it at once.
+    fn at_start(&self) -> Limits {
+        Limits::new(self.terms.try_limit(), self.terms.start_limit())
     }
 
-    /// Runs `f` on a fresh connection, retrying transient failures until
-    /// `deadline`.
-    fn with_client<T>(
-        &self,
-        deadline: Instant,
-        mut f: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
-    ) -> Result<T> {
-        let mut pause = Backoff::new(ms(20), Duration::from_secs(1)).jittered();
-        loop {
-            let r = self.connect().and_then(|mut c| {
-                let r = f(&mut c);
-                let _ = c.close();
-                r
-            });
-            match r {
-                Ok(v) => return Ok(v),
-                Err(e) if transient(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(pause.next_until(deadline));
-                }
-                Err(e) => {
-                    return Err(anyhow!(
-                        "coordination store {}: {}",
-                        self.place,
-                        pg_message(&e)
-                    ));
-                }
-            }
-        }
+    /// One bounded operation while the run holds its lease.
+    pub(super) fn brief(&self) -> Limits {
+        Limits::new(self.terms.try_limit(), self.terms.try_limit())
     }
 
-    /// Creates the schema if it is missing and returns its version; fails
-    /// if the store has a newer schema than this reimage knows.
+    /// Creates or upgrades the schema and returns its version; fails if
+    /// the store has a newer schema than this reimage knows.
     pub fn setup(&self) -> Result<i32> {
-        let deadline = Instant::now() + self.lease / 2;
-        let v = self.with_client(deadline, |c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SETUP_LOCK])?;
-            tx.batch_execute(SCHEMA)?;
-            let v: Option<i32> = tx
-                .query_one("SELECT max(version) FROM reimage_schema", &[])?
+        let (v, _) = self.db.run(self.at_start(), &on_signal, async |c| {
+            let tx = c.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SETUP_LOCK])
+                .await?;
+            let exists: bool = tx
+                .query_one("SELECT to_regclass('reimage_schema') IS NOT NULL", &[])
+                .await?
                 .get(0);
-            tx.commit()?;
+            let found = if exists {
+                tx.query_one("SELECT max(version) FROM reimage_schema", &[])
+                    .await?
+                    .get::<_, Option<i32>>(0)
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            // Never down: a newer reimage's schema stays as it is.
+            if found > SCHEMA_VERSION {
+                return Ok(found);
+            }
+            tx.batch_execute(SCHEMA).await?;
+            let v: Option<i32> = tx
+                .query_one("SELECT max(version) FROM reimage_schema", &[])
+                .await?
+                .get(0);
+            tx.commit().await?;
             Ok(v.unwrap_or(0))
         })?;
         self.check_version(v)?;
@@ -270,82 +298,105 @@ impl Store {
         Ok(())
     }
 
-    /// The schema version, setting the schema up if it is missing.
-    fn ensure_schema(&self, deadline: Instant) -> Result<()> {
-        let found = self.with_client(deadline, |c| {
-            match c.query_one("SELECT max(version) FROM reimage_schema", &[]) {
-                Ok(r) => Ok(Some(r.get::<_, Option<i32>>(0).unwrap_or(0))),
-                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })?;
-        match found {
-            Some(v) if v > 0 => self.check_version(v),
-            _ => self.setup().map(|_| ()),
-        }
-    }
-
     /// Takes `computer` for a run of `command`, or says who holds it. One
-    /// connection: the schema version, then the take (the schema is set up
-    /// first if it is missing).
+    /// connection: the schema version, then the take in one transaction
+    /// (the schema is set up or upgraded first if it is not ours).
     pub fn acquire(&self, computer: &str, command: &str) -> Result<Lease, StoreError> {
-        // Nothing is held yet, so a busy or restarting server may take up
-        // to a whole lease to answer.
-        let deadline = Instant::now() + self.lease;
+        let limits = self.at_start();
         let token = format!(
             "{:016x}{:016x}",
             crate::backoff::random_u64(),
             crate::backoff::random_u64()
         );
         let pid = std::process::id() as i32;
-        let secs = self.lease.as_secs_f64();
-        let mut began = Instant::now();
+        let secs = self.terms.lease.as_secs_f64();
         let mut set_up = false;
         let mut tries = 0;
         loop {
             tries += 1;
-            let r = self.with_client(deadline, |c| {
-                let v = match c.query_one("SELECT max(version) FROM reimage_schema", &[]) {
-                    Ok(r) => r.get::<_, Option<i32>>(0).unwrap_or(0),
-                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => 0,
-                    Err(e) => return Err(e),
-                };
-                if v == 0 || v > SCHEMA_VERSION {
+            // The lease runs from the database's now() in the take, which
+            // is later than the start of the try that made it.
+            let (r, began) = self.db.run(limits, &on_signal, async |c| {
+                let v = schema_version(c).await?;
+                if v != SCHEMA_VERSION {
                     return Ok(Take::Schema(v));
                 }
-                // The lease runs from the database's now() in this
-                // statement, which is later than this.
-                began = Instant::now();
-                let got = c.query_opt(
-                    "INSERT INTO reimage_holder AS h (computer, token, host, pid, command, started, expires)
-                     VALUES ($1, $2, $3, $4, $5, now(), now() + $6::float8 * interval '1 second')
-                     ON CONFLICT (computer) DO UPDATE
-                       SET token = EXCLUDED.token, host = EXCLUDED.host, pid = EXCLUDED.pid,
-                           command = EXCLUDED.command, started = EXCLUDED.started,
-                           expires = EXCLUDED.expires
-                       WHERE h.expires < now()
-                     RETURNING token",
-                    &[&computer, &token, &self.host, &pid, &command, &secs],
-                )?;
-                if got.is_some() {
-                    return Ok(Take::Got);
-                }
-                let held = c.query_opt(
-                    &format!("{HOLDER_SELECT} WHERE computer = $1"),
-                    &[&computer],
-                )?;
-                Ok(Take::Held(held.as_ref().map(holder_row)))
+                let tx = c.transaction().await?;
+                let row = tx
+                    .query_opt(
+                        &format!(
+                            "SELECT {HOLDER_COLUMNS}, token = $2 FROM reimage_holder
+                              WHERE computer = $1 FOR UPDATE"
+                        ),
+                        &[&computer, &token],
+                    )
+                    .await?;
+                let previous = row.as_ref().map(holder_row);
+                let ours = row.as_ref().is_some_and(|r| r.get::<_, bool>(9));
+                let got = match &previous {
+                    // An earlier try of this run took it, and its answer
+                    // was lost: renew it, so that the lease runs from this
+                    // try as the keeper will count it.
+                    Some(h) if ours && !h.free() && !h.revoked => tx
+                        .query_opt(
+                            "UPDATE reimage_holder
+                                SET expires = now() + $3::float8 * interval '1 second'
+                              WHERE computer = $1 AND token = $2
+                             RETURNING generation",
+                            &[&computer, &token, &secs],
+                        )
+                        .await?
+                        .map(|g| (g, None)),
+                    Some(h) if !h.free() => return Ok(Take::Held(h.clone())),
+                    Some(_) => tx
+                        .query_opt(
+                            "UPDATE reimage_holder
+                                SET token = $2, host = $3, pid = $4, command = $5, started = now(),
+                                    expires = now() + $6::float8 * interval '1 second',
+                                    generation = generation + 1, released = NULL, revoked = NULL
+                              WHERE computer = $1
+                             RETURNING generation",
+                            &[&computer, &token, &self.host, &pid, &command, &secs],
+                        )
+                        .await?
+                        .map(|g| (g, previous.clone())),
+                    None => tx
+                        .query_opt(
+                            "INSERT INTO reimage_holder
+                                (computer, token, host, pid, command, started, expires, generation)
+                             VALUES ($1, $2, $3, $4, $5, now(),
+                                     now() + $6::float8 * interval '1 second', 1)
+                             ON CONFLICT (computer) DO NOTHING
+                             RETURNING generation",
+                            &[&computer, &token, &self.host, &pid, &command, &secs],
+                        )
+                        .await?
+                        .map(|g| (g, None)),
+                };
+                let Some((g, previous)) = got else {
+                    return Ok(Take::Raced);
+                };
+                tx.commit().await?;
+                Ok(Take::Got(g.get(0), previous))
             })?;
             match r {
-                Take::Got => break,
-                // Expired (or released) between the take and the look:
-                // take it again.
-                Take::Held(h) if tries < 3 && h.as_ref().is_none_or(|h| h.expires_in <= 0.0) => {}
-                Take::Held(h) => return Err(StoreError::Held(h)),
+                Take::Got(generation, previous) => {
+                    return Ok(Lease::start(
+                        self.clone(),
+                        token,
+                        computer.to_string(),
+                        generation,
+                        previous,
+                        began,
+                    ));
+                }
+                Take::Held(h) => return Err(StoreError::Held(Some(h))),
+                Take::Raced if tries < 3 => {}
+                Take::Raced => return Err(StoreError::Held(None)),
                 Take::Schema(v) if v > SCHEMA_VERSION || set_up => {
                     self.check_version(v)?;
                     return Err(StoreError::Down(anyhow!(
-                        "coordination store {}: no schema version after setting it up",
+                        "coordination store {}: schema version {v} after setting it up, not {SCHEMA_VERSION}",
                         self.place
                     )));
                 }
@@ -355,78 +406,134 @@ impl Store {
                 }
             }
         }
-        Ok(Lease::start(
-            self.clone(),
-            token,
-            computer.to_string(),
-            began,
-        ))
     }
 
     /// Live holders of `computers` (every computer when empty).
     pub fn holders(&self, computers: &[String]) -> Result<Vec<Holder>> {
-        let deadline = Instant::now() + self.lease / 2;
-        self.ensure_schema(deadline)?;
-        let rows = self.with_client(deadline, |c| {
+        let (found, _) = self.db.run(self.at_start(), &on_signal, async |c| {
+            let v = schema_version(c).await?;
+            if v != SCHEMA_VERSION {
+                return Ok(Err(v));
+            }
             c.query(
                 &format!(
-                    "{HOLDER_SELECT}
-                     WHERE expires > now() AND (cardinality($1::text[]) = 0 OR computer = ANY($1))
+                    "SELECT {HOLDER_COLUMNS} FROM reimage_holder
+                     WHERE expires > now() AND released IS NULL
+                       AND (cardinality($1::text[]) = 0 OR computer = ANY($1))
                      ORDER BY computer"
                 ),
                 &[&computers],
             )
+            .await
+            .map(Ok)
         })?;
-        Ok(rows.iter().map(holder_row).collect())
+        match found {
+            Ok(rows) => Ok(rows.iter().map(holder_row).collect()),
+            Err(v) => {
+                self.check_version(v)?;
+                // No schema, or an older one: set it up for the runs (no
+                // one holds anything without one).
+                let now = self.setup()?;
+                if now != SCHEMA_VERSION {
+                    bail!(
+                        "coordination store {}: schema version {now} after setting it up, not {SCHEMA_VERSION}",
+                        self.place
+                    );
+                }
+                self.holders(computers)
+            }
+        }
     }
 
-    /// Renews every lease of `token`; false when the computer's lease is
-    /// gone (expired and taken by another run, or deleted by an admin).
-    fn renew(&self, token: &str, deadline: Instant) -> Result<bool> {
-        let secs = self.lease.as_secs_f64();
-        self.with_client(deadline, |c| {
-            let r = c.query_one(
-                "WITH h AS (UPDATE reimage_holder
-                              SET expires = now() + $2::float8 * interval '1 second'
-                            WHERE token = $1 RETURNING 1),
-                      s AS (UPDATE reimage_slot
-                              SET expires = now() + $2::float8 * interval '1 second'
-                            WHERE token = $1 RETURNING 1)
-                 SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM s)",
-                &[&token, &secs],
-            )?;
-            Ok(r.get::<_, i64>(0) > 0)
+    /// Renews the lease `token` has on `computer`, and its slots. A lease
+    /// that expired is not renewed even if nobody took it: another run may
+    /// be taking it now.
+    pub(super) fn renew(
+        &self,
+        token: &str,
+        computer: &str,
+        limits: Limits,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<(Renewal, Duration)> {
+        let secs = self.terms.lease.as_secs_f64();
+        self.db.run(limits, cancel, async |c| {
+            let r = c
+                .query_one(
+                    "WITH h AS (UPDATE reimage_holder
+                                  SET expires = now() + $2::float8 * interval '1 second'
+                                WHERE token = $1 AND computer = $3 AND expires > now()
+                                  AND released IS NULL AND revoked IS NULL
+                                RETURNING 1),
+                          s AS (UPDATE reimage_slot
+                                  SET expires = now() + $2::float8 * interval '1 second'
+                                WHERE token = $1 AND EXISTS (SELECT 1 FROM h)
+                                RETURNING 1)
+                     SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM s)",
+                    &[&token, &secs, &computer],
+                )
+                .await?;
+            if r.get::<_, i64>(0) > 0 {
+                return Ok(Renewal::Renewed);
+            }
+            let row = c
+                .query_opt(
+                    &format!(
+                        "SELECT {HOLDER_COLUMNS}, token = $2 FROM reimage_holder
+                          WHERE computer = $1"
+                    ),
+                    &[&computer, &token],
+                )
+                .await?;
+            Ok(Renewal::Gone(gone(row.as_ref())))
         })
     }
 
-    fn release(&self, token: &str) -> Result<()> {
-        let deadline = Instant::now() + op_timeout(self.lease);
-        self.with_client(deadline, |c| {
-            c.batch_execute("BEGIN")?;
-            c.execute("DELETE FROM reimage_slot WHERE token = $1", &[&token])?;
-            c.execute("DELETE FROM reimage_holder WHERE token = $1", &[&token])?;
-            c.batch_execute("COMMIT")
-        })
+    /// Gives the computer back (its row stays, released, with its
+    /// generation) and frees the run's slots.
+    pub(super) fn release(&self, token: &str, limits: Limits) -> Result<()> {
+        self.db
+            .run(limits, &|| false, async |c| {
+                let tx = c.transaction().await?;
+                tx.execute("DELETE FROM reimage_slot WHERE token = $1", &[&token])
+                    .await?;
+                tx.execute(
+                    "UPDATE reimage_holder SET released = now(), expires = now()
+                      WHERE token = $1 AND released IS NULL",
+                    &[&token],
+                )
+                .await?;
+                tx.commit().await
+            })
+            .map(|_| ())
     }
 
-    /// One try at a free slot of `class` (at most `max`); its index.
-    fn try_slot(&self, lease: &Shared, class: &str, max: u32) -> Result<Option<u32>> {
-        let deadline = Instant::now() + op_timeout(self.lease);
-        let secs = self.lease.as_secs_f64();
+    /// One try at a free slot of `class` (at most `max`) for the run
+    /// `token` on `computer`; its index.
+    pub(super) fn try_slot(
+        &self,
+        token: &str,
+        computer: &str,
+        class: &str,
+        max: u32,
+    ) -> Result<Option<u32>> {
+        let secs = self.terms.lease.as_secs_f64();
         let pid = std::process::id() as i32;
         let max = max.min(i32::MAX as u32) as i32;
-        self.with_client(deadline, |c| {
-            let mut tx = c.transaction()?;
+        let (got, _) = self.db.run(self.brief(), &on_signal, async |c| {
+            let tx = c.transaction().await?;
             tx.execute(
                 "SELECT pg_advisory_xact_lock(hashtext('reimage_slot'), hashtext($1))",
                 &[&class],
-            )?;
+            )
+            .await?;
             tx.execute(
                 "DELETE FROM reimage_slot WHERE class = $1 AND expires < now()",
                 &[&class],
-            )?;
+            )
+            .await?;
             let taken: Vec<i32> = tx
-                .query("SELECT slot FROM reimage_slot WHERE class = $1", &[&class])?
+                .query("SELECT slot FROM reimage_slot WHERE class = $1", &[&class])
+                .await?
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
@@ -436,41 +543,87 @@ impl Store {
             tx.execute(
                 "INSERT INTO reimage_slot (class, slot, token, computer, host, pid, taken, expires)
                  VALUES ($1, $2, $3, $4, $5, $6, now(), now() + $7::float8 * interval '1 second')",
-                &[
-                    &class,
-                    &free,
-                    &lease.token,
-                    &lease.computer,
-                    &self.host,
-                    &pid,
-                    &secs,
-                ],
-            )?;
-            tx.commit()?;
+                &[&class, &free, &token, &computer, &self.host, &pid, &secs],
+            )
+            .await?;
+            tx.commit().await?;
             Ok(Some(free as u32))
-        })
+        })?;
+        Ok(got)
     }
 
-    fn free_slot(&self, token: &str, class: &str, index: u32) -> Result<()> {
-        let deadline = Instant::now() + op_timeout(self.lease);
+    pub(super) fn free_slot(&self, token: &str, class: &str, index: u32) -> Result<()> {
         let index = index as i32;
-        self.with_client(deadline, |c| {
-            c.execute(
-                "DELETE FROM reimage_slot WHERE class = $1 AND slot = $2 AND token = $3",
-                &[&class, &index, &token],
-            )
+        self.db
+            .run(self.brief(), &|| false, async |c| {
+                c.execute(
+                    "DELETE FROM reimage_slot WHERE class = $1 AND slot = $2 AND token = $3",
+                    &[&class, &index, &token],
+                )
+                .await
+                .map(|_| ())
+            })
             .map(|_| ())
-        })
+    }
+
+    /// Says what a slot is held for.
+    pub(super) fn label_slot(
+        &self,
+        token: &str,
+        class: &str,
+        index: u32,
+        text: &str,
+    ) -> Result<()> {
+        let index = index as i32;
+        self.db
+            .run(self.brief(), &on_signal, async |c| {
+                c.execute(
+                    "UPDATE reimage_slot SET label = $4 WHERE class = $1 AND slot = $2 AND token = $3",
+                    &[&class, &index, &token, &text],
+                )
+                .await
+                .map(|_| ())
+            })
+            .map(|_| ())
+    }
+
+    /// The labels of the live slots of `class`, every host's.
+    pub(super) fn slot_labels(&self, class: &str) -> Result<Vec<String>> {
+        let (rows, _) = self.db.run(self.brief(), &on_signal, async |c| {
+            c.query(
+                "SELECT label FROM reimage_slot
+                 WHERE class = $1 AND expires > now() AND label <> '' ORDER BY label",
+                &[&class],
+            )
+            .await
+        })?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }
 
-/// The longest one try of a store operation may take (connect timeout,
-/// TCP user timeout, statement timeout): a quarter of the lease, between 1
-/// and 15 seconds. A renewal that begins just before the keeper gives up
-/// (half a lease) ends by three quarters of the lease, so the run stops
-/// while its lease still holds.
-fn op_timeout(lease: Duration) -> Duration {
-    (lease / 4).clamp(Duration::from_secs(1), Duration::from_secs(15))
+/// Why a renewal found no lease of this run: `row` is the computer's row
+/// (with `ours` last), if it has one.
+fn gone(row: Option<&tokio_postgres::Row>) -> String {
+    let Some(r) = row else {
+        return "its row is gone from the store".into();
+    };
+    let h = holder_row(r);
+    let ours: bool = r.get(9);
+    if !ours {
+        format!(
+            "the lease expired and another run took the computer ({})",
+            h.describe()
+        )
+    } else if h.revoked {
+        "an admin revoked it (deleted its row)".into()
+    } else if h.released {
+        "it was released".into()
+    } else {
+        format!(
+            "it expired {:.1}s ago before a renewal reached the store",
+            -h.expires_in
+        )
+    }
 }
 
 fn first_host(c: &Config) -> (String, u16) {
@@ -482,247 +635,10 @@ fn first_host(c: &Config) -> (String, u16) {
     (host, c.get_ports().first().copied().unwrap_or(5432))
 }
 
-/// The server's message (and SQLSTATE), or the connection error.
-fn pg_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} (SQLSTATE {})", d.message(), d.code().code()),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(x) = src {
-                s.push_str(&format!(": {x}"));
-                src = x.source();
-            }
-            s
-        }
-    }
-}
-
-/// What the keeper thread and the slots share.
-pub struct Shared {
-    store: Store,
-    token: String,
-    computer: String,
-    stop: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Shared {
-    /// Waits `d` or until stopped; true when stopped.
-    fn sleep(&self, d: Duration) -> bool {
-        let Ok(g) = self.stop.lock() else {
-            return true;
-        };
-        match self.wake.wait_timeout_while(g, d, |s| !*s) {
-            Ok((g, _)) => *g,
-            Err(_) => true,
-        }
-    }
-
-    /// Takes one of `max` slots of `class`, waiting up to `wait` (calling
-    /// `waiting` while it waits); renewed with the computer's lease.
-    pub fn acquire_slot(
-        self: &Arc<Shared>,
-        class: &str,
-        max: u32,
-        wait: Duration,
-        mut waiting: impl FnMut(Duration),
-    ) -> Result<Option<SiteSlot>> {
-        let start = Instant::now();
-        let mut pause = Backoff::new(ms(160), Duration::from_secs(5)).jittered();
-        loop {
-            // A store that fails now and then only delays the slot: the
-            // keeper decides when the store is lost.
-            let failed = match self.store.try_slot(self, class, max) {
-                Ok(Some(index)) => {
-                    return Ok(Some(SiteSlot {
-                        shared: self.clone(),
-                        class: class.to_string(),
-                        index,
-                    }));
-                }
-                Ok(None) => None,
-                Err(e) => Some(e),
-            };
-            signal::check()?;
-            if start.elapsed() >= wait {
-                return match failed {
-                    Some(e) => Err(e),
-                    None => Ok(None),
-                };
-            }
-            waiting(start.elapsed());
-            // Up to 5 s between tries: 1,000 waiting runs make at most
-            // 200 short connections a second.
-            signal::sleep(pause.next_until(start + wait))?;
-        }
-    }
-}
-
-impl Shared {
-    /// The labels of the live slots of `class`, every host's.
-    pub fn slot_labels(&self, class: &str) -> Result<Vec<String>> {
-        let store = &self.store;
-        let deadline = Instant::now() + op_timeout(store.lease);
-        let rows = store.with_client(deadline, |c| {
-            c.query(
-                "SELECT label FROM reimage_slot
-                 WHERE class = $1 AND expires > now() AND label <> '' ORDER BY label",
-                &[&class],
-            )
-        })?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-}
-
-/// A run's lease on a computer, renewed by a keeper thread until dropped.
-/// If renewing fails for half the lease, the keeper raises the store-lost
-/// stop (see [`signal::STORE_LOST`]) so the run kills its child and ends.
-pub struct Lease {
-    shared: Arc<Shared>,
-    keeper: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Lease({})", self.shared.computer)
-    }
-}
-
-impl Lease {
-    fn start(store: Store, token: String, computer: String, taken: Instant) -> Lease {
-        let shared = Arc::new(Shared {
-            store,
-            token,
-            computer,
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-        });
-        let s = shared.clone();
-        let keeper = std::thread::Builder::new()
-            .name("reimage-lease".into())
-            .spawn(move || keep(&s, taken))
-            .ok();
-        if keeper.is_none() {
-            signal::stop_store_lost("cannot start the thread that renews the lease".into());
-        }
-        Lease { shared, keeper }
-    }
-
-    /// What slots of this run need.
-    pub fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
-    }
-}
-
-/// The keeper: renew every quarter lease; retry failures; give up (and
-/// stop the run) when half the lease has passed since the last renewal
-/// began. The lease in the store runs at least a full lease from then, so
-/// the run stops while it still holds the computer.
-fn keep(s: &Shared, taken: Instant) {
-    let lease = s.store.lease;
-    let every = lease / 4;
-    let give_up = lease / 2;
-    let mut last_ok = taken;
-    loop {
-        let next = every.saturating_sub(last_ok.elapsed());
-        if s.sleep(next) {
-            return;
-        }
-        let mut pause = Backoff::new(ms(80), Duration::from_secs(1)).jittered();
-        loop {
-            let began = Instant::now();
-            let deadline = (last_ok + give_up).max(began + Duration::from_millis(1));
-            match s.store.renew(&s.token, deadline) {
-                Ok(true) => {
-                    last_ok = began;
-                    break;
-                }
-                Ok(false) => {
-                    signal::stop_store_lost(format!(
-                        "lost the lease on computer `{}` in the coordination store {}: another run took it over or an admin removed it; stopped this run",
-                        s.computer, s.store.place
-                    ));
-                    return;
-                }
-                Err(e) => {
-                    if last_ok.elapsed() >= give_up {
-                        signal::stop_store_lost(format!(
-                            "lost the coordination store: no lease renewal for {} ({e:#}); stopped this run so that it does not go on unprotected",
-                            duration::fmt(last_ok.elapsed())
-                        ));
-                        return;
-                    }
-                    if s.sleep(pause.next_until(last_ok + give_up)) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Ok(mut g) = self.shared.stop.lock() {
-            *g = true;
-        }
-        self.shared.wake.notify_all();
-        if let Some(k) = self.keeper.take() {
-            let _ = k.join();
-        }
-        // Best effort: if the store is gone the lease expires by itself,
-        // so a run that lost it does not wait for it again.
-        if signal::caught() != Some(signal::STORE_LOST) {
-            let _ = self.shared.store.release(&self.shared.token);
-        }
-    }
-}
-
-/// A held load slot in the store; freed when dropped (or when the run's
-/// lease expires).
-pub struct SiteSlot {
-    shared: Arc<Shared>,
-    class: String,
-    /// Which slot, from 0.
-    pub index: u32,
-}
-
-impl SiteSlot {
-    /// Says what the slot is held for (best effort: a label is only
-    /// information).
-    pub fn label(&self, text: &str) {
-        let store = &self.shared.store;
-        let deadline = Instant::now() + op_timeout(store.lease);
-        let index = self.index as i32;
-        let _ = store.with_client(deadline, |c| {
-            c.execute(
-                "UPDATE reimage_slot SET label = $4 WHERE class = $1 AND slot = $2 AND token = $3",
-                &[&self.class, &index, &self.shared.token, &text],
-            )
-        });
-    }
-}
-
-impl Drop for SiteSlot {
-    fn drop(&mut self) {
-        if signal::caught() == Some(signal::STORE_LOST) {
-            return;
-        }
-        let _ = self
-            .shared
-            .store
-            .free_slot(&self.shared.token, &self.class, self.index);
-    }
-}
-
-/// Creates the schema at the store `s` names; for `reimage setup-db`.
+/// Creates or upgrades the schema at the store `s` names; for `reimage
+/// setup-db`.
 pub fn setup(s: &Settings) -> Result<(String, i32)> {
     let store = Store::new(s)?;
     let v = store.setup()?;
     Ok((store.place, v))
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
 }

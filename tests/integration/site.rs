@@ -2,6 +2,14 @@
 //! throwaway PostgreSQL cluster started here), and the fleet view
 //! (`status`, `log`). Two state directories with their own configs stand
 //! for two hosts, `node-a` and `node-b`.
+//!
+//! The split brain: host a's path to the store hangs (a proxy that stops
+//! forwarding, or the postmaster SIGSTOPped) while it loads; host b takes
+//! the computer once a's lease has run out. The load command logs when
+//! each load starts, a thread on the first load's pidfd sees when it ends,
+//! and every round asserts that the second load started after the first
+//! had ended. `REIMAGE_SPLIT_ROUNDS` sets the rounds of each scenario
+//! (default 3).
 
 use crate::common::{Scratch, alive, bin, eventually, wait_limit};
 use crate::test::{Output, Test};
@@ -10,18 +18,23 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use testbed::pg::Pg;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+use testbed::pg::{Pg, Proxy};
+use testbed::port::Port;
 use testbed::xcat::Xcat;
 
 const OSIMAGE: &str = "rhels7-x86_64-compute";
 
-/// The load command: records its pid, then behaves as the image's
-/// source says.
+/// The load command: records its pid, logs its start (wall clock, for the
+/// split-brain rounds), then behaves as the image's source says.
 const LOAD: &str = r#"#!/bin/sh
 echo $$ > "$PIDS/$1.tmp" && mv "$PIDS/$1.tmp" "$PIDS/$1"
+echo "start $2 $(date +%s.%N) $$" >> "$PIDS/$1.log"
 case "$2" in
   sleep) exec sleep 120 ;;
+  hold) exec sleep 600 ;;
+  brief) sleep 0.3; echo "end $2 $(date +%s.%N) $$" >> "$PIDS/$1.log" ;;
   retry) echo "node did not answer" >&2; exit 75 ;;
   fatal) echo "no such image" >&2; exit 1 ;;
   *) exit 0 ;;
@@ -38,6 +51,12 @@ impl Site {
     /// `[coordination]` without `host` (None: no store); `extra` is added
     /// to both.
     fn new(name: &str, coordination: Option<&str>, extra: &str) -> Site {
+        Site::hosts(name, [coordination, coordination], extra)
+    }
+
+    /// Like [`Site::new`], each host with its own `[coordination]` body
+    /// (a's may reach the store through a proxy).
+    fn hosts(name: &str, coordination: [Option<&str>; 2], extra: &str) -> Site {
         let s = Scratch::new(name);
         let pids = s.path("pids");
         std::fs::create_dir_all(&pids).expect("pids dir");
@@ -51,7 +70,7 @@ impl Site {
                 "[computers.pc{i}]\naddress = \"127.0.0.1\"\n[computers.n{i:02}]\naddress = \"127.0.0.1\"\nnode = \"n{i:02}\"\n"
             ));
         }
-        for h in ["a", "b"] {
+        for (h, coordination) in ["a", "b"].into_iter().zip(coordination) {
             let coord = coordination
                 .map(|c| format!("[coordination]\n{c}\nhost = \"node-{h}\"\n"))
                 .unwrap_or_default();
@@ -80,6 +99,16 @@ source = "ok"
 os = "none"
 provisioner = "script"
 source = "sleep"
+
+[images.hold]
+os = "none"
+provisioner = "script"
+source = "hold"
+
+[images.brief]
+os = "none"
+provisioner = "script"
+source = "brief"
 
 [images.retry]
 os = "none"
@@ -198,8 +227,26 @@ fn a_second_host_gets_73_naming_the_holder() {
         format!("pid {}", a.id()),
         "`load --image slow --attempt 1`".to_string(),
         "started 20".to_string(),
+        "generation 1".to_string(),
     ] {
         assert!(b.stderr.contains(&want), "missing {want:?}: {}", b.stderr);
+    }
+    // A second run on the same host meets the local lock first, and names
+    // the holder as fully.
+    let again = site.run("a", &["load", "pc1", "--image", "quick"]);
+    assert_eq!(again.code, 73, "{}", again.stderr);
+    for want in [
+        "computer `pc1` is held by another reimage run".to_string(),
+        "host node-a".to_string(),
+        format!("pid {}", a.id()),
+        "`load --image slow`".to_string(),
+        "started 20".to_string(),
+    ] {
+        assert!(
+            again.stderr.contains(&want),
+            "missing {want:?}: {}",
+            again.stderr
+        );
     }
     assert_eq!(
         site.load_pid("pc1"),
@@ -211,7 +258,7 @@ fn a_second_host_gets_73_naming_the_holder() {
         pg.psql("SELECT host || ' ' || pid || ' ' || command FROM reimage_holder"),
         format!("node-a {} load --image slow --attempt 1\n", a.id())
     );
-    assert_eq!(pg.psql("SELECT version FROM reimage_schema"), "1\n");
+    assert_eq!(pg.psql("SELECT version FROM reimage_schema"), "2\n");
 
     // Host b's fleet view shows the run on host a.
     let st = site.run("b", &["status", "pc1", "--json"]);
@@ -225,9 +272,14 @@ fn a_second_host_gets_73_naming_the_holder() {
     let (code, _, err) = finish(a);
     assert_eq!(code, 143, "{err}");
     assert!(eventually(Duration::from_secs(10), || !alive(child)));
-    assert_eq!(pg.psql("SELECT count(*) FROM reimage_holder"), "0\n");
+    // Given back: the row stays, released, and counts the holders.
+    assert_eq!(
+        pg.psql("SELECT generation || ' ' || (released IS NOT NULL) FROM reimage_holder"),
+        "1 true\n"
+    );
     let b = site.run("b", &["load", "pc1", "--image", "quick"]);
     assert_eq!(b.code, 0, "{}", b.stderr);
+    b.stderr_has("holding computer `pc1` as generation 2");
 }
 
 #[test]
@@ -272,7 +324,7 @@ fn a_killed_holder_frees_the_computer_within_the_lease() {
     );
     assert!(got <= lease + Duration::from_secs(30), "{got:?}");
     assert_eq!(
-        pg.psql("SELECT host FROM reimage_holder WHERE computer = 'pc1'"),
+        pg.psql("SELECT host FROM reimage_holder WHERE computer = 'pc1' AND released IS NULL"),
         "",
         "b released it at the end of its run"
     );
@@ -453,7 +505,10 @@ fn a_lost_store_stops_the_run_and_kills_its_child() {
     pg.stop();
     let (code, _, err) = finish(a);
     assert_eq!(code, 69, "{err}");
-    assert!(err.contains("lost the coordination store"), "{err}");
+    assert!(
+        err.contains("lease lost on computer `pc1` (generation 1): no renewal succeeded"),
+        "{err}"
+    );
     assert!(
         eventually(Duration::from_secs(10), || !alive(child)),
         "the load command (pid {child}) must be killed"
@@ -461,6 +516,12 @@ fn a_lost_store_stops_the_run_and_kills_its_child() {
     let r = site.record("a", "pc1");
     assert_eq!(r["exit_code"], 69, "{r}");
     assert_eq!(r["result"], "interrupted", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("lease lost")),
+        "{r}"
+    );
 
     // A run that cannot reach the store does not start.
     let b = site.run("b", &["load", "pc2", "--image", "quick"]);
@@ -485,16 +546,20 @@ fn setup_db_creates_a_versioned_schema_and_a_newer_one_is_refused() {
     for _ in 0..2 {
         let r = site.run("a", &["setup-db"]);
         assert_eq!(r.code, 0, "{}", r.stderr);
-        assert!(r.stdout.contains("schema version 1 ready"), "{}", r.stdout);
+        assert!(r.stdout.contains("schema version 2 ready"), "{}", r.stdout);
     }
     assert_eq!(
         pg.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE tablename LIKE 'reimage_%'"),
         "reimage_holder,reimage_schema,reimage_slot\n"
     );
-    pg.psql("UPDATE reimage_schema SET version = 2");
+    pg.psql("UPDATE reimage_schema SET version = 3");
     let r = site.run("b", &["load", "pc1", "--image", "quick"]);
     assert_eq!(r.code, 69, "{}", r.stderr);
-    assert!(r.stderr.contains("schema version 2"), "{}", r.stderr);
+    assert!(r.stderr.contains("schema version 3"), "{}", r.stderr);
+    // setup-db leaves a newer schema as it is.
+    let r = site.run("a", &["setup-db"]);
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert_eq!(pg.psql("SELECT version FROM reimage_schema"), "3\n");
 
     Test::with(&site.s)
         .no_config_flag()
@@ -694,14 +759,14 @@ fn a_bad_coordination_table_is_a_config_error_at_its_key() {
 
     let site = Site::new(
         "site-config-lease",
-        Some("url = \"postgresql://reimage@db.example/reimage\"\nlease = \"1s\""),
+        Some("url = \"postgresql://reimage@db.example/reimage\"\nlease = \"3s\""),
         "",
     );
     let r = site.run("a", &["check"]);
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("host-a.toml:5:1:"), "{}", r.stderr);
     assert!(
-        r.stderr.contains("`lease` must be 2s or more"),
+        r.stderr.contains("`lease` must be 4s or more"),
         "{}",
         r.stderr
     );
@@ -755,5 +820,405 @@ fn the_password_comes_from_a_file_or_pgpassfile_and_tls_is_verified() {
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     site.run_pgpass("a", &["load", "pc2", "--image", "quick"], &pgpass)
         .code(69)
-        .stderr_has("password");
+        .stderr_has("password missing")
+        .stderr_has(&format!(
+            "the password file {} was ignored because group or others may access it (mode 0644)",
+            pgpass.display()
+        ))
+        .stderr_has(&format!("chmod 600 {}", pgpass.display()))
+        .stderr_lacks(PW);
+}
+
+/// Wall-clock seconds since the epoch, as the load command's `date` says.
+fn wall_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A thread that returns the wall-clock time at which process `pid` ends,
+/// seen through its pidfd (at or after the real end: an overlap it
+/// measures is never smaller than the real one).
+fn end_watch(pid: i32) -> JoinHandle<f64> {
+    use rustix::event::{PollFd, PollFlags};
+    let fd = rustix::process::pidfd_open(
+        Pid::from_raw(pid).expect("a pid"),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .expect("pidfd of the load command");
+    std::thread::spawn(move || {
+        loop {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            let _ = rustix::event::poll(&mut fds, None);
+            if !fds[0].revents().is_empty() {
+                return wall_now();
+            }
+        }
+    })
+}
+
+impl Site {
+    /// The starts the load command of `computer` logged with `source`,
+    /// wall-clock seconds.
+    fn starts(&self, computer: &str, source: &str) -> Vec<f64> {
+        std::fs::read_to_string(self.s.path(&format!("pids/{computer}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 4 && f[0] == "start" && f[1] == source)
+                    .then(|| f[2].parse().ok())
+                    .flatten()
+            })
+            .collect()
+    }
+}
+
+/// Rounds of each split-brain scenario: `REIMAGE_SPLIT_ROUNDS`, default 3.
+fn split_rounds() -> u32 {
+    std::env::var("REIMAGE_SPLIT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// How a scenario makes host a's store hang.
+struct Freeze<'a> {
+    start: &'a dyn Fn(),
+    end: &'a dyn Fn(),
+}
+
+/// How long the hang of round `k` lasts: from 2.5 s (a little more than
+/// the watchdog's half lease, so a's run always loses its lease) to 8 s
+/// (two leases), so that the hang ends before, around and after a's
+/// lease runs out in the store.
+fn hang_of_round(k: u32) -> Duration {
+    Duration::from_millis(2500 + (u64::from(k) * 1300) % 5500)
+}
+
+/// One round: host a loads `computer` and its store hangs; host b tries
+/// until it gets the computer, and loads it. Returns the gap between the
+/// end of a's load and the start of b's, in seconds (negative: overlap).
+fn split_round(site: &Site, computer: &str, round: u32, freeze: &Freeze) -> f64 {
+    let _ = std::fs::remove_file(site.s.path(&format!("pids/{computer}")));
+    let a = site.spawn("a", &["load", computer, "--image", "hold"]);
+    let load = site.load_pid(computer);
+    let ended = end_watch(load);
+    // Spread the start of the hang over the renewal cycle (a quarter
+    // lease, 1 s): in some rounds a renewal is in flight when it begins.
+    std::thread::sleep(Duration::from_millis(150 + (u64::from(round) * 377) % 1000));
+    (freeze.start)();
+    let frozen = Instant::now();
+    let hang = hang_of_round(round);
+    let mut thawed = false;
+    let (mut held, mut down) = (0, 0);
+    let b = loop {
+        if !thawed && frozen.elapsed() >= hang {
+            (freeze.end)();
+            thawed = true;
+        }
+        let b = site.run("b", &["load", computer, "--image", "brief"]);
+        match b.code {
+            0 => break b,
+            73 => held += 1,
+            69 => down += 1,
+            _ => panic!("host b: {b:?}"),
+        }
+        assert!(
+            frozen.elapsed() < Duration::from_secs(90),
+            "host b never got {computer}: {b:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = frozen.elapsed();
+    if !thawed {
+        (freeze.end)();
+    }
+    let a_end = ended.join().expect("end watch");
+    let (code, _, err) = finish(a);
+    assert_eq!(code, 69, "host a: {err}");
+    let lost = format!("lease lost on computer `{computer}` (generation ");
+    let generation: i64 = err
+        .split(&lost)
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("host a names its lost generation: {err}"));
+    let r = site.record("a", computer);
+    assert_eq!(r["exit_code"], 69, "{r}");
+    assert!(
+        r["message"].as_str().is_some_and(|m| m.starts_with(&lost)),
+        "{r}"
+    );
+    // b says whom it took over from, by generation.
+    b.stderr_has(&format!(
+        "took over computer `{computer}` as generation {}",
+        generation + 1
+    ))
+    .stderr_has(&format!(
+        "the lease of generation {generation} (host node-a"
+    ));
+    let b_start = *site
+        .starts(computer, "brief")
+        .last()
+        .expect("b's load logged its start");
+    let gap = b_start - a_end;
+    eprintln!(
+        "round {round}: a's load ended {gap:.3}s before b's started (hang {hang:.1?}; b got {computer} {took:.1?} after it began; {held} runs refused as held, {down} as store down)"
+    );
+    gap
+}
+
+/// Runs the rounds of one scenario and asserts no overlap in any.
+fn split_brain(name: &str, site: &Site, computer: &str, freeze: &Freeze) {
+    let rounds = split_rounds();
+    let gaps: Vec<f64> = (0..rounds)
+        .map(|k| split_round(site, computer, k, freeze))
+        .collect();
+    let overlaps = gaps.iter().filter(|g| **g <= 0.0).count();
+    let worst = gaps.iter().copied().fold(f64::INFINITY, f64::min);
+    let most = gaps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = gaps.iter().sum::<f64>() / f64::from(rounds.max(1));
+    eprintln!(
+        "split brain, {name}: {rounds} rounds, {overlaps} with two loads at once; gap between a's end and b's start: min {worst:.3}s, mean {mean:.3}s, max {most:.3}s (lease 4s)"
+    );
+    assert_eq!(
+        overlaps, 0,
+        "two loads of {computer} at once: gaps {gaps:?}"
+    );
+}
+
+#[test]
+fn a_hung_path_to_the_store_never_gives_two_loads_at_once() {
+    let pg = Pg::start("split-proxy");
+    let proxy = Proxy::to(pg.port);
+    let a = format!("url = \"{}\"\nlease = \"4s\"", proxy.url());
+    let b = coordination(&pg, "4s");
+    let site = Site::hosts("site-split-proxy", [Some(&a), Some(&b)], "");
+    split_brain(
+        "proxy stops forwarding for host a",
+        &site,
+        "pc1",
+        &Freeze {
+            start: &|| proxy.freeze(),
+            end: &|| proxy.thaw(),
+        },
+    );
+}
+
+#[test]
+fn a_stopped_postmaster_never_gives_two_loads_at_once() {
+    let pg = Pg::start("split-stop");
+    let site = Site::new("site-split-stop", Some(&coordination(&pg, "4s")), "");
+    split_brain(
+        "postmaster SIGSTOPped",
+        &site,
+        "pc1",
+        &Freeze {
+            start: &|| pg.pause(),
+            end: &|| pg.resume(),
+        },
+    );
+}
+
+#[test]
+fn an_admin_who_deletes_a_live_holder_row_revokes_it() {
+    let pg = Pg::start("revoke");
+    // Renewals every 5 s: time for b's look between a's renewals.
+    let site = Site::new("site-revoke", Some(&coordination(&pg, "20s")), "");
+    let a = site.spawn("a", &["load", "pc1", "--image", "hold"]);
+    let load = site.load_pid("pc1");
+    let ended = end_watch(load);
+    let truncate = pg.psql_result("TRUNCATE reimage_holder");
+    assert!(
+        truncate
+            .as_ref()
+            .is_err_and(|e| e.contains("reimage_holder has live leases")),
+        "{truncate:?}"
+    );
+    // Just after a renewal, so that a's next one is a quarter lease away.
+    let expires = || pg.psql("SELECT expires FROM reimage_holder WHERE computer = 'pc1'");
+    let before = expires();
+    assert!(
+        eventually(Duration::from_secs(15), || expires() != before),
+        "a did not renew its lease"
+    );
+    pg.psql("DELETE FROM reimage_holder WHERE computer = 'pc1'");
+    assert_eq!(
+        pg.psql("SELECT host || ' ' || (revoked IS NOT NULL) FROM reimage_holder"),
+        "node-a true\n",
+        "the live row stays, revoked"
+    );
+    // b may not load while a still does.
+    let b = site.run("b", &["load", "pc1", "--image", "brief"]);
+    assert_eq!(b.code, 73, "{b:?}");
+    b.stderr_has("an admin revoked its lease");
+    assert!(site.starts("pc1", "brief").is_empty());
+    // a stops at its next renewal and gives the computer back.
+    let (code, _, err) = finish(a);
+    assert_eq!(code, 69, "{err}");
+    assert!(
+        err.contains("lease lost on computer `pc1` (generation 1): an admin revoked it"),
+        "{err}"
+    );
+    let a_end = ended.join().expect("end watch");
+    let b = site.run("b", &["load", "pc1", "--image", "brief"]);
+    b.code(0)
+        .stderr_has("holding computer `pc1` as generation 2");
+    let b_start = site.starts("pc1", "brief")[0];
+    assert!(
+        b_start > a_end,
+        "b's load started {:.3}s before a's ended",
+        a_end - b_start
+    );
+    // Released rows are deleted as asked.
+    pg.psql("DELETE FROM reimage_holder WHERE computer = 'pc1'");
+    assert_eq!(pg.psql("SELECT count(*) FROM reimage_holder"), "0\n");
+}
+
+#[test]
+fn a_second_run_on_the_same_host_names_the_holder() {
+    let site = Site::new("site-local-holder", None, "");
+    let a = site.spawn("a", &["load", "pc1", "--image", "slow", "--of", "2"]);
+    let child = site.load_pid("pc1");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let r = site.run("a", &["load", "pc1", "--image", "quick"]);
+    r.code(73)
+        .stderr_has("computer `pc1` is held by another reimage run")
+        .stderr_has(&format!("host {}", host.trim()))
+        .stderr_has(&format!("pid {}", a.id()))
+        .stderr_has("`load --image slow` (attempt 1 of 2)")
+        .stderr_has("started 20");
+    signal(a.id() as i32, Signal::TERM);
+    assert_eq!(finish(a).0, 143);
+    assert!(eventually(Duration::from_secs(10), || !alive(child)));
+}
+
+#[test]
+fn a_store_that_refuses_or_never_answers_costs_the_start_limit() {
+    // A lease of 40 s: the start waits at most 10 s (tries of 5 s).
+    let closed = Port::new();
+    let refused = format!(
+        "url = \"postgresql://reimage@127.0.0.1:{}/reimage\"\nlease = \"40s\"",
+        closed.num()
+    );
+    let pg = Pg::start("silent");
+    let silent = Proxy::silent(pg.port);
+    let quiet = format!("url = \"{}\"\nlease = \"40s\"", silent.url());
+    let site = Site::hosts("site-silent", [Some(&refused), Some(&quiet)], "");
+    let start = Instant::now();
+    let runs = [
+        (
+            "a",
+            "load",
+            site.spawn("a", &["load", "pc1", "--image", "quick"]),
+        ),
+        (
+            "b",
+            "load",
+            site.spawn("b", &["load", "pc2", "--image", "quick"]),
+        ),
+        ("b", "setup-db", site.spawn("b", &["setup-db"])),
+    ];
+    for (host, what, child) in runs {
+        let (code, _, err) = finish(child);
+        let took = start.elapsed();
+        eprintln!("{what} on host {host}: exit {code} after {took:?}");
+        assert_eq!(code, 69, "{what} on {host}: {err}");
+        assert!(err.contains("coordination store"), "{err}");
+        if host == "a" {
+            assert!(err.contains("Connection refused"), "{err}");
+        } else {
+            assert!(err.contains("no answer within"), "{err}");
+        }
+        // Bounded by the start limit (10 s), far below the lease.
+        assert!(took < Duration::from_secs(30), "{what} on {host}: {took:?}");
+    }
+    assert!(!site.s.path("pids/pc1").exists() && !site.s.path("pids/pc2").exists());
+
+    // SIGTERM ends the wait for a silent store at once.
+    let c = site.spawn("b", &["load", "pc3", "--image", "quick"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    signal(c.id() as i32, Signal::TERM);
+    let (code, _, err) = finish(c);
+    let took = sent.elapsed();
+    eprintln!("SIGTERM while the store is silent: exit {code} after {took:?}");
+    assert_eq!(code, 143, "{err}");
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn sigterm_ends_a_run_whose_store_hangs() {
+    let pg = Pg::start("hang-term");
+    let proxy = Proxy::to(pg.port);
+    // Renewals every 5 s, each try 5 s, the watchdog at 15 s.
+    let a = format!("url = \"{}\"\nlease = \"20s\"", proxy.url());
+    let site = Site::hosts("site-hang-term", [Some(&a), None], "");
+    let run = site.spawn("a", &["load", "pc1", "--image", "hold"]);
+    let load = site.load_pid("pc1");
+    let expires = || pg.psql("SELECT expires FROM reimage_holder WHERE computer = 'pc1'");
+    let before = expires();
+    assert!(
+        eventually(Duration::from_secs(15), || expires() != before),
+        "a did not renew its lease"
+    );
+    proxy.freeze();
+    // The next renewal (5 s after the last) is under way, and has hung for
+    // over a second: the give-back gets 2 s, not a whole try.
+    std::thread::sleep(Duration::from_millis(6500));
+    let sent = Instant::now();
+    signal(run.id() as i32, Signal::TERM);
+    let (code, _, err) = finish(run);
+    let took = sent.elapsed();
+    eprintln!("SIGTERM with the store hanging: exit {code} after {took:?}");
+    assert_eq!(code, 143, "{err}");
+    assert!(!alive(load));
+    // Well before the watchdog's time (15 s after the last renewal, 8.5 s
+    // after the signal): the run did not wait for the store.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM reimage_holder WHERE released IS NULL"),
+        "1\n",
+        "the store could not be told; the lease runs out by itself"
+    );
+    proxy.thaw();
+}
+
+/// The version 1 schema, as reimage 0.1.0 before the generation created
+/// it.
+const SCHEMA_V1: &str = "
+CREATE TABLE reimage_schema (version integer NOT NULL);
+CREATE TABLE reimage_holder (
+    computer text PRIMARY KEY, token text NOT NULL, host text NOT NULL,
+    pid integer NOT NULL, command text NOT NULL,
+    started timestamptz NOT NULL, expires timestamptz NOT NULL);
+CREATE TABLE reimage_slot (
+    class text NOT NULL, slot integer NOT NULL, token text NOT NULL,
+    computer text NOT NULL, host text NOT NULL, pid integer NOT NULL,
+    label text NOT NULL DEFAULT '', taken timestamptz NOT NULL,
+    expires timestamptz NOT NULL, PRIMARY KEY (class, slot));
+INSERT INTO reimage_schema VALUES (1);
+INSERT INTO reimage_holder VALUES
+    ('pc1', 'old', 'node-x', 1, 'load --image quick --attempt 1',
+     now() - interval '1 hour', now() - interval '1 minute');
+";
+
+#[test]
+fn a_version_1_store_is_upgraded_in_place() {
+    let pg = Pg::start("upgrade");
+    pg.psql(SCHEMA_V1);
+    let site = Site::new("site-upgrade", Some(&coordination(&pg, "10s")), "");
+    let r = site.run("a", &["load", "pc1", "--image", "quick"]);
+    r.code(0)
+        .stderr_has("took over computer `pc1` as generation 2 in postgresql://reimage@127.0.0.1");
+    assert_eq!(pg.psql("SELECT version FROM reimage_schema"), "2\n");
+    assert_eq!(
+        pg.psql(
+            "SELECT host || ' ' || generation || ' ' || (released IS NOT NULL) FROM reimage_holder"
+        ),
+        "node-a 2 true\n"
+    );
 }

@@ -7,11 +7,22 @@
 //! PostgreSQL refuses to run as root: when the tests run as root, initdb,
 //! postgres and psql run as `nobody` through `setpriv` (util-linux), and
 //! the temp dir is handed to `nobody`.
+//!
+//! Two ways to make the store hang instead of fail, as a site sees it: a
+//! [`Proxy`] in front of the cluster that stops forwarding (its
+//! connections stay open, nothing is answered: a PgBouncer whose server is
+//! gone, a hung network path), and [`Pg::pause`], SIGSTOP of the
+//! postmaster (new connections wait in its listen queue, unanswered: a
+//! paused database).
 
 use crate::port::Port;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
@@ -285,10 +296,52 @@ impl Pg {
         )
     }
 
+    /// Runs SQL with psql: Ok(output), or Err(what psql said) when the
+    /// server refused it.
+    pub fn psql_result(&self, sql: &str) -> Result<String, String> {
+        let out = pg_command(&self.bin.join("psql"))
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1"])
+            .arg("-h")
+            .arg(self.dir.join("sock"))
+            .args(["-p", &self.port.to_string()])
+            .args(["-U", "reimage", "-d", "reimage", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = self
+            .server
+            .as_ref()
+            .and_then(|c| rustix::process::Pid::from_raw(c.id() as i32))
+            .expect("the server runs");
+        rustix::process::kill_process(pid, sig).expect("signal the postmaster");
+    }
+
+    /// SIGSTOP of the postmaster: connections are accepted by the kernel
+    /// into its listen queue and never answered; sessions that run already
+    /// (their backends are other processes) go on.
+    pub fn pause(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONT of the postmaster: it takes the queued connections.
+    pub fn resume(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
     /// Stops the server (fast shutdown: sessions are ended) and waits.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.server.take() {
             if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
+                // A paused server would not see the shutdown.
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
             }
             let start = Instant::now();
@@ -308,5 +361,124 @@ impl Drop for Pg {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP forwarder on 127.0.0.1 to a server's port that can be frozen:
+/// while frozen it accepts connections but connects nowhere, and stops
+/// forwarding on the connections it has; every socket stays open and
+/// nothing is answered (what a client sees when a PgBouncer's server is
+/// gone or a path hangs). Thawed, it forwards again. A proxy made frozen
+/// is a server that accepts and never answers.
+pub struct Proxy {
+    /// The port it listens on.
+    pub port: u16,
+    frozen: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+/// How long a forwarding thread waits on one socket before it looks at
+/// the other one and at the switches.
+const PROXY_LOOK: Duration = Duration::from_millis(2);
+
+impl Proxy {
+    /// Forwards to 127.0.0.1:`to`.
+    pub fn to(to: u16) -> Proxy {
+        Proxy::start(to, false)
+    }
+
+    /// Accepts connections and never answers (until thawed).
+    pub fn silent(to: u16) -> Proxy {
+        Proxy::start(to, true)
+    }
+
+    fn start(to: u16, frozen: bool) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        l.set_nonblocking(true).expect("nonblocking listener");
+        let port = l.local_addr().expect("proxy address").port();
+        let frozen = Arc::new(AtomicBool::new(frozen));
+        let done = Arc::new(AtomicBool::new(false));
+        let (f, d) = (frozen.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !d.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((client, _)) => {
+                        let (f, d) = (f.clone(), d.clone());
+                        std::thread::spawn(move || forward(client, to, &f, &d));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy { port, frozen, done }
+    }
+
+    /// Stops forwarding; connections stay open, unanswered.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards again.
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// The URL reimage's `[coordination] url` takes to reach the cluster
+    /// through the proxy.
+    pub fn url(&self) -> String {
+        format!("postgresql://reimage@127.0.0.1:{}/reimage", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One connection: connects to the server once not frozen, then copies
+/// both ways while not frozen. Ends when either side closes or the proxy
+/// is dropped.
+fn forward(mut client: TcpStream, to: u16, frozen: &AtomicBool, done: &AtomicBool) {
+    let idle = || {
+        while frozen.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        !done.load(Ordering::SeqCst)
+    };
+    if !idle() {
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)) else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    if client.set_read_timeout(Some(PROXY_LOOK)).is_err()
+        || server.set_read_timeout(Some(PROXY_LOOK)).is_err()
+    {
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if !idle() {
+            return;
+        }
+        if !pump(&mut client, &mut server, &mut buf) || !pump(&mut server, &mut client, &mut buf) {
+            return;
+        }
+    }
+}
+
+/// Copies what `from` has within [`PROXY_LOOK`] to `to`; false when
+/// either is closed.
+fn pump(from: &mut TcpStream, to: &mut TcpStream, buf: &mut [u8]) -> bool {
+    match from.read(buf) {
+        Ok(0) => false,
+        Ok(n) => to.write_all(&buf[..n]).is_ok(),
+        Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
     }
 }
