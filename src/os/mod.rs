@@ -62,10 +62,10 @@ pub fn build(plan: &Plan) -> Box<dyn OsModule> {
 
 /// The command that prints the OS's boot id: a new value on every boot.
 /// Windows families ask what their stock install ships (wmic before
-/// Windows 10, PowerShell from 10 on): see `windows::toolset`.
+/// Windows 10, PowerShell from 10 on): see `windows::commands::toolset`.
 pub fn boot_id_command(f: Family) -> Vec<String> {
     if f.is_windows() {
-        return windows::boot_id_command(f);
+        return windows::commands::boot_id_command(f);
     }
     ["cat", "/proc/sys/kernel/random/boot_id"]
         .iter()
@@ -81,7 +81,7 @@ pub fn boot_id(
 ) -> Result<String, crate::control::ChannelError> {
     let out = ch.run(&boot_id_command(f), timeout)?;
     let id = if f.is_windows() {
-        windows::boot_id_from(f, &out.stdout)
+        windows::commands::boot_id_from(f, &out.stdout)
     } else {
         Some(out.stdout.trim().to_string()).filter(|s| !s.is_empty())
     };
@@ -278,7 +278,7 @@ impl OsModule for Module {
                     };
                     linux::first_boot(plan, attempt, ch, state, report)
                 }
-                f if f.is_windows() => windows::first_boot(plan, attempt, &mut seq, state, report),
+                f if f.is_windows() => windows::first_boot(&mut seq, state),
                 _ => Ok(()),
             }
         });

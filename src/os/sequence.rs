@@ -338,7 +338,7 @@ impl Sequence<'_> {
         let family = self.plan.profile.family;
         let cmd_t = self.plan.profile.command_timeout;
         let aw = self.auth_waits();
-        let cmd = super::windows::setup_state_command(family);
+        let cmd = super::windows::commands::setup_state_command(family);
         let Some(ch) = self.channel.as_deref_mut() else {
             return Waited::Fatal(anyhow::anyhow!("a setup-done step needs a channel"));
         };
@@ -351,7 +351,7 @@ impl Sequence<'_> {
                     return channel_poll(e, aw);
                 }
             };
-            match super::windows::setup_state(family, &out.stdout) {
+            match super::windows::commands::setup_state(family, &out.stdout) {
                 Ok(m) => Poll::Ready(m),
                 Err(m) => Poll::NotYet(m),
             }
