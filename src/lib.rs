@@ -169,7 +169,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
 /// `check` finds what a run would trip over, and a run fails before it
 /// takes the lock.
 fn load(cli: &Cli) -> Result<Loaded, Error> {
-    let loaded = config::load(&cli.config, &provision::BUILTIN)?;
+    let loaded = config::load(&cli.config, &provision::BUILTIN, os::families())?;
     for (name, table) in &loaded.config.provisioners {
         let r = config::ProvisionerRef::from_table(name, table);
         provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
@@ -236,7 +236,8 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     };
     let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
     let lines = provisioner(loaded, &plan)?.describe(&plan);
-    report::stdout_line(plan.describe(&lines).trim_end_matches('\n'));
+    let first_boot = os::build(&plan).describe(&plan);
+    report::stdout_line(plan.describe(&lines, &first_boot).trim_end_matches('\n'));
     report::stdout_line(
         reuse_rule(&plan, &state::StateDir::new(&state_dir(cli, loaded))).trim_end_matches('\n'),
     );

@@ -2,16 +2,16 @@
 //! validation with file:line:column errors; and the resolved plan for one
 //! computer and image that the runner executes.
 
-mod builtin;
+mod defaults;
+mod family;
 mod locate;
 mod model;
 mod plan;
 mod step;
 
+pub use family::{Families, FamilyRules};
 pub use model::*;
-pub use plan::{
-    Activation, ChannelSettings, ComputerPlan, Plan, ProvisionerRef, password_file_name, resolve,
-};
+pub use plan::{Activation, ChannelSettings, ComputerPlan, Plan, ProvisionerRef, resolve};
 pub use step::{Probe, Step, StepLimits, Wait};
 
 use std::path::{Path, PathBuf};
@@ -77,6 +77,8 @@ pub struct Loaded {
     pub text: String,
     /// The parsed model.
     pub config: Config,
+    /// The OS families its profiles resolve against.
+    pub families: Families,
 }
 
 impl Loaded {
@@ -109,10 +111,11 @@ impl Loaded {
 pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Reads and validates the configuration at `path`. `builtin` names the
-/// provisioners that exist without a `[provisioners.NAME]` table. Only a
+/// provisioners that exist without a `[provisioners.NAME]` table;
+/// `families` are the OS families, from the OS floor. Only a
 /// regular file of at most [`MAX_CONFIG_BYTES`] is read, so a device or a
 /// FIFO given by mistake neither grows without bound nor blocks.
-pub fn load(path: &Path, builtin: &[&str]) -> Result<Loaded, ConfigError> {
+pub fn load(path: &Path, builtin: &[&str], families: Families) -> Result<Loaded, ConfigError> {
     use std::io::Read;
     let fail = |what: String| {
         ConfigError(format!(
@@ -149,11 +152,16 @@ pub fn load(path: &Path, builtin: &[&str]) -> Result<Loaded, ConfigError> {
             path.display()
         ))
     })?;
-    parse(path, text, builtin)
+    parse(path, text, builtin, families)
 }
 
 /// Parses and validates configuration text that came from `path`.
-pub fn parse(path: &Path, text: String, builtin: &[&str]) -> Result<Loaded, ConfigError> {
+pub fn parse(
+    path: &Path,
+    text: String,
+    builtin: &[&str],
+    families: Families,
+) -> Result<Loaded, ConfigError> {
     let config: Config = match toml::from_str(&text) {
         Ok(c) => c,
         Err(e) => return Err(locate::toml_error(path, &text, &e)),
@@ -162,6 +170,7 @@ pub fn parse(path: &Path, text: String, builtin: &[&str]) -> Result<Loaded, Conf
         path: path.to_path_buf(),
         text,
         config,
+        families,
     };
     model::validate(&loaded, builtin)?;
     // Every image's profile resolves (step names in `timeouts` exist), so

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, Loaded, builtin};
+use super::{ConfigError, Loaded, defaults};
 use crate::duration;
 use crate::retention::Retention;
 use crate::size;
@@ -172,46 +172,6 @@ pub struct ImageCheck {
     pub expect: String,
 }
 
-/// Which family of OS a profile brings up.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Family {
-    /// No OS knowledge: network probes and the steps you list.
-    Generic,
-    /// Linux over SSH.
-    Linux,
-    /// Windows XP / Server 2003.
-    #[serde(rename = "windows-5")]
-    Windows5,
-    /// Windows Vista / 2008 / 7 / 2008 R2 / 8 / 2012.
-    #[serde(rename = "windows-6")]
-    Windows6,
-    /// Windows 10 / 11 / Server 2016 and later.
-    #[serde(rename = "windows-10")]
-    Windows10,
-}
-
-impl Family {
-    /// The name used in the config and in `reimage check`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Generic => "generic",
-            Family::Linux => "linux",
-            Family::Windows5 => "windows-5",
-            Family::Windows6 => "windows-6",
-            Family::Windows10 => "windows-10",
-        }
-    }
-
-    /// True for the Windows families.
-    pub fn is_windows(self) -> bool {
-        matches!(
-            self,
-            Family::Windows5 | Family::Windows6 | Family::Windows10
-        )
-    }
-}
-
 /// How the OS module talks to the computer.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -240,8 +200,9 @@ impl ChannelKind {
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct OsConfig {
-    /// linux | windows-5 | windows-6 | windows-10 | generic.
-    pub family: Option<Family>,
+    /// One of the families the OS floor hands down (linux, windows-5,
+    /// ...); checked against them, not by serde.
+    pub family: Option<String>,
     /// ssh | winrm | none.
     pub channel: Option<ChannelKind>,
     /// Login user.
@@ -463,14 +424,14 @@ pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
                 "max_attempts must be 1 or more",
             ));
         }
-        if !c.os.contains_key(&img.os) && builtin::family_of(&img.os).is_none() {
+        if !c.os.contains_key(&img.os) && l.families.get(&img.os).is_none() {
             return Err(l.error_at(
                 &["images", name, "os"],
                 format!(
                     "image `{name}` names OS profile `{}`, which is neither an [os.{}] table nor a built-in profile ({})",
                     img.os,
                     img.os,
-                    builtin::FAMILIES.join(", ")
+                    l.families.names()
                 ),
             ));
         }
@@ -624,12 +585,23 @@ fn check_provisioner(
 }
 
 fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError> {
-    if os.family.is_none() && builtin::family_of(name).is_none() && os.steps.is_none() {
+    if let Some(f) = &os.family
+        && l.families.get(f).is_none()
+    {
+        return Err(l.error_at(
+            &["os", name, "family"],
+            format!(
+                "unknown family `{f}`, expected one of {}",
+                l.families.names()
+            ),
+        ));
+    }
+    if os.family.is_none() && l.families.get(name).is_none() && os.steps.is_none() {
         return Err(l.error_at(
             &["os", name],
             format!(
                 "OS profile `{name}` needs `family` ({}) or its own `steps`",
-                builtin::FAMILIES.join(", ")
+                l.families.names()
             ),
         ));
     }
@@ -645,119 +617,23 @@ fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError>
         }
     }
     if let Some(d) = os.probe_interval
-        && !(builtin::PROBE_INTERVAL_MIN..=builtin::PROBE_INTERVAL_MAX).contains(&d)
+        && !(defaults::PROBE_INTERVAL_MIN..=defaults::PROBE_INTERVAL_MAX).contains(&d)
     {
         return Err(l.error_at(
             &["os", name, "probe_interval"],
             format!(
                 "`probe_interval` must be from {} to {} (at most 25 probes a second per computer)",
-                humantime::format_duration(builtin::PROBE_INTERVAL_MIN),
-                humantime::format_duration(builtin::PROBE_INTERVAL_MAX)
+                humantime::format_duration(defaults::PROBE_INTERVAL_MIN),
+                humantime::format_duration(defaults::PROBE_INTERVAL_MAX)
             ),
         ));
     }
     super::plan::check_channel_keys(l, name, os)?;
     super::plan::check_steps(l, name, os)?;
-    check_first_boot_keys(l, name, os)
-}
-
-/// An address or a CIDR (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`).
-pub fn check_cidr(s: &str) -> Result<(), String> {
-    let (addr, prefix) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
-    };
-    let ip: std::net::IpAddr = addr
-        .parse()
-        .map_err(|_| format!("`{s}` is not an IP address or CIDR (like 10.0.0.0/8)"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    match prefix.map(|p| p.parse::<u8>()) {
-        None => Ok(()),
-        Some(Ok(n)) if n <= max => Ok(()),
-        Some(_) => Err(format!("`{s}`: the prefix length must be 0 to {max}")),
-    }
-}
-
-/// A host name or address a first-boot command line may hold as is.
-fn plain_host(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
-}
-
-/// The first-boot keys: addresses parse, host names hold nothing a command
-/// line would read as syntax, and the Windows-only keys sit on a Windows
-/// profile.
-fn check_first_boot_keys(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError> {
-    let family = os.family.or_else(|| builtin::family_of(name));
-    for (i, a) in os.allow_from.iter().flatten().enumerate() {
-        if let Err(why) = check_cidr(a) {
-            return Err(l.error_at(&["os", name, "allow_from", &i.to_string()], why));
-        }
-    }
-    for (i, t) in os.time_servers.iter().flatten().enumerate() {
-        if !plain_host(t) {
-            return Err(l.error_at(
-                &["os", name, "time_servers", &i.to_string()],
-                format!("time server `{t}` is not a host name or address"),
-            ));
-        }
-    }
-    let windows = family.is_some_and(Family::is_windows);
-    for (key, set) in [
-        ("activation", os.activation.is_some()),
-        ("domain", os.domain.is_some()),
-    ] {
-        if set && !windows {
-            return Err(l.error_at(
-                &["os", name, key],
-                format!("`{key}` is a Windows first-boot action, and profile `{name}` is not a windows family"),
-            ));
-        }
-    }
-    if let Some(a) = &os.activation {
-        match (&a.kms, &a.mak_file) {
-            (Some(h), None) if plain_host(h) => {}
-            (Some(h), None) => {
-                return Err(l.error_at(
-                    &["os", name, "activation", "kms"],
-                    format!("KMS host `{h}` is not a host name or address"),
-                ));
-            }
-            (None, Some(_)) => {}
-            _ => {
-                return Err(l.error_at(
-                    &["os", name, "activation"],
-                    "activation needs exactly one of kms = \"HOST[:PORT]\" and mak_file = \"FILE\"",
-                ));
-            }
-        }
-        if family == Some(Family::Windows5) {
-            return Err(l.error_at(
-                &["os", name, "activation"],
-                "Windows XP/2003 has no KMS or MAK activation through slmgr: remove `activation`",
-            ));
-        }
-    }
-    if let Some(d) = &os.domain {
-        let bad = |s: &str| {
-            s.chars()
-                .any(|c| matches!(c, '"' | '\'' | '%' | '&' | '|' | '<' | '>' | '^'))
-        };
-        if !plain_host(&d.name) {
-            return Err(l.error_at(
-                &["os", name, "domain", "name"],
-                format!("domain `{}` is not a DNS name", d.name),
-            ));
-        }
-        if d.ou.as_deref().is_some_and(bad) {
-            return Err(l.error_at(
-                &["os", name, "domain", "ou"],
-                "the OU may not hold quotes, %, &, |, <, > or ^",
-            ));
-        }
-    }
-    Ok(())
+    l.families
+        .of(name, os)
+        .check_keys(name, os)
+        .map_err(|e| l.key_error(&["os", name], &e))
 }
 
 /// What to do with the computer's SSH host key.

@@ -4,12 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::builtin::{
-    COMMAND_TIMEOUT, CONNECT_TIMEOUT, PROBE_INTERVAL, builtin_steps, cloud_init_step,
-    default_channel, default_stable_for, default_user, family_of,
-};
-use super::model::{ChannelKind, DomainConfig, Family, ImageConfig, OsConfig, StaticAddress};
-use super::model::{HostKeyPolicy, WaitKind};
+use super::defaults::{COMMAND_TIMEOUT, CONNECT_TIMEOUT, PROBE_INTERVAL};
+use super::family::FamilyRules;
+use super::model::HostKeyPolicy;
+use super::model::{ChannelKind, DomainConfig, ImageConfig, OsConfig, StaticAddress};
 use super::step::{self, Probe, Step, Wait};
 use super::{ConfigError, Loaded};
 use crate::attempt::Attempt;
@@ -51,8 +49,8 @@ pub struct ImagePlan {
 pub struct Profile {
     /// Profile name.
     pub name: String,
-    /// OS family.
-    pub family: Family,
+    /// OS family: its rules (the OS floor finds its module by the name).
+    pub family: &'static dyn FamilyRules,
     /// The channel and its settings.
     pub channel: ChannelSettings,
     /// Run first-boot configuration.
@@ -349,17 +347,14 @@ pub fn resolve_profile(
     let none = OsConfig::default();
     let user_table = l.config.os.get(name);
     let o = user_table.unwrap_or(&none);
-    let family = o
-        .family
-        .or_else(|| family_of(name))
-        .unwrap_or(Family::Generic);
-    let kind = o.channel.unwrap_or_else(|| default_channel(family));
+    let family = l.families.of(name, o);
+    let kind = o.channel.unwrap_or_else(|| family.default_channel());
     let https = o.https.unwrap_or(false);
     let port = o.port.or_else(|| default_port(kind, https));
     let user = || {
         o.user
             .clone()
-            .unwrap_or_else(|| default_user(family).to_string())
+            .unwrap_or_else(|| family.default_user().to_string())
     };
     let channel = match (kind, port) {
         (ChannelKind::Ssh, Some(port)) => ChannelSettings::Ssh(SshSettings {
@@ -385,7 +380,7 @@ pub fn resolve_profile(
     };
     let mut steps = match &o.steps {
         Some(_) => check_steps(l, name, o)?,
-        None => builtin_steps(family, image),
+        None => family.steps(image),
     };
     for (step, t) in &o.timeouts {
         let Some(s) = steps.iter_mut().find(|s| &s.name == step) else {
@@ -405,13 +400,15 @@ pub fn resolve_profile(
         s.set_timeout(t.0);
     }
     if o.cloud_init == Some(true) && !steps.iter().any(|s| s.name == "cloud-init") {
-        steps.push(cloud_init_step());
+        steps.push(Step::cloud_init());
     }
     Ok(Profile {
         name: name.to_string(),
         family,
         channel,
-        first_boot: o.first_boot.unwrap_or(family != Family::Generic),
+        first_boot: o
+            .first_boot
+            .unwrap_or_else(|| family.first_boot_by_default()),
         admin_password_file: o.admin_password_file.clone(),
         fresh_password: o.fresh_password.unwrap_or(true),
         allow_from: o.allow_from.clone().unwrap_or_default(),
@@ -426,7 +423,7 @@ pub fn resolve_profile(
             }),
         domain: o.domain.clone(),
         steps,
-        stable_for: o.stable_for.unwrap_or_else(|| default_stable_for(family)),
+        stable_for: o.stable_for.unwrap_or_else(|| family.default_stable_for()),
         connect_timeout: o.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
         probe_interval: o.probe_interval.unwrap_or(PROBE_INTERVAL),
         command_timeout: o.command_timeout.unwrap_or(COMMAND_TIMEOUT),
@@ -434,19 +431,23 @@ pub fn resolve_profile(
 }
 
 /// The family and channel of profile `name` with table `o`.
-fn family_and_channel(name: &str, o: &OsConfig) -> (Family, ChannelKind) {
-    let family = o
-        .family
-        .or_else(|| family_of(name))
-        .unwrap_or(Family::Generic);
-    (family, o.channel.unwrap_or_else(|| default_channel(family)))
+fn family_and_channel(
+    l: &Loaded,
+    name: &str,
+    o: &OsConfig,
+) -> (&'static dyn FamilyRules, ChannelKind) {
+    let family = l.families.of(name, o);
+    (
+        family,
+        o.channel.unwrap_or_else(|| family.default_channel()),
+    )
 }
 
 /// Refuses the keys of `[os.NAME]` that its channel does not use (SSH keys
 /// on WinRM, WinRM's on SSH, login keys on channel none): one would be
 /// ignored silently otherwise.
 pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), ConfigError> {
-    let (_, kind) = family_and_channel(name, o);
+    let (_, kind) = family_and_channel(l, name, o);
     let keys = [
         ("key_file", o.key_file.is_some(), ChannelKind::Ssh),
         ("host_keys", o.host_keys.is_some(), ChannelKind::Ssh),
@@ -486,7 +487,7 @@ pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), Co
 /// over a channel need it too: `channel = "none"` without `steps` is an
 /// error there.
 pub fn check_steps(l: &Loaded, name: &str, o: &OsConfig) -> Result<Vec<Step>, ConfigError> {
-    let (family, kind) = family_and_channel(name, o);
+    let (family, kind) = family_and_channel(l, name, o);
     let steps = match &o.steps {
         Some(list) => list
             .iter()
@@ -503,18 +504,15 @@ pub fn check_steps(l: &Loaded, name: &str, o: &OsConfig) -> Result<Vec<Step>, Co
             .collect::<Result<Vec<Step>, ConfigError>>()?,
         // Which steps a family has does not depend on the image: only
         // their timeouts do.
-        None => builtin_steps(family, &ImageConfig::default()),
+        None => family.steps(&ImageConfig::default()),
     };
-    let setup_done = steps.iter().position(|s| s.kind() == WaitKind::SetupDone);
-    if let (false, Some(i)) = (family.is_windows(), setup_done) {
-        return Err(l.error_at(
-            &["os", name, "steps", &i.to_string(), "wait"],
-            format!(
-                "os `{name}` step {}: a `setup-done` step asks Windows; profile `{name}` is family {}",
-                i + 1,
-                family.name()
-            ),
-        ));
+    for (i, s) in steps.iter().enumerate() {
+        if let Err(why) = family.check_wait(name, s.kind()) {
+            return Err(l.error_at(
+                &["os", name, "steps", &i.to_string(), "wait"],
+                format!("os `{name}` step {}: {why}", i + 1),
+            ));
+        }
     }
     let needs_channel = steps.iter().position(|s| s.kind().needs_channel());
     if let (ChannelKind::None, Some(i)) = (kind, needs_channel) {
@@ -562,8 +560,9 @@ impl Plan {
 
     /// The plan as `reimage check COMPUTER --image IMAGE` prints it: the
     /// provisioner (with `provisioner` lines its module wrote), the OS
-    /// profile, and every wait step with its timeout at each attempt.
-    pub fn describe(&self, provisioner: &[String]) -> String {
+    /// profile, every wait step with its timeout at each attempt, and the
+    /// first boot (with `first_boot` lines the OS module wrote).
+    pub fn describe(&self, provisioner: &[String], first_boot: &[String]) -> String {
         use crate::duration::fmt;
         let at = |d: Duration| self.per_attempt(d);
         let p = &self.profile;
@@ -688,13 +687,10 @@ impl Plan {
                 "yes, when the old OS answers before the load"
             }
         ));
-        let first_boot = p.first_boot && p.channel.kind() != ChannelKind::None;
-        line(format!(
-            "  first boot: {}",
-            if first_boot { "yes" } else { "no" }
-        ));
-        if first_boot && (p.family == Family::Linux || p.family.is_windows()) {
-            for l in self.first_boot_lines() {
+        let runs = p.first_boot && p.channel.kind() != ChannelKind::None;
+        line(format!("  first boot: {}", if runs { "yes" } else { "no" }));
+        if runs {
+            for l in first_boot {
                 line(format!("    {l}"));
             }
         }
@@ -709,183 +705,5 @@ impl Plan {
             line(format!("  post-load scripts: {}", scripts.join(", ")));
         }
         s
-    }
-}
-
-impl Plan {
-    /// What the first boot will do, one line each, as `reimage check`
-    /// shows it: lockdown, password, scrub, and the optional actions.
-    pub fn first_boot_lines(&self) -> Vec<String> {
-        let p = &self.profile;
-        let windows = p.family.is_windows();
-        let from = if p.allow_from.is_empty() && windows {
-            "the management node's own address toward the computer".to_string()
-        } else if p.allow_from.is_empty() {
-            "the management node's own address toward the computer and the address the computer sees the SSH connection come from".to_string()
-        } else {
-            p.allow_from.join(", ")
-        };
-        let mut v = Vec::new();
-        let (door, port) = if windows {
-            ("RDP", "TCP 3389")
-        } else {
-            ("SSH", "TCP 22")
-        };
-        v.push(if windows {
-            format!("lockdown: {door} ({port}) and ping open only from {from}")
-        } else {
-            format!("lockdown: {door} ({port}) open only from {from}; ping as the image has it")
-        });
-        let account = if windows { "Administrator" } else { "root" };
-        let file = self
-            .state_dir
-            .join("computers")
-            .join(&self.computer.name)
-            .join(password_file_name(p.family));
-        match (&p.admin_password_file, p.fresh_password) {
-            (Some(f), _) if windows => {
-                v.push(format!("password: {account} set from {}", f.display()))
-            }
-            (_, true) => v.push(format!(
-                "password: fresh random {account} password, written to {}",
-                file.display()
-            )),
-            (_, false) => v.push(format!("password: {account} keeps the image's")),
-        }
-        v.push(if windows {
-            "scrub: Sysprep/Panther/unattend answer files removed".to_string()
-        } else {
-            "scrub: private keys under /root/.ssh removed".to_string()
-        });
-        if windows {
-            v.push(format!(
-                "name: renamed to {}, rebooted, name checked",
-                self.computer.name
-            ));
-            v.push("power: sleep and hibernation off".to_string());
-        }
-        if !p.time_servers.is_empty() {
-            v.push(format!("time: synced from {}", p.time_servers.join(", ")));
-        }
-        match &p.activation {
-            Some(Activation::Kms(h)) => v.push(format!("activation: KMS host {h}")),
-            Some(Activation::Mak(f)) => v.push(format!("activation: MAK from {}", f.display())),
-            None => {}
-        }
-        if let Some(d) = &p.domain {
-            v.push(format!(
-                "domain: join {}{} (credentials {}); unjoin before a reload",
-                d.name,
-                d.ou.as_deref()
-                    .map(|o| format!(" in {o}"))
-                    .unwrap_or_default(),
-                d.credentials_file.display()
-            ));
-        }
-        if windows && self.computer.renew_dhcp {
-            v.push("network: DHCP lease renewed".to_string());
-        }
-        if let (true, Some(s)) = (windows, &self.computer.static_address) {
-            v.push(format!(
-                "network: {} on `{}`{}",
-                s.address,
-                s.interface,
-                s.gateway
-                    .as_deref()
-                    .map(|g| format!(", gateway {g}"))
-                    .unwrap_or_default()
-            ));
-        }
-        v
-    }
-}
-
-/// The file under STATE_DIR/computers/NAME/ that holds the password set at
-/// the last first boot.
-pub fn password_file_name(f: Family) -> &'static str {
-    if f.is_windows() {
-        "administrator-password"
-    } else {
-        "root-password"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The plan for computer `pc` and image `img` of a config whose OS
-    /// profile `p` has `os` keys and whose computer has `computer` keys.
-    fn plan(os: &str, computer: &str) -> Plan {
-        let text = format!(
-            "[os.p]\n{os}\n[images.img]\nos = \"p\"\nprovisioner = \"lab\"\n\
-             [computers.pc]\naddress = \"10.0.0.7\"\n{computer}\n"
-        );
-        let l = super::super::parse(Path::new("t.toml"), text, &["lab", "qemu"])
-            .expect("config parses");
-        resolve(&l, "pc", "img", Path::new("/state"), None).expect("plan resolves")
-    }
-
-    #[test]
-    fn the_channel_port_has_one_default_and_one_override() {
-        let cases = [
-            ("family = \"linux\"", "", Some(22)),
-            ("family = \"windows-6\"", "", Some(5985)),
-            ("family = \"windows-6\"\nhttps = true", "", Some(5986)),
-            ("family = \"linux\"\nchannel = \"winrm\"", "", Some(5985)),
-            ("family = \"windows-10\"\nport = 15985", "", Some(15985)),
-            ("family = \"linux\"", "port = 2222", Some(2222)),
-            ("family = \"generic\"", "", None),
-            ("family = \"generic\"\nport = 80", "", Some(80)),
-            ("family = \"generic\"", "port = 8080", Some(8080)),
-        ];
-        for (os, computer, want) in cases {
-            assert_eq!(plan(os, computer).port(), want, "{os} / {computer}");
-        }
-    }
-
-    #[test]
-    fn channel_settings_carry_only_their_channel() {
-        let p = plan(
-            "family = \"windows-6\"\nhttps = true\ninsecure = true\nuser = \"admin\"",
-            "",
-        );
-        let ChannelSettings::Winrm(w) = &p.profile.channel else {
-            panic!("{:?}", p.profile.channel)
-        };
-        assert!(w.https && w.insecure && w.user == "admin" && w.port == 5986);
-        let p = plan("family = \"linux\"\nhost_keys = \"strict\"", "");
-        let ChannelSettings::Ssh(s) = &p.profile.channel else {
-            panic!("{:?}", p.profile.channel)
-        };
-        assert_eq!(s.host_keys, HostKeyPolicy::Strict);
-        assert_eq!(s.known_hosts, Path::new("/state/known_hosts"));
-        assert_eq!((s.user.as_str(), s.port), ("root", 22));
-    }
-
-    #[test]
-    fn steps_resolve_to_their_kind() {
-        let p = plan(
-            "family = \"linux\"\ncloud_init = true\ntimeouts = { banner = \"7s\" }",
-            "",
-        );
-        let kinds: Vec<&str> = p.profile.steps.iter().map(|s| s.kind().name()).collect();
-        assert_eq!(kinds, ["port", "banner", "login", "command"]);
-        let Wait::Poll(Probe::Banner { port: None, regex }, limits) = &p.profile.steps[1].wait
-        else {
-            panic!("{:?}", p.profile.steps[1])
-        };
-        assert!(regex.is_match("SSH-2.0-OpenSSH"));
-        assert_eq!(limits.timeout, Duration::from_secs(7));
-        let Wait::Poll(Probe::Command { command, regex }, _) = &p.profile.steps[3].wait else {
-            panic!("{:?}", p.profile.steps[3])
-        };
-        assert_eq!(command[0], "cloud-init");
-        assert!(regex.as_ref().is_some_and(|r| r.is_match("status: done")));
-        let p = plan(
-            "family = \"generic\"\nsteps = [{ wait = \"sleep\", timeout = \"3s\" }]",
-            "",
-        );
-        assert!(matches!(p.profile.steps[0].wait, Wait::Sleep(d) if d == Duration::from_secs(3)));
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::PowerReset;
+use super::{Family, PowerReset};
 use crate::attempt::Attempt;
 use crate::config::{Plan, Probe, Step, StepLimits, Wait};
 use crate::control::{Channel, ChannelError};
@@ -27,6 +27,8 @@ pub struct Sequence<'a> {
     pub channel: Option<&'a mut (dyn Channel + 'static)>,
     /// Boot id seen before the load, if one was.
     pub boot_before: Option<String>,
+    /// The OS family: how it reads its boot id and setup state.
+    pub family: &'a dyn Family,
 }
 
 /// What a failed channel call means for a wait. Over WinRM a rejected
@@ -302,7 +304,7 @@ impl Sequence<'_> {
     // refuses them on channel none. The `else` branches below are the
     // type's due, not a check anyone reaches.
     fn wait_login(&mut self, limits: Limits) -> Waited {
-        let family = self.plan.profile.family;
+        let family = self.family;
         let aw = self.auth_waits();
         let cmd_t = self.plan.profile.command_timeout;
         let before = self.boot_before.clone();
@@ -335,10 +337,15 @@ impl Sequence<'_> {
     /// Polls Windows' own setup state until it says complete; logs in as
     /// needed (Sysprep's reboots in between drop the connection).
     fn wait_setup_done(&mut self, limits: Limits) -> Waited {
-        let family = self.plan.profile.family;
+        let family = self.family;
         let cmd_t = self.plan.profile.command_timeout;
         let aw = self.auth_waits();
-        let cmd = super::windows::commands::setup_state_command(family);
+        let Some(cmd) = family.setup_state_command() else {
+            return Waited::Fatal(anyhow::anyhow!(
+                "family {} has no setup state to wait for",
+                family.name()
+            ));
+        };
         let Some(ch) = self.channel.as_deref_mut() else {
             return Waited::Fatal(anyhow::anyhow!("a setup-done step needs a channel"));
         };
@@ -351,7 +358,7 @@ impl Sequence<'_> {
                     return channel_poll(e, aw);
                 }
             };
-            match super::windows::commands::setup_state(family, &out.stdout) {
+            match family.setup_state(&out.stdout) {
                 Ok(m) => Poll::Ready(m),
                 Err(m) => Poll::NotYet(m),
             }
@@ -400,7 +407,7 @@ impl Sequence<'_> {
     }
 
     fn wait_reboot(&mut self, trigger: Option<&[String]>, limits: Limits) -> Waited {
-        let family = self.plan.profile.family;
+        let family = self.family;
         let cmd_t = self
             .plan
             .profile

@@ -1,7 +1,7 @@
 //! The firewall script against the real iptables and nft (each test in a
 //! network namespace of its own) and against a stand-in for nft.
 
-use super::*;
+use super::first_boot::{FIREWALL, program, sh};
 use std::path::{Path, PathBuf};
 
 /// Where a system tool lives, for the netns tests' PATH.

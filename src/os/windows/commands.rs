@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::config::Family;
+use super::Windows;
 use crate::control::CommandOutput;
 use crate::outcome::Outcome;
 
@@ -58,23 +58,22 @@ pub struct Toolset {
     pub answer_files: &'static [&'static str],
 }
 
-/// The toolset of family `f` (the non-Windows families get the Windows 10
-/// one; they never reach this module).
-pub fn toolset(f: Family) -> Toolset {
-    match f {
-        Family::Windows5 => Toolset {
+/// The toolset of Windows `w`.
+pub fn toolset(w: Windows) -> Toolset {
+    match w {
+        Windows::V5 => Toolset {
             powershell: false,
             legacy_firewall: true,
             xp_powercfg: true,
             answer_files: &ANSWER_FILES_5,
         },
-        Family::Windows6 => Toolset {
+        Windows::V6 => Toolset {
             powershell: false,
             legacy_firewall: false,
             xp_powercfg: false,
             answer_files: &ANSWER_FILES,
         },
-        _ => Toolset {
+        Windows::V10 => Toolset {
             powershell: true,
             legacy_firewall: false,
             xp_powercfg: false,
@@ -166,8 +165,8 @@ fn wmic(args: &[&str]) -> Vec<String> {
     v
 }
 
-/// The command that prints the boot id of family `f`: the last boot time.
-pub fn boot_id_command(f: Family) -> Vec<String> {
+/// The command that prints the boot id of Windows `f`: the last boot time.
+pub fn boot_id_command(f: Windows) -> Vec<String> {
     if toolset(f).powershell {
         argv(&[
             "powershell",
@@ -186,7 +185,7 @@ pub fn boot_id_command(f: Family) -> Vec<String> {
 /// The boot id in the output of [`boot_id_command`]: the PowerShell time,
 /// or the value of wmic's `LastBootUpTime=` line (wmic may write UTF-16 and
 /// `\r\r\n` line ends: NULs, byte-order marks and blank lines are skipped).
-pub fn boot_id_from(f: Family, stdout: &str) -> Option<String> {
+pub fn boot_id_from(f: Windows, stdout: &str) -> Option<String> {
     if toolset(f).powershell {
         let t = stdout.trim();
         return (!t.is_empty()).then(|| t.to_string());
@@ -214,8 +213,8 @@ const SETUP_KEY_5: &str = r"HKLM\SYSTEM\Setup";
 
 /// The command that prints Windows' setup state: reg.exe, which every
 /// family ships (no PowerShell needed).
-pub fn setup_state_command(f: Family) -> Vec<String> {
-    if f == Family::Windows5 {
+pub fn setup_state_command(f: Windows) -> Vec<String> {
+    if f == Windows::V5 {
         argv(&["reg", "query", SETUP_KEY_5])
     } else {
         argv(&["reg", "query", SETUP_STATE_KEY, "/v", "ImageState"])
@@ -233,8 +232,8 @@ fn reg_value<'a>(out: &'a str, name: &str) -> Option<&'a str> {
 
 /// Ok (what it says) when the output of [`setup_state_command`] says setup
 /// is complete; Err (what it says) when not yet.
-pub fn setup_state(f: Family, stdout: &str) -> Result<String, String> {
-    if f == Family::Windows5 {
+pub fn setup_state(f: Windows, stdout: &str) -> Result<String, String> {
+    if f == Windows::V5 {
         let flag = |n: &str| match reg_value(stdout, n) {
             None => Ok(0),
             Some(v) => u32::from_str_radix(v.trim_start_matches("0x"), 16).map_err(|_| v),
@@ -305,7 +304,7 @@ pub struct Settings {
 
 /// The rename action of family `f`: renames only when the name differs,
 /// and says whether it did (the new name takes effect at the next boot).
-pub fn rename_action(f: Family, computer: &str) -> Act {
+pub fn rename_action(f: Windows, computer: &str) -> Act {
     if toolset(f).powershell {
         let name = computer.replace('\'', "''");
         Act::Run(ps(&fill(
@@ -458,7 +457,7 @@ pub type Action = (&'static str, Act, OnFail);
 /// The actions for one family, after the rename: Remote Desktop and the
 /// lockdown, power, network, time, activation, and the scrub of answer
 /// files.
-pub fn actions(f: Family, s: &Settings) -> Vec<Action> {
+pub fn actions(f: Windows, s: &Settings) -> Vec<Action> {
     let t = toolset(f);
     let mut v = vec![enable_rdp()];
     v.extend(lockdown(t, &s.allow_from));
@@ -681,7 +680,7 @@ pub fn password_script(user: &str) -> String {
 /// The command that sets the Administrator password from an uploaded file
 /// and deletes the file; the password itself never appears in a command.
 /// Without PowerShell, `script` is the uploaded [`password_script`].
-pub fn password_command(f: Family, user: &str, file: &str, script: &str) -> Vec<String> {
+pub fn password_command(f: Windows, user: &str, file: &str, script: &str) -> Vec<String> {
     if toolset(f).powershell {
         let user = user.replace('\'', "''");
         ps(&fill(
@@ -805,7 +804,7 @@ mod tests {
     fn boot_id_from_wmic_value_output() {
         let out = "\r\r\n\r\r\nLastBootUpTime=20261125093012.500000+060\r\r\n\r\r\n\r\r\n";
         assert_eq!(
-            boot_id_from(Family::Windows5, out).as_deref(),
+            boot_id_from(Windows::V5, out).as_deref(),
             Some("20261125093012.500000+060")
         );
         // UTF-16 read as bytes: NULs between the characters.
@@ -813,20 +812,17 @@ mod tests {
             .chars()
             .flat_map(|c| [c, '\0'])
             .collect();
-        assert_eq!(
-            boot_id_from(Family::Windows6, &wide).as_deref(),
-            Some("2026")
-        );
-        assert_eq!(boot_id_from(Family::Windows6, "LastBootUpTime=\r\n"), None);
+        assert_eq!(boot_id_from(Windows::V6, &wide).as_deref(), Some("2026"));
+        assert_eq!(boot_id_from(Windows::V6, "LastBootUpTime=\r\n"), None);
         assert_eq!(
             boot_id_from(
-                Family::Windows6,
+                Windows::V6,
                 "Please wait while WMIC is being installed.\r\n"
             ),
             None
         );
         assert_eq!(
-            boot_id_from(Family::Windows10, " 2026-11-25T09:30:12.5000000Z\r\n").as_deref(),
+            boot_id_from(Windows::V10, " 2026-11-25T09:30:12.5000000Z\r\n").as_deref(),
             Some("2026-11-25T09:30:12.5000000Z")
         );
     }
@@ -846,7 +842,7 @@ mod tests {
         }
     }
 
-    fn line(f: Family, name: &str) -> String {
+    fn line(f: Windows, name: &str) -> String {
         match actions(f, &settings())
             .into_iter()
             .find(|(n, _, _)| *n == name)
@@ -858,13 +854,13 @@ mod tests {
 
     #[test]
     fn lockdown_is_by_port_and_protocol_from_the_allowed_sources() {
-        let rdp = line(Family::Windows10, "firewall-rdp");
+        let rdp = line(Windows::V10, "firewall-rdp");
         assert_eq!(
             rdp,
             r#"cmd /c netsh advfirewall firewall delete rule name=all dir=in protocol=TCP localport=3389 >nul 2>&1 & netsh advfirewall firewall add rule name="reimage RDP" dir=in action=allow enable=yes protocol=TCP localport=3389 remoteip=10.1.0.0/16,192.0.2.5"#
         );
         assert!(!rdp.to_lowercase().contains("group="), "{rdp}");
-        let ping = line(Family::Windows6, "firewall-ping");
+        let ping = line(Windows::V6, "firewall-ping");
         assert!(
             ping.contains("delete rule name=all dir=in protocol=icmpv4:8,any"),
             "{ping}"
@@ -874,7 +870,7 @@ mod tests {
             "{ping}"
         );
         assert_eq!(
-            line(Family::Windows5, "firewall-rdp"),
+            line(Windows::V5, "firewall-rdp"),
             "netsh firewall set service type=remotedesktop mode=enable scope=custom addresses=10.1.0.0/16,192.0.2.5"
         );
     }
@@ -882,23 +878,20 @@ mod tests {
     #[test]
     fn first_boot_command_lines() {
         assert_eq!(
-            line(Family::Windows6, "time-servers"),
+            line(Windows::V6, "time-servers"),
             r#"cmd /c net start w32time >nul 2>&1 & w32tm /config /manualpeerlist:"ntp1.example.edu ntp2.example.edu" /syncfromflags:manual /update"#
         );
+        assert_eq!(line(Windows::V6, "time-sync"), "w32tm /resync /rediscover");
         assert_eq!(
-            line(Family::Windows6, "time-sync"),
-            "w32tm /resync /rediscover"
-        );
-        assert_eq!(
-            line(Family::Windows10, "activation-kms"),
+            line(Windows::V10, "activation-kms"),
             r"cmd /c cscript //nologo %SystemRoot%\System32\slmgr.vbs /skms kms.example.edu:1688"
         );
-        assert_eq!(line(Family::Windows6, "renew-dhcp"), "ipconfig /renew");
+        assert_eq!(line(Windows::V6, "renew-dhcp"), "ipconfig /renew");
         assert_eq!(
-            line(Family::Windows6, "static-address"),
+            line(Windows::V6, "static-address"),
             r#"netsh interface ip set address name="Public" static 192.0.2.7 255.255.255.0 192.0.2.1 1"#
         );
-        let sleep = line(Family::Windows6, "disable-sleep");
+        let sleep = line(Windows::V6, "disable-sleep");
         for s in POWER_SETTINGS {
             assert!(
                 sleep.contains(&format!("powercfg /change {s} 0")),
@@ -906,7 +899,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            actions(Family::Windows5, &settings())
+            actions(Windows::V5, &settings())
                 .into_iter()
                 .find(|(n, _, _)| *n == "disable-sleep"),
             Some((_, Act::XpPower, OnFail::GoOn))
@@ -923,21 +916,21 @@ mod tests {
     #[test]
     fn setup_state_is_read_from_reg_output() {
         let done = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Setup\\State\r\n    ImageState    REG_SZ    IMAGE_STATE_COMPLETE\r\n\r\n";
-        assert!(setup_state(Family::Windows6, done).is_ok());
+        assert!(setup_state(Windows::V6, done).is_ok());
         let running = done.replace("IMAGE_STATE_COMPLETE", "IMAGE_STATE_UNDEPLOYABLE");
         assert_eq!(
-            setup_state(Family::Windows10, &running).unwrap_err(),
+            setup_state(Windows::V10, &running).unwrap_err(),
             "ImageState IMAGE_STATE_UNDEPLOYABLE"
         );
-        assert!(setup_state(Family::Windows6, "ERROR: not found").is_err());
+        assert!(setup_state(Windows::V6, "ERROR: not found").is_err());
         let xp = "\r\nHKEY_LOCAL_MACHINE\\SYSTEM\\Setup\r\n    SetupType    REG_DWORD    0x0\r\n    SystemSetupInProgress    REG_DWORD    0x1\r\n    MiniSetupInProgress    REG_DWORD    0x1\r\n";
-        assert!(setup_state(Family::Windows5, xp).is_err());
+        assert!(setup_state(Windows::V5, xp).is_err());
         let xp_done = xp.replace("0x1", "0x0");
-        assert!(setup_state(Family::Windows5, &xp_done).is_ok());
+        assert!(setup_state(Windows::V5, &xp_done).is_ok());
         // MiniSetupInProgress gone once mini-setup is over: done.
         let xp_gone = "    SystemSetupInProgress    REG_DWORD    0x0\r\n";
-        assert!(setup_state(Family::Windows5, xp_gone).is_ok());
-        assert!(setup_state(Family::Windows5, "").is_err());
+        assert!(setup_state(Windows::V5, xp_gone).is_ok());
+        assert!(setup_state(Windows::V5, "").is_err());
     }
 
     #[test]
@@ -955,7 +948,7 @@ mod tests {
 
     #[test]
     fn families_use_what_they_ship() {
-        for f in [Family::Windows5, Family::Windows6] {
+        for f in [Windows::V5, Windows::V6] {
             let all: Vec<String> = actions(f, &settings())
                 .into_iter()
                 .flat_map(|(_, act, _)| match act {
@@ -975,15 +968,12 @@ mod tests {
                 "{f:?}: {all:?}"
             );
         }
-        assert_eq!(boot_id_command(Family::Windows10)[0], "powershell");
+        assert_eq!(boot_id_command(Windows::V10)[0], "powershell");
+        assert!(actions(Windows::V5, &settings()).iter().any(
+            |(n, a, _)| *n == "firewall-rdp" && matches!(a, Act::Run(v) if v[1] == "firewall")
+        ));
         assert!(
-            actions(Family::Windows5, &settings())
-                .iter()
-                .any(|(n, a, _)| *n == "firewall-rdp"
-                    && matches!(a, Act::Run(v) if v[1] == "firewall"))
-        );
-        assert!(
-            actions(Family::Windows5, &settings()).iter().any(
+            actions(Windows::V5, &settings()).iter().any(
                 |(_, a, _)| matches!(a, Act::RemoveFiles(f) if f.contains(&r"C:\sysprep\*.txt"))
             )
         );
@@ -991,7 +981,7 @@ mod tests {
 
     #[test]
     fn rename_goes_through_wmic_with_a_guard() {
-        let act = &rename_action(Family::Windows5, "lab-pc-07");
+        let act = &rename_action(Windows::V5, "lab-pc-07");
         let Act::WmiCall(v) = act else {
             panic!("{act:?}")
         };
@@ -999,10 +989,7 @@ mod tests {
             v.join(" "),
             r#"cmd /c if /i not "%COMPUTERNAME%"=="lab-pc-07" wmic computersystem where name="%COMPUTERNAME%" call rename name="lab-pc-07" <nul"#
         );
-        assert!(matches!(
-            rename_action(Family::Windows6, "a&b"),
-            Act::Refuse(_)
-        ));
+        assert!(matches!(rename_action(Windows::V6, "a&b"), Act::Refuse(_)));
     }
 
     #[test]
@@ -1038,7 +1025,7 @@ mod tests {
         assert!(s.contains("SetPassword pw") && s.contains("SetInfo"));
         assert!(s.contains("fso.DeleteFile path, True"));
         assert_eq!(
-            password_command(Family::Windows5, "Administrator", "C:\\p.txt", "C:\\s.vbs"),
+            password_command(Windows::V5, "Administrator", "C:\\p.txt", "C:\\s.vbs"),
             argv(&["cscript", "//nologo", "C:\\s.vbs", "C:\\p.txt"])
         );
     }
@@ -1073,13 +1060,9 @@ mod tests {
             mak_script(),
         ]
         .iter()
-        .chain(&rename_action(Family::Windows10, "pc").into_iter_words())
-        .chain(&password_command(
-            Family::Windows10,
-            "Administrator",
-            "F",
-            "S",
-        )) {
+        .chain(&rename_action(Windows::V10, "pc").into_iter_words())
+        .chain(&password_command(Windows::V10, "Administrator", "F", "S"))
+        {
             assert!(!s.contains('@'), "{s}");
         }
     }

@@ -9,20 +9,21 @@
 use std::path::Path;
 
 use super::commands::{self, Act, DIR, OnFail, RENAMED, Settings, argv};
-use crate::config::{Activation, DomainConfig, Family, Plan};
+use super::{ADMINISTRATOR, Windows};
+use crate::config::{Activation, DomainConfig, Plan};
 use crate::control::CommandOutput;
 use crate::os::actions::Actions;
 use crate::os::sequence::Sequence;
 use crate::outcome::Outcome;
 use crate::state::StateDir;
 
-/// Runs the Windows first boot over the channel of `seq`, whose reboot
+/// Runs the first boot of Windows `windows` over the channel of `seq`, whose reboot
 /// steps it uses: the steps in the order of the module's doc.
-pub fn first_boot(seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
-    let allow_from = crate::os::allow_from(seq.plan).map_err(Outcome::Fatal)?;
+pub fn run(windows: Windows, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
+    let allow_from = crate::os::first_boot::allow_from(seq.plan).map_err(Outcome::Fatal)?;
     let settings = settings(seq.plan, allow_from);
     let mut fb = FirstBoot {
-        family: seq.plan.profile.family,
+        family: windows,
         seq,
         state,
     };
@@ -72,7 +73,7 @@ struct FirstBoot<'a, 'b> {
     /// Where a fresh password is kept.
     state: &'b StateDir,
     /// Which Windows.
-    family: Family,
+    family: Windows,
 }
 
 impl FirstBoot<'_, '_> {
@@ -212,7 +213,10 @@ impl FirstBoot<'_, '_> {
     /// as a file the command deletes first thing.
     fn password(&mut self) -> Result<(), Outcome> {
         let (plan, report) = (self.seq.plan, self.seq.report);
-        let Some(pw) = crate::os::new_password(plan, self.state, report)? else {
+        let fixed = plan.profile.admin_password_file.as_deref();
+        let new =
+            crate::os::first_boot::new_password(plan, ADMINISTRATOR, fixed, self.state, report);
+        let Some(pw) = new? else {
             return Ok(());
         };
         let family = self.family;
