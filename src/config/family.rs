@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::KeyError;
+use super::error::KeyError;
 use super::model::{ChannelKind, ImageConfig, OsConfig, WaitKind};
 use super::step::Step;
 

@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::defaults::{COMMAND_TIMEOUT, CONNECT_TIMEOUT, PROBE_INTERVAL};
-use super::family::FamilyRules;
-use super::model::HostKeyPolicy;
-use super::model::{ChannelKind, DomainConfig, ImageConfig, OsConfig, StaticAddress};
+use super::error::KeyError;
+use super::family::{Families, FamilyRules};
+use super::loaded::Loaded;
+use super::model::{
+    ActivationConfig, ChannelKind, Config, DomainConfig, HostKeyPolicy, ImageConfig, OsConfig,
+    StaticAddress,
+};
 use super::step::{self, Probe, Step, Wait};
-use super::{ConfigError, Loaded};
 use crate::attempt::Attempt;
 use crate::error::Error;
 
@@ -101,6 +104,18 @@ pub enum Activation {
     Kms(String),
     /// With the MAK product key in this file.
     Mak(PathBuf),
+}
+
+impl Activation {
+    /// The activation `activation = { .. }` asks for (validation made
+    /// sure it names exactly one).
+    fn of(a: &ActivationConfig) -> Option<Activation> {
+        match (&a.kms, &a.mak_file) {
+            (Some(h), _) => Some(Activation::Kms(h.clone())),
+            (None, Some(f)) => Some(Activation::Mak(f.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 impl ProvisionerRef {
@@ -269,7 +284,7 @@ pub fn resolve(
             table: toml::Table::new(),
         },
     };
-    let profile = resolve_profile(l, &img.os, img, state_dir)?;
+    let profile = profile(c, &l.families, &img.os, img, state_dir).map_err(|e| l.error(&e))?;
     if profile.channel.port().is_none() && comp.port.is_none() {
         // Channel none and no port anywhere: name what would probe nothing.
         let portless = profile
@@ -303,7 +318,7 @@ pub fn resolve(
         }
     }
     Ok(Plan {
-        computer: super::ComputerPlan {
+        computer: ComputerPlan {
             name: computer.to_string(),
             address: comp.address.clone(),
             node: comp.node.clone().unwrap_or_else(|| computer.to_string()),
@@ -338,16 +353,47 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
 
 /// The profile `name` for `image`: the built-in defaults of its family with
 /// the `[os.NAME]` keys laid over them, steps checked and resolved.
-pub fn resolve_profile(
-    l: &Loaded,
+pub fn profile(
+    c: &Config,
+    families: &Families,
     name: &str,
     image: &ImageConfig,
     state_dir: &Path,
-) -> Result<Profile, ConfigError> {
+) -> Result<Profile, KeyError> {
     let none = OsConfig::default();
-    let user_table = l.config.os.get(name);
-    let o = user_table.unwrap_or(&none);
-    let family = l.families.of(name, o);
+    let o = c.os.get(name).unwrap_or(&none);
+    let family = families.of(name, o);
+    let mut steps = match &o.steps {
+        Some(_) => profile_steps(families, name, o)?,
+        None => family.steps(image),
+    };
+    set_timeouts(name, o, &mut steps)?;
+    if o.cloud_init == Some(true) && !steps.iter().any(|s| s.name == "cloud-init") {
+        steps.push(Step::cloud_init());
+    }
+    Ok(Profile {
+        name: name.to_string(),
+        family,
+        channel: channel_settings(o, family, state_dir),
+        first_boot: o
+            .first_boot
+            .unwrap_or_else(|| family.first_boot_by_default()),
+        admin_password_file: o.admin_password_file.clone(),
+        fresh_password: o.fresh_password.unwrap_or(true),
+        allow_from: o.allow_from.clone().unwrap_or_default(),
+        time_servers: o.time_servers.clone().unwrap_or_default(),
+        activation: o.activation.as_ref().and_then(Activation::of),
+        domain: o.domain.clone(),
+        steps,
+        stable_for: o.stable_for.unwrap_or_else(|| family.default_stable_for()),
+        connect_timeout: o.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+        probe_interval: o.probe_interval.unwrap_or(PROBE_INTERVAL),
+        command_timeout: o.command_timeout.unwrap_or(COMMAND_TIMEOUT),
+    })
+}
+
+/// The channel of profile table `o` of `family`, with its settings.
+fn channel_settings(o: &OsConfig, family: &dyn FamilyRules, state_dir: &Path) -> ChannelSettings {
     let kind = o.channel.unwrap_or_else(|| family.default_channel());
     let https = o.https.unwrap_or(false);
     let port = o.port.or_else(|| default_port(kind, https));
@@ -356,7 +402,7 @@ pub fn resolve_profile(
             .clone()
             .unwrap_or_else(|| family.default_user().to_string())
     };
-    let channel = match (kind, port) {
+    match (kind, port) {
         (ChannelKind::Ssh, Some(port)) => ChannelSettings::Ssh(SshSettings {
             port,
             user: user(),
@@ -377,15 +423,15 @@ pub fn resolve_profile(
             insecure: o.insecure.unwrap_or(false),
         }),
         _ => ChannelSettings::None { port },
-    };
-    let mut steps = match &o.steps {
-        Some(_) => check_steps(l, name, o)?,
-        None => family.steps(image),
-    };
+    }
+}
+
+/// Lays `timeouts = { STEP = ".." }` of profile `name` over `steps`.
+fn set_timeouts(name: &str, o: &OsConfig, steps: &mut [Step]) -> Result<(), KeyError> {
     for (step, t) in &o.timeouts {
         let Some(s) = steps.iter_mut().find(|s| &s.name == step) else {
             let known: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-            return Err(l.error_at(
+            return Err(KeyError::new(
                 &["os", name, "timeouts", step],
                 if known.is_empty() {
                     format!("profile `{name}` has no step `{step}`: it has no steps")
@@ -399,86 +445,20 @@ pub fn resolve_profile(
         };
         s.set_timeout(t.0);
     }
-    if o.cloud_init == Some(true) && !steps.iter().any(|s| s.name == "cloud-init") {
-        steps.push(Step::cloud_init());
-    }
-    Ok(Profile {
-        name: name.to_string(),
-        family,
-        channel,
-        first_boot: o
-            .first_boot
-            .unwrap_or_else(|| family.first_boot_by_default()),
-        admin_password_file: o.admin_password_file.clone(),
-        fresh_password: o.fresh_password.unwrap_or(true),
-        allow_from: o.allow_from.clone().unwrap_or_default(),
-        time_servers: o.time_servers.clone().unwrap_or_default(),
-        activation: o
-            .activation
-            .as_ref()
-            .and_then(|a| match (&a.kms, &a.mak_file) {
-                (Some(h), _) => Some(Activation::Kms(h.clone())),
-                (None, Some(f)) => Some(Activation::Mak(f.clone())),
-                (None, None) => None,
-            }),
-        domain: o.domain.clone(),
-        steps,
-        stable_for: o.stable_for.unwrap_or_else(|| family.default_stable_for()),
-        connect_timeout: o.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
-        probe_interval: o.probe_interval.unwrap_or(PROBE_INTERVAL),
-        command_timeout: o.command_timeout.unwrap_or(COMMAND_TIMEOUT),
-    })
+    Ok(())
 }
 
 /// The family and channel of profile `name` with table `o`.
-fn family_and_channel(
-    l: &Loaded,
+pub fn family_and_channel(
+    families: &Families,
     name: &str,
     o: &OsConfig,
 ) -> (&'static dyn FamilyRules, ChannelKind) {
-    let family = l.families.of(name, o);
+    let family = families.of(name, o);
     (
         family,
         o.channel.unwrap_or_else(|| family.default_channel()),
     )
-}
-
-/// Refuses the keys of `[os.NAME]` that its channel does not use (SSH keys
-/// on WinRM, WinRM's on SSH, login keys on channel none): one would be
-/// ignored silently otherwise.
-pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), ConfigError> {
-    let (_, kind) = family_and_channel(l, name, o);
-    let keys = [
-        ("key_file", o.key_file.is_some(), ChannelKind::Ssh),
-        ("host_keys", o.host_keys.is_some(), ChannelKind::Ssh),
-        ("known_hosts", o.known_hosts.is_some(), ChannelKind::Ssh),
-        ("https", o.https.is_some(), ChannelKind::Winrm),
-        ("ca_file", o.ca_file.is_some(), ChannelKind::Winrm),
-        ("insecure", o.insecure.is_some(), ChannelKind::Winrm),
-    ];
-    if let Some((key, _, of)) = keys.iter().find(|(_, set, of)| *set && *of != kind) {
-        return Err(l.error_at(
-            &["os", name, key],
-            format!(
-                "`{key}` is a setting of channel {}, and profile `{name}` talks over channel {}",
-                of.name(),
-                kind.name()
-            ),
-        ));
-    }
-    let login = [
-        ("user", o.user.is_some()),
-        ("password_file", o.password_file.is_some()),
-    ];
-    if let (ChannelKind::None, Some((key, _))) = (kind, login.iter().find(|(_, set)| *set)) {
-        return Err(l.error_at(
-            &["os", name, key],
-            format!(
-                "profile `{name}` has channel none, which logs in nowhere: `{key}` is not used"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The steps of `[os.NAME]` (table `o`) as written, each checked, and
@@ -486,29 +466,28 @@ pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), Co
 /// the key in the step's table. The built-in steps of a family that talks
 /// over a channel need it too: `channel = "none"` without `steps` is an
 /// error there.
-pub fn check_steps(l: &Loaded, name: &str, o: &OsConfig) -> Result<Vec<Step>, ConfigError> {
-    let (family, kind) = family_and_channel(l, name, o);
+pub fn profile_steps(families: &Families, name: &str, o: &OsConfig) -> Result<Vec<Step>, KeyError> {
+    let (family, kind) = family_and_channel(families, name, o);
     let steps = match &o.steps {
         Some(list) => list
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 step::resolve(s).map_err(|(key, msg)| {
-                    let idx = i.to_string();
-                    l.error_at(
-                        &["os", name, "steps", &idx, key],
+                    KeyError::new(
+                        &["os", name, "steps", &i.to_string(), key],
                         format!("os `{name}` step {}: {msg}", i + 1),
                     )
                 })
             })
-            .collect::<Result<Vec<Step>, ConfigError>>()?,
+            .collect::<Result<Vec<Step>, KeyError>>()?,
         // Which steps a family has does not depend on the image: only
         // their timeouts do.
         None => family.steps(&ImageConfig::default()),
     };
     for (i, s) in steps.iter().enumerate() {
         if let Err(why) = family.check_wait(name, s.kind()) {
-            return Err(l.error_at(
+            return Err(KeyError::new(
                 &["os", name, "steps", &i.to_string(), "wait"],
                 format!("os `{name}` step {}: {why}", i + 1),
             ));
@@ -521,10 +500,9 @@ pub fn check_steps(l: &Loaded, name: &str, o: &OsConfig) -> Result<Vec<Step>, Co
             i + 1,
             steps[i].kind().name()
         );
-        let idx = i.to_string();
         return Err(match &o.steps {
-            Some(_) => l.error_at(&["os", name, "steps", &idx, "wait"], msg),
-            None => l.error_at(&["os", name, "channel"], msg),
+            Some(_) => KeyError::new(&["os", name, "steps", &i.to_string(), "wait"], msg),
+            None => KeyError::new(&["os", name, "channel"], msg),
         });
     }
     Ok(steps)
