@@ -9,6 +9,7 @@
 //! the plan; this file, the loader, on top.
 
 mod defaults;
+mod describe;
 mod error;
 mod family;
 mod loaded;

@@ -9,10 +9,10 @@ use super::error::KeyError;
 use super::family::{Families, FamilyRules};
 use super::loaded::Loaded;
 use super::model::{
-    ActivationConfig, ChannelKind, Config, DomainConfig, HostKeyPolicy, ImageConfig, OsConfig,
-    StaticAddress,
+    ActivationConfig, ChannelKind, ComputerConfig, Config, DomainConfig, HostKeyPolicy,
+    ImageConfig, OsConfig, StaticAddress,
 };
-use super::step::{self, Probe, Step, Wait};
+use super::step::{self, Step, Wait};
 use crate::attempt::Attempt;
 use crate::error::Error;
 
@@ -256,6 +256,35 @@ pub fn resolve(
     reservation: Option<String>,
 ) -> Result<Plan, Error> {
     let c = &l.config;
+    let (comp, img) = find(l, computer, image)?;
+    let provisioner = provisioner_of(l, (computer, comp), (image, img))?;
+    let profile = profile(c, &l.families, &img.os, img, state_dir).map_err(|e| l.error(&e))?;
+    check_port(computer, comp, img, &profile).map_err(|e| l.error(&e))?;
+    Ok(Plan {
+        computer: ComputerPlan::of(computer, comp),
+        image: ImagePlan {
+            name: image.to_string(),
+            source: img.source.clone().unwrap_or_else(|| image.to_string()),
+            config: img.clone(),
+        },
+        provisioner,
+        profile,
+        max_attempts: img.max_attempts.unwrap_or(c.max_attempts),
+        growth: c.timeout_growth,
+        state_dir: state_dir.to_path_buf(),
+        reservation,
+        slots: crate::coord::Slots::local(crate::state::StateDir::new(state_dir)),
+    })
+}
+
+/// The tables of `computer` and `image`; a name the file does not have is
+/// a usage error.
+fn find<'l>(
+    l: &'l Loaded,
+    computer: &str,
+    image: &str,
+) -> Result<(&'l ComputerConfig, &'l ImageConfig), Error> {
+    let c = &l.config;
     let comp = c.computers.get(computer).ok_or_else(|| {
         Error::Usage(format!(
             "unknown computer `{computer}`: {} has no [computers.{computer}] (known: {})",
@@ -270,76 +299,87 @@ pub fn resolve(
             names(c.images.keys())
         ))
     })?;
-    let pname = comp.provisioner.clone().or_else(|| img.provisioner.clone()).ok_or_else(|| {
-        l.error_at(
-            &["images", image],
-            format!("neither computer `{computer}` nor image `{image}` names a provisioner: add provisioner = \"NAME\""),
-        )
-    })?;
-    let provisioner = match c.provisioners.get(&pname) {
+    Ok((comp, img))
+}
+
+/// The provisioner that loads `image` onto `computer`: the computer's, else
+/// the image's (validation made sure a named one exists).
+fn provisioner_of(
+    l: &Loaded,
+    (computer, comp): (&str, &ComputerConfig),
+    (image, img): (&str, &ImageConfig),
+) -> Result<ProvisionerRef, Error> {
+    let c = &l.config;
+    let pname = comp
+        .provisioner
+        .clone()
+        .or_else(|| img.provisioner.clone())
+        .ok_or_else(|| {
+            l.error_at(
+                &["images", image],
+                format!("neither computer `{computer}` nor image `{image}` names a provisioner: add provisioner = \"NAME\""),
+            )
+        })?;
+    Ok(match c.provisioners.get(&pname) {
         Some(t) => ProvisionerRef::from_table(&pname, t),
         None => ProvisionerRef {
             kind: pname.clone(),
             name: pname,
             table: toml::Table::new(),
         },
-    };
-    let profile = profile(c, &l.families, &img.os, img, state_dir).map_err(|e| l.error(&e))?;
-    if profile.channel.port().is_none() && comp.port.is_none() {
-        // Channel none and no port anywhere: name what would probe nothing.
-        let portless = profile
-            .steps
-            .iter()
-            .position(|s| matches!(&s.wait, Wait::Poll(p, _) if p.takes_channel_port()));
-        if let Some(i) = portless {
-            let idx = i.to_string();
-            return Err(l
-                .error_at(
-                    &["os", &img.os, "steps", &idx, "wait"],
-                    format!(
-                        "step `{}` of profile `{}` names no port, and channel none has none: add port = N to the step, or port = N to [computers.{computer}]",
-                        profile.steps[i].name, img.os
-                    ),
-                )
-                .into());
-        }
-        if !profile.stable_for.is_zero() {
-            return Err(l
-                .error_at(
-                    &["os", &img.os, "stable_for"],
-                    format!(
-                        "profile `{}` checks for {} that the computer keeps answering, but channel none has no port to check: add port = N to [os.{}] or [computers.{computer}]",
-                        img.os,
-                        crate::duration::fmt(profile.stable_for),
-                        img.os
-                    ),
-                )
-                .into());
-        }
+    })
+}
+
+/// With channel none and no port anywhere, nothing may need one: no port
+/// or banner step without its own port, no stability window.
+fn check_port(
+    computer: &str,
+    comp: &ComputerConfig,
+    img: &ImageConfig,
+    profile: &Profile,
+) -> Result<(), KeyError> {
+    if profile.channel.port().is_some() || comp.port.is_some() {
+        return Ok(());
     }
-    Ok(Plan {
-        computer: ComputerPlan {
-            name: computer.to_string(),
+    let os = img.os.as_str();
+    let portless = profile
+        .steps
+        .iter()
+        .position(|s| matches!(&s.wait, Wait::Poll(p, _) if p.takes_channel_port()));
+    if let Some(i) = portless {
+        return Err(KeyError::new(
+            &["os", os, "steps", &i.to_string(), "wait"],
+            format!(
+                "step `{}` of profile `{os}` names no port, and channel none has none: add port = N to the step, or port = N to [computers.{computer}]",
+                profile.steps[i].name
+            ),
+        ));
+    }
+    if !profile.stable_for.is_zero() {
+        return Err(KeyError::new(
+            &["os", os, "stable_for"],
+            format!(
+                "profile `{os}` checks for {} that the computer keeps answering, but channel none has no port to check: add port = N to [os.{os}] or [computers.{computer}]",
+                crate::duration::fmt(profile.stable_for),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl ComputerPlan {
+    /// Computer `name` with table `comp`.
+    fn of(name: &str, comp: &ComputerConfig) -> ComputerPlan {
+        ComputerPlan {
+            name: name.to_string(),
             address: comp.address.clone(),
-            node: comp.node.clone().unwrap_or_else(|| computer.to_string()),
+            node: comp.node.clone().unwrap_or_else(|| name.to_string()),
             port: comp.port,
             mac: comp.mac.clone(),
             renew_dhcp: comp.renew_dhcp,
             static_address: comp.static_address.clone(),
-        },
-        image: ImagePlan {
-            name: image.to_string(),
-            source: img.source.clone().unwrap_or_else(|| image.to_string()),
-            config: img.clone(),
-        },
-        provisioner,
-        profile,
-        max_attempts: img.max_attempts.unwrap_or(c.max_attempts),
-        growth: c.timeout_growth,
-        state_dir: state_dir.to_path_buf(),
-        reservation,
-        slots: crate::coord::Slots::local(crate::state::StateDir::new(state_dir)),
-    })
+        }
+    }
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
@@ -534,154 +574,5 @@ impl Plan {
             Some(own) => Some(self.port_over(own)),
             None => self.computer.port,
         }
-    }
-
-    /// The plan as `reimage check COMPUTER --image IMAGE` prints it: the
-    /// provisioner (with `provisioner` lines its module wrote), the OS
-    /// profile, every wait step with its timeout at each attempt, and the
-    /// first boot (with `first_boot` lines the OS module wrote).
-    pub fn describe(&self, provisioner: &[String], first_boot: &[String]) -> String {
-        use crate::duration::fmt;
-        let at = |d: Duration| self.per_attempt(d);
-        let p = &self.profile;
-        let mut s = String::new();
-        let mut line = |t: String| {
-            s.push_str(&t);
-            s.push('\n');
-        };
-        line(format!(
-            "computer: {} (address {}, node {})",
-            self.computer.name, self.computer.address, self.computer.node
-        ));
-        line(format!(
-            "image: {} (source {})",
-            self.image.name, self.image.source
-        ));
-        line(format!(
-            "attempts: {} (timeouts grow x{} per attempt)",
-            self.max_attempts, self.growth
-        ));
-        line(format!(
-            "provisioner: {} (kind {})",
-            self.provisioner.name, self.provisioner.kind
-        ));
-        for d in provisioner {
-            line(format!("  {d}"));
-        }
-        let port = self.port();
-        let port_of =
-            |own: &Option<u16>| own.or(port).map_or("none".to_string(), |p| p.to_string());
-        let port_text = port_of(&None);
-        line(format!(
-            "os profile: {} (family {}, channel {})",
-            p.name,
-            p.family.name(),
-            p.channel.kind().name()
-        ));
-        if let Some(user) = p.channel.user() {
-            line(format!(
-                "  login: {user}@{}:{port_text}",
-                self.computer.address
-            ));
-        }
-        if let ChannelSettings::Ssh(ssh) = &p.channel {
-            let hk = match ssh.host_keys {
-                HostKeyPolicy::Strict => "strict",
-                HostKeyPolicy::AcceptNew => "accept-new",
-                HostKeyPolicy::ReplaceAfterLoad => "replace-after-load",
-            };
-            line(format!("  host keys: {hk} ({})", ssh.known_hosts.display()));
-        }
-        if self.image.config.sysprep || self.image.config.r#virtual {
-            line(format!(
-                "  image: sysprep={} virtual={}",
-                self.image.config.sysprep, self.image.config.r#virtual
-            ));
-        }
-        line("  wait sequence (timeout at attempt 1..n):".into());
-        for (i, st) in p.steps.iter().enumerate() {
-            let mut d = format!("    {}. {} [{}]", i + 1, st.name, st.kind().name());
-            match &st.wait {
-                // A sleep does not grow with the attempt (not a timeout).
-                Wait::Sleep(t) => d.push_str(&format!(": {} (every attempt)", fmt(*t))),
-                Wait::Poll(probe, limits) => {
-                    match probe {
-                        Probe::Port { port: own } => d.push_str(&format!(" port {}", port_of(own))),
-                        Probe::Banner { port: own, regex } => {
-                            d.push_str(&format!(" port {} /{regex}/", port_of(own)))
-                        }
-                        Probe::Command { command, regex } => {
-                            d.push_str(&format!(" `{}`", command.join(" ")));
-                            if let Some(r) = regex {
-                                d.push_str(&format!(" /{r}/"));
-                            }
-                        }
-                        Probe::Reboot {
-                            trigger: Some(command),
-                        } => d.push_str(&format!(" `{}`", command.join(" "))),
-                        Probe::Ping
-                        | Probe::Login
-                        | Probe::SetupDone
-                        | Probe::Reboot { trigger: None } => {}
-                    }
-                    d.push_str(&format!(": timeout {}", at(limits.timeout)));
-                    if let Some(stall) = limits.stall {
-                        d.push_str(&format!("; stall {}", at(stall)));
-                    }
-                    if let Some(r) = limits.reset_on_timeout {
-                        d.push_str(&format!("; on timeout: power reset, then {}", at(r)));
-                    }
-                }
-            }
-            line(d);
-        }
-        if p.steps.iter().any(|s| {
-            matches!(
-                s.wait,
-                Wait::Poll(Probe::Port { .. } | Probe::Banner { .. }, _)
-            )
-        }) {
-            let per_min = (60.0 / p.probe_interval.as_secs_f64()).round();
-            line(format!(
-                "  port probes: every {} while the target answers ({per_min} a minute; probe_interval), pauses doubling to {} while it is silent",
-                fmt(p.probe_interval),
-                fmt(p.probe_interval.max(Duration::from_secs(2)))
-            ));
-        }
-        line(format!("  stable for: {}", fmt(p.stable_for)));
-        match &self.image.config.image_check {
-            Some(c) => line(format!(
-                "  image check: `{}` must match /{}/",
-                c.command.join(" "),
-                c.expect
-            )),
-            None => line("  image check: none".into()),
-        }
-        line(format!(
-            "  boot id check: {}",
-            if p.channel.kind() == ChannelKind::None {
-                "no (channel none)"
-            } else {
-                "yes, when the old OS answers before the load"
-            }
-        ));
-        let runs = p.first_boot && p.channel.kind() != ChannelKind::None;
-        line(format!("  first boot: {}", if runs { "yes" } else { "no" }));
-        if runs {
-            for l in first_boot {
-                line(format!("    {l}"));
-            }
-        }
-        if !self.image.config.post_load.is_empty() {
-            let scripts: Vec<String> = self
-                .image
-                .config
-                .post_load
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            line(format!("  post-load scripts: {}", scripts.join(", ")));
-        }
-        s
     }
 }
