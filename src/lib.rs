@@ -26,6 +26,7 @@ mod encoding;
 mod error;
 mod exec;
 mod fleet;
+mod names;
 mod os;
 mod outcome;
 mod probe;
@@ -236,8 +237,8 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     };
     let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
     let lines = provisioner(loaded, &plan)?.describe(&plan);
-    let first_boot = os::build(&plan).describe(&plan);
-    report::stdout_line(plan.describe(&lines, &first_boot).trim_end_matches('\n'));
+    let os_lines = os::build(&plan).describe(&plan);
+    report::stdout_line(plan.describe(&lines, &os_lines).trim_end_matches('\n'));
     report::stdout_line(
         reuse_rule(&plan, &state::StateDir::new(&state_dir(cli, loaded))).trim_end_matches('\n'),
     );

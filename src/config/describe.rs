@@ -3,22 +3,32 @@
 
 use std::time::Duration;
 
-use super::model::{ChannelKind, HostKeyPolicy};
-use super::plan::{ChannelSettings, Plan};
+use super::model::ChannelKind;
+use super::plan::Plan;
 use super::step::{Probe, Step, Wait};
 use crate::duration::fmt;
+
+/// What the OS module says of a plan for `check`, as the provisioner's
+/// lines say what it will do.
+#[derive(Debug, Clone, Default)]
+pub struct OsLines {
+    /// About the channel beyond the login (an SSH channel's host keys).
+    pub channel: Vec<String>,
+    /// What the first boot does, one line each.
+    pub first_boot: Vec<String>,
+}
 
 impl Plan {
     /// The computer, the image, the attempts, the provisioner (with
     /// `provisioner` lines its module wrote), the OS profile, every wait
     /// step with its timeout at each attempt, the checks, and the first
-    /// boot (with `first_boot` lines the OS module wrote).
-    pub fn describe(&self, provisioner: &[String], first_boot: &[String]) -> String {
+    /// boot (with the lines the OS module wrote).
+    pub fn describe(&self, provisioner: &[String], os: &OsLines) -> String {
         let mut v = self.describe_target(provisioner);
-        v.extend(self.describe_profile());
+        v.extend(self.describe_profile(&os.channel));
         v.extend(self.describe_steps());
         v.extend(self.describe_checks());
-        v.extend(self.describe_first_boot(first_boot));
+        v.extend(self.describe_first_boot(&os.first_boot));
         v.iter().map(|l| format!("{l}\n")).collect()
     }
 
@@ -49,8 +59,9 @@ impl Plan {
             .map_or("none".to_string(), |p| p.to_string())
     }
 
-    /// The profile, its family and channel, the login.
-    fn describe_profile(&self) -> Vec<String> {
+    /// The profile, its family and channel, the login (and `channel`
+    /// lines the OS module wrote).
+    fn describe_profile(&self, channel: &[String]) -> Vec<String> {
         let p = &self.profile;
         let mut v = vec![format!(
             "os profile: {} (family {}, channel {})",
@@ -65,14 +76,7 @@ impl Plan {
                 self.port_text(None)
             ));
         }
-        if let ChannelSettings::Ssh(ssh) = &p.channel {
-            let hk = match ssh.host_keys {
-                HostKeyPolicy::Strict => "strict",
-                HostKeyPolicy::AcceptNew => "accept-new",
-                HostKeyPolicy::ReplaceAfterLoad => "replace-after-load",
-            };
-            v.push(format!("  host keys: {hk} ({})", ssh.known_hosts.display()));
-        }
+        v.extend(channel.iter().map(|l| format!("  {l}")));
         let img = &self.image.config;
         if img.sysprep || img.r#virtual {
             v.push(format!(
@@ -169,8 +173,7 @@ impl Plan {
     /// Whether the first boot runs and what it does, then the image's
     /// post-load scripts.
     fn describe_first_boot(&self, first_boot: &[String]) -> Vec<String> {
-        let p = &self.profile;
-        let runs = p.first_boot && p.channel.kind() != ChannelKind::None;
+        let runs = self.profile.first_boot;
         let mut v = vec![format!("  first boot: {}", if runs { "yes" } else { "no" })];
         if runs {
             v.extend(first_boot.iter().map(|l| format!("    {l}")));

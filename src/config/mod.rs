@@ -19,11 +19,12 @@ mod plan;
 mod step;
 mod validate;
 
+pub use describe::OsLines;
 pub use error::{ConfigError, KeyError};
 pub use family::{Families, FamilyRules};
 pub use loaded::Loaded;
 pub use model::*;
-pub use plan::{Activation, ChannelSettings, Plan, ProvisionerRef, resolve};
+pub use plan::{Activation, ChannelSettings, Plan, ProvisionerRef, SshSettings, resolve};
 pub use step::{Probe, Step, StepLimits, Wait};
 
 use std::path::Path;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration;
+use crate::names::named;
 use crate::retention::Retention;
 use crate::size;
 
@@ -172,26 +173,15 @@ pub struct ImageCheck {
     pub expect: String,
 }
 
-/// How the OS module talks to the computer.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChannelKind {
-    /// SSH (key or password file).
-    Ssh,
-    /// WS-Management (WinRM).
-    Winrm,
-    /// Network probes only.
-    None,
-}
-
-impl ChannelKind {
-    /// The name used in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            ChannelKind::Ssh => "ssh",
-            ChannelKind::Winrm => "winrm",
-            ChannelKind::None => "none",
-        }
+named! {
+    /// How the OS module talks to the computer.
+    pub enum ChannelKind {
+        /// SSH (key or password file).
+        Ssh = "ssh",
+        /// WS-Management (WinRM).
+        Winrm = "winrm",
+        /// Network probes only.
+        None = "none",
     }
 }
 
@@ -214,8 +204,10 @@ pub struct OsConfig {
     /// Channel port (22, 5985, 5986).
     #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
-    /// SSH host-key policy.
-    pub host_keys: Option<HostKeyPolicy>,
+    /// SSH host-key policy, as written: the SSH channel
+    /// (`control::ssh::HostKeyPolicy`) decodes it, and its family's checks
+    /// refuse a name it does not know.
+    pub host_keys: Option<String>,
     /// known_hosts file (default: STATE_DIR/known_hosts).
     pub known_hosts: Option<PathBuf>,
     /// Run the family's first-boot configuration.
@@ -307,45 +299,31 @@ impl<'de> Deserialize<'de> for DurationValue {
     }
 }
 
-/// What a wait step waits for.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum WaitKind {
-    /// ICMP echo answered (system `ping`).
-    Ping,
-    /// TCP connect succeeds.
-    Port,
-    /// TCP connect and a first line matching `regex`.
-    Banner,
-    /// The channel authenticates and runs a no-op.
-    Login,
-    /// A command over the channel until its output matches `regex` (or it
-    /// exits 0 when no regex is given).
-    Command,
-    /// The computer goes down and comes back with a new boot id.
-    Reboot,
-    /// Windows says its setup is complete: Sysprep's passes are done
-    /// (windows families only).
-    SetupDone,
-    /// Just wait.
-    Sleep,
+named! {
+    /// What a wait step waits for.
+    pub enum WaitKind {
+        /// ICMP echo answered (system `ping`).
+        Ping = "ping",
+        /// TCP connect succeeds.
+        Port = "port",
+        /// TCP connect and a first line matching `regex`.
+        Banner = "banner",
+        /// The channel authenticates and runs a no-op.
+        Login = "login",
+        /// A command over the channel until its output matches `regex` (or
+        /// it exits 0 when no regex is given).
+        Command = "command",
+        /// The computer goes down and comes back with a new boot id.
+        Reboot = "reboot",
+        /// Windows says its setup is complete: Sysprep's passes are done
+        /// (windows families only).
+        SetupDone = "setup-done",
+        /// Just wait.
+        Sleep = "sleep",
+    }
 }
 
 impl WaitKind {
-    /// The name used in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            WaitKind::Ping => "ping",
-            WaitKind::Port => "port",
-            WaitKind::Banner => "banner",
-            WaitKind::Login => "login",
-            WaitKind::Command => "command",
-            WaitKind::Reboot => "reboot",
-            WaitKind::SetupDone => "setup-done",
-            WaitKind::Sleep => "sleep",
-        }
-    }
-
     /// True for steps that need a channel other than `none`.
     pub fn needs_channel(self) -> bool {
         matches!(
@@ -383,39 +361,4 @@ pub struct StepConfig {
     /// and wait this much longer (Windows 6.x, as Apache VCL does).
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub reset_on_timeout: Option<Duration>,
-}
-
-/// What to do with the computer's SSH host key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// The key must already be in the known-hosts file: for standing
-    /// machines whose keys never change.
-    Strict,
-    /// A missing entry is added (trust on first use); a different key is
-    /// refused, like OpenSSH's `StrictHostKeyChecking accept-new`.
-    AcceptNew,
-    /// A freshly loaded computer has new host keys: whatever the file holds
-    /// for it is replaced on the first connection this SSH channel makes;
-    /// after that the key is pinned, so a different key later in the same
-    /// run (say after a reboot step) is refused.
-    #[default]
-    ReplaceAfterLoad,
-}
-
-impl std::str::FromStr for HostKeyPolicy {
-    type Err = String;
-
-    /// Parses the config spelling: `strict`, `accept-new`,
-    /// `replace-after-load`.
-    fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
-        match s {
-            "strict" => Ok(HostKeyPolicy::Strict),
-            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
-            "replace-after-load" => Ok(HostKeyPolicy::ReplaceAfterLoad),
-            _ => Err(format!(
-                "unknown host key policy `{s}`: use strict, accept-new or replace-after-load"
-            )),
-        }
-    }
 }

@@ -9,8 +9,8 @@ use super::error::KeyError;
 use super::family::{Families, FamilyRules};
 use super::loaded::Loaded;
 use super::model::{
-    ActivationConfig, ChannelKind, ComputerConfig, Config, DomainConfig, HostKeyPolicy,
-    ImageConfig, OsConfig, StaticAddress,
+    ActivationConfig, ChannelKind, ComputerConfig, Config, DomainConfig, ImageConfig, OsConfig,
+    StaticAddress,
 };
 use super::step::{self, Step, Wait};
 use crate::attempt::Attempt;
@@ -56,7 +56,8 @@ pub struct Profile {
     pub family: &'static dyn FamilyRules,
     /// The channel and its settings.
     pub channel: ChannelSettings,
-    /// Run first-boot configuration.
+    /// Run first-boot configuration: as the profile or its family says,
+    /// and only over a channel that logs in.
     pub first_boot: bool,
     /// Administrator password file (windows first boot), instead of a
     /// random one.
@@ -158,8 +159,9 @@ pub struct SshSettings {
     pub key_file: Option<PathBuf>,
     /// Password file.
     pub password_file: Option<PathBuf>,
-    /// Host-key policy.
-    pub host_keys: HostKeyPolicy,
+    /// Host-key policy as written (`None`: the SSH channel's default); the
+    /// SSH channel decodes it.
+    pub host_keys: Option<String>,
     /// known_hosts file.
     pub known_hosts: PathBuf,
 }
@@ -411,13 +413,15 @@ pub fn profile(
     if o.cloud_init == Some(true) && !steps.iter().any(|s| s.name == "cloud-init") {
         steps.push(Step::cloud_init());
     }
+    let channel = channel_settings(o, family, state_dir);
     Ok(Profile {
         name: name.to_string(),
         family,
-        channel: channel_settings(o, family, state_dir),
         first_boot: o
             .first_boot
-            .unwrap_or_else(|| family.first_boot_by_default()),
+            .unwrap_or_else(|| family.first_boot_by_default())
+            && channel.kind() != ChannelKind::None,
+        channel,
         admin_password_file: o.admin_password_file.clone(),
         fresh_password: o.fresh_password.unwrap_or(true),
         allow_from: o.allow_from.clone().unwrap_or_default(),
@@ -448,7 +452,7 @@ fn channel_settings(o: &OsConfig, family: &dyn FamilyRules, state_dir: &Path) ->
             user: user(),
             key_file: o.key_file.clone(),
             password_file: o.password_file.clone(),
-            host_keys: o.host_keys.unwrap_or(HostKeyPolicy::ReplaceAfterLoad),
+            host_keys: o.host_keys.clone(),
             known_hosts: o
                 .known_hosts
                 .clone()

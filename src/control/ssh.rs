@@ -33,8 +33,45 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Channel, ChannelError, CommandOutput};
-use crate::config::HostKeyPolicy;
+use crate::names::named;
 use crate::signal;
+
+named! {
+    /// What to do with the computer's SSH host key (`host_keys` of an OS
+    /// profile: the configuration keeps the name, this channel decodes it).
+    #[derive(Default)]
+    pub enum HostKeyPolicy {
+        /// The key must already be in the known-hosts file: for standing
+        /// machines whose keys never change.
+        Strict = "strict",
+        /// A missing entry is added (trust on first use); a different key is
+        /// refused, like OpenSSH's `StrictHostKeyChecking accept-new`.
+        AcceptNew = "accept-new",
+        /// A freshly loaded computer has new host keys: whatever the file
+        /// holds for it is replaced on the first connection this SSH channel
+        /// makes; after that the key is pinned, so a different key later in
+        /// the same run (say after a reboot step) is refused.
+        #[default]
+        ReplaceAfterLoad = "replace-after-load",
+    }
+}
+
+impl std::str::FromStr for HostKeyPolicy {
+    type Err = String;
+
+    /// Parses the config spelling: `strict`, `accept-new`,
+    /// `replace-after-load`.
+    fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
+        HostKeyPolicy::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = HostKeyPolicy::ALL.iter().map(|p| p.name()).collect();
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            format!(
+                "unknown host key policy `{s}`: use {} or {last}",
+                rest.join(", ")
+            )
+        })
+    }
+}
 
 /// Where and how to log in.
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@ mod tests;
 use std::time::Duration;
 
 use crate::attempt::Attempt;
-use crate::config::{Families, FamilyRules, Plan};
+use crate::config::{Families, FamilyRules, OsLines, Plan};
 use crate::control::Channel;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
@@ -52,8 +52,9 @@ pub trait OsModule {
     /// and wants it to match. Err says why not, in a sentence.
     fn identify(&self, plan: &Plan, check_image: bool) -> Result<String, String>;
 
-    /// Lines for `reimage check`: what the first boot will do.
-    fn describe(&self, plan: &Plan) -> Vec<String>;
+    /// Lines for `reimage check`: the channel's settings beyond the login,
+    /// and what the first boot will do.
+    fn describe(&self, plan: &Plan) -> OsLines;
 
     /// Waits for the OS, checks it, configures it. `power` resets the
     /// computer, for profiles that do so on a failed wait. Retry when a

@@ -24,7 +24,8 @@ pub struct Sequence<'a> {
     pub attempt: Attempt,
     pub power: &'a dyn PowerReset,
     pub report: &'a Reporter,
-    pub channel: Option<&'a mut (dyn Channel + 'static)>,
+    /// The channel (channel none's only probes the port).
+    pub channel: &'a mut (dyn Channel + 'static),
     /// Boot id seen before the load, if one was.
     pub boot_before: Option<String>,
     /// The OS family: how it reads its boot id and setup state.
@@ -300,17 +301,14 @@ impl Sequence<'_> {
         )
     }
 
-    // Login, command and reboot steps find a channel: config resolution
-    // refuses them on channel none. The `else` branches below are the
-    // type's due, not a check anyone reaches.
+    // Login, setup-done, command and reboot steps log in: config
+    // resolution refuses them on channel none.
     fn wait_login(&mut self, limits: Limits) -> Waited {
         let family = self.family;
         let aw = self.auth_waits();
         let cmd_t = self.plan.profile.command_timeout;
         let before = self.boot_before.clone();
-        let Some(ch) = self.channel.as_deref_mut() else {
-            return Waited::Fatal(anyhow::anyhow!("a login step needs a channel"));
-        };
+        let ch = &mut *self.channel;
         wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             if let Err(e) = ch.login(t) {
@@ -346,9 +344,7 @@ impl Sequence<'_> {
                 family.name()
             ));
         };
-        let Some(ch) = self.channel.as_deref_mut() else {
-            return Waited::Fatal(anyhow::anyhow!("a setup-done step needs a channel"));
-        };
+        let ch = &mut *self.channel;
         wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             let out = match ch.login(t).and_then(|_| ch.run(&cmd, t)) {
@@ -373,9 +369,7 @@ impl Sequence<'_> {
     ) -> Waited {
         let cmd_t = self.plan.profile.command_timeout;
         let aw = self.auth_waits();
-        let Some(ch) = self.channel.as_deref_mut() else {
-            return Waited::Fatal(anyhow::anyhow!("a command step needs a channel"));
-        };
+        let ch = &mut *self.channel;
         wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             match ch.run(argv, t) {
@@ -415,9 +409,7 @@ impl Sequence<'_> {
             .min(Duration::from_secs(30));
         let report = self.report;
         let aw = self.auth_waits();
-        let Some(ch) = self.channel.as_deref_mut() else {
-            return Waited::Fatal(anyhow::anyhow!("a reboot step needs a channel"));
-        };
+        let ch = &mut *self.channel;
         let old = match super::boot_id(ch, family, cmd_t) {
             Ok(id) => Some(id),
             Err(e) if e.is_fatal() => return Waited::Fatal(e.into_inner()),
@@ -466,22 +458,16 @@ impl Sequence<'_> {
         let start = Instant::now();
         let connect = self.plan.profile.connect_timeout;
         // Channel none: config resolution refuses a window with no port.
-        let addr = self
-            .plan
-            .port()
-            .and_then(|port| probe::resolve(&self.plan.computer.address, port).ok());
         while start.elapsed() < window {
             crate::signal::check().map_err(|i| Outcome::Fatal(i.into()))?;
-            let ok = match self.channel.as_deref_mut() {
-                Some(ch) => match ch.login(connect) {
-                    Ok(()) => true,
-                    Err(e) if e.is_fatal() => return Err(Outcome::Fatal(e.into_inner())),
-                    Err(_) => {
-                        ch.disconnect();
-                        false
-                    }
-                },
-                None => addr.is_some_and(|a| matches!(probe::port(a, connect), Seen::Up(_))),
+            // Channel none's login is a connect to the port.
+            let ok = match self.channel.login(connect) {
+                Ok(()) => true,
+                Err(e) if e.is_fatal() => return Err(Outcome::Fatal(e.into_inner())),
+                Err(_) => {
+                    self.channel.disconnect();
+                    false
+                }
             };
             if !ok {
                 self.report.step_end(
@@ -512,11 +498,12 @@ impl Sequence<'_> {
             return Ok(());
         };
         let who = self.who();
-        let Some(ch) = self.channel.as_deref_mut() else {
+        if !self.channel.logs_in() {
             return Err(Outcome::Fatal(anyhow::anyhow!(
                 "{who}: image_check needs channel = \"ssh\" or \"winrm\""
             )));
-        };
+        }
+        let ch = &mut *self.channel;
         self.report
             .step("image-check", Some(self.plan.profile.command_timeout));
         let re = regex::Regex::new(&chk.expect).map_err(|e| Outcome::Fatal(e.into()))?;

@@ -97,10 +97,6 @@ impl Family for Linux {
     }
 
     fn first_boot(&self, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
-        let (plan, attempt, report) = (seq.plan, seq.attempt, seq.report);
-        let Some(ch) = seq.channel.as_deref_mut() else {
-            return Ok(());
-        };
-        first_boot::run(plan, attempt, ch, state, report)
+        first_boot::run(seq.plan, seq.attempt, seq.channel, state, seq.report)
     }
 }

@@ -82,15 +82,9 @@ impl FirstBoot<'_, '_> {
     }
 
     /// Actions over the sequence's channel, at its attempt.
-    fn actions(&mut self) -> Result<Actions<'_>, Outcome> {
-        let (plan, attempt, report) = (self.seq.plan, self.seq.attempt, self.seq.report);
-        match self.seq.channel.as_deref_mut() {
-            Some(ch) => Ok(Actions::new(plan, attempt, ch, report)),
-            None => Err(Outcome::Fatal(anyhow::anyhow!(
-                "{}: the first boot needs a channel",
-                plan.computer.name
-            ))),
-        }
+    fn actions(&mut self) -> Actions<'_> {
+        let seq = &mut *self.seq;
+        Actions::new(seq.plan, seq.attempt, seq.channel, seq.report)
     }
 
     /// Reboots as step `name` and waits for the new boot: VCL's Windows.pm
@@ -103,7 +97,7 @@ impl FirstBoot<'_, '_> {
     /// reimage's folder on the computer.
     fn make_dir(&mut self) -> Result<(), Outcome> {
         let mkdir = format!("if not exist {DIR} mkdir {DIR}");
-        self.actions()?
+        self.actions()
             .run("mkdir-state", &argv(&["cmd", "/c", &mkdir]), Outcome::Retry)?;
         Ok(())
     }
@@ -114,7 +108,7 @@ impl FirstBoot<'_, '_> {
         let who = self.who();
         let rename = commands::rename_action(self.family, &who);
         let renamed = run_act(
-            &mut self.actions()?,
+            &mut self.actions(),
             "set-computer-name",
             &rename,
             Outcome::Fatal,
@@ -123,7 +117,7 @@ impl FirstBoot<'_, '_> {
             self.reboot("rename-reboot")?;
         }
         let out =
-            self.actions()?
+            self.actions()
                 .run("check-computer-name", &argv(&["hostname"]), Outcome::Retry)?;
         let name = out.stdout.trim().to_string();
         // NetBIOS names are upper case and at most 15 characters.
@@ -143,7 +137,7 @@ impl FirstBoot<'_, '_> {
             return Ok(());
         };
         let out = self
-            .actions()?
+            .actions()
             .run("check-domain", &commands::domain_query(), Outcome::Retry)?;
         if commands::joined_domain(&out.stdout).is_some_and(|j| j.eq_ignore_ascii_case(&d.name)) {
             self.seq
@@ -152,10 +146,10 @@ impl FirstBoot<'_, '_> {
             return Ok(());
         }
         let (user, pw) = credentials(&self.who(), &d)?;
-        join_domain(&mut self.actions()?, &d, &user, &pw)?;
+        join_domain(&mut self.actions(), &d, &user, &pw)?;
         self.reboot("domain-reboot")?;
         let out = self
-            .actions()?
+            .actions()
             .run("check-domain", &commands::domain_query(), Outcome::Retry)?;
         match commands::joined_domain(&out.stdout) {
             Some(j) if j.eq_ignore_ascii_case(&d.name) => Ok(()),
@@ -173,7 +167,7 @@ impl FirstBoot<'_, '_> {
     fn configure(&mut self, settings: &Settings) -> Result<(), Outcome> {
         let report = self.seq.report;
         let actions = commands::actions(self.family, settings);
-        let mut a = self.actions()?;
+        let mut a = self.actions();
         for (name, act, on_fail) in actions {
             match run_act(&mut a, name, &act, on_fail.outcome()) {
                 Ok(_) => {}
@@ -192,7 +186,7 @@ impl FirstBoot<'_, '_> {
         let Some(act) = &self.seq.plan.profile.activation else {
             return Ok(());
         };
-        let mut a = self.actions()?;
+        let mut a = self.actions();
         if let Activation::Mak(f) = act {
             install_mak(&mut a, f)?;
         }
@@ -206,7 +200,7 @@ impl FirstBoot<'_, '_> {
     /// changes: when the channel logs in as Administrator, the new
     /// password ends it.
     fn scripts(&mut self) -> Result<(), Outcome> {
-        self.actions()?.scripts(DIR, '\\', commands::script_command)
+        self.actions().scripts(DIR, '\\', commands::script_command)
     }
 
     /// The new Administrator password, when the profile sets one: uploaded
@@ -220,7 +214,7 @@ impl FirstBoot<'_, '_> {
             return Ok(());
         };
         let family = self.family;
-        let mut a = self.actions()?;
+        let mut a = self.actions();
         let script = format!(r"{DIR}\set-password.vbs");
         if !commands::toolset(family).powershell {
             a.upload(
