@@ -7,14 +7,23 @@
 //! - this file and `cli`: parse, one dispatch, the exit code from [`Error`];
 //! - `runner`: the attempt loop and the contract's rules;
 //! - `provision` and `os`, side by side (neither imports the other; the OS
-//!   module gets only a [`os::PowerReset`] from the runner);
-//! - `control`: how an OS module talks to the computer (SSH, WinRM);
+//!   module gets only a [`os::PowerReset`] from the runner). An OS family
+//!   is one place: `os/linux/`, `os/windows/` (windows-5, -6, -10) and
+//!   `os/generic.rs`, each owning its defaults, wait sequence, the keys it
+//!   takes, the first-boot plan `check` prints, its boot id, before-load
+//!   and first boot, and its scripts as files (`*.sh`, `*.vbs`, `*.ps1`);
+//!   what every family goes through is `os/module.rs` and
+//!   `os/sequence.rs`. This file hands the families to `config` (as it
+//!   hands it the provisioners' names) through `config::FamilyRules`;
+//! - `control`: how an OS module talks to the computer (`ssh`, `winrm`,
+//!   `none`);
 //! - `config`: the TOML model, validation with file:line:col, the plan;
+//!   it names no OS family and no provisioner kind;
 //! - `fleet`: the admin's views (status, log) over records and the store;
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
 //! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
-//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
+//!   `encoding`, `xml`, `secret`, `names`, `error`: shared mechanisms.
 
 mod attempt;
 mod cli;
