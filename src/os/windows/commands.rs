@@ -1,6 +1,7 @@
-//! Windows' command lines and what their output means: pure builders and
-//! parsers, no channel and no orchestration. The wait sequence (setup
-//! state, boot id) and the first boot both use them.
+//! Which Windows, and its command lines and what their output means: pure
+//! builders and parsers, no channel and no orchestration. The family's
+//! boot id and setup state (what the wait sequence asks) and the first
+//! boot both use them.
 //!
 //! Each family gets only commands its stock install ships; [`toolset`] is
 //! the one place that decides. Windows 5.x (XP/2003) has no PowerShell and
@@ -12,7 +13,6 @@
 
 use std::time::Duration;
 
-use super::Windows;
 use crate::control::CommandOutput;
 use crate::outcome::Outcome;
 
@@ -42,6 +42,18 @@ pub const ANSWER_FILES: [&str; 8] = [
 /// VCL's Version_5.pm sanitize_files cleans %SystemDrive%\Sysprep
 /// (sysprep.inf, unattend.txt and their kin).
 pub const ANSWER_FILES_5: [&str; 2] = [r"C:\sysprep\*.inf", r"C:\sysprep\*.txt"];
+
+/// Which Windows: the family in its versions (what each one's stock
+/// install ships is its [`toolset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Windows {
+    /// Windows XP / Server 2003.
+    V5,
+    /// Windows Vista / 2008 / 7 / 2008 R2 / 8 / 2012.
+    V6,
+    /// Windows 10 / 11 / Server 2016 and later.
+    V10,
+}
 
 /// What a family's stock install ships, as far as the first-boot commands
 /// care: the one place where the Windows families differ.

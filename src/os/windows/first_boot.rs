@@ -8,14 +8,20 @@
 
 use std::path::Path;
 
-use super::commands::{self, Act, DIR, OnFail, RENAMED, Settings, argv};
-use super::{ADMINISTRATOR, Windows};
+use super::commands::{self, Act, DIR, OnFail, RENAMED, Settings, Windows, argv};
 use crate::config::{Activation, DomainConfig, Plan};
 use crate::control::CommandOutput;
 use crate::os::actions::Actions;
+use crate::os::first_boot::Account;
 use crate::os::sequence::Sequence;
 use crate::outcome::Outcome;
 use crate::state::StateDir;
+
+/// Administrator, whose fresh password is kept in `administrator-password`.
+pub const ADMINISTRATOR: Account = Account {
+    name: "Administrator",
+    password_file: "administrator-password",
+};
 
 /// Runs the first boot of Windows `windows` over the channel of `seq`, whose reboot
 /// steps it uses: the steps in the order of the module's doc.

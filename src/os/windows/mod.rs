@@ -6,8 +6,9 @@
 //! - this file: the family in its three versions (their defaults, wait
 //!   sequences and timings, the keys they take, what `check` says the first
 //!   boot does) and the before-load (leaving the domain);
-//! - [`commands`]: the command lines each version's stock install runs and
-//!   what their output means (a leaf), with the scripts of this folder
+//! - [`commands`]: which Windows ([`Windows`]), the command lines each
+//!   version's stock install runs and what their output means (a leaf:
+//!   it imports nothing of this folder), with the scripts of this folder
 //!   (`*.vbs`, `*.ps1`);
 //! - `first_boot`: the first configuration, as named steps.
 
@@ -16,7 +17,7 @@ mod first_boot;
 
 use std::time::Duration;
 
-use super::first_boot::{Account, password_line, time_line};
+use super::first_boot::{password_line, time_line};
 use super::sequence::Sequence;
 use super::{Family, keys};
 use crate::config::{
@@ -27,25 +28,9 @@ use crate::control::Channel;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 use crate::state::StateDir;
+pub use commands::Windows;
 use commands::{domain_query, joined_domain, unjoin_command, wmi_result};
-
-/// The family in its versions: what each one's stock install ships is in
-/// [`commands::toolset`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Windows {
-    /// Windows XP / Server 2003.
-    V5,
-    /// Windows Vista / 2008 / 7 / 2008 R2 / 8 / 2012.
-    V6,
-    /// Windows 10 / 11 / Server 2016 and later.
-    V10,
-}
-
-/// Administrator, whose fresh password is kept in `administrator-password`.
-pub const ADMINISTRATOR: Account = Account {
-    name: "Administrator",
-    password_file: "administrator-password",
-};
+use first_boot::ADMINISTRATOR;
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
