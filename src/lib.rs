@@ -5,17 +5,36 @@
 //! The modules stand on floors; a floor imports only floors below it:
 //!
 //! - this file and `cli`: parse, one dispatch, the exit code from [`Error`];
-//! - `runner`: the attempt loop and the contract's rules;
+//! - `runner`: the attempt loop and the contract's rules; `power-off`
+//!   through a provisioner's [`provision::PowerOff`] capability;
 //! - `provision` and `os`, side by side (neither imports the other; the OS
-//!   module gets only a [`os::PowerReset`] from the runner);
-//! - `control`: how an OS module talks to the computer (SSH, WinRM);
+//!   module gets only a [`os::PowerReset`] from the runner). A provisioner
+//!   is a file of `provision/` (`lab`, `command`, `qemu`, `libvirt`) or a
+//!   folder with a file per step: `provision/xcat/` (`config`, `slot`,
+//!   `power`, `install`, `answers`, `monitor`) and `provision/vsphere/`
+//!   (`config`, `vcenter`, `esxi`, `soap`, `vim`, `tls`). An OS family
+//!   is one place: `os/linux/`, `os/windows/` (windows-5, -6, -10) and
+//!   `os/generic.rs`, each owning its defaults, wait sequence, the keys it
+//!   takes, the first-boot plan `check` prints, its boot id, before-load
+//!   and first boot, and its scripts as files (`*.sh`, `*.vbs`, `*.ps1`);
+//!   what every family goes through is `os/module.rs` and
+//!   `os/sequence.rs`. This file hands the families to `config` (as it
+//!   hands it the provisioners' names) through `config::FamilyRules`;
+//! - `control`: how an OS module talks to the computer (`ssh`, `winrm`,
+//!   `none`);
 //! - `config`: the TOML model, validation with file:line:col, the plan;
+//!   it names no OS family and no provisioner kind;
 //! - `fleet`: the admin's views (status, log) over records and the store;
-//! - `report`, `state`, `coord`: events and logs; lock and records; the
-//!   site-wide lock and load-limit store;
+//! - `report`, `state`, `coord`: events and logs; lock and records, and the
+//!   state directory's layout (in `state` only); the site-wide lock and
+//!   load-limit store;
 //! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
 //!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
-//!   mechanisms.
+//!   mechanisms (`backoff` the one backoff, `exec::Output` the one
+//!   command output, `names` the one table of names per enum).
+//!
+//! The tests' servers and stand-ins are started by the `testbed` crate
+//! (tests/testbed), for the unit tests here and the integration binary.
 
 mod attempt;
 mod backoff;
@@ -196,7 +215,7 @@ fn power_off_image(cli: &Cli, loaded: &Loaded, a: &PowerOffArgs) -> Result<Strin
 /// `check` finds what a run would trip over, and a run fails before it
 /// takes the lock.
 fn load(cli: &Cli) -> Result<Loaded, Error> {
-    let loaded = config::load(&cli.config, &provision::BUILTIN)?;
+    let loaded = config::load(&cli.config, &provision::BUILTIN, os::families())?;
     for (name, table) in &loaded.config.provisioners {
         let r = config::ProvisionerRef::from_table(name, table);
         provision::prepare(&r).map_err(|e| loaded.key_error(&["provisioners", name], &e))?;
@@ -281,7 +300,8 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     };
     let plan = config::resolve(loaded, computer, image, &state_dir(cli, loaded), None)?;
     let lines = provisioner(loaded, &plan)?.describe(&plan);
-    report::stdout_line(plan.describe(&lines).trim_end_matches('\n'));
+    let os_lines = os::build(&plan).describe(&plan);
+    report::stdout_line(plan.describe(&lines, &os_lines).trim_end_matches('\n'));
     report::stdout_line(
         reuse_rule(&plan, &state::StateDir::new(&state_dir(cli, loaded))).trim_end_matches('\n'),
     );

@@ -2,6 +2,7 @@
 //! (network probes only). The OS profile picks one; a provisioner never uses
 //! these.
 
+pub mod none;
 pub mod ssh;
 pub mod winrm;
 
@@ -81,6 +82,13 @@ impl std::fmt::Display for ChannelError {
 
 /// A way to log in to the computer's OS and run commands there.
 pub trait Channel {
+    /// False for channel none, which logs in nowhere and runs nothing: its
+    /// [`Channel::login`] only checks that the computer answers on its
+    /// port.
+    fn logs_in(&self) -> bool {
+        true
+    }
+
     /// Connects if needed, authenticates, and runs a no-op: Ok means the OS
     /// accepts us now.
     fn login(&mut self, timeout: Duration) -> Result<(), ChannelError>;
