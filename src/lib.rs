@@ -14,7 +14,7 @@
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
 //! - `wait`, `exec`, `probe`, `signal`, `outcome`, `attempt`, `duration`,
-//!   `encoding`, `xml`, `secret`, `error`: shared mechanisms.
+//!   `encoding`, `xml`, `secret`, `tls`, `error`: shared mechanisms.
 
 mod attempt;
 mod cli;
@@ -39,6 +39,7 @@ mod secret;
 mod signal;
 mod size;
 mod state;
+mod tls;
 mod wait;
 mod xml;
 

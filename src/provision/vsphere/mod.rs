@@ -28,7 +28,6 @@
 //! resources, connection errors and 5xx ask for a retry.
 
 mod soap;
-mod tls;
 mod vim;
 
 use serde::Deserialize;
@@ -42,6 +41,7 @@ use crate::duration;
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
 use crate::secret::Secret;
+use crate::tls;
 use crate::xml::escape;
 use soap::{Class, Elem, Error, MoRef};
 use vim::{Obj, Vim};
@@ -553,7 +553,7 @@ fn connect(cfg: &VsphereConfig) -> Result<Vim, Outcome> {
     let trust = if cfg.insecure {
         tls::Trust::Off
     } else if let Some(ca) = &cfg.ca_file {
-        tls::Trust::ca_file(ca).map_err(fatal)?
+        tls::Trust::ca_file(ca, "the vSphere ca_file").map_err(fatal)?
     } else if let Some(t) = &cfg.thumbprint {
         tls::Trust::Pinned(tls::parse_thumbprint(t).map_err(fatal)?)
     } else {

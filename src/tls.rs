@@ -1,6 +1,8 @@
-//! How the vSphere endpoint's TLS certificate is trusted: the system's
-//! roots, a CA file, a pinned SHA-256 thumbprint (govc's `-thumbprint`, for
-//! ESXi hosts with their self-signed certificates), or nothing at all.
+//! How a TLS peer's certificate is trusted, for the HTTPS clients built on
+//! ureq (the vSphere endpoint, the WinRM listener): the system's roots, a CA
+//! file, a pinned SHA-256 thumbprint (govc's `-thumbprint`, for ESXi hosts
+//! and cloned Windows images with their self-signed certificates), or
+//! nothing at all.
 //!
 //! ureq verifies names and chains; a pin needs a verifier that compares the
 //! end-entity certificate's SHA-256 with the pin and ignores names and
@@ -37,26 +39,24 @@ pub enum Trust {
 }
 
 impl Trust {
-    /// Reads a CA file: one or more PEM certificates.
-    pub fn ca_file(path: &Path) -> Result<Trust, String> {
+    /// Reads a CA file: one or more PEM certificates. `what` names it in
+    /// errors, e.g. "the vSphere ca_file".
+    pub fn ca_file(path: &Path, what: &str) -> Result<Trust, String> {
         let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read the vSphere ca_file {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
         let mut certs = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {
             match item {
                 Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
                 Ok(_) => {}
                 Err(e) => {
-                    return Err(format!(
-                        "cannot parse the vSphere ca_file {}: {e}",
-                        path.display()
-                    ));
+                    return Err(format!("cannot parse {what} {}: {e}", path.display()));
                 }
             }
         }
         if certs.is_empty() {
             return Err(format!(
-                "the vSphere ca_file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                "{what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                 path.display()
             ));
         }
@@ -79,6 +79,13 @@ pub fn parse_thumbprint(s: &str) -> Result<[u8; 32], String> {
             .map_err(|e| format!("`thumbprint`: {e}"))?;
     }
     Ok(out)
+}
+
+/// The SHA-256 of a certificate (DER), as a thumbprint pins it.
+pub fn sha256(der: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
+    out
 }
 
 /// A thumbprint in govc's form: colon-separated upper-case hex.
@@ -144,7 +151,7 @@ pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
     }
 }
 
-/// Accepts exactly the certificate whose SHA-256 is `pin`.
+/// Accepts exactly the certificate whose SHA-256 is the pin.
 #[derive(Debug)]
 struct PinVerifier {
     pin: [u8; 32],
@@ -160,14 +167,15 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
-        if got.as_ref() == self.pin {
+        let got = sha256(end_entity.as_ref());
+        let pin = self.pin;
+        if got == pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "certificate thumbprint mismatch: the server's SHA-256 is {}, `thumbprint` is {}",
-                fmt_thumbprint(got.as_ref()),
-                fmt_thumbprint(&self.pin)
+                "certificate thumbprint mismatch: the server's SHA-256 is {}, the pinned one is {}",
+                fmt_thumbprint(&got),
+                fmt_thumbprint(&pin)
             )))
         }
     }
