@@ -341,6 +341,9 @@ fn run(
         report.warn(&format!("cannot open the event log {}: {e}", log.display()));
     }
     report.start(&command);
+    for w in os::channel::warnings(&plan) {
+        report.warn(&w);
+    }
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),

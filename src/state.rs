@@ -269,6 +269,12 @@ impl StateDir {
         self.computer_dir(computer).join("events.jsonl")
     }
 
+    /// The SHA-256 of the computer's WinRM HTTPS certificate as learned
+    /// under `thumbprint = "accept-new"` (written by the WinRM channel).
+    pub fn winrm_thumbprint(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("winrm-thumbprint")
+    }
+
     fn ensure(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| {
             format!("cannot create state directory {} (set --state-dir or state_dir to a writable place)", dir.display())

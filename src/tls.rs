@@ -1,8 +1,8 @@
 //! How a TLS peer's certificate is trusted, for the HTTPS clients built on
 //! ureq (the vSphere endpoint, the WinRM listener): the system's roots, a CA
 //! file, a pinned SHA-256 thumbprint (govc's `-thumbprint`, for ESXi hosts
-//! and cloned Windows images with their self-signed certificates), or
-//! nothing at all.
+//! and cloned Windows images with their self-signed certificates), a pin
+//! learned from the first certificate seen, or nothing at all.
 //!
 //! ureq verifies names and chains; a pin needs a verifier that compares the
 //! end-entity certificate's SHA-256 with the pin and ignores names and
@@ -13,7 +13,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -27,6 +27,7 @@ use ureq::unversioned::transport::{
 };
 
 /// How the endpoint's certificate is trusted.
+#[derive(Clone)]
 pub enum Trust {
     /// The Mozilla roots ureq ships.
     System,
@@ -34,8 +35,32 @@ pub enum Trust {
     Ca(Vec<ureq::tls::Certificate<'static>>),
     /// The SHA-256 of the endpoint's certificate.
     Pinned([u8; 32]),
+    /// The first certificate presented is accepted and pinned for every
+    /// later connection of the agent: see [`FirstUse`].
+    FirstUse(Arc<FirstUse>),
     /// No verification (`insecure = true`).
     Off,
+}
+
+/// Trust on first use, for one agent: the first end-entity certificate a
+/// handshake presents is accepted (its signature over the handshake still
+/// checked) and its SHA-256 pinned; every later handshake must present the
+/// same certificate. The owner reads the pin to record it.
+#[derive(Debug, Default)]
+pub struct FirstUse {
+    pin: Mutex<Option<[u8; 32]>>,
+}
+
+impl FirstUse {
+    /// Nothing seen yet.
+    pub fn new() -> Arc<FirstUse> {
+        Arc::new(FirstUse::default())
+    }
+
+    /// The SHA-256 of the certificate the first handshake accepted.
+    pub fn pinned(&self) -> Option<[u8; 32]> {
+        *self.pin.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Trust {
@@ -109,7 +134,8 @@ pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
             tls = tls.disable_verification(true);
             None
         }
-        Trust::Pinned(p) => Some(p),
+        Trust::Pinned(p) => Some(Pin::Fixed(p)),
+        Trust::FirstUse(f) => Some(Pin::FirstUse(f)),
     };
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -151,10 +177,19 @@ pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
     }
 }
 
+/// Where a pinned verifier's pin comes from.
+#[derive(Debug)]
+enum Pin {
+    /// Given.
+    Fixed([u8; 32]),
+    /// Taken from the first certificate seen.
+    FirstUse(Arc<FirstUse>),
+}
+
 /// Accepts exactly the certificate whose SHA-256 is the pin.
 #[derive(Debug)]
 struct PinVerifier {
-    pin: [u8; 32],
+    pin: Pin,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -168,7 +203,13 @@ impl ServerCertVerifier for PinVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = sha256(end_entity.as_ref());
-        let pin = self.pin;
+        let pin = match &self.pin {
+            Pin::Fixed(p) => *p,
+            Pin::FirstUse(f) => {
+                let mut seen = f.pin.lock().unwrap_or_else(|p| p.into_inner());
+                *seen.get_or_insert(got)
+            }
+        };
         if got == pin {
             Ok(ServerCertVerified::assertion())
         } else {

@@ -267,6 +267,13 @@ pub struct OsConfig {
     pub ca_file: Option<PathBuf>,
     /// Skip TLS verification for WinRM (explicit, warned).
     pub insecure: Option<bool>,
+    /// WinRM authentication: negotiate (default), ntlm or basic.
+    pub auth: Option<WinrmAuth>,
+    /// Basic authentication over plain HTTP (explicit, warned).
+    pub allow_unencrypted: Option<bool>,
+    /// WinRM HTTPS: the listener certificate's SHA-256, or `accept-new`.
+    #[serde(default, deserialize_with = "thumbprint_opt")]
+    pub thumbprint: Option<Thumbprint>,
     /// File with the Administrator password to set (windows first boot)
     /// instead of a fresh random one.
     pub admin_password_file: Option<PathBuf>,
@@ -758,6 +765,59 @@ fn check_first_boot_keys(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), Co
         }
     }
     Ok(())
+}
+
+/// How the WinRM channel authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WinrmAuth {
+    /// HTTP `Negotiate` with SPNEGO around NTLMv2, every message sealed
+    /// (MS-WSMV encryption over HTTP): what Windows accepts as shipped.
+    #[default]
+    Negotiate,
+    /// HTTP `Negotiate` with bare NTLMv2 tokens (no SPNEGO), sealed the
+    /// same way: for listeners or proxies that take NTLM only.
+    Ntlm,
+    /// HTTP Basic: needs Basic enabled on the image, and over plain HTTP
+    /// also `allow_unencrypted`.
+    Basic,
+}
+
+impl WinrmAuth {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            WinrmAuth::Negotiate => "negotiate",
+            WinrmAuth::Ntlm => "ntlm",
+            WinrmAuth::Basic => "basic",
+        }
+    }
+}
+
+/// `thumbprint`: how the WinRM HTTPS listener's certificate is pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thumbprint {
+    /// Exactly the certificate with this SHA-256.
+    Pinned([u8; 32]),
+    /// `accept-new`: learned on first use and kept in the state directory;
+    /// a different certificate is accepted only by the first connection
+    /// after a load.
+    AcceptNew,
+}
+
+/// serde: a SHA-256 thumbprint (hex, `:` optional) or `accept-new`.
+fn thumbprint_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Thumbprint>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "accept-new" {
+        return Ok(Some(Thumbprint::AcceptNew));
+    }
+    crate::tls::parse_thumbprint(&s)
+        .map(|t| Some(Thumbprint::Pinned(t)))
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{e} (or \"accept-new\": learn it on the first load)"
+            ))
+        })
 }
 
 /// What to do with the computer's SSH host key.

@@ -9,7 +9,7 @@ use super::builtin::{
     default_channel, default_stable_for, default_user, family_of,
 };
 use super::model::{ChannelKind, DomainConfig, Family, ImageConfig, OsConfig, StaticAddress};
-use super::model::{HostKeyPolicy, WaitKind};
+use super::model::{HostKeyPolicy, Thumbprint, WaitKind, WinrmAuth};
 use super::step::{self, Probe, Step, Wait};
 use super::{ConfigError, Loaded};
 use crate::attempt::Attempt;
@@ -166,6 +166,12 @@ pub struct WinrmSettings {
     pub ca_file: Option<PathBuf>,
     /// HTTPS without verification.
     pub insecure: bool,
+    /// How it authenticates.
+    pub auth: WinrmAuth,
+    /// Basic over plain HTTP was allowed explicitly.
+    pub allow_unencrypted: bool,
+    /// The HTTPS listener's certificate pin.
+    pub thumbprint: Option<Thumbprint>,
 }
 
 impl ChannelSettings {
@@ -196,6 +202,34 @@ impl ChannelSettings {
             ChannelSettings::Winrm(w) => Some(&w.user),
         }
     }
+}
+
+/// How a WinRM channel authenticates and protects its messages, for
+/// `check`.
+pub fn winrm_summary(w: &WinrmSettings) -> String {
+    let transport = if !w.https {
+        match w.auth {
+            WinrmAuth::Basic => "HTTP, NOT encrypted (allow_unencrypted = true)".to_string(),
+            _ => "HTTP, every message encrypted (MS-WSMV)".to_string(),
+        }
+    } else if w.insecure {
+        "HTTPS, certificate NOT verified (insecure = true)".to_string()
+    } else if let Some(ca) = &w.ca_file {
+        format!("HTTPS, certificate verified against {}", ca.display())
+    } else {
+        match w.thumbprint {
+            Some(Thumbprint::Pinned(t)) => format!(
+                "HTTPS, certificate pinned to SHA-256 {}",
+                crate::tls::fmt_thumbprint(&t)
+            ),
+            Some(Thumbprint::AcceptNew) => {
+                "HTTPS, certificate pinned as first seen (accept-new; a load may change it)"
+                    .to_string()
+            }
+            None => "HTTPS, certificate verified against the system's roots".to_string(),
+        }
+    };
+    format!("auth {}, {transport}", w.auth.name())
 }
 
 /// The port of a channel when the profile names none: 22 for SSH, 5985 for
@@ -380,6 +414,9 @@ pub fn resolve_profile(
             https,
             ca_file: o.ca_file.clone(),
             insecure: o.insecure.unwrap_or(false),
+            auth: o.auth.unwrap_or_default(),
+            allow_unencrypted: o.allow_unencrypted.unwrap_or(false),
+            thumbprint: o.thumbprint,
         }),
         _ => ChannelSettings::None { port },
     };
@@ -442,6 +479,58 @@ fn family_and_channel(name: &str, o: &OsConfig) -> (Family, ChannelKind) {
     (family, o.channel.unwrap_or_else(|| default_channel(family)))
 }
 
+/// The WinRM keys that only work together: one way to trust an HTTPS
+/// certificate; a pin only over HTTPS; Basic over plain HTTP only when
+/// allowed in so many words, and that allowance nowhere else.
+fn check_winrm_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), ConfigError> {
+    let https = o.https.unwrap_or(false);
+    let trust: Vec<&str> = [
+        ("ca_file", o.ca_file.is_some()),
+        ("thumbprint", o.thumbprint.is_some()),
+        ("insecure", o.insecure == Some(true)),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(k, _)| *k)
+    .collect();
+    if let [_, second, ..] = trust[..] {
+        return Err(l.error_at(
+            &["os", name, second],
+            format!(
+                "set one of `ca_file`, `thumbprint` and `insecure = true` in profile `{name}`: they are different ways to trust the listener's certificate (this one sets {})",
+                trust.join(" and ")
+            ),
+        ));
+    }
+    if o.thumbprint.is_some() && !https {
+        return Err(l.error_at(
+            &["os", name, "thumbprint"],
+            format!(
+                "`thumbprint` pins the certificate of an HTTPS listener, and profile `{name}` talks plain HTTP: set https = true, or remove it"
+            ),
+        ));
+    }
+    let auth = o.auth.unwrap_or_default();
+    match (auth, https, o.allow_unencrypted) {
+        (WinrmAuth::Basic, false, Some(true)) => Ok(()),
+        (WinrmAuth::Basic, false, _) => Err(l.error_at(
+            &["os", name, "auth"],
+            format!(
+                "auth = \"basic\" over plain HTTP sends the password of profile `{name}` readable by anyone on the path, and Windows refuses it as shipped: leave `auth` out (negotiate: NTLM with every message encrypted, what a stock Windows accepts), use https = true, or set allow_unencrypted = true for a closed lab network"
+            ),
+        )),
+        (_, _, Some(true)) => Err(l.error_at(
+            &["os", name, "allow_unencrypted"],
+            format!(
+                "`allow_unencrypted` lets auth = \"basic\" run over plain HTTP; profile `{name}` uses {} over {}, which it does not change: remove it",
+                auth.name(),
+                if https { "HTTPS" } else { "HTTP with encrypted messages" }
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses the keys of `[os.NAME]` that its channel does not use (SSH keys
 /// on WinRM, WinRM's on SSH, login keys on channel none): one would be
 /// ignored silently otherwise.
@@ -454,6 +543,13 @@ pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), Co
         ("https", o.https.is_some(), ChannelKind::Winrm),
         ("ca_file", o.ca_file.is_some(), ChannelKind::Winrm),
         ("insecure", o.insecure.is_some(), ChannelKind::Winrm),
+        ("auth", o.auth.is_some(), ChannelKind::Winrm),
+        (
+            "allow_unencrypted",
+            o.allow_unencrypted.is_some(),
+            ChannelKind::Winrm,
+        ),
+        ("thumbprint", o.thumbprint.is_some(), ChannelKind::Winrm),
     ];
     if let Some((key, _, of)) = keys.iter().find(|(_, set, of)| *set && *of != kind) {
         return Err(l.error_at(
@@ -464,6 +560,9 @@ pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), Co
                 kind.name()
             ),
         ));
+    }
+    if kind == ChannelKind::Winrm {
+        check_winrm_keys(l, name, o)?;
     }
     let login = [
         ("user", o.user.is_some()),
@@ -614,6 +713,9 @@ impl Plan {
                 HostKeyPolicy::ReplaceAfterLoad => "replace-after-load",
             };
             line(format!("  host keys: {hk} ({})", ssh.known_hosts.display()));
+        }
+        if let ChannelSettings::Winrm(w) = &p.channel {
+            line(format!("  winrm: {}", winrm_summary(w)));
         }
         if self.image.config.sysprep || self.image.config.r#virtual {
             line(format!(
@@ -861,6 +963,54 @@ mod tests {
         assert_eq!(s.host_keys, HostKeyPolicy::Strict);
         assert_eq!(s.known_hosts, Path::new("/state/known_hosts"));
         assert_eq!((s.user.as_str(), s.port), ("root", 22));
+    }
+
+    #[test]
+    fn winrm_defaults_to_negotiate_and_carries_its_pin() {
+        let p = plan("family = \"windows-10\"", "");
+        let ChannelSettings::Winrm(w) = &p.profile.channel else {
+            panic!("{:?}", p.profile.channel)
+        };
+        assert_eq!(
+            (w.auth, w.allow_unencrypted, w.thumbprint),
+            (WinrmAuth::Negotiate, false, None)
+        );
+        assert_eq!(
+            winrm_summary(w),
+            "auth negotiate, HTTP, every message encrypted (MS-WSMV)"
+        );
+        let p = plan(
+            "family = \"windows-10\"\nauth = \"ntlm\"\nhttps = true\nthumbprint = \"accept-new\"",
+            "",
+        );
+        let ChannelSettings::Winrm(w) = &p.profile.channel else {
+            panic!("{:?}", p.profile.channel)
+        };
+        assert_eq!(
+            (w.auth, w.thumbprint),
+            (WinrmAuth::Ntlm, Some(Thumbprint::AcceptNew))
+        );
+        assert!(
+            winrm_summary(w).contains("accept-new"),
+            "{}",
+            winrm_summary(w)
+        );
+        let pin = "ab".repeat(32);
+        let p = plan(
+            &format!(
+                "family = \"windows-6\"\nauth = \"basic\"\nhttps = true\nthumbprint = \"{pin}\""
+            ),
+            "",
+        );
+        let ChannelSettings::Winrm(w) = &p.profile.channel else {
+            panic!("{:?}", p.profile.channel)
+        };
+        assert_eq!(w.thumbprint, Some(Thumbprint::Pinned([0xAB; 32])));
+        assert!(
+            winrm_summary(w).contains("pinned to SHA-256 AB:AB:"),
+            "{}",
+            winrm_summary(w)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! command and the first-boot actions; the sequence itself is data.
 
 mod actions;
-mod channel;
+pub mod channel;
 mod linux;
 mod sequence;
 
