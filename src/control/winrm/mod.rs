@@ -1214,9 +1214,20 @@ impl Channel for WinRm {
     }
 
     /// Drops pooled connections and the security context; the next
-    /// request connects and authenticates again.
+    /// request connects and authenticates again. Right after a load, a
+    /// certificate learned that is the one recorded before the load may
+    /// have been the old OS's, still up (the OS module disconnects when
+    /// the boot id says so): the next connection learns again.
     fn disconnect(&mut self) {
         self.session.replace(None);
+        if let Some(l) = self.learning.get_mut()
+            && l.previous.is_some()
+            && l.seen.pinned() == l.previous
+        {
+            l.seen = tls::FirstUse::new();
+            l.recorded = false;
+            self.trust = tls::Trust::FirstUse(l.seen.clone());
+        }
         self.agent = tls::agent(self.trust.clone(), CONNECT_TIMEOUT);
         self.anonymous = tls::agent(self.trust.clone(), CONNECT_TIMEOUT);
     }
@@ -1408,13 +1419,17 @@ mod tests {
 
     impl Standin {
         fn start(extra: &[&str]) -> Standin {
-            let scratch = Scratch::new("standin");
-            let pw = scratch.path("server-password");
-            std::fs::write(&pw, format!("{PASSWORD}\n")).expect("write password file");
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("pick a free port")
                 .port();
+            Standin::start_on(port, extra)
+        }
+
+        fn start_on(port: u16, extra: &[&str]) -> Standin {
+            let scratch = Scratch::new("standin");
+            let pw = scratch.path("server-password");
+            std::fs::write(&pw, format!("{PASSWORD}\n")).expect("write password file");
             let script = concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/standins/winrm_standin.py"
@@ -1891,6 +1906,38 @@ mod tests {
             }))
         );
         assert!(w.identity().expect("note").contains("replacing"));
+        drop(s);
+
+        // The next load: its first connection reaches the old OS, still
+        // up with b (the OS module disconnects on the old boot id); the
+        // new OS then comes up with a, which the channel takes.
+        let args_b = tls_args(&cert_b, &key_b);
+        let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+        let s = Standin::start(&args_b);
+        s.listening_at();
+        let mut cfg = s.config(Some(PASSWORD));
+        cfg.https = true;
+        cfg.trust = learned(true);
+        WinRm::new(cfg.clone()).expect("before the load");
+        cfg.trust = learned(false);
+        let mut w = WinRm::new(cfg).expect("after the load");
+        w.run(&argv(&["hostname"]), T).expect("the old OS");
+        w.disconnect();
+        let port = s.port;
+        drop(s);
+        let s = Standin::start_on(port, &args_a);
+        s.listening_at();
+        w.run(&argv(&["hostname"]), T).expect("the new OS");
+        assert_eq!(pin::read(&file).map(|r| r.map(|r| r.pin)), Ok(Some(a)));
+        // From now on this run holds to a.
+        drop(s);
+        let s = Standin::start_on(port, &args_b);
+        s.listening_at();
+        w.disconnect();
+        let e = w
+            .run(&argv(&["hostname"]), T)
+            .expect_err("changed in the run");
+        assert!(e.to_string().contains("changed during this run"), "{e}");
     }
 
     #[test]
