@@ -1971,6 +1971,45 @@ mod tests {
             .expect("insecure opt-out");
     }
 
+    /// Not a timed assertion: prints what one command costs over Basic (in
+    /// clear, the stand-in allowing it) and over Negotiate with every
+    /// message sealed (the stand-in as Windows ships it), as a benchmark
+    /// would; the results only have to be right.
+    #[test]
+    fn round_trip_of_one_command_basic_vs_negotiate() {
+        const N: usize = 40;
+        let mut report = Vec::new();
+        for (auth, extra) in [(Auth::Basic, &[][..]), (Auth::Negotiate, &["--stock"][..])] {
+            let s = Standin::start(extra);
+            s.listening_at();
+            let mut cfg = s.config(Some(PASSWORD));
+            cfg.auth = auth;
+            let mut w = WinRm::new(cfg).expect("client");
+            let t0 = Instant::now();
+            let out = w.run(&argv(&["hostname"]), T).expect("first");
+            let first = t0.elapsed();
+            assert_eq!(out.stdout, "WIN-STANDIN\r\n");
+            let mut times: Vec<Duration> = (0..N)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    let out = w.run(&argv(&["hostname"]), T).expect("run");
+                    assert_eq!(out.status, 0);
+                    t0.elapsed()
+                })
+                .collect();
+            times.sort();
+            report.push(format!(
+                "{auth:?}: first command (with the connection{}) {first:?}; then median {:?}, p90 {:?} over {N} (5 HTTP requests each: Create, Command, Receive, Signal, Delete)",
+                if auth == Auth::Basic { "" } else { " and the NTLM handshake" },
+                times[N / 2],
+                times[N * 9 / 10]
+            ));
+        }
+        for line in report {
+            println!("winrm round trip: {line}");
+        }
+    }
+
     #[test]
     fn faults_are_parsed() {
         let xml = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault>
