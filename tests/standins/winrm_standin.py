@@ -1529,16 +1529,6 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         sys.stderr.write("winrm-standin: " + (fmt % args) + "\n")
 
-    def send(self, status, text, extra=()):
-        data = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in extra:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self):
         self.send_response(405)
         self.send_header("Allow", "POST")
