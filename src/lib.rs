@@ -12,7 +12,7 @@
 //!   is a file of `provision/` (`lab`, `command`, `qemu`, `libvirt`) or a
 //!   folder with a file per step: `provision/xcat/` (`config`, `slot`,
 //!   `power`, `install`, `answers`, `monitor`) and `provision/vsphere/`
-//!   (`config`, `vcenter`, `esxi`, `soap`, `vim`, `tls`). An OS family
+//!   (`config`, `vcenter`, `esxi`, `soap`, `vim`). An OS family
 //!   is one place: `os/linux/`, `os/windows/` (windows-5, -6, -10) and
 //!   `os/generic.rs`, each owning its defaults, wait sequence, the keys it
 //!   takes, the first-boot plan `check` prints, its boot id, before-load
@@ -20,8 +20,8 @@
 //!   what every family goes through is `os/module.rs` and
 //!   `os/sequence.rs`. This file hands the families to `config` (as it
 //!   hands it the provisioners' names) through `config::FamilyRules`;
-//! - `control`: how an OS module talks to the computer (`ssh`, `winrm`,
-//!   `none`);
+//! - `control`: how an OS module talks to the computer (`ssh`, `winrm/`
+//!   with its `auth`, `encryption` and `pin`, `none`);
 //! - `config`: the TOML model, validation with file:line:col, the plan;
 //!   it names no OS family and no provisioner kind;
 //! - `fleet`: the admin's views (status, log) over records and the store;
@@ -29,9 +29,10 @@
 //!   state directory's layout (in `state` only); the site-wide lock and
 //!   load-limit store;
 //! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
-//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
-//!   mechanisms (`backoff` the one backoff, `exec::Output` the one
-//!   command output, `names` the one table of names per enum).
+//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `tls`, `error`:
+//!   shared mechanisms (`backoff` the one backoff, `exec::Output` the one
+//!   command output, `names` the one table of names per enum, `tls` the
+//!   certificate trust of the HTTPS clients: vSphere's and WinRM's).
 //!
 //! The tests' servers and stand-ins are started by the `testbed` crate
 //! (tests/testbed), for the unit tests here and the integration binary.
@@ -61,6 +62,7 @@ mod secret;
 mod signal;
 mod size;
 mod state;
+mod tls;
 mod wait;
 mod xml;
 
@@ -418,6 +420,9 @@ fn run(
         report.warn(&format!("cannot open the event log {}: {e}", log.display()));
     }
     report.start(&command);
+    for w in os::channel_warnings(&plan) {
+        report.warn(&w);
+    }
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),

@@ -15,7 +15,8 @@
 ///
 /// makes `Phase::name(self) -> &'static str` (exhaustive: a new variant
 /// without a name does not build), `Phase::from_name(&str) -> Option<Phase>`,
-/// `Phase::ALL` (every variant, in the table's order), `Display`, and the
+/// `Phase::ALL` (every variant, in the table's order), `Phase::choices()`
+/// ("load or post-load", for messages), `Display`, and the
 /// two conversions serde's `into` and `try_from` use. An unknown name is
 /// refused in serde's own words for an unknown variant ("unknown variant
 /// `x`, expected `a` or `b`"), as a derived `Deserialize` would say it.
@@ -38,6 +39,17 @@ macro_rules! names {
                 match s {
                     $($name => Some($ty::$variant),)+
                     _ => None,
+                }
+            }
+
+            /// Every name, for a message: "a, b or c".
+            pub fn choices() -> String {
+                let names = [$($name),+];
+                match names.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => {
+                        format!("{} or {last}", rest.join(", "))
+                    }
+                    _ => names.join(""),
                 }
             }
         }
@@ -95,6 +107,7 @@ mod tests {
         assert_eq!(Light::from_name("red"), Some(Light::Red));
         assert_eq!(Light::from_name("Red"), None);
         assert_eq!(Light::ALL, [Light::Red, Light::AmberBlinking]);
+        assert_eq!(Light::choices(), "red or amber-blinking");
         for l in Light::ALL {
             assert_eq!(Light::from_name(l.name()), Some(*l));
         }

@@ -24,7 +24,9 @@ pub use error::{ConfigError, KeyError};
 pub use family::{Families, FamilyRules};
 pub use loaded::Loaded;
 pub use model::*;
-pub use plan::{Activation, ChannelSettings, Plan, ProvisionerRef, SshSettings, resolve};
+pub use plan::{
+    Activation, ChannelSettings, Plan, ProvisionerRef, SshSettings, WinrmSettings, resolve,
+};
 pub use step::{Probe, Step, StepLimits, Wait};
 
 use std::path::Path;

@@ -226,6 +226,16 @@ pub struct OsConfig {
     pub ca_file: Option<PathBuf>,
     /// Skip TLS verification for WinRM (explicit, warned).
     pub insecure: Option<bool>,
+    /// WinRM authentication (negotiate, ntlm or basic), as written: the
+    /// WinRM channel (`control::winrm::auth::Auth`) decodes it, and the
+    /// families' checks refuse a name it does not know.
+    pub auth: Option<String>,
+    /// Basic authentication over plain HTTP (explicit, warned).
+    pub allow_unencrypted: Option<bool>,
+    /// WinRM HTTPS: the listener certificate's SHA-256, or `accept-new`,
+    /// as written: the WinRM channel (`control::winrm::pin::Thumbprint`)
+    /// decodes it, and the families' checks refuse what it cannot read.
+    pub thumbprint: Option<String>,
     /// File with the Administrator password to set (windows first boot)
     /// instead of a fresh random one.
     pub admin_password_file: Option<PathBuf>,

@@ -181,6 +181,14 @@ pub struct WinrmSettings {
     pub ca_file: Option<PathBuf>,
     /// HTTPS without verification.
     pub insecure: bool,
+    /// How it authenticates, as written (`None`: the WinRM channel's
+    /// default); the WinRM channel decodes it.
+    pub auth: Option<String>,
+    /// Basic over plain HTTP was allowed explicitly.
+    pub allow_unencrypted: bool,
+    /// The HTTPS listener's certificate pin as written; the WinRM channel
+    /// decodes it.
+    pub thumbprint: Option<String>,
 }
 
 impl ChannelSettings {
@@ -465,6 +473,9 @@ fn channel_settings(o: &OsConfig, family: &dyn FamilyRules, state_dir: &Path) ->
             https,
             ca_file: o.ca_file.clone(),
             insecure: o.insecure.unwrap_or(false),
+            auth: o.auth.clone(),
+            allow_unencrypted: o.allow_unencrypted.unwrap_or(false),
+            thumbprint: o.thumbprint.clone(),
         }),
         _ => ChannelSettings::None { port },
     }

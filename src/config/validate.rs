@@ -294,6 +294,13 @@ fn check_channel_keys(families: &Families, name: &str, o: &OsConfig) -> Result<(
         ("https", o.https.is_some(), ChannelKind::Winrm),
         ("ca_file", o.ca_file.is_some(), ChannelKind::Winrm),
         ("insecure", o.insecure.is_some(), ChannelKind::Winrm),
+        ("auth", o.auth.is_some(), ChannelKind::Winrm),
+        (
+            "allow_unencrypted",
+            o.allow_unencrypted.is_some(),
+            ChannelKind::Winrm,
+        ),
+        ("thumbprint", o.thumbprint.is_some(), ChannelKind::Winrm),
     ];
     if let Some((key, _, of)) = keys.iter().find(|(_, set, of)| *set && *of != kind) {
         return Err(KeyError::new(

@@ -20,6 +20,11 @@ pub enum ChannelError {
     Auth(anyhow::Error),
     /// The host key does not match what is pinned: fatal.
     HostKey(anyhow::Error),
+    /// The channel's settings cannot work with what answers (WinRM: the
+    /// listener does not take the configured auth scheme, or refuses
+    /// unencrypted messages): fatal at once, the message says what to
+    /// change; waiting or reloading would not.
+    Config(anyhow::Error),
     /// A command ran past its timeout: retry.
     Timeout(anyhow::Error),
     /// Answered, but not as the protocol says: retry.
@@ -29,7 +34,10 @@ pub enum ChannelError {
 impl ChannelError {
     /// True when loading the image again cannot help.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ChannelError::Auth(_) | ChannelError::HostKey(_))
+        matches!(
+            self,
+            ChannelError::Auth(_) | ChannelError::HostKey(_) | ChannelError::Config(_)
+        )
     }
 
     /// The error inside.
@@ -38,6 +46,7 @@ impl ChannelError {
             ChannelError::Unreachable(e)
             | ChannelError::Auth(e)
             | ChannelError::HostKey(e)
+            | ChannelError::Config(e)
             | ChannelError::Timeout(e)
             | ChannelError::Protocol(e) => e,
         }
@@ -62,6 +71,7 @@ impl ChannelError {
             ChannelError::Unreachable(_) => "unreachable",
             ChannelError::Auth(_) => "auth",
             ChannelError::HostKey(_) => "host-key",
+            ChannelError::Config(_) => "config",
             ChannelError::Timeout(_) => "timeout",
             ChannelError::Protocol(_) => "protocol",
         }
@@ -74,6 +84,7 @@ impl std::fmt::Display for ChannelError {
             ChannelError::Unreachable(e)
             | ChannelError::Auth(e)
             | ChannelError::HostKey(e)
+            | ChannelError::Config(e)
             | ChannelError::Timeout(e)
             | ChannelError::Protocol(e) => write!(f, "{e:#}"),
         }

@@ -68,11 +68,9 @@ impl std::str::FromStr for HostKeyPolicy {
     /// `replace-after-load`.
     fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
         HostKeyPolicy::from_name(s).ok_or_else(|| {
-            let names: Vec<&str> = HostKeyPolicy::ALL.iter().map(|p| p.name()).collect();
-            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
             format!(
-                "unknown host key policy `{s}`: use {} or {last}",
-                rest.join(", ")
+                "unknown host key policy `{s}`: use {}",
+                HostKeyPolicy::choices()
             )
         })
     }

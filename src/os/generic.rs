@@ -44,7 +44,7 @@ impl FamilyRules for Generic {
     }
 
     fn check_keys(&self, profile: &str, os: &OsConfig) -> Result<(), KeyError> {
-        keys::check_shared(os)?;
+        keys::check_shared(profile, os)?;
         keys::refuse_windows_keys(profile, os)
     }
 }

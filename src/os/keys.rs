@@ -1,16 +1,19 @@
 //! The `[os.NAME]` keys the OS families judge together: the channel's
-//! host-key policy, and the first boot's sources and time servers, which
+//! (SSH's host-key policy, WinRM's authentication and certificate pin),
+//! and the first boot's sources and time servers, which
 //! reach command lines and firewall rules, so they must parse as what they
 //! claim to be. Each family's
 //! [`crate::config::FamilyRules::check_keys`] starts here.
 
 use crate::config::{FamilyRules, KeyError, OsConfig, WaitKind};
 
-/// Checks the keys every family shares: `host_keys` names a policy of the
-/// SSH channel, `allow_from` holds addresses or CIDRs, `time_servers` host
-/// names or addresses.
-pub fn check_shared(os: &OsConfig) -> Result<(), KeyError> {
-    super::channel::check_keys(os)?;
+/// Checks the keys every family shares in profile `profile`: the
+/// channel's (`host_keys` names a policy of the SSH channel; WinRM's
+/// `auth` and `thumbprint` read, and its keys that only work together),
+/// `allow_from` holds addresses or CIDRs, `time_servers` host names or
+/// addresses.
+pub fn check_shared(profile: &str, os: &OsConfig) -> Result<(), KeyError> {
+    super::channel::check_keys(profile, os)?;
     for (i, a) in os.allow_from.iter().flatten().enumerate() {
         check_cidr(a).map_err(|why| item("allow_from", i, why))?;
     }

@@ -23,6 +23,10 @@ mod windows;
 #[cfg(test)]
 mod tests;
 
+/// What a run says every time about the profile's channel: settings that
+/// give up a protection on purpose (WinRM Basic in clear, HTTPS unchecked).
+pub use channel::warnings as channel_warnings;
+
 use std::time::Duration;
 
 use crate::attempt::Attempt;

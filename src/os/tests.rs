@@ -97,3 +97,54 @@ fn every_family_config_resolves_to_is_an_os_family() {
     }
     assert_eq!(families.default.name(), "generic");
 }
+
+#[test]
+fn winrm_defaults_to_negotiate_and_carries_its_pin() {
+    use crate::control::winrm::auth::Auth;
+    use crate::control::winrm::pin::Thumbprint;
+    let winrm = |p: &Plan| match &p.profile.channel {
+        ChannelSettings::Winrm(w) => w.clone(),
+        other => panic!("{other:?}"),
+    };
+    let summary = |p: &Plan| super::channel::describe(p).join("\n");
+    let p = plan("family = \"windows-10\"", "");
+    let w = winrm(&p);
+    assert_eq!(
+        (
+            w.auth.as_deref(),
+            w.allow_unencrypted,
+            w.thumbprint.as_deref()
+        ),
+        (None, false, None)
+    );
+    assert_eq!(
+        summary(&p),
+        "winrm: auth negotiate, HTTP, every message encrypted (MS-WSMV)"
+    );
+    let p = plan(
+        "family = \"windows-10\"\nauth = \"ntlm\"\nhttps = true\nthumbprint = \"accept-new\"",
+        "",
+    );
+    let w = winrm(&p);
+    assert_eq!(w.auth.as_deref().map(str::parse), Some(Ok(Auth::Ntlm)));
+    assert_eq!(
+        w.thumbprint.as_deref().map(str::parse),
+        Some(Ok(Thumbprint::AcceptNew))
+    );
+    assert!(summary(&p).contains("accept-new"), "{}", summary(&p));
+    let pin = "ab".repeat(32);
+    let p = plan(
+        &format!("family = \"windows-6\"\nauth = \"basic\"\nhttps = true\nthumbprint = \"{pin}\""),
+        "",
+    );
+    let w = winrm(&p);
+    assert_eq!(
+        w.thumbprint.as_deref().map(str::parse),
+        Some(Ok(Thumbprint::Pinned([0xAB; 32])))
+    );
+    assert!(
+        summary(&p).contains("auth basic, HTTPS, certificate pinned to SHA-256 AB:AB:"),
+        "{}",
+        summary(&p)
+    );
+}

@@ -70,7 +70,7 @@ impl FamilyRules for Linux {
     }
 
     fn check_keys(&self, profile: &str, os: &OsConfig) -> Result<(), KeyError> {
-        keys::check_shared(os)?;
+        keys::check_shared(profile, os)?;
         keys::refuse_windows_keys(profile, os)
     }
 }

@@ -170,8 +170,8 @@ impl FamilyRules for Windows {
         Ok(())
     }
 
-    fn check_keys(&self, _profile: &str, os: &OsConfig) -> Result<(), KeyError> {
-        keys::check_shared(os)?;
+    fn check_keys(&self, profile: &str, os: &OsConfig) -> Result<(), KeyError> {
+        keys::check_shared(profile, os)?;
         self.check_windows_keys(os)
     }
 }

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::tls;
 use crate::config::Plan;
 use crate::duration;
 use crate::provision::{config_name, expand, placeholders};
+use crate::tls;
 
 /// Which load path an endpoint gets.
 #[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Default)]
