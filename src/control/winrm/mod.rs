@@ -241,6 +241,84 @@ impl fmt::Display for Fault {
     }
 }
 
+/// How a new channel trusts the listener's certificate, the pin it has
+/// yet to record, and what the certificate check says for events.
+struct TrustSetup {
+    trust: tls::Trust,
+    learning: Option<Learning>,
+    note: Option<String>,
+}
+
+impl TrustSetup {
+    fn plain(trust: tls::Trust) -> TrustSetup {
+        TrustSetup {
+            trust,
+            learning: None,
+            note: None,
+        }
+    }
+}
+
+/// The trust of `cfg` (none needed over plain HTTP): a CA file read, a
+/// learned pin looked up ([`learned`]).
+fn trust_setup(cfg: &WinRmConfig) -> anyhow::Result<TrustSetup> {
+    Ok(match &cfg.trust {
+        _ if !cfg.https => TrustSetup::plain(tls::Trust::System),
+        Trust::System => TrustSetup::plain(tls::Trust::System),
+        Trust::Insecure => TrustSetup::plain(tls::Trust::Off),
+        Trust::CaFile(ca) => TrustSetup::plain(
+            tls::Trust::ca_file(ca, "the WinRM ca_file").map_err(anyhow::Error::msg)?,
+        ),
+        Trust::Pinned(p) => TrustSetup::plain(tls::Trust::Pinned(*p)),
+        Trust::Learned { file, before_load } => learned(file, *before_load)?,
+    })
+}
+
+/// A pin learned on first use ([`pin`]): a before-load channel holds to
+/// the record and marks it replaceable (or, with none, learns for itself
+/// and records nothing); any other holds to a record that is not
+/// replaceable, and otherwise learns the first certificate it sees, to
+/// record it.
+fn learned(file: &std::path::Path, before_load: bool) -> anyhow::Result<TrustSetup> {
+    let record = pin::read(file).map_err(anyhow::Error::msg)?;
+    Ok(match (record, before_load) {
+        (Some(r), true) => {
+            if !r.replaceable {
+                pin::write(
+                    file,
+                    &pin::Record {
+                        replaceable: true,
+                        ..r
+                    },
+                )?;
+            }
+            TrustSetup::plain(tls::Trust::Pinned(r.pin))
+        }
+        (None, true) => TrustSetup::plain(tls::Trust::FirstUse(tls::FirstUse::new())),
+        (Some(r), false) if !r.replaceable => TrustSetup {
+            trust: tls::Trust::Pinned(r.pin),
+            learning: None,
+            note: Some(format!(
+                "certificate SHA-256 {} as recorded",
+                tls::fmt_thumbprint(&r.pin)
+            )),
+        },
+        (r, false) => {
+            let seen = tls::FirstUse::new();
+            TrustSetup {
+                trust: tls::Trust::FirstUse(seen.clone()),
+                learning: Some(Learning {
+                    file: file.to_path_buf(),
+                    seen,
+                    previous: r.map(|r| r.pin),
+                    recorded: false,
+                }),
+                note: None,
+            }
+        }
+    })
+}
+
 impl WinRm {
     /// Reads the password file, the CA file and a learned pin, and prepares
     /// the HTTP agents; connects to nothing yet. A before-load channel
@@ -263,52 +341,11 @@ impl WinRm {
             _ => None,
         };
 
-        let mut learning = None;
-        let mut pin_note = None;
-        let trust = match &cfg.trust {
-            _ if !cfg.https => tls::Trust::System,
-            Trust::System => tls::Trust::System,
-            Trust::Insecure => tls::Trust::Off,
-            Trust::CaFile(ca) => {
-                tls::Trust::ca_file(ca, "the WinRM ca_file").map_err(anyhow::Error::msg)?
-            }
-            Trust::Pinned(p) => tls::Trust::Pinned(*p),
-            Trust::Learned { file, before_load } => {
-                let record = pin::read(file).map_err(anyhow::Error::msg)?;
-                match (record, before_load) {
-                    (Some(r), true) => {
-                        if !r.replaceable {
-                            pin::write(
-                                file,
-                                &pin::Record {
-                                    replaceable: true,
-                                    ..r
-                                },
-                            )?;
-                        }
-                        tls::Trust::Pinned(r.pin)
-                    }
-                    (None, true) => tls::Trust::FirstUse(tls::FirstUse::new()),
-                    (Some(r), false) if !r.replaceable => {
-                        pin_note = Some(format!(
-                            "certificate SHA-256 {} as recorded",
-                            tls::fmt_thumbprint(&r.pin)
-                        ));
-                        tls::Trust::Pinned(r.pin)
-                    }
-                    (r, false) => {
-                        let seen = tls::FirstUse::new();
-                        learning = Some(Learning {
-                            file: file.clone(),
-                            seen: seen.clone(),
-                            previous: r.map(|r| r.pin),
-                            recorded: false,
-                        });
-                        tls::Trust::FirstUse(seen)
-                    }
-                }
-            }
-        };
+        let TrustSetup {
+            trust,
+            learning,
+            note: pin_note,
+        } = trust_setup(&cfg)?;
         let agent = tls::agent(trust.clone(), CONNECT_TIMEOUT);
         let anonymous = tls::agent(trust.clone(), CONNECT_TIMEOUT);
         Ok(WinRm {
