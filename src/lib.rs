@@ -370,6 +370,29 @@ fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String 
     s
 }
 
+/// Starts the run's events: into the computer's event log `log`, trimmed
+/// first (under the lock and before this run's first event, no one writes
+/// it), then the start, and what the profile's channel gives up on
+/// purpose (said on every run).
+fn start_events(
+    report: &report::Reporter,
+    log: &std::path::Path,
+    loaded: &Loaded,
+    plan: &Plan,
+    command: &str,
+) {
+    if let Err(e) = retention::trim(log, loaded.config.logs.retention()) {
+        report.warn(&format!("cannot trim the event log: {e:#}"));
+    }
+    if let Err(e) = report.log_to(log) {
+        report.warn(&format!("cannot open the event log {}: {e}", log.display()));
+    }
+    report.start(command);
+    for w in os::channel_warnings(plan) {
+        report.warn(&w);
+    }
+}
+
 fn run(
     cli: &Cli,
     loaded: &Loaded,
@@ -412,17 +435,7 @@ fn run(
         verbosity(cli),
     );
     let log = state.event_log(&plan.computer.name);
-    // Under the lock and before this run's first event: no one writes it.
-    if let Err(e) = retention::trim(&log, loaded.config.logs.retention()) {
-        report.warn(&format!("cannot trim the event log: {e:#}"));
-    }
-    if let Err(e) = report.log_to(&log) {
-        report.warn(&format!("cannot open the event log {}: {e}", log.display()));
-    }
-    report.start(&command);
-    for w in os::channel_warnings(&plan) {
-        report.warn(&w);
-    }
+    start_events(&report, &log, loaded, &plan, &command);
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),
