@@ -116,6 +116,7 @@ echo "packages: ok: purge removes the binary, the config and the state dir"
 # The examples are whatever examples/*.toml holds (both packages ship them
 # by that glob); the rest is fixed.
 examples=$(for f in examples/*.toml; do echo "/usr/share/doc/reimage/examples/${f#examples/}"; done)
+# shellcheck disable=SC2086 # $examples: one path a word
 want=$(printf '%s\n' /etc/reimage/reimage.toml /usr/bin/reimage \
     /usr/share/bash-completion/completions/reimage /usr/share/doc/reimage/README.md \
     $examples /usr/share/fish/vendor_completions.d/reimage.fish \
@@ -128,6 +129,7 @@ expect "rpm config file is noreplace" \
     "cn /etc/reimage/reimage.toml"
 # %post makes the state dir; run it where /var/lib is an empty tmpfs.
 postin=$(rpm -qp --qf '%{POSTIN}' "$rpm" 2>/dev/null)
+# shellcheck disable=SC2016 # $1 is the inner sh's, not this script's
 expect "rpm %post creates the state dir root-only" \
     "$(unshare --mount sh -c 'mount -t tmpfs none /var/lib && sh -c "$1" postinst 1 && stat -c "%a %U" /var/lib/reimage' sh "$postin")" \
     "700 root"

@@ -5,18 +5,37 @@
 //! The modules stand on floors; a floor imports only floors below it:
 //!
 //! - this file and `cli`: parse, one dispatch, the exit code from [`Error`];
-//! - `runner`: the attempt loop and the contract's rules;
+//! - `runner`: the attempt loop and the contract's rules; `power-off`
+//!   through a provisioner's [`provision::PowerOff`] capability;
 //! - `provision` and `os`, side by side (neither imports the other; the OS
-//!   module gets only a [`os::PowerReset`] from the runner);
-//! - `control`: how an OS module talks to the computer (SSH, WinRM);
+//!   module gets only a [`os::PowerReset`] from the runner). A provisioner
+//!   is a file of `provision/` (`lab`, `command`, `qemu`, `libvirt`) or a
+//!   folder with a file per step: `provision/xcat/` (`config`, `slot`,
+//!   `power`, `install`, `answers`, `monitor`) and `provision/vsphere/`
+//!   (`config`, `vcenter`, `esxi`, `soap`, `vim`). An OS family
+//!   is one place: `os/linux/`, `os/windows/` (windows-5, -6, -10) and
+//!   `os/generic.rs`, each owning its defaults, wait sequence, the keys it
+//!   takes, the first-boot plan `check` prints, its boot id, before-load
+//!   and first boot, and its scripts as files (`*.sh`, `*.vbs`, `*.ps1`);
+//!   what every family goes through is `os/module.rs` and
+//!   `os/sequence.rs`. This file hands the families to `config` (as it
+//!   hands it the provisioners' names) through `config::FamilyRules`;
+//! - `control`: how an OS module talks to the computer (`ssh`, `winrm/`
+//!   with its `auth`, `encryption` and `pin`, `none`);
 //! - `config`: the TOML model, validation with file:line:col, the plan;
+//!   it names no OS family and no provisioner kind;
 //! - `fleet`: the admin's views (status, log) over records and the store;
-//! - `report`, `state`, `coord`: events and logs; lock and records (the
-//!   state directory as a trust boundary, read with bounds); the site-wide
-//!   lock and load-limit store;
+//! - `report`, `state`, `coord`: events and logs; lock and records, and the
+//!   state directory's layout (in `state` only) as a trust boundary, read
+//!   with bounds; the site-wide lock and load-limit store;
 //! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
-//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
-//!   mechanisms.
+//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `tls`, `error`:
+//!   shared mechanisms (`backoff` the one backoff, `exec::Output` the one
+//!   command output, `names` the one table of names per enum, `tls` the
+//!   certificate trust of the HTTPS clients: vSphere's and WinRM's).
+//!
+//! The tests' servers and stand-ins are started by the `testbed` crate
+//! (tests/testbed), for the unit tests here and the integration binary.
 
 mod attempt;
 mod backoff;
@@ -43,6 +62,7 @@ mod secret;
 mod signal;
 mod size;
 mod state;
+mod tls;
 mod wait;
 mod xml;
 
@@ -212,7 +232,7 @@ fn power_off_image(cli: &Cli, loaded: &Loaded, a: &PowerOffArgs) -> Result<Strin
 /// `check` finds what a run would trip over, and a run fails before it
 /// takes the lock.
 fn load(cli: &Cli) -> Result<Loaded, Error> {
-    let loaded = config::load(&cli.config, &provision::BUILTIN)?;
+    let loaded = config::load(&cli.config, &provision::BUILTIN, os::families())?;
     for (name, table) in &loaded.config.provisioners {
         let r = config::ProvisionerRef::from_table(name, table);
         let p =
@@ -349,7 +369,8 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     let preload = state
         .read_preload(&plan.computer.name)
         .map_err(|e| state::setup_error(e, &dir))?;
-    let described = plan.describe(&lines);
+    let os_lines = os::build(&plan).describe(&plan);
+    let described = plan.describe(&lines, &os_lines);
     let reuse = reuse_rule(&plan, preload.as_ref());
     match format(cli) {
         report::Format::Json => out.json(
@@ -472,6 +493,26 @@ fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String 
     s
 }
 
+/// Starts the run's events (the event log is open): the start, what the
+/// lease says (its generation, a takeover), and what the profile's channel
+/// gives up on purpose (said on every run).
+fn start_events(
+    report: &report::Reporter,
+    command: &str,
+    hold: Option<(String, bool)>,
+    plan: &Plan,
+) {
+    report.start(command);
+    match hold {
+        Some((note, true)) => report.warn(&note),
+        Some((note, false)) => report.info(&note),
+        None => {}
+    }
+    for w in os::channel_warnings(plan) {
+        report.warn(&w);
+    }
+}
+
 fn run(
     cli: &Cli,
     loaded: &Loaded,
@@ -514,12 +555,7 @@ fn run(
         verbosity(cli),
     );
     let log = open_event_log(&state, &plan.computer.name, loaded, &dir, &report)?;
-    report.start(&command);
-    match hold.note() {
-        Some((note, true)) => report.warn(&note),
-        Some((note, false)) => report.info(&note),
-        None => {}
-    }
+    start_events(&report, &command, hold.note(), &plan);
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         // Without --of, an attempt past the plan's count is the last one

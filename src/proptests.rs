@@ -11,7 +11,7 @@
 use proptest::prelude::*;
 use std::path::Path;
 
-use crate::{config, duration, exec, provision, xml};
+use crate::{config, duration, exec, os, provision, xml};
 
 /// Fragments of reimage's TOML: keys, headers and values, some wrong on
 /// purpose, so random lines reach past the TOML parser into validation.
@@ -94,7 +94,7 @@ fn toml_line() -> impl Strategy<Value = String> {
 /// every provisioner table.
 fn load(text: String) {
     let path = Path::new("fuzz.toml");
-    match config::parse(path, text, &provision::BUILTIN) {
+    match config::parse(path, text, &provision::BUILTIN, os::families()) {
         Ok(loaded) => {
             for (name, table) in &loaded.config.provisioners {
                 let r = config::ProvisionerRef::from_table(name, table);

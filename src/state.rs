@@ -387,7 +387,8 @@ impl StateDir {
     // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
     // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
     // with lock, last-run.json, events.jsonl, preload.json,
-    // boot-id-before-load, known_hosts.before-load and ACCOUNT-password.
+    // boot-id-before-load, known_hosts.before-load, ACCOUNT-password and
+    // winrm-thumbprint.
 
     /// The directory that holds one directory per computer.
     pub fn computers_dir(&self) -> PathBuf {
@@ -468,6 +469,12 @@ impl StateDir {
     /// must not touch the real ones.
     pub fn known_hosts_before_load(&self, computer: &str) -> PathBuf {
         self.computer_dir(computer).join("known_hosts.before-load")
+    }
+
+    /// The SHA-256 of the computer's WinRM HTTPS certificate as learned
+    /// under `thumbprint = "accept-new"` (written by the WinRM channel).
+    pub fn winrm_thumbprint(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("winrm-thumbprint")
     }
 
     /// The directory of semaphore `name`, checked; made when `create`.
@@ -736,6 +743,7 @@ mod tests {
         );
         assert_eq!(s.password_file("pc7", "root"), c("root-password"));
         assert_eq!(s.known_hosts(), Path::new("/s/known_hosts"));
+        assert_eq!(s.winrm_thumbprint("pc7"), c("winrm-thumbprint"));
     }
 
     #[test]

@@ -155,7 +155,8 @@ log "debootstrap done after $(($(date +%s) - started)) s"
 
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 
-kver=$(basename "$(ls -d "$root"/lib/modules/*/ | head -n1)")
+modules=("$root"/lib/modules/*/)
+kver=$(basename "${modules[0]}")
 [[ -n $kver && -e $root/boot/vmlinuz-$kver ]] || die "no kernel in the guest's /boot"
 
 # The disk is ext4 on the whole of /dev/vda (the qemu provisioner attaches

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by .ci/run, examples/demo.sh and the guest builds: installs Debian
 # packages so that QEMU's packages match each other.
 #

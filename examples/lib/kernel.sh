@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the guest builds: kernel file helpers.
 
 # extract_vmlinux BZIMAGE OUT: the ELF kernel inside a bzImage, found the way

@@ -3,9 +3,9 @@
 
 use std::ops::Range;
 use std::path::Path;
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeArray, DeTable, DeValue};
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// 1-based line and column of byte offset `at` in `text`.
 pub fn line_col(text: &str, at: usize) -> (usize, usize) {
@@ -34,26 +34,23 @@ pub fn key_span(text: &str, path: &[&str]) -> Option<Range<usize>> {
         }
         match v.get_ref() {
             DeValue::Table(t) => table = t,
-            DeValue::Array(a) => {
-                // `steps.2.timeout`: an index into an array of tables.
-                let idx: usize = path.get(i + 1)?.parse().ok()?;
-                let item = a.get(idx)?;
-                found = Some(item.span());
-                match item.get_ref() {
-                    DeValue::Table(t) => {
-                        let rest = &path[i + 2..];
-                        if rest.is_empty() {
-                            return found;
-                        }
-                        return sub_span(t, rest).or(found);
-                    }
-                    _ => return found,
-                }
-            }
+            DeValue::Array(a) => return item_span(a, &path[i + 1..]),
             _ => return found,
         }
     }
     found
+}
+
+/// `steps.2.timeout`: the span at `path` (an index, then keys) in an array
+/// of tables; of the item when the keys are not in it.
+fn item_span(a: &DeArray, path: &[&str]) -> Option<Range<usize>> {
+    let idx: usize = path.first()?.parse().ok()?;
+    let item = a.get(idx)?;
+    let found = Some(item.span());
+    match item.get_ref() {
+        DeValue::Table(t) if path.len() > 1 => sub_span(t, &path[1..]).or(found),
+        _ => found,
+    }
 }
 
 fn sub_span(table: &DeTable, path: &[&str]) -> Option<Range<usize>> {

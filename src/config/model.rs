@@ -1,12 +1,13 @@
-//! The configuration file's shape (serde), and the checks serde cannot make.
+//! The configuration file's shape (serde); the checks serde cannot make
+//! are in `validate`.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, Loaded, builtin};
 use crate::duration;
+use crate::names::names;
 use crate::retention::Retention;
 use crate::size;
 
@@ -206,49 +207,9 @@ pub struct ImageCheck {
     pub expect: String,
 }
 
-/// Which family of OS a profile brings up.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Family {
-    /// No OS knowledge: network probes and the steps you list.
-    Generic,
-    /// Linux over SSH.
-    Linux,
-    /// Windows XP / Server 2003.
-    #[serde(rename = "windows-5")]
-    Windows5,
-    /// Windows Vista / 2008 / 7 / 2008 R2 / 8 / 2012.
-    #[serde(rename = "windows-6")]
-    Windows6,
-    /// Windows 10 / 11 / Server 2016 and later.
-    #[serde(rename = "windows-10")]
-    Windows10,
-}
-
-impl Family {
-    /// The name used in the config and in `reimage check`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Generic => "generic",
-            Family::Linux => "linux",
-            Family::Windows5 => "windows-5",
-            Family::Windows6 => "windows-6",
-            Family::Windows10 => "windows-10",
-        }
-    }
-
-    /// True for the Windows families.
-    pub fn is_windows(self) -> bool {
-        matches!(
-            self,
-            Family::Windows5 | Family::Windows6 | Family::Windows10
-        )
-    }
-}
-
 /// How the OS module talks to the computer.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum ChannelKind {
     /// SSH (key or password file).
     Ssh,
@@ -258,24 +219,20 @@ pub enum ChannelKind {
     None,
 }
 
-impl ChannelKind {
-    /// The name used in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            ChannelKind::Ssh => "ssh",
-            ChannelKind::Winrm => "winrm",
-            ChannelKind::None => "none",
-        }
-    }
-}
+names!(ChannelKind {
+    Ssh => "ssh",
+    Winrm => "winrm",
+    None => "none",
+});
 
 /// `[os.NAME]`: an OS profile. Every key is optional; what is not set comes
 /// from the built-in profile of the same `family` (or the same name).
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct OsConfig {
-    /// linux | windows-5 | windows-6 | windows-10 | generic.
-    pub family: Option<Family>,
+    /// One of the families the OS floor hands down (linux, windows-5,
+    /// ...); checked against them, not by serde.
+    pub family: Option<String>,
     /// ssh | winrm | none.
     pub channel: Option<ChannelKind>,
     /// Login user.
@@ -287,8 +244,10 @@ pub struct OsConfig {
     /// Channel port (22, 5985, 5986).
     #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
-    /// SSH host-key policy.
-    pub host_keys: Option<HostKeyPolicy>,
+    /// SSH host-key policy, as written: the SSH channel
+    /// (`control::ssh::HostKeyPolicy`) decodes it, and its family's checks
+    /// refuse a name it does not know.
+    pub host_keys: Option<String>,
     /// known_hosts file (default: STATE_DIR/known_hosts).
     pub known_hosts: Option<PathBuf>,
     /// Run the family's first-boot configuration.
@@ -301,6 +260,16 @@ pub struct OsConfig {
     pub ca_file: Option<PathBuf>,
     /// Skip TLS verification for WinRM (explicit, warned).
     pub insecure: Option<bool>,
+    /// WinRM authentication (negotiate, ntlm or basic), as written: the
+    /// WinRM channel (`control::winrm::auth::Auth`) decodes it, and the
+    /// families' checks refuse a name it does not know.
+    pub auth: Option<String>,
+    /// Basic authentication over plain HTTP (explicit, warned).
+    pub allow_unencrypted: Option<bool>,
+    /// WinRM HTTPS: the listener certificate's SHA-256, or `accept-new`,
+    /// as written: the WinRM channel (`control::winrm::pin::Thumbprint`)
+    /// decodes it, and the families' checks refuse what it cannot read.
+    pub thumbprint: Option<String>,
     /// File with the Administrator password to set (windows first boot)
     /// instead of a fresh random one.
     pub admin_password_file: Option<PathBuf>,
@@ -381,8 +350,8 @@ impl<'de> Deserialize<'de> for DurationValue {
 }
 
 /// What a wait step waits for.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum WaitKind {
     /// ICMP echo answered (system `ping`).
     Ping,
@@ -392,8 +361,8 @@ pub enum WaitKind {
     Banner,
     /// The channel authenticates and runs a no-op.
     Login,
-    /// A command over the channel until its output matches `regex` (or it
-    /// exits 0 when no regex is given).
+    /// A command over the channel until its output matches `regex` (or
+    /// it exits 0 when no regex is given).
     Command,
     /// The computer goes down and comes back with a new boot id.
     Reboot,
@@ -404,21 +373,18 @@ pub enum WaitKind {
     Sleep,
 }
 
-impl WaitKind {
-    /// The name used in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            WaitKind::Ping => "ping",
-            WaitKind::Port => "port",
-            WaitKind::Banner => "banner",
-            WaitKind::Login => "login",
-            WaitKind::Command => "command",
-            WaitKind::Reboot => "reboot",
-            WaitKind::SetupDone => "setup-done",
-            WaitKind::Sleep => "sleep",
-        }
-    }
+names!(WaitKind {
+    Ping => "ping",
+    Port => "port",
+    Banner => "banner",
+    Login => "login",
+    Command => "command",
+    Reboot => "reboot",
+    SetupDone => "setup-done",
+    Sleep => "sleep",
+});
 
+impl WaitKind {
     /// True for steps that need a channel other than `none`.
     pub fn needs_channel(self) -> bool {
         matches!(
@@ -456,375 +422,4 @@ pub struct StepConfig {
     /// and wait this much longer (Windows 6.x, as Apache VCL does).
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub reset_on_timeout: Option<Duration>,
-}
-
-/// Checks that need the whole file: references between tables, regexes
-/// (steps are checked as each profile resolves); each error names file:line:column.
-pub fn validate(l: &Loaded, builtin: &[&str]) -> Result<(), ConfigError> {
-    let c = &l.config;
-    if c.max_attempts == 0 {
-        return Err(l.error_at(&["max_attempts"], "max_attempts must be 1 or more"));
-    }
-    if !(c.timeout_growth.is_finite() && c.timeout_growth >= 1.0) {
-        return Err(l.error_at(&["timeout_growth"], "timeout_growth must be 1.0 or more"));
-    }
-    if c.logs.keep_runs == 0 {
-        return Err(l.error_at(
-            &["logs", "keep_runs"],
-            "keep_runs must be 1 or more (the run in progress is one)",
-        ));
-    }
-    if let Some(s) = &c.coordination
-        && let Err((key, msg)) = s.validate()
-    {
-        return Err(l.error_at(&["coordination", key], msg));
-    }
-    for (name, p) in &c.provisioners {
-        if !matches!(p.get("kind"), Some(toml::Value::String(_))) {
-            return Err(l.error_at(
-                &["provisioners", name],
-                format!("provisioner `{name}` needs `kind = \"...\"` (a string)"),
-            ));
-        }
-    }
-    for (name, os) in &c.os {
-        validate_os(l, name, os)?;
-    }
-    for (name, img) in &c.images {
-        if max_zero(img.max_attempts) {
-            return Err(l.error_at(
-                &["images", name, "max_attempts"],
-                "max_attempts must be 1 or more",
-            ));
-        }
-        if !c.os.contains_key(&img.os) && builtin::family_of(&img.os).is_none() {
-            return Err(l.error_at(
-                &["images", name, "os"],
-                format!(
-                    "image `{name}` names OS profile `{}`, which is neither an [os.{}] table nor a built-in profile ({})",
-                    img.os,
-                    img.os,
-                    builtin::FAMILIES.join(", ")
-                ),
-            ));
-        }
-        if let Some(p) = &img.provisioner {
-            check_provisioner(
-                l,
-                builtin,
-                p,
-                &["images", name, "provisioner"],
-                &format!("image `{name}`"),
-            )?;
-        }
-        if let Some(chk) = &img.image_check {
-            if chk.command.is_empty() {
-                return Err(l.error_at(
-                    &["images", name, "image_check"],
-                    "image_check.command is empty",
-                ));
-            }
-            regex::Regex::new(&chk.expect).map_err(|e| {
-                l.error_at(
-                    &["images", name, "image_check"],
-                    format!("image_check.expect is not a valid regex: {e}"),
-                )
-            })?;
-        }
-    }
-    for (name, comp) in &c.computers {
-        if let Err(why) = check_computer_name(name) {
-            return Err(l.error_at(&["computers", name], why));
-        }
-        if comp.address.trim().is_empty() {
-            return Err(l.error_at(
-                &["computers", name, "address"],
-                format!("computer `{name}` has an empty address"),
-            ));
-        }
-        if let Err(why) = check_address(&comp.address) {
-            return Err(l.error_at(&["computers", name, "address"], why));
-        }
-        if let Some(p) = &comp.provisioner {
-            check_provisioner(
-                l,
-                builtin,
-                p,
-                &["computers", name, "provisioner"],
-                &format!("computer `{name}`"),
-            )?;
-        }
-        if let Some(st) = &comp.static_address {
-            let v4 = |s: &str| s.parse::<std::net::Ipv4Addr>().is_ok();
-            let addr_ok = st
-                .address
-                .split_once('/')
-                .is_some_and(|(a, p)| v4(a) && p.parse::<u8>().is_ok_and(|n| n <= 32));
-            let why = if !addr_ok {
-                Some((
-                    "address",
-                    format!(
-                        "`{}` is not an IPv4 address with a prefix length (like 192.0.2.7/24)",
-                        st.address
-                    ),
-                ))
-            } else if st.gateway.as_deref().is_some_and(|g| !v4(g)) {
-                Some(("gateway", "the gateway is not an IPv4 address".to_string()))
-            } else if st.interface.is_empty()
-                || st.interface.contains(['"', '%', '&', '|', '<', '>', '^'])
-            {
-                Some((
-                    "interface",
-                    "the interface name is empty or holds quotes, %, &, |, <, > or ^".to_string(),
-                ))
-            } else {
-                None
-            };
-            if let Some((k, why)) = why {
-                return Err(l.error_at(&["computers", name, "static_address", k], why));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The longest computer name (a DNS label's length).
-pub const MAX_NAME_LEN: usize = 63;
-
-/// A computer's name becomes a directory and a lock in the state dir, so it
-/// must be one plain path component that no other name aliases: letters,
-/// digits, `-`, `_` and `.`, starting with a letter or digit, at most
-/// [`MAX_NAME_LEN`] bytes.
-pub fn check_computer_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    let ok_start = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok_chars && ok_start && name.len() <= MAX_NAME_LEN {
-        return Ok(());
-    }
-    Err(format!(
-        "computer name {name:?} is not allowed: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit (it names a directory in the state dir)"
-    ))
-}
-
-/// An address reaches commands (ping, ssh) as an argument: it must not
-/// look like an option, nor hold white space or control characters.
-pub fn check_address(address: &str) -> Result<(), String> {
-    if address.starts_with('-') {
-        return Err(format!(
-            "address {address:?} starts with '-', which commands would take as an option: give a host name or IP address"
-        ));
-    }
-    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "address {address:?} holds white space or control characters: give a host name or IP address"
-        ));
-    }
-    Ok(())
-}
-
-fn max_zero(v: Option<u32>) -> bool {
-    v == Some(0)
-}
-
-fn check_provisioner(
-    l: &Loaded,
-    builtin: &[&str],
-    p: &str,
-    at: &[&str],
-    who: &str,
-) -> Result<(), ConfigError> {
-    let c = &l.config;
-    if c.provisioners.contains_key(p) || builtin.contains(&p) {
-        return Ok(());
-    }
-    let known: Vec<&str> = c
-        .provisioners
-        .keys()
-        .map(String::as_str)
-        .chain(builtin.iter().copied())
-        .collect();
-    Err(l.error_at(
-        at,
-        format!(
-            "{who} names provisioner `{p}`, which is not defined (known: {})",
-            known.join(", ")
-        ),
-    ))
-}
-
-fn validate_os(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError> {
-    if os.family.is_none() && builtin::family_of(name).is_none() && os.steps.is_none() {
-        return Err(l.error_at(
-            &["os", name],
-            format!(
-                "OS profile `{name}` needs `family` ({}) or its own `steps`",
-                builtin::FAMILIES.join(", ")
-            ),
-        ));
-    }
-    for (key, d) in [
-        ("connect_timeout", os.connect_timeout),
-        ("command_timeout", os.command_timeout),
-    ] {
-        if d.is_some_and(|d| d.is_zero()) {
-            return Err(l.error_at(
-                &["os", name, key],
-                format!("`{key}` of 0s could never succeed: give a duration longer than 0s"),
-            ));
-        }
-    }
-    if let Some(d) = os.probe_interval
-        && !(builtin::PROBE_INTERVAL_MIN..=builtin::PROBE_INTERVAL_MAX).contains(&d)
-    {
-        return Err(l.error_at(
-            &["os", name, "probe_interval"],
-            format!(
-                "`probe_interval` must be from {} to {} (at most 25 probes a second per computer)",
-                humantime::format_duration(builtin::PROBE_INTERVAL_MIN),
-                humantime::format_duration(builtin::PROBE_INTERVAL_MAX)
-            ),
-        ));
-    }
-    super::plan::check_channel_keys(l, name, os)?;
-    super::plan::check_steps(l, name, os)?;
-    check_first_boot_keys(l, name, os)
-}
-
-/// An address or a CIDR (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`).
-pub fn check_cidr(s: &str) -> Result<(), String> {
-    let (addr, prefix) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
-    };
-    let ip: std::net::IpAddr = addr
-        .parse()
-        .map_err(|_| format!("`{s}` is not an IP address or CIDR (like 10.0.0.0/8)"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    match prefix.map(|p| p.parse::<u8>()) {
-        None => Ok(()),
-        Some(Ok(n)) if n <= max => Ok(()),
-        Some(_) => Err(format!("`{s}`: the prefix length must be 0 to {max}")),
-    }
-}
-
-/// A host name or address a first-boot command line may hold as is.
-fn plain_host(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
-}
-
-/// The first-boot keys: addresses parse, host names hold nothing a command
-/// line would read as syntax, and the Windows-only keys sit on a Windows
-/// profile.
-fn check_first_boot_keys(l: &Loaded, name: &str, os: &OsConfig) -> Result<(), ConfigError> {
-    let family = os.family.or_else(|| builtin::family_of(name));
-    for (i, a) in os.allow_from.iter().flatten().enumerate() {
-        if let Err(why) = check_cidr(a) {
-            return Err(l.error_at(&["os", name, "allow_from", &i.to_string()], why));
-        }
-    }
-    for (i, t) in os.time_servers.iter().flatten().enumerate() {
-        if !plain_host(t) {
-            return Err(l.error_at(
-                &["os", name, "time_servers", &i.to_string()],
-                format!("time server `{t}` is not a host name or address"),
-            ));
-        }
-    }
-    let windows = family.is_some_and(Family::is_windows);
-    for (key, set) in [
-        ("activation", os.activation.is_some()),
-        ("domain", os.domain.is_some()),
-    ] {
-        if set && !windows {
-            return Err(l.error_at(
-                &["os", name, key],
-                format!("`{key}` is a Windows first-boot action, and profile `{name}` is not a windows family"),
-            ));
-        }
-    }
-    if let Some(a) = &os.activation {
-        match (&a.kms, &a.mak_file) {
-            (Some(h), None) if plain_host(h) => {}
-            (Some(h), None) => {
-                return Err(l.error_at(
-                    &["os", name, "activation", "kms"],
-                    format!("KMS host `{h}` is not a host name or address"),
-                ));
-            }
-            (None, Some(_)) => {}
-            _ => {
-                return Err(l.error_at(
-                    &["os", name, "activation"],
-                    "activation needs exactly one of kms = \"HOST[:PORT]\" and mak_file = \"FILE\"",
-                ));
-            }
-        }
-        if family == Some(Family::Windows5) {
-            return Err(l.error_at(
-                &["os", name, "activation"],
-                "Windows XP/2003 has no KMS or MAK activation through slmgr: remove `activation`",
-            ));
-        }
-    }
-    if let Some(d) = &os.domain {
-        let bad = |s: &str| {
-            s.chars()
-                .any(|c| matches!(c, '"' | '\'' | '%' | '&' | '|' | '<' | '>' | '^'))
-        };
-        if !plain_host(&d.name) {
-            return Err(l.error_at(
-                &["os", name, "domain", "name"],
-                format!("domain `{}` is not a DNS name", d.name),
-            ));
-        }
-        if d.ou.as_deref().is_some_and(bad) {
-            return Err(l.error_at(
-                &["os", name, "domain", "ou"],
-                "the OU may not hold quotes, %, &, |, <, > or ^",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// What to do with the computer's SSH host key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// The key must already be in the known-hosts file: for standing
-    /// machines whose keys never change.
-    Strict,
-    /// A missing entry is added (trust on first use); a different key is
-    /// refused, like OpenSSH's `StrictHostKeyChecking accept-new`.
-    AcceptNew,
-    /// A freshly loaded computer has new host keys: whatever the file holds
-    /// for it is replaced on the first connection this SSH channel makes;
-    /// after that the key is pinned, so a different key later in the same
-    /// run (say after a reboot step) is refused.
-    #[default]
-    ReplaceAfterLoad,
-}
-
-impl std::str::FromStr for HostKeyPolicy {
-    type Err = String;
-
-    /// Parses the config spelling: `strict`, `accept-new`,
-    /// `replace-after-load`.
-    fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
-        match s {
-            "strict" => Ok(HostKeyPolicy::Strict),
-            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
-            "replace-after-load" => Ok(HostKeyPolicy::ReplaceAfterLoad),
-            _ => Err(format!(
-                "unknown host key policy `{s}`: use strict, accept-new or replace-after-load"
-            )),
-        }
-    }
 }

@@ -4,14 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::builtin::{
-    COMMAND_TIMEOUT, CONNECT_TIMEOUT, PROBE_INTERVAL, builtin_steps, cloud_init_step,
-    default_channel, default_stable_for, default_user, family_of,
+use super::defaults::{COMMAND_TIMEOUT, CONNECT_TIMEOUT, PROBE_INTERVAL};
+use super::error::KeyError;
+use super::family::{Families, FamilyRules};
+use super::loaded::Loaded;
+use super::model::{
+    ActivationConfig, ChannelKind, ComputerConfig, Config, DomainConfig, ImageConfig, OsConfig,
+    StaticAddress,
 };
-use super::model::{ChannelKind, DomainConfig, Family, ImageConfig, OsConfig, StaticAddress};
-use super::model::{HostKeyPolicy, WaitKind};
-use super::step::{self, Probe, Step, Wait};
-use super::{ConfigError, Loaded};
+use super::step::{self, Step, Wait};
 use crate::attempt::Attempt;
 use crate::error::Error;
 
@@ -51,11 +52,12 @@ pub struct ImagePlan {
 pub struct Profile {
     /// Profile name.
     pub name: String,
-    /// OS family.
-    pub family: Family,
+    /// OS family: its rules (the OS floor finds its module by the name).
+    pub family: &'static dyn FamilyRules,
     /// The channel and its settings.
     pub channel: ChannelSettings,
-    /// Run first-boot configuration.
+    /// Run first-boot configuration: as the profile or its family says,
+    /// and only over a channel that logs in.
     pub first_boot: bool,
     /// Administrator password file (windows first boot), instead of a
     /// random one.
@@ -105,6 +107,18 @@ pub enum Activation {
     Mak(PathBuf),
 }
 
+impl Activation {
+    /// The activation `activation = { .. }` asks for (validation made
+    /// sure it names exactly one).
+    fn of(a: &ActivationConfig) -> Option<Activation> {
+        match (&a.kms, &a.mak_file) {
+            (Some(h), _) => Some(Activation::Kms(h.clone())),
+            (None, Some(f)) => Some(Activation::Mak(f.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
 impl ProvisionerRef {
     /// `[provisioners.NAME]` as written: its `kind` taken out of the table.
     pub fn from_table(name: &str, table: &toml::Table) -> ProvisionerRef {
@@ -145,8 +159,9 @@ pub struct SshSettings {
     pub key_file: Option<PathBuf>,
     /// Password file.
     pub password_file: Option<PathBuf>,
-    /// Host-key policy.
-    pub host_keys: HostKeyPolicy,
+    /// Host-key policy as written (`None`: the SSH channel's default); the
+    /// SSH channel decodes it.
+    pub host_keys: Option<String>,
     /// known_hosts file.
     pub known_hosts: PathBuf,
 }
@@ -166,6 +181,14 @@ pub struct WinrmSettings {
     pub ca_file: Option<PathBuf>,
     /// HTTPS without verification.
     pub insecure: bool,
+    /// How it authenticates, as written (`None`: the WinRM channel's
+    /// default); the WinRM channel decodes it.
+    pub auth: Option<String>,
+    /// Basic over plain HTTP was allowed explicitly.
+    pub allow_unencrypted: bool,
+    /// The HTTPS listener's certificate pin as written; the WinRM channel
+    /// decodes it.
+    pub thumbprint: Option<String>,
 }
 
 impl ChannelSettings {
@@ -243,77 +266,12 @@ pub fn resolve(
     reservation: Option<String>,
 ) -> Result<Plan, Error> {
     let c = &l.config;
-    let comp = c.computers.get(computer).ok_or_else(|| {
-        Error::Usage(format!(
-            "unknown computer `{computer}`: {} has no [computers.{computer}] (known: {})",
-            l.path.display(),
-            names(c.computers.keys())
-        ))
-    })?;
-    let img = c.images.get(image).ok_or_else(|| {
-        Error::Usage(format!(
-            "unknown image `{image}`: {} has no [images.{image}] (known: {})",
-            l.path.display(),
-            names(c.images.keys())
-        ))
-    })?;
-    let pname = comp.provisioner.clone().or_else(|| img.provisioner.clone()).ok_or_else(|| {
-        l.error_at(
-            &["images", image],
-            format!("neither computer `{computer}` nor image `{image}` names a provisioner: add provisioner = \"NAME\""),
-        )
-    })?;
-    let provisioner = match c.provisioners.get(&pname) {
-        Some(t) => ProvisionerRef::from_table(&pname, t),
-        None => ProvisionerRef {
-            kind: pname.clone(),
-            name: pname,
-            table: toml::Table::new(),
-        },
-    };
-    let profile = resolve_profile(l, &img.os, img, state_dir)?;
-    if profile.channel.port().is_none() && comp.port.is_none() {
-        // Channel none and no port anywhere: name what would probe nothing.
-        let portless = profile
-            .steps
-            .iter()
-            .position(|s| matches!(&s.wait, Wait::Poll(p, _) if p.takes_channel_port()));
-        if let Some(i) = portless {
-            let idx = i.to_string();
-            return Err(l
-                .error_at(
-                    &["os", &img.os, "steps", &idx, "wait"],
-                    format!(
-                        "step `{}` of profile `{}` names no port, and channel none has none: add port = N to the step, or port = N to [computers.{computer}]",
-                        profile.steps[i].name, img.os
-                    ),
-                )
-                .into());
-        }
-        if !profile.stable_for.is_zero() {
-            return Err(l
-                .error_at(
-                    &["os", &img.os, "stable_for"],
-                    format!(
-                        "profile `{}` checks for {} that the computer keeps answering, but channel none has no port to check: add port = N to [os.{}] or [computers.{computer}]",
-                        img.os,
-                        crate::duration::fmt(profile.stable_for),
-                        img.os
-                    ),
-                )
-                .into());
-        }
-    }
+    let (comp, img) = find(l, computer, image)?;
+    let provisioner = provisioner_of(l, (computer, comp), (image, img))?;
+    let profile = profile(c, &l.families, &img.os, img, state_dir).map_err(|e| l.error(&e))?;
+    check_port(computer, comp, img, &profile).map_err(|e| l.error(&e))?;
     Ok(Plan {
-        computer: super::ComputerPlan {
-            name: computer.to_string(),
-            address: comp.address.clone(),
-            node: comp.node.clone().unwrap_or_else(|| computer.to_string()),
-            port: comp.port,
-            mac: comp.mac.clone(),
-            renew_dhcp: comp.renew_dhcp,
-            static_address: comp.static_address.clone(),
-        },
+        computer: ComputerPlan::of(computer, comp),
         image: ImagePlan {
             name: image.to_string(),
             source: img.source.clone().unwrap_or_else(|| image.to_string()),
@@ -329,6 +287,111 @@ pub fn resolve(
     })
 }
 
+/// The tables of `computer` and `image`; a name the file does not have is
+/// a usage error.
+fn find<'l>(
+    l: &'l Loaded,
+    computer: &str,
+    image: &str,
+) -> Result<(&'l ComputerConfig, &'l ImageConfig), Error> {
+    let c = &l.config;
+    let comp = c.computers.get(computer).ok_or_else(|| {
+        Error::Usage(format!(
+            "unknown computer `{computer}`: {} has no [computers.{computer}] (known: {})",
+            l.path.display(),
+            names(c.computers.keys())
+        ))
+    })?;
+    let img = c.images.get(image).ok_or_else(|| {
+        Error::Usage(format!(
+            "unknown image `{image}`: {} has no [images.{image}] (known: {})",
+            l.path.display(),
+            names(c.images.keys())
+        ))
+    })?;
+    Ok((comp, img))
+}
+
+/// The provisioner that loads `image` onto `computer`: the computer's, else
+/// the image's (validation made sure a named one exists).
+fn provisioner_of(
+    l: &Loaded,
+    (computer, comp): (&str, &ComputerConfig),
+    (image, img): (&str, &ImageConfig),
+) -> Result<ProvisionerRef, Error> {
+    let c = &l.config;
+    let pname = comp
+        .provisioner
+        .clone()
+        .or_else(|| img.provisioner.clone())
+        .ok_or_else(|| {
+            l.error_at(
+                &["images", image],
+                format!("neither computer `{computer}` nor image `{image}` names a provisioner: add provisioner = \"NAME\""),
+            )
+        })?;
+    Ok(match c.provisioners.get(&pname) {
+        Some(t) => ProvisionerRef::from_table(&pname, t),
+        None => ProvisionerRef {
+            kind: pname.clone(),
+            name: pname,
+            table: toml::Table::new(),
+        },
+    })
+}
+
+/// With channel none and no port anywhere, nothing may need one: no port
+/// or banner step without its own port, no stability window.
+fn check_port(
+    computer: &str,
+    comp: &ComputerConfig,
+    img: &ImageConfig,
+    profile: &Profile,
+) -> Result<(), KeyError> {
+    if profile.channel.port().is_some() || comp.port.is_some() {
+        return Ok(());
+    }
+    let os = img.os.as_str();
+    let portless = profile
+        .steps
+        .iter()
+        .position(|s| matches!(&s.wait, Wait::Poll(p, _) if p.takes_channel_port()));
+    if let Some(i) = portless {
+        return Err(KeyError::new(
+            &["os", os, "steps", &i.to_string(), "wait"],
+            format!(
+                "step `{}` of profile `{os}` names no port, and channel none has none: add port = N to the step, or port = N to [computers.{computer}]",
+                profile.steps[i].name
+            ),
+        ));
+    }
+    if !profile.stable_for.is_zero() {
+        return Err(KeyError::new(
+            &["os", os, "stable_for"],
+            format!(
+                "profile `{os}` checks for {} that the computer keeps answering, but channel none has no port to check: add port = N to [os.{os}] or [computers.{computer}]",
+                crate::duration::fmt(profile.stable_for),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl ComputerPlan {
+    /// Computer `name` with table `comp`.
+    fn of(name: &str, comp: &ComputerConfig) -> ComputerPlan {
+        ComputerPlan {
+            name: name.to_string(),
+            address: comp.address.clone(),
+            node: comp.node.clone().unwrap_or_else(|| name.to_string()),
+            port: comp.port,
+            mac: comp.mac.clone(),
+            renew_dhcp: comp.renew_dhcp,
+            static_address: comp.static_address.clone(),
+        }
+    }
+}
+
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = it.map(String::as_str).collect();
     if v.is_empty() {
@@ -340,34 +403,64 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
 
 /// The profile `name` for `image`: the built-in defaults of its family with
 /// the `[os.NAME]` keys laid over them, steps checked and resolved.
-pub fn resolve_profile(
-    l: &Loaded,
+pub fn profile(
+    c: &Config,
+    families: &Families,
     name: &str,
     image: &ImageConfig,
     state_dir: &Path,
-) -> Result<Profile, ConfigError> {
+) -> Result<Profile, KeyError> {
     let none = OsConfig::default();
-    let user_table = l.config.os.get(name);
-    let o = user_table.unwrap_or(&none);
-    let family = o
-        .family
-        .or_else(|| family_of(name))
-        .unwrap_or(Family::Generic);
-    let kind = o.channel.unwrap_or_else(|| default_channel(family));
+    let o = c.os.get(name).unwrap_or(&none);
+    let family = families.of(name, o);
+    let mut steps = match &o.steps {
+        Some(_) => profile_steps(families, name, o)?,
+        None => family.steps(image),
+    };
+    set_timeouts(name, o, &mut steps)?;
+    if o.cloud_init == Some(true) && !steps.iter().any(|s| s.name == "cloud-init") {
+        steps.push(Step::cloud_init());
+    }
+    let channel = channel_settings(o, family, state_dir);
+    Ok(Profile {
+        name: name.to_string(),
+        family,
+        first_boot: o
+            .first_boot
+            .unwrap_or_else(|| family.first_boot_by_default())
+            && channel.kind() != ChannelKind::None,
+        channel,
+        admin_password_file: o.admin_password_file.clone(),
+        fresh_password: o.fresh_password.unwrap_or(true),
+        allow_from: o.allow_from.clone().unwrap_or_default(),
+        time_servers: o.time_servers.clone().unwrap_or_default(),
+        activation: o.activation.as_ref().and_then(Activation::of),
+        domain: o.domain.clone(),
+        steps,
+        stable_for: o.stable_for.unwrap_or_else(|| family.default_stable_for()),
+        connect_timeout: o.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+        probe_interval: o.probe_interval.unwrap_or(PROBE_INTERVAL),
+        command_timeout: o.command_timeout.unwrap_or(COMMAND_TIMEOUT),
+    })
+}
+
+/// The channel of profile table `o` of `family`, with its settings.
+fn channel_settings(o: &OsConfig, family: &dyn FamilyRules, state_dir: &Path) -> ChannelSettings {
+    let kind = o.channel.unwrap_or_else(|| family.default_channel());
     let https = o.https.unwrap_or(false);
     let port = o.port.or_else(|| default_port(kind, https));
     let user = || {
         o.user
             .clone()
-            .unwrap_or_else(|| default_user(family).to_string())
+            .unwrap_or_else(|| family.default_user().to_string())
     };
-    let channel = match (kind, port) {
+    match (kind, port) {
         (ChannelKind::Ssh, Some(port)) => ChannelSettings::Ssh(SshSettings {
             port,
             user: user(),
             key_file: o.key_file.clone(),
             password_file: o.password_file.clone(),
-            host_keys: o.host_keys.unwrap_or(HostKeyPolicy::ReplaceAfterLoad),
+            host_keys: o.host_keys.clone(),
             known_hosts: o
                 .known_hosts
                 .clone()
@@ -380,17 +473,20 @@ pub fn resolve_profile(
             https,
             ca_file: o.ca_file.clone(),
             insecure: o.insecure.unwrap_or(false),
+            auth: o.auth.clone(),
+            allow_unencrypted: o.allow_unencrypted.unwrap_or(false),
+            thumbprint: o.thumbprint.clone(),
         }),
         _ => ChannelSettings::None { port },
-    };
-    let mut steps = match &o.steps {
-        Some(_) => check_steps(l, name, o)?,
-        None => builtin_steps(family, image),
-    };
+    }
+}
+
+/// Lays `timeouts = { STEP = ".." }` of profile `name` over `steps`.
+fn set_timeouts(name: &str, o: &OsConfig, steps: &mut [Step]) -> Result<(), KeyError> {
     for (step, t) in &o.timeouts {
         let Some(s) = steps.iter_mut().find(|s| &s.name == step) else {
             let known: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-            return Err(l.error_at(
+            return Err(KeyError::new(
                 &["os", name, "timeouts", step],
                 if known.is_empty() {
                     format!("profile `{name}` has no step `{step}`: it has no steps")
@@ -404,80 +500,20 @@ pub fn resolve_profile(
         };
         s.set_timeout(t.0);
     }
-    if o.cloud_init == Some(true) && !steps.iter().any(|s| s.name == "cloud-init") {
-        steps.push(cloud_init_step());
-    }
-    Ok(Profile {
-        name: name.to_string(),
-        family,
-        channel,
-        first_boot: o.first_boot.unwrap_or(family != Family::Generic),
-        admin_password_file: o.admin_password_file.clone(),
-        fresh_password: o.fresh_password.unwrap_or(true),
-        allow_from: o.allow_from.clone().unwrap_or_default(),
-        time_servers: o.time_servers.clone().unwrap_or_default(),
-        activation: o
-            .activation
-            .as_ref()
-            .and_then(|a| match (&a.kms, &a.mak_file) {
-                (Some(h), _) => Some(Activation::Kms(h.clone())),
-                (None, Some(f)) => Some(Activation::Mak(f.clone())),
-                (None, None) => None,
-            }),
-        domain: o.domain.clone(),
-        steps,
-        stable_for: o.stable_for.unwrap_or_else(|| default_stable_for(family)),
-        connect_timeout: o.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
-        probe_interval: o.probe_interval.unwrap_or(PROBE_INTERVAL),
-        command_timeout: o.command_timeout.unwrap_or(COMMAND_TIMEOUT),
-    })
+    Ok(())
 }
 
 /// The family and channel of profile `name` with table `o`.
-fn family_and_channel(name: &str, o: &OsConfig) -> (Family, ChannelKind) {
-    let family = o
-        .family
-        .or_else(|| family_of(name))
-        .unwrap_or(Family::Generic);
-    (family, o.channel.unwrap_or_else(|| default_channel(family)))
-}
-
-/// Refuses the keys of `[os.NAME]` that its channel does not use (SSH keys
-/// on WinRM, WinRM's on SSH, login keys on channel none): one would be
-/// ignored silently otherwise.
-pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), ConfigError> {
-    let (_, kind) = family_and_channel(name, o);
-    let keys = [
-        ("key_file", o.key_file.is_some(), ChannelKind::Ssh),
-        ("host_keys", o.host_keys.is_some(), ChannelKind::Ssh),
-        ("known_hosts", o.known_hosts.is_some(), ChannelKind::Ssh),
-        ("https", o.https.is_some(), ChannelKind::Winrm),
-        ("ca_file", o.ca_file.is_some(), ChannelKind::Winrm),
-        ("insecure", o.insecure.is_some(), ChannelKind::Winrm),
-    ];
-    if let Some((key, _, of)) = keys.iter().find(|(_, set, of)| *set && *of != kind) {
-        return Err(l.error_at(
-            &["os", name, key],
-            format!(
-                "`{key}` is a setting of channel {}, and profile `{name}` talks over channel {}",
-                of.name(),
-                kind.name()
-            ),
-        ));
-    }
-    let login = [
-        ("user", o.user.is_some()),
-        ("password_file", o.password_file.is_some()),
-    ];
-    if let (ChannelKind::None, Some((key, _))) = (kind, login.iter().find(|(_, set)| *set)) {
-        return Err(l.error_at(
-            &["os", name, key],
-            format!(
-                "profile `{name}` has channel none, which logs in nowhere: `{key}` is not used"
-            ),
-        ));
-    }
-    Ok(())
+pub fn family_and_channel(
+    families: &Families,
+    name: &str,
+    o: &OsConfig,
+) -> (&'static dyn FamilyRules, ChannelKind) {
+    let family = families.of(name, o);
+    (
+        family,
+        o.channel.unwrap_or_else(|| family.default_channel()),
+    )
 }
 
 /// The steps of `[os.NAME]` (table `o`) as written, each checked, and
@@ -485,36 +521,32 @@ pub fn check_channel_keys(l: &Loaded, name: &str, o: &OsConfig) -> Result<(), Co
 /// the key in the step's table. The built-in steps of a family that talks
 /// over a channel need it too: `channel = "none"` without `steps` is an
 /// error there.
-pub fn check_steps(l: &Loaded, name: &str, o: &OsConfig) -> Result<Vec<Step>, ConfigError> {
-    let (family, kind) = family_and_channel(name, o);
+pub fn profile_steps(families: &Families, name: &str, o: &OsConfig) -> Result<Vec<Step>, KeyError> {
+    let (family, kind) = family_and_channel(families, name, o);
     let steps = match &o.steps {
         Some(list) => list
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 step::resolve(s).map_err(|(key, msg)| {
-                    let idx = i.to_string();
-                    l.error_at(
-                        &["os", name, "steps", &idx, key],
+                    KeyError::new(
+                        &["os", name, "steps", &i.to_string(), key],
                         format!("os `{name}` step {}: {msg}", i + 1),
                     )
                 })
             })
-            .collect::<Result<Vec<Step>, ConfigError>>()?,
+            .collect::<Result<Vec<Step>, KeyError>>()?,
         // Which steps a family has does not depend on the image: only
         // their timeouts do.
-        None => builtin_steps(family, &ImageConfig::default()),
+        None => family.steps(&ImageConfig::default()),
     };
-    let setup_done = steps.iter().position(|s| s.kind() == WaitKind::SetupDone);
-    if let (false, Some(i)) = (family.is_windows(), setup_done) {
-        return Err(l.error_at(
-            &["os", name, "steps", &i.to_string(), "wait"],
-            format!(
-                "os `{name}` step {}: a `setup-done` step asks Windows; profile `{name}` is family {}",
-                i + 1,
-                family.name()
-            ),
-        ));
+    for (i, s) in steps.iter().enumerate() {
+        if let Err(why) = family.check_wait(name, s.kind()) {
+            return Err(KeyError::new(
+                &["os", name, "steps", &i.to_string(), "wait"],
+                format!("os `{name}` step {}: {why}", i + 1),
+            ));
+        }
     }
     let needs_channel = steps.iter().position(|s| s.kind().needs_channel());
     if let (ChannelKind::None, Some(i)) = (kind, needs_channel) {
@@ -523,10 +555,9 @@ pub fn check_steps(l: &Loaded, name: &str, o: &OsConfig) -> Result<Vec<Step>, Co
             i + 1,
             steps[i].kind().name()
         );
-        let idx = i.to_string();
         return Err(match &o.steps {
-            Some(_) => l.error_at(&["os", name, "steps", &idx, "wait"], msg),
-            None => l.error_at(&["os", name, "channel"], msg),
+            Some(_) => KeyError::new(&["os", name, "steps", &i.to_string(), "wait"], msg),
+            None => KeyError::new(&["os", name, "channel"], msg),
         });
     }
     Ok(steps)
@@ -558,331 +589,5 @@ impl Plan {
             Some(own) => Some(self.port_over(own)),
             None => self.computer.port,
         }
-    }
-
-    /// The plan as `reimage check COMPUTER --image IMAGE` prints it: the
-    /// provisioner (with `provisioner` lines its module wrote), the OS
-    /// profile, and every wait step with its timeout at each attempt.
-    pub fn describe(&self, provisioner: &[String]) -> String {
-        use crate::duration::fmt;
-        let at = |d: Duration| self.per_attempt(d);
-        let p = &self.profile;
-        let mut s = String::new();
-        let mut line = |t: String| {
-            s.push_str(&t);
-            s.push('\n');
-        };
-        line(format!(
-            "computer: {} (address {}, node {})",
-            self.computer.name, self.computer.address, self.computer.node
-        ));
-        line(format!(
-            "image: {} (source {})",
-            self.image.name, self.image.source
-        ));
-        line(format!(
-            "attempts: {} (timeouts grow x{} per attempt)",
-            self.max_attempts, self.growth
-        ));
-        line(format!(
-            "provisioner: {} (kind {})",
-            self.provisioner.name, self.provisioner.kind
-        ));
-        for d in provisioner {
-            line(format!("  {d}"));
-        }
-        let port = self.port();
-        let port_of =
-            |own: &Option<u16>| own.or(port).map_or("none".to_string(), |p| p.to_string());
-        let port_text = port_of(&None);
-        line(format!(
-            "os profile: {} (family {}, channel {})",
-            p.name,
-            p.family.name(),
-            p.channel.kind().name()
-        ));
-        if let Some(user) = p.channel.user() {
-            line(format!(
-                "  login: {user}@{}:{port_text}",
-                self.computer.address
-            ));
-        }
-        if let ChannelSettings::Ssh(ssh) = &p.channel {
-            let hk = match ssh.host_keys {
-                HostKeyPolicy::Strict => "strict",
-                HostKeyPolicy::AcceptNew => "accept-new",
-                HostKeyPolicy::ReplaceAfterLoad => "replace-after-load",
-            };
-            line(format!("  host keys: {hk} ({})", ssh.known_hosts.display()));
-        }
-        if self.image.config.sysprep || self.image.config.r#virtual {
-            line(format!(
-                "  image: sysprep={} virtual={}",
-                self.image.config.sysprep, self.image.config.r#virtual
-            ));
-        }
-        line("  wait sequence (timeout at attempt 1..n):".into());
-        for (i, st) in p.steps.iter().enumerate() {
-            let mut d = format!("    {}. {} [{}]", i + 1, st.name, st.kind().name());
-            match &st.wait {
-                // A sleep does not grow with the attempt (not a timeout).
-                Wait::Sleep(t) => d.push_str(&format!(": {} (every attempt)", fmt(*t))),
-                Wait::Poll(probe, limits) => {
-                    match probe {
-                        Probe::Port { port: own } => d.push_str(&format!(" port {}", port_of(own))),
-                        Probe::Banner { port: own, regex } => {
-                            d.push_str(&format!(" port {} /{regex}/", port_of(own)))
-                        }
-                        Probe::Command { command, regex } => {
-                            d.push_str(&format!(" `{}`", command.join(" ")));
-                            if let Some(r) = regex {
-                                d.push_str(&format!(" /{r}/"));
-                            }
-                        }
-                        Probe::Reboot {
-                            trigger: Some(command),
-                        } => d.push_str(&format!(" `{}`", command.join(" "))),
-                        Probe::Ping
-                        | Probe::Login
-                        | Probe::SetupDone
-                        | Probe::Reboot { trigger: None } => {}
-                    }
-                    d.push_str(&format!(": timeout {}", at(limits.timeout)));
-                    if let Some(stall) = limits.stall {
-                        d.push_str(&format!("; stall {}", at(stall)));
-                    }
-                    if let Some(r) = limits.reset_on_timeout {
-                        d.push_str(&format!("; on timeout: power reset, then {}", at(r)));
-                    }
-                }
-            }
-            line(d);
-        }
-        if p.steps.iter().any(|s| {
-            matches!(
-                s.wait,
-                Wait::Poll(Probe::Port { .. } | Probe::Banner { .. }, _)
-            )
-        }) {
-            let per_min = (60.0 / p.probe_interval.as_secs_f64()).round();
-            line(format!(
-                "  port probes: every {} while the target answers ({per_min} a minute; probe_interval), pauses doubling to {} while it is silent",
-                fmt(p.probe_interval),
-                fmt(p.probe_interval.max(Duration::from_secs(2)))
-            ));
-        }
-        line(format!("  stable for: {}", fmt(p.stable_for)));
-        match &self.image.config.image_check {
-            Some(c) => line(format!(
-                "  image check: `{}` must match /{}/",
-                c.command.join(" "),
-                c.expect
-            )),
-            None => line("  image check: none".into()),
-        }
-        line(format!(
-            "  boot id check: {}",
-            if p.channel.kind() == ChannelKind::None {
-                "no (channel none)"
-            } else {
-                "yes, when the old OS answers before the load"
-            }
-        ));
-        let first_boot = p.first_boot && p.channel.kind() != ChannelKind::None;
-        line(format!(
-            "  first boot: {}",
-            if first_boot { "yes" } else { "no" }
-        ));
-        if first_boot && (p.family == Family::Linux || p.family.is_windows()) {
-            for l in self.first_boot_lines() {
-                line(format!("    {l}"));
-            }
-        }
-        if !self.image.config.post_load.is_empty() {
-            let scripts: Vec<String> = self
-                .image
-                .config
-                .post_load
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            line(format!("  post-load scripts: {}", scripts.join(", ")));
-        }
-        s
-    }
-}
-
-impl Plan {
-    /// What the first boot will do, one line each, as `reimage check`
-    /// shows it: lockdown, password, scrub, and the optional actions.
-    pub fn first_boot_lines(&self) -> Vec<String> {
-        let p = &self.profile;
-        let windows = p.family.is_windows();
-        let from = if p.allow_from.is_empty() && windows {
-            "the management node's own address toward the computer".to_string()
-        } else if p.allow_from.is_empty() {
-            "the management node's own address toward the computer and the address the computer sees the SSH connection come from".to_string()
-        } else {
-            p.allow_from.join(", ")
-        };
-        let mut v = Vec::new();
-        let (door, port) = if windows {
-            ("RDP", "TCP 3389")
-        } else {
-            ("SSH", "TCP 22")
-        };
-        v.push(if windows {
-            format!("lockdown: {door} ({port}) and ping open only from {from}")
-        } else {
-            format!("lockdown: {door} ({port}) open only from {from}; ping as the image has it")
-        });
-        let account = admin_account(p.family);
-        let file = crate::state::StateDir::new(&self.state_dir)
-            .password_file(&self.computer.name, account);
-        match (&p.admin_password_file, p.fresh_password) {
-            (Some(f), _) if windows => {
-                v.push(format!("password: {account} set from {}", f.display()))
-            }
-            (_, true) => v.push(format!(
-                "password: fresh random {account} password, written to {}",
-                file.display()
-            )),
-            (_, false) => v.push(format!("password: {account} keeps the image's")),
-        }
-        v.push(if windows {
-            "scrub: Sysprep/Panther/unattend answer files removed".to_string()
-        } else {
-            "scrub: private keys under /root/.ssh removed".to_string()
-        });
-        if windows {
-            v.push(format!(
-                "name: renamed to {}, rebooted, name checked",
-                self.computer.name
-            ));
-            v.push("power: sleep and hibernation off".to_string());
-        }
-        if !p.time_servers.is_empty() {
-            v.push(format!("time: synced from {}", p.time_servers.join(", ")));
-        }
-        match &p.activation {
-            Some(Activation::Kms(h)) => v.push(format!("activation: KMS host {h}")),
-            Some(Activation::Mak(f)) => v.push(format!("activation: MAK from {}", f.display())),
-            None => {}
-        }
-        if let Some(d) = &p.domain {
-            v.push(format!(
-                "domain: join {}{} (credentials {}); unjoin before a reload",
-                d.name,
-                d.ou.as_deref()
-                    .map(|o| format!(" in {o}"))
-                    .unwrap_or_default(),
-                d.credentials_file.display()
-            ));
-        }
-        if windows && self.computer.renew_dhcp {
-            v.push("network: DHCP lease renewed".to_string());
-        }
-        if let (true, Some(s)) = (windows, &self.computer.static_address) {
-            v.push(format!(
-                "network: {} on `{}`{}",
-                s.address,
-                s.interface,
-                s.gateway
-                    .as_deref()
-                    .map(|g| format!(", gateway {g}"))
-                    .unwrap_or_default()
-            ));
-        }
-        v
-    }
-}
-
-/// The account whose password first boot sets (the state directory keeps
-/// it under this name).
-pub fn admin_account(f: Family) -> &'static str {
-    if f.is_windows() {
-        "Administrator"
-    } else {
-        "root"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The plan for computer `pc` and image `img` of a config whose OS
-    /// profile `p` has `os` keys and whose computer has `computer` keys.
-    fn plan(os: &str, computer: &str) -> Plan {
-        let text = format!(
-            "[os.p]\n{os}\n[images.img]\nos = \"p\"\nprovisioner = \"lab\"\n\
-             [computers.pc]\naddress = \"10.0.0.7\"\n{computer}\n"
-        );
-        let l = super::super::parse(Path::new("t.toml"), text, &["lab", "qemu"])
-            .expect("config parses");
-        resolve(&l, "pc", "img", Path::new("/state"), None).expect("plan resolves")
-    }
-
-    #[test]
-    fn the_channel_port_has_one_default_and_one_override() {
-        let cases = [
-            ("family = \"linux\"", "", Some(22)),
-            ("family = \"windows-6\"", "", Some(5985)),
-            ("family = \"windows-6\"\nhttps = true", "", Some(5986)),
-            ("family = \"linux\"\nchannel = \"winrm\"", "", Some(5985)),
-            ("family = \"windows-10\"\nport = 15985", "", Some(15985)),
-            ("family = \"linux\"", "port = 2222", Some(2222)),
-            ("family = \"generic\"", "", None),
-            ("family = \"generic\"\nport = 80", "", Some(80)),
-            ("family = \"generic\"", "port = 8080", Some(8080)),
-        ];
-        for (os, computer, want) in cases {
-            assert_eq!(plan(os, computer).port(), want, "{os} / {computer}");
-        }
-    }
-
-    #[test]
-    fn channel_settings_carry_only_their_channel() {
-        let p = plan(
-            "family = \"windows-6\"\nhttps = true\ninsecure = true\nuser = \"admin\"",
-            "",
-        );
-        let ChannelSettings::Winrm(w) = &p.profile.channel else {
-            panic!("{:?}", p.profile.channel)
-        };
-        assert!(w.https && w.insecure && w.user == "admin" && w.port == 5986);
-        let p = plan("family = \"linux\"\nhost_keys = \"strict\"", "");
-        let ChannelSettings::Ssh(s) = &p.profile.channel else {
-            panic!("{:?}", p.profile.channel)
-        };
-        assert_eq!(s.host_keys, HostKeyPolicy::Strict);
-        assert_eq!(s.known_hosts, Path::new("/state/known_hosts"));
-        assert_eq!((s.user.as_str(), s.port), ("root", 22));
-    }
-
-    #[test]
-    fn steps_resolve_to_their_kind() {
-        let p = plan(
-            "family = \"linux\"\ncloud_init = true\ntimeouts = { banner = \"7s\" }",
-            "",
-        );
-        let kinds: Vec<&str> = p.profile.steps.iter().map(|s| s.kind().name()).collect();
-        assert_eq!(kinds, ["port", "banner", "login", "command"]);
-        let Wait::Poll(Probe::Banner { port: None, regex }, limits) = &p.profile.steps[1].wait
-        else {
-            panic!("{:?}", p.profile.steps[1])
-        };
-        assert!(regex.is_match("SSH-2.0-OpenSSH"));
-        assert_eq!(limits.timeout, Duration::from_secs(7));
-        let Wait::Poll(Probe::Command { command, regex }, _) = &p.profile.steps[3].wait else {
-            panic!("{:?}", p.profile.steps[3])
-        };
-        assert_eq!(command[0], "cloud-init");
-        assert!(regex.as_ref().is_some_and(|r| r.is_match("status: done")));
-        let p = plan(
-            "family = \"generic\"\nsteps = [{ wait = \"sleep\", timeout = \"3s\" }]",
-            "",
-        );
-        assert!(matches!(p.profile.steps[0].wait, Wait::Sleep(d) if d == Duration::from_secs(3)));
     }
 }

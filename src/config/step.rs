@@ -111,6 +111,19 @@ impl Step {
         }
     }
 
+    /// The wait `cloud_init = true` appends: `cloud-init status --wait`
+    /// until it says done, 20 minutes.
+    pub fn cloud_init() -> Step {
+        Step::poll(
+            Probe::Command {
+                command: vec!["cloud-init".into(), "status".into(), "--wait".into()],
+                regex: Some(Regex::new("status: done").expect("a valid regex")),
+            },
+            Duration::from_secs(20 * 60),
+        )
+        .named("cloud-init")
+    }
+
     /// Renamed.
     pub fn named(mut self, name: &str) -> Step {
         self.name = name.to_string();

@@ -2,6 +2,7 @@
 //! (network probes only). The OS profile picks one; a provisioner never uses
 //! these.
 
+pub mod none;
 pub mod ssh;
 pub mod winrm;
 
@@ -19,6 +20,11 @@ pub enum ChannelError {
     Auth(anyhow::Error),
     /// The host key does not match what is pinned: fatal.
     HostKey(anyhow::Error),
+    /// The channel's settings cannot work with what answers (WinRM: the
+    /// listener does not take the configured auth scheme, or refuses
+    /// unencrypted messages): fatal at once, the message says what to
+    /// change; waiting or reloading would not.
+    Config(anyhow::Error),
     /// A command ran past its timeout: retry.
     Timeout(anyhow::Error),
     /// Answered, but not as the protocol says: retry.
@@ -28,7 +34,10 @@ pub enum ChannelError {
 impl ChannelError {
     /// True when loading the image again cannot help.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ChannelError::Auth(_) | ChannelError::HostKey(_))
+        matches!(
+            self,
+            ChannelError::Auth(_) | ChannelError::HostKey(_) | ChannelError::Config(_)
+        )
     }
 
     /// The error inside.
@@ -37,6 +46,7 @@ impl ChannelError {
             ChannelError::Unreachable(e)
             | ChannelError::Auth(e)
             | ChannelError::HostKey(e)
+            | ChannelError::Config(e)
             | ChannelError::Timeout(e)
             | ChannelError::Protocol(e) => e,
         }
@@ -61,6 +71,7 @@ impl ChannelError {
             ChannelError::Unreachable(_) => "unreachable",
             ChannelError::Auth(_) => "auth",
             ChannelError::HostKey(_) => "host-key",
+            ChannelError::Config(_) => "config",
             ChannelError::Timeout(_) => "timeout",
             ChannelError::Protocol(_) => "protocol",
         }
@@ -73,6 +84,7 @@ impl std::fmt::Display for ChannelError {
             ChannelError::Unreachable(e)
             | ChannelError::Auth(e)
             | ChannelError::HostKey(e)
+            | ChannelError::Config(e)
             | ChannelError::Timeout(e)
             | ChannelError::Protocol(e) => write!(f, "{e:#}"),
         }
@@ -81,6 +93,13 @@ impl std::fmt::Display for ChannelError {
 
 /// A way to log in to the computer's OS and run commands there.
 pub trait Channel {
+    /// False for channel none, which logs in nowhere and runs nothing: its
+    /// [`Channel::login`] only checks that the computer answers on its
+    /// port.
+    fn logs_in(&self) -> bool {
+        true
+    }
+
     /// Connects if needed, authenticates, and runs a no-op: Ok means the OS
     /// accepts us now.
     fn login(&mut self, timeout: Duration) -> Result<(), ChannelError>;

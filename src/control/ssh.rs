@@ -33,9 +33,48 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Channel, ChannelError};
-use crate::config::HostKeyPolicy;
 use crate::exec::Output;
+use crate::names::names;
 use crate::signal;
+
+/// What to do with the computer's SSH host key (`host_keys` of an OS
+/// profile: the configuration keeps the name, this channel decodes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// The key must already be in the known-hosts file: for standing
+    /// machines whose keys never change.
+    Strict,
+    /// A missing entry is added (trust on first use); a different key is
+    /// refused, like OpenSSH's `StrictHostKeyChecking accept-new`.
+    AcceptNew,
+    /// A freshly loaded computer has new host keys: whatever the file
+    /// holds for it is replaced on the first connection this SSH channel
+    /// makes; after that the key is pinned, so a different key later in
+    /// the same run (say after a reboot step) is refused.
+    #[default]
+    ReplaceAfterLoad,
+}
+
+names!(HostKeyPolicy {
+    Strict => "strict",
+    AcceptNew => "accept-new",
+    ReplaceAfterLoad => "replace-after-load",
+});
+
+impl std::str::FromStr for HostKeyPolicy {
+    type Err = String;
+
+    /// Parses the config spelling: `strict`, `accept-new`,
+    /// `replace-after-load`.
+    fn from_str(s: &str) -> Result<HostKeyPolicy, String> {
+        HostKeyPolicy::from_name(s).ok_or_else(|| {
+            format!(
+                "unknown host key policy `{s}`: use {}",
+                HostKeyPolicy::choices()
+            )
+        })
+    }
+}
 
 /// Where and how to log in.
 #[derive(Debug, Clone)]
@@ -434,82 +473,143 @@ fn pump(
     target: &str,
     cmd: &str,
 ) -> Result<Output, ChannelError> {
-    let fail = |e: std::io::Error| {
-        ChannelError::Unreachable(anyhow!(
-            "connection to {target} failed while running `{cmd}`: {e}"
-        ))
-    };
     let started = Instant::now();
-    let data = stdin.unwrap_or(&[]);
-    let mut written = 0;
-    let mut eof_sent = false;
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        signal::check().map_err(interrupted)?;
-        let mut progressed = false;
-        while written < data.len() {
-            match ch.write(&data[written..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    written += n;
-                    progressed = true;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => return Err(fail(e)),
-            }
-        }
-        if !eof_sent && written == data.len() {
-            match ch.send_eof() {
-                Ok(()) => eof_sent = true,
-                Err(e) if code(&e) == -37 => {}
-                Err(e) => return Err(fail(e.into())),
-            }
-        }
-        for id in [0, 1] {
-            let sink = if id == 0 { &mut out } else { &mut err };
-            let mut s = ch.stream(id);
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        sink.extend_from_slice(&buf[..n]);
-                        progressed = true;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(fail(e)),
-                }
-            }
-        }
-        if ch.eof() {
-            break;
-        }
-        if !progressed {
-            wait_socket(sess, sock, deadline, target, cmd)?;
-        }
-    }
-    // Output is complete; the exit status arrives with the close.
-    loop {
-        match ch.wait_close() {
-            Ok(()) => break,
-            Err(e) if code(&e) == -37 => {
-                signal::check().map_err(interrupted)?;
-                wait_socket(sess, sock, deadline, target, cmd)?;
-            }
-            Err(e) => return Err(fail(e.into())),
-        }
-    }
-    let status = match ch.exit_signal().ok().and_then(|s| s.exit_signal) {
-        Some(sig) => 128 + signal_number(&sig),
-        None => ch.exit_status().unwrap_or(-1),
+    let mut p = Pump {
+        ch,
+        sess,
+        sock,
+        deadline,
+        target,
+        cmd,
     };
+    let (out, err) = p.transfer(stdin.unwrap_or(&[]))?;
+    // Output is complete; the exit status arrives with the close.
+    p.wait_close()?;
     Ok(Output {
-        status,
+        status: p.status(),
         stdout: String::from_utf8_lossy(&out).into_owned(),
         stderr: String::from_utf8_lossy(&err).into_owned(),
         elapsed: started.elapsed(),
     })
+}
+
+/// One command's traffic on a started, non-blocking channel: see [`pump`].
+struct Pump<'a> {
+    ch: &'a mut ssh2::Channel,
+    sess: &'a Session,
+    sock: &'a TcpStream,
+    deadline: Instant,
+    target: &'a str,
+    cmd: &'a str,
+}
+
+impl Pump<'_> {
+    /// The connection failed under the command.
+    fn fail(&self, e: std::io::Error) -> ChannelError {
+        ChannelError::Unreachable(anyhow!(
+            "connection to {} failed while running `{}`: {e}",
+            self.target,
+            self.cmd
+        ))
+    }
+
+    /// Waits for the socket (see [`wait_socket`]).
+    fn wait(&self) -> Result<(), ChannelError> {
+        wait_socket(self.sess, self.sock, self.deadline, self.target, self.cmd)
+    }
+
+    /// Writes `data` as stdin, sends EOF after it, and reads stdout and
+    /// stderr until the remote side sends EOF.
+    fn transfer(&mut self, data: &[u8]) -> Result<(Vec<u8>, Vec<u8>), ChannelError> {
+        let mut written = 0;
+        let mut eof_sent = false;
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            signal::check().map_err(interrupted)?;
+            let n = self.write(&data[written..])?;
+            written += n;
+            let mut progressed = n > 0;
+            if !eof_sent && written == data.len() {
+                eof_sent = self.send_eof()?;
+            }
+            progressed |= self.read(0, &mut out, &mut buf)?;
+            progressed |= self.read(1, &mut err, &mut buf)?;
+            if self.ch.eof() {
+                return Ok((out, err));
+            }
+            if !progressed {
+                self.wait()?;
+            }
+        }
+    }
+
+    /// Writes what the channel takes of `data` now; the bytes written.
+    fn write(&mut self, data: &[u8]) -> Result<usize, ChannelError> {
+        let mut written = 0;
+        while written < data.len() {
+            match self.ch.write(&data[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Sends EOF on stdin; false when libssh2 would block (try again).
+    fn send_eof(&mut self) -> Result<bool, ChannelError> {
+        match self.ch.send_eof() {
+            Ok(()) => Ok(true),
+            Err(e) if code(&e) == -37 => Ok(false),
+            Err(e) => Err(self.fail(e.into())),
+        }
+    }
+
+    /// Reads what stream `id` (0 stdout, 1 stderr) has now into `sink`;
+    /// true when there was something.
+    fn read(&mut self, id: i32, sink: &mut Vec<u8>, buf: &mut [u8]) -> Result<bool, ChannelError> {
+        let mut s = self.ch.stream(id);
+        let mut progressed = false;
+        loop {
+            match s.read(buf) {
+                Ok(0) => return Ok(progressed),
+                Ok(n) => {
+                    sink.extend_from_slice(&buf[..n]);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(progressed),
+                Err(e) => {
+                    drop(s);
+                    return Err(self.fail(e));
+                }
+            }
+        }
+    }
+
+    /// Waits for the remote close, which brings the exit status.
+    fn wait_close(&mut self) -> Result<(), ChannelError> {
+        loop {
+            match self.ch.wait_close() {
+                Ok(()) => return Ok(()),
+                Err(e) if code(&e) == -37 => {
+                    signal::check().map_err(interrupted)?;
+                    self.wait()?;
+                }
+                Err(e) => return Err(self.fail(e.into())),
+            }
+        }
+    }
+
+    /// The exit status; 128 + N for a command killed by signal N.
+    fn status(&self) -> i32 {
+        match self.ch.exit_signal().ok().and_then(|s| s.exit_signal) {
+            Some(sig) => 128 + signal_number(&sig),
+            None => self.ch.exit_status().unwrap_or(-1),
+        }
+    }
 }
 
 /// Waits until the socket is ready the way libssh2 needs, at most 100 ms

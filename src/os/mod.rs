@@ -1,19 +1,36 @@
 //! OS modules: wait for the loaded computer's OS to come up, prove it is the
-//! image that was asked for, and do its first configuration. The family
-//! (linux, windows-5/6/10, generic) decides the wait sequence, the boot-id
-//! command and the first-boot actions; the sequence itself is data.
+//! image that was asked for, and do its first configuration.
+//!
+//! One family, one place: [`generic`], [`linux`] and [`windows`] (5, 6 and
+//! 10), each a type that owns what reimage knows of that OS: its defaults,
+//! wait sequence and the keys it takes (the [`FamilyRules`] config resolves
+//! profiles with), the plan `check` prints, its boot id, before-load and
+//! first boot ([`Family`]). What every family goes through is in `module`
+//! (the boot id before the load, the wait sequence, the image check); the
+//! wait sequence itself is data, run by `sequence`; the first boots share
+//! `first_boot`, `actions` and `keys`.
 
 mod actions;
 mod channel;
+mod first_boot;
+mod generic;
+mod keys;
 mod linux;
+mod module;
 mod sequence;
-
 mod windows;
+
+#[cfg(test)]
+mod tests;
+
+/// What a run says every time about the profile's channel: settings that
+/// give up a protection on purpose (WinRM Basic in clear, HTTPS unchecked).
+pub use channel::warnings as channel_warnings;
 
 use std::time::Duration;
 
 use crate::attempt::Attempt;
-use crate::config::{Family, Plan};
+use crate::config::{Families, FamilyRules, OsLines, Plan};
 use crate::control::Channel;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
@@ -39,6 +56,10 @@ pub trait OsModule {
     /// and wants it to match. Err says why not, in a sentence.
     fn identify(&self, plan: &Plan, check_image: bool) -> Result<String, String>;
 
+    /// Lines for `reimage check`: the channel's settings beyond the login,
+    /// and what the first boot will do.
+    fn describe(&self, plan: &Plan) -> OsLines;
+
     /// Waits for the OS, checks it, configures it. `power` resets the
     /// computer, for profiles that do so on a failed wait. Retry when a
     /// reload could help: the runner turns a retry on the last attempt into
@@ -53,39 +74,86 @@ pub trait OsModule {
     ) -> Outcome;
 }
 
-/// The OS module of the plan's profile.
+/// One OS family: what it tells the configuration ([`FamilyRules`]: its
+/// defaults, wait sequence and keys) and what it does on the computer.
+trait Family: FamilyRules {
+    /// The command that prints the OS's boot id: a new value on every boot.
+    fn boot_id_command(&self) -> Vec<String>;
+
+    /// The boot id in the output of [`Family::boot_id_command`].
+    fn boot_id_from(&self, stdout: &str) -> Option<String> {
+        Some(stdout.trim().to_string()).filter(|s| !s.is_empty())
+    }
+
+    /// The command that prints how far the OS's own setup is, for
+    /// `setup-done` steps; `None` for a family without one (config refuses
+    /// the step there).
+    fn setup_state_command(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Ok (what it says) when the output of
+    /// [`Family::setup_state_command`] says setup is complete; Err (what it
+    /// says) when not yet.
+    fn setup_state(&self, _stdout: &str) -> Result<String, String> {
+        Err(format!("family {} has no setup state", self.name()))
+    }
+
+    /// Before a load, over a channel logged in to the old OS: what the
+    /// family undoes there (best effort).
+    fn before_load(&self, _plan: &Plan, _ch: &mut dyn Channel, _report: &Reporter) {}
+
+    /// What `reimage check` says the first boot will do, one line each.
+    fn first_boot_lines(&self, plan: &Plan) -> Vec<String>;
+
+    /// The first configuration, over the channel of `seq` (whose reboot
+    /// steps it may use), once the wait sequence and the image check
+    /// passed.
+    fn first_boot(&self, seq: &mut sequence::Sequence, state: &StateDir) -> Result<(), Outcome>;
+}
+
+/// Every family, in the order messages list them.
+static FAMILIES: [&dyn Family; 5] = [
+    &generic::Generic,
+    &linux::Linux,
+    &windows::Windows::V5,
+    &windows::Windows::V6,
+    &windows::Windows::V10,
+];
+
+/// The families, for the configuration: the top floor hands them to
+/// `config::load`. A profile that names no family gets [`generic`].
+pub fn families() -> Families {
+    Families {
+        all: FAMILIES.iter().map(|f| *f as &dyn FamilyRules).collect(),
+        default: &generic::Generic,
+    }
+}
+
+/// The OS module of the plan's profile: its family's.
 pub fn build(plan: &Plan) -> Box<dyn OsModule> {
-    Box::new(Module {
-        family: plan.profile.family,
+    Box::new(module::Module {
+        family: family(plan.profile.family),
     })
 }
 
-/// The command that prints the OS's boot id: a new value on every boot.
-/// Windows families ask what their stock install ships (wmic before
-/// Windows 10, PowerShell from 10 on): see `windows::toolset`.
-pub fn boot_id_command(f: Family) -> Vec<String> {
-    if f.is_windows() {
-        return windows::boot_id_command(f);
-    }
-    ["cat", "/proc/sys/kernel/random/boot_id"]
+/// The family the configuration resolved `rules` to.
+fn family(rules: &dyn FamilyRules) -> &'static dyn Family {
+    FAMILIES
         .iter()
-        .map(|s| s.to_string())
-        .collect()
+        .copied()
+        .find(|f| f.name() == rules.name())
+        .expect("the configuration resolves families from os::families()")
 }
 
-/// Reads the boot id over `ch`.
-pub fn boot_id(
+/// Reads the boot id of `family` over `ch`.
+fn boot_id(
     ch: &mut dyn Channel,
-    f: Family,
+    family: &dyn Family,
     timeout: Duration,
 ) -> Result<String, crate::control::ChannelError> {
-    let out = ch.run(&boot_id_command(f), timeout)?;
-    let id = if f.is_windows() {
-        windows::boot_id_from(f, &out.stdout)
-    } else {
-        Some(out.stdout.trim().to_string()).filter(|s| !s.is_empty())
-    };
-    match id {
+    let out = ch.run(&family.boot_id_command(), timeout)?;
+    match family.boot_id_from(&out.stdout) {
         Some(id) if out.status == 0 => Ok(id),
         _ => Err(crate::control::ChannelError::Protocol(anyhow::anyhow!(
             "boot id command exited {}: {}{}",
@@ -93,197 +161,5 @@ pub fn boot_id(
             out.stdout.trim(),
             out.stderr.trim()
         ))),
-    }
-}
-
-/// Where the first boot opens RDP/SSH and ping to: the profile's
-/// `allow_from`, or else the address this management node uses toward the
-/// computer (the source of its packets there, as the kernel routes them).
-pub fn allow_from(plan: &Plan) -> anyhow::Result<Vec<String>> {
-    use std::net::{ToSocketAddrs, UdpSocket};
-    if !plan.profile.allow_from.is_empty() {
-        return Ok(plan.profile.allow_from.clone());
-    }
-    let port = plan.port().unwrap_or(22);
-    let who = &plan.computer.name;
-    let target = (plan.computer.address.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| anyhow::anyhow!("{who}: cannot resolve {}: {e}", plan.computer.address))?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{who}: {} has no address", plan.computer.address))?;
-    let bind = if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    // A UDP connect sends nothing: it only asks the kernel for the route.
-    let local = UdpSocket::bind(bind)
-        .and_then(|s| s.connect(target).and(s.local_addr()))
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{who}: cannot tell this node's address toward {target}: {e}; set allow_from in the OS profile"
-            )
-        })?;
-    Ok(vec![local.ip().to_string()])
-}
-
-/// The password first boot sets for Administrator / root: the profile's
-/// `admin_password_file` (windows), else a fresh random one written to
-/// STATE_DIR/computers/NAME/ (mode 0600, atomically) before it is set, or
-/// `None` when the profile keeps the image's. Events name the file, never
-/// the value.
-pub fn new_password(
-    plan: &Plan,
-    state: &StateDir,
-    report: &Reporter,
-) -> Result<Option<crate::secret::Secret>, Outcome> {
-    let p = &plan.profile;
-    let who = &plan.computer.name;
-    if let (Some(f), true) = (&p.admin_password_file, p.family.is_windows()) {
-        let s = crate::secret::Secret::from_file(f, "admin_password_file")
-            .map_err(|e| Outcome::Fatal(e.context(format!("{who}: first boot"))))?;
-        report.info(&format!("new password: from {}", f.display()));
-        return Ok(Some(s));
-    }
-    if !p.fresh_password {
-        return Ok(None);
-    }
-    let s = crate::secret::Secret::random(16).map_err(Outcome::Fatal)?;
-    let file = state.password_file(who, crate::config::admin_account(p.family));
-    crate::state::write_private(&file, format!("{}\n", s.expose()).as_bytes())
-        .map_err(|e| Outcome::Fatal(e.context(format!("{who}: cannot keep the new password"))))?;
-    report.info(&format!(
-        "new password: a fresh random one, in {} (mode 0600)",
-        file.display()
-    ));
-    Ok(Some(s))
-}
-
-struct Module {
-    family: Family,
-}
-
-impl OsModule for Module {
-    fn before_load(&self, plan: &Plan, state: &StateDir, report: &Reporter) {
-        let scratch = state.known_hosts_before_load(&plan.computer.name);
-        let id = match channel::open_with(plan, Some(scratch)) {
-            Ok(Some(mut ch)) => {
-                let t = plan.profile.connect_timeout.min(Duration::from_secs(5));
-                let id = ch
-                    .login(t)
-                    .ok()
-                    .and_then(|_| boot_id(ch.as_mut(), self.family, t).ok());
-                if id.is_some() && self.family.is_windows() && plan.profile.first_boot {
-                    windows::before_load(plan, ch.as_mut(), report);
-                }
-                ch.disconnect();
-                id
-            }
-            Ok(None) => None,
-            Err(e) => {
-                report.warn(&format!("cannot open the channel before the load: {e:#}"));
-                None
-            }
-        };
-        match &id {
-            Some(id) => report.info(&format!("boot id before load: {id}")),
-            None if matches!(
-                plan.profile.channel,
-                crate::config::ChannelSettings::None { .. }
-            ) => {}
-            None => report
-                .info("no boot id before load (computer not answering): boot-id check skipped"),
-        }
-        if let Err(e) = state.write_boot_id(&plan.computer.name, id.as_deref()) {
-            report.warn(&format!("cannot record the boot id: {e:#}"));
-        }
-    }
-
-    fn identify(&self, plan: &Plan, check_image: bool) -> Result<String, String> {
-        let chk = &plan.image.config.image_check;
-        if check_image && chk.is_none() {
-            return Err(format!(
-                "image `{}` has no image_check, so nothing proves what the computer runs",
-                plan.image.name
-            ));
-        }
-        let mut ch = match channel::open(plan) {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err("channel none: no login to read a boot id over".into()),
-            Err(e) => return Err(format!("cannot open the channel: {e:#}")),
-        };
-        let t = plan.profile.connect_timeout;
-        let r = (|| {
-            ch.login(t).map_err(|e| format!("no login: {e}"))?;
-            let id = boot_id(ch.as_mut(), self.family, t.max(Duration::from_secs(5)))
-                .map_err(|e| format!("no boot id: {e}"))?;
-            let Some(chk) = chk.as_ref().filter(|_| check_image) else {
-                return Ok(id);
-            };
-            let re = regex::Regex::new(&chk.expect).map_err(|e| format!("image_check: {e}"))?;
-            let out = ch
-                .run(
-                    &chk.command,
-                    plan.profile.command_timeout.min(Duration::from_secs(60)),
-                )
-                .map_err(|e| format!("image_check `{}`: {e}", chk.command.join(" ")))?;
-            if out.status == 0 && re.is_match(out.stdout.trim()) {
-                Ok(id)
-            } else {
-                Err(format!(
-                    "the image check failed: `{}` printed `{}`, expected /{}/",
-                    chk.command.join(" "),
-                    out.stdout.trim(),
-                    chk.expect
-                ))
-            }
-        })();
-        ch.disconnect();
-        r
-    }
-
-    fn post_load(
-        &self,
-        plan: &Plan,
-        attempt: Attempt,
-        power: &dyn PowerReset,
-        state: &StateDir,
-        report: &Reporter,
-    ) -> Outcome {
-        let mut ch = match channel::open(plan) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fatal(e),
-        };
-        let before = state.read_boot_id(&plan.computer.name);
-        let mut seq = sequence::Sequence {
-            plan,
-            attempt,
-            power,
-            report,
-            channel: ch.as_deref_mut(),
-            boot_before: before,
-        };
-        let r = seq.run().and_then(|_| seq.check_image()).and_then(|_| {
-            if !plan.profile.first_boot || seq.channel.is_none() {
-                return Ok(());
-            }
-            match self.family {
-                Family::Linux => {
-                    let Some(ch) = seq.channel.as_deref_mut() else {
-                        return Ok(());
-                    };
-                    linux::first_boot(plan, attempt, ch, state, report)
-                }
-                f if f.is_windows() => windows::first_boot(plan, attempt, &mut seq, state, report),
-                _ => Ok(()),
-            }
-        });
-        if let Some(c) = ch.as_deref_mut() {
-            c.disconnect();
-        }
-        match r {
-            Ok(()) => Outcome::Done,
-            Err(o) => o,
-        }
     }
 }

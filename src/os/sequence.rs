@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::PowerReset;
+use super::{Family, PowerReset};
 use crate::attempt::Attempt;
 use crate::config::{Plan, Probe, Step, StepLimits, Wait};
 use crate::control::{Channel, ChannelError};
@@ -24,9 +24,12 @@ pub struct Sequence<'a> {
     pub attempt: Attempt,
     pub power: &'a dyn PowerReset,
     pub report: &'a Reporter,
-    pub channel: Option<&'a mut (dyn Channel + 'static)>,
+    /// The channel (channel none's only probes the port).
+    pub channel: &'a mut (dyn Channel + 'static),
     /// Boot id seen before the load, if one was.
     pub boot_before: Option<String>,
+    /// The OS family: how it reads its boot id and setup state.
+    pub family: &'a dyn Family,
 }
 
 /// What a failed channel call means for a wait. Over WinRM a rejected
@@ -104,19 +107,15 @@ impl Sequence<'_> {
             }
         };
         let what = format!("{} step `{}`", self.who(), s.name);
-        match w {
-            Waited::Ready(msg, took) => {
-                self.report
-                    .step_end(true, &format!("{msg} after {}", duration::fmt(took)));
-                Ok(())
-            }
-            Waited::Interrupted(i) => Err(Outcome::Fatal(anyhow::Error::new(i).context(what))),
-            Waited::Fatal(e) => {
+        match (w, reset) {
+            // The run's end reports the signal; the step is not ended here.
+            (Waited::Interrupted(i), _) => Err(Outcome::Fatal(anyhow::Error::new(i).context(what))),
+            (Waited::Fatal(e), _) => {
                 let m = format!("{e:#}");
                 self.report.step_end(false, &m);
                 Err(Outcome::Fatal(e.context(what)))
             }
-            Waited::TimedOut(last) | Waited::Stalled(last, _) if last.starts_with(AUTH) => {
+            (Waited::TimedOut(last) | Waited::Stalled(last, _), _) if last.starts_with(AUTH) => {
                 let m = format!(
                     "{what}: authentication kept failing for {}, check the login user and password_file: {}",
                     duration::fmt(timeout),
@@ -125,20 +124,25 @@ impl Sequence<'_> {
                 self.report.step_end(false, &m);
                 Err(Outcome::Fatal(anyhow::anyhow!(m)))
             }
-            other => {
+            (w @ (Waited::TimedOut(_) | Waited::Stalled(..)), Some((first, extra))) => {
                 // The numbers are the real ones: after a power reset the
                 // wait lasted both waits and the reset.
-                let m = match reset {
-                    Some((first, extra)) => format!(
-                        "{} (reset power after {}, then waited {} more)",
-                        wait::describe(&other, &what, started.elapsed()),
-                        duration::fmt(first),
-                        duration::fmt(extra)
-                    ),
-                    None => wait::describe(&other, &what, timeout),
-                };
+                let m = format!(
+                    "{} (reset power after {}, then waited {} more)",
+                    wait::describe(&w, &what, started.elapsed()),
+                    duration::fmt(first),
+                    duration::fmt(extra)
+                );
                 self.report.step_end(false, &m);
                 Err(Outcome::Retry(anyhow::anyhow!(m)))
+            }
+            // Ready, or out of time without a reset: the wait module's one
+            // mapping to an outcome.
+            (w, _) => {
+                let (msg, took) = w.into_outcome(&what, timeout, self.report)?;
+                self.report
+                    .step_end(true, &format!("{msg} after {}", duration::fmt(took)));
+                Ok(())
             }
         }
     }
@@ -298,17 +302,14 @@ impl Sequence<'_> {
         )
     }
 
-    // Login, command and reboot steps find a channel: config resolution
-    // refuses them on channel none. The `else` branches below are the
-    // type's due, not a check anyone reaches.
+    // Login, setup-done, command and reboot steps log in: config
+    // resolution refuses them on channel none.
     fn wait_login(&mut self, limits: Limits) -> Waited {
-        let family = self.plan.profile.family;
+        let family = self.family;
         let aw = self.auth_waits();
         let cmd_t = self.plan.profile.command_timeout;
         let before = self.boot_before.clone();
-        let Some(ch) = self.channel.as_deref_mut() else {
-            return Waited::Fatal(anyhow::anyhow!("a login step needs a channel"));
-        };
+        let ch = &mut *self.channel;
         wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             if let Err(e) = ch.login(t) {
@@ -335,13 +336,16 @@ impl Sequence<'_> {
     /// Polls Windows' own setup state until it says complete; logs in as
     /// needed (Sysprep's reboots in between drop the connection).
     fn wait_setup_done(&mut self, limits: Limits) -> Waited {
-        let family = self.plan.profile.family;
+        let family = self.family;
         let cmd_t = self.plan.profile.command_timeout;
         let aw = self.auth_waits();
-        let cmd = super::windows::setup_state_command(family);
-        let Some(ch) = self.channel.as_deref_mut() else {
-            return Waited::Fatal(anyhow::anyhow!("a setup-done step needs a channel"));
+        let Some(cmd) = family.setup_state_command() else {
+            return Waited::Fatal(anyhow::anyhow!(
+                "family {} has no setup state to wait for",
+                family.name()
+            ));
         };
+        let ch = &mut *self.channel;
         wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             let out = match ch.login(t).and_then(|_| ch.run(&cmd, t)) {
@@ -351,7 +355,7 @@ impl Sequence<'_> {
                     return channel_poll(e, aw);
                 }
             };
-            match super::windows::setup_state(family, &out.stdout) {
+            match family.setup_state(&out.stdout) {
                 Ok(m) => Poll::Ready(m),
                 Err(m) => Poll::NotYet(m),
             }
@@ -366,9 +370,7 @@ impl Sequence<'_> {
     ) -> Waited {
         let cmd_t = self.plan.profile.command_timeout;
         let aw = self.auth_waits();
-        let Some(ch) = self.channel.as_deref_mut() else {
-            return Waited::Fatal(anyhow::anyhow!("a command step needs a channel"));
-        };
+        let ch = &mut *self.channel;
         wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             match ch.run(argv, t) {
@@ -400,7 +402,7 @@ impl Sequence<'_> {
     }
 
     fn wait_reboot(&mut self, trigger: Option<&[String]>, limits: Limits) -> Waited {
-        let family = self.plan.profile.family;
+        let family = self.family;
         let cmd_t = self
             .plan
             .profile
@@ -408,9 +410,7 @@ impl Sequence<'_> {
             .min(Duration::from_secs(30));
         let report = self.report;
         let aw = self.auth_waits();
-        let Some(ch) = self.channel.as_deref_mut() else {
-            return Waited::Fatal(anyhow::anyhow!("a reboot step needs a channel"));
-        };
+        let ch = &mut *self.channel;
         let old = match super::boot_id(ch, family, cmd_t) {
             Ok(id) => Some(id),
             Err(e) if e.is_fatal() => return Waited::Fatal(e.into_inner()),
@@ -459,22 +459,16 @@ impl Sequence<'_> {
         let start = Instant::now();
         let connect = self.plan.profile.connect_timeout;
         // Channel none: config resolution refuses a window with no port.
-        let addr = self
-            .plan
-            .port()
-            .and_then(|port| probe::resolve(&self.plan.computer.address, port).ok());
         while start.elapsed() < window {
             crate::signal::check().map_err(|i| Outcome::Fatal(i.into()))?;
-            let ok = match self.channel.as_deref_mut() {
-                Some(ch) => match ch.login(connect) {
-                    Ok(()) => true,
-                    Err(e) if e.is_fatal() => return Err(Outcome::Fatal(e.into_inner())),
-                    Err(_) => {
-                        ch.disconnect();
-                        false
-                    }
-                },
-                None => addr.is_some_and(|a| matches!(probe::port(a, connect), Seen::Up(_))),
+            // Channel none's login is a connect to the port.
+            let ok = match self.channel.login(connect) {
+                Ok(()) => true,
+                Err(e) if e.is_fatal() => return Err(Outcome::Fatal(e.into_inner())),
+                Err(_) => {
+                    self.channel.disconnect();
+                    false
+                }
             };
             if !ok {
                 self.report.step_end(
@@ -505,11 +499,12 @@ impl Sequence<'_> {
             return Ok(());
         };
         let who = self.who();
-        let Some(ch) = self.channel.as_deref_mut() else {
+        if !self.channel.logs_in() {
             return Err(Outcome::Fatal(anyhow::anyhow!(
                 "{who}: image_check needs channel = \"ssh\" or \"winrm\""
             )));
-        };
+        }
+        let ch = &mut *self.channel;
         self.report
             .step("image-check", Some(self.plan.profile.command_timeout));
         let re = regex::Regex::new(&chk.expect).map_err(|e| Outcome::Fatal(e.into()))?;

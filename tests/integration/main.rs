@@ -21,4 +21,5 @@ mod ssh;
 mod state;
 mod vsphere;
 mod windows;
+mod winrm_auth;
 mod xcat;

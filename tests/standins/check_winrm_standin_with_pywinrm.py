@@ -2,6 +2,10 @@
 """Proves the WinRM STAND-IN (winrm_standin.py) is one a real WinRM client
 trusts: starts it, drives it with pywinrm (pip install pywinrm) and exits
 non-zero on any mismatch. Run from anywhere: python3 check_winrm_standin_with_pywinrm.py
+
+Over Basic, and (ntlm_checks) as Windows ships: Negotiate/NTLM with every
+message encrypted (pywinrm's transport='ntlm', message_encryption='always'),
+Basic refused, messages in clear refused.
 """
 
 import json
@@ -14,7 +18,7 @@ import tempfile
 import time
 
 import winrm
-from winrm.exceptions import InvalidCredentialsError, WinRMError
+from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMTransportError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAILURES = []
@@ -56,6 +60,7 @@ def main():
         finally:
             proc.kill()
             proc.wait()
+    ntlm_checks()
     first_boot_checks()
     legacy_checks()
     powershell_2_checks()
@@ -165,6 +170,69 @@ def run(port):
         check("bad password rejected", True, True)
     except WinRMError as e:
         check("bad password rejected", type(e).__name__, "InvalidCredentialsError")
+
+
+def ntlm_checks():
+    """The stand-in with --stock (Auth/Basic false, AllowUnencrypted false):
+    pywinrm's NTLM transport with message encryption runs commands, long
+    ones included; Basic and NTLM without encryption are refused."""
+    hold, port = held_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, _ = start_standin(tmp, port, ["--stock"])
+        try:
+            url = f"http://127.0.0.1:{port}/wsman"
+            s = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="ntlm",
+                              message_encryption="always")
+            r = s.run_cmd("hostname")
+            check("ntlm+encryption hostname", (r.status_code, r.std_out), (0, b"WIN-STANDIN\r\n"))
+            r = s.run_cmd("cmd", ["/c", "echo", '"sealed & <sent>"'])
+            check("ntlm+encryption echo", r.std_out, b'"sealed & <sent>"\r\n')
+            check("ntlm+encryption exit 5", s.run_cmd("cmd", ["/c", "exit", "5"]).status_code, 5)
+            check("ntlm+encryption is on", s.protocol.transport.encryption is not None, True)
+
+            slow = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="ntlm",
+                                 message_encryption="always", operation_timeout_sec=1, read_timeout_sec=5)
+            r = slow.run_cmd("sleep", ["1.5"])
+            check("ntlm+encryption slow command", (r.status_code, r.std_out), (0, b"slept 1.5\r\n"))
+
+            p = s.protocol
+            shell = p.open_shell()
+            cid = p.run_command(shell, "cmd", ["/c", "findstr", '"^"', ">", '"C:\\Windows\\Temp\\n.b64"'])
+            p.send_command_input(shell, cid, b"c2VhbGVk\r\n", end=True)
+            _, _, code = p.get_command_output(shell, cid)
+            check("ntlm+encryption stdin", code, 0)
+            p.cleanup_command(shell, cid)
+            p.close_shell(shell)
+            r = s.run_cmd("certutil", ["-f", "-decode", '"C:\\Windows\\Temp\\n.b64"', '"C:\\Windows\\Temp\\n"'])
+            check("ntlm+encryption certutil", r.status_code, 0)
+            check("ntlm+encryption upload", s.run_cmd("cmd", ["/c", "type", '"C:\\Windows\\Temp\\n"']).std_out,
+                  b"sealed")
+
+            basic = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="basic")
+            try:
+                basic.run_cmd("hostname")
+                check("basic refused (Auth/Basic false)", "accepted", "InvalidCredentialsError")
+            except InvalidCredentialsError:
+                check("basic refused (Auth/Basic false)", True, True)
+
+            clear = winrm.Session(url, auth=("Administrator", "Image-pw1"), transport="ntlm",
+                                  message_encryption="never")
+            try:
+                clear.run_cmd("hostname")
+                check("clear text refused (AllowUnencrypted false)", "accepted", "HTTP 500")
+            except (WinRMError, WinRMTransportError) as e:
+                check("clear text refused (AllowUnencrypted false)", "500" in str(e), True)
+
+            bad = winrm.Session(url, auth=("Administrator", "wrong"), transport="ntlm",
+                                message_encryption="always")
+            try:
+                bad.run_cmd("hostname")
+                check("ntlm wrong password rejected", "accepted", "InvalidCredentialsError")
+            except InvalidCredentialsError:
+                check("ntlm wrong password rejected", True, True)
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 def ps(script):

@@ -14,6 +14,13 @@ client (pywinrm) accepts it.
 Usage:
   winrm_standin.py --port N [--host 127.0.0.1] [--user U --password-file F]
                    [--tls-cert C --tls-key K] [--no-powershell | --powershell-2]
+                   [--stock | --auth basic,negotiate --no-unencrypted]
+
+--stock: the WinRM service as Windows ships it (Auth/Basic false,
+AllowUnencrypted false): Negotiate only, and over HTTP only encrypted
+messages. Without it the stand-in takes Basic and Negotiate, and messages
+in clear too (a site that enabled both). Authentication and message
+encryption live in winrm_auth.py (NTLM/SPNEGO through pyspnego).
 
 --no-powershell: Windows XP / Server 2003 as installed: `powershell` is not
 recognized, there is no `netsh advfirewall`, and powercfg takes XP's
@@ -53,7 +60,8 @@ machine sees the same sequence as a fast one and no test depends on time:
   --down-connects N    a reboot keeps the listener down (every connection is
                        reset at once) for the client's next N connections
                        (default 2), then the machine is up on a new boot
-  SIGUSR1              a reboot now (a test's load command)
+  SIGUSR1              a reboot now (a test's load command); the machine
+                       comes up with the certificate --tls-cert names then
   --locale de-DE       Windows' own firewall rules and groups have German
                        names (the localized-group trap)
 
@@ -63,12 +71,13 @@ state as JSON after every change (with every command line it ran, and how
 the state was read and changed: boot_time_reads by tool, renamed_via,
 password_set_via, and not_recognized, every program or PowerShell term this
 Windows does not have that a client asked for);
---wire-log: every request body as received.
+--wire-log: every request body as the client wrote it (unsealed).
 
 Behaviour:
 - Identify (wsmid:Identify body): answered without authentication, as
   Windows does for an unauthenticated Identify (WSMANIDENTIFY header).
-- Everything else needs HTTP Basic auth (401 otherwise).
+- Everything else needs a login: HTTP Basic or Negotiate (NTLM, SPNEGO),
+  as the service settings allow; 401 otherwise, offering what is on.
 - Shell commands simulated (a leading `cmd /c` is stripped first):
     echo TEXT            stdout "TEXT\\r\\n"          (also `echo TEXT>>FILE`, `>FILE`)
     type nul > FILE      create/truncate FILE (in memory)
@@ -150,6 +159,8 @@ import traceback
 import uuid
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import winrm_auth
 
 NS_S = "http://www.w3.org/2003/05/soap-envelope"
 NS_A = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
@@ -1596,87 +1607,80 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         sys.stderr.write("winrm-standin: " + (fmt % args) + "\n")
 
-    def send(self, status, text, extra=()):
-        data = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in extra:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self):
         self.send_response(405)
         self.send_header("Allow", "POST")
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def authorized(self, root, shell_id):
-        """HTTP Basic against the machine's accounts. A shell keeps the logon
-        it was opened with (stand-in assumption): after SetPassword changes
-        the password of the user it runs as, its open shell still answers,
-        new shells need the new password."""
+    def authorized(self, root, req, shell_id):
+        """The request's login against the machine's accounts (winrm_auth
+        authenticated a Negotiate login already; a Basic header only claims
+        one). A shell keeps the logon it was opened with (stand-in
+        assumption): after SetPassword changes the password of the user it
+        runs as, its open shell still answers, new shells need the new
+        password."""
         cfg = self.server.cfg
         self.creds = None
         if cfg.user is None:
             return True
-        header = self.headers.get("Authorization", "")
-        if not header.lower().startswith("basic "):
+        if req.creds is None:
             return False
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except ValueError:
-            return False
-        user, _, password = decoded.partition(":")
-        self.creds = (user.lower(), password)
+        self.creds = req.creds
+        user, password = req.creds
         machine = self.server.machine
         with machine.lock:
             if shell_id and machine.shell_logons.get(shell_id) == self.creds:
                 return True
+            if req.scheme == "negotiate":
+                return True
             if machine.auth_disabled():
                 return False
             # Windows user names are case-insensitive; passwords are not.
-            return any(u.lower() == user.lower() and p == password for u, p in machine.accounts.items())
+            return any(u.lower() == user and p == password for u, p in machine.accounts.items())
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        self.server.life.record_wire(raw)
         if self.path.split("?")[0].lower() != "/wsman":
             self.send_response(404)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        ctype = (self.headers.get("Content-Type") or "").lower()
-        if not ctype.startswith("application/soap+xml"):
+        # Authentication and message encryption: winrm_auth.py.
+        gate = self.server.gate
+        req = gate.open(self, raw)
+        if req is None:
+            return
+        self.server.life.record_wire(req.body)
+        if req.scheme is None and not req.body:
+            # No login and nothing to identify: the client's first leg.
+            gate.challenge(self)
+            return
+        if not req.content_type.lower().startswith("application/soap+xml"):
             self.send_response(415)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
         try:
-            root = ET.fromstring(raw)
+            root = ET.fromstring(req.body)
         except ET.ParseError as e:
-            return self.send(400, fault("", "Sender", "w:SchemaValidationError",
-                                        f"The SOAP XML in the message does not match the schema: {e}",
-                                        2150858817))
+            return gate.reply(self, req, 400, fault("", "Sender", "w:SchemaValidationError",
+                                                    f"The SOAP XML in the message does not match the schema: {e}",
+                                                    2150858817))
         shell_id = request_shell_id(root)
         if self.server.life.before_request(shell_id):
             # Rebooting: this connection goes with the machine, unanswered.
             self.close_connection = True
             return
         if find(root, "Identify") is not None and find(root, "Identify").tag == f"{{{NS_WSMID}}}Identify":
-            return self.send(200, self.identify())
-        if not self.authorized(root, shell_id):
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", "Negotiate")
-            self.send_header("WWW-Authenticate", 'Basic realm="WSMAN"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            return gate.reply(self, req, 200, self.identify())
+        if not self.authorized(root, req, shell_id):
+            gate.challenge(self)
             return
         status, text = self.dispatch(root)
         self.server.machine_changed()
-        self.send(status, text)
+        gate.reply(self, req, status, text)
         action_el = find(root, "Action")
         self.server.life.after_request((action_el.text or "").strip() if action_el is not None else "", shell_id)
 
@@ -1922,6 +1926,20 @@ class Life:
         self.args = args
         self.cfg = cfg
         self.machine = Machine(cfg)
+        m = self.machine
+
+        def accounts():
+            with m.lock:
+                return dict(m.accounts)
+
+        def disabled():
+            with m.lock:
+                return m.auth_disabled()
+
+        self.gate = winrm_auth.Service(
+            basic="basic" in cfg.auth, negotiate="negotiate" in cfg.auth,
+            allow_unencrypted=cfg.allow_unencrypted, https=bool(args.tls_cert),
+            accounts=accounts, disabled=disabled, machine_name=lambda: m.name)
         self.server = None
         self.down_left = 0
         self.wire_lock = threading.Lock()
@@ -1929,6 +1947,7 @@ class Life:
     def listen(self):
         server = Server((self.args.host, self.args.port), Handler)
         server.life = self
+        server.gate = self.gate
         if self.args.tls_cert:
             server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             server.tls.load_cert_chain(self.args.tls_cert, self.args.tls_key)
@@ -1937,9 +1956,11 @@ class Life:
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def record_wire(self, body):
-        """--wire-log FILE: every request body as it came over the wire
-        (one JSON string a line), so a test can check what the client sent,
-        secrets included, where a command line on Windows would show it."""
+        """--wire-log FILE: every request body as the client wrote it (one
+        JSON string a line; a sealed message unsealed, as the service reads
+        it), so a test can check what the client sent, secrets included,
+        where a command line on Windows would show it. Sealing hides a
+        message from the network, not from the computer it is for."""
         if not self.args.wire_log:
             return
         with self.wire_lock, open(self.args.wire_log, "a", encoding="utf-8") as f:
@@ -1988,6 +2009,12 @@ class Life:
             return True
 
     def come_up(self):
+        if self.args.tls_cert:
+            # The certificate as the booting OS finds it (a reload may have
+            # put another one there).
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(self.args.tls_cert, self.args.tls_key)
+            self.server.tls = tls
         self.machine.boot()
         sys.stderr.write(f"winrm-standin: back up (boot {self.machine.boots})\n")
 
@@ -2005,8 +2032,16 @@ def main():
     p.add_argument("--password-file")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--auth", default="basic,negotiate",
+                   help="winrm/config/service/auth: the schemes that are on, of basic and negotiate "
+                        "(Windows as shipped: negotiate)")
+    p.add_argument("--no-unencrypted", action="store_true",
+                   help="AllowUnencrypted = false: over HTTP only encrypted messages (Windows as shipped)")
+    p.add_argument("--stock", action="store_true",
+                   help="the WinRM service as Windows ships it: --auth negotiate --no-unencrypted")
     p.add_argument("--state-file", help="dump the simulated Windows state here (JSON) after every change")
-    p.add_argument("--wire-log", help="append every request body here as it came over the wire (JSON lines)")
+    p.add_argument("--wire-log", help="append every request body here as the client wrote it, unsealed "
+                                      "(JSON lines)")
     p.add_argument("--answer-files", default="",
                    help="comma-separated Sysprep answer files present at start, 'all' (Vista and later) "
                         "or 'xp' (XP/2003)")
@@ -2052,6 +2087,8 @@ def main():
         joined_domain = a.joined_domain
         auth_fails = a.auth_fails
         auth_fails_until = a.auth_fails_until
+        auth = {x.strip().lower() for x in ("negotiate" if a.stock else a.auth).split(",") if x.strip()}
+        allow_unencrypted = not (a.stock or a.no_unencrypted)
         no_powershell = a.no_powershell
         powershell_2 = a.powershell_2
         product_version = ("OS: 5.2.3790 SP: 2.0 Stack: 2.0" if a.no_powershell

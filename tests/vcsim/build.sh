@@ -26,7 +26,7 @@ cp "$here/main.go" "$work/src/vcsim/"
 mkdir -p "$(dirname "$out")"
 (
     cd "$work/src/vcsim"
-    GO111MODULE=off GOPATH="$work:/usr/share/gocode" GOFLAGS= GOPROXY=off \
+    GO111MODULE=off GOPATH="$work:/usr/share/gocode" GOFLAGS='' GOPROXY=off \
         GOCACHE="${GOCACHE:-$work/cache}" CGO_ENABLED=0 \
         go build -o "$out.tmp" .
 )

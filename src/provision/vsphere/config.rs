@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::hardware::{Firmware, ImageHardware, VmHardware};
-use super::tls;
 use crate::config::Plan;
 use crate::duration;
 use crate::provision::{config_name, expand, placeholders};
+use crate::tls;
 
 /// Which load path an endpoint gets.
 #[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Default)]

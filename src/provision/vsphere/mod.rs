@@ -28,16 +28,15 @@
 //! resources, connection errors and 5xx ask for a retry.
 //!
 //! Files: `config` (the table and what `check` says), `vcenter` and
-//! `esxi` (the two paths), `vim`, `soap` and `tls` (the API, its envelope
-//! and faults, the certificate trust); here: the session, the lookups and
-//! tasks both paths share, and the provisioner.
+//! `esxi` (the two paths), `vim` and `soap` (the API, its envelope and
+//! faults); the certificate trust is the shared `crate::tls`; here: the
+//! session, the lookups and tasks both paths share, and the provisioner.
 
 mod config;
 mod esxi;
 mod golden;
 mod hardware;
 mod soap;
-mod tls;
 mod vcenter;
 mod vim;
 
@@ -49,6 +48,7 @@ use crate::config::{KeyError, Plan};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
 use crate::secret::Secret;
+use crate::tls;
 use config::Endpoint;
 pub use config::VsphereConfig;
 use soap::{Class, Elem, Error, MoRef};
@@ -194,7 +194,7 @@ fn connect(cfg: &VsphereConfig) -> Result<Vim, Outcome> {
     let trust = if cfg.insecure {
         tls::Trust::Off
     } else if let Some(ca) = &cfg.ca_file {
-        tls::Trust::ca_file(ca).map_err(fatal)?
+        tls::Trust::ca_file(ca, "the vSphere ca_file").map_err(fatal)?
     } else if let Some(t) = &cfg.thumbprint {
         tls::Trust::Pinned(tls::parse_thumbprint(t).map_err(fatal)?)
     } else {

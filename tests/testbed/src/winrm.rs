@@ -105,10 +105,15 @@ impl Standin {
         self.child.id()
     }
 
+    /// The file the stand-in dumps the simulated Windows state to, after
+    /// every change (a test's load command may wait on it).
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
     /// The simulated Windows state as the stand-in last dumped it.
     pub fn state(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.dir.join("state.json"))
-            .expect("the stand-in's state file");
+        let text = std::fs::read_to_string(self.state_file()).expect("the stand-in's state file");
         serde_json::from_str(&text).expect("the stand-in's state is JSON")
     }
 }

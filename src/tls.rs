@@ -1,6 +1,8 @@
-//! How the vSphere endpoint's TLS certificate is trusted: the system's
-//! roots, a CA file, a pinned SHA-256 thumbprint (govc's `-thumbprint`, for
-//! ESXi hosts with their self-signed certificates), or nothing at all.
+//! How a TLS peer's certificate is trusted, for the HTTPS clients built on
+//! ureq (the vSphere endpoint, the WinRM listener): the system's roots, a CA
+//! file, a pinned SHA-256 thumbprint (govc's `-thumbprint`, for ESXi hosts
+//! and cloned Windows images with their self-signed certificates), a pin
+//! learned from the first certificate seen, or nothing at all.
 //!
 //! ureq verifies names and chains; a pin needs a verifier that compares the
 //! end-entity certificate's SHA-256 with the pin and ignores names and
@@ -11,7 +13,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,6 +27,7 @@ use ureq::unversioned::transport::{
 };
 
 /// How the endpoint's certificate is trusted.
+#[derive(Clone)]
 pub enum Trust {
     /// The Mozilla roots ureq ships.
     System,
@@ -32,31 +35,53 @@ pub enum Trust {
     Ca(Vec<ureq::tls::Certificate<'static>>),
     /// The SHA-256 of the endpoint's certificate.
     Pinned([u8; 32]),
+    /// The first certificate presented is accepted and pinned for every
+    /// later connection of the agent: see [`FirstUse`].
+    FirstUse(Arc<FirstUse>),
     /// No verification (`insecure = true`).
     Off,
 }
 
+/// Trust on first use, for one agent: the first end-entity certificate a
+/// handshake presents is accepted (its signature over the handshake still
+/// checked) and its SHA-256 pinned; every later handshake must present the
+/// same certificate. The owner reads the pin to record it.
+#[derive(Debug, Default)]
+pub struct FirstUse {
+    pin: Mutex<Option<[u8; 32]>>,
+}
+
+impl FirstUse {
+    /// Nothing seen yet.
+    pub fn new() -> Arc<FirstUse> {
+        Arc::new(FirstUse::default())
+    }
+
+    /// The SHA-256 of the certificate the first handshake accepted.
+    pub fn pinned(&self) -> Option<[u8; 32]> {
+        *self.pin.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Trust {
-    /// Reads a CA file: one or more PEM certificates.
-    pub fn ca_file(path: &Path) -> Result<Trust, String> {
+    /// Reads a CA file: one or more PEM certificates. `what` names it in
+    /// errors, e.g. "the vSphere ca_file".
+    pub fn ca_file(path: &Path, what: &str) -> Result<Trust, String> {
         let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read the vSphere ca_file {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
         let mut certs = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {
             match item {
                 Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
                 Ok(_) => {}
                 Err(e) => {
-                    return Err(format!(
-                        "cannot parse the vSphere ca_file {}: {e}",
-                        path.display()
-                    ));
+                    return Err(format!("cannot parse {what} {}: {e}", path.display()));
                 }
             }
         }
         if certs.is_empty() {
             return Err(format!(
-                "the vSphere ca_file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                "{what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                 path.display()
             ));
         }
@@ -81,6 +106,13 @@ pub fn parse_thumbprint(s: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
+/// The SHA-256 of a certificate (DER), as a thumbprint pins it.
+pub fn sha256(der: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
+    out
+}
+
 /// A thumbprint in govc's form: colon-separated upper-case hex.
 pub fn fmt_thumbprint(t: &[u8]) -> String {
     t.iter()
@@ -102,7 +134,8 @@ pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
             tls = tls.disable_verification(true);
             None
         }
-        Trust::Pinned(p) => Some(p),
+        Trust::Pinned(p) => Some(Pin::Fixed(p)),
+        Trust::FirstUse(f) => Some(Pin::FirstUse(f)),
     };
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -144,10 +177,19 @@ pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
     }
 }
 
-/// Accepts exactly the certificate whose SHA-256 is `pin`.
+/// Where a pinned verifier's pin comes from.
+#[derive(Debug)]
+enum Pin {
+    /// Given.
+    Fixed([u8; 32]),
+    /// Taken from the first certificate seen.
+    FirstUse(Arc<FirstUse>),
+}
+
+/// Accepts exactly the certificate whose SHA-256 is the pin.
 #[derive(Debug)]
 struct PinVerifier {
-    pin: [u8; 32],
+    pin: Pin,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -160,14 +202,21 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
-        if got.as_ref() == self.pin {
+        let got = sha256(end_entity.as_ref());
+        let pin = match &self.pin {
+            Pin::Fixed(p) => *p,
+            Pin::FirstUse(f) => {
+                let mut seen = f.pin.lock().unwrap_or_else(|p| p.into_inner());
+                *seen.get_or_insert(got)
+            }
+        };
+        if got == pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "certificate thumbprint mismatch: the server's SHA-256 is {}, `thumbprint` is {}",
-                fmt_thumbprint(got.as_ref()),
-                fmt_thumbprint(&self.pin)
+                "certificate thumbprint mismatch: the server's SHA-256 is {}, the pinned one is {}",
+                fmt_thumbprint(&got),
+                fmt_thumbprint(&pin)
             )))
         }
     }

@@ -1,29 +1,20 @@
-//! Windows first-boot configuration over WinRM (or SSH where the image runs
-//! an SSH server), after Apache VCL's Windows modules (Windows.pm,
-//! Version_5.pm, Version_6.pm post_load): the computer name (reboot,
-//! check), an optional domain join (reboot, check), Remote Desktop and ping
-//! open only from the management network, no sleep, optional network,
-//! time and activation, Sysprep answer files removed (they hold passwords),
-//! the image's scripts, then a fresh Administrator password.
+//! Which Windows, and its command lines and what their output means: pure
+//! builders and parsers, no channel and no orchestration. The family's
+//! boot id and setup state (what the wait sequence asks) and the first
+//! boot both use them.
 //!
 //! Each family gets only commands its stock install ships; [`toolset`] is
 //! the one place that decides. Windows 5.x (XP/2003) has no PowerShell and
 //! the older `netsh firewall` context; Windows 6.x has PowerShell 2 at most
 //! (none on Vista/2008 by default: no Get-CimInstance, Rename-Computer or
 //! `Get-Content -Raw`), so both use wmic, cmd.exe and a VBScript run by
-//! cscript; Windows 10 and later use PowerShell.
+//! cscript; Windows 10 and later use PowerShell. The scripts are files of
+//! this folder (`*.vbs`, `*.ps1`), filled in by [`fill`].
 
 use std::time::Duration;
 
-use super::actions::Actions;
-use super::sequence::Sequence;
-use crate::attempt::Attempt;
-use crate::config::{Family, Plan};
-use crate::control::Channel;
 use crate::exec::Output;
 use crate::outcome::Outcome;
-use crate::report::Reporter;
-use crate::state::StateDir;
 
 /// Where reimage keeps its files on a Windows computer.
 pub const DIR: &str = r"C:\Windows\Temp\reimage";
@@ -52,6 +43,18 @@ pub const ANSWER_FILES: [&str; 8] = [
 /// (sysprep.inf, unattend.txt and their kin).
 pub const ANSWER_FILES_5: [&str; 2] = [r"C:\sysprep\*.inf", r"C:\sysprep\*.txt"];
 
+/// Which Windows: the family in its versions (what each one's stock
+/// install ships is its [`toolset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Windows {
+    /// Windows XP / Server 2003.
+    V5,
+    /// Windows Vista / 2008 / 7 / 2008 R2 / 8 / 2012.
+    V6,
+    /// Windows 10 / 11 / Server 2016 and later.
+    V10,
+}
+
 /// What a family's stock install ships, as far as the first-boot commands
 /// care: the one place where the Windows families differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,23 +70,22 @@ pub struct Toolset {
     pub answer_files: &'static [&'static str],
 }
 
-/// The toolset of family `f` (the non-Windows families get the Windows 10
-/// one; they never reach this module).
-pub fn toolset(f: Family) -> Toolset {
-    match f {
-        Family::Windows5 => Toolset {
+/// The toolset of Windows `w`.
+pub fn toolset(w: Windows) -> Toolset {
+    match w {
+        Windows::V5 => Toolset {
             powershell: false,
             legacy_firewall: true,
             xp_powercfg: true,
             answer_files: &ANSWER_FILES_5,
         },
-        Family::Windows6 => Toolset {
+        Windows::V6 => Toolset {
             powershell: false,
             legacy_firewall: false,
             xp_powercfg: false,
             answer_files: &ANSWER_FILES,
         },
-        _ => Toolset {
+        Windows::V10 => Toolset {
             powershell: true,
             legacy_firewall: false,
             xp_powercfg: false,
@@ -92,7 +94,7 @@ pub fn toolset(f: Family) -> Toolset {
     }
 }
 
-fn argv(v: &[&str]) -> Vec<String> {
+pub fn argv(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
@@ -112,6 +114,59 @@ fn ps(script: &str) -> Vec<String> {
     ])
 }
 
+/// `template` with each `@key@` of `values` replaced by its value, in one
+/// pass (a value is never read again as a template). The scripts of this
+/// folder take their settings this way; what reaches them is checked, or
+/// quoted, by the caller.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('@') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.split_once('@').and_then(|(k, tail)| {
+            values
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| (*v, tail))
+        }) {
+            Some((v, tail)) => {
+                out.push_str(v);
+                rest = tail;
+            }
+            None => {
+                out.push('@');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A PowerShell file of this folder as the one line [`ps`] passes on.
+fn ps_line(file: &str) -> &str {
+    file.trim_end_matches(['\r', '\n'])
+}
+
+/// A VBScript file of this folder with Windows line ends, as uploaded.
+fn vbs(file: &str) -> String {
+    file.replace('\n', "\r\n")
+}
+
+/// PowerShell: the last boot time, as a round-trip UTC string.
+const BOOT_ID_PS1: &str = include_str!("boot-id.ps1");
+/// PowerShell: renames the computer unless it has the name already.
+const RENAME_PS1: &str = include_str!("rename.ps1");
+/// PowerShell: sets a password from a file, deleting the file.
+const SET_PASSWORD_PS1: &str = include_str!("set-password.ps1");
+/// VBScript: sets a password from a file, deleting the file.
+const SET_PASSWORD_VBS: &str = include_str!("set-password.vbs");
+/// VBScript: joins a domain with credentials from a file.
+const DOMAIN_VBS: &str = include_str!("domain.vbs");
+/// VBScript: installs a product key from a file.
+const MAK_VBS: &str = include_str!("mak.vbs");
+
 /// A wmic command line, through cmd.exe with stdin from `nul`: wmic reads
 /// its stdin after the command and waits forever for a pipe that nobody
 /// closes (XP, and WinRM's stdin on later versions too).
@@ -122,15 +177,15 @@ fn wmic(args: &[&str]) -> Vec<String> {
     v
 }
 
-/// The command that prints the boot id of family `f`: the last boot time.
-pub fn boot_id_command(f: Family) -> Vec<String> {
+/// The command that prints the boot id of Windows `f`: the last boot time.
+pub fn boot_id_command(f: Windows) -> Vec<String> {
     if toolset(f).powershell {
         argv(&[
             "powershell",
             "-NoProfile",
             "-NonInteractive",
             "-Command",
-            "(Get-CimInstance Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')",
+            ps_line(BOOT_ID_PS1),
         ])
     } else {
         // wmic ships with XP and later (Windows 10 21H1+ may lack it: that
@@ -142,7 +197,7 @@ pub fn boot_id_command(f: Family) -> Vec<String> {
 /// The boot id in the output of [`boot_id_command`]: the PowerShell time,
 /// or the value of wmic's `LastBootUpTime=` line (wmic may write UTF-16 and
 /// `\r\r\n` line ends: NULs, byte-order marks and blank lines are skipped).
-pub fn boot_id_from(f: Family, stdout: &str) -> Option<String> {
+pub fn boot_id_from(f: Windows, stdout: &str) -> Option<String> {
     if toolset(f).powershell {
         let t = stdout.trim();
         return (!t.is_empty()).then(|| t.to_string());
@@ -170,8 +225,8 @@ const SETUP_KEY_5: &str = r"HKLM\SYSTEM\Setup";
 
 /// The command that prints Windows' setup state: reg.exe, which every
 /// family ships (no PowerShell needed).
-pub fn setup_state_command(f: Family) -> Vec<String> {
-    if f == Family::Windows5 {
+pub fn setup_state_command(f: Windows) -> Vec<String> {
+    if f == Windows::V5 {
         argv(&["reg", "query", SETUP_KEY_5])
     } else {
         argv(&["reg", "query", SETUP_STATE_KEY, "/v", "ImageState"])
@@ -189,8 +244,8 @@ fn reg_value<'a>(out: &'a str, name: &str) -> Option<&'a str> {
 
 /// Ok (what it says) when the output of [`setup_state_command`] says setup
 /// is complete; Err (what it says) when not yet.
-pub fn setup_state(f: Family, stdout: &str) -> Result<String, String> {
-    if f == Family::Windows5 {
+pub fn setup_state(f: Windows, stdout: &str) -> Result<String, String> {
+    if f == Windows::V5 {
         let flag = |n: &str| match reg_value(stdout, n) {
             None => Ok(0),
             Some(v) => u32::from_str_radix(v.trim_start_matches("0x"), 16).map_err(|_| v),
@@ -259,44 +314,14 @@ pub struct Settings {
     pub static_address: Option<(String, String, String, Option<String>)>,
 }
 
-impl Settings {
-    /// The settings of `plan`, RDP and ping opened to `allow_from`.
-    pub fn of(plan: &Plan, allow_from: Vec<String>) -> Settings {
-        let p = &plan.profile;
-        Settings {
-            allow_from,
-            time_servers: p.time_servers.clone(),
-            kms: match &p.activation {
-                Some(crate::config::Activation::Kms(h)) => Some(h.clone()),
-                _ => None,
-            },
-            renew_dhcp: plan.computer.renew_dhcp,
-            static_address: plan.computer.static_address.as_ref().map(|s| {
-                let (addr, prefix) = s.address.split_once('/').unwrap_or((&s.address, "32"));
-                let bits: u32 = prefix.parse().unwrap_or(32).min(32);
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - bits)
-                };
-                (
-                    s.interface.clone(),
-                    addr.to_string(),
-                    std::net::Ipv4Addr::from(mask).to_string(),
-                    s.gateway.clone(),
-                )
-            }),
-        }
-    }
-}
-
 /// The rename action of family `f`: renames only when the name differs,
 /// and says whether it did (the new name takes effect at the next boot).
-pub fn rename_action(f: Family, computer: &str) -> Act {
+pub fn rename_action(f: Windows, computer: &str) -> Act {
     if toolset(f).powershell {
-        Act::Run(ps(&format!(
-            "if ($env:COMPUTERNAME -ne '{n}') {{ Rename-Computer -NewName '{n}' -Force -ErrorAction Stop; '{RENAMED}' }} else {{ 'computer name {n}' }}",
-            n = computer.replace('\'', "''")
+        let name = computer.replace('\'', "''");
+        Act::Run(ps(&fill(
+            ps_line(RENAME_PS1),
+            &[("name", &name), ("renamed", RENAMED)],
         )))
     } else if cmd_safe_name(computer) {
         // Win32_ComputerSystem.Rename: XP and later, no PowerShell needed.
@@ -330,7 +355,7 @@ pub fn rename_action(f: Family, computer: &str) -> Act {
 }
 
 /// What the PowerShell rename prints when it renamed.
-const RENAMED: &str = "renamed: takes effect at the next boot";
+pub const RENAMED: &str = "renamed: takes effect at the next boot";
 
 /// The reboot command: VCL's Windows.pm `reboot` runs shutdown.exe /r /t 0
 /// /f (XP's shutdown.exe takes the same switches).
@@ -425,7 +450,7 @@ pub fn xp_scheme_name(stdout: &str) -> Option<String> {
 
 /// slmgr.vbs through cscript (every activation-capable Windows ships both;
 /// VCL's Version_6.pm runs `cscript.exe //NoLogo slmgr.vbs -skms/-ato`).
-fn slmgr(args: &[&str]) -> Vec<String> {
+pub fn slmgr(args: &[&str]) -> Vec<String> {
     let mut v = argv(&[
         "cmd",
         "/c",
@@ -437,13 +462,38 @@ fn slmgr(args: &[&str]) -> Vec<String> {
     v
 }
 
-/// The actions for one family, as (name, how, what a failure means), after the
-/// rename: Remote Desktop and the lockdown, power, network, time,
-/// activation, and the scrub of answer files.
-pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, OnFail)> {
+/// One first-boot action: its step name, how it runs, and what a failure
+/// means.
+pub type Action = (&'static str, Act, OnFail);
+
+/// The actions for one family, after the rename: Remote Desktop and the
+/// lockdown, power, network, time, activation, and the scrub of answer
+/// files.
+pub fn actions(f: Windows, s: &Settings) -> Vec<Action> {
     let t = toolset(f);
-    let mut v = Vec::new();
+    let mut v = vec![enable_rdp()];
+    v.extend(lockdown(t, &s.allow_from));
+    v.extend(power(t));
+    v.extend(network(s));
+    v.extend(time(&s.time_servers));
+    if let Some(kms) = &s.kms {
+        v.push((
+            "activation-kms",
+            Act::Run(slmgr(&["/skms", kms])),
+            OnFail::Fatal,
+        ));
+    }
     v.push((
+        "remove-answer-files",
+        Act::RemoveFiles(t.answer_files),
+        OnFail::Fatal,
+    ));
+    v
+}
+
+/// Remote Desktop on (fDenyTSConnections = 0).
+fn enable_rdp() -> Action {
+    (
         "enable-rdp",
         Act::Run(argv(&[
             "reg",
@@ -460,12 +510,38 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, OnFail)> {
             "/f",
         ])),
         OnFail::Fatal,
-    ));
-    if t.legacy_firewall {
+    )
+}
+
+/// Remote Desktop and ping open only from `from`.
+fn lockdown(t: Toolset, from: &[String]) -> Vec<Action> {
+    if !t.legacy_firewall {
+        return vec![
+            (
+                "firewall-rdp",
+                Act::Run(advfirewall(
+                    "reimage RDP",
+                    &["protocol=TCP", "localport=3389"],
+                    from,
+                )),
+                OnFail::Fatal,
+            ),
+            (
+                "firewall-ping",
+                Act::Run(advfirewall(
+                    "reimage ICMPv4 echo",
+                    &["protocol=icmpv4:8,any"],
+                    from,
+                )),
+                OnFail::Fatal,
+            ),
+        ];
+    }
+    vec![
         // XP/2003: the service's exception by its type keyword (not a
         // localized name), with a custom scope (VCL's Windows.pm sets
         // `scope = CUSTOM addresses = ...` on its port openings).
-        v.push((
+        (
             "firewall-rdp",
             Act::Run(argv(&[
                 "netsh",
@@ -475,13 +551,13 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, OnFail)> {
                 "type=remotedesktop",
                 "mode=enable",
                 "scope=custom",
-                &format!("addresses={}", s.allow_from.join(",")),
+                &format!("addresses={}", from.join(",")),
             ])),
             OnFail::Fatal,
-        ));
+        ),
         // `netsh firewall set icmpsetting` has no scope on XP/2003: echo is
         // allowed from every source there (in the man page).
-        v.push((
+        (
             "firewall-ping",
             Act::Run(argv(&[
                 "netsh",
@@ -492,41 +568,34 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, OnFail)> {
                 "mode=enable",
             ])),
             OnFail::Fatal,
-        ));
-    } else {
-        v.push((
-            "firewall-rdp",
-            Act::Run(advfirewall(
-                "reimage RDP",
-                &["protocol=TCP", "localport=3389"],
-                &s.allow_from,
-            )),
-            OnFail::Fatal,
-        ));
-        v.push((
-            "firewall-ping",
-            Act::Run(advfirewall(
-                "reimage ICMPv4 echo",
-                &["protocol=icmpv4:8,any"],
-                &s.allow_from,
-            )),
-            OnFail::Fatal,
-        ));
-    }
-    v.push((
-        "disable-sleep",
-        if t.xp_powercfg {
-            Act::XpPower
-        } else {
-            Act::Run(power_command(None))
-        },
-        OnFail::GoOn,
-    ));
-    v.push((
-        "disable-hibernate",
-        Act::Run(argv(&["powercfg", "/hibernate", "off"])),
-        OnFail::GoOn,
-    ));
+        ),
+    ]
+}
+
+/// Sleep and hibernation off: not needed for use, so a failure goes on.
+fn power(t: Toolset) -> [Action; 2] {
+    [
+        (
+            "disable-sleep",
+            if t.xp_powercfg {
+                Act::XpPower
+            } else {
+                Act::Run(power_command(None))
+            },
+            OnFail::GoOn,
+        ),
+        (
+            "disable-hibernate",
+            Act::Run(argv(&["powercfg", "/hibernate", "off"])),
+            OnFail::GoOn,
+        ),
+    ]
+}
+
+/// The DHCP lease renewed, a static address set: as the computer's table
+/// says.
+fn network(s: &Settings) -> Vec<Action> {
+    let mut v = Vec::new();
     if s.renew_dhcp {
         v.push((
             "renew-dhcp",
@@ -545,43 +614,56 @@ pub fn actions(f: Family, s: &Settings) -> Vec<(&'static str, Act, OnFail)> {
         }
         v.push(("static-address", Act::Run(cmd), OnFail::Fatal));
     }
-    if !s.time_servers.is_empty() {
-        // VCL's Windows.pm configure_time_synchronization: the service must
-        // run before /config (net start exits 2 when it already does: `&`
-        // goes on), then /resync. Microsoft's w32tm reference:
-        // /manualpeerlist takes a space-separated list, /update makes the
-        // service read it.
-        let mut cmd = argv(&[
-            "cmd", "/c", "net", "start", "w32time", ">nul", "2>&1", "&", "w32tm", "/config",
-        ]);
-        cmd.push(format!("/manualpeerlist:\"{}\"", s.time_servers.join(" ")));
-        cmd.extend(argv(&["/syncfromflags:manual", "/update"]));
-        v.push(("time-servers", Act::Run(cmd), OnFail::Fatal));
-        // A server that does not answer may answer after a reload on
-        // another network path: retry, never "going on" with a wrong clock.
-        v.push((
-            "time-sync",
-            Act::Run(argv(&["w32tm", "/resync", "/rediscover"])),
-            OnFail::Retry,
-        ));
-    }
-    if let Some(kms) = &s.kms {
-        v.push((
-            "activation-kms",
-            Act::Run(slmgr(&["/skms", kms])),
-            OnFail::Fatal,
-        ));
-    }
-    v.push((
-        "remove-answer-files",
-        Act::RemoveFiles(t.answer_files),
-        OnFail::Fatal,
-    ));
     v
 }
 
+/// The clock pointed at `servers` and synced; nothing when there are none.
+fn time(servers: &[String]) -> Vec<Action> {
+    if servers.is_empty() {
+        return Vec::new();
+    }
+    // VCL's Windows.pm configure_time_synchronization: the service must
+    // run before /config (net start exits 2 when it already does: `&`
+    // goes on), then /resync. Microsoft's w32tm reference:
+    // /manualpeerlist takes a space-separated list, /update makes the
+    // service read it.
+    let mut cmd = argv(&[
+        "cmd", "/c", "net", "start", "w32time", ">nul", "2>&1", "&", "w32tm", "/config",
+    ]);
+    cmd.push(format!("/manualpeerlist:\"{}\"", servers.join(" ")));
+    cmd.extend(argv(&["/syncfromflags:manual", "/update"]));
+    vec![
+        ("time-servers", Act::Run(cmd), OnFail::Fatal),
+        // A server that does not answer may answer after a reload on
+        // another network path: retry, never "going on" with a wrong clock.
+        (
+            "time-sync",
+            Act::Run(argv(&["w32tm", "/resync", "/rediscover"])),
+            OnFail::Retry,
+        ),
+    ]
+}
+
+/// The command that runs one of the image's post-load scripts at `path`:
+/// PowerShell for a `.ps1`, cmd.exe for the rest.
+pub fn script_command(path: &str) -> Vec<String> {
+    if path.to_ascii_lowercase().ends_with(".ps1") {
+        argv(&[
+            "powershell",
+            "-NoProfile",
+            "-NonInteractive",
+            "-ExecutionPolicy",
+            "Bypass",
+            "-File",
+            path,
+        ])
+    } else {
+        argv(&["cmd", "/c", path])
+    }
+}
+
 /// `cmd /c if exist "F" exit 1`: exits 1 when `file` exists.
-fn exists_command(file: &str) -> Vec<String> {
+pub fn exists_command(file: &str) -> Vec<String> {
     argv(&[
         "cmd",
         "/c",
@@ -594,7 +676,7 @@ fn exists_command(file: &str) -> Vec<String> {
 }
 
 /// `cmd /c if exist "F" del /f /q "F"`.
-fn del_command(file: &str) -> Vec<String> {
+pub fn del_command(file: &str) -> Vec<String> {
     let q = format!("\"{file}\"");
     argv(&["cmd", "/c", "if", "exist", &q, "del", "/f", "/q", &q])
 }
@@ -604,69 +686,18 @@ fn del_command(file: &str) -> Vec<String> {
 /// with every Windows since 2000: no PowerShell needed. The password is
 /// read as UTF-8 (as uploaded), up to the first line break.
 pub fn password_script(user: &str) -> String {
-    let user = user.replace('"', "");
-    [
-        "' reimage: sets the password of the account below from the file named",
-        "' by the first argument, then deletes that file.",
-        "Option Explicit",
-        "Dim path, fso, stream, pw, account",
-        "If WScript.Arguments.Count <> 1 Then",
-        "  WScript.StdErr.WriteLine \"usage: cscript //nologo set-password.vbs PASSWORD-FILE\"",
-        "  WScript.Quit 2",
-        "End If",
-        "path = WScript.Arguments(0)",
-        "Set fso = CreateObject(\"Scripting.FileSystemObject\")",
-        "On Error Resume Next",
-        "Set stream = CreateObject(\"ADODB.Stream\")",
-        "stream.Type = 2",
-        "stream.Charset = \"utf-8\"",
-        "stream.Open",
-        "stream.LoadFromFile path",
-        "pw = stream.ReadText(-1)",
-        "stream.Close",
-        "If Err.Number <> 0 Then",
-        "  WScript.StdErr.WriteLine \"cannot read \" & path & \": \" & Err.Description",
-        "  fso.DeleteFile path, True",
-        "  WScript.Quit 1",
-        "End If",
-        "fso.DeleteFile path, True",
-        "If Err.Number <> 0 Then",
-        "  WScript.StdErr.WriteLine \"cannot delete \" & path & \": \" & Err.Description",
-        "  WScript.Quit 1",
-        "End If",
-        "pw = Replace(pw, vbCr, vbLf)",
-        "If InStr(pw, vbLf) > 0 Then pw = Left(pw, InStr(pw, vbLf) - 1)",
-        "If Len(pw) = 0 Then",
-        "  WScript.StdErr.WriteLine \"the password file was empty\"",
-        "  WScript.Quit 1",
-        "End If",
-        &format!("Set account = GetObject(\"WinNT://./{user},user\")"),
-        "If Err.Number <> 0 Then",
-        &format!("  WScript.StdErr.WriteLine \"no account {user}: \" & Err.Description"),
-        "  WScript.Quit 1",
-        "End If",
-        "account.SetPassword pw",
-        "If Err.Number = 0 Then account.SetInfo",
-        "If Err.Number <> 0 Then",
-        &format!(
-            "  WScript.StdErr.WriteLine \"cannot set the password of {user}: \" & Err.Description"
-        ),
-        "  WScript.Quit 1",
-        "End If",
-        &format!("WScript.Echo \"password of {user} set\""),
-        "",
-    ]
-    .join("\r\n")
+    vbs(&fill(SET_PASSWORD_VBS, &[("user", &user.replace('"', ""))]))
 }
 
 /// The command that sets the Administrator password from an uploaded file
 /// and deletes the file; the password itself never appears in a command.
 /// Without PowerShell, `script` is the uploaded [`password_script`].
-pub fn password_command(f: Family, user: &str, file: &str, script: &str) -> Vec<String> {
+pub fn password_command(f: Windows, user: &str, file: &str, script: &str) -> Vec<String> {
     if toolset(f).powershell {
-        ps(&format!(
-            "$p = (Get-Content -Raw '{file}').Trim(); Remove-Item -Force '{file}'; ([adsi]'WinNT://./{u},user').SetPassword($p); 'password of {u} set'",
-            u = user.replace('\'', "''")
+        let user = user.replace('\'', "''");
+        ps(&fill(
+            ps_line(SET_PASSWORD_PS1),
+            &[("file", file), ("user", &user)],
         ))
     } else {
         argv(&["cscript", "//nologo", script, file])
@@ -674,7 +705,7 @@ pub fn password_command(f: Family, user: &str, file: &str, script: &str) -> Vec<
 }
 
 /// The step message of a finished WMI method call, or why it failed.
-fn wmi_result(out: &Output) -> Result<String, String> {
+pub fn wmi_result(out: &Output) -> Result<String, String> {
     let text = format!("{}\n{}", out.stdout, out.stderr).replace('\0', "");
     if text.trim().is_empty() {
         return Ok("already set".to_string());
@@ -698,111 +729,6 @@ fn wmi_result(out: &Output) -> Result<String, String> {
     }
 }
 
-/// Runs one command of an action, reporting its output; a channel error
-/// becomes an outcome.
-fn exec(a: &mut Actions, name: &str, cmd: &[String]) -> Result<Output, Outcome> {
-    let who = a.plan.computer.name.clone();
-    let out = a.ch.run(cmd, a.timeout).map_err(|e| {
-        a.report.step_end(false, &e.to_string());
-        e.into_outcome(format!("{who}: first-boot action `{name}`"))
-    })?;
-    a.report.output(&cmd.join(" "), &out);
-    Ok(out)
-}
-
-/// Runs an action as one step; Ok(true) when it changed something that
-/// takes effect at the next boot (a rename).
-fn run_act(
-    a: &mut Actions,
-    name: &str,
-    act: &Act,
-    on_fail: fn(anyhow::Error) -> Outcome,
-) -> Result<bool, Outcome> {
-    let who = a.plan.computer.name.clone();
-    let failed = |a: &mut Actions, why: String| {
-        let m = format!("{who}: first-boot action `{name}`: {why}");
-        a.report.step_end(false, &m);
-        Err(on_fail(anyhow::anyhow!(m)))
-    };
-    match act {
-        Act::Run(cmd) => a
-            .run(name, cmd, on_fail)
-            .map(|o| o.stdout.contains(RENAMED)),
-        Act::XpPower => {
-            a.report.step(name, Some(a.timeout));
-            let q = exec(a, name, &argv(&["powercfg", "/query"]))?;
-            let Some(scheme) = xp_scheme_name(&q.stdout).filter(|_| q.status == 0) else {
-                let text = format!("{}{}", q.stdout.trim(), q.stderr.trim());
-                return failed(
-                    a,
-                    format!(
-                        "no power scheme name in `powercfg /query`: {}",
-                        crate::exec::excerpt(&text, 5)
-                    ),
-                );
-            };
-            let out = exec(a, name, &power_command(Some(&scheme)))?;
-            if out.status != 0 {
-                let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
-                return failed(
-                    a,
-                    format!("exited {}: {}", out.status, crate::exec::excerpt(&text, 5)),
-                );
-            }
-            a.report
-                .step_end(true, &format!("sleep off in power scheme `{scheme}`"));
-            Ok(false)
-        }
-        Act::Refuse(why) => {
-            a.report.step(name, Some(a.timeout));
-            failed(a, why.clone())
-        }
-        Act::WmiCall(cmd) => {
-            a.report.step(name, Some(a.timeout));
-            let out = exec(a, name, cmd)?;
-            if out.status != 0 {
-                let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
-                return failed(
-                    a,
-                    format!("exited {}: {}", out.status, crate::exec::excerpt(&text, 5)),
-                );
-            }
-            match wmi_result(&out) {
-                Ok(m) => {
-                    a.report.step_end(true, &m);
-                    Ok(m.contains("ReturnValue = 0"))
-                }
-                Err(why) => failed(a, why),
-            }
-        }
-        Act::RemoveFiles(files) => {
-            a.report.step(name, Some(a.timeout));
-            let mut removed = Vec::new();
-            for f in files.iter() {
-                if exec(a, name, &exists_command(f))?.status == 0 {
-                    continue;
-                }
-                let del = exec(a, name, &del_command(f))?;
-                if exec(a, name, &exists_command(f))?.status != 0 {
-                    let text = format!("{}{}", del.stdout.trim(), del.stderr.trim());
-                    return failed(
-                        a,
-                        format!("{f} is still there: {}", crate::exec::excerpt(&text, 5)),
-                    );
-                }
-                removed.push(*f);
-            }
-            let m = if removed.is_empty() {
-                "answer files gone (none there)".to_string()
-            } else {
-                format!("answer files gone (removed {})", removed.join(", "))
-            };
-            a.report.step_end(true, &m);
-            Ok(false)
-        }
-    }
-}
-
 /// What a failed action means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFail {
@@ -814,6 +740,17 @@ pub enum OnFail {
     GoOn,
 }
 
+impl OnFail {
+    /// The outcome a failure stops with (Retry for one that goes on: the
+    /// caller warns instead).
+    pub fn outcome(self) -> fn(anyhow::Error) -> Outcome {
+        match self {
+            OnFail::Fatal => Outcome::Fatal,
+            _ => Outcome::Retry,
+        }
+    }
+}
+
 /// The VBScript that joins the domain with the credentials in the file
 /// named by its first argument (user on line 1, password on line 2) and
 /// deletes the file first thing: Win32_ComputerSystem.JoinDomainOrWorkgroup
@@ -822,41 +759,7 @@ pub enum OnFail {
 /// later; the password never reaches a command line. Exits with the
 /// method's return value (2691, already joined, counts as done).
 pub fn domain_script() -> String {
-    [
-        "' reimage: joins the Active Directory domain named by the second",
-        "' argument (OU: the third, may be empty) with the credentials in the",
-        "' file named by the first (user, then password), deleting that file.",
-        "Option Explicit",
-        "Dim fso, f, user, pw, cs, rc, ou",
-        "If WScript.Arguments.Count < 2 Then",
-        "  WScript.StdErr.WriteLine \"usage: cscript //nologo domain.vbs CREDENTIALS-FILE DOMAIN [OU]\"",
-        "  WScript.Quit 2",
-        "End If",
-        "Set fso = CreateObject(\"Scripting.FileSystemObject\")",
-        "On Error Resume Next",
-        "Set f = fso.OpenTextFile(WScript.Arguments(0), 1)",
-        "user = f.ReadLine",
-        "pw = f.ReadLine",
-        "f.Close",
-        "fso.DeleteFile WScript.Arguments(0), True",
-        "If Err.Number <> 0 Then",
-        "  WScript.StdErr.WriteLine \"cannot read the credentials file: \" & Err.Description",
-        "  WScript.Quit 1",
-        "End If",
-        "On Error GoTo 0",
-        "ou = Null",
-        "If WScript.Arguments.Count > 2 Then ou = WScript.Arguments(2)",
-        "rc = 1",
-        "For Each cs In GetObject(\"winmgmts:{impersonationLevel=impersonate}!\\\\.\\root\\cimv2\").InstancesOf(\"Win32_ComputerSystem\")",
-        "  rc = cs.JoinDomainOrWorkgroup(WScript.Arguments(1), pw, user, ou, 3)",
-        "Next",
-        "If rc = 2691 Then rc = 0",
-        "If rc <> 0 Then WScript.StdErr.WriteLine \"JoinDomainOrWorkgroup returned \" & rc",
-        "If rc = 0 Then WScript.Echo \"joined \" & WScript.Arguments(1) & \": takes effect at the next boot\"",
-        "WScript.Quit rc",
-        "",
-    ]
-    .join("\r\n")
+    vbs(DOMAIN_VBS)
 }
 
 /// The VBScript that installs the MAK product key in the file named by its
@@ -864,33 +767,7 @@ pub fn domain_script() -> String {
 /// SoftwareLicensingService.InstallProductKey, what `slmgr /ipk` calls,
 /// without the key on a command line.
 pub fn mak_script() -> String {
-    [
-        "' reimage: installs the product key in the file named by the first",
-        "' argument, deleting that file.",
-        "Option Explicit",
-        "Dim fso, f, key, svc",
-        "Set fso = CreateObject(\"Scripting.FileSystemObject\")",
-        "On Error Resume Next",
-        "Set f = fso.OpenTextFile(WScript.Arguments(0), 1)",
-        "key = Trim(f.ReadLine)",
-        "f.Close",
-        "fso.DeleteFile WScript.Arguments(0), True",
-        "If Err.Number <> 0 Then",
-        "  WScript.StdErr.WriteLine \"cannot read the key file: \" & Err.Description",
-        "  WScript.Quit 1",
-        "End If",
-        "For Each svc In GetObject(\"winmgmts:\\\\.\\root\\cimv2\").InstancesOf(\"SoftwareLicensingService\")",
-        "  svc.InstallProductKey key",
-        "  If Err.Number = 0 Then svc.RefreshLicenseStatus",
-        "Next",
-        "If Err.Number <> 0 Then",
-        "  WScript.StdErr.WriteLine \"InstallProductKey failed: 0x\" & Hex(Err.Number) & \" \" & Err.Description",
-        "  WScript.Quit 1",
-        "End If",
-        "WScript.Echo \"product key installed\"",
-        "",
-    ]
-    .join("\r\n")
+    vbs(MAK_VBS)
 }
 
 /// `wmic computersystem get domain,partofdomain /value`: VCL's Windows.pm
@@ -931,235 +808,6 @@ pub fn unjoin_command() -> Vec<String> {
     ])
 }
 
-fn outcome(f: OnFail) -> fn(anyhow::Error) -> Outcome {
-    match f {
-        OnFail::Fatal => Outcome::Fatal,
-        _ => Outcome::Retry,
-    }
-}
-
-/// Runs the Windows first-boot configuration: rename (reboot, check),
-/// domain (reboot, check), Remote Desktop and the lockdown, power, network,
-/// time, activation, the scrub, the image's scripts, and the password last.
-pub fn first_boot(
-    plan: &Plan,
-    attempt: Attempt,
-    seq: &mut Sequence,
-    state: &StateDir,
-    report: &Reporter,
-) -> Result<(), Outcome> {
-    let family = plan.profile.family;
-    let who = plan.computer.name.clone();
-    let allow_from = super::allow_from(plan).map_err(Outcome::Fatal)?;
-    let settings = Settings::of(plan, allow_from);
-    let reboot_t = attempt.scale(REBOOT_TIMEOUT);
-    let Some(ch) = seq.channel.as_deref_mut() else {
-        return Ok(());
-    };
-    let mut a = Actions::new(plan, attempt, ch, report);
-    a.run(
-        "mkdir-state",
-        &argv(&["cmd", "/c", &format!("if not exist {DIR} mkdir {DIR}")]),
-        Outcome::Retry,
-    )?;
-    // Item: the name. The rename takes effect at the next boot only: reboot
-    // now and check, as VCL's Windows.pm post_load does after renaming.
-    let renamed = run_act(
-        &mut a,
-        "set-computer-name",
-        &rename_action(family, &who),
-        Outcome::Fatal,
-    )?;
-    if renamed {
-        seq.reboot("rename-reboot", reboot_command(), reboot_t)?;
-    }
-    let Some(ch) = seq.channel.as_deref_mut() else {
-        return Ok(());
-    };
-    let mut a = Actions::new(plan, attempt, ch, report);
-    let out = a.run("check-computer-name", &argv(&["hostname"]), Outcome::Retry)?;
-    let name = out.stdout.trim().to_string();
-    // NetBIOS names are upper case and at most 15 characters.
-    let want: String = who.chars().take(15).collect();
-    if !name.eq_ignore_ascii_case(&want) {
-        return Err(Outcome::Fatal(anyhow::anyhow!(
-            "{who}: the computer is still named `{name}` after the rename and a reboot"
-        )));
-    }
-    if let Some(d) = plan.profile.domain.clone() {
-        let out = a.run("check-domain", &domain_query(), Outcome::Retry)?;
-        if joined_domain(&out.stdout).is_some_and(|j| j.eq_ignore_ascii_case(&d.name)) {
-            report.info(&format!("already a member of {}", d.name));
-        } else {
-            let creds = std::fs::read_to_string(&d.credentials_file).map_err(|e| {
-                Outcome::Fatal(anyhow::anyhow!(
-                    "{who}: cannot read domain credentials_file {}: {e}",
-                    d.credentials_file.display()
-                ))
-            })?;
-            let mut lines = creds.lines().map(|l| l.trim_end_matches('\r'));
-            let (user, pw) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-            if user.is_empty() || pw.is_empty() {
-                return Err(Outcome::Fatal(anyhow::anyhow!(
-                    "domain credentials_file {} needs the user on its first line and the password on its second",
-                    d.credentials_file.display()
-                )));
-            }
-            let script = format!(r"{DIR}\domain.vbs");
-            let file = format!(r"{DIR}\domain-credentials.txt");
-            a.upload(
-                "upload-domain-script",
-                domain_script().as_bytes(),
-                &script,
-                0o600,
-            )?;
-            a.upload(
-                "upload-domain-credentials",
-                format!("{user}\r\n{pw}\r\n").as_bytes(),
-                &file,
-                0o600,
-            )?;
-            let mut cmd = argv(&["cscript", "//nologo", &script, &file, &d.name]);
-            if let Some(ou) = &d.ou {
-                cmd.push(format!("\"{ou}\""));
-            }
-            // A domain controller that does not answer may answer on the
-            // next attempt; bad credentials or OU will not: the script's
-            // exit is the method's code, named in the message.
-            let r = a.run("join-domain", &cmd, Outcome::Retry);
-            if r.is_err() {
-                let _ = a.ch.run(&del_command(&file), a.timeout);
-            }
-            r?;
-            seq.reboot("domain-reboot", reboot_command(), reboot_t)?;
-            let Some(ch) = seq.channel.as_deref_mut() else {
-                return Ok(());
-            };
-            a = Actions::new(plan, attempt, ch, report);
-            let out = a.run("check-domain", &domain_query(), Outcome::Retry)?;
-            match joined_domain(&out.stdout) {
-                Some(j) if j.eq_ignore_ascii_case(&d.name) => {}
-                other => {
-                    return Err(Outcome::Retry(anyhow::anyhow!(
-                        "{who}: joined {} but after the reboot the computer is in {}",
-                        d.name,
-                        other.unwrap_or_else(|| "a workgroup".into())
-                    )));
-                }
-            }
-        }
-    }
-    for (name, act, on_fail) in actions(family, &settings) {
-        match run_act(&mut a, name, &act, outcome(on_fail)) {
-            Ok(_) => {}
-            Err(Outcome::Retry(e)) if on_fail == OnFail::GoOn => {
-                report.warn(&format!("{e:#} (not needed for use: going on)"))
-            }
-            Err(o) => return Err(o),
-        }
-    }
-    if let Some(act) = &plan.profile.activation {
-        if let crate::config::Activation::Mak(f) = act {
-            let key = crate::secret::Secret::from_file(f, "activation mak_file")
-                .map_err(Outcome::Fatal)?;
-            let script = format!(r"{DIR}\mak.vbs");
-            let file = format!(r"{DIR}\mak.txt");
-            a.upload("upload-mak-script", mak_script().as_bytes(), &script, 0o600)?;
-            a.upload("upload-mak", key.expose().as_bytes(), &file, 0o600)?;
-            let r = a.run(
-                "install-mak",
-                &argv(&["cscript", "//nologo", &script, &file]),
-                Outcome::Fatal,
-            );
-            if r.is_err() {
-                let _ = a.ch.run(&del_command(&file), a.timeout);
-            }
-            r?;
-        }
-        // /ato asks the KMS host (or Microsoft, for a MAK): one that does
-        // not answer now may answer on a later attempt.
-        a.run("activate", &slmgr(&["/ato"]), Outcome::Retry)?;
-    }
-    // The image's scripts run before the Administrator password changes:
-    // when the channel logs in as Administrator, the new password ends it.
-    a.scripts(DIR, '\\', |p| {
-        if p.to_ascii_lowercase().ends_with(".ps1") {
-            argv(&[
-                "powershell",
-                "-NoProfile",
-                "-NonInteractive",
-                "-ExecutionPolicy",
-                "Bypass",
-                "-File",
-                p,
-            ])
-        } else {
-            argv(&["cmd", "/c", p])
-        }
-    })?;
-    let Some(pw) = super::new_password(plan, state, report)? else {
-        return Ok(());
-    };
-    let script = format!(r"{DIR}\set-password.vbs");
-    if !toolset(family).powershell {
-        a.upload(
-            "upload-password-script",
-            password_script("Administrator").as_bytes(),
-            &script,
-            0o600,
-        )?;
-    }
-    let remote = format!(r"{DIR}\admin-password.txt");
-    a.upload(
-        "upload-admin-password",
-        pw.expose().as_bytes(),
-        &remote,
-        0o600,
-    )?;
-    let r = a.run(
-        "set-admin-password",
-        &password_command(family, "Administrator", &remote, &script),
-        Outcome::Fatal,
-    );
-    if r.is_err() {
-        // The command deletes the file first thing; should it not have
-        // run at all, no password stays behind on the computer.
-        let _ = a.ch.run(&del_command(&remote), a.timeout);
-    }
-    r?;
-    Ok(())
-}
-
-/// Before a reload: when the profile joins a domain and the old OS is a
-/// member, leave the domain so no stale membership lingers (VCL's
-/// Windows.pm pre_reload). Best effort: a computer that does not answer is
-/// reloaded anyway.
-pub fn before_load(plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
-    let Some(d) = &plan.profile.domain else {
-        return;
-    };
-    let t = plan.profile.command_timeout;
-    report.step("unjoin-domain", Some(t));
-    let joined = match ch.run(&domain_query(), t) {
-        Ok(o) => joined_domain(&o.stdout),
-        Err(e) => {
-            report.step_end(false, &format!("cannot ask the old OS: {e}"));
-            return;
-        }
-    };
-    let Some(j) = joined else {
-        report.step_end(true, "not a domain member");
-        return;
-    };
-    match ch.run(&unjoin_command(), t) {
-        Ok(o) => match wmi_result(&o) {
-            Ok(_) => report.step_end(true, &format!("left {j} (configured: {})", d.name)),
-            Err(why) => report.step_end(false, &format!("could not leave {j}: {why}")),
-        },
-        Err(e) => report.step_end(false, &format!("could not leave {j}: {e}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1168,7 +816,7 @@ mod tests {
     fn boot_id_from_wmic_value_output() {
         let out = "\r\r\n\r\r\nLastBootUpTime=20261125093012.500000+060\r\r\n\r\r\n\r\r\n";
         assert_eq!(
-            boot_id_from(Family::Windows5, out).as_deref(),
+            boot_id_from(Windows::V5, out).as_deref(),
             Some("20261125093012.500000+060")
         );
         // UTF-16 read as bytes: NULs between the characters.
@@ -1176,20 +824,17 @@ mod tests {
             .chars()
             .flat_map(|c| [c, '\0'])
             .collect();
-        assert_eq!(
-            boot_id_from(Family::Windows6, &wide).as_deref(),
-            Some("2026")
-        );
-        assert_eq!(boot_id_from(Family::Windows6, "LastBootUpTime=\r\n"), None);
+        assert_eq!(boot_id_from(Windows::V6, &wide).as_deref(), Some("2026"));
+        assert_eq!(boot_id_from(Windows::V6, "LastBootUpTime=\r\n"), None);
         assert_eq!(
             boot_id_from(
-                Family::Windows6,
+                Windows::V6,
                 "Please wait while WMIC is being installed.\r\n"
             ),
             None
         );
         assert_eq!(
-            boot_id_from(Family::Windows10, " 2026-11-25T09:30:12.5000000Z\r\n").as_deref(),
+            boot_id_from(Windows::V10, " 2026-11-25T09:30:12.5000000Z\r\n").as_deref(),
             Some("2026-11-25T09:30:12.5000000Z")
         );
     }
@@ -1209,7 +854,7 @@ mod tests {
         }
     }
 
-    fn line(f: Family, name: &str) -> String {
+    fn line(f: Windows, name: &str) -> String {
         match actions(f, &settings())
             .into_iter()
             .find(|(n, _, _)| *n == name)
@@ -1221,13 +866,13 @@ mod tests {
 
     #[test]
     fn lockdown_is_by_port_and_protocol_from_the_allowed_sources() {
-        let rdp = line(Family::Windows10, "firewall-rdp");
+        let rdp = line(Windows::V10, "firewall-rdp");
         assert_eq!(
             rdp,
             r#"cmd /c netsh advfirewall firewall delete rule name=all dir=in protocol=TCP localport=3389 >nul 2>&1 & netsh advfirewall firewall add rule name="reimage RDP" dir=in action=allow enable=yes protocol=TCP localport=3389 remoteip=10.1.0.0/16,192.0.2.5"#
         );
         assert!(!rdp.to_lowercase().contains("group="), "{rdp}");
-        let ping = line(Family::Windows6, "firewall-ping");
+        let ping = line(Windows::V6, "firewall-ping");
         assert!(
             ping.contains("delete rule name=all dir=in protocol=icmpv4:8,any"),
             "{ping}"
@@ -1237,7 +882,7 @@ mod tests {
             "{ping}"
         );
         assert_eq!(
-            line(Family::Windows5, "firewall-rdp"),
+            line(Windows::V5, "firewall-rdp"),
             "netsh firewall set service type=remotedesktop mode=enable scope=custom addresses=10.1.0.0/16,192.0.2.5"
         );
     }
@@ -1245,23 +890,20 @@ mod tests {
     #[test]
     fn first_boot_command_lines() {
         assert_eq!(
-            line(Family::Windows6, "time-servers"),
+            line(Windows::V6, "time-servers"),
             r#"cmd /c net start w32time >nul 2>&1 & w32tm /config /manualpeerlist:"ntp1.example.edu ntp2.example.edu" /syncfromflags:manual /update"#
         );
+        assert_eq!(line(Windows::V6, "time-sync"), "w32tm /resync /rediscover");
         assert_eq!(
-            line(Family::Windows6, "time-sync"),
-            "w32tm /resync /rediscover"
-        );
-        assert_eq!(
-            line(Family::Windows10, "activation-kms"),
+            line(Windows::V10, "activation-kms"),
             r"cmd /c cscript //nologo %SystemRoot%\System32\slmgr.vbs /skms kms.example.edu:1688"
         );
-        assert_eq!(line(Family::Windows6, "renew-dhcp"), "ipconfig /renew");
+        assert_eq!(line(Windows::V6, "renew-dhcp"), "ipconfig /renew");
         assert_eq!(
-            line(Family::Windows6, "static-address"),
+            line(Windows::V6, "static-address"),
             r#"netsh interface ip set address name="Public" static 192.0.2.7 255.255.255.0 192.0.2.1 1"#
         );
-        let sleep = line(Family::Windows6, "disable-sleep");
+        let sleep = line(Windows::V6, "disable-sleep");
         for s in POWER_SETTINGS {
             assert!(
                 sleep.contains(&format!("powercfg /change {s} 0")),
@@ -1269,7 +911,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            actions(Family::Windows5, &settings())
+            actions(Windows::V5, &settings())
                 .into_iter()
                 .find(|(n, _, _)| *n == "disable-sleep"),
             Some((_, Act::XpPower, OnFail::GoOn))
@@ -1286,21 +928,21 @@ mod tests {
     #[test]
     fn setup_state_is_read_from_reg_output() {
         let done = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Setup\\State\r\n    ImageState    REG_SZ    IMAGE_STATE_COMPLETE\r\n\r\n";
-        assert!(setup_state(Family::Windows6, done).is_ok());
+        assert!(setup_state(Windows::V6, done).is_ok());
         let running = done.replace("IMAGE_STATE_COMPLETE", "IMAGE_STATE_UNDEPLOYABLE");
         assert_eq!(
-            setup_state(Family::Windows10, &running).unwrap_err(),
+            setup_state(Windows::V10, &running).unwrap_err(),
             "ImageState IMAGE_STATE_UNDEPLOYABLE"
         );
-        assert!(setup_state(Family::Windows6, "ERROR: not found").is_err());
+        assert!(setup_state(Windows::V6, "ERROR: not found").is_err());
         let xp = "\r\nHKEY_LOCAL_MACHINE\\SYSTEM\\Setup\r\n    SetupType    REG_DWORD    0x0\r\n    SystemSetupInProgress    REG_DWORD    0x1\r\n    MiniSetupInProgress    REG_DWORD    0x1\r\n";
-        assert!(setup_state(Family::Windows5, xp).is_err());
+        assert!(setup_state(Windows::V5, xp).is_err());
         let xp_done = xp.replace("0x1", "0x0");
-        assert!(setup_state(Family::Windows5, &xp_done).is_ok());
+        assert!(setup_state(Windows::V5, &xp_done).is_ok());
         // MiniSetupInProgress gone once mini-setup is over: done.
         let xp_gone = "    SystemSetupInProgress    REG_DWORD    0x0\r\n";
-        assert!(setup_state(Family::Windows5, xp_gone).is_ok());
-        assert!(setup_state(Family::Windows5, "").is_err());
+        assert!(setup_state(Windows::V5, xp_gone).is_ok());
+        assert!(setup_state(Windows::V5, "").is_err());
     }
 
     #[test]
@@ -1318,7 +960,7 @@ mod tests {
 
     #[test]
     fn families_use_what_they_ship() {
-        for f in [Family::Windows5, Family::Windows6] {
+        for f in [Windows::V5, Windows::V6] {
             let all: Vec<String> = actions(f, &settings())
                 .into_iter()
                 .flat_map(|(_, act, _)| match act {
@@ -1338,15 +980,12 @@ mod tests {
                 "{f:?}: {all:?}"
             );
         }
-        assert_eq!(boot_id_command(Family::Windows10)[0], "powershell");
+        assert_eq!(boot_id_command(Windows::V10)[0], "powershell");
+        assert!(actions(Windows::V5, &settings()).iter().any(
+            |(n, a, _)| *n == "firewall-rdp" && matches!(a, Act::Run(v) if v[1] == "firewall")
+        ));
         assert!(
-            actions(Family::Windows5, &settings())
-                .iter()
-                .any(|(n, a, _)| *n == "firewall-rdp"
-                    && matches!(a, Act::Run(v) if v[1] == "firewall"))
-        );
-        assert!(
-            actions(Family::Windows5, &settings()).iter().any(
+            actions(Windows::V5, &settings()).iter().any(
                 |(_, a, _)| matches!(a, Act::RemoveFiles(f) if f.contains(&r"C:\sysprep\*.txt"))
             )
         );
@@ -1354,7 +993,7 @@ mod tests {
 
     #[test]
     fn rename_goes_through_wmic_with_a_guard() {
-        let act = &rename_action(Family::Windows5, "lab-pc-07");
+        let act = &rename_action(Windows::V5, "lab-pc-07");
         let Act::WmiCall(v) = act else {
             panic!("{act:?}")
         };
@@ -1362,10 +1001,7 @@ mod tests {
             v.join(" "),
             r#"cmd /c if /i not "%COMPUTERNAME%"=="lab-pc-07" wmic computersystem where name="%COMPUTERNAME%" call rename name="lab-pc-07" <nul"#
         );
-        assert!(matches!(
-            rename_action(Family::Windows6, "a&b"),
-            Act::Refuse(_)
-        ));
+        assert!(matches!(rename_action(Windows::V6, "a&b"), Act::Refuse(_)));
     }
 
     #[test]
@@ -1402,8 +1038,54 @@ mod tests {
         assert!(s.contains("SetPassword pw") && s.contains("SetInfo"));
         assert!(s.contains("fso.DeleteFile path, True"));
         assert_eq!(
-            password_command(Family::Windows5, "Administrator", "C:\\p.txt", "C:\\s.vbs"),
+            password_command(Windows::V5, "Administrator", "C:\\p.txt", "C:\\s.vbs"),
             argv(&["cscript", "//nologo", "C:\\s.vbs", "C:\\p.txt"])
         );
+    }
+
+    #[test]
+    fn powershell_files_pass_through_cmd_exe_as_one_line() {
+        for (name, file) in [
+            ("boot-id.ps1", BOOT_ID_PS1),
+            ("rename.ps1", RENAME_PS1),
+            ("set-password.ps1", SET_PASSWORD_PS1),
+        ] {
+            let line = ps_line(file);
+            assert!(!line.contains(['\r', '\n']), "{name}: more than one line");
+            assert!(
+                !line.contains(['"', '|', '&', '<', '>', '%']),
+                "{name}: holds a character cmd.exe reads: {line}"
+            );
+            assert!(!line.contains("  "), "{name}: a run of spaces: {line}");
+        }
+    }
+
+    #[test]
+    fn fill_replaces_its_keys_once_and_leaves_the_rest() {
+        assert_eq!(
+            fill("@a@ and @b@ @c@ a@b", &[("a", "@b@"), ("b", "x")]),
+            "@b@ and x @c@ a@b"
+        );
+        // Every placeholder of the scripts is filled.
+        for s in [
+            password_script("Administrator"),
+            domain_script(),
+            mak_script(),
+        ]
+        .iter()
+        .chain(&rename_action(Windows::V10, "pc").into_iter_words())
+        .chain(&password_command(Windows::V10, "Administrator", "F", "S"))
+        {
+            assert!(!s.contains('@'), "{s}");
+        }
+    }
+
+    impl Act {
+        fn into_iter_words(self) -> Vec<String> {
+            match self {
+                Act::Run(v) | Act::WmiCall(v) => v,
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

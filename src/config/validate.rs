@@ -1,0 +1,349 @@
+//! The checks serde cannot make: references between tables, values in
+//! range, the keys a profile's channel and family take, and every image's
+//! profile resolving. Each returns the bad key as data ([`KeyError`], its
+//! path from the file's top); the loader places it at FILE:LINE:COL.
+
+use std::path::Path;
+
+use super::defaults::{PROBE_INTERVAL_MAX, PROBE_INTERVAL_MIN};
+use super::error::KeyError;
+use super::family::Families;
+use super::model::{ChannelKind, ComputerConfig, Config, ImageConfig, OsConfig, StaticAddress};
+use super::plan;
+
+/// Checks `c`, whose provisioners without a table are `builtin` and whose
+/// profiles resolve against `families`; the first error found.
+pub fn validate(c: &Config, builtin: &[&str], families: &Families) -> Result<(), KeyError> {
+    check_top(c)?;
+    for (name, os) in &c.os {
+        check_os(families, name, os)?;
+    }
+    for (name, img) in &c.images {
+        check_image(c, builtin, families, name, img)?;
+    }
+    for (name, comp) in &c.computers {
+        check_computer(c, builtin, name, comp)?;
+    }
+    // Every image's profile resolves (step names in `timeouts` exist), so
+    // `reimage check` finds what a run would trip over.
+    for (name, img) in &c.images {
+        check_image_profile(c, families, name, img)?;
+    }
+    Ok(())
+}
+
+/// The top-level keys, `[logs]`, `[coordination]`, and each provisioner's
+/// `kind`.
+fn check_top(c: &Config) -> Result<(), KeyError> {
+    if c.max_attempts == 0 {
+        return Err(KeyError::at(
+            "max_attempts",
+            "max_attempts must be 1 or more",
+        ));
+    }
+    if !(c.timeout_growth.is_finite() && c.timeout_growth >= 1.0) {
+        return Err(KeyError::at(
+            "timeout_growth",
+            "timeout_growth must be 1.0 or more",
+        ));
+    }
+    if c.logs.keep_runs == 0 {
+        return Err(KeyError::new(
+            &["logs", "keep_runs"],
+            "keep_runs must be 1 or more (the run in progress is one)",
+        ));
+    }
+    if let Some(s) = &c.coordination
+        && let Err((key, msg)) = s.validate()
+    {
+        return Err(KeyError::new(&["coordination", key], msg));
+    }
+    for (name, p) in &c.provisioners {
+        if !matches!(p.get("kind"), Some(toml::Value::String(_))) {
+            return Err(KeyError::new(
+                &["provisioners", name],
+                format!("provisioner `{name}` needs `kind = \"...\"` (a string)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[images.NAME]`: its attempts, OS profile, provisioner and image check.
+fn check_image(
+    c: &Config,
+    builtin: &[&str],
+    families: &Families,
+    name: &str,
+    img: &ImageConfig,
+) -> Result<(), KeyError> {
+    if img.max_attempts == Some(0) {
+        return Err(KeyError::new(
+            &["images", name, "max_attempts"],
+            "max_attempts must be 1 or more",
+        ));
+    }
+    if !c.os.contains_key(&img.os) && families.get(&img.os).is_none() {
+        return Err(KeyError::new(
+            &["images", name, "os"],
+            format!(
+                "image `{name}` names OS profile `{}`, which is neither an [os.{}] table nor a built-in profile ({})",
+                img.os,
+                img.os,
+                families.names()
+            ),
+        ));
+    }
+    if let Some(p) = &img.provisioner {
+        let at = ["images", name, "provisioner"];
+        check_provisioner(c, builtin, p, &at, &format!("image `{name}`"))?;
+    }
+    let Some(chk) = &img.image_check else {
+        return Ok(());
+    };
+    let at = ["images", name, "image_check"];
+    if chk.command.is_empty() {
+        return Err(KeyError::new(&at, "image_check.command is empty"));
+    }
+    regex::Regex::new(&chk.expect)
+        .map_err(|e| KeyError::new(&at, format!("image_check.expect is not a valid regex: {e}")))?;
+    Ok(())
+}
+
+/// `[computers.NAME]`: its name, address, provisioner and static address.
+fn check_computer(
+    c: &Config,
+    builtin: &[&str],
+    name: &str,
+    comp: &ComputerConfig,
+) -> Result<(), KeyError> {
+    check_computer_name(name).map_err(|why| KeyError::new(&["computers", name], why))?;
+    let address = ["computers", name, "address"];
+    if comp.address.trim().is_empty() {
+        return Err(KeyError::new(
+            &address,
+            format!("computer `{name}` has an empty address"),
+        ));
+    }
+    check_address(&comp.address).map_err(|why| KeyError::new(&address, why))?;
+    if let Some(p) = &comp.provisioner {
+        let at = ["computers", name, "provisioner"];
+        check_provisioner(c, builtin, p, &at, &format!("computer `{name}`"))?;
+    }
+    if let Some(st) = &comp.static_address
+        && let Err((key, why)) = check_static_address(st)
+    {
+        return Err(KeyError::new(
+            &["computers", name, "static_address", key],
+            why,
+        ));
+    }
+    Ok(())
+}
+
+/// A static address: IPv4 with a prefix length, an IPv4 gateway, an
+/// interface name cmd.exe passes as it is. Err names the bad key.
+fn check_static_address(st: &StaticAddress) -> Result<(), (&'static str, String)> {
+    let v4 = |s: &str| s.parse::<std::net::Ipv4Addr>().is_ok();
+    let addr_ok = st
+        .address
+        .split_once('/')
+        .is_some_and(|(a, p)| v4(a) && p.parse::<u8>().is_ok_and(|n| n <= 32));
+    if !addr_ok {
+        return Err((
+            "address",
+            format!(
+                "`{}` is not an IPv4 address with a prefix length (like 192.0.2.7/24)",
+                st.address
+            ),
+        ));
+    }
+    if st.gateway.as_deref().is_some_and(|g| !v4(g)) {
+        return Err(("gateway", "the gateway is not an IPv4 address".to_string()));
+    }
+    if st.interface.is_empty() || st.interface.contains(['"', '%', '&', '|', '<', '>', '^']) {
+        return Err((
+            "interface",
+            "the interface name is empty or holds quotes, %, &, |, <, > or ^".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The longest computer name (a DNS label's length).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A computer's name becomes a directory and a lock in the state dir, so it
+/// must be one plain path component that no other name aliases: letters,
+/// digits, `-`, `_` and `.`, starting with a letter or digit, at most
+/// [`MAX_NAME_LEN`] bytes.
+pub fn check_computer_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok_chars && ok_start && name.len() <= MAX_NAME_LEN {
+        return Ok(());
+    }
+    Err(format!(
+        "computer name {name:?} is not allowed: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit (it names a directory in the state dir)"
+    ))
+}
+
+/// An address reaches commands (ping, ssh) as an argument: it must not
+/// look like an option, nor hold white space or control characters.
+pub fn check_address(address: &str) -> Result<(), String> {
+    if address.starts_with('-') {
+        return Err(format!(
+            "address {address:?} starts with '-', which commands would take as an option: give a host name or IP address"
+        ));
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "address {address:?} holds white space or control characters: give a host name or IP address"
+        ));
+    }
+    Ok(())
+}
+
+/// Provisioner `p`, named at key `at` by `who`, has a table or is built
+/// in.
+fn check_provisioner(
+    c: &Config,
+    builtin: &[&str],
+    p: &str,
+    at: &[&str],
+    who: &str,
+) -> Result<(), KeyError> {
+    if c.provisioners.contains_key(p) || builtin.contains(&p) {
+        return Ok(());
+    }
+    let known: Vec<&str> = c
+        .provisioners
+        .keys()
+        .map(String::as_str)
+        .chain(builtin.iter().copied())
+        .collect();
+    Err(KeyError::new(
+        at,
+        format!(
+            "{who} names provisioner `{p}`, which is not defined (known: {})",
+            known.join(", ")
+        ),
+    ))
+}
+
+/// `[os.NAME]`: its family, timeouts, probe interval, the keys its channel
+/// takes, its steps, and the keys its family decides on.
+fn check_os(families: &Families, name: &str, os: &OsConfig) -> Result<(), KeyError> {
+    let at = |key: &str, msg: String| KeyError::new(&["os", name, key], msg);
+    if let Some(f) = &os.family
+        && families.get(f).is_none()
+    {
+        let msg = format!("unknown family `{f}`, expected one of {}", families.names());
+        return Err(at("family", msg));
+    }
+    if os.family.is_none() && families.get(name).is_none() && os.steps.is_none() {
+        return Err(KeyError::new(
+            &["os", name],
+            format!(
+                "OS profile `{name}` needs `family` ({}) or its own `steps`",
+                families.names()
+            ),
+        ));
+    }
+    for (key, d) in [
+        ("connect_timeout", os.connect_timeout),
+        ("command_timeout", os.command_timeout),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            let msg = format!("`{key}` of 0s could never succeed: give a duration longer than 0s");
+            return Err(at(key, msg));
+        }
+    }
+    if let Some(d) = os.probe_interval
+        && !(PROBE_INTERVAL_MIN..=PROBE_INTERVAL_MAX).contains(&d)
+    {
+        let msg = format!(
+            "`probe_interval` must be from {} to {} (at most 25 probes a second per computer)",
+            humantime::format_duration(PROBE_INTERVAL_MIN),
+            humantime::format_duration(PROBE_INTERVAL_MAX)
+        );
+        return Err(at("probe_interval", msg));
+    }
+    check_channel_keys(families, name, os)?;
+    plan::profile_steps(families, name, os)?;
+    families
+        .of(name, os)
+        .check_keys(name, os)
+        .map_err(|e| e.under(&["os", name]))
+}
+
+/// Refuses the keys of `[os.NAME]` that its channel does not use (SSH keys
+/// on WinRM, WinRM's on SSH, login keys on channel none): one would be
+/// ignored silently otherwise.
+fn check_channel_keys(families: &Families, name: &str, o: &OsConfig) -> Result<(), KeyError> {
+    let (_, kind) = plan::family_and_channel(families, name, o);
+    let keys = [
+        ("key_file", o.key_file.is_some(), ChannelKind::Ssh),
+        ("host_keys", o.host_keys.is_some(), ChannelKind::Ssh),
+        ("known_hosts", o.known_hosts.is_some(), ChannelKind::Ssh),
+        ("https", o.https.is_some(), ChannelKind::Winrm),
+        ("ca_file", o.ca_file.is_some(), ChannelKind::Winrm),
+        ("insecure", o.insecure.is_some(), ChannelKind::Winrm),
+        ("auth", o.auth.is_some(), ChannelKind::Winrm),
+        (
+            "allow_unencrypted",
+            o.allow_unencrypted.is_some(),
+            ChannelKind::Winrm,
+        ),
+        ("thumbprint", o.thumbprint.is_some(), ChannelKind::Winrm),
+    ];
+    if let Some((key, _, of)) = keys.iter().find(|(_, set, of)| *set && *of != kind) {
+        return Err(KeyError::new(
+            &["os", name, key],
+            format!(
+                "`{key}` is a setting of channel {}, and profile `{name}` talks over channel {}",
+                of.name(),
+                kind.name()
+            ),
+        ));
+    }
+    let login = [
+        ("user", o.user.is_some()),
+        ("password_file", o.password_file.is_some()),
+    ];
+    if let (ChannelKind::None, Some((key, _))) = (kind, login.iter().find(|(_, set)| *set)) {
+        return Err(KeyError::new(
+            &["os", name, key],
+            format!(
+                "profile `{name}` has channel none, which logs in nowhere: `{key}` is not used"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Image `name`'s profile resolves, and an image check has a channel to
+/// run over.
+fn check_image_profile(
+    c: &Config,
+    families: &Families,
+    name: &str,
+    img: &ImageConfig,
+) -> Result<(), KeyError> {
+    let profile = plan::profile(c, families, &img.os, img, Path::new("."))?;
+    if img.image_check.is_some() && profile.channel.kind() == ChannelKind::None {
+        return Err(KeyError::new(
+            &["images", name, "image_check"],
+            format!(
+                "image `{name}` has an image_check, but its OS profile `{}` has channel none, so the check could never run: remove it, or use a profile with channel ssh or winrm",
+                img.os
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+#!/bin/sh
+fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
+# @peer: the address this SSH connection comes from as the computer sees it
+# (behind NAT, e.g. QEMU user networking, not the management node's own).
+n=$#; i=0
+while [ $i -lt $n ]; do
+  c=$1; shift; i=$((i+1))
+  [ "$c" = @peer ] && c=${SSH_CLIENT%% *}
+  [ -n "$c" ] && set -- "$@" "$c"
+done
+# An image whose boot restores saved iptables rules (iptables-persistent,
+# iptables-services) takes the iptables branch even where nft is there
+# too: iptables-nft's own tables show up in nft, but /etc/nftables.conf is
+# not what that boot loads.
+# TOOL:FILE for each: iptables-persistent (Debian, Ubuntu), then
+# iptables-services (RHEL family).
+saved="iptables:/etc/iptables/rules.v4 ip6tables:/etc/iptables/rules.v6
+iptables:/etc/sysconfig/iptables ip6tables:/etc/sysconfig/ip6tables"
+ipt_saved() {
+  command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1 || return 1
+  for e in $saved; do [ -f "${REIMAGE_ROOT:-}${e#*:}" ] && return 0; done
+  return 1
+}
+if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
+  firewall-cmd --permanent --remove-service=ssh >/dev/null 2>&1
+  for c in "$@"; do
+    firewall-cmd --permanent --add-rich-rule="rule family=$(fam "$c") source address=$c service name=ssh accept" >/dev/null || exit 1
+  done
+  firewall-cmd --reload >/dev/null && echo "firewalld: ssh from $*"
+elif command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status: active"; then
+  for r in 22/tcp 22 ssh OpenSSH; do ufw delete allow "$r" >/dev/null 2>&1; done
+  for c in "$@"; do ufw allow from "$c" to any port 22 proto tcp >/dev/null || exit 1; done
+  echo "ufw: 22/tcp from $*"
+elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
+    $1 == "table" { t = $2 " " $3 }
+    $1 == "chain" { c = $2 }
+    /hook input/ && t ~ /^(ip|ip6|inet) / { print t, c }') && [ -n "$chains" ]; then
+  # Rules go into every base chain on the input hook: an accept in a table
+  # of reimage's own would not stop another chain's drop. They carry the
+  # comment reimage-ssh, so a rerun replaces them.
+  conf=${REIMAGE_ROOT:-}/etc/nftables.conf
+  tag='comment "reimage-ssh"'
+  cmds=$(printf '%s\n' "$chains" | while read -r f t c; do
+    echo "add rule $f $t $c tcp dport 22 drop $tag"
+    for s in "$@"; do
+      case "$f $(fam "$s")" in "ip ipv6"|"ip6 ipv4") continue;; esac
+      k=ip; [ "$(fam "$s")" = ipv6 ] && k=ip6
+      echo "insert rule $f $t $c $k saddr $s tcp dport 22 accept $tag"
+    done
+  done)
+  del=$(printf '%s\n' "$chains" | while read -r f t c; do
+    nft -a list chain "$f" "$t" "$c" | awk -v f="$f" -v t="$t" -v c="$c" '
+      /comment "reimage-ssh"/ || /^[ \t]*tcp dport (22|ssh) accept # handle [0-9]+$/ { print "delete rule", f, t, c, "handle", $NF }'
+  done)
+  printf '%s\n%s\n' "$del" "$cmds" | nft -f /dev/stdin || exit 1
+  # nftables.service loads /etc/nftables.conf at boot: the same there (its
+  # open rule commented out, the commands appended) when it still checks.
+  kept="not kept: no $conf"
+  if [ -f "$conf" ]; then
+    { sed -e '/^# reimage-ssh begin$/,/^# reimage-ssh end$/d' \
+        -e 's/^[[:space:]]*tcp dport \(22\|ssh\) accept$/# reimage-ssh: &/' "$conf"
+      printf '# reimage-ssh begin\n%s\n# reimage-ssh end\n' "$cmds"; } > "$conf.reimage"
+    if nft -c -f "$conf.reimage" >/dev/null 2>&1; then
+      cat "$conf.reimage" > "$conf" && kept="kept in $conf"
+    else
+      kept="not kept: $conf with them does not check"
+    fi
+    rm -f "$conf.reimage"
+  fi
+  echo "nftables: 22/tcp from $* ($kept)"
+elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
+  # Rules carry the comment reimage-ssh, so a rerun replaces them. The old
+  # DROP goes first and the new one comes last, so the connection this
+  # runs over is not cut off (a packet that meets a DROP policy in the few
+  # commands between is retransmitted).
+  tagged() { $1 -S INPUT | grep -e "--comment \"\{0,1\}reimage-ssh\"\{0,1\} -j $2\$" | sed 's/^-A //'; }
+  tools=iptables
+  command -v ip6tables >/dev/null 2>&1 && ip6tables -S INPUT >/dev/null 2>&1 && tools="$tools ip6tables"
+  for t in $tools; do
+    for j in DROP ACCEPT; do
+      # shellcheck disable=SC2086 # $r is a rule: split into its words
+      tagged "$t" "$j" | while read -r r; do $t -D $r || exit 1; done || exit 1
+    done
+  done
+  for c in "$@"; do
+    t=iptables; [ "$(fam "$c")" = ipv6 ] && t=ip6tables
+    rule="INPUT -p tcp -s $c --dport 22 -m comment --comment reimage-ssh -j ACCEPT"
+    # shellcheck disable=SC2086 # $rule is split into its words
+    $t -C $rule 2>/dev/null || $t -I $rule || exit 1
+  done
+  for t in $tools; do
+    # The image's rule that let SSH in from anywhere goes.
+    i=0; while [ $i -lt 64 ] && $t -D INPUT -p tcp --dport 22 -j ACCEPT 2>/dev/null; do i=$((i+1)); done
+    $t -A INPUT -p tcp --dport 22 -m comment --comment reimage-ssh -j DROP || exit 1
+  done
+  # Kept where the boot loads them ($saved).
+  kept=""
+  for e in $saved; do
+    t=${e%%:*}; f=${REIMAGE_ROOT:-}${e#*:}
+    { [ -f "$f" ] && command -v "$t-save" >/dev/null 2>&1; } || continue
+    if "$t-save" > "$f.reimage" && cat "$f.reimage" > "$f"; then kept="$kept $f"; fi
+    rm -f "$f.reimage"
+  done
+  if [ -n "$kept" ]; then kept="kept in${kept}"
+  else kept="not kept: no /etc/iptables/rules.v4 (iptables-persistent) or /etc/sysconfig/iptables (iptables-services)"; fi
+  echo "iptables: 22/tcp from $* ($kept)"
+else
+  echo "no firewall found: nothing to restrict"
+fi

@@ -1,0 +1,184 @@
+//! The Linux first boot: hostname, sshd enabled, SSH open only from the
+//! management network, the clock synced, private keys that came with the
+//! image removed, the post-load marker, the image's own scripts, then a
+//! fresh root password (Apache VCL's Linux.pm post_load does the same:
+//! firewall, synchronize_time, set_password, clear_private_keys). Each
+//! action is idempotent and tolerates what a small image lacks (no
+//! systemd, no firewall), saying so in its event.
+//!
+//! The scripts take every file path under `${REIMAGE_ROOT:-}`: unset on a
+//! real computer; the tests set it (sshd's SetEnv) so the scripts run on
+//! the CI machine without touching its own /root/.ssh.
+//!
+//! The shell programs are files of this folder (`*.sh`, linted by
+//! shellcheck in CI), run as `sh -c PROGRAM sh ARGS...`: every value
+//! reaches them as a positional argument, never inside the program text.
+
+use std::time::SystemTime;
+
+use crate::attempt::Attempt;
+use crate::config::Plan;
+use crate::control::Channel;
+use crate::os::actions::Actions;
+use crate::os::first_boot::{Account, allow_from, new_password};
+use crate::outcome::Outcome;
+use crate::report::{Reporter, rfc3339};
+
+/// The account whose password the linux first boot sets.
+pub const ROOT: Account = Account { name: "root" };
+
+/// Where the post-load marker goes; a later run reads it to see that
+/// post-load already ran for this load.
+pub const MARKER: &str = "/var/lib/reimage/post-load";
+
+/// Sets the host name given as the argument, and the 127.0.1.1 line of
+/// /etc/hosts that goes with it.
+const HOSTNAME: &str = include_str!("hostname.sh");
+
+/// Enables the SSH server's unit, where systemd runs.
+const SSHD: &str = include_str!("sshd.sh");
+
+/// Opens SSH (TCP 22) only from the sources given as arguments: firewalld
+/// (rich rules, the open `ssh` service removed), ufw (`allow from`, the
+/// open rules deleted), nftables (Debian's default since 10: in every input
+/// base chain, the open `tcp dport 22 accept` out, an accept per source at
+/// the head, a drop for the rest at the end; also in /etc/nftables.conf) or
+/// iptables/ip6tables (ACCEPT from each source, then DROP for the rest;
+/// also in iptables-persistent's or iptables-services' saved rules, and
+/// taken before nftables when the image has those).
+/// Ping is left to the image's firewall (in the man page).
+pub(super) const FIREWALL: &str = include_str!("firewall.sh");
+
+/// Removes the private keys under root's ~/.ssh that came with the image
+/// (and their .pub): VCL's Linux.pm clear_private_keys removes root's
+/// id_rsa; any file whose first line is a PEM or OpenSSH private-key header
+/// goes here. authorized_keys, known_hosts and config stay.
+const SCRUB_KEYS: &str = include_str!("scrub-keys.sh");
+
+/// Points the clock at the servers given as arguments and syncs it:
+/// chrony (runtime sources, then a step), systemd-timesyncd (a drop-in,
+/// restarted, waited for), or ntpdate. VCL's Linux.pm synchronize_time
+/// uses rdate/ntpd; today's images ship these instead. Exit 3: no tool
+/// (fatal); other failures: a server that did not answer (retry).
+const TIME: &str = include_str!("time.sh");
+
+/// Sets root's password from the file named by the argument (`root:PW`, as
+/// chpasswd reads it on stdin) and deletes the file: the password never
+/// reaches a command line.
+const PASSWORD: &str = include_str!("set-password.sh");
+
+/// A program of this folder as `sh -c` takes it: without its `#!` line
+/// (there for shellcheck and editors) and its last line end.
+pub(super) fn program(file: &str) -> &str {
+    let body = file.strip_prefix("#!/bin/sh\n").unwrap_or(file);
+    body.strip_suffix('\n').unwrap_or(body)
+}
+
+/// `sh -c PROGRAM sh ARGS...`: the program of this folder `file`, the
+/// values as its positional arguments.
+pub(super) fn sh(file: &str, args: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "sh".to_string(),
+        "-c".into(),
+        program(file).into(),
+        "sh".into(),
+    ];
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+/// The post-load marker's text.
+pub fn marker(plan: &Plan, attempt: Attempt) -> String {
+    format!(
+        "image={}\nreservation={}\nattempt={}\ntime={}\n",
+        plan.image.name,
+        plan.reservation.as_deref().unwrap_or(""),
+        attempt.number,
+        rfc3339(SystemTime::now())
+    )
+}
+
+/// Runs the Linux first-boot configuration, in the order of the module's
+/// doc.
+pub fn run(
+    plan: &Plan,
+    attempt: Attempt,
+    ch: &mut dyn Channel,
+    state: &crate::state::StateDir,
+    report: &Reporter,
+) -> Result<(), Outcome> {
+    let from = sources(plan)?;
+    let mut a = Actions::new(plan, attempt, ch, report);
+    let name = plan.computer.name.as_str();
+    // A hostname or unit that cannot be set will not be fixed by a reload
+    // of the same image.
+    a.run("set-hostname", &sh(HOSTNAME, &[name]), Outcome::Fatal)?;
+    a.run("enable-sshd", &sh(SSHD, &[]), Outcome::Fatal)?;
+    let from: Vec<&str> = from.iter().map(String::as_str).collect();
+    a.run("firewall-ssh", &sh(FIREWALL, &from), Outcome::Fatal)?;
+    sync_time(&mut a, &plan.profile.time_servers)?;
+    a.run("remove-private-keys", &sh(SCRUB_KEYS, &[]), Outcome::Fatal)?;
+    a.run(
+        "mkdir-state",
+        &sh("mkdir -p /var/lib/reimage/scripts", &[]),
+        Outcome::Retry,
+    )?;
+    a.upload(
+        "write-marker",
+        marker(plan, attempt).as_bytes(),
+        MARKER,
+        0o644,
+    )?;
+    a.scripts("/var/lib/reimage/scripts", '/', |p| vec![p.to_string()])?;
+    match new_password(plan, ROOT, None, state, report)? {
+        Some(pw) => set_root_password(&mut a, &pw),
+        None => Ok(()),
+    }
+}
+
+/// Where SSH is opened to: the profile's `allow_from`, or else this node's
+/// own address toward the computer and `@peer`, the address the computer
+/// sees the connection come from (behind NAT, not the same).
+fn sources(plan: &Plan) -> Result<Vec<String>, Outcome> {
+    let mut from = allow_from(plan).map_err(Outcome::Fatal)?;
+    if plan.profile.allow_from.is_empty() {
+        from.push("@peer".into());
+    }
+    Ok(from)
+}
+
+/// The clock synced from `servers`, when there are any: no tool is fatal
+/// (exit 3), a server that did not answer a retry.
+fn sync_time(a: &mut Actions, servers: &[String]) -> Result<(), Outcome> {
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+    a.run_classified("time-sync", &sh(TIME, &servers), |code| {
+        if code == 3 {
+            Outcome::Fatal
+        } else {
+            Outcome::Retry
+        }
+    })?;
+    Ok(())
+}
+
+/// Root's new password, uploaded as a file the program deletes; should it
+/// fail, the file is deleted here.
+fn set_root_password(a: &mut Actions, pw: &crate::secret::Secret) -> Result<(), Outcome> {
+    // Named after this run, so two runs against one host (tests, or a
+    // computer that is its own management node) never share the file.
+    let file = format!("/var/lib/reimage/root-password.{}", std::process::id());
+    a.upload(
+        "upload-root-password",
+        format!("root:{}\n", pw.expose()).as_bytes(),
+        &file,
+        0o600,
+    )?;
+    let r = a.run("set-root-password", &sh(PASSWORD, &[&file]), Outcome::Fatal);
+    if r.is_err() {
+        let _ = a.ch.run(&sh(r#"rm -f "$1""#, &[&file]), a.timeout);
+    }
+    r.map(|_| ())
+}

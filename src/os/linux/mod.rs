@@ -1,0 +1,102 @@
+//! Linux over SSH: everything reimage knows of Linux is in this folder.
+//!
+//! - this file: the family (its defaults, wait sequence and keys, the
+//!   boot id, what `check` says the first boot does);
+//! - `first_boot`: the first configuration, with its shell programs as
+//!   files of this folder (`*.sh`, linted by shellcheck in CI).
+
+mod first_boot;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::sequence::Sequence;
+use super::{Family, keys};
+use crate::config::{
+    ChannelKind, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Probe, Step, WaitKind,
+};
+use crate::outcome::Outcome;
+use crate::state::StateDir;
+
+/// The linux family.
+pub struct Linux;
+
+impl FamilyRules for Linux {
+    fn name(&self) -> &'static str {
+        "linux"
+    }
+
+    fn default_channel(&self) -> ChannelKind {
+        ChannelKind::Ssh
+    }
+
+    fn default_user(&self) -> &'static str {
+        first_boot::ROOT.name
+    }
+
+    fn default_stable_for(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn first_boot_by_default(&self) -> bool {
+        true
+    }
+
+    /// VCL's Linux.pm post_load waits 600 s for SSH (port and login in
+    /// one, wait_for_response(5, 600, 5)). reimage gives the port those
+    /// 600 s and, once it answers, the banner and the login 1 min each: an
+    /// sshd that accepts connections answers both within seconds (a
+    /// deviation, in the man page).
+    fn steps(&self, _image: &ImageConfig) -> Vec<Step> {
+        let minute = Duration::from_secs(60);
+        vec![
+            Step::poll(Probe::Port { port: None }, 10 * minute),
+            Step::poll(
+                Probe::Banner {
+                    port: None,
+                    regex: Regex::new("^SSH-").expect("a valid regex"),
+                },
+                minute,
+            ),
+            Step::poll(Probe::Login, minute),
+        ]
+    }
+
+    fn check_wait(&self, profile: &str, kind: WaitKind) -> Result<(), String> {
+        keys::refuse_setup_done(self, profile, kind)
+    }
+
+    fn check_keys(&self, profile: &str, os: &OsConfig) -> Result<(), KeyError> {
+        keys::check_shared(profile, os)?;
+        keys::refuse_windows_keys(profile, os)
+    }
+}
+
+impl Family for Linux {
+    fn boot_id_command(&self) -> Vec<String> {
+        vec!["cat".into(), "/proc/sys/kernel/random/boot_id".into()]
+    }
+
+    fn first_boot_lines(&self, plan: &Plan) -> Vec<String> {
+        let p = &plan.profile;
+        let from = if p.allow_from.is_empty() {
+            "the management node's own address toward the computer and the address the computer sees the SSH connection come from".to_string()
+        } else {
+            p.allow_from.join(", ")
+        };
+        let mut v = vec![
+            format!("lockdown: SSH (TCP 22) open only from {from}; ping as the image has it"),
+            super::first_boot::password_line(plan, first_boot::ROOT, None),
+            "scrub: private keys under /root/.ssh removed".to_string(),
+        ];
+        v.extend(super::first_boot::time_line(plan));
+        v
+    }
+
+    fn first_boot(&self, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
+        first_boot::run(seq.plan, seq.attempt, seq.channel, state, seq.report)
+    }
+}

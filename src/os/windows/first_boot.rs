@@ -1,0 +1,451 @@
+//! The Windows first boot, step by step, after Apache VCL's Windows
+//! modules (Windows.pm, Version_5.pm, Version_6.pm post_load): the computer
+//! name (reboot, check), an optional domain join (reboot, check), the
+//! settings of [`commands::actions`] (Remote Desktop and the lockdown,
+//! power, network, time, the scrub), activation, the image's scripts, then
+//! a fresh Administrator password. The command lines and scripts are
+//! [`commands`]'; this file runs them and decides what a failure means.
+
+use std::path::Path;
+
+use super::commands::{self, Act, DIR, OnFail, RENAMED, Settings, Windows, argv};
+use crate::config::{Activation, DomainConfig, Plan};
+use crate::exec::Output;
+use crate::os::actions::Actions;
+use crate::os::first_boot::Account;
+use crate::os::sequence::Sequence;
+use crate::outcome::Outcome;
+use crate::state::StateDir;
+
+/// The account whose password the Windows first boot sets.
+pub const ADMINISTRATOR: Account = Account {
+    name: "Administrator",
+};
+
+/// Runs the first boot of Windows `windows` over the channel of `seq`, whose reboot
+/// steps it uses: the steps in the order of the module's doc.
+pub fn run(windows: Windows, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
+    let allow_from = crate::os::first_boot::allow_from(seq.plan).map_err(Outcome::Fatal)?;
+    let settings = settings(seq.plan, allow_from);
+    let mut fb = FirstBoot {
+        family: windows,
+        seq,
+        state,
+    };
+    fb.make_dir()?;
+    fb.name()?;
+    fb.domain()?;
+    fb.configure(&settings)?;
+    fb.activation()?;
+    fb.scripts()?;
+    fb.password()
+}
+
+/// The first boot's settings from `plan`, RDP and ping opened to
+/// `allow_from`.
+fn settings(plan: &Plan, allow_from: Vec<String>) -> Settings {
+    let p = &plan.profile;
+    Settings {
+        allow_from,
+        time_servers: p.time_servers.clone(),
+        kms: match &p.activation {
+            Some(Activation::Kms(h)) => Some(h.clone()),
+            _ => None,
+        },
+        renew_dhcp: plan.computer.renew_dhcp,
+        static_address: plan.computer.static_address.as_ref().map(|s| {
+            let (addr, prefix) = s.address.split_once('/').unwrap_or((&s.address, "32"));
+            let bits: u32 = prefix.parse().unwrap_or(32).min(32);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            (
+                s.interface.clone(),
+                addr.to_string(),
+                std::net::Ipv4Addr::from(mask).to_string(),
+                s.gateway.clone(),
+            )
+        }),
+    }
+}
+
+/// One Windows first boot in progress.
+struct FirstBoot<'a, 'b> {
+    /// The wait sequence: its plan, attempt, channel, events and reboots.
+    seq: &'b mut Sequence<'a>,
+    /// Where a fresh password is kept.
+    state: &'b StateDir,
+    /// Which Windows.
+    family: Windows,
+}
+
+impl FirstBoot<'_, '_> {
+    fn who(&self) -> String {
+        self.seq.plan.computer.name.clone()
+    }
+
+    /// Actions over the sequence's channel, at its attempt.
+    fn actions(&mut self) -> Actions<'_> {
+        let seq = &mut *self.seq;
+        Actions::new(seq.plan, seq.attempt, seq.channel, seq.report)
+    }
+
+    /// Reboots as step `name` and waits for the new boot: VCL's Windows.pm
+    /// `reboot` waits 300 s at attempt 1.
+    fn reboot(&mut self, name: &str) -> Result<(), Outcome> {
+        let t = self.seq.attempt.scale(commands::REBOOT_TIMEOUT);
+        self.seq.reboot(name, commands::reboot_command(), t)
+    }
+
+    /// reimage's folder on the computer.
+    fn make_dir(&mut self) -> Result<(), Outcome> {
+        let mkdir = format!("if not exist {DIR} mkdir {DIR}");
+        self.actions()
+            .run("mkdir-state", &argv(&["cmd", "/c", &mkdir]), Outcome::Retry)?;
+        Ok(())
+    }
+
+    /// The name. A rename takes effect at the next boot only: reboot now
+    /// and check, as VCL's Windows.pm post_load does after renaming.
+    fn name(&mut self) -> Result<(), Outcome> {
+        let who = self.who();
+        let rename = commands::rename_action(self.family, &who);
+        let renamed = run_act(
+            &mut self.actions(),
+            "set-computer-name",
+            &rename,
+            Outcome::Fatal,
+        )?;
+        if renamed {
+            self.reboot("rename-reboot")?;
+        }
+        let out =
+            self.actions()
+                .run("check-computer-name", &argv(&["hostname"]), Outcome::Retry)?;
+        let name = out.stdout.trim().to_string();
+        // NetBIOS names are upper case and at most 15 characters.
+        let want: String = who.chars().take(15).collect();
+        if !name.eq_ignore_ascii_case(&want) {
+            return Err(Outcome::Fatal(anyhow::anyhow!(
+                "{who}: the computer is still named `{name}` after the rename and a reboot"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The domain, when the profile names one: joined (unless it is a
+    /// member already), rebooted, checked.
+    fn domain(&mut self) -> Result<(), Outcome> {
+        let Some(d) = self.seq.plan.profile.domain.clone() else {
+            return Ok(());
+        };
+        let out = self
+            .actions()
+            .run("check-domain", &commands::domain_query(), Outcome::Retry)?;
+        if commands::joined_domain(&out.stdout).is_some_and(|j| j.eq_ignore_ascii_case(&d.name)) {
+            self.seq
+                .report
+                .info(&format!("already a member of {}", d.name));
+            return Ok(());
+        }
+        let (user, pw) = credentials(&self.who(), &d)?;
+        join_domain(&mut self.actions(), &d, &user, &pw)?;
+        self.reboot("domain-reboot")?;
+        let out = self
+            .actions()
+            .run("check-domain", &commands::domain_query(), Outcome::Retry)?;
+        match commands::joined_domain(&out.stdout) {
+            Some(j) if j.eq_ignore_ascii_case(&d.name) => Ok(()),
+            other => Err(Outcome::Retry(anyhow::anyhow!(
+                "{}: joined {} but after the reboot the computer is in {}",
+                self.who(),
+                d.name,
+                other.unwrap_or_else(|| "a workgroup".into())
+            ))),
+        }
+    }
+
+    /// The settings of [`commands::actions`]; one that is not needed for
+    /// use warns and goes on.
+    fn configure(&mut self, settings: &Settings) -> Result<(), Outcome> {
+        let report = self.seq.report;
+        let actions = commands::actions(self.family, settings);
+        let mut a = self.actions();
+        for (name, act, on_fail) in actions {
+            match run_act(&mut a, name, &act, on_fail.outcome()) {
+                Ok(_) => {}
+                Err(Outcome::Retry(e)) if on_fail == OnFail::GoOn => {
+                    report.warn(&format!("{e:#} (not needed for use: going on)"))
+                }
+                Err(o) => return Err(o),
+            }
+        }
+        Ok(())
+    }
+
+    /// Activation, when the profile asks for it: a MAK installed first,
+    /// then `slmgr /ato`.
+    fn activation(&mut self) -> Result<(), Outcome> {
+        let Some(act) = &self.seq.plan.profile.activation else {
+            return Ok(());
+        };
+        let mut a = self.actions();
+        if let Activation::Mak(f) = act {
+            install_mak(&mut a, f)?;
+        }
+        // /ato asks the KMS host (or Microsoft, for a MAK): one that does
+        // not answer now may answer on a later attempt.
+        a.run("activate", &commands::slmgr(&["/ato"]), Outcome::Retry)?;
+        Ok(())
+    }
+
+    /// The image's scripts. They run before the Administrator password
+    /// changes: when the channel logs in as Administrator, the new
+    /// password ends it.
+    fn scripts(&mut self) -> Result<(), Outcome> {
+        self.actions().scripts(DIR, '\\', commands::script_command)
+    }
+
+    /// The new Administrator password, when the profile sets one: uploaded
+    /// as a file the command deletes first thing.
+    fn password(&mut self) -> Result<(), Outcome> {
+        let (plan, report) = (self.seq.plan, self.seq.report);
+        let fixed = plan.profile.admin_password_file.as_deref();
+        let new =
+            crate::os::first_boot::new_password(plan, ADMINISTRATOR, fixed, self.state, report);
+        let Some(pw) = new? else {
+            return Ok(());
+        };
+        let family = self.family;
+        let mut a = self.actions();
+        let script = format!(r"{DIR}\set-password.vbs");
+        if !commands::toolset(family).powershell {
+            a.upload(
+                "upload-password-script",
+                commands::password_script("Administrator").as_bytes(),
+                &script,
+                0o600,
+            )?;
+        }
+        let remote = format!(r"{DIR}\admin-password.txt");
+        a.upload(
+            "upload-admin-password",
+            pw.expose().as_bytes(),
+            &remote,
+            0o600,
+        )?;
+        let cmd = commands::password_command(family, "Administrator", &remote, &script);
+        run_removing(&mut a, "set-admin-password", &cmd, Outcome::Fatal, &remote)
+    }
+}
+
+/// The domain credentials file: the user on its first line, the password
+/// on its second.
+fn credentials(who: &str, d: &DomainConfig) -> Result<(String, String), Outcome> {
+    let creds = std::fs::read_to_string(&d.credentials_file).map_err(|e| {
+        Outcome::Fatal(anyhow::anyhow!(
+            "{who}: cannot read domain credentials_file {}: {e}",
+            d.credentials_file.display()
+        ))
+    })?;
+    let mut lines = creds.lines().map(|l| l.trim_end_matches('\r'));
+    let (user, pw) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    if user.is_empty() || pw.is_empty() {
+        return Err(Outcome::Fatal(anyhow::anyhow!(
+            "domain credentials_file {} needs the user on its first line and the password on its second",
+            d.credentials_file.display()
+        )));
+    }
+    Ok((user.to_string(), pw.to_string()))
+}
+
+/// Joins domain `d` through the domain VBScript, the credentials in a file
+/// it deletes first thing.
+fn join_domain(a: &mut Actions, d: &DomainConfig, user: &str, pw: &str) -> Result<(), Outcome> {
+    let script = format!(r"{DIR}\domain.vbs");
+    let file = format!(r"{DIR}\domain-credentials.txt");
+    a.upload(
+        "upload-domain-script",
+        commands::domain_script().as_bytes(),
+        &script,
+        0o600,
+    )?;
+    a.upload(
+        "upload-domain-credentials",
+        format!("{user}\r\n{pw}\r\n").as_bytes(),
+        &file,
+        0o600,
+    )?;
+    let mut cmd = argv(&["cscript", "//nologo", &script, &file, &d.name]);
+    if let Some(ou) = &d.ou {
+        cmd.push(format!("\"{ou}\""));
+    }
+    // A domain controller that does not answer may answer on the next
+    // attempt; bad credentials or OU will not: the script's exit is the
+    // method's code, named in the message.
+    run_removing(a, "join-domain", &cmd, Outcome::Retry, &file)
+}
+
+/// Installs the MAK product key in file `f` through the MAK VBScript.
+fn install_mak(a: &mut Actions, f: &Path) -> Result<(), Outcome> {
+    let key = crate::secret::Secret::from_file(f, "activation mak_file").map_err(Outcome::Fatal)?;
+    let script = format!(r"{DIR}\mak.vbs");
+    let file = format!(r"{DIR}\mak.txt");
+    a.upload(
+        "upload-mak-script",
+        commands::mak_script().as_bytes(),
+        &script,
+        0o600,
+    )?;
+    a.upload("upload-mak", key.expose().as_bytes(), &file, 0o600)?;
+    let cmd = argv(&["cscript", "//nologo", &script, &file]);
+    run_removing(a, "install-mak", &cmd, Outcome::Fatal, &file)
+}
+
+/// Runs `cmd` as action `name`; the command deletes the uploaded secret
+/// `file` first thing, and should it fail (or not run at all) the file is
+/// deleted here, so no secret stays behind on the computer.
+fn run_removing(
+    a: &mut Actions,
+    name: &str,
+    cmd: &[String],
+    on_fail: fn(anyhow::Error) -> Outcome,
+    file: &str,
+) -> Result<(), Outcome> {
+    let r = a.run(name, cmd, on_fail);
+    if r.is_err() {
+        let _ = a.ch.run(&commands::del_command(file), a.timeout);
+    }
+    r.map(|_| ())
+}
+
+/// Runs one command of an action, reporting its output; a channel error
+/// becomes an outcome.
+fn exec(a: &mut Actions, name: &str, cmd: &[String]) -> Result<Output, Outcome> {
+    let who = a.plan.computer.name.clone();
+    let out = a.ch.run(cmd, a.timeout).map_err(|e| {
+        a.report.step_end(false, &e.to_string());
+        e.into_outcome(format!("{who}: first-boot action `{name}`"))
+    })?;
+    a.report.output(&cmd.join(" "), &out);
+    Ok(out)
+}
+
+/// Ends step `name` as failed with `why`: the outcome `on_fail` makes.
+fn failed(a: &Actions, name: &str, why: String, on_fail: fn(anyhow::Error) -> Outcome) -> Outcome {
+    let m = format!(
+        "{}: first-boot action `{name}`: {why}",
+        a.plan.computer.name
+    );
+    a.report.step_end(false, &m);
+    on_fail(anyhow::anyhow!(m))
+}
+
+/// `exited N: what it said`, for a command that failed.
+fn exited(out: &Output) -> String {
+    let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
+    format!("exited {}: {}", out.status, crate::exec::excerpt(&text, 5))
+}
+
+/// Runs an action as one step; Ok(true) when it changed something that
+/// takes effect at the next boot (a rename).
+fn run_act(
+    a: &mut Actions,
+    name: &str,
+    act: &Act,
+    on_fail: fn(anyhow::Error) -> Outcome,
+) -> Result<bool, Outcome> {
+    match act {
+        Act::Run(cmd) => a
+            .run(name, cmd, on_fail)
+            .map(|o| o.stdout.contains(RENAMED)),
+        Act::XpPower => xp_power(a, name, on_fail).map(|_| false),
+        Act::Refuse(why) => {
+            a.report.step(name, Some(a.timeout));
+            Err(failed(a, name, why.clone(), on_fail))
+        }
+        Act::WmiCall(cmd) => wmi_call(a, name, cmd, on_fail),
+        Act::RemoveFiles(files) => remove_files(a, name, files, on_fail).map(|_| false),
+    }
+}
+
+/// XP/2003's sleep settings: the current scheme's name from `powercfg
+/// /query`, then each setting of that scheme.
+fn xp_power(
+    a: &mut Actions,
+    name: &str,
+    on_fail: fn(anyhow::Error) -> Outcome,
+) -> Result<(), Outcome> {
+    a.report.step(name, Some(a.timeout));
+    let q = exec(a, name, &argv(&["powercfg", "/query"]))?;
+    let Some(scheme) = commands::xp_scheme_name(&q.stdout).filter(|_| q.status == 0) else {
+        let text = format!("{}{}", q.stdout.trim(), q.stderr.trim());
+        let why = format!(
+            "no power scheme name in `powercfg /query`: {}",
+            crate::exec::excerpt(&text, 5)
+        );
+        return Err(failed(a, name, why, on_fail));
+    };
+    let out = exec(a, name, &commands::power_command(Some(&scheme)))?;
+    if out.status != 0 {
+        return Err(failed(a, name, exited(&out), on_fail));
+    }
+    a.report
+        .step_end(true, &format!("sleep off in power scheme `{scheme}`"));
+    Ok(())
+}
+
+/// A guarded `wmic ... call`: Ok(true) when the method ran (and takes
+/// effect at the next boot), Ok(false) when the guard skipped it.
+fn wmi_call(
+    a: &mut Actions,
+    name: &str,
+    cmd: &[String],
+    on_fail: fn(anyhow::Error) -> Outcome,
+) -> Result<bool, Outcome> {
+    a.report.step(name, Some(a.timeout));
+    let out = exec(a, name, cmd)?;
+    if out.status != 0 {
+        return Err(failed(a, name, exited(&out), on_fail));
+    }
+    match commands::wmi_result(&out) {
+        Ok(m) => {
+            a.report.step_end(true, &m);
+            Ok(m.contains("ReturnValue = 0"))
+        }
+        Err(why) => Err(failed(a, name, why, on_fail)),
+    }
+}
+
+/// Removes `files` with cmd.exe, each checked gone afterwards (`del`
+/// exits 0 when it fails, too).
+fn remove_files(
+    a: &mut Actions,
+    name: &str,
+    files: &[&str],
+    on_fail: fn(anyhow::Error) -> Outcome,
+) -> Result<(), Outcome> {
+    a.report.step(name, Some(a.timeout));
+    let mut removed = Vec::new();
+    for f in files {
+        if exec(a, name, &commands::exists_command(f))?.status == 0 {
+            continue;
+        }
+        let del = exec(a, name, &commands::del_command(f))?;
+        if exec(a, name, &commands::exists_command(f))?.status != 0 {
+            let text = format!("{}{}", del.stdout.trim(), del.stderr.trim());
+            let why = format!("{f} is still there: {}", crate::exec::excerpt(&text, 5));
+            return Err(failed(a, name, why, on_fail));
+        }
+        removed.push(*f);
+    }
+    let m = if removed.is_empty() {
+        "answer files gone (none there)".to_string()
+    } else {
+        format!("answer files gone (removed {})", removed.join(", "))
+    };
+    a.report.step_end(true, &m);
+    Ok(())
+}

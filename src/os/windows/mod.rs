@@ -1,0 +1,294 @@
+//! Windows, from XP/2003 to 11/2022, over WinRM (or SSH where the image
+//! runs an SSH server), after Apache VCL's Windows modules (Windows.pm,
+//! Version_5.pm, Version_6.pm): everything reimage knows of Windows is in
+//! this folder.
+//!
+//! - this file: the family in its three versions (their defaults, wait
+//!   sequences and timings, the keys they take, what `check` says the first
+//!   boot does) and the before-load (leaving the domain);
+//! - [`commands`]: which Windows ([`Windows`]), the command lines each
+//!   version's stock install runs and what their output means (a leaf:
+//!   it imports nothing of this folder), with the scripts of this folder
+//!   (`*.vbs`, `*.ps1`);
+//! - `first_boot`: the first configuration, as named steps.
+
+pub mod commands;
+mod first_boot;
+
+use std::time::Duration;
+
+use super::first_boot::{password_line, time_line};
+use super::sequence::Sequence;
+use super::{Family, keys};
+use crate::config::{
+    Activation, ChannelKind, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Probe, Step,
+    StepLimits, Wait, WaitKind,
+};
+use crate::control::Channel;
+use crate::outcome::Outcome;
+use crate::report::Reporter;
+use crate::state::StateDir;
+pub use commands::Windows;
+use commands::{domain_query, joined_domain, unjoin_command, wmi_result};
+use first_boot::ADMINISTRATOR;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn mins(n: u64) -> Duration {
+    Duration::from_secs(60 * n)
+}
+
+impl Windows {
+    /// The timings as Apache VCL's modules have them: (initial wait,
+    /// response timeout, power-reset extra wait).
+    fn timing(self, image: &ImageConfig) -> (Duration, Duration, Option<Duration>) {
+        match self {
+            // XP/2003: VCL's Windows.pm post_load waits 15 s, then up to
+            // 900 s (wait_for_response(15, 900, 8)); Version_5.pm has no
+            // power reset.
+            Windows::V5 => (secs(15), mins(15), None),
+            // Vista and later: Version_6.pm wait_for_response: a VM 5 s /
+            // 300 s, a Sysprep image 60 s / 1800 s, else 15 s / 600 s; when
+            // that fails and the provisioner can, power reset and 600 s
+            // more. VCL's Version_10 modules inherit it unchanged, and so
+            // does windows-10.
+            _ if image.r#virtual => (secs(5), mins(5), Some(mins(10))),
+            _ if image.sysprep => (secs(60), mins(30), Some(mins(10))),
+            _ => (secs(15), mins(10), Some(mins(10))),
+        }
+    }
+
+    /// Activation and domain: a KMS host or a MAK file (not on XP/2003), a
+    /// domain and OU that command lines take as they are.
+    fn check_windows_keys(self, os: &OsConfig) -> Result<(), KeyError> {
+        if let Some(a) = &os.activation {
+            match (&a.kms, &a.mak_file) {
+                (Some(h), None) if keys::plain_host(h) => {}
+                (Some(h), None) => {
+                    return Err(KeyError {
+                        path: vec!["activation".into(), "kms".into()],
+                        message: format!("KMS host `{h}` is not a host name or address"),
+                    });
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(KeyError::at(
+                        "activation",
+                        "activation needs exactly one of kms = \"HOST[:PORT]\" and mak_file = \"FILE\"",
+                    ));
+                }
+            }
+            if self == Windows::V5 {
+                return Err(KeyError::at(
+                    "activation",
+                    "Windows XP/2003 has no KMS or MAK activation through slmgr: remove `activation`",
+                ));
+            }
+        }
+        let Some(d) = &os.domain else {
+            return Ok(());
+        };
+        if !keys::plain_host(&d.name) {
+            return Err(KeyError {
+                path: vec!["domain".into(), "name".into()],
+                message: format!("domain `{}` is not a DNS name", d.name),
+            });
+        }
+        let bad = |s: &str| {
+            s.chars()
+                .any(|c| matches!(c, '"' | '\'' | '%' | '&' | '|' | '<' | '>' | '^'))
+        };
+        if d.ou.as_deref().is_some_and(bad) {
+            return Err(KeyError {
+                path: vec!["domain".into(), "ou".into()],
+                message: "the OU may not hold quotes, %, &, |, <, > or ^".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl FamilyRules for Windows {
+    fn name(&self) -> &'static str {
+        match self {
+            Windows::V5 => "windows-5",
+            Windows::V6 => "windows-6",
+            Windows::V10 => "windows-10",
+        }
+    }
+
+    fn default_channel(&self) -> ChannelKind {
+        ChannelKind::Winrm
+    }
+
+    fn default_user(&self) -> &'static str {
+        ADMINISTRATOR.name
+    }
+
+    fn default_stable_for(&self) -> Duration {
+        secs(30)
+    }
+
+    fn first_boot_by_default(&self) -> bool {
+        true
+    }
+
+    /// An initial wait, the channel's port (with a power reset where VCL
+    /// has one), on a Sysprep image Windows' own word that setup is
+    /// complete, then the login.
+    fn steps(&self, image: &ImageConfig) -> Vec<Step> {
+        let (initial, response, reset) = self.timing(image);
+        let sleep = Step {
+            name: "initial-wait".into(),
+            wait: Wait::Sleep(initial),
+        };
+        let port = Step {
+            name: "response".into(),
+            wait: Wait::Poll(
+                Probe::Port { port: None },
+                StepLimits {
+                    reset_on_timeout: reset,
+                    ..StepLimits::timeout(response)
+                },
+            ),
+        };
+        let mut steps = vec![sleep, port];
+        if image.sysprep {
+            // Sysprep reboots between its passes and WinRM may answer
+            // before, between or after them: Windows itself says when
+            // setup is complete. Within the response timeout (VCL has one
+            // wait for all of it).
+            steps.push(Step::poll(Probe::SetupDone, response).named("sysprep-done"));
+        }
+        steps.push(Step::poll(Probe::Login, mins(5)));
+        steps
+    }
+
+    fn check_wait(&self, _profile: &str, _kind: WaitKind) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn check_keys(&self, profile: &str, os: &OsConfig) -> Result<(), KeyError> {
+        keys::check_shared(profile, os)?;
+        self.check_windows_keys(os)
+    }
+}
+
+impl Family for Windows {
+    fn boot_id_command(&self) -> Vec<String> {
+        commands::boot_id_command(*self)
+    }
+
+    fn boot_id_from(&self, stdout: &str) -> Option<String> {
+        commands::boot_id_from(*self, stdout)
+    }
+
+    fn setup_state_command(&self) -> Option<Vec<String>> {
+        Some(commands::setup_state_command(*self))
+    }
+
+    fn setup_state(&self, stdout: &str) -> Result<String, String> {
+        commands::setup_state(*self, stdout)
+    }
+
+    fn before_load(&self, plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
+        if plan.profile.first_boot {
+            leave_domain(plan, ch, report);
+        }
+    }
+
+    fn first_boot_lines(&self, plan: &Plan) -> Vec<String> {
+        let p = &plan.profile;
+        let from = if p.allow_from.is_empty() {
+            "the management node's own address toward the computer".to_string()
+        } else {
+            p.allow_from.join(", ")
+        };
+        let fixed = p.admin_password_file.as_deref();
+        let mut v = vec![
+            format!("lockdown: RDP (TCP 3389) and ping open only from {from}"),
+            password_line(plan, ADMINISTRATOR, fixed),
+            "scrub: Sysprep/Panther/unattend answer files removed".to_string(),
+            format!(
+                "name: renamed to {}, rebooted, name checked",
+                plan.computer.name
+            ),
+            "power: sleep and hibernation off".to_string(),
+        ];
+        v.extend(time_line(plan));
+        v.extend(settings_lines(plan));
+        v
+    }
+
+    fn first_boot(&self, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
+        first_boot::run(*self, seq, state)
+    }
+}
+
+/// `check`'s lines for activation, the domain and the network.
+fn settings_lines(plan: &Plan) -> Vec<String> {
+    let p = &plan.profile;
+    let mut v = Vec::new();
+    match &p.activation {
+        Some(Activation::Kms(h)) => v.push(format!("activation: KMS host {h}")),
+        Some(Activation::Mak(f)) => v.push(format!("activation: MAK from {}", f.display())),
+        None => {}
+    }
+    if let Some(d) = &p.domain {
+        v.push(format!(
+            "domain: join {}{} (credentials {}); unjoin before a reload",
+            d.name,
+            d.ou.as_deref()
+                .map(|o| format!(" in {o}"))
+                .unwrap_or_default(),
+            d.credentials_file.display()
+        ));
+    }
+    if plan.computer.renew_dhcp {
+        v.push("network: DHCP lease renewed".to_string());
+    }
+    if let Some(s) = &plan.computer.static_address {
+        v.push(format!(
+            "network: {} on `{}`{}",
+            s.address,
+            s.interface,
+            s.gateway
+                .as_deref()
+                .map(|g| format!(", gateway {g}"))
+                .unwrap_or_default()
+        ));
+    }
+    v
+}
+
+/// Before a reload: when the profile joins a domain and the old OS is a
+/// member, leave the domain so no stale membership lingers (VCL's
+/// Windows.pm pre_reload). Best effort: a computer that does not answer is
+/// reloaded anyway.
+fn leave_domain(plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
+    let Some(d) = &plan.profile.domain else {
+        return;
+    };
+    let t = plan.profile.command_timeout;
+    report.step("unjoin-domain", Some(t));
+    let joined = match ch.run(&domain_query(), t) {
+        Ok(o) => joined_domain(&o.stdout),
+        Err(e) => {
+            report.step_end(false, &format!("cannot ask the old OS: {e}"));
+            return;
+        }
+    };
+    let Some(j) = joined else {
+        report.step_end(true, "not a domain member");
+        return;
+    };
+    match ch.run(&unjoin_command(), t) {
+        Ok(o) => match wmi_result(&o) {
+            Ok(_) => report.step_end(true, &format!("left {j} (configured: {})", d.name)),
+            Err(why) => report.step_end(false, &format!("could not leave {j}: {why}")),
+        },
+        Err(e) => report.step_end(false, &format!("could not leave {j}: {e}")),
+    }
+}
