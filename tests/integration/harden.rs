@@ -707,3 +707,18 @@ fn early_errors_are_told_plainly_and_end_json_runs() {
     let ev: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON event");
     assert_eq!((&ev["kind"], &ev["code"]), (&"run".into(), &78.into()));
 }
+
+/// Issue 21.5: `--attempt` past 2^31 saturates the timeout (at a week)
+/// instead of wrapping it to 0.
+#[test]
+fn a_huge_attempt_number_does_not_wrap_the_timeout() {
+    let s = Scratch::new("huge-attempt");
+    command_config(&s, r#"["sh", "-c", "sleep 0.2"]"#, "1m", "");
+    for n in ["2147483648", "4294967295"] {
+        let r = Test::with(&s)
+            .load("pc7", "img")
+            .args(&["--attempt", n])
+            .run();
+        r.code(0).stderr_has("(timeout 168h)");
+    }
+}
