@@ -34,17 +34,22 @@ impl Output {
         self.status == 0
     }
 
-    /// stdout and stderr together, trimmed, for error messages.
+    /// stdout and stderr together, trimmed, for error messages and output
+    /// events. What either stream dropped is counted in one note at the
+    /// top, so a later [`bounded`] still counts it (a note in the middle,
+    /// behind stdout, would be cut away uncounted).
     pub fn text(&self) -> String {
-        let mut s = self.stdout.trim().to_string();
-        let e = self.stderr.trim();
+        let (out_dropped, out) = split_note(&self.stdout);
+        let (err_dropped, err) = split_note(&self.stderr);
+        let mut s = out.trim().to_string();
+        let e = err.trim();
         if !e.is_empty() {
             if !s.is_empty() {
                 s.push('\n');
             }
             s.push_str(e);
         }
-        s
+        with_note(&s, out_dropped + err_dropped)
     }
 }
 
@@ -361,12 +366,15 @@ impl Tail {
         }
     }
 
-    /// The kept text, with a first line that says what was dropped.
+    /// The kept text, with a first line that says what was dropped. The
+    /// bytes are cut before they are read as (lossy) UTF-8, so the note
+    /// counts the command's bytes, not the replacement characters that
+    /// stand for invalid ones.
     fn text(self) -> String {
         let earlier = self.total - self.buf.len() as u64;
-        let text = String::from_utf8_lossy(&self.buf);
-        let (kept, dropped) = tail(&text, KEEP_BYTES, KEEP_LINES);
-        with_note(kept, earlier + dropped as u64)
+        let start = tail_start(&self.buf, KEEP_BYTES, KEEP_LINES);
+        let text = String::from_utf8_lossy(&self.buf[start..]);
+        with_note(&text, earlier + start as u64)
     }
 }
 
@@ -398,6 +406,28 @@ pub fn tail(s: &str, max_bytes: usize, max_lines: usize) -> (&str, usize) {
         start = s.len();
     }
     (&s[start..], start)
+}
+
+/// Where the end of `b` starts that holds at most `max_bytes` bytes (from
+/// the start of a UTF-8 character where one is near) and `max_lines` lines.
+fn tail_start(b: &[u8], max_bytes: usize, max_lines: usize) -> usize {
+    let mut start = b.len().saturating_sub(max_bytes);
+    // A continuation byte (10xxxxxx) is inside a character: at most 3.
+    let mut skip = 0;
+    while start < b.len() && skip < 3 && b[start] & 0xC0 == 0x80 {
+        start += 1;
+        skip += 1;
+    }
+    let body = &b[start..];
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    if max_lines == 0 {
+        return b.len();
+    }
+    let mut newlines = body.iter().enumerate().rev().filter(|(_, c)| **c == b'\n');
+    if let Some((i, _)) = newlines.nth(max_lines - 1) {
+        start += i + 1;
+    }
+    start
 }
 
 /// A command's output for an event: its tail of at most `max_bytes` and
@@ -634,6 +664,30 @@ mod tests {
         let long = "x".repeat(1000);
         let s = shorten(&long, 100);
         assert!(s.len() < 150 && s.contains("900 bytes not kept"), "{s}");
+    }
+
+    #[test]
+    fn notes_count_the_bytes_the_command_wrote() {
+        let mut t = Tail::default();
+        // Invalid UTF-8 shows as 3-byte replacement characters: the note
+        // still counts the command's bytes.
+        let junk = vec![0xFFu8; 3 * KEEP_BYTES];
+        t.push(&junk);
+        t.push(b"\nEND\n");
+        let total = t.total;
+        let text = t.text();
+        let (dropped, kept) = split_note(&text);
+        let kept_raw = kept.replace('\u{FFFD}', "x").len() as u64;
+        assert_eq!(dropped + kept_raw, total, "{}", &text[..80]);
+        // A note of each stream ends up as one note at the top of text().
+        let o = Output {
+            stdout: format!("{}\nout\n", dropped_note(7)),
+            stderr: format!("{}\nerr\n", dropped_note(3_000_000)),
+            ..Output::default()
+        };
+        assert_eq!(o.text(), format!("{}\nout\nerr", dropped_note(3_000_007)));
+        let b = bounded(&o.text(), 3, 10);
+        assert_eq!(b, format!("{}\nerr", dropped_note(3_000_011)));
     }
 
     #[test]

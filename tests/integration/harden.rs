@@ -722,3 +722,37 @@ fn a_huge_attempt_number_does_not_wrap_the_timeout() {
         r.code(0).stderr_has("(timeout 168h)");
     }
 }
+
+/// Issue 21.5: the note of dropped output counts what both streams
+/// dropped: 10 bytes of stdout and 3 MB of stderr keep a tail whose note
+/// and kept bytes add up to all of it.
+#[test]
+fn the_dropped_output_note_counts_both_streams() {
+    let s = Scratch::new("note");
+    let line = "e".repeat(99);
+    command_config(
+        &s,
+        &format!(r#"["sh", "-c", "printf 0123456789; yes {line} | head -n 30000 >&2"]"#),
+        "1m",
+        "",
+    );
+    Test::with(&s)
+        .load("pc7", "img")
+        .attempt(1, 2)
+        .run()
+        .code(0);
+    let ev = s.events("pc7");
+    let out = of_kind(&ev, "output");
+    let msg = out[0]["message"].as_str().expect("message");
+    let (_, body) = msg.split_once('\n').expect("command line");
+    let (note, kept) = body.split_once('\n').expect("a note");
+    let n: u64 = note
+        .strip_prefix("[reimage: ")
+        .and_then(|r| r.strip_suffix(" earlier bytes of output not kept]"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a note: {note}"));
+    // stdout, a newline between the streams, stderr without its last
+    // newline (the text is trimmed).
+    assert_eq!(n + kept.len() as u64, 10 + 1 + 30_000 * 100 - 1, "{note}");
+    assert!(kept.ends_with(&line));
+}
