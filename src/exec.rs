@@ -134,6 +134,9 @@ impl ExecError {
                     hint(hints.timeout)
                 ))
             }
+            ExecError::Spawn(e) if transient(&e) => Outcome::Retry(anyhow::anyhow!(
+                "{what}: cannot start `{shown}` now: {e}: this host is short of processes, memory or open files (tried {SPAWN_TRIES} times); a later attempt may succeed"
+            )),
             ExecError::Spawn(e) => Outcome::Fatal(anyhow::anyhow!(
                 "{what}: cannot start `{shown}`: {e}{}",
                 hint(hints.spawn)
@@ -184,7 +187,7 @@ impl Cmd {
     /// Of each stream only the last [`KEEP_BYTES`] and [`KEEP_LINES`] are
     /// kept.
     pub fn run(&self) -> std::result::Result<Output, ExecError> {
-        let mut r = self.start()?;
+        let mut r = self.start_retrying()?;
         // Without a pidfd: look for the exit after 2 ms, then ever later.
         let mut pause = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
         loop {
@@ -211,6 +214,24 @@ impl Cmd {
             }
         }
         Ok(r.output())
+    }
+
+    /// Starts it; a start that fails for want of processes, memory or
+    /// descriptors (fork's EAGAIN, EMFILE) is tried again after a short
+    /// pause, [`SPAWN_TRIES`] times in all, unless a signal arrives.
+    fn start_retrying(&self) -> std::result::Result<Running, ExecError> {
+        let mut pause = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let mut tries = 1;
+        loop {
+            signal::check().map_err(ExecError::Interrupted)?;
+            match self.start() {
+                Err(ExecError::Spawn(e)) if transient(&e) && tries < SPAWN_TRIES => {
+                    tries += 1;
+                    signal::sleep(pause.next_pause()).map_err(ExecError::Interrupted)?;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Starts it: no stdin, both outputs piped, in a process group of its
@@ -256,6 +277,28 @@ impl Cmd {
             exited: None,
         })
     }
+}
+
+/// How often a start that fails for want of resources is tried.
+pub const SPAWN_TRIES: u32 = 3;
+
+/// A start failure that says nothing about the command, only that the host
+/// is short of something now: processes (EAGAIN from fork), memory, open
+/// files (per process or for the whole system), kernel buffers.
+fn transient(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error()
+        .map(Errno::from_raw_os_error)
+        .is_some_and(|n| {
+            [
+                Errno::AGAIN,
+                Errno::NOMEM,
+                Errno::MFILE,
+                Errno::NFILE,
+                Errno::NOBUFS,
+            ]
+            .contains(&n)
+        })
 }
 
 /// A started command, watched to its end.

@@ -756,3 +756,106 @@ fn the_dropped_output_note_counts_both_streams() {
     assert_eq!(n + kept.len() as u64, 10 + 1 + 30_000 * 100 - 1, "{note}");
     assert!(kept.ends_with(&line));
 }
+
+/// Issue 21.5: a load command that cannot start because the host is out
+/// of processes (fork's EAGAIN: RLIMIT_NPROC for an otherwise unused uid)
+/// or of descriptors (EMFILE: RLIMIT_NOFILE) is a retry that says so, not
+/// fatal with "check the command's path".
+#[test]
+fn transient_start_failures_are_a_retry_that_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("transient");
+    command_config(&s, r#"["true"]"#, "1m", "");
+    // A uid no process runs as: RLIMIT_NPROC 1 leaves room for reimage
+    // only.
+    let uid = (64_000..65_000)
+        .find(|u| {
+            std::fs::read_dir("/proc")
+                .expect("/proc")
+                .flatten()
+                .all(|e| {
+                    use std::os::unix::fs::MetadataExt;
+                    e.metadata().map_or(true, |m| m.uid() != *u)
+                })
+        })
+        .expect("a free uid");
+    let state = s.path("state");
+    std::fs::create_dir_all(&state).expect("state");
+    std::os::unix::fs::chown(&state, Some(uid), Some(uid)).expect("chown");
+    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+    cmd.uid(uid).gid(uid);
+    // SAFETY: runs in the forked child before exec (after setuid);
+    // setrlimit is an async-signal-safe system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            let one = rustix::process::Rlimit {
+                current: Some(1),
+                maximum: Some(1),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Nproc, one)?;
+            Ok(())
+        });
+    }
+    let r = crate::test::run(&mut cmd, common::LIMIT);
+    r.code(75)
+        .stderr_has("cannot start `true` now: Resource temporarily unavailable")
+        .stderr_has("short of processes")
+        .stderr_lacks("check the command's path");
+    std::os::unix::fs::chown(&state, Some(0), Some(0)).expect("chown back");
+    let _ = std::fs::remove_dir_all(&state);
+
+    // Out of descriptors: somewhere between a limit too low for reimage
+    // to read its config and one that lets the load start, the command's
+    // pipes are the first thing that fails.
+    let mut seen = Vec::new();
+    for n in 8..48u64 {
+        let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+        // SAFETY: as above.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = rustix::process::Rlimit {
+                    current: Some(n),
+                    maximum: Some(n),
+                };
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)?;
+                Ok(())
+            });
+        }
+        let r = crate::test::run(&mut cmd, common::LIMIT);
+        r.stderr_lacks("check the command's path");
+        let done = r.code == 0;
+        seen.push((n, r.code, r.stderr.lines().last().unwrap_or("").to_string()));
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|(_, code, _)| *code == 0),
+        "never started: {seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|(_, code, _)| *code == 75),
+        "no retry: {seen:#?}"
+    );
+    let retry = seen.iter().find(|(_, code, _)| *code == 75).expect("retry");
+    println!("descriptor limits tried: {seen:#?}");
+    let r = {
+        let n = retry.0;
+        let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+        // SAFETY: as above.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = rustix::process::Rlimit {
+                    current: Some(n),
+                    maximum: Some(n),
+                };
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)?;
+                Ok(())
+            });
+        }
+        crate::test::run(&mut cmd, common::LIMIT)
+    };
+    r.code(75)
+        .stderr_has("cannot start `true` now: Too many open files");
+}
