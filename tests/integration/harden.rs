@@ -423,8 +423,9 @@ fn a_closed_stderr_or_stdout_does_not_change_the_run() {
     lock_is_free(&s);
 }
 
-/// Issue 9.9: a state directory that fills up (RLIMIT_FSIZE on the run)
-/// leaves whole event lines only, says which file once, and the next run's
+/// Issue 9.9 and 21.5: a state directory that fills up (RLIMIT_FSIZE on
+/// the run, with SIGXFSZ at its default action) leaves whole event lines
+/// only, says which file once, and the next run's
 /// events start on a line of their own.
 #[test]
 fn a_full_state_dir_keeps_event_lines_whole() {
@@ -445,12 +446,11 @@ fn a_full_state_dir_keeps_event_lines_whole() {
     );
     s.write("state/computers/pc7/events.jsonl", &text);
     let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
-    // SAFETY: runs in the forked child before exec; setrlimit and signal
-    // are async-signal-safe system calls, nothing is allocated.
+    // SAFETY: runs in the forked child before exec; setrlimit is an
+    // async-signal-safe system call, nothing is allocated. SIGXFSZ keeps
+    // its default action: reimage itself must not die of it (issue 21.5).
     unsafe {
         cmd.pre_exec(|| {
-            // A write past the limit fails with EFBIG instead of SIGXFSZ.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             rustix::process::setrlimit(
                 rustix::process::Resource::Fsize,
                 rustix::process::Rlimit {
@@ -478,7 +478,6 @@ fn a_full_state_dir_keeps_event_lines_whole() {
     // SAFETY: as above.
     unsafe {
         cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             rustix::process::setrlimit(
                 rustix::process::Resource::Fsize,
                 rustix::process::Rlimit {
@@ -858,4 +857,89 @@ fn transient_start_failures_are_a_retry_that_says_why() {
     };
     r.code(75)
         .stderr_has("cannot start `true` now: Too many open files");
+}
+
+/// Issue 21.5: a file size limit (`ulimit -f`) is not SIGXFSZ's death for
+/// reimage (it is reported like a full disk, see above), and the commands
+/// it runs still get the default action: `head` past the limit dies of it.
+#[test]
+fn a_file_size_limit_leaves_the_commands_their_sigxfsz() {
+    let s = Scratch::new("xfsz");
+    let big = s.path("big");
+    command_config(
+        &s,
+        &format!(
+            r#"["sh", "-c", "head -c 2000000 /dev/zero > {}; echo head=$?"]"#,
+            big.display()
+        ),
+        "1m",
+        "",
+    );
+    let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+    // SAFETY: runs in the forked child before exec; setrlimit is an
+    // async-signal-safe system call, nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setrlimit(
+                rustix::process::Resource::Fsize,
+                rustix::process::Rlimit {
+                    current: Some(1 << 20),
+                    maximum: Some(1 << 20),
+                },
+            )?;
+            Ok(())
+        });
+    }
+    let r = crate::test::run(&mut cmd, common::LIMIT);
+    r.code(0);
+    let ev = s.events("pc7");
+    let out = of_kind(&ev, "output");
+    let msg = out[0]["message"].as_str().expect("message");
+    assert!(msg.contains("head=153"), "{msg}");
+    assert_eq!(record(&s)["result"], "done");
+}
+
+/// Issue 21.5: a run stopped (SIGSTOP) past its command's timeout kills
+/// the command as soon as it continues, not the stopped time later. The
+/// command, which runs on meanwhile, touches `late` 10 s after the
+/// continue; the kill must come before.
+#[test]
+fn a_stopped_run_times_out_when_it_continues() {
+    let s = Scratch::new("stopped");
+    let (pidf, cont, late) = (s.path("load.pid"), s.path("cont"), s.path("late"));
+    s.script(
+        "load.sh",
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nwhile [ ! -e {} ]; do sleep 0.1; done\nsleep 10\ntouch {}\nsleep 300\n",
+            pidf.display(),
+            cont.display(),
+            late.display()
+        ),
+    );
+    command_config(
+        &s,
+        &format!("[\"{}\"]", s.path("load.sh").display()),
+        "20s",
+        "",
+    );
+    let mut child = spawn(Test::with(&s).load("pc7", "img").attempt(1, 2));
+    let load = read_pid(&pidf);
+    let pid = Pid::from_child(&child);
+    kill_process(pid, Signal::STOP).expect("SIGSTOP");
+    // Past the 20 s timeout, counted from before the stop.
+    std::thread::sleep(Duration::from_secs(22));
+    std::fs::write(&cont, "").expect("cont");
+    kill_process(pid, Signal::CONT).expect("SIGCONT");
+    let code = common::wait_limit(&mut child, common::LIMIT);
+    assert_eq!(code, Some(75));
+    assert!(!late.exists(), "the timeout came late");
+    assert!(!alive(load));
+    let ev = s.events("pc7");
+    let result = of_kind(&ev, "result");
+    assert!(
+        result[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ran past its timeout of 20s")),
+        "{result:?}"
+    );
 }
