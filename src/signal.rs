@@ -216,6 +216,17 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+impl Interrupted {
+    /// The exit code: 128 plus the signal's number; 69 for a lost store.
+    pub fn code(&self) -> i32 {
+        if self.0 == STORE_LOST {
+            crate::outcome::EXIT_STORE
+        } else {
+            128 + self.0
+        }
+    }
+}
+
 /// Err(Interrupted) when a signal has arrived; call it in every wait loop.
 pub fn check() -> Result<(), Interrupted> {
     match caught() {

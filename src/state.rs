@@ -48,6 +48,7 @@ impl std::error::Error for Locked {}
 enum LockError {
     Held(Locked),
     Io(anyhow::Error),
+    Interrupted(crate::signal::Interrupted),
 }
 
 impl From<anyhow::Error> for LockError {
@@ -335,11 +336,15 @@ impl StateDir {
     }
 
     /// Takes the computer's lock at once, or fails with
-    /// [`Error::Locked`] naming the holder (exit 73).
+    /// [`Error::Locked`] naming the holder (exit 73). A signal that comes
+    /// before or while it looks for the holder ends it with
+    /// [`Error::Interrupted`] (exit 143 for SIGTERM), also when the lock
+    /// came free meanwhile: a run that was told to stop never starts.
     pub fn lock(&self, computer: &str) -> Result<Lock, Error> {
         self.try_lock(computer).map_err(|e| match e {
             LockError::Held(l) => Error::Locked(l.to_string()),
             LockError::Io(e) => Error::Fatal(e),
+            LockError::Interrupted(i) => Error::Interrupted(i),
         })
     }
 
@@ -369,8 +374,10 @@ impl StateDir {
                     pid: holder,
                 }));
             }
-            std::thread::sleep(pause.next_pause());
+            crate::signal::sleep(pause.next_pause()).map_err(LockError::Interrupted)?;
         }
+        // Taken, but a signal came on the way: let go (the drop) and stop.
+        crate::signal::check().map_err(LockError::Interrupted)?;
         let mark = |file: &mut File| -> std::io::Result<()> {
             // One write at offset 0, then the length: a reader sees the
             // old text, or the pid, never a mix of both.

@@ -943,3 +943,61 @@ fn a_stopped_run_times_out_when_it_continues() {
         "{result:?}"
     );
 }
+
+/// True once process `pid` catches SIGTERM (its handlers are installed):
+/// a SIGTERM sent earlier would end it by the default action instead.
+fn catches_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}
+
+/// Issue 21.5: SIGTERM while a run looks for the holder of the lock ends
+/// it at once with 143, and the load never starts, also when the lock
+/// came free meanwhile.
+#[test]
+fn sigterm_in_the_lock_wait_ends_the_run_before_any_load() {
+    let s = Scratch::new("lockwait");
+    let loaded = s.path("loaded");
+    command_config(
+        &s,
+        &format!(r#"["touch", "{}"]"#, loaded.display()),
+        "1m",
+        "",
+    );
+    std::fs::create_dir_all(s.path("state/computers/pc7")).expect("dir");
+    // A holder that has not written its pid: the run waits for it (up to
+    // 10 s, then it would exit 73).
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(s.path("state/computers/pc7/lock"))
+        .expect("lock file");
+    for free_it in [false, true] {
+        lock.try_lock().expect("the test holds the lock");
+        let mut child = spawn(Test::with(&s).load("pc7", "img").attempt(1, 2));
+        assert!(
+            eventually(Duration::from_secs(30), || catches_sigterm(child.id())),
+            "reimage never caught SIGTERM"
+        );
+        kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
+        if free_it {
+            lock.unlock().expect("unlock");
+        }
+        let code = common::wait_limit(&mut child, Duration::from_secs(30));
+        assert_eq!(code, Some(143), "lock freed after the signal: {free_it}");
+        assert!(!loaded.exists(), "the load ran (lock freed: {free_it})");
+        if !free_it {
+            lock.unlock().expect("unlock");
+        }
+    }
+    assert!(
+        !s.path("state/computers/pc7/last-run.json").exists(),
+        "no run started"
+    );
+    lock_is_free(&s);
+}
