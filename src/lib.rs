@@ -13,9 +13,9 @@
 //! - `fleet`: the admin's views (status, log) over records and the store;
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
-//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
-//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`: shared
-//!   mechanisms.
+//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `stdio`, `outcome`,
+//!   `names`, `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`:
+//!   shared mechanisms.
 
 mod attempt;
 mod backoff;
@@ -42,6 +42,7 @@ mod secret;
 mod signal;
 mod size;
 mod state;
+mod stdio;
 mod wait;
 mod xml;
 
@@ -54,8 +55,16 @@ pub use error::Error;
 use outcome::EXIT_USAGE;
 use runner::Phase;
 
-/// Runs reimage with the process's arguments and returns the exit code.
+/// Runs reimage with the process's arguments and returns the exit code,
+/// once its stdout and stderr took what was written (or a short while
+/// passed: a reader that does not read cannot hold the exit).
 pub fn main() -> i32 {
+    let code = run_main();
+    stdio::drain_all();
+    code
+}
+
+fn run_main() -> i32 {
     if let Some(var) = empty_env() {
         let e = Error::Usage(format!(
             "the environment variable {var} is set but empty: unset it, or set it to a path"

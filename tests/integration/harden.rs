@@ -1001,3 +1001,64 @@ fn sigterm_in_the_lock_wait_ends_the_run_before_any_load() {
     );
     lock_is_free(&s);
 }
+
+/// A pipe whose buffer holds one page, that the test never reads.
+fn stuck_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::os::fd::AsRawFd;
+    let (r, w) = std::io::pipe().expect("pipe");
+    // SAFETY: fcntl on a descriptor this function owns.
+    let size = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(size > 0, "F_SETPIPE_SZ");
+    (r, w)
+}
+
+/// Issue 21.5: a reader that stops reading stdout (`--json`) or stderr
+/// (`-v`) neither blocks the run nor keeps the lock: the run ends as it
+/// would, and its event log says what its reader did not take.
+#[test]
+fn a_reader_that_stops_reading_does_not_block_the_run() {
+    let s = Scratch::new("stuck");
+    command_config(
+        &s,
+        r#"["sh", "-c", "yes 'a line of output' | head -c 2000000"]"#,
+        "1m",
+        "",
+    );
+    for (json, stream) in [(true, "stdout"), (false, "stderr")] {
+        let (reader, writer) = stuck_pipe();
+        let mut t = Test::with(&s)
+            .load("pc7", "img")
+            .attempt(1, 2)
+            .args(&["-v"]);
+        if json {
+            t = t.args(&["--json"]);
+        }
+        let mut cmd = t.command();
+        cmd.stdin(Stdio::null());
+        if json {
+            cmd.stdout(writer).stderr(Stdio::null());
+        } else {
+            cmd.stdout(Stdio::null()).stderr(writer);
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        // The Command kept the write end; `cmd` goes, `reader` stays open.
+        drop(cmd);
+        let code = common::wait_limit(&mut child, common::LIMIT);
+        assert_eq!(code, Some(0), "{stream}");
+        drop(reader);
+        let rec = record(&s);
+        assert_eq!(
+            (&rec["result"], &rec["exit_code"]),
+            (&"done".into(), &0.into())
+        );
+        let ev = s.events("pc7");
+        let warned = of_kind(&ev, "warn").into_iter().any(|w| {
+            w["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("{stream} was not read: ")))
+        });
+        assert!(warned, "{stream}: {:?}", of_kind(&ev, "warn"));
+        assert_eq!(ev.last().expect("events")["kind"], "run");
+    }
+    lock_is_free(&s);
+}
