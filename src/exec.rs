@@ -661,6 +661,38 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// When process `pid` started: clock ticks after boot, field 22 of
+/// `/proc/PID/stat`. With the pid it names one process for the whole boot
+/// (a pid alone is reused once the process is gone). None when there is
+/// no such process or it cannot be read.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the name (which may hold any byte but ends at the
+    // last `)`) start with the state, field 3.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): start times count
+/// from the boot, so a recorded process names its boot too.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// True when the process that was `pid`, started at `start` (see
+/// [`start_time`]) on boot `boot` (when known), still runs: the same pid
+/// with another start time is another process that got the pid; one that
+/// cannot be read (hidepid) does not count as running.
+pub fn still_runs(pid: u32, start: u64, boot: Option<&str>) -> bool {
+    if let (Some(b), Some(now)) = (boot, boot_id())
+        && b != now
+    {
+        return false;
+    }
+    i32::try_from(pid).is_ok_and(alive) && start_time(pid) == Some(start)
+}
+
 /// Sends `sig` to the child's process group, whose id is the child's pid
 /// (process_group(0)). An error means the group is empty already.
 fn signal_group(child: &Child, sig: Signal) {
@@ -775,6 +807,20 @@ mod tests {
         assert!(stat.contains(") Z"), "{stat}");
         assert!(!alive(pid), "zombie {pid} counted as alive");
         let _ = child.wait();
+    }
+
+    #[test]
+    fn a_process_is_its_pid_and_its_start_time() {
+        let me = std::process::id();
+        let start = start_time(me).expect("own start time");
+        let boot = boot_id();
+        assert!(still_runs(me, start, boot.as_deref()));
+        assert!(!still_runs(me, start + 1, boot.as_deref()), "another start");
+        assert!(!still_runs(me, start, Some("another-boot")));
+        let mut child = Command::new("true").spawn().expect("true runs");
+        let pid = child.id();
+        let _ = child.wait();
+        assert!(!still_runs(pid, start, None));
     }
 
     #[test]

@@ -116,6 +116,14 @@ pub struct LastRun {
     pub updated: String,
     /// The process that wrote it.
     pub pid: u32,
+    /// When that process started (clock ticks after boot, see
+    /// `exec::start_time`): with `pid` and `boot_id` it names the process,
+    /// whose pid alone another process may get once it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+    /// The boot that process ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// When the run before this one died while it ran: what it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
@@ -390,6 +398,18 @@ impl StateDir {
         Ok(Lock { file })
     }
 
+    /// True when a run holds the computer's lock now (this host, this
+    /// state directory); false when none does or there is no lock file.
+    pub fn lock_held(&self, computer: &str) -> bool {
+        let Ok(file) = File::open(self.computer_dir(computer).join("lock")) else {
+            return false;
+        };
+        matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        )
+    }
+
     /// Records the last run (atomically).
     pub fn write_last_run(&self, computer: &str, r: &LastRun) -> Result<()> {
         let dir = self.computer_dir(computer);
@@ -652,6 +672,11 @@ mod tests {
         assert!(err.to_string().contains(&pid), "{err}");
         drop(held);
         assert!(s.lock("pc7").is_ok(), "lock is free after drop");
+        assert!(!s.lock_held("pc7"));
+        let held = s.lock("pc7").expect("lock");
+        assert!(s.lock_held("pc7"));
+        drop(held);
+        assert!(!s.lock_held("pc7") && !s.lock_held("pc8"));
     }
 
     #[test]

@@ -1062,3 +1062,58 @@ fn a_reader_that_stops_reading_does_not_block_the_run() {
     }
     lock_is_free(&s);
 }
+
+/// Issue 21.5: a record that says "running" with the pid of a process
+/// that is not its run (the pid was reused) shows as stale, and
+/// `log --follow` ends at once; also for a record without a start time
+/// (an older reimage's), whose computer's lock nobody holds.
+#[test]
+fn a_reused_pid_is_not_a_running_run() {
+    let s = Scratch::new("reused");
+    command_config(&s, r#"["true"]"#, "1m", "");
+    Test::with(&s)
+        .load("pc7", "img")
+        .attempt(1, 2)
+        .run()
+        .code(0);
+    let mut other = Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = other.id();
+    // The run died mid-phase: its record says running, its log has no
+    // `run` event; and its pid now belongs to `other`.
+    let log = s.path("state/computers/pc7/events.jsonl");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let cut: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(r#""kind":"run""#))
+        .collect();
+    std::fs::write(&log, format!("{}\n", cut.join("\n"))).expect("log");
+    let mut rec = record(&s);
+    rec["result"] = "running".into();
+    rec["exit_code"] = Value::Null;
+    rec["pid"] = pid.into();
+    let rec_path = s.path("state/computers/pc7/last-run.json");
+    for older in [false, true] {
+        if older {
+            let o = rec.as_object_mut().expect("object");
+            o.remove("pid_start");
+            o.remove("boot_id");
+        } else {
+            assert!(rec["pid_start"].is_u64(), "{rec}");
+        }
+        std::fs::write(&rec_path, rec.to_string()).expect("record");
+        let r = Test::with(&s).args(&["status", "pc7"]).run();
+        r.code(0)
+            .stdout_has(&format!("stale (pid {pid} gone)"))
+            .stdout_lacks("running (pid");
+        let r = Test::with(&s)
+            .args(&["log", "pc7", "--follow"])
+            .limit(Duration::from_secs(60))
+            .run();
+        r.code(0).stdout_has("the run's process is gone");
+    }
+    let _ = other.kill();
+    let _ = other.wait();
+}
