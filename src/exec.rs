@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::outcome::Outcome;
 use crate::signal;
+use crate::tree::Tree;
 
 /// What a finished command left behind: one run here, or one run on the
 /// computer over a channel (`control`).
@@ -153,8 +154,11 @@ pub struct Cmd {
     pub argv: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
-    /// Killed (the whole process group) after this long.
+    /// Killed (the whole process tree) after this long.
     pub timeout: Duration,
+    /// The daemon it leaves is its point (QEMU's `-daemonize`): only its
+    /// process group ends with it, not its whole tree (see `tree`).
+    keeps_daemons: bool,
 }
 
 impl Cmd {
@@ -164,7 +168,17 @@ impl Cmd {
             argv: argv.iter().map(|s| s.as_ref().to_string()).collect(),
             env: Vec::new(),
             timeout,
+            keeps_daemons: false,
         }
+    }
+
+    /// Leaves the daemon the command starts (in a session of its own)
+    /// running when it ends: for a command whose daemon is the point, as
+    /// QEMU's `-daemonize` or a libvirt session daemon. Its process group
+    /// still ends with it.
+    pub fn keeps_daemons(mut self) -> Cmd {
+        self.keeps_daemons = true;
+        self
     }
 
     /// Adds an environment variable.
@@ -194,7 +208,7 @@ impl Cmd {
             let wait = r.next_wait(self.timeout, &mut pause);
             r.read_for(wait);
             if r.reap().is_err() {
-                kill_group(&mut r.child);
+                r.kill();
                 break;
             }
             if r.drained() {
@@ -202,7 +216,7 @@ impl Cmd {
             }
             if let Err(i) = signal::check() {
                 if r.exited.is_none() {
-                    kill_group(&mut r.child);
+                    r.kill();
                 }
                 return Err(ExecError::Interrupted(i));
             }
@@ -235,7 +249,8 @@ impl Cmd {
     }
 
     /// Starts it: no stdin, both outputs piped, in a process group of its
-    /// own, killed when reimage dies.
+    /// own and a process tree (`tree`: a cgroup leaf or a marker), killed
+    /// when reimage dies.
     fn start(&self) -> std::result::Result<Running, ExecError> {
         let Some((prog, args)) = self.argv.split_first() else {
             return Err(ExecError::Spawn(std::io::Error::new(
@@ -252,9 +267,11 @@ impl Cmd {
         for (k, v) in &self.env {
             c.env(k, v);
         }
+        let tree = Tree::new(self.keeps_daemons);
+        tree.prepare(&mut c);
         die_with_parent(&mut c);
         let start = Instant::now();
-        let mut child = c.spawn().map_err(ExecError::Spawn)?;
+        let mut child = tree.spawn(&mut c).map_err(ExecError::Spawn)?;
         let pipes = Pipes {
             out: child.stdout.take(),
             err: child.stderr.take(),
@@ -271,6 +288,7 @@ impl Cmd {
         .ok();
         Ok(Running {
             child,
+            tree,
             pipes,
             pidfd,
             start,
@@ -304,6 +322,8 @@ fn transient(e: &std::io::Error) -> bool {
 /// A started command, watched to its end.
 struct Running {
     child: Child,
+    /// Everything it starts; ended with it.
+    tree: Tree,
     pipes: Pipes,
     /// Readable when the child exits; None where the kernel has no pidfd.
     pidfd: Option<OwnedFd>,
@@ -332,17 +352,40 @@ impl Running {
         self.pipes.read_for(wait, watch);
     }
 
-    /// Notes the exit if the child exited; its group goes with it. Err: the
-    /// child cannot be waited for.
+    /// Notes the exit if the child exited; its group and its whole tree
+    /// go with it. Err: the child cannot be waited for.
     fn reap(&mut self) -> std::io::Result<()> {
         if self.exited.is_none()
             && let Some(st) = self.child.try_wait()?
         {
-            // The leader is gone; anything it left in its group goes with it.
+            self.tree.reaped(self.child.id());
+            // The leader is gone; anything it left goes with it: in its
+            // group, and wherever else it went (another session, a double
+            // fork).
             signal_group(&self.child, Signal::KILL);
+            let _ = self.tree.end(None);
             self.exited = Some((st, Instant::now()));
         }
         Ok(())
+    }
+
+    /// Ends a command that is still running: SIGTERM to its group and its
+    /// tree, a short grace for the command to exit, then SIGKILL to
+    /// everything, and the command reaped.
+    fn kill(&mut self) {
+        signal_group(&self.child, Signal::TERM);
+        self.tree.signal(Signal::TERM);
+        let pid = self.child.id();
+        let t = Instant::now();
+        // Watched without reaping it: until it is reaped its pid is its
+        // own, so the tree's end can look for what descends from it.
+        while i32::try_from(pid).is_ok_and(alive) && t.elapsed() < Duration::from_millis(500) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        signal_group(&self.child, Signal::KILL);
+        let _ = self.tree.end(Some(pid));
+        let _ = self.child.wait();
+        self.tree.reaped(pid);
     }
 
     /// It exited and its output is read: both pipes at their end, or the
@@ -352,9 +395,9 @@ impl Running {
             .is_some_and(|(_, at)| self.pipes.closed() || at.elapsed() >= DRAIN_GRACE)
     }
 
-    /// Kills the group at the timeout; the error keeps what it printed.
+    /// Kills the tree at the timeout; the error keeps what it printed.
     fn time_out(mut self, after: Duration) -> ExecError {
-        kill_group(&mut self.child);
+        self.kill();
         let [stdout, stderr] = self.pipes.tails.map(Tail::text);
         let partial = Output {
             status: -1,
@@ -699,20 +742,6 @@ fn signal_group(child: &Child, sig: Signal) {
     let _ = rustix::process::kill_process_group(Pid::from_child(child), sig);
 }
 
-/// SIGTERM to the child's whole group, a short grace, then SIGKILL.
-fn kill_group(child: &mut Child) {
-    signal_group(child, Signal::TERM);
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(500) {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    signal_group(child, Signal::KILL);
-    let _ = child.wait();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -821,6 +850,38 @@ mod tests {
         let pid = child.id();
         let _ = child.wait();
         assert!(!still_runs(pid, start, None));
+    }
+
+    #[test]
+    fn a_daemon_the_command_leaves_ends_with_it_unless_kept() {
+        let dir = std::env::temp_dir().join(format!("reimage-daemon-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let pidfile = dir.join("daemon");
+        // A new session, and its parent gone: out of the group's reach.
+        let script = format!(
+            "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.05; done",
+            p = pidfile.display()
+        );
+        for kept in [false, true] {
+            let _ = std::fs::remove_file(&pidfile);
+            let mut cmd = Cmd::new(&["sh", "-c", &script], Duration::from_secs(60));
+            if kept {
+                cmd = cmd.keeps_daemons();
+            }
+            let o = cmd.run().expect("sh runs");
+            assert_eq!(o.status, 0);
+            let pid: i32 = std::fs::read_to_string(&pidfile)
+                .expect("pid written")
+                .trim()
+                .parse()
+                .expect("pid");
+            assert_eq!(alive(pid), kept, "daemon {pid}, kept: {kept}");
+            if kept {
+                let _ =
+                    rustix::process::kill_process(Pid::from_raw(pid).expect("pid"), Signal::KILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

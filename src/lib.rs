@@ -13,9 +13,9 @@
 //! - `fleet`: the admin's views (status, log) over records and the store;
 //! - `report`, `state`, `coord`: events and logs; lock and records; the
 //!   site-wide lock and load-limit store;
-//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `stdio`, `outcome`,
-//!   `names`, `attempt`, `duration`, `encoding`, `xml`, `secret`, `error`:
-//!   shared mechanisms.
+//! - `wait`, `backoff`, `exec`, `tree`, `probe`, `signal`, `stdio`,
+//!   `outcome`, `names`, `attempt`, `duration`, `encoding`, `xml`,
+//!   `secret`, `error`: shared mechanisms.
 
 mod attempt;
 mod backoff;
@@ -43,6 +43,7 @@ mod signal;
 mod size;
 mod state;
 mod stdio;
+mod tree;
 mod wait;
 mod xml;
 
@@ -369,6 +370,17 @@ fn run(
         report.warn(&format!("cannot open the event log {}: {e}", log.display()));
     }
     report.start(&command);
+    // Before anything loads: what an earlier run left ends, and this run's
+    // commands get their process trees. Dropped (everything of them
+    // ended) before the lock is let go.
+    let _tree = match tree::Run::start(&state, &plan.computer.name, &report) {
+        Ok(t) => t,
+        Err(e) => {
+            report.warn(&e.to_string());
+            report.finish(e.code(), report::EventResult::Fatal, &e.to_string());
+            return Ok(e.code());
+        }
+    };
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         Job::Single(p, _, of) => (p.name(), of.unwrap_or(plan.max_attempts)),

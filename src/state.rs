@@ -278,7 +278,7 @@ impl StateDir {
 
     // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
     // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
-    // with lock, last-run.json, events.jsonl, preload.json,
+    // with lock, last-run.json, events.jsonl, preload.json, tree.json,
     // boot-id-before-load, known_hosts.before-load and ACCOUNT-password.
 
     /// The directory that holds one directory per computer.
@@ -306,6 +306,12 @@ impl StateDir {
     /// The computer's append-only event log.
     pub fn event_log(&self, computer: &str) -> PathBuf {
         self.computer_dir(computer).join("events.jsonl")
+    }
+
+    /// What the computer's running (or killed) run holds its commands'
+    /// processes in: its cgroup and marker (see `tree`).
+    pub fn tree_file(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join("tree.json")
     }
 
     /// The computer's last-run record ([`LastRun`], as JSON).

@@ -71,9 +71,10 @@ fn spawn(t: Test) -> Child {
         .expect("spawn reimage")
 }
 
-/// Issue 9.1: a load command that leaves a daemon (in its own session,
-/// holding stdout and stderr) ends when the command ends; one that runs on
-/// ends at its timeout; either way reimage does not wait for the daemon.
+/// Issue 9.1 and 21.2: a load command that leaves a daemon (in its own
+/// session, holding stdout and stderr) ends when the command ends, and the
+/// daemon with it; one that runs on ends at its timeout; either way
+/// reimage does not wait for the daemon.
 #[test]
 fn a_daemonizing_command_does_not_hang_the_run() {
     let s = Scratch::new("daemon");
@@ -81,12 +82,13 @@ fn a_daemonizing_command_does_not_hang_the_run() {
     let _guard = Daemon(daemon.clone());
     let argv = |rest: &str| {
         format!(
-            r#"["sh", "-c", "setsid sh -c 'echo $$ > {}; exec sleep 300' & sleep 0.3{rest}"]"#,
-            daemon.display()
+            r#"["sh", "-c", "setsid sh -c 'echo $$ > {d}; exec sleep 300' & while [ ! -s {d} ]; do sleep 0.05; done{rest}"]"#,
+            d = daemon.display()
         )
     };
-    // The command returns after 0.3 s; the daemon keeps the pipes. A run
-    // that waited for the daemon would end at the 10 s timeout (75).
+    // The command returns once the daemon wrote its pid; the daemon keeps
+    // the pipes. A run that waited for the daemon would end at the 10 s
+    // timeout (75).
     command_config(&s, &argv(""), "10s", "");
     let r = Test::with(&s)
         .load("pc7", "img")
@@ -94,7 +96,7 @@ fn a_daemonizing_command_does_not_hang_the_run() {
         .limit(Duration::from_secs(120))
         .run();
     let d = read_pid(&daemon);
-    assert!(alive(d), "the test's daemon {d} should still run");
+    assert!(!alive(d), "the daemon {d} outlived its load command");
     r.code(0);
     assert!(r.took < Duration::from_secs(30), "took {:?}", r.took);
     assert_eq!(record(&s)["result"], "done");

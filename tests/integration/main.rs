@@ -18,6 +18,7 @@ mod reuse;
 mod site;
 mod ssh;
 mod state;
+mod tree;
 mod vsphere;
 mod windows;
 mod xcat;
