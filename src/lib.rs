@@ -153,6 +153,14 @@ enum Job {
 
 /// The one dispatch over the subcommand.
 fn execute(cli: &Cli) -> Result<i32, Error> {
+    if !matches!(
+        cli.command,
+        Command::Provision(_) | Command::Load(_) | Command::PostLoad(_)
+    ) {
+        // A view holds nothing a run waits for: its output waits for its
+        // reader (a pager) rather than being dropped.
+        stdio::patient();
+    }
     let (target, job) = match &cli.command {
         Command::Completions(a) => return completions(a),
         Command::Check(a) => return check(cli, &load(cli)?, a),

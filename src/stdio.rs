@@ -7,9 +7,16 @@
 //!
 //! Where the thread cannot be started (the host is out of processes), a
 //! line is written directly, as before.
+//!
+//! The views (`status`, `log`, `check`) hold no lock and write what their
+//! reader asked for (`reimage log --all | less`): after [`patient`], a
+//! full queue makes the writer wait for the reader instead of dropping,
+//! and the exit waits until everything is written; either wait ends when
+//! a signal comes.
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,6 +61,16 @@ enum Writer {
     Running,
     /// No thread could be started: write directly.
     Direct,
+}
+
+/// Wait for the reader rather than drop (see [`patient`]).
+static PATIENT: AtomicBool = AtomicBool::new(false);
+
+/// From now on, a full queue waits for its reader (until a signal comes)
+/// instead of dropping, and the exit waits until the streams took
+/// everything: for the views, which hold nothing another run waits for.
+pub fn patient() {
+    PATIENT.store(true, Ordering::Relaxed);
 }
 
 /// reimage's stdout.
@@ -118,7 +135,21 @@ impl Stream {
             self.put(&data);
             return;
         }
-        if q.bytes + data.len() > MAX_PENDING {
+        let patient = PATIENT.load(Ordering::Relaxed);
+        while patient
+            && q.bytes > 0
+            && q.bytes + data.len() > MAX_PENDING
+            && crate::signal::caught().is_none()
+        {
+            q = self
+                .changed
+                .wait_timeout(q, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        // Patient, one write larger than the bound goes when the queue
+        // is empty.
+        if q.bytes + data.len() > MAX_PENDING && !(patient && q.bytes == 0) {
             q.dropped += 1;
             q.dropped_bytes += data.len() as u64;
             return;
@@ -180,19 +211,19 @@ impl Stream {
     /// shorten it: an interrupted run still gets its last lines out).
     /// True when the stream is drained.
     pub fn drain_for(&self, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
+        let start = Instant::now();
         let signalled = crate::signal::caught().is_some();
         let mut q = self.lock();
         loop {
             if q.chunks.is_empty() && q.busy == 0 {
                 return true;
             }
-            let now = Instant::now();
-            if now >= end || (!signalled && crate::signal::caught().is_some()) {
+            let waited = start.elapsed();
+            if waited >= limit || (!signalled && crate::signal::caught().is_some()) {
                 return false;
             }
             // Short slices: a signal is seen within 50 ms.
-            let slice = (end - now).min(Duration::from_millis(50));
+            let slice = (limit - waited).min(Duration::from_millis(50));
             q = self
                 .changed
                 .wait_timeout(q, slice)
@@ -220,9 +251,18 @@ impl Stream {
     }
 }
 
-/// Waits (each at most [`DRAIN`]) for both streams to take what is queued:
-/// called once as the process exits.
+/// Waits (each at most [`DRAIN`]; after [`patient`], until a signal comes)
+/// for both streams to take what is queued: called once as the process
+/// exits.
 pub fn drain_all() {
+    if PATIENT.load(Ordering::Relaxed) {
+        // Until a signal, also one that came before.
+        if crate::signal::caught().is_none() {
+            STDOUT.drain_for(Duration::MAX);
+            STDERR.drain_for(Duration::MAX);
+        }
+        return;
+    }
     STDOUT.drain_for(DRAIN);
     STDERR.drain_for(DRAIN);
 }

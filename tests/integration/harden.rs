@@ -1119,3 +1119,50 @@ fn a_reused_pid_is_not_a_running_run() {
     let _ = other.kill();
     let _ = other.wait();
 }
+
+/// Issue 21.5, for the views: `reimage log` holds no lock, so it waits
+/// for a reader that is slow (a pager) rather than dropping lines; and one
+/// whose reader never reads still ends on SIGTERM.
+#[test]
+fn a_view_waits_for_a_slow_reader_and_ends_on_sigterm() {
+    let s = Scratch::new("view");
+    command_config(&s, r#"["true"]"#, "1m", "");
+    // 4 MB of events: more than the pipe and the 1 MiB reimage queues.
+    let line = serde_json::json!({
+        "time": "2026-01-01T00:00:00.000Z", "kind": "info", "computer": "pc7",
+        "image": "img", "message": "x".repeat(1000),
+    })
+    .to_string();
+    let n = 4000;
+    s.write(
+        "state/computers/pc7/events.jsonl",
+        &format!("{}\n", vec![line.as_str(); n].join("\n")),
+    );
+    let (reader, writer) = stuck_pipe();
+    let mut cmd = Test::with(&s).args(&["log", "pc7", "--json"]).command();
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    // A reader that starts late, once reimage has had time to fill both.
+    std::thread::sleep(Duration::from_secs(2));
+    let got = BufReader::new(reader).lines().map_while(Result::ok).count();
+    assert_eq!(common::wait_limit(&mut child, common::LIMIT), Some(0));
+    assert_eq!(got, n, "lines dropped");
+
+    let (reader, writer) = stuck_pipe();
+    let mut cmd = Test::with(&s).args(&["log", "pc7", "--json"]).command();
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    assert!(
+        eventually(Duration::from_secs(30), || catches_sigterm(child.id())),
+        "reimage never caught SIGTERM"
+    );
+    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
+    assert!(common::wait_limit(&mut child, common::LIMIT).is_some());
+    drop(reader);
+}
