@@ -407,7 +407,12 @@ impl StateDir {
     /// True when a run holds the computer's lock now (this host, this
     /// state directory); false when none does or there is no lock file.
     pub fn lock_held(&self, computer: &str) -> bool {
-        let Ok(file) = File::open(self.computer_dir(computer).join("lock")) else {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(self.computer_dir(computer).join("lock"))
+        else {
             return false;
         };
         matches!(

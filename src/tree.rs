@@ -819,7 +819,12 @@ fn ours(cg: &Path, computer: &str, pid: u32) -> bool {
 /// The record at `path`, if there is one that parses (it is small: read
 /// at most 64 KiB).
 fn read_record(path: &Path) -> Option<Record> {
-    let file = std::fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .ok()?;
     let mut buf = Vec::new();
     file.take(64 * 1024).read_to_end(&mut buf).ok()?;
     serde_json::from_slice(&buf)
