@@ -1,6 +1,7 @@
 //! Runs external commands: from an argument vector (never a shell), in their
-//! own process group, with a timeout after which the whole group is killed,
-//! and stopped at once when reimage is interrupted.
+//! own process group and process tree (`tree`), with a timeout after which
+//! the whole tree is killed, stopped at once when reimage is interrupted,
+//! and whatever they leave behind ended when they exit.
 
 use rustix::process::{Pid, Signal};
 use std::io::Read;
@@ -195,9 +196,10 @@ impl Cmd {
     /// Runs it to the end, the timeout, or an interrupt.
     ///
     /// Its output is read here, with a deadline, never by a thread that is
-    /// joined: a daemon the command leaves behind (in another session, out
-    /// of reach of the group kill) may hold the pipes open for as long as
-    /// it likes, and reimage still returns at the timeout or the interrupt.
+    /// joined: a daemon the command leaves behind (one that escaped its
+    /// tree, or one it keeps, see [`Cmd::keeps_daemons`]) may hold the
+    /// pipes open for as long as it likes, and reimage still returns at
+    /// the timeout or the interrupt.
     /// Of each stream only the last [`KEEP_BYTES`] and [`KEEP_LINES`] are
     /// kept.
     pub fn run(&self) -> std::result::Result<Output, ExecError> {
@@ -425,7 +427,8 @@ impl Running {
 }
 
 /// How long output is still read after the command exited, for what a
-/// process it left behind (outside its group) may hold open.
+/// process it left behind (a daemon it keeps, or one that escaped) may
+/// hold open.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// The most of each output stream kept in memory, in bytes: the tail.
