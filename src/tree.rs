@@ -121,6 +121,13 @@ impl Run {
     /// run holds its commands' processes, records it, and says both in
     /// events.
     pub fn start(state: &StateDir, computer: &str, report: &Reporter) -> Result<Run, Error> {
+        if let Some(v) = std::env::var_os("REIMAGE_PROCESS_TREE")
+            && !["", "auto", "cgroup", "subreaper"].contains(&v.to_str().unwrap_or("?"))
+        {
+            return Err(Error::Usage(format!(
+                "REIMAGE_PROCESS_TREE is {v:?}: set it to auto, cgroup or subreaper, or unset it"
+            )));
+        }
         end_earlier(state, computer, report)?;
         let container = RUN.get_or_init(|| choose(computer));
         if container.cgroup.is_none()

@@ -256,3 +256,15 @@ fn a_still_running_earlier_run_keeps_the_next_one_out() {
         "(pid {me}, started 2026-01-01T00:00:00.000Z) still runs"
     ));
 }
+
+/// A value of REIMAGE_PROCESS_TREE that is none of the three is a usage
+/// error, not a silent default.
+#[test]
+fn an_unknown_mechanism_is_a_usage_error() {
+    let s = Scratch::new("tree-usage");
+    command_config(&s, r#"["true"]"#, "1m", "");
+    test(&s, "cgroups")
+        .run()
+        .code(64)
+        .stderr_has("REIMAGE_PROCESS_TREE is \"cgroups\": set it to auto, cgroup or subreaper");
+}
