@@ -241,6 +241,7 @@ fn run_cgroup(computer: &str) -> Result<PathBuf, String> {
             own.display()
         ));
     }
+    remove_stale(&own);
     let dir = own.join(format!("reimage-{computer}-{}", std::process::id()));
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
@@ -252,6 +253,28 @@ fn run_cgroup(computer: &str) -> Result<PathBuf, String> {
         return Err("the kernel's cgroup v2 has neither cgroup.kill nor cgroup.freeze".into());
     }
     Ok(dir)
+}
+
+/// Removes the empty cgroups that runs killed with SIGKILL left beside
+/// reimage (`reimage-COMPUTER-PID` whose PID no process has now): what
+/// still holds processes stays for that computer's next run, which ends
+/// it and says so (rmdir(2) refuses a cgroup that is not empty).
+fn remove_stale(own: &Path) {
+    for dir in subdirs(own) {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let pid = name
+            .strip_prefix("reimage-")
+            .and_then(|r| r.rsplit_once('-'))
+            .and_then(|(_, p)| p.parse::<i32>().ok());
+        if let Some(pid) = pid
+            && !crate::exec::alive(pid)
+            && cgroup_pids(&dir).is_empty()
+        {
+            remove_cgroup(&dir);
+        }
+    }
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or

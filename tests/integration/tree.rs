@@ -268,3 +268,58 @@ fn an_unknown_mechanism_is_a_usage_error() {
         .code(64)
         .stderr_has("REIMAGE_PROCESS_TREE is \"cgroups\": set it to auto, cgroup or subreaper");
 }
+
+/// This process's cgroup v2 directory (reimage's, when the test runs it).
+fn own_cgroup() -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mount = info
+        .lines()
+        .find_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            (tail.split_whitespace().next()? == "cgroup2")
+                .then(|| head.split_whitespace().nth(4).map(str::to_string))?
+        })
+        .expect("a cgroup v2 mount");
+    let own = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line");
+    std::path::Path::new(&mount).join(rel.trim_start_matches('/'))
+}
+
+/// A pid no process has now.
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().expect("true");
+    let pid = c.id();
+    let _ = c.wait();
+    pid
+}
+
+/// Runs killed with SIGKILL leave their cgroups beside reimage: a run in
+/// cgroup mode removes the empty ones and leaves one that still holds a
+/// process (for its computer's next run to end and report).
+#[test]
+fn empty_cgroups_of_killed_runs_are_removed() {
+    let s = Scratch::new("tree-stale");
+    command_config(&s, r#"["true"]"#, "1m", "");
+    let own = own_cgroup();
+    let empty = own.join(format!("reimage-gone-{}", dead_pid()));
+    std::fs::create_dir_all(empty.join("c1")).expect("an empty stale cgroup");
+    let busy = own.join(format!("reimage-busy-{}", dead_pid()));
+    std::fs::create_dir_all(busy.join("c1")).expect("a busy stale cgroup");
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("sleep");
+    std::fs::write(busy.join("c1/cgroup.procs"), sleeper.id().to_string()).expect("join");
+    let r = test(&s, "cgroup").run();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let busy_stayed = busy.join("c1").exists();
+    let _ = std::fs::remove_dir(busy.join("c1"));
+    let _ = std::fs::remove_dir(&busy);
+    r.code(0);
+    assert!(!empty.exists(), "{} left", empty.display());
+    assert!(busy_stayed, "a cgroup with a process in it was removed");
+}
