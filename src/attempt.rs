@@ -41,12 +41,24 @@ pub fn per_attempt(base: Duration, of: u32, growth: f64) -> String {
         .join(", ")
 }
 
-/// `base * growth^(number-1)`, saturating at a day-long ceiling so a silly
-/// growth factor cannot overflow.
+/// The most a timeout grows to: a week.
+pub const CEILING: Duration = Duration::from_secs(7 * 86_400);
+
+/// `base * growth^(number-1)`, saturating at [`CEILING`] so neither a silly
+/// growth factor nor a huge attempt number (`--attempt 4000000000`) can
+/// overflow or wrap; it never shrinks below `base` (growth is at least 1).
 pub fn scale(base: Duration, number: u32, growth: f64) -> Duration {
-    let f = growth.powi(number.saturating_sub(1) as i32);
-    let secs = (base.as_secs_f64() * f).min(7.0 * 86_400.0);
-    Duration::from_secs_f64(secs.max(0.0))
+    if base.is_zero() || base >= CEILING {
+        return base.min(CEILING);
+    }
+    // An exponent past i32 saturates: the factor is then infinite (or 1).
+    let exp = i32::try_from(number.saturating_sub(1)).unwrap_or(i32::MAX);
+    let f = growth.max(1.0).powi(exp);
+    let secs = base.as_secs_f64() * f;
+    if !secs.is_finite() || secs >= CEILING.as_secs_f64() {
+        return CEILING;
+    }
+    Duration::from_secs_f64(secs).max(base)
 }
 
 #[cfg(test)]
@@ -70,5 +82,16 @@ mod tests {
             "1m, 1m30s, 2m15s"
         );
         assert_eq!(per_attempt(Duration::from_secs(60), 1, 2.0), "1m");
+    }
+
+    #[test]
+    fn huge_attempt_numbers_saturate_and_never_wrap_to_zero() {
+        let m = Duration::from_secs(60);
+        for n in [1 << 31, (1 << 31) + 1, u32::MAX] {
+            assert_eq!(scale(m, n, 1.5), CEILING, "attempt {n}");
+            assert_eq!(scale(m, n, 1.0), m, "attempt {n}, no growth");
+        }
+        assert_eq!(scale(Duration::ZERO, u32::MAX, 2.0), Duration::ZERO);
+        assert_eq!(scale(CEILING * 2, 1, 1.0), CEILING);
     }
 }

@@ -18,6 +18,10 @@ pub enum Error {
     Locked(String),
     /// The coordination store could not be used (exit 69).
     Store(String),
+    /// A signal (or the loss of the coordination store) stopped the run
+    /// before its first phase (exit 128 plus the signal's number; 69 for
+    /// the store).
+    Interrupted(crate::signal::Interrupted),
     /// Anything else that stopped the run (exit 1).
     Fatal(anyhow::Error),
 }
@@ -30,6 +34,7 @@ impl Error {
             Error::Config(_) => EXIT_CONFIG,
             Error::Locked(_) => EXIT_LOCKED,
             Error::Store(_) => EXIT_STORE,
+            Error::Interrupted(i) => i.code(),
             Error::Fatal(_) => EXIT_FATAL,
         }
     }
@@ -43,6 +48,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Locked(_) => "locked",
             Error::Store(_) => "store",
+            Error::Interrupted(_) => "interrupted",
             Error::Fatal(_) => "fatal",
         }
     }
@@ -54,12 +60,19 @@ impl fmt::Display for Error {
             Error::Usage(m) | Error::Config(m) | Error::Locked(m) | Error::Store(m) => {
                 f.write_str(m)
             }
+            Error::Interrupted(i) => write!(f, "{i}"),
             Error::Fatal(e) => write!(f, "{e:#}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<crate::signal::Interrupted> for Error {
+    fn from(i: crate::signal::Interrupted) -> Error {
+        Error::Interrupted(i)
+    }
+}
 
 impl From<anyhow::Error> for Error {
     fn from(e: anyhow::Error) -> Error {

@@ -1,6 +1,7 @@
 //! Runs external commands: from an argument vector (never a shell), in their
-//! own process group, with a timeout after which the whole group is killed,
-//! and stopped at once when reimage is interrupted.
+//! own process group and process tree (`tree`), with a timeout after which
+//! the whole tree is killed, stopped at once when reimage is interrupted,
+//! and whatever they leave behind ended when they exit.
 
 use rustix::process::{Pid, Signal};
 use std::io::Read;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::outcome::Outcome;
 use crate::signal;
+use crate::tree::Tree;
 
 /// What a finished command left behind: one run here, or one run on the
 /// computer over a channel (`control`).
@@ -34,17 +36,22 @@ impl Output {
         self.status == 0
     }
 
-    /// stdout and stderr together, trimmed, for error messages.
+    /// stdout and stderr together, trimmed, for error messages and output
+    /// events. What either stream dropped is counted in one note at the
+    /// top, so a later [`bounded`] still counts it (a note in the middle,
+    /// behind stdout, would be cut away uncounted).
     pub fn text(&self) -> String {
-        let mut s = self.stdout.trim().to_string();
-        let e = self.stderr.trim();
+        let (out_dropped, out) = split_note(&self.stdout);
+        let (err_dropped, err) = split_note(&self.stderr);
+        let mut s = out.trim().to_string();
+        let e = err.trim();
         if !e.is_empty() {
             if !s.is_empty() {
                 s.push('\n');
             }
             s.push_str(e);
         }
-        s
+        with_note(&s, out_dropped + err_dropped)
     }
 }
 
@@ -129,6 +136,9 @@ impl ExecError {
                     hint(hints.timeout)
                 ))
             }
+            ExecError::Spawn(e) if transient(&e) => Outcome::Retry(anyhow::anyhow!(
+                "{what}: cannot start `{shown}` now: {e}: this host is short of processes, memory or open files (tried {SPAWN_TRIES} times); a later attempt may succeed"
+            )),
             ExecError::Spawn(e) => Outcome::Fatal(anyhow::anyhow!(
                 "{what}: cannot start `{shown}`: {e}{}",
                 hint(hints.spawn)
@@ -145,8 +155,11 @@ pub struct Cmd {
     pub argv: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
-    /// Killed (the whole process group) after this long.
+    /// Killed (the whole process tree) after this long.
     pub timeout: Duration,
+    /// The daemon it leaves is its point (QEMU's `-daemonize`): only its
+    /// process group ends with it, not its whole tree (see `tree`).
+    keeps_daemons: bool,
 }
 
 impl Cmd {
@@ -156,7 +169,17 @@ impl Cmd {
             argv: argv.iter().map(|s| s.as_ref().to_string()).collect(),
             env: Vec::new(),
             timeout,
+            keeps_daemons: false,
         }
+    }
+
+    /// Leaves the daemon the command starts (in a session of its own)
+    /// running when it ends: for a command whose daemon is the point, as
+    /// QEMU's `-daemonize` or a libvirt session daemon. Its process group
+    /// still ends with it.
+    pub fn keeps_daemons(mut self) -> Cmd {
+        self.keeps_daemons = true;
+        self
     }
 
     /// Adds an environment variable.
@@ -173,20 +196,21 @@ impl Cmd {
     /// Runs it to the end, the timeout, or an interrupt.
     ///
     /// Its output is read here, with a deadline, never by a thread that is
-    /// joined: a daemon the command leaves behind (in another session, out
-    /// of reach of the group kill) may hold the pipes open for as long as
-    /// it likes, and reimage still returns at the timeout or the interrupt.
+    /// joined: a daemon the command leaves behind (one that escaped its
+    /// tree, or one it keeps, see [`Cmd::keeps_daemons`]) may hold the
+    /// pipes open for as long as it likes, and reimage still returns at
+    /// the timeout or the interrupt.
     /// Of each stream only the last [`KEEP_BYTES`] and [`KEEP_LINES`] are
     /// kept.
     pub fn run(&self) -> std::result::Result<Output, ExecError> {
-        let mut r = self.start()?;
+        let mut r = self.start_retrying()?;
         // Without a pidfd: look for the exit after 2 ms, then ever later.
         let mut pause = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
         loop {
             let wait = r.next_wait(self.timeout, &mut pause);
             r.read_for(wait);
             if r.reap().is_err() {
-                kill_group(&mut r.child);
+                r.kill();
                 break;
             }
             if r.drained() {
@@ -194,7 +218,7 @@ impl Cmd {
             }
             if let Err(i) = signal::check() {
                 if r.exited.is_none() {
-                    kill_group(&mut r.child);
+                    r.kill();
                 }
                 return Err(ExecError::Interrupted(i));
             }
@@ -208,8 +232,27 @@ impl Cmd {
         Ok(r.output())
     }
 
+    /// Starts it; a start that fails for want of processes, memory or
+    /// descriptors (fork's EAGAIN, EMFILE) is tried again after a short
+    /// pause, [`SPAWN_TRIES`] times in all, unless a signal arrives.
+    fn start_retrying(&self) -> std::result::Result<Running, ExecError> {
+        let mut pause = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let mut tries = 1;
+        loop {
+            signal::check().map_err(ExecError::Interrupted)?;
+            match self.start() {
+                Err(ExecError::Spawn(e)) if transient(&e) && tries < SPAWN_TRIES => {
+                    tries += 1;
+                    signal::sleep(pause.next_pause()).map_err(ExecError::Interrupted)?;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Starts it: no stdin, both outputs piped, in a process group of its
-    /// own, killed when reimage dies.
+    /// own and a process tree (`tree`: a cgroup leaf or a marker), killed
+    /// when reimage dies.
     fn start(&self) -> std::result::Result<Running, ExecError> {
         let Some((prog, args)) = self.argv.split_first() else {
             return Err(ExecError::Spawn(std::io::Error::new(
@@ -226,9 +269,11 @@ impl Cmd {
         for (k, v) in &self.env {
             c.env(k, v);
         }
+        let tree = Tree::new(self.keeps_daemons);
+        tree.prepare(&mut c);
         die_with_parent(&mut c);
         let start = Instant::now();
-        let mut child = c.spawn().map_err(ExecError::Spawn)?;
+        let mut child = tree.spawn(&mut c).map_err(ExecError::Spawn)?;
         let pipes = Pipes {
             out: child.stdout.take(),
             err: child.stderr.take(),
@@ -245,6 +290,7 @@ impl Cmd {
         .ok();
         Ok(Running {
             child,
+            tree,
             pipes,
             pidfd,
             start,
@@ -253,9 +299,33 @@ impl Cmd {
     }
 }
 
+/// How often a start that fails for want of resources is tried.
+pub const SPAWN_TRIES: u32 = 3;
+
+/// A start failure that says nothing about the command, only that the host
+/// is short of something now: processes (EAGAIN from fork), memory, open
+/// files (per process or for the whole system), kernel buffers.
+fn transient(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error()
+        .map(Errno::from_raw_os_error)
+        .is_some_and(|n| {
+            [
+                Errno::AGAIN,
+                Errno::NOMEM,
+                Errno::MFILE,
+                Errno::NFILE,
+                Errno::NOBUFS,
+            ]
+            .contains(&n)
+        })
+}
+
 /// A started command, watched to its end.
 struct Running {
     child: Child,
+    /// Everything it starts; ended with it.
+    tree: Tree,
     pipes: Pipes,
     /// Readable when the child exits; None where the kernel has no pidfd.
     pidfd: Option<OwnedFd>,
@@ -284,17 +354,40 @@ impl Running {
         self.pipes.read_for(wait, watch);
     }
 
-    /// Notes the exit if the child exited; its group goes with it. Err: the
-    /// child cannot be waited for.
+    /// Notes the exit if the child exited; its group and its whole tree
+    /// go with it. Err: the child cannot be waited for.
     fn reap(&mut self) -> std::io::Result<()> {
         if self.exited.is_none()
             && let Some(st) = self.child.try_wait()?
         {
-            // The leader is gone; anything it left in its group goes with it.
+            self.tree.reaped(self.child.id());
+            // The leader is gone; anything it left goes with it: in its
+            // group, and wherever else it went (another session, a double
+            // fork).
             signal_group(&self.child, Signal::KILL);
+            let _ = self.tree.end(None);
             self.exited = Some((st, Instant::now()));
         }
         Ok(())
+    }
+
+    /// Ends a command that is still running: SIGTERM to its group and its
+    /// tree, a short grace for the command to exit, then SIGKILL to
+    /// everything, and the command reaped.
+    fn kill(&mut self) {
+        signal_group(&self.child, Signal::TERM);
+        self.tree.signal(Signal::TERM);
+        let pid = self.child.id();
+        let t = Instant::now();
+        // Watched without reaping it: until it is reaped its pid is its
+        // own, so the tree's end can look for what descends from it.
+        while i32::try_from(pid).is_ok_and(alive) && t.elapsed() < Duration::from_millis(500) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        signal_group(&self.child, Signal::KILL);
+        let _ = self.tree.end(Some(pid));
+        let _ = self.child.wait();
+        self.tree.reaped(pid);
     }
 
     /// It exited and its output is read: both pipes at their end, or the
@@ -304,9 +397,9 @@ impl Running {
             .is_some_and(|(_, at)| self.pipes.closed() || at.elapsed() >= DRAIN_GRACE)
     }
 
-    /// Kills the group at the timeout; the error keeps what it printed.
+    /// Kills the tree at the timeout; the error keeps what it printed.
     fn time_out(mut self, after: Duration) -> ExecError {
-        kill_group(&mut self.child);
+        self.kill();
         let [stdout, stderr] = self.pipes.tails.map(Tail::text);
         let partial = Output {
             status: -1,
@@ -334,7 +427,8 @@ impl Running {
 }
 
 /// How long output is still read after the command exited, for what a
-/// process it left behind (outside its group) may hold open.
+/// process it left behind (a daemon it keeps, or one that escaped) may
+/// hold open.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// The most of each output stream kept in memory, in bytes: the tail.
@@ -361,12 +455,15 @@ impl Tail {
         }
     }
 
-    /// The kept text, with a first line that says what was dropped.
+    /// The kept text, with a first line that says what was dropped. The
+    /// bytes are cut before they are read as (lossy) UTF-8, so the note
+    /// counts the command's bytes, not the replacement characters that
+    /// stand for invalid ones.
     fn text(self) -> String {
         let earlier = self.total - self.buf.len() as u64;
-        let text = String::from_utf8_lossy(&self.buf);
-        let (kept, dropped) = tail(&text, KEEP_BYTES, KEEP_LINES);
-        with_note(kept, earlier + dropped as u64)
+        let start = tail_start(&self.buf, KEEP_BYTES, KEEP_LINES);
+        let text = String::from_utf8_lossy(&self.buf[start..]);
+        with_note(&text, earlier + start as u64)
     }
 }
 
@@ -398,6 +495,28 @@ pub fn tail(s: &str, max_bytes: usize, max_lines: usize) -> (&str, usize) {
         start = s.len();
     }
     (&s[start..], start)
+}
+
+/// Where the end of `b` starts that holds at most `max_bytes` bytes (from
+/// the start of a UTF-8 character where one is near) and `max_lines` lines.
+fn tail_start(b: &[u8], max_bytes: usize, max_lines: usize) -> usize {
+    let mut start = b.len().saturating_sub(max_bytes);
+    // A continuation byte (10xxxxxx) is inside a character: at most 3.
+    let mut skip = 0;
+    while start < b.len() && skip < 3 && b[start] & 0xC0 == 0x80 {
+        start += 1;
+        skip += 1;
+    }
+    let body = &b[start..];
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    if max_lines == 0 {
+        return b.len();
+    }
+    let mut newlines = body.iter().enumerate().rev().filter(|(_, c)| **c == b'\n');
+    if let Some((i, _)) = newlines.nth(max_lines - 1) {
+        start += i + 1;
+    }
+    start
 }
 
 /// A command's output for an event: its tail of at most `max_bytes` and
@@ -588,24 +707,42 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// When process `pid` started: clock ticks after boot, field 22 of
+/// `/proc/PID/stat`. With the pid it names one process for the whole boot
+/// (a pid alone is reused once the process is gone). None when there is
+/// no such process or it cannot be read.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the name (which may hold any byte but ends at the
+    // last `)`) start with the state, field 3.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): start times count
+/// from the boot, so a recorded process names its boot too.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// True when the process that was `pid`, started at `start` (see
+/// [`start_time`]) on boot `boot` (when known), still runs: the same pid
+/// with another start time is another process that got the pid; one that
+/// cannot be read (hidepid) does not count as running.
+pub fn still_runs(pid: u32, start: u64, boot: Option<&str>) -> bool {
+    if let (Some(b), Some(now)) = (boot, boot_id())
+        && b != now
+    {
+        return false;
+    }
+    i32::try_from(pid).is_ok_and(alive) && start_time(pid) == Some(start)
+}
+
 /// Sends `sig` to the child's process group, whose id is the child's pid
 /// (process_group(0)). An error means the group is empty already.
 fn signal_group(child: &Child, sig: Signal) {
     let _ = rustix::process::kill_process_group(Pid::from_child(child), sig);
-}
-
-/// SIGTERM to the child's whole group, a short grace, then SIGKILL.
-fn kill_group(child: &mut Child) {
-    signal_group(child, Signal::TERM);
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(500) {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    signal_group(child, Signal::KILL);
-    let _ = child.wait();
 }
 
 #[cfg(test)]
@@ -634,6 +771,30 @@ mod tests {
         let long = "x".repeat(1000);
         let s = shorten(&long, 100);
         assert!(s.len() < 150 && s.contains("900 bytes not kept"), "{s}");
+    }
+
+    #[test]
+    fn notes_count_the_bytes_the_command_wrote() {
+        let mut t = Tail::default();
+        // Invalid UTF-8 shows as 3-byte replacement characters: the note
+        // still counts the command's bytes.
+        let junk = vec![0xFFu8; 3 * KEEP_BYTES];
+        t.push(&junk);
+        t.push(b"\nEND\n");
+        let total = t.total;
+        let text = t.text();
+        let (dropped, kept) = split_note(&text);
+        let kept_raw = kept.replace('\u{FFFD}', "x").len() as u64;
+        assert_eq!(dropped + kept_raw, total, "{}", &text[..80]);
+        // A note of each stream ends up as one note at the top of text().
+        let o = Output {
+            stdout: format!("{}\nout\n", dropped_note(7)),
+            stderr: format!("{}\nerr\n", dropped_note(3_000_000)),
+            ..Output::default()
+        };
+        assert_eq!(o.text(), format!("{}\nout\nerr", dropped_note(3_000_007)));
+        let b = bounded(&o.text(), 3, 10);
+        assert_eq!(b, format!("{}\nerr", dropped_note(3_000_011)));
     }
 
     #[test]
@@ -678,6 +839,52 @@ mod tests {
         assert!(stat.contains(") Z"), "{stat}");
         assert!(!alive(pid), "zombie {pid} counted as alive");
         let _ = child.wait();
+    }
+
+    #[test]
+    fn a_process_is_its_pid_and_its_start_time() {
+        let me = std::process::id();
+        let start = start_time(me).expect("own start time");
+        let boot = boot_id();
+        assert!(still_runs(me, start, boot.as_deref()));
+        assert!(!still_runs(me, start + 1, boot.as_deref()), "another start");
+        assert!(!still_runs(me, start, Some("another-boot")));
+        let mut child = Command::new("true").spawn().expect("true runs");
+        let pid = child.id();
+        let _ = child.wait();
+        assert!(!still_runs(pid, start, None));
+    }
+
+    #[test]
+    fn a_daemon_the_command_leaves_ends_with_it_unless_kept() {
+        let dir = std::env::temp_dir().join(format!("reimage-daemon-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let pidfile = dir.join("daemon");
+        // A new session, and its parent gone: out of the group's reach.
+        let script = format!(
+            "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.05; done",
+            p = pidfile.display()
+        );
+        for kept in [false, true] {
+            let _ = std::fs::remove_file(&pidfile);
+            let mut cmd = Cmd::new(&["sh", "-c", &script], Duration::from_secs(60));
+            if kept {
+                cmd = cmd.keeps_daemons();
+            }
+            let o = cmd.run().expect("sh runs");
+            assert_eq!(o.status, 0);
+            let pid: i32 = std::fs::read_to_string(&pidfile)
+                .expect("pid written")
+                .trim()
+                .parse()
+                .expect("pid");
+            assert_eq!(alive(pid), kept, "daemon {pid}, kept: {kept}");
+            if kept {
+                let _ =
+                    rustix::process::kill_process(Pid::from_raw(pid).expect("pid"), Signal::KILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -94,6 +94,10 @@ struct Record {
     started: Option<String>,
     updated: Option<String>,
     pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pid_start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
 }
 
 impl Record {
@@ -104,9 +108,19 @@ impl Record {
     }
 }
 
-/// Whether the run's process `pid` still runs on this host.
-fn alive(pid: u32) -> bool {
-    i32::try_from(pid).is_ok_and(crate::exec::alive)
+impl Record {
+    /// Whether the run that wrote the record still runs on this host: its
+    /// process (pid and start time; a pid alone may belong to another
+    /// process by now). A record an older reimage wrote has no start time:
+    /// its run counts as running while the computer's lock is held.
+    fn still_runs(&self, state: &StateDir, computer: &str) -> bool {
+        match (self.pid, self.pid_start) {
+            (Some(pid), Some(start)) => {
+                crate::exec::still_runs(pid, start, self.boot_id.as_deref())
+            }
+            _ => state.lock_held(computer),
+        }
+    }
 }
 
 /// The computer's last-run record: none, one that parses, or why it does
@@ -126,15 +140,16 @@ fn read_record(state: &StateDir, computer: &str) -> Result<Option<Result<Record,
     })))
 }
 
-/// Is a run in progress, and where.
-fn run_state(rec: Option<&Record>, holder: Option<&Holder>) -> String {
+/// Is a run in progress, and where; `runs` says whether the record's run
+/// still runs.
+fn run_state(rec: Option<&Record>, holder: Option<&Holder>, runs: bool) -> String {
     if let Some(h) = holder {
         return format!("running on {} (pid {})", h.host, h.pid);
     }
     match rec {
         None => "never run".into(),
         Some(r) if r.says_running() => match r.pid {
-            Some(p) if alive(p) => format!("running (pid {p})"),
+            Some(p) if runs => format!("running (pid {p})"),
             Some(p) => format!("stale (pid {p} gone)"),
             None => "stale".into(),
         },
@@ -240,7 +255,8 @@ impl<'a> Seen<'a> {
             Some(Err(e)) => (Some(Record::default()), Some(e)),
             None => (None, None),
         };
-        let run = run_state(record.as_ref(), holder);
+        let runs = record.as_ref().is_some_and(|r| r.still_runs(state, name));
+        let run = run_state(record.as_ref(), holder, runs);
         Ok(Seen {
             name,
             record,
@@ -735,7 +751,7 @@ fn follow(
             );
         }
         let running = match read_record(state, computer) {
-            Ok(Some(Ok(r))) => r.says_running() && r.pid.is_some_and(alive),
+            Ok(Some(Ok(r))) => r.says_running() && r.still_runs(state, computer),
             _ => false,
         };
         if !running {

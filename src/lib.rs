@@ -28,9 +28,11 @@
 //! - `report`, `state`, `coord`: events and logs; lock and records, and the
 //!   state directory's layout (in `state` only) as a trust boundary, read
 //!   with bounds; the site-wide lock and load-limit store;
-//! - `wait`, `backoff`, `exec`, `probe`, `signal`, `outcome`, `names`,
-//!   `attempt`, `duration`, `encoding`, `xml`, `secret`, `tls`, `error`:
-//!   shared mechanisms (`backoff` the one backoff, `exec::Output` the one
+//! - `wait`, `backoff`, `exec`, `tree`, `probe`, `signal`, `stdio`,
+//!   `outcome`, `names`, `attempt`, `duration`, `encoding`, `xml`,
+//!   `secret`, `tls`, `error`: shared mechanisms (`backoff` the one backoff,
+//!   `tree` the process trees commands start, `stdio` stdout and stderr
+//!   that never block a run, `exec::Output` the one
 //!   command output, `names` the one table of names per enum, `tls` the
 //!   certificate trust of the HTTPS clients: vSphere's and WinRM's).
 //!
@@ -62,7 +64,9 @@ mod secret;
 mod signal;
 mod size;
 mod state;
+mod stdio;
 mod tls;
+mod tree;
 mod wait;
 mod xml;
 
@@ -75,8 +79,16 @@ pub use error::Error;
 use outcome::EXIT_USAGE;
 use runner::Phase;
 
-/// Runs reimage with the process's arguments and returns the exit code.
+/// Runs reimage with the process's arguments and returns the exit code,
+/// once its stdout and stderr took what was written (or a short while
+/// passed: a reader that does not read cannot hold the exit).
 pub fn main() -> i32 {
+    let code = run_main();
+    stdio::drain_all();
+    code
+}
+
+fn run_main() -> i32 {
     if let Some(var) = empty_env() {
         let e = Error::Usage(format!(
             "the environment variable {var} is set but empty: unset it, or set it to a path"
@@ -182,6 +194,14 @@ enum Job {
 
 /// The one dispatch over the subcommand.
 fn execute(cli: &Cli) -> Result<i32, Error> {
+    if !matches!(
+        cli.command,
+        Command::Provision(_) | Command::Load(_) | Command::PostLoad(_)
+    ) {
+        // A view holds nothing a run waits for: its output waits for its
+        // reader (a pager) rather than being dropped.
+        stdio::patient();
+    }
     let (target, job) = match &cli.command {
         Command::Completions(a) => return completions(a),
         Command::Check(a) => return check(cli, &load(cli)?, a),
@@ -556,6 +576,17 @@ fn run(
     );
     let log = open_event_log(&state, &plan.computer.name, loaded, &dir, &report)?;
     start_events(&report, &command, hold.note(), &plan);
+    // Before anything loads: what an earlier run left ends, and this run's
+    // commands get their process trees. Dropped (everything of them
+    // ended) before the lock is let go.
+    let _tree = match tree::Run::start(&state, &plan.computer.name, &report) {
+        Ok(t) => t,
+        Err(e) => {
+            report.warn(&e.to_string());
+            report.finish(e.code(), report::EventResult::Fatal, &e.to_string());
+            return Ok(e.code());
+        }
+    };
     let (name, of) = match job {
         Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
         // Without --of, an attempt past the plan's count is the last one

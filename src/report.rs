@@ -355,6 +355,40 @@ impl Reporter {
         }
     }
 
+    /// Tells the event log (only: the screen is what failed) what stdout
+    /// and stderr could not take, after a short wait for them to drain.
+    fn note_lost(&self, inner: &mut Inner) {
+        for s in [&crate::stdio::STDOUT, &crate::stdio::STDERR] {
+            s.drain_for(crate::stdio::DRAIN);
+            let lost = s.lost();
+            if lost.none() {
+                continue;
+            }
+            let mut what = Vec::new();
+            if lost.dropped > 0 {
+                what.push(format!(
+                    "{} writes ({} bytes) were dropped",
+                    lost.dropped, lost.dropped_bytes
+                ));
+            }
+            if lost.pending_bytes > 0 {
+                what.push(format!(
+                    "{} bytes were still waiting at the run's end",
+                    lost.pending_bytes
+                ));
+            }
+            let mut e = self.base(inner, EventKind::Warn);
+            e.message = Some(format!(
+                "{} was not read: {} (its reader stopped reading; the run went on)",
+                s.name(),
+                what.join(", and ")
+            ));
+            if let Ok(line) = serde_json::to_string(&e) {
+                self.log_line(inner, &line);
+            }
+        }
+    }
+
     /// A run of `command` starts: marks where its events begin in the event
     /// log (`reimage log` splits runs there). Not shown on a terminal.
     pub fn start(&self, command: &str) {
@@ -389,6 +423,11 @@ impl Reporter {
                 ProgressStyle::with_template("{spinner} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
+            // Through the stderr writer: a stopped terminal (Ctrl-S)
+            // drops redraws instead of blocking the run.
+            bar.set_draw_target(indicatif::ProgressDrawTarget::term_like(Box::new(
+                crate::stdio::Term,
+            )));
             bar.enable_steady_tick(Duration::from_millis(120));
             i.bar = Some(bar);
         }
@@ -456,6 +495,7 @@ impl Reporter {
             bar.finish_and_clear();
         }
         i.step = None;
+        self.note_lost(&mut i);
         let mut e = self.base(&i, EventKind::Run);
         e.code = Some(code);
         e.result = Some(result);
@@ -629,16 +669,15 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Writes one line to stderr; a closed or broken stderr is ignored, so it
-/// can neither end nor change the run.
+/// can neither end nor change the run, and one whose reader does not read
+/// never blocks it (see `stdio`).
 pub fn stderr_line(line: &str) {
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "{line}");
+    crate::stdio::STDERR.write(format!("{line}\n").into_bytes());
 }
 
-/// Writes one line to stdout and flushes it; a closed stdout is ignored.
+/// Writes one line to stdout; as [`stderr_line`].
 pub fn stdout_line(line: &str) {
-    let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "{line}").and_then(|_| o.flush());
+    crate::stdio::STDOUT.write(format!("{line}\n").into_bytes());
 }
 
 #[cfg(test)]

@@ -99,6 +99,8 @@ impl Runner<'_> {
             started: now.clone(),
             updated: now,
             pid: std::process::id(),
+            pid_start: crate::exec::start_time(std::process::id()),
+            boot_id: crate::exec::boot_id(),
             previous: None,
         }
     }

@@ -13,16 +13,20 @@
 //! interrupted, every later sleep returns at once and the run winds down.
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// The number of the signal that arrived last; 0 for none.
 static CAUGHT: LazyLock<Arc<AtomicUsize>> = LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
+/// Set when SIGXFSZ came; nothing reads it: a flag is signal-hook's safe
+/// handler that does nothing else (the failed write says EFBIG itself).
+static FILE_TOO_LARGE: LazyLock<Arc<AtomicBool>> =
+    LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 /// Why the coordination store counts as lost.
 static LOST: Mutex<String> = Mutex::new(String::new());
 /// The wake-up pair: (read end, write end). None when the process cannot
@@ -62,7 +66,16 @@ pub fn stop_store_lost(why: String) {
 /// [`CAUGHT`] (signal-hook's handler does only that atomic store), then
 /// writes a byte to the wake-up pair (a non-blocking send; the handlers run
 /// in the order registered, so the flag is set before any sleeper wakes).
+///
+/// SIGXFSZ (a write past the file size limit, `ulimit -f`) is caught and
+/// does nothing, so such a write fails with EFBIG and is reported like a
+/// full disk instead of killing reimage with a torn line and a record that
+/// says "running". The commands reimage runs get the default action back
+/// at exec, as with every caught signal.
 pub fn install() {
+    if let Err(e) = signal_hook::flag::register(SIGXFSZ, Arc::clone(&FILE_TOO_LARGE)) {
+        let _ = writeln!(std::io::stderr(), "reimage: cannot catch SIGXFSZ: {e}");
+    }
     for sig in [SIGINT, SIGTERM, SIGHUP] {
         // Fails only for signals that may not be caught (SIGKILL, SIGSTOP).
         if let Err(e) = signal_hook::flag::register_usize(sig, Arc::clone(&CAUGHT), sig as usize) {
@@ -85,23 +98,75 @@ fn wake_fd() -> Option<BorrowedFd<'static>> {
 
 /// One poll(2) on `fds` for at most `d` that also ends when a signal
 /// arrives (without the wake-up pair: after at most 50 ms). The callers
-/// read each descriptor's `revents` (all empty after an error: EINTR from
-/// a stop/continue); a signal shows in [`check`].
+/// read each descriptor's `revents` (all empty after an error); a signal
+/// shows in [`check`].
+///
+/// The end is an absolute time on the monotonic clock (a timer descriptor
+/// of this thread), not a relative timeout: the kernel restarts a ppoll
+/// that a stop (SIGSTOP, SIGTSTP) interrupted with the time that was left
+/// when it stopped, so a relative timeout would end late by as long as the
+/// process was stopped. Without a timer descriptor (none left), the
+/// timeout is relative.
 pub fn poll(fds: &mut Vec<PollFd<'_>>, d: Duration) {
-    let (timeout, ours) = match wake_fd() {
-        Some(fd) => {
-            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-            (d, true)
+    let (d, wake) = match wake_fd() {
+        Some(fd) => (d, Some(fd)),
+        None => (d.min(Duration::from_millis(50)), None),
+    };
+    let before = fds.len();
+    if let Some(fd) = wake {
+        fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+    }
+    TIMER.with(|timer| {
+        let armed = timer.as_ref().filter(|t| !d.is_zero() && arm(t, d));
+        match armed {
+            Some(t) => {
+                // SAFETY: the timer is this thread's and lives as long as
+                // the thread; its entry leaves `fds` before this returns.
+                let t = unsafe { BorrowedFd::borrow_raw(t.as_raw_fd()) };
+                fds.push(PollFd::from_borrowed_fd(t, PollFlags::IN));
+                let _ = rustix::event::poll(fds, None);
+            }
+            None => {
+                let _ = rustix::event::poll(fds, Some(&timespec(d)));
+            }
         }
-        None => (d.min(Duration::from_millis(50)), false),
+        fds.truncate(before);
+    });
+}
+
+thread_local! {
+    /// This thread's timer for [`poll`]'s deadline; None when it cannot
+    /// have one.
+    static TIMER: Option<OwnedFd> = rustix::time::timerfd_create(
+        rustix::time::TimerfdClockId::Monotonic,
+        rustix::time::TimerfdFlags::CLOEXEC | rustix::time::TimerfdFlags::NONBLOCK,
+    )
+    .ok();
+}
+
+/// Sets `timer` to expire `d` from now, on the monotonic clock (which goes
+/// on while the process is stopped). Setting it clears an earlier expiry.
+fn arm(timer: &OwnedFd, d: Duration) -> bool {
+    use rustix::time::{ClockId, Itimerspec, TimerfdTimerFlags, clock_gettime};
+    let now = clock_gettime(ClockId::Monotonic);
+    let now = Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    );
+    let Some(end) = now.checked_add(d) else {
+        return false;
     };
-    let ts = Timespec {
-        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
-        tv_nsec: timeout.subsec_nanos().into(),
+    let spec = Itimerspec {
+        it_interval: timespec(Duration::ZERO),
+        it_value: timespec(end),
     };
-    let _ = rustix::event::poll(fds, Some(&ts));
-    if ours {
-        fds.pop();
+    rustix::time::timerfd_settime(timer, TimerfdTimerFlags::ABSTIME, &spec).is_ok()
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: d.subsec_nanos().into(),
     }
 }
 
@@ -150,6 +215,17 @@ impl std::fmt::Display for Interrupted {
 }
 
 impl std::error::Error for Interrupted {}
+
+impl Interrupted {
+    /// The exit code: 128 plus the signal's number; 69 for a lost store.
+    pub fn code(&self) -> i32 {
+        if self.0 == STORE_LOST {
+            crate::outcome::EXIT_STORE
+        } else {
+            128 + self.0
+        }
+    }
+}
 
 /// Err(Interrupted) when a signal has arrived; call it in every wait loop.
 pub fn check() -> Result<(), Interrupted> {

@@ -60,6 +60,7 @@ impl std::error::Error for Locked {}
 enum LockError {
     Held(Locked),
     Io(anyhow::Error),
+    Interrupted(crate::signal::Interrupted),
 }
 
 impl From<anyhow::Error> for LockError {
@@ -127,6 +128,14 @@ pub struct LastRun {
     pub updated: String,
     /// The process that wrote it.
     pub pid: u32,
+    /// When that process started (clock ticks after boot, see
+    /// `exec::start_time`): with `pid` and `boot_id` it names the process,
+    /// whose pid alone another process may get once it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+    /// The boot that process ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// When the run before this one died while it ran: what it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
@@ -226,6 +235,7 @@ const LOCK: &str = "lock";
 const EVENTS: &str = "events.jsonl";
 const LAST_RUN: &str = "last-run.json";
 const PRELOAD: &str = "preload.json";
+const TREE: &str = "tree.json";
 const BOOT_ID: &str = "boot-id-before-load";
 
 /// The longest computer name (a DNS label's length).
@@ -386,7 +396,7 @@ impl StateDir {
 
     // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
     // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
-    // with lock, last-run.json, events.jsonl, preload.json,
+    // with lock, last-run.json, events.jsonl, preload.json, tree.json,
     // boot-id-before-load, known_hosts.before-load, ACCOUNT-password and
     // winrm-thumbprint.
 
@@ -440,6 +450,31 @@ impl StateDir {
         self.made(computer)?.write_atomic(EVENTS, data, FILE_MODE)
     }
 
+    /// Where the computer's running (or killed) run says it holds its
+    /// commands' processes (its cgroup and marker, see `tree`): for
+    /// messages; read and write it with the functions below.
+    pub fn tree_file(&self, computer: &str) -> PathBuf {
+        self.computer_dir(computer).join(TREE)
+    }
+
+    /// Records where the run's commands live (atomically).
+    pub fn write_tree(&self, computer: &str, data: &[u8]) -> Result<()> {
+        self.made(computer)?.write_atomic(TREE, data, FILE_MODE)
+    }
+
+    /// The tree record, if there is one (bounded like every record).
+    pub fn read_tree(&self, computer: &str) -> Result<Option<Vec<u8>>> {
+        self.read_record(computer, TREE)
+    }
+
+    /// Removes the tree record, if there is one.
+    pub fn remove_tree(&self, computer: &str) -> Result<()> {
+        if let Some(dir) = self.computer(computer, false)? {
+            dir.remove(TREE)?;
+        }
+        Ok(())
+    }
+
     /// The computer's last-run record ([`LastRun`], as JSON).
     pub fn last_run_file(&self, computer: &str) -> PathBuf {
         self.computer_dir(computer).join(LAST_RUN)
@@ -489,11 +524,15 @@ impl StateDir {
     }
 
     /// Takes the computer's lock at once, or fails with
-    /// [`Error::Locked`] naming the holder (exit 73).
+    /// [`Error::Locked`] naming the holder (exit 73). A signal that comes
+    /// before or while it looks for the holder ends it with
+    /// [`Error::Interrupted`] (exit 143 for SIGTERM), also when the lock
+    /// came free meanwhile: a run that was told to stop never starts.
     pub fn lock(&self, computer: &str) -> Result<Lock, Error> {
         self.try_lock(computer).map_err(|e| match e {
             LockError::Held(l) => Error::Locked(l.to_string()),
             LockError::Io(e) => setup_error(e, &self.root),
+            LockError::Interrupted(i) => Error::Interrupted(i),
         })
     }
 
@@ -518,8 +557,10 @@ impl StateDir {
                     pid: holder,
                 }));
             }
-            std::thread::sleep(pause.next_pause());
+            crate::signal::sleep(pause.next_pause()).map_err(LockError::Interrupted)?;
         }
+        // Taken, but a signal came on the way: let go (the drop) and stop.
+        crate::signal::check().map_err(LockError::Interrupted)?;
         let mark = |file: &mut File| -> std::io::Result<()> {
             // One write at offset 0, then the length: a reader sees the
             // old text, or the pid, never a mix of both.
@@ -530,6 +571,21 @@ impl StateDir {
         };
         mark(&mut file).with_context(|| format!("cannot write lock file {}", path.display()))?;
         Ok(Lock { file })
+    }
+
+    /// True when a run holds the computer's lock now (this host, this
+    /// state directory); false when none does or there is no lock file.
+    pub fn lock_held(&self, computer: &str) -> bool {
+        let Ok(Some(file)) = self
+            .computer(computer, false)
+            .and_then(|d| d.map_or(Ok(None), |d| d.open(LOCK, Access::Read)))
+        else {
+            return false;
+        };
+        matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        )
     }
 
     /// Records the last run (atomically).
@@ -756,6 +812,11 @@ mod tests {
         assert!(err.to_string().contains(&pid), "{err}");
         drop(held);
         assert!(s.lock("pc7").is_ok(), "lock is free after drop");
+        assert!(!s.lock_held("pc7"));
+        let held = s.lock("pc7").expect("lock");
+        assert!(s.lock_held("pc7"));
+        drop(held);
+        assert!(!s.lock_held("pc7") && !s.lock_held("pc8"));
     }
 
     #[test]

@@ -269,7 +269,13 @@ impl Libvirt {
     ) -> Result<(Output, String), Outcome> {
         let mut argv = vec![self.config.virsh.as_str(), "-c", self.config.uri.as_str()];
         argv.extend_from_slice(args);
-        self.exec(plan, report, Cmd::new(&argv, timeout), "libvirt-clients")
+        let mut cmd = Cmd::new(&argv, timeout);
+        if self.config.uri.contains("/session") {
+            // virsh may start the session daemon, which runs the domains:
+            // it outlives virsh.
+            cmd = cmd.keeps_daemons();
+        }
+        self.exec(plan, report, cmd, "libvirt-clients")
     }
 
     fn exec(

@@ -903,7 +903,8 @@ impl Qemu {
         report: &Reporter,
     ) -> Result<(), Outcome> {
         let c = &self.config;
-        let cmd = Cmd::new(argv, timeout);
+        // The daemonized QEMU is the computer: it outlives the launcher.
+        let cmd = Cmd::new(argv, timeout).keeps_daemons();
         let (accel, why) = resolve_accel(c.accel);
         report.info(&format!("accelerator: {} ({why})", accel.name()));
         report.info(&format!("starting `{}`", cmd.display()));

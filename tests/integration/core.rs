@@ -423,18 +423,32 @@ fn load_retry_then_success() {
 
 #[test]
 fn post_load_retry_reloads() {
-    // The port opens only once attempt 2's load has run.
+    // The port opens only once attempt 2's load has run: the test opens
+    // it, standing in for the computer (a daemon of the load command
+    // would end with the command, issue 21.2).
     let held = Port::new();
     let port = held.num();
     let load = format!(
-        "#!/bin/sh\nif [ \"$3\" = 2 ]; then setsid python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\",{port})); s.listen(); time.sleep(20)' >/dev/null 2>&1 & while ! python3 -c 'import socket; socket.create_connection((\"127.0.0.1\",{port}))' 2>/dev/null; do sleep 0.05; done; fi\nexit 0\n"
+        "#!/bin/sh\nif [ \"$3\" = 2 ]; then touch \"$(dirname \"$0\")/loaded-2\"; while ! python3 -c 'import socket; socket.create_connection((\"127.0.0.1\",{port}))' 2>/dev/null; do sleep 0.05; done; fi\nexit 0\n"
     );
     let s = setup(
         "postretry",
         &load,
         &format!("{{ wait = \"port\", port = {port}, timeout = \"1s\" }}"),
     );
+    let loaded = s.path("loaded-2");
+    let computer = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        while !loaded.exists() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        loaded.exists().then(|| held.listen())
+    });
     let r = Test::with(&s).provision("pc7", "centos7").run();
+    assert!(
+        computer.join().expect("listener").is_some(),
+        "attempt 2 never loaded"
+    );
     r.code(0);
     let ev = r.events();
     let results: Vec<String> = of_kind(&ev, "result")

@@ -71,9 +71,10 @@ fn spawn(t: Test) -> Child {
         .expect("spawn reimage")
 }
 
-/// Issue 9.1: a load command that leaves a daemon (in its own session,
-/// holding stdout and stderr) ends when the command ends; one that runs on
-/// ends at its timeout; either way reimage does not wait for the daemon.
+/// Issue 9.1 and 21.2: a load command that leaves a daemon (in its own
+/// session, holding stdout and stderr) ends when the command ends, and the
+/// daemon with it; one that runs on ends at its timeout; either way
+/// reimage does not wait for the daemon.
 #[test]
 fn a_daemonizing_command_does_not_hang_the_run() {
     let s = Scratch::new("daemon");
@@ -81,12 +82,13 @@ fn a_daemonizing_command_does_not_hang_the_run() {
     let _guard = Daemon(daemon.clone());
     let argv = |rest: &str| {
         format!(
-            r#"["sh", "-c", "setsid sh -c 'echo $$ > {}; exec sleep 300' & sleep 0.3{rest}"]"#,
-            daemon.display()
+            r#"["sh", "-c", "setsid sh -c 'echo $$ > {d}; exec sleep 300' & while [ ! -s {d} ]; do sleep 0.05; done{rest}"]"#,
+            d = daemon.display()
         )
     };
-    // The command returns after 0.3 s; the daemon keeps the pipes. A run
-    // that waited for the daemon would end at the 10 s timeout (75).
+    // The command returns once the daemon wrote its pid; the daemon keeps
+    // the pipes. A run that waited for the daemon would end at the 10 s
+    // timeout (75).
     command_config(&s, &argv(""), "10s", "");
     let r = Test::with(&s)
         .load("pc7", "img")
@@ -94,7 +96,7 @@ fn a_daemonizing_command_does_not_hang_the_run() {
         .limit(Duration::from_secs(120))
         .run();
     let d = read_pid(&daemon);
-    assert!(alive(d), "the test's daemon {d} should still run");
+    assert!(!alive(d), "the daemon {d} outlived its load command");
     r.code(0);
     assert!(r.took < Duration::from_secs(30), "took {:?}", r.took);
     assert_eq!(record(&s)["result"], "done");
@@ -400,8 +402,9 @@ fn a_closed_stderr_or_stdout_does_not_change_the_run() {
     lock_is_free(&s);
 }
 
-/// Issue 9.9: a state directory that fills up (RLIMIT_FSIZE on the run)
-/// leaves whole event lines only, says which file once, and the next run's
+/// Issue 9.9 and 21.5: a state directory that fills up (RLIMIT_FSIZE on
+/// the run, with SIGXFSZ at its default action) leaves whole event lines
+/// only, says which file once, and the next run's
 /// events start on a line of their own.
 #[test]
 fn a_full_state_dir_keeps_event_lines_whole() {
@@ -422,12 +425,11 @@ fn a_full_state_dir_keeps_event_lines_whole() {
     );
     s.write("state/computers/pc7/events.jsonl", &text);
     let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
-    // SAFETY: runs in the forked child before exec; setrlimit and signal
-    // are async-signal-safe system calls, nothing is allocated.
+    // SAFETY: runs in the forked child before exec; setrlimit is an
+    // async-signal-safe system call, nothing is allocated. SIGXFSZ keeps
+    // its default action: reimage itself must not die of it (issue 21.5).
     unsafe {
         cmd.pre_exec(|| {
-            // A write past the limit fails with EFBIG instead of SIGXFSZ.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             rustix::process::setrlimit(
                 rustix::process::Resource::Fsize,
                 rustix::process::Rlimit {
@@ -455,7 +457,6 @@ fn a_full_state_dir_keeps_event_lines_whole() {
     // SAFETY: as above.
     unsafe {
         cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             rustix::process::setrlimit(
                 rustix::process::Resource::Fsize,
                 rustix::process::Rlimit {
@@ -685,4 +686,462 @@ fn early_errors_are_told_plainly_and_end_json_runs() {
     r.code(78).stderr_has("reimage.toml:1:1:");
     let ev: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON event");
     assert_eq!((&ev["kind"], &ev["code"]), (&"run".into(), &78.into()));
+}
+
+/// Issue 21.5: `--attempt` past 2^31 saturates the timeout (at a week)
+/// instead of wrapping it to 0.
+#[test]
+fn a_huge_attempt_number_does_not_wrap_the_timeout() {
+    let s = Scratch::new("huge-attempt");
+    command_config(&s, r#"["sh", "-c", "sleep 0.2"]"#, "1m", "");
+    for n in ["2147483648", "4294967295"] {
+        let r = Test::with(&s)
+            .load("pc7", "img")
+            .args(&["--attempt", n])
+            .run();
+        r.code(0).stderr_has("(timeout 168h)");
+    }
+}
+
+/// Issue 21.5: the note of dropped output counts what both streams
+/// dropped: 10 bytes of stdout and 3 MB of stderr keep a tail whose note
+/// and kept bytes add up to all of it.
+#[test]
+fn the_dropped_output_note_counts_both_streams() {
+    let s = Scratch::new("note");
+    let line = "e".repeat(99);
+    command_config(
+        &s,
+        &format!(r#"["sh", "-c", "printf 0123456789; yes {line} | head -n 30000 >&2"]"#),
+        "1m",
+        "",
+    );
+    Test::with(&s)
+        .load("pc7", "img")
+        .attempt(1, 2)
+        .run()
+        .code(0);
+    let ev = s.events("pc7");
+    let out = of_kind(&ev, "output");
+    let msg = out[0]["message"].as_str().expect("message");
+    let (_, body) = msg.split_once('\n').expect("command line");
+    let (note, kept) = body.split_once('\n').expect("a note");
+    let n: u64 = note
+        .strip_prefix("[reimage: ")
+        .and_then(|r| r.strip_suffix(" earlier bytes of output not kept]"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a note: {note}"));
+    // stdout, a newline between the streams, stderr without its last
+    // newline (the text is trimmed).
+    assert_eq!(n + kept.len() as u64, 10 + 1 + 30_000 * 100 - 1, "{note}");
+    assert!(kept.ends_with(&line));
+}
+
+/// Issue 21.5: a load command that cannot start because the host is out
+/// of processes (fork's EAGAIN: RLIMIT_NPROC for an otherwise unused uid)
+/// or of descriptors (EMFILE: RLIMIT_NOFILE) is a retry that says so, not
+/// fatal with "check the command's path".
+#[test]
+fn transient_start_failures_are_a_retry_that_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("transient");
+    command_config(&s, r#"["true"]"#, "1m", "");
+    // A uid no process runs as: RLIMIT_NPROC 1 leaves room for reimage
+    // only.
+    let uid = (64_000..65_000)
+        .find(|u| {
+            std::fs::read_dir("/proc")
+                .expect("/proc")
+                .flatten()
+                .all(|e| {
+                    use std::os::unix::fs::MetadataExt;
+                    e.metadata().map_or(true, |m| m.uid() != *u)
+                })
+        })
+        .expect("a free uid");
+    let state = s.path("state");
+    std::fs::create_dir_all(&state).expect("state");
+    std::os::unix::fs::chown(&state, Some(uid), Some(uid)).expect("chown");
+    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+    cmd.uid(uid).gid(uid);
+    // SAFETY: runs in the forked child before exec (after setuid);
+    // setrlimit is an async-signal-safe system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            let one = rustix::process::Rlimit {
+                current: Some(1),
+                maximum: Some(1),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Nproc, one)?;
+            Ok(())
+        });
+    }
+    let r = crate::test::run(&mut cmd, common::LIMIT);
+    r.code(75)
+        .stderr_has("cannot start `true` now: Resource temporarily unavailable")
+        .stderr_has("short of processes")
+        .stderr_lacks("check the command's path");
+    std::os::unix::fs::chown(&state, Some(0), Some(0)).expect("chown back");
+    let _ = std::fs::remove_dir_all(&state);
+
+    // Out of descriptors: somewhere between a limit too low for reimage
+    // to read its config and one that lets the load start, the command's
+    // pipes are the first thing that fails.
+    let mut seen = Vec::new();
+    for n in 8..48u64 {
+        let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+        // SAFETY: as above.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = rustix::process::Rlimit {
+                    current: Some(n),
+                    maximum: Some(n),
+                };
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)?;
+                Ok(())
+            });
+        }
+        let r = crate::test::run(&mut cmd, common::LIMIT);
+        r.stderr_lacks("check the command's path");
+        let done = r.code == 0;
+        seen.push((n, r.code, r.stderr.lines().last().unwrap_or("").to_string()));
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|(_, code, _)| *code == 0),
+        "never started: {seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|(_, code, _)| *code == 75),
+        "no retry: {seen:#?}"
+    );
+    let retry = seen.iter().find(|(_, code, _)| *code == 75).expect("retry");
+    println!("descriptor limits tried: {seen:#?}");
+    let r = {
+        let n = retry.0;
+        let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+        // SAFETY: as above.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = rustix::process::Rlimit {
+                    current: Some(n),
+                    maximum: Some(n),
+                };
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, lim)?;
+                Ok(())
+            });
+        }
+        crate::test::run(&mut cmd, common::LIMIT)
+    };
+    r.code(75)
+        .stderr_has("cannot start `true` now: Too many open files");
+}
+
+/// Issue 21.5: a file size limit (`ulimit -f`) is not SIGXFSZ's death for
+/// reimage (it is reported like a full disk, see above), and the commands
+/// it runs still get the default action: `head` past the limit dies of it.
+#[test]
+fn a_file_size_limit_leaves_the_commands_their_sigxfsz() {
+    let s = Scratch::new("xfsz");
+    let big = s.path("big");
+    command_config(
+        &s,
+        &format!(
+            r#"["sh", "-c", "head -c 2000000 /dev/zero > {}; echo head=$?"]"#,
+            big.display()
+        ),
+        "1m",
+        "",
+    );
+    let mut cmd = Test::with(&s).load("pc7", "img").attempt(1, 2).command();
+    // SAFETY: runs in the forked child before exec; setrlimit is an
+    // async-signal-safe system call, nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setrlimit(
+                rustix::process::Resource::Fsize,
+                rustix::process::Rlimit {
+                    current: Some(1 << 20),
+                    maximum: Some(1 << 20),
+                },
+            )?;
+            Ok(())
+        });
+    }
+    let r = crate::test::run(&mut cmd, common::LIMIT);
+    r.code(0);
+    let ev = s.events("pc7");
+    let out = of_kind(&ev, "output");
+    let msg = out[0]["message"].as_str().expect("message");
+    assert!(msg.contains("head=153"), "{msg}");
+    assert_eq!(record(&s)["result"], "done");
+}
+
+/// Issue 21.5: a run stopped (SIGSTOP) past its command's timeout kills
+/// the command as soon as it continues, not the stopped time later. The
+/// command, which runs on meanwhile, touches `late` 10 s after the
+/// continue; the kill must come before.
+#[test]
+fn a_stopped_run_times_out_when_it_continues() {
+    let s = Scratch::new("stopped");
+    let (pidf, cont, late) = (s.path("load.pid"), s.path("cont"), s.path("late"));
+    s.script(
+        "load.sh",
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nwhile [ ! -e {} ]; do sleep 0.1; done\nsleep 10\ntouch {}\nsleep 300\n",
+            pidf.display(),
+            cont.display(),
+            late.display()
+        ),
+    );
+    command_config(
+        &s,
+        &format!("[\"{}\"]", s.path("load.sh").display()),
+        "20s",
+        "",
+    );
+    let mut child = spawn(Test::with(&s).load("pc7", "img").attempt(1, 2));
+    let load = read_pid(&pidf);
+    let pid = Pid::from_child(&child);
+    kill_process(pid, Signal::STOP).expect("SIGSTOP");
+    // Past the 20 s timeout, counted from before the stop.
+    std::thread::sleep(Duration::from_secs(22));
+    std::fs::write(&cont, "").expect("cont");
+    kill_process(pid, Signal::CONT).expect("SIGCONT");
+    let code = common::wait_limit(&mut child, common::LIMIT);
+    assert_eq!(code, Some(75));
+    assert!(!late.exists(), "the timeout came late");
+    assert!(!alive(load));
+    let ev = s.events("pc7");
+    let result = of_kind(&ev, "result");
+    assert!(
+        result[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ran past its timeout of 20s")),
+        "{result:?}"
+    );
+}
+
+/// True once process `pid` catches SIGTERM (its handlers are installed):
+/// a SIGTERM sent earlier would end it by the default action instead.
+fn catches_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}
+
+/// Issue 21.5: SIGTERM while a run looks for the holder of the lock ends
+/// it at once with 143, and the load never starts, also when the lock
+/// came free meanwhile.
+#[test]
+fn sigterm_in_the_lock_wait_ends_the_run_before_any_load() {
+    let s = Scratch::new("lockwait");
+    let loaded = s.path("loaded");
+    command_config(
+        &s,
+        &format!(r#"["touch", "{}"]"#, loaded.display()),
+        "1m",
+        "",
+    );
+    std::fs::create_dir_all(s.path("state/computers/pc7")).expect("dir");
+    // A holder that has not written its pid: the run waits for it (up to
+    // 10 s, then it would exit 73).
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(s.path("state/computers/pc7/lock"))
+        .expect("lock file");
+    for free_it in [false, true] {
+        lock.try_lock().expect("the test holds the lock");
+        let mut child = spawn(Test::with(&s).load("pc7", "img").attempt(1, 2));
+        assert!(
+            eventually(Duration::from_secs(30), || catches_sigterm(child.id())),
+            "reimage never caught SIGTERM"
+        );
+        kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
+        if free_it {
+            lock.unlock().expect("unlock");
+        }
+        let code = common::wait_limit(&mut child, Duration::from_secs(30));
+        assert_eq!(code, Some(143), "lock freed after the signal: {free_it}");
+        assert!(!loaded.exists(), "the load ran (lock freed: {free_it})");
+        if !free_it {
+            lock.unlock().expect("unlock");
+        }
+    }
+    assert!(
+        !s.path("state/computers/pc7/last-run.json").exists(),
+        "no run started"
+    );
+    lock_is_free(&s);
+}
+
+/// A pipe whose buffer holds one page, that the test never reads.
+fn stuck_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::os::fd::AsRawFd;
+    let (r, w) = std::io::pipe().expect("pipe");
+    // SAFETY: fcntl on a descriptor this function owns.
+    let size = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(size > 0, "F_SETPIPE_SZ");
+    (r, w)
+}
+
+/// Issue 21.5: a reader that stops reading stdout (`--json`) or stderr
+/// (`-v`) neither blocks the run nor keeps the lock: the run ends as it
+/// would, and its event log says what its reader did not take.
+#[test]
+fn a_reader_that_stops_reading_does_not_block_the_run() {
+    let s = Scratch::new("stuck");
+    command_config(
+        &s,
+        r#"["sh", "-c", "yes 'a line of output' | head -c 2000000"]"#,
+        "1m",
+        "",
+    );
+    for (json, stream) in [(true, "stdout"), (false, "stderr")] {
+        let (reader, writer) = stuck_pipe();
+        let mut t = Test::with(&s)
+            .load("pc7", "img")
+            .attempt(1, 2)
+            .args(&["-v"]);
+        if json {
+            t = t.args(&["--json"]);
+        }
+        let mut cmd = t.command();
+        cmd.stdin(Stdio::null());
+        if json {
+            cmd.stdout(writer).stderr(Stdio::null());
+        } else {
+            cmd.stdout(Stdio::null()).stderr(writer);
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        // The Command kept the write end; `cmd` goes, `reader` stays open.
+        drop(cmd);
+        let code = common::wait_limit(&mut child, common::LIMIT);
+        assert_eq!(code, Some(0), "{stream}");
+        drop(reader);
+        let rec = record(&s);
+        assert_eq!(
+            (&rec["result"], &rec["exit_code"]),
+            (&"done".into(), &0.into())
+        );
+        let ev = s.events("pc7");
+        let warned = of_kind(&ev, "warn").into_iter().any(|w| {
+            w["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("{stream} was not read: ")))
+        });
+        assert!(warned, "{stream}: {:?}", of_kind(&ev, "warn"));
+        assert_eq!(ev.last().expect("events")["kind"], "run");
+    }
+    lock_is_free(&s);
+}
+
+/// Issue 21.5: a record that says "running" with the pid of a process
+/// that is not its run (the pid was reused) shows as stale, and
+/// `log --follow` ends at once; also for a record without a start time
+/// (an older reimage's), whose computer's lock nobody holds.
+#[test]
+fn a_reused_pid_is_not_a_running_run() {
+    let s = Scratch::new("reused");
+    command_config(&s, r#"["true"]"#, "1m", "");
+    Test::with(&s)
+        .load("pc7", "img")
+        .attempt(1, 2)
+        .run()
+        .code(0);
+    let mut other = Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = other.id();
+    // The run died mid-phase: its record says running, its log has no
+    // `run` event; and its pid now belongs to `other`.
+    let log = s.path("state/computers/pc7/events.jsonl");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let cut: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(r#""kind":"run""#))
+        .collect();
+    std::fs::write(&log, format!("{}\n", cut.join("\n"))).expect("log");
+    let mut rec = record(&s);
+    rec["result"] = "running".into();
+    rec["exit_code"] = Value::Null;
+    rec["pid"] = pid.into();
+    let rec_path = s.path("state/computers/pc7/last-run.json");
+    for older in [false, true] {
+        if older {
+            let o = rec.as_object_mut().expect("object");
+            o.remove("pid_start");
+            o.remove("boot_id");
+        } else {
+            assert!(rec["pid_start"].is_u64(), "{rec}");
+        }
+        std::fs::write(&rec_path, rec.to_string()).expect("record");
+        let r = Test::with(&s).args(&["status", "pc7"]).run();
+        r.code(0)
+            .stdout_has(&format!("stale (pid {pid} gone)"))
+            .stdout_lacks("running (pid");
+        let r = Test::with(&s)
+            .args(&["log", "pc7", "--follow"])
+            .limit(Duration::from_secs(60))
+            .run();
+        r.code(0).stdout_has("the run's process is gone");
+    }
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
+/// Issue 21.5, for the views: `reimage log` holds no lock, so it waits
+/// for a reader that is slow (a pager) rather than dropping lines; and one
+/// whose reader never reads still ends on SIGTERM.
+#[test]
+fn a_view_waits_for_a_slow_reader_and_ends_on_sigterm() {
+    let s = Scratch::new("view");
+    command_config(&s, r#"["true"]"#, "1m", "");
+    // 4 MB of events: more than the pipe and the 1 MiB reimage queues.
+    let line = serde_json::json!({
+        "time": "2026-01-01T00:00:00.000Z", "kind": "info", "computer": "pc7",
+        "image": "img", "message": "x".repeat(1000),
+    })
+    .to_string();
+    let n = 4000;
+    s.write(
+        "state/computers/pc7/events.jsonl",
+        &format!("{}\n", vec![line.as_str(); n].join("\n")),
+    );
+    let (reader, writer) = stuck_pipe();
+    let mut cmd = Test::with(&s).args(&["log", "pc7", "--json"]).command();
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    // A reader that starts late, once reimage has had time to fill both.
+    std::thread::sleep(Duration::from_secs(2));
+    let got = BufReader::new(reader).lines().map_while(Result::ok).count();
+    assert_eq!(common::wait_limit(&mut child, common::LIMIT), Some(0));
+    assert_eq!(got, n, "lines dropped");
+
+    let (reader, writer) = stuck_pipe();
+    let mut cmd = Test::with(&s).args(&["log", "pc7", "--json"]).command();
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    assert!(
+        eventually(Duration::from_secs(30), || catches_sigterm(child.id())),
+        "reimage never caught SIGTERM"
+    );
+    kill_process(Pid::from_child(&child), Signal::TERM).expect("SIGTERM");
+    assert!(common::wait_limit(&mut child, common::LIMIT).is_some());
+    drop(reader);
 }

@@ -19,6 +19,7 @@ mod site;
 mod slurm;
 mod ssh;
 mod state;
+mod tree;
 mod vsphere;
 mod windows;
 mod winrm_auth;

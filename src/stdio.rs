@@ -1,0 +1,350 @@
+//! reimage's own stdout and stderr, written so that a reader that stops
+//! reading (a full pipe nobody drains, a terminal stopped with Ctrl-S)
+//! never blocks the run: each stream has a thread of its own that does the
+//! writing, and the run only queues. The queue holds at most
+//! [`MAX_PENDING`] bytes; what does not fit is dropped and counted, and the
+//! run's end tells the event log how much (see [`Stream::lost`]).
+//!
+//! Where the thread cannot be started (the host is out of processes), a
+//! line is written directly, as before.
+//!
+//! The views (`status`, `log`, `check`) hold no lock and write what their
+//! reader asked for (`reimage log --all | less`): after [`patient`], a
+//! full queue makes the writer wait for the reader instead of dropping,
+//! and the exit waits until everything is written; either wait ends when
+//! a signal comes.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The most bytes a stream holds that its reader has not taken yet.
+pub const MAX_PENDING: usize = 1 << 20;
+
+/// How long the run's end and the process's exit wait, each, for a stream
+/// to take what is queued.
+pub const DRAIN: Duration = Duration::from_secs(1);
+
+/// Which of reimage's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fd {
+    Out,
+    Err,
+}
+
+/// One output stream and its writer thread.
+pub struct Stream {
+    fd: Fd,
+    queue: Mutex<Queue>,
+    /// Signalled when something is queued, and when the queue ran empty.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// The bytes of the write the writer is in now (0: none).
+    busy: usize,
+    writer: Writer,
+    /// Lines (or pieces of a redraw) dropped, and their bytes.
+    dropped: u64,
+    dropped_bytes: u64,
+}
+
+#[derive(Default, PartialEq, Eq)]
+enum Writer {
+    #[default]
+    NotStarted,
+    Running,
+    /// No thread could be started: write directly.
+    Direct,
+}
+
+/// Wait for the reader rather than drop (see [`patient`]).
+static PATIENT: AtomicBool = AtomicBool::new(false);
+
+/// From now on, a full queue waits for its reader (until a signal comes)
+/// instead of dropping, and the exit waits until the streams took
+/// everything: for the views, which hold nothing another run waits for.
+pub fn patient() {
+    PATIENT.store(true, Ordering::Relaxed);
+}
+
+/// reimage's stdout.
+pub static STDOUT: Stream = Stream::new(Fd::Out);
+/// reimage's stderr.
+pub static STDERR: Stream = Stream::new(Fd::Err);
+
+/// What a stream could not write: dropped (did not fit while its reader
+/// did not read) and still queued.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    /// Pieces dropped and their bytes.
+    pub dropped: u64,
+    /// Their bytes.
+    pub dropped_bytes: u64,
+    /// Bytes still waiting for the reader.
+    pub pending_bytes: u64,
+}
+
+impl Lost {
+    /// Nothing was lost.
+    pub fn none(&self) -> bool {
+        self.dropped == 0 && self.pending_bytes == 0
+    }
+}
+
+impl Stream {
+    const fn new(fd: Fd) -> Stream {
+        Stream {
+            fd,
+            queue: Mutex::new(Queue {
+                chunks: VecDeque::new(),
+                bytes: 0,
+                busy: 0,
+                writer: Writer::NotStarted,
+                dropped: 0,
+                dropped_bytes: 0,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `data` (a line with its newline, or a piece of a redraw);
+    /// dropped and counted when it does not fit.
+    pub fn write(&'static self, data: Vec<u8>) {
+        let mut q = self.lock();
+        if q.writer == Writer::NotStarted {
+            q.writer = match std::thread::Builder::new()
+                .name(format!("{:?}-writer", self.fd).to_lowercase())
+                .spawn(move || self.drain())
+            {
+                Ok(_) => Writer::Running,
+                Err(_) => Writer::Direct,
+            };
+        }
+        if q.writer == Writer::Direct {
+            drop(q);
+            self.put(&data);
+            return;
+        }
+        let patient = PATIENT.load(Ordering::Relaxed);
+        while patient
+            && q.bytes > 0
+            && q.bytes + data.len() > MAX_PENDING
+            && crate::signal::caught().is_none()
+        {
+            q = self
+                .changed
+                .wait_timeout(q, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        // Patient, one write larger than the bound goes when the queue
+        // is empty.
+        if q.bytes + data.len() > MAX_PENDING && !(patient && q.bytes == 0) {
+            q.dropped += 1;
+            q.dropped_bytes += data.len() as u64;
+            return;
+        }
+        q.bytes += data.len();
+        q.chunks.push_back(data);
+        self.changed.notify_all();
+    }
+
+    /// Queues `data` unless the stream is behind: for what the next redraw
+    /// replaces anyway (a spinner), never counted as lost.
+    pub fn write_ephemeral(&'static self, data: Vec<u8>) {
+        {
+            let q = self.lock();
+            if q.busy > 0 || !q.chunks.is_empty() {
+                return;
+            }
+        }
+        self.write(data);
+    }
+
+    /// The writer thread: takes the queue in order, one write at a time
+    /// (blocking as long as the reader does not read).
+    fn drain(&self) {
+        loop {
+            let chunk = {
+                let mut q = self.lock();
+                q.busy = 0;
+                self.changed.notify_all();
+                loop {
+                    if let Some(c) = q.chunks.pop_front() {
+                        q.bytes -= c.len();
+                        q.busy = c.len();
+                        break c;
+                    }
+                    q = self.changed.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            self.put(&chunk);
+        }
+    }
+
+    /// Writes `data` to the stream; a closed or broken stream is ignored,
+    /// so it can neither end nor change the run.
+    fn put(&self, data: &[u8]) {
+        match self.fd {
+            Fd::Out => {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(data).and_then(|_| o.flush());
+            }
+            Fd::Err => {
+                let _ = std::io::stderr().lock().write_all(data);
+            }
+        }
+    }
+
+    /// Waits until the reader took everything queued, at most `limit`, and
+    /// less when a signal arrives meanwhile (one that came before does not
+    /// shorten it: an interrupted run still gets its last lines out).
+    /// True when the stream is drained.
+    pub fn drain_for(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        let signalled = crate::signal::caught().is_some();
+        let mut q = self.lock();
+        loop {
+            if q.chunks.is_empty() && q.busy == 0 {
+                return true;
+            }
+            let waited = start.elapsed();
+            if waited >= limit || (!signalled && crate::signal::caught().is_some()) {
+                return false;
+            }
+            // Short slices: a signal is seen within 50 ms.
+            let slice = (limit - waited).min(Duration::from_millis(50));
+            q = self
+                .changed
+                .wait_timeout(q, slice)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// What this stream dropped so far and what still waits.
+    pub fn lost(&self) -> Lost {
+        let q = self.lock();
+        Lost {
+            dropped: q.dropped,
+            dropped_bytes: q.dropped_bytes,
+            pending_bytes: (q.bytes + q.busy) as u64,
+        }
+    }
+
+    /// The stream's name for messages.
+    pub fn name(&self) -> &'static str {
+        match self.fd {
+            Fd::Out => "stdout",
+            Fd::Err => "stderr",
+        }
+    }
+}
+
+/// Waits (each at most [`DRAIN`]; after [`patient`], until a signal comes)
+/// for both streams to take what is queued: called once as the process
+/// exits.
+pub fn drain_all() {
+    if PATIENT.load(Ordering::Relaxed) {
+        // Until a signal, also one that came before.
+        if crate::signal::caught().is_none() {
+            STDOUT.drain_for(Duration::MAX);
+            STDERR.drain_for(Duration::MAX);
+        }
+        return;
+    }
+    STDOUT.drain_for(DRAIN);
+    STDERR.drain_for(DRAIN);
+}
+
+/// A terminal for indicatif's spinner that writes through [`STDERR`]: the
+/// spinner's redraws are dropped while the terminal does not take them; a
+/// line printed above it is queued like any other line.
+#[derive(Debug)]
+pub struct Term;
+
+impl indicatif::TermLike for Term {
+    fn width(&self) -> u16 {
+        rustix::termios::tcgetwinsize(std::io::stderr())
+            .ok()
+            .map(|w| w.ws_col)
+            .filter(|&c| c > 0)
+            .unwrap_or(80)
+    }
+
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.ephemeral(n, 'A')
+    }
+
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.ephemeral(n, 'B')
+    }
+
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.ephemeral(n, 'C')
+    }
+
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.ephemeral(n, 'D')
+    }
+
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        STDERR.write(format!("{s}\n").into_bytes());
+        Ok(())
+    }
+
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        STDERR.write_ephemeral(s.as_bytes().to_vec());
+        Ok(())
+    }
+
+    fn clear_line(&self) -> std::io::Result<()> {
+        STDERR.write_ephemeral(b"\r\x1b[2K".to_vec());
+        Ok(())
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Term {
+    fn ephemeral(&self, n: usize, dir: char) -> std::io::Result<()> {
+        if n > 0 {
+            STDERR.write_ephemeral(format!("\x1b[{n}{dir}").into_bytes());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        static S: Stream = Stream::new(Fd::Err);
+        // No writer: as if its reader never read.
+        S.lock().writer = Writer::Running;
+        S.write(vec![b'x'; MAX_PENDING - 10]);
+        S.write(vec![b'y'; 10]);
+        S.write(vec![b'z'; 11]);
+        S.write_ephemeral(b"spin".to_vec());
+        let lost = S.lost();
+        assert_eq!((lost.dropped, lost.dropped_bytes), (1, 11));
+        assert_eq!(lost.pending_bytes, MAX_PENDING as u64);
+        let t = Instant::now();
+        assert!(!S.drain_for(Duration::from_millis(100)));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+    }
+}
