@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::time::Duration;
 
 use crate::cli::LogArgs;
@@ -24,14 +24,15 @@ use crate::state::{
     LINE_CAP, LOG_READ_CAP, Line, Lines, RunResult, StateDir, setup_error, skip_partial, window,
 };
 
-/// The views' standard output. A reader that stops reading (`reimage log
-/// pc7 | head`) ends the output quietly; any other failed write (a full
-/// disk, an I/O error) ends it too, and makes the command fail (exit 1)
-/// when it is done, rather than exit 0 with its output lost.
+/// The views' standard output, written through [`crate::stdio::STDOUT`]:
+/// it waits for a slow reader (a pager) and still ends on SIGTERM. A
+/// reader that stops reading (`reimage log pc7 | head`) ends the output
+/// quietly; any other failed write (a full disk, an I/O error) ends it
+/// too, and makes the command fail (exit 1) when it is done, rather than
+/// exit 0 with its output lost.
 #[derive(Debug, Default)]
 pub struct Out {
-    closed: bool,
-    failed: Option<std::io::Error>,
+    _private: (),
 }
 
 impl Out {
@@ -40,19 +41,11 @@ impl Out {
         Out::default()
     }
 
-    /// Writes one line (and flushes it: `log --follow` is read live).
+    /// Writes one line (flushed as soon as the reader takes it: `log
+    /// --follow` is read live).
     pub fn line(&mut self, line: &str) {
-        if self.closed {
-            return;
-        }
-        let mut o = std::io::stdout().lock();
-        match writeln!(o, "{line}").and_then(|_| o.flush()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed = true,
-            Err(e) => {
-                self.closed = true;
-                self.failed = Some(e);
-            }
+        if !self.closed() {
+            crate::report::stdout_line(line);
         }
     }
 
@@ -63,14 +56,16 @@ impl Out {
 
     /// No more lines will be read or written.
     pub fn closed(&self) -> bool {
-        self.closed
+        crate::stdio::STDOUT.failure().is_some()
     }
 
-    /// The command's result once its output is written: `code`, or the
-    /// error that lost the output.
+    /// The command's result once its output is written (the wait ends
+    /// early on a signal): `code`, or the error that lost the output.
     pub fn done(self, code: i32) -> Result<i32, Error> {
-        match self.failed {
-            Some(e) => Err(Error::Fatal(anyhow::anyhow!(
+        crate::stdio::STDOUT.drain_until_signal();
+        match crate::stdio::STDOUT.failure() {
+            Some((kind, _)) if kind == std::io::ErrorKind::BrokenPipe => Ok(code),
+            Some((_, e)) => Err(Error::Fatal(anyhow::anyhow!(
                 "cannot write to standard output: {e}"
             ))),
             None => Ok(code),

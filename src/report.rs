@@ -320,7 +320,11 @@ impl Reporter {
         // What a command or a guest said is data: escaped for the screen.
         let text = printable(&plain(&e)).into_owned();
         match (&self.mode, inner.bar.as_ref()) {
-            (Mode::Tty, Some(bar)) => bar.println(text),
+            // Not bar.println: indicatif writes a printed line as a piece
+            // of the redraw, which the stderr writer drops when behind.
+            // The line goes as a line, erasing the spinner's row first
+            // (its clear is a redraw too, and may have been dropped).
+            (Mode::Tty, Some(bar)) => bar.suspend(|| stderr_line(&format!("\r\x1b[2K{text}"))),
             _ => stderr_line(&format!("{} {text}", e.time)),
         }
     }

@@ -13,6 +13,10 @@
 //! full queue makes the writer wait for the reader instead of dropping,
 //! and the exit waits until everything is written; either wait ends when
 //! a signal comes.
+//!
+//! A write that fails ends the stream: what follows is discarded, and
+//! [`Stream::failure`] says why (the views turn a failure other than a
+//! reader that went away into exit 1; a run ignores it).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -52,6 +56,8 @@ struct Queue {
     /// Lines (or pieces of a redraw) dropped, and their bytes.
     dropped: u64,
     dropped_bytes: u64,
+    /// The write that failed: nothing is written after it.
+    failed: Option<std::io::Error>,
 }
 
 #[derive(Default, PartialEq, Eq)]
@@ -108,6 +114,7 @@ impl Stream {
                 writer: Writer::NotStarted,
                 dropped: 0,
                 dropped_bytes: 0,
+                failed: None,
             }),
             changed: Condvar::new(),
         }
@@ -130,13 +137,18 @@ impl Stream {
                 Err(_) => Writer::Direct,
             };
         }
+        if q.failed.is_some() {
+            return;
+        }
         if q.writer == Writer::Direct {
             drop(q);
-            self.put(&data);
+            let r = self.put(&data);
+            self.note(r);
             return;
         }
         let patient = PATIENT.load(Ordering::Relaxed);
         while patient
+            && q.failed.is_none()
             && q.bytes > 0
             && q.bytes + data.len() > MAX_PENDING
             && crate::signal::caught().is_none()
@@ -149,6 +161,9 @@ impl Stream {
         }
         // Patient, one write larger than the bound goes when the queue
         // is empty.
+        if q.failed.is_some() {
+            return;
+        }
         if q.bytes + data.len() > MAX_PENDING && !(patient && q.bytes == 0) {
             q.dropped += 1;
             q.dropped_bytes += data.len() as u64;
@@ -188,34 +203,68 @@ impl Stream {
                     q = self.changed.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            self.put(&chunk);
+            let r = self.put(&chunk);
+            self.note(r);
         }
     }
 
-    /// Writes `data` to the stream; a closed or broken stream is ignored,
-    /// so it can neither end nor change the run.
-    fn put(&self, data: &[u8]) {
+    /// Writes `data` to the stream.
+    fn put(&self, data: &[u8]) -> std::io::Result<()> {
         match self.fd {
             Fd::Out => {
                 let mut o = std::io::stdout().lock();
-                let _ = o.write_all(data).and_then(|_| o.flush());
+                o.write_all(data).and_then(|_| o.flush())
             }
-            Fd::Err => {
-                let _ = std::io::stderr().lock().write_all(data);
-            }
+            Fd::Err => std::io::stderr().lock().write_all(data),
         }
+    }
+
+    /// Keeps the first failed write: the stream ends there.
+    fn note(&self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            let mut q = self.lock();
+            if q.failed.is_none() {
+                q.failed = Some(e);
+            }
+            // Nothing queued will be written.
+            q.chunks.clear();
+            q.bytes = 0;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Why the stream ended: the write that failed (`BrokenPipe`: its
+    /// reader went away), as its kind and its message; None while writes
+    /// go through.
+    pub fn failure(&self) -> Option<(std::io::ErrorKind, String)> {
+        self.lock()
+            .failed
+            .as_ref()
+            .map(|e| (e.kind(), e.to_string()))
     }
 
     /// Waits until the reader took everything queued, at most `limit`, and
     /// less when a signal arrives meanwhile (one that came before does not
     /// shorten it: an interrupted run still gets its last lines out).
-    /// True when the stream is drained.
+    /// True when the stream is drained, or ended by a failed write.
     pub fn drain_for(&self, limit: Duration) -> bool {
+        self.drain_within(limit, crate::signal::caught().is_some())
+    }
+
+    /// Waits until the reader took everything queued, or until a signal
+    /// came (also one that came before): the views' wait for their
+    /// reader. True when the stream is drained, or ended by a failed write.
+    pub fn drain_until_signal(&self) -> bool {
+        self.drain_within(Duration::MAX, false)
+    }
+
+    /// [`Stream::drain_for`]; `signalled`: a signal already caught does
+    /// not end the wait.
+    fn drain_within(&self, limit: Duration, signalled: bool) -> bool {
         let start = Instant::now();
-        let signalled = crate::signal::caught().is_some();
         let mut q = self.lock();
         loop {
-            if q.chunks.is_empty() && q.busy == 0 {
+            if (q.chunks.is_empty() && q.busy == 0) || q.failed.is_some() {
                 return true;
             }
             let waited = start.elapsed();
@@ -256,11 +305,8 @@ impl Stream {
 /// exits.
 pub fn drain_all() {
     if PATIENT.load(Ordering::Relaxed) {
-        // Until a signal, also one that came before.
-        if crate::signal::caught().is_none() {
-            STDOUT.drain_for(Duration::MAX);
-            STDERR.drain_for(Duration::MAX);
-        }
+        STDOUT.drain_until_signal();
+        STDERR.drain_until_signal();
         return;
     }
     STDOUT.drain_for(DRAIN);
@@ -268,8 +314,10 @@ pub fn drain_all() {
 }
 
 /// A terminal for indicatif's spinner that writes through [`STDERR`]: the
-/// spinner's redraws are dropped while the terminal does not take them; a
-/// line printed above it is queued like any other line.
+/// spinner's redraws are dropped while the terminal does not take them.
+/// Everything indicatif writes is such a redraw, also the lines of its
+/// `println`: a line to keep goes through [`STDERR`] inside
+/// `ProgressBar::suspend` instead.
 #[derive(Debug)]
 pub struct Term;
 
