@@ -64,7 +64,7 @@ impl Out {
     pub fn done(self, code: i32) -> Result<i32, Error> {
         crate::stdio::STDOUT.drain_until_signal();
         match crate::stdio::STDOUT.failure() {
-            Some((kind, _)) if kind == std::io::ErrorKind::BrokenPipe => Ok(code),
+            Some((std::io::ErrorKind::BrokenPipe, _)) => Ok(code),
             Some((_, e)) => Err(Error::Fatal(anyhow::anyhow!(
                 "cannot write to standard output: {e}"
             ))),
