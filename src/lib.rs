@@ -533,6 +533,33 @@ fn start_events(
     }
 }
 
+/// The usage error of `power-off` for a computer whose provisioner
+/// cannot power it off, with what to change.
+fn cannot_power_off(plan: &Plan) -> Error {
+    Error::Usage(format!(
+        "provisioner `{}` (kind {}) of computer `{}` cannot power it off: {}",
+        plan.provisioner.name,
+        plan.provisioner.kind,
+        plan.computer.name,
+        if plan.provisioner.kind == "command" {
+            "give it a power_off command"
+        } else {
+            "it leaves the computer's power alone"
+        }
+    ))
+}
+
+/// The record's name of a job, and the attempts it may use.
+fn job_attempts(job: &Job, plan: &Plan) -> (&'static str, u32) {
+    match *job {
+        Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
+        // Without --of, an attempt past the plan's count is the last one
+        // (as `single` runs it), and the record says so: 5/5, not 5/2.
+        Job::Single(p, k, of) => (p.name(), of.unwrap_or(plan.max_attempts).max(k)),
+        Job::PowerOff => ("power-off", 1),
+    }
+}
+
 fn run(
     cli: &Cli,
     loaded: &Loaded,
@@ -545,17 +572,7 @@ fn run(
     let mut plan = config::resolve(loaded, computer, image, &dir, reservation.clone())?;
     let provisioner = provisioner(loaded, &plan)?;
     if matches!(job, Job::PowerOff) && provisioner.power_off().is_none() {
-        return Err(Error::Usage(format!(
-            "provisioner `{}` (kind {}) of computer `{}` cannot power it off: {}",
-            plan.provisioner.name,
-            plan.provisioner.kind,
-            plan.computer.name,
-            if plan.provisioner.kind == "command" {
-                "give it a power_off command"
-            } else {
-                "it leaves the computer's power alone"
-            }
-        )));
+        return Err(cannot_power_off(&plan));
     }
     let os = os::build(&plan);
     let state = state::StateDir::open(&dir)?;
@@ -587,13 +604,7 @@ fn run(
             return Ok(e.code());
         }
     };
-    let (name, of) = match job {
-        Job::Provision(n, _) => ("provision", n.unwrap_or(plan.max_attempts)),
-        // Without --of, an attempt past the plan's count is the last one
-        // (as `single` below runs it), and the record says so: 5/5, not 5/2.
-        Job::Single(p, k, of) => (p.name(), of.unwrap_or(plan.max_attempts).max(k)),
-        Job::PowerOff => ("power-off", 1),
-    };
+    let (name, of) = job_attempts(&job, &plan);
     let previous = state.read_last_run(&plan.computer.name);
     let mut runner = runner::Runner {
         plan: &plan,

@@ -119,6 +119,124 @@ enum Take {
     Raced,
 }
 
+/// One run's try to take a computer: who asks, and the lease it asks for.
+struct Taker<'a> {
+    computer: &'a str,
+    command: &'a str,
+    host: &'a str,
+    /// This run's secret in the holder row.
+    token: String,
+    pid: i32,
+    /// The lease, in seconds.
+    secs: f64,
+}
+
+impl Taker<'_> {
+    /// The take, in one transaction: the schema version, then the row,
+    /// locked.
+    async fn take(&self, c: &mut Client) -> Result<Take, tokio_postgres::Error> {
+        let v = schema_version(c).await?;
+        if v != SCHEMA_VERSION {
+            return Ok(Take::Schema(v));
+        }
+        let tx = c.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {HOLDER_COLUMNS}, token = $2 FROM reimage_holder
+                      WHERE computer = $1 FOR UPDATE"
+                ),
+                &[&self.computer, &self.token],
+            )
+            .await?;
+        let previous = row.as_ref().map(holder_row);
+        let ours = row.as_ref().is_some_and(|r| r.get::<_, bool>(9));
+        let got = match &previous {
+            // An earlier try of this run took it, and its answer was lost:
+            // renew it, so that the lease runs from this try as the keeper
+            // will count it.
+            Some(h) if ours && !h.free() && !h.revoked => self.renew(&tx).await?.map(|g| (g, None)),
+            Some(h) if !h.free() => return Ok(Take::Held(h.clone())),
+            Some(_) => self.take_over(&tx).await?.map(|g| (g, previous.clone())),
+            None => self.insert(&tx).await?.map(|g| (g, None)),
+        };
+        let Some((g, previous)) = got else {
+            return Ok(Take::Raced);
+        };
+        tx.commit().await?;
+        Ok(Take::Got(g, previous))
+    }
+
+    /// Renews this run's own lease; its generation.
+    async fn renew(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<Option<i64>, tokio_postgres::Error> {
+        let row = tx
+            .query_opt(
+                "UPDATE reimage_holder
+                    SET expires = now() + $3::float8 * interval '1 second'
+                  WHERE computer = $1 AND token = $2
+                 RETURNING generation",
+                &[&self.computer, &self.token, &self.secs],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Takes a free row over, as the next generation.
+    async fn take_over(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<Option<i64>, tokio_postgres::Error> {
+        let row = tx
+            .query_opt(
+                "UPDATE reimage_holder
+                    SET token = $2, host = $3, pid = $4, command = $5, started = now(),
+                        expires = now() + $6::float8 * interval '1 second',
+                        generation = generation + 1, released = NULL, revoked = NULL
+                  WHERE computer = $1
+                 RETURNING generation",
+                &[
+                    &self.computer,
+                    &self.token,
+                    &self.host,
+                    &self.pid,
+                    &self.command,
+                    &self.secs,
+                ],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The computer's first row, unless another run inserted it first.
+    async fn insert(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<Option<i64>, tokio_postgres::Error> {
+        let row = tx
+            .query_opt(
+                "INSERT INTO reimage_holder
+                    (computer, token, host, pid, command, started, expires, generation)
+                 VALUES ($1, $2, $3, $4, $5, now(),
+                         now() + $6::float8 * interval '1 second', 1)
+                 ON CONFLICT (computer) DO NOTHING
+                 RETURNING generation",
+                &[
+                    &self.computer,
+                    &self.token,
+                    &self.host,
+                    &self.pid,
+                    &self.command,
+                    &self.secs,
+                ],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
 /// What a renewal found.
 #[derive(Debug)]
 pub enum Renewal {
@@ -303,87 +421,32 @@ impl Store {
     /// (the schema is set up or upgraded first if it is not ours).
     pub fn acquire(&self, computer: &str, command: &str) -> Result<Lease, StoreError> {
         let limits = self.at_start();
-        let token = format!(
-            "{:016x}{:016x}",
-            crate::backoff::random_u64(),
-            crate::backoff::random_u64()
-        );
-        let pid = std::process::id() as i32;
-        let secs = self.terms.lease.as_secs_f64();
+        let taker = Taker {
+            computer,
+            command,
+            host: &self.host,
+            token: format!(
+                "{:016x}{:016x}",
+                crate::backoff::random_u64(),
+                crate::backoff::random_u64()
+            ),
+            pid: std::process::id() as i32,
+            secs: self.terms.lease.as_secs_f64(),
+        };
         let mut set_up = false;
         let mut tries = 0;
         loop {
             tries += 1;
             // The lease runs from the database's now() in the take, which
             // is later than the start of the try that made it.
-            let (r, began) = self.db.run(limits, &on_signal, async |c| {
-                let v = schema_version(c).await?;
-                if v != SCHEMA_VERSION {
-                    return Ok(Take::Schema(v));
-                }
-                let tx = c.transaction().await?;
-                let row = tx
-                    .query_opt(
-                        &format!(
-                            "SELECT {HOLDER_COLUMNS}, token = $2 FROM reimage_holder
-                              WHERE computer = $1 FOR UPDATE"
-                        ),
-                        &[&computer, &token],
-                    )
-                    .await?;
-                let previous = row.as_ref().map(holder_row);
-                let ours = row.as_ref().is_some_and(|r| r.get::<_, bool>(9));
-                let got = match &previous {
-                    // An earlier try of this run took it, and its answer
-                    // was lost: renew it, so that the lease runs from this
-                    // try as the keeper will count it.
-                    Some(h) if ours && !h.free() && !h.revoked => tx
-                        .query_opt(
-                            "UPDATE reimage_holder
-                                SET expires = now() + $3::float8 * interval '1 second'
-                              WHERE computer = $1 AND token = $2
-                             RETURNING generation",
-                            &[&computer, &token, &secs],
-                        )
-                        .await?
-                        .map(|g| (g, None)),
-                    Some(h) if !h.free() => return Ok(Take::Held(h.clone())),
-                    Some(_) => tx
-                        .query_opt(
-                            "UPDATE reimage_holder
-                                SET token = $2, host = $3, pid = $4, command = $5, started = now(),
-                                    expires = now() + $6::float8 * interval '1 second',
-                                    generation = generation + 1, released = NULL, revoked = NULL
-                              WHERE computer = $1
-                             RETURNING generation",
-                            &[&computer, &token, &self.host, &pid, &command, &secs],
-                        )
-                        .await?
-                        .map(|g| (g, previous.clone())),
-                    None => tx
-                        .query_opt(
-                            "INSERT INTO reimage_holder
-                                (computer, token, host, pid, command, started, expires, generation)
-                             VALUES ($1, $2, $3, $4, $5, now(),
-                                     now() + $6::float8 * interval '1 second', 1)
-                             ON CONFLICT (computer) DO NOTHING
-                             RETURNING generation",
-                            &[&computer, &token, &self.host, &pid, &command, &secs],
-                        )
-                        .await?
-                        .map(|g| (g, None)),
-                };
-                let Some((g, previous)) = got else {
-                    return Ok(Take::Raced);
-                };
-                tx.commit().await?;
-                Ok(Take::Got(g.get(0), previous))
-            })?;
+            let (r, began) = self
+                .db
+                .run(limits, &on_signal, async |c| taker.take(c).await)?;
             match r {
                 Take::Got(generation, previous) => {
                     return Ok(Lease::start(
                         self.clone(),
-                        token,
+                        taker.token,
                         computer.to_string(),
                         generation,
                         previous,

@@ -223,46 +223,8 @@ fn default_task_timeout() -> Duration {
 impl VsphereConfig {
     /// Checks serde cannot make.
     pub fn validate(&self) -> Result<(), String> {
-        let rest = self
-            .url
-            .strip_prefix("https://")
-            .or_else(|| self.url.strip_prefix("http://"))
-            .ok_or_else(|| {
-                format!(
-                    "`url` must start with https:// (or http://), e.g. \"https://vcenter.example\"; got {:?}",
-                    self.url
-                )
-            })?;
-        let host = rest.trim_end_matches('/');
-        let host = host.strip_suffix("/sdk").unwrap_or(host);
-        if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
-            return Err(format!(
-                "`url` must be the ESXi host's or vCenter's address without a path, e.g. \"https://vcenter.example\"; got {:?}",
-                self.url
-            ));
-        }
-        if self.username.trim().is_empty() {
-            return Err(
-                "`username` must not be empty, e.g. \"reimage@vsphere.local\" or \"root\"".into(),
-            );
-        }
-        if self.password_file.is_none() {
-            return Err("`password_file` is required: a file whose first line is the password of `username`".into());
-        }
-        let trust = [
-            self.insecure,
-            self.ca_file.is_some(),
-            self.thumbprint.is_some(),
-        ];
-        if trust.iter().filter(|t| **t).count() > 1 {
-            return Err(
-                "set one of `ca_file`, `thumbprint` and `insecure = true`: they are different ways to trust the endpoint's certificate"
-                    .into(),
-            );
-        }
-        if let Some(t) = &self.thumbprint {
-            tls::parse_thumbprint(t)?;
-        }
+        self.validate_url()?;
+        self.validate_login()?;
         for (key, v) in [
             ("datacenter", &self.datacenter),
             ("folder", &self.folder),
@@ -303,6 +265,56 @@ impl VsphereConfig {
         for name in self.images.keys() {
             self.hardware(name)
                 .check(&format!("images.{name}."), vtpm_possible)?;
+        }
+        Ok(())
+    }
+
+    /// `url`: the endpoint's address, without a path.
+    fn validate_url(&self) -> Result<(), String> {
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .ok_or_else(|| {
+                format!(
+                    "`url` must start with https:// (or http://), e.g. \"https://vcenter.example\"; got {:?}",
+                    self.url
+                )
+            })?;
+        let host = rest.trim_end_matches('/');
+        let host = host.strip_suffix("/sdk").unwrap_or(host);
+        if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+            return Err(format!(
+                "`url` must be the ESXi host's or vCenter's address without a path, e.g. \"https://vcenter.example\"; got {:?}",
+                self.url
+            ));
+        }
+        Ok(())
+    }
+
+    /// The account and how the endpoint's certificate is trusted.
+    fn validate_login(&self) -> Result<(), String> {
+        if self.username.trim().is_empty() {
+            return Err(
+                "`username` must not be empty, e.g. \"reimage@vsphere.local\" or \"root\"".into(),
+            );
+        }
+        if self.password_file.is_none() {
+            return Err("`password_file` is required: a file whose first line is the password of `username`".into());
+        }
+        let trust = [
+            self.insecure,
+            self.ca_file.is_some(),
+            self.thumbprint.is_some(),
+        ];
+        if trust.iter().filter(|t| **t).count() > 1 {
+            return Err(
+                "set one of `ca_file`, `thumbprint` and `insecure = true`: they are different ways to trust the endpoint's certificate"
+                    .into(),
+            );
+        }
+        if let Some(t) = &self.thumbprint {
+            tls::parse_thumbprint(t)?;
         }
         Ok(())
     }

@@ -372,35 +372,8 @@ xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"{XSI}\">\
                 timeout,
             ));
         });
-        let mut signal = None;
-        let mut settle_until = None;
-        let got = loop {
-            match rx.recv_timeout(SIGNAL_TICK) {
-                Ok(r) => break r,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if signal.is_none() {
-                        signal = signalled();
-                        if let Some(s) = signal {
-                            if on_signal == OnSignal::Stop {
-                                return (Err(Error::Interrupted(s)), signal);
-                            }
-                            settle_until = Some(Instant::now() + SETTLE);
-                        }
-                    }
-                    if let (Some(s), Some(until)) = (signal, settle_until)
-                        && Instant::now() >= until
-                    {
-                        return (Err(Error::Interrupted(s)), signal);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err(Error::Transport {
-                        retry: true,
-                        message: format!("{method}: the request thread ended without an answer"),
-                    });
-                }
-            }
-        };
+        // An interruption is an Err: nothing of the answer is kept.
+        let (got, signal) = wait_answer(&rx, method, on_signal, &signalled);
         let answer = got.and_then(|(status, set_cookie, text)| {
             if let Some(c) = set_cookie {
                 *self.cookie.borrow_mut() = Some(c);
@@ -408,6 +381,43 @@ xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"{XSI}\">\
             parse_answer(method, status, &text)
         });
         (answer, signal)
+    }
+}
+
+/// Waits for the request thread's answer, looking at the signal flag every
+/// tick: a signal ends the wait at once (`OnSignal::Stop`) or after
+/// [`SETTLE`] (`OnSignal::Settle`). The answer, and the signal that came.
+fn wait_answer<T>(
+    rx: &mpsc::Receiver<Result<T, Error>>,
+    method: &str,
+    on_signal: OnSignal,
+    signalled: &dyn Fn() -> Option<i32>,
+) -> (Result<T, Error>, Option<i32>) {
+    let mut signal = None;
+    let mut settle_until = None;
+    loop {
+        match rx.recv_timeout(SIGNAL_TICK) {
+            Ok(r) => return (r, signal),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let e = Error::Transport {
+                    retry: true,
+                    message: format!("{method}: the request thread ended without an answer"),
+                };
+                return (Err(e), signal);
+            }
+        }
+        if signal.is_none() {
+            signal = signalled();
+            if signal.is_some() && on_signal == OnSignal::Settle {
+                settle_until = Some(Instant::now() + SETTLE);
+            }
+        }
+        if let Some(s) = signal
+            && (on_signal == OnSignal::Stop || settle_until.is_some_and(|u| Instant::now() >= u))
+        {
+            return (Err(Error::Interrupted(s)), signal);
+        }
     }
 }
 

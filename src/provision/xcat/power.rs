@@ -85,40 +85,13 @@ impl Xcat {
                 wait::pause(pause)
                     .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}: {e}", who(plan))))?;
             }
-            let mut did = Vec::new();
-            if way == NetBoot::Rsetboot {
-                match self.rsetboot(plan, report)? {
-                    Step::Did(s) => did.push(s),
-                    Step::Again(s) => {
-                        last = s;
-                        continue;
-                    }
-                    Step::NoCommand(s) => {
-                        self.no_command(plan, report, "rsetboot", &s);
-                        way = NetBoot::Nothing;
-                    }
-                }
-            }
-            let started = if way == NetBoot::Rnetboot {
-                match self.rnetboot(plan, report)? {
-                    Step::NoCommand(s) => {
-                        self.no_command(plan, report, "rnetboot", &s);
-                        way = NetBoot::Nothing;
-                        self.rpower_boot(plan, report)?
-                    }
-                    s => s,
-                }
-            } else {
-                self.rpower_boot(plan, report)?
-            };
-            match started {
-                Step::Did(s) => did.push(s),
-                Step::Again(s) | Step::NoCommand(s) => {
-                    last = s;
+            let did = match self.power_try(plan, report, &mut way)? {
+                Ok(did) => did,
+                Err(said) => {
+                    last = said;
                     continue;
                 }
-            }
-            let did = did.join("; ");
+            };
             match self.wait_power_on(plan, report)? {
                 Ok(()) => {
                     return Ok((
@@ -144,6 +117,49 @@ impl Xcat {
             },
             duration::fmt(tenths(start.elapsed()))
         )))
+    }
+
+    /// One try of [`Self::power_boot`]: the boot device set (`way` falls
+    /// back to plain `rpower` when xCAT lacks the command), then the
+    /// power-on. What it did, or what went wrong for the next try.
+    fn power_try(
+        &self,
+        plan: &Plan,
+        report: &Reporter,
+        way: &mut NetBoot,
+    ) -> Result<Result<String, String>, Outcome> {
+        let mut did = Vec::new();
+        if *way == NetBoot::Rsetboot {
+            match self.rsetboot(plan, report)? {
+                Step::Did(s) => did.push(s),
+                Step::Again(s) => {
+                    return Ok(Err(s));
+                }
+                Step::NoCommand(s) => {
+                    self.no_command(plan, report, "rsetboot", &s);
+                    *way = NetBoot::Nothing;
+                }
+            }
+        }
+        let started = if *way == NetBoot::Rnetboot {
+            match self.rnetboot(plan, report)? {
+                Step::NoCommand(s) => {
+                    self.no_command(plan, report, "rnetboot", &s);
+                    *way = NetBoot::Nothing;
+                    self.rpower_boot(plan, report)?
+                }
+                s => s,
+            }
+        } else {
+            self.rpower_boot(plan, report)?
+        };
+        match started {
+            Step::Did(s) => did.push(s),
+            Step::Again(s) | Step::NoCommand(s) => {
+                return Ok(Err(s));
+            }
+        }
+        Ok(Ok(did.join("; ")))
     }
 
     /// The warning for a node whose mgt has no `cmd` after all.
