@@ -479,8 +479,12 @@ impl<'a> Cluster<'a> {
         for (name, ssh) in &self.guests {
             let console = self.s.path(&format!("state/qemu/{name}/console.log"));
             d.push_str(&format!(
-                "\n--- {name}: console\n{}\n--- {name}: slurmd and munge\n",
+                "\n--- {name}: console\n{}\n--- {name}: reimage's events\n{}\n--- {name}: slurmd and munge\n",
                 tail(&console, 15),
+                tail(
+                    &self.s.path(&format!("state/computers/{name}/events.jsonl")),
+                    12
+                ),
             ));
             let mut c = self.ns.cmd("timeout");
             c.args(["20", "ssh"]);
