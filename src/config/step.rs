@@ -64,9 +64,17 @@ pub struct StepLimits {
     /// Give up when what the step sees has not changed for this long.
     pub stall: Option<Duration>,
     /// On timeout, reset power (where the provisioner can) and wait this
-    /// much longer.
+    /// much longer. A reboot step resets without it too: see
+    /// [`StepLimits::reset_wait`].
     pub reset_on_timeout: Option<Duration>,
 }
+
+/// How much longer than its own timeout a reboot step that names no
+/// `reset_on_timeout` waits after its power reset: Apache VCL's OS.pm
+/// `wait_for_reboot` (managementnode/lib/VCL/Module/OS.pm) power-resets
+/// once when the first wait sees no reboot and then waits its total again
+/// plus 120 s times the attempt number, 2: 240 s.
+pub const REBOOT_RESET_MORE: Duration = Duration::from_secs(240);
 
 impl StepLimits {
     /// Just a timeout.
@@ -75,6 +83,19 @@ impl StepLimits {
             timeout,
             stall: None,
             reset_on_timeout: None,
+        }
+    }
+
+    /// How long a step polling `probe` waits after a power reset on its
+    /// timeout, at attempt 1 (it grows with the attempt); `None`: it does
+    /// not reset. `reset_on_timeout` where the step names one; a reboot
+    /// step resets in any case (a hung reboot is what VCL resets for) and
+    /// then waits its timeout plus [`REBOOT_RESET_MORE`].
+    pub fn reset_wait(&self, probe: &Probe) -> Option<Duration> {
+        match (self.reset_on_timeout, probe) {
+            (Some(d), _) => Some(d),
+            (None, Probe::Reboot { .. }) => Some(self.timeout + REBOOT_RESET_MORE),
+            (None, _) => None,
         }
     }
 }
