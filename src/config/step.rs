@@ -242,3 +242,24 @@ pub fn resolve(s: &StepConfig) -> Result<Step, (&'static str, String)> {
         wait: Wait::Poll(probe, limits),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reboot_step_resets_without_reset_on_timeout_and_others_do_not() {
+        let l = StepLimits::timeout(Duration::from_secs(300));
+        let reboot = Probe::Reboot { trigger: None };
+        // VCL's wait_for_reboot: 300 s, then 300 s + 2 x 120 s after a reset.
+        assert_eq!(l.reset_wait(&reboot), Some(Duration::from_secs(540)));
+        assert_eq!(l.reset_wait(&Probe::Login), None);
+        assert_eq!(l.reset_wait(&Probe::Port { port: None }), None);
+        let set = StepLimits {
+            reset_on_timeout: Some(Duration::from_secs(60)),
+            ..l
+        };
+        assert_eq!(set.reset_wait(&reboot), Some(Duration::from_secs(60)));
+        assert_eq!(set.reset_wait(&Probe::Login), Some(Duration::from_secs(60)));
+    }
+}
