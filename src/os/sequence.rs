@@ -178,8 +178,9 @@ impl Sequence<'_> {
 
     /// Polls `probe` within `limits` grown for the attempt (`timeout`);
     /// on a timeout, resets power and waits longer when the step says so
-    /// (a reboot step always does: [`StepLimits::reset_wait`]). After a
-    /// reset, also the first wait and the second one.
+    /// (a reboot step always does, on a stall too: a reboot that stalls
+    /// did not come back either; [`StepLimits::reset_wait`]). After a
+    /// reset, also how long the first wait lasted and the second one.
     fn poll_step(
         &mut self,
         name: &str,
@@ -189,15 +190,21 @@ impl Sequence<'_> {
     ) -> (Waited, Option<(Duration, Duration)>) {
         let stall = limits.stall.map(|d| self.attempt.scale(d));
         self.report.step(name, Some(timeout));
+        let started = Instant::now();
         let w = self.wait_for(probe, Limits { timeout, stall });
-        let (Waited::TimedOut(last), Some(extra)) = (&w, limits.reset_wait(probe)) else {
-            return (w, None);
+        let reboot = matches!(probe, Probe::Reboot { .. });
+        let (last, first, extra) = match (&w, limits.reset_wait(probe)) {
+            (Waited::TimedOut(last), Some(extra)) => (last, timeout, extra),
+            (Waited::Stalled(last, _), Some(extra)) if reboot => {
+                let took = Duration::from_secs(started.elapsed().as_secs());
+                (last, took, extra)
+            }
+            _ => return (w, None),
         };
         if last.starts_with(AUTH) {
             // It answers and refuses us: a power reset cannot help.
             return (w, None);
         }
-        let reboot = matches!(probe, Probe::Reboot { .. });
         match self.power.power_reset(self.report) {
             Some(Outcome::Done) => {
                 let extra = self.attempt.scale(extra);
@@ -208,7 +215,7 @@ impl Sequence<'_> {
                 };
                 self.report.step_end(
                     false,
-                    &format!("{what} after {}: power was reset", duration::fmt(timeout)),
+                    &format!("{what} after {}: power was reset", duration::fmt(first)),
                 );
                 self.report
                     .step(&format!("{name}-after-reset"), Some(extra));
@@ -224,7 +231,7 @@ impl Sequence<'_> {
                 } else {
                     self.wait_for(probe, limits)
                 };
-                (w, Some((timeout, extra)))
+                (w, Some((first, extra)))
             }
             Some(o) => {
                 self.report.warn(&format!(

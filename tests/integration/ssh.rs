@@ -602,6 +602,11 @@ fn hung_reboot(name: &str, s: &Scratch) -> Fixture {
 }
 
 fn hung_reboot_config(s: &Scratch, fx: &Fixture, port: u16) {
+    hung_reboot_config_with(s, fx, port, r#"timeout = "2s""#);
+}
+
+/// The same with the reboot step's `limits`.
+fn hung_reboot_config_with(s: &Scratch, fx: &Fixture, port: u16, limits: &str) {
     s.config(&format!(
         r#"
 [provisioners.resettable]
@@ -622,7 +627,7 @@ first_boot = false
 connect_timeout = "1s"
 steps = [
   {{ wait = "login", timeout = "10s" }},
-  {{ wait = "reboot", command = ["reboot"], timeout = "2s" }},
+  {{ wait = "reboot", command = ["reboot"], {limits} }},
 ]
 
 [images.img]
@@ -690,6 +695,39 @@ fn a_hung_reboot_is_power_reset_once_and_completes() {
         .expect("the wait after the reset");
     assert_eq!(after.1, "ok", "{ends:?}");
     assert!(after.2.contains("new boot id boot-2"), "{ends:?}");
+}
+
+#[test]
+fn a_reboot_that_stalls_is_power_reset_too() {
+    // A stall is a reboot that did not come back either: the same reset,
+    // long before the 5m timeout.
+    let s = Scratch::new("ssh-stalled-reboot");
+    let fx = hung_reboot("it-stalled-reboot", &s);
+    let sshd = fx.start(&fx.host_key_a);
+    hung_reboot_config_with(
+        &s,
+        &fx,
+        sshd.port,
+        r#"timeout = "5m", stall_timeout = "2s""#,
+    );
+    let r = Test::with(&s).post_load("box", "img").attempt(1, 3).run();
+    r.code(0);
+    assert_eq!(lines_of(&s, "resets"), ["reset"]);
+    let ev = s.events("box");
+    let end = |step: &str| {
+        of_kind(&ev, "step-end")
+            .into_iter()
+            .find(|e| e["step"] == step)
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no step-end of {step}: {ev:?}"))
+    };
+    let first = end("reboot");
+    assert!(
+        first.starts_with("the reboot did not come back after "),
+        "{first}"
+    );
+    assert!(first.ends_with(": power was reset"), "{first}");
+    assert!(end("reboot-after-reset").contains("new boot id boot-2"));
 }
 
 #[test]
