@@ -266,7 +266,7 @@ initramfs.cpio.gz  busybox-static, dropbear, modules (${modules[*]}), /init
 base.qcow2         $disk_size ext4 disk mounted at /var/lib (use a qcow2 overlay per boot)
 id_ed25519         private test key, no passphrase; logs in as root
 id_ed25519.pub     its public key (the guest's /root/.ssh/authorized_keys)
-Kernel command line: console=ttyS0 reimage.attempt=N reimage.nossh=LIST|all reimage.sshdelay=SECONDS reimage.ip=ADDR/PREFIX reimage.gw=ADDR
+Kernel command line: console=ttyS0 reimage.attempt=N reimage.nossh=LIST|all reimage.sshdelay=SECONDS reimage.ip=ADDR/PREFIX reimage.gw=ADDR reimage.hangreboot
 EOF
 
 # Publish: outputs first, the stamp last, so an interrupted build never

@@ -140,7 +140,7 @@ impl Plan {
         if let Some(stall) = limits.stall {
             d.push_str(&format!("; stall {}", at(stall)));
         }
-        if let Some(r) = limits.reset_on_timeout {
+        if let Some(r) = limits.reset_wait(probe) {
             d.push_str(&format!("; on timeout: power reset, then {}", at(r)));
         }
         d

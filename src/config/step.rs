@@ -64,9 +64,17 @@ pub struct StepLimits {
     /// Give up when what the step sees has not changed for this long.
     pub stall: Option<Duration>,
     /// On timeout, reset power (where the provisioner can) and wait this
-    /// much longer.
+    /// much longer. A reboot step resets without it too: see
+    /// [`StepLimits::reset_wait`].
     pub reset_on_timeout: Option<Duration>,
 }
+
+/// How much longer than its own timeout a reboot step that names no
+/// `reset_on_timeout` waits after its power reset: Apache VCL's OS.pm
+/// `wait_for_reboot` (managementnode/lib/VCL/Module/OS.pm) power-resets
+/// once when the first wait sees no reboot and then waits its total again
+/// plus 120 s times the attempt number, 2: 240 s.
+pub const REBOOT_RESET_MORE: Duration = Duration::from_secs(240);
 
 impl StepLimits {
     /// Just a timeout.
@@ -75,6 +83,19 @@ impl StepLimits {
             timeout,
             stall: None,
             reset_on_timeout: None,
+        }
+    }
+
+    /// How long a step polling `probe` waits after a power reset on its
+    /// timeout, at attempt 1 (it grows with the attempt); `None`: it does
+    /// not reset. `reset_on_timeout` where the step names one; a reboot
+    /// step resets in any case (a hung reboot is what VCL resets for) and
+    /// then waits its timeout plus [`REBOOT_RESET_MORE`].
+    pub fn reset_wait(&self, probe: &Probe) -> Option<Duration> {
+        match (self.reset_on_timeout, probe) {
+            (Some(d), _) => Some(d),
+            (None, Probe::Reboot { .. }) => Some(self.timeout + REBOOT_RESET_MORE),
+            (None, _) => None,
         }
     }
 }
@@ -220,4 +241,25 @@ pub fn resolve(s: &StepConfig) -> Result<Step, (&'static str, String)> {
         name: s.name.clone().unwrap_or_else(|| kind.name().into()),
         wait: Wait::Poll(probe, limits),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reboot_step_resets_without_reset_on_timeout_and_others_do_not() {
+        let l = StepLimits::timeout(Duration::from_secs(300));
+        let reboot = Probe::Reboot { trigger: None };
+        // VCL's wait_for_reboot: 300 s, then 300 s + 2 x 120 s after a reset.
+        assert_eq!(l.reset_wait(&reboot), Some(Duration::from_secs(540)));
+        assert_eq!(l.reset_wait(&Probe::Login), None);
+        assert_eq!(l.reset_wait(&Probe::Port { port: None }), None);
+        let set = StepLimits {
+            reset_on_timeout: Some(Duration::from_secs(60)),
+            ..l
+        };
+        assert_eq!(set.reset_wait(&reboot), Some(Duration::from_secs(60)));
+        assert_eq!(set.reset_wait(&Probe::Login), Some(Duration::from_secs(60)));
+    }
 }

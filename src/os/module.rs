@@ -77,6 +77,7 @@ impl OsModule for Module {
             channel: ch.as_mut(),
             boot_before: state.read_boot_id(&plan.computer.name),
             family: self.family,
+            reboot_from: None,
         };
         let r = seq.run().and_then(|_| seq.check_image()).and_then(|_| {
             if !plan.profile.first_boot {

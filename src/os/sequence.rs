@@ -30,6 +30,10 @@ pub struct Sequence<'a> {
     pub boot_before: Option<String>,
     /// The OS family: how it reads its boot id and setup state.
     pub family: &'a dyn Family,
+    /// The boot id a reboot step saw before its trigger (`None`: none
+    /// read), for its wait after a power reset, which must not trigger
+    /// the reboot again.
+    pub reboot_from: Option<String>,
 }
 
 /// What a failed channel call means for a wait. Over WinRM a rejected
@@ -173,8 +177,10 @@ impl Sequence<'_> {
     }
 
     /// Polls `probe` within `limits` grown for the attempt (`timeout`);
-    /// on a timeout, resets power and waits longer when the step says so.
-    /// After a reset, also the first wait and the second one.
+    /// on a timeout, resets power and waits longer when the step says so
+    /// (a reboot step always does, on a stall too: a reboot that stalls
+    /// did not come back either; [`StepLimits::reset_wait`]). After a
+    /// reset, also how long the first wait lasted and the second one.
     fn poll_step(
         &mut self,
         name: &str,
@@ -184,9 +190,16 @@ impl Sequence<'_> {
     ) -> (Waited, Option<(Duration, Duration)>) {
         let stall = limits.stall.map(|d| self.attempt.scale(d));
         self.report.step(name, Some(timeout));
+        let started = Instant::now();
         let w = self.wait_for(probe, Limits { timeout, stall });
-        let (Waited::TimedOut(last), Some(extra)) = (&w, limits.reset_on_timeout) else {
-            return (w, None);
+        let reboot = matches!(probe, Probe::Reboot { .. });
+        let (last, first, extra) = match (&w, limits.reset_wait(probe)) {
+            (Waited::TimedOut(last), Some(extra)) => (last, timeout, extra),
+            (Waited::Stalled(last, _), Some(extra)) if reboot => {
+                let took = Duration::from_secs(started.elapsed().as_secs());
+                (last, took, extra)
+            }
+            _ => return (w, None),
         };
         if last.starts_with(AUTH) {
             // It answers and refuses us: a power reset cannot help.
@@ -195,23 +208,30 @@ impl Sequence<'_> {
         match self.power.power_reset(self.report) {
             Some(Outcome::Done) => {
                 let extra = self.attempt.scale(extra);
+                let what = if reboot {
+                    "the reboot did not come back"
+                } else {
+                    "not ready"
+                };
                 self.report.step_end(
                     false,
-                    &format!(
-                        "not ready after {}: power was reset",
-                        duration::fmt(timeout)
-                    ),
+                    &format!("{what} after {}: power was reset", duration::fmt(first)),
                 );
                 self.report
                     .step(&format!("{name}-after-reset"), Some(extra));
-                let w = self.wait_for(
-                    probe,
-                    Limits {
-                        timeout: extra,
-                        stall,
-                    },
-                );
-                (w, Some((timeout, extra)))
+                let limits = Limits {
+                    timeout: extra,
+                    stall,
+                };
+                let w = if reboot {
+                    // The reset was the reboot: no trigger again, and the
+                    // boot id to leave behind is the one before the first.
+                    let from = self.reboot_from.take();
+                    self.wait_rebooted(from, true, limits)
+                } else {
+                    self.wait_for(probe, limits)
+                };
+                (w, Some((first, extra)))
             }
             Some(o) => {
                 self.report.warn(&format!(
@@ -221,8 +241,11 @@ impl Sequence<'_> {
                 (w, None)
             }
             None => {
-                self.report
-                    .info("the provisioner cannot reset power: no second wait");
+                self.report.info(if reboot {
+                    "the provisioner cannot reset power: the hung reboot asks for a reload"
+                } else {
+                    "the provisioner cannot reset power: no second wait"
+                });
                 (w, None)
             }
         }
@@ -401,29 +424,48 @@ impl Sequence<'_> {
         })
     }
 
+    /// Reads the boot id, runs `trigger` (if any), and waits for the
+    /// computer to come back with another one.
     fn wait_reboot(&mut self, trigger: Option<&[String]>, limits: Limits) -> Waited {
-        let family = self.family;
-        let cmd_t = self
-            .plan
-            .profile
-            .command_timeout
-            .min(Duration::from_secs(30));
-        let report = self.report;
-        let aw = self.auth_waits();
+        let t = self.reboot_command_timeout();
         let ch = &mut *self.channel;
-        let old = match super::boot_id(ch, family, cmd_t) {
+        let old = match super::boot_id(ch, self.family, t) {
             Ok(id) => Some(id),
             Err(e) if e.is_fatal() => return Waited::Fatal(e.into_inner()),
             Err(_) => None,
         };
         if let Some(trigger) = trigger {
-            report.info(&format!("triggering the reboot: {}", trigger.join(" ")));
+            self.report
+                .info(&format!("triggering the reboot: {}", trigger.join(" ")));
             // The connection drops while the command runs; that is expected.
             let _ = ch.run(trigger, Duration::from_secs(10));
         }
         ch.disconnect();
-        let mut went_down = false;
-        wait::poll(report, limits, Pace::COSTLY, |left| {
+        self.reboot_from.clone_from(&old);
+        self.wait_rebooted(old, false, limits)
+    }
+
+    /// How long one boot id read of a reboot wait may take.
+    fn reboot_command_timeout(&self) -> Duration {
+        self.plan
+            .profile
+            .command_timeout
+            .min(Duration::from_secs(30))
+    }
+
+    /// Waits for a boot id other than `old` (with none: for the computer
+    /// to come back after it was seen down, or `went_down` already).
+    fn wait_rebooted(
+        &mut self,
+        old: Option<String>,
+        mut went_down: bool,
+        limits: Limits,
+    ) -> Waited {
+        let family = self.family;
+        let cmd_t = self.reboot_command_timeout();
+        let aw = self.auth_waits();
+        let ch = &mut *self.channel;
+        wait::poll(self.report, limits, Pace::COSTLY, |left| {
             let t = left.min(cmd_t).max(Duration::from_secs(1));
             let r = ch.login(t).and_then(|_| super::boot_id(ch, family, t));
             match (r, &old) {

@@ -556,3 +556,211 @@ fn linux_time_server_that_never_answers_is_a_retry() {
     r.code(75);
     r.stderr_has("time-sync");
 }
+
+/// Issue 26 item 5: an OS whose reboot never comes back until its power is
+/// reset. Through the real sshd, `cat` of the boot id reads `boot_id`
+/// under the scratch dir and `reboot` only logs that it ran (a hung
+/// reboot: the old OS keeps answering with its old boot id). The config
+/// has a command provisioner whose `power_reset` gives the computer a new
+/// boot id (`resettable`) and one without (`plain`); profile `lx` logs in
+/// and reboots with a 2 s timeout.
+fn hung_reboot(name: &str, s: &Scratch) -> Fixture {
+    let root = s.path("computer");
+    let stubs = s.path("stubs");
+    std::fs::create_dir_all(&root).expect("computer dir");
+    std::fs::create_dir_all(&stubs).expect("stub dir");
+    std::fs::write(root.join("boot_id"), "boot-1\n").expect("boot id");
+    let r = root.display();
+    for (f, text) in [
+        (
+            "cat",
+            format!(
+                "#!/bin/sh\n[ \"$1\" = /proc/sys/kernel/random/boot_id ] && exec /bin/cat {r}/boot_id\nexec /bin/cat \"$@\"\n"
+            ),
+        ),
+        ("reboot", format!("#!/bin/sh\necho reboot >> {r}/reboots\n")),
+    ] {
+        let p = stubs.join(f);
+        std::fs::write(&p, text).expect("stub");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let reset = s.path("reset.sh");
+    std::fs::write(
+        &reset,
+        format!("#!/bin/sh\necho reset >> {r}/resets\necho boot-2 > {r}/boot_id\n"),
+    )
+    .expect("reset script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&reset, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut fx = Fixture::new(name);
+    fx.extra_config = format!(
+        "SetEnv PATH={}:/usr/sbin:/usr/bin:/sbin:/bin",
+        stubs.display()
+    );
+    fx
+}
+
+fn hung_reboot_config(s: &Scratch, fx: &Fixture, port: u16) {
+    hung_reboot_config_with(s, fx, port, r#"timeout = "2s""#);
+}
+
+/// The same with the reboot step's `limits`.
+fn hung_reboot_config_with(s: &Scratch, fx: &Fixture, port: u16, limits: &str) {
+    s.config(&format!(
+        r#"
+[provisioners.resettable]
+kind = "command"
+load = ["true"]
+power_reset = ["{reset}"]
+
+[provisioners.plain]
+kind = "command"
+load = ["true"]
+
+[os.lx]
+family = "linux"
+user = "{user}"
+key_file = "{key}"
+known_hosts = "{kh}"
+first_boot = false
+connect_timeout = "1s"
+steps = [
+  {{ wait = "login", timeout = "10s" }},
+  {{ wait = "reboot", command = ["reboot"], {limits} }},
+]
+
+[images.img]
+os = "lx"
+provisioner = "resettable"
+
+[images.plain]
+os = "lx"
+provisioner = "plain"
+
+[computers.box]
+address = "127.0.0.1"
+port = {port}
+"#,
+        reset = s.path("reset.sh").display(),
+        user = fx.user,
+        key = fx.client_key.display(),
+        kh = s.path("known_hosts").display(),
+    ));
+}
+
+/// The lines of `file` under the scratch computer dir.
+fn lines_of(s: &Scratch, file: &str) -> Vec<String> {
+    std::fs::read_to_string(s.path("computer").join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_hung_reboot_is_power_reset_once_and_completes() {
+    let s = Scratch::new("ssh-hung-reboot");
+    let fx = hung_reboot("it-hung-reboot", &s);
+    let sshd = fx.start(&fx.host_key_a);
+    hung_reboot_config(&s, &fx, sshd.port);
+    let r = Test::with(&s).post_load("box", "img").attempt(1, 3).run();
+    r.code(0);
+    // The reboot ran once; the reset once; the wait after it did not run
+    // the reboot command again.
+    assert_eq!(lines_of(&s, "reboots"), ["reboot"]);
+    assert_eq!(lines_of(&s, "resets"), ["reset"]);
+    let ev = s.events("box");
+    let ends: Vec<(String, String, String)> = of_kind(&ev, "step-end")
+        .iter()
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (f("step"), f("result"), f("message"))
+        })
+        .collect();
+    let reboot = ends
+        .iter()
+        .find(|(step, ..)| step == "reboot")
+        .expect("the reboot step ended");
+    assert_eq!(reboot.1, "failed", "{ends:?}");
+    assert!(
+        reboot
+            .2
+            .contains("the reboot did not come back after 2s: power was reset"),
+        "{ends:?}"
+    );
+    let after = ends
+        .iter()
+        .find(|(step, ..)| step == "reboot-after-reset")
+        .expect("the wait after the reset");
+    assert_eq!(after.1, "ok", "{ends:?}");
+    assert!(after.2.contains("new boot id boot-2"), "{ends:?}");
+}
+
+#[test]
+fn a_reboot_that_stalls_is_power_reset_too() {
+    // A stall is a reboot that did not come back either: the same reset,
+    // long before the 5m timeout.
+    let s = Scratch::new("ssh-stalled-reboot");
+    let fx = hung_reboot("it-stalled-reboot", &s);
+    let sshd = fx.start(&fx.host_key_a);
+    hung_reboot_config_with(
+        &s,
+        &fx,
+        sshd.port,
+        r#"timeout = "5m", stall_timeout = "2s""#,
+    );
+    let r = Test::with(&s).post_load("box", "img").attempt(1, 3).run();
+    r.code(0);
+    assert_eq!(lines_of(&s, "resets"), ["reset"]);
+    let ev = s.events("box");
+    let end = |step: &str| {
+        of_kind(&ev, "step-end")
+            .into_iter()
+            .find(|e| e["step"] == step)
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no step-end of {step}: {ev:?}"))
+    };
+    let first = end("reboot");
+    assert!(
+        first.starts_with("the reboot did not come back after "),
+        "{first}"
+    );
+    assert!(first.ends_with(": power was reset"), "{first}");
+    assert!(end("reboot-after-reset").contains("new boot id boot-2"));
+}
+
+#[test]
+fn a_hung_reboot_without_power_reset_asks_for_a_reload() {
+    let s = Scratch::new("ssh-hung-plain");
+    let fx = hung_reboot("it-hung-plain", &s);
+    let sshd = fx.start(&fx.host_key_a);
+    hung_reboot_config(&s, &fx, sshd.port);
+    let r = Test::with(&s).post_load("box", "plain").attempt(1, 3).run();
+    r.code(75);
+    r.stderr_has("reboot");
+    assert_eq!(lines_of(&s, "reboots"), ["reboot"]);
+    assert!(lines_of(&s, "resets").is_empty());
+    let ev = s.events("box");
+    assert!(
+        ev.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot reset power: the hung reboot asks for a reload")),
+        "{ev:?}"
+    );
+    assert!(!ev.iter().any(|e| e["step"] == "reboot-after-reset"));
+}
+
+#[test]
+fn check_says_a_reboot_step_resets_power() {
+    let s = Scratch::new("ssh-hung-check");
+    let fx = hung_reboot("it-hung-check", &s);
+    hung_reboot_config(&s, &fx, 22);
+    Test::with(&s)
+        .check("box", "img")
+        .run()
+        .code(0)
+        .stdout_has("2. reboot [reboot] `reboot`: timeout 2s")
+        .stdout_has("on timeout: power reset, then 4m2s");
+}

@@ -1126,7 +1126,9 @@ fn check_shows_timeouts_lockdown_and_first_boot_actions() {
     r.stdout_has("lockdown: RDP (TCP 3389) and ping open only from 10.20.0.0/16");
     r.stdout_has("password: fresh random Administrator password, written to");
     r.stdout_has("computers/pc/administrator-password");
-    r.stdout_has("name: renamed to pc, rebooted, name checked");
+    r.stdout_has(
+        "name: renamed to pc, rebooted (a reboot that does not come back: power reset once), name checked",
+    );
     r.stdout_has("time: synced from ntp1.example.edu");
     r.stdout_has("activation: KMS host kms.example.edu");
     r.stdout_has("domain: join ad.example.edu in OU=Lab,DC=ad,DC=example,DC=edu");

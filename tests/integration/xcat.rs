@@ -841,6 +841,35 @@ fn an_xcat_without_the_plugin_for_rsetboot_is_one_warning_too() {
     );
 }
 
+#[test]
+fn an_rsetboot_that_reads_back_another_device_never_powers_the_node() {
+    // A BMC that takes the command but reads back the disk: the node would
+    // boot its old system, so each try stops before rpower.
+    let c = Cluster::new("xcat-rsetboot-hd", &["node1"], "firmware=uefi\n", "");
+    c.x.write("nodes/node1/mgt", "ipmi\n");
+    let wrapper = c.s.script(
+        "site-bin/rsetboot",
+        "#!/bin/sh\necho \"$1 $2\" >> \"$(dirname \"$0\")/rsetboot.log\"\necho \"$1: Hard Drive\"\n",
+    );
+    c.edit(
+        "kind = \"xcat\"\n",
+        &format!("kind = \"xcat\"\nrsetboot = \"{}\"\n", wrapper.display()),
+    );
+    let r = c.load("node1", "rhel");
+    r.code(75);
+    r.stderr_has("`rsetboot node1 net` answered `Hard Drive`, not `Network`");
+    let asked =
+        std::fs::read_to_string(wrapper.with_file_name("rsetboot.log")).expect("rsetboot ran");
+    assert_eq!(
+        asked.lines().count(),
+        3,
+        "one rsetboot per power try: {asked}"
+    );
+    assert!(asked.lines().all(|l| l == "node1 net"), "{asked}");
+    assert!(c.calls_of(&["rpower"]).is_empty(), "{}", c.calls());
+    assert!(!c.log().contains("power node1"), "{}", c.log());
+}
+
 // --- 8. Images named by nodetype attributes, as VCL loads them ---------------
 
 #[test]

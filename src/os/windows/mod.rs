@@ -212,7 +212,7 @@ impl Family for Windows {
             password_line(plan, ADMINISTRATOR, fixed),
             "scrub: Sysprep/Panther/unattend answer files removed".to_string(),
             format!(
-                "name: renamed to {}, rebooted, name checked",
+                "name: renamed to {}, rebooted (a reboot that does not come back: power reset once), name checked",
                 plan.computer.name
             ),
             "power: sleep and hibernation off".to_string(),
