@@ -21,6 +21,7 @@ use crate::config::Plan;
 use crate::control::Channel;
 use crate::os::actions::Actions;
 use crate::os::first_boot::{Account, allow_from, new_password};
+use crate::os::hooks::{Env, HookShell};
 use crate::outcome::Outcome;
 use crate::report::{Reporter, rfc3339};
 
@@ -129,11 +130,49 @@ pub fn run(
         MARKER,
         0o644,
     )?;
-    a.scripts("/var/lib/reimage/scripts", '/', |p| vec![p.to_string()])?;
+    a.hooks(&hook_shell())?;
+    a.scripts("/var/lib/reimage/scripts", '/', hook_command)?;
     match new_password(plan, ROOT, None, state, report)? {
         Some(pw) => set_root_password(&mut a, &pw),
         None => Ok(()),
     }
+}
+
+/// VCL's Linux.pm post_load: the image's own scripts, in this order.
+const VCL_POST_LOAD: &str = r#"for f in /usr/local/vcl/vcl_post_load /etc/init.d/vcl_post_load; do
+  [ -f "${REIMAGE_ROOT:-}$f" ] && printf '%s\n' "${REIMAGE_ROOT:-}$f"
+done
+exit 0"#;
+
+/// reimage's folder of the image's own hooks: its executable files.
+const HOOK_DIR: &str = r#"d="${REIMAGE_ROOT:-}/etc/reimage/post-load.d"
+[ -d "$d" ] || exit 0
+for f in "$d"/*; do
+  [ -f "$f" ] && [ -x "$f" ] && printf '%s\n' "$f"
+done
+exit 0"#;
+
+/// How Linux finds and runs the image's hooks.
+fn hook_shell() -> HookShell {
+    HookShell {
+        vcl: sh(VCL_POST_LOAD, &[]),
+        dir: sh(HOOK_DIR, &[]),
+        dir_prefix: "",
+        run: hook_command,
+    }
+}
+
+/// `env K=V ... sh -c RUN PATH`: the hook or script at `path` with the
+/// environment `env`; run itself when it is executable, else by sh (VCL's
+/// `/etc/init.d/vcl_post_load` need not be).
+fn hook_command(path: &str, env: &Env) -> Result<Vec<String>, String> {
+    let mut v = vec!["env".to_string()];
+    v.extend(env.iter().map(|(k, val)| format!("{k}={val}")));
+    v.extend(sh(
+        r#"if [ -x "$1" ]; then exec "$1"; else exec sh "$1"; fi"#,
+        &[path],
+    ));
+    Ok(v)
 }
 
 /// Where SSH is opened to: the profile's `allow_from`, or else this node's
