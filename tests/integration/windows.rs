@@ -1353,7 +1353,7 @@ fn check_shows_timeouts_lockdown_and_first_boot_actions() {
     r.stdout_has("name: renamed to pc, rebooted, name checked");
     r.stdout_has("time: synced from ntp1.example.edu");
     r.stdout_has("activation: KMS host(s) kms.example.edu in order");
-    r.stdout_has("domain: join ad.example.edu in OU=Lab,DC=ad,DC=example,DC=edu");
+    r.stdout_has("domain: after the clock, join ad.example.edu in OU=Lab,DC=ad,DC=example,DC=edu");
     r.stdout_has("network: DHCP lease renewed");
     r.stdout_has("power: sleep and hibernation off");
     let r = Test::with(&s).check("pc", "sys").run();

@@ -138,25 +138,20 @@ pub fn run(
     }
 }
 
-/// VCL's Linux.pm post_load: the image's own scripts, in this order.
-const VCL_POST_LOAD: &str = r#"for f in /usr/local/vcl/vcl_post_load /etc/init.d/vcl_post_load; do
-  [ -f "${REIMAGE_ROOT:-}$f" ] && printf '%s\n' "${REIMAGE_ROOT:-}$f"
-done
-exit 0"#;
+/// Lists the image's own VCL post-load scripts (VCL's Linux.pm paths).
+pub(super) const VCL_POST_LOAD: &str = include_str!("vcl-post-load.sh");
 
-/// reimage's folder of the image's own hooks: its executable files.
-const HOOK_DIR: &str = r#"d="${REIMAGE_ROOT:-}/etc/reimage/post-load.d"
-[ -d "$d" ] || exit 0
-for f in "$d"/*; do
-  [ -f "$f" ] && [ -x "$f" ] && printf '%s\n' "$f"
-done
-exit 0"#;
+/// Lists the executable files of the image's `/etc/reimage/post-load.d`.
+pub(super) const POST_LOAD_D: &str = include_str!("post-load-d.sh");
+
+/// Runs one hook or script.
+const RUN_HOOK: &str = include_str!("run-hook.sh");
 
 /// How Linux finds and runs the image's hooks.
 fn hook_shell() -> HookShell {
     HookShell {
         vcl: sh(VCL_POST_LOAD, &[]),
-        dir: sh(HOOK_DIR, &[]),
+        dir: sh(POST_LOAD_D, &[]),
         dir_prefix: "",
         run: hook_command,
     }
@@ -165,13 +160,10 @@ fn hook_shell() -> HookShell {
 /// `env K=V ... sh -c RUN PATH`: the hook or script at `path` with the
 /// environment `env`; run itself when it is executable, else by sh (VCL's
 /// `/etc/init.d/vcl_post_load` need not be).
-fn hook_command(path: &str, env: &Env) -> Result<Vec<String>, String> {
+pub(super) fn hook_command(path: &str, env: &Env) -> Result<Vec<String>, String> {
     let mut v = vec!["env".to_string()];
     v.extend(env.iter().map(|(k, val)| format!("{k}={val}")));
-    v.extend(sh(
-        r#"if [ -x "$1" ]; then exec "$1"; else exec sh "$1"; fi"#,
-        &[path],
-    ));
+    v.extend(sh(RUN_HOOK, &[path]));
     Ok(v)
 }
 

@@ -287,14 +287,21 @@ fn settings_lines(plan: &Plan) -> Vec<String> {
         v.push(activation::describe(a));
     }
     if let Some(d) = &p.domain {
+        let dns = if p.domain_dns.is_empty() {
+            String::new()
+        } else {
+            format!("DNS servers {} set, then ", p.domain_dns.join(", "))
+        };
         v.push(format!(
-            "domain: join {}{} (credentials {}); unjoin before a reload",
+            "domain: after the clock, {dns}join {}{} (credentials {}; another domain is left first); unjoin before a reload",
             d.name,
             d.ou.as_deref()
                 .map(|o| format!(" in {o}"))
                 .unwrap_or_default(),
             d.credentials_file.display()
         ));
+    } else {
+        v.push("domain: none; an image that is a member of one leaves it".to_string());
     }
     if plan.computer.renew_dhcp {
         v.push("network: DHCP lease renewed".to_string());
