@@ -183,6 +183,9 @@ pub struct ImageConfig {
     /// Timeout of each post-load script.
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub post_load_timeout: Option<Duration>,
+    /// Run the image's own post-load hooks (VCL's `vcl_post_load` and
+    /// reimage's `post-load.d`); default true.
+    pub image_hooks: Option<bool>,
     /// Direct boot (qemu): kernel file.
     pub kernel: Option<PathBuf>,
     /// Direct boot (qemu): initrd file.
@@ -281,8 +284,18 @@ pub struct OsConfig {
     pub allow_from: Option<Vec<String>>,
     /// NTP servers the first boot points the clock at and syncs from.
     pub time_servers: Option<Vec<String>>,
-    /// Windows activation: `{ kms = "host[:port]" }` or `{ mak_file = "..." }`.
-    pub activation: Option<ActivationConfig>,
+    /// Windows activation: `best-effort` (the default when `kms_hosts` or
+    /// `mak_file` is set: a failure warns), `required` (a failure fails
+    /// the load) or `off`. Kept as written (a table is the old form,
+    /// refused with a pointer to the new keys): the family checks it.
+    pub activation: Option<ActivationValue>,
+    /// KMS hosts (`host[:port]`), tried in order.
+    pub kms_hosts: Option<Vec<String>>,
+    /// File whose first line is a MAK product key (a secret), tried after
+    /// the KMS hosts.
+    pub mak_file: Option<PathBuf>,
+    /// DNS servers set before the domain join (Windows).
+    pub domain_dns: Option<Vec<String>>,
     /// Active Directory domain to join at first boot (and leave before a
     /// reload).
     pub domain: Option<DomainConfig>,
@@ -305,14 +318,16 @@ pub struct OsConfig {
     pub command_timeout: Option<Duration>,
 }
 
-/// `activation = { kms = "kms.example.edu:1688" }` or `{ mak_file = "..." }`.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ActivationConfig {
-    /// KMS host, with an optional `:port`.
-    pub kms: Option<String>,
-    /// File whose first line is a MAK product key (a secret).
-    pub mak_file: Option<PathBuf>,
+/// `activation = "required"` as written, or the old table form
+/// (`{ kms = .. }` / `{ mak_file = .. }`), which `check` refuses with the
+/// keys that replaced it.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum ActivationValue {
+    /// `off`, `best-effort` or `required`.
+    Mode(String),
+    /// The old table form.
+    Table(toml::Table),
 }
 
 /// `domain = { name = "ad.example.edu", ou = "OU=Lab,DC=ad,DC=example,DC=edu", credentials_file = "..." }`.

@@ -9,7 +9,7 @@ use super::error::KeyError;
 use super::family::{Families, FamilyRules};
 use super::loaded::Loaded;
 use super::model::{
-    ActivationConfig, ChannelKind, ComputerConfig, Config, DomainConfig, ImageConfig, OsConfig,
+    ActivationValue, ChannelKind, ComputerConfig, Config, DomainConfig, ImageConfig, OsConfig,
     StaticAddress,
 };
 use super::step::{self, Step, Wait};
@@ -73,6 +73,8 @@ pub struct Profile {
     pub activation: Option<Activation>,
     /// Active Directory domain to join.
     pub domain: Option<DomainConfig>,
+    /// DNS servers set before the join; empty: left as they are.
+    pub domain_dns: Vec<String>,
     /// The wait sequence.
     pub steps: Vec<Step>,
     /// Must keep answering this long before ready.
@@ -98,24 +100,37 @@ pub struct ProvisionerRef {
     pub table: toml::Table,
 }
 
-/// How Windows is activated at first boot.
+/// How Windows is activated at first boot: the KMS hosts in order, then
+/// the MAK.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Activation {
-    /// Against this KMS host (`host[:port]`).
-    Kms(String),
-    /// With the MAK product key in this file.
-    Mak(PathBuf),
+pub struct Activation {
+    /// A failure fails the load (`activation = "required"`); otherwise it
+    /// warns.
+    pub required: bool,
+    /// KMS hosts (`host[:port]`), tried in order.
+    pub kms_hosts: Vec<String>,
+    /// The file with the MAK product key, tried last.
+    pub mak_file: Option<PathBuf>,
 }
 
 impl Activation {
-    /// The activation `activation = { .. }` asks for (validation made
-    /// sure it names exactly one).
-    fn of(a: &ActivationConfig) -> Option<Activation> {
-        match (&a.kms, &a.mak_file) {
-            (Some(h), _) => Some(Activation::Kms(h.clone())),
-            (None, Some(f)) => Some(Activation::Mak(f.clone())),
-            (None, None) => None,
+    /// The activation profile table `o` asks for: none when it is `off`
+    /// or names no KMS host and no MAK (validation refused the rest).
+    fn of(o: &OsConfig) -> Option<Activation> {
+        let mode = match &o.activation {
+            Some(ActivationValue::Mode(m)) => m.as_str(),
+            Some(ActivationValue::Table(_)) => return None,
+            None => "best-effort",
+        };
+        let kms_hosts = o.kms_hosts.clone().unwrap_or_default();
+        if mode == "off" || (kms_hosts.is_empty() && o.mak_file.is_none()) {
+            return None;
         }
+        Some(Activation {
+            required: mode == "required",
+            kms_hosts,
+            mak_file: o.mak_file.clone(),
+        })
     }
 }
 
@@ -434,7 +449,8 @@ pub fn profile(
         fresh_password: o.fresh_password.unwrap_or(true),
         allow_from: o.allow_from.clone().unwrap_or_default(),
         time_servers: o.time_servers.clone().unwrap_or_default(),
-        activation: o.activation.as_ref().and_then(Activation::of),
+        activation: Activation::of(o),
+        domain_dns: o.domain_dns.clone().unwrap_or_default(),
         domain: o.domain.clone(),
         steps,
         stable_for: o.stable_for.unwrap_or_else(|| family.default_stable_for()),

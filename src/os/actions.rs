@@ -19,6 +19,8 @@ pub struct Actions<'a> {
     pub report: &'a Reporter,
     /// Timeout of one action (grown for the attempt).
     pub timeout: Duration,
+    /// The attempt (hooks and scripts see its number).
+    pub attempt: crate::attempt::Attempt,
 }
 
 impl<'a> Actions<'a> {
@@ -36,6 +38,7 @@ impl<'a> Actions<'a> {
             ch,
             report,
             timeout,
+            attempt,
         }
     }
 
@@ -91,6 +94,24 @@ impl<'a> Actions<'a> {
         Ok(out)
     }
 
+    /// Runs `argv` as step `name` and hands back its output whatever its
+    /// exit: the caller reads what it means and ends the step. A channel
+    /// error ends the step and becomes an outcome.
+    pub fn ask(&mut self, name: &str, argv: &[String]) -> Result<Output, Outcome> {
+        self.report.step(name, Some(self.timeout));
+        let who = &self.plan.computer.name;
+        match self.ch.run(argv, self.timeout) {
+            Ok(out) => {
+                self.output(argv, &out);
+                Ok(out)
+            }
+            Err(e) => {
+                self.report.step_end(false, &e.to_string());
+                Err(e.into_outcome(format!("{who}: first-boot action `{name}`")))
+            }
+        }
+    }
+
     /// Writes `data` to `path` on the computer as action `name`.
     pub fn upload(
         &mut self,
@@ -113,19 +134,20 @@ impl<'a> Actions<'a> {
         }
     }
 
-    /// Runs the image's own post-load scripts: each local file is uploaded
-    /// to `dir` and run with `runner` + its remote path. A missing local
-    /// script is fatal; a script exiting 75 asks for a retry, any other
-    /// failure is fatal (the contract's codes, as for load commands).
+    /// Runs the image's `post_load` scripts of the management node: each
+    /// local file is uploaded to `dir` and run with `runner` (its remote
+    /// path and the hooks' environment, [`super::hooks::env`]). A missing
+    /// local script is fatal; a script exiting 75 asks for a retry, any
+    /// other failure is fatal (the contract's codes, as for load
+    /// commands).
     pub fn scripts(
         &mut self,
         dir: &str,
         sep: char,
-        runner: impl Fn(&str) -> Vec<String>,
+        runner: fn(&str, &super::hooks::Env) -> Result<Vec<String>, String>,
     ) -> Result<(), Outcome> {
-        let cfg = &self.plan.image.config;
-        let timeout = cfg.post_load_timeout.unwrap_or(Duration::from_secs(600));
-        for path in cfg.post_load.clone() {
+        let env = super::hooks::env(self);
+        for path in self.plan.image.config.post_load.clone() {
             let who = self.plan.computer.name.clone();
             let data = std::fs::read(&path).map_err(|e| {
                 Outcome::Fatal(anyhow::anyhow!(
@@ -140,30 +162,11 @@ impl<'a> Actions<'a> {
                 .unwrap_or("script");
             let remote = format!("{dir}{sep}{base}");
             self.upload(&format!("upload {base}"), &data, &remote, 0o700)?;
-            let argv = runner(&remote);
-            let name = format!("script {base}");
-            self.report.step(&name, Some(timeout));
-            let out = self.ch.run(&argv, timeout).map_err(|e| {
-                self.report.step_end(false, &e.to_string());
-                e.into_outcome(format!("{who}: post-load script {base}"))
+            let argv = runner(&remote, &env).map_err(|why| {
+                Outcome::Fatal(anyhow::anyhow!("{who}: post-load script {base}: {why}"))
             })?;
-            self.output(&argv, &out);
-            match out.status {
-                0 => self.report.step_end(true, "exit 0"),
-                code => {
-                    let m = format!(
-                        "{who}: post-load script {base} exited {code}: {}",
-                        out.stderr.trim()
-                    );
-                    self.report.step_end(false, &m);
-                    let e = anyhow::anyhow!(m);
-                    return Err(if code == 75 {
-                        Outcome::Retry(e)
-                    } else {
-                        Outcome::Fatal(e)
-                    });
-                }
-            }
+            let name = format!("script {base}");
+            self.script_step(&name, &argv)?;
         }
         Ok(())
     }

@@ -31,7 +31,10 @@ pub fn check_shared(profile: &str, os: &OsConfig) -> Result<(), KeyError> {
 pub fn refuse_windows_keys(profile: &str, os: &OsConfig) -> Result<(), KeyError> {
     for (key, set) in [
         ("activation", os.activation.is_some()),
+        ("kms_hosts", os.kms_hosts.is_some()),
+        ("mak_file", os.mak_file.is_some()),
         ("domain", os.domain.is_some()),
+        ("domain_dns", os.domain_dns.is_some()),
     ] {
         if set {
             return Err(KeyError::at(

@@ -14,6 +14,7 @@ mod actions;
 mod channel;
 mod first_boot;
 mod generic;
+mod hooks;
 mod keys;
 mod linux;
 mod module;

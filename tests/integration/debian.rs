@@ -193,6 +193,17 @@ for ns in inside:77:60 outside:78:5; do
   echo "$n: ${a:-nothing}"
 done"#;
 
+/// Hooks in the guest as an image would carry them.
+const GUEST_HOOKS: &str = r#"set -e
+rm -f /var/tmp/reimage-hooks
+mkdir -p /usr/local/vcl /etc/reimage/post-load.d
+echo 'echo "vcl $REIMAGE_RESERVATION" >> /var/tmp/reimage-hooks' > /usr/local/vcl/vcl_post_load
+for h in 20 10; do
+  printf '#!/bin/sh\necho "%s $REIMAGE_COMPUTER $REIMAGE_IMAGE $REIMAGE_ATTEMPT" >> /var/tmp/reimage-hooks\n' "$h" > "/etc/reimage/post-load.d/$h-hook"
+  chmod +x "/etc/reimage/post-load.d/$h-hook"
+done
+echo 'not executable: skipped' > /etc/reimage/post-load.d/30-notes"#;
+
 fn config(g: &Path, port: u16, steps: &str) -> String {
     format!(
         r#"max_attempts = 2
@@ -431,9 +442,24 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
         guest(&g, port, "systemctl is-enabled ssh.service || true"),
         "disabled"
     );
+    // The image's own hooks (written here, not built into the image): VCL's
+    // script (not executable: run by sh), then post-load.d by name, each
+    // with the run's environment.
+    guest(&g, port, GUEST_HOOKS);
     s.config(&config(&g, port, ""));
-    let r = reimage(Test::with(&s).post_load("deb-vm", "debian"));
+    let r = reimage(
+        Test::with(&s)
+            .post_load("deb-vm", "debian")
+            .args(&["--reservation", "r-16"]),
+    );
     r.code(0);
+    assert_eq!(
+        guest(&g, port, "cat /var/tmp/reimage-hooks"),
+        format!(
+            "vcl r-16\n10 deb-vm debian {a}\n20 deb-vm debian {a}",
+            a = done_attempt(&r.events())
+        )
+    );
     assert_eq!(
         step_messages(&r.events(), "enable-sshd")
             .last()

@@ -314,8 +314,8 @@ fn windows_example_config_checks() {
         if image == "win7-base" {
             r.stdout_has("10.0.0.0/16, 192.0.2.10");
             r.stdout_has("sysprep-done [setup-done]");
-            r.stdout_has("domain: join ad.example.edu");
-            r.stdout_has("activation: KMS host kms.example.edu:1688");
+            r.stdout_has("domain: after the clock, DNS servers 10.0.0.53, 10.0.1.53 set, then join ad.example.edu");
+            r.stdout_has("activation: KMS host(s) kms.example.edu:1688, kms2.example.edu in order");
             r.stdout_has("network: 192.0.2.107/24 on `Public`, gateway 192.0.2.1");
         }
         if image == "win7-lab" {

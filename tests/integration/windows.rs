@@ -873,10 +873,19 @@ fn time_is_synced_and_an_unreachable_server_is_a_retry() {
     let r = post_load(&s, "w7", &["--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let st = w.state();
+    let t = &st["w32time"];
+    assert_eq!(t["running"], true);
     assert_eq!(
-        st["w32time"],
-        serde_json::json!({"running": true, "peers": ["ntp1.example.edu", "ntp2.example.edu"], "synced": 1})
+        t["peers"],
+        serde_json::json!(["ntp1.example.edu", "ntp2.example.edu"])
     );
+    assert_eq!(t["synced"], 1);
+    // The service starts with Windows; the limits lifted for the sync are
+    // back at the stand-alone default after it.
+    assert_eq!(t["start"], "auto");
+    let limits = &st["registry"][r"hklm\system\currentcontrolset\services\w32time\config"];
+    assert_eq!(limits["MaxPosPhaseCorrection"], "54000", "{st}");
+    assert_eq!(limits["MaxNegPhaseCorrection"], "54000", "{st}");
     let ev = json_lines(&r.stdout);
     let steps = ok_steps(&ev);
     assert!(steps.contains(&"time-servers") && steps.contains(&"time-sync"));
@@ -894,32 +903,66 @@ fn time_is_synced_and_an_unreachable_server_is_a_retry() {
     assert_eq!(w.state()["w32time"]["synced"], 0);
 }
 
+/// The warning events of a `--json` run.
+fn warnings(ev: &[serde_json::Value]) -> Vec<String> {
+    ev.iter()
+        .filter(|e| e["kind"] == "warn")
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
 #[test]
-fn activation_against_kms_or_with_a_mak() {
-    // Item 9: KMS host set, then /ato.
+fn activation_against_kms_hosts_in_order_then_a_mak() {
+    // An image without a product key ("Error: product not found.", exit
+    // 0): the edition's KMS client key goes in, then the KMS host.
     let s = Scratch::new("win-kms");
     let held = Port::new();
     let port = held.num();
-    let w = standin(&held, &[]);
-    let kms = "activation = { kms = \"kms.example.edu:1688\" }";
+    let w = standin(&held, &["--product-key", "none"]);
+    let kms = "kms_hosts = [\"kms.example.edu:1688\"]";
     config_with(&s, port, LOGIN_PW, "20s", "windows-10", kms, "");
-    let r = post_load(&s, "w7", &[]);
+    let r = post_load(&s, "w7", &["--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let st = w.state();
     assert_eq!(st["activation"]["kms"], "kms.example.edu:1688");
+    assert_eq!(st["activation"]["gvlk"], "W269N-WFGWX-YVC9B-4J6C9-T83GX");
     assert_eq!(st["activation"]["activated"], true);
+    assert!(warnings(&json_lines(&r.stdout)).is_empty());
 
-    // A KMS host that does not answer: retry.
-    let s = Scratch::new("win-kms-bad");
+    // A KMS host that is down, then one below its activation threshold:
+    // both tried in order, each failure a warning, and the load succeeds.
+    let s = Scratch::new("win-kms-low");
     let held = Port::new();
     let port = held.num();
-    let w = standin(&held, &[]);
-    let kms = "activation = { kms = \"kms.invalid\" }";
+    let w = standin(&held, &["--kms-count", "3"]);
+    let kms = "kms_hosts = [\"kms1.invalid\", \"kms2.example.edu\"]";
     config_with(&s, port, LOGIN_PW, "20s", "windows-10", kms, "");
-    let r = post_load(&s, "w7", &["--attempt", "1", "--of", "2"]);
-    assert_eq!(r.code, 75, "{}", r.stderr);
-    r.stderr_has("0xC004F074");
-    assert_eq!(w.state()["activation"]["activated"], false);
+    let r = post_load(&s, "w7", &["--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(st["activation"]["activated"], false);
+    assert_eq!(
+        st["activation"]["errors"],
+        serde_json::json!(["0xC004F074", "0xC004F038"])
+    );
+    let warned = warnings(&json_lines(&r.stdout)).join("\n");
+    assert!(
+        warned.contains("KMS host kms1.invalid: Error: 0xC004F074"),
+        "{warned}"
+    );
+    assert!(
+        warned.contains("KMS host kms2.example.edu: Error: 0xC004F038"),
+        "{warned}"
+    );
+    assert!(warned.contains("activation is best effort"), "{warned}");
+
+    // The same with `activation = "required"`: the load fails.
+    let required = format!("{kms}\nactivation = \"required\"");
+    let pw = kept_password(&s);
+    config_with(&s, port, &pw, "20s", "windows-10", &required, "");
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    r.stderr_has("activation = \"required\"");
 
     // A MAK from a secret file: installed without ever being in a command
     // line, an event or the log.
@@ -929,7 +972,7 @@ fn activation_against_kms_or_with_a_mak() {
     let port = held.num();
     let w = standin(&held, &[]);
     let key = s.write("secrets/mak", &format!("{MAK}\n"));
-    let mak = format!("activation = {{ mak_file = \"{}\" }}", key.display());
+    let mak = format!("mak_file = \"{}\"", key.display());
     config_with(&s, port, LOGIN_PW, "20s", "windows-6", &mak, "");
     let r = post_load(&s, "w7", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -1037,6 +1080,187 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
     no_secrets(&s, &r, &w, &["Join-Pw-77", &pw]);
 }
 
+/// The stand-in of domain `ad.example.edu` with the credentials of
+/// `creds`, and `extra`.
+fn ad_standin(held: &Port, creds: &std::path::Path, extra: &[&str]) -> Standin {
+    let mut args = vec![
+        "--ad-domain",
+        "ad.example.edu",
+        "--ad-credentials-file",
+        creds.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    standin(held, &args)
+}
+
+#[test]
+fn a_clock_hours_off_is_synced_before_the_join() {
+    // Kerberos refuses a clock more than 5 minutes off: the time first
+    // (its first resync failing: retried within the step), then the DNS
+    // servers for the domain, then the join.
+    let s = Scratch::new("win-ad-clock");
+    let held = Port::new();
+    let port = held.num();
+    let (creds, os) = domain_setup(&s);
+    let extra = ["--clock-offset", "7200", "--resync-fails", "1"];
+    let w = ad_standin(&held, &creds, &extra);
+    let os = format!(
+        "{os}\ntime_servers = [\"ntp1.example.edu\"]\ndomain_dns = [\"192.0.2.53\", \"192.0.2.54\"]"
+    );
+    config_with(&s, port, LOGIN_PW, "20s", "windows-6", &os, "");
+    let r = post_load(&s, "w7", &["--json", "--attempt", "1", "--of", "2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = w.state();
+    assert_eq!(st["domain"], "ad.example.edu", "{st}");
+    assert_eq!(st["w32time"]["offset"], 0);
+    assert_eq!(st["w32time"]["resyncs"], 2);
+    assert_eq!(
+        st["network"]["dns"],
+        serde_json::json!(["192.0.2.53", "192.0.2.54"])
+    );
+    assert_eq!(st["network"]["dns_set_before_join"], true);
+    let ev = json_lines(&r.stdout);
+    let steps = ok_steps(&ev);
+    let pos = |n: &str| steps.iter().position(|s| *s == n).unwrap();
+    assert!(pos("time-sync") < pos("domain-dns") && pos("domain-dns") < pos("join-domain"));
+
+    // Two days off (a dead CMOS battery): beyond w32time's default limit,
+    // lifted for the first sync.
+    let s = Scratch::new("win-clock-days");
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &["--clock-offset", "-172800"]);
+    config_with(
+        &s,
+        port,
+        LOGIN_PW,
+        "20s",
+        "windows-10",
+        "time_servers = [\"ntp1.example.edu\"]",
+        "",
+    );
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(st["w32time"]["offset"], 0);
+    assert_eq!(st["w32time"]["refused_too_big"], 0);
+}
+
+#[test]
+fn a_member_of_another_domain_leaves_it_first() {
+    // Windows 10 without WMIC: the domain is read and left through CIM.
+    let s = Scratch::new("win-ad-elsewhere");
+    let held = Port::new();
+    let port = held.num();
+    let (creds, os) = domain_setup(&s);
+    let extra = ["--joined-domain", "old.example.org", "--no-wmic"];
+    let w = ad_standin(&held, &creds, &extra);
+    config_with(&s, port, LOGIN_PW, "20s", "windows-10", &os, "");
+    let r = post_load(&s, "w7", &["--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = w.state();
+    assert_eq!(st["domain"], "ad.example.edu", "{st}");
+    assert_eq!(st["domain_unjoins"], 1);
+    assert!(!st["not_recognized"].to_string().contains("wmic"), "{st}");
+    assert!(
+        warnings(&json_lines(&r.stdout))
+            .iter()
+            .any(|m| m.contains("member of old.example.org, not ad.example.edu"))
+    );
+
+    // A join made before the last boot (pending; no rename reboots it in
+    // between) answers 2691: it is left, and the join runs once more.
+    let s = Scratch::new("win-ad-2691");
+    let held = Port::new();
+    let port = held.num();
+    let extra = [
+        "--pending-domain",
+        "old.example.org",
+        "--computer-name",
+        "PCW",
+    ];
+    let w = ad_standin(&held, &creds, &extra);
+    config_with(&s, port, LOGIN_PW, "20s", "windows-6", &os, "");
+    let r = post_load(&s, "w7", &["--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = w.state();
+    assert_eq!(st["domain"], "ad.example.edu", "{st}");
+    assert_eq!(st["domain_unjoins"], 1);
+    assert!(
+        warnings(&json_lines(&r.stdout))
+            .iter()
+            .any(|m| m.contains("answered 2691"))
+    );
+
+    // A profile that names no domain: the image leaves the one it is in.
+    let s = Scratch::new("win-ad-none");
+    let held = Port::new();
+    let port = held.num();
+    let w = standin(&held, &["--joined-domain", "old.example.org", "--no-wmic"]);
+    config_with(&s, port, LOGIN_PW, "20s", "windows-10", "", "");
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    assert_eq!(st["domain"], serde_json::Value::Null, "{st}");
+    assert_eq!(st["domain_unjoins"], 1);
+}
+
+#[test]
+fn the_images_own_hooks_run_in_order_with_the_environment() {
+    let s = Scratch::new("win-hooks");
+    let held = Port::new();
+    let port = held.num();
+    let hooks = r"C:\Windows\reimage\post-load.d\20-b.cmd,C:\Windows\vcl_post_load.cmd,C:\Windows\reimage\post-load.d\10-a.ps1,C:\Windows\reimage\post-load.d\notes.txt";
+    let w = standin(&held, &["--hooks", hooks]);
+    config_with(&s, port, LOGIN_PW, "20s", "windows-10", "", "");
+    let r = post_load(
+        &s,
+        "w7",
+        &["--reservation", "r-4711", "--attempt", "2", "--of", "3"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    let ran: Vec<String> = st["script_env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let p = e["path"].as_str().unwrap();
+            let base = p.rsplit('\\').next().unwrap();
+            assert_eq!(e["REIMAGE_COMPUTER"], "pcw", "{e}");
+            assert_eq!(e["REIMAGE_IMAGE"], "w7", "{e}");
+            assert_eq!(e["REIMAGE_RESERVATION"], "r-4711", "{e}");
+            assert_eq!(e["REIMAGE_ATTEMPT"], "2", "{e}");
+            base.to_string()
+        })
+        .collect();
+    // VCL's script, then post-load.d by name (no .txt), then the
+    // management node's script.
+    assert_eq!(
+        ran,
+        ["vcl_post_load.cmd", "10-a.ps1", "20-b.cmd", "setup.cmd"]
+    );
+
+    // `image_hooks = false`: only the management node's script.
+    let pw = kept_password(&s);
+    config_with(&s, port, &pw, "20s", "windows-10", "", "");
+    let text = std::fs::read_to_string(s.path("reimage.toml"))
+        .unwrap()
+        .replace("virtual = true\n", "virtual = true\nimage_hooks = false\n");
+    std::fs::write(s.path("reimage.toml"), text).unwrap();
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st = w.state();
+    let n = st["script_env"].as_array().unwrap().len();
+    assert_eq!(n, 5, "{st}");
+    assert!(
+        st["script_env"][4]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("setup.cmd")
+    );
+}
+
 #[test]
 fn a_join_with_wrong_credentials_is_not_ready() {
     let s = Scratch::new("win-ad-bad");
@@ -1113,7 +1337,7 @@ fn check_shows_timeouts_lockdown_and_first_boot_actions() {
     let (_, os) = domain_setup(&s);
     s.config(&format!(
         "[os.w10]\nfamily = \"windows-10\"\nallow_from = [\"10.20.0.0/16\"]\n\
-         time_servers = [\"ntp1.example.edu\"]\nactivation = {{ kms = \"kms.example.edu\" }}\n{os}\n\
+         time_servers = [\"ntp1.example.edu\"]\nkms_hosts = [\"kms.example.edu\"]\n{os}\n\
          [images.vm]\nos = \"w10\"\nvirtual = true\n\
          [images.sys]\nos = \"w10\"\nsysprep = true\n\
          [images.lx]\nos = \"linux\"\n\
@@ -1130,8 +1354,8 @@ fn check_shows_timeouts_lockdown_and_first_boot_actions() {
         "name: renamed to pc, rebooted (a reboot that does not come back: power reset once), name checked",
     );
     r.stdout_has("time: synced from ntp1.example.edu");
-    r.stdout_has("activation: KMS host kms.example.edu");
-    r.stdout_has("domain: join ad.example.edu in OU=Lab,DC=ad,DC=example,DC=edu");
+    r.stdout_has("activation: KMS host(s) kms.example.edu in order");
+    r.stdout_has("domain: after the clock, join ad.example.edu in OU=Lab,DC=ad,DC=example,DC=edu");
     r.stdout_has("network: DHCP lease renewed");
     r.stdout_has("power: sleep and hibernation off");
     let r = Test::with(&s).check("pc", "sys").run();
@@ -1161,14 +1385,34 @@ fn first_boot_keys_are_checked() {
             "not an IP address",
         ),
         (
-            "family = \"linux\"\nactivation = { kms = \"k\" }",
+            "family = \"linux\"\nkms_hosts = [\"k\"]",
             "Windows first-boot action",
         ),
+        ("family = \"windows-5\"\nkms_hosts = [\"k\"]", "XP/2003"),
         (
-            "family = \"windows-5\"\nactivation = { kms = \"k\" }",
-            "XP/2003",
+            "family = \"windows-6\"\nactivation = { kms = \"k\" }",
+            "the table form moved",
         ),
-        ("family = \"windows-6\"\nactivation = {}", "exactly one of"),
+        (
+            "family = \"windows-6\"\nactivation = \"sometimes\"",
+            "unknown activation",
+        ),
+        (
+            "family = \"windows-6\"\nactivation = \"required\"",
+            "needs something to activate with",
+        ),
+        (
+            "family = \"windows-6\"\nkms_hosts = [\"a b\"]",
+            "not a host name",
+        ),
+        (
+            "family = \"windows-6\"\ndomain_dns = [\"10.0.0.1\"]",
+            "name the `domain` too",
+        ),
+        (
+            "family = \"windows-6\"\ndomain_dns = [\"dc1\"]",
+            "not an IP address",
+        ),
         (
             "family = \"windows-6\"\ntime_servers = [\"a b\"]",
             "not a host name",

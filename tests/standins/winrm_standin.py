@@ -111,10 +111,25 @@ Behaviour:
     powercfg /change SETTING 0, /hibernate off (XP: /query, scheme-name form)
     net start w32time    starts the time service (exit 2 when running)
     w32tm /config /manualpeerlist:"A B" /syncfromflags:manual /update,
-    w32tm /resync [/rediscover]   fails when every peer ends in .invalid
-    cscript //nologo %SystemRoot%\System32\slmgr.vbs /skms HOST | /ato
-                         /ato fails (0xC004F074) for a KMS host ending in
-                         .invalid and no MAK installed
+    w32tm /resync [/rediscover]   fails when every peer ends in .invalid,
+                         for the first --resync-fails tries, and when the
+                         clock (--clock-offset) is further off than
+                         MaxPos/MaxNegPhaseCorrection allow (reg add under
+                         HKLM\SYSTEM\...\W32Time\Config; default 54000 s,
+                         Microsoft's "Windows Time service tools and
+                         settings"): "the required time change was too big"
+    sc config w32time start= auto    the time service's start type
+    cscript //nologo %SystemRoot%\System32\slmgr.vbs /dli | /ipk KEY |
+                         /skms HOST | /ato (Microsoft's "Slmgr.vbs options
+                         for obtaining volume activation information" and
+                         "Troubleshoot KMS activation error codes"): the
+                         image's key is --product-key (none: /dli and /ato
+                         print "Error: product not found." and exit 0);
+                         /ipk installs a KMS client setup key; /ato against
+                         a KMS host ending in .invalid fails 0xC004F074 (no
+                         KMS could be contacted), against one whose count
+                         (--kms-count) is below 25, the client threshold,
+                         0xC004F038; a MAK (reimage's VBScript) activates
     cscript //nologo mak.vbs FILE / domain.vbs FILE DOMAIN [OU]   reimage's
                          uploaded VBScripts, recognized by what they call
                          (InstallProductKey; JoinDomainOrWorkgroup): the file
@@ -123,13 +138,37 @@ Behaviour:
                          1355 / 1326 otherwise, and takes effect at the next
                          boot
     wmic computersystem get domain,partofdomain /value; ... call
-                         unjoindomainorworkgroup funjoinoptions=0
+                         unjoindomainorworkgroup funjoinoptions=0; on
+                         --no-wmic (current Windows 11: WMIC is an optional
+                         feature, off by default) wmic is not recognized,
+                         and the same through PowerShell: (Get-CimInstance
+                         Win32_ComputerSystem).Domain / .PartOfDomain,
+                         Invoke-CimMethod ... UnjoinDomainOrWorkgroup
+                         -Arguments @{FUnjoinOptions=0}
+                         The membership (a domain: --joined-domain at
+                         start) survives reboots; a join or unjoin takes
+                         effect at the next boot. JoinDomainOrWorkgroup
+                         answers 2691 (NERR_SetupAlreadyJoined) while the
+                         computer is a member of any domain, 1398
+                         (ERROR_TIME_SKEW) when the clock is more than 5
+                         minutes off (Kerberos' default tolerance,
+                         "Maximum tolerance for computer clock
+                         synchronization")
+    cscript //nologo dns.vbs SERVER...   reimage's VBScript
+                         (SetDNSServerSearchOrder): the DNS servers
+    set "K=V"            the variable for the rest of the line (scripts run
+                         after it record their REIMAGE_* variables)
+    dir /b /a-d /on PATTERN...   bare file names, by name
+    --pending-domain D   a join made before the last boot, pending
+    --hooks P,...        the image carries its own post-load hooks at these
+                         paths (VCL's %SystemRoot%\vcl_post_load.cmd,
+                         reimage's %SystemRoot%\reimage\post-load.d\*)
     shutdown /r /t 0 /f  the listener goes down once the client is done with
                          the shell that ran it (its Delete, or any other
                          request first), and comes back on a new boot (see
                          --down-connects): the pending name and domain apply
                          then
-    hostname             the machine name (default WIN-STANDIN)
+    hostname             the machine name (--computer-name, default WIN-STANDIN)
     set-name NAME        stand-in only: change the machine name
     exit N               exit code N
     sleep SECONDS        stand-in only: finishes after SECONDS; a Receive
@@ -263,6 +302,8 @@ RDP_KEY = r"HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server"
 # SystemSetupInProgress / MiniSetupInProgress, REG_DWORD 1 while setup runs.
 STATE_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State"
 SETUP_KEY = r"HKLM\SYSTEM\Setup"
+W32TIME_KEY = r"HKLM\SYSTEM\CurrentControlSet\Services\W32Time\Config"
+VERSION_KEY = r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion"
 CWD = r"C:\Users\Administrator"
 NOT_RECOGNIZED = ("'{0}' is not recognized as an internal or external command,\r\n"
                   "operable program or batch file.\r\n")
@@ -300,6 +341,7 @@ DOMAIN_SCRIPT = [re.compile(r"(?i)\.JoinDomainOrWorkgroup\("), re.compile(r"(?i)
                  re.compile(r"(?i)\.DeleteFile\b")]
 MAK_SCRIPT = [re.compile(r"(?i)\.InstallProductKey\b"), re.compile(r"(?i)WScript\.Arguments\(0\)"),
               re.compile(r"(?i)\.DeleteFile\b")]
+DNS_SCRIPT = [re.compile(r"(?i)\.SetDNSServerSearchOrder\("), re.compile(r"(?i)IPEnabled")]
 SLMGR = r"C:\Windows\System32\slmgr.vbs"
 
 
@@ -341,7 +383,7 @@ class Machine:
         self.up = False
         self.boots = 0
         self.boot_time = None
-        self.name = "WIN-STANDIN"
+        self.name = cfg.computer_name
         self.pending_name = None
         self.accounts = {"Administrator": ""}
         if cfg.user:
@@ -378,15 +420,24 @@ class Machine:
              "protocol": "icmpv4:8,any", "localport": "any", "remoteip": "any", "enable": "no",
              "action": "allow"},
         ]
-        self.w32time = {"running": False, "peers": None, "synced": 0}
-        self.activation = {"kms": None, "key_installed": False, "activated": False}
+        self.w32time = {"running": False, "peers": None, "synced": 0, "resyncs": 0, "start": "demand",
+                        "offset": cfg.clock_offset, "refused_too_big": 0}
+        self.activation = {"kms": None, "key_installed": False, "activated": False, "ato_runs": 0,
+                           "channel": {"none": None, "retail": "RETAIL", "kmsclient": "VOLUME_KMSCLIENT"}
+                           [cfg.product_key], "gvlk": None, "errors": []}
+        self.registry[VERSION_KEY.lower()] = {"EditionID": ("REG_SZ", cfg.edition),
+                                              "CurrentBuildNumber": ("REG_SZ", str(cfg.build))}
         self.domain = cfg.joined_domain
-        self.pending_domain = None
+        self.pending_domain = None  # a join or unjoin the next boot applies
         self.domain_unjoins = 0
         self.domain_joins = []  # (domain, user, ou) as the join method got them
-        self.network = {"dhcp_renewed": 0, "static": None}
+        self.network = {"dhcp_renewed": 0, "static": None, "dns": None}
         self.power_scheme = "Home/Office Desk"
         self.scripts_run = []
+        self.script_env = []  # {path, REIMAGE_*} of every script run
+        for f in cfg.hooks:
+            self.mkdirs(parent(norm(f)))
+            self.write(f, b"@echo off\r\necho hook %REIMAGE_COMPUTER%\r\n")
         self.commands = []
         self.reboots_requested = 0
         # How the state was read and changed, for tests that check the
@@ -485,6 +536,11 @@ class Machine:
             self.files.pop(k, None)
         return bool(found)
 
+    def member_of(self):
+        """The domain the computer is a member of as the join and unjoin see
+        it: a pending change counts (it needs only the reboot)."""
+        return self.domain if self.pending_domain is None else (self.pending_domain or None)
+
     # -- boots --------------------------------------------------------------
     def boot(self):
         """A (re)boot: a new boot time (not with --wrong-os), the pending
@@ -498,6 +554,8 @@ class Machine:
             if self.pending_domain is not None:
                 self.domain = self.pending_domain or None
                 self.pending_domain = None
+            if self.boots == 1 and self.cfg.pending_domain:
+                self.pending_domain = self.cfg.pending_domain  # made before this boot
             self.shells = {}
             self.shell_logons = {}
             self.up = True
@@ -538,6 +596,7 @@ class Machine:
             "files": sorted(self.display.get(k, k) for k in self.files),
             "dirs": sorted(self.dirs),
             "scripts_run": self.scripts_run,
+            "script_env": self.script_env,
             "reboots_requested": self.reboots_requested,
             "setup_reads": self.setup_reads,
             "boot_time_reads": self.boot_time_reads,
@@ -645,10 +704,12 @@ class Shell:
 
     def __init__(self, m):
         self.m = m
+        self.env = {}  # what `set` put in this command's environment
 
     def expand(self, line):
         env = {"temp": r"C:\Windows\Temp", "tmp": r"C:\Windows\Temp", "systemroot": r"C:\Windows",
                "windir": r"C:\Windows", "computername": self.m.name, "username": "Administrator"}
+        env.update({k.lower(): v for k, v in self.env.items()})
         return re.sub(r"%(\w+)%", lambda mt: env.get(mt.group(1).lower(), mt.group(0)), line)
 
     def line(self, line, stdin=None):
@@ -763,6 +824,8 @@ class Shell:
         first `exit [/b] N` line, else 0."""
         data = self.m.read(path) or b""
         self.m.scripts_run.append(path)
+        self.m.script_env.append({"path": path, **{k: v for k, v in self.env.items()
+                                                    if k.startswith("REIMAGE_")}})
         code = 0
         for ln in data.decode("utf-8", "replace").splitlines():
             mt = re.match(r"(?i)^\s*exit\s+(?:/b\s+)?(\d+)\s*$", ln)
@@ -793,6 +856,9 @@ class Shell:
         is done and waits until it closes (XP; WinRM's stdin stream on later
         versions too): without `<nul` it finishes only when the client ends
         stdin."""
+        if self.m.cfg.no_wmic:
+            self.m.not_recognized.append("wmic")
+            return fail(NOT_RECOGNIZED.format("wmic"))
         r = self.wmic(a)
         if stdin is None:
             return Result(on_stdin=lambda data: (r.out, r.err, r.code))
@@ -832,7 +898,7 @@ class Shell:
             if mt.group(2).lower() != self.m.name.lower():
                 return Result(b"", b"No Instance(s) Available.\r\n", 0)
             # 2692: NERR_NotJoined, as Win32_ComputerSystem documents.
-            code = 0 if self.m.domain else 2692
+            code = 0 if self.m.member_of() else 2692
             if code == 0:
                 self.m.pending_domain = ""
                 self.m.domain_unjoins += 1
@@ -870,32 +936,76 @@ class Shell:
             return self.domain_script(args, banner)
         if ext == "vbs" and all(p.search(src) for p in MAK_SCRIPT):
             return self.mak_script(args, banner)
+        if ext == "vbs" and all(p.search(src) for p in DNS_SCRIPT):
+            if not args or not all(re.fullmatch(r"[0-9a-fA-F.:]+", x) for x in args):
+                return Result(banner, b"SetDNSServerSearchOrder returned 70 on Ethernet\r\n", 70)
+            self.m.network["dns"] = list(args)
+            self.m.network["dns_set_before_join"] = not self.m.domain_joins
+            return Result(banner + f"DNS servers set on {len(self.m.cfg.interfaces)} adapter(s)\r\n".encode())
         self.m.scripts_run.append(path)
         mt = re.search(r"(?im)^\s*WScript\.Quit\s*\(?\s*(\d+)", src)
         return Result(banner + f"ran {path}\r\n".encode(), b"", int(mt.group(1)) if mt else 0)
 
+    # -- activation (Microsoft: "Slmgr.vbs options for obtaining volume
+    # activation information", "Key Management Services (KMS) client
+    # activation and product keys", "Troubleshoot KMS activation error
+    # codes": 0xC004F038 the KMS count is below its threshold, 25 for
+    # client editions; 0xC004F074 no KMS could be contacted) ----------------
     def slmgr(self, args, banner):
-        """slmgr.vbs /skms HOST[:PORT], /ato (Microsoft's "Slmgr.vbs options
-        for volume activation"). A KMS host whose name ends in .invalid does
-        not answer (0xC004F074). Stand-in assumption: slmgr exits non-zero
-        when it prints an error."""
-        low = [w.lower() for w in args]
+        """slmgr.vbs /dli, /ipk KEY, /skms HOST[:PORT], /ato. slmgr prints
+        its errors (WScript.Echo) and exits 0 for "Error: product not
+        found." (no key installed); a failed /ato exits non-zero here
+        (stand-in assumption). A KMS host whose name ends in .invalid does
+        not answer; one that answers reports --kms-count."""
+        low = [w.lower().replace("-", "/", 1) for w in args]
         act = self.m.activation
-        if len(low) == 2 and low[0] in ("/skms", "-skms"):
+        if len(low) == 2 and low[0] == "/skms":
             act["kms"] = args[1]
             return Result(banner + f"Key Management Service machine name set to {args[1]} successfully.\r\n"
                           .encode())
-        if low in (["/ato"], ["-ato"]):
-            kms_ok = act["kms"] and not act["kms"].split(":")[0].lower().endswith(".invalid")
-            if kms_ok or act["key_installed"]:
-                act["activated"] = True
-                return Result(banner + b"Activating Windows(R), ServerStandard edition ...\r\n"
-                              b"Product activated successfully.\r\n")
-            return Result(banner + b"Activating Windows(R), ServerStandard edition ...\r\n",
-                          b"Error: 0xC004F074 The Software Licensing Service reported that the computer could "
-                          b"not be activated. No Key Management Service (KMS) could be contacted.\r\n", 1)
+        if len(low) == 2 and low[0] == "/ipk":
+            # Stand-in: /ipk gets only KMS client setup keys (a MAK goes
+            # through reimage's VBScript).
+            act.update(channel="VOLUME_KMSCLIENT", gvlk=args[1], activated=False)
+            return Result(banner + f"Installed product key {args[1]} successfully.\r\n".encode())
+        if low == ["/dli"]:
+            return self.slmgr_dli(banner)
+        if low == ["/ato"]:
+            return self.slmgr_ato(banner)
         return Result(banner, b"Error: 0xC004F025 Access denied: the requested action requires elevated "
                       b"privileges\r\n" if not low else b"Unknown option.\r\n", 1)
+
+    def slmgr_dli(self, banner):
+        act = self.m.activation
+        if act["channel"] is None:
+            return Result(banner + b"Error: product not found.\r\n")
+        status = "Licensed" if act["activated"] else "Initial grace period"
+        return Result(banner + (f"Name: Windows(R), {self.m.cfg.edition} edition\r\n"
+                                f"Description: Windows(R) Operating System, {act['channel']} channel\r\n"
+                                f"License Status: {status}\r\n").encode())
+
+    def slmgr_ato(self, banner):
+        act = self.m.activation
+        act["ato_runs"] += 1
+        head = banner + f"Activating Windows(R), {self.m.cfg.edition} edition ...\r\n".encode()
+        if act["channel"] is None:
+            return Result(banner + b"Error: product not found.\r\n")
+        err = None
+        if act["channel"] == "VOLUME_KMSCLIENT":
+            host = (act["kms"] or "").split(":")[0].lower()
+            if not host or host.endswith(".invalid"):
+                err = ("0xC004F074 The Software Licensing Service reported that the computer could not be "
+                       "activated. No Key Management Service (KMS) could be contacted.")
+            elif self.m.cfg.kms_count < 25:
+                err = ("0xC004F038 The Software Licensing Service reported that the computer could not be "
+                       "activated. The count reported by your Key Management Service (KMS) is insufficient.")
+        elif act["channel"] != "VOLUME_MAK":
+            err = "0x80072EE7 The server name or address could not be resolved"
+        if err:
+            act["errors"].append(err.split()[0])
+            return Result(head + f"Error: {err}\r\n".encode(), b"", 1)
+        act["activated"] = True
+        return Result(head + b"Product activated successfully.\r\n")
 
     def mak_script(self, args, banner):
         """reimage's MAK VBScript: reads the key file, deletes it, installs
@@ -908,8 +1018,8 @@ class Shell:
         if not re.fullmatch(r"([A-Z0-9]{5}-){4}[A-Z0-9]{5}", key):
             return Result(banner, b"InstallProductKey failed: 0xC004F050 The Software Licensing Service "
                           b"reported that the product key is invalid.\r\n", 1)
-        self.m.activation["key_installed"] = True
-        self.m.activation["key_last5"] = key[-5:]
+        self.m.activation.update(key_installed=True, key_last5=key[-5:], channel="VOLUME_MAK",
+                                 activated=False)
         return Result(banner + b"product key installed\r\n")
 
     def domain_script(self, args, banner):
@@ -927,12 +1037,14 @@ class Shell:
         user, pw = (lines + ["", ""])[:2]
         domain, ou = args[1], (args[2] if len(args) > 2 else None)
         cfg = self.m.cfg
-        if cfg.ad_domain is None or domain.lower() != cfg.ad_domain.lower():
+        if self.m.member_of():
+            rc = 2691  # NERR_SetupAlreadyJoined: a member of a domain (this one or another)
+        elif cfg.ad_domain is None or domain.lower() != cfg.ad_domain.lower():
             rc = 1355
+        elif abs(self.m.w32time["offset"]) > 300:
+            rc = 1398  # ERROR_TIME_SKEW: Kerberos refuses the clock
         elif (user, pw) != cfg.ad_credentials:
             rc = 1326
-        elif (self.m.domain or "").lower() == domain.lower():
-            rc = 0
         else:
             rc = 0
             self.m.pending_domain = domain
@@ -1283,13 +1395,70 @@ class Shell:
         if low[:1] == ["/resync"] and set(low[1:]) <= {"/rediscover", "/nowait", "/force"}:
             if not self.m.w32time["running"]:
                 return not_running
-            peers = self.m.w32time["peers"] or []
-            if not peers or all(p.lower().endswith(".invalid") for p in peers):
-                return Result(b"Sending resync command to local computer\r\nThe computer did not resync because no "
-                              b"time data was available.\r\n", b"", 1)
-            self.m.w32time["synced"] += 1
-            return Result(b"Sending resync command to local computer\r\nThe command completed successfully.\r\n")
+            return self.w32tm_resync()
         return Result(b"The following arguments were unexpected:\r\n", b"", 87)
+
+    # -- the clock (Microsoft, "Windows Time service tools and settings":
+    # MaxPosPhaseCorrection / MaxNegPhaseCorrection, 54000 s on a stand-alone
+    # computer, 0xFFFFFFFF for any correction; w32tm's "The computer did not
+    # resync because the required time change was too big."; "Maximum
+    # tolerance for computer clock synchronization": Kerberos refuses a
+    # clock more than 5 minutes off, which a join reports as 1398,
+    # ERROR_TIME_SKEW) -------------------------------------------------------
+    def phase_limit(self, name):
+        v = self.m.registry.get(W32TIME_KEY.lower(), {}).get(name)
+        return int(v[1]) if v else 54000
+
+    def w32tm_resync(self):
+        """/resync: fails while --resync-fails lasts, when every peer ends
+        in .invalid, or when the clock is further off than the phase
+        limits allow; otherwise the clock is right."""
+        t = self.m.w32time
+        peers = t["peers"] or []
+        t["resyncs"] += 1
+        head = b"Sending resync command to local computer\r\n"
+        if t["resyncs"] <= self.m.cfg.resync_fails or not peers or \
+                all(p.lower().endswith(".invalid") for p in peers):
+            return Result(head + b"The computer did not resync because no time data was available.\r\n", b"", 1)
+        off = t["offset"]
+        if off > self.phase_limit("MaxNegPhaseCorrection") or -off > self.phase_limit("MaxPosPhaseCorrection"):
+            t["refused_too_big"] += 1
+            return Result(head + b"The computer did not resync because the required time change was too big.\r\n",
+                          b"", 1)
+        t["offset"] = 0
+        t["synced"] += 1
+        return Result(head + b"The command completed successfully.\r\n")
+
+    def p_sc(self, a, text, stdin):
+        """sc config w32time start= auto (the service's start type)."""
+        low = [w.lower() for w in a]
+        if low[:2] == ["config", "w32time"] and len(low) == 4 and low[2] == "start=" and \
+                low[3] in ("auto", "demand", "disabled", "delayed-auto"):
+            self.m.w32time["start"] = low[3]
+            return Result(b"[SC] ChangeServiceConfig SUCCESS\r\n")
+        return fail("[SC] stand-in: only `sc config w32time start= TYPE` is simulated\r\n", 1639)
+
+    # -- the image's hooks and the environment cmd.exe passes on -----------
+    def p_set(self, a, text, stdin):
+        """set "NAME=VALUE": the variable for the rest of the line."""
+        body = text[3:].strip()
+        if body.startswith('"') and body.endswith('"'):
+            body = body[1:-1]
+        if "=" not in body:
+            return fail("Environment variable not defined\r\n")
+        k, v = body.split("=", 1)
+        self.env[k.upper()] = v
+        return Result()
+
+    def p_dir(self, a, text, stdin):
+        """dir /b /a-d /on PATTERN...: the bare names of the files that
+        match, by name; "File Not Found" (exit 1) when none does."""
+        pats = [w for w in a if not w.startswith("/")]
+        names = sorted({self.m.display.get(k, k).rsplit("\\", 1)[-1] for p in pats for k in self.m.matching(p)},
+                       key=str.lower)
+        if not names:
+            return Result(b"", b"File Not Found\r\n", 1)
+        return Result("".join(n + "\r\n" for n in names).encode())
 
     def p_powershell(self, a, text, stdin):
         i = 0
@@ -1557,6 +1726,22 @@ class PowerShell:
                 and not self.m.cfg.powershell_2:
             self.m.boot_time_reads["cim"] += 1
             return net_time(self.m.boot_time)
+        if re.fullmatch(r"(?is)\(?\s*Get-CimInstance\s+(-ClassName\s+)?Win32_ComputerSystem\s*\)?", t) \
+                and not self.m.cfg.powershell_2:
+            return {"Domain": self.m.domain or "WORKGROUP", "PartOfDomain": bool(self.m.domain),
+                    "Name": self.m.name}
+        mt = re.fullmatch(r"(?is)Invoke-CimMethod\s+-InputObject\s+\((.+?)\)\s+-MethodName\s+(\w+)"
+                          r"\s+-Arguments\s+@\{\s*FUnjoinOptions\s*=\s*(\d+)\s*\}", t)
+        if mt and not self.m.cfg.powershell_2:
+            cs = self.expr(mt.group(1))
+            if not isinstance(cs, dict) or mt.group(2).lower() != "unjoindomainorworkgroup":
+                raise PSError("Invoke-CimMethod : stand-in: only UnjoinDomainOrWorkgroup on Win32_ComputerSystem")
+            # 2692: NERR_NotJoined, as Win32_ComputerSystem documents.
+            code = 0 if self.m.member_of() else 2692
+            if code == 0:
+                self.m.pending_domain = ""
+                self.m.domain_unjoins += 1
+            return {"ReturnValue": code}
         mt = re.fullmatch(r"(?is)Test-Path\s+(.+)", t)
         if mt:
             return self.m.exists(self.arg(mt.group(1).strip()))
@@ -1581,6 +1766,10 @@ class PowerShell:
         if ref.lower() in ("$true", "$false"):
             return ref.lower() == "$true"
         name = ref[1:].lower()
+        mt = re.fullmatch(r"(\w+)\.(\w+)", name)
+        if mt and isinstance(self.vars.get(mt.group(1)), dict):
+            obj = {k.lower(): v for k, v in self.vars[mt.group(1)].items()}
+            return obj.get(mt.group(2))
         if not re.fullmatch(r"\w+", name):
             raise PSError(f"Unexpected token '{ref}' in expression or statement.")
         return self.vars.get(name)
@@ -2063,6 +2252,21 @@ def main():
     p.add_argument("--ad-credentials-file",
                    help="file: the domain user on line 1, its password on line 2 (what a join must send)")
     p.add_argument("--joined-domain", help="the computer starts as a member of this domain")
+    p.add_argument("--product-key", choices=["none", "retail", "kmsclient"], default="retail",
+                   help="the image's product key: none (slmgr: product not found), a retail key, or a KMS "
+                        "client setup key")
+    p.add_argument("--edition", default="Professional", help="EditionID in the registry")
+    p.add_argument("--kms-count", type=int, default=25,
+                   help="the activation count the KMS hosts report (below 25: 0xC004F038)")
+    p.add_argument("--computer-name", default="WIN-STANDIN", help="the machine's name at start")
+    p.add_argument("--pending-domain",
+                   help="a join to this domain was made before the last boot: it applies at the next")
+    p.add_argument("--clock-offset", type=int, default=0,
+                   help="seconds the computer's clock is off (a join refuses more than 300)")
+    p.add_argument("--resync-fails", type=int, default=0, help="the first this many w32tm /resync fail")
+    p.add_argument("--hooks", default="", help="comma-separated paths of the image's own post-load hooks")
+    p.add_argument("--no-wmic", action="store_true",
+                   help="WMIC absent, as on current Windows 11 (an optional feature, off by default)")
     p.add_argument("--wrong-os", action="store_true",
                    help="the boot time never changes (a reboot brings back the same OS)")
     shells = p.add_mutually_exclusive_group()
@@ -2085,6 +2289,16 @@ def main():
         ad_domain = a.ad_domain
         ad_credentials = None
         joined_domain = a.joined_domain
+        product_key = a.product_key
+        clock_offset = a.clock_offset
+        pending_domain = a.pending_domain
+        computer_name = a.computer_name
+        resync_fails = a.resync_fails
+        hooks = [f for f in a.hooks.split(",") if f]
+        no_wmic = a.no_wmic
+        edition = a.edition
+        kms_count = a.kms_count
+        build = 3790 if a.no_powershell else 7601 if a.powershell_2 else 19045
         auth_fails = a.auth_fails
         auth_fails_until = a.auth_fails_until
         auth = {x.strip().lower() for x in ("negotiate" if a.stock else a.auth).split(",") if x.strip()}

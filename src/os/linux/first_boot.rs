@@ -21,6 +21,7 @@ use crate::config::Plan;
 use crate::control::Channel;
 use crate::os::actions::Actions;
 use crate::os::first_boot::{Account, allow_from, new_password};
+use crate::os::hooks::{Env, HookShell};
 use crate::outcome::Outcome;
 use crate::report::{Reporter, rfc3339};
 
@@ -129,11 +130,41 @@ pub fn run(
         MARKER,
         0o644,
     )?;
-    a.scripts("/var/lib/reimage/scripts", '/', |p| vec![p.to_string()])?;
+    a.hooks(&hook_shell())?;
+    a.scripts("/var/lib/reimage/scripts", '/', hook_command)?;
     match new_password(plan, ROOT, None, state, report)? {
         Some(pw) => set_root_password(&mut a, &pw),
         None => Ok(()),
     }
+}
+
+/// Lists the image's own VCL post-load scripts (VCL's Linux.pm paths).
+pub(super) const VCL_POST_LOAD: &str = include_str!("vcl-post-load.sh");
+
+/// Lists the executable files of the image's `/etc/reimage/post-load.d`.
+pub(super) const POST_LOAD_D: &str = include_str!("post-load-d.sh");
+
+/// Runs one hook or script.
+const RUN_HOOK: &str = include_str!("run-hook.sh");
+
+/// How Linux finds and runs the image's hooks.
+fn hook_shell() -> HookShell {
+    HookShell {
+        vcl: sh(VCL_POST_LOAD, &[]),
+        dir: sh(POST_LOAD_D, &[]),
+        dir_prefix: "",
+        run: hook_command,
+    }
+}
+
+/// `env K=V ... sh -c RUN PATH`: the hook or script at `path` with the
+/// environment `env`; run itself when it is executable, else by sh (VCL's
+/// `/etc/init.d/vcl_post_load` need not be).
+pub(super) fn hook_command(path: &str, env: &Env) -> Result<Vec<String>, String> {
+    let mut v = vec!["env".to_string()];
+    v.extend(env.iter().map(|(k, val)| format!("{k}={val}")));
+    v.extend(sh(RUN_HOOK, &[path]));
+    Ok(v)
 }
 
 /// Where SSH is opened to: the profile's `allow_from`, or else this node's

@@ -351,3 +351,65 @@ fn nftables_opens_ssh_to_the_sources_only_in_every_input_chain_and_its_config() 
     assert_eq!(log2.matches("add rule").count(), 1, "{log2}");
     assert_eq!(conf2, conf);
 }
+
+#[test]
+fn image_hooks_are_found_in_order_and_run_with_the_environment() {
+    use super::first_boot::{POST_LOAD_D, VCL_POST_LOAD, hook_command};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("reimage-hooks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("out");
+    let put = |f: &str, text: &str, mode: u32| {
+        let p = dir.join(f);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(&p, text).expect("hook");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("mode");
+    };
+    let line = |tag: &str| {
+        format!(
+            "echo \"{tag} $REIMAGE_COMPUTER $REIMAGE_ATTEMPT\" >> {}\n",
+            out.display()
+        )
+    };
+    put("etc/init.d/vcl_post_load", &line("init"), 0o644);
+    put(
+        "usr/local/vcl/vcl_post_load",
+        &format!("#!/bin/sh\n{}", line("vcl")),
+        0o755,
+    );
+    put(
+        "etc/reimage/post-load.d/20-b",
+        &format!("#!/bin/sh\n{}", line("20")),
+        0o755,
+    );
+    put(
+        "etc/reimage/post-load.d/10-a",
+        &format!("#!/bin/sh\n{}", line("10")),
+        0o755,
+    );
+    put("etc/reimage/post-load.d/README", "not a hook", 0o644);
+    let run = |argv: &[String]| {
+        let o = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("REIMAGE_ROOT", &dir)
+            .output()
+            .expect("sh runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let hooks = crate::os::hooks::order(
+        &run(&sh(VCL_POST_LOAD, &[])),
+        &run(&sh(POST_LOAD_D, &[])),
+        "",
+    );
+    let env = vec![
+        ("REIMAGE_COMPUTER", "pc 7".to_string()),
+        ("REIMAGE_ATTEMPT", "2".to_string()),
+    ];
+    for h in &hooks {
+        run(&hook_command(&h.path, &env).expect("a command"));
+    }
+    let got = std::fs::read_to_string(&out).expect("the hooks wrote");
+    assert_eq!(got, "vcl pc 7 2\ninit pc 7 2\n10 pc 7 2\n20 pc 7 2\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -164,6 +164,12 @@ const SET_PASSWORD_PS1: &str = include_str!("set-password.ps1");
 const SET_PASSWORD_VBS: &str = include_str!("set-password.vbs");
 /// VBScript: joins a domain with credentials from a file.
 const DOMAIN_VBS: &str = include_str!("domain.vbs");
+/// VBScript: sets the DNS servers.
+const DNS_VBS: &str = include_str!("dns.vbs");
+/// PowerShell: the domain and whether the computer is a member.
+const DOMAIN_QUERY_PS1: &str = include_str!("domain-query.ps1");
+/// PowerShell: leaves the domain.
+const UNJOIN_PS1: &str = include_str!("unjoin.ps1");
 /// VBScript: installs a product key from a file.
 const MAK_VBS: &str = include_str!("mak.vbs");
 
@@ -234,7 +240,7 @@ pub fn setup_state_command(f: Windows) -> Vec<String> {
 }
 
 /// The value of `name` in reg.exe's query output (`    NAME    TYPE    DATA`).
-fn reg_value<'a>(out: &'a str, name: &str) -> Option<&'a str> {
+pub fn reg_value<'a>(out: &'a str, name: &str) -> Option<&'a str> {
     out.lines().find_map(|l| {
         let mut w = l.split_whitespace();
         (w.next()?.eq_ignore_ascii_case(name) && w.next()?.starts_with("REG_"))
@@ -304,10 +310,6 @@ fn cmd_safe_name(name: &str) -> bool {
 pub struct Settings {
     /// Sources RDP and ping are opened to.
     pub allow_from: Vec<String>,
-    /// NTP servers (empty: the clock is left alone).
-    pub time_servers: Vec<String>,
-    /// KMS host to activate against.
-    pub kms: Option<String>,
     /// `ipconfig /renew`.
     pub renew_dhcp: bool,
     /// (interface, address, mask, gateway).
@@ -475,14 +477,6 @@ pub fn actions(f: Windows, s: &Settings) -> Vec<Action> {
     v.extend(lockdown(t, &s.allow_from));
     v.extend(power(t));
     v.extend(network(s));
-    v.extend(time(&s.time_servers));
-    if let Some(kms) = &s.kms {
-        v.push((
-            "activation-kms",
-            Act::Run(slmgr(&["/skms", kms])),
-            OnFail::Fatal,
-        ));
-    }
     v.push((
         "remove-answer-files",
         Act::RemoveFiles(t.answer_files),
@@ -617,31 +611,82 @@ fn network(s: &Settings) -> Vec<Action> {
     v
 }
 
-/// The clock pointed at `servers` and synced; nothing when there are none.
-fn time(servers: &[String]) -> Vec<Action> {
+/// Where w32time keeps its phase-correction limits (Microsoft, "Windows
+/// Time service tools and settings": MaxPosPhaseCorrection and
+/// MaxNegPhaseCorrection, in seconds; 0xFFFFFFFF takes any correction).
+const W32TIME_CONFIG: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\W32Time\Config";
+
+/// The phase-correction limits after the first sync: 54000 s (15 hours),
+/// Microsoft's documented default for a stand-alone computer.
+pub const PHASE_LIMIT: &str = "54000";
+
+/// Both phase-correction limits set to `value` (`0xFFFFFFFF`: none).
+pub fn phase_limits(value: &str) -> Vec<String> {
+    let mut v = argv(&["cmd", "/c"]);
+    for (i, name) in ["MaxPosPhaseCorrection", "MaxNegPhaseCorrection"]
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            v.push("&&".into());
+        }
+        v.extend(argv(&[
+            "reg",
+            "add",
+            W32TIME_CONFIG,
+            "/v",
+            name,
+            "/t",
+            "REG_DWORD",
+            "/d",
+            value,
+            "/f",
+        ]));
+    }
+    v
+}
+
+/// The clock pointed at `servers`, the time service set to start with
+/// Windows, and the phase-correction limits lifted for the first sync, as
+/// VCL's Windows.pm configure_time_synchronization does; nothing when
+/// there are no servers. The sync itself is [`resync_command`], retried
+/// by the caller.
+pub fn time(servers: &[String]) -> Vec<Action> {
     if servers.is_empty() {
         return Vec::new();
     }
-    // VCL's Windows.pm configure_time_synchronization: the service must
-    // run before /config (net start exits 2 when it already does: `&`
-    // goes on), then /resync. Microsoft's w32tm reference:
-    // /manualpeerlist takes a space-separated list, /update makes the
-    // service read it.
+    // The service must run before /config (net start exits 2 when it
+    // already does: `&` goes on), then /config. Microsoft's w32tm
+    // reference: /manualpeerlist takes a space-separated list, /update
+    // makes the service read it.
     let mut cmd = argv(&[
         "cmd", "/c", "net", "start", "w32time", ">nul", "2>&1", "&", "w32tm", "/config",
     ]);
     cmd.push(format!("/manualpeerlist:\"{}\"", servers.join(" ")));
     cmd.extend(argv(&["/syncfromflags:manual", "/update"]));
     vec![
-        ("time-servers", Act::Run(cmd), OnFail::Fatal),
-        // A server that does not answer may answer after a reload on
-        // another network path: retry, never "going on" with a wrong clock.
+        // A clock days off (a dead CMOS battery, an image restored from
+        // long ago) is beyond w32time's default limits: lifted here, put
+        // back after the sync.
         (
-            "time-sync",
-            Act::Run(argv(&["w32tm", "/resync", "/rediscover"])),
-            OnFail::Retry,
+            "time-limits",
+            Act::Run(phase_limits("0xFFFFFFFF")),
+            OnFail::Fatal,
+        ),
+        ("time-servers", Act::Run(cmd), OnFail::Fatal),
+        // `start= auto` (sc.exe takes the value as the next word): the
+        // clock keeps syncing after a reboot. Not needed for use.
+        (
+            "time-service-auto",
+            Act::Run(argv(&["sc", "config", "w32time", "start=", "auto"])),
+            OnFail::GoOn,
         ),
     ]
+}
+
+/// `w32tm /resync /rediscover`: the sync.
+pub fn resync_command() -> Vec<String> {
+    argv(&["w32tm", "/resync", "/rediscover"])
 }
 
 /// The command that runs one of the image's post-load scripts at `path`:
@@ -660,6 +705,64 @@ pub fn script_command(path: &str) -> Vec<String> {
     } else {
         argv(&["cmd", "/c", path])
     }
+}
+
+/// VCL's Windows.pm post_load: the image's own script.
+pub const VCL_POST_LOAD: &str = r"%SystemRoot%\vcl_post_load.cmd";
+
+/// reimage's folder of the image's own hooks.
+pub const HOOK_DIR: &str = r"%SystemRoot%\reimage\post-load.d\";
+
+/// The kinds of hook [`hook_command`] runs, as `dir` patterns.
+const HOOK_KINDS: [&str; 5] = ["*.cmd", "*.bat", "*.exe", "*.ps1", "*.vbs"];
+
+/// How the Windows families find and run the image's hooks: cmd.exe's
+/// `if exist` and `dir /b` (every family ships them).
+pub fn hook_shell() -> crate::os::hooks::HookShell {
+    let mut dir = argv(&["cmd", "/c", "dir", "/b", "/a-d", "/on"]);
+    dir.extend(HOOK_KINDS.iter().map(|k| format!("{HOOK_DIR}{k}")));
+    crate::os::hooks::HookShell {
+        vcl: argv(&[
+            "cmd",
+            "/c",
+            "if",
+            "exist",
+            VCL_POST_LOAD,
+            "echo",
+            VCL_POST_LOAD,
+        ]),
+        dir,
+        dir_prefix: HOOK_DIR,
+        run: hook_command,
+    }
+}
+
+/// `cmd /c set "K=V" && ... && RUN PATH`: the hook or script at `path`
+/// with the environment `env`, run as [`script_command`] runs it (cscript
+/// for a `.vbs`). A value cmd.exe would read (quotes, `%`, `^`, `&`, `|`,
+/// `<`, `>`, `!`) cannot be passed.
+pub fn hook_command(path: &str, env: &crate::os::hooks::Env) -> Result<Vec<String>, String> {
+    let mut v = argv(&["cmd", "/c"]);
+    for (k, val) in env {
+        if val
+            .chars()
+            .any(|c| c.is_control() || "\"%^&|<>!".contains(c))
+        {
+            return Err(format!("{k} `{val}` holds a character cmd.exe reads"));
+        }
+        v.extend(argv(&["set", &format!("\"{k}={val}\""), "&&"]));
+    }
+    let mut run = if path.to_ascii_lowercase().ends_with(".vbs") {
+        argv(&["cscript", "//nologo", path])
+    } else {
+        script_command(path)
+    };
+    // The path, last, quoted: a hook's name may hold spaces.
+    if let Some(p) = run.last_mut() {
+        *p = format!("\"{p}\"");
+    }
+    v.extend(run);
+    Ok(v)
 }
 
 /// `cmd /c if exist "F" exit 1`: exits 1 when `file` exists.
@@ -734,8 +837,6 @@ pub fn wmi_result(out: &Output) -> Result<String, String> {
 pub enum OnFail {
     /// Stop; a reload cannot help.
     Fatal,
-    /// Stop; a reload (or a later attempt) may help.
-    Retry,
     /// Warn and go on: not needed for the computer to be used.
     GoOn,
 }
@@ -757,9 +858,17 @@ impl OnFail {
 /// with NETSETUP_JOIN_DOMAIN | NETSETUP_ACCT_CREATE (1 + 2, as VCL's
 /// Windows.pm ad_join_wmic). WMI and Windows Script Host ship with XP and
 /// later; the password never reaches a command line. Exits with the
-/// method's return value (2691, already joined, counts as done).
+/// method's return value (2691: already joined to a domain, which the
+/// caller answers with an unjoin and one more join).
 pub fn domain_script() -> String {
     vbs(DOMAIN_VBS)
+}
+
+/// The VBScript that sets the DNS servers named by its arguments on every
+/// adapter with IP enabled (Win32_NetworkAdapterConfiguration
+/// .SetDNSServerSearchOrder, XP and later: no wmic or PowerShell needed).
+pub fn dns_script() -> String {
+    vbs(DNS_VBS)
 }
 
 /// The VBScript that installs the MAK product key in the file named by its
@@ -770,10 +879,17 @@ pub fn mak_script() -> String {
     vbs(MAK_VBS)
 }
 
-/// `wmic computersystem get domain,partofdomain /value`: VCL's Windows.pm
-/// ad_get_current_domain.
-pub fn domain_query() -> Vec<String> {
-    wmic(&["computersystem", "get", "domain,partofdomain", "/value"])
+/// The domain query of family `f`: `wmic computersystem get
+/// domain,partofdomain /value` (VCL's Windows.pm ad_get_current_domain),
+/// or on Windows 10 and later, where WMIC is an optional feature that is
+/// off on current Windows 11, the same two properties through
+/// Get-CimInstance, printed in wmic's form.
+pub fn domain_query(f: Windows) -> Vec<String> {
+    if toolset(f).powershell {
+        ps(ps_line(DOMAIN_QUERY_PS1))
+    } else {
+        wmic(&["computersystem", "get", "domain,partofdomain", "/value"])
+    }
 }
 
 /// The domain the computer is a member of, from [`domain_query`]'s
@@ -797,7 +913,12 @@ pub fn joined_domain(stdout: &str) -> Option<String> {
 /// Leaves the domain without credentials (FUnjoinOptions=0, as VCL's
 /// Windows.pm ad_unjoin): the computer is about to be reloaded, only its
 /// membership must not linger.
-pub fn unjoin_command() -> Vec<String> {
+/// Windows 10 and later: Invoke-CimMethod, printing `ReturnValue = N` as
+/// wmic does.
+pub fn unjoin_command(f: Windows) -> Vec<String> {
+    if toolset(f).powershell {
+        return ps(ps_line(UNJOIN_PS1));
+    }
     wmic(&[
         "computersystem",
         "where",
@@ -842,8 +963,6 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             allow_from: vec!["10.1.0.0/16".into(), "192.0.2.5".into()],
-            time_servers: vec!["ntp1.example.edu".into(), "ntp2.example.edu".into()],
-            kms: Some("kms.example.edu:1688".into()),
             renew_dhcp: true,
             static_address: Some((
                 "Public".into(),
@@ -889,13 +1008,22 @@ mod tests {
 
     #[test]
     fn first_boot_command_lines() {
+        let time = time(&["ntp1.example.edu".into(), "ntp2.example.edu".into()]);
+        let names: Vec<&str> = time.iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(names, ["time-limits", "time-servers", "time-service-auto"]);
+        let Act::Run(servers) = &time[1].1 else {
+            panic!("{time:?}")
+        };
         assert_eq!(
-            line(Windows::V6, "time-servers"),
+            servers.join(" "),
             r#"cmd /c net start w32time >nul 2>&1 & w32tm /config /manualpeerlist:"ntp1.example.edu ntp2.example.edu" /syncfromflags:manual /update"#
         );
-        assert_eq!(line(Windows::V6, "time-sync"), "w32tm /resync /rediscover");
         assert_eq!(
-            line(Windows::V10, "activation-kms"),
+            phase_limits("0xFFFFFFFF").join(" "),
+            r"cmd /c reg add HKLM\SYSTEM\CurrentControlSet\Services\W32Time\Config /v MaxPosPhaseCorrection /t REG_DWORD /d 0xFFFFFFFF /f && reg add HKLM\SYSTEM\CurrentControlSet\Services\W32Time\Config /v MaxNegPhaseCorrection /t REG_DWORD /d 0xFFFFFFFF /f"
+        );
+        assert_eq!(
+            slmgr(&["/skms", "kms.example.edu:1688"]).join(" "),
             r"cmd /c cscript //nologo %SystemRoot%\System32\slmgr.vbs /skms kms.example.edu:1688"
         );
         assert_eq!(line(Windows::V6, "renew-dhcp"), "ipconfig /renew");
@@ -1049,6 +1177,8 @@ mod tests {
             ("boot-id.ps1", BOOT_ID_PS1),
             ("rename.ps1", RENAME_PS1),
             ("set-password.ps1", SET_PASSWORD_PS1),
+            ("domain-query.ps1", DOMAIN_QUERY_PS1),
+            ("unjoin.ps1", UNJOIN_PS1),
         ] {
             let line = ps_line(file);
             assert!(!line.contains(['\r', '\n']), "{name}: more than one line");
@@ -1061,6 +1191,24 @@ mod tests {
     }
 
     #[test]
+    fn hooks_get_the_environment_through_cmd_set() {
+        let env = vec![
+            ("REIMAGE_COMPUTER", "lab-pc-07".to_string()),
+            ("REIMAGE_ATTEMPT", "2".to_string()),
+        ];
+        assert_eq!(
+            hook_command(r"%SystemRoot%\vcl_post_load.cmd", &env)
+                .unwrap()
+                .join(" "),
+            r#"cmd /c set "REIMAGE_COMPUTER=lab-pc-07" && set "REIMAGE_ATTEMPT=2" && cmd /c "%SystemRoot%\vcl_post_load.cmd""#
+        );
+        let ps1 = hook_command(r"C:\x\10 a.ps1", &env).unwrap().join(" ");
+        assert!(ps1.ends_with(r#"-File "C:\x\10 a.ps1""#), "{ps1}");
+        let bad = vec![("REIMAGE_IMAGE", "a&b".to_string())];
+        assert!(hook_command("x.cmd", &bad).is_err());
+    }
+
+    #[test]
     fn fill_replaces_its_keys_once_and_leaves_the_rest() {
         assert_eq!(
             fill("@a@ and @b@ @c@ a@b", &[("a", "@b@"), ("b", "x")]),
@@ -1070,6 +1218,7 @@ mod tests {
         for s in [
             password_script("Administrator"),
             domain_script(),
+            dns_script(),
             mak_script(),
         ]
         .iter()

@@ -25,7 +25,6 @@ rc = 1
 For Each cs In GetObject("winmgmts:{impersonationLevel=impersonate}!\\.\root\cimv2").InstancesOf("Win32_ComputerSystem")
   rc = cs.JoinDomainOrWorkgroup(WScript.Arguments(1), pw, user, ou, 3)
 Next
-If rc = 2691 Then rc = 0
 If rc <> 0 Then WScript.StdErr.WriteLine "JoinDomainOrWorkgroup returned " & rc
 If rc = 0 Then WScript.Echo "joined " & WScript.Arguments(1) & ": takes effect at the next boot"
 WScript.Quit rc

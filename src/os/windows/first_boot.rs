@@ -6,10 +6,9 @@
 //! a fresh Administrator password. The command lines and scripts are
 //! [`commands`]'; this file runs them and decides what a failure means.
 
-use std::path::Path;
-
 use super::commands::{self, Act, DIR, OnFail, RENAMED, Settings, Windows, argv};
-use crate::config::{Activation, DomainConfig, Plan};
+use super::{activation, domain};
+use crate::config::Plan;
 use crate::exec::Output;
 use crate::os::actions::Actions;
 use crate::os::first_boot::Account;
@@ -34,6 +33,9 @@ pub fn run(windows: Windows, seq: &mut Sequence, state: &StateDir) -> Result<(),
     };
     fb.make_dir()?;
     fb.name()?;
+    // Kerberos refuses a clock more than 5 minutes off: the time before
+    // the domain.
+    fb.time()?;
     fb.domain()?;
     fb.configure(&settings)?;
     fb.activation()?;
@@ -44,14 +46,8 @@ pub fn run(windows: Windows, seq: &mut Sequence, state: &StateDir) -> Result<(),
 /// The first boot's settings from `plan`, RDP and ping opened to
 /// `allow_from`.
 fn settings(plan: &Plan, allow_from: Vec<String>) -> Settings {
-    let p = &plan.profile;
     Settings {
         allow_from,
-        time_servers: p.time_servers.clone(),
-        kms: match &p.activation {
-            Some(Activation::Kms(h)) => Some(h.clone()),
-            _ => None,
-        },
         renew_dhcp: plan.computer.renew_dhcp,
         static_address: plan.computer.static_address.as_ref().map(|s| {
             let (addr, prefix) = s.address.split_once('/').unwrap_or((&s.address, "32"));
@@ -70,6 +66,12 @@ fn settings(plan: &Plan, allow_from: Vec<String>) -> Settings {
         }),
     }
 }
+
+/// How many times the sync is tried before it costs a reload.
+const RESYNC_TRIES: u32 = 3;
+
+/// The pause between two tries of the sync.
+const RESYNC_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One Windows first boot in progress.
 struct FirstBoot<'a, 'b> {
@@ -135,43 +137,61 @@ impl FirstBoot<'_, '_> {
         Ok(())
     }
 
-    /// The domain, when the profile names one: joined (unless it is a
-    /// member already), rebooted, checked.
+    /// The domain: left when the profile names none, else joined after
+    /// the clock ([`domain`]).
     fn domain(&mut self) -> Result<(), Outcome> {
-        let Some(d) = self.seq.plan.profile.domain.clone() else {
-            return Ok(());
-        };
-        let out = self
-            .actions()
-            .run("check-domain", &commands::domain_query(), Outcome::Retry)?;
-        if commands::joined_domain(&out.stdout).is_some_and(|j| j.eq_ignore_ascii_case(&d.name)) {
-            self.seq
-                .report
-                .info(&format!("already a member of {}", d.name));
-            return Ok(());
-        }
-        let (user, pw) = credentials(&self.who(), &d)?;
-        join_domain(&mut self.actions(), &d, &user, &pw)?;
-        self.reboot("domain-reboot")?;
-        let out = self
-            .actions()
-            .run("check-domain", &commands::domain_query(), Outcome::Retry)?;
-        match commands::joined_domain(&out.stdout) {
-            Some(j) if j.eq_ignore_ascii_case(&d.name) => Ok(()),
-            other => Err(Outcome::Retry(anyhow::anyhow!(
-                "{}: joined {} but after the reboot the computer is in {}",
-                self.who(),
-                d.name,
-                other.unwrap_or_else(|| "a workgroup".into())
-            ))),
-        }
+        domain::leave_unnamed(self.family, self.seq)?;
+        domain::join(self.family, self.seq)
     }
 
-    /// The settings of [`commands::actions`]; one that is not needed for
-    /// use warns and goes on.
+    /// The clock ([`commands::time`]), then the sync, tried
+    /// [`RESYNC_TRIES`] times within the step before it costs a reload;
+    /// the phase-correction limits put back after it.
+    fn time(&mut self) -> Result<(), Outcome> {
+        let servers = self.seq.plan.profile.time_servers.clone();
+        if servers.is_empty() {
+            return Ok(());
+        }
+        self.run_actions(commands::time(&servers))?;
+        let mut a = self.actions();
+        let mut last = String::new();
+        for k in 1..=RESYNC_TRIES {
+            let out = a.ask("time-sync", &commands::resync_command())?;
+            if out.status == 0 {
+                a.report.step_end(true, &format!("synced (try {k})"));
+                let limits = commands::phase_limits(commands::PHASE_LIMIT);
+                if let Err(Outcome::Retry(e) | Outcome::Fatal(e)) =
+                    a.run("time-limits-restore", &limits, Outcome::Retry)
+                {
+                    a.report
+                        .warn(&format!("{e:#} (not needed for use: going on)"));
+                }
+                return Ok(());
+            }
+            last = crate::exec::excerpt(format!("{}{}", out.stdout, out.stderr).trim(), 3);
+            a.report
+                .step_end(false, &format!("try {k} of {RESYNC_TRIES}: {last}"));
+            if k < RESYNC_TRIES {
+                std::thread::sleep(RESYNC_PAUSE);
+            }
+        }
+        // A server that does not answer may answer after a reload on
+        // another network path: retry, never "going on" with a wrong clock.
+        Err(Outcome::Retry(anyhow::anyhow!(
+            "{}: first-boot action `time-sync`: the clock did not sync after {RESYNC_TRIES} tries: {last}",
+            self.who()
+        )))
+    }
+
+    /// The settings of [`commands::actions`].
     fn configure(&mut self, settings: &Settings) -> Result<(), Outcome> {
+        self.run_actions(commands::actions(self.family, settings))
+    }
+
+    /// Runs `actions` in order; one that is not needed for use warns and
+    /// goes on.
+    fn run_actions(&mut self, actions: Vec<commands::Action>) -> Result<(), Outcome> {
         let report = self.seq.report;
-        let actions = commands::actions(self.family, settings);
         let mut a = self.actions();
         for (name, act, on_fail) in actions {
             match run_act(&mut a, name, &act, on_fail.outcome()) {
@@ -185,27 +205,21 @@ impl FirstBoot<'_, '_> {
         Ok(())
     }
 
-    /// Activation, when the profile asks for it: a MAK installed first,
-    /// then `slmgr /ato`.
+    /// Activation, when the profile asks for it: [`activation::run`].
     fn activation(&mut self) -> Result<(), Outcome> {
-        let Some(act) = &self.seq.plan.profile.activation else {
+        let Some(act) = self.seq.plan.profile.activation.clone() else {
             return Ok(());
         };
-        let mut a = self.actions();
-        if let Activation::Mak(f) = act {
-            install_mak(&mut a, f)?;
-        }
-        // /ato asks the KMS host (or Microsoft, for a MAK): one that does
-        // not answer now may answer on a later attempt.
-        a.run("activate", &commands::slmgr(&["/ato"]), Outcome::Retry)?;
-        Ok(())
+        activation::run(&mut self.actions(), &act)
     }
 
     /// The image's scripts. They run before the Administrator password
     /// changes: when the channel logs in as Administrator, the new
     /// password ends it.
     fn scripts(&mut self) -> Result<(), Outcome> {
-        self.actions().scripts(DIR, '\\', commands::script_command)
+        let mut a = self.actions();
+        a.hooks(&commands::hook_shell())?;
+        a.scripts(DIR, '\\', commands::hook_command)
     }
 
     /// The new Administrator password, when the profile sets one: uploaded
@@ -239,69 +253,6 @@ impl FirstBoot<'_, '_> {
         let cmd = commands::password_command(family, "Administrator", &remote, &script);
         run_removing(&mut a, "set-admin-password", &cmd, Outcome::Fatal, &remote)
     }
-}
-
-/// The domain credentials file: the user on its first line, the password
-/// on its second.
-fn credentials(who: &str, d: &DomainConfig) -> Result<(String, String), Outcome> {
-    let creds = std::fs::read_to_string(&d.credentials_file).map_err(|e| {
-        Outcome::Fatal(anyhow::anyhow!(
-            "{who}: cannot read domain credentials_file {}: {e}",
-            d.credentials_file.display()
-        ))
-    })?;
-    let mut lines = creds.lines().map(|l| l.trim_end_matches('\r'));
-    let (user, pw) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-    if user.is_empty() || pw.is_empty() {
-        return Err(Outcome::Fatal(anyhow::anyhow!(
-            "domain credentials_file {} needs the user on its first line and the password on its second",
-            d.credentials_file.display()
-        )));
-    }
-    Ok((user.to_string(), pw.to_string()))
-}
-
-/// Joins domain `d` through the domain VBScript, the credentials in a file
-/// it deletes first thing.
-fn join_domain(a: &mut Actions, d: &DomainConfig, user: &str, pw: &str) -> Result<(), Outcome> {
-    let script = format!(r"{DIR}\domain.vbs");
-    let file = format!(r"{DIR}\domain-credentials.txt");
-    a.upload(
-        "upload-domain-script",
-        commands::domain_script().as_bytes(),
-        &script,
-        0o600,
-    )?;
-    a.upload(
-        "upload-domain-credentials",
-        format!("{user}\r\n{pw}\r\n").as_bytes(),
-        &file,
-        0o600,
-    )?;
-    let mut cmd = argv(&["cscript", "//nologo", &script, &file, &d.name]);
-    if let Some(ou) = &d.ou {
-        cmd.push(format!("\"{ou}\""));
-    }
-    // A domain controller that does not answer may answer on the next
-    // attempt; bad credentials or OU will not: the script's exit is the
-    // method's code, named in the message.
-    run_removing(a, "join-domain", &cmd, Outcome::Retry, &file)
-}
-
-/// Installs the MAK product key in file `f` through the MAK VBScript.
-fn install_mak(a: &mut Actions, f: &Path) -> Result<(), Outcome> {
-    let key = crate::secret::Secret::from_file(f, "activation mak_file").map_err(Outcome::Fatal)?;
-    let script = format!(r"{DIR}\mak.vbs");
-    let file = format!(r"{DIR}\mak.txt");
-    a.upload(
-        "upload-mak-script",
-        commands::mak_script().as_bytes(),
-        &script,
-        0o600,
-    )?;
-    a.upload("upload-mak", key.expose().as_bytes(), &file, 0o600)?;
-    let cmd = argv(&["cscript", "//nologo", &script, &file]);
-    run_removing(a, "install-mak", &cmd, Outcome::Fatal, &file)
 }
 
 /// Runs `cmd` as action `name`; the command deletes the uploaded secret

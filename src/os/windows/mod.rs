@@ -12,7 +12,9 @@
 //!   (`*.vbs`, `*.ps1`);
 //! - `first_boot`: the first configuration, as named steps.
 
+mod activation;
 pub mod commands;
+mod domain;
 mod first_boot;
 
 use std::time::Duration;
@@ -21,7 +23,7 @@ use super::first_boot::{password_line, time_line};
 use super::sequence::Sequence;
 use super::{Family, keys};
 use crate::config::{
-    Activation, ChannelKind, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Probe, Step,
+    ActivationValue, ChannelKind, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Probe, Step,
     StepLimits, Wait, WaitKind,
 };
 use crate::control::Channel;
@@ -60,32 +62,35 @@ impl Windows {
         }
     }
 
-    /// Activation and domain: a KMS host or a MAK file (not on XP/2003), a
-    /// domain and OU that command lines take as they are.
+    /// Activation and domain: KMS hosts and a MAK file (not on XP/2003),
+    /// the activation mode, a domain and OU that command lines take as they
+    /// are, DNS servers that are addresses.
     fn check_windows_keys(self, os: &OsConfig) -> Result<(), KeyError> {
-        if let Some(a) = &os.activation {
-            match (&a.kms, &a.mak_file) {
-                (Some(h), None) if keys::plain_host(h) => {}
-                (Some(h), None) => {
-                    return Err(KeyError {
-                        path: vec!["activation".into(), "kms".into()],
-                        message: format!("KMS host `{h}` is not a host name or address"),
-                    });
-                }
-                (None, Some(_)) => {}
-                _ => {
-                    return Err(KeyError::at(
-                        "activation",
-                        "activation needs exactly one of kms = \"HOST[:PORT]\" and mak_file = \"FILE\"",
-                    ));
-                }
+        check_activation(os)?;
+        let wants = os.kms_hosts.as_ref().is_some_and(|k| !k.is_empty()) || os.mak_file.is_some();
+        if wants && self == Windows::V5 {
+            return Err(KeyError::at(
+                if os.mak_file.is_some() {
+                    "mak_file"
+                } else {
+                    "kms_hosts"
+                },
+                "Windows XP/2003 has no KMS or MAK activation through slmgr: remove it",
+            ));
+        }
+        for (i, a) in os.domain_dns.iter().flatten().enumerate() {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(KeyError {
+                    path: vec!["domain_dns".into(), i.to_string()],
+                    message: format!("DNS server `{a}` is not an IP address"),
+                });
             }
-            if self == Windows::V5 {
-                return Err(KeyError::at(
-                    "activation",
-                    "Windows XP/2003 has no KMS or MAK activation through slmgr: remove `activation`",
-                ));
-            }
+        }
+        if os.domain_dns.as_ref().is_some_and(|d| !d.is_empty()) && os.domain.is_none() {
+            return Err(KeyError::at(
+                "domain_dns",
+                "`domain_dns` is set before a domain join: name the `domain` too",
+            ));
         }
         let Some(d) = &os.domain else {
             return Ok(());
@@ -109,6 +114,53 @@ impl Windows {
         Ok(())
     }
 }
+
+/// `activation` is a mode (the old table form names the keys that
+/// replaced it), `required` has something to try, every KMS host is a host
+/// name or address.
+fn check_activation(os: &OsConfig) -> Result<(), KeyError> {
+    let hosts = os.kms_hosts.as_deref().unwrap_or_default();
+    match &os.activation {
+        Some(ActivationValue::Table(_)) => {
+            return Err(KeyError::at(
+                "activation",
+                "the table form moved: write `kms_hosts = [\"HOST[:PORT]\", ...]` and/or \
+                 `mak_file = \"FILE\"`, and `activation = \"required\"` to fail a load that \
+                 cannot activate",
+            ));
+        }
+        Some(ActivationValue::Mode(m)) if !ACTIVATION_MODES.contains(&m.as_str()) => {
+            return Err(KeyError::at(
+                "activation",
+                format!(
+                    "unknown activation `{m}`: use {}",
+                    ACTIVATION_MODES.join(", ")
+                ),
+            ));
+        }
+        Some(ActivationValue::Mode(m))
+            if m == "required" && hosts.is_empty() && os.mak_file.is_none() =>
+        {
+            return Err(KeyError::at(
+                "activation",
+                "`required` needs something to activate with: `kms_hosts` or `mak_file`",
+            ));
+        }
+        _ => {}
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        if !keys::plain_host(h) {
+            return Err(KeyError {
+                path: vec!["kms_hosts".into(), i.to_string()],
+                message: format!("KMS host `{h}` is not a host name or address"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The values `activation` takes.
+const ACTIVATION_MODES: [&str; 3] = ["best-effort", "required", "off"];
 
 impl FamilyRules for Windows {
     fn name(&self) -> &'static str {
@@ -195,7 +247,7 @@ impl Family for Windows {
 
     fn before_load(&self, plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
         if plan.profile.first_boot {
-            leave_domain(plan, ch, report);
+            leave_domain(*self, plan, ch, report);
         }
     }
 
@@ -231,20 +283,25 @@ impl Family for Windows {
 fn settings_lines(plan: &Plan) -> Vec<String> {
     let p = &plan.profile;
     let mut v = Vec::new();
-    match &p.activation {
-        Some(Activation::Kms(h)) => v.push(format!("activation: KMS host {h}")),
-        Some(Activation::Mak(f)) => v.push(format!("activation: MAK from {}", f.display())),
-        None => {}
+    if let Some(a) = &p.activation {
+        v.push(activation::describe(a));
     }
     if let Some(d) = &p.domain {
+        let dns = if p.domain_dns.is_empty() {
+            String::new()
+        } else {
+            format!("DNS servers {} set, then ", p.domain_dns.join(", "))
+        };
         v.push(format!(
-            "domain: join {}{} (credentials {}); unjoin before a reload",
+            "domain: after the clock, {dns}join {}{} (credentials {}; another domain is left first); unjoin before a reload",
             d.name,
             d.ou.as_deref()
                 .map(|o| format!(" in {o}"))
                 .unwrap_or_default(),
             d.credentials_file.display()
         ));
+    } else {
+        v.push("domain: none; an image that is a member of one leaves it".to_string());
     }
     if plan.computer.renew_dhcp {
         v.push("network: DHCP lease renewed".to_string());
@@ -267,13 +324,13 @@ fn settings_lines(plan: &Plan) -> Vec<String> {
 /// member, leave the domain so no stale membership lingers (VCL's
 /// Windows.pm pre_reload). Best effort: a computer that does not answer is
 /// reloaded anyway.
-fn leave_domain(plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
+fn leave_domain(w: Windows, plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
     let Some(d) = &plan.profile.domain else {
         return;
     };
     let t = plan.profile.command_timeout;
     report.step("unjoin-domain", Some(t));
-    let joined = match ch.run(&domain_query(), t) {
+    let joined = match ch.run(&domain_query(w), t) {
         Ok(o) => joined_domain(&o.stdout),
         Err(e) => {
             report.step_end(false, &format!("cannot ask the old OS: {e}"));
@@ -284,7 +341,7 @@ fn leave_domain(plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
         report.step_end(true, "not a domain member");
         return;
     };
-    match ch.run(&unjoin_command(), t) {
+    match ch.run(&unjoin_command(w), t) {
         Ok(o) => match wmi_result(&o) {
             Ok(_) => report.step_end(true, &format!("left {j} (configured: {})", d.name)),
             Err(why) => report.step_end(false, &format!("could not leave {j}: {why}")),
