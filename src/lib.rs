@@ -50,6 +50,8 @@ mod encoding;
 mod error;
 mod exec;
 mod fleet;
+mod journal;
+mod metrics;
 mod names;
 mod os;
 mod outcome;
@@ -208,7 +210,8 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         Command::Status(a) => {
             let loaded = load(cli)?;
             let state = state::StateDir::new(&state_dir(cli, &loaded));
-            return fleet::status(&loaded, &state, &a.computers, format(cli));
+            let classes = slot_classes(&loaded, a, cli);
+            return fleet::status(&loaded, &state, a, format(cli), &classes);
         }
         Command::Log(a) => {
             let loaded = load(cli)?;
@@ -246,6 +249,47 @@ fn power_off_image(cli: &Cli, loaded: &Loaded, a: &PowerOffArgs) -> Result<Strin
             a.computer
         ))),
     }
+}
+
+/// The limit classes `status` shows (for people, with no filter): one per
+/// management node the config's provisioners take load slots from, each
+/// asked once what it loads now.
+fn slot_classes(loaded: &Loaded, a: &cli::StatusArgs, cli: &Cli) -> Vec<coord::SlotClass> {
+    if cli.json || a.failed || a.since.is_some() || a.reservation.is_some() {
+        return Vec::new();
+    }
+    let c = &loaded.config;
+    // Every table, and every built-in name used without one.
+    let mut refs: Vec<config::ProvisionerRef> = c
+        .provisioners
+        .iter()
+        .map(|(name, table)| config::ProvisionerRef::from_table(name, table))
+        .collect();
+    let named = c.computers.values().filter_map(|x| x.provisioner.as_ref());
+    let named = named.chain(c.images.values().filter_map(|x| x.provisioner.as_ref()));
+    for name in named.collect::<std::collections::BTreeSet<_>>() {
+        if !c.provisioners.contains_key(name) {
+            refs.push(config::ProvisionerRef {
+                name: name.clone(),
+                kind: name.clone(),
+                table: toml::Table::new(),
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut classes = Vec::new();
+    for r in &refs {
+        let name = &r.name;
+        let Ok(p) = provision::prepare(r) else {
+            continue;
+        };
+        if let Some(c) = p.slot_class(name)
+            && seen.insert(c.class.clone())
+        {
+            classes.push(c);
+        }
+    }
+    classes
 }
 
 /// Loads the config and decodes every provisioner table up front, so
@@ -492,6 +536,32 @@ fn open_event_log(
     Ok(log)
 }
 
+/// With `[logs] journald` or `syslog`, has `report` send its events there
+/// too; a socket that cannot be reached is a warning (the event log still
+/// gets every event).
+fn open_sink(logs: &config::LogsConfig, report: &report::Reporter) {
+    let protocol = match (logs.journald, logs.syslog) {
+        (true, _) => journal::Protocol::Journald,
+        (false, true) => journal::Protocol::Syslog,
+        (false, false) => return,
+    };
+    match journal::Sink::open(protocol, logs.socket.as_deref()) {
+        Ok(sink) => report.send_to(sink),
+        Err(e) => {
+            let path = logs.socket.clone().unwrap_or_else(|| {
+                PathBuf::from(match protocol {
+                    journal::Protocol::Journald => journal::JOURNALD_SOCKET,
+                    journal::Protocol::Syslog => journal::SYSLOG_SOCKET,
+                })
+            });
+            report.warn(&format!(
+                "[logs]: cannot send events to {}: {e}; they go to the event log only",
+                path.display()
+            ));
+        }
+    }
+}
+
 /// The command as the store and the event log name it.
 fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String {
     let mut s = match job {
@@ -575,6 +645,7 @@ fn run(
         verbosity(cli),
     );
     let log = open_event_log(&state, &plan.computer.name, loaded, &dir, &report)?;
+    open_sink(&loaded.config.logs, &report);
     start_events(&report, &command, hold.note(), &plan);
     // Before anything loads: what an earlier run left ends, and this run's
     // commands get their process trees. Dropped (everything of them
@@ -603,6 +674,8 @@ fn run(
         report: &report,
         record: runner::Runner::record_for(&plan, name, of),
         record_failed: false,
+        metrics: loaded.config.metrics.textfile.clone(),
+        timing: runner::Timing::default(),
     };
     runner.note_previous(previous);
     // Every run takes the preload record away as it starts: a preload is
