@@ -136,6 +136,13 @@ pub struct LogArgs {
     /// Keep showing new events of the last run until it ends.
     #[arg(short, long, conflicts_with_all = ["run", "all"])]
     pub follow: bool,
+    /// List the runs in the log, one line each: its number (for --run),
+    /// start, command, reservation, result, exit code and reason.
+    #[arg(short, long, conflicts_with_all = ["run", "all", "follow"])]
+    pub list: bool,
+    /// With --list: times in UTC (default: local time).
+    #[arg(long, requires = "list")]
+    pub utc: bool,
 }
 
 /// `reimage provision`.

@@ -212,8 +212,8 @@ fn since(s: &str, utc: bool, now: SystemTime) -> Result<SystemTime, String> {
     if let Ok(d) = crate::duration::parse(t) {
         return Ok(now.checked_sub(d).unwrap_or(std::time::UNIX_EPOCH));
     }
-    if let Ok(t) = parse_time(t) {
-        return Ok(t);
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(SystemTime::from(t));
     }
     let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
         .iter()
@@ -991,6 +991,14 @@ pub fn log(state: &StateDir, a: &LogArgs, format: Format) -> Result<i32, Error> 
         show_all(&file, from, scan.runs, format, &mut out).map_err(io)?;
         return out.done(0);
     }
+    if a.list {
+        let clock = Clock {
+            utc: a.utc,
+            wide: false,
+        };
+        list_runs(&file, from, format, clock, &mut out).map_err(io)?;
+        return out.done(0);
+    }
     let Some(run) = scan.wanted else {
         return Err(Error::Usage(format!(
             "computer `{}` has {} run(s) in its event log: --run takes 1 to {}",
@@ -1025,6 +1033,129 @@ fn show_all(
     })?;
     Ok(())
 }
+
+/// One run as `log --list` shows it, from its events.
+#[derive(Debug, Default, Serialize)]
+struct RunLine {
+    run: usize,
+    started: Option<String>,
+    command: Option<String>,
+    image: Option<String>,
+    reservation: Option<String>,
+    /// The run event's result; none while the run goes on (or if it died).
+    result: Option<String>,
+    code: Option<i64>,
+    message: Option<String>,
+    /// The time of its last event.
+    last: Option<String>,
+}
+
+impl RunLine {
+    /// Takes what an event of the run says.
+    fn take(&mut self, v: &serde_json::Value) {
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let kind = s("kind").as_deref().and_then(EventKind::from_name);
+        self.started = self.started.take().or_else(|| s("time"));
+        self.last = s("time").or(self.last.take());
+        self.image = self.image.take().or_else(|| s("image"));
+        self.reservation = self.reservation.take().or_else(|| s("reservation"));
+        match kind {
+            // "provision --image img ... (pid 7)": its subcommand.
+            Some(EventKind::Start) => {
+                self.command =
+                    s("message").and_then(|m| m.split_whitespace().next().map(str::to_string));
+            }
+            Some(EventKind::Run) => {
+                self.result = s("result");
+                self.code = v.get("code").and_then(|c| c.as_i64());
+                self.message = s("message");
+            }
+            _ => {}
+        }
+    }
+
+    /// The table row: the reason is a failed run's message (first line).
+    fn row(&self, clock: Clock) -> Vec<String> {
+        let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+        let failed = self.code.is_some_and(|c| c != 0);
+        let reason = match (&self.result, failed) {
+            (None, _) => "no end event: still running, or killed".to_string(),
+            (Some(_), true) => self
+                .message
+                .as_deref()
+                .and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()))
+                .unwrap_or_default()
+                .to_string(),
+            (Some(_), false) => String::new(),
+        };
+        [
+            self.run.to_string(),
+            self.started
+                .as_deref()
+                .map_or_else(|| "-".into(), |t| clock.show(t)),
+            dash(&self.command),
+            dash(&self.image),
+            dash(&self.reservation),
+            dash(&self.result),
+            self.code.map_or_else(|| "-".into(), |c| c.to_string()),
+            reason,
+        ]
+        .into_iter()
+        .map(|c| printable(&c).into_owned())
+        .collect()
+    }
+}
+
+/// `log --list`: one line per run in the log (JSON: one object each).
+fn list_runs(
+    file: &File,
+    from: u64,
+    format: Format,
+    clock: Clock,
+    out: &mut Out,
+) -> std::io::Result<()> {
+    let mut split = Splitter::new();
+    let mut runs: Vec<RunLine> = Vec::new();
+    each_line(file, ReadFrom::Window(from), |_, _, line| {
+        let n = split.feed(line.kind());
+        if runs.last().is_none_or(|r| r.run != n) {
+            runs.push(RunLine {
+                run: n,
+                ..RunLine::default()
+            });
+        }
+        if let (Entry::Event(text, Some(_)), Some(r)) = (&line, runs.last_mut())
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(text)
+        {
+            r.take(&v);
+        }
+        true
+    })?;
+    match format {
+        Format::Json => {
+            for r in &runs {
+                out.json(&serde_json::to_string(r).unwrap_or_default());
+            }
+        }
+        Format::Human => {
+            let rows: Vec<Vec<String>> = runs.iter().map(|r| r.row(clock)).collect();
+            print_table(&RUNS, &rows, Some(WIDTH), out);
+        }
+    }
+    Ok(())
+}
+
+/// `log --list`'s columns.
+const RUNS: [&str; 8] = [
+    "RUN",
+    "STARTED",
+    "COMMAND",
+    "IMAGE",
+    "RESERVATION",
+    "RESULT",
+    "EXIT",
+    "REASON",
+];
 
 /// A note while following: a line for people, on stderr with `--json`
 /// (stdout stays events only).

@@ -537,16 +537,19 @@ fn open_event_log(
 }
 
 /// With `[logs] journald` or `syslog`, has `report` send its events there
-/// too; a socket that cannot be reached is a warning (the event log still
-/// gets every event).
-fn open_sink(logs: &config::LogsConfig, report: &report::Reporter) {
+/// too; a socket that cannot be reached is a warning for the run's first
+/// events (the event log still gets every event).
+fn open_sink(logs: &config::LogsConfig, report: &report::Reporter) -> Option<String> {
     let protocol = match (logs.journald, logs.syslog) {
         (true, _) => journal::Protocol::Journald,
         (false, true) => journal::Protocol::Syslog,
-        (false, false) => return,
+        (false, false) => return None,
     };
     match journal::Sink::open(protocol, logs.socket.as_deref()) {
-        Ok(sink) => report.send_to(sink),
+        Ok(sink) => {
+            report.send_to(sink);
+            None
+        }
         Err(e) => {
             let path = logs.socket.clone().unwrap_or_else(|| {
                 PathBuf::from(match protocol {
@@ -554,10 +557,10 @@ fn open_sink(logs: &config::LogsConfig, report: &report::Reporter) {
                     journal::Protocol::Syslog => journal::SYSLOG_SOCKET,
                 })
             });
-            report.warn(&format!(
+            Some(format!(
                 "[logs]: cannot send events to {}: {e}; they go to the event log only",
                 path.display()
-            ));
+            ))
         }
     }
 }
@@ -584,15 +587,20 @@ fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String 
 }
 
 /// Starts the run's events (the event log is open): the start, what the
-/// lease says (its generation, a takeover), and what the profile's channel
-/// gives up on purpose (said on every run).
+/// lease says (its generation, a takeover), that journald or syslog cannot
+/// be reached (`unsent`), and what the profile's channel gives up on
+/// purpose (said on every run).
 fn start_events(
     report: &report::Reporter,
     command: &str,
     hold: Option<(String, bool)>,
     plan: &Plan,
+    unsent: Option<String>,
 ) {
     report.start(command);
+    if let Some(w) = unsent {
+        report.warn(&w);
+    }
     match hold {
         Some((note, true)) => report.warn(&note),
         Some((note, false)) => report.info(&note),
@@ -645,8 +653,8 @@ fn run(
         verbosity(cli),
     );
     let log = open_event_log(&state, &plan.computer.name, loaded, &dir, &report)?;
-    open_sink(&loaded.config.logs, &report);
-    start_events(&report, &command, hold.note(), &plan);
+    let unsent = open_sink(&loaded.config.logs, &report);
+    start_events(&report, &command, hold.note(), &plan, unsent);
     // Before anything loads: what an earlier run left ends, and this run's
     // commands get their process trees. Dropped (everything of them
     // ended) before the lock is let go.
