@@ -285,8 +285,8 @@ impl Clock {
 
 /// `reimage status [COMPUTER...]`: one JSON line per computer as it is
 /// read, or one table at the end, then (for people) the load slots in use
-/// per limit class. Exits 1 when a run it shows failed, else 69 when the
-/// store could not be read, else 0.
+/// per limit class. Exits 69 when the store could not be read, else 1
+/// when a run it shows failed, else 0.
 pub fn status(
     loaded: &Loaded,
     state: &StateDir,
@@ -330,7 +330,8 @@ pub fn status(
             print_slots(loaded, state, classes, &mut out);
         }
     }
-    let code = if failed {
+    // An unreadable store (69) says first that the view is incomplete.
+    let code = if failed && code == 0 {
         crate::outcome::EXIT_FATAL
     } else {
         code
@@ -489,8 +490,8 @@ impl<'a> Seen<'a> {
         }
         if r.says_running() {
             return format!(
-                "{}: the run was killed or crashed{}",
-                self.run,
+                "{}: killed or crashed{}",
+                self.run.trim_start_matches("stale (").trim_end_matches(')'),
                 r.phase
                     .as_deref()
                     .filter(|p| !p.is_empty())

@@ -25,6 +25,8 @@
 //! - `config`: the TOML model, validation with file:line:col, the plan;
 //!   it names no OS family and no provisioner kind;
 //! - `fleet`: the admin's views (status, log) over records and the store;
+//!   `metrics` (the node_exporter textfile a run rewrites as it ends) and
+//!   `journal` (events to journald or syslog, which `report` sends);
 //! - `report`, `state`, `coord`: events and logs; lock and records, and the
 //!   state directory's layout (in `state` only) as a trust boundary, read
 //!   with bounds; the site-wide lock and load-limit store;
@@ -593,9 +595,8 @@ fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String 
 fn start_events(
     report: &report::Reporter,
     command: &str,
-    hold: Option<(String, bool)>,
+    (hold, unsent): (Option<(String, bool)>, Option<String>),
     plan: &Plan,
-    unsent: Option<String>,
 ) {
     report.start(command);
     if let Some(w) = unsent {
@@ -654,7 +655,7 @@ fn run(
     );
     let log = open_event_log(&state, &plan.computer.name, loaded, &dir, &report)?;
     let unsent = open_sink(&loaded.config.logs, &report);
-    start_events(&report, &command, hold.note(), &plan, unsent);
+    start_events(&report, &command, (hold.note(), unsent), &plan);
     // Before anything loads: what an earlier run left ends, and this run's
     // commands get their process trees. Dropped (everything of them
     // ended) before the lock is let go.
@@ -682,8 +683,7 @@ fn run(
         report: &report,
         record: runner::Runner::record_for(&plan, name, of),
         record_failed: false,
-        metrics: loaded.config.metrics.textfile.clone(),
-        timing: runner::Timing::default(),
+        timing: runner::Timing::new(loaded.config.metrics.textfile.clone()),
     };
     runner.note_previous(previous);
     // Every run takes the preload record away as it starts: a preload is

@@ -82,9 +82,8 @@ pub struct Runner<'a> {
     pub record: LastRun,
     /// A write of the record failed once (and was said).
     pub record_failed: bool,
-    /// `[metrics] textfile`, written as the run ends.
-    pub metrics: Option<PathBuf>,
-    /// When the run started, and the time spent in each phase so far.
+    /// When the run started, the time spent in each phase so far, and
+    /// where `[metrics]` wants them.
     pub timing: Timing,
 }
 
@@ -93,13 +92,17 @@ pub struct Runner<'a> {
 pub struct Timing {
     started: Instant,
     phases: BTreeMap<&'static str, Duration>,
+    /// `[metrics] textfile`, written as the run ends.
+    textfile: Option<PathBuf>,
 }
 
-impl Default for Timing {
-    fn default() -> Timing {
+impl Timing {
+    /// A run starting now, whose numbers go to `textfile` (if any).
+    pub fn new(textfile: Option<PathBuf>) -> Timing {
         Timing {
             started: Instant::now(),
             phases: BTreeMap::new(),
+            textfile,
         }
     }
 }
@@ -249,7 +252,7 @@ impl Runner<'_> {
     /// With `[metrics] textfile`: the run's numbers into the textfile
     /// (a failure is a warning: the run's result stands).
     fn write_metrics(&self, code: i32, result: EventResult) {
-        let Some(textfile) = &self.metrics else {
+        let Some(textfile) = &self.timing.textfile else {
             return;
         };
         let now = SystemTime::now();
