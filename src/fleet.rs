@@ -374,13 +374,9 @@ fn view_error(e: anyhow::Error, root: &Path) -> Error {
         return setup_error(e, root);
     }
     Error::NoPermission(format!(
-        "{e:#}: this user (uid {}) may not read the state directory {}, so no run can be shown; it is its owner's alone (root's, mode 0700, as packaged): run `sudo reimage {}`, or give the directory with --state-dir",
+        "{e:#}: this user (uid {}) may not read the state directory {}, so no run can be shown; it is its owner's alone (root's, mode 0700, as packaged): run this as that user (sudo), or give the directory with --state-dir",
         rustix::process::getuid().as_raw(),
         root.display(),
-        std::env::args()
-            .nth(1)
-            .filter(|a| a == "log")
-            .map_or("status", |_| "log ...")
     ))
 }
 

@@ -18,10 +18,14 @@ use crate::outcome::Outcome;
 use crate::report::Reporter;
 use crate::wait::{self, Backoff};
 
+/// The longest `reimage status` waits for xCAT's answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl Xcat {
     /// The load slots of this management node for `reimage status`, with
     /// the nodes xCAT shows installing or capturing now (`nodeset RANGE
-    /// stat`, run once with the command timeout; no plan, no events).
+    /// stat`, run once within the command timeout, at most 15 s; no plan, no
+    /// events).
     pub(super) fn slot_class_now(&self, name: &str) -> SlotClass {
         let c = &self.config;
         let range = c.limit_noderange.as_str();
@@ -30,7 +34,8 @@ impl Xcat {
             range.to_string(),
             "stat".to_string(),
         ];
-        let cmd = Cmd::new(&argv, c.command_timeout);
+        // A view waits less than a load would.
+        let cmd = Cmd::new(&argv, c.command_timeout.min(STATUS_TIMEOUT));
         let shown = cmd.display();
         let loading = match cmd.run() {
             Ok(out) => match find_error(&out.text()) {
