@@ -250,11 +250,17 @@ impl Runner<'_> {
     }
 
     /// With `[metrics] textfile`: the run's numbers into the textfile
-    /// (a failure is a warning: the run's result stands).
+    /// (a failure is a warning: the run's result stands); not for a
+    /// power-off.
     fn write_metrics(&self, code: i32, result: EventResult) {
         let Some(textfile) = &self.timing.textfile else {
             return;
         };
+        // A power-off (a scheduler's power saving) is no load: it must not
+        // hide the night's failed provision behind a "done".
+        if self.record.command == "power-off" {
+            return;
+        }
         let now = SystemTime::now();
         let run = crate::metrics::Computer {
             image: self.plan.image.name.clone(),

@@ -34,6 +34,7 @@ load = ["{flaky}"]
 [provisioners.broken]
 kind = "command"
 load = ["{broken}"]
+power_off = ["true"]
 
 [os.none]
 family = "generic"
@@ -390,6 +391,10 @@ fn the_metrics_textfile_parses_after_success_retry_and_fatal_runs() {
         value(&all, "reimage_last_success_timestamp_seconds", "pc2", &[]),
         None
     );
+    // A power-off afterwards (a scheduler's power saving) leaves the
+    // failed load showing.
+    Test::with(&s).power_off("pc1").run().code(0);
+    assert_eq!(result(&samples(&prom), "pc1", "fatal"), Some(1.0));
     // No temp file is left beside it for the collector to read.
     let names: Vec<String> = std::fs::read_dir(prom.parent().expect("dir"))
         .expect("dir")
