@@ -120,6 +120,8 @@ examples=$(for f in examples/*.toml; do echo "/usr/share/doc/reimage/examples/${
 want=$(printf '%s\n' /etc/reimage/reimage.toml /usr/bin/reimage \
     /usr/share/bash-completion/completions/reimage /usr/share/doc/reimage/README.md \
     $examples /usr/share/fish/vendor_completions.d/reimage.fish \
+    /usr/share/doc/reimage/examples/systemd/reimage-preload@.service \
+    /usr/share/doc/reimage/examples/systemd/reimage-preload@.timer \
     /usr/share/man/man1/reimage.1.gz /usr/share/man/man5/reimage.toml.5.gz \
     /usr/share/zsh/site-functions/_reimage | sort | tr '\n' ' ')
 expect "rpm file list" "$(rpm -qlp "$rpm" 2>/dev/null | sort | tr '\n' ' ')" "$want"

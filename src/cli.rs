@@ -101,6 +101,25 @@ pub struct StatusArgs {
     /// Computers to show (default: every computer in the config or the
     /// state directory).
     pub computers: Vec<String>,
+    /// Only computers whose last run failed: retry, fatal, interrupted, or
+    /// its process died while it ran (stale).
+    #[arg(long)]
+    pub failed: bool,
+    /// Only runs updated since then: a duration back from now ("12h",
+    /// "2d") or a time ("2026-12-05 18:00", local time unless --utc; or RFC
+    /// 3339 with its offset).
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+    /// Only runs for this reservation.
+    #[arg(long, value_name = "ID")]
+    pub reservation: Option<String>,
+    /// Times in UTC (default: local time, from TZ, else /etc/localtime).
+    #[arg(long)]
+    pub utc: bool,
+    /// Every column, times to the second, reasons whole (default: a table
+    /// that fits 100 columns).
+    #[arg(short, long)]
+    pub wide: bool,
 }
 
 /// `reimage log`.
@@ -117,6 +136,13 @@ pub struct LogArgs {
     /// Keep showing new events of the last run until it ends.
     #[arg(short, long, conflicts_with_all = ["run", "all"])]
     pub follow: bool,
+    /// List the runs in the log, one line each: its number (for --run),
+    /// start, command, reservation, result, exit code and reason.
+    #[arg(short, long, conflicts_with_all = ["run", "all", "follow"])]
+    pub list: bool,
+    /// With --list: times in UTC (default: local time).
+    #[arg(long, requires = "list")]
+    pub utc: bool,
 }
 
 /// `reimage provision`.

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::outcome::{EXIT_CONFIG, EXIT_FATAL, EXIT_LOCKED, EXIT_STORE, EXIT_USAGE};
+use crate::outcome::{EXIT_CONFIG, EXIT_FATAL, EXIT_LOCKED, EXIT_NOPERM, EXIT_STORE, EXIT_USAGE};
 
 /// Why reimage could not run a module, or stopped around one.
 #[derive(Debug)]
@@ -18,6 +18,9 @@ pub enum Error {
     Locked(String),
     /// The coordination store could not be used (exit 69).
     Store(String),
+    /// A view (`status`, `log`) cannot read the state directory as this
+    /// user (exit 77).
+    NoPermission(String),
     /// A signal (or the loss of the coordination store) stopped the run
     /// before its first phase (exit 128 plus the signal's number; 69 for
     /// the store).
@@ -34,6 +37,7 @@ impl Error {
             Error::Config(_) => EXIT_CONFIG,
             Error::Locked(_) => EXIT_LOCKED,
             Error::Store(_) => EXIT_STORE,
+            Error::NoPermission(_) => EXIT_NOPERM,
             Error::Interrupted(i) => i.code(),
             Error::Fatal(_) => EXIT_FATAL,
         }
@@ -48,6 +52,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Locked(_) => "locked",
             Error::Store(_) => "store",
+            Error::NoPermission(_) => "permission",
             Error::Interrupted(_) => "interrupted",
             Error::Fatal(_) => "fatal",
         }
@@ -57,9 +62,11 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Config(m) | Error::Locked(m) | Error::Store(m) => {
-                f.write_str(m)
-            }
+            Error::Usage(m)
+            | Error::Config(m)
+            | Error::Locked(m)
+            | Error::Store(m)
+            | Error::NoPermission(m) => f.write_str(m),
             Error::Interrupted(i) => write!(f, "{i}"),
             Error::Fatal(e) => write!(f, "{e:#}"),
         }

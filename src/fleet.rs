@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
-use crate::cli::LogArgs;
+use crate::cli::{LogArgs, StatusArgs};
 use crate::config::Loaded;
+use crate::coord::SlotClass;
 use crate::coord::store::{Holder, Store};
 use crate::error::Error;
 use crate::report::{EventKind, Format, json_safe, line_kind, printable};
@@ -128,6 +130,7 @@ fn read_record(state: &StateDir, computer: &str) -> Result<Option<Result<Record,
         Err(e) if e.downcast_ref::<crate::state::Refused>().is_some() => {
             return Err(setup_error(e, state.root()));
         }
+        Err(e) if denied(&e) => return Err(view_error(e, state.root())),
         Err(e) => return Ok(Some(Err(format!("{e:#}")))),
     };
     Ok(Some(serde_json::from_slice(&text).map_err(|e| {
@@ -152,28 +155,187 @@ fn run_state(rec: Option<&Record>, holder: Option<&Holder>, runs: bool) -> Strin
     }
 }
 
+/// What `status` shows, from its flags.
+struct Filter {
+    failed: bool,
+    since: Option<SystemTime>,
+    reservation: Option<String>,
+}
+
+impl Filter {
+    fn new(a: &StatusArgs, now: SystemTime) -> Result<Filter, Error> {
+        let since = match &a.since {
+            Some(s) => Some(since(s, a.utc, now).map_err(Error::Usage)?),
+            None => None,
+        };
+        Ok(Filter {
+            failed: a.failed,
+            since,
+            reservation: a.reservation.clone(),
+        })
+    }
+
+    /// Whether any flag narrows the view (then a computer without a
+    /// record is left out).
+    fn narrows(&self) -> bool {
+        self.failed || self.since.is_some() || self.reservation.is_some()
+    }
+
+    fn keeps(&self, seen: &Seen<'_>) -> bool {
+        if !self.narrows() {
+            return true;
+        }
+        let Some(r) = seen.record.as_ref().filter(|_| seen.bad.is_none()) else {
+            return false;
+        };
+        if self.failed && !seen.failed() {
+            return false;
+        }
+        if let Some(t) = self.since {
+            let updated = r.updated.as_deref().and_then(|u| parse_time(u).ok());
+            if updated.is_none_or(|u| u < t) {
+                return false;
+            }
+        }
+        match &self.reservation {
+            Some(id) => r.reservation.as_deref() == Some(id.as_str()),
+            None => true,
+        }
+    }
+}
+
+/// `--since`: a duration back from `now` ("12h", "2d") or a time: RFC
+/// 3339 with its offset, or `YYYY-MM-DD[ HH:MM[:SS]]` in local time (UTC
+/// with `--utc`).
+fn since(s: &str, utc: bool, now: SystemTime) -> Result<SystemTime, String> {
+    let t = s.trim();
+    if let Ok(d) = crate::duration::parse(t) {
+        return Ok(now.checked_sub(d).unwrap_or(std::time::UNIX_EPOCH));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(SystemTime::from(t));
+    }
+    let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .ok_or_else(|| {
+            format!(
+                "--since {s:?} is neither a duration (\"12h\", \"2d\") nor a time (\"2026-12-05 18:00\", local time unless --utc; or RFC 3339 with its offset)"
+            )
+        })?;
+    let at = if utc {
+        Some(naive.and_utc())
+    } else {
+        naive
+            .and_local_timezone(chrono::Local)
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    at.map(SystemTime::from).ok_or_else(|| {
+        format!("--since {s:?}: that local time does not exist (a clock change skips it)")
+    })
+}
+
+/// A time a record holds (RFC 3339).
+fn parse_time(s: &str) -> Result<SystemTime, humantime::TimestampError> {
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(s))
+        .or_else(|e| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(SystemTime::from)
+                .map_err(|_| e)
+        })
+}
+
+/// How `status` writes times: local (the default) or UTC, compact or in
+/// full (`-w`).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    utc: bool,
+    wide: bool,
+}
+
+impl Clock {
+    /// A record's RFC 3339 time for the table; one that does not parse is
+    /// shown as it is.
+    fn show(&self, s: &str) -> String {
+        let Ok(t) = parse_time(s) else {
+            return s.to_string();
+        };
+        let t = chrono::DateTime::<chrono::Utc>::from(t);
+        match (self.utc, self.wide) {
+            (true, false) => t.format("%Y-%m-%d %H:%MZ").to_string(),
+            (true, true) => t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+            (false, false) => t
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M")
+                .to_string(),
+            (false, true) => t
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S%:z")
+                .to_string(),
+        }
+    }
+}
+
 /// `reimage status [COMPUTER...]`: one JSON line per computer as it is
-/// read, or one table at the end.
+/// read, or one table at the end, then (for people) the load slots in use
+/// per limit class. Exits 69 when the store could not be read, else 1
+/// when a run it shows failed, else 0.
 pub fn status(
     loaded: &Loaded,
     state: &StateDir,
-    wanted: &[String],
+    a: &StatusArgs,
     format: Format,
+    classes: &[SlotClass],
 ) -> Result<i32, Error> {
-    let names = computers_to_show(loaded, state, wanted)?;
+    let filter = Filter::new(a, SystemTime::now())?;
+    let names = computers_to_show(loaded, state, &a.computers)?;
     let (holders, code) = live_holders(loaded, &names);
+    let clock = Clock {
+        utc: a.utc,
+        wide: a.wide,
+    };
     let mut out = Out::new();
     let mut rows = Vec::new();
+    let mut failed = false;
     for name in &names {
         let seen = Seen::read(state, name, holders.get(name))?;
+        if !filter.keeps(&seen) {
+            continue;
+        }
+        failed |= seen.failed();
         match format {
             Format::Json => out.json(&seen.json().to_string()),
-            Format::Human => rows.push(seen.row()),
+            Format::Human => rows.push(seen.row(clock)),
         }
     }
     if format == Format::Human {
-        print_table(&rows, &mut out);
+        match a.wide {
+            true => print_table(&WIDE, &rows, None, &mut out),
+            false => {
+                let rows: Vec<Vec<String>> = rows.iter().map(|r| compact(r)).collect();
+                print_table(&COMPACT, &rows, Some(WIDTH), &mut out);
+            }
+        }
+        if filter.narrows() && rows.is_empty() {
+            out.line("(no run matches)");
+        }
+        if !filter.narrows() {
+            print_slots(loaded, state, classes, &mut out);
+        }
     }
+    // An unreadable store (69) says first that the view is incomplete.
+    let code = if failed && code == 0 {
+        crate::outcome::EXIT_FATAL
+    } else {
+        code
+    };
     out.done(code)
 }
 
@@ -184,9 +346,7 @@ fn computers_to_show(
     state: &StateDir,
     wanted: &[String],
 ) -> Result<Vec<String>, Error> {
-    let on_disk = state
-        .computers()
-        .map_err(|e| setup_error(e, state.root()))?;
+    let on_disk = state.computers().map_err(|e| view_error(e, state.root()))?;
     if wanted.is_empty() {
         let mut names = on_disk;
         names.extend(loaded.config.computers.keys().cloned());
@@ -204,6 +364,27 @@ fn computers_to_show(
         names.insert(w.clone());
     }
     Ok(names.into_iter().collect())
+}
+
+/// An error from the state directory in a view: one this user may not
+/// read is said so (exit 77), never shown as "never run"; anything else
+/// is a run's error ([`setup_error`]).
+fn view_error(e: anyhow::Error, root: &Path) -> Error {
+    if !denied(&e) {
+        return setup_error(e, root);
+    }
+    Error::NoPermission(format!(
+        "{e:#}: this user (uid {}) may not read the state directory {}, so no run can be shown; it is its owner's alone (root's, mode 0700, as packaged): run this as that user (sudo), or give the directory with --state-dir",
+        rustix::process::getuid().as_raw(),
+        root.display(),
+    ))
+}
+
+/// The error is a permission refused by the system (EACCES, EPERM).
+fn denied(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 /// With `[coordination]`, the store's live holders of `names`, by
@@ -237,6 +418,8 @@ struct Seen<'a> {
     holder: Option<&'a Holder>,
     /// Is a run in progress, and where.
     run: String,
+    /// A run is in progress (here or, with a store, anywhere).
+    running: bool,
 }
 
 impl<'a> Seen<'a> {
@@ -252,13 +435,75 @@ impl<'a> Seen<'a> {
         };
         let runs = record.as_ref().is_some_and(|r| r.still_runs(state, name));
         let run = run_state(record.as_ref(), holder, runs);
+        let running =
+            holder.is_some() || (runs && record.as_ref().is_some_and(Record::says_running));
         Ok(Seen {
             name,
             record,
             bad,
             holder,
             run,
+            running,
         })
+    }
+
+    /// The last run failed: it ended retry, fatal or interrupted (or with
+    /// another exit code than 0), or its process died while its record
+    /// said running. A run in progress has not failed.
+    fn failed(&self) -> bool {
+        let Some(r) = self.record.as_ref().filter(|_| self.bad.is_none()) else {
+            return false;
+        };
+        if self.running {
+            return false;
+        }
+        let result = r.result.as_deref().and_then(RunResult::from_name);
+        match result {
+            Some(RunResult::Retry | RunResult::Fatal | RunResult::Interrupted) => true,
+            Some(RunResult::Running) => true,
+            _ => r.exit_code.is_some_and(|c| c != 0),
+        }
+    }
+
+    /// Why, in one line: a failed run's error (its first line), a stale
+    /// run's dead process, what a running run does; empty otherwise.
+    fn reason(&self) -> String {
+        if let Some(b) = &self.bad {
+            return b.clone();
+        }
+        let Some(r) = &self.record else {
+            return String::new();
+        };
+        if self.running {
+            let phase = r.phase.as_deref().filter(|p| !p.is_empty());
+            return match phase {
+                Some(p) => format!("{} in {p}", self.run),
+                None => self.run.clone(),
+            };
+        }
+        if !self.failed() {
+            return String::new();
+        }
+        if r.says_running() {
+            return format!(
+                "{}: killed or crashed{}",
+                self.run.trim_start_matches("stale (").trim_end_matches(')'),
+                r.phase
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| format!(" in {p}"))
+                    .unwrap_or_default()
+            );
+        }
+        let first = r
+            .message
+            .as_deref()
+            .and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()));
+        match (first, r.exit_code) {
+            (Some(m), _) => m.to_string(),
+            (None, Some(c)) => format!("exit {c}"),
+            (None, None) => "no reason recorded".into(),
+        }
     }
 
     /// The computer as one JSON object.
@@ -278,9 +523,10 @@ impl<'a> Seen<'a> {
         v
     }
 
-    /// The computer as a table row, one cell per [`COLUMNS`] entry, each
-    /// [`printable`] (a directory's name or a record may hold anything).
-    fn row(&self) -> [String; COLUMNS.len()] {
+    /// The computer as a row of the wide table, one cell per [`WIDE`]
+    /// column, each [`printable`] (a directory's name or a record may hold
+    /// anything).
+    fn row(&self, clock: Clock) -> Vec<String> {
         let r = self.record.clone().unwrap_or_default();
         let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
         let cells = [
@@ -300,16 +546,20 @@ impl<'a> Seen<'a> {
                 None => dash(r.result),
             },
             dash(r.exit_code.map(|c| c.to_string())),
-            dash(r.started),
-            dash(r.updated),
+            dash(r.started.map(|t| clock.show(&t))),
+            dash(r.updated.map(|t| clock.show(&t))),
             self.run.clone(),
+            self.reason(),
         ];
-        cells.map(|c| printable(&c).into_owned())
+        cells
+            .into_iter()
+            .map(|c| printable(&c).into_owned())
+            .collect()
     }
 }
 
-/// The columns of `status`'s table.
-const COLUMNS: [&str; 11] = [
+/// The wide table's columns (`status -w`).
+const WIDE: [&str; 12] = [
     "COMPUTER",
     "COMMAND",
     "IMAGE",
@@ -321,31 +571,129 @@ const COLUMNS: [&str; 11] = [
     "STARTED",
     "UPDATED",
     "RUN",
+    "REASON",
 ];
 
+/// The default table's columns: a wide row's cells [`compact`] keeps.
+const COMPACT: [&str; 6] = [
+    "COMPUTER", "IMAGE", "RESULT", "ATTEMPT", "UPDATED", "REASON",
+];
+
+/// The width the default table fits in (its reasons are cut to it).
+const WIDTH: usize = 100;
+
+/// A wide row as the default table shows it: the result says whether a
+/// run is in progress, or never ran, or died.
+fn compact(wide: &[String]) -> Vec<String> {
+    let run = wide[10].as_str();
+    let result = if run == "never run" {
+        "never run".to_string()
+    } else if run.starts_with("running") {
+        "running".to_string()
+    } else if run.starts_with("stale") {
+        "stale".to_string()
+    } else {
+        wide[6].clone()
+    };
+    vec![
+        wide[0].clone(),
+        wide[2].clone(),
+        result,
+        wide[5].clone(),
+        wide[9].clone(),
+        wide[11].clone(),
+    ]
+}
+
 /// The table: a head line, then the rows, each column as wide as its
-/// widest cell (the last one not padded).
-fn print_table(rows: &[[String; COLUMNS.len()]], out: &mut Out) {
-    let mut w = COLUMNS.map(str::len);
+/// widest cell (the last one not padded). With `fit`, the last column is
+/// cut (with "…") so a line takes at most that many columns, unless the
+/// others take nearly all of them already.
+fn print_table(head: &[&str], rows: &[Vec<String>], fit: Option<usize>, out: &mut Out) {
+    let n = head.len();
+    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for r in rows {
-        for (i, c) in r.iter().enumerate() {
+        for (i, c) in r.iter().enumerate().take(n) {
             w[i] = w[i].max(c.chars().count());
         }
     }
-    let mut line = |cells: [&str; COLUMNS.len()]| {
+    let used: usize = w[..n - 1].iter().map(|x| x + 2).sum();
+    let last = fit.map(|f| f.saturating_sub(used).max(20));
+    let mut line = |cells: &[&str]| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
-                s.push_str(c);
+                s.push_str(&cut(c, last));
             } else {
                 s.push_str(&format!("{c:<width$}  ", width = w[i]));
             }
         }
         out.line(s.trim_end());
     };
-    line(COLUMNS);
+    line(head);
     for r in rows {
-        line(r.each_ref().map(String::as_str));
+        line(&r.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+/// `s` in at most `max` characters, cut in the middle (marked "…"): an
+/// error's head says what failed, its tail the cause a command gave.
+fn cut(s: &str, max: Option<usize>) -> String {
+    let n = s.chars().count();
+    match max {
+        Some(m) if n > m => {
+            let keep = m.saturating_sub(1);
+            let head = keep * 2 / 5;
+            let tail = keep - head;
+            let mut t: String = s.chars().take(head).collect();
+            t.push('…');
+            t.extend(s.chars().skip(n - tail));
+            t
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// The load slots in use per limit class: reimage's own loads (the slots'
+/// labels: here, or every host's with a store) and the nodes the
+/// provisioner's system shows loading with no reimage run behind them,
+/// each with the command that frees its slot.
+fn print_slots(loaded: &Loaded, state: &StateDir, classes: &[SlotClass], out: &mut Out) {
+    if classes.is_empty() {
+        return;
+    }
+    out.line("");
+    out.line("LOAD SLOTS");
+    for c in classes {
+        let ours: BTreeSet<String> = match &loaded.config.coordination {
+            Some(s) => Store::new(s)
+                .and_then(|st| st.slot_labels(&c.class))
+                .unwrap_or_default(),
+            None => state.slot_labels(&c.class),
+        }
+        .into_iter()
+        .collect();
+        let loading: BTreeSet<String> = c.loading.clone().unwrap_or_default().into_iter().collect();
+        let stray: Vec<&String> = loading.difference(&ours).collect();
+        let used = ours.len() + stray.len();
+        out.line(&printable(&format!(
+            "{}: {used} of {} in use",
+            c.title, c.max
+        )));
+        for n in &ours {
+            out.line(&printable(&format!("  {n}: loading, by reimage")));
+        }
+        for n in stray {
+            out.line(&printable(&format!(
+                "  {n}: in install state, with no reimage run: `{}` frees its slot",
+                c.free_with.replace("{node}", n)
+            )));
+        }
+        if let Err(e) = &c.loading {
+            out.line(&printable(&format!(
+                "  (what it loads itself is not known: {e}; only reimage's loads are counted)"
+            )));
+        }
     }
 }
 
@@ -611,7 +959,7 @@ pub fn log(state: &StateDir, a: &LogArgs, format: Format) -> Result<i32, Error> 
         |e: std::io::Error| Error::Fatal(anyhow::anyhow!("cannot read {}: {e}", path.display()));
     let file = state
         .read_event_log(&a.computer)
-        .map_err(|e| setup_error(e, state.root()))?
+        .map_err(|e| view_error(e, state.root()))?
         .ok_or_else(|| {
             Error::Usage(format!(
                 "no event log for computer `{}` at {} (has it run on this host? see --state-dir)",
@@ -638,6 +986,14 @@ pub fn log(state: &StateDir, a: &LogArgs, format: Format) -> Result<i32, Error> 
     let mut out = Out::new();
     if a.all {
         show_all(&file, from, scan.runs, format, &mut out).map_err(io)?;
+        return out.done(0);
+    }
+    if a.list {
+        let clock = Clock {
+            utc: a.utc,
+            wide: false,
+        };
+        list_runs(&file, from, format, clock, &mut out).map_err(io)?;
         return out.done(0);
     }
     let Some(run) = scan.wanted else {
@@ -674,6 +1030,129 @@ fn show_all(
     })?;
     Ok(())
 }
+
+/// One run as `log --list` shows it, from its events.
+#[derive(Debug, Default, Serialize)]
+struct RunLine {
+    run: usize,
+    started: Option<String>,
+    command: Option<String>,
+    image: Option<String>,
+    reservation: Option<String>,
+    /// The run event's result; none while the run goes on (or if it died).
+    result: Option<String>,
+    code: Option<i64>,
+    message: Option<String>,
+    /// The time of its last event.
+    last: Option<String>,
+}
+
+impl RunLine {
+    /// Takes what an event of the run says.
+    fn take(&mut self, v: &serde_json::Value) {
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let kind = s("kind").as_deref().and_then(EventKind::from_name);
+        self.started = self.started.take().or_else(|| s("time"));
+        self.last = s("time").or(self.last.take());
+        self.image = self.image.take().or_else(|| s("image"));
+        self.reservation = self.reservation.take().or_else(|| s("reservation"));
+        match kind {
+            // "provision --image img ... (pid 7)": its subcommand.
+            Some(EventKind::Start) => {
+                self.command =
+                    s("message").and_then(|m| m.split_whitespace().next().map(str::to_string));
+            }
+            Some(EventKind::Run) => {
+                self.result = s("result");
+                self.code = v.get("code").and_then(|c| c.as_i64());
+                self.message = s("message");
+            }
+            _ => {}
+        }
+    }
+
+    /// The table row: the reason is a failed run's message (first line).
+    fn row(&self, clock: Clock) -> Vec<String> {
+        let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+        let failed = self.code.is_some_and(|c| c != 0);
+        let reason = match (&self.result, failed) {
+            (None, _) => "no end event: still running, or killed".to_string(),
+            (Some(_), true) => self
+                .message
+                .as_deref()
+                .and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()))
+                .unwrap_or_default()
+                .to_string(),
+            (Some(_), false) => String::new(),
+        };
+        [
+            self.run.to_string(),
+            self.started
+                .as_deref()
+                .map_or_else(|| "-".into(), |t| clock.show(t)),
+            dash(&self.command),
+            dash(&self.image),
+            dash(&self.reservation),
+            dash(&self.result),
+            self.code.map_or_else(|| "-".into(), |c| c.to_string()),
+            reason,
+        ]
+        .into_iter()
+        .map(|c| printable(&c).into_owned())
+        .collect()
+    }
+}
+
+/// `log --list`: one line per run in the log (JSON: one object each).
+fn list_runs(
+    file: &File,
+    from: u64,
+    format: Format,
+    clock: Clock,
+    out: &mut Out,
+) -> std::io::Result<()> {
+    let mut split = Splitter::new();
+    let mut runs: Vec<RunLine> = Vec::new();
+    each_line(file, ReadFrom::Window(from), |_, _, line| {
+        let n = split.feed(line.kind());
+        if runs.last().is_none_or(|r| r.run != n) {
+            runs.push(RunLine {
+                run: n,
+                ..RunLine::default()
+            });
+        }
+        if let (Entry::Event(text, Some(_)), Some(r)) = (&line, runs.last_mut())
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(text)
+        {
+            r.take(&v);
+        }
+        true
+    })?;
+    match format {
+        Format::Json => {
+            for r in &runs {
+                out.json(&serde_json::to_string(r).unwrap_or_default());
+            }
+        }
+        Format::Human => {
+            let rows: Vec<Vec<String>> = runs.iter().map(|r| r.row(clock)).collect();
+            print_table(&RUNS, &rows, Some(WIDTH), out);
+        }
+    }
+    Ok(())
+}
+
+/// `log --list`'s columns.
+const RUNS: [&str; 8] = [
+    "RUN",
+    "STARTED",
+    "COMMAND",
+    "IMAGE",
+    "RESERVATION",
+    "RESULT",
+    "EXIT",
+    "REASON",
+];
 
 /// A note while following: a line for people, on stderr with `--json`
 /// (stdout stays events only).
@@ -827,6 +1306,8 @@ mod tests {
             attempt: Some(2),
             of: Some(3),
             result: Some("retry".into()),
+            message: Some("\nport 22 closed\nmore".into()),
+            updated: Some("2026-12-06T08:53:07.123Z".into()),
             ..Record::default()
         };
         let seen = Seen {
@@ -835,10 +1316,15 @@ mod tests {
             bad: None,
             holder: None,
             run: "idle".into(),
+            running: false,
         };
-        let row = seen.row();
+        let clock = Clock {
+            utc: true,
+            wide: false,
+        };
+        let row = seen.row(clock);
         assert_eq!(
-            row.each_ref().map(String::as_str),
+            row,
             [
                 "pc7",
                 "provision",
@@ -849,16 +1335,53 @@ mod tests {
                 "retry",
                 "-",
                 "-",
+                "2026-12-06 08:53Z",
+                "idle",
+                "port 22 closed"
+            ]
+        );
+        assert!(seen.failed());
+        assert_eq!(
+            compact(&row),
+            [
+                "pc7",
                 "-",
-                "idle"
+                "retry",
+                "2/3",
+                "2026-12-06 08:53Z",
+                "port 22 closed"
             ]
         );
         let unreadable = Seen {
             bad: Some("unreadable record".into()),
             ..seen
         };
-        assert_eq!(unreadable.row()[6], "unreadable");
+        assert_eq!(unreadable.row(clock)[6], "unreadable");
         assert_eq!(unreadable.json()["error"], "unreadable record");
+        assert!(!unreadable.failed());
+    }
+
+    #[test]
+    fn since_takes_a_duration_or_a_time() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(since("2h", true, now), Ok(now - Duration::from_secs(7200)));
+        let t = since("1970-01-12 13:00", true, now).expect("utc time");
+        assert_eq!(
+            t,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(11 * 86_400 + 13 * 3600)
+        );
+        assert_eq!(
+            since("1970-01-12T13:00:00+01:00", false, now),
+            Ok(t - Duration::from_secs(3600))
+        );
+        assert!(since("yesterday-ish", false, now).is_err());
+    }
+
+    #[test]
+    fn the_last_column_is_cut_to_fit() {
+        assert_eq!(cut("abcdefghij", Some(6)), "ab…hij");
+        assert_eq!(cut("abc", Some(4)), "abc");
+        assert_eq!(cut("abcdef", None), "abcdef");
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //! - `config`: the TOML model, validation with file:line:col, the plan;
 //!   it names no OS family and no provisioner kind;
 //! - `fleet`: the admin's views (status, log) over records and the store;
+//!   `metrics` (the node_exporter textfile a run rewrites as it ends) and
+//!   `journal` (events to journald or syslog, which `report` sends);
 //! - `report`, `state`, `coord`: events and logs; lock and records, and the
 //!   state directory's layout (in `state` only) as a trust boundary, read
 //!   with bounds; the site-wide lock and load-limit store;
@@ -50,6 +52,8 @@ mod encoding;
 mod error;
 mod exec;
 mod fleet;
+mod journal;
+mod metrics;
 mod names;
 mod os;
 mod outcome;
@@ -208,7 +212,8 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         Command::Status(a) => {
             let loaded = load(cli)?;
             let state = state::StateDir::new(&state_dir(cli, &loaded));
-            return fleet::status(&loaded, &state, &a.computers, format(cli));
+            let classes = slot_classes(&loaded, a, cli);
+            return fleet::status(&loaded, &state, a, format(cli), &classes);
         }
         Command::Log(a) => {
             let loaded = load(cli)?;
@@ -246,6 +251,47 @@ fn power_off_image(cli: &Cli, loaded: &Loaded, a: &PowerOffArgs) -> Result<Strin
             a.computer
         ))),
     }
+}
+
+/// The limit classes `status` shows (for people, with no filter): one per
+/// management node the config's provisioners take load slots from, each
+/// asked once what it loads now.
+fn slot_classes(loaded: &Loaded, a: &cli::StatusArgs, cli: &Cli) -> Vec<coord::SlotClass> {
+    if cli.json || a.failed || a.since.is_some() || a.reservation.is_some() {
+        return Vec::new();
+    }
+    let c = &loaded.config;
+    // Every table, and every built-in name used without one.
+    let mut refs: Vec<config::ProvisionerRef> = c
+        .provisioners
+        .iter()
+        .map(|(name, table)| config::ProvisionerRef::from_table(name, table))
+        .collect();
+    let named = c.computers.values().filter_map(|x| x.provisioner.as_ref());
+    let named = named.chain(c.images.values().filter_map(|x| x.provisioner.as_ref()));
+    for name in named.collect::<std::collections::BTreeSet<_>>() {
+        if !c.provisioners.contains_key(name) {
+            refs.push(config::ProvisionerRef {
+                name: name.clone(),
+                kind: name.clone(),
+                table: toml::Table::new(),
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut classes = Vec::new();
+    for r in &refs {
+        let name = &r.name;
+        let Ok(p) = provision::prepare(r) else {
+            continue;
+        };
+        if let Some(c) = p.slot_class(name)
+            && seen.insert(c.class.clone())
+        {
+            classes.push(c);
+        }
+    }
+    classes
 }
 
 /// Loads the config and decodes every provisioner table up front, so
@@ -492,6 +538,35 @@ fn open_event_log(
     Ok(log)
 }
 
+/// With `[logs] journald` or `syslog`, has `report` send its events there
+/// too; a socket that cannot be reached is a warning for the run's first
+/// events (the event log still gets every event).
+fn open_sink(logs: &config::LogsConfig, report: &report::Reporter) -> Option<String> {
+    let protocol = match (logs.journald, logs.syslog) {
+        (true, _) => journal::Protocol::Journald,
+        (false, true) => journal::Protocol::Syslog,
+        (false, false) => return None,
+    };
+    match journal::Sink::open(protocol, logs.socket.as_deref()) {
+        Ok(sink) => {
+            report.send_to(sink);
+            None
+        }
+        Err(e) => {
+            let path = logs.socket.clone().unwrap_or_else(|| {
+                PathBuf::from(match protocol {
+                    journal::Protocol::Journald => journal::JOURNALD_SOCKET,
+                    journal::Protocol::Syslog => journal::SYSLOG_SOCKET,
+                })
+            });
+            Some(format!(
+                "[logs]: cannot send events to {}: {e}; they go to the event log only",
+                path.display()
+            ))
+        }
+    }
+}
+
 /// The command as the store and the event log name it.
 fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String {
     let mut s = match job {
@@ -514,15 +589,19 @@ fn describe_job(job: &Job, image: &str, reservation: &Option<String>) -> String 
 }
 
 /// Starts the run's events (the event log is open): the start, what the
-/// lease says (its generation, a takeover), and what the profile's channel
-/// gives up on purpose (said on every run).
+/// lease says (its generation, a takeover), that journald or syslog cannot
+/// be reached (`unsent`), and what the profile's channel gives up on
+/// purpose (said on every run).
 fn start_events(
     report: &report::Reporter,
     command: &str,
-    hold: Option<(String, bool)>,
+    (hold, unsent): (Option<(String, bool)>, Option<String>),
     plan: &Plan,
 ) {
     report.start(command);
+    if let Some(w) = unsent {
+        report.warn(&w);
+    }
     match hold {
         Some((note, true)) => report.warn(&note),
         Some((note, false)) => report.info(&note),
@@ -592,7 +671,8 @@ fn run(
         verbosity(cli),
     );
     let log = open_event_log(&state, &plan.computer.name, loaded, &dir, &report)?;
-    start_events(&report, &command, hold.note(), &plan);
+    let unsent = open_sink(&loaded.config.logs, &report);
+    start_events(&report, &command, (hold.note(), unsent), &plan);
     // Before anything loads: what an earlier run left ends, and this run's
     // commands get their process trees. Dropped (everything of them
     // ended) before the lock is let go.
@@ -614,6 +694,7 @@ fn run(
         report: &report,
         record: runner::Runner::record_for(&plan, name, of),
         record_failed: false,
+        timing: runner::Timing::new(loaded.config.metrics.textfile.clone()),
     };
     runner.note_previous(previous);
     // Every run takes the preload record away as it starts: a preload is

@@ -21,6 +21,9 @@ pub const EXIT_LOCKED: i32 = 73;
 /// Exit code (EX_UNAVAILABLE): the coordination store could not be used,
 /// or was lost mid-run (the run stopped its child).
 pub const EXIT_STORE: i32 = 69;
+/// Exit code (EX_NOPERM): the views (`status`, `log`) cannot read the
+/// state directory as this user.
+pub const EXIT_NOPERM: i32 = 77;
 /// Exit code (EX_TEMPFAIL): load the image again.
 pub const EXIT_RETRY: i32 = 75;
 /// Exit code (EX_CONFIG): the configuration file is wrong.

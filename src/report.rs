@@ -199,6 +199,10 @@ struct Inner {
     log: Option<(File, std::path::PathBuf)>,
     /// A write to the event log failed once (and was said).
     log_failed: bool,
+    /// `[logs] journald` or `syslog`: where events also go.
+    sink: Option<crate::journal::Sink>,
+    /// A send to the sink failed once (and was said).
+    sink_failed: bool,
     bar: Option<ProgressBar>,
 }
 
@@ -243,6 +247,8 @@ impl Reporter {
                 last_progress: String::new(),
                 log: None,
                 log_failed: false,
+                sink: None,
+                sink_failed: false,
                 bar: None,
             }),
         }
@@ -252,6 +258,11 @@ impl Reporter {
     /// appending; `path` names it in messages).
     pub fn log_to(&self, file: File, path: &Path) {
         self.lock().log = Some((file, path.to_path_buf()));
+    }
+
+    /// Sends every later event (but progress) to journald or syslog too.
+    pub fn send_to(&self, sink: crate::journal::Sink) {
+        self.lock().sink = Some(sink);
     }
 
     /// The output mode.
@@ -305,6 +316,7 @@ impl Reporter {
                 stdout_line(&line);
             }
         }
+        self.sink_event(inner, &e);
         let show = match screen {
             Screen::Always => true,
             Screen::IfVerbose => self.verbosity == Verbosity::Verbose,
@@ -326,6 +338,29 @@ impl Reporter {
             // (its clear is a redraw too, and may have been dropped).
             (Mode::Tty, Some(bar)) => bar.suspend(|| stderr_line(&format!("\r\x1b[2K{text}"))),
             _ => stderr_line(&format!("{} {text}", e.time)),
+        }
+    }
+
+    /// Sends the event to journald or syslog, if asked to (progress is
+    /// left out: it changes by the second). The first failure is said once,
+    /// in the event log and on the screen.
+    fn sink_event(&self, inner: &mut Inner, e: &Event) {
+        let Some(sink) = inner.sink.as_ref() else {
+            return;
+        };
+        if e.kind == EventKind::Progress || inner.sink_failed {
+            return;
+        }
+        let (entry, severity) = sink_entry(e);
+        if let Err(err) = sink.send(&entry, severity) {
+            inner.sink_failed = true;
+            let msg = format!(
+                "cannot send events to {}: {err}; no more are sent there (the event log keeps them)",
+                sink.path().display()
+            );
+            let mut w = self.base(inner, EventKind::Warn);
+            w.message = Some(msg);
+            self.emit(inner, w, Screen::Always);
         }
     }
 
@@ -670,6 +705,43 @@ pub fn rfc3339(t: SystemTime) -> String {
     // The last millisecond of 9999-12-31.
     let last = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
     humantime::format_rfc3339_millis(t.clamp(UNIX_EPOCH, last)).to_string()
+}
+
+/// An event as journald or syslog gets it: the line people read, the
+/// fields, and how bad it is.
+fn sink_entry(e: &Event) -> (crate::journal::Entry<'static>, crate::journal::Severity) {
+    use crate::journal::Severity as S;
+    let mut fields: Vec<(&'static str, String)> =
+        vec![("COMPUTER", e.computer.clone()), ("IMAGE", e.image.clone())];
+    let mut add = |name: &'static str, v: Option<String>| {
+        if let Some(v) = v {
+            fields.push((name, v));
+        }
+    };
+    add("RESERVATION", e.reservation.clone());
+    add("PHASE", e.phase.map(|p| p.name().to_string()));
+    add("RESULT", e.result.map(|r| r.name().to_string()));
+    add("STEP", e.step.clone());
+    add("ATTEMPT", e.attempt.map(|a| a.to_string()));
+    add("ATTEMPTS", e.of.map(|a| a.to_string()));
+    add("EXIT_CODE", e.code.map(|c| c.to_string()));
+    let severity = match (e.kind, e.result) {
+        (EventKind::Warn, _) => S::Warning,
+        (EventKind::Output, _) => S::Debug,
+        (EventKind::Result | EventKind::Run, Some(EventResult::Fatal)) => S::Error,
+        (
+            EventKind::Result | EventKind::Run,
+            Some(EventResult::Retry | EventResult::Interrupted),
+        ) => S::Warning,
+        (EventKind::Result | EventKind::Run, Some(EventResult::Done)) => S::Notice,
+        _ => S::Info,
+    };
+    let entry = crate::journal::Entry {
+        message: plain(e),
+        kind: e.kind.name(),
+        fields,
+    };
+    (entry, severity)
 }
 
 /// Writes one line to stderr; a closed or broken stderr is ignored, so it

@@ -3,7 +3,9 @@
 //! last attempt into fatal for every module and both phases, maps outcomes
 //! to exit codes, and keeps the last-run record.
 
-use std::time::SystemTime;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::attempt::Attempt;
 use crate::config::Plan;
@@ -80,6 +82,29 @@ pub struct Runner<'a> {
     pub record: LastRun,
     /// A write of the record failed once (and was said).
     pub record_failed: bool,
+    /// When the run started, the time spent in each phase so far, and
+    /// where `[metrics]` wants them.
+    pub timing: Timing,
+}
+
+/// How long a run took, phase by phase, for `[metrics]`.
+#[derive(Debug)]
+pub struct Timing {
+    started: Instant,
+    phases: BTreeMap<&'static str, Duration>,
+    /// `[metrics] textfile`, written as the run ends.
+    textfile: Option<PathBuf>,
+}
+
+impl Timing {
+    /// A run starting now, whose numbers go to `textfile` (if any).
+    pub fn new(textfile: Option<PathBuf>) -> Timing {
+        Timing {
+            started: Instant::now(),
+            phases: BTreeMap::new(),
+            textfile,
+        }
+    }
 }
 
 impl Runner<'_> {
@@ -144,6 +169,7 @@ impl Runner<'_> {
             }
         }
         self.report.phase(phase);
+        let began = Instant::now();
         let o = match phase {
             Phase::Load => self.provisioner.load(self.plan, attempt, self.report),
             Phase::PostLoad => self.os.post_load(
@@ -158,6 +184,7 @@ impl Runner<'_> {
                 self.report,
             ),
         };
+        *self.timing.phases.entry(phase.name()).or_default() += began.elapsed();
         let o = match run_as {
             RunAs::Attempt => last_attempt_rule(o, attempt),
             RunAs::ReusedPreload => o,
@@ -217,8 +244,49 @@ impl Runner<'_> {
         } else {
             result
         };
+        self.write_metrics(code, result);
         self.report.finish(code, result, &message);
         code
+    }
+
+    /// With `[metrics] textfile`: the run's numbers into the textfile
+    /// (a failure is a warning: the run's result stands); not for a
+    /// power-off.
+    fn write_metrics(&self, code: i32, result: EventResult) {
+        let Some(textfile) = &self.timing.textfile else {
+            return;
+        };
+        // A power-off (a scheduler's power saving) is no load: it must not
+        // hide the night's failed provision behind a "done".
+        if self.record.command == "power-off" {
+            return;
+        }
+        let now = SystemTime::now();
+        let run = crate::metrics::Computer {
+            image: self.plan.image.name.clone(),
+            command: self.record.command.clone(),
+            result: result.name().to_string(),
+            exit_code: code,
+            attempts: self.record.attempt,
+            max_attempts: self.record.of,
+            phases: self
+                .timing
+                .phases
+                .iter()
+                .map(|(p, d)| (p.to_string(), d.as_secs_f64()))
+                .collect(),
+            duration: self.timing.started.elapsed().as_secs_f64(),
+            finished: crate::metrics::epoch(now),
+            // A computer is ready after a provision or post-load run that
+            // ended done; a load alone or a power-off is no success.
+            last_success: (code == EXIT_DONE
+                && matches!(self.record.command.as_str(), "provision" | "post-load"))
+            .then(|| crate::metrics::epoch(now)),
+        };
+        if let Err(e) = crate::metrics::record(self.state, textfile, &self.plan.computer.name, run)
+        {
+            self.report.warn(&format!("[metrics]: {e:#}"));
+        }
     }
 
     /// Tells, in the first event and in the record, that the last run on

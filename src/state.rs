@@ -237,6 +237,8 @@ const LAST_RUN: &str = "last-run.json";
 const PRELOAD: &str = "preload.json";
 const TREE: &str = "tree.json";
 const BOOT_ID: &str = "boot-id-before-load";
+const METRICS: &str = "metrics.json";
+const METRICS_LOCK: &str = "metrics.lock";
 
 /// The longest computer name (a DNS label's length).
 pub const MAX_NAME_LEN: usize = 63;
@@ -397,8 +399,8 @@ impl StateDir {
     // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
     // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
     // with lock, last-run.json, events.jsonl, preload.json, tree.json,
-    // boot-id-before-load, known_hosts.before-load, ACCOUNT-password and
-    // winrm-thumbprint.
+    // boot-id-before-load, known_hosts.before-load, ACCOUNT-password,
+    // winrm-thumbprint and metrics.json; STATE_DIR/metrics.lock.
 
     /// The directory that holds one directory per computer.
     pub fn computers_dir(&self) -> PathBuf {
@@ -635,6 +637,39 @@ impl StateDir {
         }
     }
 
+    /// Records what `[metrics]` keeps of the computer's runs (atomically).
+    pub fn write_metrics(&self, computer: &str, data: &[u8]) -> Result<()> {
+        self.made(computer)?.write_atomic(METRICS, data, FILE_MODE)
+    }
+
+    /// What `[metrics]` keeps of the computer's runs, if anything.
+    pub fn read_metrics(&self, computer: &str) -> Result<Option<Vec<u8>>> {
+        self.read_record(computer, METRICS)
+    }
+
+    /// Takes the lock every writer of the metrics textfile holds while it
+    /// reads the computers' metrics and replaces the file, so a run's
+    /// update is never overwritten by another's older view. Waits up to
+    /// `wait`; `None` when it did not come free.
+    pub fn metrics_lock(&self, wait: Duration) -> Result<Option<File>> {
+        let root = self
+            .root_dir(true)?
+            .ok_or_else(|| anyhow::anyhow!("{} vanished", self.root.display()))?;
+        let path = self.root.join(METRICS_LOCK);
+        let file = root
+            .open(METRICS_LOCK, Access::ReadWrite)?
+            .ok_or_else(|| anyhow::anyhow!("{} vanished", path.display()))?;
+        let start = Instant::now();
+        let mut pause = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
+        while !try_lock(&file, &path)? {
+            if start.elapsed() >= wait {
+                return Ok(None);
+            }
+            crate::signal::sleep(pause.next_pause())?;
+        }
+        Ok(Some(file))
+    }
+
     /// Remembers the computer's boot id seen before a load (or forgets it).
     pub fn write_boot_id(&self, computer: &str, id: Option<&str>) -> Result<()> {
         let dir = self.made(computer)?;
@@ -750,6 +785,12 @@ impl StateDir {
 /// files of the layout go through [`Dir`].
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     write_path(path, data, NewMode::KeepOrPrivate)
+}
+
+/// [`write_atomic`] for a file other users' programs read: a new file
+/// gets mode 0644.
+pub fn write_readable(path: &Path, data: &[u8]) -> Result<()> {
+    write_path(path, data, NewMode::KeepOrReadable)
 }
 
 /// [`write_atomic`] for a secret: the file is created with mode 0600, so

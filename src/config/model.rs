@@ -39,14 +39,28 @@ pub struct Config {
     pub computers: BTreeMap<String, ComputerConfig>,
     /// `[coordination]`: the site-wide lock and load-limit store.
     pub coordination: Option<crate::coord::Settings>,
-    /// `[logs]`: how much of each computer's event log is kept.
+    /// `[logs]`: how much of each computer's event log is kept, and
+    /// whether events also go to journald or syslog.
     #[serde(default, deserialize_with = "table")]
     pub logs: LogsConfig,
+    /// `[metrics]`: the node_exporter textfile written after every run.
+    #[serde(default, deserialize_with = "table")]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus metrics per computer, written atomically to
+/// `textfile` after every run, for node_exporter's textfile collector.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The `.prom` file to write (absolute), e.g.
+    /// /var/lib/node_exporter/textfile/reimage.prom.
+    pub textfile: Option<PathBuf>,
 }
 
 /// `[logs]`: each computer's event log keeps the last `keep_runs` runs, and
 /// of the finished ones no more than `max_bytes`.
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogsConfig {
     /// Runs kept, the one in progress included.
@@ -54,6 +68,13 @@ pub struct LogsConfig {
     /// Bytes the finished runs kept may take ("8MiB", or a number).
     #[serde(deserialize_with = "size::de")]
     pub max_bytes: u64,
+    /// Also send every event to journald, with structured fields.
+    pub journald: bool,
+    /// Also send every event to syslog (RFC 5424 on /dev/log).
+    pub syslog: bool,
+    /// The datagram socket journald or syslog listens on (default:
+    /// /run/systemd/journal/socket, /dev/log).
+    pub socket: Option<PathBuf>,
 }
 
 impl Default for LogsConfig {
@@ -62,6 +83,9 @@ impl Default for LogsConfig {
         LogsConfig {
             keep_runs: r.keep_runs,
             max_bytes: r.max_bytes,
+            journald: false,
+            syslog: false,
+            socket: None,
         }
     }
 }

@@ -53,6 +53,26 @@ fn check_top(c: &Config) -> Result<(), KeyError> {
             "keep_runs must be 1 or more (the run in progress is one)",
         ));
     }
+    if c.logs.journald && c.logs.syslog {
+        return Err(KeyError::new(
+            &["logs", "syslog"],
+            "`journald` and `syslog` are both true: events go to one of them (journald keeps the fields; systemd-journald also takes what arrives on /dev/log)",
+        ));
+    }
+    if c.logs.socket.is_some() && !c.logs.journald && !c.logs.syslog {
+        return Err(KeyError::new(
+            &["logs", "socket"],
+            "`socket` is set, but neither `journald` nor `syslog` is true: set one of them, or remove `socket`",
+        ));
+    }
+    if let Some(t) = &c.metrics.textfile
+        && (!t.is_absolute() || t.extension().is_none_or(|e| e != "prom"))
+    {
+        return Err(KeyError::new(
+            &["metrics", "textfile"],
+            "`textfile` must be an absolute path ending in .prom (node_exporter's textfile collector reads only *.prom files), e.g. /var/lib/node_exporter/textfile/reimage.prom",
+        ));
+    }
     if let Some(s) = &c.coordination
         && let Err((key, msg)) = s.validate()
     {

@@ -155,6 +155,24 @@ impl Slots {
     }
 }
 
+/// A limit class as `reimage status` shows it: a provisioner's load
+/// slots and what its own system shows loading now.
+#[derive(Debug, Clone)]
+pub struct SlotClass {
+    /// The semaphore's name ([`Slots::acquire`]'s `class`).
+    pub class: String,
+    /// Which provisioner and system, in words.
+    pub title: String,
+    /// Slots in all.
+    pub max: u32,
+    /// The nodes the system itself shows loading now (they take slots
+    /// whether reimage started them or not), or why it could not be asked.
+    pub loading: Result<Vec<String>, String>,
+    /// The command that frees the slot of a node no run loads, `{node}`
+    /// standing for the node.
+    pub free_with: String,
+}
+
 /// A held load slot; freed when dropped.
 pub struct Slot {
     local: Option<state::Slot>,

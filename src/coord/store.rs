@@ -651,7 +651,7 @@ impl Store {
     }
 
     /// The labels of the live slots of `class`, every host's.
-    pub(super) fn slot_labels(&self, class: &str) -> Result<Vec<String>> {
+    pub fn slot_labels(&self, class: &str) -> Result<Vec<String>> {
         let (rows, _) = self.db.run(self.brief(), &on_signal, async |c| {
             c.query(
                 "SELECT label FROM reimage_slot

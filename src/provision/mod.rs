@@ -66,6 +66,14 @@ pub trait Provisioner {
         Ok(())
     }
 
+    /// The limit class this provisioner takes load slots from, with what
+    /// its system shows loading now (`reimage status`; asked read-only,
+    /// within the provisioner's command timeout). `name` is the
+    /// provisioner's. `None` when it takes no slots.
+    fn slot_class(&self, _name: &str) -> Option<crate::coord::SlotClass> {
+        None
+    }
+
     /// The image names this provisioner's table has settings for
     /// (`[provisioners.NAME.images.IMAGE]`): each must be an image of the
     /// file.

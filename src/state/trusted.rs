@@ -551,6 +551,9 @@ pub enum NewMode {
     KeepOrPrivate,
     /// [`FILE_MODE`], always (a secret).
     Private,
+    /// 0644 for a new file (one other users' programs read, such as
+    /// node_exporter); a file there keeps its mode.
+    KeepOrReadable,
 }
 
 /// [`Dir::write_atomic`] for a file given by path, outside the checks of
@@ -578,12 +581,13 @@ pub fn write_path(path: &Path, data: &[u8], new_mode: NewMode) -> Result<()> {
     );
     let mode = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st)
-            if new_mode == NewMode::KeepOrPrivate
+            if new_mode != NewMode::Private
                 && rustix::fs::FileType::from_raw_mode(st.st_mode)
                     == rustix::fs::FileType::RegularFile =>
         {
             st.st_mode & 0o777
         }
+        _ if new_mode == NewMode::KeepOrReadable => 0o644,
         _ => FILE_MODE,
     };
     replace(&dir, dir_path, name, data, mode)

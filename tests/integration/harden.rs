@@ -1085,8 +1085,9 @@ fn a_reused_pid_is_not_a_running_run() {
             assert!(rec["pid_start"].is_u64(), "{rec}");
         }
         std::fs::write(&rec_path, rec.to_string()).expect("record");
-        let r = Test::with(&s).args(&["status", "pc7"]).run();
-        r.code(0)
+        // A run that died failed (issue 24): exit 1.
+        let r = Test::with(&s).args(&["status", "-w", "pc7"]).run();
+        r.code(1)
             .stdout_has(&format!("stale (pid {pid} gone)"))
             .stdout_lacks("running (pid");
         let r = Test::with(&s)

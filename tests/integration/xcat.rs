@@ -474,6 +474,21 @@ fn installs_started_outside_reimage_count_toward_the_limit() {
         "loaded past the limit: {}",
         c.calls()
     );
+    // The morning's view (issue 24) names the nodes that hold the slots
+    // with no reimage run behind them, and how to free them; node1's run
+    // asked for a retry: exit 1.
+    let r = c.test().args(&["status"]).run();
+    r.code(1)
+        .stdout_has("LOAD SLOTS")
+        .stdout_has("provisioner `x` (xcatd at ")
+        .stdout_has(": 2 of 2 in use")
+        .stdout_has(
+            "  other1: in install state, with no reimage run: `nodeset other1 boot` frees its slot",
+        )
+        .stdout_has(
+            "  other2: in install state, with no reimage run: `nodeset other2 boot` frees its slot",
+        )
+        .stdout_lacks("node1: in install state");
     // With room for three, it loads, and says what it counted.
     let text = std::fs::read_to_string(c.s.path("reimage.toml")).expect("config");
     c.s.write(

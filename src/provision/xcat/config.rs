@@ -270,7 +270,7 @@ impl XcatConfig {
 
     /// The management node reimage talks to: xcatd at `$XCATHOST`, else
     /// localhost:3001 (xCAT/Client.pm).
-    fn xcatd(&self) -> String {
+    pub(super) fn xcatd(&self) -> String {
         std::env::var("XCATHOST")
             .ok()
             .filter(|h| !h.is_empty())

@@ -257,6 +257,10 @@ impl Provisioner for Xcat {
         self.config.describe(plan)
     }
 
+    fn slot_class(&self, name: &str) -> Option<crate::coord::SlotClass> {
+        Some(self.slot_class_now(name))
+    }
+
     /// The image's source must name an osimage or nodetype attributes.
     fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
         Target::parse(&plan.image.source)

@@ -8,16 +8,58 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::answers::{Destiny, XcatError, node_values};
+use super::answers::{Destiny, XcatError, find_error, node_values};
 use super::{Xcat, failure, short, who};
 use crate::config::Plan;
-use crate::coord::Slot;
+use crate::coord::{Slot, SlotClass};
 use crate::duration;
+use crate::exec::Cmd;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 use crate::wait::{self, Backoff};
 
+/// The longest `reimage status` waits for xCAT's answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl Xcat {
+    /// The load slots of this management node for `reimage status`, with
+    /// the nodes xCAT shows installing or capturing now (`nodeset RANGE
+    /// stat`, run once within the command timeout, at most 15 s; no plan, no
+    /// events).
+    pub(super) fn slot_class_now(&self, name: &str) -> SlotClass {
+        let c = &self.config;
+        let range = c.limit_noderange.as_str();
+        let argv = vec![
+            c.command("nodeset").to_string_lossy().into_owned(),
+            range.to_string(),
+            "stat".to_string(),
+        ];
+        // A view waits less than a load would.
+        let cmd = Cmd::new(&argv, c.command_timeout.min(STATUS_TIMEOUT));
+        let shown = cmd.display();
+        let loading = match cmd.run() {
+            Ok(out) => match find_error(&out.text()) {
+                None if out.success() => Ok(node_values(&out.stdout)
+                    .into_iter()
+                    .filter(|(_, v)| {
+                        matches!(Destiny::of(v), Some(Destiny::Install | Destiny::Image))
+                    })
+                    .map(|(n, _)| n)
+                    .collect()),
+                Some(e) => Err(format!("`{shown}` said: {}", short(e.text()))),
+                None => Err(format!("`{shown}` said: {}", short(&out.text()))),
+            },
+            Err(e) => Err(format!("`{shown}`: {e:#}")),
+        };
+        SlotClass {
+            class: c.slot_name(),
+            title: format!("provisioner `{name}` (xcatd at {})", c.xcatd()),
+            max: c.max_concurrent_loads,
+            loading,
+            free_with: "nodeset {node} boot".into(),
+        }
+    }
+
     /// The nodes xCAT shows installing or capturing in `limit_noderange`
     /// (VCL counts `install` and `image` states the same way). Diskless
     /// nodes keep `netboot` for good and are not counted.
