@@ -16,7 +16,8 @@ use regex::Regex;
 use super::sequence::Sequence;
 use super::{Family, keys};
 use crate::config::{
-    ChannelKind, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Probe, Step, WaitKind,
+    ChannelKind, ComputerConfig, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Probe, Step,
+    WaitKind,
 };
 use crate::outcome::Outcome;
 use crate::state::StateDir;
@@ -72,6 +73,27 @@ impl FamilyRules for Linux {
     fn check_keys(&self, profile: &str, os: &OsConfig) -> Result<(), KeyError> {
         keys::check_shared(profile, os)?;
         keys::refuse_windows_keys(profile, os)
+    }
+
+    /// `static_address` names an interface by name and `renew_dhcp` renews
+    /// every lease: Windows' first boot does both with netsh and ipconfig.
+    /// On Linux the public interface is found by its MAC instead
+    /// (`public_mac`, with `public_address` or DHCP), so these two are
+    /// refused rather than ignored.
+    fn check_computer(&self, name: &str, comp: &ComputerConfig) -> Result<(), KeyError> {
+        let (key, what) = if comp.static_address.is_some() {
+            ("static_address", "a static address")
+        } else if comp.renew_dhcp {
+            ("renew_dhcp", "a DHCP lease")
+        } else {
+            return Ok(());
+        };
+        Err(KeyError::new(
+            &["computers", name, key],
+            format!(
+                "computer `{name}`: `{key}` is for Windows images; the Linux first boot gives the public interface {what} by its MAC: set public_mac = \"..\" (and public_address = \"A.B.C.D/N\" for a static one; DHCP without it) instead of `{key}`"
+            ),
+        ))
     }
 }
 
