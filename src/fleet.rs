@@ -93,6 +93,9 @@ struct Record {
     pid_start: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     boot_id: Option<String>,
+    /// Where the user connects (a two-network computer's public address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_address: Option<String>,
 }
 
 impl Record {
@@ -300,6 +303,7 @@ impl<'a> Seen<'a> {
                 None => dash(r.result),
             },
             dash(r.exit_code.map(|c| c.to_string())),
+            dash(r.public_address),
             dash(r.started),
             dash(r.updated),
             self.run.clone(),
@@ -309,7 +313,7 @@ impl<'a> Seen<'a> {
 }
 
 /// The columns of `status`'s table.
-const COLUMNS: [&str; 11] = [
+const COLUMNS: [&str; 12] = [
     "COMPUTER",
     "COMMAND",
     "IMAGE",
@@ -318,6 +322,7 @@ const COLUMNS: [&str; 11] = [
     "ATTEMPT",
     "RESULT",
     "EXIT",
+    "PUBLIC",
     "STARTED",
     "UPDATED",
     "RUN",
@@ -847,6 +852,7 @@ mod tests {
                 "-",
                 "2/3",
                 "retry",
+                "-",
                 "-",
                 "-",
                 "-",

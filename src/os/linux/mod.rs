@@ -114,6 +114,12 @@ impl Family for Linux {
             super::first_boot::password_line(plan, first_boot::ROOT, None),
             "scrub: private keys under /root/.ssh removed".to_string(),
         ];
+        if let Some(n) = &plan.computer.public {
+            v.push(format!(
+                "public network: the interface with MAC {} configured through systemd-networkd, NetworkManager or ifupdown (whichever the image runs); its address reported",
+                n.mac
+            ));
+        }
         v.extend(super::first_boot::time_line(plan));
         v
     }
