@@ -90,9 +90,7 @@ fn check_prints_both_interfaces() {
     s.config(
         r#"
 [os.none]
-family = "generic"
-channel = "none"
-steps = []
+family = "linux"
 
 [provisioners.script]
 kind = "command"
@@ -138,4 +136,9 @@ mac = "52:54:00:00:00:09"
         .code(0)
         .stdout_has("  interface: mac 52:54:00:00:00:09 (one network)\n")
         .stdout_lacks("public interface");
+    // The Linux first boot says what it does with the public interface.
+    crate::test::Test::with(&s)
+        .check("pc8", "img")
+        .run()
+        .stdout_has("public network: the interface with MAC 52:54:00:00:01:08 configured through systemd-networkd, NetworkManager or ifupdown");
 }
