@@ -95,6 +95,9 @@ struct Record {
     pid_start: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     boot_id: Option<String>,
+    /// Where the user connects (a two-network computer's public address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_address: Option<String>,
 }
 
 impl Record {
@@ -546,6 +549,7 @@ impl<'a> Seen<'a> {
                 None => dash(r.result),
             },
             dash(r.exit_code.map(|c| c.to_string())),
+            dash(r.public_address),
             dash(r.started.map(|t| clock.show(&t))),
             dash(r.updated.map(|t| clock.show(&t))),
             self.run.clone(),
@@ -559,7 +563,7 @@ impl<'a> Seen<'a> {
 }
 
 /// The wide table's columns (`status -w`).
-const WIDE: [&str; 12] = [
+const WIDE: [&str; 13] = [
     "COMPUTER",
     "COMMAND",
     "IMAGE",
@@ -568,6 +572,7 @@ const WIDE: [&str; 12] = [
     "ATTEMPT",
     "RESULT",
     "EXIT",
+    "PUBLIC",
     "STARTED",
     "UPDATED",
     "RUN",
@@ -575,8 +580,8 @@ const WIDE: [&str; 12] = [
 ];
 
 /// The default table's columns: a wide row's cells [`compact`] keeps.
-const COMPACT: [&str; 6] = [
-    "COMPUTER", "IMAGE", "RESULT", "ATTEMPT", "UPDATED", "REASON",
+const COMPACT: [&str; 7] = [
+    "COMPUTER", "IMAGE", "RESULT", "ATTEMPT", "PUBLIC", "UPDATED", "REASON",
 ];
 
 /// The width the default table fits in (its reasons are cut to it).
@@ -585,7 +590,7 @@ const WIDTH: usize = 100;
 /// A wide row as the default table shows it: the result says whether a
 /// run is in progress, or never ran, or died.
 fn compact(wide: &[String]) -> Vec<String> {
-    let run = wide[10].as_str();
+    let run = wide[11].as_str();
     let result = if run == "never run" {
         "never run".to_string()
     } else if run.starts_with("running") {
@@ -600,8 +605,9 @@ fn compact(wide: &[String]) -> Vec<String> {
         wide[2].clone(),
         result,
         wide[5].clone(),
-        wide[9].clone(),
-        wide[11].clone(),
+        wide[8].clone(),
+        wide[10].clone(),
+        wide[12].clone(),
     ]
 }
 
@@ -1335,6 +1341,7 @@ mod tests {
                 "retry",
                 "-",
                 "-",
+                "-",
                 "2026-12-06 08:53Z",
                 "idle",
                 "port 22 closed"
@@ -1348,6 +1355,7 @@ mod tests {
                 "-",
                 "retry",
                 "2/3",
+                "-",
                 "2026-12-06 08:53Z",
                 "port 22 closed"
             ]

@@ -180,6 +180,11 @@ pub struct Event {
     /// Exit code of a command (output events) or of the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
+    /// Where the user connects: the address the OS shows on the public
+    /// interface after the first boot configured it (the post-load result
+    /// and the run's end that follow it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<String>,
 }
 
 /// The most of each output stream an output event holds: its tail.
@@ -204,6 +209,8 @@ struct Inner {
     /// A send to the sink failed once (and was said).
     sink_failed: bool,
     bar: Option<ProgressBar>,
+    /// The public interface's address, once the first boot read it.
+    public_address: Option<String>,
 }
 
 /// The reporter every module writes to.
@@ -250,6 +257,7 @@ impl Reporter {
                 sink: None,
                 sink_failed: false,
                 bar: None,
+                public_address: None,
             }),
         }
     }
@@ -300,6 +308,7 @@ impl Reporter {
                 .and_then(|s| s.2)
                 .map(|d| d.as_millis() as u64),
             code: None,
+            public_address: None,
         }
     }
 
@@ -524,6 +533,9 @@ impl Reporter {
         e.elapsed_ms = None;
         e.result = Some(result);
         e.message = message;
+        if phase == Phase::PostLoad && result == EventResult::Done {
+            e.public_address = i.public_address.clone();
+        }
         self.emit(&mut i, e, Screen::Always);
     }
 
@@ -539,7 +551,24 @@ impl Reporter {
         e.code = Some(code);
         e.result = Some(result);
         e.message = Some(message.to_string());
+        e.public_address = i.public_address.clone();
         self.emit(&mut i, e, Screen::Always);
+    }
+
+    /// The first boot read the public interface's address: said at once,
+    /// and carried by the post-load result and the run's end.
+    pub fn public_address(&self, address: &str) {
+        let mut i = self.lock();
+        i.public_address = Some(address.to_string());
+        let mut e = self.base(&i, EventKind::Info);
+        e.message = Some(format!("public address: {address}"));
+        e.public_address = Some(address.to_string());
+        self.emit(&mut i, e, Screen::Always);
+    }
+
+    /// The public address the first boot read, if it did.
+    pub fn public_address_seen(&self) -> Option<String> {
+        self.lock().public_address.clone()
     }
 
     /// Something worth telling.

@@ -127,6 +127,7 @@ impl Runner<'_> {
             pid_start: crate::exec::start_time(std::process::id()),
             boot_id: crate::exec::boot_id(),
             previous: None,
+            public_address: None,
         }
     }
 
@@ -200,6 +201,9 @@ impl Runner<'_> {
             None => (o.verdict().into(), o.verdict().into()),
         };
         self.report.result(phase, event, msg.clone());
+        if phase == Phase::PostLoad {
+            self.record.public_address = self.report.public_address_seen();
+        }
         self.record.result = record;
         self.record.message = msg;
         // Not saved here: whatever comes next saves at once (the next

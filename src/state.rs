@@ -139,6 +139,10 @@ pub struct LastRun {
     /// When the run before this one died while it ran: what it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// Where the user connects: the address the OS showed on the public
+    /// interface once the first boot configured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<String>,
 }
 
 /// A preload: reimage ran `provision` to ready for no reservation and then

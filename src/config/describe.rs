@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::model::ChannelKind;
+use super::network::Addressing;
 use super::plan::Plan;
 use super::step::{Probe, Step, Wait};
 use crate::duration::fmt;
@@ -34,11 +35,12 @@ impl Plan {
 
     /// What gets loaded where, how often, by which provisioner.
     fn describe_target(&self, provisioner: &[String]) -> Vec<String> {
-        let mut v = vec![
-            format!(
-                "computer: {} (address {}, node {})",
-                self.computer.name, self.computer.address, self.computer.node
-            ),
+        let mut v = vec![format!(
+            "computer: {} (address {}, node {})",
+            self.computer.name, self.computer.address, self.computer.node
+        )];
+        v.extend(self.describe_interfaces());
+        v.extend([
             format!("image: {} (source {})", self.image.name, self.image.source),
             format!(
                 "attempts: {} (timeouts grow x{} per attempt)",
@@ -48,9 +50,46 @@ impl Plan {
                 "provisioner: {} (kind {})",
                 self.provisioner.name, self.provisioner.kind
             ),
-        ];
+        ]);
         v.extend(provisioner.iter().map(|d| format!("  {d}")));
         v
+    }
+
+    /// The two interfaces: the private one (the channel and the lockdown)
+    /// and the public one, with its addressing.
+    fn describe_interfaces(&self) -> Vec<String> {
+        let c = &self.computer;
+        let Some(p) = &c.public else {
+            return match &c.mac {
+                Some(m) => vec![format!("  interface: mac {m} (one network)")],
+                None => Vec::new(),
+            };
+        };
+        let private = match &c.mac {
+            Some(m) => format!("mac {m}"),
+            None => "mac as the hardware has it (no `mac`)".to_string(),
+        };
+        let public = match &p.addressing {
+            Addressing::Dhcp => "DHCP (renewed at first boot)".to_string(),
+            Addressing::Static(s) => {
+                let mut t = format!("static {} (mask {})", s.cidr(), s.netmask());
+                if let Some(g) = s.gateway {
+                    t.push_str(&format!(", gateway {g}"));
+                }
+                if !s.dns.is_empty() {
+                    let d: Vec<String> = s.dns.iter().map(|d| d.to_string()).collect();
+                    t.push_str(&format!(", dns {}", d.join(" ")));
+                }
+                t
+            }
+        };
+        vec![
+            format!(
+                "  private interface: {private}; the channel to {} and the lockdown",
+                c.address
+            ),
+            format!("  public interface: mac {}; {public}", p.mac),
+        ]
     }
 
     /// The port a step probes: its own, else the channel's.

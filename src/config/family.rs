@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::error::KeyError;
-use super::model::{ChannelKind, ImageConfig, OsConfig, WaitKind};
+use super::model::{ChannelKind, ComputerConfig, ImageConfig, OsConfig, WaitKind};
 use super::step::Step;
 
 /// One OS family's rules, as the configuration needs them to check and
@@ -44,6 +44,14 @@ pub trait FamilyRules: Sync {
     /// decides on: those it refuses, and the values only it can judge. Err
     /// names the key inside the table.
     fn check_keys(&self, profile: &str, os: &OsConfig) -> Result<(), KeyError>;
+
+    /// Checks the network keys of `[computers.NAME]` (`renew_dhcp`,
+    /// `static_address`) against what the family's first boot does with
+    /// them: a key it would ignore is refused. Err names the key under
+    /// `computers.NAME`.
+    fn check_computer(&self, _name: &str, _comp: &ComputerConfig) -> Result<(), KeyError> {
+        Ok(())
+    }
 }
 
 impl fmt::Debug for dyn FamilyRules {

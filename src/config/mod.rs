@@ -3,8 +3,9 @@
 //! computer and image that the runner executes.
 //!
 //! Its files import downwards only: `model` (the file's shape) and
-//! `defaults` at the bottom; `step` and `family` (what an OS family tells
-//! the configuration) on the model; `error`, `locate` and `loaded` (the
+//! `defaults` at the bottom; `network` (a computer's two interfaces),
+//! `step` and `family` (what an OS family tells the configuration) on the
+//! model; `error`, `locate` and `loaded` (the
 //! text kept to place errors); `plan` (the resolution); `validate` above
 //! the plan; this file, the loader, on top.
 
@@ -15,6 +16,7 @@ mod family;
 mod loaded;
 mod locate;
 mod model;
+pub mod network;
 mod plan;
 mod step;
 mod validate;

@@ -156,8 +156,22 @@ pub struct ComputerConfig {
     /// profile's (e.g. a forwarded port of a local VM).
     #[serde(default, deserialize_with = "port_opt")]
     pub port: Option<u16>,
-    /// MAC address, for provisioners that define the machine.
+    /// MAC address of the private interface (the management network the
+    /// channel runs on), for provisioners that define the machine; the OS
+    /// modules find that interface by it.
     pub mac: Option<String>,
+    /// MAC address of the public interface, the one the user connects to.
+    pub public_mac: Option<String>,
+    /// The public interface's static IPv4 address, with its prefix length
+    /// (`192.0.2.10/24`) or with `public_netmask`; unset: DHCP.
+    pub public_address: Option<String>,
+    /// The public subnet mask (`255.255.255.0`), when `public_address`
+    /// has no prefix length.
+    pub public_netmask: Option<String>,
+    /// The public default gateway (static address only).
+    pub public_gateway: Option<String>,
+    /// DNS servers of the public interface (static address only).
+    pub public_dns: Option<Vec<String>>,
     /// First boot renews the DHCP lease of every interface (Windows:
     /// `ipconfig /renew`).
     #[serde(default)]

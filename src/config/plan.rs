@@ -12,6 +12,7 @@ use super::model::{
     ActivationValue, ChannelKind, ComputerConfig, Config, DomainConfig, ImageConfig, OsConfig,
     StaticAddress,
 };
+use super::network::PublicNic;
 use super::step::{self, Step, Wait};
 use crate::attempt::Attempt;
 use crate::error::Error;
@@ -27,8 +28,10 @@ pub struct ComputerPlan {
     pub node: String,
     /// Channel port override.
     pub port: Option<u16>,
-    /// MAC address, if configured.
+    /// MAC address of the private interface, if configured.
     pub mac: Option<String>,
+    /// The public interface, if configured.
+    pub public: Option<PublicNic>,
     /// First boot renews the DHCP lease.
     pub renew_dhcp: bool,
     /// First boot sets this static address.
@@ -285,6 +288,9 @@ pub fn resolve(
     let provisioner = provisioner_of(l, (computer, comp), (image, img))?;
     let profile = profile(c, &l.families, &img.os, img, state_dir).map_err(|e| l.error(&e))?;
     check_port(computer, comp, img, &profile).map_err(|e| l.error(&e))?;
+    (profile.family)
+        .check_computer(computer, comp)
+        .map_err(|e| l.error(&e))?;
     Ok(Plan {
         computer: ComputerPlan::of(computer, comp),
         image: ImagePlan {
@@ -401,6 +407,8 @@ impl ComputerPlan {
             node: comp.node.clone().unwrap_or_else(|| name.to_string()),
             port: comp.port,
             mac: comp.mac.clone(),
+            // Validated with the file: a refusal never reaches a plan.
+            public: super::network::public_nic(comp).ok().flatten(),
             renew_dhcp: comp.renew_dhcp,
             static_address: comp.static_address.clone(),
         }

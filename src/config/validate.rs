@@ -24,6 +24,7 @@ pub fn validate(c: &Config, builtin: &[&str], families: &Families) -> Result<(),
     for (name, comp) in &c.computers {
         check_computer(c, builtin, name, comp)?;
     }
+    check_networks(c)?;
     // Every image's profile resolves (step names in `timeouts` exist), so
     // `reimage check` finds what a run would trip over.
     for (name, img) in &c.images {
@@ -159,6 +160,16 @@ fn check_computer(
         ));
     }
     Ok(())
+}
+
+/// The two networks: each computer's public interface keys, and no MAC or
+/// static public address twice in the file (`network::check`).
+fn check_networks(c: &Config) -> Result<(), KeyError> {
+    super::network::check(c).map_err(|(name, (path, why))| {
+        let mut at = vec!["computers", name.as_str()];
+        at.extend(path.iter().map(String::as_str));
+        KeyError::new(&at, format!("computer `{name}`: {why}"))
+    })
 }
 
 /// A static address: IPv4 with a prefix length, an IPv4 gateway, an

@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::sequence::Sequence;
 use super::{Family, keys, linux};
 use crate::config::WaitKind;
-use crate::config::{ChannelKind, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Step};
+use crate::config::{
+    ChannelKind, ComputerConfig, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Step,
+};
 use crate::outcome::Outcome;
 use crate::state::StateDir;
 
@@ -46,6 +48,27 @@ impl FamilyRules for Generic {
     fn check_keys(&self, profile: &str, os: &OsConfig) -> Result<(), KeyError> {
         keys::check_shared(profile, os)?;
         keys::refuse_windows_keys(profile, os)
+    }
+
+    /// No first boot configures a network here: a key that asks for it
+    /// is refused rather than ignored. public_mac alone stays (the
+    /// provisioner gives the machine that NIC; the image takes DHCP).
+    fn check_computer(&self, name: &str, comp: &ComputerConfig) -> Result<(), KeyError> {
+        let key = if comp.static_address.is_some() {
+            "static_address"
+        } else if comp.renew_dhcp {
+            "renew_dhcp"
+        } else if comp.public_address.is_some() {
+            "public_address"
+        } else {
+            return Ok(());
+        };
+        Err(KeyError::new(
+            &["computers", name, key],
+            format!(
+                "computer `{name}`: `{key}` asks the first boot to configure a network, and the generic family has none: use a linux or windows profile, or remove `{key}`"
+            ),
+        ))
     }
 }
 

@@ -408,6 +408,18 @@ impl Libvirt {
                 template.display()
             )));
         }
+        let public_mac = plan
+            .computer
+            .public
+            .as_ref()
+            .map(|n| n.mac.clone())
+            .unwrap_or_default();
+        if uses(&text, "public_mac") && public_mac.is_empty() {
+            return Err(Outcome::Fatal(anyhow::anyhow!(
+                "load of {who}: the template {} uses {{public_mac}} (a second interface, on the public network) but [computers.{who}] has no public_mac: set public_mac = \"52:54:00:...\" or take that interface out of the template",
+                template.display()
+            )));
+        }
         let mut values = placeholders(plan, attempt);
         let disk = overlay
             .as_ref()
@@ -418,6 +430,7 @@ impl Libvirt {
             ("name", plan.computer.node.clone()),
             ("disk", disk),
             ("mac", mac),
+            ("public_mac", public_mac),
             (
                 "memory",
                 cfg.memory.unwrap_or(DEFAULT_MEMORY_MIB).to_string(),
@@ -887,6 +900,8 @@ mod tests {
         assert!(uses("<source file='{disk}'/>", "disk"));
         assert!(!uses("<source file='{{disk}}'/>", "disk"));
         assert!(!uses("<name>{name}</name>", "disk"));
+        assert!(uses("<mac address='{public_mac}'/>", "public_mac"));
+        assert!(!uses("<mac address='{public_mac}'/>", "mac"));
     }
 
     #[test]

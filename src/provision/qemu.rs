@@ -82,6 +82,10 @@ pub struct QemuConfig {
     pub extra_args: Vec<String>,
     /// QEMU machine type.
     pub machine: String,
+    /// The `-netdev` of the second NIC, which a computer with `public_mac`
+    /// gets (QEMU's option text without `id`): by default a second user
+    /// network of its own, 10.0.3.0/24, with QEMU's DHCP server on it.
+    pub public_netdev: String,
 }
 
 impl Default for QemuConfig {
@@ -97,6 +101,7 @@ impl Default for QemuConfig {
             start_timeout: Duration::from_secs(60),
             extra_args: Vec::new(),
             machine: "q35".into(),
+            public_netdev: "user,net=10.0.3.0/24".into(),
         }
     }
 }
@@ -105,6 +110,23 @@ impl Default for QemuConfig {
 const QEMU_IMG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read/write timeout of one QMP exchange.
 const QMP_TIMEOUT: Duration = Duration::from_secs(3);
+/// The `-device` of a virtio NIC on netdev `id`, with MAC `mac` when the
+/// computer names one (QEMU's default otherwise, 52:54:00:12:34:56 and up).
+fn nic_device(id: &str, mac: Option<&str>) -> String {
+    match mac.and_then(crate::config::network::parse_mac) {
+        Some(m) => format!("virtio-net-pci,netdev={id},mac={m},romfile="),
+        None => format!("virtio-net-pci,netdev={id},romfile="),
+    }
+}
+
+/// `check`'s words for the private NIC.
+fn nic_text(mac: Option<&str>, on: &str) -> String {
+    match mac.and_then(crate::config::network::parse_mac) {
+        Some(m) => format!("mac {m} on {on}"),
+        None => format!("QEMU's MAC on {on}"),
+    }
+}
+
 /// Longest unix socket path (sun_path is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -144,6 +166,10 @@ impl QemuConfig {
                 return Err(format!("`forwards` uses host port {} twice", f.host));
             }
             seen.push(f.host);
+        }
+        let netdev = self.public_netdev.trim();
+        if netdev.is_empty() || netdev.starts_with(',') || netdev.contains(",id=") {
+            return Err("`public_netdev` must be a QEMU -netdev without its id, e.g. \"user,net=10.0.3.0/24\" or \"tap,ifname=pub0,script=no,downscript=no\"".into());
         }
         if let Some(d) = &self.run_dir
             && d.to_string_lossy().contains(',')
@@ -202,6 +228,16 @@ impl QemuConfig {
                     .join(", ")
             )),
             Err(e) => v.push(format!("forwards: {e}")),
+        }
+        v.push(format!(
+            "nic: {}",
+            nic_text(plan.computer.mac.as_deref(), "the forwards' user network")
+        ));
+        if let Some(n) = &plan.computer.public {
+            v.push(format!(
+                "public nic: mac {} on -netdev {}",
+                n.mac, self.public_netdev
+            ));
         }
         v.push(format!(
             "start timeout: {}",
@@ -827,7 +863,11 @@ impl Qemu {
             .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
             .collect();
         push(&["-netdev", &format!("user,id=n0{fwd}")]);
-        push(&["-device", "virtio-net-pci,netdev=n0,romfile="]);
+        push(&["-device", &nic_device("n0", plan.computer.mac.as_deref())]);
+        if let Some(n) = &plan.computer.public {
+            push(&["-netdev", &format!("{},id=n1", c.public_netdev.trim())]);
+            push(&["-device", &nic_device("n1", Some(&n.mac))]);
+        }
         push(&["-device", "virtio-rng-pci"]);
         a.extend(c.extra_args.iter().map(|s| expand(s, &values)));
         Ok(a)

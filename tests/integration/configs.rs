@@ -80,3 +80,65 @@ fn every_broken_config_names_its_line_column_and_fault() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Issue 25, item 5: `check` prints both interfaces of a two-network
+/// computer, the private one with the channel and the lockdown on it, the
+/// public one with its addressing; a one-network computer keeps one line.
+#[test]
+fn check_prints_both_interfaces() {
+    let s = crate::common::Scratch::new("check-two-nics");
+    s.config(
+        r#"
+[os.none]
+family = "linux"
+
+[provisioners.script]
+kind = "command"
+load = ["true"]
+
+[images.img]
+os = "none"
+provisioner = "script"
+
+[computers.pc7]
+address = "10.0.0.7"
+mac = "52:54:00:00:00:07"
+public_mac = "52-54-00-00-01-07"
+public_address = "192.0.2.10"
+public_netmask = "255.255.255.0"
+public_gateway = "192.0.2.1"
+public_dns = ["192.0.2.53", "192.0.2.54"]
+
+[computers.pc8]
+address = "10.0.0.8"
+mac = "52:54:00:00:00:08"
+public_mac = "52:54:00:00:01:08"
+
+[computers.pc9]
+address = "10.0.0.9"
+mac = "52:54:00:00:00:09"
+"#,
+    );
+    crate::test::Test::with(&s)
+        .check("pc7", "img")
+        .run()
+        .code(0)
+        .stdout_has("  private interface: mac 52:54:00:00:00:07; the channel to 10.0.0.7 and the lockdown\n")
+        .stdout_has("  public interface: mac 52:54:00:00:01:07; static 192.0.2.10/24 (mask 255.255.255.0), gateway 192.0.2.1, dns 192.0.2.53 192.0.2.54\n");
+    crate::test::Test::with(&s)
+        .check("pc8", "img")
+        .run()
+        .code(0)
+        .stdout_has("  public interface: mac 52:54:00:00:01:08; DHCP (renewed at first boot)\n");
+    crate::test::Test::with(&s)
+        .check("pc9", "img")
+        .run()
+        .code(0)
+        .stdout_has("  interface: mac 52:54:00:00:00:09 (one network)\n")
+        .stdout_lacks("public interface");
+    // The Linux first boot says what it does with the public interface.
+    crate::test::Test::with(&s)
+        .check("pc8", "img")
+        .run()
+        .stdout_has("public network: the interface with MAC 52:54:00:00:01:08 configured through systemd-networkd, NetworkManager or ifupdown");
+}

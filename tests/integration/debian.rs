@@ -204,7 +204,66 @@ for h in 20 10; do
 done
 echo 'not executable: skipped' > /etc/reimage/post-load.d/30-notes"#;
 
+/// The two networks (issue 25): the private NIC (QEMU's user network with
+/// the forwards, where reimage's SSH runs) and the public one, a second
+/// user network of its own (10.0.3.0/24, QEMU's DHCP server on it), first
+/// with a static address, then by DHCP.
+const PRIVATE_MAC: &str = "52:54:00:aa:00:01";
+const PUBLIC_MAC: &str = "52:54:00:aa:00:02";
+const PUBLIC_STATIC: &str = r#"public_mac = "52:54:00:aa:00:02"
+public_address = "192.168.90.10"
+public_netmask = "255.255.255.0"
+public_gateway = "192.168.90.1"
+public_dns = ["192.168.90.53"]
+"#;
+const PUBLIC_DHCP: &str = "public_mac = \"52:54:00:aa:00:02\"\n";
+
+/// The guest's interface with MAC `mac` (`ip -j addr`): its name and its
+/// IPv4 addresses as `A.B.C.D/N`.
+fn guest_interface(g: &Path, port: u16, mac: &str) -> (String, Vec<String>) {
+    let text = guest(g, port, "ip -j addr");
+    let links: Vec<serde_json::Value> = serde_json::from_str(&text).expect("ip -j addr is JSON");
+    let link = links
+        .iter()
+        .find(|l| l["address"] == mac)
+        .unwrap_or_else(|| panic!("no interface with MAC {mac}: {text}"));
+    let v4 = link["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+        .collect();
+    (link["ifname"].as_str().unwrap_or("").to_string(), v4)
+}
+
+/// The interface the guest's route to `to` leaves through (`ip -j route
+/// get`).
+fn route_dev(g: &Path, port: u16, to: &str) -> String {
+    let text = guest(g, port, &format!("ip -j route get {to}"));
+    let r: Vec<serde_json::Value> = serde_json::from_str(&text).expect("ip -j route is JSON");
+    r[0]["dev"].as_str().unwrap_or("").to_string()
+}
+
+/// What the run reported as the public address: the last post-load
+/// result's and the run's end event's (the same).
+fn reported_public(ev: &[serde_json::Value]) -> Option<String> {
+    let result = of_kind(ev, "result")
+        .into_iter()
+        .rfind(|e| e["phase"] == "post-load" && e["result"] == "done")
+        .and_then(|e| e["public_address"].as_str().map(str::to_string));
+    let end = of_kind(ev, "run")
+        .last()
+        .and_then(|e| e["public_address"].as_str().map(str::to_string));
+    assert_eq!(result, end, "the post-load result and the run's end agree");
+    result
+}
+
 fn config(g: &Path, port: u16, steps: &str) -> String {
+    config_with(g, port, steps, PUBLIC_DHCP)
+}
+
+fn config_with(g: &Path, port: u16, steps: &str, public: &str) -> String {
     format!(
         r#"max_attempts = 2
 timeout_growth = 1.0
@@ -235,7 +294,8 @@ image_check = {{ command = ["cat", "/etc/reimage-image"], expect = "^debian-" }}
 [computers.deb-vm]
 address = "127.0.0.1"
 port = {port}
-"#,
+mac = "{PRIVATE_MAC}"
+{public}"#,
         g = g.display()
     )
 }
@@ -303,7 +363,7 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let port = held.num();
     let s = Scratch::new("debian");
     let _vm = Vm(s.path("state/qemu/deb-vm/qemu.pid"));
-    s.config(&config(&g, port, ""));
+    s.config(&config_with(&g, port, "", PUBLIC_STATIC));
     let pw_file = s.path("state/computers/deb-vm/root-password");
 
     // --- 1: provision ------------------------------------------------------
@@ -331,6 +391,37 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
         step_messages(&ev, "time-sync"),
         ["ok: timesyncd: synced from 10.0.2.2"]
     );
+    // The public interface, found by its MAC, got the static address
+    // through systemd-networkd; the run reported it; the private one
+    // keeps the route to the management node (QEMU's 10.0.2.2).
+    let (pub_if, pub_v4) = guest_interface(&g, port, PUBLIC_MAC);
+    assert_eq!(pub_v4, ["192.168.90.10/24"]);
+    assert_eq!(
+        step_messages(&ev, "public-network"),
+        [format!(
+            "ok: public interface {pub_if} (systemd-networkd): 192.168.90.10/24"
+        )]
+    );
+    assert_eq!(reported_public(&ev).as_deref(), Some("192.168.90.10/24"));
+    let (priv_if, _) = guest_interface(&g, port, PRIVATE_MAC);
+    assert_ne!(priv_if, pub_if);
+    assert_eq!(route_dev(&g, port, "10.0.2.2"), priv_if);
+    assert_eq!(
+        route_dev(&g, port, "198.51.100.1"),
+        pub_if,
+        "the public gateway's default route"
+    );
+    let status = guest(&g, port, &format!("networkctl status {pub_if} --no-pager"));
+    assert!(
+        status.contains("192.168.90.53"),
+        "the public DNS server: {status}"
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path("state/computers/deb-vm/last-run.json"))
+            .expect("the record"),
+    )
+    .expect("JSON");
+    assert_eq!(record["public_address"], "192.168.90.10/24");
 
     // The name, as systemd's hostnamed and Debian's /etc/hosts have it.
     assert_eq!(guest(&g, port, "hostnamectl hostname"), "deb-vm");
@@ -404,10 +495,25 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let kh1 = std::fs::read_to_string(s.path("state/known_hosts")).expect("known_hosts");
 
     // --- 2: post-load again, with a reboot that needs the kept rules -------
+    // The public interface now by DHCP (QEMU's server on its network).
     s.config(&config(&g, port, REBOOT_STEPS));
     let r = reimage(Test::with(&s).post_load("deb-vm", "debian"));
     r.code(0);
     let ev = r.events();
+    let (pub_if, pub_v4) = guest_interface(&g, port, PUBLIC_MAC);
+    assert_eq!(
+        pub_v4,
+        ["10.0.3.15/24"],
+        "QEMU's DHCP lease, the static address gone"
+    );
+    assert_eq!(reported_public(&ev).as_deref(), Some("10.0.3.15/24"));
+    assert_eq!(route_dev(&g, port, "10.0.2.2"), priv_if);
+    assert_eq!(
+        step_messages(&ev, "public-network").last(),
+        Some(&format!(
+            "ok: public interface {pub_if} (systemd-networkd): 10.0.3.15/24"
+        ))
+    );
     let reboot = step_messages(&ev, "reboot");
     assert_eq!(reboot.len(), 1, "{reboot:?}");
     assert!(

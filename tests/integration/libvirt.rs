@@ -178,6 +178,7 @@ cpus = 2
 address = "127.0.0.1"
 node = {node}
 mac = {mac}
+public_mac = "52:54:00:00:02:01"
 "#,
         uri = toml_str(c.uri),
         virsh = toml_str(&c.virsh.display().to_string()),
@@ -247,6 +248,22 @@ fn defines_from_the_template_starts_and_sees_it_running() {
         "{xml}"
     );
     assert!(xml.contains("<mac address='52:54:00:00:01:01'/>"), "{xml}");
+    // Two networks: the shipped template's second interface gets the
+    // public MAC, on the public network (libvirt's own list of them).
+    let ifs = virsh_after(&s, "test:///default", &["domiflist", "vm1"]);
+    let rows: Vec<Vec<&str>> = ifs
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 5 && w[1] == "network")
+        .collect();
+    assert_eq!(
+        rows.iter().map(|w| (w[2], w[4])).collect::<Vec<_>>(),
+        [
+            ("default", "52:54:00:00:01:01"),
+            ("public", "52:54:00:00:02:01")
+        ],
+        "{ifs}"
+    );
     assert!(xml.contains("<memory unit='KiB'>65536</memory>"), "{xml}");
     assert!(xml.contains(">2</vcpu>"), "{xml}");
     let state = virsh_after(&s, "test:///default", &["domstate", "vm1"]);

@@ -316,7 +316,10 @@ fn windows_example_config_checks() {
             r.stdout_has("sysprep-done [setup-done]");
             r.stdout_has("domain: after the clock, DNS servers 10.0.0.53, 10.0.1.53 set, then join ad.example.edu");
             r.stdout_has("activation: KMS host(s) kms.example.edu:1688, kms2.example.edu in order");
-            r.stdout_has("network: 192.0.2.107/24 on `Public`, gateway 192.0.2.1");
+            r.stdout_has("  public interface: mac 00:15:5d:07:02:07; static 192.0.2.107/24");
+            r.stdout_has(
+                "the private one ignores default routes (Vista and later); the public one (MAC 00:15:5d:07:02:07) static 192.0.2.107/24, gateway 192.0.2.1",
+            );
         }
         if image == "win7-lab" {
             r.stdout_has("password: Administrator set from /etc/reimage/secrets/admin");

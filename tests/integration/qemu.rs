@@ -395,6 +395,7 @@ fn check_describes_the_vm() {
         "cmdline \"console=ttyS0 quiet reimage.attempt=1\"",
         &format!("forwards: 127.0.0.1:{port} -> guest 22"),
         "start timeout: 1m, 1m30s, 2m15s",
+        "nic: QEMU's MAC on the forwards' user network",
     ] {
         assert!(
             r.stdout.contains(want),
@@ -402,6 +403,17 @@ fn check_describes_the_vm() {
             r.stdout
         );
     }
+    // Two networks (issue 25): the private NIC gets mac, a second NIC on
+    // public_netdev gets public_mac.
+    config(
+        &s,
+        port,
+        "mac = \"52:54:00:aa:00:01\"\npublic_mac = \"52:54:00:aa:00:02\"\n",
+    );
+    let r = Test::with(&s).check("vm1", "tiny").run();
+    r.code(0);
+    r.stdout_has("nic: mac 52:54:00:aa:00:01 on the forwards' user network");
+    r.stdout_has("public nic: mac 52:54:00:aa:00:02 on -netdev user,net=10.0.3.0/24");
 }
 
 #[test]

@@ -33,6 +33,7 @@ use testbed::port;
 use testbed::vcsim::Vcsim;
 
 mod front;
+mod nets;
 use front::{Act, Front};
 
 const USER: &str = "reimage-svc";

@@ -108,6 +108,27 @@ Behaviour:
                          addresses=LIST / set icmpsetting type=8 (XP)
     netsh interface ip set address name="IF" static ADDR MASK [GW 1]
     ipconfig /renew      counted
+  The interface table (issue 25), after Microsoft's getmac, netsh
+  interface ip / ipv4 and route command references and the commands VCL's
+  Windows.pm and Version_6.pm run on every load: each interface of
+  --interfaces (NAME[=MAC]) starts on DHCP with a lease 198.51.(100+i).23/24
+  and a default route through 198.51.(100+i).1; the table and the route
+  list are in the state file (network.interfaces, network.routes), and
+  persist across reboots as Windows keeps them:
+    getmac /v /fo csv /nh    "NAME","ADAPTER","AA-BB-CC-DD-EE-FF","TRANSPORT"
+    netsh interface ipv4 set interface interface="IF" ignoredefaultroutes=enabled
+                         [store=persistent]: the interface's default routes
+                         from DHCP go, and no renew adds one again
+    netsh interface ip set address name="IF" static ADDR MASK [GW 1] | dhcp
+                         ("DHCP is already enabled on this interface.", exit 1)
+    netsh interface ip set dns name="IF" static ADDR | dhcp;
+    netsh interface ip add dns name="IF" ADDR index=N
+    netsh interface ip show address name="IF"   Vista's layout (IP Address,
+                         Subnet Prefix ... (mask M), Default Gateway)
+    route delete 0.0.0.0 mask 0.0.0.0    every default route goes
+    route -p add 0.0.0.0 mask 0.0.0.0 GW metric N   a persistent default route
+                         through the interface whose subnet holds GW
+    ipconfig /renew "IF"     that interface's lease (and its default route)
     powercfg /change SETTING 0, /hibernate off (XP: /query, scheme-name form)
     net start w32time    starts the time service (exit 2 when running)
     w32tm /config /manualpeerlist:"A B" /syncfromflags:manual /update,
@@ -431,7 +452,11 @@ class Machine:
         self.pending_domain = None  # a join or unjoin the next boot applies
         self.domain_unjoins = 0
         self.domain_joins = []  # (domain, user, ou) as the join method got them
-        self.network = {"dhcp_renewed": 0, "static": None, "dns": None}
+        self.network = {"dhcp_renewed": 0, "static": None, "dns": None,
+                        "interfaces": [new_nic(i, n, mac) for i, (n, mac) in enumerate(cfg.interfaces)],
+                        "routes": []}
+        for n in self.network["interfaces"]:
+            nic_lease(self.network, n)
         self.power_scheme = "Home/Office Desk"
         self.scripts_run = []
         self.script_env = []  # {path, REIMAGE_*} of every script run
@@ -609,6 +634,33 @@ class Machine:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(state, f, indent=1)
         os.replace(tmp, self.cfg.state_file)
+
+
+def new_nic(i, name, mac):
+    """Interface i of the table: on DHCP, its lease in 198.51.(100+i).0/24."""
+    return {"name": name, "mac": mac.upper(), "guid": f"5D0C{i:04X}-0000-4000-8000-00155D{i:06X}",
+            "dhcp": True, "address": None, "mask": None, "dns": [], "dns_from": "dhcp",
+            "lease": f"198.51.{100 + i}.23", "lease_gateway": f"198.51.{100 + i}.1",
+            "ignoredefaultroutes": False}
+
+
+def nic_lease(net, nic):
+    """A DHCP lease: the address, and the default route through the lease's
+    gateway unless the interface ignores default routes."""
+    nic.update({"address": nic["lease"], "mask": "255.255.255.0"})
+    net["routes"] = [r for r in net["routes"] if not (r["interface"] == nic["name"] and r["from"] == "dhcp")]
+    if not nic["ignoredefaultroutes"]:
+        net["routes"].append({"dest": "0.0.0.0", "mask": "0.0.0.0", "gateway": nic["lease_gateway"],
+                              "interface": nic["name"], "metric": 25, "persistent": False, "from": "dhcp"})
+
+
+def find_nic(net, name):
+    return next((n for n in net["interfaces"] if n["name"].lower() == name.strip('"').lower()), None)
+
+
+def in_subnet(ip, addr, mask):
+    q = [int(x) for x in ip.split(".")]
+    return all((x & int(m)) == (int(y) & int(m)) for x, y, m in zip(q, addr.split("."), mask.split(".")))
 
 
 def split_line(line):
@@ -1222,7 +1274,8 @@ class Shell:
     def p_netsh(self, a, text, stdin):
         low = [w.lower() for w in a]
         if low[:2] == ["interface", "ip"] or low[:2] == ["interface", "ipv4"]:
-            return self.netsh_address(a[2:])
+            r = self.netsh_interface(a[2:])
+            return r if r is not None else self.netsh_address(a[2:])
         if low[:2] == ["firewall", "set"]:
             # XP/2003 (netsh firewall, KB 947709 / VCL's Windows.pm): the
             # service exception by type, with an optional custom scope.
@@ -1320,11 +1373,105 @@ class Shell:
         ip = r"\d{1,3}(\.\d{1,3}){3}"
         if rest[0] != "static" or len(rest) not in (3, 5) or not all(re.fullmatch(ip, w) for w in rest[1:3]):
             return Result(b"The syntax supplied for this command is not valid.\r\n", b"", 1)
-        if iface.lower() not in [i.lower() for i in self.m.cfg.interfaces]:
+        if iface.lower() not in [i[0].lower() for i in self.m.cfg.interfaces]:
             return Result(b"The filename, directory name, or volume label syntax is incorrect.\r\n\r\n", b"", 1)
         self.m.network["static"] = {"interface": iface, "address": rest[1], "mask": rest[2],
                                     "gateway": rest[3] if len(rest) == 5 else None}
+        nic = find_nic(self.m.network, iface)
+        net = self.m.network
+        net["routes"] = [r for r in net["routes"] if not (r["interface"] == nic["name"] and r["from"] == "dhcp")]
+        nic.update({"dhcp": False, "address": rest[1], "mask": rest[2]})
+        if len(rest) == 5:
+            net["routes"].append({"dest": "0.0.0.0", "mask": "0.0.0.0", "gateway": rest[3],
+                                  "interface": nic["name"], "metric": int(rest[4]), "persistent": True,
+                                  "from": "netsh"})
         return Result(b"\r\n")
+
+    def netsh_interface(self, a):
+        """The interface table's netsh commands (see the header); None: not
+        one of them (set address static goes on to netsh_address)."""
+        low = [w.lower() for w in a]
+        kv = {w.split("=", 1)[0].lower(): w.split("=", 1)[1] for w in a if "=" in w}
+        net = self.m.network
+        missing = Result(b"The filename, directory name, or volume label syntax is incorrect.\r\n\r\n", b"", 1)
+        if low[:2] == ["set", "interface"]:
+            nic = find_nic(net, kv.get("interface", a[2] if len(a) > 2 else ""))
+            if nic is None:
+                return Result(b"Element not found.\r\n\r\n", b"", 1)
+            if kv.get("ignoredefaultroutes", "").lower() == "enabled":
+                nic["ignoredefaultroutes"] = True
+                net["routes"] = [r for r in net["routes"]
+                                 if not (r["interface"] == nic["name"] and r["from"] == "dhcp")]
+            return Result(b"Ok.\r\n\r\n")
+        if low[:2] == ["set", "address"] and "dhcp" in low[3:]:
+            nic = find_nic(net, kv.get("name", ""))
+            if nic is None:
+                return missing
+            if nic["dhcp"]:
+                return Result(b"DHCP is already enabled on this interface.\r\n\r\n", b"", 1)
+            nic.update({"dhcp": True, "address": None, "mask": None})
+            return Result(b"\r\n")
+        if low[:2] in (["set", "dns"], ["set", "dnsservers"], ["add", "dns"], ["add", "dnsservers"]):
+            nic = find_nic(net, kv.get("name", ""))
+            if nic is None:
+                return missing
+            args = [w for w in a[3:] if "=" not in w]
+            if low[0] == "set" and args[:1] == ["dhcp"]:
+                nic["dns"] = []
+                nic["dns_from"] = "dhcp"
+            elif low[0] == "set" and len(args) == 2 and args[0].lower() == "static":
+                nic["dns"] = [args[1]]
+                nic["dns_from"] = "static"
+            elif low[0] == "add" and len(args) == 1:
+                at = int(kv.get("index", len(nic["dns"]) + 1)) - 1
+                nic["dns"].insert(at, args[0])
+            else:
+                return Result(b"The syntax supplied for this command is not valid.\r\n", b"", 1)
+            return Result(b"\r\n")
+        if low[:2] == ["show", "address"]:
+            nic = find_nic(net, kv.get("name", a[2] if len(a) > 2 else ""))
+            if nic is None:
+                return Result(b"The interface is not known.\r\n", b"", 1)
+            gw = [r["gateway"] for r in net["routes"] if r["interface"] == nic["name"]]
+            out = f'\r\nConfiguration for interface "{nic["name"]}"\r\n' \
+                  f'    DHCP enabled:                         {"Yes" if nic["dhcp"] else "No"}\r\n'
+            if nic["address"]:
+                bits = bin(int.from_bytes(bytes(int(x) for x in nic["mask"].split(".")), "big")).count("1")
+                subnet = ".".join(str(int(x) & int(m)) for x, m in zip(nic["address"].split("."), nic["mask"].split(".")))
+                out += f'    IP Address:                           {nic["address"]}\r\n' \
+                       f'    Subnet Prefix:                        {subnet}/{bits} (mask {nic["mask"]})\r\n'
+            if gw:
+                out += f'    Default Gateway:                      {gw[0]}\r\n'
+            return Result(out.encode() + b"\r\n")
+        return None
+
+    def p_getmac(self, a, text, stdin):
+        if [w.lower() for w in a] != ["/v", "/fo", "csv", "/nh"]:
+            return fail("ERROR: Invalid argument/option - see GETMAC /?\r\n")
+        rows = "".join(f'"{n["name"]}","Intel(R) 82574L Gigabit Network Connection","{n["mac"]}",'
+                       f'"\\Device\\Tcpip_{{{n["guid"]}}}"\r\n' for n in self.m.network["interfaces"])
+        return Result(rows.encode())
+
+    def p_route(self, a, text, stdin):
+        low = [w.lower() for w in a]
+        persistent = "-p" in low[:1]
+        if persistent:
+            low, a = low[1:], a[1:]
+        net = self.m.network
+        if low == ["delete", "0.0.0.0", "mask", "0.0.0.0"]:
+            if not any(r["dest"] == "0.0.0.0" for r in net["routes"]):
+                return Result(b"The route deletion failed: Element not found.\r\n\r\n", b"", 1)
+            net["routes"] = [r for r in net["routes"] if r["dest"] != "0.0.0.0"]
+            return Result(b" OK!\r\n")
+        if len(low) == 7 and low[:4] == ["add", "0.0.0.0", "mask", "0.0.0.0"] and low[5] == "metric":
+            gw = a[4]
+            nic = next((n for n in net["interfaces"] if n["address"] and in_subnet(gw, n["address"], n["mask"])), None)
+            if nic is None:
+                return Result(b"The route addition failed: The parameter is incorrect.\r\n\r\n", b"", 1)
+            net["routes"].append({"dest": "0.0.0.0", "mask": "0.0.0.0", "gateway": gw, "interface": nic["name"],
+                                  "metric": int(low[6]), "persistent": persistent, "from": "route"})
+            return Result(b" OK!\r\n")
+        return fail("Bad argument\r\n")
 
     def p_powercfg(self, a, text, stdin):
         """Vista and later: /change SETTING N, /hibernate off. XP/2003: the
@@ -1357,7 +1504,19 @@ class Shell:
         return bad
 
     def p_ipconfig(self, a, text, stdin):
+        if len(a) == 2 and a[0].lower() == "/renew":
+            nic = find_nic(self.m.network, a[1])
+            if nic is None or not nic["dhcp"]:
+                return fail(f"\r\nWindows IP Configuration\r\n\r\nAn error occurred while renewing interface "
+                            f"{a[1]} : The system cannot find the file specified.\r\n")
+            self.m.network["dhcp_renewed"] += 1
+            nic_lease(self.m.network, nic)
+            return Result(f"\r\nWindows IP Configuration\r\n\r\nEthernet adapter {nic['name']}:\r\n\r\n"
+                          f"   IPv4 Address. . . . . . . . . . . : {nic['address']}\r\n".encode())
         if [w.lower() for w in a] == ["/renew"]:
+            for n in self.m.network["interfaces"]:
+                if n["dhcp"]:
+                    nic_lease(self.m.network, n)
             self.m.network["dhcp_renewed"] += 1
             return Result(b"\r\nWindows IP Configuration\r\n\r\nEthernet adapter Ethernet:\r\n\r\n"
                           b"   IPv4 Address. . . . . . . . . . . : 192.0.2.7\r\n")
@@ -2247,7 +2406,8 @@ def main():
                    help="every login gets 401 until this file exists (Administrator disabled)")
     p.add_argument("--locale", default="en-US",
                    help="the install's language: de-DE names Windows' own firewall rules and groups in German")
-    p.add_argument("--interfaces", default="Ethernet,Public", help="comma-separated network interface names")
+    p.add_argument("--interfaces", default="Ethernet,Public",
+                   help="comma-separated network interfaces, NAME or NAME=AA-BB-CC-DD-EE-FF")
     p.add_argument("--ad-domain", help="the Active Directory domain a join may reach")
     p.add_argument("--ad-credentials-file",
                    help="file: the domain user on line 1, its password on line 2 (what a join must send)")
@@ -2285,7 +2445,8 @@ def main():
         sysprep_polls = a.sysprep_polls
         sysprep_reboot_at_poll = a.sysprep_reboot_at_poll
         locale = a.locale
-        interfaces = [i for i in a.interfaces.split(",") if i]
+        interfaces = [(i.split("=", 1)[0], i.split("=", 1)[1] if "=" in i else f"00-15-5D-00-00-{k + 1:02X}")
+                      for k, i in enumerate(x for x in a.interfaces.split(",") if x)]
         ad_domain = a.ad_domain
         ad_credentials = None
         joined_domain = a.joined_domain

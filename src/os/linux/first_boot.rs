@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use crate::attempt::Attempt;
 use crate::config::Plan;
+use crate::config::network::Addressing;
 use crate::control::Channel;
 use crate::os::actions::Actions;
 use crate::os::first_boot::{Account, allow_from, new_password};
@@ -62,6 +63,13 @@ const SCRUB_KEYS: &str = include_str!("scrub-keys.sh");
 /// uses rdate/ntpd; today's images ship these instead. Exit 3: no tool
 /// (fatal); other failures: a server that did not answer (retry).
 const TIME: &str = include_str!("time.sh");
+
+/// Configures the public interface, found by its MAC: a static address
+/// (with gateway and DNS) or DHCP, through systemd-networkd,
+/// NetworkManager or ifupdown, whichever the image runs; prints the
+/// interface, the tool and the address it has afterwards (VCL's Linux.pm
+/// activates the interfaces and sets the public address the same way).
+const PUBLIC_NET: &str = include_str!("public-net.sh");
 
 /// Sets root's password from the file named by the argument (`root:PW`, as
 /// chpasswd reads it on stdin) and deletes the file: the password never
@@ -117,6 +125,7 @@ pub fn run(
     a.run("enable-sshd", &sh(SSHD, &[]), Outcome::Fatal)?;
     let from: Vec<&str> = from.iter().map(String::as_str).collect();
     a.run("firewall-ssh", &sh(FIREWALL, &from), Outcome::Fatal)?;
+    public_network(&mut a)?;
     sync_time(&mut a, &plan.profile.time_servers)?;
     a.run("remove-private-keys", &sh(SCRUB_KEYS, &[]), Outcome::Fatal)?;
     a.run(
@@ -176,6 +185,49 @@ fn sources(plan: &Plan) -> Result<Vec<String>, Outcome> {
         from.push("@peer".into());
     }
     Ok(from)
+}
+
+/// The public interface configured, when the computer names one, and its
+/// address reported. No interface with its MAC, or no tool the program
+/// knows, is fatal (a reload of the same image changes neither); no
+/// address in time (a DHCP server that did not answer) is a retry.
+fn public_network(a: &mut Actions) -> Result<(), Outcome> {
+    let Some(nic) = &a.plan.computer.public else {
+        return Ok(());
+    };
+    let (mode, gateway, dns) = match &nic.addressing {
+        Addressing::Dhcp => ("dhcp".to_string(), String::new(), Vec::new()),
+        Addressing::Static(s) => (
+            s.cidr(),
+            s.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            s.dns.iter().map(|d| d.to_string()).collect(),
+        ),
+    };
+    let mut args = vec![nic.mac.as_str(), mode.as_str(), gateway.as_str()];
+    args.extend(dns.iter().map(String::as_str));
+    let out = a.run_classified("public-network", &sh(PUBLIC_NET, &args), |code| {
+        if code == 3 || code == 4 {
+            Outcome::Fatal
+        } else {
+            Outcome::Retry
+        }
+    })?;
+    if let Some(addr) = public_address(&out.stdout) {
+        a.report.public_address(&addr);
+    }
+    Ok(())
+}
+
+/// The address (`A.B.C.D/N`) in the public-network program's last line,
+/// `public interface IFACE (TOOL): A.B.C.D/N`.
+pub(super) fn public_address(stdout: &str) -> Option<String> {
+    let last = stdout.lines().rfind(|l| !l.trim().is_empty())?;
+    let (_, addr) = last.rsplit_once(": ")?;
+    let addr = addr.trim();
+    let (ip, prefix) = addr.split_once('/')?;
+    let ok =
+        ip.parse::<std::net::Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 32);
+    ok.then(|| addr.to_string())
 }
 
 /// The clock synced from `servers`, when there are any: no tool is fatal

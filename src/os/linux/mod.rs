@@ -16,7 +16,8 @@ use regex::Regex;
 use super::sequence::Sequence;
 use super::{Family, keys};
 use crate::config::{
-    ChannelKind, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Probe, Step, WaitKind,
+    ChannelKind, ComputerConfig, FamilyRules, ImageConfig, KeyError, OsConfig, Plan, Probe, Step,
+    WaitKind,
 };
 use crate::outcome::Outcome;
 use crate::state::StateDir;
@@ -73,6 +74,27 @@ impl FamilyRules for Linux {
         keys::check_shared(profile, os)?;
         keys::refuse_windows_keys(profile, os)
     }
+
+    /// `static_address` names an interface by name and `renew_dhcp` renews
+    /// every lease: Windows' first boot does both with netsh and ipconfig.
+    /// On Linux the public interface is found by its MAC instead
+    /// (`public_mac`, with `public_address` or DHCP), so these two are
+    /// refused rather than ignored.
+    fn check_computer(&self, name: &str, comp: &ComputerConfig) -> Result<(), KeyError> {
+        let (key, what) = if comp.static_address.is_some() {
+            ("static_address", "a static address")
+        } else if comp.renew_dhcp {
+            ("renew_dhcp", "a DHCP lease")
+        } else {
+            return Ok(());
+        };
+        Err(KeyError::new(
+            &["computers", name, key],
+            format!(
+                "computer `{name}`: `{key}` is for Windows images; the Linux first boot gives the public interface {what} by its MAC: set public_mac = \"..\" (and public_address = \"A.B.C.D/N\" for a static one; DHCP without it) instead of `{key}`"
+            ),
+        ))
+    }
 }
 
 impl Family for Linux {
@@ -92,6 +114,12 @@ impl Family for Linux {
             super::first_boot::password_line(plan, first_boot::ROOT, None),
             "scrub: private keys under /root/.ssh removed".to_string(),
         ];
+        if let Some(n) = &plan.computer.public {
+            v.push(format!(
+                "public network: the interface with MAC {} configured through systemd-networkd, NetworkManager or ifupdown (whichever the image runs); its address reported",
+                n.mac
+            ));
+        }
         v.extend(super::first_boot::time_line(plan));
         v
     }

@@ -38,6 +38,9 @@ pub fn run(windows: Windows, seq: &mut Sequence, state: &StateDir) -> Result<(),
     fb.time()?;
     fb.domain()?;
     fb.configure(&settings)?;
+    if let Some(nic) = &fb.seq.plan.computer.public {
+        super::network::configure(&mut fb.actions(), windows, nic)?;
+    }
     fb.activation()?;
     fb.scripts()?;
     fb.password()

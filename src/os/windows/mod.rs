@@ -16,6 +16,7 @@ mod activation;
 pub mod commands;
 mod domain;
 mod first_boot;
+mod network;
 
 use std::time::Duration;
 
@@ -305,6 +306,25 @@ fn settings_lines(plan: &Plan) -> Vec<String> {
     }
     if plan.computer.renew_dhcp {
         v.push("network: DHCP lease renewed".to_string());
+    }
+    if let Some(n) = &plan.computer.public {
+        v.push(format!(
+            "network: interfaces found by MAC; the private one ignores default routes (Vista and later); the public one (MAC {}) {}; its address reported",
+            n.mac,
+            match &n.addressing {
+                crate::config::network::Addressing::Dhcp => "by DHCP, renewed".to_string(),
+                crate::config::network::Addressing::Static(s) => format!(
+                    "static {}{}{}, the old default routes removed",
+                    s.cidr(),
+                    s.gateway.map(|g| format!(", gateway {g}")).unwrap_or_default(),
+                    if s.dns.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", DNS {}", s.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" "))
+                    }
+                ),
+            }
+        ));
     }
     if let Some(s) = &plan.computer.static_address {
         v.push(format!(

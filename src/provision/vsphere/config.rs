@@ -147,6 +147,10 @@ pub struct VsphereConfig {
     /// Network (port group) of the NIC of a VM created on an ESXi host.
     #[serde(default = "default_network")]
     pub network: String,
+    /// Network (port group) of the second NIC of a VM created on an ESXi
+    /// host, the public one, for a computer with `public_mac`.
+    #[serde(default)]
+    pub public_network: Option<String>,
     /// vCenter: a linked clone from the template's current snapshot; ESXi:
     /// a child disk on the base disk instead of a copy.
     #[serde(default)]
@@ -221,6 +225,25 @@ fn default_task_timeout() -> Duration {
 }
 
 impl VsphereConfig {
+    /// A computer with a public interface needs `public_network` for the
+    /// second NIC of a VM created on an ESXi host (the vCenter path gives
+    /// the template's second NIC the public MAC instead).
+    pub fn vet_public_network(&self, plan: &Plan) -> Result<(), crate::config::KeyError> {
+        if self.endpoint == Endpoint::Esxi
+            && plan.computer.public.is_some()
+            && self.public_network.is_none()
+        {
+            return Err(crate::config::KeyError {
+                path: vec!["provisioners".into(), plan.provisioner.name.clone()],
+                message: format!(
+                    "computer `{}` has a public interface (public_mac), and a VM created on an ESXi host gets its second NIC on `public_network`, which provisioner `{}` does not set: add public_network = \"PORT GROUP\"",
+                    plan.computer.name, plan.provisioner.name
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks serde cannot make.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_url()?;
@@ -232,6 +255,7 @@ impl VsphereConfig {
             ("cluster", &self.cluster),
             ("host", &self.host),
             ("datastore", &self.datastore),
+            ("public_network", &self.public_network),
         ] {
             if matches!(v, Some(s) if s.trim().is_empty()) {
                 return Err(format!(
@@ -396,8 +420,13 @@ impl VsphereConfig {
         ];
         let hw = self.hardware(&plan.image.name);
         if self.endpoint != Endpoint::Vcenter {
+            let public = match (&plan.computer.public, &self.public_network) {
+                (Some(_), Some(n)) => format!(" and one on {n:?} (public)"),
+                (Some(_), None) => " and no public_network for the public NIC".into(),
+                _ => String::new(),
+            };
             lines.push(format!(
-                "ESXi VM: {}, {} NIC on {:?}, {} disk controller{}",
+                "ESXi VM: {}, {} NIC on {:?}{public}, {} disk controller{}",
                 hw.words(),
                 self.nic.name(),
                 self.network,

@@ -5,7 +5,7 @@
 use super::golden;
 use super::soap::{Class, MoRef};
 use super::vim::Obj;
-use super::{Load, dc_ref, fail, start_new_vm};
+use super::{Load, Macs, dc_ref, fail, start_new_vm};
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::outcome::Outcome;
@@ -24,7 +24,7 @@ pub(super) fn load_esxi(
     l: &Load,
     plan: &Plan,
     attempt: Attempt,
-    mac: Option<&str>,
+    macs: &Macs,
 ) -> Result<(), Outcome> {
     let source = plan.image.source.as_str();
     let hw = l.cfg.hardware(&plan.image.name);
@@ -35,7 +35,17 @@ pub(super) fn load_esxi(
             l.cfg.url
         )));
     }
-    let host = Host::resolve(l, source)?;
+    let public_network = match (&macs.public, &l.cfg.public_network) {
+        (Some(m), None) => {
+            return Err(Outcome::Fatal(anyhow::anyhow!(
+                "vSphere: {} is an ESXi host, where the VM's public NIC (public_mac {m}) goes on `public_network`, which is not set: add public_network = \"PORT GROUP\" to the provisioner",
+                l.cfg.url
+            )));
+        }
+        (Some(_), Some(n)) => Some(n.as_str()),
+        (None, _) => None,
+    };
+    let host = Host::resolve(l, source, public_network)?;
     // The base disk must be there before the old VM goes, and nothing a
     // load deletes may hold it.
     let vdm = host.check_base_disk(l, source)?;
@@ -63,7 +73,7 @@ pub(super) fn load_esxi(
     }
     let body = format!(
         "<config>{}</config>{}",
-        vm_spec(l, plan, &dir, &disk, mac),
+        vm_spec(l, plan, &dir, &disk, macs, public_network),
         host.pool.xml("pool")
     );
     l.report.info(&format!(
@@ -76,7 +86,7 @@ pub(super) fn load_esxi(
     let result = l.long_task(&what, "CreateVM_Task", &host.folder, &body, timeout, |_| {
         None
     })?;
-    start_new_vm(l, &what, result, attempt, mac)
+    start_new_vm(l, &what, result, attempt, macs)
 }
 
 /// What the new VM goes into on the host, all looked up before anything
@@ -92,7 +102,7 @@ struct Host {
 impl Host {
     /// Looks up the datastores, the network, the resource pool and the
     /// folder; a missing one is fatal.
-    fn resolve(l: &Load, source: &str) -> Result<Host, Outcome> {
+    fn resolve(l: &Load, source: &str, public_network: Option<&str>) -> Result<Host, Outcome> {
         let cfg = l.cfg;
         let Some((src_ds, _)) = split_ds_path(source) else {
             return Err(Outcome::Fatal(anyhow::anyhow!(
@@ -108,6 +118,9 @@ impl Host {
             l.one(&dc.moref, "Datastore", ds_name, &[], "datastore")?;
         }
         l.one(&dc.moref, "Network", &cfg.network, &[], "network")?;
+        if let Some(n) = public_network {
+            l.one(&dc.moref, "Network", n, &[], "public network")?;
+        }
         let pool = match &cfg.resource_pool {
             Some(p) => {
                 l.one(&host_folder, "ResourcePool", p, &[], "resource pool")?
@@ -240,9 +253,17 @@ fn host_pool(l: &Load, host_folder: &MoRef) -> Result<MoRef, Outcome> {
 /// The VirtualMachineConfigSpec of the new VM, in the schema's element
 /// order: its hardware version and guest id, its files in `dir`, the
 /// image's CPUs and memory, a disk controller, the disk `disk` (linked: a
-/// child of the base disk), a NIC with the computer's MAC, Secure Boot and
-/// the firmware.
-fn vm_spec(l: &Load, plan: &Plan, dir: &str, disk: &str, mac: Option<&str>) -> String {
+/// child of the base disk), a NIC with the computer's MAC (and a second
+/// one on the public network with its public MAC), Secure Boot and the
+/// firmware.
+fn vm_spec(
+    l: &Load,
+    plan: &Plan,
+    dir: &str,
+    disk: &str,
+    macs: &Macs,
+    public_network: Option<&str>,
+) -> String {
     let cfg = l.cfg;
     let image = &plan.image.config;
     let hw = cfg.hardware(&plan.image.name).spec_parts();
@@ -264,7 +285,15 @@ fn vm_spec(l: &Load, plan: &Plan, dir: &str, disk: &str, mac: Option<&str>) -> S
         cfg.disk_controller.xsi_type()
     ));
     spec.push_str(&disk_device(cfg.linked, disk, &plan.image.source));
-    spec.push_str(&nic_device(l, mac));
+    spec.push_str(&nic_device(
+        l,
+        -102,
+        &l.cfg.network,
+        macs.private.as_deref(),
+    ));
+    if let Some(n) = public_network {
+        spec.push_str(&nic_device(l, -103, n, macs.public.as_deref()));
+    }
     spec.push_str(&hw.tail);
     spec
 }
@@ -293,9 +322,9 @@ fn disk_device(linked: bool, disk: &str, base: &str) -> String {
     )
 }
 
-/// The deviceChange that adds the NIC on the configured network, with the
-/// computer's MAC or one vSphere generates.
-fn nic_device(l: &Load, mac: Option<&str>) -> String {
+/// The deviceChange that adds a NIC (device key `key`) on `network`, with
+/// the computer's MAC or one vSphere generates.
+fn nic_device(l: &Load, key: i32, network: &str, mac: Option<&str>) -> String {
     let address = match mac {
         Some(m) => format!(
             "<addressType>manual</addressType><macAddress>{}</macAddress>",
@@ -304,12 +333,12 @@ fn nic_device(l: &Load, mac: Option<&str>) -> String {
         None => "<addressType>generated</addressType>".into(),
     };
     format!(
-        "<deviceChange><operation>add</operation><device xsi:type=\"{}\"><key>-102</key>\
+        "<deviceChange><operation>add</operation><device xsi:type=\"{}\"><key>{key}</key>\
 <backing xsi:type=\"VirtualEthernetCardNetworkBackingInfo\"><deviceName>{}</deviceName></backing>\
 <connectable><startConnected>true</startConnected><allowGuestControl>true</allowGuestControl><connected>true</connected></connectable>\
 {address}</device></deviceChange>",
         l.cfg.nic.xsi_type(),
-        escape(&l.cfg.network)
+        escape(network)
     )
 }
 

@@ -600,14 +600,51 @@ fn manual_mac(mac: &str) -> Result<String, String> {
     Ok(norm)
 }
 
-/// `vet`'s look at the computer's `mac`: a config error at the key.
-fn vet_mac(plan: &Plan) -> Result<Option<String>, KeyError> {
-    let Some(m) = &plan.computer.mac else {
-        return Ok(None);
+/// The MACs a load gives the VM's two NICs: the private one (`mac`, the
+/// first NIC) and the public one (`public_mac`, the second), each in the
+/// form vSphere takes as a manual MAC; None: vSphere generates it.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Macs {
+    pub private: Option<String>,
+    pub public: Option<String>,
+}
+
+impl Macs {
+    /// The MAC of NIC `index` (0: private, 1: public).
+    pub fn at(&self, index: usize) -> Option<&str> {
+        match index {
+            0 => self.private.as_deref(),
+            1 => self.public.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// How many NICs the VM gets: two with a public MAC.
+    pub fn count(&self) -> usize {
+        if self.public.is_some() { 2 } else { 1 }
+    }
+}
+
+/// `vet`'s look at the computer's `mac` and `public_mac`: a config error
+/// at the key.
+fn vet_macs(plan: &Plan) -> Result<Macs, KeyError> {
+    let one = |key: &str, m: Option<&str>| -> Result<Option<String>, KeyError> {
+        let Some(m) = m else {
+            return Ok(None);
+        };
+        manual_mac(m).map(Some).map_err(|e| KeyError {
+            path: vec!["computers".into(), plan.computer.name.clone(), key.into()],
+            message: format!(
+                "computer `{}`: {}",
+                plan.computer.name,
+                e.replacen("`mac`", &format!("`{key}`"), 1)
+            ),
+        })
     };
-    manual_mac(m).map(Some).map_err(|e| KeyError {
-        path: vec!["computers".into(), plan.computer.name.clone(), "mac".into()],
-        message: format!("computer `{}`: {e}", plan.computer.name),
+    let public = plan.computer.public.as_ref().map(|n| n.mac.as_str());
+    Ok(Macs {
+        private: one("mac", plan.computer.mac.as_deref())?,
+        public: one("public_mac", public)?,
     })
 }
 
@@ -623,7 +660,8 @@ impl Provisioner for Vsphere {
     /// The computer's `mac` must be one vSphere takes as a manual MAC;
     /// the VM the load makes must not be where the image's base is.
     fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
-        vet_mac(plan)?;
+        vet_macs(plan)?;
+        self.config.vet_public_network(plan)?;
         golden::vet(&self.config, plan)
     }
 
@@ -632,10 +670,10 @@ impl Provisioner for Vsphere {
             return super::refused(plan, e);
         }
         // Checked by vet just now.
-        let mac = vet_mac(plan).ok().flatten();
+        let macs = vet_macs(plan).unwrap_or_default();
         self.with_session(plan, attempt, report, |l| match l.path {
-            Endpoint::Vcenter => vcenter::load_vcenter(l, plan, attempt, mac.as_deref()),
-            _ => esxi::load_esxi(l, plan, attempt, mac.as_deref()),
+            Endpoint::Vcenter => vcenter::load_vcenter(l, plan, attempt, &macs),
+            _ => esxi::load_esxi(l, plan, attempt, &macs),
         })
     }
 
@@ -703,46 +741,56 @@ fn start_new_vm(
     what: &str,
     result: Option<Elem>,
     attempt: Attempt,
-    mac: Option<&str>,
+    macs: &Macs,
 ) -> Result<(), Outcome> {
     let vm = result
         .as_ref()
         .and_then(Elem::moref)
         .ok_or_else(|| Outcome::Retry(anyhow::anyhow!("vSphere: {what}: the task gave no VM")))?;
     l.power_on(&vm, attempt)?;
-    report_mac(l, &vm, mac);
+    report_macs(l, &vm, macs);
     Ok(())
 }
 
-/// Reports the new VM's MAC; a configured one that did not stick is worth a
-/// warning (the DHCP reservation will not match).
-fn report_mac(l: &Load, vm: &MoRef, want: Option<&str>) {
+/// The MACs of the NICs in `devices` (a `config.hardware.device`), in
+/// their order.
+pub(super) fn nic_macs(devices: &Elem) -> Vec<Option<String>> {
+    devices
+        .children
+        .iter()
+        .filter(|d| {
+            d.xsi_type
+                .as_deref()
+                .is_some_and(|t| NIC_TYPES.contains(&t))
+        })
+        .map(|n| n.text_at("macAddress").map(str::to_ascii_lowercase))
+        .collect()
+}
+
+/// Reports the new VM's MACs; a configured one that did not stick is worth
+/// a warning (the DHCP reservation will not match).
+fn report_macs(l: &Load, vm: &MoRef, want: &Macs) {
     let got = l
         .vim
         .get(vm, &["config.hardware.device"])
         .ok()
         .flatten()
         .and_then(|o| o.prop("config.hardware.device").cloned())
-        .and_then(|d| {
-            d.children
-                .iter()
-                .find(|d| {
-                    d.xsi_type
-                        .as_deref()
-                        .is_some_and(|t| NIC_TYPES.contains(&t))
-                })
-                .and_then(|n| n.text_at("macAddress").map(str::to_ascii_lowercase))
-        });
-    match (want, got) {
-        (Some(w), Some(g)) if w != g => l.report.warn(&format!(
-            "vSphere: VM {} has MAC {g}, not the configured {w}",
-            l.name
-        )),
-        (_, Some(g)) => l.report.info(&format!(
-            "vSphere: VM {} ({}) has MAC {g}",
-            l.name, vm.value
-        )),
-        _ => {}
+        .map(|d| nic_macs(&d))
+        .unwrap_or_default();
+    for (i, g) in got.iter().enumerate().take(want.count()) {
+        let which = if i == 0 { "private" } else { "public" };
+        match (want.at(i), g) {
+            (Some(w), Some(g)) if w != g => l.report.warn(&format!(
+                "vSphere: VM {}'s {which} NIC has MAC {g}, not the configured {w}",
+                l.name
+            )),
+            (_, Some(g)) => l.report.info(&format!(
+                "vSphere: VM {} ({}) has MAC {g} on its {which} NIC",
+                l.name, vm.value
+            )),
+            _ => {}
+        }
     }
 }
 

@@ -76,6 +76,20 @@ pub struct Elem {
 
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
+/// The source text of `n` with the answer's prefix of the XML Schema
+/// instance namespace written `xsi`, the one the requests declare: an
+/// element sent back (a device being edited) keeps its `xsi:type`. vcsim
+/// answers with `XMLSchema-instance:type`, declared on an ancestor the
+/// element's text leaves behind; sent back as is, the server reads the
+/// device's backing as a bare VirtualDeviceBackingInfo and the clone's NIC
+/// loses its network.
+fn xsi_as_sent(n: roxmltree::Node, raw: &str) -> String {
+    match n.lookup_prefix(XSI) {
+        Some(p) if !p.is_empty() && p != "xsi" => raw.replace(&format!("{p}:type="), "xsi:type="),
+        _ => raw.to_string(),
+    }
+}
+
 impl Elem {
     fn from_node(n: roxmltree::Node, src: &str) -> Elem {
         let xsi_type = n
@@ -100,7 +114,7 @@ impl Elem {
                 .map(|a| a.value().to_string()),
             text,
             children,
-            raw: src.get(n.range()).unwrap_or("").to_string(),
+            raw: xsi_as_sent(n, src.get(n.range()).unwrap_or("")),
         }
     }
 

@@ -8,7 +8,7 @@ use super::golden;
 use super::hardware::{TEMPLATE_PROPS, TemplateHardware, vtpm_device};
 use super::soap::MoRef;
 use super::vim::Obj;
-use super::{Load, NIC_TYPES, VM_PROPS, dc_ref, fail, start_new_vm};
+use super::{Load, Macs, NIC_TYPES, VM_PROPS, dc_ref, fail, start_new_vm};
 use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::outcome::Outcome;
@@ -19,7 +19,7 @@ pub(super) fn load_vcenter(
     l: &Load,
     plan: &Plan,
     attempt: Attempt,
-    mac: Option<&str>,
+    macs: &Macs,
 ) -> Result<(), Outcome> {
     let source = plan.image.source.as_str();
     if let Some(why) = golden::refusal(l.cfg, source, &l.name) {
@@ -44,7 +44,7 @@ pub(super) fn load_vcenter(
         if add_vtpm { "; a vTPM is added" } else { "" }
     ));
     // Placement, all resolved before anything is removed.
-    let mut clone = CloneSpec::resolve(l, &dc, &template, source, mac)?;
+    let mut clone = CloneSpec::resolve(l, &dc, &template, plan, macs)?;
     clone.vtpm = add_vtpm;
     let old = l.current_vm(&dc)?;
     if old.as_ref().is_some_and(|o| o.moref == template.moref) {
@@ -80,7 +80,7 @@ pub(super) fn load_vcenter(
         attempt.scale(l.cfg.clone_timeout),
         |_| None,
     )?;
-    start_new_vm(l, &what, result, attempt, mac)
+    start_new_vm(l, &what, result, attempt, macs)
 }
 
 /// The template VM, with its devices (for the NIC to give a MAC).
@@ -100,8 +100,8 @@ struct CloneSpec {
     datastore: Option<MoRef>,
     /// The template's current snapshot, for a linked clone.
     snapshot: Option<MoRef>,
-    /// The deviceChange that gives the NIC the computer's MAC.
-    nic_edit: Option<String>,
+    /// The deviceChanges that give the NICs the computer's MACs.
+    nic_edits: Vec<String>,
     /// Add a virtual TPM to the clone.
     vtpm: bool,
 }
@@ -112,10 +112,11 @@ impl CloneSpec {
         l: &Load,
         dc: &Obj,
         template: &Obj,
-        source: &str,
-        mac: Option<&str>,
+        plan: &Plan,
+        macs: &Macs,
     ) -> Result<CloneSpec, Outcome> {
         let cfg = l.cfg;
+        let source = plan.image.source.as_str();
         let vm_folder = dc_ref(dc, "vmFolder")?;
         let host_folder = dc_ref(dc, "hostFolder")?;
         let folder = match &cfg.folder {
@@ -140,21 +141,16 @@ impl CloneSpec {
         } else {
             None
         };
-        let nic_edit = match mac {
-            Some(m) => Some(nic_mac_edit(template, m).ok_or_else(|| {
-                Outcome::Fatal(anyhow::anyhow!(
-                    "vSphere: template {source:?} has no network card to give MAC {m}"
-                ))
-            })?),
-            None => None,
-        };
+        let nic_edits = nic_edits(template, plan, macs).map_err(|why| {
+            Outcome::Fatal(anyhow::anyhow!("vSphere: template {source:?}: {why}"))
+        })?;
         Ok(CloneSpec {
             folder,
             host,
             pool,
             datastore,
             snapshot,
-            nic_edit,
+            nic_edits,
             vtpm: false,
         })
     }
@@ -180,7 +176,7 @@ impl CloneSpec {
         if let Some(m) = plan.image.config.memory {
             config.push_str(&format!("<memoryMB>{m}</memoryMB>"));
         }
-        if let Some(edit) = &self.nic_edit {
+        for edit in &self.nic_edits {
             config.push_str(edit);
         }
         if self.vtpm {
@@ -272,16 +268,63 @@ fn pool_of_host(l: &Load, host: &Obj) -> Result<MoRef, Outcome> {
         })
 }
 
-/// A deviceChange that gives the template's first NIC the manual MAC `mac`,
-/// keeping every other property of the card as the template has it.
-fn nic_mac_edit(template: &Obj, mac: &str) -> Option<String> {
-    let devices = template.prop("config.hardware.device")?;
-    let nic = devices.children.iter().find(|d| {
-        d.xsi_type
-            .as_deref()
-            .is_some_and(|t| NIC_TYPES.contains(&t))
-    })?;
-    let ty = nic.xsi_type.as_deref()?;
+/// The edits of the template's NICs for the clone: the first gets the
+/// private MAC, the second the public one (VCL's eth0 and eth1). A NIC the
+/// computer names no MAC for keeps the template's, unless that is a manual
+/// MAC: every clone would copy it (two VMs, one MAC on the network), so
+/// the load is refused and says which key to set. Err: why.
+fn nic_edits(template: &Obj, plan: &Plan, macs: &Macs) -> Result<Vec<String>, String> {
+    let devices = template.prop("config.hardware.device");
+    let nics: Vec<&super::soap::Elem> = devices
+        .map(|d| {
+            d.children
+                .iter()
+                .filter(|d| {
+                    d.xsi_type
+                        .as_deref()
+                        .is_some_and(|t| NIC_TYPES.contains(&t))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let who = &plan.computer.name;
+    let mut edits = Vec::new();
+    for (i, (key, which)) in [("mac", "first"), ("public_mac", "second")]
+        .iter()
+        .enumerate()
+    {
+        let Some(nic) = nics.get(i) else {
+            if let Some(m) = macs.at(i) {
+                return Err(format!(
+                    "it has no {which} network card to give `{key}` {m} of computer `{who}`: add one to the template ({} on the {} network)",
+                    if i == 0 {
+                        "the private NIC"
+                    } else {
+                        "the public NIC"
+                    },
+                    if i == 0 { "management" } else { "public" }
+                ));
+            }
+            continue;
+        };
+        match macs.at(i) {
+            Some(m) => edits.push(nic_mac_edit(nic, m)),
+            None if nic.text_at("addressType") == Some("manual") => {
+                return Err(format!(
+                    "its {which} network card has the manual MAC {}, which every clone would copy (one MAC on two VMs): set `{key}` of computer `{who}` to the MAC of its DHCP reservation, or give the template's card a generated MAC",
+                    nic.text_at("macAddress").unwrap_or("?")
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(edits)
+}
+
+/// A deviceChange that gives the template's NIC `nic` the manual MAC
+/// `mac`, keeping every other property of the card as the template has it.
+fn nic_mac_edit(nic: &super::soap::Elem, mac: &str) -> String {
+    let ty = nic.xsi_type.as_deref().unwrap_or("VirtualEthernetCard");
     let mut inner = String::new();
     let mut placed = false;
     for c in &nic.children {
@@ -311,9 +354,9 @@ fn nic_mac_edit(template: &Obj, mac: &str) -> Option<String> {
         inner.push_str("<addressType>manual</addressType>");
         inner.push_str(&format!("<macAddress>{}</macAddress>", escape(mac)));
     }
-    Some(format!(
+    format!(
         "<deviceChange><operation>edit</operation><device xsi:type=\"{ty}\">{inner}</device></deviceChange>"
-    ))
+    )
 }
 
 #[cfg(test)]
@@ -332,7 +375,11 @@ mod tests {
                 r.child("val").expect("val").clone(),
             )],
         };
-        let edit = nic_mac_edit(&obj, "00:50:56:01:02:03").expect("a NIC");
+        let nic = &obj
+            .prop("config.hardware.device")
+            .expect("devices")
+            .children[1];
+        let edit = nic_mac_edit(nic, "00:50:56:01:02:03");
         assert!(edit.starts_with(
             "<deviceChange><operation>edit</operation><device xsi:type=\"VirtualE1000\"><key>4000</key>"
         ));
