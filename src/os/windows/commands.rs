@@ -837,6 +837,9 @@ pub fn wmi_result(out: &Output) -> Result<String, String> {
 pub enum OnFail {
     /// Stop; a reload cannot help.
     Fatal,
+    /// Ask for a reload: the failure may not happen on a fresh boot (a
+    /// DHCP server that did not answer in time).
+    Retry,
     /// Warn and go on: not needed for the computer to be used.
     GoOn,
 }
@@ -847,7 +850,7 @@ impl OnFail {
     pub fn outcome(self) -> fn(anyhow::Error) -> Outcome {
         match self {
             OnFail::Fatal => Outcome::Fatal,
-            _ => Outcome::Retry,
+            OnFail::Retry | OnFail::GoOn => Outcome::Retry,
         }
     }
 }
