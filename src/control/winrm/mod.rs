@@ -97,6 +97,12 @@ pub struct WinRmConfig {
     /// argv, logs or error messages. None: send no credentials (any command
     /// then fails with `Auth`).
     pub password_file: Option<PathBuf>,
+    /// The passwords to try, in order, instead of `password_file`'s alone
+    /// (empty: `password_file`'s): a login the listener rejects (HTTP 401
+    /// or 403) with one is tried with the next, and the channel keeps the
+    /// one that was taken. An OS module lists the password its first boot
+    /// set first, the image's next.
+    pub passwords: Vec<LoginPassword>,
     /// How to authenticate.
     pub auth: Auth,
     /// How the HTTPS listener's certificate is trusted.
@@ -104,6 +110,16 @@ pub struct WinRmConfig {
     /// WS-Man OperationTimeout for each request; a Receive waits at most
     /// this long on the server before answering `w:TimedOut`.
     pub operation_timeout: Duration,
+}
+
+/// One password a login may use, and where it comes from (for events and
+/// messages; never the value).
+#[derive(Debug, Clone)]
+pub struct LoginPassword {
+    /// The password.
+    pub secret: Secret,
+    /// Where it comes from, e.g. "the image's (password_file /etc/...)".
+    pub from: String,
 }
 
 /// How the HTTPS listener's certificate is trusted.
@@ -156,10 +172,11 @@ struct Learning {
 pub struct WinRm {
     cfg: WinRmConfig,
     url: String,
-    /// The password, for Negotiate/NTLM; None without a password file.
-    password: Option<Secret>,
-    /// `Basic base64(user:password)` for Basic; None otherwise.
-    authorization: Option<Secret>,
+    /// The passwords to log in with, in order ([`WinRmConfig::passwords`]);
+    /// none without a password file.
+    passwords: Vec<LoginPassword>,
+    /// The one in use: the first, or the one the listener last took.
+    current: Cell<usize>,
     trust: tls::Trust,
     /// Authenticated requests.
     agent: ureq::Agent,
@@ -185,8 +202,7 @@ impl fmt::Debug for WinRm {
             .field("url", &self.url)
             .field("user", &self.cfg.user)
             .field("auth", &self.cfg.auth)
-            .field("password", &self.password)
-            .field("authorization", &self.authorization)
+            .field("passwords", &self.passwords)
             .field("session", &self.session)
             .finish()
     }
@@ -332,13 +348,13 @@ impl WinRm {
         let scheme = if cfg.https { "https" } else { "http" };
         let url = format!("{scheme}://{host}:{}/wsman", cfg.port);
 
-        let password = match &cfg.password_file {
-            None => None,
-            Some(path) => Some(Secret::from_file(path, "the WinRM password file")?),
-        };
-        let authorization = match (cfg.auth, &password) {
-            (Auth::Basic, Some(p)) => Some(Secret::basic_auth(&cfg.user, p)),
-            _ => None,
+        let passwords = match (&cfg.password_file, cfg.passwords.is_empty()) {
+            (_, false) => cfg.passwords.clone(),
+            (None, true) => Vec::new(),
+            (Some(path), true) => vec![LoginPassword {
+                secret: Secret::from_file(path, "the WinRM password file")?,
+                from: format!("password_file {}", path.display()),
+            }],
         };
 
         let TrustSetup {
@@ -351,8 +367,8 @@ impl WinRm {
         Ok(WinRm {
             cfg,
             url,
-            password,
-            authorization,
+            passwords,
+            current: Cell::new(0),
             trust,
             agent,
             anonymous,
@@ -450,12 +466,70 @@ impl WinRm {
                 ("Content-Type", CONTENT_TYPE.to_string()),
             ];
             self.exchange(&self.anonymous, &what, &headers, body.as_bytes(), timeout)?
-        } else if self.cfg.auth == Auth::Basic {
-            self.post_basic(&what, body, timeout)?
         } else {
-            self.post_negotiate(&what, body, timeout)?
+            self.post_authenticated(&what, body, timeout)?
         };
         self.sort(&what, answer)
+    }
+
+    /// A request with credentials: with the password in use, then, when
+    /// the listener rejects it, with each next one in turn (the rejected
+    /// ones are not tried again for this request). When all are rejected
+    /// the next request starts over from the first: an account that
+    /// Sysprep keeps disabled for a while takes its password later.
+    fn post_authenticated(
+        &self,
+        what: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<Answer, ChannelError> {
+        loop {
+            let r = if self.cfg.auth == Auth::Basic {
+                self.post_basic(what, body, timeout)
+            } else {
+                self.post_negotiate(what, body, timeout)
+            };
+            let rejected = match &r {
+                Err(ChannelError::Auth(_)) => true,
+                Ok(a) => a.status == 401 || a.status == 403,
+                Err(_) => false,
+            };
+            if !rejected {
+                return r;
+            }
+            self.session.replace(None);
+            let next = self.current.get() + 1;
+            if next >= self.passwords.len() {
+                self.current.set(0);
+                return match r {
+                    Err(ChannelError::Auth(e)) if self.passwords.len() > 1 => {
+                        let tried: Vec<&str> =
+                            self.passwords.iter().map(|p| p.from.as_str()).collect();
+                        Err(ChannelError::Auth(anyhow!(
+                            "{e:#} (each password tried in turn: {})",
+                            tried.join("; ")
+                        )))
+                    }
+                    r => r,
+                };
+            }
+            self.current.set(next);
+        }
+    }
+
+    /// The password in use, if there is one.
+    fn password(&self) -> Option<&LoginPassword> {
+        self.passwords.get(self.current.get())
+    }
+
+    /// Where the password in use comes from, when the OS module chose the
+    /// passwords ([`WinRmConfig::passwords`]): for events ("logged in with
+    /// ...").
+    pub fn password_from(&self) -> Option<&str> {
+        if self.cfg.passwords.is_empty() {
+            return None;
+        }
+        self.password().map(|p| p.from.as_str())
     }
 
     /// A request with Basic credentials; a 401 that does not offer Basic
@@ -467,7 +541,8 @@ impl WinRm {
         timeout: Duration,
     ) -> Result<Answer, ChannelError> {
         let mut headers = vec![("Content-Type", CONTENT_TYPE.to_string())];
-        if let Some(a) = &self.authorization {
+        if let Some(p) = self.password() {
+            let a = Secret::basic_auth(&self.cfg.user, &p.secret);
             headers.push(("Authorization", a.expose().to_string()));
         }
         let answer = self.exchange(&self.agent, what, &headers, body.as_bytes(), timeout)?;
@@ -493,7 +568,7 @@ impl WinRm {
         body: &str,
         timeout: Duration,
     ) -> Result<Answer, ChannelError> {
-        let Some(password) = &self.password else {
+        let Some(password) = self.password().map(|p| &p.secret) else {
             return Err(ChannelError::Auth(anyhow!(
                 "{what}: no password file is configured for user {:?}",
                 self.cfg.user
@@ -682,7 +757,7 @@ impl WinRm {
     fn sort(&self, what: &str, answer: Answer) -> Result<Reply, ChannelError> {
         let status = answer.status;
         if status == 401 || status == 403 {
-            let hint = if self.password.is_none() {
+            let hint = if self.passwords.is_empty() {
                 "no password file is configured"
             } else {
                 match self.cfg.auth {
@@ -1246,6 +1321,11 @@ impl Channel for WinRm {
         Ok(())
     }
 
+    /// Which of several passwords the listener took, for events.
+    fn login_note(&self) -> Option<String> {
+        self.password_from().map(|f| format!("password: {f}"))
+    }
+
     /// The listener's certificate as checked (HTTPS with a pin), for
     /// events.
     fn identity(&self) -> Option<String> {
@@ -1495,6 +1575,7 @@ mod tests {
             https: false,
             user: USER.into(),
             password_file,
+            passwords: Vec::new(),
             auth: Auth::Negotiate,
             trust: Trust::System,
             operation_timeout: Duration::from_secs(20),

@@ -20,7 +20,7 @@ use crate::attempt::Attempt;
 use crate::config::Plan;
 use crate::control::Channel;
 use crate::os::actions::Actions;
-use crate::os::first_boot::{Account, allow_from, new_password};
+use crate::os::first_boot::{Account, allow_from, new_password, password_taken};
 use crate::outcome::Outcome;
 use crate::report::{Reporter, rfc3339};
 
@@ -131,7 +131,10 @@ pub fn run(
     )?;
     a.scripts("/var/lib/reimage/scripts", '/', |p| vec![p.to_string()])?;
     match new_password(plan, ROOT, None, state, report)? {
-        Some(pw) => set_root_password(&mut a, &pw),
+        Some(pw) => {
+            set_root_password(&mut a, &pw)?;
+            password_taken(plan, ROOT, state, report)
+        }
         None => Ok(()),
     }
 }
