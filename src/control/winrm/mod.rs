@@ -1666,6 +1666,61 @@ mod tests {
         assert!(e.to_string().contains("sleep"), "{e}");
     }
 
+    /// A client of the stand-in that tries `passwords` in order.
+    fn with_passwords(s: &Standin, passwords: &[(&str, &str)]) -> WinRm {
+        let mut cfg = s.config(None);
+        cfg.passwords = passwords
+            .iter()
+            .map(|(p, from)| LoginPassword {
+                secret: Secret::new(*p),
+                from: from.to_string(),
+            })
+            .collect();
+        WinRm::new(cfg).expect("client")
+    }
+
+    #[test]
+    fn a_rejected_password_falls_back_to_the_next_and_the_taken_one_stays() {
+        // The stand-in remembers a password change (SetPassword): the old
+        // password gets 401 from then on, on new logins.
+        let s = Standin::start(&[]);
+        let mut w = s.client();
+        let set = argv(&[
+            "powershell",
+            "-NoProfile",
+            "-Command",
+            "([adsi]'WinNT://./Administrator,user').SetPassword('New-Pw-4711')",
+        ]);
+        assert_eq!(w.run(&set, T).expect("set").status, 0);
+        let mut old = WinRm::new(s.config(Some(PASSWORD))).expect("client");
+        let e = old.login(T).expect_err("the old password is gone");
+        assert!(matches!(e, ChannelError::Auth(_)), "{e}");
+
+        // Tried in order: the rejected one first, then the taken one,
+        // which the channel keeps for its next requests.
+        let mut w = with_passwords(&s, &[(PASSWORD, "the image's"), ("New-Pw-4711", "kept")]);
+        w.login(T).expect("the second password logs in");
+        assert_eq!(w.login_note().as_deref(), Some("password: kept"));
+        let before = w.handshakes();
+        w.disconnect();
+        w.login(T).expect("again");
+        assert_eq!(
+            w.handshakes(),
+            before + 1,
+            "no second try of the rejected one"
+        );
+
+        // All rejected: Auth naming each source, never a value; the next
+        // login starts over from the first.
+        let mut w = with_passwords(&s, &[("Wr0ng-1", "first"), ("Wr0ng-2", "second")]);
+        let e = w.login(T).expect_err("none fits");
+        assert!(matches!(e, ChannelError::Auth(_)), "{e}");
+        let msg = format!("{e} {w:?}");
+        assert!(msg.contains("first; second"), "{msg}");
+        assert!(!msg.contains("Wr0ng-"), "{msg}");
+        assert_eq!(w.login_note().as_deref(), Some("password: first"));
+    }
+
     #[test]
     fn bad_password_is_fatal_auth_and_not_printed() {
         let s = Standin::start(&[]);
