@@ -633,3 +633,26 @@ fn port_gone(addr: std::net::SocketAddr, timeout: Duration) -> Option<String> {
         Err(e) => Some(format!("{addr}: {}", probe::io_text(&e))),
     }
 }
+
+#[cfg(test)]
+mod stable_tests {
+    use super::port_gone;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    #[test]
+    fn a_silent_listener_is_up_and_a_closed_port_is_gone() {
+        let t = Duration::from_secs(2);
+        // Up: accepted (by the kernel's backlog) and kept open, silent.
+        let up = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = up.local_addr().expect("addr");
+        assert_eq!(port_gone(addr, t), None);
+        // (A listener that closes each connection at once is gone too, if
+        // it closes within the 50 ms read: a race on a loaded machine, so
+        // not asserted here.)
+        // Nothing listening: refused.
+        drop(up);
+        let refused = port_gone(addr, t).expect("refused is gone");
+        assert!(refused.contains(&addr.to_string()), "{refused}");
+    }
+}
