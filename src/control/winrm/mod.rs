@@ -77,6 +77,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// Shortest OperationTimeout sent; Windows rejects tiny values.
 const MIN_OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+/// Rounds of every password rejected after which a channel sends only
+/// the first (see [`WinRm::post_authenticated`]).
+const MAX_ROUNDS: u32 = 3;
+
 /// Bytes of file data per Send message (base64 grows it by a third; the
 /// default MaxEnvelopeSize on Windows is 150 KiB, 500 KiB from WinRM 2.0).
 const UPLOAD_CHUNK: usize = 57 * 1024;
@@ -177,6 +181,10 @@ pub struct WinRm {
     passwords: Vec<LoginPassword>,
     /// The one in use: the first, or the one the listener last took.
     current: Cell<usize>,
+    /// Rounds in which the listener rejected every password: after
+    /// [`MAX_ROUNDS`] only the first is sent (each wrong one counts
+    /// toward the account's lockout).
+    rounds: Cell<u32>,
     trust: tls::Trust,
     /// Authenticated requests.
     agent: ureq::Agent,
@@ -369,6 +377,7 @@ impl WinRm {
             url,
             passwords,
             current: Cell::new(0),
+            rounds: Cell::new(0),
             trust,
             agent,
             anonymous,
@@ -476,7 +485,10 @@ impl WinRm {
     /// the listener rejects it, with each next one in turn (the rejected
     /// ones are not tried again for this request). When all are rejected
     /// the next request starts over from the first: an account that
-    /// Sysprep keeps disabled for a while takes its password later.
+    /// Sysprep keeps disabled for a while takes its password later. After
+    /// [`MAX_ROUNDS`] such rounds only the first is sent: each wrong
+    /// password counts toward the account's lockout threshold, and a
+    /// disabled account's right one does not.
     fn post_authenticated(
         &self,
         what: &str,
@@ -499,8 +511,9 @@ impl WinRm {
             }
             self.session.replace(None);
             let next = self.current.get() + 1;
-            if next >= self.passwords.len() {
+            if next >= self.passwords.len() || self.rounds.get() >= MAX_ROUNDS {
                 self.current.set(0);
+                self.rounds.set(self.rounds.get().saturating_add(1));
                 return match r {
                     Err(ChannelError::Auth(e)) if self.passwords.len() > 1 => {
                         let tried: Vec<&str> =
@@ -1719,6 +1732,13 @@ mod tests {
         assert!(msg.contains("first; second"), "{msg}");
         assert!(!msg.contains("Wr0ng-"), "{msg}");
         assert_eq!(w.login_note().as_deref(), Some("password: first"));
+        // Two more rounds, then only the first password is sent.
+        for _ in 0..2 {
+            w.login(T).expect_err("none fits");
+        }
+        let before = w.handshakes();
+        w.login(T).expect_err("none fits");
+        assert_eq!(w.handshakes(), before + 1, "only the first after 3 rounds");
     }
 
     #[test]
