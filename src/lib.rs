@@ -431,6 +431,10 @@ fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
     // config error here, at the key to change.
     p.vet(&plan)
         .map_err(|e| Error::from(loaded.key_error(&[], &e)))?;
+    // What the OS would refuse (a name Windows does not take), likewise.
+    os::build(&plan)
+        .vet(&plan)
+        .map_err(|e| Error::from(loaded.key_error(&[], &e)))?;
     let lines = p.describe(&plan);
     let preload = state
         .read_preload(&plan.computer.name)

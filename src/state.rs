@@ -13,6 +13,7 @@ mod trusted;
 use anyhow::{Context, Result};
 
 use crate::error::Error;
+use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -244,6 +245,32 @@ const BOOT_ID: &str = "boot-id-before-load";
 const METRICS: &str = "metrics.json";
 const METRICS_LOCK: &str = "metrics.lock";
 
+/// Where a password of an account that first boot sets is kept, by what
+/// the computer did with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Password {
+    /// Set, and the OS took it, with no load since: what the account has
+    /// now (`ACCOUNT-password`).
+    Kept,
+    /// Written before the first boot sets it, not yet taken
+    /// (`ACCOUNT-password.new`): a run that ended while setting it may or
+    /// may not have left it on the computer.
+    Pending,
+    /// The kept one as it was when a load started (`ACCOUNT-password.before-load`):
+    /// what the account has if that load never reached the disk.
+    BeforeLoad,
+}
+
+/// The file name of `account`'s password in `slot`.
+fn password_name(account: &str, slot: Password) -> String {
+    let base = format!("{}-password", account.to_ascii_lowercase());
+    match slot {
+        Password::Kept => base,
+        Password::Pending => format!("{base}.new"),
+        Password::BeforeLoad => format!("{base}.before-load"),
+    }
+}
+
 /// The longest computer name (a DNS label's length).
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -403,8 +430,9 @@ impl StateDir {
     // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
     // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
     // with lock, last-run.json, events.jsonl, preload.json, tree.json,
-    // boot-id-before-load, known_hosts.before-load, ACCOUNT-password,
-    // winrm-thumbprint and metrics.json; STATE_DIR/metrics.lock.
+    // boot-id-before-load, known_hosts.before-load, ACCOUNT-password (with
+    // .new and .before-load), winrm-thumbprint and metrics.json;
+    // STATE_DIR/metrics.lock.
 
     /// The directory that holds one directory per computer.
     pub fn computers_dir(&self) -> PathBuf {
@@ -494,10 +522,71 @@ impl StateDir {
 
     /// Where the password first boot set for `account` (Administrator,
     /// root) on the computer is kept: `administrator-password`,
-    /// `root-password`.
+    /// `root-password` ([`Password::Kept`]); the other slots add
+    /// `.new` and `.before-load`.
     pub fn password_file(&self, computer: &str, account: &str) -> PathBuf {
+        self.password_path(computer, account, Password::Kept)
+    }
+
+    /// The file of `account`'s password in `slot`, for messages.
+    pub fn password_path(&self, computer: &str, account: &str, slot: Password) -> PathBuf {
         self.computer_dir(computer)
-            .join(format!("{}-password", account.to_ascii_lowercase()))
+            .join(password_name(account, slot))
+    }
+
+    /// Writes `account`'s password `value` into `slot` (mode 0600,
+    /// atomically).
+    pub fn write_password(
+        &self,
+        computer: &str,
+        account: &str,
+        slot: Password,
+        value: &Secret,
+    ) -> Result<()> {
+        let data = format!("{}\n", value.expose());
+        self.made(computer)?
+            .write_atomic(&password_name(account, slot), data.as_bytes(), FILE_MODE)
+    }
+
+    /// `account`'s password in `slot`, if there is one (its first line).
+    pub fn read_password(
+        &self,
+        computer: &str,
+        account: &str,
+        slot: Password,
+    ) -> Result<Option<Secret>> {
+        let Some(data) = self.read_record(computer, &password_name(account, slot))? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&data);
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        Ok((!line.is_empty()).then(|| Secret::new(line)))
+    }
+
+    /// The OS took the pending password of `account`: it becomes the kept
+    /// one (renamed over it), and the one from before the last load goes.
+    /// False when no password was pending.
+    pub fn commit_password(&self, computer: &str, account: &str) -> Result<bool> {
+        let dir = self.made(computer)?;
+        let kept = password_name(account, Password::Kept);
+        if !dir.rename(&password_name(account, Password::Pending), &kept)? {
+            return Ok(false);
+        }
+        dir.remove(&password_name(account, Password::BeforeLoad))?;
+        Ok(true)
+    }
+
+    /// A load is about to put the image on the computer: the kept password
+    /// of `account` becomes the one from before the load (the image brings
+    /// its own); nothing changes when none is kept.
+    pub fn password_before_load(&self, computer: &str, account: &str) -> Result<()> {
+        if let Some(dir) = self.computer(computer, false)? {
+            dir.rename(
+                &password_name(account, Password::Kept),
+                &password_name(account, Password::BeforeLoad),
+            )?;
+        }
+        Ok(())
     }
 
     /// The SSH host keys of every computer, under its name (the default of
@@ -797,12 +886,6 @@ pub fn write_readable(path: &Path, data: &[u8]) -> Result<()> {
     write_path(path, data, NewMode::KeepOrReadable)
 }
 
-/// [`write_atomic`] for a secret: the file is created with mode 0600, so
-/// no other user can read it at any moment.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    write_path(path, data, NewMode::Private)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -811,6 +894,58 @@ mod tests {
         let d = std::env::temp_dir().join(format!("reimage-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_password_is_kept_only_once_taken_and_set_aside_by_a_load() {
+        let root = tmp("passwords");
+        let s = StateDir::new(&root);
+        let read = |slot| {
+            s.read_password("pc7", "Administrator", slot)
+                .expect("read")
+                .map(|p| p.expose().to_string())
+        };
+        s.write_password(
+            "pc7",
+            "Administrator",
+            Password::Pending,
+            &Secret::new("one"),
+        )
+        .expect("write");
+        assert_eq!(read(Password::Kept), None);
+        assert!(s.commit_password("pc7", "Administrator").expect("commit"));
+        assert_eq!(read(Password::Kept).as_deref(), Some("one"));
+        assert_eq!(read(Password::Pending), None);
+        // A second password, never taken: the first stays kept.
+        s.write_password(
+            "pc7",
+            "Administrator",
+            Password::Pending,
+            &Secret::new("two"),
+        )
+        .expect("write");
+        assert_eq!(read(Password::Kept).as_deref(), Some("one"));
+        // A load sets the kept one aside; the next commit drops it.
+        s.password_before_load("pc7", "Administrator")
+            .expect("aside");
+        assert_eq!(read(Password::Kept), None);
+        assert_eq!(read(Password::BeforeLoad).as_deref(), Some("one"));
+        s.password_before_load("pc7", "Administrator")
+            .expect("again");
+        assert_eq!(read(Password::BeforeLoad).as_deref(), Some("one"));
+        assert!(s.commit_password("pc7", "Administrator").expect("commit"));
+        assert_eq!(read(Password::Kept).as_deref(), Some("two"));
+        assert_eq!(read(Password::BeforeLoad), None);
+        assert!(
+            !s.commit_password("pc7", "Administrator")
+                .expect("none pending")
+        );
+        let mode = std::fs::metadata(s.password_file("pc7", "Administrator"))
+            .expect("kept")
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -117,10 +117,14 @@ impl Plan {
         }
         v.extend(channel.iter().map(|l| format!("  {l}")));
         let img = &self.image.config;
-        if img.sysprep || img.r#virtual {
+        if img.sysprep.is_some() || img.r#virtual {
+            let sysprep = match img.sysprep {
+                Some(b) => b.to_string(),
+                None => "the family's default".to_string(),
+            };
             v.push(format!(
-                "  image: sysprep={} virtual={}",
-                img.sysprep, img.r#virtual
+                "  image: sysprep={sysprep} virtual={}",
+                img.r#virtual
             ));
         }
         v

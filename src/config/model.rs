@@ -208,8 +208,10 @@ pub struct ImageConfig {
     /// Attempts for this image, overriding the top-level `max_attempts`.
     pub max_attempts: Option<u32>,
     /// The image was generalized with Sysprep: longer first boot, a reboot.
+    /// Unset: the family's default (true for windows-6 and windows-10, as
+    /// VCL's imagemeta has it).
     #[serde(default)]
-    pub sysprep: bool,
+    pub sysprep: Option<bool>,
     /// The image runs as a virtual machine: shorter waits.
     #[serde(default)]
     pub r#virtual: bool,

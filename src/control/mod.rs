@@ -126,6 +126,12 @@ pub trait Channel {
         None
     }
 
+    /// Which of the credentials it may use the other end took, when it
+    /// has a choice, for events; never a secret.
+    fn login_note(&self) -> Option<String> {
+        None
+    }
+
     /// Drops the connection; the next call connects again.
     fn disconnect(&mut self);
 }

@@ -16,12 +16,83 @@ use crate::control::none::NoChannel;
 use crate::control::ssh::{HostKeyPolicy, Ssh, SshConfig};
 use crate::control::winrm::auth::Auth;
 use crate::control::winrm::pin::Thumbprint;
-use crate::control::winrm::{Trust, WinRm, WinRmConfig};
+use crate::control::winrm::{LoginPassword, Trust, WinRm, WinRmConfig};
+use crate::os::first_boot::Account;
+use crate::secret::Secret;
+use crate::state::{Password, StateDir};
 
 /// The channel for this plan (channel none is one that only probes the
-/// port).
-pub fn open(plan: &Plan) -> Result<Box<dyn Channel>> {
-    open_with(plan, None)
+/// port). `account`: the one the family's first boot gives a new password
+/// (see [`passwords`]).
+pub fn open(plan: &Plan, account: Option<Account>) -> Result<Box<dyn Channel>> {
+    open_with(plan, account, None)
+}
+
+/// The passwords a WinRM channel logs in with, in order, when its user is
+/// `account` (the one first boot gives a new password): the one the last
+/// first boot set, once the computer took it and no load since
+/// ([`Password::Kept`]); the image's (`password_file`), what a freshly
+/// loaded image has; the kept one from before the last load
+/// ([`Password::BeforeLoad`]: that load may never have reached the disk);
+/// and one a run set without seeing the computer take it
+/// ([`Password::Pending`]). The channel takes the first the computer
+/// accepts. Empty (the channel reads `password_file` alone) for any other
+/// user.
+pub fn passwords(
+    plan: &Plan,
+    w: &WinrmSettings,
+    account: Option<Account>,
+) -> Result<Vec<LoginPassword>> {
+    let Some(account) = account.filter(|a| is_account(&w.user, a, &plan.computer.name)) else {
+        return Ok(Vec::new());
+    };
+    let state = StateDir::new(&plan.state_dir);
+    let who = &plan.computer.name;
+    let stored = |slot: Password, what: &str| -> Result<Option<LoginPassword>> {
+        Ok(state
+            .read_password(who, account.name, slot)?
+            .map(|secret| LoginPassword {
+                secret,
+                from: format!(
+                    "{what} ({})",
+                    state.password_path(who, account.name, slot).display()
+                ),
+            }))
+    };
+    let image = match &w.password_file {
+        Some(f) => Some(LoginPassword {
+            secret: Secret::from_file(f, "the WinRM password file")?,
+            from: format!("the image's ({})", f.display()),
+        }),
+        None => None,
+    };
+    Ok([
+        stored(Password::Kept, "the one the last first boot set")?,
+        image,
+        stored(Password::BeforeLoad, "the one from before the last load")?,
+        stored(
+            Password::Pending,
+            "the one a run set without seeing it taken",
+        )?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect())
+}
+
+/// Whether WinRM user `user` is the local `account` of computer `name`:
+/// `Administrator`, `.\Administrator` or `NAME\Administrator` (any case;
+/// NAME as Windows keeps it, its first 15 characters).
+pub(super) fn is_account(user: &str, account: &Account, name: &str) -> bool {
+    let (domain, user) = match user.split_once('\\') {
+        Some((d, u)) => (Some(d), u),
+        None => (None, user),
+    };
+    let netbios: String = name.chars().take(15).collect();
+    user.eq_ignore_ascii_case(account.name)
+        && domain.is_none_or(|d| {
+            d == "." || d.eq_ignore_ascii_case(&netbios) || d.eq_ignore_ascii_case(name)
+        })
 }
 
 /// Like [`open`], for the channel a before-load step opens: an SSH channel
@@ -30,7 +101,11 @@ pub fn open(plan: &Plan) -> Result<Box<dyn Channel>> {
 /// WinRM channel with `thumbprint = "accept-new"` checks the recorded
 /// certificate, learns none, and marks the record replaceable by the first
 /// connection after the load.
-pub fn open_with(plan: &Plan, known_hosts: Option<PathBuf>) -> Result<Box<dyn Channel>> {
+pub fn open_with(
+    plan: &Plan,
+    account: Option<Account>,
+    known_hosts: Option<PathBuf>,
+) -> Result<Box<dyn Channel>> {
     let p = &plan.profile;
     Ok(match &p.channel {
         ChannelSettings::None { .. } => {
@@ -61,6 +136,7 @@ pub fn open_with(plan: &Plan, known_hosts: Option<PathBuf>) -> Result<Box<dyn Ch
             https: w.https,
             user: w.user.clone(),
             password_file: w.password_file.clone(),
+            passwords: passwords(plan, w, account)?,
             auth: auth(w)?,
             trust: trust(plan, w, known_hosts.is_some())?,
             operation_timeout: p.command_timeout.min(std::time::Duration::from_secs(60)),
@@ -108,8 +184,7 @@ fn trust(plan: &Plan, w: &WinrmSettings, before_load: bool) -> Result<Trust> {
     Ok(match thumbprint(w)? {
         Some(Thumbprint::Pinned(t)) => Trust::Pinned(t),
         Some(Thumbprint::AcceptNew) => Trust::Learned {
-            file: crate::state::StateDir::new(&plan.state_dir)
-                .winrm_thumbprint(&plan.computer.name),
+            file: StateDir::new(&plan.state_dir).winrm_thumbprint(&plan.computer.name),
             before_load,
         },
         None => Trust::System,

@@ -61,6 +61,12 @@ pub trait OsModule {
     /// and what the first boot will do.
     fn describe(&self, plan: &Plan) -> OsLines;
 
+    /// What the OS would refuse of `plan`, as a key error for `check`
+    /// (78); a run's first boot refuses it too.
+    fn vet(&self, _plan: &Plan) -> Result<(), crate::config::KeyError> {
+        Ok(())
+    }
+
     /// Waits for the OS, checks it, configures it. `power` resets the
     /// computer, for profiles that do so on a failed wait. Retry when a
     /// reload could help: the runner turns a retry on the last attempt into
@@ -103,6 +109,20 @@ trait Family: FamilyRules {
     /// Before a load, over a channel logged in to the old OS: what the
     /// family undoes there (best effort).
     fn before_load(&self, _plan: &Plan, _ch: &mut dyn Channel, _report: &Reporter) {}
+
+    /// The account whose password the first boot sets and the channel
+    /// logs in with when its user is that account ([`channel::passwords`]);
+    /// `None` where the channel does not follow it.
+    fn account(&self) -> Option<first_boot::Account> {
+        None
+    }
+
+    /// Refuses, for `check` (78 at the key) and before a run's first
+    /// boot, what this family's OS would refuse of `plan` (a computer
+    /// name Windows does not take).
+    fn vet(&self, _plan: &Plan) -> Result<(), crate::config::KeyError> {
+        Ok(())
+    }
 
     /// What `reimage check` says the first boot will do, one line each.
     fn first_boot_lines(&self, plan: &Plan) -> Vec<String>;

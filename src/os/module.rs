@@ -31,6 +31,13 @@ impl OsModule for Module {
         if let Err(e) = state.write_boot_id(&plan.computer.name, id.as_deref()) {
             report.warn(&format!("cannot record the boot id: {e:#}"));
         }
+        // The load brings the image's password back: the one first boot
+        // set is tried after it from now on, until a first boot sets one.
+        if let Some(a) = self.family.account()
+            && let Err(e) = state.password_before_load(&plan.computer.name, a.name)
+        {
+            report.warn(&format!("cannot set the kept password aside: {e:#}"));
+        }
     }
 
     fn identify(&self, plan: &Plan, check_image: bool) -> Result<String, String> {
@@ -41,13 +48,18 @@ impl OsModule for Module {
                 plan.image.name
             ));
         }
-        let mut ch = channel::open(plan).map_err(|e| format!("cannot open the channel: {e:#}"))?;
+        let mut ch = channel::open(plan, self.family.account())
+            .map_err(|e| format!("cannot open the channel: {e:#}"))?;
         if !ch.logs_in() {
             return Err("channel none: no login to read a boot id over".into());
         }
         let r = self.identify_over(ch.as_mut(), plan, check_image);
         ch.disconnect();
         r
+    }
+
+    fn vet(&self, plan: &Plan) -> Result<(), crate::config::KeyError> {
+        self.family.vet(plan)
     }
 
     fn describe(&self, plan: &Plan) -> OsLines {
@@ -65,7 +77,7 @@ impl OsModule for Module {
         state: &StateDir,
         report: &Reporter,
     ) -> Outcome {
-        let mut ch = match channel::open(plan) {
+        let mut ch = match channel::open(plan, self.family.account()) {
             Ok(c) => c,
             Err(e) => return Outcome::Fatal(e),
         };
@@ -83,12 +95,20 @@ impl OsModule for Module {
             if !plan.profile.first_boot {
                 return Ok(());
             }
+            self.family
+                .vet(plan)
+                .map_err(|e| Outcome::Fatal(anyhow::anyhow!("{}", e.message)))?;
             self.family.first_boot(&mut seq, state)
         });
         ch.disconnect();
         match r {
             Ok(()) => Outcome::Done,
-            Err(o) => o,
+            Err(o) => {
+                if let Some(a) = self.family.account() {
+                    super::first_boot::note_image_password(plan, a, state, report);
+                }
+                o
+            }
         }
     }
 }
@@ -99,7 +119,7 @@ impl Module {
     /// OS's key must not be trusted for the new one.
     fn old_boot_id(&self, plan: &Plan, state: &StateDir, report: &Reporter) -> Option<String> {
         let scratch = state.known_hosts_before_load(&plan.computer.name);
-        let mut ch = match channel::open_with(plan, Some(scratch)) {
+        let mut ch = match channel::open_with(plan, self.family.account(), Some(scratch)) {
             Ok(ch) if ch.logs_in() => ch,
             Ok(_) => return None,
             Err(e) => {

@@ -148,3 +148,47 @@ fn winrm_defaults_to_negotiate_and_carries_its_pin() {
         summary(&p)
     );
 }
+
+#[test]
+fn the_channel_follows_administrator_in_any_spelling_only() {
+    let admin = super::first_boot::Account {
+        name: "Administrator",
+    };
+    for user in [
+        "Administrator",
+        "administrator",
+        ".\\Administrator",
+        "LAB-PC-0123456789\\ADMINISTRATOR",
+        "lab-pc-01234567\\Administrator",
+    ] {
+        assert!(
+            super::channel::is_account(user, &admin, "lab-pc-0123456789"),
+            "{user}"
+        );
+    }
+    for user in ["labadmin", "AD\\Administrator", "Administrator2"] {
+        assert!(
+            !super::channel::is_account(user, &admin, "lab-pc-0123456789"),
+            "{user}"
+        );
+    }
+}
+
+#[test]
+fn windows_keeps_fifteen_characters_and_refuses_what_rename_refuses() {
+    use super::windows::{netbios_name, refused_name};
+    assert_eq!(netbios_name("lab-computer-0042-b"), "lab-computer-00");
+    assert_eq!(netbios_name("pc7"), "pc7");
+    for ok in ["pc7", "LAB-PC-07", "lab-computer-0042-b", "7a"] {
+        assert_eq!(refused_name(ok), None, "{ok}");
+    }
+    for (bad, why) in [
+        ("lab.pc7", "`.`"),
+        ("lab_pc7", "`_`"),
+        ("12345", "all digits"),
+        ("abcdefghijklmn-xyz", "end in a hyphen"),
+    ] {
+        let m = refused_name(bad).unwrap_or_default();
+        assert!(m.contains(why), "{bad}: {m}");
+    }
+}

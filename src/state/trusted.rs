@@ -290,6 +290,24 @@ impl Dir {
         replace(&self.file, &self.path, name, data, mode)
     }
 
+    /// Renames the file `from` to `to` in this directory (replacing `to`
+    /// atomically), then syncs the directory; false when there was no
+    /// `from`. Links are renamed, never followed.
+    pub fn rename(&self, from: &str, to: &str) -> Result<bool> {
+        let (src, dst) = (self.path.join(from), self.path.join(to));
+        component(from, &src)?;
+        component(to, &dst)?;
+        match rustix::fs::renameat(&self.file, from, &self.file, to) {
+            Ok(()) => {
+                let _ = rustix::fs::fsync(self.file.as_fd());
+                Ok(true)
+            }
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(std::io::Error::from(e))
+                .with_context(|| format!("cannot rename {} to {}", src.display(), dst.display())),
+        }
+    }
+
     /// Removes the file `name`; false when there was none.
     pub fn remove(&self, name: &str) -> Result<bool> {
         let path = self.path.join(name);
@@ -549,8 +567,6 @@ fn replace(dir: &File, dir_path: &Path, name: &str, data: &[u8], mode: u32) -> R
 pub enum NewMode {
     /// [`FILE_MODE`] for a new file; a file there keeps its mode.
     KeepOrPrivate,
-    /// [`FILE_MODE`], always (a secret).
-    Private,
     /// 0644 for a new file (one other users' programs read, such as
     /// node_exporter); a file there keeps its mode.
     KeepOrReadable,
@@ -581,7 +597,7 @@ pub fn write_path(path: &Path, data: &[u8], new_mode: NewMode) -> Result<()> {
     );
     let mode = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st)
-            if new_mode != NewMode::Private
+            if matches!(new_mode, NewMode::KeepOrPrivate | NewMode::KeepOrReadable)
                 && rustix::fs::FileType::from_raw_mode(st.st_mode)
                     == rustix::fs::FileType::RegularFile =>
         {
@@ -708,8 +724,6 @@ mod tests {
             .expect("chmod");
         write_path(&root.join("f"), b"again", NewMode::KeepOrPrivate).expect("write");
         assert_eq!(mode(&root.join("f")), 0o644);
-        write_path(&root.join("f"), b"secret", NewMode::Private).expect("write");
-        assert_eq!(mode(&root.join("f")), 0o600);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

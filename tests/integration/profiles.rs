@@ -24,17 +24,25 @@ os = "generic"
 os = "windows-5"
 [images.w6]
 os = "windows-6"
+sysprep = false
 [images.w6v]
 os = "windows-6"
 virtual = true
+sysprep = false
+[images.w6d]
+os = "windows-6"
+[images.w10d]
+os = "windows-10"
 [images.w6s]
 os = "windows-6"
 sysprep = true
 [images.w10]
 os = "windows-10"
+sysprep = false
 [images.w10v]
 os = "windows-10"
 virtual = true
+sysprep = false
 [images.w10s]
 os = "windows-10"
 sysprep = true
@@ -163,6 +171,18 @@ fn windows_6_neither_virtual_nor_sysprep() {
 }
 
 #[test]
+fn windows_6_and_10_images_are_sysprepped_unless_they_say_not() {
+    // Issue 22 item 6: VCL's imagemeta default (sysprep = 1).
+    let s = scratch("windows_sysprep_default");
+    for (default, explicit) in [("w6d", "w6s"), ("w10d", "w10s")] {
+        let out = check(&s, default);
+        assert_eq!(steps(&out), steps(&check(&s, explicit)), "{out}");
+        assert!(out.contains("sysprep-done [setup-done]"), "{out}");
+    }
+    assert!(!check(&s, "w5").contains("sysprep-done"));
+}
+
+#[test]
 fn windows_5() {
     let s = scratch("windows_5");
     let out = check(&s, "w5");
@@ -287,13 +307,13 @@ fn timeouts_table_overrides_by_step_name() {
 
     // A step the profile does not have is a config error naming the steps.
     s.config(&format!(
-        "[os.win]\nfamily = \"windows-6\"\ntimeouts = {{ sysprep-done = \"30s\" }}\n{}\n\
+        "[os.win]\nfamily = \"windows-6\"\ntimeouts = {{ banner = \"30s\" }}\n{}\n\
          [images.mine]\nos = \"win\"\n",
         IMAGES
     ));
     let r = Test::with(&s).check("pc", "mine").run();
     r.code(78);
-    r.stderr_has("no step `sysprep-done`");
+    r.stderr_has("no step `banner`");
 }
 
 #[test]

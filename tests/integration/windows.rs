@@ -65,7 +65,7 @@ fn config_with(
     };
     s.config(&format!(
         "[os.win]\n{}\n[os.winsys]\n{}\n\
-         [images.w7]\nos = \"win\"\nvirtual = true\npost_load = [\"{}\"]\n\
+         [images.w7]\nos = \"win\"\nvirtual = true\nsysprep = false\npost_load = [\"{}\"]\n\
          image_check = {{ command = [\"hostname\"], expect = \"^(WIN-STANDIN|PCW)\" }}\n\n\
          [images.w7sys]\nos = \"winsys\"\nsysprep = true\n\n\
          [computers.pcw]\naddress = \"127.0.0.1\"\nprovisioner = \"lab\"\n{extra_computer}\n",
@@ -171,8 +171,15 @@ fn ready_over_winrm_with_first_boot_configuration() {
     assert_eq!(st["fDenyTSConnections"], 0);
     // 4: one inbound rule each for RDP and echo, from this node's address
     // (127.0.0.1 toward the stand-in) only; Windows' own rules are gone.
+    // Issue 22 item 8: WinRM's own port too.
     let rules = st["firewall_rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    let winrm = rules
+        .iter()
+        .find(|r| r["localport"] == port.to_string().as_str())
+        .unwrap();
+    assert_eq!(winrm["name"], "reimage WinRM");
+    assert_eq!(winrm["remoteip"], "127.0.0.1");
     let rdp = rules.iter().find(|r| r["localport"] == "3389").unwrap();
     assert_eq!(rdp["name"], "reimage RDP");
     assert_eq!(rdp["remoteip"], "127.0.0.1");
@@ -542,9 +549,29 @@ fn no_listener_is_retry_then_fatal_on_the_last_attempt() {
     assert_eq!(resp["result"], "failed");
 }
 
-/// Points the login password file at `pw` (after a first boot changed it).
-fn login_with(s: &Scratch, pw: &str) {
-    s.write("secrets/winrm-pw", &format!("{pw}\n"));
+/// Makes the computer's provisioner a command whose load writes the image
+/// anew on the stand-in `w` (SIGUSR2: accounts, name and domain back to the
+/// image's, then a boot with a new boot id).
+fn load_by_reload(s: &Scratch, w: &Standin) {
+    let text = std::fs::read_to_string(s.path("reimage.toml"))
+        .unwrap()
+        .replace("provisioner = \"lab\"", "provisioner = \"reload\"");
+    std::fs::write(
+        s.path("reimage.toml"),
+        format!(
+            "{text}\n[provisioners.reload]\nkind = \"command\"\nload = [\"kill\", \"-USR2\", \"{}\"]\n",
+            w.pid()
+        ),
+    )
+    .unwrap();
+}
+
+/// The message of the first event whose message holds `part`.
+fn event_with<'a>(events: &'a [serde_json::Value], part: &str) -> Option<&'a str> {
+    events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.contains(part))
 }
 
 #[test]
@@ -562,21 +589,26 @@ fn running_twice_is_idempotent() {
     assert_eq!(w.state()["boots"], 2);
     // Without a reload the Administrator password now is the one kept in
     // the state dir: the next run logs in with it (the stand-in rejects the
-    // image's).
-    login_with(&s, &first);
-    let r = post_load(&s, "w7", &[]);
+    // image's), the login file as it was.
+    let r = post_load(&s, "w7", &["--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let st = w.state();
     // No second reboot: the name is right already.
     assert_eq!(st["boots"], 2, "{st}");
     assert_eq!(st["computer_name"], "PCW");
     assert_eq!(st["icmp_rules"], 1, "{st}");
-    assert_eq!(st["firewall_rules"].as_array().unwrap().len(), 2);
+    assert_eq!(st["firewall_rules"].as_array().unwrap().len(), 3);
     // Another fresh password, kept again.
     let second = kept_password(&s);
     assert_ne!(first, second);
     assert_eq!(st["administrator_password"], second.as_str());
     assert_eq!(st["scripts_run"].as_array().unwrap().len(), 2);
+    let ev = json_lines(&r.stdout);
+    assert!(
+        event_with(&ev, "password: the one the last first boot set").is_some(),
+        "{}",
+        r.stdout
+    );
     no_secrets(&s, &r, &w, &[&first]);
 }
 
@@ -602,10 +634,8 @@ fn a_fixed_password_file_or_the_images_password() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let st = w.state();
     assert_eq!(st["administrator_password"], "Fixed-Secret-9b2e");
-    assert!(
-        !s.path("state/computers/pcw/administrator-password")
-            .exists()
-    );
+    // Kept as what Administrator has now, for the next login.
+    assert_eq!(kept_password(&s), "Fixed-Secret-9b2e");
     no_secrets(&s, &r, &w, &["Fixed-Secret-9b2e"]);
 
     let s = Scratch::new("win-pwkeep");
@@ -664,9 +694,12 @@ fn windows_5_without_powershell() {
     assert_eq!(st["fDenyTSConnections"], 0);
     // XP's firewall: the service exception scoped to this node; echo has
     // no scope there.
+    // WinRM's port: its exception, scoped the same way.
+    let winrm = serde_json::json!({"enable": true, "name": "reimage-winrm", "scope": "127.0.0.1"});
     assert_eq!(
         st["legacy_firewall"],
-        serde_json::json!({"remotedesktop": true, "icmp8": true, "remotedesktop_scope": "127.0.0.1"})
+        serde_json::json!({"remotedesktop": true, "icmp8": true, "remotedesktop_scope": "127.0.0.1",
+                           "ports": {held.num().to_string(): winrm}})
     );
     // Every sleep timeout of the current scheme, by its name.
     for (k, v) in st["powercfg"].as_object().unwrap() {
@@ -749,8 +782,7 @@ fn windows_5_without_powershell() {
     );
 
     // Again, without a reload: the name is right (no reboot), the answer
-    // files are gone, another fresh password.
-    login_with(&s, &pw);
+    // files are gone, another fresh password; logged in with the kept one.
     let r = post_load(&s, "w7", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let st = w.state();
@@ -850,9 +882,15 @@ fn lockdown_on_a_german_windows_from_the_configured_sources() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let st = w.state();
     let rules = st["firewall_rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules.len(), 3, "{rules:?}");
     for r in rules {
-        assert_eq!(r["remoteip"], "10.20.0.0/16,192.0.2.5", "{r}");
+        // WinRM's port also from this node, so the next run gets in.
+        let want = if r["name"] == "reimage WinRM" {
+            "10.20.0.0/16,192.0.2.5,127.0.0.1"
+        } else {
+            "10.20.0.0/16,192.0.2.5"
+        };
+        assert_eq!(r["remoteip"], want, "{r}");
         assert_eq!(r["enable"], "yes");
         assert!(r["name"].as_str().unwrap().starts_with("reimage "), "{r}");
     }
@@ -1047,20 +1085,13 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
     // Before the next load the old OS still answers and is a member: it
     // leaves the domain (VCL's pre_reload), then the new first boot joins
     // again. Here through `provision` with a command provisioner whose
-    // load reboots the stand-in (SIGUSR1): a new boot id, as after a load.
+    // load writes the image anew on the stand-in (SIGUSR2: its password,
+    // name and membership back to the image's, then a boot). The login
+    // file stays the image's, as shipped: the unjoin logs in with the
+    // password the last first boot set, the new first boot with the
+    // image's.
     let pw = kept_password(&s);
-    login_with(&s, &pw);
-    let text = std::fs::read_to_string(s.path("reimage.toml"))
-        .unwrap()
-        .replace("provisioner = \"lab\"", "provisioner = \"noop\"");
-    std::fs::write(
-        s.path("reimage.toml"),
-        format!(
-            "{text}\n[provisioners.noop]\nkind = \"command\"\nload = [\"kill\", \"-USR1\", \"{}\"]\n",
-            w.pid()
-        ),
-    )
-    .unwrap();
+    load_by_reload(&s, &w);
     let r = Test::with(&s)
         .provision("pcw", "w7")
         .args(&["--json"])
@@ -1068,6 +1099,11 @@ fn joins_the_domain_and_leaves_it_before_a_reload() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let st = w.state();
     assert_eq!(st["domain_unjoins"], 1, "{st}");
+    assert_eq!(st["reloads"], 1, "{st}");
+    assert_eq!(st["domain"], "ad.example.edu", "joined again: {st}");
+    let now = kept_password(&s);
+    assert_ne!(now, pw);
+    assert_eq!(st["administrator_password"], now.as_str());
     let ev = json_lines(&r.stdout);
     let unjoin = step_end(&ev, "unjoin-domain");
     assert_eq!(unjoin["result"], "ok");
@@ -1380,6 +1416,30 @@ fn check_shows_timeouts_lockdown_and_first_boot_actions() {
 }
 
 #[test]
+fn check_says_what_windows_keeps_of_a_name_and_refuses_what_it_refuses() {
+    // Issue 22 item 7: NetBIOS keeps 15 characters; Rename-Computer takes
+    // letters, digits and hyphens only.
+    let s = Scratch::new("win-names");
+    s.config(
+        "[os.w]\nfamily = \"windows-6\"\n[images.vm]\nos = \"w\"\nvirtual = true\n\
+         [computers.lab-computer-0042-b]\naddress = \"10.20.1.7\"\nprovisioner = \"lab\"\n\
+         [computers.lab_pc7]\naddress = \"10.20.1.8\"\nprovisioner = \"lab\"\n\
+         [computers.\"lab.pc8\"]\naddress = \"10.20.1.9\"\nprovisioner = \"lab\"\n",
+    );
+    let r = Test::with(&s).check("lab-computer-0042-b", "vm").run();
+    r.code(0);
+    r.stdout_has("renamed to its NetBIOS form LAB-COMPUTER-00");
+    r.stdout_has("WinRM (TCP 5985) from the management node only");
+    for (name, what) in [("lab_pc7", "`_`"), ("lab.pc8", "`.`")] {
+        let r = Test::with(&s).check(name, "vm").run();
+        r.code(78);
+        r.stderr_has("Windows refuses computer name");
+        r.stderr_has(what);
+        r.stderr_has("reimage.toml:");
+    }
+}
+
+#[test]
 fn first_boot_keys_are_checked() {
     for (os, want) in [
         (
@@ -1560,4 +1620,187 @@ fn two_networks_by_mac_static_then_dhcp() {
         .rfind(|e| e["kind"] == "run")
         .expect("the run's end");
     assert_eq!(end["public_address"], "198.51.100.23/24");
+}
+
+/// The password files of computer `pcw` in the state dir that exist: of
+/// `administrator-password`, `.new` and `.before-load`.
+fn password_files(s: &Scratch) -> Vec<&'static str> {
+    ["", ".new", ".before-load"]
+        .into_iter()
+        .filter(|ext| {
+            s.path(&format!("state/computers/pcw/administrator-password{ext}"))
+                .exists()
+        })
+        .collect()
+}
+
+#[test]
+fn a_preload_is_reused_with_the_password_its_first_boot_set() {
+    // Issue 22 item 1, across runs of one computer, with the login file
+    // as shipped (the image's password): a preload (load, first boot,
+    // fresh password), then `provision --reuse` logs in with the kept
+    // password to verify the preload and to run its post-load; a rerun
+    // of post-load does too.
+    let s = Scratch::new("win-reuse");
+    let held = Port::new();
+    let w = standin(&held, &[]);
+    config(&s, held.num(), LOGIN_PW, "20s");
+    load_by_reload(&s, &w);
+    let r = Test::with(&s)
+        .provision("pcw", "w7")
+        .args(&["--json"])
+        .run();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ev = json_lines(&r.stdout);
+    assert!(
+        event_with(&ev, "preload recorded").is_some(),
+        "{}",
+        r.stdout
+    );
+    // The new image was logged in with the image's password.
+    assert!(
+        event_with(&ev, "password: the image's").is_some(),
+        "{}",
+        r.stdout
+    );
+    let preload_pw = kept_password(&s);
+    assert_eq!(w.state()["administrator_password"], preload_pw.as_str());
+    assert_eq!(w.state()["reloads"], 1);
+    assert_eq!(password_files(&s), [""]);
+
+    let r = Test::with(&s)
+        .provision("pcw", "w7")
+        .args(&["--reservation", "r1", "--reuse", "--json"])
+        .run();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    r.stdout_has("preload reused, no load");
+    let st = w.state();
+    assert_eq!(st["reloads"], 1, "no load: {st}");
+    let reserved_pw = kept_password(&s);
+    assert_ne!(reserved_pw, preload_pw);
+    assert_eq!(st["administrator_password"], reserved_pw.as_str());
+
+    // A rerun of post-load without a load.
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        w.state()["administrator_password"],
+        kept_password(&s).as_str()
+    );
+    assert_eq!(password_files(&s), [""]);
+    no_secrets(&s, &r, &w, &[&preload_pw, &reserved_pw]);
+}
+
+#[test]
+fn a_password_the_computer_refused_leaves_the_old_one_working() {
+    // Issue 21 item 6: the new password goes to a new file, and becomes
+    // the kept one only once the computer took it. Run 1 sets a long fixed
+    // password; the image's policy (min 20 characters) then refuses run
+    // 2's fresh 16-character one: the kept file still holds the password
+    // the computer has, and run 3 logs in with it.
+    let s = Scratch::new("win-pwfail");
+    let held = Port::new();
+    let w = standin(&held, &["--min-password-length", "20"]);
+    let fixed = "Fixed-Long-Secret-4711-abc";
+    let admin = s.write("secrets/admin-pw", &format!("{fixed}\n"));
+    config_with(
+        &s,
+        held.num(),
+        LOGIN_PW,
+        "20s",
+        "windows-6",
+        &format!("admin_password_file = \"{}\"", admin.display()),
+        "",
+    );
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(kept_password(&s), fixed);
+
+    config(&s, held.num(), LOGIN_PW, "20s");
+    for run in [2, 3] {
+        let r = post_load(&s, "w7", &["--json"]);
+        assert_eq!(r.code, 1, "run {run}: {}\n{}", r.stdout, r.stderr);
+        let ev = json_lines(&r.stdout);
+        // Logged in with the kept password, configured, then refused.
+        assert!(
+            event_with(&ev, "password: the one the last first boot set").is_some(),
+            "run {run}: {}",
+            r.stdout
+        );
+        assert_eq!(step_end(&ev, "check-computer-name")["result"], "ok");
+        let set = step_end(&ev, "set-admin-password");
+        assert_eq!(set["result"], "failed");
+        assert!(
+            set["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not meet the password policy"),
+            "{set}"
+        );
+        assert_eq!(w.state()["administrator_password"], fixed);
+        assert_eq!(kept_password(&s), fixed, "run {run}");
+        // The refused one stays apart, never kept.
+        assert_eq!(password_files(&s), ["", ".new"]);
+        no_secrets(&s, &r, &w, &[fixed]);
+    }
+}
+
+#[test]
+fn a_local_admin_other_than_administrator_is_filtered_by_uac() {
+    // The stand-in's UAC remote restriction: a local administrator that is
+    // not the built-in one logs in with a filtered token unless the image
+    // sets LocalAccountTokenFilterPolicy = 1; the firewall lockdown then
+    // fails as on Windows. Why the default login is Administrator.
+    let s = Scratch::new("win-uac");
+    let held = Port::new();
+    let admin_pw = s.write("secrets/labadmin", "Lab-Admin-Pw-1\n");
+    let w = standin(
+        &held,
+        &[
+            "--local-admin",
+            "labadmin",
+            "--local-admin-password-file",
+            admin_pw.to_str().unwrap(),
+        ],
+    );
+    config_with(&s, held.num(), "Lab-Admin-Pw-1", "20s", "windows-6", "", "");
+    let text = std::fs::read_to_string(s.path("reimage.toml"))
+        .unwrap()
+        .replace("user = \"Administrator\"", "user = \"labadmin\"");
+    std::fs::write(s.path("reimage.toml"), text).unwrap();
+    let r = post_load(&s, "w7", &["--attempt", "1", "--of", "1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    // The first administrative write, `reg add HKLM` for Remote Desktop.
+    r.stderr_has("enable-rdp");
+    r.stderr_has("Access is denied");
+    r.stderr_has("Administrator still has the image's password");
+    let st = w.state();
+    assert!(
+        st["denied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("reg add \"HKLM\\")),
+        "{st}"
+    );
+    assert_eq!(st["fDenyTSConnections"], 1, "{st}");
+    // No password is kept for another account's login.
+    assert!(password_files(&s).is_empty());
+    drop(w);
+
+    // With the policy set in the image, the same account administers.
+    let w = standin(
+        &held,
+        &[
+            "--local-admin",
+            "labadmin",
+            "--local-admin-password-file",
+            admin_pw.to_str().unwrap(),
+            "--image-token-filter-policy",
+            "1",
+        ],
+    );
+    let r = post_load(&s, "w7", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(w.state()["denied"], serde_json::json!([]));
 }

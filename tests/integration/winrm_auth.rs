@@ -41,7 +41,7 @@ fn config(s: &Scratch, port: u16, password: &str, login: &str, extra: &str) {
          [os.win]\nfamily = \"windows-6\"\nport = {port}\nuser = \"Administrator\"\n\
          password_file = \"{}\"\nfirst_boot = false\nstable_for = \"1s\"\n{extra}\n\
          timeouts = {{ initial-wait = \"0s\", response = \"30s\", login = \"{login}\" }}\n\n\
-         [images.w7]\nos = \"win\"\nvirtual = true\n\n\
+         [images.w7]\nos = \"win\"\nvirtual = true\nsysprep = false\n\n\
          [computers.pcw]\naddress = \"127.0.0.1\"\nprovisioner = \"reload\"\n",
         s.path("load.sh").display(),
         pw.display(),

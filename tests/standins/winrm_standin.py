@@ -65,6 +65,41 @@ machine sees the same sequence as a fast one and no test depends on time:
   --locale de-DE       Windows' own firewall rules and groups have German
                        names (the localized-group trap)
 
+Accounts and passwords across calls and runs (a lab lives across runs):
+  - A password set (reimage's set-password VBScript or PowerShell, IADsUser
+    SetPassword + SetInfo) is what the next login needs: the old one gets
+    401. Microsoft, "IADsUser::SetPassword method" (Win32 ADSI docs) sets
+    the password in the account database at once; the grace period in which
+    NTLM still takes the previous password ("New setting modifies NTLM
+    network authentication behavior", KB906305, OldPasswordAllowedPeriod)
+    is for domain accounts on a domain controller, not for local accounts,
+    so a local account has none here. A shell opened before the change
+    keeps its logon (its token is made once, at logon).
+  - The state stays in the process across reimage runs; SIGUSR2 is a
+    reload: the image is written anew (accounts, name, domain membership
+    and the token-filter policy back to the image's), then the machine
+    boots (SIGUSR1 is a reboot only: what was set stays).
+  --local-admin NAME --local-admin-password-file F: a second local account,
+    a member of Administrators but not the built-in Administrator (RID
+    500). UAC remote restrictions ("User Account Control and remote
+    restrictions", Microsoft Learn, troubleshoot/windows-server/windows-
+    security/user-account-control-and-remote-restriction; KB951016): a
+    network logon of such an account gets a filtered token (Administrators
+    deny-only, no elevation) unless HKLM\SOFTWARE\Microsoft\Windows\
+    CurrentVersion\Policies\System LocalAccountTokenFilterPolicy = 1
+    (REG_DWORD); the built-in Administrator is not filtered (its Admin
+    Approval Mode, FilterAdministratorToken, is off by default: "User
+    Account Control: Admin Approval Mode for the Built-in Administrator
+    account", Microsoft Learn). Stand-in assumption: WinRM lets the
+    filtered logon in (a RootSDDL that grants the account), and what needs
+    an administrator fails as Windows says it: `netsh advfirewall` "The
+    requested operation requires elevation (Run as administrator).", `reg
+    add HKLM\...` and a password change "Access is denied.".
+  --min-password-length N: the image's password policy refuses a shorter
+    password; the account keeps the one it had (see `meets_policy`).
+  --image-token-filter-policy 1: the image has LocalAccountTokenFilterPolicy
+    = 1 (what Enable-PSRemoting sets on a workgroup computer).
+
 Serves POST /wsman. Prints "winrm-standin listening on HOST:PORT" on stdout
 (flushed) once it accepts connections. --state-file: the simulated Windows
 state as JSON after every change (with every command line it ran, and how
@@ -406,10 +441,11 @@ class Machine:
         self.boot_time = None
         self.name = cfg.computer_name
         self.pending_name = None
-        self.accounts = {"Administrator": ""}
-        if cfg.user:
-            self.accounts[cfg.user] = cfg.password
-        self.registry = {RDP_KEY.lower(): {"fDenyTSConnections": ("REG_DWORD", "1")}}
+        self.accounts = image_accounts(cfg)
+        self.reloads = 0
+        self.denied = []  # command lines refused to a filtered token
+        self.registry = {RDP_KEY.lower(): {"fDenyTSConnections": ("REG_DWORD", "1")},
+                         POLICIES_SYSTEM.lower(): image_policies(cfg)}
         self.setup_reads = 0  # reads of the setup state (--sysprep-polls)
         self.auth_failures = 0  # 401s given for --auth-fails
         self.refresh_setup()
@@ -602,6 +638,8 @@ class Machine:
             "pending_computer_name": self.pending_name,
             "accounts": self.accounts,
             "administrator_password": self.accounts.get("Administrator"),
+            "reloads": self.reloads,
+            "denied": self.denied,
             "registry": {k: {n: v[1] for n, v in vals.items()} for k, vals in self.registry.items()},
             "fDenyTSConnections": int(self.registry.get(RDP_KEY.lower(), {})
                                       .get("fDenyTSConnections", ("", "1"))[1], 0),
@@ -751,6 +789,104 @@ def cmd_redirects(seg):
     return "".join(out), reds
 
 
+# -- accounts across runs: reloads and UAC remote restrictions -------------
+# (see the header: "Accounts and passwords across calls and runs")
+
+POLICIES_SYSTEM = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Policies\System"
+BUILTIN_ADMIN = "administrator"
+ELEVATION = "The requested operation requires elevation (Run as administrator).\r\n"
+ACCESS_DENIED = "Access is denied.\r\n"
+
+
+def image_accounts(cfg):
+    """The local accounts as the image has them."""
+    accounts = {"Administrator": ""}
+    if cfg.user:
+        accounts[cfg.user] = cfg.password
+    if cfg.local_admin:
+        accounts[cfg.local_admin] = cfg.local_admin_password
+    return accounts
+
+
+def image_policies(cfg):
+    """HKLM\...\Policies\System as the image has it."""
+    if cfg.token_filter_policy is None:
+        return {}
+    return {"LocalAccountTokenFilterPolicy": ("REG_DWORD", str(cfg.token_filter_policy))}
+
+
+def reload_image(m):
+    """SIGUSR2: the image written anew over what the runs changed: its
+    accounts and passwords, name, domain membership and policies. Counters
+    (boots, joins, commands) stay: they count what happened."""
+    with m.lock:
+        m.accounts = image_accounts(m.cfg)
+        m.name = "WIN-STANDIN"
+        m.pending_name = None
+        m.domain = m.cfg.joined_domain
+        m.pending_domain = None
+        m.registry[POLICIES_SYSTEM.lower()] = image_policies(m.cfg)
+        m.reloads += 1
+
+
+def filtered_token(m):
+    """True when the shell the current command runs in logged on as a
+    local administrator other than the built-in one, and the token-filter
+    policy is not 1: its token cannot administer."""
+    logon = m.shell_logons.get(m.current_shell)
+    if not logon or logon[0].lower() == BUILTIN_ADMIN:
+        return False
+    if not m.cfg.local_admin or logon[0].lower() != m.cfg.local_admin.lower():
+        return False
+    v = m.registry.get(POLICIES_SYSTEM.lower(), {}).get("LocalAccountTokenFilterPolicy")
+    return not (v and v[0] == "REG_DWORD" and int(v[1], 0) == 1)
+
+
+def meets_policy(m, pw):
+    """The image's "Minimum password length" policy (--min-password-length;
+    Microsoft Learn, "Minimum password length", security policy settings):
+    a shorter password is refused by SetPassword (NERR_PasswordTooShort,
+    2245: "The password does not meet the password policy requirements.")
+    and the account keeps its old one."""
+    return len(pw) >= m.cfg.min_password_length
+
+
+def legacy_portopening(m, kv, only_pairs):
+    """XP/2003's `netsh firewall set portopening protocol=TCP port=N
+    name=NAME mode=ENABLE scope=CUSTOM addresses=LIST` (KB 947709, "How to
+    use the netsh advfirewall firewall context instead of the netsh
+    firewall context", which lists the old syntax): the port exception,
+    kept by port, with its scope."""
+    ok = (only_pairs and kv.get("protocol") in ("tcp", "udp") and kv.get("port", "").isdigit()
+          and kv.get("name") and kv.get("mode") in ("enable", "disable")
+          and kv.get("scope", "all") in ("all", "subnet", "custom")
+          and (kv.get("scope") != "custom" or kv.get("addresses")))
+    if not ok:
+        return Result(b"The syntax supplied for this command is not valid. Check help for the correct syntax.\r\n",
+                      b"", 1)
+    ports = m.legacy_firewall.setdefault("ports", {})
+    ports[kv["port"]] = {"name": kv["name"], "enable": kv["mode"] == "enable",
+                         "scope": kv.get("addresses", kv.get("scope", "all"))}
+    return Result(b"\r\nIMPORTANT: Command executed successfully.\r\n"
+                  b"However, \"netsh firewall\" is deprecated;\r\nuse \"netsh advfirewall firewall\" "
+                  b"instead.\r\n\r\nOk.\r\n\r\n")
+
+
+def needs_admin(base, words):
+    """What Windows refuses a filtered token, with its message: None when
+    the command needs no administrator."""
+    low = [w.lower() for w in words[1:]]
+    if base == "netsh" and low[:1] == ["advfirewall"]:
+        return ELEVATION
+    if base == "reg" and low[:1] == ["add"] and len(low) > 1 and re.match(r"(hklm|hkey_local_machine)\\", low[1]):
+        return "ERROR: " + ACCESS_DENIED
+    if base == "cscript" and any("set-password" in w for w in low):
+        return ACCESS_DENIED
+    if base == "powershell" and "setpassword" in " ".join(low):
+        return ACCESS_DENIED
+    return None
+
+
 class Shell:
     """Runs command lines on a Machine, as cmd.exe and the programs would."""
 
@@ -855,6 +991,10 @@ class Shell:
             return self.line(rest[1] if len(rest) > 1 else "", stdin)
         if base == "if":
             return self.cmd_if(text, stdin)
+        denied = needs_admin(base, words) if filtered_token(self.m) else None
+        if denied is not None:
+            self.m.denied.append(text)
+            return fail(denied, 5)
         if base == "powershell" and self.m.cfg.no_powershell:
             self.m.not_recognized.append(words[0])
             return fail(NOT_RECOGNIZED.format(words[0]))
@@ -1117,6 +1257,8 @@ class Shell:
         pw = re.split(r"[\r\n]", data.decode("utf-8-sig", "replace"), 1)[0]
         if pw == "":
             return Result(banner, b"the password file was empty\r\n", 1)
+        if not meets_policy(self.m, pw):
+            return Result(banner, b"SetInfo: The password does not meet the password policy requirements.\r\n", 1)
         match = [u for u in self.m.accounts if u.lower() == user.lower()]
         if not match:
             return Result(banner, f"no account {user}: The user name could not be found.\r\n".encode(), 1)
@@ -1290,6 +1432,8 @@ class Shell:
                 return Result(b"\r\nIMPORTANT: Command executed successfully.\r\n"
                               b"However, \"netsh firewall\" is deprecated;\r\nuse \"netsh advfirewall firewall\" "
                               b"instead.\r\n\r\nOk.\r\n\r\n")
+            if low[2:3] == ["portopening"]:
+                return legacy_portopening(self.m, kv, len(kv) == len(low) - 3)
             if low[2:3] == ["icmpsetting"] and kv.get("type") == "8" and ok_mode and len(kv) == len(low) - 3:
                 self.m.legacy_firewall["icmp8"] = kv["mode"] == "enable"
                 return Result(b"\r\nOk.\r\n\r\n")
@@ -1761,7 +1905,7 @@ class PowerShell:
         mt = re.fullmatch(r"(?is)\(\s*\[adsi\]\s*'WinNT://\./([^',/]+),user'\s*\)\s*\.SetPassword\((.*)\)", st)
         if mt:
             user, pw = mt.group(1), self.expr(mt.group(2))
-            if not isinstance(pw, str) or pw == "":
+            if not isinstance(pw, str) or pw == "" or not meets_policy(self.m, pw):
                 raise PSError('Exception calling "SetPassword" with "1" argument(s): "The password does not meet '
                               'the password policy requirements."')
             match = [u for u in self.m.accounts if u.lower() == user.lower()]
@@ -2427,6 +2571,12 @@ def main():
     p.add_argument("--hooks", default="", help="comma-separated paths of the image's own post-load hooks")
     p.add_argument("--no-wmic", action="store_true",
                    help="WMIC absent, as on current Windows 11 (an optional feature, off by default)")
+    p.add_argument("--local-admin", help="a local administrator other than the built-in one")
+    p.add_argument("--local-admin-password-file", help="its password (first line)")
+    p.add_argument("--image-token-filter-policy", type=int, choices=[0, 1],
+                   help="the image's LocalAccountTokenFilterPolicy (unset: absent, which filters)")
+    p.add_argument("--min-password-length", type=int, default=0,
+                   help="the image's Minimum password length policy")
     p.add_argument("--wrong-os", action="store_true",
                    help="the boot time never changes (a reboot brings back the same OS)")
     shells = p.add_mutually_exclusive_group()
@@ -2460,6 +2610,10 @@ def main():
         edition = a.edition
         kms_count = a.kms_count
         build = 3790 if a.no_powershell else 7601 if a.powershell_2 else 19045
+        local_admin = a.local_admin
+        local_admin_password = ""
+        token_filter_policy = a.image_token_filter_policy
+        min_password_length = a.min_password_length
         auth_fails = a.auth_fails
         auth_fails_until = a.auth_fails_until
         auth = {x.strip().lower() for x in ("negotiate" if a.stock else a.auth).split(",") if x.strip()}
@@ -2476,6 +2630,9 @@ def main():
     if a.password_file:
         with open(a.password_file, encoding="utf-8") as f:
             Cfg.password = f.readline().rstrip("\r\n")
+    if a.local_admin_password_file:
+        with open(a.local_admin_password_file, encoding="utf-8") as f:
+            Cfg.local_admin_password = f.readline().rstrip("\r\n")
     if a.ad_credentials_file:
         with open(a.ad_credentials_file, encoding="utf-8") as f:
             lines = f.read().splitlines()
@@ -2487,6 +2644,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # SIGUSR1: a reload (by a test's load command): the computer reboots.
     signal.signal(signal.SIGUSR1, lambda *_: life.go_down())
+    # SIGUSR2: a reload that writes the image anew, then boots it.
+    signal.signal(signal.SIGUSR2, lambda *_: (reload_image(life.machine), life.go_down()))
     try:
         while not stop.wait(3600):
             pass

@@ -77,6 +77,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// Shortest OperationTimeout sent; Windows rejects tiny values.
 const MIN_OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+/// Rounds of every password rejected after which a channel sends only
+/// the first (see [`WinRm::post_authenticated`]).
+const MAX_ROUNDS: u32 = 3;
+
 /// Bytes of file data per Send message (base64 grows it by a third; the
 /// default MaxEnvelopeSize on Windows is 150 KiB, 500 KiB from WinRM 2.0).
 const UPLOAD_CHUNK: usize = 57 * 1024;
@@ -97,6 +101,12 @@ pub struct WinRmConfig {
     /// argv, logs or error messages. None: send no credentials (any command
     /// then fails with `Auth`).
     pub password_file: Option<PathBuf>,
+    /// The passwords to try, in order, instead of `password_file`'s alone
+    /// (empty: `password_file`'s): a login the listener rejects (HTTP 401
+    /// or 403) with one is tried with the next, and the channel keeps the
+    /// one that was taken. An OS module lists the password its first boot
+    /// set first, the image's next.
+    pub passwords: Vec<LoginPassword>,
     /// How to authenticate.
     pub auth: Auth,
     /// How the HTTPS listener's certificate is trusted.
@@ -104,6 +114,16 @@ pub struct WinRmConfig {
     /// WS-Man OperationTimeout for each request; a Receive waits at most
     /// this long on the server before answering `w:TimedOut`.
     pub operation_timeout: Duration,
+}
+
+/// One password a login may use, and where it comes from (for events and
+/// messages; never the value).
+#[derive(Debug, Clone)]
+pub struct LoginPassword {
+    /// The password.
+    pub secret: Secret,
+    /// Where it comes from, e.g. "the image's (password_file /etc/...)".
+    pub from: String,
 }
 
 /// How the HTTPS listener's certificate is trusted.
@@ -156,10 +176,15 @@ struct Learning {
 pub struct WinRm {
     cfg: WinRmConfig,
     url: String,
-    /// The password, for Negotiate/NTLM; None without a password file.
-    password: Option<Secret>,
-    /// `Basic base64(user:password)` for Basic; None otherwise.
-    authorization: Option<Secret>,
+    /// The passwords to log in with, in order ([`WinRmConfig::passwords`]);
+    /// none without a password file.
+    passwords: Vec<LoginPassword>,
+    /// The one in use: the first, or the one the listener last took.
+    current: Cell<usize>,
+    /// Rounds in which the listener rejected every password: after
+    /// [`MAX_ROUNDS`] only the first is sent (each wrong one counts
+    /// toward the account's lockout).
+    rounds: Cell<u32>,
     trust: tls::Trust,
     /// Authenticated requests.
     agent: ureq::Agent,
@@ -185,8 +210,7 @@ impl fmt::Debug for WinRm {
             .field("url", &self.url)
             .field("user", &self.cfg.user)
             .field("auth", &self.cfg.auth)
-            .field("password", &self.password)
-            .field("authorization", &self.authorization)
+            .field("passwords", &self.passwords)
             .field("session", &self.session)
             .finish()
     }
@@ -332,13 +356,13 @@ impl WinRm {
         let scheme = if cfg.https { "https" } else { "http" };
         let url = format!("{scheme}://{host}:{}/wsman", cfg.port);
 
-        let password = match &cfg.password_file {
-            None => None,
-            Some(path) => Some(Secret::from_file(path, "the WinRM password file")?),
-        };
-        let authorization = match (cfg.auth, &password) {
-            (Auth::Basic, Some(p)) => Some(Secret::basic_auth(&cfg.user, p)),
-            _ => None,
+        let passwords = match (&cfg.password_file, cfg.passwords.is_empty()) {
+            (_, false) => cfg.passwords.clone(),
+            (None, true) => Vec::new(),
+            (Some(path), true) => vec![LoginPassword {
+                secret: Secret::from_file(path, "the WinRM password file")?,
+                from: format!("password_file {}", path.display()),
+            }],
         };
 
         let TrustSetup {
@@ -351,8 +375,9 @@ impl WinRm {
         Ok(WinRm {
             cfg,
             url,
-            password,
-            authorization,
+            passwords,
+            current: Cell::new(0),
+            rounds: Cell::new(0),
             trust,
             agent,
             anonymous,
@@ -450,12 +475,74 @@ impl WinRm {
                 ("Content-Type", CONTENT_TYPE.to_string()),
             ];
             self.exchange(&self.anonymous, &what, &headers, body.as_bytes(), timeout)?
-        } else if self.cfg.auth == Auth::Basic {
-            self.post_basic(&what, body, timeout)?
         } else {
-            self.post_negotiate(&what, body, timeout)?
+            self.post_authenticated(&what, body, timeout)?
         };
         self.sort(&what, answer)
+    }
+
+    /// A request with credentials: with the password in use, then, when
+    /// the listener rejects it, with each next one in turn (the rejected
+    /// ones are not tried again for this request). When all are rejected
+    /// the next request starts over from the first: an account that
+    /// Sysprep keeps disabled for a while takes its password later. After
+    /// [`MAX_ROUNDS`] such rounds only the first is sent: each wrong
+    /// password counts toward the account's lockout threshold, and a
+    /// disabled account's right one does not.
+    fn post_authenticated(
+        &self,
+        what: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<Answer, ChannelError> {
+        loop {
+            let r = if self.cfg.auth == Auth::Basic {
+                self.post_basic(what, body, timeout)
+            } else {
+                self.post_negotiate(what, body, timeout)
+            };
+            let rejected = match &r {
+                Err(ChannelError::Auth(_)) => true,
+                Ok(a) => a.status == 401 || a.status == 403,
+                Err(_) => false,
+            };
+            if !rejected {
+                return r;
+            }
+            self.session.replace(None);
+            let next = self.current.get() + 1;
+            if next >= self.passwords.len() || self.rounds.get() >= MAX_ROUNDS {
+                self.current.set(0);
+                self.rounds.set(self.rounds.get().saturating_add(1));
+                return match r {
+                    Err(ChannelError::Auth(e)) if self.passwords.len() > 1 => {
+                        let tried: Vec<&str> =
+                            self.passwords.iter().map(|p| p.from.as_str()).collect();
+                        Err(ChannelError::Auth(anyhow!(
+                            "{e:#} (each password tried in turn: {})",
+                            tried.join("; ")
+                        )))
+                    }
+                    r => r,
+                };
+            }
+            self.current.set(next);
+        }
+    }
+
+    /// The password in use, if there is one.
+    fn password(&self) -> Option<&LoginPassword> {
+        self.passwords.get(self.current.get())
+    }
+
+    /// Where the password in use comes from, when the OS module chose the
+    /// passwords ([`WinRmConfig::passwords`]): for events ("logged in with
+    /// ...").
+    pub fn password_from(&self) -> Option<&str> {
+        if self.cfg.passwords.is_empty() {
+            return None;
+        }
+        self.password().map(|p| p.from.as_str())
     }
 
     /// A request with Basic credentials; a 401 that does not offer Basic
@@ -467,7 +554,8 @@ impl WinRm {
         timeout: Duration,
     ) -> Result<Answer, ChannelError> {
         let mut headers = vec![("Content-Type", CONTENT_TYPE.to_string())];
-        if let Some(a) = &self.authorization {
+        if let Some(p) = self.password() {
+            let a = Secret::basic_auth(&self.cfg.user, &p.secret);
             headers.push(("Authorization", a.expose().to_string()));
         }
         let answer = self.exchange(&self.agent, what, &headers, body.as_bytes(), timeout)?;
@@ -493,7 +581,7 @@ impl WinRm {
         body: &str,
         timeout: Duration,
     ) -> Result<Answer, ChannelError> {
-        let Some(password) = &self.password else {
+        let Some(password) = self.password().map(|p| &p.secret) else {
             return Err(ChannelError::Auth(anyhow!(
                 "{what}: no password file is configured for user {:?}",
                 self.cfg.user
@@ -682,7 +770,7 @@ impl WinRm {
     fn sort(&self, what: &str, answer: Answer) -> Result<Reply, ChannelError> {
         let status = answer.status;
         if status == 401 || status == 403 {
-            let hint = if self.password.is_none() {
+            let hint = if self.passwords.is_empty() {
                 "no password file is configured"
             } else {
                 match self.cfg.auth {
@@ -1246,6 +1334,11 @@ impl Channel for WinRm {
         Ok(())
     }
 
+    /// Which of several passwords the listener took, for events.
+    fn login_note(&self) -> Option<String> {
+        self.password_from().map(|f| format!("password: {f}"))
+    }
+
     /// The listener's certificate as checked (HTTPS with a pin), for
     /// events.
     fn identity(&self) -> Option<String> {
@@ -1495,6 +1588,7 @@ mod tests {
             https: false,
             user: USER.into(),
             password_file,
+            passwords: Vec::new(),
             auth: Auth::Negotiate,
             trust: Trust::System,
             operation_timeout: Duration::from_secs(20),
@@ -1583,6 +1677,68 @@ mod tests {
         // machine (it normally returns in under 2.5 s).
         assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
         assert!(e.to_string().contains("sleep"), "{e}");
+    }
+
+    /// A client of the stand-in that tries `passwords` in order.
+    fn with_passwords(s: &Standin, passwords: &[(&str, &str)]) -> WinRm {
+        let mut cfg = s.config(None);
+        cfg.passwords = passwords
+            .iter()
+            .map(|(p, from)| LoginPassword {
+                secret: Secret::new(*p),
+                from: from.to_string(),
+            })
+            .collect();
+        WinRm::new(cfg).expect("client")
+    }
+
+    #[test]
+    fn a_rejected_password_falls_back_to_the_next_and_the_taken_one_stays() {
+        // The stand-in remembers a password change (SetPassword): the old
+        // password gets 401 from then on, on new logins.
+        let s = Standin::start(&[]);
+        let mut w = s.client();
+        let set = argv(&[
+            "powershell",
+            "-NoProfile",
+            "-Command",
+            "([adsi]'WinNT://./Administrator,user').SetPassword('New-Pw-4711')",
+        ]);
+        assert_eq!(w.run(&set, T).expect("set").status, 0);
+        let mut old = WinRm::new(s.config(Some(PASSWORD))).expect("client");
+        let e = old.login(T).expect_err("the old password is gone");
+        assert!(matches!(e, ChannelError::Auth(_)), "{e}");
+
+        // Tried in order: the rejected one first, then the taken one,
+        // which the channel keeps for its next requests.
+        let mut w = with_passwords(&s, &[(PASSWORD, "the image's"), ("New-Pw-4711", "kept")]);
+        w.login(T).expect("the second password logs in");
+        assert_eq!(w.login_note().as_deref(), Some("password: kept"));
+        let before = w.handshakes();
+        w.disconnect();
+        w.login(T).expect("again");
+        assert_eq!(
+            w.handshakes(),
+            before + 1,
+            "no second try of the rejected one"
+        );
+
+        // All rejected: Auth naming each source, never a value; the next
+        // login starts over from the first.
+        let mut w = with_passwords(&s, &[("Wr0ng-1", "first"), ("Wr0ng-2", "second")]);
+        let e = w.login(T).expect_err("none fits");
+        assert!(matches!(e, ChannelError::Auth(_)), "{e}");
+        let msg = format!("{e} {w:?}");
+        assert!(msg.contains("first; second"), "{msg}");
+        assert!(!msg.contains("Wr0ng-"), "{msg}");
+        assert_eq!(w.login_note().as_deref(), Some("password: first"));
+        // Two more rounds, then only the first password is sent.
+        for _ in 0..2 {
+            w.login(T).expect_err("none fits");
+        }
+        let before = w.handshakes();
+        w.login(T).expect_err("none fits");
+        assert_eq!(w.handshakes(), before + 1, "only the first after 3 rounds");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::config::Plan;
 use crate::config::network::Addressing;
 use crate::control::Channel;
 use crate::os::actions::Actions;
-use crate::os::first_boot::{Account, allow_from, new_password};
+use crate::os::first_boot::{Account, allow_from, new_password, password_taken};
 use crate::os::hooks::{Env, HookShell};
 use crate::outcome::Outcome;
 use crate::report::{Reporter, rfc3339};
@@ -142,7 +142,10 @@ pub fn run(
     a.hooks(&hook_shell())?;
     a.scripts("/var/lib/reimage/scripts", '/', hook_command)?;
     match new_password(plan, ROOT, None, state, report)? {
-        Some(pw) => set_root_password(&mut a, &pw),
+        Some(pw) => {
+            set_root_password(&mut a, &pw)?;
+            password_taken(plan, ROOT, state, report)
+        }
         None => Ok(()),
     }
 }

@@ -405,6 +405,33 @@ fn advfirewall(name: &str, filter: &[&str], from: &[String]) -> Vec<String> {
     v
 }
 
+/// The channel's own port (WinRM's, `port`) open only from `from`, as
+/// the lockdown opens RDP: every inbound rule on the port replaced by one
+/// of reimage's, in one command line (the delete and the add run on the
+/// computer together, so the connection that sends them is not cut in
+/// between). XP/2003: the port exception with a custom scope.
+pub fn control_port_action(f: Windows, port: u16, from: &[String]) -> Act {
+    if toolset(f).legacy_firewall {
+        return Act::Run(argv(&[
+            "netsh",
+            "firewall",
+            "set",
+            "portopening",
+            "protocol=TCP",
+            &format!("port={port}"),
+            "name=reimage-WinRM",
+            "mode=ENABLE",
+            "scope=CUSTOM",
+            &format!("addresses={}", from.join(",")),
+        ]));
+    }
+    Act::Run(advfirewall(
+        "reimage WinRM",
+        &["protocol=TCP", &format!("localport={port}")],
+        from,
+    ))
+}
+
 /// The powercfg settings that put a computer to sleep: all of them go to 0
 /// (VCL's Version_6.pm / Version_5.pm disable_sleep).
 pub const POWER_SETTINGS: [&str; 8] = [

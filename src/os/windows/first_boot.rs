@@ -41,6 +41,7 @@ pub fn run(windows: Windows, seq: &mut Sequence, state: &StateDir) -> Result<(),
     if let Some(nic) = &fb.seq.plan.computer.public {
         super::network::configure(&mut fb.actions(), windows, nic)?;
     }
+    fb.control_port()?;
     fb.activation()?;
     fb.scripts()?;
     fb.password()
@@ -116,7 +117,10 @@ impl FirstBoot<'_, '_> {
     /// and check, as VCL's Windows.pm post_load does after renaming.
     fn name(&mut self) -> Result<(), Outcome> {
         let who = self.who();
-        let rename = commands::rename_action(self.family, &who);
+        // Windows keeps 15 characters of a longer name (its NetBIOS form):
+        // renamed to those, and checked against them.
+        let want = super::netbios_name(&who);
+        let rename = commands::rename_action(self.family, &want);
         let renamed = run_act(
             &mut self.actions(),
             "set-computer-name",
@@ -130,8 +134,6 @@ impl FirstBoot<'_, '_> {
             self.actions()
                 .run("check-computer-name", &argv(&["hostname"]), Outcome::Retry)?;
         let name = out.stdout.trim().to_string();
-        // NetBIOS names are upper case and at most 15 characters.
-        let want: String = who.chars().take(15).collect();
         if !name.eq_ignore_ascii_case(&want) {
             return Err(Outcome::Fatal(anyhow::anyhow!(
                 "{who}: the computer is still named `{name}` after the rename and a reboot"
@@ -208,6 +210,17 @@ impl FirstBoot<'_, '_> {
         Ok(())
     }
 
+    /// The lockdown of the channel's own port (WinRM's): open only from
+    /// `allow_from` and this node ([`crate::os::first_boot::control_from`]).
+    fn control_port(&mut self) -> Result<(), Outcome> {
+        let Some(port) = self.seq.plan.port() else {
+            return Ok(());
+        };
+        let from = crate::os::first_boot::control_from(self.seq.plan).map_err(Outcome::Fatal)?;
+        let act = commands::control_port_action(self.family, port, &from);
+        run_act(&mut self.actions(), "firewall-winrm", &act, Outcome::Fatal).map(|_| ())
+    }
+
     /// Activation, when the profile asks for it: [`activation::run`].
     fn activation(&mut self) -> Result<(), Outcome> {
         let Some(act) = self.seq.plan.profile.activation.clone() else {
@@ -254,7 +267,8 @@ impl FirstBoot<'_, '_> {
             0o600,
         )?;
         let cmd = commands::password_command(family, "Administrator", &remote, &script);
-        run_removing(&mut a, "set-admin-password", &cmd, Outcome::Fatal, &remote)
+        run_removing(&mut a, "set-admin-password", &cmd, Outcome::Fatal, &remote)?;
+        crate::os::first_boot::password_taken(plan, ADMINISTRATOR, self.state, report)
     }
 }
 

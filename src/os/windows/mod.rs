@@ -58,9 +58,17 @@ impl Windows {
             // more. VCL's Version_10 modules inherit it unchanged, and so
             // does windows-10.
             _ if image.r#virtual => (secs(5), mins(5), Some(mins(10))),
-            _ if image.sysprep => (secs(60), mins(30), Some(mins(10))),
+            _ if self.sysprep(image) => (secs(60), mins(30), Some(mins(10))),
             _ => (secs(15), mins(10), Some(mins(10))),
         }
+    }
+
+    /// Whether `image` was generalized with Sysprep: as it says, else
+    /// true for windows-6 and windows-10 (VCL's imagemeta default,
+    /// sysprep = 1) and false for XP/2003 (no setup state to wait on by
+    /// default there).
+    fn sysprep(self, image: &ImageConfig) -> bool {
+        image.sysprep.unwrap_or(self != Windows::V5)
     }
 
     /// Activation and domain: KMS hosts and a MAK file (not on XP/2003),
@@ -208,7 +216,7 @@ impl FamilyRules for Windows {
             ),
         };
         let mut steps = vec![sleep, port];
-        if image.sysprep {
+        if self.sysprep(image) {
             // Sysprep reboots between its passes and WinRM may answer
             // before, between or after them: Windows itself says when
             // setup is complete. Within the response timeout (VCL has one
@@ -229,6 +237,48 @@ impl FamilyRules for Windows {
     }
 }
 
+/// The most characters of a computer name Windows keeps (its NetBIOS
+/// name, MAX_COMPUTERNAME_LENGTH).
+const NETBIOS_LEN: usize = 15;
+
+/// The name Windows keeps for computer `name`: its first 15 characters.
+pub fn netbios_name(name: &str) -> String {
+    name.chars().take(NETBIOS_LEN).collect()
+}
+
+/// Why Windows refuses computer name `name`, if it does: Rename-Computer
+/// takes letters, digits and hyphens, not all digits, up to 63 characters
+/// (no periods or underscores), as Microsoft's "Naming conventions in
+/// Active Directory for computers, domains, sites, and OUs" says; and its
+/// 15-character NetBIOS form must not end in a hyphen.
+pub(super) fn refused_name(name: &str) -> Option<String> {
+    let bad: Vec<char> = name
+        .chars()
+        .filter(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        .collect();
+    if !bad.is_empty() {
+        return Some(format!(
+            "Windows refuses computer name `{name}`: it holds {}; a Windows computer name takes letters, digits and hyphens only (no periods or underscores): rename the computer's table",
+            bad.iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return Some(format!(
+            "Windows refuses computer name `{name}`: a computer name may not be all digits"
+        ));
+    }
+    let netbios = netbios_name(name);
+    if netbios.ends_with('-') {
+        return Some(format!(
+            "Windows would keep `{netbios}` of computer name `{name}` (15 characters), and a name may not end in a hyphen: shorten the name"
+        ));
+    }
+    None
+}
+
 impl Family for Windows {
     fn boot_id_command(&self) -> Vec<String> {
         commands::boot_id_command(*self)
@@ -246,6 +296,10 @@ impl Family for Windows {
         commands::setup_state(*self, stdout)
     }
 
+    fn account(&self) -> Option<crate::os::first_boot::Account> {
+        Some(first_boot::ADMINISTRATOR)
+    }
+
     fn before_load(&self, plan: &Plan, ch: &mut dyn Channel, report: &Reporter) {
         if plan.profile.first_boot {
             leave_domain(*self, plan, ch, report);
@@ -261,18 +315,33 @@ impl Family for Windows {
         };
         let fixed = p.admin_password_file.as_deref();
         let mut v = vec![
-            format!("lockdown: RDP (TCP 3389) and ping open only from {from}"),
+            format!(
+                "lockdown: RDP (TCP 3389) and ping open only from {from}; WinRM (TCP {}) from {}",
+                plan.port().unwrap_or(5985),
+                if p.allow_from.is_empty() {
+                    "the management node only".to_string()
+                } else {
+                    format!("{} and the management node", p.allow_from.join(", "))
+                }
+            ),
             password_line(plan, ADMINISTRATOR, fixed),
             "scrub: Sysprep/Panther/unattend answer files removed".to_string(),
-            format!(
-                "name: renamed to {}, rebooted (a reboot that does not come back: power reset once), name checked",
-                plan.computer.name
-            ),
+            name_line(&plan.computer.name),
             "power: sleep and hibernation off".to_string(),
         ];
         v.extend(time_line(plan));
         v.extend(settings_lines(plan));
         v
+    }
+
+    fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        if !plan.profile.first_boot {
+            return Ok(());
+        }
+        match refused_name(&plan.computer.name) {
+            Some(why) => Err(KeyError::new(&["computers", &plan.computer.name], why)),
+            None => Ok(()),
+        }
     }
 
     fn first_boot(&self, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
@@ -367,5 +436,20 @@ fn leave_domain(w: Windows, plan: &Plan, ch: &mut dyn Channel, report: &Reporter
             Err(why) => report.step_end(false, &format!("could not leave {j}: {why}")),
         },
         Err(e) => report.step_end(false, &format!("could not leave {j}: {e}")),
+    }
+}
+
+/// `check`'s line for the name: what Windows keeps of a longer one.
+fn name_line(name: &str) -> String {
+    let netbios = netbios_name(name);
+    if netbios.len() < name.len() {
+        format!(
+            "name: `{name}` is longer than Windows keeps ({NETBIOS_LEN} characters): renamed to its NetBIOS form {}, rebooted (a reboot that does not come back: power reset once), checked against that",
+            netbios.to_ascii_uppercase()
+        )
+    } else {
+        format!(
+            "name: renamed to {name}, rebooted (a reboot that does not come back: power reset once), name checked"
+        )
     }
 }
