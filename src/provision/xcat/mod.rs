@@ -17,6 +17,7 @@ mod answers;
 mod config;
 mod install;
 mod monitor;
+mod online;
 mod power;
 mod slot;
 mod target;
@@ -255,6 +256,10 @@ fn tenths(d: Duration) -> Duration {
 impl Provisioner for Xcat {
     fn describe(&self, plan: &Plan) -> Vec<String> {
         self.config.describe(plan)
+    }
+
+    fn online(&self, plan: &Plan) -> Vec<super::Checked> {
+        self.online_checks(plan)
     }
 
     /// The image's source must name an osimage or nodetype attributes.
