@@ -100,9 +100,19 @@ fn current_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
 
-/// Every file the OS profiles and images of `c` name.
+/// Every file the OS profiles, images and `[coordination]` of `c` name.
 pub fn config_files(c: &Config) -> Vec<LocalFile> {
     let mut v = Vec::new();
+    if let Some(s) = &c.coordination {
+        for (key, p, usage) in [
+            ("password_file", &s.password_file, FileUse::Secret),
+            ("ca_file", &s.ca_file, FileUse::Read),
+        ] {
+            if let Some(p) = p {
+                v.push(LocalFile::new(p, &["coordination", key], usage));
+            }
+        }
+    }
     for (name, o) in &c.os {
         os_files(name, o, &mut v);
     }

@@ -84,13 +84,20 @@ fn check_image(
         ));
     }
     if !c.os.contains_key(&img.os) && families.get(&img.os).is_none() {
+        let all = families.names();
+        let known: Vec<&str> =
+            c.os.keys()
+                .map(String::as_str)
+                .chain(all.split(", "))
+                .collect();
+        let hint = super::words::nearest(&img.os, &known)
+            .map(|k| format!(": did you mean `{k}`?"))
+            .unwrap_or_default();
         return Err(KeyError::new(
             &["images", name, "os"],
             format!(
-                "image `{name}` names OS profile `{}`, which is neither an [os.{}] table nor a built-in profile ({})",
-                img.os,
-                img.os,
-                families.names()
+                "image `{name}` names OS profile `{}`, which is neither an [os.{}] table nor a built-in profile ({all}){hint}",
+                img.os, img.os,
             ),
         ));
     }
@@ -312,10 +319,13 @@ fn check_provisioner(
         .map(String::as_str)
         .chain(builtin.iter().copied())
         .collect();
+    let hint = super::words::nearest(p, &known)
+        .map(|k| format!(": did you mean `{k}`?"))
+        .unwrap_or_default();
     Err(KeyError::new(
         at,
         format!(
-            "{who} names provisioner `{p}`, which is not defined (known: {})",
+            "{who} names provisioner `{p}`, which is not defined{hint} (known: {})",
             known.join(", ")
         ),
     ))
@@ -328,7 +338,11 @@ fn check_os(families: &Families, name: &str, os: &OsConfig) -> Result<(), KeyErr
     if let Some(f) = &os.family
         && families.get(f).is_none()
     {
-        let msg = format!("unknown family `{f}`, expected one of {}", families.names());
+        let all = families.names();
+        let hint = super::words::nearest(f, &all.split(", ").collect::<Vec<_>>())
+            .map(|k| format!(": did you mean `{k}`?"))
+            .unwrap_or_default();
+        let msg = format!("unknown family `{f}`, expected one of {all}{hint}");
         return Err(at("family", msg));
     }
     if os.family.is_none() && families.get(name).is_none() && os.steps.is_none() {
