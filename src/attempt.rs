@@ -42,7 +42,7 @@ pub fn per_attempt(base: Duration, of: u32, growth: f64) -> String {
 }
 
 /// The most a timeout grows to: a week.
-pub const CEILING: Duration = Duration::from_secs(7 * 86_400);
+pub const CEILING: Duration = crate::duration::CONFIG_MAX;
 
 /// `base * growth^(number-1)`, saturating at [`CEILING`] so neither a silly
 /// growth factor nor a huge attempt number (`--attempt 4000000000`) can

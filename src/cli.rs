@@ -236,6 +236,15 @@ pub struct CheckArgs {
     /// Image to plan for (needs a computer).
     #[arg(long, value_name = "IMAGE", requires = "computer")]
     pub image: Option<String>,
+    /// Also ask the systems a run will drive, read-only and bounded in
+    /// time (xCAT, libvirt, vSphere, the store, the SSH key, the
+    /// computer's port), for COMPUTER --image IMAGE or --all; one line a
+    /// check, exit 1 when one fails.
+    #[arg(long)]
+    pub online: bool,
+    /// With --online: every computer and image a run could pair.
+    #[arg(long, requires = "online", conflicts_with = "computer")]
+    pub all: bool,
 }
 
 /// `reimage completions`.

@@ -1,6 +1,8 @@
 //! Durations as people write them in the config: "90s", "45m", "2h", "1h30m",
-//! "500ms", or a bare number of seconds. The units are humantime's
-//! (`parse_duration`), which checks every step for overflow.
+//! "500ms", or a bare number of seconds. The units are the ones
+//! reimage.toml(5) lists ([`UNITS`]); humantime's `parse_duration` reads
+//! them and checks every step for overflow, and its other units (`M`
+//! months, `y` years, `us`, ...) are refused: "25M" is not 25 minutes.
 
 use serde::Deserializer;
 use std::time::Duration;
@@ -8,6 +10,41 @@ use std::time::Duration;
 /// The longest duration taken: 100 years. Longer values are errors, not
 /// panics later, when a deadline `Instant::now() + d` would overflow.
 pub const MAX: Duration = Duration::from_secs(36_525 * 86_400);
+
+/// The longest duration a configuration file takes: a week, the most any
+/// timeout grows to (`attempt::CEILING`). A longer one is an error at its
+/// key, not a timeout cut short without a word.
+pub const CONFIG_MAX: Duration = Duration::from_secs(7 * 86_400);
+
+/// The units reimage takes, as reimage.toml(5) lists them.
+pub const UNITS: [&str; 14] = [
+    "ms", "s", "sec", "secs", "m", "min", "mins", "h", "hr", "hours", "d", "days", "w", "weeks",
+];
+
+/// The units humantime takes that reimage does not, and what they mean
+/// there, so the error can say what "25M" would have been.
+const OTHER_UNITS: [(&str, &str); 20] = [
+    ("M", "months"),
+    ("month", "months"),
+    ("months", "months"),
+    ("y", "years"),
+    ("year", "years"),
+    ("years", "years"),
+    ("ns", "nanoseconds"),
+    ("nsec", "nanoseconds"),
+    ("us", "microseconds"),
+    ("usec", "microseconds"),
+    ("msec", "milliseconds"),
+    ("second", "seconds"),
+    ("seconds", "seconds"),
+    ("minute", "minutes"),
+    ("minutes", "minutes"),
+    ("hour", "hours"),
+    ("hrs", "hours"),
+    ("day", "days"),
+    ("week", "weeks"),
+    ("Ms", "months"),
+];
 
 /// Parses "90s", "45m", "2h", "1h30m", "1h 30m", "250ms", "1.5h", "2d",
 /// "0", or a bare number of seconds ("12", "0.5").
@@ -19,6 +56,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<f64>() {
         return from_secs(secs, s);
     }
+    check_units(t, s)?;
     let d = humantime::parse_duration(t).map_err(|e| match e {
         humantime::DurationError::NumberOverflow => too_long(s),
         e => format!("`{s}` is not a duration like \"90s\", \"45m\" or \"1h30m\": {e}"),
@@ -27,6 +65,28 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         return Err(too_long(s));
     }
     Ok(d)
+}
+
+/// Every unit in `t` is one of [`UNITS`].
+fn check_units(t: &str, s: &str) -> Result<(), String> {
+    let units = t
+        .split(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+        .filter(|u| !u.is_empty());
+    for u in units {
+        if UNITS.contains(&u) {
+            continue;
+        }
+        let meant = OTHER_UNITS
+            .iter()
+            .find(|(o, _)| *o == u)
+            .map(|(_, m)| format!(" (`{u}` would be {m})"))
+            .unwrap_or_default();
+        return Err(format!(
+            "`{s}` has the unit `{u}`, which reimage does not take{meant}: units are {}",
+            UNITS.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn from_secs(secs: f64, s: &str) -> Result<Duration, String> {
@@ -72,8 +132,9 @@ pub fn fmt(d: Duration) -> String {
 /// What a duration looks like, for type errors.
 const EXPECTING: &str = "a duration like \"90s\", \"45m\" or \"1h30m\", or a number of seconds";
 
-/// serde: a duration from a string ("45m") or a number of seconds; any
-/// other type is an error that says what a duration looks like.
+/// serde: a duration from a string ("45m") or a number of seconds, at
+/// most [`CONFIG_MAX`]; any other type is an error that says what a
+/// duration looks like.
 pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct V;
     impl serde::de::Visitor<'_> for V {
@@ -82,19 +143,33 @@ pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             f.write_str(EXPECTING)
         }
         fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
-            parse(s).map_err(E::custom)
+            capped(parse(s), s).map_err(E::custom)
         }
         fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
-            from_secs(n as f64, &n.to_string()).map_err(E::custom)
+            let s = n.to_string();
+            capped(from_secs(n as f64, &s), &s).map_err(E::custom)
         }
         fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
-            from_secs(n as f64, &n.to_string()).map_err(E::custom)
+            let s = n.to_string();
+            capped(from_secs(n as f64, &s), &s).map_err(E::custom)
         }
         fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
-            from_secs(n, &n.to_string()).map_err(E::custom)
+            let s = n.to_string();
+            capped(from_secs(n, &s), &s).map_err(E::custom)
         }
     }
     d.deserialize_any(V)
+}
+
+/// A parsed configuration duration, refused past [`CONFIG_MAX`] with the
+/// value as written.
+fn capped(d: Result<Duration, String>, s: &str) -> Result<Duration, String> {
+    match d? {
+        d if d > CONFIG_MAX => Err(format!(
+            "`{s}` is longer than the longest duration reimage takes in a configuration (7 days, the most a timeout grows to): a longer timeout would be cut to 7 days"
+        )),
+        d => Ok(d),
+    }
 }
 
 /// serde: an optional duration.
@@ -128,6 +203,31 @@ mod tests {
         assert!(parse("1x").is_err());
         assert!(parse("inf").is_err());
         assert!(parse("NaN").is_err());
+        assert_eq!(parse("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(parse("90 secs"), Ok(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn units_beyond_the_documented_ones_are_refused() {
+        let e = parse("25M").expect_err("months");
+        assert!(e.contains("`M` would be months"), "{e}");
+        for bad in ["1y", "5us", "3 minutes", "1hour", "2Ms"] {
+            let e = parse(bad).expect_err(bad);
+            assert!(e.contains("units are ms, s,"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_config_duration_over_a_week_is_an_error_not_a_cap() {
+        #[derive(Deserialize, Debug)]
+        struct C {
+            #[allow(dead_code)]
+            #[serde(deserialize_with = "de")]
+            t: Duration,
+        }
+        assert!(toml::from_str::<C>("t = \"7d\"").is_ok());
+        let e = toml::from_str::<C>("t = \"8d\"").expect_err("8 days");
+        assert!(e.to_string().contains("longer than the longest"), "{e}");
     }
 
     #[test]
@@ -137,7 +237,6 @@ mod tests {
             "99999999999999999999h",
             "18446744073709551615s",
             "10000000000000000000",
-            "101y",
             "36526d",
             "9999999999999999999999999999999999999999",
         ] {
@@ -145,7 +244,7 @@ mod tests {
             assert!(e.contains("longer than"), "{s}: {e}");
         }
         assert_eq!(parse("36525d"), Ok(MAX));
-        assert!(parse("100y").is_ok());
+        assert!(parse("5217w").is_ok());
     }
 
     #[test]

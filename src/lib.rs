@@ -43,6 +43,7 @@
 
 mod attempt;
 mod backoff;
+mod check;
 mod cli;
 mod config;
 mod control;
@@ -77,7 +78,7 @@ mod xml;
 use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 
-use cli::{CheckArgs, Cli, Command, CompletionsArgs, PowerOffArgs, StepArgs};
+use cli::{Cli, Command, CompletionsArgs, PowerOffArgs, StepArgs};
 use config::{Loaded, Plan};
 pub use error::Error;
 use outcome::EXIT_USAGE;
@@ -208,7 +209,10 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
     }
     let (target, job) = match &cli.command {
         Command::Completions(a) => return completions(a),
-        Command::Check(a) => return check(cli, &load(cli)?, a),
+        Command::Check(a) => {
+            let loaded = load(cli)?;
+            return check::run(&loaded, a, &state_dir(cli, &loaded), format(cli));
+        }
         Command::Status(a) => {
             let loaded = load(cli)?;
             let state = state::StateDir::new(&state_dir(cli, &loaded));
@@ -381,115 +385,6 @@ fn provisioner(loaded: &Loaded, plan: &Plan) -> Result<Box<dyn provision::Provis
             .key_error(&["provisioners", &plan.provisioner.name], &e)
             .into()
     })
-}
-
-/// `reimage check [COMPUTER --image IMAGE]`: the config is valid, the
-/// state directory (when there is one) is one a run would take; with a
-/// computer and image, the plan. With `--json`, one JSON object.
-fn check(cli: &Cli, loaded: &Loaded, a: &CheckArgs) -> Result<i32, Error> {
-    let dir = state_dir(cli, loaded);
-    let state = state::StateDir::new(&dir);
-    let mut out = fleet::Out::new();
-    let c = &loaded.config;
-    let (Some(computer), Some(image)) = (&a.computer, &a.image) else {
-        // A state directory every run would refuse fails the check; one
-        // this user cannot read (a check by another user) does not.
-        if let Err(e) = state.root_dir(false)
-            && e.downcast_ref::<state::Refused>().is_some()
-        {
-            return Err(state::setup_error(e, &dir));
-        }
-        match format(cli) {
-            report::Format::Json => out.json(
-                &serde_json::json!({
-                    "time": report::rfc3339(std::time::SystemTime::now()),
-                    "kind": "check",
-                    "config": loaded.path,
-                    "result": "ok",
-                    "code": 0,
-                    "computers": c.computers.len(),
-                    "images": c.images.len(),
-                    "os": c.os.len(),
-                    "provisioners": c.provisioners.len(),
-                })
-                .to_string(),
-            ),
-            report::Format::Human => out.line(&format!(
-                "{}: OK ({} computers, {} images, {} OS profiles, {} provisioners)",
-                loaded.path.display(),
-                c.computers.len(),
-                c.images.len(),
-                c.os.len(),
-                c.provisioners.len()
-            )),
-        }
-        return out.done(0);
-    };
-    let plan = config::resolve(loaded, computer, image, &dir, None)?;
-    let p = provisioner(loaded, &plan)?;
-    // What a load would refuse (a golden disk it would destroy) is a
-    // config error here, at the key to change.
-    p.vet(&plan)
-        .map_err(|e| Error::from(loaded.key_error(&[], &e)))?;
-    // What the OS would refuse (a name Windows does not take), likewise.
-    os::build(&plan)
-        .vet(&plan)
-        .map_err(|e| Error::from(loaded.key_error(&[], &e)))?;
-    let lines = p.describe(&plan);
-    let preload = state
-        .read_preload(&plan.computer.name)
-        .map_err(|e| state::setup_error(e, &dir))?;
-    let os_lines = os::build(&plan).describe(&plan);
-    let described = plan.describe(&lines, &os_lines);
-    let reuse = reuse_rule(&plan, preload.as_ref());
-    match format(cli) {
-        report::Format::Json => out.json(
-            &serde_json::json!({
-                "time": report::rfc3339(std::time::SystemTime::now()),
-                "kind": "check",
-                "config": loaded.path,
-                "computer": plan.computer.name,
-                "image": plan.image.name,
-                "result": "ok",
-                "code": 0,
-                "plan": described.lines().collect::<Vec<_>>(),
-                "reuse": reuse.lines().collect::<Vec<_>>(),
-            })
-            .to_string(),
-        ),
-        report::Format::Human => {
-            out.line(described.trim_end_matches('\n'));
-            out.line(reuse.trim_end_matches('\n'));
-        }
-    }
-    out.done(0)
-}
-
-/// `check`'s account of `provision --reuse` for this computer and image,
-/// with its preload record now.
-fn reuse_rule(plan: &Plan, preload: Option<&state::Preload>) -> String {
-    let mut s = String::from(
-        "reuse (provision --reservation ID --reuse):\n  skips the load only when this computer still runs a preload: a `provision`\n  without --reservation that reimage ran to ready, no run of any kind on the\n  computer since (every run ends the preload, so one handed to a reservation\n  is never reused), and now the same boot id and a passing image_check;\n  otherwise it loads as usual. The events say which way and why.\n",
-    );
-    match &plan.image.config.image_check {
-        Some(c) => s.push_str(&format!(
-            "  image check: `{}` must match /{}/\n",
-            c.command.join(" "),
-            c.expect
-        )),
-        None => s.push_str(&format!(
-            "  image check: none for `{}`, so this image is never reused\n",
-            plan.image.name
-        )),
-    }
-    match preload {
-        Some(p) => s.push_str(&format!(
-            "  preload now: image `{}`, boot id {}, verified {}\n",
-            p.image, p.boot_id, p.verified
-        )),
-        None => s.push_str("  preload now: none\n"),
-    }
-    s
 }
 
 fn setup_db(loaded: &Loaded) -> Result<i32, Error> {

@@ -75,6 +75,7 @@ pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     {
         span = Some(k);
     }
+    let msg = super::words::toml_words(&msg);
     match span {
         Some(s) => {
             let (l, c) = line_col(text, s.start);

@@ -13,6 +13,7 @@ mod defaults;
 mod describe;
 mod error;
 mod family;
+mod files;
 mod loaded;
 mod locate;
 mod model;
@@ -20,16 +21,20 @@ pub mod network;
 mod plan;
 mod step;
 mod validate;
+mod words;
 
 pub use describe::OsLines;
 pub use error::{ConfigError, KeyError};
 pub use family::{Families, FamilyRules};
+pub use files::{FileUse, LocalFile, config_files};
 pub use loaded::Loaded;
 pub use model::*;
 pub use plan::{
     Activation, ChannelSettings, Plan, ProvisionerRef, SshSettings, WinrmSettings, resolve,
 };
 pub use step::{Probe, Step, StepLimits, Wait};
+pub use validate::{duplicates, unicast_mac};
+pub use words::{nearest, toml_words};
 
 use std::path::Path;
 

@@ -105,13 +105,20 @@ fn check_image(
         ));
     }
     if !c.os.contains_key(&img.os) && families.get(&img.os).is_none() {
+        let all = families.names();
+        let known: Vec<&str> =
+            c.os.keys()
+                .map(String::as_str)
+                .chain(all.split(", "))
+                .collect();
+        let hint = super::words::nearest(&img.os, &known)
+            .map(|k| format!(": did you mean `{k}`?"))
+            .unwrap_or_default();
         return Err(KeyError::new(
             &["images", name, "os"],
             format!(
-                "image `{name}` names OS profile `{}`, which is neither an [os.{}] table nor a built-in profile ({})",
-                img.os,
-                img.os,
-                families.names()
+                "image `{name}` names OS profile `{}`, which is neither an [os.{}] table nor a built-in profile ({all}){hint}",
+                img.os, img.os,
             ),
         ));
     }
@@ -147,6 +154,14 @@ fn check_computer(
         ));
     }
     check_address(&comp.address).map_err(|why| KeyError::new(&address, why))?;
+    if let Some(m) = &comp.mac {
+        unicast_mac(m).map_err(|why| {
+            KeyError::new(
+                &["computers", name, "mac"],
+                format!("computer `{name}`: {why}"),
+            )
+        })?;
+    }
     if let Some(p) = &comp.provisioner {
         let at = ["computers", name, "provisioner"];
         check_provisioner(c, builtin, p, &at, &format!("computer `{name}`"))?;
@@ -240,6 +255,83 @@ pub fn check_address(address: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A MAC address as a NIC can have it: six bytes in hex (`:` or `-`
+/// between them), unicast (the first byte even), not all zeros.
+pub fn unicast_mac(mac: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = mac.split([':', '-']).collect();
+    let mut b = [0u8; 6];
+    let ok = parts.len() == 6
+        && parts.iter().zip(b.iter_mut()).all(|(p, x)| {
+            p.len() == 2
+                && p.chars().all(|c| c.is_ascii_hexdigit())
+                && u8::from_str_radix(p, 16).map(|v| *x = v).is_ok()
+        });
+    if !ok {
+        return Err(format!(
+            "`mac` {mac:?} is not a MAC address: six bytes in hex, like \"52:54:00:00:07:03\""
+        ));
+    }
+    if b.iter().all(|x| *x == 0) {
+        return Err(format!("`mac` {mac:?} is all zeros, which no NIC can have"));
+    }
+    if b[0] & 1 == 1 {
+        return Err(format!(
+            "`mac` {mac:?} is a multicast address (the first byte is odd), which no NIC can have: give a unicast one"
+        ));
+    }
+    Ok(b)
+}
+
+/// No two computers share a MAC, nor an address and port (two computers
+/// on one address differ in their `port`, as forwarded ports of local
+/// VMs do; a loopback address is this host's, and exempt). `check`
+/// looks; a run loads one computer and does not.
+pub fn duplicates(c: &Config) -> Result<(), KeyError> {
+    let mut macs: std::collections::BTreeMap<[u8; 6], &str> = Default::default();
+    let mut places: std::collections::BTreeMap<(String, Option<u16>), &str> = Default::default();
+    for (name, comp) in &c.computers {
+        if let Some(m) = &comp.mac
+            && let Ok(b) = unicast_mac(m)
+            && let Some(other) = macs.insert(b, name)
+        {
+            return Err(KeyError::new(
+                &["computers", name, "mac"],
+                format!(
+                    "computer `{name}` has the MAC {m} of computer `{other}`: each computer needs its own"
+                ),
+            ));
+        }
+        let place = (comp.address.trim().to_ascii_lowercase(), comp.port);
+        if loopback(&place.0) {
+            continue;
+        }
+        if let Some(other) = places.insert(place, name) {
+            let port = comp
+                .port
+                .map(|p| format!(" and port {p}"))
+                .unwrap_or_default();
+            return Err(KeyError::new(
+                &["computers", name, "address"],
+                format!(
+                    "computer `{name}` has the address {}{port} of computer `{other}`: a run would reach the other computer (give each its own address, or its own `port` when they share one)",
+                    comp.address
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An address of this host: local VMs behind forwarded ports and test
+/// set-ups share it, so it is no computer's own.
+fn loopback(address: &str) -> bool {
+    address == "localhost"
+        || address
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
 /// Provisioner `p`, named at key `at` by `who`, has a table or is built
 /// in.
 fn check_provisioner(
@@ -258,10 +350,13 @@ fn check_provisioner(
         .map(String::as_str)
         .chain(builtin.iter().copied())
         .collect();
+    let hint = super::words::nearest(p, &known)
+        .map(|k| format!(": did you mean `{k}`?"))
+        .unwrap_or_default();
     Err(KeyError::new(
         at,
         format!(
-            "{who} names provisioner `{p}`, which is not defined (known: {})",
+            "{who} names provisioner `{p}`, which is not defined{hint} (known: {})",
             known.join(", ")
         ),
     ))
@@ -274,7 +369,11 @@ fn check_os(families: &Families, name: &str, os: &OsConfig) -> Result<(), KeyErr
     if let Some(f) = &os.family
         && families.get(f).is_none()
     {
-        let msg = format!("unknown family `{f}`, expected one of {}", families.names());
+        let all = families.names();
+        let hint = super::words::nearest(f, &all.split(", ").collect::<Vec<_>>())
+            .map(|k| format!(": did you mean `{k}`?"))
+            .unwrap_or_default();
+        let msg = format!("unknown family `{f}`, expected one of {all}{hint}");
         return Err(at("family", msg));
     }
     if os.family.is_none() && families.get(name).is_none() && os.steps.is_none() {

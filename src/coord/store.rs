@@ -705,3 +705,14 @@ pub fn setup(s: &Settings) -> Result<(String, i32)> {
     let v = store.setup()?;
     Ok((store.place, v))
 }
+
+/// Connects to the store `s` names and reads its schema version, writing
+/// nothing; for `reimage check --online`. Bounded as a run's start is.
+pub fn probe(s: &Settings) -> Result<(String, i32)> {
+    let store = Store::new(s)?;
+    let (v, _) = store.db.run(store.at_start(), &on_signal, async |c| {
+        schema_version(c).await
+    })?;
+    store.check_version(v)?;
+    Ok((store.place, v))
+}

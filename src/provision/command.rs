@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::Plan;
+use crate::config::{FileUse, LocalFile, Plan};
 use crate::duration;
 use crate::exec::{Cmd, Hints};
 use crate::outcome::Outcome;
@@ -64,6 +64,15 @@ impl CommandConfig {
         }
         if matches!(&self.power_off, Some(v) if v.is_empty()) {
             return Err("`power_off` must be a non-empty argument vector, e.g. [\"/usr/local/bin/power\", \"off\", \"{node}\"]".into());
+        }
+        super::check_argv_placeholders("load", &self.load, &[])?;
+        for (key, argv) in [
+            ("power_reset", &self.power_reset),
+            ("power_off", &self.power_off),
+        ] {
+            if let Some(v) = argv {
+                super::check_argv_placeholders(key, v, &[])?;
+            }
         }
         Ok(())
     }
@@ -190,6 +199,28 @@ impl CommandProvisioner {
 }
 
 impl Provisioner for CommandProvisioner {
+    /// Each command given by its path (`/usr/local/bin/reload`, not one
+    /// found on PATH) must be there and executable.
+    fn local_files(&self, plan: &Plan) -> Vec<LocalFile> {
+        let c = &self.config;
+        [
+            ("load", Some(&c.load)),
+            ("power_reset", c.power_reset.as_ref()),
+            ("power_off", c.power_off.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(key, argv)| Some((key, argv?.first()?)))
+        .filter(|(_, prog)| prog.contains('/'))
+        .map(|(key, prog)| {
+            LocalFile::new(
+                std::path::Path::new(prog),
+                &["provisioners", &plan.provisioner.name, key],
+                FileUse::Run,
+            )
+        })
+        .collect()
+    }
+
     fn describe(&self, plan: &Plan) -> Vec<String> {
         self.config.describe(plan)
     }

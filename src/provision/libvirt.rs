@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::disk::{Chain, same_file};
 use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::{KeyError, Plan};
+use crate::config::{FileUse, KeyError, LocalFile, Plan};
 use crate::duration;
 use crate::exec::{Cmd, Hints, Output};
 use crate::outcome::{Outcome, collapse};
@@ -157,6 +157,9 @@ impl LibvirtConfig {
         v
     }
 }
+
+/// The placeholders a domain XML template has beside every provisioner's.
+const TEMPLATE_PLACEHOLDERS: [&str; 5] = ["name", "disk", "mac", "memory", "cpus"];
 
 /// True when `template` uses the placeholder `{name}` (not the literal
 /// `{{name}}`).
@@ -774,7 +777,77 @@ impl Libvirt {
     }
 }
 
+impl Libvirt {
+    /// `virsh -c URI dominfo NODE`: the domain a load starts. Without a
+    /// template it must be there; with one, a load defines it.
+    fn dominfo(&self, plan: &Plan) -> super::Checked {
+        let node = plan.computer.node.as_str();
+        let what = format!("libvirt domain {node} at {}", self.config.uri);
+        let argv = [
+            self.config.virsh.as_str(),
+            "-c",
+            self.config.uri.as_str(),
+            "dominfo",
+            node,
+        ];
+        let cmd = Cmd::new(&argv, self.config.command_timeout);
+        let shown = cmd.display();
+        let templated = plan.image.config.domain_xml.is_some();
+        match cmd.run() {
+            Ok(out) if out.success() => {
+                let state = out
+                    .stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix("State:"))
+                    .map(str::trim)
+                    .unwrap_or("defined");
+                super::Checked::new(what, true, format!("defined ({state})"))
+            }
+            Ok(out) if out.text().contains("failed to get domain") && templated => {
+                super::Checked::note(
+                    what,
+                    "not defined: a load defines it from the image's domain_xml",
+                )
+            }
+            Ok(out) if out.text().contains("failed to get domain") => super::Checked::new(
+                what,
+                false,
+                "not defined, and the image has no domain_xml to define it from: define the domain, fix the computer's `node`, or give the image a domain_xml",
+            ),
+            Ok(out) => super::Checked::new(
+                what,
+                false,
+                format!(
+                    "`{shown}` exited {}: {}",
+                    out.status,
+                    crate::exec::excerpt(&out.text(), 3)
+                ),
+            ),
+            Err(e) => super::Checked::new(what, false, format!("`{shown}`: {e}")),
+        }
+    }
+}
+
 impl Provisioner for Libvirt {
+    fn online(&self, plan: &Plan) -> Vec<super::Checked> {
+        vec![self.dominfo(plan)]
+    }
+
+    /// The base disk, when the template puts an overlay over it.
+    fn local_files(&self, plan: &Plan) -> Vec<LocalFile> {
+        let Some(t) = &plan.image.config.domain_xml else {
+            return Vec::new();
+        };
+        if !std::fs::read_to_string(t).is_ok_and(|text| uses(&text, "disk")) {
+            return Vec::new();
+        }
+        vec![LocalFile::new(
+            Path::new(&plan.image.source),
+            &["images", &plan.image.name, "source"],
+            FileUse::Read,
+        )]
+    }
+
     fn describe(&self, plan: &Plan) -> Vec<String> {
         self.config.describe(plan)
     }
@@ -788,7 +861,24 @@ impl Provisioner for Libvirt {
         let Some(t) = &plan.image.config.domain_xml else {
             return Ok(());
         };
-        if !std::fs::read_to_string(t).is_ok_and(|text| uses(&text, "disk")) {
+        let text = std::fs::read_to_string(t).unwrap_or_default();
+        if let Some((n, why)) = text.lines().enumerate().find_map(|(n, l)| {
+            super::unknown_placeholder(l, &TEMPLATE_PLACEHOLDERS).map(|w| (n, w))
+        }) {
+            return Err(KeyError {
+                path: vec![
+                    "images".into(),
+                    plan.image.name.clone(),
+                    "domain_xml".into(),
+                ],
+                message: format!(
+                    "the domain XML template {}, line {}: {why}",
+                    t.display(),
+                    n + 1
+                ),
+            });
+        }
+        if !uses(&text, "disk") {
             return Ok(());
         }
         let base = Path::new(&plan.image.source);

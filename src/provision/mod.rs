@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::attempt::Attempt;
-use crate::config::{KeyError, Plan, ProvisionerRef};
+use crate::config::{KeyError, LocalFile, Plan, ProvisionerRef};
+use crate::names::names;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 
@@ -74,11 +75,75 @@ pub trait Provisioner {
         None
     }
 
+    /// The local files a load of `plan` reads or runs (a base disk, a
+    /// password file, a load script), each with the key that names it:
+    /// `reimage check` makes sure they are there, readable, and private
+    /// when secret.
+    fn local_files(&self, _plan: &Plan) -> Vec<LocalFile> {
+        Vec::new()
+    }
+
+    /// Read-only questions to the systems a load of `plan` will drive (is
+    /// the node defined, the template there), each bounded in time: what
+    /// `reimage check --online` prints, a line each.
+    fn online(&self, _plan: &Plan) -> Vec<Checked> {
+        Vec::new()
+    }
+
     /// The image names this provisioner's table has settings for
     /// (`[provisioners.NAME.images.IMAGE]`): each must be an image of the
     /// file.
     fn image_tables(&self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// One answer of `check --online`: what was asked, and what came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// What was asked, e.g. "xCAT node pc7".
+    pub what: String,
+    /// How it went.
+    pub verdict: Verdict,
+    /// What came back, or what to do.
+    pub detail: String,
+}
+
+/// How one online check went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// As a run needs it.
+    Ok,
+    /// Not as a run needs it: `check --online` exits 1.
+    Failed,
+    /// Worth knowing, no failure (a port that does not answer on a
+    /// computer that may be off).
+    Note,
+}
+
+names!(Verdict {
+    Ok => "ok",
+    Failed => "failed",
+    Note => "note",
+});
+
+impl Checked {
+    /// A check that went as `ok` says, with `detail`.
+    pub fn new(what: impl Into<String>, ok: bool, detail: impl Into<String>) -> Checked {
+        Checked {
+            what: what.into(),
+            verdict: if ok { Verdict::Ok } else { Verdict::Failed },
+            detail: detail.into(),
+        }
+    }
+
+    /// A note.
+    pub fn note(what: impl Into<String>, detail: impl Into<String>) -> Checked {
+        Checked {
+            what: what.into(),
+            verdict: Verdict::Note,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -156,13 +221,14 @@ fn decode<T: DeserializeOwned>(
                 _ => None,
             })
             .collect();
-        let message = e.inner().to_string();
-        if let Some(key) = message
+        let raw = e.inner().to_string();
+        if let Some(key) = raw
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
         {
             path.push(key.to_string());
         }
+        let message = crate::config::toml_words(&raw);
         KeyError { path, message }
     })?;
     check(&c).map_err(|message| {
@@ -208,6 +274,63 @@ pub fn placeholders(plan: &Plan, attempt: Attempt) -> Vec<(&'static str, String)
     ]
 }
 
+/// The placeholders every provisioner fills, as [`placeholders`] names
+/// them.
+pub const PLACEHOLDERS: [&str; 8] = [
+    "computer",
+    "node",
+    "address",
+    "image",
+    "source",
+    "attempt",
+    "attempts",
+    "reservation",
+];
+
+/// The first `{name}` in `s` (a name of letters, digits and `_`; `{{` and
+/// `}}` are braces) that is neither one of [`PLACEHOLDERS`] nor of
+/// `extra`: the message names it and the nearest known one. `expand`
+/// would pass it through as written, so a typo (`{nod}`) would reach the
+/// command literally.
+pub fn unknown_placeholder(s: &str, extra: &[&str]) -> Option<String> {
+    let known: Vec<&str> = PLACEHOLDERS.iter().chain(extra).copied().collect();
+    let mut rest = s;
+    while let Some(i) = rest.find(['{', '}']) {
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            rest = &tail[2..];
+            continue;
+        }
+        let Some((name, after)) = tail.strip_prefix('{').and_then(|t| t.split_once('}')) else {
+            rest = &tail[1..];
+            continue;
+        };
+        rest = after;
+        let word = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !word || known.contains(&name) {
+            continue;
+        }
+        let hint = crate::config::nearest(name, &known)
+            .map(|k| format!(": did you mean `{{{k}}}`?"))
+            .unwrap_or_default();
+        let list: Vec<String> = known.iter().map(|k| format!("{{{k}}}")).collect();
+        return Some(format!(
+            "placeholder `{{{name}}}` is not one reimage fills{hint} (placeholders: {}; write `{{{{` and `}}}}` for braces)",
+            list.join(" ")
+        ));
+    }
+    None
+}
+
+/// [`unknown_placeholder`] over the words of an argument vector, the key
+/// named first (as a provisioner's `validate` names it).
+pub fn check_argv_placeholders(key: &str, argv: &[String], extra: &[&str]) -> Result<(), String> {
+    match argv.iter().find_map(|w| unknown_placeholder(w, extra)) {
+        Some(why) => Err(format!("`{key}`: {why}")),
+        None => Ok(()),
+    }
+}
+
 /// Replaces `{name}` placeholders in `s`; `{{` and `}}` stand for braces.
 pub fn expand(s: &str, values: &[(&'static str, String)]) -> String {
     let mut out = String::with_capacity(s.len());
@@ -250,5 +373,18 @@ mod tests {
         assert_eq!(expand("{node}-{attempt}", &v), "pc7-2");
         assert_eq!(expand("{{node}} {unknown}", &v), "{node} {unknown}");
         assert_eq!(expand("a}b{", &v), "a}b{");
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_named_with_the_nearest() {
+        let e = unknown_placeholder("/bin/load {nod}", &[]).expect("unknown");
+        assert!(
+            e.contains("`{nod}`") && e.contains("did you mean `{node}`?"),
+            "{e}"
+        );
+        assert!(unknown_placeholder("{node}-{attempt} {{x}} {1..3} a}b{", &[]).is_none());
+        assert!(unknown_placeholder("{disk}", &["disk"]).is_none());
+        let e = unknown_placeholder("{zzzzzzz}", &[]).expect("unknown");
+        assert!(!e.contains("did you mean"), "{e}");
     }
 }

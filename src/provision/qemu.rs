@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::disk::{Chain, same_file};
 use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::{ChannelSettings, KeyError, Plan};
+use crate::config::{ChannelSettings, FileUse, KeyError, LocalFile, Plan};
 use crate::duration;
 use crate::exec::{Cmd, Hints, alive};
 use crate::outcome::Outcome;
@@ -133,6 +133,7 @@ const MAX_SOCKET_PATH: usize = 107;
 impl QemuConfig {
     /// Checks serde cannot make.
     pub fn validate(&self) -> Result<(), String> {
+        super::check_argv_placeholders("extra_args", &self.extra_args, &[])?;
         if self.qemu.trim().is_empty() {
             return Err("`qemu` must name the QEMU binary, e.g. \"qemu-system-x86_64\"".into());
         }
@@ -1063,6 +1064,20 @@ impl Qemu {
 }
 
 impl Provisioner for Qemu {
+    /// The base disk (unless the image boots a kernel directly without
+    /// one).
+    fn local_files(&self, plan: &Plan) -> Vec<LocalFile> {
+        let img = &plan.image.config;
+        match (&img.kernel, &img.source) {
+            (Some(_), None) => Vec::new(),
+            _ => vec![LocalFile::new(
+                Path::new(&plan.image.source),
+                &["images", &plan.image.name, "source"],
+                FileUse::Read,
+            )],
+        }
+    }
+
     fn describe(&self, plan: &Plan) -> Vec<String> {
         self.config.describe(plan)
     }
@@ -1074,6 +1089,18 @@ impl Provisioner for Qemu {
     /// The base image must not be a file of the computer's run directory
     /// that a load replaces (its overlay above all).
     fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        if let Some(why) = plan
+            .image
+            .config
+            .cmdline
+            .as_deref()
+            .and_then(|cl| super::unknown_placeholder(cl, &[]))
+        {
+            return Err(KeyError {
+                path: vec!["images".into(), plan.image.name.clone(), "cmdline".into()],
+                message: format!("image `{}`: `cmdline`: {why}", plan.image.name),
+            });
+        }
         let Some(base) = base_of(plan) else {
             return Ok(());
         };

@@ -272,3 +272,44 @@ address = "127.0.0.1"
 "#
     ));
 }
+
+/// `examples/NAME` as a site has it, for `check`: copied into `s`, with
+/// every path that starts with one of `site` (say "/etc/reimage/") moved
+/// under `s` and made there, private and runnable (mode 0700, as a secret
+/// or a script may need): a copy of examples/ FILE when the repo has one
+/// of that name (libvirt-domain.xml), else empty. `check` looks at every
+/// file a config names, and the examples name a site's.
+pub fn site_example(s: &Scratch, name: &str, site: &[&str]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let mut text = std::fs::read_to_string(repo(&format!("examples/{name}"))).expect("example");
+    for prefix in site {
+        let quoted = format!("\"{prefix}");
+        let paths: std::collections::BTreeSet<String> = text
+            .match_indices(&quoted)
+            .filter_map(|(i, _)| text[i + 1..].split('"').next().map(str::to_string))
+            .collect();
+        for path in paths {
+            let moved = s.dir.join(path.trim_start_matches('/'));
+            let Some(file) = Path::new(&path).file_name() else {
+                continue;
+            };
+            let shipped = repo(&format!("examples/{}", file.to_string_lossy()));
+            std::fs::create_dir_all(moved.parent().expect("a parent")).expect("mkdir");
+            let body = std::fs::read(&shipped).unwrap_or_default();
+            std::fs::write(&moved, body).expect("write a site file");
+            std::fs::set_permissions(&moved, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod");
+            text = text.replace(&format!("\"{path}\""), &format!("\"{}\"", moved.display()));
+        }
+    }
+    s.write(name, &text)
+}
+
+/// Writes a secret file inside `s` (a password, a key), readable by its
+/// owner alone, as `check` wants a secret; returns its path.
+pub fn secret(s: &Scratch, rel: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = s.write(rel, text);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}

@@ -82,7 +82,7 @@ max_attempts = 3
 
 [provisioners.script]
 kind = "command"
-load = ["/usr/local/libexec/reload-node", "{{node}}", "{{source}}"]
+load = ["{}", "{{node}}", "{{source}}"]
 timeout = "30m"
 
 [os.appliance]
@@ -100,17 +100,26 @@ max_attempts = 2
 address = "10.1.0.7"
 node = "pc7-bmc"
 "#,
-            s.path("state").display()
+            s.path("state").display(),
+            s.path("reload-node").display()
         ),
     );
+    // The load command is not there yet: check says so at its line.
+    let r = Test::with(&s).args(&["check"]).run();
+    r.code(78)
+        .stderr_has("reimage.toml:6:1:")
+        .stderr_has("reload-node: no such file");
+    s.script("reload-node", "#!/bin/sh\nexit 0\n");
     let r = Test::with(&s).args(&["check"]).run();
     r.code(0);
     assert!(r.stdout.contains(&cfg.display().to_string()) && r.stdout.contains("OK"));
     let r = Test::with(&s).check("pc7", "centos7").run();
     r.code(0);
     assert!(
-        r.stdout
-            .contains("load command: /usr/local/libexec/reload-node pc7-bmc centos7-x86_64"),
+        r.stdout.contains(&format!(
+            "load command: {} pc7-bmc centos7-x86_64",
+            s.path("reload-node").display()
+        )),
         "{}",
         r.stdout
     );
@@ -348,16 +357,17 @@ fn keys_of_another_channel_are_refused() {
 #[test]
 fn a_port_step_without_a_port_needs_one_somewhere() {
     let s = setup("portless", OK, r#"{ wait = "port", timeout = "1m" }"#);
-    assert_eq!(Test::with(&s).args(&["check"]).run().code, 0);
-    let r = Test::with(&s)
-        .args(&["check", "pc7", "--image", "centos7"])
-        .run();
-    assert_eq!(r.code, 78, "{r:?}");
-    assert!(
-        r.stderr.contains(":12:12:") && r.stderr.contains("names no port"),
-        "{}",
-        r.stderr
-    );
+    // The whole file's check plans every computer and image a run could
+    // pair, so it finds it too.
+    for args in [&["check"][..], &["check", "pc7", "--image", "centos7"]] {
+        let r = Test::with(&s).args(args).run();
+        assert_eq!(r.code, 78, "{r:?}");
+        assert!(
+            r.stderr.contains(":12:12:") && r.stderr.contains("names no port"),
+            "{}",
+            r.stderr
+        );
+    }
     let r = Test::with(&s)
         .args(&["post-load", "pc7", "--image", "centos7"])
         .run();

@@ -474,14 +474,25 @@ fn values_reach_the_xml_escaped() {
     let virsh = journal_virsh(&s);
     let t = s.write(
         "escape.xml",
-        "<domain type='test'>\n  <name>{name}</name>\n  <description>{mac}</description>\n  <memory unit='MiB'>{memory}</memory>\n  <os><type>hvm</type></os>\n  <devices><disk type='file' device='disk'><source file='{disk}'/><target dev='vda'/></disk></devices>\n</domain>\n",
+        "<domain type='test'>\n  <name>{name}</name>\n  <description>{address}</description>\n  <memory unit='MiB'>{memory}</memory>\n  <os><type>hvm</type></os>\n  <devices><disk type='file' device='disk'><source file='{disk}'/><target dev='vda'/></disk></devices>\n</domain>\n",
     );
     let name = "vm&<>\"'1";
-    let mac = "52:54:00 <&\"'>";
+    // A MAC is checked (hex bytes), an address only for blanks and a
+    // leading '-': the address carries the other specials.
+    let address = "h<&\"'>";
     let mut c = setup("test:///default", &virsh, Some(&t));
     c.node = name;
-    c.mac = mac;
     config(&s, &base, &c);
+    let cfg = s.path("reimage.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "address = \"127.0.0.1\"",
+            &format!("address = {}", toml_str(address)),
+        ),
+    )
+    .expect("write");
 
     let r = load(&s);
     r.code(0);
@@ -493,7 +504,7 @@ fn values_reach_the_xml_escaped() {
         "{rendered}"
     );
     assert!(
-        rendered.contains("<description>52:54:00 &lt;&amp;&quot;&apos;&gt;</description>"),
+        rendered.contains("<description>h&lt;&amp;&quot;&apos;&gt;</description>"),
         "{rendered}"
     );
     // libvirt parsed it back to the original values.
@@ -504,7 +515,7 @@ fn values_reach_the_xml_escaped() {
         "{info}"
     );
     let desc = virsh_after(&s, "test:///default", &["desc", name]);
-    assert_eq!(desc.trim(), mac);
+    assert_eq!(desc.trim(), address);
 }
 
 #[test]
@@ -550,8 +561,13 @@ fn check_describes_the_plan() {
 fn the_example_config_checks() {
     let s = Scratch::new("lv-example");
     let mut cmd = Command::new(common::bin());
+    let example = common::site_example(
+        &s,
+        "libvirt.toml",
+        &["/etc/reimage/", "/var/lib/libvirt/images/"],
+    );
     cmd.arg("--config")
-        .arg(common::repo("examples/libvirt.toml"))
+        .arg(&example)
         .arg("--state-dir")
         .arg(s.path("state"))
         .arg("check")

@@ -4,6 +4,7 @@
 mod common;
 mod test;
 
+mod check;
 mod configs;
 mod core;
 mod debian;

@@ -319,11 +319,12 @@ fn timeouts_table_overrides_by_step_name() {
 #[test]
 fn windows_example_config_checks() {
     let s = Scratch::new("profiles-example");
+    let example = common::site_example(&s, "windows.toml", &["/etc/reimage/"]);
     for image in ["win7-base", "win10-vm", "win7-lab"] {
         let r = Test::with(&s)
             .no_config_flag()
             .arg("--config")
-            .arg(common::repo("examples/windows.toml"))
+            .arg(&example)
             .arg("--state-dir")
             .arg(s.path("state"))
             .check("lab-pc-07", image)
@@ -342,7 +343,10 @@ fn windows_example_config_checks() {
             );
         }
         if image == "win7-lab" {
-            r.stdout_has("password: Administrator set from /etc/reimage/secrets/admin");
+            r.stdout_has(&format!(
+                "password: Administrator set from {}",
+                s.path("etc/reimage/secrets/admin").display()
+            ));
         }
     }
 }

@@ -842,6 +842,10 @@ fn slurm_resumes_nodes_through_reimage_and_suspends_them() {
     }
     nodes.push_str("PartitionName=main Nodes=node[1-3] Default=YES MaxTime=30 State=UP\n");
     s.config(&reimage_config(&s, &deb, &tiny, &tiny_slurm));
+    // `check` wants the post-load scripts there; what they say needs the
+    // cluster's key, so they are written again below.
+    s.script("debian-node.sh", "#!/bin/sh\n");
+    s.script("tiny-node.sh", "#!/bin/sh\n");
     // ResumeTimeout as the README says to choose it: the slowest image's
     // plan at attempt 1, plus its post-load scripts' timeout.
     let resume_timeout = plan_at_attempt_1(&s, "node1", "debian-slurm") + POST_LOAD_TIMEOUT;

@@ -613,6 +613,9 @@ fn config(s: &Scratch, sim: &Sim, source: &str, password: &str, trust: Option<&s
 /// `config` with the provisioner's `url` and trust line given.
 fn config_at(s: &Scratch, url: &str, trust: &str, source: &str, password: &str, extra: &str) {
     let pw = s.write("vs-password", &format!("{password}\n"));
+    // A secret: `check` refuses one others can read.
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod the password file");
     s.config(&format!(
         r#"
 [os.none]
@@ -1182,11 +1185,13 @@ fn a_mac_vsphere_refuses_is_a_config_error_before_any_call() {
             &text.replace(&format!("mac = \"{MAC}\""), &format!("mac = \"{mac}\"")),
         );
     };
-    for (mac, why) in [
-        ("00:50:56:zz:00:01", "is not a MAC address"),
-        ("00:50:56:01:02", "is not a MAC address"),
-        ("01:00:5e:00:00:01", "is a multicast address"),
-        ("00:50:56:80:00:01", "above its manual range"),
+    // A MAC no NIC can have is a config error of every run (78); one
+    // only vSphere refuses, a refusal of the load (fatal).
+    for (mac, why, load_code) in [
+        ("00:50:56:zz:00:01", "is not a MAC address", 78),
+        ("00:50:56:01:02", "is not a MAC address", 78),
+        ("01:00:5e:00:00:01", "is a multicast address", 78),
+        ("00:50:56:80:00:01", "above its manual range", 1),
     ] {
         set_mac(mac);
         let at = format!(
@@ -1199,7 +1204,7 @@ fn a_mac_vsphere_refuses_is_a_config_error_before_any_call() {
         assert!(r.stderr.contains(&at), "{mac}: wanted {at}: {}", r.stderr);
         assert!(r.stderr.contains(why), "{mac}: {}", r.stderr);
         let r = load(&s);
-        assert_eq!(r.code, 1, "{mac}: fatal: {}", r.stderr);
+        assert_eq!(r.code, load_code, "{mac}: {}", r.stderr);
         assert!(r.stderr.contains(why), "{mac}: {}", r.stderr);
     }
     assert!(
@@ -1295,6 +1300,61 @@ fn endpoint_kind_is_checked_and_check_describes_the_path() {
 }
 
 #[test]
+fn check_online_logs_in_and_finds_what_a_load_uses() {
+    let s = Scratch::new("vs-online");
+    let sim = Sim::start(&s, Model::Vpx, None);
+    let online = |s: &Scratch| {
+        Test::with(s)
+            .args(&["check", "pc1", "--image", "img", "--online"])
+            .run()
+    };
+    config(
+        &s,
+        &sim,
+        "DC0_H0_VM0",
+        PASSWORD,
+        None,
+        "datastore = \"LocalDS_0\"",
+    );
+    let r = online(&s);
+    r.code(0);
+    for line in [
+        format!("ok      vSphere login to {} as {USER}: logged in", sim.base),
+        "ok      vSphere datacenter DC0: found".to_string(),
+        "ok      vSphere template VM DC0_H0_VM0: found".to_string(),
+        "ok      vSphere network VM Network: found".to_string(),
+        "ok      vSphere datastore LocalDS_0: found".to_string(),
+    ] {
+        r.stdout_has(&line);
+    }
+    sim.assert_logged_out();
+    assert!(sim.vms_named("pc1").is_empty(), "read-only");
+
+    // What is not there is a failed line each; the rest is still asked.
+    config(
+        &s,
+        &sim,
+        "no-such-template",
+        PASSWORD,
+        None,
+        "network = \"no-such-network\"",
+    );
+    let r = online(&s);
+    r.code(1);
+    r.stdout_has("failed  vSphere template VM no-such-template: vSphere: template VM \"no-such-template\" not found");
+    r.stdout_has("failed  vSphere network no-such-network:");
+    sim.assert_logged_out();
+
+    // A wrong password fails the login, and says what to check.
+    config(&s, &sim, "DC0_H0_VM0", "not-the-password", None, "");
+    let r = online(&s);
+    r.code(1);
+    r.stdout_has("failed  vSphere login to");
+    r.stdout_has("check username and password_file");
+    r.stdout_lacks("not-the-password");
+}
+
+#[test]
 fn vpx_linked_clone_needs_a_snapshot() {
     let s = Scratch::new("vs-linked");
     let sim = Sim::start(&s, Model::Vpx, None);
@@ -1383,7 +1443,8 @@ fn missing_network_or_datastore_is_fatal_before_anything_goes() {
 
 #[test]
 fn the_example_config_checks() {
-    let example = common::repo("examples/vsphere.toml");
+    let s = Scratch::new("vs-example");
+    let example = common::site_example(&s, "vsphere.toml", &["/etc/reimage/"]);
     for (computer, image, want) in [
         (
             "win7-03",

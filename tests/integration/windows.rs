@@ -53,7 +53,7 @@ fn config_with(
     extra_os: &str,
     extra_computer: &str,
 ) {
-    let pw = s.write("secrets/winrm-pw", &format!("{login_pw}\n"));
+    let pw = common::secret(s, "secrets/winrm-pw", &format!("{login_pw}\n"));
     let script = s.write("setup.cmd", "echo configuring\r\nexit /b 0\r\n");
     let os = |extra: &str| {
         format!(
@@ -620,7 +620,7 @@ fn a_fixed_password_file_or_the_images_password() {
     let held = Port::new();
     let port = held.num();
     let w = standin(&held, &[]);
-    let admin = s.write("secrets/admin-pw", "Fixed-Secret-9b2e\n");
+    let admin = common::secret(&s, "secrets/admin-pw", "Fixed-Secret-9b2e\n");
     config_with(
         &s,
         port,
@@ -1009,7 +1009,7 @@ fn activation_against_kms_hosts_in_order_then_a_mak() {
     let held = Port::new();
     let port = held.num();
     let w = standin(&held, &[]);
-    let key = s.write("secrets/mak", &format!("{MAK}\n"));
+    let key = common::secret(&s, "secrets/mak", &format!("{MAK}\n"));
     let mak = format!("mak_file = \"{}\"", key.display());
     config_with(&s, port, LOGIN_PW, "20s", "windows-6", &mak, "");
     let r = post_load(&s, "w7", &[]);
@@ -1030,7 +1030,7 @@ fn activation_against_kms_hosts_in_order_then_a_mak() {
 
 /// Domain `ad.example.edu` and the credentials it takes.
 fn domain_setup(s: &Scratch) -> (PathBuf, String) {
-    let creds = s.write("secrets/ad", "svc-join@ad.example.edu\nJoin-Pw-77\n");
+    let creds = common::secret(s, "secrets/ad", "svc-join@ad.example.edu\nJoin-Pw-77\n");
     let os = format!(
         "domain = {{ name = \"ad.example.edu\", ou = \"OU=Lab,DC=ad,DC=example,DC=edu\", credentials_file = \"{}\" }}",
         creds.display()
@@ -1303,7 +1303,7 @@ fn a_join_with_wrong_credentials_is_not_ready() {
     let held = Port::new();
     let port = held.num();
     let (_, os) = domain_setup(&s);
-    let other = s.write("secrets/ad-real", "svc-join@ad.example.edu\nOther-Pw\n");
+    let other = common::secret(&s, "secrets/ad-real", "svc-join@ad.example.edu\nOther-Pw\n");
     let _w = standin(
         &held,
         &[

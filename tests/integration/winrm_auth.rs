@@ -35,7 +35,7 @@ fn tls(port: &Port, cert: &Path, key: &Path) -> Standin {
 /// login, plus `extra` keys. Loads go through the command provisioner
 /// `reload`, whose load runs `load.sh` (absent unless a test writes it).
 fn config(s: &Scratch, port: u16, password: &str, login: &str, extra: &str) {
-    let pw = s.write("secrets/winrm-pw", &format!("{password}\n"));
+    let pw = crate::common::secret(s, "secrets/winrm-pw", &format!("{password}\n"));
     s.config(&format!(
         "[provisioners.reload]\nkind = \"command\"\nload = [\"{}\"]\ntimeout = \"30s\"\n\n\
          [os.win]\nfamily = \"windows-6\"\nport = {port}\nuser = \"Administrator\"\n\
@@ -106,6 +106,8 @@ fn stock_windows_with_only_user_and_password_file() {
     assert!(!said(&r).contains(PW));
     assert!(!r.event_log().contains(PW));
     assert!(!said(&r).contains("warning"), "{}", said(&r));
+    // check wants the load command there, as a load does.
+    s.script("load.sh", "#!/bin/sh\nexit 0\n");
     Test::with(&s)
         .check("pcw", "w7")
         .run()
@@ -185,6 +187,8 @@ fn https_with_a_pinned_thumbprint_and_a_wrong_one() {
     );
     let r = post_load(&s);
     assert_eq!(r.code, 0, "{}", said(&r));
+    // check wants the load command there, as a load does.
+    s.script("load.sh", "#!/bin/sh\nexit 0\n");
     Test::with(&s)
         .check("pcw", "w7")
         .run()

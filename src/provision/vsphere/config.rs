@@ -246,6 +246,9 @@ impl VsphereConfig {
 
     /// Checks serde cannot make.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(why) = crate::provision::unknown_placeholder(&self.vm_name, &[]) {
+            return Err(format!("`vm_name`: {why}"));
+        }
         self.validate_url()?;
         self.validate_login()?;
         for (key, v) in [

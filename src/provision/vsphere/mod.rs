@@ -36,6 +36,7 @@ mod config;
 mod esxi;
 mod golden;
 mod hardware;
+mod online;
 mod soap;
 mod vcenter;
 mod vim;
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use super::{PowerOff, Provisioner, expand, placeholders};
 use crate::attempt::Attempt;
-use crate::config::{KeyError, Plan};
+use crate::config::{FileUse, KeyError, LocalFile, Plan};
 use crate::outcome::{Outcome, collapse};
 use crate::report::Reporter;
 use crate::secret::Secret;
@@ -559,45 +560,42 @@ fn dc_ref(dc: &Obj, prop: &str) -> Result<MoRef, Outcome> {
 /// unique addresses are supported, the guide says (6.5 on), so a site's
 /// own OUI passes.
 fn manual_mac(mac: &str) -> Result<String, String> {
-    let parts: Vec<&str> = mac.split([':', '-']).collect();
-    let bytes: Option<Vec<u8>> = (parts.len() == 6)
-        .then(|| {
-            parts
-                .iter()
-                .map(|p| {
-                    (p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
-                        .then(|| u8::from_str_radix(p, 16).ok())
-                        .flatten()
-                })
-                .collect()
-        })
-        .flatten();
-    let Some(b) = bytes else {
-        return Err(format!(
-            "`mac` {mac:?} is not a MAC address: six bytes in hex, like \"00:50:56:00:07:03\""
-        ));
-    };
+    let b = crate::config::unicast_mac(mac).map_err(|e| {
+        format!("{e}; vSphere takes one in VMware's manual range 00:50:56:00:00:00 to 00:50:56:3f:ff:ff, or a site's own")
+    })?;
     let norm = b
         .iter()
         .map(|x| format!("{x:02x}"))
         .collect::<Vec<_>>()
         .join(":");
-    if b.iter().all(|x| *x == 0) {
-        return Err(format!(
-            "`mac` {mac:?} is all zeros, which no NIC can have; use one of VMware's manual range 00:50:56:00:00:00 to 00:50:56:3f:ff:ff"
-        ));
-    }
-    if b[0] & 1 == 1 {
-        return Err(format!(
-            "`mac` {mac:?} is a multicast address (the first byte is odd), which no NIC can have; use a unicast one, e.g. in VMware's manual range 00:50:56:00:00:00 to 00:50:56:3f:ff:ff"
-        ));
-    }
     if b[..3] == [0x00, 0x50, 0x56] && b[3] > 0x3f {
         return Err(format!(
             "`mac` {mac:?} is in VMware's OUI 00:50:56 but above its manual range 00:50:56:00:00:00 to 00:50:56:3f:ff:ff (the rest is kept for the addresses vCenter generates and VMkernel adapters), and vSphere refuses it as a manual MAC; pick one in the range"
         ));
     }
     Ok(norm)
+}
+
+/// `vet`'s look at the image's `source`: a template VM's name or a
+/// datastore path (`[ds] dir/base.vmdk`), never a file on this machine
+/// (a qcow2 for the qemu or libvirt provisioners).
+fn vet_source(plan: &Plan) -> Result<(), KeyError> {
+    let s = plan.image.source.trim();
+    let lower = s.to_ascii_lowercase();
+    let local = s.starts_with('/')
+        || [".qcow2", ".qcow", ".img", ".raw", ".iso"]
+            .iter()
+            .any(|e| lower.ends_with(e));
+    if !local {
+        return Ok(());
+    }
+    Err(KeyError {
+        path: vec!["images".into(), plan.image.name.clone(), "source".into()],
+        message: format!(
+            "image `{}`: `source` {s:?} is a disk image file on this machine, which vSphere does not load: give the template VM's name (vCenter) or the base disk's datastore path, like \"[datastore1] base/ubuntu.vmdk\" (ESXi host)",
+            plan.image.name
+        ),
+    })
 }
 
 /// The MACs a load gives the VM's two NICs: the private one (`mac`, the
@@ -657,9 +655,32 @@ impl Provisioner for Vsphere {
         self.config.images.keys().cloned().collect()
     }
 
+    fn online(&self, plan: &Plan) -> Vec<super::Checked> {
+        self.online_checks(plan)
+    }
+
+    /// The password file (a secret) and the CA file.
+    fn local_files(&self, plan: &Plan) -> Vec<LocalFile> {
+        let name = plan.provisioner.name.as_str();
+        [
+            ("password_file", &self.config.password_file, FileUse::Secret),
+            ("ca_file", &self.config.ca_file, FileUse::Read),
+        ]
+        .into_iter()
+        .filter_map(|(key, p, usage)| {
+            Some(LocalFile::new(
+                p.as_ref()?,
+                &["provisioners", name, key],
+                usage,
+            ))
+        })
+        .collect()
+    }
+
     /// The computer's `mac` must be one vSphere takes as a manual MAC;
     /// the VM the load makes must not be where the image's base is.
     fn vet(&self, plan: &Plan) -> Result<(), KeyError> {
+        vet_source(plan)?;
         vet_macs(plan)?;
         self.config.vet_public_network(plan)?;
         golden::vet(&self.config, plan)

@@ -17,6 +17,7 @@ mod answers;
 mod config;
 mod install;
 mod monitor;
+mod online;
 mod power;
 mod slot;
 mod target;
@@ -259,6 +260,10 @@ impl Provisioner for Xcat {
 
     fn slot_class(&self, name: &str) -> Option<crate::coord::SlotClass> {
         Some(self.slot_class_now(name))
+    }
+
+    fn online(&self, plan: &Plan) -> Vec<super::Checked> {
+        self.online_checks(plan)
     }
 
     /// The image's source must name an osimage or nodetype attributes.

@@ -34,6 +34,19 @@ pub struct Nodetype {
 /// The keys a nodetype source has, in the order they are written.
 const KEYS: [&str; 4] = ["os", "arch", "profile", "provmethod"];
 
+/// Why `s` is a disk image file (a path, a qcow2), which the qemu or
+/// libvirt provisioners load and xCAT cannot: an osimage name holds no
+/// `/` (xCAT's object names are table keys, not paths).
+fn disk_file(s: &str) -> Option<String> {
+    const DISKS: [&str; 7] = [".qcow2", ".qcow", ".img", ".raw", ".vmdk", ".vdi", ".iso"];
+    let lower = s.to_ascii_lowercase();
+    (s.contains('/') || DISKS.iter().any(|e| lower.ends_with(e))).then(|| {
+        format!(
+            "`source` {s:?} is a disk image file, which xCAT does not load: an xCAT image's source is an osimage name (`lsdef -t osimage` lists them) or nodetype attributes (\"os=rhels8.6,arch=x86_64,profile=compute\"); a disk image is for the qemu or libvirt provisioners"
+        )
+    })
+}
+
 impl Target {
     /// Reads a source: with an `=`, nodetype attributes; else an osimage
     /// name. `Err` says what is wrong and what to write.
@@ -43,6 +56,9 @@ impl Target {
             return Err("an xCAT image's `source` is an osimage name or nodetype attributes (\"os=rhels8.6,arch=x86_64,profile=compute\"), not empty".into());
         }
         if !s.contains('=') {
+            if let Some(why) = disk_file(s) {
+                return Err(why);
+            }
             if s.contains(char::is_whitespace) || s.contains(',') {
                 return Err(format!(
                     "`source` {s:?} is no osimage name (osimage names hold no blanks or commas); for nodetype attributes write \"os=OS,arch=ARCH,profile=PROFILE\""
@@ -183,6 +199,11 @@ mod tests {
             ("os=a,arch,profile=c", "not KEY=VALUE"),
             ("two words", "no osimage name"),
             ("", "not empty"),
+            (
+                "/var/lib/libvirt/images/rocky9.qcow2",
+                "is a disk image file",
+            ),
+            ("rocky9.qcow2", "is a disk image file"),
         ] {
             let e = Target::parse(s).expect_err(s);
             assert!(e.contains(want), "{s:?}: {e}");
