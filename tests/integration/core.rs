@@ -862,9 +862,18 @@ fn json_events_carry_attempt_phase_step_and_result() {
         ev.iter()
             .all(|e| e["computer"] == "pc7" && e["image"] == "centos7" && e["reservation"] == "77")
     );
+    // The command load is a step of its own, named as its phase.
+    let load = ev
+        .iter()
+        .find(|e| e["kind"] == "step-end" && e["phase"] == "load")
+        .expect("the load's step-end event");
+    assert_eq!(
+        (&load["step"], &load["result"]),
+        (&"load".into(), &"ok".into())
+    );
     let step = ev
         .iter()
-        .find(|e| e["kind"] == "step-end")
+        .find(|e| e["kind"] == "step-end" && e["phase"] == "post-load")
         .expect("a step-end event");
     assert_eq!(step["attempt"], 1);
     assert_eq!(step["of"], 3);
