@@ -167,3 +167,102 @@ fn the_spinner_line_follows_the_run() {
     let sgr = regex::Regex::new(r"\x1b\[[0-9;]*m").expect("regex");
     assert!(!sgr.is_match(screen), "{screen:?}");
 }
+
+/// Issue 24.6: the bash script `reimage completions bash` prints, loaded
+/// as bash-completion loads it, completes subcommands, options, and the
+/// computer and image names of the config the command line names.
+#[test]
+fn bash_completes_computer_and_image_names_from_the_config() {
+    let s = setup("term-complete");
+    std::fs::write(
+        s.path("reimage.toml"),
+        std::fs::read_to_string(s.path("reimage.toml")).expect("config")
+            + r#"
+[images.rocky9]
+os = "appliance"
+provisioner = "script"
+source = "rocky9"
+
+[computers.node-b]
+address = "127.0.0.2"
+"#,
+    )
+    .expect("config");
+    let script = crate::test::Test::with(&s)
+        .args(&["completions", "bash"])
+        .run();
+    script.code(0);
+    s.write("reimage.bash", &script.stdout);
+    // A file that starts like an image name: --image never offers files.
+    s.write("rocky-notes.txt", "");
+    let bin_dir = common::bin().parent().expect("bin dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // Each line of `cases`: the words typed, the last one being completed.
+    let cases = [
+        "reimage prov",
+        "reimage --config reimage.toml provision ''",
+        "reimage --config reimage.toml provision node",
+        "reimage --config=reimage.toml load pc7 --image ''",
+        "reimage --config reimage.toml check pc7 --image r",
+        "reimage log --config reimage.toml p",
+    ];
+    let driver = format!(
+        r#"source ./reimage.bash
+fn=$(complete -p reimage | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+[ -n "$fn" ] || {{ echo "no completion registered"; exit 1; }}
+ask() {{
+    COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))
+    COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}; COMP_TYPE=9; COMPREPLY=()
+    "$fn" reimage "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+    printf '%s\n' "$*: $(printf '%s ' "${{COMPREPLY[@]}}")"
+}}
+{}
+"#,
+        cases
+            .iter()
+            .map(|c| format!("ask {c}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let r = run(
+        std::process::Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &driver])
+            .current_dir(s.path(""))
+            .env("PATH", path)
+            .env_remove("REIMAGE_CONFIG"),
+        LIMIT,
+    );
+    r.code(0);
+    let answer = |typed: &str| {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{typed}: ")))
+            .unwrap_or_else(|| panic!("no answer for {typed:?}:\n{}", r.stdout))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(answer("reimage prov"), ["provision"]);
+    let after_provision = answer("reimage --config reimage.toml provision ");
+    assert!(
+        after_provision.starts_with(&["pc7", "node-b"])
+            || after_provision.starts_with(&["node-b", "pc7"]),
+        "{after_provision:?}"
+    );
+    assert!(after_provision.contains(&"--image"), "{after_provision:?}");
+    assert_eq!(
+        answer("reimage --config reimage.toml provision node"),
+        ["node-b"]
+    );
+    let mut images = answer("reimage --config=reimage.toml load pc7 --image ");
+    images.sort();
+    assert_eq!(images, ["img", "rocky9"]);
+    assert_eq!(
+        answer("reimage --config reimage.toml check pc7 --image r"),
+        ["rocky9"]
+    );
+    assert_eq!(answer("reimage log --config reimage.toml p"), ["pc7"]);
+}
