@@ -666,14 +666,14 @@ fn plain(e: &Event) -> String {
     if let (Some(a), Some(n)) = (e.attempt, e.of) {
         s.push_str(&format!(" [{a}/{n}]"));
     }
-    // A phase's start and the run's end name the phase themselves ("load
-    // starts", "post-load failed, not retrying: ...").
+    // A message that starts with its phase ("load: running ...") names it
+    // itself, as do a phase's start and the run's end ("load starts",
+    // "post-load failed, not retrying: ...").
     let said = |p: &str| {
-        matches!(e.kind, EventKind::Phase | EventKind::Run)
-            && e.message
-                .as_deref()
-                .and_then(|m| m.strip_prefix(p))
-                .is_some_and(|rest| rest.starts_with([' ', ':']))
+        let rest = e.message.as_deref().and_then(|m| m.strip_prefix(p));
+        rest.is_some_and(|r| r.starts_with(':'))
+            || (matches!(e.kind, EventKind::Phase | EventKind::Run)
+                && rest.is_some_and(|r| r.starts_with(' ')))
     };
     if let Some(p) = e.phase.filter(|p| !said(p.name())) {
         s.push_str(&format!(" {p}"));
@@ -894,6 +894,8 @@ mod tests {
         e.kind = EventKind::Info;
         e.message = Some("load of pc7: running".into());
         assert_eq!(plain(&e), "pc7 [1/3] load: load of pc7: running");
+        e.message = Some("load: running `load.sh`".into());
+        assert_eq!(plain(&e), "pc7 [1/3]: load: running `load.sh`");
     }
 
     #[test]

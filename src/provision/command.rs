@@ -151,7 +151,7 @@ impl CommandProvisioner {
         let own = !report.in_step();
         if own {
             report.step(what, Some(timeout));
-            report.info(&format!("running `{}`", cmd.display()));
+            report.info(&format!("{what}: running `{}`", cmd.display()));
         } else {
             report.info(&format!(
                 "{what}: running `{}` (timeout {})",

@@ -953,7 +953,10 @@ fn a_terminal_gets_a_spinner_with_step_attempt_and_time_left() {
         s.path("reimage.toml").display()
     );
     let r = run(
-        std::process::Command::new("script").args(["-qec", &line, "/dev/null"]),
+        std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            // A terminal type (CI may run with none: plain lines then).
+            .env("TERM", "xterm"),
         LIMIT,
     );
     r.code(75);

@@ -117,6 +117,7 @@ fn a_dumb_terminal_gets_every_event_as_a_line() {
     }
     assert!(screen.contains("pc7 [1/1]: load starts"), "{screen}");
     assert!(screen.contains("pc7 [1/1] load: ok after"), "{screen}");
+    assert!(screen.contains("pc7 [1/1]: load: running `"), "{screen}");
 }
 
 #[test]
