@@ -84,14 +84,21 @@ bash_completion=/usr/share/bash-completion/completions/reimage
 [ -f "$bash_completion" ] || fail "$bash_completion missing"
 expect "bash completion loads" \
     "$(bash -c "source $bash_completion && complete -p reimage")" \
-    "complete -o bashdefault -o default -o nosort -F _reimage reimage"
-# The loaded function completes a subcommand the way bash would call it.
+    "complete -o bashdefault -o nosort -o nospace -F _clap_complete_reimage reimage"
+# The loaded function completes a subcommand the way bash would call it: it
+# asks the installed reimage (computer and image names are tested in
+# tests/integration/term.rs).
 expect "bash completes 'reimage prov'" \
-    "$(bash -c "source $bash_completion && COMP_WORDS=(reimage prov) COMP_CWORD=1 COMP_LINE='reimage prov' COMP_POINT=12 && _reimage reimage prov reimage && echo \"\${COMPREPLY[*]}\"")" \
+    "$(bash -c "source $bash_completion && COMP_WORDS=(reimage prov) COMP_CWORD=1 COMP_LINE='reimage prov' COMP_POINT=12 COMP_TYPE=9 && _clap_complete_reimage reimage prov reimage && echo \"\${COMPREPLY[*]}\"")" \
     provision
 [ -f /usr/share/zsh/vendor-completions/_reimage ] || fail "zsh completion missing"
 [ -f /usr/share/fish/vendor_completions.d/reimage.fish ] || fail "fish completion missing"
 echo "packages: ok: zsh and fish completions installed"
+
+for f in /usr/share/doc/reimage/examples/libvirt-domain.xml /usr/share/doc/reimage/examples/slurm/reimage-resume; do
+    [ -f "$f" ] || fail "$f missing: the man pages point to it"
+done
+echo "packages: ok: the examples the man pages name are installed"
 
 expect "conffiles" "$(dpkg-query -W -f='${Conffiles}' reimage | awk 'NF {print $1}')" /etc/reimage/reimage.toml
 # With no --config, reimage reads /etc/reimage/reimage.toml.
@@ -115,7 +122,7 @@ echo "packages: ok: purge removes the binary, the config and the state dir"
 ## The .rpm, read (Debian's rpm has no RHEL to install it on).
 # The examples are whatever examples/*.toml holds (both packages ship them
 # by that glob); the rest is fixed.
-examples=$(for f in examples/*.toml; do echo "/usr/share/doc/reimage/examples/${f#examples/}"; done)
+examples=$(for f in examples/*.toml examples/libvirt-domain.xml examples/slurm/*; do echo "/usr/share/doc/reimage/examples/${f#examples/}"; done)
 # shellcheck disable=SC2086 # $examples: one path a word
 want=$(printf '%s\n' /etc/reimage/reimage.toml /usr/bin/reimage \
     /usr/share/bash-completion/completions/reimage /usr/share/doc/reimage/README.md \

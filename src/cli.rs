@@ -2,7 +2,12 @@
 //! parses, builds and runs.
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 use std::path::PathBuf;
+
+/// The heading of the options every subcommand takes, apart from the
+/// subcommand's own in `--help`.
+const GLOBAL: &str = "Global options";
 
 /// Get one computer ready for one reservation: a provisioning module loads
 /// the image, then an OS module waits for the OS and configures it.
@@ -18,6 +23,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "REIMAGE_CONFIG",
         default_value = "/etc/reimage/reimage.toml",
         value_name = "PATH"
@@ -26,19 +32,19 @@ pub struct Cli {
 
     /// State directory: locks, event logs, last-run records (default: the
     /// config's state_dir, else /var/lib/reimage).
-    #[arg(long, global = true, env = "REIMAGE_STATE_DIR", value_name = "DIR", value_parser = state_dir)]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "REIMAGE_STATE_DIR", value_name = "DIR", value_parser = state_dir)]
     pub state_dir: Option<PathBuf>,
 
     /// Write events as JSON lines on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// Only warnings, results and errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, help_heading = GLOBAL, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// Also show status changes and command output.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub verbose: bool,
 
     /// What to do.
@@ -100,6 +106,7 @@ pub enum Command {
 pub struct StatusArgs {
     /// Computers to show (default: every computer in the config or the
     /// state directory).
+    #[arg(add = ArgValueCandidates::new(crate::complete::computers))]
     pub computers: Vec<String>,
     /// Only computers whose last run failed: retry, fatal, interrupted, or
     /// its process died while it ran (stale).
@@ -126,6 +133,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Computer name.
+    #[arg(add = ArgValueCandidates::new(crate::complete::computers))]
     pub computer: String,
     /// Show run N (1 is the oldest in the log; default: the last run).
     #[arg(long, value_name = "N", conflicts_with = "all", value_parser = clap::value_parser!(u32).range(1..))]
@@ -149,9 +157,10 @@ pub struct LogArgs {
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
     /// Computer name from [computers.NAME].
+    #[arg(add = ArgValueCandidates::new(crate::complete::computers))]
     pub computer: String,
     /// Image name from [images.NAME].
-    #[arg(long, value_name = "IMAGE")]
+    #[arg(long, value_name = "IMAGE", add = ArgValueCandidates::new(crate::complete::images))]
     pub image: String,
     /// Attempts (default: the image's max_attempts, else the config's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -172,9 +181,10 @@ pub struct ProvisionArgs {
 #[derive(Debug, Args)]
 pub struct StepArgs {
     /// Computer name from [computers.NAME].
+    #[arg(add = ArgValueCandidates::new(crate::complete::computers))]
     pub computer: String,
     /// Image name from [images.NAME].
-    #[arg(long, value_name = "IMAGE")]
+    #[arg(long, value_name = "IMAGE", add = ArgValueCandidates::new(crate::complete::images))]
     pub image: String,
     /// This attempt's number (modules stretch timeouts on later attempts).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -192,10 +202,11 @@ pub struct StepArgs {
 #[derive(Debug, Args)]
 pub struct PowerOffArgs {
     /// Computer name from [computers.NAME].
+    #[arg(add = ArgValueCandidates::new(crate::complete::computers))]
     pub computer: String,
     /// Image name from [images.NAME]: the provisioner is the computer's,
     /// else this image's (default: the image of the computer's last run).
-    #[arg(long, value_name = "IMAGE")]
+    #[arg(long, value_name = "IMAGE", add = ArgValueCandidates::new(crate::complete::images))]
     pub image: Option<String>,
 }
 
@@ -231,10 +242,10 @@ fn reservation_id(s: &str) -> Result<String, String> {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Computer to plan for (needs --image).
-    #[arg(requires = "image")]
+    #[arg(requires = "image", add = ArgValueCandidates::new(crate::complete::computers))]
     pub computer: Option<String>,
     /// Image to plan for (needs a computer).
-    #[arg(long, value_name = "IMAGE", requires = "computer")]
+    #[arg(long, value_name = "IMAGE", requires = "computer", add = ArgValueCandidates::new(crate::complete::images))]
     pub image: Option<String>,
     /// Also ask the systems a run will drive, read-only and bounded in
     /// time (xCAT, libvirt, vSphere, the store, the SSH key, the

@@ -45,6 +45,7 @@ mod attempt;
 mod backoff;
 mod check;
 mod cli;
+mod complete;
 mod config;
 mod control;
 mod coord;
@@ -75,7 +76,7 @@ mod tree;
 mod wait;
 mod xml;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use std::path::PathBuf;
 
 use cli::{Cli, Command, CompletionsArgs, PowerOffArgs, StepArgs};
@@ -94,6 +95,8 @@ pub fn main() -> i32 {
 }
 
 fn run_main() -> i32 {
+    // A shell asking for completions gets them, and nothing else runs.
+    complete::answer_the_shell();
     if let Some(var) = empty_env() {
         let e = Error::Usage(format!(
             "the environment variable {var} is set but empty: unset it, or set it to a path"
@@ -326,14 +329,16 @@ fn load(cli: &Cli) -> Result<Loaded, Error> {
 }
 
 /// Writes the completion script for `a.shell` on stdout; it needs no config,
-/// so the packages generate theirs with the binary they ship.
+/// so the packages generate theirs with the binary they ship. At each TAB
+/// the script asks `reimage` (see `complete`), which reads the config for
+/// computer and image names.
 fn completions(a: &CompletionsArgs) -> Result<i32, Error> {
     use std::io::Write;
-    let mut script = Vec::new();
-    clap_complete::generate(a.shell, &mut Cli::command(), "reimage", &mut script);
-    std::io::stdout()
-        .write_all(&script)
-        .map_err(|e| Error::Fatal(anyhow::anyhow!("cannot write the completion script: {e}")))?;
+    let fail = |e: std::io::Error| {
+        Error::Fatal(anyhow::anyhow!("cannot write the completion script: {e}"))
+    };
+    let script = complete::script(a.shell).map_err(fail)?;
+    std::io::stdout().write_all(&script).map_err(fail)?;
     Ok(0)
 }
 

@@ -196,10 +196,38 @@ pub const EVENT_OUTPUT_LINES: usize = 500;
 /// The most any other event message holds, in bytes (its head and tail).
 pub const MESSAGE_BYTES: usize = 16 * 1024;
 
+/// The clocks of the step in progress.
+struct Step {
+    name: String,
+    start: Instant,
+    timeout: Option<Duration>,
+    /// The stall limit and when the status last changed.
+    stall: Option<(Duration, Instant)>,
+}
+
+impl Step {
+    /// What the terminal shows as time left: the limit that fires first,
+    /// and whether that is the stall limit.
+    fn left(&self) -> Option<(Duration, bool)> {
+        let timeout = self
+            .timeout
+            .map(|t| (t.saturating_sub(self.start.elapsed()), false));
+        let stall = self
+            .stall
+            .map(|(s, since)| (s.saturating_sub(since.elapsed()), true));
+        match (timeout, stall) {
+            (Some(t), Some(s)) => Some(if s.0 < t.0 { s } else { t }),
+            (t, s) => t.or(s),
+        }
+    }
+}
+
 struct Inner {
     attempt: Option<(u32, u32)>,
     phase: Option<Phase>,
-    step: Option<(String, Instant, Option<Duration>)>,
+    /// When the phase started (the terminal's elapsed time between steps).
+    phase_start: Option<Instant>,
+    step: Option<Step>,
     last_progress: String,
     log: Option<(File, std::path::PathBuf)>,
     /// A write to the event log failed once (and was said).
@@ -236,9 +264,7 @@ impl Reporter {
     ) -> Reporter {
         let mode = match format {
             Format::Json => Mode::Json,
-            Format::Human if std::io::stderr().is_terminal() && verbosity != Verbosity::Quiet => {
-                Mode::Tty
-            }
+            Format::Human if verbosity != Verbosity::Quiet && spinner_fits() => Mode::Tty,
             Format::Human => Mode::Plain,
         };
         Reporter {
@@ -250,6 +276,7 @@ impl Reporter {
             inner: Mutex::new(Inner {
                 attempt: None,
                 phase: None,
+                phase_start: None,
                 step: None,
                 last_progress: String::new(),
                 log: None,
@@ -295,17 +322,17 @@ impl Reporter {
             attempt: inner.attempt.map(|a| a.0),
             of: inner.attempt.map(|a| a.1),
             phase: inner.phase,
-            step: inner.step.as_ref().map(|s| s.0.clone()),
+            step: inner.step.as_ref().map(|s| s.name.clone()),
             result: None,
             message: None,
             elapsed_ms: inner
                 .step
                 .as_ref()
-                .map(|s| s.1.elapsed().as_millis() as u64),
+                .map(|s| s.start.elapsed().as_millis() as u64),
             timeout_ms: inner
                 .step
                 .as_ref()
-                .and_then(|s| s.2)
+                .and_then(|s| s.timeout)
                 .map(|d| d.as_millis() as u64),
             code: None,
             public_address: None,
@@ -340,12 +367,18 @@ impl Reporter {
         }
         // What a command or a guest said is data: escaped for the screen.
         let text = printable(&plain(&e)).into_owned();
+        // The spinner comes back below the line as the state is now, not
+        // as it was before the event (a step that ended, a phase before).
+        self.redraw(inner);
         match (&self.mode, inner.bar.as_ref()) {
             // Not bar.println: indicatif writes a printed line as a piece
             // of the redraw, which the stderr writer drops when behind.
             // The line goes as a line, erasing the spinner's row first
             // (its clear is a redraw too, and may have been dropped).
-            (Mode::Tty, Some(bar)) => bar.suspend(|| stderr_line(&format!("\r\x1b[2K{text}"))),
+            // A bar indicatif hides gets plain lines, as no terminal does.
+            (Mode::Tty, Some(bar)) if !bar.is_hidden() => {
+                bar.suspend(|| stderr_line(&format!("\r\x1b[2K{text}")))
+            }
             _ => stderr_line(&format!("{} {text}", e.time)),
         }
     }
@@ -451,7 +484,9 @@ impl Reporter {
         let mut i = self.lock();
         i.attempt = Some((k, n));
         i.phase = None;
+        i.phase_start = None;
         i.step = None;
+        i.last_progress.clear();
         let mut e = self.base(&i, EventKind::Attempt);
         e.message = Some(format!("attempt {k} of {n}"));
         self.emit(&mut i, e, Screen::Always);
@@ -461,7 +496,9 @@ impl Reporter {
     pub fn phase(&self, phase: Phase) {
         let mut i = self.lock();
         i.phase = Some(phase);
+        i.phase_start = Some(Instant::now());
         i.step = None;
+        i.last_progress.clear();
         let mut e = self.base(&i, EventKind::Phase);
         e.message = Some(format!("{phase} starts"));
         self.emit(&mut i, e, Screen::Always);
@@ -474,7 +511,7 @@ impl Reporter {
             // Through the stderr writer: a stopped terminal (Ctrl-S)
             // drops redraws instead of blocking the run.
             bar.set_draw_target(indicatif::ProgressDrawTarget::term_like(Box::new(
-                crate::stdio::Term,
+                crate::stdio::Term::new(),
             )));
             bar.enable_steady_tick(Duration::from_millis(120));
             i.bar = Some(bar);
@@ -485,14 +522,38 @@ impl Reporter {
     /// A wait step or action starts, with its timeout for this attempt.
     pub fn step(&self, name: &str, timeout: Option<Duration>) {
         let mut i = self.lock();
-        i.step = Some((name.into(), Instant::now(), timeout));
+        i.step = Some(Step {
+            name: name.into(),
+            start: Instant::now(),
+            timeout,
+            stall: None,
+        });
         i.last_progress.clear();
         let mut e = self.base(&i, EventKind::Step);
-        e.message = Some(match timeout {
-            Some(t) => format!("{name}: waiting up to {}", duration::fmt(t)),
-            None => name.to_string(),
+        // A step named as its phase ("load" in load) is not named twice.
+        let named = i.phase.is_none_or(|p| p.name() != name);
+        e.message = Some(match (timeout, named) {
+            (Some(t), true) => format!("{name}: waiting up to {}", duration::fmt(t)),
+            (Some(t), false) => format!("waiting up to {}", duration::fmt(t)),
+            (None, _) => name.to_string(),
         });
         self.emit(&mut i, e, Screen::Always);
+        self.redraw(&i);
+    }
+
+    /// Whether a step is in progress (one not ended by `step_end`).
+    pub fn in_step(&self) -> bool {
+        self.lock().step.is_some()
+    }
+
+    /// (Re)starts the current step's stall timer: the step gives up when
+    /// its status has not changed for `limit`. The terminal's time left is
+    /// then the stall's when it fires before the step's timeout.
+    pub fn stall(&self, limit: Duration) {
+        let mut i = self.lock();
+        if let Some(s) = i.step.as_mut() {
+            s.stall = Some((limit, Instant::now()));
+        }
         self.redraw(&i);
     }
 
@@ -519,8 +580,9 @@ impl Reporter {
             EventResult::Failed
         });
         e.message = Some(message.to_string());
-        self.emit(&mut i, e, Screen::Always);
         i.step = None;
+        i.last_progress.clear();
+        self.emit(&mut i, e, Screen::Always);
         self.redraw(&i);
     }
 
@@ -528,6 +590,7 @@ impl Reporter {
     pub fn result(&self, phase: Phase, result: EventResult, message: Option<String>) {
         let mut i = self.lock();
         i.step = None;
+        i.last_progress.clear();
         i.phase = Some(phase);
         let mut e = self.base(&i, EventKind::Result);
         e.elapsed_ms = None;
@@ -537,6 +600,7 @@ impl Reporter {
             e.public_address = i.public_address.clone();
         }
         self.emit(&mut i, e, Screen::Always);
+        self.redraw(&i);
     }
 
     /// The run ended with an exit code and a result (the record's).
@@ -602,7 +666,15 @@ impl Reporter {
     }
 
     fn redraw(&self, i: &Inner) {
-        let Some(bar) = i.bar.as_ref() else { return };
+        if let Some(bar) = i.bar.as_ref() {
+            bar.set_message(self.status_line(i));
+        }
+    }
+
+    /// The spinner's line: attempt, computer, phase, step, the step's
+    /// elapsed time (the phase's between steps) and the time left before
+    /// the limit that fires first, and what the step sees now.
+    fn status_line(&self, i: &Inner) -> String {
         let mut msg = String::new();
         if let Some((k, n)) = i.attempt {
             msg.push_str(&format!("[{}/{}] ", k, n));
@@ -611,18 +683,36 @@ impl Reporter {
         if let Some(p) = &i.phase {
             msg.push_str(&format!(" {p}"));
         }
-        if let Some((name, start, timeout)) = &i.step {
-            let el = start.elapsed();
-            msg.push_str(&format!(" · {name} {}", clock(el)));
-            if let Some(t) = timeout {
-                msg.push_str(&format!(" (≤{} left)", clock(t.saturating_sub(el))));
+        match (&i.step, i.phase_start) {
+            (Some(step), _) => {
+                if i.phase.is_none_or(|p| p.name() != step.name) {
+                    msg.push_str(&format!(" · {}", step.name));
+                }
+                msg.push_str(&format!(" {}", clock(step.start.elapsed())));
+                // Rounded up: "0:00 left" only when it is out.
+                let up = |d: Duration| clock(d + Duration::from_nanos(999_999_999));
+                match step.left() {
+                    Some((left, true)) => msg.push_str(&format!(" (stall ≤{} left)", up(left))),
+                    Some((left, false)) => msg.push_str(&format!(" (≤{} left)", up(left))),
+                    None => {}
+                }
             }
+            (None, Some(start)) => msg.push_str(&format!(" {}", clock(start.elapsed()))),
+            (None, None) => {}
         }
         if !i.last_progress.is_empty() {
             msg.push_str(&format!(" · {}", i.last_progress));
         }
-        bar.set_message(printable(&msg).into_owned());
+        printable(&msg).into_owned()
     }
+}
+
+/// Whether stderr is a terminal that can draw a spinner: a TTY whose
+/// `TERM` is set and not `dumb` (a dumb terminal moves no cursor, so
+/// redraws would pile up as text; it gets plain lines).
+fn spinner_fits() -> bool {
+    let term = std::env::var_os("TERM").unwrap_or_default();
+    std::io::stderr().is_terminal() && !term.is_empty() && term != "dumb"
 }
 
 fn clock(d: Duration) -> String {
@@ -640,15 +730,27 @@ fn plain(e: &Event) -> String {
     if let (Some(a), Some(n)) = (e.attempt, e.of) {
         s.push_str(&format!(" [{a}/{n}]"));
     }
-    if let Some(p) = &e.phase {
+    // A message that starts with its phase ("load: running ...") names it
+    // itself, as do a phase's start and the run's end ("load starts",
+    // "post-load failed, not retrying: ...").
+    let said = |p: &str| {
+        let rest = e.message.as_deref().and_then(|m| m.strip_prefix(p));
+        rest.is_some_and(|r| r.starts_with(':'))
+            || (matches!(e.kind, EventKind::Phase | EventKind::Run)
+                && rest.is_some_and(|r| r.starts_with(' ')))
+    };
+    if let Some(p) = e.phase.filter(|p| !said(p.name())) {
         s.push_str(&format!(" {p}"));
     }
     let result = e.result.map_or("?", EventResult::name);
     match e.kind {
         EventKind::Result => s.push_str(&format!(": {result}")),
         EventKind::StepEnd => {
-            if let Some(st) = &e.step {
-                s.push_str(&format!(" {st}: {result}"));
+            match &e.step {
+                Some(st) if e.phase.is_none_or(|p| p.name() != st) => {
+                    s.push_str(&format!(" {st}: {result}"))
+                }
+                _ => s.push_str(&format!(": {result}")),
             }
             if let Some(ms) = e.elapsed_ms {
                 s.push_str(&format!(
@@ -832,6 +934,69 @@ mod tests {
         );
         let back: serde_json::Value = serde_json::from_str(&safe).expect("still JSON");
         assert_eq!(back["message"], "\x1b[31mred\u{9b}2J\u{7f}\u{202e}é");
+    }
+
+    #[test]
+    fn the_status_line_counts_down_to_the_limit_that_fires_first() {
+        let r = Reporter::new("pc7", "img", None, Format::Human, Verbosity::Quiet);
+        r.attempt(1, 2);
+        r.phase(Phase::Load);
+        assert_eq!(r.status_line(&r.lock()), "[1/2] pc7 load 0:00");
+        // A step named as its phase is not named twice.
+        r.step("load", Some(Duration::from_secs(90)));
+        assert_eq!(r.status_line(&r.lock()), "[1/2] pc7 load 0:00 (≤1:30 left)");
+        r.step_end(true, "exit 0");
+        r.step("install", Some(Duration::from_secs(3600)));
+        r.progress("installing");
+        r.stall(Duration::from_secs(600));
+        assert_eq!(
+            r.status_line(&r.lock()),
+            "[1/2] pc7 load · install 0:00 (stall ≤10:00 left) · installing"
+        );
+        // A stall limit longer than what the timeout leaves is not shown.
+        r.stall(Duration::from_secs(7200));
+        assert!(r.status_line(&r.lock()).contains("(≤1:00:00 left)"));
+        // What a step saw is gone when it ends, and when the phase changes.
+        r.step_end(true, "installed");
+        assert_eq!(r.status_line(&r.lock()), "[1/2] pc7 load 0:00");
+        r.step("port", Some(Duration::from_secs(5)));
+        r.progress("connection refused");
+        r.phase(Phase::PostLoad);
+        assert!(!r.status_line(&r.lock()).contains("refused"));
+        r.progress("connection refused");
+        r.result(Phase::PostLoad, EventResult::Retry, None);
+        r.attempt(2, 2);
+        assert_eq!(r.status_line(&r.lock()), "[2/2] pc7");
+    }
+
+    #[test]
+    fn a_step_named_as_its_phase_is_said_once() {
+        let r = Reporter::new("pc7", "img", None, Format::Human, Verbosity::Quiet);
+        let mut i = r.lock();
+        i.attempt = Some((1, 3));
+        i.phase = Some(Phase::Load);
+        i.step = Some(Step {
+            name: "load".into(),
+            start: Instant::now(),
+            timeout: None,
+            stall: None,
+        });
+        let mut e = r.base(&i, EventKind::StepEnd);
+        e.result = Some(EventResult::Ok);
+        e.elapsed_ms = Some(2000);
+        e.message = Some("exit 0".into());
+        assert_eq!(plain(&e), "pc7 [1/3] load: ok after 2s: exit 0");
+        e.step = Some("port".into());
+        assert_eq!(plain(&e), "pc7 [1/3] load port: ok after 2s: exit 0");
+        // Nor a phase its message names.
+        let mut e = r.base(&i, EventKind::Phase);
+        e.message = Some("load starts".into());
+        assert_eq!(plain(&e), "pc7 [1/3]: load starts");
+        e.kind = EventKind::Info;
+        e.message = Some("load of pc7: running".into());
+        assert_eq!(plain(&e), "pc7 [1/3] load: load of pc7: running");
+        e.message = Some("load: running `load.sh`".into());
+        assert_eq!(plain(&e), "pc7 [1/3]: load: running `load.sh`");
     }
 
     #[test]

@@ -318,8 +318,43 @@ pub fn drain_all() {
 /// Everything indicatif writes is such a redraw, also the lines of its
 /// `println`: a line to keep goes through [`STDERR`] inside
 /// `ProgressBar::suspend` instead.
-#[derive(Debug)]
-pub struct Term;
+///
+/// One redraw (a clear of the old line, the new text, the spaces that
+/// blank the rest of the row) is gathered and queued at indicatif's
+/// `flush` as one piece, so it reaches the terminal whole or not at all:
+/// a clear dropped while the text that follows got through would leave
+/// the old text on the line.
+#[derive(Debug, Default)]
+pub struct Term {
+    redraw: Mutex<Vec<u8>>,
+}
+
+impl Term {
+    /// A terminal with nothing gathered yet.
+    pub fn new() -> Term {
+        Term::default()
+    }
+
+    fn add(&self, data: &[u8]) -> std::io::Result<()> {
+        self.redraw
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(data);
+        Ok(())
+    }
+
+    fn cursor(&self, n: usize, dir: char) -> std::io::Result<()> {
+        if n > 0 {
+            self.add(format!("\x1b[{n}{dir}").as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Takes what was gathered since the last flush.
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.redraw.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
 
 impl indicatif::TermLike for Term {
     fn width(&self) -> u16 {
@@ -331,45 +366,37 @@ impl indicatif::TermLike for Term {
     }
 
     fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
-        self.ephemeral(n, 'A')
+        self.cursor(n, 'A')
     }
 
     fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
-        self.ephemeral(n, 'B')
+        self.cursor(n, 'B')
     }
 
     fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
-        self.ephemeral(n, 'C')
+        self.cursor(n, 'C')
     }
 
     fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
-        self.ephemeral(n, 'D')
+        self.cursor(n, 'D')
     }
 
     fn write_line(&self, s: &str) -> std::io::Result<()> {
-        STDERR.write(format!("{s}\n").into_bytes());
-        Ok(())
+        self.add(format!("{s}\n").as_bytes())
     }
 
     fn write_str(&self, s: &str) -> std::io::Result<()> {
-        STDERR.write_ephemeral(s.as_bytes().to_vec());
-        Ok(())
+        self.add(s.as_bytes())
     }
 
     fn clear_line(&self) -> std::io::Result<()> {
-        STDERR.write_ephemeral(b"\r\x1b[2K".to_vec());
-        Ok(())
+        self.add(b"\r\x1b[2K")
     }
 
     fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Term {
-    fn ephemeral(&self, n: usize, dir: char) -> std::io::Result<()> {
-        if n > 0 {
-            STDERR.write_ephemeral(format!("\x1b[{n}{dir}").into_bytes());
+        let redraw = self.take();
+        if !redraw.is_empty() {
+            STDERR.write_ephemeral(redraw);
         }
         Ok(())
     }
@@ -394,5 +421,17 @@ mod tests {
         let t = Instant::now();
         assert!(!S.drain_for(Duration::from_millis(100)));
         assert!(t.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_redraw_is_gathered_until_flush() {
+        use indicatif::TermLike;
+        let t = Term::new();
+        t.clear_line().expect("clear");
+        t.write_str("[1/2] pc7").expect("text");
+        t.move_cursor_up(0).expect("no move");
+        t.write_str("  ").expect("filler");
+        assert_eq!(t.take(), b"\r\x1b[2K[1/2] pc7  ");
+        assert!(t.take().is_empty());
     }
 }

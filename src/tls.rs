@@ -1,6 +1,7 @@
 //! How a TLS peer's certificate is trusted, for the HTTPS clients built on
-//! ureq (the vSphere endpoint, the WinRM listener): the system's roots, a CA
-//! file, a pinned SHA-256 thumbprint (govc's `-thumbprint`, for ESXi hosts
+//! ureq (the vSphere endpoint, the WinRM listener): the system's
+//! certificate store (OpenSSL's, where openssl-probe finds it, or
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), a CA file, a pinned SHA-256 thumbprint (govc's `-thumbprint`, for ESXi hosts
 //! and cloned Windows images with their self-signed certificates), a pin
 //! learned from the first certificate seen, or nothing at all.
 //!
@@ -13,7 +14,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -29,7 +30,10 @@ use ureq::unversioned::transport::{
 /// How the endpoint's certificate is trusted.
 #[derive(Clone)]
 pub enum Trust {
-    /// The Mozilla roots ureq ships.
+    /// The CA certificates of the system's store, read when the agent is
+    /// made: `SSL_CERT_FILE` and `SSL_CERT_DIR` when set, else where
+    /// OpenSSL keeps them (/etc/ssl/certs, /etc/pki/tls, ...), so a site
+    /// CA added there (update-ca-certificates, update-ca-trust) is trusted.
     System,
     /// The CA certificates of a PEM file.
     Ca(Vec<ureq::tls::Certificate<'static>>),
@@ -125,7 +129,13 @@ pub fn fmt_thumbprint(t: &[u8]) -> String {
 pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
     let mut tls = ureq::tls::TlsConfig::builder();
     let pin = match trust {
-        Trust::System => None,
+        Trust::System => match system_roots() {
+            Ok(certs) => {
+                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(certs));
+                None
+            }
+            Err(why) => Some(Err(*why)),
+        },
         Trust::Ca(certs) => {
             tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
             None
@@ -134,8 +144,8 @@ pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
             tls = tls.disable_verification(true);
             None
         }
-        Trust::Pinned(p) => Some(Pin::Fixed(p)),
-        Trust::FirstUse(f) => Some(Pin::FirstUse(f)),
+        Trust::Pinned(p) => Some(Ok(Pin::Fixed(p))),
+        Trust::FirstUse(f) => Some(Ok(Pin::FirstUse(f))),
     };
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -145,7 +155,12 @@ pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
         .build();
     match pin {
         None => config.new_agent(),
-        Some(pin) => {
+        Some(Err(why)) => ureq::Agent::with_parts(
+            config,
+            ().chain(TcpConnector::default()).chain(Refuse(why)),
+            DefaultResolver::default(),
+        ),
+        Some(Ok(pin)) => {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let verifier = Arc::new(PinVerifier {
                 pin,
@@ -169,7 +184,8 @@ pub fn agent(trust: Trust, connect_timeout: Duration) -> ureq::Agent {
                 // fail closed: every TLS connection is refused.
                 Err(_) => ureq::Agent::with_parts(
                     config,
-                    ().chain(TcpConnector::default()).chain(Refuse),
+                    ().chain(TcpConnector::default())
+                        .chain(Refuse("no TLS setup for the pinned thumbprint")),
                     DefaultResolver::default(),
                 ),
             }
@@ -287,9 +303,32 @@ impl<In: Transport> Connector<In> for PinnedTls {
     }
 }
 
-/// Refuses every TLS connection (a pin whose TLS setup failed).
+/// The CA certificates of the system's store, read once per process (a
+/// WinRM wait makes an agent per connection). None at all is an error
+/// (every certificate would fail as of an unknown issuer): the message
+/// says where they were looked for. Files that could not be read beside
+/// ones that could are left out, as OpenSSL does.
+fn system_roots() -> &'static Result<Vec<ureq::tls::Certificate<'static>>, &'static str> {
+    static ROOTS: OnceLock<Result<Vec<ureq::tls::Certificate<'static>>, &'static str>> =
+        OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        if found.certs.is_empty() {
+            return Err(
+                "the system's certificate store holds no CA certificate (looked in SSL_CERT_FILE and SSL_CERT_DIR when set, else OpenSSL's directory): install ca-certificates, or set ca_file or thumbprint",
+            );
+        }
+        Ok(found
+            .certs
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect())
+    })
+}
+
+/// Refuses every TLS connection, saying why (no trust could be set up).
 #[derive(Debug)]
-struct Refuse;
+struct Refuse(&'static str);
 
 impl<In: Transport> Connector<In> for Refuse {
     type Out = In;
@@ -300,7 +339,7 @@ impl<In: Transport> Connector<In> for Refuse {
         chained: Option<In>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
         if details.needs_tls() {
-            return Err(ureq::Error::Tls("no TLS setup for the pinned thumbprint"));
+            return Err(ureq::Error::Tls(self.0));
         }
         Ok(chained)
     }

@@ -97,15 +97,22 @@ struct Tracker {
     start: Instant,
     last_change: Instant,
     status: String,
+    stall: Option<Duration>,
 }
 
 impl Tracker {
-    fn new() -> Tracker {
+    /// Starts the clocks of a wait; a stall limit is shown on the
+    /// terminal's time left when it fires before the timeout.
+    fn new(limits: Limits, report: &Reporter) -> Tracker {
         let now = Instant::now();
+        if let Some(s) = limits.stall {
+            report.stall(s);
+        }
         Tracker {
             start: now,
             last_change: now,
             status: String::new(),
+            stall: limits.stall,
         }
     }
 
@@ -113,6 +120,9 @@ impl Tracker {
         if status != self.status {
             self.last_change = Instant::now();
             report.progress(&status);
+            if let Some(s) = self.stall {
+                report.stall(s);
+            }
             self.status = status;
         } else {
             report.progress(&status);
@@ -149,7 +159,7 @@ pub fn poll(
     pace: Pace,
     mut f: impl FnMut(Duration) -> Poll,
 ) -> Waited {
-    let mut t = Tracker::new();
+    let mut t = Tracker::new(limits, report);
     let deadline = t.start + limits.timeout;
     let mut pause = pace.backoff();
     loop {
@@ -181,7 +191,7 @@ pub fn overlapped(
     max_in_flight: usize,
     probe: Arc<dyn Fn() -> Poll + Send + Sync>,
 ) -> Waited {
-    let mut t = Tracker::new();
+    let mut t = Tracker::new(limits, report);
     let deadline = t.start + limits.timeout;
     let (tx, rx) = mpsc::channel::<Poll>();
     // Each probe thread writes a byte here after sending its answer, so
@@ -336,7 +346,7 @@ pub fn tcp_counted(
     label: &str,
     target: impl FnMut() -> Result<SocketAddr, String>,
 ) -> (Waited, TcpStats) {
-    let t = Tracker::new();
+    let t = Tracker::new(limits, report);
     let next = t.start;
     let mut w = TcpWatch {
         report,

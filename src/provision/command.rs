@@ -154,11 +154,31 @@ impl CommandProvisioner {
         for (k, v) in &values {
             cmd = cmd.env(format!("REIMAGE_{}", k.to_uppercase()), v.clone());
         }
-        report.info(&format!(
-            "{what}: running `{}` (timeout {})",
-            cmd.display(),
-            duration::fmt(timeout)
-        ));
+        // A step of its own (unless it runs inside one, as a power reset
+        // in a wait step): the terminal shows its elapsed time and the
+        // time left before the timeout kills the command.
+        let own = !report.in_step();
+        if own {
+            report.step(what, Some(timeout));
+            report.info(&format!("{what}: running `{}`", cmd.display()));
+        } else {
+            report.info(&format!(
+                "{what}: running `{}` (timeout {})",
+                cmd.display(),
+                duration::fmt(timeout)
+            ));
+        }
+        let outcome = self.outcome(cmd, plan, what, report);
+        match &outcome {
+            _ if !own => {}
+            Outcome::Done => report.step_end(true, "exit 0"),
+            Outcome::Retry(e) | Outcome::Fatal(e) => report.step_end(false, &format!("{e:#}")),
+        }
+        outcome
+    }
+
+    /// Runs the command and reads its exit: 0 done, 75 retry, else fatal.
+    fn outcome(&self, cmd: Cmd, plan: &Plan, what: &str, report: &Reporter) -> Outcome {
         let shown = cmd.display();
         match cmd.run() {
             Ok(out) => {

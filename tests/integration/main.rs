@@ -21,6 +21,7 @@ mod site;
 mod slurm;
 mod ssh;
 mod state;
+mod term;
 mod tree;
 mod vsphere;
 mod windows;

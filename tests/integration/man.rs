@@ -50,6 +50,13 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
             man.contains(&format!(".B {s}")),
             "subcommand `{s}` missing from man/reimage.1"
         );
+        // ... described in COMMANDS, not in a later section.
+        let at = man.find(&format!("\n.TP\n.B {s}")).unwrap_or(0);
+        let section = man[..at].rfind("\n.SH ").map(|i| &man[i + 5..at]);
+        assert!(
+            section.is_some_and(|t| t.starts_with("COMMANDS")),
+            "subcommand `{s}` is not in man/reimage.1's COMMANDS"
+        );
         let h = run(
             Command::new(bin()).args([s, "--help"]),
             Duration::from_secs(10),

@@ -521,6 +521,8 @@ fn control_characters_a_command_prints_reach_the_screen_escaped() {
     let mut script = Command::new("script");
     script
         .args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+        // The spinner's path (without a terminal type: plain lines).
+        .env("TERM", "xterm")
         .env_remove("REIMAGE_CONFIG")
         .env_remove("REIMAGE_STATE_DIR");
     let r = crate::test::run(&mut script, crate::common::LIMIT);

@@ -1261,6 +1261,48 @@ fn tls_pin_ca_file_and_insecure() {
     sim.assert_logged_out();
 }
 
+/// Issue 24.7: without `ca_file` or `thumbprint` the system's certificate
+/// store is trusted, not roots compiled into reimage: a site CA added to
+/// it (here through SSL_CERT_FILE and SSL_CERT_DIR, which OpenSSL's store
+/// honours too) is trusted over TLS; an empty store is said as such.
+#[test]
+fn a_site_ca_in_the_system_store_is_trusted() {
+    let s = Scratch::new("vs-store");
+    let sim = Sim::start(&s, Model::Esx, None);
+    config(&s, &sim, sim.source(), PASSWORD, Some(""), "");
+    // Both variables are set in every run (the environment may set them
+    // already, as Debian's images do): one names the store, the other an
+    // empty file or directory.
+    let nothing = s.write("empty.pem", "");
+    let none = s.path("nocerts");
+    std::fs::create_dir_all(&none).expect("empty dir");
+    let load_with = |file: &std::path::Path, dir: &std::path::Path| {
+        let r = Test::with(&s)
+            .load("pc1", "img")
+            .attempt(1, 3)
+            .env("SSL_CERT_FILE", file)
+            .env("SSL_CERT_DIR", dir)
+            .run();
+        println!("{file:?} {dir:?}: exit {}\nstderr:\n{}", r.code, r.stderr);
+        r
+    };
+    // A store file holding the site CA (vcsim's CA) and nothing else.
+    let r = load_with(&sim.cert, &none);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A store directory with the CA.
+    let dir = s.path("certs");
+    std::fs::create_dir_all(&dir).expect("certs dir");
+    std::fs::copy(&sim.cert, dir.join("site-ca.pem")).expect("copy the CA");
+    let r = load_with(&nothing, &dir);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The system's own store does not hold it (tls_pin_ca_file_and_insecure);
+    // an empty store is said as such.
+    let r = load_with(&nothing, &none);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("holds no CA certificate"), "{}", r.stderr);
+    sim.assert_logged_out();
+}
+
 #[test]
 fn endpoint_kind_is_checked_and_check_describes_the_path() {
     let s = Scratch::new("vs-endpoint");
