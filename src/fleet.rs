@@ -164,17 +164,55 @@ pub fn status(
     let (holders, code) = live_holders(loaded, &names);
     let mut out = Out::new();
     let mut rows = Vec::new();
+    let mut granted = Vec::new();
     for name in &names {
         let seen = Seen::read(state, name, holders.get(name))?;
+        let grants = state.read_grants(name).unwrap_or_else(|e| {
+            granted.push(format!("{name}: {}", printable(&format!("{e:#}"))));
+            Vec::new()
+        });
         match format {
-            Format::Json => out.json(&seen.json().to_string()),
-            Format::Human => rows.push(seen.row()),
+            Format::Json => {
+                let mut v = seen.json();
+                v["grants"] = serde_json::to_value(&grants).unwrap_or_default();
+                out.json(&v.to_string());
+            }
+            Format::Human => {
+                rows.push(seen.row());
+                granted.extend(grants.iter().map(|g| grant_line(name, g)));
+            }
         }
     }
     if format == Format::Human {
         print_table(&rows, &mut out);
+        if !granted.is_empty() {
+            out.line("access granted:");
+            for l in &granted {
+                out.line(&format!("  {l}"));
+            }
+        }
     }
     out.done(code)
+}
+
+/// `status`'s line for one grant: who, for which reservation, from where,
+/// since when, where to connect.
+fn grant_line(computer: &str, g: &crate::state::Grant) -> String {
+    let text = format!(
+        "{computer}: {} (reservation {}{}) from {} since {}, at {} port {}{}",
+        g.user,
+        g.reservation,
+        if g.admin { ", admin" } else { "" },
+        g.from.join(", "),
+        g.since,
+        g.address,
+        g.port,
+        g.password_file
+            .as_ref()
+            .map(|p| format!(", password in {}", p.display()))
+            .unwrap_or_default()
+    );
+    printable(&text).into_owned()
 }
 
 /// The computers `status` shows: those asked for (each must be in the

@@ -84,6 +84,8 @@ pub enum EventKind {
     Warn,
     /// A phase ended.
     Result,
+    /// A user's access was granted (`grant`): where to connect.
+    Access,
     /// The run ended.
     Run,
 }
@@ -99,6 +101,7 @@ names!(EventKind {
     Info => "info",
     Warn => "warn",
     Result => "result",
+    Access => "access",
     Run => "run",
 });
 
@@ -180,6 +183,10 @@ pub struct Event {
     /// Exit code of a command (output events) or of the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
+    /// Access events: the user, protocol, address, port, the addresses
+    /// it is open to, and the password file (never the password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<serde_json::Value>,
 }
 
 /// The most of each output stream an output event holds: its tail.
@@ -289,6 +296,7 @@ impl Reporter {
                 .and_then(|s| s.2)
                 .map(|d| d.as_millis() as u64),
             code: None,
+            access: None,
         }
     }
 
@@ -504,6 +512,32 @@ impl Reporter {
         e.code = Some(code);
         e.result = Some(result);
         e.message = Some(message.to_string());
+        self.emit(&mut i, e, Screen::Always);
+    }
+
+    /// A user's access was granted: where to connect, on every screen.
+    pub fn access(&self, g: &crate::state::Grant, protocol: &str) {
+        let mut i = self.lock();
+        let mut e = self.base(&i, EventKind::Access);
+        let pw = g.password_file.as_ref().map(|p| p.display().to_string());
+        e.message = Some(format!(
+            "connect: {protocol} {}@{} port {}{}",
+            g.user,
+            g.address,
+            g.port,
+            pw.as_ref()
+                .map(|p| format!(", password in {p}"))
+                .unwrap_or_default()
+        ));
+        e.access = Some(serde_json::json!({
+            "user": g.user,
+            "protocol": protocol,
+            "address": g.address,
+            "port": g.port,
+            "from": g.from,
+            "admin": g.admin,
+            "password_file": pw,
+        }));
         self.emit(&mut i, e, Screen::Always);
     }
 

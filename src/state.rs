@@ -7,6 +7,7 @@
 //! every file in it is opened relative to its directory without following a
 //! link. Every read of a record or an event log is bounded ([`lines`]).
 
+mod grants;
 mod lines;
 mod trusted;
 
@@ -21,6 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use grants::Grant;
 pub use lines::{LINE_CAP, LOG_READ_CAP, Line, Lines, skip_partial, window};
 pub use trusted::{Access, Dir, FILE_MODE, Refused, make_dirs};
 use trusted::{NewMode, write_path};
@@ -397,8 +399,8 @@ impl StateDir {
     // The layout, known here only: STATE_DIR/format, STATE_DIR/known_hosts,
     // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
     // with lock, last-run.json, events.jsonl, preload.json, tree.json,
-    // boot-id-before-load, known_hosts.before-load, ACCOUNT-password and
-    // winrm-thumbprint.
+    // boot-id-before-load, known_hosts.before-load, ACCOUNT-password,
+    // winrm-thumbprint, grants.json and users/USER-password (`grants`).
 
     /// The directory that holds one directory per computer.
     pub fn computers_dir(&self) -> PathBuf {
