@@ -8,6 +8,7 @@ mod configs;
 mod core;
 mod debian;
 mod e2e;
+mod grant;
 mod harden;
 mod idle;
 mod libvirt;

@@ -3,7 +3,8 @@
 # USER ADMIN(0|1) COMMENT KEYS-FILE PASSWORD-FILE (the files may be "").
 # A missing account is made with a home; the keys in KEYS-FILE are added to
 # its authorized_keys (those there stay: a second grant adds); the password
-# in PASSWORD-FILE (USER:PW, as chpasswd reads it) is set; with ADMIN 1 the
+# in PASSWORD-FILE (USER:PW, as chpasswd reads it) is set; an account the
+# image had (its comment not reimage's) is never taken over; with ADMIN 1 the
 # user may run anything as root through sudo (/etc/sudoers.d/reimage-USER),
 # with 0 that file goes. Both files are deleted. Exit 3: no useradd, or
 # sudo asked for and none there (fatal).
@@ -18,6 +19,10 @@ if ! id "$u" >/dev/null 2>&1; then
   useradd -m -s "$sh" -c "$comment" "$u" || exit 1
   said="user $u created"
 else
+  case $(getent passwd "$u" | cut -d: -f5) in
+    "reimage reservation "*) ;;
+    *) echo "user $u is an account of the image, not one reimage made: not taken over" >&2; exit 1;;
+  esac
   said="user $u there"
 fi
 # The account may be locked by a revoke that was cut short.

@@ -3,6 +3,7 @@
 # no new login starts; then every process of it ends (its sessions: VCL's
 # Linux.pm logoff_user does pkill -KILL -u), then the account and its home
 # go, and its sudoers file. Nothing there is no error: revoke is idempotent.
+# An account reimage did not make (its comment) is left alone: exit 1.
 u=$1
 root=${REIMAGE_ROOT:-}
 rm -f "$root/etc/sudoers.d/reimage-$u"
@@ -10,6 +11,10 @@ if ! id "$u" >/dev/null 2>&1; then
   echo "no user $u: nothing to remove"
   exit 0
 fi
+case $(getent passwd "$u" | cut -d: -f5) in
+  "reimage reservation "*) ;;
+  *) echo "user $u is not one reimage made: left alone" >&2; exit 1;;
+esac
 usermod -L -e 1 "$u" >/dev/null 2>&1 || true
 ended=0
 i=0

@@ -2,7 +2,8 @@
 ' reservation's user. Its password comes from the file named by the second
 ' argument, which is deleted first thing; the third is 1 for an
 ' administrator. A missing account is made (IADsContainer::Create), an
-' existing one gets the new password and is enabled. The account goes into
+' existing one it made (its Description) gets the new password and is
+' enabled; an account of the image is never taken over. The account goes into
 ' Remote Desktop Users, and into Administrators only with 1 (out of it
 ' with 0). Groups are found by their well-known SIDs (S-1-5-32-555,
 ' S-1-5-32-544) through WMI's Win32_Group, never by their names, which
@@ -44,6 +45,9 @@ If Err.Number <> 0 Then
   account.Description = "reimage: a reservation's user"
   account.SetInfo
   said = "user " & user & " created"
+ElseIf account.Description <> "reimage: a reservation's user" Then
+  WScript.StdErr.WriteLine "user " & user & " is an account of the image, not one reimage made: not taken over"
+  WScript.Quit 1
 Else
   account.SetPassword pw
   account.AccountDisabled = False

@@ -3,7 +3,8 @@
 ' then each of its sessions is logged off (query session USER, logoff ID:
 ' VCL's Windows.pm logoff_users uses qwinsta and logoff), then the account
 ' is deleted (IADsContainer::Delete). No such account is no error: revoke
-' is idempotent.
+' is idempotent. An account reimage did not make (its Description) is left
+' alone.
 Option Explicit
 Dim user, account, shell, ex, line, words, i, n
 If WScript.Arguments.Count <> 1 Then
@@ -16,6 +17,10 @@ Set account = GetObject("WinNT://./" & user & ",user")
 If Err.Number <> 0 Then
   WScript.Echo "no user " & user & ": nothing to remove"
   WScript.Quit 0
+End If
+If account.Description <> "reimage: a reservation's user" Then
+  WScript.StdErr.WriteLine "user " & user & " is not one reimage made: left alone"
+  WScript.Quit 1
 End If
 account.AccountDisabled = True
 account.SetInfo
