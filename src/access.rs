@@ -244,22 +244,25 @@ fn forget(state: &StateDir, computer: &str, users: &[String]) -> anyhow::Result<
 
 /// Before a `provision` or `load`: every earlier grant goes. A load makes
 /// them moot (the accounts go with the old disk), so only the records are
-/// dropped; with `--reuse` the computer may not be loaded, so they are
-/// revoked on the computer first. False when that failed: the computer
-/// must then be loaded, not reused.
+/// dropped; when the computer may keep its disk (`--reuse`, the lab
+/// provisioner: `on_computer`) they are revoked on the computer first.
+/// False when that failed: the computer must then be loaded, not reused;
+/// one that is not loaded (`reloads` false) keeps the records, for a
+/// later revoke.
 pub fn before_provision(
     plan: &Plan,
     os: &dyn OsModule,
     state: &StateDir,
     report: &Reporter,
-    reuse: bool,
+    on_computer: bool,
+    reloads: bool,
 ) -> bool {
     let computer = &plan.computer.name;
     let grants = match state.read_grants(computer) {
         Ok(g) => g,
         Err(e) => {
             report.warn(&format!("{e:#}: the earlier grants are not known"));
-            return !reuse;
+            return !on_computer;
         }
     };
     if grants.is_empty() {
@@ -272,13 +275,13 @@ pub fn before_provision(
         .collect::<Vec<_>>()
         .join(", ");
     let mut ok = true;
-    if reuse {
+    if on_computer {
         report.info(&format!("revoking the earlier grants first: {said}"));
         match os.revoke(plan, &users, report) {
             Outcome::Done => report.info(&format!("earlier grants revoked: {said}")),
             Outcome::Retry(e) | Outcome::Fatal(e) => {
                 report.warn(&format!(
-                    "cannot revoke the earlier grants ({e:#}): the computer is loaded, not reused"
+                    "cannot revoke the earlier grants ({e:#}): the computer is not reused"
                 ));
                 ok = false;
             }
@@ -287,6 +290,12 @@ pub fn before_provision(
         report.info(&format!(
             "earlier grants end with this load (their accounts go with the old disk): {said}"
         ));
+    }
+    if !ok && !reloads {
+        report.warn(&format!(
+            "the earlier grants stay recorded: revoke them (reimage revoke {computer} --reservation ID) before the computer goes to another user"
+        ));
+        return false;
     }
     if let Err(e) = forget(state, computer, &users) {
         report.warn(&format!("cannot drop the earlier grants' records: {e:#}"));

@@ -360,10 +360,12 @@ fn access_run(
     Ok(code)
 }
 
-/// Before a provision or load, the earlier grants go ([`access`]); true
-/// when `provision --reuse` may still reuse the computer.
+/// Before a provision or load, the earlier grants go ([`access`]): on the
+/// computer when it may not be loaded (`--reuse`, or a provisioner that
+/// `reloads` nothing); true when `provision --reuse` may still reuse it.
 fn earlier_grants(
     job: &Job,
+    reloads: bool,
     plan: &Plan,
     os: &dyn os::OsModule,
     state: &state::StateDir,
@@ -371,10 +373,10 @@ fn earlier_grants(
 ) -> bool {
     match job {
         Job::Provision(_, reuse) => {
-            access::before_provision(plan, os, state, report, *reuse) && *reuse
+            access::before_provision(plan, os, state, report, *reuse || !reloads, reloads) && *reuse
         }
         Job::Single(Phase::Load, ..) => {
-            access::before_provision(plan, os, state, report, false);
+            access::before_provision(plan, os, state, report, !reloads, reloads);
             false
         }
         _ => false,
@@ -771,7 +773,8 @@ fn run(
         report.warn(&format!("{e:#}: nothing will be reused"));
         None
     });
-    let reuse = earlier_grants(&job, &plan, os.as_ref(), &state, &report);
+    let reloads = provisioner.reloads();
+    let reuse = earlier_grants(&job, reloads, &plan, os.as_ref(), &state, &report);
     let code = match job {
         Job::Provision(_, true) if reuse => runner.provision(of, runner::Reuse::Asked(preload)),
         Job::Provision(..) => runner.provision(of, runner::Reuse::Off),

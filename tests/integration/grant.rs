@@ -285,6 +285,7 @@ fn offline(name: &str) -> Scratch {
 family = "linux"
 key_file = "{dir}/key"
 connect_timeout = "1s"
+timeouts = {{ port = "1s", banner = "1s", login = "1s" }}
 
 [os.plain]
 family = "generic"
@@ -374,6 +375,32 @@ fn grant_exit_codes_without_a_guest() {
     grant(&["--reservation", "r-1"])
         .code(1)
         .stderr_has("makes no accounts");
+}
+
+#[test]
+fn a_computer_that_is_not_reloaded_keeps_its_grants_until_they_are_revoked() {
+    // The lab provisioner loads nothing: the accounts would stay, so the
+    // next reservation's provision revokes them on the computer first,
+    // and keeps the records when it cannot.
+    let s = offline("grant-lab");
+    let grant = serde_json::json!([{
+        "reservation": "r-1", "user": "ann", "from": ["192.0.2.1"], "admin": false,
+        "keys": 1, "address": "127.0.0.1", "port": 22,
+        "since": "2026-12-06T09:02:00Z", "updated": "2026-12-06T09:02:00Z"
+    }]);
+    s.write("state/computers/pc1/grants.json", &grant.to_string());
+    let r = Test::with(&s)
+        .provision("pc1", "img")
+        .args(&["--reservation", "r-2", "--attempts", "1"])
+        .run();
+    r.event_log_has("revoking the earlier grants first: ann (reservation r-1)")
+        .event_log_has("the earlier grants stay recorded");
+    assert!(s.path("state/computers/pc1/grants.json").exists());
+    Test::with(&s)
+        .args(&["status", "pc1"])
+        .run()
+        .code(0)
+        .stdout_has("pc1: ann (reservation r-1) from 192.0.2.1");
 }
 
 #[test]
