@@ -77,6 +77,19 @@ pub enum Command {
     /// provisioner has no power-off (lab; command without `power_off`).
     #[command(name = "power-off")]
     PowerOff(PowerOffArgs),
+    /// Give a reservation's user access to the computer: the account (made
+    /// when missing), its keys or a fresh password, and its way in (SSH on
+    /// Linux, RDP on Windows) opened to each --from address only.
+    ///
+    /// A second grant adds keys and addresses. Prints where to connect.
+    /// Exits 0 done, 75 the computer does not answer (try again), 1 the OS
+    /// refused, 64 another reservation's computer (see --force), 73 locked.
+    Grant(GrantArgs),
+    /// Take a reservation's access back: the way in closed, the users'
+    /// sessions ended, their accounts and password files removed.
+    ///
+    /// Idempotent. Exits as grant does.
+    Revoke(RevokeArgs),
     /// Validate the configuration; with a computer and image, print the plan:
     /// provisioner, OS profile, and each wait step with its timeout at every
     /// attempt.
@@ -196,6 +209,49 @@ pub struct StepArgs {
     /// starting with '-', no control characters).
     #[arg(long, value_name = "ID", value_parser = reservation_id)]
     pub reservation: Option<String>,
+}
+
+/// `reimage grant`.
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// Computer name from [computers.NAME].
+    pub computer: String,
+    /// The reservation the computer was provisioned for.
+    #[arg(long, value_name = "ID", value_parser = reservation_id)]
+    pub reservation: String,
+    /// The user's account name (lower-case letters, digits, '_', '-').
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// A file of public keys (OpenSSH lines) for the user's
+    /// authorized_keys (Linux); repeat for more. Without one, the user
+    /// gets a fresh password.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<PathBuf>,
+    /// An address (ADDRESS or ADDRESS/PREFIX) the user connects from;
+    /// repeat for more. A later grant adds to the earlier ones.
+    #[arg(long, value_name = "ADDRESS[/PREFIX]", required = true)]
+    pub from: Vec<String>,
+    /// Make the user an administrator (sudo on Linux, Administrators on
+    /// Windows).
+    #[arg(long)]
+    pub admin: bool,
+    /// Grant although the computer was last provisioned for another
+    /// reservation.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `reimage revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Computer name from [computers.NAME].
+    pub computer: String,
+    /// The reservation whose access is taken back.
+    #[arg(long, value_name = "ID", value_parser = reservation_id)]
+    pub reservation: String,
+    /// Only this user's (default: every user of the reservation).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 /// `reimage power-off`.

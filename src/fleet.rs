@@ -307,15 +307,27 @@ pub fn status(
     let mut out = Out::new();
     let mut rows = Vec::new();
     let mut failed = false;
+    let mut granted = Vec::new();
     for name in &names {
         let seen = Seen::read(state, name, holders.get(name))?;
         if !filter.keeps(&seen) {
             continue;
         }
         failed |= seen.failed();
+        let grants = state.read_grants(name).unwrap_or_else(|e| {
+            granted.push(format!("{name}: {}", printable(&format!("{e:#}"))));
+            Vec::new()
+        });
         match format {
-            Format::Json => out.json(&seen.json().to_string()),
-            Format::Human => rows.push(seen.row(clock)),
+            Format::Json => {
+                let mut v = seen.json();
+                v["grants"] = serde_json::to_value(&grants).unwrap_or_default();
+                out.json(&v.to_string());
+            }
+            Format::Human => {
+                rows.push(seen.row(clock));
+                granted.extend(grants.iter().map(|g| grant_line(name, g)));
+            }
         }
     }
     if format == Format::Human {
@@ -329,6 +341,12 @@ pub fn status(
         if filter.narrows() && rows.is_empty() {
             out.line("(no run matches)");
         }
+        if !granted.is_empty() {
+            out.line("access granted:");
+            for l in &granted {
+                out.line(&format!("  {l}"));
+            }
+        }
         if !filter.narrows() {
             print_slots(loaded, state, classes, &mut out);
         }
@@ -340,6 +358,26 @@ pub fn status(
         code
     };
     out.done(code)
+}
+
+/// `status`'s line for one grant: who, for which reservation, from where,
+/// since when, where to connect.
+fn grant_line(computer: &str, g: &crate::state::Grant) -> String {
+    let text = format!(
+        "{computer}: {} (reservation {}{}) from {} since {}, at {} port {}{}",
+        g.user,
+        g.reservation,
+        if g.admin { ", admin" } else { "" },
+        g.from.join(", "),
+        g.since,
+        g.address,
+        g.port,
+        g.password_file
+            .as_ref()
+            .map(|p| format!(", password in {}", p.display()))
+            .unwrap_or_default()
+    );
+    printable(&text).into_owned()
 }
 
 /// The computers `status` shows: those asked for (each must be in the

@@ -41,6 +41,7 @@
 //! The tests' servers and stand-ins are started by the `testbed` crate
 //! (tests/testbed), for the unit tests here and the integration binary.
 
+mod access;
 mod attempt;
 mod backoff;
 mod check;
@@ -79,7 +80,7 @@ mod xml;
 use clap::Parser;
 use std::path::PathBuf;
 
-use cli::{Cli, Command, CompletionsArgs, PowerOffArgs, StepArgs};
+use cli::{Cli, Command, CompletionsArgs, GrantArgs, PowerOffArgs, RevokeArgs, StepArgs};
 use config::{Loaded, Plan};
 pub use error::Error;
 use outcome::EXIT_USAGE;
@@ -170,6 +171,8 @@ fn json_end(cli: &Cli, e: &Error, code: i32) {
         Command::Check(a) => (a.computer.as_ref(), a.image.as_ref()),
         Command::PowerOff(a) => (Some(&a.computer), a.image.as_ref()),
         Command::Log(a) => (Some(&a.computer), None),
+        Command::Grant(a) => (Some(&a.computer), None),
+        Command::Revoke(a) => (Some(&a.computer), None),
         Command::Status(_) | Command::SetupDb | Command::Completions(_) => (None, None),
     };
     json_event(computer, image, e, code);
@@ -228,6 +231,8 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             return fleet::log(&state, a, format(cli));
         }
         Command::SetupDb => return setup_db(&load(cli)?),
+        Command::Grant(a) => return grant(cli, a),
+        Command::Revoke(a) => return revoke(cli, a),
         Command::Provision(a) => (
             (&a.computer, &a.image, &a.reservation),
             Job::Provision(a.attempts, a.reuse),
@@ -242,6 +247,151 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
     };
     let (computer, image, reservation) = target;
     run(cli, &load(cli)?, computer, image, reservation.clone(), job)
+}
+
+/// `reimage grant`: checked, then run under the computer's lock.
+fn grant(cli: &Cli, a: &GrantArgs) -> Result<i32, Error> {
+    let ask = access::check_ask(&a.reservation, &a.user, &a.ssh_keys, &a.from, a.admin)?;
+    let mut command = format!(
+        "grant --reservation {} --user {} --from {}",
+        a.reservation,
+        a.user,
+        ask.from.join(",")
+    );
+    if a.admin {
+        command.push_str(" --admin");
+    }
+    access_run(cli, &a.computer, &a.reservation, a.force, &command, |r| {
+        access::grant(r.plan, r.os, r.state, r.report, &ask)
+    })
+}
+
+/// `reimage revoke`: run under the computer's lock.
+fn revoke(cli: &Cli, a: &RevokeArgs) -> Result<i32, Error> {
+    if let Some(u) = &a.user {
+        os::check_user(u).map_err(Error::Usage)?;
+    }
+    let mut command = format!("revoke --reservation {}", a.reservation);
+    if let Some(u) = &a.user {
+        command.push_str(&format!(" --user {u}"));
+    }
+    access_run(cli, &a.computer, &a.reservation, true, &command, |r| {
+        access::revoke(
+            r.plan,
+            r.os,
+            r.state,
+            r.report,
+            &a.reservation,
+            a.user.as_deref(),
+        )
+    })
+}
+
+/// What `grant` and `revoke` run with.
+struct AccessRun<'a> {
+    plan: &'a Plan,
+    os: &'a dyn os::OsModule,
+    state: &'a state::StateDir,
+    report: &'a report::Reporter,
+}
+
+/// `f` under the computer's lock, with the run's events, for the
+/// computer's last image and `reservation`: refused (64) when the
+/// computer was last provisioned for another reservation, unless `any`.
+fn access_run(
+    cli: &Cli,
+    computer: &str,
+    reservation: &str,
+    any: bool,
+    command: &str,
+    f: impl FnOnce(&AccessRun) -> Result<i32, Error>,
+) -> Result<i32, Error> {
+    let loaded = load(cli)?;
+    if !loaded.config.computers.contains_key(computer) {
+        return Err(Error::Usage(format!(
+            "unknown computer `{computer}`: it has no [computers.{computer}] in {}",
+            loaded.path.display()
+        )));
+    }
+    let dir = state_dir(cli, &loaded);
+    let state = state::StateDir::open(&dir)?;
+    let (hold, _slots) = coord::hold(
+        loaded.config.coordination.as_ref(),
+        &state,
+        computer,
+        command,
+    )?;
+    let last = state
+        .read_last_run(computer)
+        .filter(|r| !r.image.is_empty());
+    let Some(last) = last else {
+        return Err(Error::Usage(format!(
+            "computer `{computer}` has no last run: provision it for reservation {reservation} first"
+        )));
+    };
+    if !any && last.reservation.as_deref() != Some(reservation) {
+        return Err(Error::Usage(format!(
+            "computer `{computer}` was last provisioned for {}, not reservation {reservation}: provision it for {reservation} first, or give --force",
+            last.reservation
+                .as_deref()
+                .map_or("no reservation".to_string(), |r| format!("reservation {r}"))
+        )));
+    }
+    let plan = config::resolve(
+        &loaded,
+        computer,
+        &last.image,
+        &dir,
+        Some(reservation.into()),
+    )?;
+    let os = os::build(&plan);
+    let report = report::Reporter::new(
+        computer,
+        &last.image,
+        Some(reservation.into()),
+        format(cli),
+        verbosity(cli),
+    );
+    let log = open_event_log(&state, computer, &loaded, &dir, &report)?;
+    let unsent = open_sink(&loaded.config.logs, &report);
+    start_events(&report, command, (hold.note(), unsent), &plan);
+    // Someone has had the computer: no preload of it is reused.
+    if let Err(e) = state.take_preload(computer) {
+        report.warn(&format!("{e:#}"));
+    }
+    let code = f(&AccessRun {
+        plan: &plan,
+        os: os.as_ref(),
+        state: &state,
+        report: &report,
+    })?;
+    if report.mode() != report::Mode::Json && code != 0 && !cli.quiet {
+        report::stderr_line(&format!("reimage: event log: {}", log.display()));
+    }
+    Ok(code)
+}
+
+/// Before a provision or load, the earlier grants go ([`access`]): on the
+/// computer when it may not be loaded (`--reuse`, or a provisioner that
+/// `reloads` nothing); true when `provision --reuse` may still reuse it.
+fn earlier_grants(
+    job: &Job,
+    reloads: bool,
+    plan: &Plan,
+    os: &dyn os::OsModule,
+    state: &state::StateDir,
+    report: &report::Reporter,
+) -> bool {
+    match job {
+        Job::Provision(_, reuse) => {
+            access::before_provision(plan, os, state, report, *reuse || !reloads, reloads) && *reuse
+        }
+        Job::Single(Phase::Load, ..) => {
+            access::before_provision(plan, os, state, report, !reloads, reloads);
+            false
+        }
+        _ => false,
+    }
 }
 
 /// The image `power-off` resolves its plan with (the provisioner is the
@@ -607,9 +757,11 @@ fn run(
         report.warn(&format!("{e:#}: nothing will be reused"));
         None
     });
+    let reloads = provisioner.reloads();
+    let reuse = earlier_grants(&job, reloads, &plan, os.as_ref(), &state, &report);
     let code = match job {
-        Job::Provision(_, true) => runner.provision(of, runner::Reuse::Asked(preload)),
-        Job::Provision(_, false) => runner.provision(of, runner::Reuse::Off),
+        Job::Provision(_, true) if reuse => runner.provision(of, runner::Reuse::Asked(preload)),
+        Job::Provision(..) => runner.provision(of, runner::Reuse::Off),
         // Without --of, an attempt past the plan's count is the last one.
         Job::Single(phase, k, _) => runner.single(phase, plan.attempt(k, of.max(k))),
         Job::PowerOff => runner.power_off(),

@@ -84,6 +84,8 @@ pub enum EventKind {
     Warn,
     /// A phase ended.
     Result,
+    /// A user's access was granted (`grant`): where to connect.
+    Access,
     /// The run ended.
     Run,
 }
@@ -99,6 +101,7 @@ names!(EventKind {
     Info => "info",
     Warn => "warn",
     Result => "result",
+    Access => "access",
     Run => "run",
 });
 
@@ -185,6 +188,10 @@ pub struct Event {
     /// and the run's end that follow it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_address: Option<String>,
+    /// Access events: the user, protocol, address, port, the addresses
+    /// it is open to, and the password file (never the password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<serde_json::Value>,
 }
 
 /// The most of each output stream an output event holds: its tail.
@@ -336,6 +343,7 @@ impl Reporter {
                 .map(|d| d.as_millis() as u64),
             code: None,
             public_address: None,
+            access: None,
         }
     }
 
@@ -633,6 +641,32 @@ impl Reporter {
     /// The public address the first boot read, if it did.
     pub fn public_address_seen(&self) -> Option<String> {
         self.lock().public_address.clone()
+    }
+
+    /// A user's access was granted: where to connect, on every screen.
+    pub fn access(&self, g: &crate::state::Grant, protocol: &str) {
+        let mut i = self.lock();
+        let mut e = self.base(&i, EventKind::Access);
+        let pw = g.password_file.as_ref().map(|p| p.display().to_string());
+        e.message = Some(format!(
+            "connect: {protocol} {}@{} port {}{}",
+            g.user,
+            g.address,
+            g.port,
+            pw.as_ref()
+                .map(|p| format!(", password in {p}"))
+                .unwrap_or_default()
+        ));
+        e.access = Some(serde_json::json!({
+            "user": g.user,
+            "protocol": protocol,
+            "address": g.address,
+            "port": g.port,
+            "from": g.from,
+            "admin": g.admin,
+            "password_file": pw,
+        }));
+        self.emit(&mut i, e, Screen::Always);
     }
 
     /// Something worth telling.

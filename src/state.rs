@@ -7,6 +7,7 @@
 //! every file in it is opened relative to its directory without following a
 //! link. Every read of a record or an event log is bounded ([`lines`]).
 
+mod grants;
 mod lines;
 mod trusted;
 
@@ -22,6 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use grants::Grant;
 pub use lines::{LINE_CAP, LOG_READ_CAP, Line, Lines, skip_partial, window};
 pub use trusted::{Access, Dir, FILE_MODE, Refused, make_dirs};
 use trusted::{NewMode, write_path};
@@ -431,8 +433,8 @@ impl StateDir {
     // STATE_DIR/slots/NAME/slot-K, and per computer STATE_DIR/computers/NAME/
     // with lock, last-run.json, events.jsonl, preload.json, tree.json,
     // boot-id-before-load, known_hosts.before-load, ACCOUNT-password (with
-    // .new and .before-load), winrm-thumbprint and metrics.json;
-    // STATE_DIR/metrics.lock.
+    // .new and .before-load), winrm-thumbprint, metrics.json, grants.json
+    // and users/USER-password (`grants`); STATE_DIR/metrics.lock.
 
     /// The directory that holds one directory per computer.
     pub fn computers_dir(&self) -> PathBuf {

@@ -30,10 +30,11 @@ outputs=(vmlinuz vmlinux initrd.img base.qcow2 id_ed25519 id_ed25519.pub README)
 # the distribution's kernel with initramfs-tools. netbase: /etc/protocols,
 # which nft needs to read protocol names. slurmd and munge: the guest can be
 # a Slurm compute node (tests/integration/slurm.rs); both stay disabled and
-# the image holds no MUNGE key (see below).
+# the image holds no MUNGE key (see below). sudo: what `reimage grant
+# --admin` gives a user (tests/integration/grant.rs).
 packages=(systemd systemd-sysv dbus udev kmod openssh-server nftables
     systemd-timesyncd iproute2 netbase procps linux-image-amd64 initramfs-tools
-    slurmd munge)
+    slurmd munge sudo)
 disk_size=1536M
 
 log() { printf 'debian-guest build: %s\n' "$*" >&2; }

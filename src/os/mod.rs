@@ -10,6 +10,7 @@
 //! wait sequence itself is data, run by `sequence`; the first boots share
 //! `first_boot`, `actions` and `keys`.
 
+mod access;
 mod actions;
 mod channel;
 mod first_boot;
@@ -27,6 +28,9 @@ mod tests;
 /// What a run says every time about the profile's channel: settings that
 /// give up a protection on purpose (WinRM Basic in clear, HTTPS unchecked).
 pub use channel::warnings as channel_warnings;
+
+/// `grant` and `revoke`: what they ask of a family, and their checks.
+pub use access::{Request, WayIn, check_source, check_user, key_lines};
 
 use std::time::Duration;
 
@@ -79,6 +83,20 @@ pub trait OsModule {
         state: &StateDir,
         report: &Reporter,
     ) -> Outcome;
+
+    /// How this family's users get in (SSH, RDP); `None` when it makes no
+    /// accounts.
+    fn way_in(&self) -> Option<WayIn>;
+
+    /// Gives a reservation's user access, over the channel: the account
+    /// (made when missing), its keys or password, administrator or not,
+    /// and its way in opened to `r.from` only. Retry when the computer
+    /// does not answer; fatal when the OS refuses.
+    fn grant(&self, plan: &Plan, r: &Request, report: &Reporter) -> Outcome;
+
+    /// Takes `users`' access back: the way in closed, their sessions
+    /// ended, their accounts removed. Idempotent.
+    fn revoke(&self, plan: &Plan, users: &[String], report: &Reporter) -> Outcome;
 }
 
 /// One OS family: what it tells the configuration ([`FamilyRules`]: its
@@ -131,6 +149,22 @@ trait Family: FamilyRules {
     /// steps it may use), once the wait sequence and the image check
     /// passed.
     fn first_boot(&self, seq: &mut sequence::Sequence, state: &StateDir) -> Result<(), Outcome>;
+
+    /// How the family's users get in; `None`: it makes no accounts, and
+    /// `grant` refuses.
+    fn way_in(&self) -> Option<WayIn> {
+        None
+    }
+
+    /// Grants `r` over the actions' channel (logged in).
+    fn grant(&self, a: &mut actions::Actions, _r: &Request) -> Result<(), Outcome> {
+        Err(access::unsupported(self.name(), a.plan))
+    }
+
+    /// Revokes `user` over the actions' channel (logged in).
+    fn revoke(&self, a: &mut actions::Actions, _user: &str) -> Result<(), Outcome> {
+        Err(access::unsupported(self.name(), a.plan))
+    }
 }
 
 /// Every family, in the order messages list them.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::access::{self, Request, WayIn};
 use super::sequence::Sequence;
 use super::{Family, OsModule, PowerReset, boot_id, channel};
 use crate::attempt::Attempt;
@@ -111,9 +112,36 @@ impl OsModule for Module {
             }
         }
     }
+
+    fn way_in(&self) -> Option<WayIn> {
+        self.family.way_in()
+    }
+
+    fn grant(&self, plan: &Plan, r: &Request, report: &Reporter) -> Outcome {
+        self.access(plan, report, |a| self.family.grant(a, r))
+    }
+
+    fn revoke(&self, plan: &Plan, users: &[String], report: &Reporter) -> Outcome {
+        self.access(plan, report, |a| {
+            users.iter().try_for_each(|u| self.family.revoke(a, u))
+        })
+    }
 }
 
 impl Module {
+    /// `f` over the channel when the family makes accounts.
+    fn access(
+        &self,
+        plan: &Plan,
+        report: &Reporter,
+        f: impl FnOnce(&mut crate::os::actions::Actions) -> Result<(), Outcome>,
+    ) -> Outcome {
+        if self.family.way_in().is_none() {
+            return access::unsupported(self.family.name(), plan);
+        }
+        access::over_channel(plan, self.family.account(), report, f)
+    }
+
     /// The running OS's boot id, when it answers quickly; the family's
     /// before-load runs on it. Over a scratch known-hosts file: the old
     /// OS's key must not be trusted for the new one.

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testbed::port::Port;
 
 /// A run that boots the guest under TCG on a busy 2-core machine: minutes.
-const BOOT: Duration = Duration::from_secs(600);
+pub(crate) const BOOT: Duration = Duration::from_secs(600);
 
-fn guest_dir() -> PathBuf {
+pub(crate) fn guest_dir() -> PathBuf {
     let dir = std::env::var_os("REIMAGE_DEBIAN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/reimage/debian-guest"));
@@ -114,7 +114,7 @@ impl Drop for Ntp {
 
 /// Runs `cmd` in the guest with OpenSSH's client (not reimage's channel),
 /// `input` on its standard input.
-fn guest_in(g: &Path, port: u16, cmd: &str, input: &str) -> String {
+pub(crate) fn guest_in(g: &Path, port: u16, cmd: &str, input: &str) -> String {
     // coreutils' timeout bounds the whole session, not only the connect.
     let mut child = Command::new("timeout")
         .args(["120", "ssh"])
@@ -142,11 +142,11 @@ fn guest_in(g: &Path, port: u16, cmd: &str, input: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn guest(g: &Path, port: u16, cmd: &str) -> String {
+pub(crate) fn guest(g: &Path, port: u16, cmd: &str) -> String {
     guest_in(g, port, cmd, "")
 }
 
-struct Vm(PathBuf);
+pub(crate) struct Vm(pub(crate) PathBuf);
 
 impl Drop for Vm {
     fn drop(&mut self) {
@@ -259,7 +259,7 @@ fn reported_public(ev: &[serde_json::Value]) -> Option<String> {
     result
 }
 
-fn config(g: &Path, port: u16, steps: &str) -> String {
+pub(crate) fn config(g: &Path, port: u16, steps: &str) -> String {
     config_with(g, port, steps, PUBLIC_DHCP)
 }
 
@@ -302,7 +302,7 @@ mac = "{PRIVATE_MAC}"
 
 /// Runs reimage; prints its output, and the console of a load that was
 /// retried (a slow TCG boot on a busy machine should be visible).
-fn reimage(t: Test<'_>) -> Output {
+pub(crate) fn reimage(t: Test<'_>) -> Output {
     let s = t.scratch().dir.clone();
     let r = t.limit(BOOT).run();
     eprintln!("{}", r.stderr);
@@ -329,7 +329,7 @@ fn done_attempt(ev: &[serde_json::Value]) -> u64 {
 }
 
 /// The messages of the step-end events named `step`, in order.
-fn step_messages(ev: &[serde_json::Value], step: &str) -> Vec<String> {
+pub(crate) fn step_messages(ev: &[serde_json::Value], step: &str) -> Vec<String> {
     of_kind(ev, "step-end")
         .into_iter()
         .filter(|e| e["step"] == step)

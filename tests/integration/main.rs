@@ -10,6 +10,7 @@ mod core;
 mod debian;
 mod e2e;
 mod fleet;
+mod grant;
 mod harden;
 mod idle;
 mod libvirt;

@@ -43,6 +43,8 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
         "log",
         "setup-db",
         "completions",
+        "grant",
+        "revoke",
     ];
     for s in subs {
         assert!(top.stdout.contains(s), "`{s}` missing from --help");

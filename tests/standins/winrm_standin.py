@@ -193,6 +193,10 @@ Behaviour:
                          credentials (--ad-domain, --ad-credentials-file),
                          1355 / 1326 otherwise, and takes effect at the next
                          boot
+    cscript //nologo grant-user.vbs USER FILE 0|1 / revoke-user.vbs USER
+                         reimage's account scripts (`grant`, `revoke`):
+                         accounts, groups by SID, logoffs, in
+                         winrm_accounts.py (with the documents it follows)
     wmic computersystem get domain,partofdomain /value; ... call
                          unjoindomainorworkgroup funjoinoptions=0; on
                          --no-wmic (current Windows 11: WMIC is an optional
@@ -255,6 +259,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import winrm_accounts
 import winrm_auth
 
 NS_S = "http://www.w3.org/2003/05/soap-envelope"
@@ -668,6 +673,7 @@ class Machine:
             "not_recognized": self.not_recognized,
             "commands": self.commands,
         }
+        state.update(winrm_accounts.dump(self))
         tmp = self.cfg.state_file + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(state, f, indent=1)
@@ -1134,6 +1140,10 @@ class Shell:
             self.m.network["dns"] = list(args)
             self.m.network["dns_set_before_join"] = not self.m.domain_joins
             return Result(banner + f"DNS servers set on {len(self.m.cfg.interfaces)} adapter(s)\r\n".encode())
+        if ext == "vbs":
+            done = winrm_accounts.cscript(self, src, args, banner, Result)
+            if done is not None:
+                return done
         self.m.scripts_run.append(path)
         mt = re.search(r"(?im)^\s*WScript\.Quit\s*\(?\s*(\d+)", src)
         return Result(banner + f"ran {path}\r\n".encode(), b"", int(mt.group(1)) if mt else 0)

@@ -3,8 +3,12 @@
 //! - this file: the family (its defaults, wait sequence and keys, the
 //!   boot id, what `check` says the first boot does);
 //! - `first_boot`: the first configuration, with its shell programs as
-//!   files of this folder (`*.sh`, linted by shellcheck in CI).
+//!   files of this folder (`*.sh`, linted by shellcheck in CI);
+//! - `access`: `grant` and `revoke` (a reservation's user, its way in).
 
+mod access;
+#[cfg(test)]
+mod access_tests;
 mod first_boot;
 #[cfg(test)]
 mod tests;
@@ -13,6 +17,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::actions::Actions;
 use super::sequence::Sequence;
 use super::{Family, keys};
 use crate::config::{
@@ -126,5 +131,17 @@ impl Family for Linux {
 
     fn first_boot(&self, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
         first_boot::run(seq.plan, seq.attempt, seq.channel, state, seq.report)
+    }
+
+    fn way_in(&self) -> Option<crate::os::WayIn> {
+        Some(access::WAY_IN)
+    }
+
+    fn grant(&self, a: &mut Actions, r: &crate::os::Request) -> Result<(), Outcome> {
+        access::grant(a, r)
+    }
+
+    fn revoke(&self, a: &mut Actions, user: &str) -> Result<(), Outcome> {
+        access::revoke(a, user)
     }
 }

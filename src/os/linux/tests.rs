@@ -1,6 +1,7 @@
 //! The firewall script against the real iptables and nft (each test in a
 //! network namespace of its own) and against a stand-in for nft.
 
+use super::access::GRANT_FIREWALL;
 use super::first_boot::{FIREWALL, program, sh};
 use std::path::{Path, PathBuf};
 
@@ -19,8 +20,9 @@ fn system_tool(name: &str) -> PathBuf {
 /// the real iptables and nft change nothing outside it. `$FW` is a file
 /// holding FIREWALL, `$ROOT` a scratch root (REIMAGE_ROOT), PATH holds
 /// only `tools` (linked from the system) and /bin:/usr/bin. Returns
-/// stdout; panics with stderr unless it exits 0.
-fn in_netns(
+/// stdout; panics with stderr unless it exits 0. `$GRANT` is a file
+/// holding GRANT_FIREWALL (`grant`'s and `revoke`'s firewall program).
+pub(super) fn in_netns(
     tag: &str,
     tools: &[&str],
     root_files: &[(&str, &str)],
@@ -40,6 +42,7 @@ fn in_netns(
         std::fs::write(&p, text).expect("root file");
     }
     std::fs::write(dir.join("fw.sh"), program(FIREWALL)).expect("script");
+    std::fs::write(dir.join("grant.sh"), program(GRANT_FIREWALL)).expect("script");
     let out = std::process::Command::new(system_tool("unshare"))
         .args(["--net", "/bin/sh", "-ec", body])
         .env_clear()
@@ -48,6 +51,7 @@ fn in_netns(
             format!("{}:/bin:/usr/bin", dir.join("bin").display()),
         )
         .env("FW", dir.join("fw.sh"))
+        .env("GRANT", dir.join("grant.sh"))
         .env("ROOT", dir.join("root"))
         .env("REIMAGE_ROOT", dir.join("root"))
         .env("SSH_CLIENT", "10.0.2.2 40000 22")
@@ -62,7 +66,7 @@ fn in_netns(
 }
 
 /// The rules of `text` (`iptables -S INPUT`) between two markers.
-fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+pub(super) fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
     text.split(&format!("== {name}\n"))
         .nth(1)
         .unwrap_or("")
@@ -71,7 +75,7 @@ fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-const IPT: &[&str] = &["iptables", "ip6tables", "iptables-save", "ip6tables-save"];
+pub(super) const IPT: &[&str] = &["iptables", "ip6tables", "iptables-save", "ip6tables-save"];
 
 #[test]
 fn iptables_opens_ssh_to_the_sources_only_and_keeps_it_for_the_boot() {

@@ -10,8 +10,10 @@
 //!   version's stock install runs and what their output means (a leaf:
 //!   it imports nothing of this folder), with the scripts of this folder
 //!   (`*.vbs`, `*.ps1`);
-//! - `first_boot`: the first configuration, as named steps.
+//! - `first_boot`: the first configuration, as named steps;
+//! - `access`: `grant` and `revoke` (a reservation's user, its way in).
 
+mod access;
 mod activation;
 pub mod commands;
 mod domain;
@@ -346,6 +348,22 @@ impl Family for Windows {
 
     fn first_boot(&self, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
         first_boot::run(*self, seq, state)
+    }
+
+    fn way_in(&self) -> Option<crate::os::WayIn> {
+        Some(access::WAY_IN)
+    }
+
+    fn grant(
+        &self,
+        a: &mut crate::os::actions::Actions,
+        r: &crate::os::Request,
+    ) -> Result<(), Outcome> {
+        access::grant(*self, a, r)
+    }
+
+    fn revoke(&self, a: &mut crate::os::actions::Actions, user: &str) -> Result<(), Outcome> {
+        access::revoke(*self, a, user)
     }
 }
 

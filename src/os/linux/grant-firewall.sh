@@ -1,0 +1,89 @@
+#!/bin/sh
+# reimage grant/revoke: TCP PORT open from the sources given after TAG, and
+# from nowhere else that TAG opened: the rules tagged TAG are replaced (none
+# given: removed). Arguments: PORT TAG [SOURCE...]. nftables: an accept per
+# source at the head of every input base chain, comment TAG, also in
+# /etc/nftables.conf between "# TAG begin/end"; iptables/ip6tables: an
+# ACCEPT per source at the head of INPUT, comment TAG, saved where the boot
+# loads them; firewalld and ufw: the sources kept in
+# /var/lib/reimage/grants/TAG, the rules of the last ones taken out first.
+# The same choice of firewall as the first boot's lockdown (firewall.sh).
+port=$1 tag=$2
+shift 2
+fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
+root=${REIMAGE_ROOT:-}
+saved="iptables:/etc/iptables/rules.v4 ip6tables:/etc/iptables/rules.v6
+iptables:/etc/sysconfig/iptables ip6tables:/etc/sysconfig/ip6tables"
+ipt_saved() {
+  command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1 || return 1
+  for e in $saved; do [ -f "$root${e#*:}" ] && return 0; done
+  return 1
+}
+what="$port/tcp from ${*:-nowhere}"
+list=$root/var/lib/reimage/grants/$tag
+old() { [ -f "$list" ] && cat "$list"; }
+keep() { mkdir -p "${list%/*}" && if [ $# -gt 0 ]; then printf '%s\n' "$@" > "$list"; else rm -f "$list"; fi; }
+if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
+  rule() { echo "rule family=$(fam "$1") source address=$1 port port=$port protocol=tcp accept"; }
+  for c in $(old); do firewall-cmd --permanent --remove-rich-rule="$(rule "$c")" >/dev/null 2>&1; done
+  for c in "$@"; do firewall-cmd --permanent --add-rich-rule="$(rule "$c")" >/dev/null || exit 1; done
+  keep "$@" && firewall-cmd --reload >/dev/null && echo "firewalld: $what"
+elif command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status: active"; then
+  for c in $(old); do ufw delete allow from "$c" to any port "$port" proto tcp >/dev/null 2>&1; done
+  for c in "$@"; do ufw insert 1 allow from "$c" to any port "$port" proto tcp >/dev/null || exit 1; done
+  keep "$@" && echo "ufw: $what"
+elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
+    $1 == "table" { t = $2 " " $3 }
+    $1 == "chain" { c = $2 }
+    /hook input/ && t ~ /^(ip|ip6|inet) / { print t, c }') && [ -n "$chains" ]; then
+  conf=$root/etc/nftables.conf
+  cmds=$(printf '%s\n' "$chains" | while read -r f t c; do
+    for s in "$@"; do
+      case "$f $(fam "$s")" in "ip ipv6"|"ip6 ipv4") continue;; esac
+      k=ip; [ "$(fam "$s")" = ipv6 ] && k=ip6
+      echo "insert rule $f $t $c $k saddr $s tcp dport $port accept comment \"$tag\""
+    done
+  done)
+  del=$(printf '%s\n' "$chains" | while read -r f t c; do
+    nft -a list chain "$f" "$t" "$c" | awk -v f="$f" -v t="$t" -v c="$c" -v tag="comment \"$tag\"" '
+      index($0, tag) { print "delete rule", f, t, c, "handle", $NF }'
+  done)
+  printf '%s\n%s\n' "$del" "$cmds" | nft -f /dev/stdin || exit 1
+  kept="not kept: no $conf"
+  if [ -f "$conf" ]; then
+    { sed -e "/^# $tag begin\$/,/^# $tag end\$/d" "$conf"
+      [ -z "$cmds" ] || printf '# %s begin\n%s\n# %s end\n' "$tag" "$cmds" "$tag"; } > "$conf.reimage"
+    if nft -c -f "$conf.reimage" >/dev/null 2>&1; then
+      cat "$conf.reimage" > "$conf" && kept="kept in $conf"
+    else
+      kept="not kept: $conf with them does not check"
+    fi
+    rm -f "$conf.reimage"
+  fi
+  echo "nftables: $what ($kept)"
+elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
+  tools=iptables
+  command -v ip6tables >/dev/null 2>&1 && ip6tables -S INPUT >/dev/null 2>&1 && tools="$tools ip6tables"
+  for t in $tools; do
+    # shellcheck disable=SC2086 # $r is a rule: split into its words
+    $t -S INPUT | grep -e "--comment \"\{0,1\}$tag\"\{0,1\} -j ACCEPT\$" | sed 's/^-A //' |
+      while read -r r; do $t -D $r || exit 1; done || exit 1
+  done
+  for c in "$@"; do
+    t=iptables; [ "$(fam "$c")" = ipv6 ] && t=ip6tables
+    rule="INPUT -p tcp -s $c --dport $port -m comment --comment $tag -j ACCEPT"
+    # shellcheck disable=SC2086 # $rule is split into its words
+    $t -C $rule 2>/dev/null || $t -I $rule || exit 1
+  done
+  kept=""
+  for e in $saved; do
+    t=${e%%:*}; f=$root${e#*:}
+    { [ -f "$f" ] && command -v "$t-save" >/dev/null 2>&1; } || continue
+    if "$t-save" > "$f.reimage" && cat "$f.reimage" > "$f"; then kept="$kept $f"; fi
+    rm -f "$f.reimage"
+  done
+  [ -n "$kept" ] && kept="kept in${kept}" || kept="not kept: no saved rules"
+  echo "iptables: $what ($kept)"
+else
+  echo "no firewall found: $port/tcp open as the image has it"
+fi
