@@ -334,8 +334,15 @@ pub fn status(
         match a.wide {
             true => print_table(&WIDE, &rows, None, &mut out),
             false => {
-                let rows: Vec<Vec<String>> = rows.iter().map(|r| compact(r)).collect();
-                print_table(&COMPACT, &rows, Some(WIDTH), &mut out);
+                // PUBLIC only when a computer has a public address.
+                let public = rows.iter().any(|r| r[PUBLIC] != "-");
+                let rows: Vec<Vec<String>> = rows.iter().map(|r| compact(r, public)).collect();
+                let head: Vec<&str> = COMPACT
+                    .iter()
+                    .copied()
+                    .filter(|h| public || *h != "PUBLIC")
+                    .collect();
+                print_table(&head, &rows, Some(WIDTH), &mut out);
             }
         }
         if filter.narrows() && rows.is_empty() {
@@ -617,7 +624,11 @@ const WIDE: [&str; 13] = [
     "REASON",
 ];
 
-/// The default table's columns: a wide row's cells [`compact`] keeps.
+/// The index of PUBLIC in a wide row.
+const PUBLIC: usize = 8;
+
+/// The default table's columns: a wide row's cells [`compact`] keeps
+/// (PUBLIC when a computer has a public address).
 const COMPACT: [&str; 7] = [
     "COMPUTER", "IMAGE", "RESULT", "ATTEMPT", "PUBLIC", "UPDATED", "REASON",
 ];
@@ -626,8 +637,9 @@ const COMPACT: [&str; 7] = [
 const WIDTH: usize = 100;
 
 /// A wide row as the default table shows it: the result says whether a
-/// run is in progress, or never ran, or died.
-fn compact(wide: &[String]) -> Vec<String> {
+/// run is in progress, or never ran, or died. `public`: with the PUBLIC
+/// column.
+fn compact(wide: &[String], public: bool) -> Vec<String> {
     let run = wide[11].as_str();
     let result = if run == "never run" {
         "never run".to_string()
@@ -638,15 +650,12 @@ fn compact(wide: &[String]) -> Vec<String> {
     } else {
         wide[6].clone()
     };
-    vec![
-        wide[0].clone(),
-        wide[2].clone(),
-        result,
-        wide[5].clone(),
-        wide[8].clone(),
-        wide[10].clone(),
-        wide[12].clone(),
-    ]
+    let mut row = vec![wide[0].clone(), wide[2].clone(), result, wide[5].clone()];
+    if public {
+        row.push(wide[PUBLIC].clone());
+    }
+    row.extend([wide[10].clone(), wide[12].clone()]);
+    row
 }
 
 /// The table: a head line, then the rows, each column as wide as its
@@ -1387,17 +1396,17 @@ mod tests {
         );
         assert!(seen.failed());
         assert_eq!(
-            compact(&row),
+            compact(&row, false),
             [
                 "pc7",
                 "-",
                 "retry",
                 "2/3",
-                "-",
                 "2026-12-06 08:53Z",
                 "port 22 closed"
             ]
         );
+        assert_eq!(compact(&row, true)[4], "-", "PUBLIC after ATTEMPT");
         let unreadable = Seen {
             bad: Some("unreadable record".into()),
             ..seen

@@ -282,25 +282,14 @@ pub fn unicast_mac(mac: &str) -> Result<[u8; 6], String> {
     Ok(b)
 }
 
-/// No two computers share a MAC, nor an address and port (two computers
-/// on one address differ in their `port`, as forwarded ports of local
-/// VMs do; a loopback address is this host's, and exempt). `check`
-/// looks; a run loads one computer and does not.
+/// No two computers share an address and port (two computers on one
+/// address differ in their `port`, as forwarded ports of local VMs do; a
+/// loopback address is this host's, and exempt). `check` looks; a run
+/// loads one computer and does not. (Two computers with one MAC are
+/// refused with the networks: `network::check`.)
 pub fn duplicates(c: &Config) -> Result<(), KeyError> {
-    let mut macs: std::collections::BTreeMap<[u8; 6], &str> = Default::default();
     let mut places: std::collections::BTreeMap<(String, Option<u16>), &str> = Default::default();
     for (name, comp) in &c.computers {
-        if let Some(m) = &comp.mac
-            && let Ok(b) = unicast_mac(m)
-            && let Some(other) = macs.insert(b, name)
-        {
-            return Err(KeyError::new(
-                &["computers", name, "mac"],
-                format!(
-                    "computer `{name}` has the MAC {m} of computer `{other}`: each computer needs its own"
-                ),
-            ));
-        }
         let place = (comp.address.trim().to_ascii_lowercase(), comp.port);
         if loopback(&place.0) {
             continue;

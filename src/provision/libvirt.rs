@@ -159,7 +159,7 @@ impl LibvirtConfig {
 }
 
 /// The placeholders a domain XML template has beside every provisioner's.
-const TEMPLATE_PLACEHOLDERS: [&str; 5] = ["name", "disk", "mac", "memory", "cpus"];
+const TEMPLATE_PLACEHOLDERS: [&str; 6] = ["name", "disk", "mac", "public_mac", "memory", "cpus"];
 
 /// True when `template` uses the placeholder `{name}` (not the literal
 /// `{{name}}`).
