@@ -578,15 +578,21 @@ impl Reporter {
         self.redraw(&i);
     }
 
-    /// The current step ended.
-    pub fn step_end(&self, ok: bool, message: &str) {
+    /// The current step ended as it should: `message` says how.
+    pub fn step_done(&self, message: &str) {
+        self.step_end(EventResult::Ok, message);
+    }
+
+    /// The current step failed: `message` says why.
+    pub fn step_failed(&self, message: &str) {
+        self.step_end(EventResult::Failed, message);
+    }
+
+    /// The current step ended with `result`.
+    fn step_end(&self, result: EventResult, message: &str) {
         let mut i = self.lock();
         let mut e = self.base(&i, EventKind::StepEnd);
-        e.result = Some(if ok {
-            EventResult::Ok
-        } else {
-            EventResult::Failed
-        });
+        e.result = Some(result);
         e.message = Some(message.to_string());
         i.step = None;
         i.last_progress.clear();
@@ -979,7 +985,7 @@ mod tests {
         // A step named as its phase is not named twice.
         r.step("load", Some(Duration::from_secs(90)));
         assert_eq!(r.status_line(&r.lock()), "[1/2] pc7 load 0:00 (≤1:30 left)");
-        r.step_end(true, "exit 0");
+        r.step_done("exit 0");
         r.step("install", Some(Duration::from_secs(3600)));
         r.progress("installing");
         r.stall(Duration::from_secs(600));
@@ -991,7 +997,7 @@ mod tests {
         r.stall(Duration::from_secs(7200));
         assert!(r.status_line(&r.lock()).contains("(≤1:00:00 left)"));
         // What a step saw is gone when it ends, and when the phase changes.
-        r.step_end(true, "installed");
+        r.step_done("installed");
         assert_eq!(r.status_line(&r.lock()), "[1/2] pc7 load 0:00");
         r.step("port", Some(Duration::from_secs(5)));
         r.progress("connection refused");

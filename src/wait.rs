@@ -650,7 +650,7 @@ impl Waited {
             return Ok((seen, took));
         }
         let sentence = describe(&self, what, timeout);
-        report.step_end(false, &sentence);
+        report.step_failed(&sentence);
         Err(match self {
             Waited::Fatal(e) => Outcome::Fatal(e.context(what.to_string())),
             Waited::Interrupted(i) => {

@@ -156,10 +156,10 @@ pub fn over_channel(
     }
     report.step("login", Some(plan.profile.connect_timeout));
     if let Err(e) = ch.login(plan.profile.connect_timeout.max(Duration::from_secs(5))) {
-        report.step_end(false, &e.to_string());
+        report.step_failed(&e.to_string());
         return e.into_outcome(format!("{who}: login"));
     }
-    report.step_end(true, "logged in");
+    report.step_done("logged in");
     let attempt = Attempt::new(1, 1, 1.0);
     let r = {
         let mut a = Actions::new(plan, attempt, ch.as_mut(), report);

@@ -70,7 +70,7 @@ impl<'a> Actions<'a> {
         let out = match self.ch.run(argv, self.timeout) {
             Ok(o) => o,
             Err(e) => {
-                self.report.step_end(false, &e.to_string());
+                self.report.step_failed(&e.to_string());
                 return Err(e.into_outcome(format!("{who}: first-boot action `{name}`")));
             }
         };
@@ -82,7 +82,7 @@ impl<'a> Actions<'a> {
                 out.status,
                 text.trim()
             );
-            self.report.step_end(false, &m);
+            self.report.step_failed(&m);
             return Err(classify(out.status)(anyhow::anyhow!(m)));
         }
         let last = out
@@ -90,7 +90,7 @@ impl<'a> Actions<'a> {
             .lines()
             .rfind(|l| !l.trim().is_empty())
             .unwrap_or("done");
-        self.report.step_end(true, last.trim());
+        self.report.step_done(last.trim());
         Ok(out)
     }
 
@@ -106,7 +106,7 @@ impl<'a> Actions<'a> {
                 Ok(out)
             }
             Err(e) => {
-                self.report.step_end(false, &e.to_string());
+                self.report.step_failed(&e.to_string());
                 Err(e.into_outcome(format!("{who}: first-boot action `{name}`")))
             }
         }
@@ -124,11 +124,11 @@ impl<'a> Actions<'a> {
         let who = &self.plan.computer.name;
         match self.ch.upload(data, path, mode, self.timeout) {
             Ok(()) => {
-                self.report.step_end(true, &format!("wrote {path}"));
+                self.report.step_done(&format!("wrote {path}"));
                 Ok(())
             }
             Err(e) => {
-                self.report.step_end(false, &e.to_string());
+                self.report.step_failed(&e.to_string());
                 Err(e.into_outcome(format!("{who}: first-boot action `{name}` writing {path}")))
             }
         }

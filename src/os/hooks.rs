@@ -152,12 +152,12 @@ impl Actions<'_> {
         let who = self.plan.computer.name.clone();
         self.report.step(name, Some(timeout));
         let out = self.ch.run(argv, timeout).map_err(|e| {
-            self.report.step_end(false, &e.to_string());
+            self.report.step_failed(&e.to_string());
             e.into_outcome(format!("{who}: {name}"))
         })?;
         self.report.output(&argv.join(" "), &out);
         if out.status == 0 {
-            self.report.step_end(true, "exit 0");
+            self.report.step_done("exit 0");
             return Ok(());
         }
         let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
@@ -166,7 +166,7 @@ impl Actions<'_> {
             out.status,
             crate::exec::excerpt(text.trim(), 5)
         );
-        self.report.step_end(false, &m);
+        self.report.step_failed(&m);
         let e = anyhow::anyhow!(m);
         Err(if out.status == 75 {
             Outcome::Retry(e)

@@ -116,7 +116,7 @@ impl Sequence<'_> {
             (Waited::Interrupted(i), _) => Err(Outcome::Fatal(anyhow::Error::new(i).context(what))),
             (Waited::Fatal(e), _) => {
                 let m = format!("{e:#}");
-                self.report.step_end(false, &m);
+                self.report.step_failed(&m);
                 Err(Outcome::Fatal(e.context(what)))
             }
             (Waited::TimedOut(last) | Waited::Stalled(last, _), _) if last.starts_with(AUTH) => {
@@ -125,7 +125,7 @@ impl Sequence<'_> {
                     duration::fmt(timeout),
                     &last[AUTH.len()..]
                 );
-                self.report.step_end(false, &m);
+                self.report.step_failed(&m);
                 Err(Outcome::Fatal(anyhow::anyhow!(m)))
             }
             (w @ (Waited::TimedOut(_) | Waited::Stalled(..)), Some((first, extra))) => {
@@ -137,7 +137,7 @@ impl Sequence<'_> {
                     duration::fmt(first),
                     duration::fmt(extra)
                 );
-                self.report.step_end(false, &m);
+                self.report.step_failed(&m);
                 Err(Outcome::Retry(anyhow::anyhow!(m)))
             }
             // Ready, or out of time without a reset: the wait module's one
@@ -145,7 +145,7 @@ impl Sequence<'_> {
             (w, _) => {
                 let (msg, took) = w.into_outcome(&what, timeout, self.report)?;
                 self.report
-                    .step_end(true, &format!("{msg} after {}", duration::fmt(took)));
+                    .step_done(&format!("{msg} after {}", duration::fmt(took)));
                 Ok(())
             }
         }
@@ -213,10 +213,10 @@ impl Sequence<'_> {
                 } else {
                     "not ready"
                 };
-                self.report.step_end(
-                    false,
-                    &format!("{what} after {}: power was reset", duration::fmt(first)),
-                );
+                self.report.step_failed(&format!(
+                    "{what} after {}: power was reset",
+                    duration::fmt(first)
+                ));
                 self.report
                     .step(&format!("{name}-after-reset"), Some(extra));
                 let limits = Limits {
@@ -538,22 +538,17 @@ impl Sequence<'_> {
         if let Some(why) = self.login_gone(last.max(connect))? {
             return Ok(self.unstable(start, &why));
         }
-        self.report.step_end(
-            true,
-            &format!("kept answering for {}", duration::fmt(window)),
-        );
+        self.report
+            .step_done(&format!("kept answering for {}", duration::fmt(window)));
         Ok(true)
     }
 
     /// Ends the stability step as failed; false.
     fn unstable(&self, start: Instant, why: &str) -> bool {
-        self.report.step_end(
-            false,
-            &format!(
-                "stopped answering after {}: {why}",
-                duration::fmt(start.elapsed())
-            ),
-        );
+        self.report.step_failed(&format!(
+            "stopped answering after {}: {why}",
+            duration::fmt(start.elapsed())
+        ));
         false
     }
 
@@ -594,7 +589,7 @@ impl Sequence<'_> {
             })?;
         if re.is_match(out.stdout.trim()) {
             self.report
-                .step_end(true, &format!("image says `{}`", out.stdout.trim()));
+                .step_done(&format!("image says `{}`", out.stdout.trim()));
             Ok(())
         } else {
             let m = format!(
@@ -604,7 +599,7 @@ impl Sequence<'_> {
                 out.stdout.trim(),
                 chk.expect
             );
-            self.report.step_end(false, &m);
+            self.report.step_failed(&m);
             Err(Outcome::Retry(anyhow::anyhow!(m)))
         }
     }

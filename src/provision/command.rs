@@ -171,8 +171,8 @@ impl CommandProvisioner {
         let outcome = self.outcome(cmd, plan, what, report);
         match &outcome {
             _ if !own => {}
-            Outcome::Done => report.step_end(true, "exit 0"),
-            Outcome::Retry(e) | Outcome::Fatal(e) => report.step_end(false, &format!("{e:#}")),
+            Outcome::Done => report.step_done("exit 0"),
+            Outcome::Retry(e) | Outcome::Fatal(e) => report.step_failed(&format!("{e:#}")),
         }
         outcome
     }

@@ -714,7 +714,7 @@ impl Libvirt {
             report,
         ) {
             Ok(_) => {
-                report.step_end(true, &format!("domain {name} is running"));
+                report.step_done(&format!("domain {name} is running"));
                 Ok(())
             }
             Err(Outcome::Retry(_)) => Err(Outcome::Retry(anyhow::anyhow!(

@@ -1017,10 +1017,7 @@ impl Qemu {
         });
         let o = match waited.into_outcome("QEMU start", timeout, report) {
             Ok(_) => {
-                report.step_end(
-                    true,
-                    &format!("running after {}", duration::fmt(start.elapsed())),
-                );
+                report.step_done(&format!("running after {}", duration::fmt(start.elapsed())));
                 return Ok(());
             }
             Err(o) => o,

@@ -350,7 +350,7 @@ fn kms(
 ) -> Result<Option<String>, Outcome> {
     let dli = slmgr(a, "license-status", &["/dli"])?;
     let lic = license(&dli);
-    a.report.step_end(true, &format!("{lic:?}"));
+    a.report.step_done(&format!("{lic:?}"));
     if !matches!(lic, License::Volume { .. })
         && let Err(e) = install_gvlk(a, &lic)?
     {
@@ -360,21 +360,21 @@ fn kms(
     for host in &act.kms_hosts {
         let set = slmgr(a, &format!("kms-host {host}"), &["/skms", host])?;
         if let Some(e) = set.lines().find(|l| l.trim_start().starts_with("Error")) {
-            a.report.step_end(false, e.trim());
+            a.report.step_failed(e.trim());
             a.report
                 .warn(&format!("activation: KMS host {host}: {}", e.trim()));
             why.push(format!("{host}: {}", e.trim()));
             continue;
         }
-        a.report.step_end(true, &format!("KMS host {host} set"));
+        a.report.step_done(&format!("KMS host {host} set"));
         let ato = slmgr(a, &format!("activate {host}"), &["/ato"])?;
         match ato_result(&ato) {
             Ok(()) => {
-                a.report.step_end(true, "activated");
+                a.report.step_done("activated");
                 return Ok(Some(host.clone()));
             }
             Err(e) => {
-                a.report.step_end(false, &e);
+                a.report.step_failed(&e);
                 a.report.warn(&format!("activation: KMS host {host}: {e}"));
                 why.push(format!("{host}: {e}"));
             }
@@ -389,29 +389,27 @@ fn install_gvlk(a: &mut Actions, lic: &License) -> Result<Result<(), String>, Ou
     let out = a.ask("windows-edition", &edition_command())?;
     let Some((edition, build)) = edition_from(&out.stdout) else {
         let e = "cannot read EditionID and CurrentBuildNumber".to_string();
-        a.report.step_end(false, &e);
+        a.report.step_failed(&e);
         return Ok(Err(e));
     };
     let Some(key) = gvlk(&edition, build) else {
         let e = format!(
             "no KMS client key known for edition {edition} build {build} (license: {lic:?})"
         );
-        a.report.step_end(false, &e);
+        a.report.step_failed(&e);
         a.report.warn(&format!("activation: {e}"));
         return Ok(Err(e));
     };
-    a.report.step_end(
-        true,
-        &format!("{edition} build {build}: KMS client key {key}"),
-    );
+    a.report
+        .step_done(&format!("{edition} build {build}: KMS client key {key}"));
     let text = slmgr(a, "install-kms-client-key", &["/ipk", key])?;
     if let Some(e) = text.lines().find(|l| l.trim_start().starts_with("Error")) {
         let e = format!("installing the KMS client key {key}: {}", e.trim());
-        a.report.step_end(false, &e);
+        a.report.step_failed(&e);
         a.report.warn(&format!("activation: {e}"));
         return Ok(Err(e));
     }
-    a.report.step_end(true, &format!("installed {key}"));
+    a.report.step_done(&format!("installed {key}"));
     Ok(Ok(()))
 }
 
@@ -433,15 +431,15 @@ fn mak(a: &mut Actions, f: &std::path::Path) -> Result<Result<(), String>, Outco
     if out.status != 0 {
         let _ = a.ch.run(&commands::del_command(&file), a.timeout);
         let e = crate::exec::excerpt(format!("{}{}", out.stdout, out.stderr).trim(), 3);
-        a.report.step_end(false, &e);
+        a.report.step_failed(&e);
         return Ok(Err(e));
     }
-    a.report.step_end(true, "product key installed");
+    a.report.step_done("product key installed");
     let ato = slmgr(a, "activate-mak", &["/ato"])?;
     let r = ato_result(&ato);
     match &r {
-        Ok(()) => a.report.step_end(true, "activated"),
-        Err(e) => a.report.step_end(false, e),
+        Ok(()) => a.report.step_done("activated"),
+        Err(e) => a.report.step_failed(e),
     }
     Ok(r)
 }

@@ -30,7 +30,7 @@ fn unjoin(w: Windows, a: &mut Actions, j: &str) -> Result<(), Outcome> {
     match commands::wmi_result(&out) {
         Ok(_) if out.status == 0 => {
             a.report
-                .step_end(true, &format!("left {j}: takes effect at the next boot"));
+                .step_done(&format!("left {j}: takes effect at the next boot"));
             Ok(())
         }
         Ok(_) | Err(_) => {
@@ -38,7 +38,7 @@ fn unjoin(w: Windows, a: &mut Actions, j: &str) -> Result<(), Outcome> {
                 crate::exec::excerpt(format!("{}{}", out.stdout, out.stderr).trim(), 3)
             });
             let m = format!("{}: could not leave {j}: {why}", a.plan.computer.name);
-            a.report.step_end(false, &m);
+            a.report.step_failed(&m);
             Err(Outcome::Retry(anyhow::anyhow!(m)))
         }
     }
@@ -218,14 +218,15 @@ fn join_domain(
     };
     if out.status == 0 {
         a.report
-            .step_end(true, &crate::exec::excerpt(out.stdout.trim(), 1));
+            .step_done(&crate::exec::excerpt(out.stdout.trim(), 1));
         return Ok(None);
     }
     del(a);
     let text = format!("{}{}", out.stdout.trim(), out.stderr.trim());
-    a.report.step_end(
-        false,
-        &format!("exited {}: {}", out.status, crate::exec::excerpt(&text, 3)),
-    );
+    a.report.step_failed(&format!(
+        "exited {}: {}",
+        out.status,
+        crate::exec::excerpt(&text, 3)
+    ));
     Ok(Some(out.status))
 }

@@ -163,7 +163,7 @@ impl FirstBoot<'_, '_> {
         for k in 1..=RESYNC_TRIES {
             let out = a.ask("time-sync", &commands::resync_command())?;
             if out.status == 0 {
-                a.report.step_end(true, &format!("synced (try {k})"));
+                a.report.step_done(&format!("synced (try {k})"));
                 let limits = commands::phase_limits(commands::PHASE_LIMIT);
                 if let Err(Outcome::Retry(e) | Outcome::Fatal(e)) =
                     a.run("time-limits-restore", &limits, Outcome::Retry)
@@ -175,7 +175,7 @@ impl FirstBoot<'_, '_> {
             }
             last = crate::exec::excerpt(format!("{}{}", out.stdout, out.stderr).trim(), 3);
             a.report
-                .step_end(false, &format!("try {k} of {RESYNC_TRIES}: {last}"));
+                .step_failed(&format!("try {k} of {RESYNC_TRIES}: {last}"));
             if k < RESYNC_TRIES {
                 std::thread::sleep(RESYNC_PAUSE);
             }
@@ -294,7 +294,7 @@ fn run_removing(
 fn exec(a: &mut Actions, name: &str, cmd: &[String]) -> Result<Output, Outcome> {
     let who = a.plan.computer.name.clone();
     let out = a.ch.run(cmd, a.timeout).map_err(|e| {
-        a.report.step_end(false, &e.to_string());
+        a.report.step_failed(&e.to_string());
         e.into_outcome(format!("{who}: first-boot action `{name}`"))
     })?;
     a.report.output(&cmd.join(" "), &out);
@@ -307,7 +307,7 @@ fn failed(a: &Actions, name: &str, why: String, on_fail: fn(anyhow::Error) -> Ou
         "{}: first-boot action `{name}`: {why}",
         a.plan.computer.name
     );
-    a.report.step_end(false, &m);
+    a.report.step_failed(&m);
     on_fail(anyhow::anyhow!(m))
 }
 
@@ -361,7 +361,7 @@ fn xp_power(
         return Err(failed(a, name, exited(&out), on_fail));
     }
     a.report
-        .step_end(true, &format!("sleep off in power scheme `{scheme}`"));
+        .step_done(&format!("sleep off in power scheme `{scheme}`"));
     Ok(())
 }
 
@@ -380,7 +380,7 @@ fn wmi_call(
     }
     match commands::wmi_result(&out) {
         Ok(m) => {
-            a.report.step_end(true, &m);
+            a.report.step_done(&m);
             Ok(m.contains("ReturnValue = 0"))
         }
         Err(why) => Err(failed(a, name, why, on_fail)),
@@ -414,6 +414,6 @@ fn remove_files(
     } else {
         format!("answer files gone (removed {})", removed.join(", "))
     };
-    a.report.step_end(true, &m);
+    a.report.step_done(&m);
     Ok(())
 }

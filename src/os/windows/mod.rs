@@ -440,20 +440,20 @@ fn leave_domain(w: Windows, plan: &Plan, ch: &mut dyn Channel, report: &Reporter
     let joined = match ch.run(&domain_query(w), t) {
         Ok(o) => joined_domain(&o.stdout),
         Err(e) => {
-            report.step_end(false, &format!("cannot ask the old OS: {e}"));
+            report.step_failed(&format!("cannot ask the old OS: {e}"));
             return;
         }
     };
     let Some(j) = joined else {
-        report.step_end(true, "not a domain member");
+        report.step_done("not a domain member");
         return;
     };
     match ch.run(&unjoin_command(w), t) {
         Ok(o) => match wmi_result(&o) {
-            Ok(_) => report.step_end(true, &format!("left {j} (configured: {})", d.name)),
-            Err(why) => report.step_end(false, &format!("could not leave {j}: {why}")),
+            Ok(_) => report.step_done(&format!("left {j} (configured: {})", d.name)),
+            Err(why) => report.step_failed(&format!("could not leave {j}: {why}")),
         },
-        Err(e) => report.step_end(false, &format!("could not leave {j}: {e}")),
+        Err(e) => report.step_failed(&format!("could not leave {j}: {e}")),
     }
 }
 

@@ -406,12 +406,12 @@ impl Load<'_> {
         let what = format!("power off VM {name}");
         self.report.step(&what, Some(timeout));
         match self.task(&what, "PowerOffVM_Task", &vm.moref, "", timeout) {
-            Ok(_) => self.report.step_end(true, &format!("VM {name} is off")),
+            Ok(_) => self.report.step_done(&format!("VM {name} is off")),
             Err(e) if e.fault_type() == Some("InvalidPowerState") => {
-                self.report.step_end(true, &format!("VM {name} was off"))
+                self.report.step_done(&format!("VM {name} was off"))
             }
             Err(e) => {
-                self.report.step_end(false, &e.to_string());
+                self.report.step_failed(&e.to_string());
                 return Err(fail(&what, e));
             }
         }
@@ -434,11 +434,11 @@ impl Load<'_> {
         ) {
             Ok(_) => {
                 self.report
-                    .step_end(true, &format!("VM {name} ({}) destroyed", vm.moref.value));
+                    .step_done(&format!("VM {name} ({}) destroyed", vm.moref.value));
                 Ok(())
             }
             Err(e) => {
-                self.report.step_end(false, &e.to_string());
+                self.report.step_failed(&e.to_string());
                 Err(fail(&format!("destroy VM {name}"), e))
             }
         }
@@ -497,11 +497,11 @@ impl Load<'_> {
         match self.task(&what, "PowerOnVM_Task", vm, "", timeout) {
             Ok(_) => {
                 self.report
-                    .step_end(true, &format!("VM {} ({}) is on", self.name, vm.value));
+                    .step_done(&format!("VM {} ({}) is on", self.name, vm.value));
                 Ok(())
             }
             Err(e) => {
-                self.report.step_end(false, &e.to_string());
+                self.report.step_failed(&e.to_string());
                 Err(fail(&what, e))
             }
         }
@@ -520,11 +520,11 @@ impl Load<'_> {
         self.report.step(what, Some(timeout));
         match self.task(what, method, this, body, timeout) {
             Ok(r) => {
-                self.report.step_end(true, &format!("{what}: done"));
+                self.report.step_done(&format!("{what}: done"));
                 Ok(r)
             }
             Err(e) => {
-                self.report.step_end(false, &e.to_string());
+                self.report.step_failed(&e.to_string());
                 if let Some(m) = missing(&e) {
                     return Err(Outcome::Fatal(anyhow::anyhow!(
                         "vSphere: {what}: {m} ({e})"
@@ -722,11 +722,11 @@ impl Provisioner for Vsphere {
             l.report.step(&what, Some(timeout));
             match l.task(&what, method, &vm.moref, "", timeout) {
                 Ok(_) => {
-                    l.report.step_end(true, &format!("{what}: done"));
+                    l.report.step_done(&format!("{what}: done"));
                     Ok(())
                 }
                 Err(e) => {
-                    l.report.step_end(false, &e.to_string());
+                    l.report.step_failed(&e.to_string());
                     Err(fail(&what, e))
                 }
             }

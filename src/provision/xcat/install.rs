@@ -102,10 +102,10 @@ impl Xcat {
         match waited.into_outcome(&what, overall, report) {
             Ok((s, took)) => {
                 report.progress(&s);
-                report.step_end(
-                    true,
-                    &format!("installed after {}: {s}", duration::fmt(tenths(took))),
-                );
+                report.step_done(&format!(
+                    "installed after {}: {s}",
+                    duration::fmt(tenths(took))
+                ));
                 Ok(())
             }
             Err(o) => Err(watch.failure(plan, self, o)),

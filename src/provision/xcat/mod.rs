@@ -162,26 +162,23 @@ impl Xcat {
             let attrs = n.chdef_args();
             args.extend(attrs.iter().map(String::as_str));
             if let Err(o) = self.must(plan, report, "chdef", &args) {
-                report.step_end(false, "nodetype attributes not set");
+                report.step_failed("nodetype attributes not set");
                 return Err(o);
             }
-            report.step_end(true, &attrs.join(" "));
+            report.step_done(&attrs.join(" "));
         }
         report.step("nodeset", None);
         let arg = target.nodeset_arg();
         let out = self.must(plan, report, "nodeset", &[node, &arg])?;
         let state = node_value(&out.stdout, node).unwrap_or_else(|| Destiny::Install.name().into());
         let kind = ImageKind::of_state(&state);
-        report.step_end(
-            true,
-            &format!(
-                "{state} ({})",
-                match kind {
-                    ImageKind::Diskful => "installs to disk",
-                    ImageKind::Diskless => "diskless",
-                }
-            ),
-        );
+        report.step_done(&format!(
+            "{state} ({})",
+            match kind {
+                ImageKind::Diskful => "installs to disk",
+                ImageKind::Diskless => "diskless",
+            }
+        ));
 
         // 3. The next boot to the network, then power on when off, reset
         // when on.
@@ -191,11 +188,11 @@ impl Xcat {
             .and_then(|way| self.power_boot(plan, report, way));
         let way = match started {
             Ok((did, way)) => {
-                report.step_end(true, &did);
+                report.step_done(&did);
                 way
             }
             Err(o) => {
-                report.step_end(false, "power did not come on");
+                report.step_failed("power did not come on");
                 return Err(o);
             }
         };
@@ -289,11 +286,11 @@ impl Provisioner for Xcat {
         report.step("power reset", None);
         Some(match self.power_boot(plan, report, NetBoot::Nothing) {
             Ok((did, _)) => {
-                report.step_end(true, &did);
+                report.step_done(&did);
                 Outcome::Done
             }
             Err(o) => {
-                report.step_end(false, "power did not come on");
+                report.step_failed("power did not come on");
                 o
             }
         })

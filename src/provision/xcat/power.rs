@@ -294,7 +294,10 @@ impl PowerOff for Xcat {
                     ))),
                 },
             });
-        report.step_end(r.is_ok(), if r.is_ok() { "off" } else { "not off" });
+        match r {
+            Ok(_) => report.step_done("off"),
+            Err(_) => report.step_failed("not off"),
+        }
         collapse(r)
     }
 }

@@ -103,7 +103,7 @@ impl Xcat {
             })
             .map_err(|e| Outcome::Fatal(e.context(format!("{}: taking a load slot", who(plan)))))?;
         let no_slot = |busy: &str| {
-            report.step_end(false, "no load slot");
+            report.step_failed("no load slot");
             Outcome::Retry(anyhow::anyhow!(
                 "{}: no load slot within {}: {busy} (max_concurrent_loads = {max}); raise `max_concurrent_loads` or `slot_wait` of provisioner `{}`, load fewer computers at once, or set nodes left in install state back with `nodeset NODE boot`",
                 who(plan),
@@ -122,10 +122,10 @@ impl Xcat {
         loop {
             let (busy, said) = self.others(plan, report, &name)?;
             if (busy as u64) < u64::from(max) {
-                report.step_end(
-                    true,
-                    &format!("load slot {} of {max} ({said} besides this one)", busy + 1),
-                );
+                report.step_done(&format!(
+                    "load slot {} of {max} ({said} besides this one)",
+                    busy + 1
+                ));
                 return Ok(slot);
             }
             if start.elapsed() >= c.slot_wait {
