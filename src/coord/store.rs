@@ -132,6 +132,19 @@ struct Taker<'a> {
 }
 
 impl Taker<'_> {
+    /// The values of a holder row this run writes, as $1 to $6: computer,
+    /// token, host, pid, command, the lease in seconds.
+    fn row_values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 6] {
+        [
+            &self.computer,
+            &self.token,
+            &self.host,
+            &self.pid,
+            &self.command,
+            &self.secs,
+        ]
+    }
+
     /// The take, in one transaction: the schema version, then the row,
     /// locked.
     async fn take(&self, c: &mut Client) -> Result<Take, tokio_postgres::Error> {
@@ -197,14 +210,7 @@ impl Taker<'_> {
                         generation = generation + 1, released = NULL, revoked = NULL
                   WHERE computer = $1
                  RETURNING generation",
-                &[
-                    &self.computer,
-                    &self.token,
-                    &self.host,
-                    &self.pid,
-                    &self.command,
-                    &self.secs,
-                ],
+                &self.row_values(),
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
@@ -223,14 +229,7 @@ impl Taker<'_> {
                          now() + $6::float8 * interval '1 second', 1)
                  ON CONFLICT (computer) DO NOTHING
                  RETURNING generation",
-                &[
-                    &self.computer,
-                    &self.token,
-                    &self.host,
-                    &self.pid,
-                    &self.command,
-                    &self.secs,
-                ],
+                &self.row_values(),
             )
             .await?;
         Ok(row.map(|r| r.get(0)))

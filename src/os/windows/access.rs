@@ -35,22 +35,14 @@ fn rule(user: &str) -> String {
 /// `netsh advfirewall firewall delete rule` of `user`'s rule; no such rule
 /// is no error.
 fn delete_rule(user: &str) -> Vec<String> {
-    let mut v = argv(&[
-        "cmd",
-        "/c",
-        "netsh",
-        "advfirewall",
-        "firewall",
-        "delete",
-        "rule",
-    ]);
-    v.push(rule(user));
-    v.extend(argv(&["dir=in", ">nul", "2>&1", "&", "exit", "0"]));
+    let mut v = delete_then(user);
+    v.extend(argv(&["exit", "0"]));
     v
 }
 
-/// `user`'s rule replaced by one that lets TCP `port` in from `from`.
-fn open_rule(user: &str, port: u16, from: &[String]) -> Vec<String> {
+/// `cmd /c netsh ... delete rule` of `user`'s rule, quiet, then `&`: the
+/// start of a command line that goes on whatever the delete said.
+fn delete_then(user: &str) -> Vec<String> {
     let mut v = argv(&[
         "cmd",
         "/c",
@@ -62,6 +54,12 @@ fn open_rule(user: &str, port: u16, from: &[String]) -> Vec<String> {
     ]);
     v.push(rule(user));
     v.extend(argv(&["dir=in", ">nul", "2>&1", "&"]));
+    v
+}
+
+/// `user`'s rule replaced by one that lets TCP `port` in from `from`.
+fn open_rule(user: &str, port: u16, from: &[String]) -> Vec<String> {
+    let mut v = delete_then(user);
     v.extend(argv(&["netsh", "advfirewall", "firewall", "add", "rule"]));
     v.push(rule(user));
     v.extend(argv(&[
