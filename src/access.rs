@@ -8,6 +8,7 @@
 use std::time::SystemTime;
 
 use crate::config::Plan;
+use crate::config::network::Addressing;
 use crate::error::Error;
 use crate::os::{OsModule, Request, WayIn};
 use crate::outcome::Outcome;
@@ -29,12 +30,27 @@ pub struct Ask {
     pub admin: bool,
 }
 
-/// Where the user connects: the computer's address and, for SSH, the port
-/// reimage's own channel reaches sshd on (a NAT may forward it); for RDP
-/// its port.
-// TODO(issue 27): the public interface (public_address), once the
-// computer's table has one.
-fn connect_to(plan: &Plan, way: WayIn) -> (String, u16) {
+/// Where the user connects. A computer with a public interface: the
+/// address its OS showed there after the last first boot (the run's
+/// record), else its static `public_address`, on the protocol's own port
+/// (reimage's NAT forwards are on the private side). Otherwise the
+/// computer's address and, for SSH, the port reimage's own channel
+/// reaches sshd on (a NAT may forward it); for RDP its port.
+fn connect_to(state: &StateDir, plan: &Plan, way: WayIn) -> (String, u16) {
+    if let Some(nic) = &plan.computer.public {
+        let seen = state
+            .read_last_run(&plan.computer.name)
+            .and_then(|r| r.public_address)
+            .map(|a| a.split('/').next().unwrap_or_default().to_string())
+            .filter(|a| !a.is_empty());
+        let set = match &nic.addressing {
+            Addressing::Static(s) => Some(s.address.to_string()),
+            Addressing::Dhcp => None,
+        };
+        if let Some(a) = seen.or(set) {
+            return (a, way.port);
+        }
+    }
     let port = match way.protocol {
         "ssh" => plan.port().unwrap_or(way.port),
         _ => way.port,
@@ -153,7 +169,7 @@ fn record(
 ) -> Grant {
     let computer = &plan.computer.name;
     let now = rfc3339(SystemTime::now());
-    let (address, port) = connect_to(plan, way);
+    let (address, port) = connect_to(state, plan, way);
     let has_pw = state.has_user_password(computer, &ask.user);
     Grant {
         reservation: ask.reservation.clone(),

@@ -104,14 +104,21 @@ fn debian_grant_second_grant_revoke_and_the_next_reservation() {
         .run();
     r.code(0);
     let a = access(&r);
+    // The guest has a public interface (QEMU's second user network, by
+    // DHCP): the user connects to the address the provision saw there, on
+    // port 22, not to reimage's forwarded private port.
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path("state/computers/deb-vm/last-run.json")).expect("record"),
+    )
+    .expect("record is JSON");
+    let public = record["public_address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .expect("the provision's public address")
+        .to_string();
     assert_eq!(
         (&a["user"], &a["protocol"], &a["address"], &a["port"]),
-        (
-            &"ann".into(),
-            &"ssh".into(),
-            &"127.0.0.1".into(),
-            &port.into()
-        )
+        (&"ann".into(), &"ssh".into(), &public.into(), &22.into())
     );
     assert_eq!(a["from"], serde_json::json!(["192.168.78.2"]));
     assert_eq!(
@@ -448,7 +455,18 @@ fn windows_grant_and_revoke_against_the_winrm_standin() {
     use testbed::winrm::Standin;
     let s = Scratch::new("grant-win");
     let held = Port::new();
-    let w = Standin::start(&held, "Image-Pw-4711", &["--locale", "de-DE"]);
+    // Two interfaces, as a VCL site wires its computers: the user connects
+    // to the public one.
+    let w = Standin::start(
+        &held,
+        "Image-Pw-4711",
+        &[
+            "--locale",
+            "de-DE",
+            "--interfaces",
+            "Ethernet 3=00-50-56-00-08-03,Ethernet 2=00-50-56-00-07-03",
+        ],
+    );
     let pw = s.write("secrets/winrm-pw", "Image-Pw-4711\n");
     s.config(&format!(
         r#"
@@ -468,6 +486,10 @@ virtual = true
 [computers.pcw]
 address = "127.0.0.1"
 provisioner = "lab"
+mac = "00:50:56:00:07:03"
+public_mac = "00:50:56:00:08:03"
+public_address = "192.0.2.10/24"
+public_gateway = "192.0.2.1"
 "#,
         port = held.num(),
         pw = pw.display()
@@ -477,10 +499,10 @@ provisioner = "lab"
         .args(&["--reservation", "r-9"])
         .run()
         .code(0);
-    // The first boot set a fresh Administrator password: log in with it.
+    // The first boot set a fresh Administrator password; grant logs in
+    // with it (the kept one) while the login file still holds the image's.
     let admin = std::fs::read_to_string(s.path("state/computers/pcw/administrator-password"))
         .expect("the Administrator password");
-    s.write("secrets/winrm-pw", &admin);
     let grant = |args: &[&str]| {
         Test::with(&s)
             .arg("--json")
@@ -509,6 +531,7 @@ provisioner = "lab"
     r.code(0);
     let a = access(&r);
     assert_eq!((&a["protocol"], &a["port"]), (&"rdp".into(), &3389.into()));
+    assert_eq!(a["address"], "192.0.2.10", "the public interface's address");
     assert_eq!(a["password_file"], pw_file.display().to_string());
     let first = std::fs::read_to_string(&pw_file).expect("ann's password");
     let st = w.state();
