@@ -161,6 +161,30 @@ impl LibvirtConfig {
 /// The placeholders a domain XML template has beside every provisioner's.
 const TEMPLATE_PLACEHOLDERS: [&str; 6] = ["name", "disk", "mac", "public_mac", "memory", "cpus"];
 
+/// The networks a domain template's interfaces are on: every
+/// `<source network='NAME'/>` (either quote), each once.
+fn template_networks(template: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for (at, _) in template.match_indices("<source") {
+        let tag = &template[at..];
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        let Some(i) = tag.find("network=") else {
+            continue;
+        };
+        let rest = &tag[i + "network=".len()..];
+        let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            continue;
+        };
+        if let Some(name) = rest[1..].split(q).next()
+            && !name.is_empty()
+            && !found.iter().any(|n| n == name)
+        {
+            found.push(name.to_string());
+        }
+    }
+    found
+}
+
 /// True when `template` uses the placeholder `{name}` (not the literal
 /// `{{name}}`).
 fn uses(template: &str, name: &'static str) -> bool {
@@ -780,6 +804,49 @@ impl Libvirt {
 impl Libvirt {
     /// `virsh -c URI dominfo NODE`: the domain a load starts. Without a
     /// template it must be there; with one, a load defines it.
+    /// `virsh net-info NAME`: the network is defined, and whether it is
+    /// active (a load starts the domain, which fails on an inactive one).
+    fn netinfo(&self, name: &str) -> super::Checked {
+        let what = format!("libvirt network {name} at {}", self.config.uri);
+        let argv = [
+            self.config.virsh.as_str(),
+            "-c",
+            self.config.uri.as_str(),
+            "net-info",
+            name,
+        ];
+        let cmd = Cmd::new(&argv, self.config.command_timeout);
+        let shown = cmd.display();
+        match cmd.run() {
+            Ok(out) if out.success() => {
+                let active = out
+                    .stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Active:"))
+                    .map(str::trim);
+                match active {
+                    Some("no") => super::Checked::new(
+                        what,
+                        false,
+                        format!(
+                            "defined but not active: `virsh net-start {name}` (and net-autostart)"
+                        ),
+                    ),
+                    _ => super::Checked::new(what, true, "active"),
+                }
+            }
+            Ok(out) => super::Checked::new(
+                what,
+                false,
+                format!(
+                    "not found ({}): define it, or change the domain template's <source network='{name}'/>",
+                    crate::exec::excerpt(&out.text(), 1)
+                ),
+            ),
+            Err(e) => super::Checked::new(what, false, format!("`{shown}`: {e}")),
+        }
+    }
+
     fn dominfo(&self, plan: &Plan) -> super::Checked {
         let node = plan.computer.node.as_str();
         let what = format!("libvirt domain {node} at {}", self.config.uri);
@@ -829,8 +896,21 @@ impl Libvirt {
 }
 
 impl Provisioner for Libvirt {
+    /// The domain, and each network the image's domain template puts an
+    /// interface on (reimage's disks are files, checked offline: no
+    /// storage pool is involved).
     fn online(&self, plan: &Plan) -> Vec<super::Checked> {
-        vec![self.dominfo(plan)]
+        let mut v = vec![self.dominfo(plan)];
+        let template = plan
+            .image
+            .config
+            .domain_xml
+            .as_ref()
+            .and_then(|t| std::fs::read_to_string(t).ok());
+        if let Some(text) = template {
+            v.extend(template_networks(&text).iter().map(|n| self.netinfo(n)));
+        }
+        v
     }
 
     /// The base disk, when the template puts an overlay over it.
@@ -991,6 +1071,14 @@ mod tests {
         assert!(!uses("<source file='{{disk}}'/>", "disk"));
         assert!(!uses("<name>{name}</name>", "disk"));
         assert!(uses("<mac address='{public_mac}'/>", "public_mac"));
+        assert_eq!(
+            template_networks(
+                "<interface type='network'><source network='default'/></interface>\n\
+                 <interface><source  network=\"public\" /></interface>\n\
+                 <source file='{disk}'/><source network='default'/>"
+            ),
+            ["default", "public"]
+        );
         assert!(!uses("<mac address='{public_mac}'/>", "mac"));
     }
 

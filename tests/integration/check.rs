@@ -265,10 +265,18 @@ fn online_asks_the_xcat_stand_in_for_the_node_and_the_osimage() {
 }
 
 #[test]
-fn online_asks_libvirt_for_the_domain() {
+fn online_asks_libvirt_for_the_domain_and_its_networks() {
     let s = Scratch::new("check-online-libvirt");
+    // A template on the test driver's one network and on one it lacks.
+    let xml = s.write(
+        "domain.xml",
+        "<domain type='test'><name>{name}</name><devices>\n\
+         <interface type='network'><source network='default'/></interface>\n\
+         <interface type='network'><source network='public'/></interface>\n\
+         </devices></domain>\n",
+    );
     s.config(
-        r#"
+        &r#"
 [provisioners.lv]
 kind = "libvirt"
 uri = "test:///default"
@@ -282,6 +290,11 @@ steps = []
 os = "none"
 provisioner = "lv"
 
+[images.tmpl]
+os = "none"
+provisioner = "lv"
+domain_xml = "{xml}"
+
 [computers.vm]
 address = "192.0.2.7"
 node = "test"
@@ -289,7 +302,8 @@ node = "test"
 [computers.ghost]
 address = "192.0.2.8"
 node = "no-such-domain"
-"#,
+"#
+        .replace("{xml}", &xml.display().to_string()),
     );
     let r = Test::with(&s)
         .args(&["check", "vm", "--image", "img", "--online"])
@@ -313,6 +327,29 @@ node = "no-such-domain"
             &r,
             "failed",
             "libvirt domain no-such-domain at test:///default: not defined"
+        ),
+        "{}",
+        r.stdout
+    );
+    // The template's networks: one there and active, one missing.
+    let r = Test::with(&s)
+        .args(&["check", "vm", "--image", "tmpl", "--online"])
+        .run();
+    r.code(1);
+    assert!(
+        has_line(
+            &r,
+            "ok ",
+            "libvirt network default at test:///default: active"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        has_line(
+            &r,
+            "failed",
+            "libvirt network public at test:///default: not found"
         ),
         "{}",
         r.stdout
