@@ -6,7 +6,7 @@
 
 /// Gives a fieldless enum its names, one per variant, written once:
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Clone, Copy, Serialize, Deserialize)]
 /// #[serde(into = "&'static str", try_from = "String")]
 /// enum Phase { Load, PostLoad }
