@@ -145,7 +145,8 @@ fn check_computer(
     name: &str,
     comp: &ComputerConfig,
 ) -> Result<(), KeyError> {
-    check_computer_name(name).map_err(|why| KeyError::new(&["computers", name], why))?;
+    crate::state::check_computer_name(name)
+        .map_err(|why| KeyError::new(&["computers", name], why))?;
     let address = ["computers", name, "address"];
     if comp.address.trim().is_empty() {
         return Err(KeyError::new(
@@ -214,29 +215,6 @@ fn check_static_address(st: &StaticAddress) -> Result<(), (&'static str, String)
         ));
     }
     Ok(())
-}
-
-/// The longest computer name (a DNS label's length).
-pub const MAX_NAME_LEN: usize = 63;
-
-/// A computer's name becomes a directory and a lock in the state dir, so it
-/// must be one plain path component that no other name aliases: letters,
-/// digits, `-`, `_` and `.`, starting with a letter or digit, at most
-/// [`MAX_NAME_LEN`] bytes.
-pub fn check_computer_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    let ok_start = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok_chars && ok_start && name.len() <= MAX_NAME_LEN {
-        return Ok(());
-    }
-    Err(format!(
-        "computer name {name:?} is not allowed: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit (it names a directory in the state dir)"
-    ))
 }
 
 /// An address reaches commands (ping, ssh) as an argument: it must not
