@@ -119,11 +119,14 @@ pub fn grant(
     } else {
         None
     };
+    let mut ports = vec![way.port];
+    ports.extend(plan.profile.ports.iter().filter(|p| **p != way.port));
     let r = Request {
         reservation: &ask.reservation,
         user: &ask.user,
         keys: &ask.keys,
         from: &from,
+        ports: &ports,
         admin: ask.admin,
         password: password.as_ref(),
     };

@@ -324,6 +324,9 @@ pub struct OsConfig {
     pub allow_from: Option<Vec<String>>,
     /// NTP servers the first boot points the clock at and syncs from.
     pub time_servers: Option<Vec<String>>,
+    /// TCP ports `reimage grant` opens to the user's addresses besides
+    /// the family's own (SSH 22, RDP 3389).
+    pub ports: Option<Vec<u16>>,
     /// Windows activation: `best-effort` (the default when `kms_hosts` or
     /// `mak_file` is set: a failure warns), `required` (a failure fails
     /// the load) or `off`. Kept as written (a table is the old form,

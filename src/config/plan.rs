@@ -72,6 +72,8 @@ pub struct Profile {
     pub allow_from: Vec<String>,
     /// NTP servers; empty: the clock is left alone.
     pub time_servers: Vec<String>,
+    /// TCP ports a grant opens besides the family's way in.
+    pub ports: Vec<u16>,
     /// Windows activation.
     pub activation: Option<Activation>,
     /// Active Directory domain to join.
@@ -457,6 +459,7 @@ pub fn profile(
         fresh_password: o.fresh_password.unwrap_or(true),
         allow_from: o.allow_from.clone().unwrap_or_default(),
         time_servers: o.time_servers.clone().unwrap_or_default(),
+        ports: o.ports.clone().unwrap_or_default(),
         activation: Activation::of(o),
         domain_dns: o.domain_dns.clone().unwrap_or_default(),
         domain: o.domain.clone(),

@@ -24,6 +24,9 @@ pub struct Request<'a> {
     /// Every address its way in is open to: this grant's and the earlier
     /// ones' of the reservation.
     pub from: &'a [String],
+    /// The TCP ports its way in opens: the family's (SSH 22, RDP 3389),
+    /// then the profile's `ports`, each once.
+    pub ports: &'a [u16],
     /// An administrator (sudo, Administrators).
     pub admin: bool,
     /// Its new password, when the family sets one.

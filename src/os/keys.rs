@@ -11,7 +11,7 @@ use crate::config::{FamilyRules, KeyError, OsConfig, WaitKind};
 /// channel's (`host_keys` names a policy of the SSH channel; WinRM's
 /// `auth` and `thumbprint` read, and its keys that only work together),
 /// `allow_from` holds addresses or CIDRs, `time_servers` host names or
-/// addresses.
+/// addresses, `ports` TCP ports (1-65535, each once).
 pub fn check_shared(profile: &str, os: &OsConfig) -> Result<(), KeyError> {
     super::channel::check_keys(profile, os)?;
     for (i, a) in os.allow_from.iter().flatten().enumerate() {
@@ -21,6 +21,15 @@ pub fn check_shared(profile: &str, os: &OsConfig) -> Result<(), KeyError> {
         if !plain_host(t) {
             let why = format!("time server `{t}` is not a host name or address");
             return Err(item("time_servers", i, why));
+        }
+    }
+    let ports = os.ports.as_deref().unwrap_or_default();
+    for (i, p) in ports.iter().enumerate() {
+        if *p == 0 {
+            return Err(item("ports", i, "port 0 is no TCP port: 1 to 65535".into()));
+        }
+        if ports[..i].contains(p) {
+            return Err(item("ports", i, format!("port {p} is named twice")));
         }
     }
     Ok(())

@@ -78,7 +78,8 @@ pub fn grant(a: &mut Actions, r: &Request) -> Result<(), Outcome> {
         remove(a, &[&keys, &pw]);
         return Err(o);
     }
-    let mut args = vec![WAY_IN.port.to_string(), tag(r.user)];
+    let ports: Vec<String> = r.ports.iter().map(u16::to_string).collect();
+    let mut args = vec![ports.join(","), tag(r.user)];
     args.extend(r.from.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     a.run("open-ssh", &sh(GRANT_FIREWALL, &args), Outcome::Fatal)?;

@@ -34,7 +34,7 @@ nft -f "$ROOT/etc/nftables.conf"
 sh "$FW" 10.0.2.2 >/dev/null
 echo "== ann"; sh "$GRANT" 22 reimage-user-ann 198.51.100.0/24
 echo "== ann again"; sh "$GRANT" 22 reimage-user-ann 198.51.100.0/24 2001:db8::7
-echo "== bob"; sh "$GRANT" 22 reimage-user-bob 192.0.2.77
+echo "== bob"; sh "$GRANT" 22,8080 reimage-user-bob 192.0.2.77
 echo "== granted"; nft list chain inet filter input
 nft -f "$ROOT/etc/nftables.conf"
 echo "== boot"; nft list chain inet filter input
@@ -63,7 +63,8 @@ echo "== end"
         "ip saddr 198.51.100.0/24 tcp dport 22 accept comment \"reimage-user-ann\"",
         "ip6 saddr 2001:db8::7 tcp dport 22 accept comment \"reimage-user-ann\"",
     ];
-    let bob = "ip saddr 192.0.2.77 tcp dport 22 accept comment \"reimage-user-bob\"";
+    // A profile's `ports`: one rule for the set.
+    let bob = "ip saddr 192.0.2.77 tcp dport { 22, 8080 } accept comment \"reimage-user-bob\"";
     let all = [lockdown, ann[0], ann[1], bob];
     holds(&rules(&out, "granted"), &all, drop, &out);
     holds(&rules(&out, "boot"), &all, drop, &out);
@@ -90,6 +91,7 @@ iptables -A INPUT -p tcp --dport 22 -j ACCEPT
 sh "$FW" 10.0.2.2 >/dev/null
 echo "== ann"; sh "$GRANT" 22 reimage-user-ann 198.51.100.0/24 192.0.2.8
 echo "== ann again"; sh "$GRANT" 22 reimage-user-ann 198.51.100.0/24 192.0.2.9
+echo "== bob"; sh "$GRANT" 22,8080 reimage-user-bob 192.0.2.77
 echo "== granted"; iptables -S INPUT
 echo "== revoke"; sh "$GRANT" 22 reimage-user-ann
 echo "== revoke again"; sh "$GRANT" 22 reimage-user-ann
@@ -111,15 +113,16 @@ echo "== end"
     let lockdown = rule("10.0.2.2/32", "reimage-ssh", "ACCEPT");
     let ann1 = rule("198.51.100.0/24", "reimage-user-ann", "ACCEPT");
     let ann2 = rule("192.0.2.9/32", "reimage-user-ann", "ACCEPT");
+    let bob = "-A INPUT -s 192.0.2.77/32 -p tcp -m multiport --dports 22,8080 -m comment --comment reimage-user-bob -j ACCEPT";
     holds(
         &rules(&out, "granted"),
-        &[&lockdown, &ann1, &ann2],
+        &[&lockdown, &ann1, &ann2, bob],
         drop,
         &out,
     );
     // The second grant replaced the first's 192.0.2.8.
     assert!(!out.contains("192.0.2.8/32"), "{out}");
-    holds(&rules(&out, "revoked"), &[&lockdown], drop, &out);
+    holds(&rules(&out, "revoked"), &[&lockdown, bob], drop, &out);
     let saved = std::fs::read_to_string(&v4).expect("rules.v4");
     assert!(
         saved.contains("reimage-ssh") && !saved.contains("reimage-user-ann"),

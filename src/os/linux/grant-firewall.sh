@@ -1,15 +1,22 @@
 #!/bin/sh
-# reimage grant/revoke: TCP PORT open from the sources given after TAG, and
-# from nowhere else that TAG opened: the rules tagged TAG are replaced (none
-# given: removed). Arguments: PORT TAG [SOURCE...]. nftables: an accept per
+# reimage grant/revoke: TCP PORTS (comma-joined: 22,8080) open from the
+# sources given after TAG, and from nowhere else that TAG opened: the rules
+# tagged TAG are replaced (none given: removed). Arguments: PORTS TAG
+# [SOURCE...]. nftables: an accept per
 # source at the head of every input base chain, comment TAG, also in
 # /etc/nftables.conf between "# TAG begin/end"; iptables/ip6tables: an
 # ACCEPT per source at the head of INPUT, comment TAG, saved where the boot
 # loads them; firewalld and ufw: the sources kept in
-# /var/lib/reimage/grants/TAG, the rules of the last ones taken out first.
+# /var/lib/reimage/grants/TAG (a line "PORTS SOURCE" each), the rules of
+# the last ones taken out first.
 # The same choice of firewall as the first boot's lockdown (firewall.sh).
-port=$1 tag=$2
+ports=$1 tag=$2
 shift 2
+# One port or a set: nft's and iptables' words for it.
+case "$ports" in
+  *,*) nft_dport="{ $(echo "$ports" | sed 's/,/, /g') }"; ipt_dport="-m multiport --dports $ports";;
+  *) nft_dport=$ports; ipt_dport="--dport $ports";;
+esac
 fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
 root=${REIMAGE_ROOT:-}
 saved="iptables:/etc/iptables/rules.v4 ip6tables:/etc/iptables/rules.v6
@@ -19,18 +26,26 @@ ipt_saved() {
   for e in $saved; do [ -f "$root${e#*:}" ] && return 0; done
   return 1
 }
-what="$port/tcp from ${*:-nowhere}"
+what="$ports/tcp from ${*:-nowhere}"
 list=$root/var/lib/reimage/grants/$tag
 old() { [ -f "$list" ] && cat "$list"; }
-keep() { mkdir -p "${list%/*}" && if [ $# -gt 0 ]; then printf '%s\n' "$@" > "$list"; else rm -f "$list"; fi; }
+keep() {
+  mkdir -p "${list%/*}" || return 1
+  if [ $# -eq 0 ]; then rm -f "$list"; return; fi
+  for c in "$@"; do printf '%s %s\n' "$ports" "$c"; done > "$list"
+}
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
-  rule() { echo "rule family=$(fam "$1") source address=$1 port port=$port protocol=tcp accept"; }
-  for c in $(old); do firewall-cmd --permanent --remove-rich-rule="$(rule "$c")" >/dev/null 2>&1; done
-  for c in "$@"; do firewall-cmd --permanent --add-rich-rule="$(rule "$c")" >/dev/null || exit 1; done
+  rule() { echo "rule family=$(fam "$2") source address=$2 port port=$1 protocol=tcp accept"; }
+  old | while read -r ps c; do
+    for p in $(echo "$ps" | tr , ' '); do firewall-cmd --permanent --remove-rich-rule="$(rule "$p" "$c")" >/dev/null 2>&1; done
+  done
+  for c in "$@"; do
+    for p in $(echo "$ports" | tr , ' '); do firewall-cmd --permanent --add-rich-rule="$(rule "$p" "$c")" >/dev/null || exit 1; done
+  done
   keep "$@" && firewall-cmd --reload >/dev/null && echo "firewalld: $what"
 elif command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status: active"; then
-  for c in $(old); do ufw delete allow from "$c" to any port "$port" proto tcp >/dev/null 2>&1; done
-  for c in "$@"; do ufw insert 1 allow from "$c" to any port "$port" proto tcp >/dev/null || exit 1; done
+  old | while read -r ps c; do ufw delete allow from "$c" to any port "$ps" proto tcp >/dev/null 2>&1; done
+  for c in "$@"; do ufw insert 1 allow from "$c" to any port "$ports" proto tcp >/dev/null || exit 1; done
   keep "$@" && echo "ufw: $what"
 elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
     $1 == "table" { t = $2 " " $3 }
@@ -41,7 +56,7 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
     for s in "$@"; do
       case "$f $(fam "$s")" in "ip ipv6"|"ip6 ipv4") continue;; esac
       k=ip; [ "$(fam "$s")" = ipv6 ] && k=ip6
-      echo "insert rule $f $t $c $k saddr $s tcp dport $port accept comment \"$tag\""
+      echo "insert rule $f $t $c $k saddr $s tcp dport $nft_dport accept comment \"$tag\""
     done
   done)
   del=$(printf '%s\n' "$chains" | while read -r f t c; do
@@ -71,7 +86,7 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
   done
   for c in "$@"; do
     t=iptables; [ "$(fam "$c")" = ipv6 ] && t=ip6tables
-    rule="INPUT -p tcp -s $c --dport $port -m comment --comment $tag -j ACCEPT"
+    rule="INPUT -p tcp -s $c $ipt_dport -m comment --comment $tag -j ACCEPT"
     # shellcheck disable=SC2086 # $rule is split into its words
     $t -C $rule 2>/dev/null || $t -I $rule || exit 1
   done
@@ -85,5 +100,5 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
   [ -n "$kept" ] && kept="kept in${kept}" || kept="not kept: no saved rules"
   echo "iptables: $what ($kept)"
 else
-  echo "no firewall found: $port/tcp open as the image has it"
+  echo "no firewall found: $ports/tcp open as the image has it"
 fi

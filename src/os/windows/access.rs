@@ -57,8 +57,8 @@ fn delete_then(user: &str) -> Vec<String> {
     v
 }
 
-/// `user`'s rule replaced by one that lets TCP `port` in from `from`.
-fn open_rule(user: &str, port: u16, from: &[String]) -> Vec<String> {
+/// `user`'s rule replaced by one that lets TCP `ports` in from `from`.
+fn open_rule(user: &str, ports: &[u16], from: &[String]) -> Vec<String> {
     let mut v = delete_then(user);
     v.extend(argv(&["netsh", "advfirewall", "firewall", "add", "rule"]));
     v.push(rule(user));
@@ -68,7 +68,8 @@ fn open_rule(user: &str, port: u16, from: &[String]) -> Vec<String> {
         "enable=yes",
         "protocol=TCP",
     ]));
-    v.push(format!("localport={port}"));
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    v.push(format!("localport={}", ports.join(",")));
     v.push(format!("remoteip={}", from.join(",")));
     v
 }
@@ -119,7 +120,7 @@ pub fn grant(f: Windows, a: &mut Actions, r: &Request) -> Result<(), Outcome> {
     }
     a.run(
         "open-rdp",
-        &open_rule(r.user, WAY_IN.port, r.from),
+        &open_rule(r.user, r.ports, r.from),
         Outcome::Fatal,
     )?;
     Ok(())
@@ -154,8 +155,8 @@ mod tests {
     fn the_rule_is_reimages_own_by_port_and_remote_address() {
         let from = ["10.1.0.0/16".to_string(), "192.0.2.5".to_string()];
         assert_eq!(
-            open_rule("ann", 3389, &from).join(" "),
-            r#"cmd /c netsh advfirewall firewall delete rule name="reimage user ann" dir=in >nul 2>&1 & netsh advfirewall firewall add rule name="reimage user ann" dir=in action=allow enable=yes protocol=TCP localport=3389 remoteip=10.1.0.0/16,192.0.2.5"#
+            open_rule("ann", &[3389, 8080], &from).join(" "),
+            r#"cmd /c netsh advfirewall firewall delete rule name="reimage user ann" dir=in >nul 2>&1 & netsh advfirewall firewall add rule name="reimage user ann" dir=in action=allow enable=yes protocol=TCP localport=3389,8080 remoteip=10.1.0.0/16,192.0.2.5"#
         );
         assert_eq!(
             delete_rule("ann").join(" "),
