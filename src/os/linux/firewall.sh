@@ -1,5 +1,15 @@
 #!/bin/sh
 fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
+# -i MAC first: the rules bind to the interface that has MAC ($dev); a MAC
+# no interface has is an error. Without it, $dev is empty: every interface.
+dev=
+if [ "${1:-}" = -i ]; then
+  mac=$(printf '%s' "$2" | tr A-F a-f); shift 2
+  dev=$(ip -o link show | awk -v m="$mac" '{
+    for (i = 1; i < NF; i++) if ($i == "link/ether" && tolower($(i + 1)) == m) {
+      n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); print n; exit } }')
+  [ -n "$dev" ] || { echo "no interface has MAC $mac" >&2; exit 1; }
+fi
 # @peer: the address this SSH connection comes from as the computer sees it
 # (behind NAT, e.g. QEMU user networking, not the management node's own).
 n=$#; i=0

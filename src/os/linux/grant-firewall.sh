@@ -10,6 +10,16 @@
 # /var/lib/reimage/grants/TAG (a line "PORTS SOURCE" each), the rules of
 # the last ones taken out first.
 # The same choice of firewall as the first boot's lockdown (firewall.sh).
+# -i MAC before PORTS: the rules bind to the interface that has MAC ($dev); a MAC
+# no interface has is an error. Without it, $dev is empty: every interface.
+dev=
+if [ "${1:-}" = -i ]; then
+  mac=$(printf '%s' "$2" | tr A-F a-f); shift 2
+  dev=$(ip -o link show | awk -v m="$mac" '{
+    for (i = 1; i < NF; i++) if ($i == "link/ether" && tolower($(i + 1)) == m) {
+      n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); print n; exit } }')
+  [ -n "$dev" ] || { echo "no interface has MAC $mac" >&2; exit 1; }
+fi
 ports=$1 tag=$2
 shift 2
 # One port or a set: nft's and iptables' words for it.
