@@ -205,9 +205,11 @@ done
 echo 'not executable: skipped' > /etc/reimage/post-load.d/30-notes"#;
 
 /// The two networks (issue 25): the private NIC (QEMU's user network with
-/// the forwards, where reimage's SSH runs) and the public one, a second
-/// user network of its own (10.0.3.0/24, QEMU's DHCP server on it), first
-/// with a static address, then by DHCP.
+/// the forwards, where reimage's SSH runs) and the public one. Other
+/// tests' public NIC is a user network of its own (10.0.3.0/24, QEMU's
+/// DHCP server on it); this file's test puts it on a tap of this host
+/// (`PublicNet`), first with a static address, then by DHCP from a
+/// dnsmasq on that tap.
 const PRIVATE_MAC: &str = "52:54:00:aa:00:01";
 const PUBLIC_MAC: &str = "52:54:00:aa:00:02";
 const PUBLIC_STATIC: &str = r#"public_mac = "52:54:00:aa:00:02"
@@ -217,6 +219,85 @@ public_gateway = "192.168.90.1"
 public_dns = ["192.168.90.53"]
 "#;
 const PUBLIC_DHCP: &str = "public_mac = \"52:54:00:aa:00:02\"\n";
+
+/// The address dnsmasq leases to `PUBLIC_MAC`, and this host's on the tap
+/// (the static run's gateway).
+const LEASED: &str = "192.168.90.123";
+const TAP_HOST: &str = "192.168.90.1";
+
+/// The public network as a site has it: a tap on this host (QEMU's
+/// `-netdev tap`) with `TAP_HOST`, and dnsmasq serving DHCP on that tap
+/// only (no DNS: `--port=0`), leasing `LEASED` to `PUBLIC_MAC`. Both go
+/// when it drops.
+struct PublicNet {
+    tap: String,
+    dnsmasq: std::process::Child,
+    leases: PathBuf,
+}
+
+impl PublicNet {
+    fn start(dir: &Path) -> PublicNet {
+        let tap = format!("rpub{}", std::process::id() % 100_000);
+        let ip = |args: &[&str]| {
+            let r = run(Command::new("ip").args(args), Duration::from_secs(20));
+            assert_eq!(r.code, 0, "ip {args:?}: {}", r.stderr);
+        };
+        let _ = run(
+            Command::new("ip").args(["link", "del", &tap]),
+            Duration::from_secs(20),
+        );
+        ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]);
+        ip(&["addr", "add", &format!("{TAP_HOST}/24"), "dev", &tap]);
+        ip(&["link", "set", &tap, "up"]);
+        let leases = dir.join("dnsmasq.leases");
+        let dnsmasq = Command::new("dnsmasq")
+            .args(["--keep-in-foreground", "--conf-file=/dev/null"])
+            .args(["--no-resolv", "--no-hosts", "--port=0", "--bind-interfaces"])
+            .arg(format!("--interface={tap}"))
+            .args(["--except-interface=lo", "--dhcp-authoritative"])
+            .args(["--user=root", "--group=root", "--log-dhcp"])
+            .arg("--dhcp-range=192.168.90.100,192.168.90.150,255.255.255.0,1h")
+            .arg(format!("--dhcp-host={PUBLIC_MAC},{LEASED}"))
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+            .arg(format!(
+                "--log-facility={}",
+                dir.join("dnsmasq.log").display()
+            ))
+            .spawn()
+            .expect("dnsmasq runs (.ci/run installs dnsmasq-base)");
+        PublicNet {
+            tap,
+            dnsmasq,
+            leases,
+        }
+    }
+
+    /// `public_netdev` for the qemu provisioner: the guest's public NIC on
+    /// the tap.
+    fn provisioner(&self) -> String {
+        format!(
+            "\n[provisioners.qemu]\nkind = \"qemu\"\npublic_netdev = \"tap,ifname={},script=no,downscript=no\"\n",
+            self.tap
+        )
+    }
+
+    /// dnsmasq's lease file.
+    fn leases(&self) -> String {
+        std::fs::read_to_string(&self.leases).unwrap_or_default()
+    }
+}
+
+impl Drop for PublicNet {
+    fn drop(&mut self) {
+        let _ = self.dnsmasq.kill();
+        let _ = self.dnsmasq.wait();
+        let _ = run(
+            Command::new("ip").args(["link", "del", &self.tap]),
+            Duration::from_secs(20),
+        );
+    }
+}
 
 /// The guest's interface with MAC `mac` (`ip -j addr`): its name and its
 /// IPv4 addresses as `A.B.C.D/N`.
@@ -362,8 +443,10 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let held = Port::new();
     let port = held.num();
     let s = Scratch::new("debian");
+    let net = PublicNet::start(&s.dir);
     let _vm = Vm(s.path("state/qemu/deb-vm/qemu.pid"));
-    s.config(&config_with(&g, port, "", PUBLIC_STATIC));
+    let public = |p: &str| format!("{p}{}", net.provisioner());
+    s.config(&config_with(&g, port, "", &public(PUBLIC_STATIC)));
     let pw_file = s.path("state/computers/deb-vm/root-password");
 
     // --- 1: provision ------------------------------------------------------
@@ -495,23 +578,29 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let kh1 = std::fs::read_to_string(s.path("state/known_hosts")).expect("known_hosts");
 
     // --- 2: post-load again, with a reboot that needs the kept rules -------
-    // The public interface now by DHCP (QEMU's server on its network).
-    s.config(&config(&g, port, REBOOT_STEPS));
+    // The public interface now by DHCP, from the test's dnsmasq on the tap.
+    s.config(&config_with(&g, port, REBOOT_STEPS, &public(PUBLIC_DHCP)));
     let r = reimage(Test::with(&s).post_load("deb-vm", "debian"));
     r.code(0);
     let ev = r.events();
     let (pub_if, pub_v4) = guest_interface(&g, port, PUBLIC_MAC);
+    let leased = format!("{LEASED}/24");
     assert_eq!(
         pub_v4,
-        ["10.0.3.15/24"],
-        "QEMU's DHCP lease, the static address gone"
+        [leased.as_str()],
+        "dnsmasq's lease, the static address gone"
     );
-    assert_eq!(reported_public(&ev).as_deref(), Some("10.0.3.15/24"));
+    let leases = net.leases();
+    assert!(
+        leases.contains(&format!(" {PUBLIC_MAC} {LEASED} ")),
+        "dnsmasq leased it: {leases}"
+    );
+    assert_eq!(reported_public(&ev).as_deref(), Some(leased.as_str()));
     assert_eq!(route_dev(&g, port, "10.0.2.2"), priv_if);
     assert_eq!(
         step_messages(&ev, "public-network").last(),
         Some(&format!(
-            "ok: public interface {pub_if} (systemd-networkd): 10.0.3.15/24"
+            "ok: public interface {pub_if} (systemd-networkd): {leased}"
         ))
     );
     let reboot = step_messages(&ev, "reboot");
@@ -552,7 +641,7 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     // script (not executable: run by sh), then post-load.d by name, each
     // with the run's environment.
     guest(&g, port, GUEST_HOOKS);
-    s.config(&config(&g, port, ""));
+    s.config(&config_with(&g, port, "", &public(PUBLIC_DHCP)));
     let r = reimage(
         Test::with(&s)
             .post_load("deb-vm", "debian")
