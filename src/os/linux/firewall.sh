@@ -32,15 +32,79 @@ ipt_saved() {
   return 1
 }
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
-  firewall-cmd --permanent --remove-service=ssh >/dev/null 2>&1
-  for c in "$@"; do
-    firewall-cmd --permanent --add-rich-rule="rule family=$(fam "$c") source address=$c service name=ssh accept" >/dev/null || exit 1
+  # firewalld puts each packet in one zone (by its source, else by its
+  # interface, else the default zone); a zone's rich rules see only its
+  # packets. SSH (the service, 22/tcp, and the rich rules that let it in
+  # from a source: a rerun's old ones too) goes from the default zone and
+  # every active one. Without -i, each of them gets a rich rule per
+  # source; with -i, $dev moves into zone reimage (made the first time
+  # with the services and ports of $dev's zone, SSH aside), which alone
+  # gets them: an allowed source on another interface is refused. All in
+  # the permanent configuration, then reloaded.
+  fwp() { firewall-cmd --permanent "$@" >/dev/null; }
+  # rich ZONE OP: the rich rules on stdin (one a line) added or removed.
+  rich() {
+    z=$1 op=$2; set --
+    while IFS= read -r r; do [ -z "$r" ] || set -- "$@" "--$op-rich-rule=$r"; done
+    [ $# -eq 0 ] || fwp --zone="$z" "$@"
+  }
+  # sources ZONE SOURCE...: SSH in ZONE from the SOURCEs only.
+  sources() {
+    z=$1; shift
+    all=$(firewall-cmd --permanent --zone="$z" --list-all) || return 1
+    has() { printf '%s\n' "$all" | grep -qE "^ +$1:(.* )?$2( |\$)"; }
+    if has services ssh; then fwp --zone="$z" --remove-service=ssh || return 1; fi
+    if has ports 22/tcp; then fwp --zone="$z" --remove-port=22/tcp || return 1; fi
+    printf '%s\n' "$all" | awk '/^\t/ && /service name="ssh"/ { sub(/^\t/, ""); print }' | rich "$z" remove || return 1
+    for c in "$@"; do echo "rule family=$(fam "$c") source address=$c service name=ssh accept"; done | rich "$z" add
+  }
+  zones=$({ firewall-cmd --get-default-zone; firewall-cmd --get-active-zones | grep -v '^[[:space:]]'; } | sort -u | tr '\n' ' ')
+  zones=${zones% }
+  if [ -n "$dev" ]; then
+    if ! firewall-cmd --permanent --get-zones | tr ' ' '\n' | grep -qx reimage; then
+      was=$(firewall-cmd --get-zone-of-interface="$dev" 2>/dev/null) || was=$(firewall-cmd --get-default-zone)
+      fwp --new-zone=reimage || exit 1
+      for s in $(firewall-cmd --permanent --zone="$was" --list-services); do
+        [ "$s" = ssh ] || fwp --zone=reimage --add-service="$s" || exit 1
+      done
+      for p in $(firewall-cmd --permanent --zone="$was" --list-ports); do
+        [ "$p" = 22/tcp ] || fwp --zone=reimage --add-port="$p" || exit 1
+      done
+    fi
+    fwp --zone=reimage --change-interface="$dev" || exit 1
+  fi
+  for z in $zones; do
+    if [ -z "$dev" ]; then sources "$z" "$@"; elif [ "$z" != reimage ]; then sources "$z"; fi || exit 1
   done
-  firewall-cmd --reload >/dev/null && echo "firewalld: ssh from $*"
-elif command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status: active"; then
-  for r in 22/tcp 22 ssh OpenSSH; do ufw delete allow "$r" >/dev/null 2>&1; done
-  for c in "$@"; do ufw allow from "$c" to any port 22 proto tcp >/dev/null || exit 1; done
-  echo "ufw: 22/tcp from $*"
+  [ -z "$dev" ] || sources reimage "$@" || exit 1
+  firewall-cmd --reload >/dev/null || exit 1
+  # An interface NetworkManager holds keeps its zone at runtime until NM
+  # hears of the new one (firewall-cmd told it): moved now too.
+  [ -z "$dev" ] || firewall-cmd --zone=reimage --change-interface="$dev" >/dev/null || exit 1
+  if [ -n "$dev" ]; then echo "firewalld: 22/tcp from $* on $dev (zone reimage)"
+  else echo "firewalld: 22/tcp from $* (zones $zones)"; fi
+elif command -v ufw >/dev/null 2>&1 && LC_ALL=C ufw status 2>/dev/null | grep -q "Status: active"; then
+  # ufw: rules carry the comment reimage-ssh, so a rerun replaces them.
+  # The image's rules for 22 from anywhere go (ufw keeps one rule per
+  # match, whatever its action: one left would take the place of the
+  # deny), then "deny 22/tcp" (every interface) and before it an allow
+  # per source (with -i: "in on $dev" only), each prepended: first in its
+  # family's list (v4, v6), before the image's rules.
+  LC_ALL=C ufw status numbered | awk '/^\[ *[0-9]+\]/ {
+      n = $0; sub(/^\[ */, "", n); sub(/\].*/, "", n)
+      l = $0; sub(/[ \t]+$/, "", l)
+      if (l ~ /# reimage-ssh$/) { print n; next }
+      sub(/^\[ *[0-9]+\] */, "", l); sub(/ *#.*$/, "", l); split(l, f, /  +/)
+      sub(/ \(v6\)$/, "", f[1]); sub(/ \(v6\)$/, "", f[3])
+      if (f[1] ~ /^(22|22\/tcp|ssh|OpenSSH)$/ && f[3] == "Anywhere") print n }' |
+    sort -rn | while read -r n; do ufw --force delete "$n" >/dev/null || exit 1; done || exit 1
+  ufw prepend deny proto tcp from any to any port 22 comment reimage-ssh >/dev/null || exit 1
+  allow() {
+    if [ -n "$dev" ]; then set -- allow in on "$dev" from "$1"; else set -- allow from "$1"; fi
+    ufw prepend "$@" to any port 22 proto tcp comment reimage-ssh >/dev/null
+  }
+  for c in "$@"; do allow "$c" || exit 1; done
+  echo "ufw: 22/tcp from $*${dev:+ on $dev}"
 elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
     $1 == "table" { t = $2 " " $3 }
     $1 == "chain" { c = $2 }

@@ -6,9 +6,10 @@
 # source at the head of every input base chain, comment TAG, also in
 # /etc/nftables.conf between "# TAG begin/end"; iptables/ip6tables: an
 # ACCEPT per source at the head of INPUT, comment TAG, saved where the boot
-# loads them; firewalld and ufw: the sources kept in
-# /var/lib/reimage/grants/TAG (a line "PORTS SOURCE" each), the rules of
-# the last ones taken out first.
+# loads them; firewalld: a rich rule per source and port in a zone (see
+# its branch), the sources kept in /var/lib/reimage/grants/TAG (a line
+# "PORTS SOURCE ZONE" each), the rules of the last ones taken out first;
+# ufw: an allow per source, comment TAG, prepended.
 # The same choice of firewall as the first boot's lockdown (firewall.sh).
 # -i MAC before PORTS: the rules bind to the interface that has MAC ($dev); a MAC
 # no interface has is an error. Without it, $dev is empty: every interface.
@@ -45,18 +46,51 @@ keep() {
   for c in "$@"; do printf '%s %s\n' "$ports" "$c"; done > "$list"
 }
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
+  # A rich rule per source and port in the zone of $dev (with the first
+  # boot's -i, not the private interface's zone reimage), or without -i in
+  # the default zone and every active one; at runtime and in the
+  # permanent configuration, with no reload. Rich rules carry no tag:
+  # $list keeps "PORTS SOURCE ZONE" lines, and revoke takes those out.
   rule() { echo "rule family=$(fam "$2") source address=$2 port port=$1 protocol=tcp accept"; }
-  old | while read -r ps c; do
-    for p in $(echo "$ps" | tr , ' '); do firewall-cmd --permanent --remove-rich-rule="$(rule "$p" "$c")" >/dev/null 2>&1; done
+  # rich ZONE OP: the rich rules on stdin (one a line) added or removed,
+  # now and for the boot.
+  rich() {
+    z=$1 op=$2; set --
+    while IFS= read -r r; do [ -z "$r" ] || set -- "$@" "--$op-rich-rule=$r"; done
+    [ $# -eq 0 ] || { firewall-cmd --zone="$z" "$@" >/dev/null &&
+      firewall-cmd --permanent --zone="$z" "$@" >/dev/null; }
+  }
+  # rules PORTS SOURCE...: the rich rules, one a line.
+  rules() { ps=$1; shift; for c in "$@"; do for p in $(echo "$ps" | tr , ' '); do rule "$p" "$c"; done; done; }
+  def=$(firewall-cmd --get-default-zone) || exit 1
+  if [ -n "$dev" ]; then
+    zones=$(firewall-cmd --get-zone-of-interface="$dev" 2>/dev/null) || zones=$def
+  else
+    zones=$({ echo "$def"; firewall-cmd --get-active-zones | grep -v '^[[:space:]]'; } | sort -u | tr '\n' ' ')
+    zones=${zones% }
+  fi
+  for z in $(old | awk -v d="$def" '{ print ($3 == "" ? d : $3) }' | sort -u); do
+    old | while read -r ps c oz; do [ "${oz:-$def}" = "$z" ] && rules "$ps" "$c"; done | rich "$z" remove || exit 1
   done
-  for c in "$@"; do
-    for p in $(echo "$ports" | tr , ' '); do firewall-cmd --permanent --add-rich-rule="$(rule "$p" "$c")" >/dev/null || exit 1; done
-  done
-  keep "$@" && firewall-cmd --reload >/dev/null && echo "firewalld: $what"
-elif command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q "Status: active"; then
-  old | while read -r ps c; do ufw delete allow from "$c" to any port "$ps" proto tcp >/dev/null 2>&1; done
-  for c in "$@"; do ufw insert 1 allow from "$c" to any port "$ports" proto tcp >/dev/null || exit 1; done
-  keep "$@" && echo "ufw: $what"
+  for z in $zones; do rules "$ports" "$@" | rich "$z" add || exit 1; done
+  mkdir -p "${list%/*}" || exit 1
+  if [ $# -eq 0 ]; then rm -f "$list"
+  else for z in $zones; do for c in "$@"; do echo "$ports $c $z"; done; done > "$list" || exit 1; fi
+  echo "firewalld: $what${dev:+ on $dev}${1:+ (zones $zones)}"
+elif command -v ufw >/dev/null 2>&1 && LC_ALL=C ufw status 2>/dev/null | grep -q "Status: active"; then
+  # ufw: an allow per source (with -i: "in on $dev" only), comment TAG,
+  # prepended: first in its family's list (v4, v6), before the first
+  # boot's deny of 22/tcp. The rules with comment TAG go first.
+  LC_ALL=C ufw status numbered | awk -v t="# $tag" '/^\[ *[0-9]+\]/ {
+      l = $0; sub(/[ \t]+$/, "", l)
+      if (substr(l, length(l) - length(t) + 1) == t) { sub(/^\[ */, "", l); sub(/\].*/, "", l); print l } }' |
+    sort -rn | while read -r n; do ufw --force delete "$n" >/dev/null || exit 1; done || exit 1
+  allow() {
+    if [ -n "$dev" ]; then set -- allow in on "$dev" from "$1"; else set -- allow from "$1"; fi
+    ufw prepend "$@" to any port "$ports" proto tcp comment "$tag" >/dev/null
+  }
+  for c in "$@"; do allow "$c" || exit 1; done
+  echo "ufw: $what${dev:+ on $dev}"
 elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
     $1 == "table" { t = $2 " " $3 }
     $1 == "chain" { c = $2 }
