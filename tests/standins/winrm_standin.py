@@ -210,10 +210,13 @@ Behaviour:
                          credentials (--ad-domain, --ad-credentials-file),
                          1355 / 1326 otherwise, and takes effect at the next
                          boot
-    cscript //nologo grant-user.vbs USER FILE 0|1 / revoke-user.vbs USER
+    cscript //nologo grant-user.vbs USER FILE 0|1 / revoke-user.vbs USER [0|1]
                          reimage's account scripts (`grant`, `revoke`):
-                         accounts, groups by SID, logoffs, in
-                         winrm_accounts.py (with the documents it follows)
+                         accounts, groups by SID, logoffs, SIDs and
+                         profile folders (made at a logon, removed by
+                         revoke: Win32_UserProfile, or on XP the
+                         ProfileList key), in winrm_accounts.py (with the
+                         documents it follows)
     wmic computersystem get domain,partofdomain /value; ... call
                          unjoindomainorworkgroup funjoinoptions=0; on
                          --no-wmic (current Windows 11: WMIC is an optional

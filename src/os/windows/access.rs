@@ -163,14 +163,15 @@ fn xp_scopes(
 
 /// The public interface as Windows shows it now, when the computer has
 /// one: read at grant time, so a rule is bound to the address it has now.
-/// No address there is a retry (a DHCP lease may come).
-fn public_now(a: &mut Actions) -> Result<Option<network::Shown>, Outcome> {
+/// No address there is a retry (a DHCP lease may come) when the rule
+/// needs one (`need_address`; XP's exceptions take the interface's name).
+fn public_now(a: &mut Actions, need_address: bool) -> Result<Option<network::Shown>, Outcome> {
     let Some(nic) = a.plan.computer.public.clone() else {
         return Ok(None);
     };
     let who = a.plan.computer.name.clone();
     let nics = network::shown(a, "find-public-interface")?;
-    match network::public_nic(&nics, &nic.mac) {
+    match network::public_nic(&nics, &nic.mac, need_address) {
         Ok(n) => Ok(Some(n.clone())),
         Err(why) => Err(Outcome::Retry(anyhow::anyhow!(
             "{who}: {why}: the user's way in is bound to the public interface's address"
@@ -181,7 +182,7 @@ fn public_now(a: &mut Actions) -> Result<Option<network::Shown>, Outcome> {
 /// XP/2003: every port of `ports` scoped to `users` (every grant's
 /// addresses), as [`xp_scopes`] says, as step `step`.
 fn xp_way_in(a: &mut Actions, step: &str, ports: &[u16], users: &[String]) -> Result<(), Outcome> {
-    let public = public_now(a)?;
+    let public = public_now(a, false)?;
     let allow_from = if public.is_none() {
         crate::os::first_boot::allow_from(a.plan).map_err(Outcome::Fatal)?
     } else {
@@ -239,7 +240,7 @@ pub fn grant(f: Windows, a: &mut Actions, r: &Request) -> Result<(), Outcome> {
     if toolset(f).legacy_firewall {
         return xp_way_in(a, "open-rdp", r.ports, r.every_from);
     }
-    let public = public_now(a)?;
+    let public = public_now(a, true)?;
     let local: Option<Vec<String>> =
         public.map(|n| n.addresses.iter().map(|x| x.to_string()).collect());
     a.run(

@@ -356,12 +356,17 @@ pub fn private_side(
 }
 
 /// The interface with `public_mac` among `nics`, with the addresses
-/// Windows shows there now. Err: why there is none to bind to.
-pub fn public_nic<'a>(nics: &'a [Shown], public_mac: &str) -> Result<&'a Shown, String> {
+/// Windows shows there now (at least one when `need_address`). Err: why
+/// there is none to bind to.
+pub fn public_nic<'a>(
+    nics: &'a [Shown],
+    public_mac: &str,
+    need_address: bool,
+) -> Result<&'a Shown, String> {
     let Some(n) = nics.iter().find(|n| n.mac.as_deref() == Some(public_mac)) else {
         return Err(format!("no interface has the public_mac {public_mac}"));
     };
-    if n.addresses.is_empty() {
+    if need_address && n.addresses.is_empty() {
         return Err(format!(
             "the public interface `{}` (MAC {public_mac}) shows no IPv4 address",
             n.name
@@ -535,8 +540,14 @@ mod tests {
                 .unwrap_err()
                 .contains("no IPv4 address")
         );
-        assert!(public_nic(&nics, public).is_ok());
-        assert!(public_nic(&bare, public).is_err());
+        assert!(public_nic(&nics, public, true).is_ok());
+        let bare_public = [shown("Ethernet 3", public, &[])];
+        assert!(public_nic(&bare_public, public, true).is_err());
+        assert!(
+            public_nic(&bare_public, public, false).is_ok(),
+            "XP binds by name"
+        );
+        assert!(public_nic(&bare, public, false).is_err());
     }
 
     #[test]
