@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use crate::config::Plan;
 use crate::config::network::Addressing;
 use crate::error::Error;
-use crate::os::{OsModule, Request, WayIn};
+use crate::os::{OsModule, Request, Revoke, WayIn};
 use crate::outcome::Outcome;
 use crate::report::{EventResult, Reporter, rfc3339};
 use crate::secret::Secret;
@@ -80,6 +80,33 @@ fn union(earlier: &[String], new: &[String]) -> Vec<String> {
     all
 }
 
+/// The addresses of every grant in `grants` but `except`'s, then `more`,
+/// each once: what a scope shared by every user holds.
+fn every_from(grants: &[Grant], except: Option<&str>, more: &[String]) -> Vec<String> {
+    let mut all = Vec::new();
+    for g in grants.iter().filter(|g| Some(g.user.as_str()) != except) {
+        all = union(&all, &g.from);
+    }
+    union(&all, more)
+}
+
+/// The addresses of the grants in `grants` whose users are not in `users`.
+fn kept_from(grants: &[Grant], users: &[String]) -> Vec<String> {
+    let mut all = Vec::new();
+    for g in grants.iter().filter(|g| !users.contains(&g.user)) {
+        all = union(&all, &g.from);
+    }
+    all
+}
+
+/// The TCP ports a grant opens: the family's way in, then the profile's
+/// `ports`, each once.
+fn ports(plan: &Plan, way: WayIn) -> Vec<u16> {
+    let mut ports = vec![way.port];
+    ports.extend(plan.profile.ports.iter().filter(|p| **p != way.port));
+    ports
+}
+
 /// `reimage grant`, under the computer's lock.
 pub fn grant(
     plan: &Plan,
@@ -119,14 +146,15 @@ pub fn grant(
     } else {
         None
     };
-    let mut ports = vec![way.port];
-    ports.extend(plan.profile.ports.iter().filter(|p| **p != way.port));
+    let ports = ports(plan, way);
+    let every_from = every_from(&grants, Some(&ask.user), &from);
     let r = Request {
         reservation: &ask.reservation,
         user: &ask.user,
         keys: &ask.keys,
         from: &from,
         ports: &ports,
+        every_from: &every_from,
         admin: ask.admin,
         password: password.as_ref(),
     };
@@ -236,7 +264,12 @@ pub fn revoke(
             &format!("reservation {reservation} has no access on {computer}: nothing to revoke"),
         ));
     }
-    let o = os.revoke(plan, &users, report);
+    let keep_from = kept_from(&grants, &users);
+    let r = Revoke {
+        users: &users,
+        keep_from: &keep_from,
+    };
+    let o = os.revoke(plan, &r, report);
     if !matches!(o, Outcome::Done) {
         return Ok(finish(report, o, ""));
     }
@@ -296,7 +329,11 @@ pub fn before_provision(
     let mut ok = true;
     if on_computer {
         report.info(&format!("revoking the earlier grants first: {said}"));
-        match os.revoke(plan, &users, report) {
+        let r = Revoke {
+            users: &users,
+            keep_from: &[],
+        };
+        match os.revoke(plan, &r, report) {
             Outcome::Done => report.info(&format!("earlier grants revoked: {said}")),
             Outcome::Retry(e) | Outcome::Fatal(e) => {
                 report.warn(&format!(

@@ -27,10 +27,24 @@ pub struct Request<'a> {
     /// The TCP ports its way in opens: the family's (SSH 22, RDP 3389),
     /// then the profile's `ports`, each once.
     pub ports: &'a [u16],
+    /// The addresses of every grant on the computer, this one's included,
+    /// each once: a firewall with one scope per port for every user
+    /// (Windows XP's `netsh firewall`) opens the port to them all.
+    pub every_from: &'a [String],
     /// An administrator (sudo, Administrators).
     pub admin: bool,
     /// Its new password, when the family sets one.
     pub password: Option<&'a Secret>,
+}
+
+/// What one `revoke` asks for.
+pub struct Revoke<'a> {
+    /// The accounts that go.
+    pub users: &'a [String],
+    /// The addresses of the grants that stay on the computer (every other
+    /// user's), each once: what a scope shared by every user is
+    /// narrowed to.
+    pub keep_from: &'a [String],
 }
 
 /// How a family lets its users in.

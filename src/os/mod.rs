@@ -30,7 +30,7 @@ mod tests;
 pub use channel::warnings as channel_warnings;
 
 /// `grant` and `revoke`: what they ask of a family, and their checks.
-pub use access::{Request, WayIn, check_source, check_user, key_lines};
+pub use access::{Request, Revoke, WayIn, check_source, check_user, key_lines};
 
 use std::time::Duration;
 
@@ -96,7 +96,7 @@ pub trait OsModule {
 
     /// Takes `users`' access back: the way in closed, their sessions
     /// ended, their accounts removed. Idempotent.
-    fn revoke(&self, plan: &Plan, users: &[String], report: &Reporter) -> Outcome;
+    fn revoke(&self, plan: &Plan, r: &Revoke, report: &Reporter) -> Outcome;
 }
 
 /// One OS family: what it tells the configuration ([`FamilyRules`]: its
@@ -164,6 +164,12 @@ trait Family: FamilyRules {
     /// Revokes `user` over the actions' channel (logged in).
     fn revoke(&self, a: &mut actions::Actions, _user: &str) -> Result<(), Outcome> {
         Err(access::unsupported(self.name(), a.plan))
+    }
+
+    /// Revokes every user of `r`: one by one, unless the family shares
+    /// something between its users (Windows XP's firewall scopes).
+    fn revoke_all(&self, a: &mut actions::Actions, r: &Revoke) -> Result<(), Outcome> {
+        r.users.iter().try_for_each(|u| self.revoke(a, u))
     }
 }
 

@@ -121,10 +121,8 @@ impl OsModule for Module {
         self.access(plan, report, |a| self.family.grant(a, r))
     }
 
-    fn revoke(&self, plan: &Plan, users: &[String], report: &Reporter) -> Outcome {
-        self.access(plan, report, |a| {
-            users.iter().try_for_each(|u| self.family.revoke(a, u))
-        })
+    fn revoke(&self, plan: &Plan, r: &crate::os::Revoke, report: &Reporter) -> Outcome {
+        self.access(plan, report, |a| self.family.revoke_all(a, r))
     }
 }
 

@@ -26,5 +26,6 @@ mod term;
 mod tree;
 mod vsphere;
 mod windows;
+mod windows_access;
 mod winrm_auth;
 mod xcat;

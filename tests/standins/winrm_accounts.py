@@ -1,4 +1,4 @@
-"""Local accounts and groups of the WinRM stand-in (winrm_standin.py), for
+r"""Local accounts and groups of the WinRM stand-in (winrm_standin.py), for
 reimage's `grant` and `revoke`. A STAND-IN, for tests only: no Windows runs
 here.
 
@@ -22,6 +22,21 @@ What it simulates, from Microsoft's documentation:
   references): the user's sessions end. Here a session is a WinRM shell
   the user opened (the stand-in's only kind of logon), and it ends: its
   next request is refused.
+- user profiles: the ProfileList key HKLM\SOFTWARE\Microsoft\Windows NT\
+  CurrentVersion\ProfileList\SID with ProfileImagePath (VCL's Windows.pm
+  reads the default profile's path there; its delete_user removes
+  C:\Documents and Settings\USER); WMI's "Win32_UserProfile class"
+  (Microsoft: minimum supported client Windows Vista, Server 2008; the
+  instance's Delete removes the folder and the key), absent on XP/2003,
+  where a query of it fails "Invalid class". An account's first logon
+  makes its profile
+  folder, C:\Users\NAME (XP/2003: C:\Documents and Settings\NAME), or
+  NAME.COMPUTERNAME when a folder of that name is left from an earlier
+  account (what a revoke that leaves profiles costs the next user of the
+  name); the profile stays when the account is deleted, by SID, until it
+  is removed. Accounts get SIDs S-1-5-21-STANDIN-RID (Win32_UserAccount's
+  SID), RIDs from 1000 in creation order, never reused (the built-in
+  Administrator's is 500).
 
 reimage's VBScripts (src/os/windows/grant-user.vbs, revoke-user.vbs) are
 recognized by what they call, as winrm_standin.py does for its other
@@ -35,6 +50,12 @@ is dumped with the rest of the machine's (`groups`, `disabled_accounts`,
 
 import re
 
+
+def norm(path):
+    """An absolute Windows path as the stand-in keys its files and folders
+    (winrm_standin.norm, for absolute paths)."""
+    return path.strip().strip('"').replace("/", "\\").rstrip("\\").lower()
+
 GRANT_SCRIPT = [
     re.compile(r'(?i)GetObject\(\s*"WinNT://\.,computer"\s*\)\.Create\(\s*"user"'),
     re.compile(r"(?i)\.SetPassword\b"),
@@ -47,7 +68,15 @@ REVOKE_SCRIPT = [
     re.compile(r"(?i)AccountDisabled\s*=\s*True"),
     re.compile(r'(?i)"query session "'),
     re.compile(r'(?i)"logoff "'),
+    re.compile(r"(?i)FROM\s+Win32_UserAccount\s+WHERE\s+LocalAccount\s*=\s*TRUE\s+AND\s+Name\s*="),
+    re.compile(r"(?i)FROM\s+Win32_UserProfile\s+WHERE\s+SID\s*="),
+    re.compile(r"(?i)\.Delete_\b"),
+    re.compile(r"(?i)CurrentVersion\\ProfileList\\"),
+    re.compile(r"(?i)\.DeleteFolder\b"),
+    re.compile(r"(?i)\.RegDelete\b"),
 ]
+DOMAIN_SID = "S-1-5-21-1004336348-1177238915-682003330"
+PROFILE_LIST = r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion\ProfileList"
 
 ADMINS, RDP_USERS = "S-1-5-32-544", "S-1-5-32-555"
 
@@ -64,14 +93,64 @@ def groups(m):
         m.disabled_accounts = []
         m.logoffs = []
         m.made_by_grant = []  # the accounts whose Description is reimage's
+        m.sids = {"Administrator": DOMAIN_SID + "-500"}  # account -> SID
+        m.next_rid = 1000
+        # SID -> profile folder, as ProfileList keeps them; the built-in
+        # Administrator's is the shells' working folder.
+        m.profiles = {DOMAIN_SID + "-500": r"C:\Users\Administrator"}
     return m.groups
+
+
+def sid_of(m, name):
+    """The account's SID, given at its creation."""
+    groups(m)
+    if name not in m.sids:
+        m.sids[name] = f"{DOMAIN_SID}-{m.next_rid}"
+        m.next_rid += 1
+    return m.sids[name]
+
+
+def logon(m, user):
+    """A logon of `user` (a WinRM shell): its profile folder made at its
+    first logon, with its ProfileList entry."""
+    name = account(m, user)
+    if name is None:
+        return
+    sid = sid_of(m, name)
+    if sid in m.profiles:
+        return
+    xp = m.cfg.no_powershell
+    base = r"C:\Documents and Settings" if xp else r"C:\Users"
+    path = base + "\\" + name
+    if norm(path) in m.dirs:
+        path = f"{path}.{m.name}"
+    m.mkdirs(norm(path))
+    m.write(path + r"\NTUSER.DAT", b"regf")
+    image = path.replace("C:", "%SystemDrive%", 1) if xp else path
+    m.registry[(PROFILE_LIST + "\\" + sid).lower()] = {"ProfileImagePath": ("REG_EXPAND_SZ", image)}
+    m.profiles[sid] = path
+
+
+def remove_profile(m, sid):
+    """The profile of `sid` gone: its folder (every file and folder under
+    it) and its ProfileList entry. The folder's path, or None."""
+    path = m.profiles.pop(sid, None)
+    m.registry.pop((PROFILE_LIST + "\\" + sid).lower(), None)
+    if path is None:
+        return None
+    k = norm(path)
+    for f in [f for f in m.files if f == k or f.startswith(k + "\\")]:
+        m.files.pop(f, None)
+        m.display.pop(f, None)
+    m.dirs = {d for d in m.dirs if d != k and not d.startswith(k + "\\")}
+    return path
 
 
 def dump(m):
     """The part of the state file this module keeps."""
     g = groups(m)
     return {"groups": g, "disabled_accounts": m.disabled_accounts, "logoffs": m.logoffs,
-            "made_by_grant": m.made_by_grant}
+            "made_by_grant": m.made_by_grant, "sids": m.sids, "profiles": m.profiles}
 
 
 def account(m, user):
@@ -110,6 +189,8 @@ def grant(shell, args, banner, result):
     if name is None:
         m.accounts[user] = pw
         m.made_by_grant.append(user)
+        m.sids.pop(user, None)  # a new account: a new SID
+        sid_of(m, user)
         name, said = user, f"user {user} created"
     elif name not in m.made_by_grant:
         return result(banner, f"user {user} is an account of the image, not one reimage made: not taken "
@@ -130,13 +211,15 @@ def grant(shell, args, banner, result):
 
 
 def revoke(shell, args, banner, result):
-    """revoke-user.vbs USER: disabled, every session (WinRM shell) of it
-    logged off, deleted, out of every group; no account: nothing to do."""
+    """revoke-user.vbs USER [0|1]: disabled, every session (WinRM shell) of
+    it logged off, deleted, out of every group, its profile removed (0:
+    through Win32_UserProfile, which XP/2003 has not; 1: through the
+    ProfileList key); no account: nothing to do."""
     m = shell.m
     g = groups(m)
-    if len(args) != 1:
-        return result(banner, b"usage: cscript //nologo revoke-user.vbs USER\r\n", 2)
-    user = args[0]
+    if len(args) not in (1, 2):
+        return result(banner, b"usage: cscript //nologo revoke-user.vbs USER [0|1]\r\n", 2)
+    user, xp = args[0], args[1:] == ["1"]
     name = account(m, user)
     if name is None:
         return result(banner + f"no user {user}: nothing to remove\r\n".encode())
@@ -152,4 +235,15 @@ def revoke(shell, args, banner, result):
     for grp in g.values():
         if name in grp["members"]:
             grp["members"].remove(name)
-    return result(banner + f"user {user} logged off ({len(sessions)} sessions) and removed\r\n".encode())
+    said = f"user {user} logged off ({len(sessions)} sessions) and removed"
+    sid = sid_of(m, name)
+    if not xp and m.cfg.no_powershell:
+        return result(banner, f"user {user} removed, but not its profile: Invalid class\r\n".encode(), 1)
+    path = remove_profile(m, sid)
+    if path is None:
+        said += ", no profile"
+    elif xp:
+        said += f", profile {path} removed"
+    else:
+        said += ", profile removed"
+    return result(banner + f"{said}\r\n".encode())

@@ -136,11 +136,27 @@ Behaviour:
     reg query KEY [/v NAME]   values, incl. the setup state above
     netsh advfirewall firewall delete rule name=all dir=in protocol=P
                          [localport=N] / add rule name=.. dir=in action=allow
-                         protocol=P [localport=N] remoteip=LIST: the rule list
-                         in the state file; `set rule group="G"` by the
-                         (localized) group name
-    netsh firewall set service type=remotedesktop mode=enable scope=custom
-                         addresses=LIST / set icmpsetting type=8 (XP)
+                         protocol=P [localport=N] remoteip=LIST [localip=LIST]:
+                         the rule list in the state file; `set rule
+                         group="G"` by the (localized) group name
+    netsh firewall set service type=remotedesktop mode=enable|disable
+                         [scope=custom addresses=LIST] / set icmpsetting
+                         type=8 mode=M [profile=ALL | interface="IF"] / set
+                         portopening ... [interface="IF"] / delete
+                         portopening protocol=TCP port=N [interface="IF"]
+                         (XP: the settings for every interface, or one
+                         interface's own, after Microsoft's "Deploying
+                         Windows Firewall Settings for Microsoft Windows XP
+                         with Service Pack 2" and the netsh firewall
+                         context reference; VCL's Windows.pm
+                         firewall_enable_ping / _ssh_private use them so)
+  What the firewall lets in is judged, not only recorded: the state file's
+  `inbound` says, per interface, which TCP ports and echo requests are open
+  and from which remote scopes, from the enabled inbound allow rules whose
+  `localip` (Microsoft's netsh advfirewall firewall reference: the local
+  addresses a rule applies to) takes the interface's address as it is now
+  (a rule bound to an address no longer applies when the lease changes),
+  or on XP from the settings for every interface plus the interface's own.
     netsh interface ip set address name="IF" static ADDR MASK [GW 1]
     ipconfig /renew      counted
   The interface table (issue 25), after Microsoft's getmac, netsh
@@ -158,8 +174,9 @@ Behaviour:
                          ("DHCP is already enabled on this interface.", exit 1)
     netsh interface ip set dns name="IF" static ADDR | dhcp;
     netsh interface ip add dns name="IF" ADDR index=N
-    netsh interface ip show address name="IF"   Vista's layout (IP Address,
-                         Subnet Prefix ... (mask M), Default Gateway)
+    netsh interface ip show address [name="IF"]   Vista's layout (IP Address,
+                         Subnet Prefix ... (mask M), Default Gateway); without
+                         a name every interface's block
     route delete 0.0.0.0 mask 0.0.0.0    every default route goes
     route -p add 0.0.0.0 mask 0.0.0.0 GW metric N   a persistent default route
                          through the interface whose subnet holds GW
@@ -193,10 +210,13 @@ Behaviour:
                          credentials (--ad-domain, --ad-credentials-file),
                          1355 / 1326 otherwise, and takes effect at the next
                          boot
-    cscript //nologo grant-user.vbs USER FILE 0|1 / revoke-user.vbs USER
+    cscript //nologo grant-user.vbs USER FILE 0|1 / revoke-user.vbs USER [0|1]
                          reimage's account scripts (`grant`, `revoke`):
-                         accounts, groups by SID, logoffs, in
-                         winrm_accounts.py (with the documents it follows)
+                         accounts, groups by SID, logoffs, SIDs and
+                         profile folders (made at a logon, removed by
+                         revoke: Win32_UserProfile, or on XP the
+                         ProfileList key), in winrm_accounts.py (with the
+                         documents it follows)
     wmic computersystem get domain,partofdomain /value; ... call
                          unjoindomainorworkgroup funjoinoptions=0; on
                          --no-wmic (current Windows 11: WMIC is an optional
@@ -244,6 +264,7 @@ import argparse
 import base64
 import datetime
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -650,6 +671,7 @@ class Machine:
                                       .get("fDenyTSConnections", ("", "1"))[1], 0),
             "legacy_firewall": self.legacy_firewall,
             "firewall_rules": self.rules,
+            "inbound": inbound(self),
             "icmp_rules": sum(1 for r in self.rules if r["name"] == "reimage ICMPv4 echo"),
             "rdp_firewall_enabled": any(r["localport"] == "3389" and r["enable"] == "yes" for r in self.rules),
             "w32time": self.w32time,
@@ -870,12 +892,96 @@ def legacy_portopening(m, kv, only_pairs):
     if not ok:
         return Result(b"The syntax supplied for this command is not valid. Check help for the correct syntax.\r\n",
                       b"", 1)
-    ports = m.legacy_firewall.setdefault("ports", {})
+    where = legacy_where(m, kv)
+    if where is None:
+        return LEGACY_NO_INTERFACE
+    ports = where.setdefault("ports", {})
     ports[kv["port"]] = {"name": kv["name"], "enable": kv["mode"] == "enable",
                          "scope": kv.get("addresses", kv.get("scope", "all"))}
     return Result(b"\r\nIMPORTANT: Command executed successfully.\r\n"
                   b"However, \"netsh firewall\" is deprecated;\r\nuse \"netsh advfirewall firewall\" "
                   b"instead.\r\n\r\nOk.\r\n\r\n")
+
+
+LEGACY_NO_INTERFACE = Result(b"The specified interface is not valid.\r\n", b"", 1)
+
+
+def legacy_where(m, kv):
+    """Where an XP `netsh firewall` setting goes: without `interface=`, the
+    settings for every interface (the profile's); with it, that
+    interface's own (Microsoft's "Deploying Windows Firewall Settings for
+    Windows XP with Service Pack 2": port openings and ICMP settings per
+    connection; VCL's Windows.pm opens SSH and ping by `interface =` on
+    the private interface and closes them by profile). None: no such
+    interface."""
+    name = kv.get("interface")
+    if name is None:
+        return m.legacy_firewall
+    nic = find_nic(m.network, name)
+    if nic is None:
+        return None
+    per = m.legacy_firewall.setdefault("interfaces", {})
+    return per.setdefault(nic["name"], {"ports": {}, "icmp8": False})
+
+
+def local_match(localip, address):
+    """Whether a rule's `localip` (any, or addresses and ADDRESS/PREFIX,
+    comma-separated) takes connections to `address`."""
+    if localip.lower() == "any":
+        return True
+    if not address:
+        return False
+    for part in localip.split(","):
+        try:
+            if ipaddress.ip_address(address) in ipaddress.ip_network(part, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def inbound(m):
+    """Who may reach what on each interface now, judged as Windows
+    Firewall does from the rules and the interfaces' current addresses:
+    {interface: {"tcp/PORT" | "icmpv4:8": [remote scopes]}}. Vista and
+    later: every enabled inbound allow rule whose `localip` takes the
+    interface's address (a rule with localip applies only to connections
+    to that local address: the netsh advfirewall reference, `localip`);
+    XP/2003: the settings for every interface plus the interface's own."""
+    out = {}
+    for nic in m.network["interfaces"]:
+        seen = out.setdefault(nic["name"], {})
+
+        def add(key, scope):
+            seen.setdefault(key, [])
+            for x in scope.split(","):
+                if x not in seen[key]:
+                    seen[key].append(x)
+        if m.cfg.no_powershell:
+            lf = m.legacy_firewall
+            own = lf.get("interfaces", {}).get(nic["name"], {"ports": {}, "icmp8": False})
+            if lf["remotedesktop"]:
+                add("tcp/3389", lf["remotedesktop_scope"] or "all")
+            for where in (lf, own):
+                for port, o in where.get("ports", {}).items():
+                    if o["enable"]:
+                        add(f"tcp/{port}", o["scope"])
+                if where["icmp8"]:
+                    add("icmpv4:8", "any")
+            continue
+        for r in m.rules:
+            if r["enable"] != "yes" or r["action"] != "allow" or r["dir"] != "in" or \
+                    not local_match(r.get("localip", "any"), nic["address"]):
+                continue
+            if r["protocol"].startswith("icmpv4:8"):
+                add("icmpv4:8", r["remoteip"])
+            elif r["protocol"] in ("tcp", "udp"):
+                for port in r["localport"].split(","):
+                    add(f"{r['protocol']}/{port}", r["remoteip"])
+    for seen in out.values():
+        for v in seen.values():
+            v.sort()
+    return out
 
 
 def needs_admin(base, words):
@@ -1428,6 +1534,14 @@ class Shell:
         if low[:2] == ["interface", "ip"] or low[:2] == ["interface", "ipv4"]:
             r = self.netsh_interface(a[2:])
             return r if r is not None else self.netsh_address(a[2:])
+        if low[:3] == ["firewall", "delete", "portopening"]:
+            kv = dict(w.split("=", 1) for w in low[3:] if "=" in w)
+            where = legacy_where(self.m, kv)
+            if where is None:
+                return LEGACY_NO_INTERFACE
+            if where.get("ports", {}).pop(kv.get("port", ""), None) is None:
+                return Result(b"\r\nThe system cannot find the file specified.\r\n\r\n", b"", 1)
+            return Result(b"\r\nOk.\r\n\r\n")
         if low[:2] == ["firewall", "set"]:
             # XP/2003 (netsh firewall, KB 947709 / VCL's Windows.pm): the
             # service exception by type, with an optional custom scope.
@@ -1445,7 +1559,10 @@ class Shell:
             if low[2:3] == ["portopening"]:
                 return legacy_portopening(self.m, kv, len(kv) == len(low) - 3)
             if low[2:3] == ["icmpsetting"] and kv.get("type") == "8" and ok_mode and len(kv) == len(low) - 3:
-                self.m.legacy_firewall["icmp8"] = kv["mode"] == "enable"
+                where = legacy_where(self.m, kv)
+                if where is None:
+                    return LEGACY_NO_INTERFACE
+                where["icmp8"] = kv["mode"] == "enable"
                 return Result(b"\r\nOk.\r\n\r\n")
             return Result(b"The syntax supplied for this command is not valid. Check help for the correct syntax.\r\n",
                           b"", 1)
@@ -1496,7 +1613,7 @@ class Shell:
             return Result(f"\r\nDeleted {n} rule(s).\r\nOk.\r\n\r\n".encode())
         if verb == "add":
             allowed = {"name", "dir", "action", "protocol", "enable", "profile", "localport", "remoteip",
-                       "description"}
+                       "localip", "description"}
             if set(kv) - allowed or not {"name", "dir", "action"} <= set(kv):
                 return invalid
             if kv["dir"].lower() not in ("in", "out") or kv["action"].lower() not in ("allow", "block", "bypass"):
@@ -1506,13 +1623,14 @@ class Shell:
                 return Result(b"A specified protocol value is not valid.\r\n", b"", 1)
             if "localport" in kv and proto not in ("tcp", "udp"):
                 return Result(b"A specified port value is not valid.\r\n", b"", 1)
-            remote = kv.get("remoteip", "any")
-            for part in remote.split(","):
+            remote, localip = kv.get("remoteip", "any"), kv.get("localip", "any")
+            for part in remote.split(",") + localip.split(","):
                 if part.lower() not in ("any", "localsubnet") and \
                         not re.fullmatch(r"[0-9a-fA-F.:]+(/\d{1,3})?", part):
                     return Result(b"A specified IP address or address keyword is not valid.\r\n", b"", 1)
             self.m.rules.append({"name": kv["name"], "dir": kv["dir"].lower(), "protocol": proto,
                                  "localport": kv.get("localport", "any"), "remoteip": remote,
+                                 "localip": localip,
                                  "enable": kv.get("enable", "yes").lower(), "action": kv["action"].lower()})
             return Result(b"Ok.\r\n\r\n")
         return not_found
@@ -1583,21 +1701,28 @@ class Shell:
                 return Result(b"The syntax supplied for this command is not valid.\r\n", b"", 1)
             return Result(b"\r\n")
         if low[:2] == ["show", "address"]:
+            if len(a) == 2:
+                return Result(b"".join(self.show_address(n) for n in net["interfaces"]) + b"\r\n")
             nic = find_nic(net, kv.get("name", a[2] if len(a) > 2 else ""))
             if nic is None:
                 return Result(b"The interface is not known.\r\n", b"", 1)
-            gw = [r["gateway"] for r in net["routes"] if r["interface"] == nic["name"]]
-            out = f'\r\nConfiguration for interface "{nic["name"]}"\r\n' \
-                  f'    DHCP enabled:                         {"Yes" if nic["dhcp"] else "No"}\r\n'
-            if nic["address"]:
-                bits = bin(int.from_bytes(bytes(int(x) for x in nic["mask"].split(".")), "big")).count("1")
-                subnet = ".".join(str(int(x) & int(m)) for x, m in zip(nic["address"].split("."), nic["mask"].split(".")))
-                out += f'    IP Address:                           {nic["address"]}\r\n' \
-                       f'    Subnet Prefix:                        {subnet}/{bits} (mask {nic["mask"]})\r\n'
-            if gw:
-                out += f'    Default Gateway:                      {gw[0]}\r\n'
-            return Result(out.encode() + b"\r\n")
+            return Result(self.show_address(nic) + b"\r\n")
         return None
+
+    def show_address(self, nic):
+        """One interface's block of `netsh interface ip show address`."""
+        net = self.m.network
+        gw = [r["gateway"] for r in net["routes"] if r["interface"] == nic["name"]]
+        out = f'\r\nConfiguration for interface "{nic["name"]}"\r\n' \
+              f'    DHCP enabled:                         {"Yes" if nic["dhcp"] else "No"}\r\n'
+        if nic["address"]:
+            bits = bin(int.from_bytes(bytes(int(x) for x in nic["mask"].split(".")), "big")).count("1")
+            subnet = ".".join(str(int(x) & int(m)) for x, m in zip(nic["address"].split("."), nic["mask"].split(".")))
+            out += f'    IP Address:                           {nic["address"]}\r\n' \
+                   f'    Subnet Prefix:                        {subnet}/{bits} (mask {nic["mask"]})\r\n'
+        if gw:
+            out += f'    Default Gateway:                      {gw[0]}\r\n'
+        return out.encode()
 
     def p_getmac(self, a, text, stdin):
         if [w.lower() for w in a] != ["/v", "/fo", "csv", "/nh"]:
@@ -2231,6 +2356,8 @@ class Handler(BaseHTTPRequestHandler):
             with machine.lock:
                 machine.shells[sid] = {}
                 machine.shell_logons[sid] = self.creds
+                if self.creds:
+                    winrm_accounts.logon(machine, self.creds[0])
             body_xml = (
                 "<x:ResourceCreated>"
                 f"<a:Address>http://127.0.0.1:{self.server.server_address[1]}/wsman</a:Address>"

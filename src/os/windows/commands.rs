@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use super::network::Side;
 use crate::exec::Output;
 use crate::outcome::Outcome;
 
@@ -314,6 +315,9 @@ pub struct Settings {
     pub renew_dhcp: bool,
     /// (interface, address, mask, gateway).
     pub static_address: Option<(String, String, String, Option<String>)>,
+    /// On a computer with a public interface: the private side the
+    /// lockdown is bound to.
+    pub private: Option<Side>,
 }
 
 /// The rename action of family `f`: renames only when the name differs,
@@ -371,9 +375,15 @@ pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `netsh advfirewall` (Vista and later): delete every inbound rule for
 /// `filter` (by protocol and port, never by the localized display or group
-/// names), then add one rule named `name` that allows it from `from` only.
+/// names), then add one rule named `name` that allows it from `from` only,
+/// and with `private` to the private side's addresses only (`localip`).
 /// VCL's Version_6.pm firewall_enable_rdp/ping do the same delete-then-add.
-fn advfirewall(name: &str, filter: &[&str], from: &[String]) -> Vec<String> {
+fn advfirewall(
+    name: &str,
+    filter: &[&str],
+    from: &[String],
+    private: Option<&Side>,
+) -> Vec<String> {
     let mut v = argv(&[
         "cmd",
         "/c",
@@ -402,6 +412,26 @@ fn advfirewall(name: &str, filter: &[&str], from: &[String]) -> Vec<String> {
     v.extend(argv(&["dir=in", "action=allow", "enable=yes"]));
     v.extend(filter.iter().map(|s| s.to_string()));
     v.push(format!("remoteip={}", from.join(",")));
+    if let Some(p) = private {
+        v.push(format!("localip={}", p.addresses.join(",")));
+    }
+    v
+}
+
+/// XP/2003's `netsh firewall` bound to the private side, as VCL's
+/// Windows.pm does it there: `off` (the exception for every interface:
+/// the global one) first, its failure ignored, then `on` once per private
+/// interface with `interface="NAME"` (an exception of that interface
+/// only), all in one cmd.exe line whose exit is the last command's.
+fn legacy_on_interfaces(off: &[&str], on: &[String], private: &Side) -> Vec<String> {
+    let mut v = argv(&["cmd", "/c"]);
+    v.extend(off.iter().map(|s| s.to_string()));
+    v.extend(argv(&[">nul", "2>&1"]));
+    for name in &private.names {
+        v.push("&".into());
+        v.extend(on.iter().cloned());
+        v.push(format!("interface=\"{name}\""));
+    }
     v
 }
 
@@ -410,9 +440,9 @@ fn advfirewall(name: &str, filter: &[&str], from: &[String]) -> Vec<String> {
 /// of reimage's, in one command line (the delete and the add run on the
 /// computer together, so the connection that sends them is not cut in
 /// between). XP/2003: the port exception with a custom scope.
-pub fn control_port_action(f: Windows, port: u16, from: &[String]) -> Act {
+pub fn control_port_action(f: Windows, port: u16, from: &[String], private: Option<&Side>) -> Act {
     if toolset(f).legacy_firewall {
-        return Act::Run(argv(&[
+        let on = argv(&[
             "netsh",
             "firewall",
             "set",
@@ -423,12 +453,28 @@ pub fn control_port_action(f: Windows, port: u16, from: &[String]) -> Act {
             "mode=ENABLE",
             "scope=CUSTOM",
             &format!("addresses={}", from.join(",")),
-        ]));
+        ]);
+        return Act::Run(match private {
+            None => on,
+            Some(p) => {
+                let port = format!("port={port}");
+                let off = [
+                    "netsh",
+                    "firewall",
+                    "delete",
+                    "portopening",
+                    "protocol=TCP",
+                    &port,
+                ];
+                legacy_on_interfaces(&off, &on, p)
+            }
+        });
     }
     Act::Run(advfirewall(
         "reimage WinRM",
         &["protocol=TCP", &format!("localport={port}")],
         from,
+        private,
     ))
 }
 
@@ -501,7 +547,7 @@ pub type Action = (&'static str, Act, OnFail);
 pub fn actions(f: Windows, s: &Settings) -> Vec<Action> {
     let t = toolset(f);
     let mut v = vec![enable_rdp()];
-    v.extend(lockdown(t, &s.allow_from));
+    v.extend(lockdown(t, &s.allow_from, s.private.as_ref()));
     v.extend(power(t));
     v.extend(network(s));
     v.push((
@@ -534,8 +580,9 @@ fn enable_rdp() -> Action {
     )
 }
 
-/// Remote Desktop and ping open only from `from`.
-fn lockdown(t: Toolset, from: &[String]) -> Vec<Action> {
+/// Remote Desktop and ping open only from `from`, and with `private` on
+/// the private side only.
+fn lockdown(t: Toolset, from: &[String], private: Option<&Side>) -> Vec<Action> {
     if !t.legacy_firewall {
         return vec![
             (
@@ -544,6 +591,7 @@ fn lockdown(t: Toolset, from: &[String]) -> Vec<Action> {
                     "reimage RDP",
                     &["protocol=TCP", "localport=3389"],
                     from,
+                    private,
                 )),
                 OnFail::Fatal,
             ),
@@ -553,10 +601,14 @@ fn lockdown(t: Toolset, from: &[String]) -> Vec<Action> {
                     "reimage ICMPv4 echo",
                     &["protocol=icmpv4:8,any"],
                     from,
+                    private,
                 )),
                 OnFail::Fatal,
             ),
         ];
+    }
+    if let Some(p) = private {
+        return legacy_lockdown_private(from, p);
     }
     vec![
         // XP/2003: the service's exception by its type keyword (not a
@@ -588,6 +640,64 @@ fn lockdown(t: Toolset, from: &[String]) -> Vec<Action> {
                 "type=8",
                 "mode=enable",
             ])),
+            OnFail::Fatal,
+        ),
+    ]
+}
+
+/// XP/2003 with a public interface: the Remote Desktop service exception
+/// (every interface's) off, and TCP 3389 opened as a port on each private
+/// interface with the custom scope; echo requests off for every interface,
+/// then on for each private one (VCL's Windows.pm firewall_enable_ping and
+/// firewall_enable_ssh_private do the same by `interface=`). Echo has no
+/// scope on XP: from any source, on the private side only.
+fn legacy_lockdown_private(from: &[String], p: &Side) -> Vec<Action> {
+    let rdp_on = argv(&[
+        "netsh",
+        "firewall",
+        "set",
+        "portopening",
+        "protocol=TCP",
+        "port=3389",
+        "name=reimage-RDP",
+        "mode=ENABLE",
+        "scope=CUSTOM",
+        &format!("addresses={}", from.join(",")),
+    ]);
+    let rdp_off = [
+        "netsh",
+        "firewall",
+        "set",
+        "service",
+        "type=remotedesktop",
+        "mode=disable",
+    ];
+    let ping_on = argv(&[
+        "netsh",
+        "firewall",
+        "set",
+        "icmpsetting",
+        "type=8",
+        "mode=enable",
+    ]);
+    let ping_off = [
+        "netsh",
+        "firewall",
+        "set",
+        "icmpsetting",
+        "type=8",
+        "mode=disable",
+        "profile=ALL",
+    ];
+    vec![
+        (
+            "firewall-rdp",
+            Act::Run(legacy_on_interfaces(&rdp_off, &rdp_on, p)),
+            OnFail::Fatal,
+        ),
+        (
+            "firewall-ping",
+            Act::Run(legacy_on_interfaces(&ping_off, &ping_on, p)),
             OnFail::Fatal,
         ),
     ]
@@ -1000,6 +1110,7 @@ mod tests {
                 "255.255.255.0".into(),
                 Some("192.0.2.1".into()),
             )),
+            private: None,
         }
     }
 
@@ -1034,6 +1145,44 @@ mod tests {
             line(Windows::V5, "firewall-rdp"),
             "netsh firewall set service type=remotedesktop mode=enable scope=custom addresses=10.1.0.0/16,192.0.2.5"
         );
+    }
+
+    #[test]
+    fn lockdown_on_the_private_side_by_local_address_or_xp_interface() {
+        let mut s = settings();
+        s.private = Some(Side {
+            names: vec!["Ethernet 2".into()],
+            addresses: vec!["10.0.0.5".into()],
+        });
+        let find = |f, name: &str| match actions(f, &s).into_iter().find(|(n, _, _)| *n == name) {
+            Some((_, Act::Run(v), _)) => v.join(" "),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert!(
+            find(Windows::V6, "firewall-rdp")
+                .ends_with("localport=3389 remoteip=10.1.0.0/16,192.0.2.5 localip=10.0.0.5")
+        );
+        assert!(find(Windows::V10, "firewall-ping").ends_with("localip=10.0.0.5"));
+        assert_eq!(
+            find(Windows::V5, "firewall-rdp"),
+            r#"cmd /c netsh firewall set service type=remotedesktop mode=disable >nul 2>&1 & netsh firewall set portopening protocol=TCP port=3389 name=reimage-RDP mode=ENABLE scope=CUSTOM addresses=10.1.0.0/16,192.0.2.5 interface="Ethernet 2""#
+        );
+        assert_eq!(
+            find(Windows::V5, "firewall-ping"),
+            r#"cmd /c netsh firewall set icmpsetting type=8 mode=disable profile=ALL >nul 2>&1 & netsh firewall set icmpsetting type=8 mode=enable interface="Ethernet 2""#
+        );
+        let Act::Run(w) = control_port_action(Windows::V5, 5985, &s.allow_from, s.private.as_ref())
+        else {
+            panic!()
+        };
+        assert_eq!(
+            w.join(" "),
+            r#"cmd /c netsh firewall delete portopening protocol=TCP port=5985 >nul 2>&1 & netsh firewall set portopening protocol=TCP port=5985 name=reimage-WinRM mode=ENABLE scope=CUSTOM addresses=10.1.0.0/16,192.0.2.5 interface="Ethernet 2""#
+        );
+        let Act::Run(w) = control_port_action(Windows::V6, 5985, &s.allow_from, None) else {
+            panic!()
+        };
+        assert!(!w.join(" ").contains("localip"));
     }
 
     #[test]

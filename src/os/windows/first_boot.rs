@@ -7,7 +7,7 @@
 //! [`commands`]'; this file runs them and decides what a failure means.
 
 use super::commands::{self, Act, DIR, OnFail, RENAMED, Settings, Windows, argv};
-use super::{activation, domain};
+use super::{activation, domain, network};
 use crate::config::Plan;
 use crate::exec::Output;
 use crate::os::actions::Actions;
@@ -25,7 +25,7 @@ pub const ADMINISTRATOR: Account = Account {
 /// steps it uses: the steps in the order of the module's doc.
 pub fn run(windows: Windows, seq: &mut Sequence, state: &StateDir) -> Result<(), Outcome> {
     let allow_from = crate::os::first_boot::allow_from(seq.plan).map_err(Outcome::Fatal)?;
-    let settings = settings(seq.plan, allow_from);
+    let mut settings = settings(seq.plan, allow_from);
     let mut fb = FirstBoot {
         family: windows,
         seq,
@@ -37,11 +37,12 @@ pub fn run(windows: Windows, seq: &mut Sequence, state: &StateDir) -> Result<(),
     // the domain.
     fb.time()?;
     fb.domain()?;
+    settings.private = fb.private_side()?;
     fb.configure(&settings)?;
     if let Some(nic) = &fb.seq.plan.computer.public {
         super::network::configure(&mut fb.actions(), windows, nic)?;
     }
-    fb.control_port()?;
+    fb.control_port(settings.private.as_ref())?;
     fb.activation()?;
     fb.scripts()?;
     fb.password()
@@ -68,6 +69,7 @@ fn settings(plan: &Plan, allow_from: Vec<String>) -> Settings {
                 s.gateway.clone(),
             )
         }),
+        private: None,
     }
 }
 
@@ -210,14 +212,46 @@ impl FirstBoot<'_, '_> {
         Ok(())
     }
 
+    /// On a computer with a public interface: the private side the
+    /// lockdown is bound to (issue 25), found now by `mac` through the
+    /// interfaces Windows shows ([`network::private_side`]); `None`
+    /// without a public interface (the lockdown as before: every
+    /// interface). No address there is a retry: a DHCP lease may come.
+    fn private_side(&mut self) -> Result<Option<network::Side>, Outcome> {
+        let plan = self.seq.plan;
+        let Some(public) = &plan.computer.public else {
+            return Ok(None);
+        };
+        let who = self.who();
+        let mac = plan
+            .computer
+            .mac
+            .as_deref()
+            .and_then(crate::config::network::parse_mac);
+        let mut a = self.actions();
+        let nics = network::shown(&mut a, "find-private-side")?;
+        match network::private_side(&nics, mac.as_deref(), &public.mac, &plan.computer.address) {
+            Ok((side, how)) => {
+                a.report.info(&format!(
+                    "{who}: the lockdown is bound to the private side ({how}): {} ({})",
+                    side.names.join(", "),
+                    side.addresses.join(", ")
+                ));
+                Ok(Some(side))
+            }
+            Err(why) => Err(Outcome::Retry(anyhow::anyhow!("{who}: {why}"))),
+        }
+    }
+
     /// The lockdown of the channel's own port (WinRM's): open only from
-    /// `allow_from` and this node ([`crate::os::first_boot::control_from`]).
-    fn control_port(&mut self) -> Result<(), Outcome> {
+    /// `allow_from` and this node ([`crate::os::first_boot::control_from`]),
+    /// on the `private` side when there is one.
+    fn control_port(&mut self, private: Option<&network::Side>) -> Result<(), Outcome> {
         let Some(port) = self.seq.plan.port() else {
             return Ok(());
         };
         let from = crate::os::first_boot::control_from(self.seq.plan).map_err(Outcome::Fatal)?;
-        let act = commands::control_port_action(self.family, port, &from);
+        let act = commands::control_port_action(self.family, port, &from, private);
         run_act(&mut self.actions(), "firewall-winrm", &act, Outcome::Fatal).map(|_| ())
     }
 

@@ -318,12 +318,17 @@ impl Family for Windows {
         let fixed = p.admin_password_file.as_deref();
         let mut v = vec![
             format!(
-                "lockdown: RDP (TCP 3389) and ping open only from {from}; WinRM (TCP {}) from {}",
+                "lockdown: RDP (TCP 3389) and ping open only from {from}; WinRM (TCP {}) from {}{}",
                 plan.port().unwrap_or(5985),
                 if p.allow_from.is_empty() {
                     "the management node only".to_string()
                 } else {
                     format!("{} and the management node", p.allow_from.join(", "))
+                },
+                if plan.computer.public.is_some() {
+                    "; on the private interface only (its addresses found at run time)"
+                } else {
+                    ""
                 }
             ),
             password_line(plan, ADMINISTRATOR, fixed),
@@ -364,6 +369,14 @@ impl Family for Windows {
 
     fn revoke(&self, a: &mut crate::os::actions::Actions, user: &str) -> Result<(), Outcome> {
         access::revoke(*self, a, user)
+    }
+
+    fn revoke_all(
+        &self,
+        a: &mut crate::os::actions::Actions,
+        r: &crate::os::Revoke,
+    ) -> Result<(), Outcome> {
+        access::revoke_all(*self, a, r)
     }
 }
 

@@ -200,6 +200,187 @@ pub fn parse_show_address(stdout: &str) -> Option<String> {
     Some(format!("{ip}/{prefix}"))
 }
 
+/// An interface with the IPv4 addresses Windows shows on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// Its connection name.
+    pub name: String,
+    /// Its MAC as `aa:bb:cc:dd:ee:ff`, when getmac lists it.
+    pub mac: Option<String>,
+    /// Its IPv4 addresses, as Windows shows them now.
+    pub addresses: Vec<std::net::Ipv4Addr>,
+}
+
+/// Every interface's IPv4 addresses in the output of `netsh interface ip
+/// show address` without a name: one `Configuration for interface
+/// "NAME"` block each, with its `IP Address:` lines (XP through 11).
+pub fn parse_show_all(stdout: &str) -> Vec<(String, Vec<std::net::Ipv4Addr>)> {
+    let mut out: Vec<(String, Vec<std::net::Ipv4Addr>)> = Vec::new();
+    for l in stdout.lines() {
+        let t = l.trim();
+        if let Some(rest) = t.strip_prefix("Configuration for interface ") {
+            out.push((rest.trim().trim_matches('"').to_string(), Vec::new()));
+            continue;
+        }
+        let Some((k, v)) = t.split_once(':') else {
+            continue;
+        };
+        if let (true, Some(last), Ok(ip)) = (
+            k.trim().eq_ignore_ascii_case("IP Address"),
+            out.last_mut(),
+            v.trim().parse::<std::net::Ipv4Addr>(),
+        ) {
+            last.1.push(ip);
+        }
+    }
+    out
+}
+
+/// Every interface with its MAC and the addresses Windows shows on it
+/// now: getmac, then `netsh interface ip show address` (both XP through
+/// 11), read as step `step`.
+pub fn shown(a: &mut Actions, step: &str) -> Result<Vec<Shown>, Outcome> {
+    let out = a.run(
+        step,
+        &argv(&["getmac", "/v", "/fo", "csv", "/nh"]),
+        Outcome::Retry,
+    )?;
+    let nics = parse_getmac(&out.stdout);
+    let out = a.run(
+        step,
+        &argv(&["netsh", "interface", "ip", "show", "address"]),
+        Outcome::Retry,
+    )?;
+    Ok(parse_show_all(&out.stdout)
+        .into_iter()
+        .map(|(name, addresses)| Shown {
+            mac: nics
+                .iter()
+                .find(|n| n.name.eq_ignore_ascii_case(&name))
+                .map(|n| n.mac.clone()),
+            name,
+            addresses,
+        })
+        .collect())
+}
+
+/// The private side, for a lockdown bound to it: its interfaces' names
+/// (XP's `netsh firewall ... interface=`) and their IPv4 addresses (the
+/// `localip` of Vista's rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Side {
+    /// The interfaces' connection names.
+    pub names: Vec<String>,
+    /// Their IPv4 addresses.
+    pub addresses: Vec<String>,
+}
+
+/// The private side among `nics`: the interface with the computer's
+/// `mac`; without one, the interface that holds the address the channel
+/// connects to; when none does (a NAT, a host name), every interface but
+/// the public one. Err: why there is none (no address on it).
+pub fn private_side(
+    nics: &[Shown],
+    mac: Option<&str>,
+    public_mac: &str,
+    address: &str,
+) -> Result<(Side, &'static str), String> {
+    let (picked, how): (Vec<&Shown>, &'static str) = match mac {
+        Some(m) => (
+            nics.iter()
+                .filter(|n| n.mac.as_deref() == Some(m))
+                .collect(),
+            "by `mac`",
+        ),
+        None => {
+            let ip: Option<std::net::Ipv4Addr> = address.parse().ok();
+            let hit: Vec<&Shown> = nics
+                .iter()
+                .filter(|n| ip.is_some_and(|ip| n.addresses.contains(&ip)))
+                .collect();
+            if hit.is_empty() {
+                (
+                    nics.iter()
+                        .filter(|n| n.mac.as_deref() != Some(public_mac))
+                        .collect(),
+                    "every interface but the public one (no `mac`, and none holds the computer's address)",
+                )
+            } else {
+                (hit, "the one holding the computer's address")
+            }
+        }
+    };
+    let side = Side {
+        names: picked.iter().map(|n| n.name.clone()).collect(),
+        addresses: picked
+            .iter()
+            .flat_map(|n| n.addresses.iter().map(|a| a.to_string()))
+            .collect(),
+    };
+    if side.addresses.is_empty() {
+        let seen: Vec<String> = nics
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} ({}; {})",
+                    n.name,
+                    n.mac.as_deref().unwrap_or("no MAC"),
+                    if n.addresses.is_empty() {
+                        "no IPv4 address".to_string()
+                    } else {
+                        n.addresses
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )
+            })
+            .collect();
+        return Err(format!(
+            "no IPv4 address on the private side ({how}) to bind the lockdown to: Windows shows {}",
+            if seen.is_empty() {
+                "no interface".to_string()
+            } else {
+                seen.join("; ")
+            }
+        ));
+    }
+    if side.names.iter().any(|n| !cmd_safe(n)) {
+        return Err(format!(
+            "a private interface's name holds characters cmd.exe does not pass inside quotes: {:?}",
+            side.names
+        ));
+    }
+    Ok((side, how))
+}
+
+/// The interface with `public_mac` among `nics`, with the addresses
+/// Windows shows there now (at least one when `need_address`). Err: why
+/// there is none to bind to.
+pub fn public_nic<'a>(
+    nics: &'a [Shown],
+    public_mac: &str,
+    need_address: bool,
+) -> Result<&'a Shown, String> {
+    let Some(n) = nics.iter().find(|n| n.mac.as_deref() == Some(public_mac)) else {
+        return Err(format!("no interface has the public_mac {public_mac}"));
+    };
+    if need_address && n.addresses.is_empty() {
+        return Err(format!(
+            "the public interface `{}` (MAC {public_mac}) shows no IPv4 address",
+            n.name
+        ));
+    }
+    if !cmd_safe(&n.name) {
+        return Err(format!(
+            "the public interface's name {:?} holds characters cmd.exe does not pass inside quotes",
+            n.name
+        ));
+    }
+    Ok(n)
+}
+
 /// The two networks configured on the computer of `a`: the interfaces
 /// found by MAC, the commands run, the public address read and reported.
 /// An interface the computer does not have, or whose name cmd.exe cannot
@@ -303,6 +484,70 @@ mod tests {
         let xp = "Configuration for interface \"Public\"\r\n    DHCP enabled:                         Yes\r\n    IP Address:                           198.51.100.23\r\n    SubnetMask:                           255.255.254.0\r\n";
         assert_eq!(parse_show_address(xp).as_deref(), Some("198.51.100.23/23"));
         assert_eq!(parse_show_address("DHCP enabled: Yes\r\n"), None);
+    }
+
+    fn shown(name: &str, mac: &str, addrs: &[&str]) -> Shown {
+        Shown {
+            name: name.into(),
+            mac: Some(mac.into()),
+            addresses: addrs.iter().map(|a| a.parse().expect("ip")).collect(),
+        }
+    }
+
+    #[test]
+    fn reads_every_interfaces_addresses() {
+        let out = "\r\nConfiguration for interface \"Ethernet 3\"\r\n    DHCP enabled:   No\r\n    IP Address:   192.0.2.10\r\n    Subnet Prefix:   192.0.2.0/24 (mask 255.255.255.0)\r\n\r\nConfiguration for interface \"Ethernet 2\"\r\n    DHCP enabled:   Yes\r\n    IP Address:   10.0.0.5\r\n    IP Address:   10.0.0.6\r\n\r\nConfiguration for interface \"Loopback Pseudo-Interface 1\"\r\n    DHCP enabled:   No\r\n";
+        assert_eq!(
+            parse_show_all(out),
+            [
+                (
+                    "Ethernet 3".to_string(),
+                    vec!["192.0.2.10".parse().expect("ip")]
+                ),
+                (
+                    "Ethernet 2".to_string(),
+                    vec![
+                        "10.0.0.5".parse().expect("ip"),
+                        "10.0.0.6".parse().expect("ip")
+                    ]
+                ),
+                ("Loopback Pseudo-Interface 1".to_string(), vec![]),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_private_side_by_mac_by_address_or_all_but_the_public_one() {
+        let (public, private) = ("00:50:56:00:08:03", "00:50:56:00:07:03");
+        let nics = [
+            shown("Ethernet 3", public, &["192.0.2.10"]),
+            shown("Ethernet 2", private, &["10.0.0.5"]),
+            shown("Ethernet 4", "00:50:56:00:09:03", &["10.9.0.5"]),
+        ];
+        let (side, _) = private_side(&nics, Some(private), public, "lab-pc").expect("side");
+        assert_eq!(
+            (side.names, side.addresses),
+            (vec!["Ethernet 2".to_string()], vec!["10.0.0.5".to_string()])
+        );
+        let (side, how) = private_side(&nics, None, public, "10.9.0.5").expect("side");
+        assert_eq!(side.names, ["Ethernet 4"], "{how}");
+        let (side, _) = private_side(&nics, None, public, "127.0.0.1").expect("side");
+        assert_eq!(side.names, ["Ethernet 2", "Ethernet 4"]);
+        assert_eq!(side.addresses, ["10.0.0.5", "10.9.0.5"]);
+        let bare = [shown("Ethernet 2", private, &[])];
+        assert!(
+            private_side(&bare, Some(private), public, "x")
+                .unwrap_err()
+                .contains("no IPv4 address")
+        );
+        assert!(public_nic(&nics, public, true).is_ok());
+        let bare_public = [shown("Ethernet 3", public, &[])];
+        assert!(public_nic(&bare_public, public, true).is_err());
+        assert!(
+            public_nic(&bare_public, public, false).is_ok(),
+            "XP binds by name"
+        );
+        assert!(public_nic(&bare, public, false).is_err());
     }
 
     #[test]
