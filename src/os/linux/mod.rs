@@ -9,6 +9,8 @@
 mod access;
 #[cfg(test)]
 mod access_tests;
+#[cfg(test)]
+mod bind_tests;
 mod first_boot;
 #[cfg(test)]
 mod tests;
