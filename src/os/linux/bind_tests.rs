@@ -299,4 +299,22 @@ fn the_lockdown_binds_only_where_there_is_a_public_interface() {
     for (keys, want) in cases {
         assert_eq!(private_interface(&plan(keys)).as_deref(), want, "{keys}");
     }
+    // What `check` says of it.
+    use crate::os::Family;
+    let lockdown = |keys: &str| {
+        super::Linux
+            .first_boot_lines(&plan(keys))
+            .into_iter()
+            .find(|l| l.starts_with("lockdown: "))
+            .expect("a lockdown line")
+    };
+    assert!(!lockdown("mac = \"52:54:00:00:00:01\"").contains(" on "));
+    assert!(
+        lockdown("mac = \"52:54:00:00:00:01\"\npublic_mac = \"52:54:00:00:00:02\"")
+            .contains(" on the private interface (MAC 52:54:00:00:00:01);"),
+    );
+    assert!(
+        lockdown("public_mac = \"52:54:00:00:00:02\"")
+            .contains(" on the private interface (the one the SSH connection comes in on);"),
+    );
 }
