@@ -17,7 +17,7 @@ const PUBLIC_MAC: &str = "02:00:00:00:02:01";
 /// listener on 22, and `at SIDE ADDR` (ADDR is now the client's of SIDE,
 /// priv or pub, and the computer's route to it leads there) and `try
 /// SIDE ADDR` (prints `in` when a TCP connection from ADDR to the
-/// computer's address on SIDE is made in 2 s, `out` when not: the
+/// computer's address on SIDE is made in 3 s, `out` when not: the
 /// firewall drops it). The namespaces and listener end with the body.
 const TWO_SIDES: &str = r#"
 unshare --net sleep 600 & PRIV=$!
@@ -61,7 +61,7 @@ try() {
   in_ "$1" python3 -c '
 import socket, sys
 try:
-    socket.create_connection((sys.argv[1], 22), timeout=2, source_address=(sys.argv[2], 0)).close()
+    socket.create_connection((sys.argv[1], 22), timeout=3, source_address=(sys.argv[2], 0)).close()
     print("in")
 except OSError:
     print("out")
@@ -80,13 +80,10 @@ fn tried<'a>(out: &'a str, want: &[(&'a str, &str)]) -> Vec<(&'a str, &'a str)> 
         .collect()
 }
 
-fn run(
-    tag: &str,
-    tools: &[&str],
-    files: &[(&str, &str)],
-    body: &str,
-) -> (String, std::path::PathBuf) {
-    let tools = [tools, IPT, &["ip", "nft", "iptables-restore", "python3"]].concat();
+/// Runs TWO_SIDES and `body` (`$A`, `$U`: ALLOWED, USER) in a namespace
+/// of their own, with nft, iptables and what TWO_SIDES uses.
+fn run(tag: &str, files: &[(&str, &str)], body: &str) -> (String, std::path::PathBuf) {
+    let tools = [IPT, &["ip", "nft", "iptables-restore", "python3"]].concat();
     let body = format!(
         "{TWO_SIDES}\n{}",
         body.replace("$A", ALLOWED).replace("$U", USER)
@@ -145,7 +142,7 @@ echo "== end"
 "#
     );
     let root_conf = "etc/nftables.conf";
-    let (out, dir) = run("bind-nft", &[], &[(root_conf, conf)], &body);
+    let (out, dir) = run("bind-nft", &[(root_conf, conf)], &body);
     let mut want = vec![("old A pub", "in")];
     want.extend(bound_tries("live"));
     want.extend(bound_tries("boot"));
@@ -207,7 +204,7 @@ echo "== end"
 "#
     );
     let files = [("etc/iptables/rules.v4", ""), ("etc/iptables/rules.v6", "")];
-    let (out, dir) = run("bind-ipt", &[], &files, &body);
+    let (out, dir) = run("bind-ipt", &files, &body);
     let mut want = vec![("old A pub", "in")];
     want.extend(bound_tries("live"));
     want.extend(bound_tries("boot"));
@@ -254,7 +251,7 @@ echo "== no client"; SSH_CLIENT= sh "$FW" -i @peer $A 2>&1 && echo ran || echo "
 echo "== no mac"; sh "$GRANT" -i 02:00:00:00:09:09 22 reimage-user-ann $U 2>&1 && echo ran || echo "exit $?"
 echo "== end"
 "#;
-    let (out, dir) = run("bind-err", &[], &[], body);
+    let (out, dir) = run("bind-err", &[], body);
     assert_eq!(
         section(&out, "no client"),
         ["-i @peer: no SSH_CLIENT to find the interface by", "exit 1"],
