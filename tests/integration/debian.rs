@@ -354,14 +354,16 @@ timeout_growth = 1.0
 # The built-in linux profile with the test key and timeouts for TCG on a
 # busy machine (sshd may take seconds to send its banner; a shorter
 # connect_timeout only starts more overlapping probes, each making the
-# guest's sshd fork and re-exec). SSH from QEMU's NAT address and one test
-# network; the clock from the host through QEMU's NAT.
+# guest's sshd fork and re-exec). SSH from QEMU's NAT address, one test
+# network and this host's address on the public tap (which the lockdown
+# still drops: it arrives on the public interface); the clock from the
+# host through QEMU's NAT.
 [os.debian]
 family = "linux"
 key_file = "{g}/id_ed25519"
 connect_timeout = "10s"
 timeouts = {{ port = "5m", banner = "5m", login = "3m" }}
-allow_from = ["10.0.2.2", "192.168.77.2"]
+allow_from = ["10.0.2.2", "192.168.77.2", "{TAP_HOST}"]
 time_servers = ["10.0.2.2"]
 {steps}
 [images.debian]
@@ -491,7 +493,7 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     assert_eq!(
         step_messages(&ev, "firewall-ssh"),
         [format!(
-            "ok: nftables: 22/tcp from 10.0.2.2 192.168.77.2 on {priv_if} (kept in /etc/nftables.conf)"
+            "ok: nftables: 22/tcp from 10.0.2.2 192.168.77.2 {TAP_HOST} on {priv_if} (kept in /etc/nftables.conf)"
         )]
     );
     assert_eq!(route_dev(&g, port, "10.0.2.2"), priv_if);
@@ -531,11 +533,11 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     assert_eq!(chain.matches("tcp dport 22 accept\n").count(), 0, "{chain}");
     assert_eq!(
         chain.matches("comment \"reimage-ssh\"").count(),
-        3,
+        4,
         "{chain}"
     );
     let lines: Vec<&str> = chain.lines().map(str::trim).collect();
-    for from in ["10.0.2.2", "192.168.77.2"] {
+    for from in ["10.0.2.2", "192.168.77.2", TAP_HOST] {
         let accept = format!(
             "iifname \"{priv_if}\" ip saddr {from} tcp dport 22 accept comment \"reimage-ssh\""
         );
@@ -556,7 +558,7 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
             port,
             &format!("grep -c 'iifname \"{priv_if}\" ip saddr' /etc/nftables.conf")
         ),
-        "2",
+        "3",
         "the boot's copy bound the same"
     );
     // Real connections from a source inside allow_from and one outside it,
@@ -564,6 +566,23 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     assert_eq!(
         guest(&g, port, FROM_NAMESPACES),
         "inside: nothing\noutside: nothing"
+    );
+    // This host on the public tap, in allow_from too, reaches the guest's
+    // public address (the image's firewall answers ping) but not its sshd:
+    // the drop, since the accept is for the private interface only.
+    let ping = run(
+        Command::new("ping").args(["-c", "3", "-W", "5", "192.168.90.10"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(ping.code, 0, "the public path works: {}", ping.stdout);
+    let sshd = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([192, 168, 90, 10], 22)),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        sshd.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::TimedOut),
+        "an allow_from source over the public interface is dropped"
     );
     // The clock, synced by systemd-timesyncd from the host.
     assert_eq!(
@@ -637,7 +656,7 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let chain = guest(&g, port, "nft list chain inet filter input");
     assert_eq!(
         chain.matches("comment \"reimage-ssh\"").count(),
-        3,
+        4,
         "{chain}"
     );
     assert_eq!(
@@ -714,7 +733,7 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let chain = guest(&g, port, "nft list chain inet filter input");
     assert_eq!(
         chain.matches("comment \"reimage-ssh\"").count(),
-        3,
+        4,
         "{chain}"
     );
     assert_eq!(guest(&g, port, "hostnamectl hostname"), "deb-vm");
