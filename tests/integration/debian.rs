@@ -174,9 +174,11 @@ const REBOOT_STEPS: &str = r#"steps = [
 /// In the guest: two network namespaces behind veth pairs, `inside` with
 /// 192.168.77.2 (in allow_from) and `outside` with 192.168.78.2 (not), and
 /// what sshd answers each of them (`SSH-2.0`, or nothing when the firewall
-/// drops the connection): `inside` waits up to 60 s, room for sshd under
-/// TCG on a loaded machine; `outside` 5 s, as the firewall drops its
-/// connection and it waits out whatever it is given.
+/// drops the connection). The guest has a public interface, so the
+/// lockdown's accepts are bound to the private one: `inside` is dropped
+/// too, its veth being another interface (reimage's own logins, from
+/// 10.0.2.2 over the private interface, are the ones let in). Each waits
+/// 10 s: a dropped connection waits out whatever it is given.
 const FROM_NAMESPACES: &str = r#"set -e
 for ns in inside:77 outside:78; do
   n=${ns%%:*} net=${ns##*:}
@@ -187,7 +189,7 @@ for ns in inside:77 outside:78; do
   ip netns exec "$n" ip addr add "192.168.$net.2/24" dev eth0
   ip netns exec "$n" ip link set eth0 up
 done
-for ns in inside:77:60 outside:78:5; do
+for ns in inside:77:10 outside:78:10; do
   n=${ns%%:*} rest=${ns#*:} net=${rest%%:*} wait=${rest##*:}
   a=$(ip netns exec "$n" timeout "$wait" bash -c 'exec 3<>/dev/tcp/$0/22; head -c 7 <&3' "192.168.$net.1" 2>/dev/null || true)
   echo "$n: ${a:-nothing}"
@@ -210,8 +212,8 @@ echo 'not executable: skipped' > /etc/reimage/post-load.d/30-notes"#;
 /// DHCP server on it); this file's test puts it on a tap of this host
 /// (`PublicNet`), first with a static address, then by DHCP from a
 /// dnsmasq on that tap.
-const PRIVATE_MAC: &str = "52:54:00:aa:00:01";
-const PUBLIC_MAC: &str = "52:54:00:aa:00:02";
+pub(crate) const PRIVATE_MAC: &str = "52:54:00:aa:00:01";
+pub(crate) const PUBLIC_MAC: &str = "52:54:00:aa:00:02";
 const PUBLIC_STATIC: &str = r#"public_mac = "52:54:00:aa:00:02"
 public_address = "192.168.90.10"
 public_netmask = "255.255.255.0"
@@ -301,7 +303,7 @@ impl Drop for PublicNet {
 
 /// The guest's interface with MAC `mac` (`ip -j addr`): its name and its
 /// IPv4 addresses as `A.B.C.D/N`.
-fn guest_interface(g: &Path, port: u16, mac: &str) -> (String, Vec<String>) {
+pub(crate) fn guest_interface(g: &Path, port: u16, mac: &str) -> (String, Vec<String>) {
     let text = guest(g, port, "ip -j addr");
     let links: Vec<serde_json::Value> = serde_json::from_str(&text).expect("ip -j addr is JSON");
     let link = links
@@ -352,14 +354,16 @@ timeout_growth = 1.0
 # The built-in linux profile with the test key and timeouts for TCG on a
 # busy machine (sshd may take seconds to send its banner; a shorter
 # connect_timeout only starts more overlapping probes, each making the
-# guest's sshd fork and re-exec). SSH from QEMU's NAT address and one test
-# network; the clock from the host through QEMU's NAT.
+# guest's sshd fork and re-exec). SSH from QEMU's NAT address, one test
+# network and this host's address on the public tap (which the lockdown
+# still drops: it arrives on the public interface); the clock from the
+# host through QEMU's NAT.
 [os.debian]
 family = "linux"
 key_file = "{g}/id_ed25519"
 connect_timeout = "10s"
 timeouts = {{ port = "5m", banner = "5m", login = "3m" }}
-allow_from = ["10.0.2.2", "192.168.77.2"]
+allow_from = ["10.0.2.2", "192.168.77.2", "{TAP_HOST}"]
 time_servers = ["10.0.2.2"]
 {steps}
 [images.debian]
@@ -467,10 +471,6 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
         ["ok: ssh.service already enabled"]
     );
     assert_eq!(
-        step_messages(&ev, "firewall-ssh"),
-        ["ok: nftables: 22/tcp from 10.0.2.2 192.168.77.2 (kept in /etc/nftables.conf)"]
-    );
-    assert_eq!(
         step_messages(&ev, "time-sync"),
         ["ok: timesyncd: synced from 10.0.2.2"]
     );
@@ -488,6 +488,14 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     assert_eq!(reported_public(&ev).as_deref(), Some("192.168.90.10/24"));
     let (priv_if, _) = guest_interface(&g, port, PRIVATE_MAC);
     assert_ne!(priv_if, pub_if);
+    // The lockdown's accepts bound to the private interface (found by
+    // `mac`), as the computer has a public one.
+    assert_eq!(
+        step_messages(&ev, "firewall-ssh"),
+        [format!(
+            "ok: nftables: 22/tcp from 10.0.2.2 192.168.77.2 {TAP_HOST} on {priv_if} (kept in /etc/nftables.conf)"
+        )]
+    );
     assert_eq!(route_dev(&g, port, "10.0.2.2"), priv_if);
     assert_eq!(
         route_dev(&g, port, "198.51.100.1"),
@@ -517,21 +525,26 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
         guest(&g, port, "systemctl is-enabled ssh.service"),
         "enabled"
     );
-    // SSH only from allow_from: the image's open rule is out, reimage's
-    // accepts and drop are in, in the chain and in the file.
+    // SSH only from allow_from over the private interface: the image's
+    // open rule is out, reimage's accepts (bound to the private
+    // interface) and drop (on every interface) are in, in the chain and
+    // in the file.
     let chain = guest(&g, port, "nft list chain inet filter input");
     assert_eq!(chain.matches("tcp dport 22 accept\n").count(), 0, "{chain}");
     assert_eq!(
         chain.matches("comment \"reimage-ssh\"").count(),
-        3,
+        4,
         "{chain}"
     );
+    let lines: Vec<&str> = chain.lines().map(str::trim).collect();
+    for from in ["10.0.2.2", "192.168.77.2", TAP_HOST] {
+        let accept = format!(
+            "iifname \"{priv_if}\" ip saddr {from} tcp dport 22 accept comment \"reimage-ssh\""
+        );
+        assert!(lines.contains(&accept.as_str()), "{accept}: {chain}");
+    }
     assert!(
-        chain.contains("ip saddr 192.168.77.2 tcp dport 22 accept comment \"reimage-ssh\""),
-        "{chain}"
-    );
-    assert!(
-        chain.contains("tcp dport 22 drop comment \"reimage-ssh\""),
+        lines.contains(&"tcp dport 22 drop comment \"reimage-ssh\""),
         "{chain}"
     );
     assert_eq!(
@@ -539,10 +552,37 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
         "3",
         "the begin and end lines, and the image's open rule commented out"
     );
-    // Real connections from a source inside allow_from and one outside it.
+    assert_eq!(
+        guest(
+            &g,
+            port,
+            &format!("grep -c 'iifname \"{priv_if}\" ip saddr' /etc/nftables.conf")
+        ),
+        "3",
+        "the boot's copy bound the same"
+    );
+    // Real connections from a source inside allow_from and one outside it,
+    // neither over the private interface: both dropped.
     assert_eq!(
         guest(&g, port, FROM_NAMESPACES),
-        "inside: SSH-2.0\noutside: nothing"
+        "inside: nothing\noutside: nothing"
+    );
+    // This host on the public tap, in allow_from too, reaches the guest's
+    // public address (the image's firewall answers ping) but not its sshd:
+    // the drop, since the accept is for the private interface only.
+    let ping = run(
+        Command::new("ping").args(["-c", "3", "-W", "5", "192.168.90.10"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(ping.code, 0, "the public path works: {}", ping.stdout);
+    let sshd = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([192, 168, 90, 10], 22)),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        sshd.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::TimedOut),
+        "an allow_from source over the public interface is dropped"
     );
     // The clock, synced by systemd-timesyncd from the host.
     assert_eq!(
@@ -616,7 +656,7 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let chain = guest(&g, port, "nft list chain inet filter input");
     assert_eq!(
         chain.matches("comment \"reimage-ssh\"").count(),
-        3,
+        4,
         "{chain}"
     );
     assert_eq!(
@@ -693,7 +733,7 @@ fn debian_with_systemd_openssh_nftables_and_timesyncd() {
     let chain = guest(&g, port, "nft list chain inet filter input");
     assert_eq!(
         chain.matches("comment \"reimage-ssh\"").count(),
-        3,
+        4,
         "{chain}"
     );
     assert_eq!(guest(&g, port, "hostnamectl hostname"), "deb-vm");

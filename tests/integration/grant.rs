@@ -3,12 +3,17 @@
 //! On the real Debian guest (examples/debian-guest: useradd, sudo,
 //! OpenSSH, nftables), one boot for grant, a second grant, revoke and a
 //! grant again, then the next reservation's `provision --reuse`: the user
-//! logs in with their key from an allowed address (a network namespace
-//! inside the guest) and not from another, `--admin` gives sudo, revoke
-//! ends the session. Without a guest: the exit codes and the lock.
+//! logs in with their key from an allowed address over the guest's public
+//! interface (QEMU's second user network, with a forward from the host:
+//! the guest sees 10.0.3.2) and not from addresses that arrive on other
+//! interfaces (network namespaces inside the guest), `--admin` gives sudo,
+//! revoke ends the session. Without a guest: the exit codes and the lock.
 
 use crate::common::{Scratch, of_kind, one_vm_at_a_time};
-use crate::debian::{Vm, config, guest, guest_dir, guest_in, reimage, step_messages};
+use crate::debian::{
+    PRIVATE_MAC, PUBLIC_MAC, Vm, config, guest, guest_dir, guest_in, guest_interface, reimage,
+    step_messages,
+};
 use crate::test::{Output, Test};
 use std::path::Path;
 use std::time::Duration;
@@ -45,6 +50,33 @@ fn as_ann(g: &Path, port: u16, ns: &str, cmd: &str) -> String {
     guest(g, port, &format!("sh -c {} {} {}", q(AS_ANN), ns, q(cmd)))
 }
 
+/// Where the guest's public interface sees the host's connections come
+/// from (QEMU user networking's host address on 10.0.3.0/24).
+const PUBLIC_PEER: &str = "10.0.3.2";
+
+/// `ssh ann@` the guest from the host through the forward `public` to the
+/// public interface, running `cmd`: what it printed, or `refused` (as
+/// AS_ANN).
+fn ssh_public(key: &Path, public: u16, cmd: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("timeout");
+    c.args(["60", "ssh", "-i"])
+        .arg(key)
+        .args(["-p", &public.to_string()])
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args(["-o", "ConnectTimeout=20", "ann@127.0.0.1", cmd]);
+    c
+}
+
+fn as_ann_public(key: &Path, public: u16, cmd: &str) -> String {
+    let out = ssh_public(key, public, cmd).output().expect("ssh runs");
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    } else {
+        "refused".to_string()
+    }
+}
+
 fn grant_test<'a>(s: &'a Scratch, args: &[&str]) -> Test<'a> {
     Test::with(s)
         .arg("--json")
@@ -77,7 +109,16 @@ fn debian_grant_second_grant_revoke_and_the_next_reservation() {
     let s = Scratch::new("grant-debian");
     let _vm = Vm(s.path("state/qemu/deb-vm/qemu.pid"));
     // The built-in linux profile; no time servers (no NTP server here).
-    s.config(&config(&g, port, "").replace("time_servers = [\"10.0.2.2\"]\n", ""));
+    // The public network with a forward from the host to the guest's
+    // sshd, for the user's logins over the public interface.
+    let held_public = Port::new();
+    let public_port = held_public.num();
+    let text = config(&g, port, "")
+        .replace("time_servers = [\"10.0.2.2\"]\n", "")
+        .replace("provisioner = \"qemu\"", "provisioner = \"qpub\"");
+    s.config(&format!(
+        "{text}\n[provisioners.qpub]\nkind = \"qemu\"\npublic_netdev = \"user,net=10.0.3.0/24,hostfwd=tcp:127.0.0.1:{public_port}-:22\"\n"
+    ));
     let key = s.path("ann_key");
     let keygen = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "ann@test", "-f"])
@@ -95,11 +136,11 @@ fn debian_grant_second_grant_revoke_and_the_next_reservation() {
     .code(0);
     let private = std::fs::read_to_string(&key).expect("the key");
     guest_in(&g, port, NAMESPACES, &private);
-    assert_eq!(as_ann(&g, port, "outside", "id -un"), "refused");
+    assert_eq!(as_ann_public(&key, public_port, "id -un"), "refused");
 
-    // --- grant: the key, from `outside` only ---------------------------
+    // --- grant: the key, from the public side and `outside` -------------
     let r = grant_test(&s, &["--ssh-key", &pubkey.display().to_string()])
-        .args(&["--from", "192.168.78.2"])
+        .args(&["--from", PUBLIC_PEER, "--from", "192.168.78.2"])
         .limit(Duration::from_secs(300))
         .run();
     r.code(0);
@@ -120,23 +161,44 @@ fn debian_grant_second_grant_revoke_and_the_next_reservation() {
         (&a["user"], &a["protocol"], &a["address"], &a["port"]),
         (&"ann".into(), &"ssh".into(), &public.into(), &22.into())
     );
-    assert_eq!(a["from"], serde_json::json!(["192.168.78.2"]));
+    assert_eq!(a["from"], serde_json::json!([PUBLIC_PEER, "192.168.78.2"]));
     assert_eq!(
         a["password_file"],
         serde_json::Value::Null,
         "a key, no password"
     );
-    assert_eq!(as_ann(&g, port, "outside", "id -un"), "ann");
-    assert_eq!(as_ann(&g, port, "other", "id -un"), "refused");
+    // In over the public interface; `outside`'s address is granted too,
+    // but it arrives on another interface: the user's rules are bound to
+    // the public one.
+    assert_eq!(as_ann_public(&key, public_port, "id -un"), "ann");
+    assert_eq!(as_ann(&g, port, "outside", "id -un"), "refused");
     assert_eq!(
-        as_ann(
-            &g,
-            port,
-            "outside",
+        as_ann_public(
+            &key,
+            public_port,
             "sudo -n true 2>/dev/null && echo sudo || echo no"
         ),
         "no"
     );
+    // The rules as nft has them: the user's on the public interface, the
+    // lockdown's on the private one (the computer's `mac`).
+    let (pub_if, _) = guest_interface(&g, port, PUBLIC_MAC);
+    let (priv_if, _) = guest_interface(&g, port, PRIVATE_MAC);
+    let ruleset = guest(&g, port, "nft list ruleset");
+    let lines: Vec<&str> = ruleset.lines().map(str::trim).collect();
+    for want in [
+        format!(
+            "iifname \"{pub_if}\" ip saddr {PUBLIC_PEER} tcp dport 22 accept comment \"reimage-user-ann\""
+        ),
+        format!(
+            "iifname \"{pub_if}\" ip saddr 192.168.78.2 tcp dport 22 accept comment \"reimage-user-ann\""
+        ),
+        format!(
+            "iifname \"{priv_if}\" ip saddr 10.0.2.2 tcp dport 22 accept comment \"reimage-ssh\""
+        ),
+    ] {
+        assert!(lines.contains(&want.as_str()), "{want}: {ruleset}");
+    }
     assert_eq!(
         guest(&g, port, "stat -c %U:%a /home/ann/.ssh/authorized_keys"),
         "ann:600"
@@ -149,23 +211,22 @@ fn debian_grant_second_grant_revoke_and_the_next_reservation() {
     r.code(0);
     assert_eq!(
         access(&r)["from"],
-        serde_json::json!(["192.168.78.2", "192.168.79.2"])
+        serde_json::json!([PUBLIC_PEER, "192.168.78.2", "192.168.79.2"])
     );
-    assert_eq!(as_ann(&g, port, "other", "id -un"), "ann");
-    assert_eq!(as_ann(&g, port, "outside", "sudo -n id -u"), "0");
+    assert_eq!(as_ann(&g, port, "other", "id -un"), "refused");
+    assert_eq!(as_ann_public(&key, public_port, "sudo -n id -u"), "0");
     let st = Test::with(&s).args(&["status", "deb-vm"]).run();
-    st.code(0)
-        .stdout_has("deb-vm: ann (reservation r-27, admin) from 192.168.78.2, 192.168.79.2");
+    st.code(0).stdout_has(
+        "deb-vm: ann (reservation r-27, admin) from 10.0.3.2, 192.168.78.2, 192.168.79.2",
+    );
 
     // --- revoke ends the session ------------------------------------------
-    guest(
-        &g,
-        port,
-        &format!(
-            "sh -c {} >/dev/null 2>&1 </dev/null & echo started",
-            "'ip netns exec outside ssh -i /root/ann_key -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null ann@192.168.78.1 sleep 600; echo ended > /root/session'"
-        ),
-    );
+    let mut session = ssh_public(&key, public_port, "sleep 600")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh runs");
     assert_eq!(
         guest(
             &g,
@@ -184,15 +245,21 @@ fn debian_grant_second_grant_revoke_and_the_next_reservation() {
         step_messages(&json_events(&r), "revoke-user"),
         ["ok: user ann logged out and removed"]
     );
-    assert_eq!(
-        guest(
-            &g,
-            port,
-            "for i in $(seq 60); do [ -f /root/session ] && break; sleep 0.5; done; cat /root/session"
-        ),
-        "ended",
-        "the session ended with the revoke"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        match session.try_wait() {
+            Ok(Some(_)) => break true,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500))
+            }
+            _ => break false,
+        }
+    };
+    if !ended {
+        let _ = session.kill();
+        let _ = session.wait();
+    }
+    assert!(ended, "the session ended with the revoke");
     assert_eq!(
         guest(
             &g,

@@ -79,14 +79,21 @@ pub fn grant(a: &mut Actions, r: &Request) -> Result<(), Outcome> {
         return Err(o);
     }
     let ports: Vec<String> = r.ports.iter().map(u16::to_string).collect();
-    let mut args = vec![ports.join(","), tag(r.user)];
+    let mut args = Vec::new();
+    // On the public interface when the computer has one.
+    if let Some(nic) = &a.plan.computer.public {
+        args.extend(["-i".to_string(), nic.mac.clone()]);
+    }
+    args.extend([ports.join(","), tag(r.user)]);
     args.extend(r.from.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     a.run("open-ssh", &sh(GRANT_FIREWALL, &args), Outcome::Fatal)?;
     Ok(())
 }
 
-/// `revoke`: the way in closed first, then the account.
+/// `revoke`: the way in closed first, then the account. The rules go by
+/// their tag whatever interface they are bound to: no `-i`, so a public
+/// interface that is gone does not keep them open.
 pub fn revoke(a: &mut Actions, user: &str) -> Result<(), Outcome> {
     let port = WAY_IN.port.to_string();
     let t = tag(user);

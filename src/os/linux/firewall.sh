@@ -1,15 +1,31 @@
 #!/bin/sh
 fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
-# -i MAC first: the rules bind to the interface that has MAC ($dev); a MAC
-# no interface has is an error. Without it, $dev is empty: every interface.
+# -i MAC first: the accepts bind to the interface that has MAC ($dev); a
+# MAC no interface has is an error. -i @peer: to the interface this SSH
+# connection came in on (the one the route to SSH_CLIENT's address leaves
+# through), for a computer whose config names no private MAC. Without -i,
+# $dev is empty: every interface. The drop is on every interface always.
 dev=
 if [ "${1:-}" = -i ]; then
-  mac=$(printf '%s' "$2" | tr A-F a-f); shift 2
-  dev=$(ip -o link show | awk -v m="$mac" '{
-    for (i = 1; i < NF; i++) if ($i == "link/ether" && tolower($(i + 1)) == m) {
-      n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); print n; exit } }')
-  [ -n "$dev" ] || { echo "no interface has MAC $mac" >&2; exit 1; }
+  if [ "$2" = @peer ]; then
+    peer=${SSH_CLIENT%% *}
+    [ -n "$peer" ] || { echo "-i @peer: no SSH_CLIENT to find the interface by" >&2; exit 1; }
+    dev=$(ip -o route get "$peer" | awk '{
+      for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')
+    [ -n "$dev" ] || { echo "no route to $peer: its interface is unknown" >&2; exit 1; }
+  else
+    mac=$(printf '%s' "$2" | tr A-F a-f)
+    dev=$(ip -o link show | awk -v m="$mac" '{
+      for (i = 1; i < NF; i++) if ($i == "link/ether" && tolower($(i + 1)) == m) {
+        n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); print n; exit } }')
+    [ -n "$dev" ] || { echo "no interface has MAC $mac" >&2; exit 1; }
+  fi
+  shift 2
 fi
+# The words that bind a rule to $dev, and what the last line says of it.
+nft_on=${dev:+iifname \"$dev\" }
+ipt_on=${dev:+-i $dev }
+on=${dev:+ on $dev}
 # @peer: the address this SSH connection comes from as the computer sees it
 # (behind NAT, e.g. QEMU user networking, not the management node's own).
 n=$#; i=0
@@ -119,7 +135,7 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
     for s in "$@"; do
       case "$f $(fam "$s")" in "ip ipv6"|"ip6 ipv4") continue;; esac
       k=ip; [ "$(fam "$s")" = ipv6 ] && k=ip6
-      echo "insert rule $f $t $c $k saddr $s tcp dport 22 accept $tag"
+      echo "insert rule $f $t $c $nft_on$k saddr $s tcp dport 22 accept $tag"
     done
   done)
   del=$(printf '%s\n' "$chains" | while read -r f t c; do
@@ -141,7 +157,7 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
     fi
     rm -f "$conf.reimage"
   fi
-  echo "nftables: 22/tcp from $* ($kept)"
+  echo "nftables: 22/tcp from $*$on ($kept)"
 elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
   # Rules carry the comment reimage-ssh, so a rerun replaces them. The old
   # DROP goes first and the new one comes last, so the connection this
@@ -158,7 +174,7 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
   done
   for c in "$@"; do
     t=iptables; [ "$(fam "$c")" = ipv6 ] && t=ip6tables
-    rule="INPUT -p tcp -s $c --dport 22 -m comment --comment reimage-ssh -j ACCEPT"
+    rule="INPUT $ipt_on-p tcp -s $c --dport 22 -m comment --comment reimage-ssh -j ACCEPT"
     # shellcheck disable=SC2086 # $rule is split into its words
     $t -C $rule 2>/dev/null || $t -I $rule || exit 1
   done
@@ -177,7 +193,7 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
   done
   if [ -n "$kept" ]; then kept="kept in${kept}"
   else kept="not kept: no /etc/iptables/rules.v4 (iptables-persistent) or /etc/sysconfig/iptables (iptables-services)"; fi
-  echo "iptables: 22/tcp from $* ($kept)"
+  echo "iptables: 22/tcp from $*$on ($kept)"
 else
   echo "no firewall found: nothing to restrict"
 fi

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use crate::attempt::Attempt;
 use crate::config::Plan;
-use crate::config::network::Addressing;
+use crate::config::network::{Addressing, parse_mac};
 use crate::control::Channel;
 use crate::os::actions::Actions;
 use crate::os::first_boot::{Account, allow_from, new_password, password_taken};
@@ -123,8 +123,13 @@ pub fn run(
     // of the same image.
     a.run("set-hostname", &sh(HOSTNAME, &[name]), Outcome::Fatal)?;
     a.run("enable-sshd", &sh(SSHD, &[]), Outcome::Fatal)?;
-    let from: Vec<&str> = from.iter().map(String::as_str).collect();
-    a.run("firewall-ssh", &sh(FIREWALL, &from), Outcome::Fatal)?;
+    let mut args: Vec<&str> = Vec::new();
+    let private = private_interface(plan);
+    if let Some(p) = &private {
+        args.extend(["-i", p.as_str()]);
+    }
+    args.extend(from.iter().map(String::as_str));
+    a.run("firewall-ssh", &sh(FIREWALL, &args), Outcome::Fatal)?;
     public_network(&mut a)?;
     sync_time(&mut a, &plan.profile.time_servers)?;
     a.run("remove-private-keys", &sh(SCRUB_KEYS, &[]), Outcome::Fatal)?;
@@ -188,6 +193,18 @@ fn sources(plan: &Plan) -> Result<Vec<String>, Outcome> {
         from.push("@peer".into());
     }
     Ok(from)
+}
+
+/// The interface the lockdown's accepts bind to (FIREWALL's `-i`): none
+/// when the computer has no public interface (every interface, as
+/// before); else the private one, by `mac` when the config names it, or
+/// else `@peer`, the interface the SSH connection came in on.
+pub(super) fn private_interface(plan: &Plan) -> Option<String> {
+    plan.computer.public.as_ref()?;
+    Some(match &plan.computer.mac {
+        Some(m) => parse_mac(m).unwrap_or_else(|| m.clone()),
+        None => "@peer".to_string(),
+    })
 }
 
 /// The public interface configured, when the computer names one, and its

@@ -13,6 +13,9 @@
 # The same choice of firewall as the first boot's lockdown (firewall.sh).
 # -i MAC before PORTS: the rules bind to the interface that has MAC ($dev); a MAC
 # no interface has is an error. Without it, $dev is empty: every interface.
+# nftables binds by iifname, iptables by -i, ufw by "in on", firewalld by
+# the zone of $dev; the old rules go by TAG
+# whatever interface they were bound to.
 dev=
 if [ "${1:-}" = -i ]; then
   mac=$(printf '%s' "$2" | tr A-F a-f); shift 2
@@ -21,6 +24,10 @@ if [ "${1:-}" = -i ]; then
       n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); print n; exit } }')
   [ -n "$dev" ] || { echo "no interface has MAC $mac" >&2; exit 1; }
 fi
+# The words that bind a rule to $dev, and what the last line says of it.
+nft_on=${dev:+iifname \"$dev\" }
+ipt_on=${dev:+-i $dev }
+on=${dev:+ on $dev}
 ports=$1 tag=$2
 shift 2
 # One port or a set: nft's and iptables' words for it.
@@ -40,11 +47,6 @@ ipt_saved() {
 what="$ports/tcp from ${*:-nowhere}"
 list=$root/var/lib/reimage/grants/$tag
 old() { [ -f "$list" ] && cat "$list"; }
-keep() {
-  mkdir -p "${list%/*}" || return 1
-  if [ $# -eq 0 ]; then rm -f "$list"; return; fi
-  for c in "$@"; do printf '%s %s\n' "$ports" "$c"; done > "$list"
-}
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
   # A rich rule per source and port in the zone of $dev (with the first
   # boot's -i, not the private interface's zone reimage), or without -i in
@@ -100,7 +102,7 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
     for s in "$@"; do
       case "$f $(fam "$s")" in "ip ipv6"|"ip6 ipv4") continue;; esac
       k=ip; [ "$(fam "$s")" = ipv6 ] && k=ip6
-      echo "insert rule $f $t $c $k saddr $s tcp dport $nft_dport accept comment \"$tag\""
+      echo "insert rule $f $t $c $nft_on$k saddr $s tcp dport $nft_dport accept comment \"$tag\""
     done
   done)
   del=$(printf '%s\n' "$chains" | while read -r f t c; do
@@ -119,7 +121,7 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
     fi
     rm -f "$conf.reimage"
   fi
-  echo "nftables: $what ($kept)"
+  echo "nftables: $what$on ($kept)"
 elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
   tools=iptables
   command -v ip6tables >/dev/null 2>&1 && ip6tables -S INPUT >/dev/null 2>&1 && tools="$tools ip6tables"
@@ -130,7 +132,7 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
   done
   for c in "$@"; do
     t=iptables; [ "$(fam "$c")" = ipv6 ] && t=ip6tables
-    rule="INPUT -p tcp -s $c $ipt_dport -m comment --comment $tag -j ACCEPT"
+    rule="INPUT $ipt_on-p tcp -s $c $ipt_dport -m comment --comment $tag -j ACCEPT"
     # shellcheck disable=SC2086 # $rule is split into its words
     $t -C $rule 2>/dev/null || $t -I $rule || exit 1
   done
@@ -142,7 +144,7 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
     rm -f "$f.reimage"
   done
   [ -n "$kept" ] && kept="kept in${kept}" || kept="not kept: no saved rules"
-  echo "iptables: $what ($kept)"
+  echo "iptables: $what$on ($kept)"
 else
   echo "no firewall found: $ports/tcp open as the image has it"
 fi

@@ -9,6 +9,7 @@
 mod access;
 #[cfg(test)]
 mod access_tests;
+mod bind_tests;
 #[cfg(test)]
 mod firewalld_ufw_tests;
 mod first_boot;
@@ -116,8 +117,15 @@ impl Family for Linux {
         } else {
             p.allow_from.join(", ")
         };
+        let on = match first_boot::private_interface(plan) {
+            None => String::new(),
+            Some(p) if p == "@peer" => {
+                " on the private interface (the one the SSH connection comes in on)".to_string()
+            }
+            Some(mac) => format!(" on the private interface (MAC {mac})"),
+        };
         let mut v = vec![
-            format!("lockdown: SSH (TCP 22) open only from {from}; ping as the image has it"),
+            format!("lockdown: SSH (TCP 22) open only from {from}{on}; ping as the image has it"),
             super::first_boot::password_line(plan, first_boot::ROOT, None),
             "scrub: private keys under /root/.ssh removed".to_string(),
         ];

@@ -55,6 +55,11 @@ pub(super) fn in_netns(
         .env("ROOT", dir.join("root"))
         .env("REIMAGE_ROOT", dir.join("root"))
         .env("SSH_CLIENT", "10.0.2.2 40000 22")
+        // A firewalld on this host is never the one these scripts see.
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/reimage-test",
+        )
         .output()
         .expect("unshare runs");
     assert!(
@@ -287,6 +292,11 @@ fn run_with_stub_nft(args: &[&str], chain: &str, conf: &str) -> (String, String)
         )
         .env("REIMAGE_ROOT", dir.join("root"))
         .env("SSH_CLIENT", "10.0.2.2 40000 22")
+        // A firewalld on this host is never the one these scripts see.
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/reimage-test",
+        )
         .output()
         .expect("sh runs");
     assert!(out.status.success(), "{out:?}");
