@@ -9,6 +9,7 @@
 mod access;
 #[cfg(test)]
 mod access_tests;
+#[cfg(test)]
 mod bind_tests;
 #[cfg(test)]
 mod firewalld_ufw_tests;
