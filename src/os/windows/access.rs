@@ -19,7 +19,7 @@
 //! the lockdown's `allow_from` in the Remote Desktop exception; a revoke
 //! narrows it to the grants that stay, and closes it when none does.
 
-use super::commands::{DIR, Windows, argv, del_command, toolset};
+use super::commands::{DIR, Windows, argv, del_command, rdp_service, toolset};
 use super::network;
 use crate::os::access::{Request, Revoke, WayIn};
 use crate::os::actions::Actions;
@@ -113,16 +113,7 @@ fn xp_scopes(
         if public.is_none() && port == WAY_IN.port {
             let mut all = allow_from.to_vec();
             all.extend(users.iter().filter(|u| !allow_from.contains(u)).cloned());
-            v.push(argv(&[
-                "netsh",
-                "firewall",
-                "set",
-                "service",
-                "type=remotedesktop",
-                "mode=enable",
-                "scope=custom",
-                &format!("addresses={}", all.join(",")),
-            ]));
+            v.push(rdp_service(&all));
             continue;
         }
         let p = format!("port={port}");

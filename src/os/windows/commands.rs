@@ -580,6 +580,21 @@ fn enable_rdp() -> Action {
     )
 }
 
+/// XP/2003: the Remote Desktop service's exception (every interface's)
+/// open to `from` only, by its type keyword (not a localized name).
+pub(super) fn rdp_service(from: &[String]) -> Vec<String> {
+    argv(&[
+        "netsh",
+        "firewall",
+        "set",
+        "service",
+        "type=remotedesktop",
+        "mode=enable",
+        "scope=custom",
+        &format!("addresses={}", from.join(",")),
+    ])
+}
+
 /// Remote Desktop and ping open only from `from`, and with `private` on
 /// the private side only.
 fn lockdown(t: Toolset, from: &[String], private: Option<&Side>) -> Vec<Action> {
@@ -614,20 +629,7 @@ fn lockdown(t: Toolset, from: &[String], private: Option<&Side>) -> Vec<Action> 
         // XP/2003: the service's exception by its type keyword (not a
         // localized name), with a custom scope (VCL's Windows.pm sets
         // `scope = CUSTOM addresses = ...` on its port openings).
-        (
-            "firewall-rdp",
-            Act::Run(argv(&[
-                "netsh",
-                "firewall",
-                "set",
-                "service",
-                "type=remotedesktop",
-                "mode=enable",
-                "scope=custom",
-                &format!("addresses={}", from.join(",")),
-            ])),
-            OnFail::Fatal,
-        ),
+        ("firewall-rdp", Act::Run(rdp_service(from)), OnFail::Fatal),
         // `netsh firewall set icmpsetting` has no scope on XP/2003: echo is
         // allowed from every source there (in the man page).
         (
