@@ -602,7 +602,10 @@ firewall-cmd --reload >/dev/null
 echo "== reloaded"; probe
 echo "== rerun"; sh "$FW" -i "$PRIV" 192.168.10.0/24
 echo "== permanent"; firewall-cmd --permanent --list-all-zones
+echo "== bob"; sh "$GRANT" -i "$PUB" 22,8080 reimage-user-bob 192.168.0.0/16
 echo "== revoke"; sh "$GRANT" 22 reimage-user-ann
+echo "== bob kept"; probe
+sh "$GRANT" 22 reimage-user-bob >/dev/null
 echo "== revoked"; probe
 echo "== end"
 "#;
@@ -657,6 +660,9 @@ echo "== end"
         ["firewalld: 22/tcp from nowhere"],
         "{out}"
     );
+    // bob was granted the same rules: firewalld keeps one copy, which
+    // ann's revoke took out and put back for bob.
+    probed(&out, "bob kept", [true, false, true, true]);
     probed(&out, "revoked", [true, false, false, false]);
     assert!(
         dir.join("etc-firewalld/zones/reimage.xml").exists()
@@ -680,7 +686,10 @@ echo "== granted"; probe; echo "== granted rules"; ufw status numbered
 ufw reload >/dev/null
 echo "== reloaded"; probe
 echo "== rerun"; sh "$FW" -i "$PRIV" 192.168.10.0/24
+echo "== bob"; sh "$GRANT" -i "$PUB" 22,8080 reimage-user-bob 192.168.0.0/16
 echo "== revoke"; sh "$GRANT" 22 reimage-user-ann
+echo "== bob kept"; probe
+sh "$GRANT" 22 reimage-user-bob >/dev/null
 echo "== revoked"; probe; echo "== revoked rules"; ufw status numbered
 echo "== end"
 "#;
@@ -720,6 +729,8 @@ echo "== end"
         "{out}"
     );
     assert_eq!(s(&out, "revoke"), ["ufw: 22/tcp from nowhere"], "{out}");
+    // bob's identical rule was skipped by ufw; ann's revoke put it back.
+    probed(&out, "bob kept", [true, false, true, true]);
     probed(&out, "revoked", [true, false, false, false]);
     assert_eq!(
         ufw_rules(&out, "revoked rules"),

@@ -9,7 +9,9 @@
 # loads them; firewalld: a rich rule per source and port in a zone (see
 # its branch), the sources kept in /var/lib/reimage/grants/TAG (a line
 # "PORTS SOURCE ZONE" each), the rules of the last ones taken out first;
-# ufw: an allow per source, comment TAG, prepended.
+# ufw: an allow per source, comment TAG, prepended, the sources kept as
+# for firewalld ("PORTS SOURCE DEV"). Both keep one rule for identical
+# ones: the other TAGs' rules are put back after a TAG's go.
 # The same choice of firewall as the first boot's lockdown (firewall.sh).
 # -i MAC before PORTS: the rules bind to the interface that has MAC ($dev); a MAC
 # no interface has is an error. Without it, $dev is empty: every interface.
@@ -47,6 +49,15 @@ ipt_saved() {
 what="$ports/tcp from ${*:-nowhere}"
 list=$root/var/lib/reimage/grants/$tag
 old() { [ -f "$list" ] && cat "$list"; }
+# The other tags' lines, each with its tag last: firewalld and ufw keep one
+# rule for identical ones, so a revoke that takes out a rule another user
+# shares puts that user's back.
+others() {
+  for f in "${list%/*}"/*; do
+    [ -f "$f" ] && [ "$f" != "$list" ] && sed "s|\$| ${f##*/}|" "$f"
+  done
+  return 0
+}
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
   # A rich rule per source and port in the zone of $dev (with the first
   # boot's -i, not the private interface's zone reimage), or without -i in
@@ -75,6 +86,9 @@ if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>
     old | while read -r ps c oz; do [ "${oz:-$def}" = "$z" ] && rules "$ps" "$c"; done | rich "$z" remove || exit 1
   done
   for z in $zones; do rules "$ports" "$@" | rich "$z" add || exit 1; done
+  if [ -f "$list" ]; then
+    others | while read -r ps c oz _; do rules "$ps" "$c" | rich "${oz:-$def}" add || exit 1; done || exit 1
+  fi
   mkdir -p "${list%/*}" || exit 1
   if [ $# -eq 0 ]; then rm -f "$list"
   else for z in $zones; do for c in "$@"; do echo "$ports $c $z"; done; done > "$list" || exit 1; fi
@@ -92,6 +106,16 @@ elif command -v ufw >/dev/null 2>&1 && LC_ALL=C ufw status 2>/dev/null | grep -q
     ufw prepend "$@" to any port "$ports" proto tcp comment "$tag" >/dev/null
   }
   for c in "$@"; do allow "$c" || exit 1; done
+  # $list: "PORTS SOURCE DEV" lines (- for every interface), for others.
+  if [ -f "$list" ]; then
+    others | while read -r ps c d t; do
+      if [ "$d" = - ]; then set -- allow from "$c"; else set -- allow in on "$d" from "$c"; fi
+      ufw prepend "$@" to any port "$ps" proto tcp comment "$t" >/dev/null || exit 1
+    done || exit 1
+  fi
+  mkdir -p "${list%/*}" || exit 1
+  if [ $# -eq 0 ]; then rm -f "$list"
+  else for c in "$@"; do echo "$ports $c ${dev:--}"; done > "$list" || exit 1; fi
   echo "ufw: $what${dev:+ on $dev}"
 elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2>/dev/null | awk '
     $1 == "table" { t = $2 " " $3 }
