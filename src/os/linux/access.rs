@@ -9,7 +9,7 @@ use crate::os::access::{Request, WayIn};
 use crate::os::actions::Actions;
 use crate::outcome::Outcome;
 
-use super::first_boot::sh;
+use super::first_boot::{run_file, sh};
 
 /// Makes or updates the account (see the file's header).
 const GRANT_USER: &str = include_str!("grant-user.sh");
@@ -87,7 +87,7 @@ pub fn grant(a: &mut Actions, r: &Request) -> Result<(), Outcome> {
     args.extend([ports.join(","), tag(r.user)]);
     args.extend(r.from.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    a.run("open-ssh", &sh(GRANT_FIREWALL, &args), Outcome::Fatal)?;
+    run_file(a, "open-ssh", "grant-firewall.sh", GRANT_FIREWALL, &args)?;
     Ok(())
 }
 
@@ -97,10 +97,12 @@ pub fn grant(a: &mut Actions, r: &Request) -> Result<(), Outcome> {
 pub fn revoke(a: &mut Actions, user: &str) -> Result<(), Outcome> {
     let port = WAY_IN.port.to_string();
     let t = tag(user);
-    a.run(
+    run_file(
+        a,
         "close-ssh",
-        &sh(GRANT_FIREWALL, &[&port, &t]),
-        Outcome::Fatal,
+        "grant-firewall.sh",
+        GRANT_FIREWALL,
+        &[&port, &t],
     )?;
     a.run("revoke-user", &sh(REVOKE_USER, &[user]), Outcome::Fatal)?;
     Ok(())

@@ -40,9 +40,10 @@ const HOSTNAME: &str = include_str!("hostname.sh");
 /// Enables the SSH server's unit, where systemd runs.
 const SSHD: &str = include_str!("sshd.sh");
 
-/// Opens SSH (TCP 22) only from the sources given as arguments: firewalld
-/// (rich rules, the open `ssh` service removed), ufw (`allow from`, the
-/// open rules deleted), nftables (Debian's default since 10: in every input
+/// Opens SSH (TCP 22) only from the sources given as arguments (with `-i`,
+/// on the private interface only): firewalld (rich rules, or a zone of its
+/// own for the interface; the open `ssh` service removed), ufw (commented
+/// allows ahead of a deny), nftables (Debian's default since 10: in every input
 /// base chain, the open `tcp dport 22 accept` out, an accept per source at
 /// the head, a drop for the rest at the end; also in /etc/nftables.conf) or
 /// iptables/ip6tables (ACCEPT from each source, then DROP for the rest;
@@ -81,6 +82,36 @@ const PASSWORD: &str = include_str!("set-password.sh");
 pub(super) fn program(file: &str) -> &str {
     let body = file.strip_prefix("#!/bin/sh\n").unwrap_or(file);
     body.strip_suffix('\n').unwrap_or(body)
+}
+
+/// Where the programs too long for one command line are written.
+const SCRIPTS: &str = "/var/lib/reimage/scripts";
+
+/// Runs program `file` of this folder as action `name` with `args`, from
+/// a file: dropbear takes at most 9000 bytes as one command (its
+/// MAX_CMD_LEN), and the firewall programs are longer than that. The file
+/// (`SCRIPTS/stem`, mode 0700) is written anew each time, atomically, so
+/// what runs is this reimage's own; a failure of the program is fatal.
+pub(super) fn run_file(
+    a: &mut Actions,
+    name: &str,
+    stem: &str,
+    file: &str,
+    args: &[&str],
+) -> Result<(), Outcome> {
+    // The upload says what went wrong when the folder cannot be made.
+    let _ = a.ch.run(&sh(r#"mkdir -p "$1""#, &[SCRIPTS]), a.timeout);
+    let path = format!("{SCRIPTS}/{stem}");
+    a.upload(
+        &format!("{name}-program"),
+        program(file).as_bytes(),
+        &path,
+        0o700,
+    )?;
+    let mut argv = vec!["sh".to_string(), path];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    a.run(name, &argv, Outcome::Fatal)?;
+    Ok(())
 }
 
 /// `sh -c PROGRAM sh ARGS...`: the program of this folder `file`, the
@@ -129,7 +160,7 @@ pub fn run(
         args.extend(["-i", p.as_str()]);
     }
     args.extend(from.iter().map(String::as_str));
-    a.run("firewall-ssh", &sh(FIREWALL, &args), Outcome::Fatal)?;
+    run_file(&mut a, "firewall-ssh", "firewall.sh", FIREWALL, &args)?;
     public_network(&mut a)?;
     sync_time(&mut a, &plan.profile.time_servers)?;
     a.run("remove-private-keys", &sh(SCRUB_KEYS, &[]), Outcome::Fatal)?;
