@@ -397,6 +397,11 @@ def first_boot_checks():
             before = s.run_cmd("powershell", BOOT_ID).std_out
             r = s.run_cmd("shutdown", ["/r", "/t", "0", "/f"])
             check("shutdown /r status", r.status_code, 0)
+            # The stand-in answers the shell's Delete, then goes down (as
+            # Windows shuts down after the client is done): wait for it.
+            gone = time.monotonic() + 5
+            while state()["up"] and time.monotonic() < gone:
+                time.sleep(0.05)
             check("down once the shell is closed", state()["up"], False)
             for k in (1, 2):
                 reset = False
