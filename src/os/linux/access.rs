@@ -19,7 +19,11 @@ const REVOKE_USER: &str = include_str!("revoke-user.sh");
 
 /// Replaces the firewall rules tagged for one user with accepts from its
 /// sources (none: removed), in the firewall the lockdown used.
-pub(super) const GRANT_FIREWALL: &str = include_str!("grant-firewall.sh");
+/// firewall-common.sh goes first, as in the lockdown's FIREWALL.
+pub(super) const GRANT_FIREWALL: &str = concat!(
+    include_str!("firewall-common.sh"),
+    include_str!("grant-firewall.sh")
+);
 
 /// SSH, the port sshd listens on in the computer.
 pub const WAY_IN: WayIn = WayIn {

@@ -1,31 +1,9 @@
-#!/bin/sh
-fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
-# -i MAC first: the accepts bind to the interface that has MAC ($dev); a
-# MAC no interface has is an error. -i @peer: to the interface this SSH
-# connection came in on (the one the route to SSH_CLIENT's address leaves
-# through), for a computer whose config names no private MAC. Without -i,
-# $dev is empty: every interface. The drop is on every interface always.
-dev=
-if [ "${1:-}" = -i ]; then
-  if [ "$2" = @peer ]; then
-    peer=${SSH_CLIENT%% *}
-    [ -n "$peer" ] || { echo "-i @peer: no SSH_CLIENT to find the interface by" >&2; exit 1; }
-    dev=$(ip -o route get "$peer" | awk '{
-      for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')
-    [ -n "$dev" ] || { echo "no route to $peer: its interface is unknown" >&2; exit 1; }
-  else
-    mac=$(printf '%s' "$2" | tr A-F a-f)
-    dev=$(ip -o link show | awk -v m="$mac" '{
-      for (i = 1; i < NF; i++) if ($i == "link/ether" && tolower($(i + 1)) == m) {
-        n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); print n; exit } }')
-    [ -n "$dev" ] || { echo "no interface has MAC $mac" >&2; exit 1; }
-  fi
-  shift 2
-fi
-# The words that bind a rule to $dev, and what the last line says of it.
-nft_on=${dev:+iifname \"$dev\" }
-ipt_on=${dev:+-i $dev }
-on=${dev:+ on $dev}
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # $dev, $nft_on, $ipt_on, $on, $root, $saved: firewall-common.sh's
+# The first boot's lockdown: SSH (TCP 22) only from the sources given as
+# arguments, in the firewall the image uses. firewall-common.sh goes
+# first (it takes -i off the arguments); the drop is on every interface
+# always, the accepts with -i on $dev only.
 # @peer: the address this SSH connection comes from as the computer sees it
 # (behind NAT, e.g. QEMU user networking, not the management node's own).
 n=$#; i=0
@@ -34,19 +12,6 @@ while [ $i -lt $n ]; do
   [ "$c" = @peer ] && c=${SSH_CLIENT%% *}
   [ -n "$c" ] && set -- "$@" "$c"
 done
-# An image whose boot restores saved iptables rules (iptables-persistent,
-# iptables-services) takes the iptables branch even where nft is there
-# too: iptables-nft's own tables show up in nft, but /etc/nftables.conf is
-# not what that boot loads.
-# TOOL:FILE for each: iptables-persistent (Debian, Ubuntu), then
-# iptables-services (RHEL family).
-saved="iptables:/etc/iptables/rules.v4 ip6tables:/etc/iptables/rules.v6
-iptables:/etc/sysconfig/iptables ip6tables:/etc/sysconfig/ip6tables"
-ipt_saved() {
-  command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1 || return 1
-  for e in $saved; do [ -f "${REIMAGE_ROOT:-}${e#*:}" ] && return 0; done
-  return 1
-}
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
   # firewalld puts each packet in one zone (by its source, else by its
   # interface, else the default zone); a zone's rich rules see only its
@@ -128,7 +93,7 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
   # Rules go into every base chain on the input hook: an accept in a table
   # of reimage's own would not stop another chain's drop. They carry the
   # comment reimage-ssh, so a rerun replaces them.
-  conf=${REIMAGE_ROOT:-}/etc/nftables.conf
+  conf=$root/etc/nftables.conf
   tag='comment "reimage-ssh"'
   cmds=$(printf '%s\n' "$chains" | while read -r f t c; do
     echo "add rule $f $t $c tcp dport 22 drop $tag"
@@ -147,15 +112,9 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
   # open rule commented out, the commands appended) when it still checks.
   kept="not kept: no $conf"
   if [ -f "$conf" ]; then
-    { sed -e '/^# reimage-ssh begin$/,/^# reimage-ssh end$/d' \
+    kept=$({ sed -e '/^# reimage-ssh begin$/,/^# reimage-ssh end$/d' \
         -e 's/^[[:space:]]*tcp dport \(22\|ssh\) accept$/# reimage-ssh: &/' "$conf"
-      printf '# reimage-ssh begin\n%s\n# reimage-ssh end\n' "$cmds"; } > "$conf.reimage"
-    if nft -c -f "$conf.reimage" >/dev/null 2>&1; then
-      cat "$conf.reimage" > "$conf" && kept="kept in $conf"
-    else
-      kept="not kept: $conf with them does not check"
-    fi
-    rm -f "$conf.reimage"
+      printf '# reimage-ssh begin\n%s\n# reimage-ssh end\n' "$cmds"; } | nft_keep "$conf")
   fi
   echo "nftables: 22/tcp from $*$on ($kept)"
 elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
@@ -184,13 +143,7 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
     $t -A INPUT -p tcp --dport 22 -m comment --comment reimage-ssh -j DROP || exit 1
   done
   # Kept where the boot loads them ($saved).
-  kept=""
-  for e in $saved; do
-    t=${e%%:*}; f=${REIMAGE_ROOT:-}${e#*:}
-    { [ -f "$f" ] && command -v "$t-save" >/dev/null 2>&1; } || continue
-    if "$t-save" > "$f.reimage" && cat "$f.reimage" > "$f"; then kept="$kept $f"; fi
-    rm -f "$f.reimage"
-  done
+  kept=$(ipt_keep)
   if [ -n "$kept" ]; then kept="kept in${kept}"
   else kept="not kept: no /etc/iptables/rules.v4 (iptables-persistent) or /etc/sysconfig/iptables (iptables-services)"; fi
   echo "iptables: 22/tcp from $*$on ($kept)"

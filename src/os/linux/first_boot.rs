@@ -50,7 +50,12 @@ const SSHD: &str = include_str!("sshd.sh");
 /// also in iptables-persistent's or iptables-services' saved rules, and
 /// taken before nftables when the image has those).
 /// Ping is left to the image's firewall (in the man page).
-pub(super) const FIREWALL: &str = include_str!("firewall.sh");
+/// firewall-common.sh goes first (the `-i` interface, the saved-rules
+/// files), as in GRANT_FIREWALL.
+pub(super) const FIREWALL: &str = concat!(
+    include_str!("firewall-common.sh"),
+    include_str!("firewall.sh")
+);
 
 /// Removes the private keys under root's ~/.ssh that came with the image
 /// (and their .pub): VCL's Linux.pm clear_private_keys removes root's

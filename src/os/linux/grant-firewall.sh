@@ -1,4 +1,5 @@
-#!/bin/sh
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # $dev, $nft_on, $ipt_on, $on, $root, $saved: firewall-common.sh's
 # reimage grant/revoke: TCP PORTS (comma-joined: 22,8080) open from the
 # sources given after TAG, and from nowhere else that TAG opened: the rules
 # tagged TAG are replaced (none given: removed). Arguments: PORTS TAG
@@ -13,23 +14,10 @@
 # for firewalld ("PORTS SOURCE DEV"). Both keep one rule for identical
 # ones: the other TAGs' rules are put back after a TAG's go.
 # The same choice of firewall as the first boot's lockdown (firewall.sh).
-# -i MAC before PORTS: the rules bind to the interface that has MAC ($dev); a MAC
-# no interface has is an error. Without it, $dev is empty: every interface.
-# nftables binds by iifname, iptables by -i, ufw by "in on", firewalld by
-# the zone of $dev; the old rules go by TAG
-# whatever interface they were bound to.
-dev=
-if [ "${1:-}" = -i ]; then
-  mac=$(printf '%s' "$2" | tr A-F a-f); shift 2
-  dev=$(ip -o link show | awk -v m="$mac" '{
-    for (i = 1; i < NF; i++) if ($i == "link/ether" && tolower($(i + 1)) == m) {
-      n = $2; sub(/:$/, "", n); sub(/@.*/, "", n); print n; exit } }')
-  [ -n "$dev" ] || { echo "no interface has MAC $mac" >&2; exit 1; }
-fi
-# The words that bind a rule to $dev, and what the last line says of it.
-nft_on=${dev:+iifname \"$dev\" }
-ipt_on=${dev:+-i $dev }
-on=${dev:+ on $dev}
+# firewall-common.sh goes first and takes -i MAC (before PORTS) off the
+# arguments: nftables binds by iifname, iptables by -i, ufw by "in on",
+# firewalld by the zone of $dev; the old rules go by TAG whatever
+# interface they were bound to.
 ports=$1 tag=$2
 shift 2
 # One port or a set: nft's and iptables' words for it.
@@ -37,15 +25,6 @@ case "$ports" in
   *,*) nft_dport="{ $(echo "$ports" | sed 's/,/, /g') }"; ipt_dport="-m multiport --dports $ports";;
   *) nft_dport=$ports; ipt_dport="--dport $ports";;
 esac
-fam() { case "$1" in *:*) echo ipv6;; *) echo ipv4;; esac; }
-root=${REIMAGE_ROOT:-}
-saved="iptables:/etc/iptables/rules.v4 ip6tables:/etc/iptables/rules.v6
-iptables:/etc/sysconfig/iptables ip6tables:/etc/sysconfig/ip6tables"
-ipt_saved() {
-  command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1 || return 1
-  for e in $saved; do [ -f "$root${e#*:}" ] && return 0; done
-  return 1
-}
 what="$ports/tcp from ${*:-nowhere}"
 list=$root/var/lib/reimage/grants/$tag
 old() { [ -f "$list" ] && cat "$list"; }
@@ -136,14 +115,8 @@ elif ! ipt_saved && command -v nft >/dev/null 2>&1 && chains=$(nft list chains 2
   printf '%s\n%s\n' "$del" "$cmds" | nft -f /dev/stdin || exit 1
   kept="not kept: no $conf"
   if [ -f "$conf" ]; then
-    { sed -e "/^# $tag begin\$/,/^# $tag end\$/d" "$conf"
-      [ -z "$cmds" ] || printf '# %s begin\n%s\n# %s end\n' "$tag" "$cmds" "$tag"; } > "$conf.reimage"
-    if nft -c -f "$conf.reimage" >/dev/null 2>&1; then
-      cat "$conf.reimage" > "$conf" && kept="kept in $conf"
-    else
-      kept="not kept: $conf with them does not check"
-    fi
-    rm -f "$conf.reimage"
+    kept=$({ sed -e "/^# $tag begin\$/,/^# $tag end\$/d" "$conf"
+      [ -z "$cmds" ] || printf '# %s begin\n%s\n# %s end\n' "$tag" "$cmds" "$tag"; } | nft_keep "$conf")
   fi
   echo "nftables: $what$on ($kept)"
 elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; then
@@ -160,13 +133,7 @@ elif command -v iptables >/dev/null 2>&1 && iptables -S INPUT >/dev/null 2>&1; t
     # shellcheck disable=SC2086 # $rule is split into its words
     $t -C $rule 2>/dev/null || $t -I $rule || exit 1
   done
-  kept=""
-  for e in $saved; do
-    t=${e%%:*}; f=$root${e#*:}
-    { [ -f "$f" ] && command -v "$t-save" >/dev/null 2>&1; } || continue
-    if "$t-save" > "$f.reimage" && cat "$f.reimage" > "$f"; then kept="$kept $f"; fi
-    rm -f "$f.reimage"
-  done
+  kept=$(ipt_keep)
   [ -n "$kept" ] && kept="kept in${kept}" || kept="not kept: no saved rules"
   echo "iptables: $what$on ($kept)"
 else
